@@ -1,0 +1,224 @@
+//! JSON-RPC 2.0 framing of incoming MCP messages and of the error objects the runtime answers.
+//!
+//! Incoming bodies are parsed once, shallowly: the envelope fields are read and `params` stays a
+//! [`RawValue`] until the method handler needs it, so a large argument is not parsed twice.
+//! Error codes are those of JSON-RPC 2.0 (section 5.1) plus the MCP-specific ones used by the
+//! official TypeScript SDK's streamable HTTP server (`-32000` bad request, `-32001` session not
+//! found), so clients see what they see from reference servers.
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+
+/// JSON-RPC 2.0: invalid JSON.
+pub const PARSE_ERROR: i64 = -32700;
+/// JSON-RPC 2.0: not a valid request object (also: batches, which MCP 2025-06-18 removed).
+pub const INVALID_REQUEST: i64 = -32600;
+/// JSON-RPC 2.0: the method does not exist or is not available.
+pub const METHOD_NOT_FOUND: i64 = -32601;
+/// JSON-RPC 2.0: invalid method parameters (also unknown tool and prompt, per the MCP spec).
+pub const INVALID_PARAMS: i64 = -32602;
+/// JSON-RPC 2.0: internal error.
+pub const INTERNAL_ERROR: i64 = -32603;
+/// Transport-level bad request (missing session id, bad protocol version), as in the MCP
+/// TypeScript SDK.
+pub const BAD_REQUEST: i64 = -32000;
+/// Session not found (unknown, ended or foreign), unknown virtual server, missing
+/// authentication; also an upstream request timeout (MCP TypeScript SDK `RequestTimeout`).
+pub const NOT_FOUND: i64 = -32001;
+/// MCP: resource not found (spec, server/resources, error handling).
+pub const RESOURCE_NOT_FOUND: i64 = -32002;
+
+/// A parsed incoming message: envelope fields read, `params` left raw.
+#[derive(Debug)]
+pub enum Incoming {
+    /// A request: has `method` and `id`.
+    Request {
+        /// The request id, any JSON-RPC id (string or number), kept as JSON.
+        id: Box<RawValue>,
+        /// The method name.
+        method: String,
+        /// Raw `params`, if present.
+        params: Option<Box<RawValue>>,
+    },
+    /// A notification: `method`, no `id`.
+    Notification {
+        /// The method name.
+        method: String,
+        /// Raw `params`, if present.
+        params: Option<Box<RawValue>>,
+    },
+    /// A response to a server-initiated request (`result` or `error`, with `id`).
+    Response,
+}
+
+/// Why a body is not a single JSON-RPC message; each maps to one JSON-RPC error code.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FramingError {
+    /// Not UTF-8 or not JSON.
+    #[error("Parse error: {0}")]
+    Parse(String),
+    /// A JSON array: batching is not supported.
+    #[error("Invalid Request: batch arrays are not supported")]
+    Batch,
+    /// JSON, but not a JSON-RPC 2.0 message.
+    #[error("Invalid Request: {0}")]
+    Invalid(String),
+}
+
+impl FramingError {
+    /// The JSON-RPC error code of this error.
+    #[must_use]
+    pub fn code(&self) -> i64 {
+        match self {
+            Self::Parse(_) => PARSE_ERROR,
+            Self::Batch | Self::Invalid(_) => INVALID_REQUEST,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow, default)]
+    jsonrpc: Option<&'a RawValue>,
+    #[serde(default)]
+    id: Option<Box<RawValue>>,
+    #[serde(default)]
+    method: Option<String>,
+    #[serde(default)]
+    params: Option<Box<RawValue>>,
+    #[serde(borrow, default)]
+    result: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    error: Option<&'a RawValue>,
+}
+
+/// Parses one JSON-RPC message from a request body.
+///
+/// # Errors
+///
+/// [`FramingError::Parse`] for non-UTF-8 or invalid JSON, [`FramingError::Batch`] for an array,
+/// [`FramingError::Invalid`] for JSON that is not a JSON-RPC 2.0 request, notification or
+/// response.
+pub fn parse(body: &[u8]) -> Result<Incoming, FramingError> {
+    let text = std::str::from_utf8(body)
+        .map_err(|e| FramingError::Parse(format!("body is not UTF-8: {e}")))?;
+    let first = text.trim_start().as_bytes().first().copied();
+    match first {
+        None => return Err(FramingError::Parse("empty body".to_owned())),
+        Some(b'[') => {
+            // Still reject invalid JSON as a parse error first.
+            serde_json::from_str::<&RawValue>(text)
+                .map_err(|e| FramingError::Parse(e.to_string()))?;
+            return Err(FramingError::Batch);
+        }
+        Some(b'{') => {}
+        Some(_) => {
+            serde_json::from_str::<&RawValue>(text)
+                .map_err(|e| FramingError::Parse(e.to_string()))?;
+            return Err(FramingError::Invalid("a message must be a JSON object".into()));
+        }
+    }
+    let env: Envelope<'_> = match serde_json::from_str(text) {
+        Ok(env) => env,
+        Err(e) if e.is_data() => return Err(FramingError::Invalid(e.to_string())),
+        Err(e) => return Err(FramingError::Parse(e.to_string())),
+    };
+    if env.jsonrpc.map(RawValue::get) != Some("\"2.0\"") {
+        return Err(FramingError::Invalid("jsonrpc must be \"2.0\"".into()));
+    }
+    if let Some(id) = &env.id {
+        let ok = matches!(id.get().as_bytes().first(), Some(b'"' | b'-' | b'0'..=b'9'));
+        if !ok {
+            return Err(FramingError::Invalid("id must be a string or a number".into()));
+        }
+    }
+    match (env.method, env.id) {
+        (Some(method), Some(id)) => Ok(Incoming::Request {
+            id,
+            method,
+            params: env.params,
+        }),
+        (Some(method), None) => Ok(Incoming::Notification {
+            method,
+            params: env.params,
+        }),
+        (None, Some(_)) if env.result.is_some() != env.error.is_some() => Ok(Incoming::Response),
+        _ => Err(FramingError::Invalid(
+            "not a request, notification or response".into(),
+        )),
+    }
+}
+
+/// Encodes a JSON-RPC error response. `id` is the raw JSON id, or `None` for `null` (when the
+/// request's id could not be read).
+#[must_use]
+pub fn error_body(id: Option<&RawValue>, code: i64, message: &str) -> Vec<u8> {
+    let id: &str = id.map_or("null", RawValue::get);
+    let msg = serde_json::to_string(message).unwrap_or_else(|_| "\"error\"".to_owned());
+    format!(r#"{{"jsonrpc":"2.0","id":{id},"error":{{"code":{code},"message":{msg}}}}}"#)
+        .into_bytes()
+}
+
+/// Encodes a JSON-RPC success response around an already-encoded `result`.
+#[must_use]
+pub fn result_body(id: &RawValue, result: &str) -> Vec<u8> {
+    let id = id.get();
+    let mut out = Vec::with_capacity(result.len() + id.len() + 32);
+    out.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
+    out.extend_from_slice(id.as_bytes());
+    out.extend_from_slice(br#","result":"#);
+    out.extend_from_slice(result.as_bytes());
+    out.push(b'}');
+    out
+}
+
+/// Encodes a JSON-RPC notification.
+#[must_use]
+pub fn notification_body(method: &str, params: &Value) -> String {
+    json!({"jsonrpc": "2.0", "method": method, "params": params}).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_messages() {
+        assert!(matches!(
+            parse(br#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#),
+            Ok(Incoming::Request { .. })
+        ));
+        assert!(matches!(
+            parse(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#),
+            Ok(Incoming::Notification { .. })
+        ));
+        assert!(matches!(
+            parse(br#"{"jsonrpc":"2.0","id":"a","result":{}}"#),
+            Ok(Incoming::Response)
+        ));
+    }
+
+    #[test]
+    fn framing_errors_have_their_codes() {
+        let code = |b: &[u8]| parse(b).unwrap_err().code();
+        assert_eq!(code(b""), PARSE_ERROR);
+        assert_eq!(code(b"{not json"), PARSE_ERROR);
+        assert_eq!(code(b"\xff\xfe"), PARSE_ERROR);
+        assert_eq!(code(b"[]"), INVALID_REQUEST);
+        assert_eq!(code(br#"[{"jsonrpc":"2.0","id":1,"method":"ping"}]"#), INVALID_REQUEST);
+        assert_eq!(code(b"42"), INVALID_REQUEST);
+        assert_eq!(code(b"null"), INVALID_REQUEST);
+        assert_eq!(code(br#"{"jsonrpc":"1.0","id":1,"method":"ping"}"#), INVALID_REQUEST);
+        assert_eq!(code(br#"{"jsonrpc":"2.0","id":1}"#), INVALID_REQUEST);
+        assert_eq!(code(br#"{"jsonrpc":"2.0","id":{},"method":"ping"}"#), INVALID_REQUEST);
+        assert_eq!(code(br#"{"jsonrpc":"2.0","id":1,"method":7}"#), INVALID_REQUEST);
+    }
+
+    #[test]
+    fn error_body_is_json_rpc() {
+        let id = RawValue::from_string("7".into()).unwrap();
+        let v: Value = serde_json::from_slice(&error_body(Some(&id), -32601, "x\"y")).unwrap();
+        assert_eq!(v, json!({"jsonrpc":"2.0","id":7,"error":{"code":-32601,"message":"x\"y"}}));
+    }
+}

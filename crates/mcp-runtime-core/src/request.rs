@@ -1,0 +1,238 @@
+//! The one typed request the core takes and the one typed outcome it returns.
+//!
+//! Adapters build a [`Request`] from their wire form (HTTP headers and path, or the protobuf
+//! envelope) and encode the [`Outcome`] back; nothing here knows either wire.
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::auth::AuthContext;
+
+/// HTTP method of the MCP streamable HTTP request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// One JSON-RPC message in the body.
+    Post,
+    /// Open the standalone SSE stream of a session.
+    Get,
+    /// End a session.
+    Delete,
+}
+
+/// Which adapter a request came through; used only for logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// The HTTP/JSON adapter.
+    Http,
+    /// The gRPC adapter.
+    Grpc,
+    /// In-process callers (tests, benchmarks).
+    InProcess,
+}
+
+impl Transport {
+    /// Lower-case name for logs: `http`, `grpc`, `in-process`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::Grpc => "grpc",
+            Self::InProcess => "in-process",
+        }
+    }
+}
+
+/// The MCP headers that matter to the runtime. `None` means the header was absent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct McpHeaders {
+    /// `Mcp-Session-Id`.
+    pub session_id: Option<String>,
+    /// `MCP-Protocol-Version`.
+    pub protocol_version: Option<String>,
+    /// `Accept`, verbatim.
+    pub accept: Option<String>,
+    /// `Last-Event-ID`.
+    pub last_event_id: Option<String>,
+}
+
+/// One MCP request, as the gateway received it, minus transport details.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The HTTP method.
+    pub method: Method,
+    /// The MCP headers.
+    pub headers: McpHeaders,
+    /// Virtual server id of `/servers/{id}/mcp`; `None` for the federated `/mcp`.
+    pub server_id: Option<String>,
+    /// Gateway-assigned request id, for logs.
+    pub request_id: Option<String>,
+    /// The caller.
+    pub auth: AuthContext,
+    /// Raw body: one JSON-RPC message (UTF-8 JSON), unparsed. Empty for GET and DELETE.
+    pub body: Bytes,
+    /// The adapter it came through.
+    pub transport: Transport,
+}
+
+/// One server-sent event of a `text/event-stream` response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SseEvent {
+    /// `id:` field, if any.
+    pub id: Option<String>,
+    /// `event:` field; `None` means the default `message`.
+    pub event: Option<String>,
+    /// `data:` field: one JSON-RPC message.
+    pub data: String,
+}
+
+impl SseEvent {
+    /// A default-type (`message`) event carrying one JSON-RPC message.
+    #[must_use]
+    pub fn message(data: String) -> Self {
+        Self {
+            id: None,
+            event: Some("message".to_owned()),
+            data,
+        }
+    }
+
+    /// Appends the event in `text/event-stream` framing (WHATWG HTML, server-sent events):
+    /// `id:`, `event:` and one `data:` line per line of data, then a blank line.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        if let Some(id) = &self.id {
+            out.extend_from_slice(b"id: ");
+            out.extend_from_slice(id.as_bytes());
+            out.push(b'\n');
+        }
+        if let Some(event) = &self.event {
+            out.extend_from_slice(b"event: ");
+            out.extend_from_slice(event.as_bytes());
+            out.push(b'\n');
+        }
+        for line in self.data.split('\n') {
+            out.extend_from_slice(b"data: ");
+            out.extend_from_slice(line.as_bytes());
+            out.push(b'\n');
+        }
+        out.push(b'\n');
+    }
+}
+
+/// Status line and headers of the response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseHead {
+    /// HTTP status code the client sees.
+    pub status: u16,
+    /// Headers to relay, lower-case names, in order.
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl ResponseHead {
+    /// The value of the first header with this (lower-case) name.
+    #[must_use]
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// The body of an [`Outcome`].
+#[derive(Debug)]
+pub enum Body {
+    /// The whole body (JSON, or empty for 202 and DELETE).
+    Full(Bytes),
+    /// A `text/event-stream` body: events arrive as the runtime produces them; the stream
+    /// ends when the sender side is dropped. Dropping the receiver cancels the work behind it.
+    Events(mpsc::Receiver<SseEvent>),
+}
+
+/// What the core answers to one [`Request`].
+#[derive(Debug)]
+pub struct Outcome {
+    /// Status and headers.
+    pub head: ResponseHead,
+    /// The body.
+    pub body: Body,
+}
+
+impl Outcome {
+    /// A complete response with a JSON body.
+    #[must_use]
+    pub fn json(status: u16, body: impl Into<Bytes>) -> Self {
+        Self {
+            head: ResponseHead {
+                status,
+                headers: vec![("content-type", "application/json".to_owned())],
+            },
+            body: Body::Full(body.into()),
+        }
+    }
+
+    /// A response with no body.
+    #[must_use]
+    pub fn empty(status: u16) -> Self {
+        Self {
+            head: ResponseHead {
+                status,
+                headers: Vec::new(),
+            },
+            body: Body::Full(Bytes::new()),
+        }
+    }
+
+    /// An SSE response whose events come from `events`.
+    #[must_use]
+    pub fn events(events: mpsc::Receiver<SseEvent>) -> Self {
+        Self {
+            head: ResponseHead {
+                status: 200,
+                headers: vec![
+                    ("content-type", "text/event-stream".to_owned()),
+                    ("cache-control", "no-cache".to_owned()),
+                ],
+            },
+            body: Body::Events(events),
+        }
+    }
+
+    /// Adds a header.
+    #[must_use]
+    pub fn with_header(mut self, name: &'static str, value: String) -> Self {
+        self.head.headers.push((name, value));
+        self
+    }
+
+    /// Waits for the whole body: a full body as is, an event stream encoded as
+    /// `text/event-stream` bytes once the stream ends. Used by unary adapters (gRPC `Invoke`).
+    pub async fn collect(self) -> (ResponseHead, Bytes) {
+        match self.body {
+            Body::Full(b) => (self.head, b),
+            Body::Events(mut rx) => {
+                let mut out = Vec::new();
+                while let Some(ev) = rx.recv().await {
+                    ev.encode_into(&mut out);
+                }
+                (self.head, Bytes::from(out))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sse_framing_splits_data_lines() {
+        let mut out = Vec::new();
+        SseEvent {
+            id: Some("7".into()),
+            event: None,
+            data: "a\nb".into(),
+        }
+        .encode_into(&mut out);
+        assert_eq!(out, b"id: 7\ndata: a\ndata: b\n\n");
+    }
+}

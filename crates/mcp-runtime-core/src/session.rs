@@ -1,0 +1,127 @@
+//! MCP sessions: minted by `initialize`, bound to the caller's subject and scope, ended by
+//! DELETE.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use rand::RngCore;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::request::SseEvent;
+
+/// One MCP session.
+#[derive(Debug)]
+pub(crate) struct Session {
+    /// Subject email of the creator; any other subject is answered as if the session did
+    /// not exist.
+    pub(crate) subject: String,
+    /// Virtual server id it was created on (`None` for `/mcp`); it is valid only there.
+    pub(crate) scope: Option<String>,
+    /// Sender of the standalone GET stream, if one is open. Dropping it ends that stream.
+    /// A std mutex: held only to swap the value, never across an await.
+    pub(crate) standalone: Mutex<Option<mpsc::Sender<SseEvent>>>,
+    /// In-flight requests by the caller's raw JSON-RPC id, so `notifications/cancelled` and
+    /// DELETE can stop them. A std mutex: held only to insert or remove.
+    pub(crate) inflight: Mutex<HashMap<String, CancellationToken>>,
+    /// Cancelled when the session ends: stops everything still running for it.
+    pub(crate) ended: CancellationToken,
+}
+
+/// The session table.
+#[derive(Debug, Default)]
+pub(crate) struct Sessions {
+    /// Read-mostly: every request looks its session up, only initialize and DELETE write.
+    map: RwLock<HashMap<String, Arc<Session>>>,
+}
+
+/// Why a session lookup failed.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Lookup {
+    /// No `Mcp-Session-Id` header.
+    Missing,
+    /// Unknown, ended, another subject's, or another scope's.
+    NotFound,
+}
+
+impl Sessions {
+    /// Creates a session and returns its id: 128 random bits from the OS-seeded CSPRNG,
+    /// hex-encoded (32 visible ASCII characters, as the spec requires of session ids).
+    pub(crate) fn create(&self, subject: &str, scope: Option<&str>) -> String {
+        let mut bytes = [0u8; 16];
+        rand::rng().fill_bytes(&mut bytes);
+        let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let session = Arc::new(Session {
+            subject: subject.to_owned(),
+            scope: scope.map(str::to_owned),
+            standalone: Mutex::new(None),
+            inflight: Mutex::new(HashMap::new()),
+            ended: CancellationToken::new(),
+        });
+        self.write().insert(id.clone(), session);
+        id
+    }
+
+    /// Finds the caller's session.
+    pub(crate) fn get(
+        &self,
+        id: Option<&str>,
+        subject: &str,
+        scope: Option<&str>,
+    ) -> Result<Arc<Session>, Lookup> {
+        let id = id.ok_or(Lookup::Missing)?;
+        let map = self.map.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match map.get(id) {
+            Some(s) if s.subject == subject && s.scope.as_deref() == scope => Ok(Arc::clone(s)),
+            _ => Err(Lookup::NotFound),
+        }
+    }
+
+    /// Ends the caller's session: removes it, closes its stream and cancels its calls.
+    pub(crate) fn remove(
+        &self,
+        id: Option<&str>,
+        subject: &str,
+        scope: Option<&str>,
+    ) -> Result<(), Lookup> {
+        let session = self.get(id, subject, scope)?;
+        let id = id.ok_or(Lookup::Missing)?;
+        self.write().remove(id);
+        session.ended.cancel();
+        session
+            .standalone
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        Ok(())
+    }
+
+    /// Number of open sessions.
+    pub(crate) fn len(&self) -> usize {
+        self.map.read().unwrap_or_else(std::sync::PoisonError::into_inner).len()
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Session>>> {
+        self.map.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_are_bound_to_subject_and_scope() {
+        let s = Sessions::default();
+        let id = s.create("alice", None);
+        assert_eq!(id.len(), 32);
+        assert!(s.get(Some(&id), "alice", None).is_ok());
+        assert_eq!(s.get(Some(&id), "bob", None).unwrap_err(), Lookup::NotFound);
+        assert_eq!(s.get(Some(&id), "alice", Some("x")).unwrap_err(), Lookup::NotFound);
+        assert_eq!(s.get(None, "alice", None).unwrap_err(), Lookup::Missing);
+        assert_eq!(s.remove(Some(&id), "bob", None), Err(Lookup::NotFound));
+        assert_eq!(s.remove(Some(&id), "alice", None), Ok(()));
+        assert_eq!(s.get(Some(&id), "alice", None).unwrap_err(), Lookup::NotFound);
+        assert_ne!(s.create("a", None), s.create("a", None));
+    }
+}

@@ -1,0 +1,374 @@
+//! The upstream pool: one reusable MCP client session per upstream server, shared by every
+//! runtime session.
+//!
+//! Built on rmcp's streamable-HTTP client at the transport level ([`StreamableHttpClient`] on a
+//! `reqwest::Client`) rather than on its service layer: a POST's own response stream is what
+//! carries the progress and logging notifications of that call, and keeping it per call is what
+//! lets the runtime forward them to the right caller on a session shared by many callers.
+//! Response messages stay raw JSON text, so large results pass through without being parsed
+//! into a tree and serialised again.
+//!
+//! Request ids and progress tokens are rewritten to be unique within the shared upstream
+//! session; the caller's own values are restored on the way back (see `dispatch`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use rmcp::model::{ClientJsonRpcMessage, ProtocolVersion};
+use rmcp::transport::streamable_http_client::{
+    StreamableHttpClient, StreamableHttpError, StreamableHttpPostResponse,
+    StreamableHttpResponseLimits,
+};
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+
+use crate::catalog::UpstreamConfig;
+
+/// Why a call to an upstream failed. Each becomes a JSON-RPC error for the caller.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// The upstream could not be reached or broke the connection.
+    #[error("upstream {upstream} unavailable: {detail}")]
+    Unavailable {
+        /// Upstream id from the catalog.
+        upstream: String,
+        /// What failed.
+        detail: String,
+    },
+    /// The upstream answered something that is not MCP.
+    #[error("upstream {upstream} protocol error: {detail}")]
+    Protocol {
+        /// Upstream id from the catalog.
+        upstream: String,
+        /// What was wrong.
+        detail: String,
+    },
+}
+
+/// A message stream of one upstream call: raw JSON-RPC messages (notifications, then the
+/// response), in arrival order.
+pub(crate) type MessageStream = BoxStream<'static, Result<String, UpstreamError>>;
+
+#[derive(Clone)]
+struct Connection {
+    session_id: Option<Arc<str>>,
+    headers: HashMap<reqwest::header::HeaderName, reqwest::header::HeaderValue>,
+    generation: u64,
+}
+
+/// One upstream server and its shared client session.
+pub(crate) struct Upstream {
+    /// The catalog entry.
+    pub(crate) config: UpstreamConfig,
+    client: reqwest::Client,
+    uri: Arc<str>,
+    /// The live session, `None` until first use or after a failure. A `tokio` mutex because
+    /// (re)connecting awaits and concurrent callers must wait for one handshake, not race.
+    connection: Mutex<Option<Connection>>,
+    /// Source of request ids and progress tokens unique within the upstream session.
+    next_id: AtomicU64,
+    generation: AtomicU64,
+    limits: StreamableHttpResponseLimits,
+}
+
+impl Upstream {
+    /// Creates the pool entry; nothing is connected until [`Upstream::connect`] or a call.
+    pub(crate) fn new(config: UpstreamConfig, max_message_bytes: usize) -> Self {
+        let client = reqwest::Client::builder()
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .build()
+            .unwrap_or_default();
+        let mut limits = StreamableHttpResponseLimits::default();
+        // An upstream event carries one JSON-RPC message; leave room for its envelope so the
+        // runtime's own size check (with a clear error) fires first.
+        limits.max_sse_event_size = max_message_bytes.saturating_mul(2);
+        limits.max_json_response_size = max_message_bytes.saturating_mul(2);
+        Self {
+            uri: Arc::from(config.url.as_str()),
+            config,
+            client,
+            connection: Mutex::new(None),
+            next_id: AtomicU64::new(1),
+            generation: AtomicU64::new(0),
+            limits,
+        }
+    }
+
+    /// A fresh id, unique within this upstream's session.
+    pub(crate) fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn unavailable(&self, detail: impl std::fmt::Display) -> UpstreamError {
+        UpstreamError::Unavailable {
+            upstream: self.config.id.clone(),
+            detail: detail.to_string(),
+        }
+    }
+
+    fn protocol(&self, detail: impl std::fmt::Display) -> UpstreamError {
+        UpstreamError::Protocol {
+            upstream: self.config.id.clone(),
+            detail: detail.to_string(),
+        }
+    }
+
+    /// Performs the MCP handshake (`initialize`, `notifications/initialized`) if there is no
+    /// live session, and returns the upstream's `initialize` result when it connected now.
+    ///
+    /// # Errors
+    ///
+    /// [`UpstreamError`] when the upstream is unreachable or answers the handshake badly.
+    pub(crate) async fn connect(&self) -> Result<Option<Value>, UpstreamError> {
+        let mut guard = self.connection.lock().await;
+        if guard.is_some() {
+            return Ok(None);
+        }
+        let (conn, result) = self.handshake().await?;
+        *guard = Some(conn);
+        Ok(Some(result))
+    }
+
+    async fn current(&self) -> Result<Connection, UpstreamError> {
+        let mut guard = self.connection.lock().await;
+        if let Some(c) = guard.as_ref() {
+            return Ok(c.clone());
+        }
+        let (conn, _) = self.handshake().await?;
+        *guard = Some(conn.clone());
+        Ok(conn)
+    }
+
+    async fn invalidate(&self, generation: u64) {
+        let mut guard = self.connection.lock().await;
+        if guard.as_ref().is_some_and(|c| c.generation == generation) {
+            *guard = None;
+        }
+    }
+
+    async fn handshake(&self) -> Result<(Connection, Value), UpstreamError> {
+        let id = self.next_id();
+        let init = message(&json!({
+            "jsonrpc": "2.0", "id": id, "method": "initialize",
+            "params": {
+                "protocolVersion": ProtocolVersion::LATEST_WITH_INITIALIZE.to_string(),
+                "capabilities": {},
+                "clientInfo": {"name": "mcp-runtime", "version": env!("CARGO_PKG_VERSION")},
+            }
+        }))
+        .map_err(|e| self.protocol(e))?;
+        let response = self
+            .client
+            .post_message_with_response_limits(
+                self.uri.clone(),
+                init,
+                None,
+                None,
+                HashMap::new(),
+                self.limits,
+            )
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        let session_id = match &response {
+            StreamableHttpPostResponse::Json(_, s) | StreamableHttpPostResponse::Sse(_, s) => {
+                s.clone()
+            }
+            _ => None,
+        };
+        let raw = first_response(self, response).await?;
+        let v: Value = serde_json::from_str(&raw).map_err(|e| self.protocol(e))?;
+        if let Some(err) = v.get("error") {
+            return Err(self.protocol(format!("initialize failed: {err}")));
+        }
+        let result = v.get("result").cloned().unwrap_or(Value::Null);
+        let version = result
+            .get("protocolVersion")
+            .and_then(Value::as_str)
+            .unwrap_or("2025-03-26")
+            .to_owned();
+        let mut headers = HashMap::new();
+        if let Ok(value) = reqwest::header::HeaderValue::from_str(&version) {
+            headers.insert(
+                reqwest::header::HeaderName::from_static("mcp-protocol-version"),
+                value,
+            );
+        }
+        let conn = Connection {
+            session_id: session_id.map(Arc::from),
+            headers,
+            generation: self.generation.fetch_add(1, Ordering::Relaxed) + 1,
+        };
+        let initialized = message(&json!({
+            "jsonrpc": "2.0", "method": "notifications/initialized"
+        }))
+        .map_err(|e| self.protocol(e))?;
+        self.client
+            .post_message(
+                self.uri.clone(),
+                initialized,
+                conn.session_id.clone(),
+                None,
+                conn.headers.clone(),
+            )
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        tracing::info!(upstream = %self.config.id, version, "upstream session established");
+        Ok((conn, result))
+    }
+
+    /// Sends one request and returns its message stream. A session the upstream no longer
+    /// knows (it restarted) and a connection that could not be opened are re-established and
+    /// the request sent once more; a request that may have reached the upstream is never
+    /// sent twice.
+    ///
+    /// # Errors
+    ///
+    /// [`UpstreamError`] when the upstream is unreachable or rejects the request at the HTTP
+    /// level.
+    pub(crate) async fn request(
+        &self,
+        id: u64,
+        method: &str,
+        params: &Value,
+    ) -> Result<MessageStream, UpstreamError> {
+        let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        let msg = message(&body).map_err(|e| self.protocol(e))?;
+        let mut retried = false;
+        loop {
+            let conn = self.current().await?;
+            let res = self
+                .client
+                .post_message_with_response_limits(
+                    self.uri.clone(),
+                    msg.clone(),
+                    conn.session_id.clone(),
+                    None,
+                    conn.headers.clone(),
+                    self.limits,
+                )
+                .await;
+            match res {
+                Ok(response) => return Ok(into_stream(self, response)),
+                Err(e) if !retried && is_retryable(&e) => {
+                    tracing::info!(upstream = %self.config.id, error = %e, "upstream session lost; reconnecting");
+                    self.invalidate(conn.generation).await;
+                    retried = true;
+                }
+                Err(e) => {
+                    if !matches!(e, StreamableHttpError::HttpStatus(_)) {
+                        self.invalidate(conn.generation).await;
+                    }
+                    return Err(self.unavailable(e));
+                }
+            }
+        }
+    }
+
+    /// Sends a notification (fire and forget, errors only logged): used for
+    /// `notifications/cancelled` when a caller goes away or a call times out.
+    pub(crate) fn notify(self: &Arc<Self>, method: &'static str, params: Value) {
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let Ok(conn) = this.current().await else {
+                return;
+            };
+            let Ok(msg) = message(&json!({"jsonrpc": "2.0", "method": method, "params": params}))
+            else {
+                return;
+            };
+            if let Err(e) = this
+                .client
+                .post_message(this.uri.clone(), msg, conn.session_id, None, conn.headers)
+                .await
+            {
+                tracing::debug!(upstream = %this.config.id, error = %e, method, "notification not delivered");
+            }
+        });
+    }
+
+    /// Sends a request and waits for its response message, ignoring notifications; used at
+    /// discovery.
+    pub(crate) async fn call(&self, method: &str, params: &Value) -> Result<Value, UpstreamError> {
+        let id = self.next_id();
+        let mut stream = self.request(id, method, params).await?;
+        while let Some(msg) = stream.next().await {
+            let v: Value = serde_json::from_str(&msg?).map_err(|e| self.protocol(e))?;
+            if v.get("id").is_some() && v.get("method").is_none() {
+                if let Some(err) = v.get("error") {
+                    return Err(self.protocol(format!("{method} failed: {err}")));
+                }
+                return Ok(v.get("result").cloned().unwrap_or(Value::Null));
+            }
+        }
+        Err(self.protocol(format!("{method}: stream ended without a response")))
+    }
+}
+
+fn is_retryable(e: &StreamableHttpError<reqwest::Error>) -> bool {
+    match e {
+        StreamableHttpError::SessionExpired => true,
+        StreamableHttpError::Client(e) => e.is_connect(),
+        _ => false,
+    }
+}
+
+fn message(v: &Value) -> Result<ClientJsonRpcMessage, serde_json::Error> {
+    ClientJsonRpcMessage::deserialize(v)
+}
+
+use serde::Deserialize as _;
+
+fn into_stream(up: &Upstream, response: StreamableHttpPostResponse) -> MessageStream {
+    let id = up.config.id.clone();
+    match response {
+        StreamableHttpPostResponse::Json(msg, _) => {
+            let r = serde_json::to_string(&msg).map_err(|e| UpstreamError::Protocol {
+                upstream: id,
+                detail: e.to_string(),
+            });
+            futures::stream::once(async move { r }).boxed()
+        }
+        StreamableHttpPostResponse::Sse(stream, _) => stream
+            .filter_map(move |ev| {
+                let id = id.clone();
+                async move {
+                    match ev {
+                        Ok(sse) => sse.data.filter(|d| !d.trim().is_empty()).map(Ok),
+                        Err(e) => Some(Err(UpstreamError::Unavailable {
+                            upstream: id,
+                            detail: format!("event stream broke: {e}"),
+                        })),
+                    }
+                }
+            })
+            .boxed(),
+        _ => futures::stream::once(async move {
+            Err(UpstreamError::Protocol {
+                upstream: id,
+                detail: "no response message for a request".into(),
+            })
+        })
+        .boxed(),
+    }
+}
+
+async fn first_response(
+    up: &Upstream,
+    response: StreamableHttpPostResponse,
+) -> Result<String, UpstreamError> {
+    let mut stream = into_stream(up, response);
+    while let Some(msg) = stream.next().await {
+        let msg = msg?;
+        // Skip notifications that may precede the response on an SSE stream.
+        let v: Value = serde_json::from_str(&msg).map_err(|e| up.protocol(e))?;
+        if v.get("method").is_none() {
+            return Ok(msg);
+        }
+    }
+    Err(up.protocol("stream ended without a response"))
+}
