@@ -1,0 +1,140 @@
+"""Command line: ``python -m mcp_gateway serve|token|stack``.
+
+``serve`` runs the gateway under uvicorn with the settings of the environment (see
+:class:`mcp_gateway.Settings`). ``token`` prints an HS256 bearer token signed with
+``JWT_SECRET_KEY`` (or ``--secret``) for local use. ``stack`` brings up the fixture upstream,
+the runtime (both sockets) and the gateway in the chosen mode, prints the URL and tokens, and
+stops everything on Ctrl-C (``make run MODE=grpc``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from mcp_gateway._app import create_app
+    from mcp_gateway._errors import ConfigError
+    from mcp_gateway._settings import Settings
+
+    env = dict(os.environ)
+    if args.host:
+        env["MCP_GATEWAY_HOST"] = args.host
+    if args.port is not None:
+        env["MCP_GATEWAY_PORT"] = str(args.port)
+    try:
+        settings = Settings.from_env(env)
+    except ConfigError as e:
+        print(f"mcp-gateway: {e}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=args.log_level,
+        server_header=False,
+        access_log=args.access_log,
+        lifespan="on",
+    )
+    return 0
+
+
+def _token(args: argparse.Namespace) -> int:
+    from mcp_gateway._auth import mint_token
+
+    secret = args.secret or os.environ.get("JWT_SECRET_KEY", "")
+    if not secret:
+        print("mcp-gateway token: set JWT_SECRET_KEY or pass --secret", file=sys.stderr)
+        return 2
+    teams: list[str] | None = args.team
+    if args.public_only:
+        teams = []
+    print(
+        mint_token(
+            secret,
+            args.sub,
+            teams=teams,
+            is_admin=args.admin,
+            scopes=args.scope or ["tools.execute"],
+            ttl_s=args.ttl_s,
+        )
+    )
+    return 0
+
+
+def _stack(args: argparse.Namespace) -> int:
+    import secrets
+    import time
+
+    from mcp_gateway._auth import mint_token
+    from mcp_gateway._stack import stack
+
+    secret = os.environ.get("JWT_SECRET_KEY") or secrets.token_urlsafe(32)
+    try:
+        with stack(args.mode, args.port, secret) as running:
+            token = mint_token(secret, "alice@example.com", teams=["alpha"])
+            admin = mint_token(secret, "admin@example.com", is_admin=True)
+            print(f"mode:      {running.mode}")
+            print(f"MCP URL:   {running.url}")
+            print(f"logs:      {running.workdir}")
+            print(f"token:     {token}   (alice@example.com, team alpha)")
+            print(f"admin:     {admin}   (admin@example.com, unrestricted)")
+            print("header:    Authorization: Bearer <token>     Ctrl-C stops the stack.", flush=True)
+            while all(p.poll() is None for p in running.processes):
+                time.sleep(0.5)
+            print("mcp-gateway stack: a process exited; stopping", file=sys.stderr)
+            return 1
+    except KeyboardInterrupt:
+        return 0
+    except RuntimeError as e:
+        print(f"mcp-gateway stack: {e}", file=sys.stderr)
+        return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the process exit status."""
+    parser = argparse.ArgumentParser(prog="python -m mcp_gateway", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the gateway (mode from MCP_RUST_GRPC_UDS / MCP_RUST_UDS)")
+    serve.add_argument("--host", help="listen address (default MCP_GATEWAY_HOST or 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="listen port (default MCP_GATEWAY_PORT or 4444)")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--access-log", action="store_true", help="log every request")
+    serve.set_defaults(func=_serve)
+
+    token = commands.add_parser("token", help="mint a bearer token for local use")
+    token.add_argument("--sub", required=True, help="subject email, e.g. alice@example.com")
+    token.add_argument("--team", action="append", help="team membership (repeatable); none: no teams claim")
+    token.add_argument("--public-only", action="store_true", help="teams claim [] (public entries only)")
+    token.add_argument("--admin", action="store_true", help="platform administrator")
+    token.add_argument(
+        "--scope", action="append", help="permission scope (repeatable; default tools.execute)"
+    )
+    token.add_argument("--ttl-s", type=int, default=7 * 24 * 3600, help="lifetime in seconds (0: no expiry)")
+    token.add_argument("--secret", help="HS256 key (default JWT_SECRET_KEY)")
+    token.set_defaults(func=_token)
+
+    run = commands.add_parser("stack", help="bring up fixture upstream, runtime and gateway (make run)")
+    run.add_argument("--mode", choices=["grpc", "http", "python"], default="grpc")
+    run.add_argument("--port", type=int, default=4444)
+    run.set_defaults(func=_stack)
+
+    args = parser.parse_args(argv)
+    status: int = args.func(args)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

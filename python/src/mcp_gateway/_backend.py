@@ -1,0 +1,146 @@
+"""The seam between the public endpoint and the MCP runtime: one method, three implementations.
+
+:class:`Backend.handle` takes one MCP HTTP request (already authenticated, internal headers
+stripped) and returns the response to relay. The implementations are the HTTP/JSON client
+(``_http_backend``), the gRPC client (``_grpc_backend``) and the in-process Python baseline
+(``_baseline``). Each translates its own lower-level exceptions into
+:class:`~mcp_gateway.RuntimeUnavailableError` or :class:`~mcp_gateway.RuntimeTimeoutError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from mcp_gateway._auth import AuthContext
+from mcp_gateway._settings import Mode
+
+__all__ = ["Backend", "McpRequest", "McpResponse", "RuntimeHealth"]
+
+
+@dataclass(frozen=True, slots=True)
+class McpRequest:
+    """One MCP streamable-HTTP request as the runtime sees it.
+
+    Attributes:
+        method: ``"POST"``, ``"GET"`` or ``"DELETE"``.
+        server_id: Virtual server id of ``/servers/{id}/mcp``, ``None`` for ``/mcp``.
+        auth: The caller, built by the gateway from the bearer token.
+        request_id: Gateway-assigned id of this public request (logs, tracing).
+        body: The raw body (one JSON-RPC message); ``b""`` for GET and DELETE.
+        session_id: ``Mcp-Session-Id``, ``None`` when absent.
+        protocol_version: ``MCP-Protocol-Version``, ``None`` when absent.
+        accept: ``Accept`` verbatim, ``None`` when absent.
+        last_event_id: ``Last-Event-ID``, ``None`` when absent.
+        content_type: ``Content-Type`` verbatim, ``None`` when absent.
+    """
+
+    method: str
+    server_id: str | None
+    auth: AuthContext
+    request_id: str
+    body: bytes = b""
+    session_id: str | None = None
+    protocol_version: str | None = None
+    accept: str | None = None
+    last_event_id: str | None = None
+    content_type: str | None = None
+
+    @property
+    def wants_progress(self) -> bool:
+        """Whether the body asks for progress notifications (a cheap bytes check, no parse)."""
+        return b'"progressToken"' in self.body
+
+
+@dataclass(slots=True)
+class McpResponse:
+    """The runtime's answer, relayed to the client unchanged.
+
+    Either ``body`` holds the whole body, or ``stream`` yields it chunk by chunk (SSE), as the
+    runtime produces it. ``aclose`` must be called once the response was relayed or abandoned;
+    it stops the work behind an unfinished stream.
+
+    Attributes:
+        status: HTTP status code.
+        headers: Lower-case header names and values, in order, without hop-by-hop headers.
+        body: The whole body when ``stream`` is ``None``.
+        stream: Body chunks, each already framed (for SSE, whole events).
+    """
+
+    status: int
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
+    stream: AsyncIterator[bytes] | None = None
+
+    def header(self, name: str) -> str | None:
+        """The value of the first header called ``name`` (lower case), or ``None``."""
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+    async def aclose(self) -> None:
+        """Stop the stream, if any (idempotent)."""
+        stream, self.stream = self.stream, None
+        aclose = getattr(stream, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeHealth:
+    """What ``GET /health`` reports about the runtime.
+
+    Attributes:
+        reachable: The runtime answered the health probe.
+        status: ``"serving"``, ``"not_serving"`` or ``"unavailable"``.
+        runtime_version: The runtime's version, ``None`` when unreachable.
+        contract_version: The contract version ``MAJOR.MINOR``, ``None`` when unreachable.
+        features: Enabled runtime features.
+        open_sessions: Open MCP sessions, ``None`` when unknown.
+        detail: Why the runtime is unavailable, ``None`` otherwise.
+    """
+
+    reachable: bool
+    status: str
+    runtime_version: str | None = None
+    contract_version: str | None = None
+    features: tuple[str, ...] = ()
+    open_sessions: int | None = None
+    detail: str | None = None
+
+
+class Backend(Protocol):
+    """A way to reach the MCP runtime. Created at import time, started in the app lifespan."""
+
+    @property
+    def mode(self) -> Mode:
+        """Which mode this backend implements."""
+        ...
+
+    async def start(self) -> None:
+        """Open channels and pools; called once from the ASGI lifespan, inside the event loop.
+
+        Raises:
+            ConfigError: The backend cannot be set up (for the baseline: a bad catalog, an
+                unreachable required upstream).
+        """
+        ...
+
+    async def aclose(self) -> None:
+        """Close channels and pools; called once on shutdown, from the same task as ``start``."""
+        ...
+
+    async def health(self) -> RuntimeHealth:
+        """Probe the runtime (never raises; an unreachable runtime is reported as such)."""
+        ...
+
+    async def handle(self, request: McpRequest) -> McpResponse:
+        """Forward one MCP request and return the response head (and body or stream).
+
+        Raises:
+            RuntimeUnavailableError: The runtime cannot be reached or dropped the request.
+            RuntimeTimeoutError: No answer within the request timeout.
+        """
+        ...

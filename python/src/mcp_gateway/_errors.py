@@ -1,0 +1,40 @@
+"""The gateway's one exception hierarchy.
+
+Lower-level exceptions (httpx, grpc, the mcp SDK, PyJWT) are translated into these at the seam
+where they occur, so the ASGI layer only ever handles ``GatewayError`` subclasses.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthError",
+    "CatalogError",
+    "ConfigError",
+    "GatewayError",
+    "RuntimeTimeoutError",
+    "RuntimeUnavailableError",
+]
+
+
+class GatewayError(Exception):
+    """Base class of every error the gateway raises on purpose."""
+
+
+class ConfigError(GatewayError):
+    """The gateway's environment or flags are invalid (raised at start, never per request)."""
+
+
+class CatalogError(ConfigError):
+    """The catalog file is unreadable or violates the rules of ``docs/catalog.md``."""
+
+
+class AuthError(GatewayError):
+    """The bearer token is missing, malformed, forged or expired (answered with HTTP 401)."""
+
+
+class RuntimeUnavailableError(GatewayError):
+    """The runtime cannot be reached or went away mid-request (answered with HTTP 502)."""
+
+
+class RuntimeTimeoutError(GatewayError):
+    """The runtime did not answer within the request timeout (answered with HTTP 504)."""

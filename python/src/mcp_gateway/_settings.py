@@ -1,0 +1,113 @@
+"""Gateway settings, read once from the environment at start.
+
+=================================  =========================  =====================================
+variable                           default                    meaning
+=================================  =========================  =====================================
+``JWT_SECRET_KEY``                 (required)                 HS256 key of the bearer tokens
+``MCP_RUST_GRPC_UDS``              unset                      gRPC socket; selects gRPC mode (wins)
+``MCP_RUST_UDS``                   unset                      HTTP/JSON socket; selects HTTP mode
+``MCP_RUNTIME_CATALOG``            unset                      catalog file (Python baseline mode)
+``MCP_GATEWAY_HOST``               ``127.0.0.1``              listen address
+``MCP_GATEWAY_PORT``               ``4444``                   listen port
+``MCP_GATEWAY_REQUEST_TIMEOUT_S``  ``60``                     deadline of one non-streaming call (s)
+``MCP_GATEWAY_MAX_BODY_BYTES``     ``67108864`` (64 MiB)      largest request body accepted (bytes)
+=================================  =========================  =====================================
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from mcp_gateway._errors import ConfigError
+
+__all__ = ["Mode", "Settings"]
+
+
+class Mode(enum.StrEnum):
+    """How the gateway reaches the MCP runtime."""
+
+    PYTHON = "python"
+    """In-process Python baseline on the official mcp SDK."""
+    HTTP = "http"
+    """HTTP/JSON over the Unix socket ``MCP_RUST_UDS``."""
+    GRPC = "grpc"
+    """gRPC over the Unix socket ``MCP_RUST_GRPC_UDS``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the gateway reads from its environment.
+
+    Attributes:
+        jwt_secret: HS256 key of the bearer tokens.
+        http_uds: Path of the runtime's HTTP/JSON socket, or ``None``.
+        grpc_uds: Path of the runtime's gRPC socket, or ``None``.
+        catalog: Catalog file for the Python baseline, or ``None``.
+        host: Listen address of the public endpoint.
+        port: Listen port of the public endpoint.
+        request_timeout_s: Deadline of one non-streaming runtime call, in seconds (the gRPC
+            deadline, the httpx timeout; open SSE streams have no read timeout).
+        max_body_bytes: Largest request body the gateway accepts, in bytes (larger: 413).
+    """
+
+    jwt_secret: str
+    http_uds: str | None = None
+    grpc_uds: str | None = None
+    catalog: Path | None = None
+    host: str = "127.0.0.1"
+    port: int = 4444
+    request_timeout_s: float = 60.0
+    max_body_bytes: int = 64 * 1024 * 1024
+
+    @property
+    def mode(self) -> Mode:
+        """The runtime mode: gRPC when its socket is set, else HTTP/JSON, else the Python baseline."""
+        if self.grpc_uds:
+            return Mode.GRPC
+        if self.http_uds:
+            return Mode.HTTP
+        return Mode.PYTHON
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read the settings from ``env`` (default: ``os.environ``).
+
+        Raises:
+            ConfigError: ``JWT_SECRET_KEY`` is missing, a number does not parse, or the Python
+                baseline is selected without ``MCP_RUNTIME_CATALOG``.
+        """
+        env = os.environ if env is None else env
+        secret = env.get("JWT_SECRET_KEY", "")
+        if not secret:
+            raise ConfigError("JWT_SECRET_KEY is not set")
+
+        def number(name: str, default: float) -> float:
+            raw = env.get(name, "")
+            if not raw:
+                return default
+            try:
+                value = float(raw)
+            except ValueError as e:
+                raise ConfigError(f"{name}={raw!r} is not a number") from e
+            if value <= 0:
+                raise ConfigError(f"{name} must be positive")
+            return value
+
+        catalog = env.get("MCP_RUNTIME_CATALOG") or None
+        settings = cls(
+            jwt_secret=secret,
+            http_uds=env.get("MCP_RUST_UDS") or None,
+            grpc_uds=env.get("MCP_RUST_GRPC_UDS") or None,
+            catalog=Path(catalog) if catalog else None,
+            host=env.get("MCP_GATEWAY_HOST") or "127.0.0.1",
+            port=int(number("MCP_GATEWAY_PORT", 4444)),
+            request_timeout_s=number("MCP_GATEWAY_REQUEST_TIMEOUT_S", 60.0),
+            max_body_bytes=int(number("MCP_GATEWAY_MAX_BODY_BYTES", 64 * 1024 * 1024)),
+        )
+        if settings.mode is Mode.PYTHON and settings.catalog is None:
+            raise ConfigError("no runtime socket configured and MCP_RUNTIME_CATALOG is not set")
+        return settings

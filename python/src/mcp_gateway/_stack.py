@@ -1,0 +1,248 @@
+"""Process helpers that bring up the whole chain on one machine: fixture upstream, runtime, gateway.
+
+Used by ``make run`` (``python -m mcp_gateway stack``) and by the end-to-end tests. Every helper
+starts a real process on temporary sockets and ports and returns it; the caller stops it with
+:func:`stop`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+__all__ = [
+    "Stack",
+    "free_port",
+    "repo_root",
+    "runtime_binary",
+    "start_fixture",
+    "start_gateway",
+    "start_runtime",
+    "stop",
+    "write_catalog",
+]
+
+
+def repo_root() -> Path:
+    """The repository root (``MCP_REPO_ROOT``, else three levels above this package)."""
+    env = os.environ.get("MCP_REPO_ROOT")
+    return Path(env) if env else Path(__file__).resolve().parents[3]
+
+
+def _binary(name: str) -> Path:
+    target = Path(os.environ.get("CARGO_TARGET_DIR", repo_root() / "target"))
+    return target / "debug" / name
+
+
+def runtime_binary() -> Path:
+    """Path of the cargo-built ``mcp-runtime`` (``cargo build -p mcp-runtime --features grpc-uds``)."""
+    return _binary("mcp-runtime")
+
+
+def fixture_binary() -> Path:
+    """Path of the cargo-built ``mcp-fixture-server``."""
+    return _binary("mcp-fixture-server")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def stop(process: subprocess.Popen[bytes] | None, timeout_s: float = 5.0) -> None:
+    """SIGTERM, wait up to ``timeout_s`` seconds, then SIGKILL. Safe on ended processes."""
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def start_fixture(*args: str, log: Path | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """Start ``mcp-fixture-server --listen 127.0.0.1:0``.
+
+    Returns:
+        The process and its MCP endpoint URL (from its ``MCP_FIXTURE_URL=`` stdout line).
+
+    Raises:
+        RuntimeError: The binary is missing or did not print its URL within 30 s.
+    """
+    binary = fixture_binary()
+    if not binary.exists():
+        raise RuntimeError(f"{binary} not built: run `cargo build -p mcp-fixture-server`")
+    stderr = log.open("ab") if log else subprocess.DEVNULL
+    process = subprocess.Popen(
+        [str(binary), "--listen", "127.0.0.1:0", *args], stdout=subprocess.PIPE, stderr=stderr
+    )
+    assert process.stdout is not None
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        line = process.stdout.readline().decode().strip()
+        if line.startswith("MCP_FIXTURE_URL="):
+            return process, line.split("=", 1)[1]
+        if not line and process.poll() is not None:
+            break
+    stop(process)
+    raise RuntimeError("mcp-fixture-server did not print MCP_FIXTURE_URL")
+
+
+def write_catalog(path: Path, fixture_url: str, *, teams: bool = True) -> Path:
+    """Write the catalog of the tests and ``make run``.
+
+    One public upstream (no prefix), and with ``teams`` two team upstreams on the same fixture
+    server (``alpha_`` for team alpha, ``beta_`` for team beta); a virtual server ``echo-only``
+    exposing ``echo``, the readme resource and the ``greet`` prompt.
+    """
+    text = f"""
+[[upstreams]]
+id = "fixture"
+url = "{fixture_url}"
+"""
+    if teams:
+        for team in ("alpha", "beta"):
+            text += f"""
+[[upstreams]]
+id = "{team}"
+url = "{fixture_url}"
+prefix = "{team}_"
+visibility = "team"
+team = "{team}"
+"""
+    text += """
+[[servers]]
+id = "echo-only"
+tools = ["echo"]
+resources = ["fixture://readme"]
+prompts = ["greet"]
+"""
+    path.write_text(text)
+    return path
+
+
+def _wait_uds_health(path: str, process: subprocess.Popen[bytes], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"mcp-runtime exited with status {process.returncode}")
+        if os.path.exists(path):
+            try:
+                with httpx.Client(transport=httpx.HTTPTransport(uds=path), timeout=1.0) as client:
+                    if client.get("http://runtime/health").status_code == 200:
+                        return
+            except httpx.HTTPError:
+                pass
+        time.sleep(0.05)
+    raise RuntimeError(f"mcp-runtime did not serve on {path} within {timeout_s} s")
+
+
+def start_runtime(
+    catalog: Path,
+    http_uds: str,
+    grpc_uds: str | None,
+    *,
+    extra: tuple[str, ...] = (),
+    log: Path | None = None,
+    timeout_s: float = 30.0,
+) -> subprocess.Popen[bytes]:
+    """Start ``mcp-runtime`` and wait until ``GET /health`` answers on its HTTP socket.
+
+    Raises:
+        RuntimeError: Binary missing, early exit, or not serving within ``timeout_s`` seconds.
+    """
+    binary = runtime_binary()
+    if not binary.exists():
+        raise RuntimeError(f"{binary} not built: run `cargo build -p mcp-runtime --features grpc-uds`")
+    args = [str(binary), "--catalog", str(catalog), "--http-uds", http_uds]
+    if grpc_uds:
+        args += ["--grpc-uds", grpc_uds]
+    stderr = log.open("ab") if log else subprocess.DEVNULL
+    process = subprocess.Popen([*args, *extra], stdout=stderr, stderr=stderr)
+    try:
+        _wait_uds_health(http_uds, process, timeout_s)
+    except BaseException:
+        stop(process)
+        raise
+    return process
+
+
+def start_gateway(
+    env: Mapping[str, str], port: int, *, log: Path | None = None, timeout_s: float = 60.0
+) -> subprocess.Popen[bytes]:
+    """Start ``python -m mcp_gateway serve`` with ``env`` and wait until ``GET /health`` answers.
+
+    Raises:
+        RuntimeError: Early exit or no answer within ``timeout_s`` seconds.
+    """
+    stderr = log.open("ab") if log else subprocess.DEVNULL
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mcp_gateway", "serve", "--port", str(port), "--log-level", "info"],
+        env={**os.environ, **env},
+        stdout=stderr,
+        stderr=stderr,
+    )
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"gateway exited with status {process.returncode}")
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/health", timeout=1.0)
+            return process
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    stop(process)
+    raise RuntimeError(f"gateway did not answer on port {port} within {timeout_s} s")
+
+
+@dataclass
+class Stack:
+    """A running chain: fixture upstream, runtime (unless mode ``python``) and gateway."""
+
+    mode: str
+    url: str
+    processes: list[subprocess.Popen[bytes]]
+    workdir: Path
+
+    def stop(self) -> None:
+        """Stop every process, gateway first."""
+        for process in reversed(self.processes):
+            stop(process)
+
+
+@contextlib.contextmanager
+def stack(mode: str, port: int, secret: str, workdir: Path | None = None) -> Iterator[Stack]:
+    """Bring up the chain for ``mode`` (``grpc``, ``http`` or ``python``); stop it on exit."""
+    with contextlib.ExitStack() as cleanup:
+        if workdir is None:
+            workdir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="mcp-stack-")))
+        processes: list[subprocess.Popen[bytes]] = []
+        running = Stack(mode=mode, url=f"http://127.0.0.1:{port}/mcp", processes=processes, workdir=workdir)
+        cleanup.callback(running.stop)
+        fixture, fixture_url = start_fixture(log=workdir / "fixture.log")
+        processes.append(fixture)
+        catalog = write_catalog(workdir / "catalog.toml", fixture_url)
+        env = {"JWT_SECRET_KEY": secret, "MCP_RUNTIME_CATALOG": str(catalog)}
+        if mode != "python":
+            http_uds, grpc_uds = str(workdir / "runtime-http.sock"), str(workdir / "runtime-grpc.sock")
+            processes.append(start_runtime(catalog, http_uds, grpc_uds, log=workdir / "runtime.log"))
+            env["MCP_RUST_UDS" if mode == "http" else "MCP_RUST_GRPC_UDS"] = (
+                http_uds if mode == "http" else grpc_uds
+            )
+        processes.append(start_gateway(env, port, log=workdir / "gateway.log"))
+        yield running

@@ -1,0 +1,215 @@
+"""The Python baseline's upstream pool: one shared mcp SDK client session per upstream server.
+
+Like the runtime, every gateway session shares one upstream session per upstream. Progress
+notifications are correlated by the SDK itself (progress token = request id). Logging
+notifications are correlated with a context variable: the SDK's streamable HTTP client runs
+each POST, and the callbacks for the messages on its response stream, in the context of the
+task that sent the request, so the callback finds the sink of the call that caused it.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import anyio
+import httpx2
+import mcp_types as types
+from anyio.abc import TaskGroup, TaskStatus
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
+
+from mcp_gateway._catalog import UpstreamConfig
+from mcp_gateway._jsonrpc import INTERNAL_ERROR, NOT_FOUND
+
+__all__ = ["LogSink", "Upstream", "UpstreamUnavailableError", "log_sink"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+LogSink = Callable[[types.LoggingMessageNotificationParams], Awaitable[None]]
+"""Receives the logging notifications an upstream sends while serving the current call."""
+
+log_sink: contextvars.ContextVar[LogSink | None] = contextvars.ContextVar(
+    "mcp_gateway_log_sink", default=None
+)
+"""Set around an upstream call to receive its logging notifications."""
+
+
+class UpstreamUnavailableError(Exception):
+    """The upstream cannot be reached or dropped the session (an ``INTERNAL_ERROR`` for the caller)."""
+
+
+class _Connection:
+    """One SDK ``Client`` entered and exited by its own task (anyio requires one task for both)."""
+
+    def __init__(self, config: UpstreamConfig, http_client: httpx2.AsyncClient) -> None:
+        self.config = config
+        self.client: Client | None = None
+        self.broken = anyio.Event()
+        self._http_client = http_client
+        self._close = anyio.Event()
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        started = False
+        try:
+            transport = streamable_http_client(
+                self.config.url, http_client=self._http_client, max_sse_event_size=None
+            )
+            async with Client(
+                transport, mode="legacy", cache=None, logging_callback=_forward_log, raise_exceptions=False
+            ) as client:
+                self.client = client
+                started = True
+                task_status.started()
+                await self._close.wait()
+        except Exception as e:
+            if not started:
+                raise UpstreamUnavailableError(f"upstream {self.config.id} unavailable: {e}") from e
+            logger.warning("upstream %s session ended: %s", self.config.id, e)
+        finally:
+            self.client = None
+            self.broken.set()
+
+    def close(self) -> None:
+        self._close.set()
+
+
+async def _forward_log(params: types.LoggingMessageNotificationParams) -> None:
+    sink = log_sink.get()
+    if sink is not None:
+        await sink(params)
+
+
+class Upstream:
+    """One upstream server: connects lazily, reconnects after a failure.
+
+    Args:
+        config: The catalog entry.
+        http_client: The shared httpx2 client of the SDK transport.
+        task_group: Where connection tasks run (the baseline's lifespan task group).
+        timeout_s: How long one upstream call may take, in seconds.
+    """
+
+    def __init__(
+        self, config: UpstreamConfig, http_client: httpx2.AsyncClient, task_group: TaskGroup, timeout_s: float
+    ) -> None:
+        self.config = config
+        self._http_client = http_client
+        self._task_group = task_group
+        self._timeout_s = timeout_s
+        self._connection: _Connection | None = None
+        self._scope: anyio.CancelScope | None = None
+        self._lock = anyio.Lock()
+
+    async def _client(self) -> tuple[_Connection, Client]:
+        async with self._lock:
+            conn = self._connection
+            if conn is None or conn.broken.is_set() or conn.client is None:
+                conn = _Connection(self.config, self._http_client)
+                try:
+                    with anyio.fail_after(self._timeout_s):
+                        await self._task_group.start(conn.run)
+                except TimeoutError as e:
+                    raise UpstreamUnavailableError(
+                        f"upstream {self.config.id} unavailable: connect timed out"
+                    ) from e
+                self._connection = conn
+            assert conn.client is not None
+            return conn, conn.client
+
+    async def call(self, fn: Callable[[Client], Awaitable[T]]) -> T:
+        """Run ``fn`` with the upstream's client, within the upstream timeout.
+
+        Raises:
+            MCPError: The upstream's own JSON-RPC error (passed through as is), a timeout
+                (``-32001``), or ``-32603`` when the upstream is unavailable.
+        """
+        try:
+            conn, client = await self._client()
+        except UpstreamUnavailableError as e:
+            raise MCPError(code=INTERNAL_ERROR, message=str(e)) from e
+        try:
+            return await fn(client)
+        except MCPError as e:
+            if e.code == NOT_FOUND and "timed out" in e.error.message:
+                raise MCPError(
+                    code=NOT_FOUND, message=f"Request timed out after {int(self._timeout_s * 1000)} ms"
+                ) from e
+            await anyio.lowlevel.checkpoint()
+            if conn.broken.is_set() or e.error.message == "Session terminated":
+                conn.broken.set()
+                raise MCPError(
+                    code=INTERNAL_ERROR, message=f"upstream {self.config.id} unavailable: {e.error.message}"
+                ) from e
+            raise
+        except (httpx2.HTTPError, OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as e:
+            conn.broken.set()
+            raise MCPError(code=INTERNAL_ERROR, message=f"upstream {self.config.id} unavailable: {e}") from e
+
+    @property
+    def timeout_s(self) -> float:
+        """The upstream call timeout, in seconds."""
+        return self._timeout_s
+
+    async def list_all(self) -> dict[str, list[dict[str, Any]]]:
+        """Discover everything the upstream exposes (all pages), as JSON objects.
+
+        Returns:
+            ``{"tool": [...], "prompt": [...], "resource": [...], "template": [...]}``.
+
+        Raises:
+            MCPError: As :meth:`call`.
+        """
+
+        async def discover(client: Client) -> dict[str, list[dict[str, Any]]]:
+            caps = client.server_capabilities
+            found: dict[str, list[dict[str, Any]]] = {
+                "tool": [],
+                "prompt": [],
+                "resource": [],
+                "template": [],
+            }
+
+            def dump(items: list[Any]) -> list[dict[str, Any]]:
+                return [i.model_dump(by_alias=True, mode="json", exclude_none=True) for i in items]
+
+            if caps.tools is not None:
+                cursor: str | None = None
+                while True:
+                    tools = await client.list_tools(cursor=cursor)
+                    found["tool"] += dump(tools.tools)
+                    if not (cursor := tools.next_cursor):
+                        break
+            if caps.prompts is not None:
+                cursor = None
+                while True:
+                    prompts = await client.list_prompts(cursor=cursor)
+                    found["prompt"] += dump(prompts.prompts)
+                    if not (cursor := prompts.next_cursor):
+                        break
+            if caps.resources is not None:
+                cursor = None
+                while True:
+                    resources = await client.list_resources(cursor=cursor)
+                    found["resource"] += dump(resources.resources)
+                    if not (cursor := resources.next_cursor):
+                        break
+                cursor = None
+                while True:
+                    templates = await client.list_resource_templates(cursor=cursor)
+                    found["template"] += dump(templates.resource_templates)
+                    if not (cursor := templates.next_cursor):
+                        break
+            return found
+
+        return await self.call(discover)
+
+    def close(self) -> None:
+        """Ask the connection task to end (it sends DELETE upstream on its way out)."""
+        if self._connection is not None:
+            self._connection.close()
