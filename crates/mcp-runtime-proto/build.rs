@@ -14,6 +14,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         prost::Message::encode_to_vec(&fds),
     )?;
     tonic_prost_build::configure()
+        // `bytes` fields as `bytes::Bytes`: bodies of up to 64 MiB are sliced, not copied.
+        .bytes(".")
         .build_client(true)
         .build_server(true)
         .compile_fds(fds)?;

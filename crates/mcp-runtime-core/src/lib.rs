@@ -16,6 +16,11 @@
 //! - `upstream`: the upstream pool (one shared rmcp client session per upstream).
 //! - [`runtime`]: [`Runtime::handle`], the MCP streamable-HTTP semantics.
 
+/// Version `MAJOR.MINOR` of the boundary contract (`proto/mcp/runtime/v1` and
+/// `docs/http-boundary.md`), reported by both health endpoints. The major equals the proto
+/// package suffix (`v1`); the minor grows with each additive change.
+pub const CONTRACT_VERSION: &str = "1.0";
+
 pub mod auth;
 pub mod catalog;
 pub mod jsonrpc;

@@ -111,10 +111,11 @@ impl Runtime {
         }
     }
 
-    /// Marks the runtime as draining (health reports not serving); requests still in flight
-    /// finish.
+    /// Marks the runtime as draining (health reports not serving) and ends the standalone
+    /// GET streams, which would otherwise never finish; requests still in flight finish.
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::Relaxed);
+        self.sessions.close_streams();
     }
 
     /// Upstream calls under way right now.

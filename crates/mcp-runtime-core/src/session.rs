@@ -96,6 +96,17 @@ impl Sessions {
         Ok(())
     }
 
+    /// Ends every standalone GET stream (at shutdown, so connections can drain).
+    pub(crate) fn close_streams(&self) {
+        let map = self.map.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for s in map.values() {
+            s.standalone
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+        }
+    }
+
     /// Number of open sessions.
     pub(crate) fn len(&self) -> usize {
         self.map.read().unwrap_or_else(std::sync::PoisonError::into_inner).len()

@@ -12,7 +12,3 @@ pub mod v1 {
 /// Encoded `FileDescriptorSet` of the contract, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/mcp_runtime_v1_descriptor.bin"));
-
-/// The contract version `MAJOR.MINOR` this crate was generated from. The major equals the
-/// package's version suffix (`v1`); the minor grows with each additive change.
-pub const CONTRACT_VERSION: &str = "1.0";

@@ -1,1 +1,209 @@
-fn main() {}
+//! `mcp-runtime`: the MCP runtime sidecar.
+//!
+//! Serves one transport-agnostic core ([`mcp_runtime_core::Runtime`]) over an HTTP/JSON Unix
+//! socket (always) and a gRPC Unix socket (only when built with the `grpc-uds` feature).
+//!
+//! # Layout
+//!
+//! - `main.rs`: the command line, logging, binding the sockets, shutdown.
+//! - `socket.rs`: safe Unix socket binding and clean-up.
+//! - `transport/http.rs`: the HTTP/JSON adapter (axum).
+//! - `transport/grpc.rs`: the gRPC adapter (tonic), with `grpc-uds` only.
+//!
+//! Sockets are bound here and handed to the adapters (listeners are injected from the top);
+//! `#[cfg(feature = "grpc-uds")]` appears only at this edge and in `transport`.
+
+mod socket;
+mod transport;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use mcp_runtime_core::{CatalogConfig, Runtime, RuntimeConfig};
+use tokio_util::sync::CancellationToken;
+
+/// The MCP runtime sidecar: sessions, catalog and upstream calls behind Unix sockets.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Catalog file (TOML): upstream MCP servers, virtual servers, visibility.
+    #[arg(long, env = "MCP_RUNTIME_CATALOG")]
+    catalog: PathBuf,
+
+    /// Path of the HTTP/JSON Unix socket.
+    #[arg(long, env = "MCP_RUST_UDS")]
+    http_uds: Option<PathBuf>,
+
+    /// Path of the gRPC Unix socket (needs a build with the `grpc-uds` feature).
+    #[arg(long, env = "MCP_RUST_GRPC_UDS")]
+    grpc_uds: Option<PathBuf>,
+
+    /// Permission bits of the socket files, in octal (600: owner only; 660: also the group).
+    #[arg(long, env = "MCP_RUNTIME_SOCKET_MODE", default_value = "600", value_parser = parse_mode)]
+    socket_mode: u32,
+
+    /// Largest request body and result, in bytes, on both adapters.
+    #[arg(long, env = "MCP_RUNTIME_MAX_MESSAGE_BYTES", default_value_t = mcp_runtime_core::runtime::DEFAULT_MAX_MESSAGE_BYTES)]
+    max_message_bytes: usize,
+
+    /// Timeout of one upstream call, in milliseconds.
+    #[arg(long, env = "MCP_RUNTIME_UPSTREAM_TIMEOUT_MS", default_value_t = 60_000)]
+    upstream_timeout_ms: u64,
+
+    /// How long shutdown waits for in-flight requests, in milliseconds.
+    #[arg(long, env = "MCP_RUNTIME_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
+    shutdown_grace_ms: u64,
+
+    /// Log format.
+    #[arg(long, env = "MCP_RUNTIME_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+
+    /// Tokio worker threads (default: one per core).
+    #[arg(long, env = "MCP_RUNTIME_WORKER_THREADS")]
+    worker_threads: Option<usize>,
+}
+
+fn parse_mode(s: &str) -> Result<u32, String> {
+    let mode = u32::from_str_radix(s.trim_start_matches("0o"), 8)
+        .map_err(|_| format!("`{s}` is not an octal mode such as 600"))?;
+    if mode > 0o777 {
+        return Err(format!("`{s}` is not a permission mode (at most 777)"));
+    }
+    Ok(mode)
+}
+
+/// Features compiled in, as reported by health.
+fn features() -> Vec<String> {
+    let mut f = Vec::new();
+    if cfg!(feature = "grpc-uds") {
+        f.push("grpc-uds".to_owned());
+    }
+    f
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_logging(&args.log_format);
+    if args.http_uds.is_none() && args.grpc_uds.is_none() {
+        eprintln!("mcp-runtime: no socket to serve; give --http-uds (MCP_RUST_UDS) and/or --grpc-uds (MCP_RUST_GRPC_UDS)");
+        return ExitCode::from(2);
+    }
+    if args.grpc_uds.is_some() && !cfg!(feature = "grpc-uds") {
+        eprintln!(
+            "mcp-runtime: --grpc-uds / MCP_RUST_GRPC_UDS needs the `grpc-uds` feature, which this binary was built without; rebuild with `cargo build -p mcp-runtime --features grpc-uds`"
+        );
+        return ExitCode::from(2);
+    }
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if let Some(n) = args.worker_threads {
+        builder.worker_threads(n.max(1));
+    }
+    let rt = match builder.build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("mcp-runtime: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("mcp-runtime: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MCP_RUNTIME_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let catalog = CatalogConfig::load(&args.catalog)?;
+    let config = RuntimeConfig {
+        max_message_bytes: args.max_message_bytes,
+        upstream_timeout: Duration::from_millis(args.upstream_timeout_ms),
+        features: features(),
+    };
+    let runtime = Arc::new(Runtime::start(&catalog, config).await?);
+
+    let shutdown = CancellationToken::new();
+    let mut servers = tokio::task::JoinSet::new();
+    let mut socket_files = Vec::new();
+
+    if let Some(path) = &args.http_uds {
+        let bound = socket::bind(path, args.socket_mode)?;
+        socket_files.push(bound.guard);
+        let app = transport::http::router(Arc::clone(&runtime));
+        let stop = shutdown.clone();
+        servers.spawn(async move {
+            axum::serve(bound.listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+                .map_err(anyhow::Error::from)
+        });
+        tracing::info!(path = %path.display(), "HTTP/JSON adapter listening");
+    }
+    #[cfg(feature = "grpc-uds")]
+    if let Some(path) = &args.grpc_uds {
+        let bound = socket::bind(path, args.socket_mode)?;
+        socket_files.push(bound.guard);
+        let stop = shutdown.clone();
+        let rt = Arc::clone(&runtime);
+        servers.spawn(async move {
+            transport::grpc::serve(rt, bound.listener, async move { stop.cancelled().await })
+                .await
+                .map_err(anyhow::Error::from)
+        });
+        tracing::info!(path = %path.display(), "gRPC adapter listening");
+    }
+    tracing::info!(features = ?features(), "mcp-runtime ready");
+
+    tokio::select! {
+        () = signal() => {}
+        Some(res) = servers.join_next() => {
+            res??;
+            anyhow::bail!("an adapter stopped unexpectedly");
+        }
+    }
+    tracing::info!("shutting down: draining in-flight requests");
+    runtime.start_draining();
+    shutdown.cancel();
+    let grace = Duration::from_millis(args.shutdown_grace_ms);
+    if tokio::time::timeout(grace, async { while servers.join_next().await.is_some() {} })
+        .await
+        .is_err()
+    {
+        tracing::warn!(grace_ms = args.shutdown_grace_ms, "grace period over; closing remaining connections");
+    }
+    drop(socket_files);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -1,0 +1,239 @@
+//! The gRPC adapter (tonic), built only with the `grpc-uds` feature: the four `McpRuntime`
+//! RPCs translate the protobuf envelope into one core [`Request`] and the core's [`Outcome`]
+//! back. It calls the same [`Runtime::handle`] the HTTP adapter calls; it never re-encodes a
+//! request as HTTP.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use mcp_runtime_core::{
+    AuthContext, Body, McpHeaders, Method, Outcome, Request, ResponseHead, Runtime, TeamScope,
+    Transport,
+};
+use mcp_runtime_proto::v1 as pb;
+use mcp_runtime_proto::v1::mcp_runtime_server::{McpRuntime, McpRuntimeServer};
+use tonic::{Status, async_trait};
+
+/// Largest body chunk of one `InvokeStreamResponse` (non-SSE bodies are split into these).
+const BODY_CHUNK_BYTES: usize = 1 << 20;
+
+/// Room for the envelope around a body of the maximum size (headers, ids, AuthContext).
+pub(crate) const ENVELOPE_SLACK_BYTES: usize = 64 * 1024;
+
+/// The `McpRuntime` service over a shared core.
+#[derive(Debug, Clone)]
+pub(crate) struct GrpcRuntime {
+    runtime: Arc<Runtime>,
+}
+
+/// The tonic service with message limits of `max_message_bytes` plus envelope slack in both
+/// directions (tonic's default is 4 MiB).
+pub(crate) fn service(runtime: Arc<Runtime>) -> McpRuntimeServer<GrpcRuntime> {
+    let limit = runtime.max_message_bytes() + ENVELOPE_SLACK_BYTES;
+    McpRuntimeServer::new(GrpcRuntime { runtime })
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit)
+}
+
+fn non_empty(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
+/// Translates the protobuf AuthContext; `None` is a malformed envelope.
+fn auth(a: Option<pb::AuthContext>) -> Result<AuthContext, Status> {
+    let a = a.ok_or_else(|| Status::invalid_argument("envelope.auth is required"))?;
+    let team_scope = match pb::TeamScope::try_from(a.team_scope) {
+        Ok(pb::TeamScope::Unrestricted) => TeamScope::Unrestricted,
+        Ok(pb::TeamScope::Teams) => TeamScope::Teams(a.teams),
+        Ok(pb::TeamScope::PublicOnly | pb::TeamScope::Unspecified) => TeamScope::PublicOnly,
+        Err(_) => {
+            return Err(Status::invalid_argument(format!(
+                "envelope.auth.team_scope: unknown value {}",
+                a.team_scope
+            )));
+        }
+    };
+    Ok(AuthContext {
+        subject_email: a.subject_email,
+        is_admin: a.is_admin,
+        team_scope,
+        scopes: a.scopes,
+        token_expires_at_unix_s: a.token_expires_at_unix_s,
+        traceparent: a.traceparent,
+        trace_id: a.trace_id,
+    })
+}
+
+/// Translates an envelope into a core request.
+///
+/// # Errors
+///
+/// `INVALID_ARGUMENT` for a missing envelope or AuthContext, or an unknown or unset method.
+fn request(env: Option<pb::RequestEnvelope>, forced: Option<Method>) -> Result<Request, Status> {
+    let env = env.ok_or_else(|| Status::invalid_argument("envelope is required"))?;
+    let method = match (forced, pb::HttpMethod::try_from(env.method)) {
+        (Some(m), _) => m,
+        (None, Ok(pb::HttpMethod::Post)) => Method::Post,
+        (None, Ok(pb::HttpMethod::Get)) => Method::Get,
+        (None, Ok(pb::HttpMethod::Delete)) => Method::Delete,
+        (None, Ok(pb::HttpMethod::Unspecified)) => {
+            return Err(Status::invalid_argument("envelope.method is required"));
+        }
+        (None, Err(_)) => {
+            return Err(Status::invalid_argument(format!(
+                "envelope.method: unknown value {}",
+                env.method
+            )));
+        }
+    };
+    let h = env.headers.unwrap_or_default();
+    Ok(Request {
+        method,
+        headers: McpHeaders {
+            session_id: non_empty(h.session_id),
+            protocol_version: non_empty(h.protocol_version),
+            accept: non_empty(h.accept),
+            last_event_id: non_empty(h.last_event_id),
+        },
+        server_id: non_empty(env.server_id),
+        request_id: non_empty(env.request_id),
+        auth: auth(env.auth)?,
+        body: env.body,
+        transport: Transport::Grpc,
+    })
+}
+
+fn head(h: ResponseHead) -> pb::ResponseHead {
+    pb::ResponseHead {
+        http_status: u32::from(h.status),
+        headers: h
+            .headers
+            .into_iter()
+            .map(|(name, value)| pb::Header {
+                name: name.to_owned(),
+                value,
+            })
+            .collect(),
+    }
+}
+
+type PartStream = Pin<Box<dyn Stream<Item = Result<pb::InvokeStreamResponse, Status>> + Send>>;
+
+fn part(p: pb::invoke_stream_response::Part) -> Result<pb::InvokeStreamResponse, Status> {
+    Ok(pb::InvokeStreamResponse { part: Some(p) })
+}
+
+/// The head, then each SSE event as it is produced, or the body in chunks.
+fn stream(outcome: Outcome) -> PartStream {
+    use pb::invoke_stream_response::Part;
+    let first = futures::stream::once(futures::future::ready(part(Part::Head(head(outcome.head)))));
+    match outcome.body {
+        Body::Full(b) => {
+            let chunks: Vec<Bytes> = (0..b.len())
+                .step_by(BODY_CHUNK_BYTES)
+                .map(|i| b.slice(i..(i + BODY_CHUNK_BYTES).min(b.len())))
+                .collect();
+            first
+                .chain(futures::stream::iter(chunks).map(|c| part(Part::BodyChunk(c))))
+                .boxed()
+        }
+        Body::Events(rx) => first
+            .chain(tokio_stream::wrappers::ReceiverStream::new(rx).map(|ev| {
+                part(Part::Event(pb::SseEvent {
+                    id: ev.id.unwrap_or_default(),
+                    event: ev.event.unwrap_or_default(),
+                    data: ev.data,
+                }))
+            }))
+            .boxed(),
+    }
+}
+
+#[async_trait]
+impl McpRuntime for GrpcRuntime {
+    async fn invoke(
+        &self,
+        req: tonic::Request<pb::InvokeRequest>,
+    ) -> Result<tonic::Response<pb::InvokeResponse>, Status> {
+        let req = request(req.into_inner().envelope, None)?;
+        let (h, body) = self.runtime.handle(req).await.collect().await;
+        Ok(tonic::Response::new(pb::InvokeResponse {
+            head: Some(head(h)),
+            body,
+        }))
+    }
+
+    type InvokeStreamStream = PartStream;
+
+    async fn invoke_stream(
+        &self,
+        req: tonic::Request<pb::InvokeStreamRequest>,
+    ) -> Result<tonic::Response<Self::InvokeStreamStream>, Status> {
+        let req = request(req.into_inner().envelope, None)?;
+        Ok(tonic::Response::new(stream(self.runtime.handle(req).await)))
+    }
+
+    async fn close_session(
+        &self,
+        req: tonic::Request<pb::CloseSessionRequest>,
+    ) -> Result<tonic::Response<pb::CloseSessionResponse>, Status> {
+        let req = request(req.into_inner().envelope, Some(Method::Delete))?;
+        let (h, body) = self.runtime.handle(req).await.collect().await;
+        Ok(tonic::Response::new(pb::CloseSessionResponse {
+            head: Some(head(h)),
+            body,
+        }))
+    }
+
+    async fn health_check(
+        &self,
+        _req: tonic::Request<pb::HealthCheckRequest>,
+    ) -> Result<tonic::Response<pb::HealthCheckResponse>, Status> {
+        let h = self.runtime.health();
+        let status = if h.serving {
+            pb::ServingStatus::Serving
+        } else {
+            pb::ServingStatus::NotServing
+        };
+        Ok(tonic::Response::new(pb::HealthCheckResponse {
+            status: status.into(),
+            runtime_version: h.runtime_version.to_owned(),
+            contract_version: mcp_runtime_core::CONTRACT_VERSION.to_owned(),
+            features: h.features,
+            open_sessions: h.open_sessions as u64,
+            protocol_versions: h.protocol_versions.iter().map(|v| (*v).to_owned()).collect(),
+        }))
+    }
+}
+
+/// Serves `McpRuntime`, `grpc.health.v1` and server reflection on `listener` until `shutdown`
+/// completes, then lets in-flight calls finish.
+///
+/// # Errors
+///
+/// The tonic transport error if serving fails.
+pub(crate) async fn serve(
+    runtime: Arc<Runtime>,
+    listener: tokio::net::UnixListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<McpRuntimeServer<GrpcRuntime>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(mcp_runtime_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .ok();
+    let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+    let mut router = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(service(runtime));
+    if let Some(r) = reflection {
+        router = router.add_service(r);
+    }
+    router.serve_with_incoming_shutdown(incoming, shutdown).await
+}

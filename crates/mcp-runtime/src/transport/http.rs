@@ -1,0 +1,181 @@
+//! The HTTP/JSON adapter (axum): translates an HTTP request on the Unix socket into one core
+//! [`Request`] and the core's [`Outcome`] back into an HTTP response. Documented in
+//! `docs/http-boundary.md`.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body as HttpBody;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, Method as HttpMethod, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use base64::Engine as _;
+use bytes::Bytes;
+use futures::StreamExt;
+use mcp_runtime_core::jsonrpc;
+use mcp_runtime_core::{AuthContext, Body, McpHeaders, Method, Outcome, Request, Runtime, Transport};
+
+/// Header carrying the caller's AuthContext: base64url of its JSON form.
+pub(crate) const AUTH_CONTEXT_HEADER: &str = "x-contextforge-auth-context";
+/// Header carrying the virtual server scope.
+pub(crate) const SERVER_ID_HEADER: &str = "x-contextforge-server-id";
+
+/// base64url with or without padding (RFC 4648 section 5).
+const B64: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::URL_SAFE,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+);
+
+/// The router: `/mcp`, `/servers/{id}/mcp` and `/health`.
+pub(crate) fn router(runtime: Arc<Runtime>) -> Router {
+    Router::new()
+        .route("/mcp", any(mcp))
+        .route("/servers/{id}/mcp", any(scoped_mcp))
+        .route("/health", get(health))
+        .with_state(runtime)
+}
+
+async fn health(State(rt): State<Arc<Runtime>>) -> Response {
+    let h = rt.health();
+    let body = serde_json::json!({
+        "status": if h.serving { "serving" } else { "not_serving" },
+        "runtime_version": h.runtime_version,
+        "contract_version": mcp_runtime_core::CONTRACT_VERSION,
+        "features": h.features,
+        "open_sessions": h.open_sessions,
+        "protocol_versions": h.protocol_versions,
+    });
+    let status = if h.serving { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, [("content-type", "application/json")], body.to_string()).into_response()
+}
+
+async fn scoped_mcp(
+    State(rt): State<Arc<Runtime>>,
+    Path(id): Path<String>,
+    method: HttpMethod,
+    headers: HeaderMap,
+    body: HttpBody,
+) -> Response {
+    handle(rt, Some(id), method, headers, body).await
+}
+
+async fn mcp(
+    State(rt): State<Arc<Runtime>>,
+    method: HttpMethod,
+    headers: HeaderMap,
+    body: HttpBody,
+) -> Response {
+    let scope = header(&headers, SERVER_ID_HEADER);
+    handle(rt, scope, method, headers, body).await
+}
+
+fn header(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+fn rpc_error(status: StatusCode, code: i64, message: &str) -> Response {
+    (
+        status,
+        [("content-type", "application/json")],
+        jsonrpc::error_body(None, code, message),
+    )
+        .into_response()
+}
+
+/// Decodes `x-contextforge-auth-context`.
+fn auth_context(headers: &HeaderMap) -> Result<AuthContext, &'static str> {
+    let value = headers
+        .get(AUTH_CONTEXT_HEADER)
+        .ok_or("missing x-contextforge-auth-context")?;
+    let raw = B64
+        .decode(value.as_bytes())
+        .map_err(|_| "x-contextforge-auth-context is not base64url")?;
+    AuthContext::from_json(&raw).map_err(|_| "x-contextforge-auth-context is not an AuthContext JSON object")
+}
+
+async fn handle(
+    rt: Arc<Runtime>,
+    server_id: Option<String>,
+    method: HttpMethod,
+    headers: HeaderMap,
+    body: HttpBody,
+) -> Response {
+    let method = match method {
+        HttpMethod::POST => Method::Post,
+        HttpMethod::GET => Method::Get,
+        HttpMethod::DELETE => Method::Delete,
+        _ => {
+            let mut r = StatusCode::METHOD_NOT_ALLOWED.into_response();
+            r.headers_mut()
+                .insert("allow", HeaderValue::from_static("GET, POST, DELETE"));
+            return r;
+        }
+    };
+    let auth = match auth_context(&headers) {
+        Ok(a) => a,
+        Err(why) => {
+            return rpc_error(StatusCode::UNAUTHORIZED, jsonrpc::NOT_FOUND, &format!("Unauthorized: {why}"));
+        }
+    };
+    let limit = rt.max_message_bytes();
+    let body = match axum::body::to_bytes(body, limit).await {
+        Ok(b) => b,
+        Err(_) => {
+            return rpc_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                jsonrpc::INVALID_REQUEST,
+                &format!("Request body exceeds the limit of {limit} bytes"),
+            );
+        }
+    };
+    let req = Request {
+        method,
+        headers: McpHeaders {
+            session_id: header(&headers, "mcp-session-id"),
+            protocol_version: header(&headers, "mcp-protocol-version"),
+            accept: header(&headers, "accept"),
+            last_event_id: header(&headers, "last-event-id"),
+        },
+        server_id,
+        request_id: header(&headers, "x-request-id"),
+        auth,
+        body,
+        transport: Transport::Http,
+    };
+    into_response(rt.handle(req).await)
+}
+
+/// Encodes a core outcome as an HTTP response; SSE events are written as they arrive.
+fn into_response(outcome: Outcome) -> Response {
+    let status = StatusCode::from_u16(outcome.head.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = match outcome.body {
+        Body::Full(b) => HttpBody::from(b),
+        Body::Events(rx) => HttpBody::from_stream(
+            tokio_stream_shim(rx).map(|ev| {
+                let mut out = Vec::with_capacity(ev.data.len() + 32);
+                ev.encode_into(&mut out);
+                Ok::<_, std::convert::Infallible>(Bytes::from(out))
+            }),
+        ),
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    for (name, value) in outcome.head.headers {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            response.headers_mut().append(name, v);
+        }
+    }
+    response
+}
+
+/// A receiver as a stream, without pulling in tokio-stream for the HTTP-only build.
+fn tokio_stream_shim<T: Send + 'static>(
+    mut rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures::Stream<Item = T> + Send {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
