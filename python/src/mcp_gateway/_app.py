@@ -258,8 +258,8 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
         try:
             yield
         finally:
-            with anyio.CancelScope(shield=True):
-                await backend.aclose()
+            # No shield scope here: the baseline exits task groups it entered in start().
+            await backend.aclose()
 
     routes = [
         Route("/health", health, methods=["GET"]),

@@ -19,7 +19,7 @@ import contextlib
 import json
 import logging
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -160,6 +160,7 @@ class _AsgiCall:
     """Runs the SDK session manager for one synthesized request in the baseline's task group."""
 
     def __init__(self, task_group: TaskGroup, app: ASGIApp, scope: dict[str, Any], body: bytes) -> None:
+        self._task_group = task_group
         send_stream, self._messages = anyio.create_memory_object_stream[Message](64)
         self._cancel = anyio.CancelScope()
         self.finished = anyio.Event()
@@ -213,12 +214,28 @@ class _AsgiCall:
         return b"".join([chunk async for chunk in self.chunks()])
 
     async def aclose(self) -> None:
-        """Stop the SDK's work for this request, if any is left."""
+        """Abandon the request: cancel the SDK's work for it (the client went away)."""
         self._cancel.cancel()
         await self._messages.aclose()
 
+    def release(self) -> None:
+        """The answer is complete: let the SDK finish the response in the background.
 
-async def _events(call: _AsgiCall) -> AsyncIterator[SseEvent]:
+        Never cancel a response the SDK is still writing: the session manager discards a
+        session whose opening request did not complete.
+        """
+
+        async def drain() -> None:
+            with anyio.move_on_after(30):
+                async for _ in self._messages:
+                    pass
+            self._cancel.cancel()
+            await self._messages.aclose()
+
+        self._task_group.start_soon(drain)
+
+
+async def _events(call: _AsgiCall) -> AsyncGenerator[SseEvent, None]:
     parser = SseParser()
     async for chunk in call.chunks():
         for event in parser.feed(chunk):
@@ -537,11 +554,9 @@ class PythonBaseline:
         assert request.session_id is not None
         self._sessions.pop(request.session_id, None)
         call = self._call(request)
-        try:
-            await call.start()
-            await call.read_all()
-        finally:
-            await call.aclose()
+        await call.start()
+        await call.read_all()
+        call.release()
         return McpResponse(status=200)
 
     async def _get(self, request: McpRequest) -> McpResponse:
@@ -557,10 +572,10 @@ class PythonBaseline:
         status = int(start["status"])
         if status != 200:
             body = await call.read_all()
-            await call.aclose()
+            call.release()
             return McpResponse(status=status, headers=[_JSON] if body else [], body=body)
         return McpResponse(
-            status=200, headers=list(_SSE_HEADERS), stream=self._relay(None, _events(call), call)
+            status=200, headers=list(_SSE_HEADERS), stream=self._relay(None, _events(call), call, request)
         )
 
     async def _post(self, request: McpRequest) -> McpResponse:
@@ -581,10 +596,8 @@ class PythonBaseline:
             if (refused := self._lookup(request)) is not None:
                 return refused
             call = self._call(request)
-            try:
-                await call.start()
-            finally:
-                await call.aclose()
+            await call.start()
+            call.release()
             return McpResponse(status=202)
         if message.method == "initialize":
             return await self._initialize(request)
@@ -597,7 +610,7 @@ class PythonBaseline:
         accepts_sse = (
             request.accept is None or "text/event-stream" in request.accept or "*/*" in request.accept
         )
-        return await self._answer(request, accepts_sse)
+        return await self._answer(request, accepts_sse, request_id=message.id)
 
     async def _initialize(self, request: McpRequest) -> McpResponse:
         call = self._call(request, session=False)
@@ -614,18 +627,54 @@ class PythonBaseline:
         accepts_sse: bool,
         call: _AsgiCall | None = None,
         keep_session_id: bool = False,
+        request_id: Any = None,
     ) -> McpResponse:
         call = call or self._call(request)
+        try:
+            return await self._reshape(request, call, accepts_sse, keep_session_id, request_id)
+        except BaseException:
+            # The client went away before the head: stop the SDK's work, as the runtime does.
+            with anyio.CancelScope(shield=True):
+                await self._abandon(request, call, request_id)
+            raise
+
+    async def _abandon(self, request: McpRequest, call: _AsgiCall, request_id: Any) -> None:
+        """Cancel an unfinished request: end its response and tell the SDK session to cancel it."""
+        await call.aclose()
+        if request_id is None or request.session_id is None:
+            return
+        note = json.dumps(
+            {
+                "jsonrpc": "2.0",
+                "method": "notifications/cancelled",
+                "params": {"requestId": request_id, "reason": "client disconnected"},
+            }
+        ).encode()
+        cancel = McpRequest(
+            method="POST",
+            server_id=request.server_id,
+            auth=request.auth,
+            request_id=request.request_id,
+            body=note,
+            session_id=request.session_id,
+            protocol_version=request.protocol_version,
+        )
+        self._call(cancel).release()
+
+    async def _reshape(
+        self, request: McpRequest, call: _AsgiCall, accepts_sse: bool, keep_session_id: bool, request_id: Any
+    ) -> McpResponse:
         start = await call.start()
         if start is None:
             await call.aclose()
             return _error(500, INTERNAL_ERROR, "Internal error")
         status = int(start["status"])
         sdk_headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in start["headers"]}
-        session_header = [("mcp-session-id", sdk_headers["mcp-session-id"])] if keep_session_id else []
+        session_id = sdk_headers.get("mcp-session-id")
+        session_header = [("mcp-session-id", session_id)] if keep_session_id and session_id else []
         if not sdk_headers.get("content-type", "").startswith("text/event-stream"):
             body = await call.read_all()
-            await call.aclose()
+            call.release()
             return McpResponse(status=status, headers=([_JSON] if body else []) + session_header, body=body)
         events = _events(call)
         first: SseEvent | None = None
@@ -634,24 +683,40 @@ class PythonBaseline:
                 first = event
                 break
         if first is None:
+            await events.aclose()
             await call.aclose()
             return _error(500, INTERNAL_ERROR, "Request cancelled")
         if _is_response(first.data):
-            await call.aclose()
+            await events.aclose()
+            call.release()
             return McpResponse(status=200, headers=[_JSON, *session_header], body=first.data.encode())
-        return McpResponse(status=200, headers=list(_SSE_HEADERS), stream=self._relay(first, events, call))
+        return McpResponse(
+            status=200,
+            headers=list(_SSE_HEADERS),
+            stream=self._relay(first, events, call, request, request_id),
+        )
 
-    @staticmethod
     async def _relay(
-        first: SseEvent | None, events: AsyncIterator[SseEvent], call: _AsgiCall
+        self,
+        first: SseEvent | None,
+        events: AsyncGenerator[SseEvent, None],
+        call: _AsgiCall,
+        request: McpRequest,
+        request_id: Any = None,
     ) -> AsyncIterator[bytes]:
+        complete = False
         try:
             if first is not None:
                 yield encode_event(first.data, "message")
             async for event in events:
                 yield encode_event(event.data, "message")
                 if _is_response(event.data):
-                    return
+                    break
+            complete = True
         finally:
             with anyio.CancelScope(shield=True):
-                await call.aclose()
+                await events.aclose()
+                if complete:
+                    call.release()
+                else:
+                    await self._abandon(request, call, request_id)

@@ -1,0 +1,275 @@
+"""Session-scoped real processes: the fixture upstream, the runtime, and one gateway per mode.
+
+Everything runs on temporary sockets and ports under one temporary directory, whose process logs
+are printed when a test fails (see ``pytest_runtest_makereport``). Tests needing the Rust runtime
+skip, with the reason, only while its binary has not been built.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import httpx2
+import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+
+from mcp_gateway import mint_token
+from mcp_gateway._stack import (
+    free_port,
+    runtime_binary,
+    start_fixture,
+    start_gateway,
+    start_runtime,
+    stop,
+    write_catalog,
+)
+
+MODES = ["python", "http", "grpc"]
+SECRET = secrets.token_urlsafe(32)
+PROTOCOL = "2025-11-25"
+ACCEPT = "application/json, text/event-stream"
+
+
+def runtime_missing() -> str | None:
+    """Why the runtime modes cannot run, or ``None`` when the binary is there."""
+    binary = runtime_binary()
+    if not binary.exists():
+        return (
+            f"mcp-runtime binary not built ({binary}); run `cargo build -p mcp-runtime --features grpc-uds`"
+        )
+    return None
+
+
+def needs_runtime(mode: str) -> None:
+    """Skip the current test when ``mode`` needs the runtime and its binary is not built yet."""
+    if mode != "python" and (reason := runtime_missing()):
+        pytest.skip(reason)
+
+
+@dataclass
+class Gateway:
+    """One running gateway and how to talk to it."""
+
+    mode: str
+    base: str
+    secret: str = SECRET
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"{self.base}/mcp"
+
+    def token(self, sub: str = "alice@example.com", **kw: Any) -> str:
+        kw.setdefault("teams", ["alpha"])
+        return mint_token(self.secret, sub, **kw)
+
+    def headers(self, token: str | None, session: str | None = None, **extra: str) -> dict[str, str]:
+        headers = {"accept": ACCEPT, "content-type": "application/json", **extra}
+        if token:
+            headers["authorization"] = f"Bearer {token}"
+        if session:
+            headers["mcp-session-id"] = session
+            headers.setdefault("mcp-protocol-version", PROTOCOL)
+        return headers
+
+    @contextlib.asynccontextmanager
+    async def client(self, token: str | None, path: str = "/mcp", **kw: Any) -> AsyncIterator[Client]:
+        """An official mcp SDK client over streamable HTTP (initialize handshake)."""
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        async with (
+            httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30.0, read=60.0)) as http,
+            Client(
+                streamable_http_client(f"{self.base}{path}", http_client=http),
+                mode="legacy",
+                cache=None,
+                **kw,
+            ) as client,
+        ):
+            yield client
+
+    async def initialize(self, http: httpx.AsyncClient, token: str, path: str = "/mcp") -> str:
+        """Raw initialize + initialized; returns the session id."""
+        body = {
+            "jsonrpc": "2.0",
+            "id": 0,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": PROTOCOL,
+                "capabilities": {},
+                "clientInfo": {"name": "t", "version": "1"},
+            },
+        }
+        r = await http.post(f"{self.base}{path}", json=body, headers=self.headers(token))
+        assert r.status_code == 200, r.text
+        session = r.headers["mcp-session-id"]
+        note = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+        r = await http.post(f"{self.base}{path}", json=note, headers=self.headers(token, session))
+        assert r.status_code == 202, r.text
+        return session
+
+
+@pytest.fixture(scope="session")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # Unix socket paths must stay under ~100 bytes: use a short directory.
+    return tmp_path_factory.mktemp("stack", numbered=True)
+
+
+@pytest.fixture(scope="session")
+def fixture_url(workdir: Path) -> Iterator[str]:
+    process, url = start_fixture(log=workdir / "fixture.log")
+    try:
+        yield url
+    finally:
+        stop(process)
+
+
+@pytest.fixture(scope="session")
+def catalog(workdir: Path, fixture_url: str) -> Path:
+    return write_catalog(workdir / "catalog.toml", fixture_url)
+
+
+@dataclass
+class Runtime:
+    """A running runtime and its sockets."""
+
+    process: subprocess.Popen[bytes] | None
+    http_uds: str
+    grpc_uds: str
+    catalog: Path
+    log: Path
+
+    def restart(self) -> None:
+        stop(self.process)
+        self.process = start_runtime(self.catalog, self.http_uds, self.grpc_uds, log=self.log)
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+
+
+def _socket_dir() -> Path:
+    path = Path(os.environ.get("TMPDIR", "/tmp")) / f"mcpgw-{os.getpid()}-{secrets.token_hex(3)}"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+class Runtimes:
+    """Starts the session's runtime on first use (the Python-only tests never need it)."""
+
+    def __init__(self, workdir: Path, catalog: Path) -> None:
+        self._workdir = workdir
+        self._catalog = catalog
+        self._runtime: Runtime | None = None
+        self._error: str | None = None
+
+    def get(self) -> Runtime:
+        if reason := runtime_missing():
+            pytest.skip(reason)
+        if self._error:
+            pytest.skip(self._error)
+        if self._runtime is None:
+            sockets = _socket_dir()
+            rt = Runtime(
+                None,
+                str(sockets / "http.sock"),
+                str(sockets / "grpc.sock"),
+                self._catalog,
+                self._workdir / "runtime.log",
+            )
+            try:
+                rt.restart()
+            except RuntimeError as e:
+                # Only while the runtime is being written: a built binary that does not serve yet.
+                self._error = f"mcp-runtime does not serve yet: {e}"
+                pytest.skip(self._error)
+            self._runtime = rt
+        return self._runtime
+
+    def stop(self) -> None:
+        if self._runtime is not None:
+            stop(self._runtime.process)
+
+
+@pytest.fixture(scope="session")
+def runtimes(workdir: Path, catalog: Path) -> Iterator[Runtimes]:
+    holder = Runtimes(workdir, catalog)
+    try:
+        yield holder
+    finally:
+        holder.stop()
+
+
+def gateway_env(mode: str, catalog: Path, rt: Runtime | None) -> dict[str, str]:
+    env = {
+        "JWT_SECRET_KEY": SECRET,
+        "MCP_RUNTIME_CATALOG": str(catalog),
+        "MCP_GATEWAY_REQUEST_TIMEOUT_S": "30",
+    }
+    env.pop("MCP_RUST_UDS", None)
+    if mode != "python":
+        assert rt is not None
+        env["MCP_RUST_UDS"] = rt.http_uds
+        if mode == "grpc":
+            # Both set: gRPC must win.
+            env["MCP_RUST_GRPC_UDS"] = rt.grpc_uds
+    return env
+
+
+@pytest.fixture(scope="session")
+def gateways(workdir: Path, catalog: Path, runtimes: Runtimes) -> Iterator[dict[str, Gateway]]:
+    """Gateways are started on first use, one per mode, and all stopped at the end."""
+    started: dict[str, Gateway] = {}
+
+    class Lazy(dict[str, Gateway]):
+        def __missing__(self, mode: str) -> Gateway:
+            port = free_port()
+            env = gateway_env(mode, catalog, runtimes.get() if mode != "python" else None)
+            for key in ("MCP_RUST_UDS", "MCP_RUST_GRPC_UDS"):
+                os.environ.pop(key, None)
+            process = start_gateway(env, port, log=workdir / f"gateway-{mode}.log")
+            gw = Gateway(mode, f"http://127.0.0.1:{port}", processes=[process])
+            started[mode] = gw
+            self[mode] = gw
+            return gw
+
+    try:
+        yield Lazy()
+    finally:
+        for gw in started.values():
+            for process in gw.processes:
+                stop(process)
+
+
+@pytest.fixture(params=MODES)
+def gw(request: pytest.FixtureRequest, gateways: dict[str, Gateway]) -> Gateway:
+    """The gateway of each mode in turn (the test runs once per mode)."""
+    mode: str = request.param
+    needs_runtime(mode)
+    return gateways[mode]
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=30.0) as client:
+        yield client
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and "workdir" in getattr(item, "funcargs", {}):
+        workdir: Path = item.funcargs["workdir"]
+        for log in sorted(workdir.glob("*.log")):
+            tail = log.read_text(errors="replace").splitlines()[-40:]
+            report.sections.append((f"log {log.name}", "\n".join(tail)))

@@ -1,0 +1,165 @@
+"""The runtime goes away: a prompt 502 (JSON-RPC -32000), then recovery without a gateway restart.
+
+Each test gets its own runtime and gateway, so killing them does not disturb the other tests.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import httpx
+import pytest
+
+from conftest import SECRET, Gateway, Runtime, _socket_dir, gateway_env, needs_runtime
+from mcp_gateway._stack import free_port, start_gateway, start_runtime, stop
+
+
+@pytest.fixture(params=["http", "grpc"])
+def own_stack(
+    request: pytest.FixtureRequest, workdir: Path, catalog: Path
+) -> Iterator[tuple[Gateway, Runtime]]:
+    mode: str = request.param
+    needs_runtime(mode)
+    sockets = _socket_dir()
+    log = workdir / f"runtime-kill-{mode}.log"
+    rt = Runtime(None, str(sockets / "http.sock"), str(sockets / "grpc.sock"), catalog, log)
+    try:
+        rt.process = start_runtime(catalog, rt.http_uds, rt.grpc_uds, log=log)
+    except RuntimeError as e:
+        pytest.skip(f"mcp-runtime does not serve yet: {e}")
+    port = free_port()
+    process = start_gateway(gateway_env(mode, catalog, rt), port, log=workdir / f"gateway-kill-{mode}.log")
+    gw = Gateway(mode, f"http://127.0.0.1:{port}", SECRET, [process])
+    try:
+        yield gw, rt
+    finally:
+        stop(process)
+        stop(rt.process)
+
+
+def assert_unavailable(r: httpx.Response) -> None:
+    assert r.status_code == 502, r.text
+    body = r.json()
+    assert body["error"]["code"] == -32000
+    assert body["error"]["message"] == "MCP runtime unavailable"
+
+
+async def test_runtime_killed_mid_call(own_stack: tuple[Gateway, Runtime], http: httpx.AsyncClient) -> None:
+    gw, rt = own_stack
+    token = gw.token()
+    session = await gw.initialize(http, token)
+    call = {
+        "jsonrpc": "2.0",
+        "id": 3,
+        "method": "tools/call",
+        "params": {"name": "sleep", "arguments": {"ms": 4000}},
+    }
+    result: dict[str, object] = {}
+
+    async def slow_call() -> None:
+        result["response"] = await http.post(gw.url, json=call, headers=gw.headers(token, session))
+        result["at"] = time.monotonic()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(slow_call)
+        await anyio.sleep(0.5)
+        killed_at = time.monotonic()
+        rt.kill()
+    response = result["response"]
+    assert isinstance(response, httpx.Response)
+    assert_unavailable(response)
+    assert float(result["at"]) - killed_at < 1.0  # type: ignore[arg-type]
+
+    # While it is down: 502 at once, for every method.
+    started = time.monotonic()
+    r = await http.post(
+        gw.url, json={"jsonrpc": "2.0", "id": 4, "method": "ping"}, headers=gw.headers(token, session)
+    )
+    assert_unavailable(r)
+    assert time.monotonic() - started < 1.0
+    health = await http.get(f"{gw.base}/health")
+    assert health.status_code == 503
+    assert health.json()["runtime"]["reachable"] is False
+
+    # Back: the gateway reconnects by itself; the old session died with the runtime.
+    rt.restart()
+    deadline = time.monotonic() + 10
+    while True:
+        r = await http.post(
+            gw.url, json={"jsonrpc": "2.0", "id": 5, "method": "ping"}, headers=gw.headers(token, session)
+        )
+        if r.status_code != 502 or time.monotonic() > deadline:
+            break
+        await anyio.sleep(0.1)
+    assert r.status_code == 404, r.text
+    new_session = await gw.initialize(http, token)
+    r = await http.post(
+        gw.url,
+        json={
+            "jsonrpc": "2.0",
+            "id": 6,
+            "method": "tools/call",
+            "params": {"name": "echo", "arguments": {"text": "back"}},
+        },
+        headers=gw.headers(token, new_session),
+    )
+    assert r.status_code == 200
+    assert r.json()["result"]["content"][0]["text"] == "back"
+    assert (await http.get(f"{gw.base}/health")).status_code == 200
+
+
+async def test_runtime_not_running_at_start(workdir: Path, catalog: Path, http: httpx.AsyncClient) -> None:
+    """A gateway whose runtime socket does not exist answers 502 promptly (no hang, no traceback)."""
+    sockets = _socket_dir()
+    for mode in ("http", "grpc"):
+        env = {
+            "JWT_SECRET_KEY": SECRET,
+            "MCP_RUST_UDS" if mode == "http" else "MCP_RUST_GRPC_UDS": str(sockets / f"{mode}.sock"),
+        }
+        port = free_port()
+        process = start_gateway(env, port, log=workdir / f"gateway-nort-{mode}.log")
+        try:
+            gw = Gateway(mode, f"http://127.0.0.1:{port}", SECRET, [process])
+            started = time.monotonic()
+            r = await http.post(
+                gw.url, json={"jsonrpc": "2.0", "id": 1, "method": "ping"}, headers=gw.headers(gw.token())
+            )
+            assert_unavailable(r)
+            assert time.monotonic() - started < 1.0
+        finally:
+            stop(process)
+
+
+async def test_client_disconnect_cancels_the_call(gw: Gateway, http: httpx.AsyncClient) -> None:
+    """A client that goes away mid-call: the upstream call is cancelled (the fixture counts sleeps)."""
+    token = gw.token()
+    session = await gw.initialize(http, token)
+    inflight = {
+        "jsonrpc": "2.0",
+        "id": 10,
+        "method": "tools/call",
+        "params": {"name": "inflight", "arguments": {}},
+    }
+
+    async def sleeping() -> int:
+        r = await http.post(gw.url, json=inflight, headers=gw.headers(token, session))
+        return int(r.json()["result"]["content"][0]["text"])
+
+    # The fixture is shared: count relative to the sleeps other tests left running.
+    before = await sleeping()
+    call = {
+        "jsonrpc": "2.0",
+        "id": 9,
+        "method": "tools/call",
+        "params": {"name": "sleep", "arguments": {"ms": 30000}},
+    }
+    async with httpx.AsyncClient(timeout=httpx.Timeout(30.0, read=1.0)) as impatient:
+        with pytest.raises(httpx.ReadTimeout):
+            await impatient.post(gw.url, json=call, headers=gw.headers(token, session))
+    deadline = time.monotonic() + 5
+    while (count := await sleeping()) > before and time.monotonic() < deadline:
+        await anyio.sleep(0.1)
+    assert count <= before
