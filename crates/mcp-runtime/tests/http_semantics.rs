@@ -1,0 +1,81 @@
+//! The MCP streamable-HTTP semantics over the HTTP/JSON adapter: every method and error case
+//! of the shared table, plus the session lifecycle. Runs with and without `grpc-uds`.
+
+mod common;
+
+use common::cases::{assert_case, table};
+use common::*;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_case_of_the_table() {
+    let fx = Fixture::start(0);
+    let rt = RuntimeProc::start(&simple_catalog(&fx.url), &[]);
+    let http = Http::new(&rt.http);
+    let alice = auth("alice@example.com", false, Some(&[]));
+    let sid = http.initialize(&alice, None).await;
+    let scoped = http.initialize(&alice, Some("echo-only")).await;
+    for case in table(&alice, &sid, &scoped) {
+        let r = http.send(&case.call).await;
+        assert_case(&case, &r, "http");
+    }
+    // The runtime still serves after every error case.
+    let r = http.send(&Call::post(&alice, rpc(99, "ping", json!({}))).session(&sid)).await;
+    assert_eq!(r.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_ends_the_session() {
+    let fx = Fixture::start(0);
+    let rt = RuntimeProc::start(&simple_catalog(&fx.url), &[]);
+    let http = Http::new(&rt.http);
+    let alice = auth("alice@example.com", false, Some(&[]));
+    let sid = http.initialize(&alice, None).await;
+    let mut del = Call::post(&alice, bytes::Bytes::new()).session(&sid);
+    del.method = "DELETE";
+    let mut no_sid = del.clone();
+    no_sid.session = None;
+    assert_eq!(http.send(&no_sid).await.status, 400);
+    assert_eq!(http.send(&del).await.status, 200);
+    assert_eq!(http.send(&del).await.status, 404);
+    let r = http.send(&Call::post(&alice, rpc(1, "ping", json!({}))).session(&sid)).await;
+    assert_eq!((r.status, r.error_code()), (404, Some(-32001)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_context_header_is_required_and_checked() {
+    let fx = Fixture::start(0);
+    let rt = RuntimeProc::start(&simple_catalog(&fx.url), &[]);
+    let http = Http::new(&rt.http);
+    let alice = auth("alice@example.com", false, Some(&[]));
+    let call = Call::post(&alice, initialize_body());
+    let good = auth_header(&alice);
+    for bad in [None, Some("%%%"), Some(&good[..good.len() / 2]), Some("bm90IGpzb24"), Some("e30")] {
+        let r = http.send_raw(&call, bad).await;
+        assert_eq!(r.status, 401, "auth header {bad:?}");
+        assert_eq!(r.error_code(), Some(-32001));
+        assert!(r.session_id.is_none(), "no session minted");
+    }
+    assert_eq!(http.send_raw(&call, Some(&good)).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_reports_version_and_sessions() {
+    let fx = Fixture::start(0);
+    let rt = RuntimeProc::start(&simple_catalog(&fx.url), &[]);
+    let http = Http::new(&rt.http);
+    let alice = auth("alice@example.com", false, Some(&[]));
+    http.initialize(&alice, None).await;
+    let stream = tokio::net::UnixStream::connect(&rt.http).await.unwrap();
+    let (mut s, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    let req = hyper::Request::get("http://localhost/health").header("host", "localhost").body(http_body_util::Empty::<bytes::Bytes>::new()).unwrap();
+    let resp = s.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    use http_body_util::BodyExt;
+    let body: serde_json::Value = serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(body["status"], "serving");
+    assert_eq!(body["contract_version"], "1.0");
+    assert_eq!(body["open_sessions"], 1);
+    assert_eq!(body["features"], json!(if cfg!(feature = "grpc-uds") { vec!["grpc-uds"] } else { vec![] }));
+}
