@@ -1,1 +1,92 @@
-fn main() {}
+//! `mcp-fixture-server`: the fixture as a process, for tests and benchmarks that spawn it.
+//!
+//! Binds the listener, prints `MCP_FIXTURE_URL=http://ADDR/mcp` as the only line on
+//! stdout (so a parent process can read the port), logs to stderr, and exits cleanly on
+//! SIGTERM or SIGINT.
+
+use std::{
+    io::{IsTerminal, Write},
+    net::SocketAddr,
+};
+
+use anyhow::Context;
+use clap::Parser;
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+/// Upstream MCP server (streamable HTTP) for tests and benchmarks.
+#[derive(Debug, Parser)]
+#[command(name = "mcp-fixture-server", version, about)]
+struct Cli {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, env = "MCP_FIXTURE_LISTEN", default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+
+    /// Number of generated tools (gen_0000 ..) to expose besides the fixed ones.
+    #[arg(long, env = "MCP_FIXTURE_GENERATED_TOOLS", default_value_t = 0)]
+    generated_tools: usize,
+}
+
+/// Log filter used when `RUST_LOG` is not set.
+const DEFAULT_LOG: &str = "info,rmcp=warn";
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // rmcp logs every notification at info; keep it quiet by default so benchmark runs
+    // do not pay for per-message logging. RUST_LOG overrides.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG)),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+
+    let listener = TcpListener::bind(cli.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", cli.listen))?;
+    let addr = listener
+        .local_addr()
+        .context("cannot read the bound address")?;
+    {
+        let mut stdout = std::io::stdout().lock();
+        writeln!(
+            stdout,
+            "MCP_FIXTURE_URL={}",
+            mcp_fixture_server::mcp_url(addr)
+        )?;
+        stdout.flush()?;
+    }
+
+    mcp_fixture_server::serve(listener, cli.generated_tools, shutdown_signal())
+        .await
+        .context("server failed")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Completes on the first SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot watch SIGTERM; only SIGINT stops the server");
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

@@ -1,0 +1,39 @@
+//! An upstream MCP server for the tests and benchmarks of the runtime sidecar.
+//!
+//! The fixture speaks MCP over streamable HTTP (stateful sessions, POST answered as
+//! `text/event-stream`) using the official Rust SDK `rmcp`. It exposes a small, fixed
+//! catalog whose behaviour the tests can predict exactly (echo, payload of a given size,
+//! cancellable sleep, progress, tool error), one resource, one resource template and one
+//! prompt, plus an optional number of generated tools so benchmarks can measure catalogs
+//! of any size.
+//!
+//! # Layout
+//!
+//! - [`catalog`]: the tool, resource and prompt definitions (names, descriptions, JSON
+//!   input schemas) and the generated `gen_NNNN` tools.
+//! - [`server`]: [`FixtureServer`], the `rmcp` `ServerHandler` that implements them, and
+//!   [`SharedState`], the state shared by every session (the in-flight `sleep` counter).
+//! - `session`: a wrapper around rmcp's in-memory session manager that delivers
+//!   `notifications/message` sent while handling a request on that request's SSE
+//!   stream, where rmcp alone would put it on the standalone GET stream.
+//! - [`http`]: [`serve`], which mounts the service at `/mcp` in an axum router on an
+//!   injected listener and drains it when the shutdown future completes.
+//! - `main.rs`: the `mcp-fixture-server` binary (CLI, logging, signals, binding).
+//!
+//! Embedding it in another process:
+//!
+//! ```no_run
+//! # async fn run() -> std::io::Result<()> {
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let url = mcp_fixture_server::mcp_url(listener.local_addr()?);
+//! tokio::spawn(mcp_fixture_server::serve(listener, 10, std::future::pending::<()>()));
+//! # let _ = url; Ok(()) }
+//! ```
+
+pub mod catalog;
+pub mod http;
+pub mod server;
+mod session;
+
+pub use http::{MCP_PATH, mcp_url, serve};
+pub use server::{FixtureServer, SharedState};

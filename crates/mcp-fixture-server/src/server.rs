@@ -1,0 +1,449 @@
+//! [`FixtureServer`]: the `rmcp` server handler behind every session.
+//!
+//! rmcp builds one handler per MCP session (through the factory given to
+//! `StreamableHttpService`), so per-session state (the logging level a client asked for)
+//! lives in the handler and process-wide state lives in the [`SharedState`] they all share.
+
+// Logging (`notifications/message`, `logging/setLevel`) is deprecated by SEP-2577 for the
+// 2026-07-28 protocol, but it is part of every earlier revision and the runtime relays it,
+// so the fixture keeps serving it.
+#![allow(deprecated)]
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use rmcp::{
+    ErrorData, RoleServer, ServerHandler,
+    model::{
+        CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock,
+        GetPromptRequestParams, GetPromptResponse, GetPromptResult, Implementation, JsonObject,
+        ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult, ListToolsResult,
+        LoggingLevel, LoggingMessageNotification, LoggingMessageNotificationParam,
+        PaginatedRequestParams, ProgressNotificationParam, PromptMessage,
+        ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, RequestId,
+        ResourceContents, Role, ServerCapabilities, ServerConfig, ServerNotification,
+        SetLevelRequestParams, Tool,
+    },
+    service::RequestContext,
+};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use crate::catalog;
+
+/// Marks a server notification as part of the handling of one client request.
+///
+/// rmcp's session layer puts every notification except progress on the standalone GET
+/// stream; `crate::session` looks for this marker to deliver the notification on the
+/// request's own SSE stream instead, as the Python and TypeScript SDKs do.
+#[derive(Debug, Clone)]
+pub(crate) struct RelatedRequest(pub(crate) RequestId);
+
+/// State shared by every session of one server: the catalog and the in-flight counter.
+#[derive(Debug)]
+pub struct SharedState {
+    /// Number of generated tools (`gen_0000` ..), fixed at start-up.
+    generated_tools: usize,
+    /// The full tool list, built once; `tools/list` clones it.
+    tools: Vec<Tool>,
+    /// `sleep` calls currently running. A guard decrements it when a call ends in any way
+    /// (finished, cancelled, or its future dropped), so tests can see that a cancelled
+    /// call really stopped.
+    inflight_sleeps: AtomicUsize,
+}
+
+impl SharedState {
+    /// State for a server exposing `generated_tools` generated tools.
+    pub fn new(generated_tools: usize) -> Self {
+        Self {
+            generated_tools,
+            tools: catalog::tools(generated_tools),
+            inflight_sleeps: AtomicUsize::new(0),
+        }
+    }
+
+    /// The number of `sleep` calls running right now.
+    pub fn inflight_sleeps(&self) -> usize {
+        self.inflight_sleeps.load(Ordering::SeqCst)
+    }
+
+    /// Whether `name` is one of the generated tools of this server.
+    fn is_generated_tool(&self, name: &str) -> bool {
+        name.strip_prefix(catalog::GENERATED_PREFIX)
+            .and_then(|index| index.parse::<usize>().ok())
+            .is_some_and(|index| {
+                index < self.generated_tools && catalog::generated_tool_name(index) == name
+            })
+    }
+}
+
+/// Counts one running `sleep` call for as long as it lives.
+struct InflightGuard<'a>(&'a AtomicUsize);
+
+impl<'a> InflightGuard<'a> {
+    fn enter(counter: &'a AtomicUsize) -> Self {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Self(counter)
+    }
+}
+
+impl Drop for InflightGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The MCP server handler of one session.
+#[derive(Debug)]
+pub struct FixtureServer {
+    /// Shared with every other session of the same server.
+    state: Arc<SharedState>,
+    /// Minimum level set by `logging/setLevel`; `None` (the default) sends every level.
+    /// A std mutex: it is held only to copy the value, never across an await.
+    log_level: Mutex<Option<LoggingLevel>>,
+}
+
+/// Arguments of `echo`.
+#[derive(Deserialize)]
+struct EchoArgs {
+    text: String,
+}
+
+/// Arguments of `payload`.
+#[derive(Deserialize)]
+struct PayloadArgs {
+    size_bytes: u64,
+}
+
+/// Arguments of `sleep`.
+#[derive(Deserialize)]
+struct SleepArgs {
+    ms: u64,
+}
+
+/// Arguments of `progress`.
+#[derive(Deserialize)]
+struct ProgressArgs {
+    steps: u32,
+    interval_ms: u64,
+}
+
+/// Arguments of `fail`.
+#[derive(Deserialize)]
+struct FailArgs {
+    message: String,
+}
+
+impl FixtureServer {
+    /// A handler for one new session.
+    pub fn new(state: Arc<SharedState>) -> Self {
+        Self {
+            state,
+            log_level: Mutex::new(None),
+        }
+    }
+
+    /// `sleep`: waits `ms` milliseconds unless the request is cancelled first.
+    async fn sleep(
+        &self,
+        args: SleepArgs,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let _inflight = InflightGuard::enter(&self.state.inflight_sleeps);
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(args.ms)) => {
+                Ok(text_result(format!("slept {} ms", args.ms)))
+            }
+            () = context.ct.cancelled() => {
+                tracing::debug!(id = %context.id, "sleep cancelled");
+                Ok(cancelled_result())
+            }
+        }
+    }
+
+    /// `progress`: notifies each step, logs once, then returns.
+    async fn progress(
+        &self,
+        args: ProgressArgs,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let token = context.meta.get_progress_token();
+        for step in 1..=args.steps {
+            if let Some(token) = &token {
+                let params = ProgressNotificationParam::new(token.clone(), f64::from(step))
+                    .with_total(f64::from(args.steps))
+                    .with_message(format!("step {step}"));
+                context
+                    .peer
+                    .notify_progress(params)
+                    .await
+                    .map_err(|error| peer_gone(&error))?;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(args.interval_ms)) => {}
+                () = context.ct.cancelled() => return Ok(cancelled_result()),
+            }
+        }
+        self.log(
+            context,
+            LoggingLevel::Info,
+            format!("progress finished after {} steps", args.steps),
+        )
+        .await?;
+        Ok(text_result(format!("done {} steps", args.steps)))
+    }
+
+    /// Sends one `notifications/message` tied to the request being handled, unless the
+    /// client asked for a higher minimum level.
+    async fn log(
+        &self,
+        context: &RequestContext<RoleServer>,
+        level: LoggingLevel,
+        message: String,
+    ) -> Result<(), ErrorData> {
+        let minimum = *self.log_level.lock().unwrap_or_else(|e| e.into_inner());
+        if minimum.is_some_and(|minimum| severity(level) < severity(minimum)) {
+            return Ok(());
+        }
+        let mut notification = LoggingMessageNotification::new(
+            LoggingMessageNotificationParam::new(level, message.into()).with_logger("fixture"),
+        );
+        notification
+            .extensions
+            .insert(RelatedRequest(context.id.clone()));
+        context
+            .peer
+            .send_notification(ServerNotification::LoggingMessageNotification(notification))
+            .await
+            .map_err(|error| peer_gone(&error))
+    }
+}
+
+impl ServerHandler for FixtureServer {
+    fn get_info(&self) -> ServerConfig {
+        let capabilities = ServerCapabilities::builder()
+            .enable_logging()
+            .enable_prompts()
+            .enable_resources()
+            .enable_tools()
+            .build();
+        ServerConfig::new(capabilities)
+            .with_server_info(Implementation::new(
+                "mcp-fixture-server",
+                env!("CARGO_PKG_VERSION"),
+            ))
+            .with_instructions(
+                "Test fixture: echo, payload, sleep, inflight, progress, fail and generated tools.",
+            )
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        Ok(ListToolsResult::with_all_items(self.state.tools.clone()))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let name = request.name.as_ref();
+        let args = request.arguments.unwrap_or_default();
+        let result = match name {
+            catalog::ECHO => text_result(parse_args::<EchoArgs>(name, args)?.text),
+            catalog::PAYLOAD => payload(parse_args::<PayloadArgs>(name, args)?.size_bytes)?,
+            catalog::SLEEP => self.sleep(parse_args(name, args)?, &context).await?,
+            catalog::INFLIGHT => text_result(self.state.inflight_sleeps().to_string()),
+            catalog::PROGRESS => self.progress(parse_args(name, args)?, &context).await?,
+            catalog::FAIL => CallToolResult::error(vec![ContentBlock::text(
+                parse_args::<FailArgs>(name, args)?.message,
+            )]),
+            generated if self.state.is_generated_tool(generated) => text_result(generated),
+            unknown => {
+                return Err(ErrorData::invalid_params(
+                    format!("unknown tool: {unknown}"),
+                    None,
+                ));
+            }
+        };
+        Ok(result.into())
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        Ok(ListResourcesResult::with_all_items(catalog::resources()))
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, ErrorData> {
+        Ok(ListResourceTemplatesResult::with_all_items(
+            catalog::resource_templates(),
+        ))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        let uri = request.uri;
+        let text = if uri == catalog::README_URI {
+            catalog::README_TEXT.to_owned()
+        } else if let Some(id) = uri
+            .strip_prefix(catalog::ITEM_URI_PREFIX)
+            .filter(|id| !id.is_empty() && !id.contains('/'))
+        {
+            format!("item {id}")
+        } else {
+            return Err(ErrorData::resource_not_found(
+                format!("no resource at {uri}"),
+                None,
+            ));
+        };
+        let contents = ResourceContents::text(text, uri).with_mime_type("text/plain");
+        Ok(ReadResourceResult::new(vec![contents]).into())
+    }
+
+    async fn list_prompts(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, ErrorData> {
+        Ok(ListPromptsResult::with_all_items(catalog::prompts()))
+    }
+
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, ErrorData> {
+        if request.name != catalog::GREET {
+            return Err(ErrorData::invalid_params(
+                format!("unknown prompt: {}", request.name),
+                None,
+            ));
+        }
+        let name = request
+            .arguments
+            .as_ref()
+            .and_then(|arguments| arguments.get("name"))
+            .and_then(|name| name.as_str())
+            .ok_or_else(|| {
+                ErrorData::invalid_params("prompt greet requires the argument name", None)
+            })?;
+        let message = PromptMessage::new_text(Role::User, format!("Hello, {name}!"));
+        Ok(GetPromptResult::new(vec![message])
+            .with_description("A greeting")
+            .into())
+    }
+
+    async fn set_level(
+        &self,
+        request: SetLevelRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        *self.log_level.lock().unwrap_or_else(|e| e.into_inner()) = Some(request.level);
+        Ok(())
+    }
+}
+
+/// `payload`: `size_bytes` ASCII bytes (`x`) in one text item.
+fn payload(size_bytes: u64) -> Result<CallToolResult, ErrorData> {
+    if size_bytes > catalog::MAX_PAYLOAD_BYTES {
+        return Err(ErrorData::invalid_params(
+            format!(
+                "size_bytes {size_bytes} exceeds the fixture limit of {} bytes",
+                catalog::MAX_PAYLOAD_BYTES
+            ),
+            None,
+        ));
+    }
+    let size = usize::try_from(size_bytes)
+        .map_err(|_| ErrorData::invalid_params("size_bytes does not fit in memory", None))?;
+    Ok(text_result("x".repeat(size)))
+}
+
+/// A successful result with one text item.
+fn text_result(text: impl Into<String>) -> CallToolResult {
+    CallToolResult::success(vec![ContentBlock::text(text)])
+}
+
+/// Decodes a tool's arguments, answering `-32602` when they do not match its schema.
+fn parse_args<T: DeserializeOwned>(tool: &str, args: JsonObject) -> Result<T, ErrorData> {
+    serde_json::from_value(serde_json::Value::Object(args)).map_err(|error| {
+        ErrorData::invalid_params(format!("invalid arguments for {tool}: {error}"), None)
+    })
+}
+
+/// What a tool returns once its request was cancelled. rmcp still emits a response;
+/// `crate::session` drops it so the client sees none, as the spec asks. A tool result
+/// rather than a JSON-RPC error keeps rmcp from logging a warning for every cancellation.
+fn cancelled_result() -> CallToolResult {
+    CallToolResult::error(vec![ContentBlock::text("cancelled")])
+}
+
+/// The error when a notification cannot be sent because the session is gone.
+fn peer_gone(error: &rmcp::service::ServiceError) -> ErrorData {
+    ErrorData::internal_error(format!("cannot notify the client: {error}"), None)
+}
+
+/// Syslog-style severity rank, lowest first, to compare logging levels.
+fn severity(level: LoggingLevel) -> u8 {
+    match level {
+        LoggingLevel::Debug => 0,
+        LoggingLevel::Info => 1,
+        LoggingLevel::Notice => 2,
+        LoggingLevel::Warning => 3,
+        LoggingLevel::Error => 4,
+        LoggingLevel::Critical => 5,
+        LoggingLevel::Alert => 6,
+        LoggingLevel::Emergency => 7,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_tools_are_recognised_only_within_range() {
+        let state = SharedState::new(3);
+        assert!(state.is_generated_tool("gen_0000"));
+        assert!(state.is_generated_tool("gen_0002"));
+        assert!(!state.is_generated_tool("gen_0003"));
+        assert!(!state.is_generated_tool("gen_2"));
+        assert!(!state.is_generated_tool("echo"));
+    }
+
+    #[test]
+    fn payload_has_the_requested_length() {
+        let result = payload(1000).unwrap();
+        let text = &result.content[0].as_text().unwrap().text;
+        assert_eq!(text.len(), 1000);
+        assert!(text.bytes().all(|byte| byte == b'x'));
+    }
+
+    #[test]
+    fn inflight_guard_counts_while_alive() {
+        let counter = AtomicUsize::new(0);
+        {
+            let _guard = InflightGuard::enter(&counter);
+            assert_eq!(counter.load(Ordering::SeqCst), 1);
+        }
+        assert_eq!(counter.load(Ordering::SeqCst), 0);
+    }
+}
