@@ -8,7 +8,7 @@ PROTO_OUT := python/src/mcp_gateway/_proto
 MODE ?= grpc
 PORT ?= 4444
 
-.PHONY: python-venv python-proto python-build python-lint python-format python-typecheck \
+.PHONY: build rust-lint rust-test feature-gate bench python-venv python-proto python-build python-lint python-format python-typecheck \
         python-test python-binaries test run
 
 # The virtual environment at the repo root, with the gateway installed editable plus dev tools.
@@ -51,12 +51,49 @@ python-binaries:
 	cargo build -p mcp-fixture-server
 	cargo build -p mcp-runtime --features grpc-uds
 
-python-test: python-build python-binaries python-lint
+python-test: python-build python-binaries python-lint python-typecheck
 	cd python && ../$(VENV)/bin/pytest -q
 
-test: python-test
+test: rust-test python-test
 
 # Whole stack for a user: fixture upstream, runtime (both sockets), gateway in MODE; prints the
 # URL and a token. Ctrl-C stops everything.
 run: python-build python-binaries
 	$(VPY) -m mcp_gateway stack --mode $(MODE) --port $(PORT)
+
+# ---------------------------------------------------------------------------------------------
+# Rust: the runtime, its core, the fixture upstream and the benchmark.
+
+CARGO ?= cargo
+
+# Debug builds of every crate, with and without the gRPC adapter.
+build:
+	$(CARGO) build --workspace
+	$(CARGO) build -p mcp-runtime --features grpc-uds
+
+rust-lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets --all-features -- -D warnings
+	$(CARGO) clippy -p mcp-runtime --all-targets -- -D warnings
+
+# Without `grpc-uds`, no tonic or prost crate may be in the runtime's normal dependency tree.
+feature-gate:
+	@if $(CARGO) tree -p mcp-runtime -e normal --prefix none | grep -E '^(tonic|prost)'; then \
+		echo "feature gate broken: tonic/prost in mcp-runtime without grpc-uds"; exit 1; \
+	else echo "feature gate ok: no tonic or prost crate in mcp-runtime without grpc-uds"; fi
+	@$(CARGO) tree -p mcp-runtime -e normal --features grpc-uds --prefix none | grep -qE '^tonic ' \
+		|| { echo "grpc-uds build lacks tonic"; exit 1; }
+
+# Tests run twice: the HTTP/JSON-only build (feature off) and the build with the gRPC adapter.
+rust-test: rust-lint feature-gate
+	$(CARGO) build -p mcp-fixture-server
+	$(CARGO) test --workspace
+	$(CARGO) test --workspace --features mcp-runtime/grpc-uds
+
+# The main job: release binaries with grpc-uds, then the benchmark; results land in
+# bench/results/<UTC timestamp>/.
+bench:
+	$(CARGO) build --release -p mcp-runtime --features grpc-uds -p mcp-fixture-server -p mcp-bench
+	@ts=$$(date -u +%Y%m%dT%H%M%SZ); mkdir -p bench/results/$$ts; \
+	./target/release/mcp-bench --json-out bench/results/$$ts/results.json | tee bench/results/$$ts/report.md; \
+	echo "results: bench/results/$$ts/"

@@ -37,6 +37,9 @@ MODES = ["python", "http", "grpc"]
 SECRET = secrets.token_urlsafe(32)
 PROTOCOL = "2025-11-25"
 ACCEPT = "application/json, text/event-stream"
+# A message limit small enough to test 413 cheaply, large enough for the 1 MiB payload test.
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+RUNTIME_FLAGS = ("--max-message-bytes", str(MAX_MESSAGE_BYTES))
 
 
 def runtime_missing() -> str | None:
@@ -149,7 +152,9 @@ class Runtime:
 
     def restart(self) -> None:
         stop(self.process)
-        self.process = start_runtime(self.catalog, self.http_uds, self.grpc_uds, log=self.log)
+        self.process = start_runtime(
+            self.catalog, self.http_uds, self.grpc_uds, extra=RUNTIME_FLAGS, log=self.log
+        )
 
     def kill(self) -> None:
         assert self.process is not None
@@ -213,9 +218,9 @@ def gateway_env(mode: str, catalog: Path, rt: Runtime | None) -> dict[str, str]:
     env = {
         "JWT_SECRET_KEY": SECRET,
         "MCP_RUNTIME_CATALOG": str(catalog),
+        "MCP_RUNTIME_MAX_MESSAGE_BYTES": str(MAX_MESSAGE_BYTES),
         "MCP_GATEWAY_REQUEST_TIMEOUT_S": "30",
     }
-    env.pop("MCP_RUST_UDS", None)
     if mode != "python":
         assert rt is not None
         env["MCP_RUST_UDS"] = rt.http_uds

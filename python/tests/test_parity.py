@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import ACCEPT, PROTOCOL, Gateway
+from conftest import ACCEPT, MAX_MESSAGE_BYTES, PROTOCOL, Gateway
 
 
 @dataclass(frozen=True)
@@ -103,6 +103,13 @@ CASES = [
     ),
     Case("unknown session id", rpc("tools/list"), 404, -32001, "json", session="unknown"),
     Case("unknown virtual server", rpc("ping"), 404, -32001, "json", path="/servers/nope/mcp"),
+    Case(
+        "body over the limit",
+        rpc("tools/call", {"name": "echo", "arguments": {"text": "x" * MAX_MESSAGE_BYTES}}),
+        413,
+        -32600,
+        "json",
+    ),
     Case("initialize", INIT, 200, None, "json", session="none"),
     Case(
         "GET without sse accept",

@@ -13,7 +13,7 @@ import anyio
 import httpx
 import pytest
 
-from conftest import SECRET, Gateway, Runtime, _socket_dir, gateway_env, needs_runtime
+from conftest import RUNTIME_FLAGS, SECRET, Gateway, Runtime, _socket_dir, gateway_env, needs_runtime
 from mcp_gateway._stack import free_port, start_gateway, start_runtime, stop
 
 
@@ -27,7 +27,7 @@ def own_stack(
     log = workdir / f"runtime-kill-{mode}.log"
     rt = Runtime(None, str(sockets / "http.sock"), str(sockets / "grpc.sock"), catalog, log)
     try:
-        rt.process = start_runtime(catalog, rt.http_uds, rt.grpc_uds, log=log)
+        rt.process = start_runtime(catalog, rt.http_uds, rt.grpc_uds, extra=RUNTIME_FLAGS, log=log)
     except RuntimeError as e:
         pytest.skip(f"mcp-runtime does not serve yet: {e}")
     port = free_port()

@@ -75,12 +75,15 @@ def _token(args: argparse.Namespace) -> int:
 
 def _stack(args: argparse.Namespace) -> int:
     import secrets
+    import signal
     import time
 
     from mcp_gateway._auth import mint_token
     from mcp_gateway._stack import stack
 
     secret = os.environ.get("JWT_SECRET_KEY") or secrets.token_urlsafe(32)
+    # SIGTERM (make interrupted, a supervisor) stops the stack like Ctrl-C does.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         with stack(args.mode, args.port, secret) as running:
             token = mint_token(secret, "alice@example.com", teams=["alpha"])

@@ -56,7 +56,11 @@ def make_backend(settings: Settings) -> Backend:
     from mcp_gateway._baseline import PythonBaseline
 
     assert settings.catalog is not None
-    return PythonBaseline(settings.catalog, max_body_bytes=settings.max_body_bytes)
+    return PythonBaseline(
+        settings.catalog,
+        max_body_bytes=settings.runtime_max_message_bytes,
+        upstream_timeout_s=settings.upstream_timeout_s,
+    )
 
 
 def _error_response(
@@ -151,7 +155,9 @@ class McpEndpoint:
             try:
                 body = await _read_body(receive, self._settings.max_body_bytes)
             except _BodyTooLarge:
-                await _send_whole(send, _error_response(413, INVALID_REQUEST, "Request body too large"))
+                limit = self._settings.max_body_bytes
+                message = f"Request body exceeds the limit of {limit} bytes"
+                await _send_whole(send, _error_response(413, INVALID_REQUEST, message))
                 return
             except _ClientGone:
                 return

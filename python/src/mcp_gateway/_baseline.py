@@ -361,19 +361,21 @@ class PythonBaseline:
             scope = ctx.request.scope
             return scope[_AUTH_KEY], scope[_SCOPE_KEY]
 
-        async def list_tools(ctx: Any, params: Any) -> dict[str, Any]:
+        # The list handlers return plain JSON objects (the runner accepts dicts, HandlerResult):
+        # the catalog keeps the upstreams' JSON, no model round trip per listing.
+        async def list_tools(ctx: Any, params: Any) -> Any:
             auth, scope = caller(ctx)
             return {"tools": list(catalog.visible("tool", auth, scope))}
 
-        async def list_prompts(ctx: Any, params: Any) -> dict[str, Any]:
+        async def list_prompts(ctx: Any, params: Any) -> Any:
             auth, scope = caller(ctx)
             return {"prompts": list(catalog.visible("prompt", auth, scope))}
 
-        async def list_resources(ctx: Any, params: Any) -> dict[str, Any]:
+        async def list_resources(ctx: Any, params: Any) -> Any:
             auth, scope = caller(ctx)
             return {"resources": list(catalog.visible("resource", auth, scope))}
 
-        async def list_templates(ctx: Any, params: Any) -> dict[str, Any]:
+        async def list_templates(ctx: Any, params: Any) -> Any:
             auth, scope = caller(ctx)
             return {"resourceTemplates": list(catalog.visible_templates(auth, scope))}
 

@@ -20,6 +20,7 @@ import grpc.aio
 from mcp_gateway._auth import AuthContext
 from mcp_gateway._backend import McpRequest, McpResponse, RuntimeHealth
 from mcp_gateway._errors import RuntimeTimeoutError, RuntimeUnavailableError
+from mcp_gateway._jsonrpc import error_body
 from mcp_gateway._settings import Mode
 from mcp_gateway._sse import encode_event
 
@@ -61,10 +62,11 @@ def auth_to_proto(auth: AuthContext) -> Any:
     ``TEAM_SCOPE_PUBLIC_ONLY``, a list becomes ``TEAM_SCOPE_TEAMS`` with those teams: the same
     reading as the JSON form of the HTTP boundary.
     """
+    teams: tuple[str, ...] = ()
     if auth.teams is None:
-        scope, teams = pb.TEAM_SCOPE_UNRESTRICTED, ()
+        scope = pb.TEAM_SCOPE_UNRESTRICTED
     elif not auth.teams:
-        scope, teams = pb.TEAM_SCOPE_PUBLIC_ONLY, ()
+        scope = pb.TEAM_SCOPE_PUBLIC_ONLY
     else:
         scope, teams = pb.TEAM_SCOPE_TEAMS, auth.teams
     return pb.AuthContext(
@@ -98,6 +100,12 @@ def _envelope(request: McpRequest) -> Any:
 
 def _head(head: Any) -> tuple[int, list[tuple[str, str]]]:
     return int(head.http_status), [(h.name.lower(), h.value) for h in head.headers]
+
+
+def _fault(status: int, message: str) -> McpResponse:
+    return McpResponse(
+        status=status, headers=[("content-type", "application/json")], body=error_body(-32600, message)
+    )
 
 
 def _translate(error: grpc.aio.AioRpcError) -> Exception:
@@ -191,6 +199,11 @@ class GrpcUdsBackend:
                 call.cancel()
                 raise
         except grpc.aio.AioRpcError as e:
+            # Contract faults the client caused are answered like the HTTP boundary would.
+            if e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                return _fault(413, f"Message too large for the runtime: {e.details()}")
+            if e.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                return _fault(400, f"Invalid request: {e.details()}")
             raise _translate(e) from e
         if first is grpc.aio.EOF or first.WhichOneof("part") != "head":
             call.cancel()

@@ -11,7 +11,12 @@ variable                           default                    meaning
 ``MCP_GATEWAY_PORT``               ``4444``                   listen port
 ``MCP_GATEWAY_REQUEST_TIMEOUT_S``  ``60``                     deadline of one non-streaming call (s)
 ``MCP_GATEWAY_MAX_BODY_BYTES``     ``67108864`` (64 MiB)      largest request body accepted (bytes)
+``MCP_RUNTIME_MAX_MESSAGE_BYTES``  ``67108864`` (64 MiB)      baseline: the runtime's message limit
+``MCP_RUNTIME_UPSTREAM_TIMEOUT_MS``  ``60000``                baseline: the runtime's upstream timeout
 =================================  =========================  =====================================
+
+The two ``MCP_RUNTIME_*`` names are the runtime's own (``mcp-runtime --help``): the Python
+baseline reads them so it applies the same limits as the runtime it stands in for.
 """
 
 from __future__ import annotations
@@ -52,6 +57,10 @@ class Settings:
         request_timeout_s: Deadline of one non-streaming runtime call, in seconds (the gRPC
             deadline, the httpx timeout; open SSE streams have no read timeout).
         max_body_bytes: Largest request body the gateway accepts, in bytes (larger: 413).
+        runtime_max_message_bytes: Python baseline only: largest request body, in bytes, as the
+            runtime's ``--max-message-bytes``.
+        upstream_timeout_s: Python baseline only: how long one upstream call may take, in
+            seconds, as the runtime's ``--upstream-timeout-ms``.
     """
 
     jwt_secret: str
@@ -62,6 +71,8 @@ class Settings:
     port: int = 4444
     request_timeout_s: float = 60.0
     max_body_bytes: int = 64 * 1024 * 1024
+    runtime_max_message_bytes: int = 64 * 1024 * 1024
+    upstream_timeout_s: float = 60.0
 
     @property
     def mode(self) -> Mode:
@@ -107,6 +118,8 @@ class Settings:
             port=int(number("MCP_GATEWAY_PORT", 4444)),
             request_timeout_s=number("MCP_GATEWAY_REQUEST_TIMEOUT_S", 60.0),
             max_body_bytes=int(number("MCP_GATEWAY_MAX_BODY_BYTES", 64 * 1024 * 1024)),
+            runtime_max_message_bytes=int(number("MCP_RUNTIME_MAX_MESSAGE_BYTES", 64 * 1024 * 1024)),
+            upstream_timeout_s=number("MCP_RUNTIME_UPSTREAM_TIMEOUT_MS", 60_000) / 1000,
         )
         if settings.mode is Mode.PYTHON and settings.catalog is None:
             raise ConfigError("no runtime socket configured and MCP_RUNTIME_CATALOG is not set")

@@ -1,0 +1,244 @@
+"""Unit tests of the pure parts: tokens and AuthContext, catalog rules, SSE framing, message framing."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import jwt
+import pytest
+
+from mcp_gateway import (
+    AuthContext,
+    AuthError,
+    CatalogError,
+    ConfigError,
+    Mode,
+    Settings,
+    authenticate,
+    mint_token,
+)
+from mcp_gateway._baseline import FramingError, parse_message
+from mcp_gateway._catalog import Catalog, UpstreamConfig, VirtualServer, parse_catalog
+from mcp_gateway._sse import SseParser, encode_event
+
+KEY = "k" * 40
+
+
+class TestAuth:
+    def test_round_trip(self) -> None:
+        token = mint_token(KEY, "alice@example.com", teams=["alpha"], scopes=["tools.execute"])
+        auth = authenticate(f"Bearer {token}", KEY, trace_id="t1")
+        assert auth.email == "alice@example.com"
+        assert auth.teams == ("alpha",)
+        assert auth.is_admin is False
+        assert auth.scopes == ("tools.execute",)
+        assert auth.token_exp > 0
+        assert auth.trace_id == "t1"
+
+    def test_teams_claim_absent_is_unrestricted(self) -> None:
+        auth = authenticate(f"Bearer {mint_token(KEY, 'a@x', is_admin=True)}", KEY)
+        assert auth.teams is None
+        assert auth.can_see("anything")
+        assert not AuthContext("b@x", is_admin=False, teams=None).can_see("alpha")
+
+    def test_empty_teams_is_public_only(self) -> None:
+        auth = authenticate(f"Bearer {mint_token(KEY, 'a@x', teams=[], is_admin=True)}", KEY)
+        assert auth.teams == ()
+        assert auth.can_see(None)
+        assert not auth.can_see("alpha")
+
+    @pytest.mark.parametrize(
+        "header",
+        [None, "", "Bearer", "Bearer   ", "Token abc", "Bearer abc.def.ghi"],
+    )
+    def test_malformed(self, header: str | None) -> None:
+        with pytest.raises(AuthError):
+            authenticate(header, KEY)
+
+    def test_forged_and_expired(self) -> None:
+        with pytest.raises(AuthError):
+            authenticate(f"Bearer {mint_token('x' * 40, 'a@x')}", KEY)
+        with pytest.raises(AuthError, match="expired"):
+            authenticate(f"Bearer {mint_token(KEY, 'a@x', ttl_s=-10)}", KEY)
+
+    def test_other_algorithms_refused(self) -> None:
+        none_token = jwt.encode({"sub": "a@x"}, key=None, algorithm="none")
+        with pytest.raises(AuthError):
+            authenticate(f"Bearer {none_token}", KEY)
+
+    def test_bad_claim_types(self) -> None:
+        token = jwt.encode({"sub": "a@x", "teams": "alpha"}, KEY, algorithm="HS256")
+        with pytest.raises(AuthError):
+            authenticate(f"Bearer {token}", KEY)
+
+    def test_header_value_is_unpadded_base64url_json(self) -> None:
+        auth = AuthContext("a@x", teams=("t",), scopes=("s",), token_exp=5, trace_id="r")
+        value = auth.to_header_value()
+        assert "=" not in value
+        decoded = json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
+        assert decoded == {
+            "email": "a@x",
+            "is_admin": False,
+            "teams": ["t"],
+            "scopes": ["s"],
+            "token_exp": 5,
+            "traceparent": "",
+            "trace_id": "r",
+        }
+        assert (
+            json.loads(base64.urlsafe_b64decode(AuthContext("a@x").to_header_value() + "=="))["teams"] is None
+        )
+
+
+def test_grpc_auth_mapping() -> None:
+    from mcp_gateway._grpc_backend import auth_to_proto, pb
+
+    assert auth_to_proto(AuthContext("a", is_admin=True)).team_scope == pb.TEAM_SCOPE_UNRESTRICTED
+    assert auth_to_proto(AuthContext("a", teams=())).team_scope == pb.TEAM_SCOPE_PUBLIC_ONLY
+    mapped = auth_to_proto(AuthContext("a", teams=("x", "y"), token_exp=9, scopes=("s",)))
+    assert mapped.team_scope == pb.TEAM_SCOPE_TEAMS
+    assert list(mapped.teams) == ["x", "y"]
+    assert mapped.token_expires_at_unix_s == 9
+    assert list(mapped.scopes) == ["s"]
+
+
+class TestSettings:
+    def test_mode_selection(self) -> None:
+        base = {"JWT_SECRET_KEY": KEY, "MCP_RUNTIME_CATALOG": "/c.toml"}
+        assert Settings.from_env(base).mode is Mode.PYTHON
+        assert Settings.from_env({**base, "MCP_RUST_UDS": "/h"}).mode is Mode.HTTP
+        assert Settings.from_env({**base, "MCP_RUST_UDS": "/h", "MCP_RUST_GRPC_UDS": "/g"}).mode is Mode.GRPC
+
+    @pytest.mark.parametrize(
+        "env",
+        [{}, {"JWT_SECRET_KEY": KEY}, {"JWT_SECRET_KEY": KEY, "MCP_RUST_UDS": "/h", "MCP_GATEWAY_PORT": "x"}],
+    )
+    def test_invalid(self, env: dict[str, str]) -> None:
+        with pytest.raises(ConfigError):
+            Settings.from_env(env)
+
+
+class TestCatalog:
+    def test_parse(self) -> None:
+        config = parse_catalog(
+            """
+            [[upstreams]]
+            id = "a"
+            url = "http://x/mcp"
+            [[upstreams]]
+            id = "b"
+            url = "http://y/mcp"
+            prefix = "b_"
+            visibility = "team"
+            team = "t"
+            required = false
+            [[servers]]
+            id = "s"
+            tools = ["echo"]
+            """
+        )
+        assert config.upstreams[1] == UpstreamConfig("b", "http://y/mcp", "b_", "t", False)
+        assert config.servers[0].tools == frozenset({"echo"})
+
+    @pytest.mark.parametrize(
+        "text",
+        [
+            "[[upstreams]]\nid='a'\nurl='u'\n[[upstreams]]\nid='a'\nurl='v'",
+            "[[upstreams]]\nid='a'\nurl='u'\nvisibility='team'",
+            "[[upstreams]]\nid='a'\nurl='u'\ncolour='red'",
+            "[[upstreams]]\nid='a'\nurl='u'\nvisibility='secret'",
+            "[[servers]]\nid='s'\n[[servers]]\nid='s'",
+            "upstreams = 3 = 4",
+            "unknown = 1",
+        ],
+    )
+    def test_invalid(self, text: str) -> None:
+        with pytest.raises(CatalogError):
+            parse_catalog(text)
+
+    def _catalog(self) -> Catalog:
+        cat = Catalog()
+        pub = UpstreamConfig("pub", "u")
+        team = UpstreamConfig("team", "v", prefix="t_", team="alpha")
+        for up in (pub, team):
+            cat.add(up, "tool", [{"name": "echo"}])
+            cat.add(up, "prompt", [{"name": "greet"}])
+            cat.add(up, "resource", [{"uri": "r://x"}])
+            cat.add(up, "template", [{"uriTemplate": f"{up.id}://items/{{id}}"}])
+        cat.add_servers([VirtualServer("s", tools=frozenset({"echo"}), resources=frozenset({"r://x"}))])
+        return cat
+
+    def test_names_visibility_scope(self) -> None:
+        cat = self._catalog()
+        assert list(cat.tools) == ["echo", "t_echo"]
+        assert cat.resources["r://x"].upstream == "pub"  # first upstream wins
+        alice = AuthContext("a", teams=("alpha",))
+        public = AuthContext("p", teams=())
+        assert [t["name"] for t in cat.visible("tool", alice, None)] == ["echo", "t_echo"]
+        assert [t["name"] for t in cat.visible("tool", public, None)] == ["echo"]
+        assert [t["name"] for t in cat.visible("tool", alice, "s")] == ["echo"]
+        assert list(cat.visible("prompt", alice, "s")) == []
+        assert list(cat.visible_templates(alice, "s")) == []
+        assert len(list(cat.visible_templates(alice, None))) == 2
+        assert cat.lookup("tool", "t_echo", public, None) is None
+        assert cat.lookup("tool", "t_echo", alice, None) is not None
+        routed = cat.lookup("resource", "team://items/7", alice, None)
+        assert routed is not None
+        assert routed.upstream == "team"
+        assert cat.lookup("resource", "team://items/7", public, None) is None
+        assert cat.lookup("resource", "team://items/7", alice, "s") is None
+
+    def test_collisions_and_unknown_server_tools(self) -> None:
+        cat = Catalog()
+        cat.add(UpstreamConfig("a", "u"), "tool", [{"name": "echo"}])
+        with pytest.raises(CatalogError, match="collision"):
+            cat.add(UpstreamConfig("b", "v"), "tool", [{"name": "echo"}])
+        with pytest.raises(CatalogError, match="unknown tool"):
+            cat.add_servers([VirtualServer("s", tools=frozenset({"nope"}))])
+
+
+class TestSse:
+    def test_encode_matches_runtime_framing(self) -> None:
+        assert encode_event("a\nb", "", "7") == b"id: 7\ndata: a\ndata: b\n\n"
+        assert encode_event("{}", "message") == b"event: message\ndata: {}\n\n"
+
+    def test_parser_across_chunks_and_crlf(self) -> None:
+        parser = SseParser()
+        stream = (
+            b': ping\r\n\r\nevent: message\r\ndata: {"a":1}\r\n\r\nid: 9\ndata: x\ndata: y\n\nretry: 5\n\n'
+        )
+        events = []
+        for i in range(len(stream)):
+            events += parser.feed(stream[i : i + 1])
+        assert [(e.event, e.id, e.data) for e in events] == [("message", "", '{"a":1}'), ("", "9", "x\ny")]
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        (b"", -32700),
+        (b"{", -32700),
+        (b"\xff", -32700),
+        (b"[]", -32600),
+        (b"[1]", -32600),
+        (b"null", -32600),
+        (b"42", -32600),
+        (b'{"jsonrpc":"1.0","id":1,"method":"x"}', -32600),
+        (b'{"jsonrpc":"2.0","id":{},"method":"x"}', -32600),
+        (b'{"jsonrpc":"2.0","id":true,"method":"x"}', -32600),
+        (b'{"jsonrpc":"2.0","id":1,"method":7}', -32600),
+        (b'{"jsonrpc":"2.0","id":1}', -32600),
+        (b'{"jsonrpc":"2.0","id":1,"result":{},"error":{}}', -32600),
+    ],
+)
+def test_framing_errors(body: bytes, code: int) -> None:
+    with pytest.raises(FramingError) as err:
+        parse_message(body)
+    assert err.value.code == code
+
+
+def test_framing_kinds() -> None:
+    assert parse_message(b'{"jsonrpc":"2.0","id":"a","method":"ping"}').kind == "request"
+    assert parse_message(b'{"jsonrpc":"2.0","method":"notifications/x"}').kind == "notification"
+    assert parse_message(b'{"jsonrpc":"2.0","id":3,"error":{"code":1,"message":"m"}}').kind == "response"
