@@ -138,7 +138,10 @@ impl CatalogConfig {
         let mut ids = HashSet::new();
         for u in &cfg.upstreams {
             if !ids.insert(u.id.as_str()) {
-                return Err(CatalogError::Invalid(format!("duplicate upstream id `{}`", u.id)));
+                return Err(CatalogError::Invalid(format!(
+                    "duplicate upstream id `{}`",
+                    u.id
+                )));
             }
             if u.visibility == VisibilityKind::Team && u.team.as_deref().unwrap_or("").is_empty() {
                 return Err(CatalogError::Invalid(format!(
@@ -150,7 +153,10 @@ impl CatalogConfig {
         let mut ids = HashSet::new();
         for s in &cfg.servers {
             if !ids.insert(s.id.as_str()) {
-                return Err(CatalogError::Invalid(format!("duplicate server id `{}`", s.id)));
+                return Err(CatalogError::Invalid(format!(
+                    "duplicate server id `{}`",
+                    s.id
+                )));
             }
         }
         Ok(cfg)
@@ -260,7 +266,9 @@ impl Catalog {
             match discover_one(&up).await {
                 Ok(found) => cat.add(index, uc, found)?,
                 Err(e) if uc.required => return Err(CatalogError::Upstream(e)),
-                Err(e) => tracing::warn!(upstream = %uc.id, error = %e, "optional upstream unavailable at start; its entries are not listed"),
+                Err(e) => {
+                    tracing::warn!(upstream = %uc.id, error = %e, "optional upstream unavailable at start; its entries are not listed");
+                }
             }
         }
         for s in &config.servers {
@@ -375,12 +383,7 @@ impl Catalog {
     }
 
     /// Assembles `{"<key>":[...]}` from the visible entries of `kind`.
-    pub(crate) fn list_json(
-        &self,
-        kind: Kind,
-        auth: &AuthContext,
-        scope: Option<&str>,
-    ) -> String {
+    pub(crate) fn list_json(&self, kind: Kind, auth: &AuthContext, scope: Option<&str>) -> String {
         let (key, entries) = match kind {
             Kind::Tool => ("tools", &self.tools),
             Kind::Prompt => ("prompts", &self.prompts),
@@ -443,7 +446,9 @@ impl Catalog {
         }
         self.templates
             .iter()
-            .filter(|(p, e)| !p.is_empty() && uri.starts_with(p.as_str()) && auth.can_see(&e.visibility))
+            .filter(|(p, e)| {
+                !p.is_empty() && uri.starts_with(p.as_str()) && auth.can_see(&e.visibility)
+            })
             .max_by_key(|(p, _)| p.len())
             .map(|(_, e)| e.upstream)
     }
@@ -451,7 +456,11 @@ impl Catalog {
 
 /// Entries in catalog order with their exposed names.
 fn ordered(entries: &Entries) -> impl Iterator<Item = (&str, &usize)> {
-    let mut v: Vec<(&str, &usize)> = entries.by_name.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let mut v: Vec<(&str, &usize)> = entries
+        .by_name
+        .iter()
+        .map(|(k, v)| (k.as_str(), v))
+        .collect();
     v.sort_by_key(|(_, i)| **i);
     v.into_iter()
 }
@@ -482,8 +491,7 @@ async fn discover_one(up: &Upstream) -> Result<Found, UpstreamError> {
     }
     if caps.get("resources").is_some() {
         found.resources = list_all(up, "resources/list", "resources").await?;
-        found.templates =
-            list_all(up, "resources/templates/list", "resourceTemplates").await?;
+        found.templates = list_all(up, "resources/templates/list", "resourceTemplates").await?;
     }
     Ok(found)
 }

@@ -116,7 +116,9 @@ pub fn parse(body: &[u8]) -> Result<Incoming, FramingError> {
         Some(_) => {
             serde_json::from_str::<&RawValue>(text)
                 .map_err(|e| FramingError::Parse(e.to_string()))?;
-            return Err(FramingError::Invalid("a message must be a JSON object".into()));
+            return Err(FramingError::Invalid(
+                "a message must be a JSON object".into(),
+            ));
         }
     }
     let env: Envelope<'_> = match serde_json::from_str(text) {
@@ -130,7 +132,9 @@ pub fn parse(body: &[u8]) -> Result<Incoming, FramingError> {
     if let Some(id) = &env.id {
         let ok = matches!(id.get().as_bytes().first(), Some(b'"' | b'-' | b'0'..=b'9'));
         if !ok {
-            return Err(FramingError::Invalid("id must be a string or a number".into()));
+            return Err(FramingError::Invalid(
+                "id must be a string or a number".into(),
+            ));
         }
     }
     match (env.method, env.id) {
@@ -206,19 +210,34 @@ mod tests {
         assert_eq!(code(b"{not json"), PARSE_ERROR);
         assert_eq!(code(b"\xff\xfe"), PARSE_ERROR);
         assert_eq!(code(b"[]"), INVALID_REQUEST);
-        assert_eq!(code(br#"[{"jsonrpc":"2.0","id":1,"method":"ping"}]"#), INVALID_REQUEST);
+        assert_eq!(
+            code(br#"[{"jsonrpc":"2.0","id":1,"method":"ping"}]"#),
+            INVALID_REQUEST
+        );
         assert_eq!(code(b"42"), INVALID_REQUEST);
         assert_eq!(code(b"null"), INVALID_REQUEST);
-        assert_eq!(code(br#"{"jsonrpc":"1.0","id":1,"method":"ping"}"#), INVALID_REQUEST);
+        assert_eq!(
+            code(br#"{"jsonrpc":"1.0","id":1,"method":"ping"}"#),
+            INVALID_REQUEST
+        );
         assert_eq!(code(br#"{"jsonrpc":"2.0","id":1}"#), INVALID_REQUEST);
-        assert_eq!(code(br#"{"jsonrpc":"2.0","id":{},"method":"ping"}"#), INVALID_REQUEST);
-        assert_eq!(code(br#"{"jsonrpc":"2.0","id":1,"method":7}"#), INVALID_REQUEST);
+        assert_eq!(
+            code(br#"{"jsonrpc":"2.0","id":{},"method":"ping"}"#),
+            INVALID_REQUEST
+        );
+        assert_eq!(
+            code(br#"{"jsonrpc":"2.0","id":1,"method":7}"#),
+            INVALID_REQUEST
+        );
     }
 
     #[test]
     fn error_body_is_json_rpc() {
         let id = RawValue::from_string("7".into()).unwrap();
         let v: Value = serde_json::from_slice(&error_body(Some(&id), -32601, "x\"y")).unwrap();
-        assert_eq!(v, json!({"jsonrpc":"2.0","id":7,"error":{"code":-32601,"message":"x\"y"}}));
+        assert_eq!(
+            v,
+            json!({"jsonrpc":"2.0","id":7,"error":{"code":-32601,"message":"x\"y"}})
+        );
     }
 }

@@ -88,7 +88,10 @@ impl Runtime {
     /// # Errors
     ///
     /// [`CatalogError`] when a required upstream is unreachable or the catalog is inconsistent.
-    pub async fn start(catalog: &CatalogConfig, config: RuntimeConfig) -> Result<Self, CatalogError> {
+    pub async fn start(
+        catalog: &CatalogConfig,
+        config: RuntimeConfig,
+    ) -> Result<Self, CatalogError> {
         let catalog = Catalog::discover(catalog, config.max_message_bytes).await?;
         Ok(Self {
             catalog,
@@ -156,7 +159,12 @@ impl Runtime {
         if let Some(id) = scope
             && !self.catalog.has_server(id)
         {
-            return error(404, None, jsonrpc::NOT_FOUND, &format!("Server not found: {id}"));
+            return error(
+                404,
+                None,
+                jsonrpc::NOT_FOUND,
+                &format!("Server not found: {id}"),
+            );
         }
         if let Some(v) = req.headers.protocol_version.as_deref()
             && !PROTOCOL_VERSIONS.contains(&v)
@@ -255,7 +263,12 @@ impl Runtime {
             // Clients of the 2026-07-28 revision probe with this first; a correlated
             // "method not found" tells them this server is legacy, so they fall back to
             // `initialize` (rmcp `discover_startup`, MCP 2026-07-28 backward compatibility).
-            return error(200, Some(&id), jsonrpc::METHOD_NOT_FOUND, "Method not found: server/discover");
+            return error(
+                200,
+                Some(&id),
+                jsonrpc::METHOD_NOT_FOUND,
+                "Method not found: server/discover",
+            );
         }
         let session = match self.session(&req) {
             Ok(s) => s,
@@ -313,7 +326,11 @@ impl Runtime {
     ) -> Outcome {
         let requested = params
             .and_then(|p| serde_json::from_str::<Map<String, Value>>(p.get()).ok())
-            .and_then(|p| p.get("protocolVersion").and_then(Value::as_str).map(str::to_owned));
+            .and_then(|p| {
+                p.get("protocolVersion")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            });
         let version = match requested.as_deref() {
             Some(v) if PROTOCOL_VERSIONS.contains(&v) => v,
             _ => PROTOCOL_VERSIONS[0],
@@ -360,7 +377,14 @@ impl Runtime {
                     .transpose()
                 {
                     Ok(p) => p.unwrap_or_default(),
-                    Err(_) => return error(200, Some(&id), jsonrpc::INVALID_PARAMS, "Invalid params: expected an object"),
+                    Err(_) => {
+                        return error(
+                            200,
+                            Some(&id),
+                            jsonrpc::INVALID_PARAMS,
+                            "Invalid params: expected an object",
+                        );
+                    }
                 };
                 let (kind, key) = match method {
                     "tools/call" => (Kind::Tool, "name"),
@@ -368,12 +392,23 @@ impl Runtime {
                     _ => (Kind::Resource, "uri"),
                 };
                 let Some(name) = p.get(key).and_then(Value::as_str).map(str::to_owned) else {
-                    return error(200, Some(&id), jsonrpc::INVALID_PARAMS, &format!("Invalid params: `{key}` is required"));
+                    return error(
+                        200,
+                        Some(&id),
+                        jsonrpc::INVALID_PARAMS,
+                        &format!("Invalid params: `{key}` is required"),
+                    );
                 };
                 let route = match kind {
-                    Kind::Resource => cat.resource_route(&name, auth, scope).map(|u| (u, name.clone())),
+                    Kind::Resource => cat
+                        .resource_route(&name, auth, scope)
+                        .map(|u| (u, name.clone())),
                     Kind::Tool | Kind::Prompt => {
-                        let entries = if matches!(kind, Kind::Tool) { &cat.tools } else { &cat.prompts };
+                        let entries = if matches!(kind, Kind::Tool) {
+                            &cat.tools
+                        } else {
+                            &cat.prompts
+                        };
                         entries
                             .get(&name)
                             .filter(|e| cat.allowed(kind, &name, e, auth, scope))
@@ -383,16 +418,36 @@ impl Runtime {
                 let Some((upstream, upstream_name)) = route else {
                     // Not visible is answered exactly like not existing.
                     return match kind {
-                        Kind::Tool => error(200, Some(&id), jsonrpc::INVALID_PARAMS, &format!("Unknown tool: {name}")),
-                        Kind::Prompt => error(200, Some(&id), jsonrpc::INVALID_PARAMS, &format!("Unknown prompt: {name}")),
-                        Kind::Resource => error(200, Some(&id), jsonrpc::RESOURCE_NOT_FOUND, &format!("Resource not found: {name}")),
+                        Kind::Tool => error(
+                            200,
+                            Some(&id),
+                            jsonrpc::INVALID_PARAMS,
+                            &format!("Unknown tool: {name}"),
+                        ),
+                        Kind::Prompt => error(
+                            200,
+                            Some(&id),
+                            jsonrpc::INVALID_PARAMS,
+                            &format!("Unknown prompt: {name}"),
+                        ),
+                        Kind::Resource => error(
+                            200,
+                            Some(&id),
+                            jsonrpc::RESOURCE_NOT_FOUND,
+                            &format!("Resource not found: {name}"),
+                        ),
                     };
                 };
                 p.insert(key.to_owned(), Value::String(upstream_name));
                 let up = Arc::clone(&cat.upstreams[upstream]);
                 self.forward(session, id, up, method, p, accepts_sse).await
             }
-            _ => error(200, Some(&id), jsonrpc::METHOD_NOT_FOUND, &format!("Method not found: {method}")),
+            _ => error(
+                200,
+                Some(&id),
+                jsonrpc::METHOD_NOT_FOUND,
+                &format!("Method not found: {method}"),
+            ),
         }
     }
 
@@ -446,7 +501,11 @@ impl Runtime {
             },
             () = cancel.cancelled() => return error(200, Some(&id), jsonrpc::INTERNAL_ERROR, "Request cancelled"),
         };
-        let relay = Relay { id, caller_token, limit };
+        let relay = Relay {
+            id,
+            caller_token,
+            limit,
+        };
         loop {
             let next = tokio::select! {
                 r = tokio::time::timeout_at(deadline, stream.next()) => match r {
@@ -547,7 +606,11 @@ impl Relay {
             Some(Ok(raw)) => raw,
         };
         let Ok(m) = serde_json::from_str::<UpMessage<'_>>(&raw) else {
-            return Step::Final(jsonrpc::error_body(Some(&self.id), jsonrpc::INTERNAL_ERROR, "Upstream sent invalid JSON-RPC"));
+            return Step::Final(jsonrpc::error_body(
+                Some(&self.id),
+                jsonrpc::INTERNAL_ERROR,
+                "Upstream sent invalid JSON-RPC",
+            ));
         };
         match (m.method, m.id) {
             (Some(method), None) => {
@@ -563,7 +626,9 @@ impl Relay {
                         _ => return Step::Skip,
                     }
                 }
-                Step::Notification(SseEvent::message(jsonrpc::notification_body(&method, &params)))
+                Step::Notification(SseEvent::message(jsonrpc::notification_body(
+                    &method, &params,
+                )))
             }
             // A server-to-client request (sampling, elicitation, roots): not relayed yet.
             (Some(_), Some(_)) => Step::Skip,
@@ -645,7 +710,12 @@ fn error(status: u16, id: Option<&RawValue>, code: i64, message: &str) -> Outcom
 
 fn lookup_error(l: &Lookup) -> Outcome {
     match l {
-        Lookup::Missing => error(400, None, jsonrpc::BAD_REQUEST, "Bad Request: Mcp-Session-Id header is required"),
+        Lookup::Missing => error(
+            400,
+            None,
+            jsonrpc::BAD_REQUEST,
+            "Bad Request: Mcp-Session-Id header is required",
+        ),
         Lookup::NotFound => error(404, None, jsonrpc::NOT_FOUND, "Session not found"),
     }
 }

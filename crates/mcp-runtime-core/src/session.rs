@@ -70,7 +70,10 @@ impl Sessions {
         scope: Option<&str>,
     ) -> Result<Arc<Session>, Lookup> {
         let id = id.ok_or(Lookup::Missing)?;
-        let map = self.map.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let map = self
+            .map
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         match map.get(id) {
             Some(s) if s.subject == subject && s.scope.as_deref() == scope => Ok(Arc::clone(s)),
             _ => Err(Lookup::NotFound),
@@ -98,7 +101,10 @@ impl Sessions {
 
     /// Ends every standalone GET stream (at shutdown, so connections can drain).
     pub(crate) fn close_streams(&self) {
-        let map = self.map.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let map = self
+            .map
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         for s in map.values() {
             s.standalone
                 .lock()
@@ -109,11 +115,16 @@ impl Sessions {
 
     /// Number of open sessions.
     pub(crate) fn len(&self) -> usize {
-        self.map.read().unwrap_or_else(std::sync::PoisonError::into_inner).len()
+        self.map
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Session>>> {
-        self.map.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.map
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -128,11 +139,17 @@ mod tests {
         assert_eq!(id.len(), 32);
         assert!(s.get(Some(&id), "alice", None).is_ok());
         assert_eq!(s.get(Some(&id), "bob", None).unwrap_err(), Lookup::NotFound);
-        assert_eq!(s.get(Some(&id), "alice", Some("x")).unwrap_err(), Lookup::NotFound);
+        assert_eq!(
+            s.get(Some(&id), "alice", Some("x")).unwrap_err(),
+            Lookup::NotFound
+        );
         assert_eq!(s.get(None, "alice", None).unwrap_err(), Lookup::Missing);
         assert_eq!(s.remove(Some(&id), "bob", None), Err(Lookup::NotFound));
         assert_eq!(s.remove(Some(&id), "alice", None), Ok(()));
-        assert_eq!(s.get(Some(&id), "alice", None).unwrap_err(), Lookup::NotFound);
+        assert_eq!(
+            s.get(Some(&id), "alice", None).unwrap_err(),
+            Lookup::NotFound
+        );
         assert_ne!(s.create("a", None), s.create("a", None));
     }
 }

@@ -50,7 +50,11 @@ struct Args {
     max_message_bytes: usize,
 
     /// Timeout of one upstream call, in milliseconds.
-    #[arg(long, env = "MCP_RUNTIME_UPSTREAM_TIMEOUT_MS", default_value_t = 60_000)]
+    #[arg(
+        long,
+        env = "MCP_RUNTIME_UPSTREAM_TIMEOUT_MS",
+        default_value_t = 60_000
+    )]
     upstream_timeout_ms: u64,
 
     /// How long shutdown waits for in-flight requests, in milliseconds.
@@ -88,7 +92,9 @@ fn main() -> ExitCode {
     let args = Args::parse();
     init_logging(&args.log_format);
     if args.http_uds.is_none() && args.grpc_uds.is_none() {
-        eprintln!("mcp-runtime: no socket to serve; give --http-uds (MCP_RUST_UDS) and/or --grpc-uds (MCP_RUST_GRPC_UDS)");
+        eprintln!(
+            "mcp-runtime: no socket to serve; give --http-uds (MCP_RUST_UDS) and/or --grpc-uds (MCP_RUST_GRPC_UDS)"
+        );
         return ExitCode::from(2);
     }
     if args.grpc_uds.is_some() && !cfg!(feature = "grpc-uds") {
@@ -184,11 +190,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
     runtime.start_draining();
     shutdown.cancel();
     let grace = Duration::from_millis(args.shutdown_grace_ms);
-    if tokio::time::timeout(grace, async { while servers.join_next().await.is_some() {} })
-        .await
-        .is_err()
+    if tokio::time::timeout(grace, async {
+        while servers.join_next().await.is_some() {}
+    })
+    .await
+    .is_err()
     {
-        tracing::warn!(grace_ms = args.shutdown_grace_ms, "grace period over; closing remaining connections");
+        tracing::warn!(
+            grace_ms = args.shutdown_grace_ms,
+            "grace period over; closing remaining connections"
+        );
     }
     drop(socket_files);
     tracing::info!("stopped");
@@ -198,7 +209,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
 /// Completes on SIGTERM or SIGINT.
 async fn signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         std::future::pending::<()>().await;
         return;
     };

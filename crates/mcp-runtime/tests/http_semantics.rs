@@ -20,7 +20,9 @@ async fn every_case_of_the_table() {
         assert_case(&case, &r, "http");
     }
     // The runtime still serves after every error case.
-    let r = http.send(&Call::post(&alice, rpc(99, "ping", json!({}))).session(&sid)).await;
+    let r = http
+        .send(&Call::post(&alice, rpc(99, "ping", json!({}))).session(&sid))
+        .await;
     assert_eq!(r.status, 200);
 }
 
@@ -38,7 +40,9 @@ async fn delete_ends_the_session() {
     assert_eq!(http.send(&no_sid).await.status, 400);
     assert_eq!(http.send(&del).await.status, 200);
     assert_eq!(http.send(&del).await.status, 404);
-    let r = http.send(&Call::post(&alice, rpc(1, "ping", json!({}))).session(&sid)).await;
+    let r = http
+        .send(&Call::post(&alice, rpc(1, "ping", json!({}))).session(&sid))
+        .await;
     assert_eq!((r.status, r.error_code()), (404, Some(-32001)));
 }
 
@@ -50,7 +54,13 @@ async fn auth_context_header_is_required_and_checked() {
     let alice = auth("alice@example.com", false, Some(&[]));
     let call = Call::post(&alice, initialize_body());
     let good = auth_header(&alice);
-    for bad in [None, Some("%%%"), Some(&good[..good.len() / 2]), Some("bm90IGpzb24"), Some("e30")] {
+    for bad in [
+        None,
+        Some("%%%"),
+        Some(&good[..good.len() / 2]),
+        Some("bm90IGpzb24"),
+        Some("e30"),
+    ] {
         let r = http.send_raw(&call, bad).await;
         assert_eq!(r.status, 401, "auth header {bad:?}");
         assert_eq!(r.error_code(), Some(-32001));
@@ -67,15 +77,28 @@ async fn health_reports_version_and_sessions() {
     let alice = auth("alice@example.com", false, Some(&[]));
     http.initialize(&alice, None).await;
     let stream = tokio::net::UnixStream::connect(&rt.http).await.unwrap();
-    let (mut s, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
+    let (mut s, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .unwrap();
     tokio::spawn(conn);
-    let req = hyper::Request::get("http://localhost/health").header("host", "localhost").body(http_body_util::Empty::<bytes::Bytes>::new()).unwrap();
+    let req = hyper::Request::get("http://localhost/health")
+        .header("host", "localhost")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
     let resp = s.send_request(req).await.unwrap();
     assert_eq!(resp.status(), 200);
     use http_body_util::BodyExt;
-    let body: serde_json::Value = serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    let body: serde_json::Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
     assert_eq!(body["status"], "serving");
     assert_eq!(body["contract_version"], "1.0");
     assert_eq!(body["open_sessions"], 1);
-    assert_eq!(body["features"], json!(if cfg!(feature = "grpc-uds") { vec!["grpc-uds"] } else { vec![] }));
+    assert_eq!(
+        body["features"],
+        json!(if cfg!(feature = "grpc-uds") {
+            vec!["grpc-uds"]
+        } else {
+            vec![]
+        })
+    );
 }

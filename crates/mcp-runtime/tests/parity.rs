@@ -15,24 +15,37 @@ async fn both_adapters_answer_every_case_identically() {
     let http = Http::new(&rt.http);
     let mut g = grpc::connect(&rt.grpc).await;
     let alice = auth("alice@example.com", false, Some(&[]));
-    let (hs, hscoped) = (http.initialize(&alice, None).await, http.initialize(&alice, Some("echo-only")).await);
+    let (hs, hscoped) = (
+        http.initialize(&alice, None).await,
+        http.initialize(&alice, Some("echo-only")).await,
+    );
     let (gs, gscoped) = (
         grpc::initialize(&mut g, &alice, None).await,
         grpc::initialize(&mut g, &alice, Some("echo-only")).await,
     );
     let sids = [hs.as_str(), hscoped.as_str(), gs.as_str(), gscoped.as_str()];
-    for (hc, gc) in table(&alice, &hs, &hscoped).into_iter().zip(table(&alice, &gs, &gscoped)) {
+    for (hc, gc) in table(&alice, &hs, &hscoped)
+        .into_iter()
+        .zip(table(&alice, &gs, &gscoped))
+    {
         let h = http.send(&hc.call).await;
         let u = grpc::send(&mut g, &gc.call).await;
         let (s, parts) = grpc::send_stream(&mut g, &gc.call).await;
         assert_case(&hc, &h, "http");
         assert_case(&gc, &u, "grpc Invoke");
         assert_case(&gc, &s, "grpc InvokeStream");
-        let (h, u, s) = (normalise(&h, &sids), normalise(&u, &sids), normalise(&s, &sids));
+        let (h, u, s) = (
+            normalise(&h, &sids),
+            normalise(&u, &sids),
+            normalise(&s, &sids),
+        );
         assert_eq!(h, u, "{}: HTTP and gRPC Invoke differ", hc.name);
         assert_eq!(h, s, "{}: HTTP and gRPC InvokeStream differ", hc.name);
         if hc.name.contains("progress") {
-            assert!(parts >= 4, "InvokeStream sent the events one by one ({parts} parts)");
+            assert!(
+                parts >= 4,
+                "InvokeStream sent the events one by one ({parts} parts)"
+            );
         }
     }
     // DELETE through CloseSession, then the session is gone on both paths.
@@ -52,18 +65,55 @@ async fn malformed_envelopes_are_invalid_argument() {
     let good = grpc::envelope(&Call::post(&alice, initialize_body()));
     let cases = [
         ("no envelope", None),
-        ("no auth", Some(pb::RequestEnvelope { auth: None, ..good.clone() })),
-        ("unset method", Some(pb::RequestEnvelope { method: 0, ..good.clone() })),
-        ("unknown method", Some(pb::RequestEnvelope { method: 42, ..good.clone() })),
-        ("unknown team scope", Some(pb::RequestEnvelope { auth: Some(pb::AuthContext { team_scope: 9, ..grpc::auth(&alice) }), ..good.clone() })),
+        (
+            "no auth",
+            Some(pb::RequestEnvelope {
+                auth: None,
+                ..good.clone()
+            }),
+        ),
+        (
+            "unset method",
+            Some(pb::RequestEnvelope {
+                method: 0,
+                ..good.clone()
+            }),
+        ),
+        (
+            "unknown method",
+            Some(pb::RequestEnvelope {
+                method: 42,
+                ..good.clone()
+            }),
+        ),
+        (
+            "unknown team scope",
+            Some(pb::RequestEnvelope {
+                auth: Some(pb::AuthContext {
+                    team_scope: 9,
+                    ..grpc::auth(&alice)
+                }),
+                ..good.clone()
+            }),
+        ),
     ];
     for (name, envelope) in cases {
-        let err = g.invoke(pb::InvokeRequest { envelope }).await.expect_err(name);
+        let err = g
+            .invoke(pb::InvokeRequest { envelope })
+            .await
+            .expect_err(name);
         assert_eq!(err.code(), tonic::Code::InvalidArgument, "{name}: {err:?}");
         assert!(!err.message().is_empty());
     }
-    let h = g.health_check(pb::HealthCheckRequest {}).await.unwrap().into_inner();
+    let h = g
+        .health_check(pb::HealthCheckRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(h.status(), pb::ServingStatus::Serving);
     assert_eq!(h.contract_version, mcp_runtime_core::CONTRACT_VERSION);
-    assert_eq!(h.open_sessions, 0, "no session minted by a malformed envelope");
+    assert_eq!(
+        h.open_sessions, 0,
+        "no session minted by a malformed envelope"
+    );
 }

@@ -96,7 +96,10 @@ fn stale_socket_is_replaced_and_live_one_refused() {
     assert!(ok, "the stale socket was replaced by a live one");
     let err = start_fails(&cat, &http);
     assert!(err.contains("in use"), "{err}");
-    assert!(std::os::unix::net::UnixStream::connect(&http).is_ok(), "the live runtime keeps its socket");
+    assert!(
+        std::os::unix::net::UnixStream::connect(&http).is_ok(),
+        "the live runtime keeps its socket"
+    );
 }
 
 #[test]
@@ -138,7 +141,10 @@ fn tool_name_collision_is_a_startup_error() {
     let cat = dir.path().join("c.toml");
     std::fs::write(
         &cat,
-        format!("[[upstreams]]\nid = \"a\"\nurl = \"{}\"\n[[upstreams]]\nid = \"b\"\nurl = \"{}\"\n", a.url, b.url),
+        format!(
+            "[[upstreams]]\nid = \"a\"\nurl = \"{}\"\n[[upstreams]]\nid = \"b\"\nurl = \"{}\"\n",
+            a.url, b.url
+        ),
     )
     .unwrap();
     let err = start_fails(&cat, &dir.path().join("h.sock"));

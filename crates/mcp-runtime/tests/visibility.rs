@@ -31,7 +31,9 @@ team = "beta"
 }
 
 async fn tool_names(http: &Http, who: &Value, sid: &str) -> Vec<String> {
-    let r = http.send(&Call::post(who, rpc(1, "tools/list", json!({}))).session(sid)).await;
+    let r = http
+        .send(&Call::post(who, rpc(1, "tools/list", json!({}))).session(sid))
+        .await;
     let mut names: Vec<String> = r.json()["result"]["tools"]
         .as_array()
         .expect("tools")
@@ -76,16 +78,31 @@ async fn an_invisible_tool_is_answered_like_a_missing_one() {
     let bob = auth("bob@example.com", false, Some(&["beta"]));
     let sid = http.initialize(&bob, None).await;
     let call = |name: &str| {
-        Call::post(&bob, rpc(7, "tools/call", json!({"name": name, "arguments": {"text": "x"}}))).session(&sid)
+        Call::post(
+            &bob,
+            rpc(
+                7,
+                "tools/call",
+                json!({"name": name, "arguments": {"text": "x"}}),
+            ),
+        )
+        .session(&sid)
     };
     let hidden = http.send(&call("alpha_echo")).await;
     let missing = http.send(&call("gamma_echo")).await;
     assert_eq!(hidden.status, missing.status);
     assert_eq!(hidden.error_code(), Some(-32602));
-    let text = |r: &Reply| String::from_utf8_lossy(&r.body).replace("alpha_echo", "NAME").replace("gamma_echo", "NAME");
+    let text = |r: &Reply| {
+        String::from_utf8_lossy(&r.body)
+            .replace("alpha_echo", "NAME")
+            .replace("gamma_echo", "NAME")
+    };
     assert_eq!(text(&hidden), text(&missing), "same answer, nothing leaked");
     let visible = http.send(&call("beta_echo")).await;
-    assert_eq!(visible.json().pointer("/result/content/0/text"), Some(&json!("x")));
+    assert_eq!(
+        visible.json().pointer("/result/content/0/text"),
+        Some(&json!("x"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -96,15 +113,29 @@ async fn a_session_refuses_another_subject() {
     let alice = auth("alice@example.com", false, Some(&[]));
     let mallory = auth("mallory@example.com", true, None);
     let sid = http.initialize(&alice, None).await;
-    let r = http.send(&Call::post(&mallory, rpc(1, "tools/list", json!({}))).session(&sid)).await;
+    let r = http
+        .send(&Call::post(&mallory, rpc(1, "tools/list", json!({}))).session(&sid))
+        .await;
     assert_eq!((r.status, r.error_code()), (404, Some(-32001)));
     let unknown = http
-        .send(&Call::post(&mallory, rpc(1, "tools/list", json!({}))).session("ffffffffffffffffffffffffffffffff"))
+        .send(
+            &Call::post(&mallory, rpc(1, "tools/list", json!({})))
+                .session("ffffffffffffffffffffffffffffffff"),
+        )
         .await;
-    assert_eq!(r.body, unknown.body, "a foreign session looks exactly like an unknown one");
+    assert_eq!(
+        r.body, unknown.body,
+        "a foreign session looks exactly like an unknown one"
+    );
     let mut del = Call::post(&mallory, bytes::Bytes::new()).session(&sid);
     del.method = "DELETE";
-    assert_eq!(http.send(&del).await.status, 404, "another subject cannot end it");
-    let r = http.send(&Call::post(&alice, rpc(2, "ping", json!({}))).session(&sid)).await;
+    assert_eq!(
+        http.send(&del).await.status,
+        404,
+        "another subject cannot end it"
+    );
+    let r = http
+        .send(&Call::post(&alice, rpc(2, "ping", json!({}))).session(&sid))
+        .await;
     assert_eq!(r.status, 200, "the owner's session survives");
 }

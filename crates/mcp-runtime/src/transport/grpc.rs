@@ -203,7 +203,11 @@ impl McpRuntime for GrpcRuntime {
             contract_version: mcp_runtime_core::CONTRACT_VERSION.to_owned(),
             features: h.features,
             open_sessions: h.open_sessions as u64,
-            protocol_versions: h.protocol_versions.iter().map(|v| (*v).to_owned()).collect(),
+            protocol_versions: h
+                .protocol_versions
+                .iter()
+                .map(|v| (*v).to_owned())
+                .collect(),
         }))
     }
 }
@@ -235,5 +239,7 @@ pub(crate) async fn serve(
     if let Some(r) = reflection {
         router = router.add_service(r);
     }
-    router.serve_with_incoming_shutdown(incoming, shutdown).await
+    router
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
 }

@@ -14,7 +14,9 @@ use base64::Engine as _;
 use bytes::Bytes;
 use futures::StreamExt;
 use mcp_runtime_core::jsonrpc;
-use mcp_runtime_core::{AuthContext, Body, McpHeaders, Method, Outcome, Request, Runtime, Transport};
+use mcp_runtime_core::{
+    AuthContext, Body, McpHeaders, Method, Outcome, Request, Runtime, Transport,
+};
 
 /// Header carrying the caller's AuthContext: base64url of its JSON form.
 pub(crate) const AUTH_CONTEXT_HEADER: &str = "x-contextforge-auth-context";
@@ -47,8 +49,17 @@ async fn health(State(rt): State<Arc<Runtime>>) -> Response {
         "open_sessions": h.open_sessions,
         "protocol_versions": h.protocol_versions,
     });
-    let status = if h.serving { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, [("content-type", "application/json")], body.to_string()).into_response()
+    let status = if h.serving {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        [("content-type", "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 async fn scoped_mcp(
@@ -95,7 +106,8 @@ fn auth_context(headers: &HeaderMap) -> Result<AuthContext, &'static str> {
     let raw = B64
         .decode(value.as_bytes())
         .map_err(|_| "x-contextforge-auth-context is not base64url")?;
-    AuthContext::from_json(&raw).map_err(|_| "x-contextforge-auth-context is not an AuthContext JSON object")
+    AuthContext::from_json(&raw)
+        .map_err(|_| "x-contextforge-auth-context is not an AuthContext JSON object")
 }
 
 async fn handle(
@@ -119,7 +131,11 @@ async fn handle(
     let auth = match auth_context(&headers) {
         Ok(a) => a,
         Err(why) => {
-            return rpc_error(StatusCode::UNAUTHORIZED, jsonrpc::NOT_FOUND, &format!("Unauthorized: {why}"));
+            return rpc_error(
+                StatusCode::UNAUTHORIZED,
+                jsonrpc::NOT_FOUND,
+                &format!("Unauthorized: {why}"),
+            );
         }
     };
     let limit = rt.max_message_bytes();
@@ -152,16 +168,15 @@ async fn handle(
 
 /// Encodes a core outcome as an HTTP response; SSE events are written as they arrive.
 fn into_response(outcome: Outcome) -> Response {
-    let status = StatusCode::from_u16(outcome.head.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let status =
+        StatusCode::from_u16(outcome.head.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let body = match outcome.body {
         Body::Full(b) => HttpBody::from(b),
-        Body::Events(rx) => HttpBody::from_stream(
-            tokio_stream_shim(rx).map(|ev| {
-                let mut out = Vec::with_capacity(ev.data.len() + 32);
-                ev.encode_into(&mut out);
-                Ok::<_, std::convert::Infallible>(Bytes::from(out))
-            }),
-        ),
+        Body::Events(rx) => HttpBody::from_stream(tokio_stream_shim(rx).map(|ev| {
+            let mut out = Vec::with_capacity(ev.data.len() + 32);
+            ev.encode_into(&mut out);
+            Ok::<_, std::convert::Infallible>(Bytes::from(out))
+        })),
     };
     let mut response = Response::new(body);
     *response.status_mut() = status;

@@ -7,7 +7,7 @@
 //!
 //! Every process is killed when its handle drops, also when a test panics.
 
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, clippy::needless_pass_by_value)]
 
 pub mod cases;
 
@@ -59,14 +59,21 @@ impl Fixture {
     /// Starts one with `generated` extra tools.
     pub fn start(generated: usize) -> Self {
         let mut child = Command::new(fixture_bin())
-            .args(["--listen", "127.0.0.1:0", "--generated-tools", &generated.to_string()])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--generated-tools",
+                &generated.to_string(),
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn fixture");
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("read url");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read url");
         let url = line
             .trim()
             .strip_prefix("MCP_FIXTURE_URL=")
@@ -98,7 +105,10 @@ impl RuntimeProc {
     /// Starts the runtime with `catalog` (TOML) and extra flags; waits until both sockets
     /// answer (the gRPC one only when built with `grpc-uds`).
     pub fn start(catalog: &str, extra: &[&str]) -> Self {
-        let dir = tempfile::Builder::new().prefix("rt").tempdir_in("/tmp").expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("rt")
+            .tempdir_in("/tmp")
+            .expect("tempdir");
         let cat = dir.path().join("catalog.toml");
         std::fs::write(&cat, catalog).expect("write catalog");
         let http = dir.path().join("http.sock");
@@ -108,7 +118,9 @@ impl RuntimeProc {
         if cfg!(feature = "grpc-uds") {
             cmd.arg("--grpc-uds").arg(&grpc);
         }
-        cmd.args(extra).env("MCP_RUNTIME_LOG", "warn").stderr(Stdio::inherit());
+        cmd.args(extra)
+            .env("MCP_RUNTIME_LOG", "warn")
+            .stderr(Stdio::inherit());
         let proc = Proc(cmd.spawn().expect("spawn runtime"));
         let rt = Self {
             dir,
@@ -127,7 +139,10 @@ impl RuntimeProc {
             if ready {
                 return;
             }
-            assert!(Instant::now() < deadline, "runtime did not bind its sockets in 30 s");
+            assert!(
+                Instant::now() < deadline,
+                "runtime did not bind its sockets in 30 s"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -168,7 +183,11 @@ impl Reply {
     pub fn json(&self) -> Value {
         let text = std::str::from_utf8(&self.body).expect("utf8");
         if self.content_type.as_deref() == Some("text/event-stream") {
-            let last = text.lines().filter_map(|l| l.strip_prefix("data: ")).last().expect("an event");
+            let last = text
+                .lines()
+                .filter_map(|l| l.strip_prefix("data: "))
+                .next_back()
+                .expect("an event");
             serde_json::from_str(last).expect("json event")
         } else {
             serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text:.200}"))
@@ -248,7 +267,9 @@ impl Http {
 
     /// Sends a request with an explicit raw auth header value (or none).
     pub async fn send_raw(&self, call: &Call, auth: Option<&str>) -> Reply {
-        let stream = UnixStream::connect(&self.path).await.expect("connect http socket");
+        let stream = UnixStream::connect(&self.path)
+            .await
+            .expect("connect http socket");
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .expect("handshake");
@@ -257,7 +278,10 @@ impl Http {
             Some(s) => format!("http://localhost/servers/{s}/mcp"),
             None => "http://localhost/mcp".to_owned(),
         };
-        let mut b = Request::builder().method(call.method).uri(uri).header("host", "localhost");
+        let mut b = Request::builder()
+            .method(call.method)
+            .uri(uri)
+            .header("host", "localhost");
         if let Some(a) = auth {
             b = b.header("x-contextforge-auth-context", a);
         }
@@ -337,7 +361,9 @@ pub mod grpc {
             Some(t) if t.is_empty() => (pb::TeamScope::PublicOnly, vec![]),
             Some(t) => (
                 pb::TeamScope::Teams,
-                t.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect(),
+                t.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect(),
             ),
         };
         pb::AuthContext {
@@ -374,7 +400,12 @@ pub mod grpc {
 
     fn reply(head: Option<pb::ResponseHead>, body: Bytes) -> Reply {
         let head = head.expect("head");
-        let get = |n: &str| head.headers.iter().find(|h| h.name == n).map(|h| h.value.clone());
+        let get = |n: &str| {
+            head.headers
+                .iter()
+                .find(|h| h.name == n)
+                .map(|h| h.value.clone())
+        };
         Reply {
             status: head.http_status as u16,
             content_type: get("content-type"),
@@ -449,7 +480,11 @@ pub mod grpc {
     }
 
     /// Runs `initialize` over gRPC and returns the session id.
-    pub async fn initialize(c: &mut McpRuntimeClient<Channel>, auth: &Value, server: Option<&str>) -> String {
+    pub async fn initialize(
+        c: &mut McpRuntimeClient<Channel>,
+        auth: &Value,
+        server: Option<&str>,
+    ) -> String {
         let mut call = Call::post(auth, initialize_body());
         call.path_server = server.map(str::to_owned);
         let r = send(c, &call).await;
