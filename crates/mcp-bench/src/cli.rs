@@ -1,0 +1,168 @@
+//! The command line of `mcp-bench`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+
+use crate::bench::{self, Config, GrpcChannel, Transport};
+use crate::client::{Stop, Workload};
+
+/// Boundary micro-benchmarks of the MCP runtime: the kernel floor (raw Unix socket
+/// ping-pong) and a Rust client calling `ping` and `tools/list` over the HTTP/JSON and gRPC
+/// adapters, interleaved in rounds. Starts the fixture upstream and the runtime itself.
+///
+/// Prints progress on stderr and a Markdown table on stdout.
+#[derive(Debug, Parser)]
+#[command(name = "mcp-bench", version, about, long_about = None)]
+pub struct Cli {
+    /// The `mcp-runtime` binary, built with `--features grpc-uds` [default: next to this
+    /// executable].
+    #[arg(long)]
+    pub runtime_bin: Option<PathBuf>,
+
+    /// The `mcp-fixture-server` binary [default: next to this executable].
+    #[arg(long)]
+    pub fixture_bin: Option<PathBuf>,
+
+    /// Measured requests per row and round (over all workers).
+    #[arg(long, default_value_t = 2000)]
+    pub requests: u64,
+
+    /// Measure each row for this many seconds per round instead of a request count.
+    #[arg(long, conflicts_with = "requests")]
+    pub duration: Option<f64>,
+
+    /// Unmeasured requests per row and round before measuring, on the same connections.
+    #[arg(long, default_value_t = 200)]
+    pub warmup: u64,
+
+    /// Rounds; every row is measured once per round and reported as the median.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+
+    /// Concurrency levels (workers, each with its own connection), comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,16")]
+    pub concurrency: Vec<usize>,
+
+    /// Workloads sent to the runtime, comma separated: `ping`, `tools/list`.
+    #[arg(long, value_delimiter = ',', default_value = "ping,tools/list", value_parser = Workload::parse)]
+    pub workloads: Vec<Workload>,
+
+    /// Transports, comma separated, in the order of the first round (later rounds alternate).
+    #[arg(long, value_delimiter = ',', default_value = "http,grpc")]
+    pub transports: Vec<Transport>,
+
+    /// Message sizes of the kernel floor rows, in bytes, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "64,65536")]
+    pub floor_payloads: Vec<usize>,
+
+    /// Skip the kernel floor rows.
+    #[arg(long)]
+    pub no_floor: bool,
+
+    /// Write the whole report (machine, versions, command line, every round) as JSON here.
+    #[arg(long)]
+    pub json_out: Option<PathBuf>,
+
+    /// Write the Markdown table here too.
+    #[arg(long)]
+    pub markdown_out: Option<PathBuf>,
+
+    /// Tokio worker threads of the runtime (its `--worker-threads`) [default: its own].
+    #[arg(long)]
+    pub runtime_worker_threads: Option<usize>,
+
+    /// Tokio worker threads of this client.
+    #[arg(long, default_value_t = 1)]
+    pub client_worker_threads: usize,
+
+    /// gRPC connections: one channel per worker, or one shared by all workers.
+    #[arg(long, value_enum, default_value = "per-worker")]
+    pub grpc_channel: GrpcChannel,
+
+    /// Generated tools the fixture exposes besides its fixed ones (a larger `tools/list`).
+    #[arg(long, default_value_t = 0)]
+    pub fixture_generated_tools: usize,
+}
+
+/// A binary next to the running executable (how cargo lays out a workspace's binaries).
+fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("cannot locate the running executable")?;
+    let dir = exe.parent().unwrap_or_else(|| Path::new("."));
+    Ok(dir.join(name))
+}
+
+impl Cli {
+    /// The run configuration; `command_line` is recorded in the report.
+    ///
+    /// # Errors
+    ///
+    /// When default binary paths cannot be derived or a value is out of range.
+    pub fn into_config(self, command_line: Vec<String>) -> anyhow::Result<Config> {
+        let stop = match self.duration {
+            Some(s) if s > 0.0 && s.is_finite() => Stop::Duration(Duration::from_secs_f64(s)),
+            Some(s) => anyhow::bail!("--duration must be a positive number of seconds, not {s}"),
+            None => Stop::Requests(self.requests),
+        };
+        anyhow::ensure!(self.rounds > 0, "--rounds must be at least 1");
+        anyhow::ensure!(
+            self.concurrency.iter().all(|&c| c > 0),
+            "--concurrency levels must be at least 1"
+        );
+        Ok(Config {
+            runtime_bin: match self.runtime_bin {
+                Some(p) => p,
+                None => sibling("mcp-runtime")?,
+            },
+            fixture_bin: match self.fixture_bin {
+                Some(p) => p,
+                None => sibling("mcp-fixture-server")?,
+            },
+            stop,
+            warmup: self.warmup,
+            rounds: self.rounds,
+            concurrency: self.concurrency,
+            workloads: self.workloads,
+            transports: self.transports,
+            floor_payloads: if self.no_floor {
+                Vec::new()
+            } else {
+                self.floor_payloads
+            },
+            runtime_worker_threads: self.runtime_worker_threads,
+            client_worker_threads: self.client_worker_threads,
+            grpc_channel: self.grpc_channel,
+            fixture_generated_tools: self.fixture_generated_tools,
+            command_line,
+        })
+    }
+}
+
+/// Parses the command line, runs the benchmark, writes the outputs.
+///
+/// # Errors
+///
+/// When the run fails or an output file cannot be written.
+pub fn main() -> anyhow::Result<()> {
+    let command_line: Vec<String> = std::env::args().collect();
+    let cli = Cli::parse();
+    let json_out = cli.json_out.clone();
+    let markdown_out = cli.markdown_out.clone();
+    let cfg = cli.into_config(command_line)?;
+    let report = bench::run(&cfg)?;
+    let markdown = report.to_markdown();
+    if let Some(path) = json_out {
+        let json = serde_json::to_string_pretty(&report).context("cannot encode the report")?;
+        std::fs::write(&path, json + "\n")
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        eprintln!("mcp-bench: wrote {}", path.display());
+    }
+    if let Some(path) = markdown_out {
+        std::fs::write(&path, &markdown)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    print!("{markdown}");
+    Ok(())
+}

@@ -1,0 +1,195 @@
+//! The HTTP/JSON client: hyper 1 over the runtime's HTTP/JSON Unix socket, one HTTP/1.1
+//! keep-alive connection per worker, the headers the Python gateway sends
+//! (`docs/http-boundary.md`).
+
+use std::path::Path;
+
+use anyhow::{Context as _, bail};
+use base64::Engine as _;
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, StatusCode};
+use http_body_util::{BodyExt as _, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use tokio::net::UnixStream;
+use tokio::task::JoinHandle;
+
+use super::{ACCEPT, CallError, PROTOCOL_VERSION, SUBJECT_EMAIL, Workload, check_jsonrpc};
+
+/// Header carrying the caller's AuthContext (base64url of its JSON form).
+pub const AUTH_CONTEXT_HEADER: &str = "x-contextforge-auth-context";
+
+/// The bench's AuthContext as the HTTP/JSON boundary encodes it: base64url (no padding) of
+/// `{"email":"bench@example.com","is_admin":true,"teams":null}`.
+#[must_use]
+pub fn auth_context_header() -> String {
+    let json = format!(r#"{{"email":"{SUBJECT_EMAIL}","is_admin":true,"teams":null}}"#);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
+}
+
+/// One HTTP/1.1 connection to the Unix socket; the connection task ends when the sender drops.
+#[derive(Debug)]
+struct Conn {
+    sender: SendRequest<Full<Bytes>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn connect(socket: &Path) -> anyhow::Result<Conn> {
+    let stream = UnixStream::connect(socket)
+        .await
+        .with_context(|| format!("cannot connect to {}", socket.display()))?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .context("HTTP/1.1 handshake failed")?;
+    let task = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(Conn { sender, task })
+}
+
+impl Conn {
+    async fn send(
+        &mut self,
+        req: Request<Full<Bytes>>,
+    ) -> Result<(StatusCode, http::HeaderMap, Bytes), CallError> {
+        self.sender
+            .ready()
+            .await
+            .map_err(|e| CallError::Transport(e.to_string()))?;
+        let resp = self
+            .sender
+            .send_request(req)
+            .await
+            .map_err(|e| CallError::Transport(e.to_string()))?;
+        let (parts, body) = resp.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map_err(|e| CallError::Transport(e.to_string()))?
+            .to_bytes();
+        Ok((parts.status, parts.headers, body))
+    }
+}
+
+/// A POST to `/mcp` with the bench's headers; `session` is `None` only for `initialize`.
+fn post(auth: &HeaderValue, session: Option<&HeaderValue>, body: String) -> Request<Full<Bytes>> {
+    let mut b = Request::builder()
+        .method(Method::POST)
+        .uri("/mcp")
+        .header(http::header::HOST, "localhost")
+        .header(AUTH_CONTEXT_HEADER, auth.clone())
+        .header(http::header::ACCEPT, ACCEPT)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .header("mcp-protocol-version", PROTOCOL_VERSION);
+    if let Some(s) = session {
+        b = b.header("mcp-session-id", s.clone());
+    }
+    b.body(Full::new(Bytes::from(body)))
+        .expect("static request parts are valid")
+}
+
+/// `GET path` on the socket over a fresh connection; returns the status and body.
+///
+/// # Errors
+///
+/// When the socket cannot be reached or the exchange fails.
+pub async fn get(socket: &Path, path: &str) -> anyhow::Result<(StatusCode, Bytes)> {
+    let mut conn = connect(socket).await?;
+    let req = Request::builder()
+        .method(Method::GET)
+        .uri(path)
+        .header(http::header::HOST, "localhost")
+        .body(Full::new(Bytes::new()))
+        .context("bad request path")?;
+    let (status, _, body) = conn.send(req).await.map_err(anyhow::Error::from)?;
+    Ok((status, body))
+}
+
+/// Runs `initialize` and `notifications/initialized` over HTTP/JSON; returns the session id
+/// from the `mcp-session-id` response header.
+///
+/// # Errors
+///
+/// When either exchange fails or the runtime answers unexpectedly.
+pub async fn initialize(socket: &Path) -> anyhow::Result<String> {
+    let mut conn = connect(socket).await?;
+    let auth = HeaderValue::from_str(&auth_context_header()).expect("base64url is a valid header");
+    let body = format!(
+        r#"{{"jsonrpc":"2.0","id":0,"method":"initialize","params":{{"protocolVersion":"{PROTOCOL_VERSION}","capabilities":{{}},"clientInfo":{{"name":"mcp-bench","version":"{}"}}}}}}"#,
+        env!("CARGO_PKG_VERSION")
+    );
+    let (status, headers, body) = conn.send(post(&auth, None, body)).await?;
+    if status != StatusCode::OK {
+        bail!(
+            "initialize over HTTP/JSON: status {status}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    check_jsonrpc(&body, 0).context("initialize over HTTP/JSON")?;
+    let session = headers
+        .get("mcp-session-id")
+        .context("initialize over HTTP/JSON: no mcp-session-id header")?
+        .clone();
+    let note = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#.to_owned();
+    let (status, _, body) = conn.send(post(&auth, Some(&session), note)).await?;
+    if status != StatusCode::ACCEPTED {
+        bail!(
+            "notifications/initialized over HTTP/JSON: status {status}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    Ok(session
+        .to_str()
+        .context("session id is not ASCII")?
+        .to_owned())
+}
+
+/// One worker: a keep-alive HTTP/1.1 connection and the headers of the session.
+#[derive(Debug)]
+pub struct HttpWorker {
+    conn: Conn,
+    auth: HeaderValue,
+    session: HeaderValue,
+    next_id: u64,
+}
+
+impl HttpWorker {
+    /// Opens the worker's connection.
+    ///
+    /// # Errors
+    ///
+    /// When the socket cannot be reached or the session id is not a valid header value.
+    pub async fn connect(socket: &Path, session_id: &str) -> anyhow::Result<Self> {
+        Ok(Self {
+            conn: connect(socket).await?,
+            auth: HeaderValue::from_str(&auth_context_header())
+                .expect("base64url is a valid header"),
+            session: HeaderValue::from_str(session_id)
+                .context("session id is not a header value")?,
+            next_id: 1,
+        })
+    }
+
+    /// POSTs one request and checks the answer; returns the response body length.
+    ///
+    /// # Errors
+    ///
+    /// [`CallError`] for a transport failure, a status other than 200 or a non-result body.
+    pub async fn call(&mut self, workload: Workload) -> Result<usize, CallError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let req = post(&self.auth, Some(&self.session), workload.body(id));
+        let (status, _, body) = self.conn.send(req).await?;
+        if status != StatusCode::OK {
+            return Err(CallError::Status(status.as_u16()));
+        }
+        check_jsonrpc(&body, id)?;
+        Ok(body.len())
+    }
+}

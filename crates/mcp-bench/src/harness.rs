@@ -1,0 +1,249 @@
+//! Starting and stopping the processes under test: the fixture upstream and the runtime.
+//!
+//! Each child is held by a [`ChildGuard`] that stops it when dropped (SIGTERM, then SIGKILL
+//! after a grace period), so an error anywhere in a run still leaves no process behind. Their
+//! stderr goes to log files in the run's work directory; the tail is quoted when a start fails.
+
+use std::fs::File;
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+
+use crate::client::http;
+
+/// How long a child gets to exit after SIGTERM before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// How long a child gets to become ready.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A running child process, stopped on drop.
+#[derive(Debug)]
+pub struct ChildGuard {
+    name: &'static str,
+    child: Child,
+    log: PathBuf,
+}
+
+impl ChildGuard {
+    /// The child's process id.
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The file the child's stderr goes to.
+    #[must_use]
+    pub fn log(&self) -> &Path {
+        &self.log
+    }
+
+    /// An error if the child has exited, quoting the end of its log.
+    ///
+    /// # Errors
+    ///
+    /// When the child is no longer running.
+    pub fn check_alive(&mut self) -> anyhow::Result<()> {
+        match self.child.try_wait() {
+            Ok(None) => Ok(()),
+            Ok(Some(status)) => bail!("{} exited ({status}); {}", self.name, log_tail(&self.log)),
+            Err(e) => bail!("cannot query {}: {e}", self.name),
+        }
+    }
+
+    /// Stops the child: SIGTERM, then SIGKILL after [`STOP_GRACE`].
+    pub fn stop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        // `kill(1)` rather than libc: the workspace forbids `unsafe`.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .stderr(Stdio::null())
+            .status();
+        let deadline = Instant::now() + STOP_GRACE;
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The last lines of a log file, for error messages.
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = lines[lines.len().saturating_sub(15)..].join("\n");
+    format!("log {}:\n{tail}", path.display())
+}
+
+fn spawn(name: &'static str, cmd: &mut Command, log: PathBuf) -> anyhow::Result<ChildGuard> {
+    let err = File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
+    let child = cmd
+        .stdin(Stdio::null())
+        .stderr(err)
+        .spawn()
+        .with_context(|| format!("cannot start {name} ({:?})", cmd.get_program()))?;
+    Ok(ChildGuard { name, child, log })
+}
+
+/// The running fixture upstream.
+#[derive(Debug)]
+pub struct Fixture {
+    /// The process.
+    pub guard: ChildGuard,
+    /// Its MCP endpoint, `http://127.0.0.1:PORT/mcp`.
+    pub url: String,
+}
+
+/// Starts `mcp-fixture-server --listen 127.0.0.1:0` and reads the URL it prints.
+///
+/// # Errors
+///
+/// When the process cannot start or prints no `MCP_FIXTURE_URL=` line in time.
+pub fn start_fixture(bin: &Path, dir: &Path, generated_tools: usize) -> anyhow::Result<Fixture> {
+    let mut cmd = Command::new(bin);
+    cmd.args([
+        "--listen",
+        "127.0.0.1:0",
+        "--generated-tools",
+        &generated_tools.to_string(),
+    ])
+    .stdout(Stdio::piped());
+    let mut guard = spawn("mcp-fixture-server", &mut cmd, dir.join("fixture.log"))?;
+    let stdout = guard
+        .child
+        .stdout
+        .take()
+        .context("fixture stdout is not piped")?;
+    let (tx, rx) = mpsc::channel();
+    // Reads stdout to its end so the fixture never blocks on a full pipe.
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        if let Some(Ok(first)) = lines.next() {
+            let _ = tx.send(first);
+        }
+        for _ in lines {}
+    });
+    let line = rx.recv_timeout(START_TIMEOUT).map_err(|_| {
+        let _ = guard.check_alive();
+        anyhow::anyhow!(
+            "mcp-fixture-server printed no URL; {}",
+            log_tail(guard.log())
+        )
+    })?;
+    let url = line
+        .strip_prefix("MCP_FIXTURE_URL=")
+        .with_context(|| format!("unexpected first line from mcp-fixture-server: {line:?}"))?
+        .trim()
+        .to_owned();
+    Ok(Fixture { guard, url })
+}
+
+/// The running runtime and where it listens.
+#[derive(Debug)]
+pub struct RuntimeProcess {
+    /// The process.
+    pub guard: ChildGuard,
+    /// The HTTP/JSON socket.
+    pub http_socket: PathBuf,
+    /// The gRPC socket, when the gRPC adapter was asked for.
+    pub grpc_socket: Option<PathBuf>,
+    /// The body of its first `GET /health` answer.
+    pub health: serde_json::Value,
+}
+
+/// Writes the catalog, starts `mcp-runtime` with its HTTP/JSON socket (and, with `grpc`, its
+/// gRPC socket) in `dir`, and waits until the socket files exist and `GET /health` answers 200.
+///
+/// # Errors
+///
+/// When the process cannot start, exits, or is not ready within the start timeout.
+pub async fn start_runtime(
+    bin: &Path,
+    dir: &Path,
+    fixture_url: &str,
+    worker_threads: Option<usize>,
+    grpc: bool,
+) -> anyhow::Result<RuntimeProcess> {
+    let catalog = dir.join("catalog.toml");
+    std::fs::write(
+        &catalog,
+        format!(
+            "[[upstreams]]\nid = \"fixture\"\nurl = {}\n",
+            toml_string(fixture_url)
+        ),
+    )
+    .with_context(|| format!("cannot write {}", catalog.display()))?;
+    let http_socket = dir.join("http.sock");
+    let grpc_socket = grpc.then(|| dir.join("grpc.sock"));
+    let mut cmd = Command::new(bin);
+    cmd.arg("--catalog")
+        .arg(&catalog)
+        .arg("--http-uds")
+        .arg(&http_socket)
+        .args(["--shutdown-grace-ms", "1000"])
+        .stdout(Stdio::null());
+    if let Some(path) = &grpc_socket {
+        cmd.arg("--grpc-uds").arg(path);
+    }
+    if let Some(n) = worker_threads {
+        cmd.args(["--worker-threads", &n.to_string()]);
+    }
+    let mut guard = spawn("mcp-runtime", &mut cmd, dir.join("runtime.log"))?;
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        guard.check_alive()?;
+        if http_socket.exists()
+            && grpc_socket.as_ref().is_none_or(|p| p.exists())
+            && let Ok((status, body)) = http::get(&http_socket, "/health").await
+            && status == 200
+        {
+            let health = serde_json::from_slice(&body).context("GET /health is not JSON")?;
+            return Ok(RuntimeProcess {
+                guard,
+                http_socket,
+                grpc_socket,
+                health,
+            });
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "mcp-runtime not ready after {START_TIMEOUT:?}; {}",
+                log_tail(guard.log())
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// A TOML basic string.
+fn toml_string(s: &str) -> String {
+    serde_json::Value::String(s.to_owned()).to_string()
+}
+
+/// The first line of `BIN --version`, or `"unknown"`.
+#[must_use]
+pub fn version_of(bin: &Path) -> String {
+    Command::new(bin)
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.lines().next().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".to_owned())
+}

@@ -1,0 +1,360 @@
+//! Result types of a run and their renderings: JSON (everything) and a Markdown table.
+//!
+//! A [`Row`] is one measured configuration, named by general keys (layer, transport, client,
+//! workload, concurrency, payload bytes) so later layers (Python clients, the gateway end to
+//! end, payload sweeps) add rows without changing the types. Each row keeps its per-round
+//! [`Metrics`] and their median; a [`Comparison`] holds ratios computed per round pair.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use crate::proc::MachineInfo;
+use crate::stats::{LatencySummary, median};
+
+/// Version of the JSON layout below.
+pub const SCHEMA: &str = "mcp-bench/1";
+
+/// Everything one run measured.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    /// [`SCHEMA`].
+    pub schema: String,
+    /// Start of the run, seconds since the Unix epoch.
+    pub started_unix_s: u64,
+    /// The exact command line, program first.
+    pub command_line: Vec<String>,
+    /// Where it ran.
+    pub machine: MachineInfo,
+    /// Versions of the programs involved.
+    pub versions: BTreeMap<String, String>,
+    /// Run settings (rounds, stop rule, thread counts, ...), as given or defaulted.
+    pub settings: BTreeMap<String, serde_json::Value>,
+    /// Measured rows, in first-measured order.
+    pub rows: Vec<Row>,
+    /// Ratios between paired rows.
+    pub comparisons: Vec<Comparison>,
+}
+
+/// What identifies a row.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RowKey {
+    /// `floor` (raw socket), `runtime` (a client straight to the runtime), later `gateway`.
+    pub layer: String,
+    /// `uds-stream`, `http-json` or `grpc`.
+    pub transport: String,
+    /// The client implementation, e.g. `hyper` or `tonic`.
+    pub client: String,
+    /// What is sent, e.g. `ping-pong`, `ping`, `tools/list`.
+    pub workload: String,
+    /// Requests in flight (workers, each with its own connection unless the client says so).
+    pub concurrency: usize,
+    /// Request payload size in bytes (the JSON-RPC body, or the raw message for the floor).
+    pub payload_bytes: usize,
+}
+
+/// One measured configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Row {
+    /// What was measured.
+    #[serde(flatten)]
+    pub key: RowKey,
+    /// Medians across rounds (sums for counts, maxima for peak RSS).
+    pub summary: Metrics,
+    /// One entry per round, in order.
+    pub rounds: Vec<Metrics>,
+}
+
+/// Measurements of one row in one round, or their summary.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Metrics {
+    /// Requests sent (successes plus errors).
+    pub requests: u64,
+    /// Requests that failed or were not answered with HTTP 200 and a JSON-RPC result.
+    pub errors: u64,
+    /// Wall time of the measured phase, in seconds.
+    pub elapsed_s: f64,
+    /// Requests per second.
+    pub requests_per_s: f64,
+    /// Latency percentiles of successful requests, in microseconds.
+    pub latency_us: LatencySummary,
+    /// CPU time (user plus system) per request of each process, in microseconds, by process
+    /// name (`runtime`, `fixture`, `client`).
+    pub cpu_us_per_request: BTreeMap<String, f64>,
+    /// Peak RSS of each process at the end of the phase, in KiB.
+    pub peak_rss_kib: BTreeMap<String, u64>,
+    /// Body size of a response, in bytes.
+    pub response_bytes: usize,
+}
+
+impl Metrics {
+    /// Medians of `rounds` (requests, errors and elapsed summed; peak RSS the maximum).
+    #[must_use]
+    pub fn summarize(rounds: &[Self]) -> Self {
+        let med = |f: &dyn Fn(&Self) -> f64| {
+            median(&rounds.iter().map(f).collect::<Vec<_>>()).unwrap_or(0.0)
+        };
+        let names: std::collections::BTreeSet<&String> = rounds
+            .iter()
+            .flat_map(|m| m.cpu_us_per_request.keys())
+            .collect();
+        let cpu = names
+            .into_iter()
+            .filter_map(|n| {
+                let v: Vec<f64> = rounds
+                    .iter()
+                    .filter_map(|m| m.cpu_us_per_request.get(n).copied())
+                    .collect();
+                Some((n.clone(), median(&v)?))
+            })
+            .collect();
+        let mut rss = BTreeMap::new();
+        for m in rounds {
+            for (n, &v) in &m.peak_rss_kib {
+                let e = rss.entry(n.clone()).or_insert(0);
+                *e = v.max(*e);
+            }
+        }
+        Self {
+            requests: rounds.iter().map(|m| m.requests).sum(),
+            errors: rounds.iter().map(|m| m.errors).sum(),
+            elapsed_s: rounds.iter().map(|m| m.elapsed_s).sum(),
+            requests_per_s: med(&|m| m.requests_per_s),
+            latency_us: LatencySummary {
+                p50: med(&|m| m.latency_us.p50),
+                p95: med(&|m| m.latency_us.p95),
+                p99: med(&|m| m.latency_us.p99),
+                max: med(&|m| m.latency_us.max),
+                mean: med(&|m| m.latency_us.mean),
+            },
+            cpu_us_per_request: cpu,
+            peak_rss_kib: rss,
+            response_bytes: rounds.last().map_or(0, |m| m.response_bytes),
+        }
+    }
+}
+
+/// Ratios `numerator / denominator` of two rows measured in the same rounds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Comparison {
+    /// The row on top of the fraction (e.g. the gRPC row).
+    pub numerator: RowKey,
+    /// The row below (e.g. the HTTP/JSON row).
+    pub denominator: RowKey,
+    /// Median of the per-round ratios.
+    pub median: Ratios,
+    /// One entry per round in which both rows were measured.
+    pub rounds: Vec<Ratios>,
+}
+
+/// Ratios of the main metrics of two rows in one round (or their medians).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Ratios {
+    /// Requests per second.
+    pub requests_per_s: f64,
+    /// Median latency.
+    pub p50: f64,
+    /// 99th percentile latency.
+    pub p99: f64,
+    /// CPU per request, by process name present in both rows.
+    pub cpu_per_request: BTreeMap<String, f64>,
+}
+
+impl Comparison {
+    /// Ratios of `num` over `den`, round by round (rounds missing from either are skipped).
+    #[must_use]
+    pub fn between(num: &Row, den: &Row) -> Self {
+        let rounds: Vec<Ratios> = num
+            .rounds
+            .iter()
+            .zip(&den.rounds)
+            .map(|(n, d)| Ratios {
+                requests_per_s: ratio(n.requests_per_s, d.requests_per_s),
+                p50: ratio(n.latency_us.p50, d.latency_us.p50),
+                p99: ratio(n.latency_us.p99, d.latency_us.p99),
+                cpu_per_request: n
+                    .cpu_us_per_request
+                    .iter()
+                    .filter_map(|(k, &v)| {
+                        Some((k.clone(), ratio(v, *d.cpu_us_per_request.get(k)?)))
+                    })
+                    .collect(),
+            })
+            .collect();
+        let med = |f: &dyn Fn(&Ratios) -> f64| {
+            let v: Vec<f64> = rounds.iter().map(f).filter(|x| x.is_finite()).collect();
+            median(&v).unwrap_or(f64::NAN)
+        };
+        let names: std::collections::BTreeSet<&String> = rounds
+            .iter()
+            .flat_map(|r| r.cpu_per_request.keys())
+            .collect();
+        let cpu = names
+            .into_iter()
+            .map(|n| {
+                (
+                    n.clone(),
+                    med(&|r| r.cpu_per_request.get(n).copied().unwrap_or(f64::NAN)),
+                )
+            })
+            .collect();
+        let median = Ratios {
+            requests_per_s: med(&|r| r.requests_per_s),
+            p50: med(&|r| r.p50),
+            p99: med(&|r| r.p99),
+            cpu_per_request: cpu,
+        };
+        Self {
+            numerator: num.key.clone(),
+            denominator: den.key.clone(),
+            median,
+            rounds,
+        }
+    }
+}
+
+/// `a / b`, NaN when `b` is zero (JSON writes NaN as `null`).
+fn ratio(a: f64, b: f64) -> f64 {
+    if b == 0.0 { f64::NAN } else { a / b }
+}
+
+fn cell(v: Option<f64>, decimals: usize) -> String {
+    match v {
+        Some(x) if x.is_finite() => format!("{x:.decimals$}"),
+        _ => "–".to_owned(),
+    }
+}
+
+impl Report {
+    /// The rows and comparisons as Markdown tables, with a header naming the machine.
+    #[must_use]
+    pub fn to_markdown(&self) -> String {
+        let mut out = String::new();
+        let m = &self.machine;
+        let _ = writeln!(
+            out,
+            "## mcp-bench\n\n{} CPUs ({}), Linux {}; {} rounds, medians across rounds; latency and CPU in µs.\n",
+            m.nproc,
+            m.cpu_model,
+            m.kernel,
+            self.settings
+                .get("rounds")
+                .map_or_else(|| "?".to_owned(), ToString::to_string),
+        );
+        out.push_str(
+            "| layer | transport | client | workload | conc | req B | resp B | req/s | p50 | p99 | errors | runtime CPU/req | client CPU/req |\n",
+        );
+        out.push_str("|---|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
+        for r in &self.rows {
+            let s = &r.summary;
+            let k = &r.key;
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                k.layer,
+                k.transport,
+                k.client,
+                k.workload,
+                k.concurrency,
+                k.payload_bytes,
+                s.response_bytes,
+                cell(Some(s.requests_per_s), 0),
+                cell(Some(s.latency_us.p50), 1),
+                cell(Some(s.latency_us.p99), 1),
+                s.errors,
+                cell(s.cpu_us_per_request.get("runtime").copied(), 1),
+                cell(s.cpu_us_per_request.get("client").copied(), 1),
+            );
+        }
+        if !self.comparisons.is_empty() {
+            out.push_str(
+                "\n### Ratios (median of per-round ratios)\n\n| ratio | workload | conc | req/s | p50 | p99 | runtime CPU/req | client CPU/req |\n|---|---|--:|--:|--:|--:|--:|--:|\n",
+            );
+            for c in &self.comparisons {
+                let r = &c.median;
+                let _ = writeln!(
+                    out,
+                    "| {} / {} | {} | {} | {} | {} | {} | {} | {} |",
+                    c.numerator.transport,
+                    c.denominator.transport,
+                    c.numerator.workload,
+                    c.numerator.concurrency,
+                    cell(Some(r.requests_per_s), 2),
+                    cell(Some(r.p50), 2),
+                    cell(Some(r.p99), 2),
+                    cell(r.cpu_per_request.get("runtime").copied(), 2),
+                    cell(r.cpu_per_request.get("client").copied(), 2),
+                );
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metrics(rps: f64, cpu: f64) -> Metrics {
+        Metrics {
+            requests: 10,
+            requests_per_s: rps,
+            cpu_us_per_request: [("runtime".to_owned(), cpu)].into(),
+            ..Metrics::default()
+        }
+    }
+
+    fn row(transport: &str, rounds: Vec<Metrics>) -> Row {
+        Row {
+            key: RowKey {
+                layer: "runtime".into(),
+                transport: transport.into(),
+                client: "c".into(),
+                workload: "ping".into(),
+                concurrency: 1,
+                payload_bytes: 40,
+            },
+            summary: Metrics::summarize(&rounds),
+            rounds,
+        }
+    }
+
+    #[test]
+    fn summaries_and_ratios_are_medians() {
+        let http = row(
+            "http-json",
+            vec![
+                metrics(100.0, 10.0),
+                metrics(200.0, 20.0),
+                metrics(300.0, 30.0),
+            ],
+        );
+        let grpc = row(
+            "grpc",
+            vec![
+                metrics(50.0, 20.0),
+                metrics(400.0, 20.0),
+                metrics(150.0, 30.0),
+            ],
+        );
+        assert_eq!(http.summary.requests, 30);
+        assert!((http.summary.requests_per_s - 200.0).abs() < 1e-9);
+        let c = Comparison::between(&grpc, &http);
+        // Per-round rps ratios 0.5, 2.0, 0.5 -> median 0.5 (not 250/200).
+        assert!((c.median.requests_per_s - 0.5).abs() < 1e-9);
+        assert!((c.median.cpu_per_request["runtime"] - 1.0).abs() < 1e-9);
+        let md = Report {
+            schema: SCHEMA.into(),
+            started_unix_s: 0,
+            command_line: vec![],
+            machine: MachineInfo::collect(),
+            versions: BTreeMap::new(),
+            settings: BTreeMap::new(),
+            rows: vec![http, grpc],
+            comparisons: vec![c],
+        }
+        .to_markdown();
+        assert!(md.contains("| grpc / http-json | ping | 1 |"), "{md}");
+    }
+}
