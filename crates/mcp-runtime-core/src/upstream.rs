@@ -39,6 +39,12 @@ pub enum UpstreamError {
         /// What failed.
         detail: String,
     },
+    /// A message from the upstream is larger than the runtime's message size limit.
+    #[error("Result exceeds the message size limit of {limit} bytes")]
+    TooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
     /// The upstream answered something that is not MCP.
     #[error("upstream {upstream} protocol error: {detail}")]
     Protocol {
@@ -48,6 +54,9 @@ pub enum UpstreamError {
         detail: String,
     },
 }
+
+/// Room for the JSON-RPC envelope around a result of the maximum size.
+const ENVELOPE_SLACK_BYTES: usize = 1 << 20;
 
 /// A message stream of one upstream call: raw JSON-RPC messages (notifications, then the
 /// response), in arrival order.
@@ -73,6 +82,7 @@ pub(crate) struct Upstream {
     next_id: AtomicU64,
     generation: AtomicU64,
     limits: StreamableHttpResponseLimits,
+    max_message_bytes: usize,
 }
 
 impl Upstream {
@@ -84,10 +94,11 @@ impl Upstream {
             .build()
             .unwrap_or_default();
         let mut limits = StreamableHttpResponseLimits::default();
-        // An upstream event carries one JSON-RPC message; leave room for its envelope so the
-        // runtime's own size check (with a clear error) fires first.
-        limits.max_sse_event_size = max_message_bytes.saturating_mul(2);
-        limits.max_json_response_size = max_message_bytes.saturating_mul(2);
+        // An upstream event carries one JSON-RPC message: allow the runtime's limit plus room
+        // for the envelope, so that a result just over the limit reaches the runtime's own
+        // check and anything larger is cut by rmcp before it is buffered whole.
+        limits.max_sse_event_size = max_message_bytes.saturating_add(ENVELOPE_SLACK_BYTES);
+        limits.max_json_response_size = max_message_bytes.saturating_add(ENVELOPE_SLACK_BYTES);
         Self {
             uri: Arc::from(config.url.as_str()),
             config,
@@ -96,6 +107,7 @@ impl Upstream {
             next_id: AtomicU64::new(1),
             generation: AtomicU64::new(0),
             limits,
+            max_message_bytes,
         }
     }
 
@@ -254,6 +266,11 @@ impl Upstream {
                 .await;
             match res {
                 Ok(response) => return Ok(into_stream(self, response)),
+                Err(StreamableHttpError::ResponseBodyTooLarge { .. }) => {
+                    return Err(UpstreamError::TooLarge {
+                        limit: self.max_message_bytes,
+                    });
+                }
                 Err(e) if !retried && is_retryable(&e) => {
                     tracing::info!(upstream = %self.config.id, error = %e, "upstream session lost; reconnecting");
                     self.invalidate(conn.generation).await;
@@ -325,6 +342,7 @@ use serde::Deserialize as _;
 
 fn into_stream(up: &Upstream, response: StreamableHttpPostResponse) -> MessageStream {
     let id = up.config.id.clone();
+    let limit = up.max_message_bytes;
     match response {
         StreamableHttpPostResponse::Json(msg, _) => {
             let r = serde_json::to_string(&msg).map_err(|e| UpstreamError::Protocol {
@@ -339,6 +357,10 @@ fn into_stream(up: &Upstream, response: StreamableHttpPostResponse) -> MessageSt
                 async move {
                     match ev {
                         Ok(sse) => sse.data.filter(|d| !d.trim().is_empty()).map(Ok),
+                        // rmcp reports its size cap only in the error text.
+                        Err(e) if e.to_string().contains("exceeded the maximum size") => {
+                            Some(Err(UpstreamError::TooLarge { limit }))
+                        }
                         Err(e) => Some(Err(UpstreamError::Unavailable {
                             upstream: id,
                             detail: format!("event stream broke: {e}"),

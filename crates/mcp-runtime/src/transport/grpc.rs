@@ -28,13 +28,30 @@ pub(crate) struct GrpcRuntime {
     runtime: Arc<Runtime>,
 }
 
-/// The tonic service with message limits of `max_message_bytes` plus envelope slack in both
-/// directions (tonic's default is 4 MiB).
+/// The tonic service with message limits derived from `max_message_bytes` (tonic's default
+/// is 4 MiB).
+///
+/// Responses may be `max_message_bytes` plus envelope slack. Requests are decoded up to twice
+/// the limit so that a body over the limit gets a clear `RESOURCE_EXHAUSTED` from
+/// [`check_size`]; only a message over twice the limit is refused by tonic's decoder itself
+/// (`OUT_OF_RANGE`), before it is buffered.
 pub(crate) fn service(runtime: Arc<Runtime>) -> McpRuntimeServer<GrpcRuntime> {
-    let limit = runtime.max_message_bytes() + ENVELOPE_SLACK_BYTES;
+    let limit = runtime.max_message_bytes();
     McpRuntimeServer::new(GrpcRuntime { runtime })
-        .max_decoding_message_size(limit)
-        .max_encoding_message_size(limit)
+        .max_decoding_message_size(limit.saturating_mul(2) + ENVELOPE_SLACK_BYTES)
+        .max_encoding_message_size(limit + ENVELOPE_SLACK_BYTES)
+}
+
+/// `RESOURCE_EXHAUSTED` for a body over the runtime's message size limit (gRPC status codes:
+/// "a resource has been exhausted ... message size").
+fn check_size(req: &Request, limit: usize) -> Result<(), Status> {
+    if req.body.len() > limit {
+        return Err(Status::resource_exhausted(format!(
+            "request body of {} bytes exceeds the limit of {limit} bytes",
+            req.body.len()
+        )));
+    }
+    Ok(())
 }
 
 fn non_empty(s: String) -> Option<String> {
@@ -158,6 +175,7 @@ impl McpRuntime for GrpcRuntime {
         req: tonic::Request<pb::InvokeRequest>,
     ) -> Result<tonic::Response<pb::InvokeResponse>, Status> {
         let req = request(req.into_inner().envelope, None)?;
+        check_size(&req, self.runtime.max_message_bytes())?;
         let (h, body) = self.runtime.handle(req).await.collect().await;
         Ok(tonic::Response::new(pb::InvokeResponse {
             head: Some(head(h)),
@@ -172,6 +190,7 @@ impl McpRuntime for GrpcRuntime {
         req: tonic::Request<pb::InvokeStreamRequest>,
     ) -> Result<tonic::Response<Self::InvokeStreamStream>, Status> {
         let req = request(req.into_inner().envelope, None)?;
+        check_size(&req, self.runtime.max_message_bytes())?;
         Ok(tonic::Response::new(stream(self.runtime.handle(req).await)))
     }
 

@@ -1,0 +1,305 @@
+//! The upstream side: per-call timeout, cancellation reaching the upstream, the shared session
+//! re-established after an upstream restart, size limits, the standalone GET stream, and
+//! graceful shutdown with a call in flight.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+
+async fn inflight(http: &Http, who: &Value, sid: &str) -> i64 {
+    let r = http
+        .send(
+            &Call::post(
+                who,
+                rpc(
+                    900,
+                    "tools/call",
+                    json!({"name": "inflight", "arguments": {}}),
+                ),
+            )
+            .session(sid),
+        )
+        .await;
+    r.json()
+        .pointer("/result/content/0/text")
+        .and_then(Value::as_str)
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or_else(|| panic!("inflight: {:?}", r.json()))
+}
+
+/// Polls until the fixture reports no `sleep` call running; panics after 5 s.
+async fn until_no_sleep_runs(http: &Http, who: &Value, sid: &str) {
+    for _ in 0..250 {
+        if inflight(http, who, sid).await == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the upstream sleep call was never cancelled");
+}
+
+fn sleep_call(who: &Value, sid: &str, id: i64, ms: u64) -> Call {
+    Call::post(
+        who,
+        rpc(
+            id,
+            "tools/call",
+            json!({"name": "sleep", "arguments": {"ms": ms}}),
+        ),
+    )
+    .session(sid)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_call_times_out_and_is_cancelled_upstream() {
+    let fx = Fixture::start(0);
+    let rt = RuntimeProc::start(&simple_catalog(&fx.url), &["--upstream-timeout-ms", "300"]);
+    let http = Http::new(&rt.http);
+    let who = auth("alice@example.com", false, Some(&[]));
+    let sid = http.initialize(&who, None).await;
+    let r = http.send(&sleep_call(&who, &sid, 1, 30_000)).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.error_code(), Some(-32001), "{:?}", r.json());
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("timed out after 300 ms")
+    );
+    until_no_sleep_runs(&http, &who, &sid).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_goes_away_cancels_the_upstream_call() {
+    let fx = Fixture::start(0);
+    let rt = RuntimeProc::start(&simple_catalog(&fx.url), &[]);
+    let http = Http::new(&rt.http);
+    let who = auth("alice@example.com", false, Some(&[]));
+    let sid = http.initialize(&who, None).await;
+    let (w2, s2, path) = (who.clone(), sid.clone(), rt.http.clone());
+    let task = tokio::spawn(async move {
+        Http::new(&path)
+            .send(&sleep_call(&w2, &s2, 2, 30_000))
+            .await
+    });
+    for _ in 0..250 {
+        if inflight(&http, &who, &sid).await == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        inflight(&http, &who, &sid).await,
+        1,
+        "the call reached the upstream"
+    );
+    task.abort();
+    until_no_sleep_runs(&http, &who, &sid).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_cancelled_from_the_client_stops_the_call() {
+    let fx = Fixture::start(0);
+    let rt = RuntimeProc::start(&simple_catalog(&fx.url), &[]);
+    let http = Http::new(&rt.http);
+    let who = auth("alice@example.com", false, Some(&[]));
+    let sid = http.initialize(&who, None).await;
+    let (w2, s2, path) = (who.clone(), sid.clone(), rt.http.clone());
+    let task = tokio::spawn(async move {
+        Http::new(&path)
+            .send(&sleep_call(&w2, &s2, 77, 30_000))
+            .await
+    });
+    for _ in 0..250 {
+        if inflight(&http, &who, &sid).await == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let cancel = bytes::Bytes::from(
+        json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 77}})
+            .to_string(),
+    );
+    assert_eq!(
+        http.send(&Call::post(&who, cancel).session(&sid))
+            .await
+            .status,
+        202
+    );
+    let r = task.await.unwrap();
+    assert_eq!(r.error_code(), Some(-32603), "{:?}", r.json());
+    until_no_sleep_runs(&http, &who, &sid).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upstream_session_is_re_established_after_a_restart() {
+    let fx = Fixture::start(0);
+    let addr = fx
+        .url
+        .trim_start_matches("http://")
+        .trim_end_matches("/mcp")
+        .to_owned();
+    let rt = RuntimeProc::start(&simple_catalog(&fx.url), &[]);
+    let http = Http::new(&rt.http);
+    let who = auth("alice@example.com", false, Some(&[]));
+    let sid = http.initialize(&who, None).await;
+    let echo = Call::post(
+        &who,
+        rpc(
+            1,
+            "tools/call",
+            json!({"name": "echo", "arguments": {"text": "a"}}),
+        ),
+    )
+    .session(&sid);
+    assert_eq!(
+        http.send(&echo)
+            .await
+            .json()
+            .pointer("/result/content/0/text"),
+        Some(&json!("a"))
+    );
+    drop(fx);
+    let down = http.send(&echo).await;
+    assert_eq!(
+        (down.status, down.error_code()),
+        (200, Some(-32603)),
+        "upstream down is a JSON-RPC error"
+    );
+    // Same port, new process: a new upstream session id.
+    let _fx2 = Proc(
+        std::process::Command::new(fixture_bin())
+            .args(["--listen", &addr])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut last = None;
+    for _ in 0..250 {
+        let r = http.send(&echo).await;
+        if r.error_code().is_none() {
+            last = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let r = last.expect("the runtime reconnected to the restarted upstream");
+    assert_eq!(
+        r.json().pointer("/result/content/0/text"),
+        Some(&json!("a"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_size_limit_gives_clear_errors() {
+    let fx = Fixture::start(0);
+    let rt = RuntimeProc::start(
+        &simple_catalog(&fx.url),
+        &["--max-message-bytes", "1048576"],
+    );
+    let http = Http::new(&rt.http);
+    let who = auth("alice@example.com", false, Some(&[]));
+    let sid = http.initialize(&who, None).await;
+    let big = Call::post(
+        &who,
+        rpc(
+            1,
+            "tools/call",
+            json!({"name": "echo", "arguments": {"text": "z".repeat(2 << 20)}}),
+        ),
+    )
+    .session(&sid);
+    let r = http.send(&big).await;
+    assert_eq!((r.status, r.error_code()), (413, Some(-32600)));
+    let result = Call::post(
+        &who,
+        rpc(
+            2,
+            "tools/call",
+            json!({"name": "payload", "arguments": {"size_bytes": 2 << 20}}),
+        ),
+    )
+    .session(&sid);
+    let r = http.send(&result).await;
+    assert_eq!(r.error_code(), Some(-32603));
+    let msg = r.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(msg.contains("exceeds the message size limit"), "{msg}");
+    #[cfg(feature = "grpc-uds")]
+    {
+        let mut g = grpc::connect(&rt.grpc).await;
+        let gsid = grpc::initialize(&mut g, &who, None).await;
+        let mut big = big.clone();
+        big.session = Some(gsid.clone());
+        let err = g
+            .invoke(mcp_runtime_proto::v1::InvokeRequest {
+                envelope: Some(grpc::envelope(&big)),
+            })
+            .await
+            .expect_err("over the limit");
+        assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+        let mut result = result.clone();
+        result.session = Some(gsid);
+        let r = grpc::send(&mut g, &result).await;
+        assert_eq!(r.error_code(), Some(-32603));
+    }
+    // Still serving.
+    assert_eq!(
+        http.send(&Call::post(&who, rpc(3, "ping", json!({}))).session(&sid))
+            .await
+            .status,
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_get_stream_opens_and_ends_with_the_session() {
+    let fx = Fixture::start(0);
+    let rt = RuntimeProc::start(&simple_catalog(&fx.url), &[]);
+    let http = Http::new(&rt.http);
+    let who = auth("alice@example.com", false, Some(&[]));
+    let sid = http.initialize(&who, None).await;
+    let mut get = Call::post(&who, bytes::Bytes::new()).session(&sid);
+    get.method = "GET";
+    get.accept = Some("text/event-stream".into());
+    let path = rt.http.clone();
+    let stream = tokio::spawn(async move { Http::new(&path).send(&get).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!stream.is_finished(), "the GET stream stays open");
+    let mut del = Call::post(&who, bytes::Bytes::new()).session(&sid);
+    del.method = "DELETE";
+    assert_eq!(http.send(&del).await.status, 200);
+    let r = tokio::time::timeout(Duration::from_secs(5), stream)
+        .await
+        .expect("stream ended")
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.content_type.as_deref(), Some("text/event-stream"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_in_flight_calls_finish() {
+    let fx = Fixture::start(0);
+    let mut rt = RuntimeProc::start(&simple_catalog(&fx.url), &[]);
+    let http = Http::new(&rt.http);
+    let who = auth("alice@example.com", false, Some(&[]));
+    let sid = http.initialize(&who, None).await;
+    let (w2, s2, path) = (who.clone(), sid.clone(), rt.http.clone());
+    let task =
+        tokio::spawn(async move { Http::new(&path).send(&sleep_call(&w2, &s2, 5, 700)).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let exited = tokio::task::spawn_blocking(move || {
+        let ok = rt.terminate();
+        (ok, rt)
+    });
+    let r = task.await.unwrap();
+    assert_eq!(
+        r.json().pointer("/result/content/0/text"),
+        Some(&json!("slept 700 ms"))
+    );
+    let (ok, rt) = exited.await.unwrap();
+    assert!(ok);
+    assert!(!rt.http.exists());
+}
