@@ -1,8 +1,8 @@
 """Session-scoped real processes: the fixture upstream, the runtime, and one gateway per mode.
 
 Everything runs on temporary sockets and ports under one temporary directory, whose process logs
-are printed when a test fails (see ``pytest_runtest_makereport``). Tests needing the Rust runtime
-skip, with the reason, only while its binary has not been built.
+are printed when a test fails (see ``pytest_runtest_makereport``). The runtime modes need the
+binaries ``make python-binaries`` builds; without them those tests fail with the command to run.
 """
 
 from __future__ import annotations
@@ -40,22 +40,6 @@ ACCEPT = "application/json, text/event-stream"
 # A message limit small enough to test 413 cheaply, large enough for the 1 MiB payload test.
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 RUNTIME_FLAGS = ("--max-message-bytes", str(MAX_MESSAGE_BYTES))
-
-
-def runtime_missing() -> str | None:
-    """Why the runtime modes cannot run, or ``None`` when the binary is there."""
-    binary = runtime_binary()
-    if not binary.exists():
-        return (
-            f"mcp-runtime binary not built ({binary}); run `cargo build -p mcp-runtime --features grpc-uds`"
-        )
-    return None
-
-
-def needs_runtime(mode: str) -> None:
-    """Skip the current test when ``mode`` needs the runtime and its binary is not built yet."""
-    if mode != "python" and (reason := runtime_missing()):
-        pytest.skip(reason)
 
 
 @dataclass
@@ -175,14 +159,12 @@ class Runtimes:
         self._workdir = workdir
         self._catalog = catalog
         self._runtime: Runtime | None = None
-        self._error: str | None = None
 
     def get(self) -> Runtime:
-        if reason := runtime_missing():
-            pytest.skip(reason)
-        if self._error:
-            pytest.skip(self._error)
         if self._runtime is None:
+            binary = runtime_binary()
+            if not binary.exists():
+                pytest.fail(f"{binary} not built: run `cargo build -p mcp-runtime --features grpc-uds`")
             sockets = _socket_dir()
             rt = Runtime(
                 None,
@@ -191,12 +173,7 @@ class Runtimes:
                 self._catalog,
                 self._workdir / "runtime.log",
             )
-            try:
-                rt.restart()
-            except RuntimeError as e:
-                # Only while the runtime is being written: a built binary that does not serve yet.
-                self._error = f"mcp-runtime does not serve yet: {e}"
-                pytest.skip(self._error)
+            rt.restart()
             self._runtime = rt
         return self._runtime
 
@@ -259,7 +236,6 @@ def gateways(workdir: Path, catalog: Path, runtimes: Runtimes) -> Iterator[dict[
 def gw(request: pytest.FixtureRequest, gateways: dict[str, Gateway]) -> Gateway:
     """The gateway of each mode in turn (the test runs once per mode)."""
     mode: str = request.param
-    needs_runtime(mode)
     return gateways[mode]
 
 

@@ -13,7 +13,15 @@ import anyio
 import httpx
 import pytest
 
-from conftest import RUNTIME_FLAGS, SECRET, Gateway, Runtime, _socket_dir, gateway_env, needs_runtime
+from conftest import (
+    RUNTIME_FLAGS,
+    SECRET,
+    Gateway,
+    Runtime,
+    Runtimes,
+    _socket_dir,
+    gateway_env,
+)
 from mcp_gateway._stack import free_port, start_gateway, start_runtime, stop
 
 
@@ -22,14 +30,10 @@ def own_stack(
     request: pytest.FixtureRequest, workdir: Path, catalog: Path
 ) -> Iterator[tuple[Gateway, Runtime]]:
     mode: str = request.param
-    needs_runtime(mode)
     sockets = _socket_dir()
     log = workdir / f"runtime-kill-{mode}.log"
     rt = Runtime(None, str(sockets / "http.sock"), str(sockets / "grpc.sock"), catalog, log)
-    try:
-        rt.process = start_runtime(catalog, rt.http_uds, rt.grpc_uds, extra=RUNTIME_FLAGS, log=log)
-    except RuntimeError as e:
-        pytest.skip(f"mcp-runtime does not serve yet: {e}")
+    rt.process = start_runtime(catalog, rt.http_uds, rt.grpc_uds, extra=RUNTIME_FLAGS, log=log)
     port = free_port()
     process = start_gateway(gateway_env(mode, catalog, rt), port, log=workdir / f"gateway-kill-{mode}.log")
     gw = Gateway(mode, f"http://127.0.0.1:{port}", SECRET, [process])
@@ -163,3 +167,32 @@ async def test_client_disconnect_cancels_the_call(gw: Gateway, http: httpx.Async
     while (count := await sleeping()) > before and time.monotonic() < deadline:
         await anyio.sleep(0.1)
     assert count <= before
+
+
+@pytest.mark.parametrize("mode", ["http", "grpc"])
+async def test_request_timeout_is_the_deadline(
+    mode: str, workdir: Path, catalog: Path, runtimes: Runtimes, http: httpx.AsyncClient
+) -> None:
+    """``MCP_GATEWAY_REQUEST_TIMEOUT_S`` bounds a call: gRPC deadline / httpx timeout, then 504."""
+    rt = runtimes.get()
+    env = {**gateway_env(mode, catalog, rt), "MCP_GATEWAY_REQUEST_TIMEOUT_S": "1"}
+    port = free_port()
+    process = start_gateway(env, port, log=workdir / f"gateway-deadline-{mode}.log")
+    try:
+        gw = Gateway(mode, f"http://127.0.0.1:{port}", SECRET, [process])
+        token = gw.token()
+        session = await gw.initialize(http, token)
+        call = {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "tools/call",
+            "params": {"name": "sleep", "arguments": {"ms": 3000}},
+        }
+        started = time.monotonic()
+        r = await http.post(gw.url, json=call, headers=gw.headers(token, session))
+        elapsed = time.monotonic() - started
+        assert r.status_code == 504, r.text
+        assert r.json()["error"]["code"] == -32001
+        assert 0.9 < elapsed < 2.5
+    finally:
+        stop(process)

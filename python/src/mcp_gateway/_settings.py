@@ -9,7 +9,7 @@ variable                           default                    meaning
 ``MCP_RUNTIME_CATALOG``            unset                      catalog file (Python baseline mode)
 ``MCP_GATEWAY_HOST``               ``127.0.0.1``              listen address
 ``MCP_GATEWAY_PORT``               ``4444``                   listen port
-``MCP_GATEWAY_REQUEST_TIMEOUT_S``  ``60``                     deadline of one non-streaming call (s)
+``MCP_GATEWAY_REQUEST_TIMEOUT_S``  ``90``                     deadline of one non-streaming call (s)
 ``MCP_GATEWAY_MAX_BODY_BYTES``     ``67108864`` (64 MiB)      largest request body accepted (bytes)
 ``MCP_RUNTIME_MAX_MESSAGE_BYTES``  ``67108864`` (64 MiB)      baseline: the runtime's message limit
 ``MCP_RUNTIME_UPSTREAM_TIMEOUT_MS``  ``60000``                baseline: the runtime's upstream timeout
@@ -55,7 +55,9 @@ class Settings:
         host: Listen address of the public endpoint.
         port: Listen port of the public endpoint.
         request_timeout_s: Deadline of one non-streaming runtime call, in seconds (the gRPC
-            deadline, the httpx timeout; open SSE streams have no read timeout).
+            deadline, the httpx timeout; open SSE streams have no read timeout). Keep it above
+            the runtime's upstream timeout (60 s by default), so that an upstream timeout
+            reaches the client as the runtime's JSON-RPC error rather than as a gateway 504.
         max_body_bytes: Largest request body the gateway accepts, in bytes (larger: 413).
         runtime_max_message_bytes: Python baseline only: largest request body, in bytes, as the
             runtime's ``--max-message-bytes``.
@@ -69,7 +71,7 @@ class Settings:
     catalog: Path | None = None
     host: str = "127.0.0.1"
     port: int = 4444
-    request_timeout_s: float = 60.0
+    request_timeout_s: float = 90.0
     max_body_bytes: int = 64 * 1024 * 1024
     runtime_max_message_bytes: int = 64 * 1024 * 1024
     upstream_timeout_s: float = 60.0
@@ -116,7 +118,7 @@ class Settings:
             catalog=Path(catalog) if catalog else None,
             host=env.get("MCP_GATEWAY_HOST") or "127.0.0.1",
             port=int(number("MCP_GATEWAY_PORT", 4444)),
-            request_timeout_s=number("MCP_GATEWAY_REQUEST_TIMEOUT_S", 60.0),
+            request_timeout_s=number("MCP_GATEWAY_REQUEST_TIMEOUT_S", 90.0),
             max_body_bytes=int(number("MCP_GATEWAY_MAX_BODY_BYTES", 64 * 1024 * 1024)),
             runtime_max_message_bytes=int(number("MCP_RUNTIME_MAX_MESSAGE_BYTES", 64 * 1024 * 1024)),
             upstream_timeout_s=number("MCP_RUNTIME_UPSTREAM_TIMEOUT_MS", 60_000) / 1000,
