@@ -139,6 +139,9 @@ fn init_logging(format: &str) {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    // Install the handlers before any socket exists, so a SIGTERM that arrives as soon as the
+    // sockets appear still shuts down cleanly and removes them.
+    let stop_signal = signal()?;
     let catalog = CatalogConfig::load(&args.catalog)?;
     let config = RuntimeConfig {
         max_message_bytes: args.max_message_bytes,
@@ -180,7 +183,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     tracing::info!(features = ?features(), "mcp-runtime ready");
 
     tokio::select! {
-        () = signal() => {}
+        () = stop_signal => {}
         Some(res) = servers.join_next() => {
             res??;
             anyhow::bail!("an adapter stopped unexpectedly");
@@ -206,18 +209,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Completes on SIGTERM or SIGINT.
-async fn signal() {
+/// Installs SIGTERM and SIGINT handlers now; the future completes on either signal.
+///
+/// # Errors
+///
+/// The I/O error if a handler cannot be installed.
+fn signal() -> std::io::Result<impl Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
 }
