@@ -47,19 +47,24 @@ python-typecheck: python-build
 	cd python && ../$(VENV)/bin/mypy src
 
 # The real processes the Python tests start: the fixture upstream and the runtime with gRPC.
+# Copied out of target/debug right after the build: a later `cargo build`/`cargo test` without
+# the feature (rust-test, another shell) rewrites target/debug/mcp-runtime without gRPC.
+PYBIN := target/python-bin
 python-binaries:
 	cargo build -p mcp-fixture-server
 	cargo build -p mcp-runtime --features grpc-uds
+	mkdir -p $(PYBIN)
+	cp target/debug/mcp-fixture-server target/debug/mcp-runtime $(PYBIN)/
 
 python-test: python-build python-binaries python-lint python-typecheck
-	cd python && ../$(VENV)/bin/pytest -q
+	cd python && MCP_BIN_DIR=$(CURDIR)/$(PYBIN) ../$(VENV)/bin/pytest -q
 
 test: rust-test python-test
 
 # Whole stack for a user: fixture upstream, runtime (both sockets), gateway in MODE; prints the
 # URL and a token. Ctrl-C stops everything.
 run: python-build python-binaries
-	$(VPY) -m mcp_gateway stack --mode $(MODE) --port $(PORT)
+	MCP_BIN_DIR=$(CURDIR)/$(PYBIN) $(VPY) -m mcp_gateway stack --mode $(MODE) --port $(PORT)
 
 # ---------------------------------------------------------------------------------------------
 # Rust: the runtime, its core, the fixture upstream and the benchmark.

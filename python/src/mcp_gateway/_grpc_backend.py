@@ -120,8 +120,8 @@ class GrpcUdsBackend:
 
     Args:
         uds_path: Path of the runtime's gRPC socket (``MCP_RUST_GRPC_UDS``).
-        request_timeout_s: The deadline of unary calls and POST streams, in seconds; standalone
-            GET streams have none.
+        request_timeout_s: The deadline of unary calls (``Invoke``, ``CloseSession``), in
+            seconds; ``InvokeStream`` calls have none.
     """
 
     def __init__(self, uds_path: str, request_timeout_s: float) -> None:
@@ -191,8 +191,9 @@ class GrpcUdsBackend:
                 reply = await stub.Invoke(pb.InvokeRequest(envelope=envelope), timeout=self._timeout_s)
                 status, headers = _head(reply.head)
                 return McpResponse(status=status, headers=headers, body=reply.body)
-            timeout = None if request.method == "GET" else self._timeout_s
-            call = stub.InvokeStream(pb.InvokeStreamRequest(envelope=envelope), timeout=timeout)
+            # Streaming calls have no deadline (as the httpx path has no read timeout on them):
+            # a GET stream lives as long as the session, the runtime bounds a tool call.
+            call = stub.InvokeStream(pb.InvokeStreamRequest(envelope=envelope))
             try:
                 first = await call.read()
             except BaseException:

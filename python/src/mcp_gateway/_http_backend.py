@@ -106,9 +106,11 @@ class HttpUdsBackend:
         path = (
             f"/servers/{quote(request.server_id, safe='')}/mcp" if request.server_id is not None else "/mcp"
         )
-        # A standalone GET stream may stay silent for hours: no read timeout on it. A POST
-        # answered as SSE keeps the per-read timeout (progress arrives well within it).
-        timeout = httpx.Timeout(self._timeout_s, read=None) if request.method == "GET" else None
+        # Streaming calls (a standalone GET stream, a POST asking for progress) have no read
+        # timeout: a GET may stay silent for hours, and the runtime's upstream timeout bounds a
+        # tool call. Other calls keep the request timeout on every read.
+        streaming = request.method == "GET" or request.wants_progress
+        timeout = httpx.Timeout(self._timeout_s, read=None) if streaming else None
         client = self._require_client()
         if timeout is None:
             return client.build_request(request.method, path, headers=headers, content=request.body)
@@ -126,8 +128,9 @@ class HttpUdsBackend:
         client = self._require_client()
         http_request = self._build(request)
         response: httpx.Response | None = None
+        streaming = request.method == "GET" or request.wants_progress
         try:
-            with anyio.fail_after(self._timeout_s):
+            with anyio.fail_after(None if streaming else self._timeout_s):
                 response = await client.send(http_request, stream=True)
                 headers = [
                     (k.decode("latin-1").lower(), v.decode("latin-1"))

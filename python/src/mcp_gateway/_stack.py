@@ -41,6 +41,9 @@ def repo_root() -> Path:
 
 
 def _binary(name: str) -> Path:
+    """``$MCP_BIN_DIR/name`` when set (``make python-binaries`` copies them there), else cargo's."""
+    if bin_dir := os.environ.get("MCP_BIN_DIR"):
+        return Path(bin_dir) / name
     target = Path(os.environ.get("CARGO_TARGET_DIR", repo_root() / "target"))
     return target / "debug" / name
 
