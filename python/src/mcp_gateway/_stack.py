@@ -23,9 +23,11 @@ import httpx
 
 __all__ = [
     "Stack",
+    "fixture_binary",
     "free_port",
     "repo_root",
     "runtime_binary",
+    "stack",
     "start_fixture",
     "start_gateway",
     "start_runtime",
