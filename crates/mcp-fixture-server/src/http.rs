@@ -76,6 +76,13 @@ pub async fn serve(
 
     tracing::info!(%addr, generated_tools, "serving MCP at {}", mcp_url(addr));
     let stop = cancel.clone();
+    // Nagle's algorithm would hold the SSE body write behind the header write until the
+    // client's delayed ACK (about 40 ms per request): disable it on every connection.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set");
+        }
+    });
     let server = axum::serve(listener, router)
         .with_graceful_shutdown(async move { stop.cancelled().await })
         .into_future();

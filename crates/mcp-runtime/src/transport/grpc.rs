@@ -176,6 +176,13 @@ impl McpRuntime for GrpcRuntime {
     ) -> Result<tonic::Response<pb::InvokeResponse>, Status> {
         let req = request(req.into_inner().envelope, None)?;
         check_size(&req, self.runtime.max_message_bytes())?;
+        if req.method == Method::Get {
+            // A GET opens a standalone stream that lasts as long as the session: it has no
+            // whole body to return.
+            return Err(Status::invalid_argument(
+                "a GET opens a stream: use InvokeStream",
+            ));
+        }
         let (h, body) = self.runtime.handle(req).await.collect().await;
         Ok(tonic::Response::new(pb::InvokeResponse {
             head: Some(head(h)),
@@ -198,7 +205,16 @@ impl McpRuntime for GrpcRuntime {
         &self,
         req: tonic::Request<pb::CloseSessionRequest>,
     ) -> Result<tonic::Response<pb::CloseSessionResponse>, Status> {
-        let req = request(req.into_inner().envelope, Some(Method::Delete))?;
+        let env = req.into_inner().envelope;
+        if let Some(m) = env.as_ref().map(|e| e.method)
+            && m != pb::HttpMethod::Delete as i32
+            && m != pb::HttpMethod::Unspecified as i32
+        {
+            return Err(Status::invalid_argument(
+                "CloseSession takes a DELETE (or unset) envelope.method",
+            ));
+        }
+        let req = request(env, Some(Method::Delete))?;
         let (h, body) = self.runtime.handle(req).await.collect().await;
         Ok(tonic::Response::new(pb::CloseSessionResponse {
             head: Some(head(h)),
