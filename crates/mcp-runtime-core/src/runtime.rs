@@ -77,6 +77,8 @@ pub struct Runtime {
     sessions: Sessions,
     config: RuntimeConfig,
     draining: AtomicBool,
+    /// The `initialize` result for each of [`PROTOCOL_VERSIONS`], encoded once at start.
+    initialize_results: Vec<String>,
     /// Upstream calls under way (a guard increments, its drop decrements); tests read it to
     /// prove that cancelled and timed-out calls really end.
     inflight_upstream: Arc<AtomicUsize>,
@@ -98,6 +100,10 @@ impl Runtime {
             sessions: Sessions::default(),
             config,
             draining: AtomicBool::new(false),
+            initialize_results: PROTOCOL_VERSIONS
+                .iter()
+                .map(|v| initialize_result(v))
+                .collect(),
             inflight_upstream: Arc::new(AtomicUsize::new(0)),
         })
     }
@@ -331,24 +337,20 @@ impl Runtime {
                     .and_then(Value::as_str)
                     .map(str::to_owned)
             });
-        let version = match requested.as_deref() {
-            Some(v) if PROTOCOL_VERSIONS.contains(&v) => v,
-            _ => PROTOCOL_VERSIONS[0],
-        };
-        let result = json!({
-            "protocolVersion": version,
-            "capabilities": {
-                "tools": {"listChanged": false},
-                "resources": {"listChanged": false, "subscribe": false},
-                "prompts": {"listChanged": false},
-                "logging": {},
-            },
-            "serverInfo": {"name": "mcp-runtime", "version": env!("CARGO_PKG_VERSION")},
-        });
+        // Echo a version we speak, else offer our newest (MCP spec, lifecycle: version
+        // negotiation).
+        let index = requested
+            .as_deref()
+            .and_then(|v| PROTOCOL_VERSIONS.iter().position(|p| *p == v))
+            .unwrap_or(0);
+        let version = PROTOCOL_VERSIONS[index];
         let sid = self.sessions.create(&auth.subject_email, scope);
         tracing::info!(session = %sid, version, "session created");
-        Outcome::json(200, jsonrpc::result_body(id, &result.to_string()))
-            .with_header("mcp-session-id", sid)
+        Outcome::json(
+            200,
+            jsonrpc::result_body(id, &self.initialize_results[index]),
+        )
+        .with_header("mcp-session-id", sid)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -534,6 +536,25 @@ impl Runtime {
             }
         }
     }
+}
+
+/// The `initialize` result for `version`, built with rmcp's model types: tools, resources,
+/// prompts and logging, no list-changed notifications, no subscriptions.
+fn initialize_result(version: &str) -> String {
+    use rmcp::model::{
+        Implementation, InitializeResult, PromptsCapability, ProtocolVersion, ResourcesCapability,
+        ServerCapabilities, ToolsCapability,
+    };
+    let mut capabilities = ServerCapabilities::default();
+    capabilities.tools = Some(ToolsCapability::default());
+    capabilities.resources = Some(ResourcesCapability::default());
+    capabilities.prompts = Some(PromptsCapability::default());
+    capabilities.logging = Some(serde_json::Map::new());
+    let mut result = InitializeResult::new(capabilities);
+    result.protocol_version =
+        serde_json::from_value::<ProtocolVersion>(json!(version)).unwrap_or_default();
+    result.server_info = Implementation::new("mcp-runtime", env!("CARGO_PKG_VERSION"));
+    serde_json::to_string(&result).unwrap_or_else(|_| "{}".to_owned())
 }
 
 /// One in-flight upstream call. Dropped before `done` (caller gone, deadline, cancel), it
