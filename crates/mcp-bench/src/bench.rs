@@ -227,13 +227,12 @@ pub fn run(cfg: &Config) -> anyhow::Result<Report> {
         harness::version_of(&cfg.fixture_bin),
     );
     let health = &target.runtime.health;
-    for (k, name) in [
-        ("contract_version", "contract"),
-        ("features", "runtime features"),
-    ] {
-        if let Some(v) = health.get(k) {
-            versions.insert(name.to_owned(), v.to_string().trim_matches('"').to_owned());
-        }
+    if let Some(v) = health.get("contract_version").and_then(|v| v.as_str()) {
+        versions.insert("contract".to_owned(), v.to_owned());
+    }
+    if let Some(f) = health.get("features").and_then(|v| v.as_array()) {
+        let names: Vec<&str> = f.iter().filter_map(|v| v.as_str()).collect();
+        versions.insert("runtime features".to_owned(), names.join(","));
     }
 
     let mut settings = BTreeMap::new();
