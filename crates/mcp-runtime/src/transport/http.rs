@@ -65,21 +65,17 @@ async fn health(State(rt): State<Arc<Runtime>>) -> Response {
 async fn scoped_mcp(
     State(rt): State<Arc<Runtime>>,
     Path(id): Path<String>,
-    method: HttpMethod,
-    headers: HeaderMap,
-    body: HttpBody,
+    request: axum::extract::Request,
 ) -> Response {
-    handle(rt, Some(id), method, headers, body).await
+    // The whole request, not `HeaderMap` and `Method` extractors: those clone the header map.
+    let (parts, body) = request.into_parts();
+    handle(rt, Some(id), parts.method, parts.headers, body).await
 }
 
-async fn mcp(
-    State(rt): State<Arc<Runtime>>,
-    method: HttpMethod,
-    headers: HeaderMap,
-    body: HttpBody,
-) -> Response {
-    let scope = header(&headers, SERVER_ID_HEADER);
-    handle(rt, scope, method, headers, body).await
+async fn mcp(State(rt): State<Arc<Runtime>>, request: axum::extract::Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let scope = header(&parts.headers, SERVER_ID_HEADER);
+    handle(rt, scope, parts.method, parts.headers, body).await
 }
 
 fn header(headers: &HeaderMap, name: &str) -> Option<String> {
