@@ -177,6 +177,8 @@ impl UpstreamConfig {
 /// One discovered tool, resource, template or prompt.
 #[derive(Debug)]
 pub(crate) struct Entry {
+    /// Its exposed name (tools, prompts; prefix applied) or URI (resources, templates).
+    pub(crate) name: String,
     /// Index of its upstream in [`Catalog::upstreams`].
     pub(crate) upstream: usize,
     /// Its name at the upstream (tools, prompts) or URI (resources, templates).
@@ -327,8 +329,9 @@ impl Catalog {
                     });
                 }
                 item.insert(field.to_owned(), Value::String(exposed.clone()));
-                entries.by_name.insert(exposed, entries.list.len());
+                entries.by_name.insert(exposed.clone(), entries.list.len());
                 entries.list.push(Entry {
+                    name: exposed,
                     upstream: index,
                     upstream_name: name,
                     visibility: vis.clone(),
@@ -344,6 +347,7 @@ impl Catalog {
             self.templates.push((
                 prefix,
                 Entry {
+                    name: t.to_owned(),
                     upstream: index,
                     upstream_name: t.to_owned(),
                     visibility: vis.clone(),
@@ -382,50 +386,32 @@ impl Catalog {
         }
     }
 
-    /// Assembles `{"<key>":[...]}` from the visible entries of `kind`.
+    /// Assembles `{"<key>":[...]}` from the visible entries of `kind`, in catalog order.
     pub(crate) fn list_json(&self, kind: Kind, auth: &AuthContext, scope: Option<&str>) -> String {
         let (key, entries) = match kind {
             Kind::Tool => ("tools", &self.tools),
             Kind::Prompt => ("prompts", &self.prompts),
             Kind::Resource => ("resources", &self.resources),
         };
-        let mut out = String::with_capacity(64 + entries.list.len() * 256);
-        out.push_str("{\"");
-        out.push_str(key);
-        out.push_str("\":[");
-        let mut first = true;
-        for (name, &i) in ordered(entries) {
-            let e = &entries.list[i];
-            if self.allowed(kind, name, e, auth, scope) {
-                if !first {
-                    out.push(',');
-                }
-                first = false;
-                out.push_str(e.json.get());
-            }
-        }
-        out.push_str("]}");
-        out
+        json_array(
+            key,
+            entries
+                .list
+                .iter()
+                .filter(|e| self.allowed(kind, &e.name, e, auth, scope)),
+        )
     }
 
     /// Assembles `{"resourceTemplates":[...]}`: templates are visible in the federated scope
     /// only (virtual servers list concrete resources).
     pub(crate) fn templates_json(&self, auth: &AuthContext, scope: Option<&str>) -> String {
-        let mut out = String::from("{\"resourceTemplates\":[");
-        let mut first = true;
-        if scope.is_none() {
-            for (_, e) in &self.templates {
-                if auth.can_see(&e.visibility) {
-                    if !first {
-                        out.push(',');
-                    }
-                    first = false;
-                    out.push_str(e.json.get());
-                }
-            }
-        }
-        out.push_str("]}");
-        out
+        json_array(
+            "resourceTemplates",
+            self.templates
+                .iter()
+                .map(|(_, e)| e)
+                .filter(|e| scope.is_none() && auth.can_see(&e.visibility)),
+        )
     }
 
     /// The upstream index serving `uri` for a `resources/read`: a listed resource, else the
@@ -454,15 +440,20 @@ impl Catalog {
     }
 }
 
-/// Entries in catalog order with their exposed names.
-fn ordered(entries: &Entries) -> impl Iterator<Item = (&str, &usize)> {
-    let mut v: Vec<(&str, &usize)> = entries
-        .by_name
-        .iter()
-        .map(|(k, v)| (k.as_str(), v))
-        .collect();
-    v.sort_by_key(|(_, i)| **i);
-    v.into_iter()
+/// `{"<key>":[e1,e2,...]}` from entries' raw JSON, copied without re-encoding.
+fn json_array<'a>(key: &str, entries: impl Iterator<Item = &'a Entry>) -> String {
+    let mut out = String::with_capacity(1024);
+    out.push_str("{\"");
+    out.push_str(key);
+    out.push_str("\":[");
+    for (i, e) in entries.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(e.json.get());
+    }
+    out.push_str("]}");
+    out
 }
 
 fn raw(v: &Map<String, Value>) -> Box<RawValue> {

@@ -41,6 +41,26 @@ async fn until_no_sleep_runs(http: &Http, who: &Value, sid: &str) {
     panic!("the upstream sleep call was never cancelled");
 }
 
+/// Starts a 30 s `sleep` call with JSON-RPC id `id` on its own connection and waits until it
+/// runs at the upstream.
+async fn start_sleep(
+    http: &Http,
+    who: &Value,
+    sid: &str,
+    id: i64,
+) -> tokio::task::JoinHandle<Reply> {
+    let call = sleep_call(who, sid, id, 30_000);
+    let path = http.path.clone();
+    let task = tokio::spawn(async move { Http::new(&path).send(&call).await });
+    for _ in 0..250 {
+        if inflight(http, who, sid).await == 1 {
+            return task;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the sleep call never reached the upstream");
+}
+
 fn sleep_call(who: &Value, sid: &str, id: i64, ms: u64) -> Call {
     Call::post(
         who,
@@ -79,23 +99,7 @@ async fn a_client_that_goes_away_cancels_the_upstream_call() {
     let http = Http::new(&rt.http);
     let who = auth("alice@example.com", false, Some(&[]));
     let sid = http.initialize(&who, None).await;
-    let (w2, s2, path) = (who.clone(), sid.clone(), rt.http.clone());
-    let task = tokio::spawn(async move {
-        Http::new(&path)
-            .send(&sleep_call(&w2, &s2, 2, 30_000))
-            .await
-    });
-    for _ in 0..250 {
-        if inflight(&http, &who, &sid).await == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(
-        inflight(&http, &who, &sid).await,
-        1,
-        "the call reached the upstream"
-    );
+    let task = start_sleep(&http, &who, &sid, 2).await;
     task.abort();
     until_no_sleep_runs(&http, &who, &sid).await;
 }
@@ -107,18 +111,7 @@ async fn notifications_cancelled_from_the_client_stops_the_call() {
     let http = Http::new(&rt.http);
     let who = auth("alice@example.com", false, Some(&[]));
     let sid = http.initialize(&who, None).await;
-    let (w2, s2, path) = (who.clone(), sid.clone(), rt.http.clone());
-    let task = tokio::spawn(async move {
-        Http::new(&path)
-            .send(&sleep_call(&w2, &s2, 77, 30_000))
-            .await
-    });
-    for _ in 0..250 {
-        if inflight(&http, &who, &sid).await == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let task = start_sleep(&http, &who, &sid, 77).await;
     let cancel = bytes::Bytes::from(
         json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 77}})
             .to_string(),
