@@ -17,6 +17,7 @@ use crate::client::{self, LoadResult, Stop, Worker, Workload};
 use crate::floor;
 use crate::harness::{self, RuntimeProcess};
 use crate::proc::{CpuMeter, MachineInfo, ProcTarget};
+use crate::python::{self, Gateway, GatewayMode, PyClient, PyWorkload, PythonEnv};
 use crate::report::{Comparison, Metrics, Report, Row, RowKey, SCHEMA};
 
 /// A boundary of the runtime a client can use.
@@ -80,7 +81,29 @@ pub struct Config {
     pub fixture_generated_tools: usize,
     /// The command line, recorded in the report.
     pub command_line: Vec<String>,
+    /// Measure the Rust client to runtime rows (layer 2).
+    pub runtime_layer: bool,
+    /// The virtual environment's interpreter (`.venv/bin/python`).
+    pub python: PathBuf,
+    /// The repository root (working directory of the Python processes).
+    pub repo_root: PathBuf,
+    /// `bench/pyhop.py`.
+    pub pyhop_script: PathBuf,
+    /// Python-hop clients (layer 3); empty skips the layer.
+    pub pyhop_clients: Vec<PyClient>,
+    /// Python-hop workloads.
+    pub pyhop_workloads: Vec<PyWorkload>,
+    /// Gateway modes (layer 4); empty skips the layer.
+    pub gateway_modes: Vec<GatewayMode>,
+    /// Workloads sent through the gateway.
+    pub gateway_workloads: Vec<Workload>,
+    /// Highest concurrency for gateway rows of 1 MiB or more (memory: every request in
+    /// flight holds several copies of the payload in the gateway).
+    pub big_payload_max_concurrency: usize,
 }
+
+/// Payloads from this size on are "big": fewer warm-up requests, capped concurrency.
+const BIG_PAYLOAD_BYTES: usize = 1024 * 1024;
 
 /// The processes of a run and the sessions opened on them.
 struct Target {
@@ -110,6 +133,9 @@ pub fn run(cfg: &Config) -> anyhow::Result<Report> {
         .enable_all()
         .build()
         .context("cannot start the client's async runtime")?;
+    let mut notes: Vec<String> = Vec::new();
+    let mut commands: BTreeMap<String, String> = BTreeMap::new();
+    commands.insert("mcp-bench".to_owned(), cfg.command_line.join(" "));
 
     let mut fixture =
         harness::start_fixture(&cfg.fixture_bin, dir.path(), cfg.fixture_generated_tools)?;
@@ -118,7 +144,17 @@ pub fn run(cfg: &Config) -> anyhow::Result<Report> {
         fixture.url,
         fixture.guard.pid()
     ));
-    let want_grpc = cfg.transports.contains(&Transport::Grpc);
+    commands.insert(
+        "fixture".to_owned(),
+        format!(
+            "{} --listen 127.0.0.1:0 --generated-tools {}",
+            cfg.fixture_bin.display(),
+            cfg.fixture_generated_tools
+        ),
+    );
+    let want_grpc = cfg.transports.contains(&Transport::Grpc)
+        || cfg.pyhop_clients.contains(&PyClient::Grpc)
+        || cfg.gateway_modes.contains(&GatewayMode::Grpc);
     let runtime = rt.block_on(harness::start_runtime(
         &cfg.runtime_bin,
         dir.path(),
@@ -131,6 +167,8 @@ pub fn run(cfg: &Config) -> anyhow::Result<Report> {
         runtime.guard.pid(),
         runtime.health
     ));
+    commands.insert("runtime".to_owned(), runtime.command.clone());
+    let runtime_threads = ProcTarget::pid(runtime.guard.pid()).threads().ok();
     let (http_session, grpc) = rt.block_on(async {
         let h = client::http::initialize(&runtime.http_socket).await?;
         let g = match &runtime.grpc_socket {
@@ -145,6 +183,118 @@ pub fn run(cfg: &Config) -> anyhow::Result<Report> {
         grpc,
     };
 
+    // The Python layers need the virtual environment; without it they are skipped, with a note.
+    let want_python = !cfg.pyhop_clients.is_empty() || !cfg.gateway_modes.is_empty();
+    let pyenv = if want_python {
+        match PythonEnv::probe(&cfg.python, &cfg.repo_root) {
+            Ok(env) => Some(env),
+            Err(e) => {
+                note(
+                    &mut notes,
+                    format!("python-hop and gateway layers skipped: {e:#}"),
+                );
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let mut pyhop_clients = cfg.pyhop_clients.clone();
+    let mut gateway_modes = cfg.gateway_modes.clone();
+    if target.grpc.is_none() {
+        if pyhop_clients.contains(&PyClient::Grpc) || gateway_modes.contains(&GatewayMode::Grpc) {
+            note(
+                &mut notes,
+                "gRPC rows of the python-hop and gateway layers skipped: the runtime runs without its gRPC socket".to_owned(),
+            );
+        }
+        pyhop_clients.retain(|&c| c != PyClient::Grpc);
+        gateway_modes.retain(|&m| m != GatewayMode::Grpc);
+    }
+    if pyenv.is_some() && !pyhop_clients.is_empty() && !cfg.pyhop_script.exists() {
+        note(
+            &mut notes,
+            format!(
+                "python-hop layer skipped: {} does not exist",
+                cfg.pyhop_script.display()
+            ),
+        );
+        pyhop_clients.clear();
+    }
+
+    let mut gateways: Vec<Gateway> = Vec::new();
+    let mut token = String::new();
+    if let Some(env) = &pyenv
+        && !gateway_modes.is_empty()
+    {
+        let secret = format!(
+            "mcp-bench-{}-{}",
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+            std::process::id()
+        );
+        token = env.mint_token(&secret)?;
+        commands.insert(
+            "token".to_owned(),
+            format!(
+                "JWT_SECRET_KEY=... {} -m mcp_gateway token --sub {} --admin --ttl-s 86400",
+                env.python.display(),
+                client::SUBJECT_EMAIL
+            ),
+        );
+        for &mode in &gateway_modes {
+            let socket = match mode {
+                GatewayMode::Python => None,
+                GatewayMode::HttpJson => Some(target.runtime.http_socket.as_path()),
+                GatewayMode::Grpc => target.runtime.grpc_socket.as_deref(),
+            };
+            match rt.block_on(python::start_gateway(
+                env,
+                mode,
+                socket,
+                &target.runtime.catalog,
+                &secret,
+                dir.path(),
+            )) {
+                Ok(g) => {
+                    progress(format_args!(
+                        "gateway ({}) ready on {} (pid {})",
+                        mode.name(),
+                        g.addr,
+                        g.guard.pid()
+                    ));
+                    commands.insert(format!("gateway {}", mode.name()), g.command.clone());
+                    gateways.push(g);
+                }
+                Err(e) => note(
+                    &mut notes,
+                    format!("gateway mode {} skipped: {e:#}", mode.name()),
+                ),
+            }
+        }
+    }
+    if let (Some(env), false) = (&pyenv, pyhop_clients.is_empty()) {
+        commands.insert(
+            "pyhop".to_owned(),
+            format!(
+                "{} {} {}",
+                env.python.display(),
+                cfg.pyhop_script.display(),
+                python::pyhop_args(
+                    PyClient::Httpx,
+                    &target.runtime.http_socket,
+                    PyWorkload::Ping,
+                    1,
+                    cfg.stop,
+                    cfg.warmup,
+                    target.runtime.guard.pid(),
+                )
+                .join(" ")
+            ),
+        );
+    }
+
     let meter = CpuMeter::new(vec![
         (
             "runtime".to_owned(),
@@ -154,6 +304,13 @@ pub fn run(cfg: &Config) -> anyhow::Result<Report> {
         ("client".to_owned(), ProcTarget::this()),
     ]);
     let floor_meter = CpuMeter::new(vec![("client".to_owned(), ProcTarget::this())]);
+    let backend_meter = CpuMeter::new(vec![
+        (
+            "runtime".to_owned(),
+            ProcTarget::pid(target.runtime.guard.pid()),
+        ),
+        ("fixture".to_owned(), ProcTarget::pid(fixture.guard.pid())),
+    ]);
 
     let mut order: Vec<RowKey> = Vec::new();
     let mut rounds: HashMap<RowKey, Vec<Metrics>> = HashMap::new();
@@ -185,23 +342,106 @@ pub fn run(cfg: &Config) -> anyhow::Result<Report> {
                 record(key, m);
             }
         }
-        for &workload in &cfg.workloads {
-            for &c in &cfg.concurrency {
-                let mut transports = cfg.transports.clone();
-                if round % 2 == 1 {
-                    transports.reverse();
+        if cfg.runtime_layer {
+            for &workload in &cfg.workloads {
+                for &c in &cfg.concurrency {
+                    for t in rotated(&cfg.transports, round) {
+                        let (key, m) =
+                            rt.block_on(measure_runtime(cfg, &target, &meter, t, workload, c))?;
+                        target.runtime.guard.check_alive()?;
+                        progress(format_args!("{tag} {}", line(&key, &m)));
+                        record(key, m);
+                    }
                 }
-                for t in transports {
-                    let (key, m) =
-                        rt.block_on(measure_runtime(cfg, &target, &meter, t, workload, c))?;
+            }
+        }
+        if let Some(env) = &pyenv {
+            for &workload in &cfg.pyhop_workloads {
+                for &c in &cfg.concurrency {
+                    for client in rotated(&pyhop_clients, round) {
+                        match measure_pyhop(cfg, env, &target, &backend_meter, client, workload, c)
+                        {
+                            Ok((key, m)) => {
+                                progress(format_args!("{tag} {}", line(&key, &m)));
+                                record(key, m);
+                            }
+                            Err(e) => note(
+                                &mut notes,
+                                format!(
+                                    "{tag} python-hop {} {} c={c} failed: {e:#}",
+                                    client.name(),
+                                    workload.arg()
+                                ),
+                            ),
+                        }
+                        target.runtime.guard.check_alive()?;
+                    }
+                }
+            }
+        }
+        for &workload in &cfg.gateway_workloads {
+            for &c in &cfg.concurrency {
+                let payload = workload.body(1).len();
+                if payload >= BIG_PAYLOAD_BYTES && c > cfg.big_payload_max_concurrency {
+                    continue;
+                }
+                let n = gateways.len();
+                for i in 0..n {
+                    let g = &mut gateways[(i + round) % n];
+                    let meter = CpuMeter::new(vec![
+                        ("gateway".to_owned(), ProcTarget::tree(g.guard.pid())),
+                        (
+                            "runtime".to_owned(),
+                            ProcTarget::pid(target.runtime.guard.pid()),
+                        ),
+                        ("fixture".to_owned(), ProcTarget::pid(fixture.guard.pid())),
+                        ("client".to_owned(), ProcTarget::this()),
+                    ]);
+                    let endpoint = client::mcp::Endpoint::new(g.addr, &token)?;
+                    match rt.block_on(measure_gateway(cfg, &endpoint, g.mode, &meter, workload, c))
+                    {
+                        Ok((key, m)) => {
+                            progress(format_args!("{tag} {}", line(&key, &m)));
+                            record(key, m);
+                        }
+                        Err(e) => note(
+                            &mut notes,
+                            format!(
+                                "{tag} gateway {} {} {} B c={c} failed: {e:#}",
+                                g.mode.name(),
+                                workload.name(),
+                                payload
+                            ),
+                        ),
+                    }
+                    g.guard.check_alive()?;
                     target.runtime.guard.check_alive()?;
-                    progress(format_args!("{tag} {}", line(&key, &m)));
-                    record(key, m);
                 }
             }
         }
     }
     fixture.guard.check_alive()?;
+    for w in cfg
+        .gateway_workloads
+        .iter()
+        .filter(|w| w.body(1).len() >= BIG_PAYLOAD_BYTES)
+    {
+        let skipped: Vec<String> = cfg
+            .concurrency
+            .iter()
+            .filter(|&&c| c > cfg.big_payload_max_concurrency)
+            .map(ToString::to_string)
+            .collect();
+        if !skipped.is_empty() && !gateways.is_empty() {
+            notes.push(format!(
+                "gateway {} {} B not run at concurrency {} (big payloads are capped at {})",
+                w.name(),
+                w.body(1).len(),
+                skipped.join(","),
+                cfg.big_payload_max_concurrency
+            ));
+        }
+    }
 
     let rows: Vec<Row> = order
         .into_iter()
@@ -234,6 +474,11 @@ pub fn run(cfg: &Config) -> anyhow::Result<Report> {
         let names: Vec<&str> = f.iter().filter_map(|v| v.as_str()).collect();
         versions.insert("runtime features".to_owned(), names.join(","));
     }
+    if let Some(env) = &pyenv {
+        for (k, v) in &env.versions {
+            versions.insert(format!("python: {k}"), v.clone());
+        }
+    }
 
     let mut settings = BTreeMap::new();
     settings.insert("rounds".to_owned(), json!(cfg.rounds));
@@ -247,12 +492,20 @@ pub fn run(cfg: &Config) -> anyhow::Result<Report> {
     settings.insert("concurrency".to_owned(), json!(cfg.concurrency));
     settings.insert(
         "workloads".to_owned(),
-        json!(cfg.workloads.iter().map(|w| w.method()).collect::<Vec<_>>()),
+        json!(cfg.workloads.iter().map(|w| w.name()).collect::<Vec<_>>()),
     );
     settings.insert("floor_payloads".to_owned(), json!(cfg.floor_payloads));
     settings.insert(
         "runtime_worker_threads".to_owned(),
         json!(cfg.runtime_worker_threads),
+    );
+    settings.insert(
+        "runtime_worker_threads_effective".to_owned(),
+        json!(cfg.runtime_worker_threads.unwrap_or(machine.nproc)),
+    );
+    settings.insert(
+        "runtime_threads_at_start".to_owned(),
+        json!(runtime_threads),
     );
     settings.insert(
         "client_worker_threads".to_owned(),
@@ -266,9 +519,39 @@ pub fn run(cfg: &Config) -> anyhow::Result<Report> {
         "fixture_generated_tools".to_owned(),
         json!(cfg.fixture_generated_tools),
     );
+    settings.insert(
+        "pyhop_clients".to_owned(),
+        json!(pyhop_clients.iter().map(|c| c.name()).collect::<Vec<_>>()),
+    );
+    settings.insert(
+        "pyhop_workloads".to_owned(),
+        json!(
+            cfg.pyhop_workloads
+                .iter()
+                .map(|w| w.arg())
+                .collect::<Vec<_>>()
+        ),
+    );
+    settings.insert(
+        "gateway_modes".to_owned(),
+        json!(gateways.iter().map(|g| g.mode.name()).collect::<Vec<_>>()),
+    );
+    settings.insert(
+        "gateway_workloads".to_owned(),
+        json!(
+            cfg.gateway_workloads
+                .iter()
+                .map(|w| format!("{} ({} B request)", w.name(), w.body(1).len()))
+                .collect::<Vec<_>>()
+        ),
+    );
+    settings.insert(
+        "upstream".to_owned(),
+        json!("mcp-fixture-server (every row; no third-party upstream in this run)"),
+    );
 
-    // Stop the runtime before the fixture it holds connections to; the guards would do it
-    // in the reverse order of declaration anyway, this makes it explicit.
+    // Stop the gateways, then the runtime, then the fixture they hold connections to.
+    drop(gateways);
     drop(target);
     drop(fixture);
     Ok(Report {
@@ -278,9 +561,149 @@ pub fn run(cfg: &Config) -> anyhow::Result<Report> {
         machine,
         versions,
         settings,
+        commands,
+        notes,
         rows,
         comparisons,
     })
+}
+
+/// `items` rotated left by `round` (A B C, B C A, C A B, ...), so no mode always runs first.
+fn rotated<T: Copy>(items: &[T], round: usize) -> Vec<T> {
+    if items.is_empty() {
+        return Vec::new();
+    }
+    let k = round % items.len();
+    items[k..].iter().chain(&items[..k]).copied().collect()
+}
+
+/// Adds a note to the report and prints it.
+fn note(notes: &mut Vec<String>, text: String) {
+    progress(format_args!("note: {text}"));
+    notes.push(text);
+}
+
+/// Measures one Python-hop row: runs `pyhop.py` once. The runtime's CPU per request is the
+/// script's own reading around its measured phase (`--runtime-pid`); the fixture's is read
+/// around the whole script and divided by measured plus warm-up requests (an approximation:
+/// it also counts the session set-up).
+fn measure_pyhop(
+    cfg: &Config,
+    env: &PythonEnv,
+    target: &Target,
+    meter: &CpuMeter,
+    client: PyClient,
+    workload: PyWorkload,
+    concurrency: usize,
+) -> anyhow::Result<(RowKey, Metrics)> {
+    let socket = match client {
+        PyClient::Grpc => target
+            .runtime
+            .grpc_socket
+            .as_deref()
+            .context("no gRPC socket")?,
+        _ => target.runtime.http_socket.as_path(),
+    };
+    let key = RowKey {
+        layer: "python-hop".to_owned(),
+        transport: client.transport().to_owned(),
+        client: client.name().to_owned(),
+        workload: workload.workload().name().to_owned(),
+        concurrency,
+        payload_bytes: workload.workload().body(1).len(),
+    };
+    let args = python::pyhop_args(
+        client,
+        socket,
+        workload,
+        concurrency,
+        cfg.stop,
+        cfg.warmup,
+        target.runtime.guard.pid(),
+    );
+    let before = meter.sample();
+    let row = python::run_pyhop(env, &cfg.pyhop_script, &args)?;
+    let after = meter.sample();
+    if let Some(e) = &row.first_error {
+        progress(format_args!("  first error: {e}"));
+    }
+    let counted = row.requests + cfg.warmup;
+    let mut cpu: BTreeMap<String, f64> = meter
+        .used(&before, &after)
+        .into_iter()
+        .map(|(k, d)| {
+            let v = if counted == 0 {
+                0.0
+            } else {
+                d.as_secs_f64() * 1e6 / counted as f64
+            };
+            (k, v)
+        })
+        .collect();
+    if let Some(v) = row.runtime_cpu_us_per_req {
+        cpu.insert("runtime".to_owned(), v);
+    }
+    cpu.insert("client".to_owned(), row.client_cpu_us_per_req);
+    Ok((
+        key,
+        Metrics {
+            requests: row.requests,
+            errors: row.errors,
+            elapsed_s: row.duration_s,
+            requests_per_s: row.rps,
+            latency_us: row.latency_us,
+            cpu_us_per_request: cpu,
+            peak_rss_kib: meter.peak_rss_kib(),
+            response_bytes: 0,
+        },
+    ))
+}
+
+/// Measures one end-to-end row through a gateway: each worker connects and opens its own
+/// session, warms up, then the measured phase; the sessions are closed afterwards.
+async fn measure_gateway(
+    cfg: &Config,
+    endpoint: &client::mcp::Endpoint,
+    mode: GatewayMode,
+    meter: &CpuMeter,
+    workload: Workload,
+    concurrency: usize,
+) -> anyhow::Result<(RowKey, Metrics)> {
+    let payload = workload.body(1).len();
+    let key = RowKey {
+        layer: "gateway".to_owned(),
+        transport: mode.name().to_owned(),
+        client: "hyper (TCP)".to_owned(),
+        workload: workload.name().to_owned(),
+        concurrency,
+        payload_bytes: payload,
+    };
+    let big = payload >= BIG_PAYLOAD_BYTES;
+    let mut workers = Vec::with_capacity(concurrency);
+    for _ in 0..concurrency.max(1) {
+        workers.push(Worker::Mcp(
+            client::mcp::McpWorker::connect(endpoint).await?,
+        ));
+    }
+    let warmup = if big {
+        cfg.warmup.min(concurrency as u64)
+    } else {
+        cfg.warmup
+    };
+    let stop = match cfg.stop {
+        Stop::Requests(n) if big => Stop::Requests(n.min(8 * concurrency as u64)),
+        s => s,
+    };
+    let (_, workers) = client::drive(workers, workload, Stop::Requests(warmup)).await;
+    let before = meter.sample();
+    let (result, workers) = client::drive(workers, workload, stop).await;
+    let m = metrics(&result, meter, &before);
+    for w in workers {
+        if let Worker::Mcp(w) = w {
+            w.close().await;
+        }
+    }
+    Ok((key, m))
 }
 
 /// Measures one runtime row: fresh workers, warm-up, then the measured phase.
@@ -301,7 +724,7 @@ async fn measure_runtime(
         layer: "runtime".to_owned(),
         transport: transport.name().to_owned(),
         client: client.to_owned(),
-        workload: workload.method().to_owned(),
+        workload: workload.name().to_owned(),
         concurrency,
         payload_bytes: workload.body(1).len(),
     };
@@ -376,20 +799,48 @@ fn metrics(result: &LoadResult, meter: &CpuMeter, before: &crate::proc::CpuSampl
     }
 }
 
-/// gRPC over HTTP/JSON for every runtime workload and concurrency measured with both.
+/// The ratios the report shows, each computed round by round between rows of the same layer,
+/// workload, payload and concurrency:
+///
+/// - runtime: gRPC / HTTP/JSON (Rust clients);
+/// - python-hop: grpc.aio / httpx and aiohttp / httpx;
+/// - gateway: gRPC / HTTP/JSON, gRPC / Python baseline, HTTP/JSON / Python baseline.
 fn compare(rows: &[Row]) -> Vec<Comparison> {
-    rows.iter()
-        .filter(|r| r.key.layer == "runtime" && r.key.transport == Transport::Grpc.name())
-        .filter_map(|g| {
-            let h = rows.iter().find(|h| {
-                h.key.layer == g.key.layer
-                    && h.key.transport == Transport::HttpJson.name()
-                    && h.key.workload == g.key.workload
-                    && h.key.concurrency == g.key.concurrency
-            })?;
-            Some(Comparison::between(g, h))
-        })
-        .collect()
+    // (layer, numerator, denominator), by mode: the client for the Python hop, else the
+    // transport (for the gateway, its mode).
+    const PAIRS: &[(&str, &str, &str)] = &[
+        ("runtime", "grpc", "http-json"),
+        ("python-hop", "grpc.aio", "httpx"),
+        ("python-hop", "aiohttp", "httpx"),
+        ("gateway", "grpc", "http-json"),
+        ("gateway", "grpc", "python"),
+        ("gateway", "http-json", "python"),
+    ];
+    let mode = |k: &RowKey| {
+        if k.layer == "python-hop" {
+            k.client.clone()
+        } else {
+            k.transport.clone()
+        }
+    };
+    let mut out = Vec::new();
+    for &(layer, num, den) in PAIRS {
+        for n in rows
+            .iter()
+            .filter(|r| r.key.layer == layer && mode(&r.key) == num)
+        {
+            if let Some(d) = rows.iter().find(|d| {
+                d.key.layer == layer
+                    && mode(&d.key) == den
+                    && d.key.workload == n.key.workload
+                    && d.key.concurrency == n.key.concurrency
+                    && d.key.payload_bytes == n.key.payload_bytes
+            }) {
+                out.push(Comparison::between(n, d));
+            }
+        }
+    }
+    out
 }
 
 /// One progress line on stderr.
@@ -404,7 +855,7 @@ fn line(key: &RowKey, m: &Metrics) -> String {
             .map_or_else(|| "–".to_owned(), |v| format!("{v:.1}"))
     };
     format!(
-        "{} {}/{} {} c={} {} B: {:.0} req/s, p50 {:.1} µs, p99 {:.1} µs, errors {}, CPU/req runtime {} µs, client {} µs",
+        "{} {}/{} {} c={} {} B: {:.0} req/s, p50 {:.1} µs, p99 {:.1} µs, errors {}, CPU/req gateway {} µs, runtime {} µs, upstream {} µs, client {} µs",
         key.layer,
         key.transport,
         key.client,
@@ -415,7 +866,9 @@ fn line(key: &RowKey, m: &Metrics) -> String {
         m.latency_us.p50,
         m.latency_us.p99,
         m.errors,
+        cpu("gateway"),
         cpu("runtime"),
+        cpu("fixture"),
         cpu("client"),
     )
 }

@@ -8,10 +8,14 @@ use clap::Parser;
 
 use crate::bench::{self, Config, GrpcChannel, Transport};
 use crate::client::{Stop, Workload};
+use crate::python::{GatewayMode, PyClient, PyWorkload};
 
-/// Boundary micro-benchmarks of the MCP runtime: the kernel floor (raw Unix socket
-/// ping-pong) and a Rust client calling `ping` and `tools/list` over the HTTP/JSON and gRPC
-/// adapters, interleaved in rounds. Starts the fixture upstream and the runtime itself.
+/// Benchmarks of the MCP runtime and its boundaries, in four layers measured in interleaved
+/// rounds: the kernel floor (raw Unix socket ping-pong); a Rust client calling the runtime
+/// over HTTP/JSON and gRPC; Python clients (`bench/pyhop.py`: httpx, aiohttp, grpc.aio)
+/// calling the runtime; and end to end through the Python gateway in its three modes
+/// (Python baseline, HTTP/JSON, gRPC) with this program as the MCP load generator. Starts
+/// the fixture upstream, the runtime and the gateways itself.
 ///
 /// Prints progress on stderr and a Markdown table on stdout.
 #[derive(Debug, Parser)]
@@ -85,6 +89,67 @@ pub struct Cli {
     /// Generated tools the fixture exposes besides its fixed ones (a larger `tools/list`).
     #[arg(long, default_value_t = 0)]
     pub fixture_generated_tools: usize,
+
+    /// Skip the Rust client to runtime rows.
+    #[arg(long)]
+    pub no_runtime: bool,
+
+    /// Python-hop clients (`bench/pyhop.py --client`), comma separated, in first-round order.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "httpx,aiohttp,grpc"
+    )]
+    pub pyhop_clients: Vec<PyClient>,
+
+    /// Python-hop workloads, comma separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "ping,echo1k")]
+    pub pyhop_workloads: Vec<PyWorkload>,
+
+    /// Skip the Python-hop rows.
+    #[arg(long)]
+    pub no_python_hop: bool,
+
+    /// Gateway modes, comma separated, in first-round order.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "python,http,grpc"
+    )]
+    pub gateway_modes: Vec<GatewayMode>,
+
+    /// Workloads sent through the gateway, comma separated: `ping`, `tools/list`,
+    /// `echo:BYTES` (`k`/`m` suffixes for KiB/MiB).
+    #[arg(long, value_delimiter = ',', default_value = "ping,echo:100,echo:10k,tools/list", value_parser = Workload::parse)]
+    pub gateway_workloads: Vec<Workload>,
+
+    /// Skip the end-to-end gateway rows.
+    #[arg(long)]
+    pub no_gateway: bool,
+
+    /// Highest concurrency of gateway rows with a request of 1 MiB or more.
+    #[arg(long, default_value_t = 16)]
+    pub big_payload_max_concurrency: usize,
+
+    /// The repository root: working directory of the Python processes [default: the source
+    /// tree this binary was built from].
+    #[arg(long)]
+    pub repo_root: Option<PathBuf>,
+
+    /// The virtual environment's interpreter [default: REPO_ROOT/.venv/bin/python].
+    #[arg(long)]
+    pub python: Option<PathBuf>,
+
+    /// The Python-hop client script [default: REPO_ROOT/bench/pyhop.py].
+    #[arg(long)]
+    pub pyhop_script: Option<PathBuf>,
+
+    /// Write `results.json`, `report.md` and one SVG plot per layer into this directory
+    /// (created if missing).
+    #[arg(long)]
+    pub out_dir: Option<PathBuf>,
 }
 
 /// A binary next to the running executable (how cargo lays out a workspace's binaries).
@@ -111,6 +176,13 @@ impl Cli {
             self.concurrency.iter().all(|&c| c > 0),
             "--concurrency levels must be at least 1"
         );
+        let repo_root = match self.repo_root {
+            Some(p) => p,
+            None => {
+                let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+                built.canonicalize().unwrap_or(built)
+            }
+        };
         Ok(Config {
             runtime_bin: match self.runtime_bin {
                 Some(p) => p,
@@ -136,6 +208,27 @@ impl Cli {
             grpc_channel: self.grpc_channel,
             fixture_generated_tools: self.fixture_generated_tools,
             command_line,
+            runtime_layer: !self.no_runtime,
+            python: self
+                .python
+                .unwrap_or_else(|| repo_root.join(".venv/bin/python")),
+            pyhop_script: self
+                .pyhop_script
+                .unwrap_or_else(|| repo_root.join("bench/pyhop.py")),
+            repo_root,
+            pyhop_clients: if self.no_python_hop {
+                Vec::new()
+            } else {
+                self.pyhop_clients
+            },
+            pyhop_workloads: self.pyhop_workloads,
+            gateway_modes: if self.no_gateway {
+                Vec::new()
+            } else {
+                self.gateway_modes
+            },
+            gateway_workloads: self.gateway_workloads,
+            big_payload_max_concurrency: self.big_payload_max_concurrency,
         })
     }
 }
@@ -150,6 +243,7 @@ pub fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let json_out = cli.json_out.clone();
     let markdown_out = cli.markdown_out.clone();
+    let out_dir = cli.out_dir.clone();
     let cfg = cli.into_config(command_line)?;
     let report = bench::run(&cfg)?;
     let markdown = report.to_markdown();
@@ -162,6 +256,23 @@ pub fn main() -> anyhow::Result<()> {
     if let Some(path) = markdown_out {
         std::fs::write(&path, &markdown)
             .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if let Some(dir) = out_dir {
+        let write = |name: &str, text: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
+        };
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        let json = serde_json::to_string_pretty(&report).context("cannot encode the report")?;
+        write("results.json", &(json + "\n"))?;
+        let mut plots = Vec::new();
+        for (name, svg) in report.to_svgs() {
+            write(&name, &svg)?;
+            plots.push(name);
+        }
+        write("report.md", &report.to_full_markdown(&plots))?;
+        eprintln!("mcp-bench: wrote {}", dir.display());
     }
     print!("{markdown}");
     Ok(())

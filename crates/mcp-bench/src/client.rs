@@ -6,6 +6,7 @@
 
 pub mod grpc;
 pub mod http;
+pub mod mcp;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,19 +33,34 @@ pub enum Workload {
     Ping,
     /// JSON-RPC `tools/list`: answered from the runtime's catalog, filtered by visibility.
     ToolsList,
+    /// `tools/call` of the fixture's `echo` tool with a `text` argument of this many bytes (the
+    /// result carries the same text back): a round trip to the upstream.
+    Echo(usize),
 }
 
 impl Workload {
-    /// The JSON-RPC method name, also the workload's name in reports.
+    /// The JSON-RPC method name.
     #[must_use]
     pub fn method(self) -> &'static str {
         match self {
             Self::Ping => "ping",
             Self::ToolsList => "tools/list",
+            Self::Echo(_) => "tools/call",
         }
     }
 
-    /// Parses a method name as given on the command line.
+    /// The workload's name in reports: `ping`, `tools/list` or `tools/call echo` (the size is
+    /// the row's payload).
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Echo(_) => "tools/call echo",
+            w => w.method(),
+        }
+    }
+
+    /// Parses a workload as given on the command line: `ping`, `tools/list`, `echo:BYTES`
+    /// (suffixes `k`/`K` = KiB, `m`/`M` = MiB allowed, e.g. `echo:10k`).
     ///
     /// # Errors
     ///
@@ -53,19 +69,43 @@ impl Workload {
         match s {
             "ping" => Ok(Self::Ping),
             "tools/list" | "tools-list" => Ok(Self::ToolsList),
-            _ => Err(format!(
-                "unknown workload `{s}` (expected ping or tools/list)"
-            )),
+            _ => {
+                let size = s.strip_prefix("echo:").ok_or_else(|| {
+                    format!("unknown workload `{s}` (expected ping, tools/list or echo:BYTES)")
+                })?;
+                let (digits, unit) = match size.char_indices().last() {
+                    Some((i, 'k' | 'K')) => (&size[..i], 1024),
+                    Some((i, 'm' | 'M')) => (&size[..i], 1024 * 1024),
+                    _ => (size, 1),
+                };
+                let n: usize = digits
+                    .parse()
+                    .map_err(|_| format!("bad echo size `{size}` in `{s}`"))?;
+                Ok(Self::Echo(n * unit))
+            }
         }
     }
 
     /// The JSON-RPC request body with id `id`.
     #[must_use]
     pub fn body(self, id: u64) -> String {
-        format!(
-            r#"{{"jsonrpc":"2.0","id":{id},"method":"{}"}}"#,
-            self.method()
-        )
+        match self {
+            Self::Echo(n) => {
+                let mut b = String::with_capacity(n + 128);
+                b.push_str(r#"{"jsonrpc":"2.0","id":"#);
+                b.push_str(&id.to_string());
+                b.push_str(
+                    r#","method":"tools/call","params":{"name":"echo","arguments":{"text":""#,
+                );
+                b.extend(std::iter::repeat_n('x', n));
+                b.push_str(r#""}}}"#);
+                b
+            }
+            _ => format!(
+                r#"{{"jsonrpc":"2.0","id":{id},"method":"{}"}}"#,
+                self.method()
+            ),
+        }
     }
 }
 
@@ -102,8 +142,15 @@ pub fn check_jsonrpc(body: &[u8], id: u64) -> Result<(), CallError> {
     if let Some(err) = wire.error {
         return Err(CallError::Response(format!("error {}", err.get())));
     }
-    if wire.result.is_none() {
+    let Some(result) = wire.result else {
         return Err(CallError::Response("no result".to_owned()));
+    };
+    // A tool result flagged as an error is not a success (cheap check on the raw text: the
+    // flag is one of the first keys, the echoed text cannot contain it).
+    if result.get().contains(r#""isError":true"#) {
+        return Err(CallError::Response(
+            "tool result with isError: true".to_owned(),
+        ));
     }
     if wire.id != Some(id) {
         return Err(CallError::Response(format!(
@@ -121,6 +168,8 @@ pub enum Worker {
     Http(http::HttpWorker),
     /// gRPC `Invoke` over the gRPC socket.
     Grpc(grpc::GrpcWorker),
+    /// MCP streamable HTTP to the gateway over TCP, with its own session.
+    Mcp(mcp::McpWorker),
 }
 
 impl Worker {
@@ -133,6 +182,7 @@ impl Worker {
         match self {
             Self::Http(w) => w.call(workload).await,
             Self::Grpc(w) => w.call(workload).await,
+            Self::Mcp(w) => w.call(workload).await,
         }
     }
 }
@@ -293,5 +343,11 @@ mod tests {
         );
         assert_eq!(Workload::parse("tools/list"), Ok(Workload::ToolsList));
         assert!(Workload::parse("x").is_err());
+        assert_eq!(Workload::parse("echo:10k"), Ok(Workload::Echo(10240)));
+        assert_eq!(Workload::parse("echo:100"), Ok(Workload::Echo(100)));
+        let body = Workload::Echo(3).body(9);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["params"]["arguments"]["text"], "xxx");
+        assert_eq!(v["id"], 9);
     }
 }

@@ -91,7 +91,16 @@ fn log_tail(path: &Path) -> String {
     format!("log {}:\n{tail}", path.display())
 }
 
-fn spawn(name: &'static str, cmd: &mut Command, log: PathBuf) -> anyhow::Result<ChildGuard> {
+/// Starts `cmd` with stdin closed and stderr going to `log`, held by a [`ChildGuard`].
+///
+/// # Errors
+///
+/// When the log cannot be created or the process cannot start.
+pub fn spawn_logged(
+    name: &'static str,
+    cmd: &mut Command,
+    log: PathBuf,
+) -> anyhow::Result<ChildGuard> {
     let err = File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
     let child = cmd
         .stdin(Stdio::null())
@@ -124,7 +133,7 @@ pub fn start_fixture(bin: &Path, dir: &Path, generated_tools: usize) -> anyhow::
         &generated_tools.to_string(),
     ])
     .stdout(Stdio::piped());
-    let mut guard = spawn("mcp-fixture-server", &mut cmd, dir.join("fixture.log"))?;
+    let mut guard = spawn_logged("mcp-fixture-server", &mut cmd, dir.join("fixture.log"))?;
     let stdout = guard
         .child
         .stdout
@@ -165,6 +174,10 @@ pub struct RuntimeProcess {
     pub grpc_socket: Option<PathBuf>,
     /// The body of its first `GET /health` answer.
     pub health: serde_json::Value,
+    /// The catalog file it serves (the Python baseline reads the same one).
+    pub catalog: PathBuf,
+    /// Its command line, for the report.
+    pub command: String,
 }
 
 /// Writes the catalog, starts `mcp-runtime` with its HTTP/JSON socket (and, with `grpc`, its
@@ -204,7 +217,12 @@ pub async fn start_runtime(
     if let Some(n) = worker_threads {
         cmd.args(["--worker-threads", &n.to_string()]);
     }
-    let mut guard = spawn("mcp-runtime", &mut cmd, dir.join("runtime.log"))?;
+    let command = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut guard = spawn_logged("mcp-runtime", &mut cmd, dir.join("runtime.log"))?;
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
         guard.check_alive()?;
@@ -219,6 +237,8 @@ pub async fn start_runtime(
                 http_socket,
                 grpc_socket,
                 health,
+                catalog,
+                command,
             });
         }
         if Instant::now() > deadline {

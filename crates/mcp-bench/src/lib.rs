@@ -29,5 +29,6 @@ pub mod client;
 pub mod floor;
 pub mod harness;
 pub mod proc;
+pub mod python;
 pub mod report;
 pub mod stats;

@@ -32,6 +32,8 @@ pub fn clock_ticks_per_second() -> u64 {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcTarget {
     dir: PathBuf,
+    /// Also count the live descendants (a Python server that may fork workers).
+    tree: Option<u32>,
 }
 
 impl ProcTarget {
@@ -40,6 +42,7 @@ impl ProcTarget {
     pub fn this() -> Self {
         Self {
             dir: PathBuf::from("/proc/self"),
+            tree: None,
         }
     }
 
@@ -48,7 +51,54 @@ impl ProcTarget {
     pub fn pid(pid: u32) -> Self {
         Self {
             dir: PathBuf::from(format!("/proc/{pid}")),
+            tree: None,
         }
+    }
+
+    /// The process with id `pid` and its live descendants: CPU time is summed over all of
+    /// them, peak RSS too (each child's own peak; children that exited are not counted).
+    #[must_use]
+    pub fn tree(pid: u32) -> Self {
+        Self {
+            dir: PathBuf::from(format!("/proc/{pid}")),
+            tree: Some(pid),
+        }
+    }
+
+    /// The `/proc` directories of the descendants of `root` (scanning every process's ppid).
+    fn descendants(root: u32) -> Vec<PathBuf> {
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        let parents: Vec<(u32, u32)> = entries
+            .filter_map(Result::ok)
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter_map(|pid| {
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+                Some((pid, parse_ppid(&stat)?))
+            })
+            .collect();
+        let mut found = vec![root];
+        let mut i = 0;
+        while i < found.len() {
+            let p = found[i];
+            found.extend(parents.iter().filter(|&&(_, pp)| pp == p).map(|&(c, _)| c));
+            i += 1;
+        }
+        found
+            .into_iter()
+            .skip(1)
+            .map(|pid| PathBuf::from(format!("/proc/{pid}")))
+            .collect()
+    }
+
+    /// The directories read: this process's, plus its descendants' for a tree.
+    fn dirs(&self) -> Vec<PathBuf> {
+        let mut dirs = vec![self.dir.clone()];
+        if let Some(root) = self.tree {
+            dirs.extend(Self::descendants(root));
+        }
+        dirs
     }
 
     /// User plus system CPU time consumed so far, in clock ticks.
@@ -58,13 +108,22 @@ impl ProcTarget {
     /// The I/O error when `/proc/PID/stat` cannot be read (the process is gone), or
     /// `InvalidData` when it cannot be parsed.
     pub fn cpu_ticks(&self) -> io::Result<u64> {
-        let stat = std::fs::read_to_string(self.dir.join("stat"))?;
-        parse_cpu_ticks(&stat).ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                "unexpected /proc/PID/stat format",
-            )
-        })
+        let mut total = 0;
+        for (i, dir) in self.dirs().into_iter().enumerate() {
+            let stat = match std::fs::read_to_string(dir.join("stat")) {
+                Ok(s) => s,
+                // A descendant may exit between the scan and the read.
+                Err(_) if i > 0 => continue,
+                Err(e) => return Err(e),
+            };
+            total += parse_cpu_ticks(&stat).ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "unexpected /proc/PID/stat format",
+                )
+            })?;
+        }
+        Ok(total)
     }
 
     /// Peak resident set size (`VmHWM`), in KiB.
@@ -73,9 +132,29 @@ impl ProcTarget {
     ///
     /// The I/O error when `/proc/PID/status` cannot be read, or `InvalidData` without `VmHWM`.
     pub fn peak_rss_kib(&self) -> io::Result<u64> {
+        let mut total = 0;
+        for (i, dir) in self.dirs().into_iter().enumerate() {
+            let status = match std::fs::read_to_string(dir.join("status")) {
+                Ok(s) => s,
+                Err(_) if i > 0 => continue,
+                Err(e) => return Err(e),
+            };
+            total += parse_status_kib(&status, "VmHWM:").ok_or_else(|| {
+                io::Error::new(io::ErrorKind::InvalidData, "no VmHWM in /proc/PID/status")
+            })?;
+        }
+        Ok(total)
+    }
+
+    /// Number of threads (`Threads:` of `/proc/PID/status`) of the process itself.
+    ///
+    /// # Errors
+    ///
+    /// When `/proc/PID/status` cannot be read or has no `Threads:` line.
+    pub fn threads(&self) -> io::Result<u64> {
         let status = std::fs::read_to_string(self.dir.join("status"))?;
-        parse_status_kib(&status, "VmHWM:").ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidData, "no VmHWM in /proc/PID/status")
+        parse_status_kib(&status, "Threads:").ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidData, "no Threads in /proc/PID/status")
         })
     }
 }
@@ -89,6 +168,12 @@ fn parse_cpu_ticks(stat: &str) -> Option<u64> {
     let utime: u64 = fields.next()?.parse().ok()?;
     let stime: u64 = fields.next()?.parse().ok()?;
     Some(utime + stime)
+}
+
+/// The parent pid (field 4) of a `/proc/PID/stat` line.
+fn parse_ppid(stat: &str) -> Option<u32> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn parse_status_kib(status: &str, key: &str) -> Option<u64> {
@@ -213,6 +298,7 @@ mod tests {
     fn parses_stat_with_a_tricky_name() {
         let stat = "1234 (a) b (c)) S 1 1234 1234 0 -1 4194560 100 0 0 0 7 5 0 0 20 0 1 0 1 1 1";
         assert_eq!(parse_cpu_ticks(stat), Some(12));
+        assert_eq!(parse_ppid(stat), Some(1));
     }
 
     #[test]

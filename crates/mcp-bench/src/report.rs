@@ -31,6 +31,12 @@ pub struct Report {
     pub versions: BTreeMap<String, String>,
     /// Run settings (rounds, stop rule, thread counts, ...), as given or defaulted.
     pub settings: BTreeMap<String, serde_json::Value>,
+    /// The commands that started each process, by role (secrets elided).
+    #[serde(default)]
+    pub commands: BTreeMap<String, String>,
+    /// What was skipped or failed, and why (a missing virtual environment, a failed row, ...).
+    #[serde(default)]
+    pub notes: Vec<String>,
     /// Measured rows, in first-measured order.
     pub rows: Vec<Row>,
     /// Ratios between paired rows.
@@ -40,9 +46,11 @@ pub struct Report {
 /// What identifies a row.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct RowKey {
-    /// `floor` (raw socket), `runtime` (a client straight to the runtime), later `gateway`.
+    /// `floor` (raw socket), `runtime` (a Rust client straight to the runtime),
+    /// `python-hop` (a Python client straight to the runtime), `gateway` (end to end).
     pub layer: String,
-    /// `uds-stream`, `http-json` or `grpc`.
+    /// `uds-stream`, `http-json` or `grpc`; for the gateway layer its mode (`python`,
+    /// `http-json`, `grpc`).
     pub transport: String,
     /// The client implementation, e.g. `hyper` or `tonic`.
     pub client: String,
@@ -80,7 +88,7 @@ pub struct Metrics {
     /// Latency percentiles of successful requests, in microseconds.
     pub latency_us: LatencySummary,
     /// CPU time (user plus system) per request of each process, in microseconds, by process
-    /// name (`runtime`, `fixture`, `client`).
+    /// name (`gateway`, `runtime`, `fixture` (the upstream), `client`).
     pub cpu_us_per_request: BTreeMap<String, f64>,
     /// Peak RSS of each process at the end of the phase, in KiB.
     pub peak_rss_kib: BTreeMap<String, u64>,
@@ -226,15 +234,43 @@ fn cell(v: Option<f64>, decimals: usize) -> String {
     }
 }
 
+/// How a row's mode is named in ratios: the client for the Python hop, else the transport.
+fn mode_label(k: &RowKey) -> &str {
+    if k.layer == "python-hop" {
+        &k.client
+    } else {
+        &k.transport
+    }
+}
+
+/// Bytes as a short human size (`100 B`, `10 KiB`, `16 MiB`).
+fn size(bytes: usize) -> String {
+    if bytes >= 1024 * 1024 {
+        format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+    } else if bytes >= 1024 {
+        format!("{:.1} KiB", bytes as f64 / 1024.0)
+    } else {
+        format!("{bytes} B")
+    }
+}
+
+/// Escapes text for SVG.
+fn xml(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
 impl Report {
-    /// The rows and comparisons as Markdown tables, with a header naming the machine.
+    /// The rows and comparisons as Markdown tables, with a header naming the machine, the
+    /// versions, the settings, the commands and the notes.
     #[must_use]
     pub fn to_markdown(&self) -> String {
         let mut out = String::new();
         let m = &self.machine;
         let _ = writeln!(
             out,
-            "## mcp-bench\n\n{} CPUs ({}), Linux {}; {} rounds, medians across rounds; latency and CPU in µs.\n",
+            "## mcp-bench\n\n{} CPUs ({}), Linux {}; {} rounds, medians across rounds; latency and CPU in µs, peak RSS in MiB; `upstream` is the fixture server.\n",
             m.nproc,
             m.cpu_model,
             m.kernel,
@@ -243,15 +279,19 @@ impl Report {
                 .map_or_else(|| "?".to_owned(), ToString::to_string),
         );
         out.push_str(
-            "| layer | transport | client | workload | conc | req B | resp B | req/s | p50 | p99 | errors | runtime CPU/req | client CPU/req |\n",
+            "| layer | mode | client | workload | conc | req B | resp B | req/s | p50 | p95 | p99 | max | errors | CPU/req client | gateway | runtime | upstream | RSS gateway | runtime | upstream |\n",
         );
-        out.push_str("|---|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
+        out.push_str(
+            "|---|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n",
+        );
+        let mib = |s: &Metrics, k: &str| s.peak_rss_kib.get(k).map(|&v| v as f64 / 1024.0);
         for r in &self.rows {
             let s = &r.summary;
             let k = &r.key;
+            let cpu = |name: &str| cell(s.cpu_us_per_request.get(name).copied(), 1);
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 k.layer,
                 k.transport,
                 k.client,
@@ -261,35 +301,165 @@ impl Report {
                 s.response_bytes,
                 cell(Some(s.requests_per_s), 0),
                 cell(Some(s.latency_us.p50), 1),
+                cell(Some(s.latency_us.p95), 1),
                 cell(Some(s.latency_us.p99), 1),
+                cell(Some(s.latency_us.max), 1),
                 s.errors,
-                cell(s.cpu_us_per_request.get("runtime").copied(), 1),
-                cell(s.cpu_us_per_request.get("client").copied(), 1),
+                cpu("client"),
+                cpu("gateway"),
+                cpu("runtime"),
+                cpu("fixture"),
+                cell(mib(s, "gateway"), 1),
+                cell(mib(s, "runtime"), 1),
+                cell(mib(s, "fixture"), 1),
             );
         }
         if !self.comparisons.is_empty() {
             out.push_str(
-                "\n### Ratios (median of per-round ratios)\n\n| ratio | workload | conc | req/s | p50 | p99 | runtime CPU/req | client CPU/req |\n|---|---|--:|--:|--:|--:|--:|--:|\n",
+                "\n### Ratios (median of per-round ratios; req/s above 1 means the first is faster)\n\n| layer | ratio | workload | req B | conc | req/s | p50 | p99 | gateway CPU/req | runtime CPU/req | client CPU/req |\n|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|\n",
             );
             for c in &self.comparisons {
                 let r = &c.median;
                 let _ = writeln!(
                     out,
-                    "| {} / {} | {} | {} | {} | {} | {} | {} | {} |",
-                    c.numerator.transport,
-                    c.denominator.transport,
+                    "| {} | {} / {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    c.numerator.layer,
+                    mode_label(&c.numerator),
+                    mode_label(&c.denominator),
                     c.numerator.workload,
+                    c.numerator.payload_bytes,
                     c.numerator.concurrency,
                     cell(Some(r.requests_per_s), 2),
                     cell(Some(r.p50), 2),
                     cell(Some(r.p99), 2),
+                    cell(r.cpu_per_request.get("gateway").copied(), 2),
                     cell(r.cpu_per_request.get("runtime").copied(), 2),
                     cell(r.cpu_per_request.get("client").copied(), 2),
                 );
             }
         }
+        if !self.notes.is_empty() {
+            out.push_str("\n### Notes\n\n");
+            for n in &self.notes {
+                let _ = writeln!(out, "- {n}");
+            }
+        }
         out
     }
+
+    /// The full Markdown report: [`Report::to_markdown`] plus the machine, versions, settings
+    /// and the exact commands, and links to the plots.
+    #[must_use]
+    pub fn to_full_markdown(&self, plots: &[String]) -> String {
+        let mut out = self.to_markdown();
+        for p in plots {
+            let _ = writeln!(out, "\n![{p}]({p})");
+        }
+        out.push_str("\n### Machine\n\n");
+        let m = &self.machine;
+        let _ = writeln!(
+            out,
+            "- CPUs: {}\n- CPU model: {}\n- kernel: {}\n- clock ticks per second: {}",
+            m.nproc, m.cpu_model, m.kernel, m.clock_ticks_per_second
+        );
+        out.push_str("\n### Versions\n\n");
+        for (k, v) in &self.versions {
+            let _ = writeln!(out, "- {k}: {v}");
+        }
+        out.push_str("\n### Settings\n\n");
+        for (k, v) in &self.settings {
+            let _ = writeln!(out, "- {k}: {v}");
+        }
+        out.push_str("\n### Commands\n\n");
+        for (k, v) in &self.commands {
+            let _ = writeln!(out, "- {k}: `{v}`");
+        }
+        out
+    }
+
+    /// One SVG bar chart of requests/s per layer that has rows (`(file name, SVG text)`),
+    /// one bar per row in measured order, labelled by mode, workload, size and concurrency.
+    #[must_use]
+    pub fn to_svgs(&self) -> Vec<(String, String)> {
+        let mut layers: Vec<&str> = Vec::new();
+        for r in &self.rows {
+            if !layers.contains(&r.key.layer.as_str()) {
+                layers.push(&r.key.layer);
+            }
+        }
+        layers
+            .into_iter()
+            .map(|layer| {
+                let mut rows: Vec<&Row> =
+                    self.rows.iter().filter(|r| r.key.layer == layer).collect();
+                rows.sort_by(|a, b| {
+                    (&a.key.workload, a.key.payload_bytes, a.key.concurrency).cmp(&(
+                        &b.key.workload,
+                        b.key.payload_bytes,
+                        b.key.concurrency,
+                    ))
+                });
+                (format!("{layer}.svg"), bar_chart(layer, &rows))
+            })
+            .collect()
+    }
+}
+
+/// A horizontal bar chart of the rows' median requests/s.
+fn bar_chart(layer: &str, rows: &[&Row]) -> String {
+    const BAR: usize = 18;
+    const LABEL_W: usize = 380;
+    const PLOT_W: usize = 420;
+    let max = rows
+        .iter()
+        .map(|r| r.summary.requests_per_s)
+        .fold(0.0_f64, f64::max)
+        .max(1.0);
+    let height = 40 + rows.len() * (BAR + 6) + 10;
+    let width = LABEL_W + PLOT_W + 90;
+    let mut svg = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">
+<text x="10" y="20" font-size="14" font-weight="bold">{} — requests/s (median of rounds)</text>
+"#,
+        xml(layer)
+    );
+    let palette = |mode: &str| match mode {
+        "grpc" | "grpc.aio" => "#2a9d8f",
+        "http-json" | "httpx" | "hyper" => "#e76f51",
+        "aiohttp" => "#f4a261",
+        "python" => "#264653",
+        _ => "#8d99ae",
+    };
+    for (i, r) in rows.iter().enumerate() {
+        let y = 34 + i * (BAR + 6);
+        let k = &r.key;
+        let mode = mode_label(k);
+        let label = format!(
+            "{mode} · {} {} · c={}",
+            k.workload,
+            size(k.payload_bytes),
+            k.concurrency
+        );
+        let rps = r.summary.requests_per_s;
+        let w = (rps / max * PLOT_W as f64).round().max(1.0);
+        let _ = writeln!(
+            svg,
+            r#"<text x="{}" y="{}" text-anchor="end">{}</text><rect x="{}" y="{y}" width="{w}" height="{BAR}" fill="{}"/><text x="{}" y="{}">{rps:.0}</text>"#,
+            LABEL_W - 6,
+            y + BAR - 5,
+            xml(&label),
+            LABEL_W,
+            palette(if k.layer == "python-hop" {
+                &k.client
+            } else {
+                &k.transport
+            }),
+            LABEL_W as f64 + w + 4.0,
+            y + BAR - 5,
+        );
+    }
+    svg.push_str("</svg>\n");
+    svg
 }
 
 #[cfg(test)]
@@ -351,10 +521,15 @@ mod tests {
             machine: MachineInfo::collect(),
             versions: BTreeMap::new(),
             settings: BTreeMap::new(),
+            commands: BTreeMap::new(),
+            notes: vec![],
             rows: vec![http, grpc],
             comparisons: vec![c],
         }
         .to_markdown();
-        assert!(md.contains("| grpc / http-json | ping | 1 |"), "{md}");
+        assert!(
+            md.contains("| runtime | grpc / http-json | ping | 40 | 1 |"),
+            "{md}"
+        );
     }
 }
