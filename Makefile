@@ -95,10 +95,19 @@ rust-test: rust-lint feature-gate
 	$(CARGO) test --workspace
 	$(CARGO) test --workspace --features mcp-runtime/grpc-uds
 
-# The main job: release binaries with grpc-uds, then the benchmark; results land in
-# bench/results/<UTC timestamp>/.
-bench:
+# The main job: release binaries with grpc-uds and the virtual environment, then every layer
+# (kernel floor, Rust client to runtime, Python hop, end to end through the gateway in its three
+# modes), interleaved in rounds. Results land in bench/results/<UTC timestamp>/ (results.json,
+# report.md, one SVG per layer). BENCH_PROFILE=quick (default, about 6 minutes on 2 cores) or
+# full (longer rows, 5 rounds, concurrency 64, 1 MiB and 16 MiB echo through the gateway).
+BENCH_PROFILE ?= quick
+BENCH_ARGS_quick := --duration 2 --rounds 3 --warmup 50 --concurrency 1,16
+BENCH_ARGS_full := --duration 5 --rounds 5 --warmup 200 --concurrency 1,16,64 \
+	--gateway-workloads ping,echo:100,echo:10k,echo:1m,echo:16m,tools/list
+bench: python-build
+	@test -n "$(BENCH_ARGS_$(BENCH_PROFILE))" || { echo "BENCH_PROFILE must be quick or full"; exit 2; }
 	$(CARGO) build --release -p mcp-runtime --features grpc-uds -p mcp-fixture-server -p mcp-bench
-	@ts=$$(date -u +%Y%m%dT%H%M%SZ); mkdir -p bench/results/$$ts; \
-	./target/release/mcp-bench --json-out bench/results/$$ts/results.json | tee bench/results/$$ts/report.md; \
-	echo "results: bench/results/$$ts/"
+	@ts=$$(date -u +%Y%m%dT%H%M%SZ); out=bench/results/$$ts; mkdir -p $$out; \
+	./target/release/mcp-bench $(BENCH_ARGS_$(BENCH_PROFILE)) --python $(CURDIR)/$(VPY) \
+		--repo-root $(CURDIR) --out-dir $$out && \
+	echo "results: $$out/ (profile $(BENCH_PROFILE))"

@@ -1,6 +1,9 @@
-//! Smoke test of the `mcp-bench` binary: a tiny run against the workspace's own runtime and
-//! fixture binaries (next to this test's `mcp-bench`) must exit 0 and write a JSON report with
-//! the expected rows. Timings are never checked.
+//! Smoke test of the `mcp-bench` binary: a tiny run of every layer against the workspace's own
+//! runtime and fixture binaries (next to this test's `mcp-bench`) must exit 0 and write a JSON
+//! report (and the `--out-dir` files) with the expected rows. Timings are never checked.
+//!
+//! The Python-hop and gateway layers need the repository's `.venv` (`make python-build`);
+//! without it the run skips them and says so in the report's `notes`, which is checked too.
 //!
 //! `cargo test --workspace` builds those binaries; when they are missing (`cargo test -p
 //! mcp-bench` alone) the test builds them with
@@ -78,6 +81,7 @@ fn tiny_run_writes_the_expected_rows() {
     }
     let out = tempfile::tempdir().unwrap();
     let json_path = out.path().join("report.json");
+    let out_dir = out.path().join("run");
     let output = Command::new(env!("CARGO_BIN_EXE_mcp-bench"))
         .args([
             "--requests",
@@ -92,6 +96,22 @@ fn tiny_run_writes_the_expected_rows() {
             "1",
             "--transports",
             if grpc { "http,grpc" } else { "http" },
+            "--pyhop-clients",
+            if grpc {
+                "httpx,aiohttp,grpc"
+            } else {
+                "httpx,aiohttp"
+            },
+            "--pyhop-workloads",
+            "ping",
+            "--gateway-modes",
+            if grpc {
+                "python,http,grpc"
+            } else {
+                "python,http"
+            },
+            "--gateway-workloads",
+            "ping,echo:100",
         ])
         .arg("--runtime-bin")
         .arg(dir.join("mcp-runtime"))
@@ -99,6 +119,8 @@ fn tiny_run_writes_the_expected_rows() {
         .arg(dir.join("mcp-fixture-server"))
         .arg("--json-out")
         .arg(&json_path)
+        .arg("--out-dir")
+        .arg(&out_dir)
         .output()
         .expect("mcp-bench runs");
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -114,6 +136,31 @@ fn tiny_run_writes_the_expected_rows() {
     assert_eq!(report["schema"], "mcp-bench/1");
     assert!(report["machine"]["nproc"].as_u64().unwrap() >= 1);
     assert!(report["command_line"].as_array().unwrap().len() > 1);
+
+    for f in ["results.json", "report.md"] {
+        assert!(out_dir.join(f).exists(), "{f} not written");
+    }
+    let again: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("results.json")).unwrap())
+            .expect("valid JSON in --out-dir");
+    assert_eq!(again["schema"], "mcp-bench/1");
+
+    // Either the Python layers ran, or exactly one note says why they were skipped.
+    let notes: Vec<&str> = report["notes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    let python = !notes
+        .iter()
+        .any(|n| n.starts_with("python-hop and gateway layers skipped"));
+    if python {
+        assert!(notes.is_empty(), "{notes:?}");
+    } else {
+        eprintln!("the virtual environment is not usable: {notes:?}");
+        assert_eq!(notes.len(), 1, "{notes:?}");
+    }
 
     let rows = report["rows"].as_array().unwrap();
     let keys: BTreeSet<(String, String, String, u64, u64)> = rows
@@ -151,6 +198,54 @@ fn tiny_run_writes_the_expected_rows() {
             }
         }
     }
+    if python {
+        let clients: &[(&str, &str)] = if grpc {
+            &[
+                ("http-json", "httpx"),
+                ("http-json", "aiohttp"),
+                ("grpc", "grpc.aio"),
+            ]
+        } else {
+            &[("http-json", "httpx"), ("http-json", "aiohttp")]
+        };
+        for c in [1, 2] {
+            for &(t, _) in clients {
+                expected.insert((
+                    "python-hop".to_owned(),
+                    t.to_owned(),
+                    "ping".to_owned(),
+                    c,
+                    40,
+                ));
+            }
+            let modes: &[&str] = if grpc {
+                &["python", "http-json", "grpc"]
+            } else {
+                &["python", "http-json"]
+            };
+            for &m in modes {
+                expected.insert(("gateway".to_owned(), m.to_owned(), "ping".to_owned(), c, 40));
+                let echo = rows
+                    .iter()
+                    .find(|r| r["layer"] == "gateway" && r["workload"] == "tools/call echo")
+                    .map_or(0, |r| r["payload_bytes"].as_u64().unwrap());
+                expected.insert((
+                    "gateway".to_owned(),
+                    m.to_owned(),
+                    "tools/call echo".to_owned(),
+                    c,
+                    echo,
+                ));
+            }
+        }
+        assert_eq!(
+            rows.iter()
+                .filter(|r| r["layer"] == "python-hop")
+                .map(|r| r["client"].as_str().unwrap())
+                .collect::<BTreeSet<_>>(),
+            clients.iter().map(|&(_, c)| c).collect::<BTreeSet<_>>()
+        );
+    }
     assert_eq!(keys, expected);
 
     for r in rows {
@@ -158,15 +253,34 @@ fn tiny_run_writes_the_expected_rows() {
         assert_eq!(s["requests"], 50, "{r}");
         assert_eq!(s["errors"], 0, "{r}");
         assert_eq!(r["rounds"].as_array().unwrap().len(), 1);
-        if r["layer"] == "runtime" {
+        if r["layer"] != "floor" {
             assert!(s["cpu_us_per_request"]["runtime"].is_number(), "{r}");
             assert!(r["payload_bytes"].as_u64().unwrap() > 0);
         }
+        if r["layer"] == "gateway" {
+            assert!(s["cpu_us_per_request"]["gateway"].is_number(), "{r}");
+            assert!(s["peak_rss_kib"]["gateway"].as_u64().unwrap() > 0, "{r}");
+        }
     }
     let comparisons = report["comparisons"].as_array().unwrap();
-    assert_eq!(comparisons.len(), if grpc { 4 } else { 0 });
-    for c in comparisons {
+    let count = |layer: &str| {
+        comparisons
+            .iter()
+            .filter(|c| c["numerator"]["layer"] == layer)
+            .count()
+    };
+    assert_eq!(count("runtime"), if grpc { 4 } else { 0 });
+    for c in comparisons
+        .iter()
+        .filter(|c| c["numerator"]["layer"] == "runtime")
+    {
         assert_eq!(c["numerator"]["transport"], "grpc");
         assert_eq!(c["denominator"]["transport"], "http-json");
+    }
+    if python {
+        // grpc.aio/httpx (with gRPC) and aiohttp/httpx, at two concurrency levels.
+        assert_eq!(count("python-hop"), if grpc { 4 } else { 2 });
+        // grpc/http-json, grpc/python, http-json/python (with gRPC), two workloads, two levels.
+        assert_eq!(count("gateway"), if grpc { 12 } else { 4 });
     }
 }
