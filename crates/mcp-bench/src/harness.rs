@@ -55,7 +55,7 @@ impl ChildGuard {
         }
     }
 
-    /// Stops the child: SIGTERM, then SIGKILL after [`STOP_GRACE`].
+    /// Stops the child: SIGTERM, then SIGKILL after a grace period (5 s).
     pub fn stop(&mut self) {
         if matches!(self.child.try_wait(), Ok(Some(_))) {
             return;

@@ -1,27 +1,36 @@
-//! Boundary micro-benchmarks of the MCP runtime sidecar.
+//! Benchmarks of the MCP runtime sidecar and its boundaries, all layers in one run.
 //!
-//! One run measures, with the modes interleaved in rounds and reported as medians and
-//! per-round ratios:
+//! One run measures, with the modes interleaved in rounds (the mode order rotates every
+//! round) and reported as medians and per-round ratios:
 //!
 //! 1. the kernel floor: raw ping-pong over Unix stream socket pairs (no protocol at all);
 //! 2. a Rust client calling the runtime's `ping` and `tools/list` over each adapter: HTTP/JSON
-//!    (hyper, HTTP/1.1 keep-alive) and gRPC (tonic `Invoke`), at several concurrency levels.
+//!    (hyper, HTTP/1.1 keep-alive) and gRPC (tonic `Invoke`), at several concurrency levels;
+//! 3. the Python hop: `bench/pyhop.py` spawned once per row (httpx, aiohttp, grpc.aio calling
+//!    the runtime over its sockets), its JSON row read back;
+//! 4. end to end through the Python gateway (`python -m mcp_gateway serve`, one process per
+//!    mode: Python baseline, HTTP/JSON, gRPC) against the same runtime and fixture, driven by
+//!    this program's MCP client over TCP (a session per worker).
 //!
-//! Each row reports requests/s, latency percentiles, errors, and the CPU time per request of
-//! every process involved, read from `/proc`. The run starts the fixture upstream and the
-//! runtime itself and stops them at the end, also on error.
+//! Each row reports requests/s, latency percentiles, errors, and the CPU time per request and
+//! peak RSS of every process involved, read from `/proc`. The run starts the fixture upstream,
+//! the runtime and the gateways itself and stops them at the end, also on error. Without a
+//! usable `.venv` the Python layers are skipped with a note in the report.
 //!
 //! # Layout
 //!
-//! - `cli.rs`: the command line, turned into a [`bench::Config`].
+//! - `cli.rs`: the command line, turned into a [`bench::Config`]; writes the outputs.
 //! - `bench.rs`: one run: processes up, rounds of rows, processes down, the report.
 //! - `harness.rs`: starting and stopping the fixture and the runtime (drop guards).
+//! - `python.rs`: the virtual environment, the gateway processes, `pyhop.py` rows.
 //! - `floor.rs`: the kernel floor ping-pong.
 //! - `client.rs`: workloads, response checks and the concurrent load driver;
-//!   `client/http.rs` (hyper) and `client/grpc.rs` (tonic) are the two clients.
-//! - `proc.rs`: CPU time and RSS from `/proc`, the machine description.
+//!   `client/http.rs` (hyper) and `client/grpc.rs` (tonic) are the two runtime clients,
+//!   `client/mcp.rs` the end-to-end MCP client of the gateway.
+//! - `proc.rs`: CPU time and RSS from `/proc` (single processes or process trees), the
+//!   machine description.
 //! - `stats.rs`: latency histograms (HdrHistogram) and medians.
-//! - `report.rs`: rows, metrics, comparisons; JSON and Markdown renderings.
+//! - `report.rs`: rows, metrics, comparisons; JSON, Markdown and SVG renderings.
 
 pub mod bench;
 pub mod cli;
