@@ -103,7 +103,7 @@ rust-test: rust-lint feature-gate
 BENCH_PROFILE ?= quick
 BENCH_ARGS_quick := --duration 2 --rounds 3 --warmup 50 --concurrency 1,16
 BENCH_ARGS_full := --duration 5 --rounds 5 --warmup 200 --concurrency 1,16,64 \
-	--gateway-workloads ping,echo:100,echo:10k,echo:1m,echo:16m,tools/list
+	--gateway-workloads ping,echo:100,echo:10k,echo:1m,echo:16m,tools/list,session
 bench: python-build
 	@test -n "$(BENCH_ARGS_$(BENCH_PROFILE))" || { echo "BENCH_PROFILE must be quick or full"; exit 2; }
 	$(CARGO) build --release -p mcp-runtime --features grpc-uds -p mcp-fixture-server -p mcp-bench

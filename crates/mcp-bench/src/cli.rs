@@ -120,9 +120,9 @@ pub struct Cli {
     )]
     pub gateway_modes: Vec<GatewayMode>,
 
-    /// Workloads sent through the gateway, comma separated: `ping`, `tools/list`,
+    /// Workloads sent through the gateway, comma separated: `ping`, `tools/list`, `session`,
     /// `echo:BYTES` (`k`/`m` suffixes for KiB/MiB).
-    #[arg(long, value_delimiter = ',', default_value = "ping,echo:100,echo:10k,tools/list", value_parser = Workload::parse)]
+    #[arg(long, value_delimiter = ',', default_value = "ping,echo:100,echo:10k,tools/list,session", value_parser = Workload::parse)]
     pub gateway_workloads: Vec<Workload>,
 
     /// Skip the end-to-end gateway rows.

@@ -36,6 +36,9 @@ pub enum Workload {
     /// `tools/call` of the fixture's `echo` tool with a `text` argument of this many bytes (the
     /// result carries the same text back): a round trip to the upstream.
     Echo(usize),
+    /// Session open and close: `initialize`, `notifications/initialized`, then `DELETE` of
+    /// the new session, counted as one request (end to end only).
+    Session,
 }
 
 impl Workload {
@@ -46,21 +49,23 @@ impl Workload {
             Self::Ping => "ping",
             Self::ToolsList => "tools/list",
             Self::Echo(_) => "tools/call",
+            Self::Session => "initialize",
         }
     }
 
-    /// The workload's name in reports: `ping`, `tools/list` or `tools/call echo` (the size is
-    /// the row's payload).
+    /// The workload's name in reports: `ping`, `tools/list`, `tools/call echo` (the size is
+    /// the row's payload) or `session open/close`.
     #[must_use]
     pub fn name(self) -> &'static str {
         match self {
             Self::Echo(_) => "tools/call echo",
+            Self::Session => "session open/close",
             w => w.method(),
         }
     }
 
-    /// Parses a workload as given on the command line: `ping`, `tools/list`, `echo:BYTES`
-    /// (suffixes `k`/`K` = KiB, `m`/`M` = MiB allowed, e.g. `echo:10k`).
+    /// Parses a workload as given on the command line: `ping`, `tools/list`, `session`,
+    /// `echo:BYTES` (suffixes `k`/`K` = KiB, `m`/`M` = MiB allowed, e.g. `echo:10k`).
     ///
     /// # Errors
     ///
@@ -69,9 +74,12 @@ impl Workload {
         match s {
             "ping" => Ok(Self::Ping),
             "tools/list" | "tools-list" => Ok(Self::ToolsList),
+            "session" => Ok(Self::Session),
             _ => {
                 let size = s.strip_prefix("echo:").ok_or_else(|| {
-                    format!("unknown workload `{s}` (expected ping, tools/list or echo:BYTES)")
+                    format!(
+                        "unknown workload `{s}` (expected ping, tools/list, session or echo:BYTES)"
+                    )
                 })?;
                 let (digits, unit) = match size.char_indices().last() {
                     Some((i, 'k' | 'K')) => (&size[..i], 1024),
@@ -101,12 +109,22 @@ impl Workload {
                 b.push_str(r#""}}}"#);
                 b
             }
+            Self::Session => initialize_body(id),
             _ => format!(
                 r#"{{"jsonrpc":"2.0","id":{id},"method":"{}"}}"#,
                 self.method()
             ),
         }
     }
+}
+
+/// The `initialize` request with id `id` (protocol [`PROTOCOL_VERSION`], no capabilities).
+#[must_use]
+pub fn initialize_body(id: u64) -> String {
+    format!(
+        r#"{{"jsonrpc":"2.0","id":{id},"method":"initialize","params":{{"protocolVersion":"{PROTOCOL_VERSION}","capabilities":{{}},"clientInfo":{{"name":"mcp-bench","version":"{}"}}}}}}"#,
+        env!("CARGO_PKG_VERSION")
+    )
 }
 
 /// Why one call did not count as a success.
@@ -180,9 +198,12 @@ impl Worker {
     /// [`CallError`] when the call failed or its response was not a JSON-RPC result.
     pub async fn call(&mut self, workload: Workload) -> Result<usize, CallError> {
         match self {
+            Self::Mcp(w) => w.call(workload).await,
+            _ if workload == Workload::Session => Err(CallError::Response(
+                "the session workload is measured end to end only".to_owned(),
+            )),
             Self::Http(w) => w.call(workload).await,
             Self::Grpc(w) => w.call(workload).await,
-            Self::Mcp(w) => w.call(workload).await,
         }
     }
 }

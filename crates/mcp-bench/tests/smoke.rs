@@ -111,7 +111,7 @@ fn tiny_run_writes_the_expected_rows() {
                 "python,http"
             },
             "--gateway-workloads",
-            "ping,echo:100",
+            "ping,echo:100,session",
         ])
         .arg("--runtime-bin")
         .arg(dir.join("mcp-runtime"))
@@ -225,17 +225,13 @@ fn tiny_run_writes_the_expected_rows() {
             };
             for &m in modes {
                 expected.insert(("gateway".to_owned(), m.to_owned(), "ping".to_owned(), c, 40));
-                let echo = rows
-                    .iter()
-                    .find(|r| r["layer"] == "gateway" && r["workload"] == "tools/call echo")
-                    .map_or(0, |r| r["payload_bytes"].as_u64().unwrap());
-                expected.insert((
-                    "gateway".to_owned(),
-                    m.to_owned(),
-                    "tools/call echo".to_owned(),
-                    c,
-                    echo,
-                ));
+                for w in ["tools/call echo", "session open/close"] {
+                    let size = rows
+                        .iter()
+                        .find(|r| r["layer"] == "gateway" && r["workload"] == w)
+                        .map_or(0, |r| r["payload_bytes"].as_u64().unwrap());
+                    expected.insert(("gateway".to_owned(), m.to_owned(), w.to_owned(), c, size));
+                }
             }
         }
         assert_eq!(
@@ -280,7 +276,8 @@ fn tiny_run_writes_the_expected_rows() {
     if python {
         // grpc.aio/httpx (with gRPC) and aiohttp/httpx, at two concurrency levels.
         assert_eq!(count("python-hop"), if grpc { 4 } else { 2 });
-        // grpc/http-json, grpc/python, http-json/python (with gRPC), two workloads, two levels.
-        assert_eq!(count("gateway"), if grpc { 12 } else { 4 });
+        // grpc/http-json, grpc/python, http-json/python (with gRPC), three workloads, two
+        // levels.
+        assert_eq!(count("gateway"), if grpc { 18 } else { 6 });
     }
 }

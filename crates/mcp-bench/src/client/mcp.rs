@@ -8,7 +8,7 @@
 
 use std::net::SocketAddr;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, StatusCode};
 use http_body_util::{BodyExt as _, Full};
@@ -17,7 +17,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
-use super::{ACCEPT, CallError, PROTOCOL_VERSION, Workload, check_jsonrpc};
+use super::{ACCEPT, CallError, PROTOCOL_VERSION, Workload, check_jsonrpc, initialize_body};
 
 /// One HTTP/1.1 connection over TCP; the connection task ends when the sender drops.
 #[derive(Debug)]
@@ -154,6 +154,41 @@ pub async fn get_status(addr: SocketAddr, path: &str) -> anyhow::Result<StatusCo
     Ok(status)
 }
 
+/// Opens a session on `conn`: `initialize` with id `id`, then `notifications/initialized`;
+/// returns the session id.
+async fn open_session(
+    conn: &mut Conn,
+    endpoint: &Endpoint,
+    id: u64,
+) -> Result<HeaderValue, CallError> {
+    let (status, headers, body) = conn
+        .send(endpoint.request(Method::POST, None, Bytes::from(initialize_body(id))))
+        .await?;
+    if status != StatusCode::OK {
+        return Err(CallError::Response(format!(
+            "initialize: status {status}: {}",
+            String::from_utf8_lossy(&body[..body.len().min(500)])
+        )));
+    }
+    let payload = jsonrpc_payload(headers.get(http::header::CONTENT_TYPE), &body);
+    check_jsonrpc(payload, id)?;
+    let session = headers
+        .get("mcp-session-id")
+        .ok_or_else(|| CallError::Response("initialize: no mcp-session-id header".to_owned()))?
+        .clone();
+    let note = Bytes::from_static(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+    let (status, _, body) = conn
+        .send(endpoint.request(Method::POST, Some(&session), note))
+        .await?;
+    if status != StatusCode::ACCEPTED {
+        return Err(CallError::Response(format!(
+            "notifications/initialized: status {status}: {}",
+            String::from_utf8_lossy(&body[..body.len().min(500)])
+        )));
+    }
+    Ok(session)
+}
+
 /// One worker: a keep-alive connection to the gateway and its own MCP session.
 #[derive(Debug)]
 pub struct McpWorker {
@@ -171,35 +206,9 @@ impl McpWorker {
     /// When the gateway cannot be reached or does not open a session.
     pub async fn connect(endpoint: &Endpoint) -> anyhow::Result<Self> {
         let mut conn = connect(endpoint.addr).await?;
-        let body = format!(
-            r#"{{"jsonrpc":"2.0","id":0,"method":"initialize","params":{{"protocolVersion":"{PROTOCOL_VERSION}","capabilities":{{}},"clientInfo":{{"name":"mcp-bench","version":"{}"}}}}}}"#,
-            env!("CARGO_PKG_VERSION")
-        );
-        let (status, headers, body) = conn
-            .send(endpoint.request(Method::POST, None, Bytes::from(body)))
-            .await?;
-        if status != StatusCode::OK {
-            bail!(
-                "initialize through the gateway: status {status}: {}",
-                String::from_utf8_lossy(&body[..body.len().min(500)])
-            );
-        }
-        let payload = jsonrpc_payload(headers.get(http::header::CONTENT_TYPE), &body);
-        check_jsonrpc(payload, 0).context("initialize through the gateway")?;
-        let session = headers
-            .get("mcp-session-id")
-            .context("initialize through the gateway: no mcp-session-id header")?
-            .clone();
-        let note = Bytes::from_static(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
-        let (status, _, body) = conn
-            .send(endpoint.request(Method::POST, Some(&session), note))
-            .await?;
-        if status != StatusCode::ACCEPTED {
-            bail!(
-                "notifications/initialized through the gateway: status {status}: {}",
-                String::from_utf8_lossy(&body[..body.len().min(500)])
-            );
-        }
+        let session = open_session(&mut conn, endpoint, 0)
+            .await
+            .map_err(|e| anyhow::anyhow!("opening a session through the gateway: {e}"))?;
         Ok(Self {
             conn,
             endpoint: endpoint.clone(),
@@ -216,6 +225,17 @@ impl McpWorker {
     pub async fn call(&mut self, workload: Workload) -> Result<usize, CallError> {
         let id = self.next_id;
         self.next_id += 1;
+        if workload == Workload::Session {
+            let session = open_session(&mut self.conn, &self.endpoint, id).await?;
+            let req = self
+                .endpoint
+                .request(Method::DELETE, Some(&session), Bytes::new());
+            let (status, _, _) = self.conn.send(req).await?;
+            if !status.is_success() {
+                return Err(CallError::Status(status.as_u16()));
+            }
+            return Ok(0);
+        }
         let req = self.endpoint.request(
             Method::POST,
             Some(&self.session),
