@@ -7,9 +7,11 @@ binaries ``make python-binaries`` builds; without them those tests fail with the
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import secrets
+import shutil
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -147,8 +149,13 @@ class Runtime:
 
 
 def _socket_dir() -> Path:
+    """Make a short directory for Unix sockets, removed when the test process exits.
+
+    pytest's tmp_path can exceed the 107-byte socket path limit.
+    """
     path = Path(os.environ.get("TMPDIR", "/tmp")) / f"mcpgw-{os.getpid()}-{secrets.token_hex(3)}"
     path.mkdir(parents=True, exist_ok=True)
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
     return path
 
 

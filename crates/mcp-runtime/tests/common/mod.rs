@@ -119,7 +119,7 @@ impl RuntimeProc {
             cmd.arg("--grpc-uds").arg(&grpc);
         }
         cmd.args(extra)
-            .env("MCP_RUNTIME_LOG", "warn")
+            .env("MCP_RUNTIME_LOG", "error")
             .stderr(Stdio::inherit());
         let proc = Proc(cmd.spawn().expect("spawn runtime"));
         let rt = Self {
