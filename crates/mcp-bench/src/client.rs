@@ -5,6 +5,7 @@
 //! `result` whose `id` matches the request; anything else is counted as an error.
 
 pub mod grpc;
+mod h1;
 pub mod http;
 pub mod mcp;
 

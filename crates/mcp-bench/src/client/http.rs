@@ -8,12 +8,10 @@ use anyhow::{Context as _, bail};
 use base64::Engine as _;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, StatusCode};
-use http_body_util::{BodyExt as _, Full};
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
+use http_body_util::Full;
 use tokio::net::UnixStream;
-use tokio::task::JoinHandle;
 
+use super::h1::Conn;
 use super::{ACCEPT, CallError, PROTOCOL_VERSION, SUBJECT_EMAIL, Workload, check_jsonrpc};
 
 /// Header carrying the caller's AuthContext (base64url of its JSON form).
@@ -27,54 +25,13 @@ pub fn auth_context_header() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
 }
 
-/// One HTTP/1.1 connection to the Unix socket; the connection task ends when the sender drops.
-#[derive(Debug)]
-struct Conn {
-    sender: SendRequest<Full<Bytes>>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for Conn {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 async fn connect(socket: &Path) -> anyhow::Result<Conn> {
     let stream = UnixStream::connect(socket)
         .await
         .with_context(|| format!("cannot connect to {}", socket.display()))?;
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    Conn::handshake(stream)
         .await
-        .context("HTTP/1.1 handshake failed")?;
-    let task = tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(Conn { sender, task })
-}
-
-impl Conn {
-    async fn send(
-        &mut self,
-        req: Request<Full<Bytes>>,
-    ) -> Result<(StatusCode, http::HeaderMap, Bytes), CallError> {
-        self.sender
-            .ready()
-            .await
-            .map_err(|e| CallError::Transport(e.to_string()))?;
-        let resp = self
-            .sender
-            .send_request(req)
-            .await
-            .map_err(|e| CallError::Transport(e.to_string()))?;
-        let (parts, body) = resp.into_parts();
-        let body = body
-            .collect()
-            .await
-            .map_err(|e| CallError::Transport(e.to_string()))?
-            .to_bytes();
-        Ok((parts.status, parts.headers, body))
-    }
+        .context("HTTP/1.1 handshake failed")
 }
 
 /// A POST to `/mcp` with the bench's headers; `session` is `None` only for `initialize`.

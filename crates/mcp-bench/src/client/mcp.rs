@@ -11,63 +11,20 @@ use std::net::SocketAddr;
 use anyhow::Context as _;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, StatusCode};
-use http_body_util::{BodyExt as _, Full};
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
+use http_body_util::Full;
 use tokio::net::TcpStream;
-use tokio::task::JoinHandle;
 
+use super::h1::Conn;
 use super::{ACCEPT, CallError, PROTOCOL_VERSION, Workload, check_jsonrpc, initialize_body};
-
-/// One HTTP/1.1 connection over TCP; the connection task ends when the sender drops.
-#[derive(Debug)]
-struct Conn {
-    sender: SendRequest<Full<Bytes>>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for Conn {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
 
 async fn connect(addr: SocketAddr) -> anyhow::Result<Conn> {
     let stream = TcpStream::connect(addr)
         .await
         .with_context(|| format!("cannot connect to {addr}"))?;
     stream.set_nodelay(true).context("cannot set TCP_NODELAY")?;
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    Conn::handshake(stream)
         .await
-        .context("HTTP/1.1 handshake failed")?;
-    let task = tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(Conn { sender, task })
-}
-
-impl Conn {
-    async fn send(
-        &mut self,
-        req: Request<Full<Bytes>>,
-    ) -> Result<(StatusCode, http::HeaderMap, Bytes), CallError> {
-        self.sender
-            .ready()
-            .await
-            .map_err(|e| CallError::Transport(e.to_string()))?;
-        let resp = self
-            .sender
-            .send_request(req)
-            .await
-            .map_err(|e| CallError::Transport(e.to_string()))?;
-        let (parts, body) = resp.into_parts();
-        let body = body
-            .collect()
-            .await
-            .map_err(|e| CallError::Transport(e.to_string()))?
-            .to_bytes();
-        Ok((parts.status, parts.headers, body))
-    }
+        .context("HTTP/1.1 handshake failed")
 }
 
 /// The JSON-RPC message of a response body: the body itself for JSON, the last `data:` line

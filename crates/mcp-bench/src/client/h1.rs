@@ -1,0 +1,70 @@
+//! One HTTP/1.1 keep-alive connection (hyper 1) over any byte stream, shared by the
+//! HTTP/JSON client (Unix socket) and the end-to-end client (TCP).
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt as _, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::task::JoinHandle;
+
+use super::CallError;
+
+/// One HTTP/1.1 connection; its connection task is aborted when this drops.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    sender: SendRequest<Full<Bytes>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Conn {
+    /// Performs the HTTP/1.1 handshake on `io` and spawns the connection task.
+    ///
+    /// # Errors
+    ///
+    /// The hyper error if the handshake fails.
+    pub(crate) async fn handshake<T>(io: T) -> Result<Self, hyper::Error>
+    where
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
+        let task = tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(Self { sender, task })
+    }
+
+    /// Sends one request and collects the whole response body.
+    ///
+    /// # Errors
+    ///
+    /// [`CallError::Transport`] when the connection fails.
+    pub(crate) async fn send(
+        &mut self,
+        req: Request<Full<Bytes>>,
+    ) -> Result<(StatusCode, http::HeaderMap, Bytes), CallError> {
+        self.sender
+            .ready()
+            .await
+            .map_err(|e| CallError::Transport(e.to_string()))?;
+        let resp = self
+            .sender
+            .send_request(req)
+            .await
+            .map_err(|e| CallError::Transport(e.to_string()))?;
+        let (parts, body) = resp.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map_err(|e| CallError::Transport(e.to_string()))?
+            .to_bytes();
+        Ok((parts.status, parts.headers, body))
+    }
+}
