@@ -81,7 +81,8 @@ impl FramingError {
 struct Envelope<'a> {
     #[serde(borrow, default)]
     jsonrpc: Option<&'a RawValue>,
-    #[serde(default)]
+    /// Read raw so that `"id": null` counts as present (and invalid), not as absent.
+    #[serde(default, deserialize_with = "present")]
     id: Option<Box<RawValue>>,
     #[serde(default)]
     method: Option<String>,
@@ -91,6 +92,10 @@ struct Envelope<'a> {
     result: Option<&'a RawValue>,
     #[serde(borrow, default)]
     error: Option<&'a RawValue>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::Error> {
+    Box::<RawValue>::deserialize(d).map(Some)
 }
 
 /// Parses one JSON-RPC message from a request body.
@@ -130,12 +135,18 @@ pub fn parse(body: &[u8]) -> Result<Incoming, FramingError> {
         return Err(FramingError::Invalid("jsonrpc must be \"2.0\"".into()));
     }
     if let Some(id) = &env.id {
+        // MCP: "the ID MUST NOT be null" (spec, basic, requests); JSON-RPC: string or number.
         let ok = matches!(id.get().as_bytes().first(), Some(b'"' | b'-' | b'0'..=b'9'));
         if !ok {
             return Err(FramingError::Invalid(
                 "id must be a string or a number".into(),
             ));
         }
+    }
+    if env.method.is_some() && (env.result.is_some() || env.error.is_some()) {
+        return Err(FramingError::Invalid(
+            "a message cannot carry both a method and a result or error".into(),
+        ));
     }
     match (env.method, env.id) {
         (Some(method), Some(id)) => Ok(Incoming::Request {
@@ -221,6 +232,14 @@ mod tests {
             INVALID_REQUEST
         );
         assert_eq!(code(br#"{"jsonrpc":"2.0","id":1}"#), INVALID_REQUEST);
+        assert_eq!(
+            code(br#"{"jsonrpc":"2.0","id":null,"method":"ping"}"#),
+            INVALID_REQUEST
+        );
+        assert_eq!(
+            code(br#"{"jsonrpc":"2.0","id":1,"result":{},"method":"ping"}"#),
+            INVALID_REQUEST
+        );
         assert_eq!(
             code(br#"{"jsonrpc":"2.0","id":{},"method":"ping"}"#),
             INVALID_REQUEST

@@ -382,15 +382,26 @@ impl Runtime {
                     .transpose()
                 {
                     Ok(p) => p.unwrap_or_default(),
-                    Err(_) => {
+                    Err(e) => {
                         return error(
                             200,
                             Some(&id),
                             jsonrpc::INVALID_PARAMS,
-                            "Invalid params: expected an object",
+                            &format!("Invalid params: {e}"),
                         );
                     }
                 };
+                // Checked here so that a malformed call never reaches the upstream.
+                for field in ["arguments", "_meta"] {
+                    if p.get(field).is_some_and(|v| !v.is_object()) {
+                        return error(
+                            200,
+                            Some(&id),
+                            jsonrpc::INVALID_PARAMS,
+                            &format!("Invalid params: `{field}` must be an object"),
+                        );
+                    }
+                }
                 let (kind, key) = match method {
                     "tools/call" => (Kind::Tool, "name"),
                     "prompts/get" => (Kind::Prompt, "name"),
@@ -705,7 +716,13 @@ async fn pump(
                     return;
                 }
             },
-            () = cancel.cancelled() => return,
+            () = cancel.cancelled() => {
+                // Cancelled by the client or by the end of the session: the stream still ends
+                // with an answer to its request.
+                let body = jsonrpc::error_body(Some(&relay.id), jsonrpc::INTERNAL_ERROR, "Request cancelled");
+                let _ = tx.try_send(event(body));
+                return;
+            }
             () = tx.closed() => return,
         };
         match relay.classify(next) {
@@ -744,8 +761,16 @@ fn lookup_error(l: &Lookup) -> Outcome {
     }
 }
 
+/// The caller sees what kind of upstream fault happened, never the upstream's address or id
+/// (those are in the runtime's log).
 fn upstream_body(id: &RawValue, e: &UpstreamError) -> Vec<u8> {
-    jsonrpc::error_body(Some(id), jsonrpc::INTERNAL_ERROR, &e.to_string())
+    tracing::warn!(error = %e, "upstream call failed");
+    let message = match e {
+        UpstreamError::Unavailable { .. } => "Upstream server unavailable".to_owned(),
+        UpstreamError::Protocol { .. } => "Upstream server sent an invalid answer".to_owned(),
+        UpstreamError::TooLarge { .. } => e.to_string(),
+    };
+    jsonrpc::error_body(Some(id), jsonrpc::INTERNAL_ERROR, &message)
 }
 
 fn upstream_error(id: &RawValue, e: &UpstreamError) -> Outcome {

@@ -102,3 +102,57 @@ async fn health_reports_version_and_sessions() {
         })
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_headers_and_paths_are_400_never_ignored() {
+    let fx = Fixture::start(0);
+    let rt = RuntimeProc::start(&simple_catalog(&fx.url), &[]);
+    let alice = auth("alice@example.com", false, Some(&[]));
+    let send = |extra: (&'static str, &'static [u8]), path: &'static str| {
+        let (sock, alice) = (rt.http.clone(), alice.clone());
+        async move {
+            let stream = tokio::net::UnixStream::connect(&sock).await.unwrap();
+            let (mut s, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                    .await
+                    .unwrap();
+            tokio::spawn(conn);
+            let req = hyper::Request::post(path)
+                .header("host", "localhost")
+                .header("x-contextforge-auth-context", auth_header(&alice))
+                .header(
+                    extra.0,
+                    hyper::header::HeaderValue::from_bytes(extra.1).unwrap(),
+                )
+                .body(http_body_util::Full::new(initialize_body()))
+                .unwrap();
+            let resp = s.send_request(req).await.unwrap();
+            let status = resp.status().as_u16();
+            use http_body_util::BodyExt;
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            (
+                status,
+                v.pointer("/error/code").and_then(serde_json::Value::as_i64),
+            )
+        }
+    };
+    // A scope header that cannot be read must not widen to the federated endpoint.
+    assert_eq!(
+        send(("x-contextforge-server-id", b"echo-only\xff"), "/mcp").await,
+        (400, Some(-32000))
+    );
+    assert_eq!(
+        send(("mcp-protocol-version", b"2025-06-18\xff"), "/mcp").await,
+        (400, Some(-32000))
+    );
+    assert_eq!(
+        send(("x-other", b"x"), "/servers/%FF/mcp").await,
+        (400, Some(-32000))
+    );
+    assert_eq!(
+        send(("x-other", b"x"), "/mcp/extra").await,
+        (404, Some(-32001))
+    );
+    assert_eq!(send(("x-other", b"x"), "/mcp").await.0, 200);
+}

@@ -162,6 +162,11 @@ async fn the_upstream_session_is_re_established_after_a_restart() {
         (200, Some(-32603)),
         "upstream down is a JSON-RPC error"
     );
+    let message = down.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(
+        !message.contains("127.0.0.1") && !message.contains("fixture"),
+        "the upstream's address and id stay in the runtime's log: {message}"
+    );
     // Same port, new process: a new upstream session id.
     let _fx2 = Proc(
         std::process::Command::new(fixture_bin())
@@ -295,4 +300,39 @@ async fn sigterm_lets_in_flight_calls_finish() {
     let (ok, rt) = exited.await.unwrap();
     assert!(ok);
     assert!(!rt.http.exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_during_a_stream_ends_it_with_an_error_answer() {
+    let fx = Fixture::start(0);
+    let rt = RuntimeProc::start(&simple_catalog(&fx.url), &[]);
+    let http = Http::new(&rt.http);
+    let who = auth("alice@example.com", false, Some(&[]));
+    let sid = http.initialize(&who, None).await;
+    let call = Call::post(
+        &who,
+        rpc(
+            41,
+            "tools/call",
+            json!({"name": "progress", "arguments": {"steps": 100, "interval_ms": 50}, "_meta": {"progressToken": 1}}),
+        ),
+    )
+    .session(&sid);
+    let path = rt.http.clone();
+    let stream = tokio::spawn(async move { Http::new(&path).send(&call).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut del = Call::post(&who, bytes::Bytes::new()).session(&sid);
+    del.method = "DELETE";
+    assert_eq!(http.send(&del).await.status, 200);
+    let r = tokio::time::timeout(Duration::from_secs(10), stream)
+        .await
+        .expect("the stream ended")
+        .unwrap();
+    assert_eq!(r.content_type.as_deref(), Some("text/event-stream"));
+    let last = r.json();
+    assert_eq!(
+        last["id"], 41,
+        "the stream ends with an answer to its request: {last}"
+    );
+    assert_eq!(last["error"]["code"], -32603);
 }

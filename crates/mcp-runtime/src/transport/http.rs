@@ -36,6 +36,7 @@ pub(crate) fn router(runtime: Arc<Runtime>) -> Router {
         .route("/mcp", any(mcp))
         .route("/servers/{id}/mcp", any(scoped_mcp))
         .route("/health", get(health))
+        .fallback(not_found)
         .with_state(runtime)
 }
 
@@ -64,9 +65,16 @@ async fn health(State(rt): State<Arc<Runtime>>) -> Response {
 
 async fn scoped_mcp(
     State(rt): State<Arc<Runtime>>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
     request: axum::extract::Request,
 ) -> Response {
+    let Ok(Path(id)) = id else {
+        return rpc_error(
+            StatusCode::BAD_REQUEST,
+            jsonrpc::BAD_REQUEST,
+            "Bad Request: the server id in the path is not valid UTF-8",
+        );
+    };
     // The whole request, not `HeaderMap` and `Method` extractors: those clone the header map.
     let (parts, body) = request.into_parts();
     handle(rt, Some(id), parts.method, parts.headers, body).await
@@ -74,15 +82,53 @@ async fn scoped_mcp(
 
 async fn mcp(State(rt): State<Arc<Runtime>>, request: axum::extract::Request) -> Response {
     let (parts, body) = request.into_parts();
-    let scope = header(&parts.headers, SERVER_ID_HEADER);
+    let scope = match header(&parts.headers, SERVER_ID_HEADER) {
+        Ok(s) => s,
+        Err(bad) => return bad.into_response(),
+    };
     handle(rt, scope, parts.method, parts.headers, body).await
 }
 
-fn header(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
+/// Any other path: 404 with a JSON-RPC error body.
+async fn not_found() -> Response {
+    rpc_error(StatusCode::NOT_FOUND, jsonrpc::NOT_FOUND, "Not found")
+}
+
+/// A header's value; a value that is present but not visible ASCII is a 400, never treated as
+/// absent (an unreadable scope must not widen to the federated endpoint).
+fn header(headers: &HeaderMap, name: &'static str) -> Result<Option<String>, BadHeader> {
+    match headers.get(name).map(HeaderValue::to_str) {
+        None => Ok(None),
+        Some(Ok(v)) => Ok(Some(v.to_owned())),
+        Some(Err(_)) => Err(BadHeader(name)),
+    }
+}
+
+/// A header whose value is not visible ASCII; answered 400 with JSON-RPC `-32000`.
+#[derive(Debug)]
+struct BadHeader(&'static str);
+
+impl IntoResponse for BadHeader {
+    fn into_response(self) -> Response {
+        rpc_error(
+            StatusCode::BAD_REQUEST,
+            jsonrpc::BAD_REQUEST,
+            &format!("Bad Request: header {} is not visible ASCII", self.0),
+        )
+    }
+}
+
+/// The MCP headers and the request id.
+fn mcp_headers(headers: &HeaderMap) -> Result<(McpHeaders, Option<String>), BadHeader> {
+    Ok((
+        McpHeaders {
+            session_id: header(headers, "mcp-session-id")?,
+            protocol_version: header(headers, "mcp-protocol-version")?,
+            accept: header(headers, "accept")?,
+            last_event_id: header(headers, "last-event-id")?,
+        },
+        header(headers, "x-request-id")?,
+    ))
 }
 
 fn rpc_error(status: StatusCode, code: i64, message: &str) -> Response {
@@ -145,16 +191,15 @@ async fn handle(
             );
         }
     };
+    let (mcp_headers, request_id) = match mcp_headers(&headers) {
+        Ok(h) => h,
+        Err(bad) => return bad.into_response(),
+    };
     let req = Request {
         method,
-        headers: McpHeaders {
-            session_id: header(&headers, "mcp-session-id"),
-            protocol_version: header(&headers, "mcp-protocol-version"),
-            accept: header(&headers, "accept"),
-            last_event_id: header(&headers, "last-event-id"),
-        },
+        headers: mcp_headers,
         server_id,
-        request_id: header(&headers, "x-request-id"),
+        request_id,
         auth,
         body,
         transport: Transport::Http,

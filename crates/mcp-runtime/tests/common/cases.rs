@@ -306,6 +306,42 @@ pub fn table(auth: &Value, sid: &str, scoped: &str) -> Vec<Case> {
             -32002,
         ),
         err(
+            "tools/call with non-object arguments",
+            post(rpc(
+                31,
+                "tools/call",
+                json!({"name": "echo", "arguments": "x"}),
+            )),
+            200,
+            -32602,
+        ),
+        err(
+            "tools/call with a non-object _meta",
+            post(rpc(
+                32,
+                "tools/call",
+                json!({"name": "echo", "arguments": {"text": "x"}, "_meta": "x"}),
+            )),
+            200,
+            -32602,
+        ),
+        err(
+            "null id",
+            post(Bytes::from_static(
+                br#"{"jsonrpc":"2.0","id":null,"method":"ping"}"#,
+            )),
+            400,
+            -32600,
+        ),
+        err(
+            "method together with result",
+            post(Bytes::from_static(
+                br#"{"jsonrpc":"2.0","id":5,"method":"ping","result":{}}"#,
+            )),
+            400,
+            -32600,
+        ),
+        err(
             "unknown method",
             post(rpc(24, "no/such/method", json!({}))),
             200,
