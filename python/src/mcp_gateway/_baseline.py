@@ -125,13 +125,19 @@ def parse_message(body: bytes) -> ParsedMessage:
         raise FramingError(INVALID_REQUEST, "Invalid Request: a message must be a JSON object")
     if value.get("jsonrpc") != "2.0":
         raise FramingError(INVALID_REQUEST, 'Invalid Request: jsonrpc must be "2.0"')
-    has_id = "id" in value and value["id"] is not None
+    # A present `"id": null` is invalid (MCP: the ID MUST NOT be null), as in the runtime.
+    has_id = "id" in value
     msg_id = value.get("id")
     if has_id and (isinstance(msg_id, bool) or not isinstance(msg_id, str | int | float)):
         raise FramingError(INVALID_REQUEST, "Invalid Request: id must be a string or a number")
     method = value.get("method")
     if method is not None and not isinstance(method, str):
         raise FramingError(INVALID_REQUEST, "Invalid Request: method must be a string")
+    if method is not None and ("result" in value or "error" in value):
+        raise FramingError(
+            INVALID_REQUEST,
+            "Invalid Request: a message cannot carry both a method and a result or error",
+        )
     if method is not None and has_id:
         return ParsedMessage("request", msg_id, method, value.get("params"))
     if method is not None:
