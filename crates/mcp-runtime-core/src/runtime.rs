@@ -43,6 +43,9 @@ pub struct RuntimeConfig {
     pub upstream_timeout: Duration,
     /// Optional features compiled into the binary, reported by health (e.g. `grpc-uds`).
     pub features: Vec<String>,
+    /// A session with no request, call or open stream for this long is ended by
+    /// [`Runtime::reap_idle_sessions`].
+    pub session_idle_ttl: Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -51,6 +54,7 @@ impl Default for RuntimeConfig {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             upstream_timeout: Duration::from_secs(60),
             features: Vec::new(),
+            session_idle_ttl: Duration::from_secs(3600),
         }
     }
 }
@@ -125,6 +129,22 @@ impl Runtime {
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::Relaxed);
         self.sessions.close_streams();
+    }
+
+    /// Ends sessions idle for longer than the configured TTL; returns how many. The binary
+    /// calls this periodically; the core starts no background task of its own.
+    pub fn reap_idle_sessions(&self) -> usize {
+        let n = self.sessions.reap_idle(self.config.session_idle_ttl);
+        if n > 0 {
+            tracing::info!(reaped = n, "idle sessions ended");
+        }
+        n
+    }
+
+    /// The configured idle TTL of sessions.
+    #[must_use]
+    pub fn session_idle_ttl(&self) -> Duration {
+        self.config.session_idle_ttl
     }
 
     /// Upstream calls under way right now.

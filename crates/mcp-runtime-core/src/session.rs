@@ -2,7 +2,9 @@
 //! DELETE.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use rand::RngCore;
 use tokio::sync::mpsc;
@@ -26,13 +28,45 @@ pub(crate) struct Session {
     pub(crate) inflight: Mutex<HashMap<String, CancellationToken>>,
     /// Cancelled when the session ends: stops everything still running for it.
     pub(crate) ended: CancellationToken,
+    /// Last use, in milliseconds since the table's epoch; read by the idle reaper.
+    last_used_ms: AtomicU64,
+}
+
+impl Session {
+    /// Whether the session has work under way: an in-flight call or an open GET stream.
+    fn busy(&self) -> bool {
+        let calls = !self
+            .inflight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_empty();
+        let stream = self
+            .standalone
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .is_some_and(|tx| !tx.is_closed());
+        calls || stream
+    }
 }
 
 /// The session table.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Sessions {
-    /// Read-mostly: every request looks its session up, only initialize and DELETE write.
+    /// Read-mostly: every request looks its session up, only initialize, DELETE and the
+    /// reaper write.
     map: RwLock<HashMap<String, Arc<Session>>>,
+    /// Epoch of `last_used_ms`.
+    epoch: Instant,
+}
+
+impl Default for Sessions {
+    fn default() -> Self {
+        Self {
+            map: RwLock::default(),
+            epoch: Instant::now(),
+        }
+    }
 }
 
 /// Why a session lookup failed.
@@ -57,6 +91,7 @@ impl Sessions {
             standalone: Mutex::new(None),
             inflight: Mutex::new(HashMap::new()),
             ended: CancellationToken::new(),
+            last_used_ms: AtomicU64::new(self.now_ms()),
         });
         self.write().insert(id.clone(), session);
         id
@@ -75,7 +110,10 @@ impl Sessions {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         match map.get(id) {
-            Some(s) if s.subject == subject && s.scope.as_deref() == scope => Ok(Arc::clone(s)),
+            Some(s) if s.subject == subject && s.scope.as_deref() == scope => {
+                s.last_used_ms.store(self.now_ms(), Ordering::Relaxed);
+                Ok(Arc::clone(s))
+            }
             _ => Err(Lookup::NotFound),
         }
     }
@@ -97,6 +135,35 @@ impl Sessions {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take();
         Ok(())
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Ends the sessions idle for longer than `ttl` (no request, no in-flight call, no open
+    /// GET stream); returns how many. A reaped session then answers 404 like any unknown one.
+    pub(crate) fn reap_idle(&self, ttl: Duration) -> usize {
+        let now = self.now_ms();
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        let idle: Vec<(String, Arc<Session>)> = {
+            let map = self
+                .map
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            map.iter()
+                .filter(|(_, s)| {
+                    now.saturating_sub(s.last_used_ms.load(Ordering::Relaxed)) > ttl_ms && !s.busy()
+                })
+                .map(|(id, s)| (id.clone(), Arc::clone(s)))
+                .collect()
+        };
+        let mut map = self.write();
+        for (id, s) in &idle {
+            map.remove(id);
+            s.ended.cancel();
+        }
+        idle.len()
     }
 
     /// Ends every standalone GET stream (at shutdown, so connections can drain).

@@ -57,6 +57,10 @@ struct Args {
     )]
     upstream_timeout_ms: u64,
 
+    /// Idle time after which a session (no request, call or open stream) is ended, in seconds.
+    #[arg(long, env = "MCP_RUNTIME_SESSION_IDLE_TTL_S", default_value_t = 3600)]
+    session_idle_ttl_s: u64,
+
     /// How long shutdown waits for in-flight requests, in milliseconds.
     #[arg(long, env = "MCP_RUNTIME_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
     shutdown_grace_ms: u64,
@@ -149,8 +153,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
         max_message_bytes: args.max_message_bytes,
         upstream_timeout: Duration::from_millis(args.upstream_timeout_ms),
         features: features(),
+        session_idle_ttl: Duration::from_secs(args.session_idle_ttl_s.max(1)),
     };
     let runtime = Arc::new(Runtime::start(&catalog, config).await?);
+    // The idle-session reaper: checks at half the TTL, at most once a minute.
+    let reaper = {
+        let rt = Arc::clone(&runtime);
+        let every = (rt.session_idle_ttl() / 2).min(Duration::from_secs(60));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                rt.reap_idle_sessions();
+            }
+        })
+    };
 
     let shutdown = CancellationToken::new();
     let mut servers = tokio::task::JoinSet::new();
@@ -206,6 +223,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             "grace period over; closing remaining connections"
         );
     }
+    reaper.abort();
     drop(socket_files);
     tracing::info!("stopped");
     Ok(())

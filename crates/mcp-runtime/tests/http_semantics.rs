@@ -156,3 +156,56 @@ async fn unreadable_headers_and_paths_are_400_never_ignored() {
     );
     assert_eq!(send(("x-other", b"x"), "/mcp").await.0, 200);
 }
+
+async fn open_sessions(path: &std::path::Path) -> u64 {
+    use http_body_util::BodyExt;
+    let stream = tokio::net::UnixStream::connect(path).await.unwrap();
+    let (mut s, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = hyper::Request::get("http://localhost/health")
+        .header("host", "localhost")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let body = s
+        .send_request(req)
+        .await
+        .unwrap()
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    v["open_sessions"].as_u64().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sessions_are_reaped_and_then_answer_404() {
+    let fx = Fixture::start(0);
+    let rt = RuntimeProc::start(&simple_catalog(&fx.url), &["--session-idle-ttl-s", "1"]);
+    let http = Http::new(&rt.http);
+    let alice = auth("alice@example.com", false, Some(&[]));
+    let idle = http.initialize(&alice, None).await;
+    let used = http.initialize(&alice, None).await;
+    let ping = |sid: &str| Call::post(&alice, rpc(1, "ping", json!({}))).session(sid);
+    // Keep one session in use well inside its TTL while the other sits idle past it.
+    let mut reaped = false;
+    for _ in 0..50 {
+        assert_eq!(
+            http.send(&ping(&used)).await.status,
+            200,
+            "a used session is kept"
+        );
+        if open_sessions(&rt.http).await == 1 {
+            reaped = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(reaped, "the idle session was never reaped");
+    let r = http.send(&ping(&idle)).await;
+    assert_eq!((r.status, r.error_code()), (404, Some(-32001)));
+    assert_eq!(http.send(&ping(&used)).await.status, 200);
+}
