@@ -38,6 +38,18 @@ from mcp_gateway._stack import (
 MODES = ["python", "http", "grpc"]
 SECRET = secrets.token_urlsafe(32)
 PROTOCOL = "2025-11-25"
+
+# A raw `initialize` request body.
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 0,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": PROTOCOL,
+        "capabilities": {},
+        "clientInfo": {"name": "t", "version": "1"},
+    },
+}
 ACCEPT = "application/json, text/event-stream"
 # A message limit small enough to test 413 cheaply, large enough for the 1 MiB payload test.
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
@@ -87,17 +99,7 @@ class Gateway:
 
     async def initialize(self, http: httpx.AsyncClient, token: str, path: str = "/mcp") -> str:
         """Raw initialize + initialized; returns the session id."""
-        body = {
-            "jsonrpc": "2.0",
-            "id": 0,
-            "method": "initialize",
-            "params": {
-                "protocolVersion": PROTOCOL,
-                "capabilities": {},
-                "clientInfo": {"name": "t", "version": "1"},
-            },
-        }
-        r = await http.post(f"{self.base}{path}", json=body, headers=self.headers(token))
+        r = await http.post(f"{self.base}{path}", json=INITIALIZE, headers=self.headers(token))
         assert r.status_code == 200, r.text
         session = r.headers["mcp-session-id"]
         note = {"jsonrpc": "2.0", "method": "notifications/initialized"}

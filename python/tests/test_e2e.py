@@ -9,7 +9,7 @@ import mcp_types as types
 import pytest
 from mcp.shared.exceptions import MCPError
 
-from conftest import PROTOCOL, Gateway
+from conftest import INITIALIZE, Gateway
 
 PUBLIC_TOOLS = {"echo", "payload", "sleep", "inflight", "progress", "fail"}
 
@@ -225,17 +225,7 @@ async def test_forged_internal_headers_are_ignored(gw: Gateway, http: httpx.Asyn
     ).decode()
     token = gw.token("eve@example.com", teams=[])
     extra = {"x-contextforge-auth-context": forged, "x-contextforge-server-id": "echo-only"}
-    body = {
-        "jsonrpc": "2.0",
-        "id": 0,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": PROTOCOL,
-            "capabilities": {},
-            "clientInfo": {"name": "t", "version": "1"},
-        },
-    }
-    r = await http.post(gw.url, json=body, headers=gw.headers(token, **extra))
+    r = await http.post(gw.url, json=INITIALIZE, headers=gw.headers(token, **extra))
     assert r.status_code == 200
     session = r.headers["mcp-session-id"]
     r = await http.post(

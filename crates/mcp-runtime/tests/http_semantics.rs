@@ -76,20 +76,8 @@ async fn health_reports_version_and_sessions() {
     let http = Http::new(&rt.http);
     let alice = auth("alice@example.com", false, Some(&[]));
     http.initialize(&alice, None).await;
-    let stream = tokio::net::UnixStream::connect(&rt.http).await.unwrap();
-    let (mut s, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let req = hyper::Request::get("http://localhost/health")
-        .header("host", "localhost")
-        .body(http_body_util::Empty::<bytes::Bytes>::new())
-        .unwrap();
-    let resp = s.send_request(req).await.unwrap();
-    assert_eq!(resp.status(), 200);
-    use http_body_util::BodyExt;
-    let body: serde_json::Value =
-        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    let (status, body) = http.health().await;
+    assert_eq!(status, 200);
     assert_eq!(body["status"], "serving");
     assert_eq!(body["contract_version"], "1.0");
     assert_eq!(body["open_sessions"], 1);
@@ -157,30 +145,6 @@ async fn unreadable_headers_and_paths_are_400_never_ignored() {
     assert_eq!(send(("x-other", b"x"), "/mcp").await.0, 200);
 }
 
-async fn open_sessions(path: &std::path::Path) -> u64 {
-    use http_body_util::BodyExt;
-    let stream = tokio::net::UnixStream::connect(path).await.unwrap();
-    let (mut s, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let req = hyper::Request::get("http://localhost/health")
-        .header("host", "localhost")
-        .body(http_body_util::Empty::<bytes::Bytes>::new())
-        .unwrap();
-    let body = s
-        .send_request(req)
-        .await
-        .unwrap()
-        .into_body()
-        .collect()
-        .await
-        .unwrap()
-        .to_bytes();
-    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    v["open_sessions"].as_u64().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_sessions_are_reaped_and_then_answer_404() {
     let fx = Fixture::start(0);
@@ -198,7 +162,7 @@ async fn idle_sessions_are_reaped_and_then_answer_404() {
             200,
             "a used session is kept"
         );
-        if open_sessions(&rt.http).await == 1 {
+        if http.health().await.1["open_sessions"] == 1 {
             reaped = true;
             break;
         }

@@ -318,6 +318,25 @@ impl Http {
         self.send_raw(call, Some(&auth_header(&call.auth))).await
     }
 
+    /// `GET /health`: the status and the JSON body.
+    pub async fn health(&self) -> (u16, Value) {
+        let stream = UnixStream::connect(&self.path)
+            .await
+            .expect("connect http socket");
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("handshake");
+        tokio::spawn(conn);
+        let req = Request::get("http://localhost/health")
+            .header("host", "localhost")
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        let resp = sender.send_request(req).await.expect("send");
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        (status, serde_json::from_slice(&body).expect("health JSON"))
+    }
+
     /// Runs `initialize` and returns the session id.
     pub async fn initialize(&self, auth: &Value, server: Option<&str>) -> String {
         let mut call = Call::post(auth, initialize_body());
