@@ -242,3 +242,21 @@ def test_framing_kinds() -> None:
     assert parse_message(b'{"jsonrpc":"2.0","id":"a","method":"ping"}').kind == "request"
     assert parse_message(b'{"jsonrpc":"2.0","method":"notifications/x"}').kind == "notification"
     assert parse_message(b'{"jsonrpc":"2.0","id":3,"error":{"code":1,"message":"m"}}').kind == "response"
+
+
+def test_grpc_deadline_is_a_timeout_whichever_side_reports_it() -> None:
+    """Tonic reports its own grpc-timeout expiry as CANCELLED "Timeout expired"; both are 504."""
+    import grpc
+
+    from mcp_gateway._errors import RuntimeTimeoutError, RuntimeUnavailableError
+    from mcp_gateway._grpc_backend import _translate
+
+    def rpc_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
+        return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details)
+
+    assert isinstance(_translate(rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED, "x")), RuntimeTimeoutError)
+    assert isinstance(
+        _translate(rpc_error(grpc.StatusCode.CANCELLED, "Timeout expired")), RuntimeTimeoutError
+    )
+    assert isinstance(_translate(rpc_error(grpc.StatusCode.CANCELLED, "Cancelled")), RuntimeUnavailableError)
+    assert isinstance(_translate(rpc_error(grpc.StatusCode.UNAVAILABLE, "down")), RuntimeUnavailableError)

@@ -112,6 +112,11 @@ def _translate(error: grpc.aio.AioRpcError) -> Exception:
     code = error.code()
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return RuntimeTimeoutError("MCP runtime timed out")
+    # tonic enforces the `grpc-timeout` header on the server too, and reports its own expiry as
+    # CANCELLED "Timeout expired" (tonic's TimeoutExpired), racing the client's
+    # DEADLINE_EXCEEDED: both mean the deadline passed.
+    if code == grpc.StatusCode.CANCELLED and error.details() == "Timeout expired":
+        return RuntimeTimeoutError("MCP runtime timed out")
     return RuntimeUnavailableError(f"MCP runtime unavailable: {code.name}: {error.details()}")
 
 
