@@ -8,6 +8,11 @@ PROTO_OUT := python/src/mcp_gateway/_proto
 MODE ?= grpc
 PORT ?= 4444
 
+# Each part of the project that brings its own targets keeps them in mk/<part>.mk and appends
+# the checks `make test` must run to TEST_EXTRA (before the `test` rule below reads it).
+TEST_EXTRA :=
+include $(sort $(wildcard mk/*.mk))
+
 .PHONY: build rust-lint rust-test feature-gate bench python-venv python-proto python-build python-lint python-format python-typecheck \
         python-test python-binaries test run
 
@@ -59,7 +64,7 @@ python-binaries:
 python-test: python-build python-binaries python-lint python-typecheck
 	cd python && MCP_BIN_DIR=$(CURDIR)/$(PYBIN) ../$(VENV)/bin/pytest -q
 
-test: rust-test python-test
+test: rust-test python-test $(TEST_EXTRA)
 
 # Whole stack for a user: fixture upstream, runtime (both sockets), gateway in MODE; prints the
 # URL and a token. Ctrl-C stops everything.
