@@ -88,7 +88,8 @@ pub fn tools(generated: usize) -> Vec<Tool> {
             object_schema(
                 json!({
                     "steps": {"type": "integer", "minimum": 0, "description": "Number of progress notifications."},
-                    "interval_ms": {"type": "integer", "minimum": 0, "description": "Pause after each notification, in milliseconds."}
+                    "interval_ms": {"type": "integer", "minimum": 0, "description": "Pause after each notification, in milliseconds."},
+                    "stamp": {"type": "boolean", "description": "Append the send time (sent_unix_ns=T, wall clock) to each progress message."}
                 }),
                 &["steps", "interval_ms"],
             ),

@@ -131,6 +131,10 @@ struct SleepArgs {
 struct ProgressArgs {
     steps: u32,
     interval_ms: u64,
+    /// Append the send time to each message (`step N sent_unix_ns=T`, wall clock), so a
+    /// client on the same machine can measure each notification's delivery latency.
+    #[serde(default)]
+    stamp: bool,
 }
 
 /// Arguments of `fail`.
@@ -177,7 +181,14 @@ impl FixtureServer {
             if let Some(token) = &token {
                 let params = ProgressNotificationParam::new(token.clone(), f64::from(step))
                     .with_total(f64::from(args.steps))
-                    .with_message(format!("step {step}"));
+                    .with_message(if args.stamp {
+                        let sent = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_nanos());
+                        format!("step {step} sent_unix_ns={sent}")
+                    } else {
+                        format!("step {step}")
+                    });
                 context
                     .peer
                     .notify_progress(params)
