@@ -46,6 +46,10 @@ pub struct RuntimeConfig {
     /// A session with no request, call or open stream for this long is ended by
     /// [`Runtime::reap_idle_sessions`].
     pub session_idle_ttl: Duration,
+    /// The contract version `MAJOR.MINOR` reported by health: [`crate::CONTRACT_VERSION`].
+    /// Only tests of the version handshake set another (the binary allows that in debug
+    /// builds only, through `MCP_RUNTIME_TEST_CONTRACT_VERSION`).
+    pub contract_version: String,
 }
 
 impl Default for RuntimeConfig {
@@ -55,6 +59,7 @@ impl Default for RuntimeConfig {
             upstream_timeout: Duration::from_secs(60),
             features: Vec::new(),
             session_idle_ttl: Duration::from_secs(3600),
+            contract_version: crate::CONTRACT_VERSION.to_owned(),
         }
     }
 }
@@ -66,6 +71,8 @@ pub struct Health {
     pub serving: bool,
     /// The runtime crate version.
     pub runtime_version: &'static str,
+    /// The contract version `MAJOR.MINOR` (normally [`crate::CONTRACT_VERSION`]).
+    pub contract_version: String,
     /// Enabled optional features.
     pub features: Vec<String>,
     /// Open MCP sessions.
@@ -118,6 +125,7 @@ impl Runtime {
         Health {
             serving: !self.draining.load(Ordering::Relaxed),
             runtime_version: env!("CARGO_PKG_VERSION"),
+            contract_version: self.config.contract_version.clone(),
             features: self.config.features.clone(),
             open_sessions: self.sessions.len(),
             protocol_versions: PROTOCOL_VERSIONS.to_vec(),

@@ -92,6 +92,18 @@ fn features() -> Vec<String> {
     f
 }
 
+/// The contract version health reports: [`mcp_runtime_core::CONTRACT_VERSION`]. Debug builds
+/// only (the binaries the tests run) let `MCP_RUNTIME_TEST_CONTRACT_VERSION` replace it, so the
+/// gateway's version handshake can be tested against a real runtime; release builds ignore it.
+fn contract_version() -> String {
+    #[cfg(debug_assertions)]
+    if let Ok(v) = std::env::var("MCP_RUNTIME_TEST_CONTRACT_VERSION") {
+        tracing::warn!(contract_version = %v, "test override of the reported contract version");
+        return v;
+    }
+    mcp_runtime_core::CONTRACT_VERSION.to_owned()
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     init_logging(&args.log_format);
@@ -154,6 +166,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         upstream_timeout: Duration::from_millis(args.upstream_timeout_ms),
         features: features(),
         session_idle_ttl: Duration::from_secs(args.session_idle_ttl_s.max(1)),
+        contract_version: contract_version(),
     };
     let runtime = Arc::new(Runtime::start(&catalog, config).await?);
     // The idle-session reaper: checks at half the TTL, at most once a minute.

@@ -9,14 +9,29 @@ stripped) and returns the response to relay. The implementations are the HTTP/JS
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from mcp_gateway._auth import AuthContext
+from mcp_gateway._errors import ConfigError
 from mcp_gateway._settings import Mode
 
-__all__ = ["Backend", "McpRequest", "McpResponse", "RuntimeHealth"]
+__all__ = [
+    "SUPPORTED_CONTRACT_MAJORS",
+    "Backend",
+    "ContractVersionError",
+    "McpRequest",
+    "McpResponse",
+    "RuntimeHealth",
+    "check_contract",
+]
+
+logger = logging.getLogger(__name__)
+
+SUPPORTED_CONTRACT_MAJORS: frozenset[int] = frozenset({1})
+"""Major versions of the runtime contract (``mcp.runtime.v1``, ``docs/contract.md``) spoken."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,3 +159,41 @@ class Backend(Protocol):
             RuntimeTimeoutError: No answer within the request timeout.
         """
         ...
+
+
+class ContractVersionError(ConfigError):
+    """The runtime speaks a contract major version this gateway does not (refused at start)."""
+
+
+def check_contract(health: RuntimeHealth, where: str) -> bool:
+    """The version handshake: accept a runtime only if it speaks a major of ours.
+
+    Args:
+        health: The runtime's answer to its health probe (``GET /health`` or ``HealthCheck``).
+        where: What the runtime was reached at (``"HTTP/JSON socket /run/rt.sock"``), for the
+            message.
+
+    Returns:
+        ``True`` when the runtime answered and speaks a supported major version; ``False`` when
+        it did not answer (nothing could be checked yet; the caller checks again later).
+
+    Raises:
+        ContractVersionError: The runtime answered with no contract version, a malformed one, or
+            a major version outside :data:`SUPPORTED_CONTRACT_MAJORS`.
+    """
+    if not health.reachable:
+        return False
+    spoken = ", ".join(f"{m}.x" for m in sorted(SUPPORTED_CONTRACT_MAJORS))
+    version = health.contract_version
+    major_text = (version or "").split(".", 1)[0]
+    if not major_text.isdigit() or int(major_text) not in SUPPORTED_CONTRACT_MAJORS:
+        reported = f"contract version {version!r}" if version else "no contract version"
+        message = (
+            f"refusing the MCP runtime on the {where}: it reports {reported} "
+            f"(runtime {health.runtime_version or 'unknown'}), this gateway speaks contract {spoken} "
+            f"(mcp.runtime.v1, docs/contract.md); run a runtime that serves v1 or a gateway that "
+            f"speaks its version"
+        )
+        logger.error("%s", message)
+        raise ContractVersionError(message)
+    return True

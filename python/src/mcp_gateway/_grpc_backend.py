@@ -18,7 +18,7 @@ import grpc
 import grpc.aio
 
 from mcp_gateway._auth import AuthContext
-from mcp_gateway._backend import McpRequest, McpResponse, RuntimeHealth
+from mcp_gateway._backend import ContractVersionError, McpRequest, McpResponse, RuntimeHealth, check_contract
 from mcp_gateway._errors import RuntimeTimeoutError, RuntimeUnavailableError
 from mcp_gateway._jsonrpc import error_body
 from mcp_gateway._settings import Mode
@@ -134,6 +134,7 @@ class GrpcUdsBackend:
         self._timeout_s = request_timeout_s
         self._channel: grpc.aio.Channel | None = None
         self._stub: Any = None
+        self._contract_ok = False
 
     @property
     def mode(self) -> Mode:
@@ -141,9 +142,28 @@ class GrpcUdsBackend:
         return Mode.GRPC
 
     async def start(self) -> None:
-        """Create the channel (lazily connecting: the runtime may start later)."""
+        """Create the channel and run the version handshake (``HealthCheck``).
+
+        A runtime that is not up yet is checked on first contact instead (the channel connects
+        lazily: the runtime may start later); until then requests wait for that check.
+
+        Raises:
+            ContractVersionError: The runtime speaks a contract major this gateway does not.
+        """
         self._channel = grpc.aio.insecure_channel(self._target, options=CHANNEL_OPTIONS)
         self._stub = pb_grpc.McpRuntimeStub(self._channel)
+        await self._check_contract(at_start=True)
+
+    async def _check_contract(self, *, at_start: bool = False) -> None:
+        """Run the handshake until it passed once; see :func:`check_contract`."""
+        if self._contract_ok:
+            return
+        where = f"gRPC socket {self._target.removeprefix('unix:')}"
+        self._contract_ok = check_contract(await self.health(), where)
+        if at_start and not self._contract_ok:
+            logger.warning(
+                "MCP runtime not reachable at start; its contract version is checked on first contact"
+            )
 
     async def aclose(self) -> None:
         """Close the channel, cancelling calls still in flight."""
@@ -184,6 +204,11 @@ class GrpcUdsBackend:
             RuntimeTimeoutError: The deadline passed.
         """
         stub = self._require_stub()
+        if not self._contract_ok:
+            try:
+                await self._check_contract()
+            except ContractVersionError as e:
+                raise RuntimeUnavailableError(str(e)) from e
         envelope = _envelope(request)
         try:
             if request.method == "DELETE":

@@ -16,7 +16,7 @@ from urllib.parse import quote
 import anyio
 import httpx
 
-from mcp_gateway._backend import McpRequest, McpResponse, RuntimeHealth
+from mcp_gateway._backend import ContractVersionError, McpRequest, McpResponse, RuntimeHealth, check_contract
 from mcp_gateway._errors import RuntimeTimeoutError, RuntimeUnavailableError
 from mcp_gateway._settings import Mode
 
@@ -46,6 +46,7 @@ class HttpUdsBackend:
         self._uds_path = uds_path
         self._timeout_s = request_timeout_s
         self._client: httpx.AsyncClient | None = None
+        self._contract_ok = False
 
     @property
     def mode(self) -> Mode:
@@ -53,12 +54,30 @@ class HttpUdsBackend:
         return Mode.HTTP
 
     async def start(self) -> None:
-        """Create the client. The socket is not touched: the runtime may start later."""
+        """Create the client and run the version handshake (``GET /health``).
+
+        A runtime that is not up yet is checked on first contact instead (the runtime may start
+        later); until then requests wait for that check.
+
+        Raises:
+            ContractVersionError: The runtime speaks a contract major this gateway does not.
+        """
         # httpx ignores the client's ``limits=`` when a transport is given: set them here.
         transport = httpx.AsyncHTTPTransport(uds=self._uds_path, limits=_LIMITS, retries=0)
         self._client = httpx.AsyncClient(
             transport=transport, base_url="http://runtime", timeout=httpx.Timeout(self._timeout_s)
         )
+        await self._check_contract(at_start=True)
+
+    async def _check_contract(self, *, at_start: bool = False) -> None:
+        """Run the handshake until it passed once; see :func:`check_contract`."""
+        if self._contract_ok:
+            return
+        self._contract_ok = check_contract(await self.health(), f"HTTP/JSON socket {self._uds_path}")
+        if at_start and not self._contract_ok:
+            logger.warning(
+                "MCP runtime not reachable at start; its contract version is checked on first contact"
+            )
 
     async def aclose(self) -> None:
         """Close the client and its connections."""
@@ -126,6 +145,11 @@ class HttpUdsBackend:
             RuntimeTimeoutError: No response head (or JSON body) within the request timeout.
         """
         client = self._require_client()
+        if not self._contract_ok:
+            try:
+                await self._check_contract()
+            except ContractVersionError as e:
+                raise RuntimeUnavailableError(str(e)) from e
         http_request = self._build(request)
         response: httpx.Response | None = None
         streaming = request.method == "GET" or request.wants_progress

@@ -235,7 +235,7 @@ impl McpRuntime for GrpcRuntime {
         Ok(tonic::Response::new(pb::HealthCheckResponse {
             status: status.into(),
             runtime_version: h.runtime_version.to_owned(),
-            contract_version: mcp_runtime_core::CONTRACT_VERSION.to_owned(),
+            contract_version: h.contract_version,
             features: h.features,
             open_sessions: h.open_sessions as u64,
             protocol_versions: h

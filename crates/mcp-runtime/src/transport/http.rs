@@ -45,7 +45,7 @@ async fn health(State(rt): State<Arc<Runtime>>) -> Response {
     let body = serde_json::json!({
         "status": if h.serving { "serving" } else { "not_serving" },
         "runtime_version": h.runtime_version,
-        "contract_version": mcp_runtime_core::CONTRACT_VERSION,
+        "contract_version": h.contract_version,
         "features": h.features,
         "open_sessions": h.open_sessions,
         "protocol_versions": h.protocol_versions,
