@@ -1,445 +1,205 @@
-//! The table of boundary cases shared by the HTTP/JSON semantics test and the parity test:
-//! every MCP method the runtime serves, every error case of the streamable HTTP transport, and
-//! payloads of 1 KiB, 1 MiB and 20 MiB.
+//! The boundary cases shared by the HTTP/JSON semantics test and the parity test, read from
+//! the language-neutral vectors in `contract/vectors/boundary.json` (format:
+//! `contract/vectors/README.md`), which the Python and TypeScript tests read too: every MCP
+//! method the runtime serves, every error case of the streamable HTTP transport, and payloads of
+//! 1 KiB, 1 MiB and 20 MiB.
 
 #![allow(dead_code, unreachable_pub, clippy::needless_pass_by_value)]
 
+use base64::Engine as _;
 use bytes::Bytes;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use super::{Call, Reply, rpc};
+use super::{Call, Reply};
+
+/// The shared vectors file, relative to this crate.
+pub const VECTORS: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../contract/vectors/boundary.json"
+);
 
 /// One row: a request and what the client must see.
 pub struct Case {
-    pub name: &'static str,
+    pub name: String,
     pub call: Call,
     pub status: u16,
     /// JSON-RPC error code, or `None` for a success (or an empty body).
     pub code: Option<i64>,
-    /// Further checks on a success.
-    pub check: Option<fn(&Reply)>,
+    /// The vector's whole `expect` object: further checks on a success (`result`,
+    /// `content_type`, `empty_body`, `sse`).
+    pub expect: Value,
 }
 
-fn text_len(r: &Reply) -> usize {
-    r.json()
-        .pointer("/result/content/0/text")
-        .and_then(Value::as_str)
-        .map_or(0, str::len)
+/// The parsed vectors file.
+pub fn vectors() -> Value {
+    let text = std::fs::read_to_string(VECTORS).expect("read contract/vectors/boundary.json");
+    serde_json::from_str(&text).expect("contract/vectors/boundary.json is JSON")
+}
+
+/// The request body of a vector: `body` (JSON, compact), `body_text` or `body_base64`, with
+/// an optional `fill` (a string of `count` times `char` at a JSON pointer of `body`).
+pub fn body_of(req: &Value) -> Bytes {
+    if let Some(b) = req.get("body") {
+        let mut b = b.clone();
+        if let Some(fill) = req.get("fill") {
+            let text = fill["char"]
+                .as_str()
+                .unwrap()
+                .repeat(usize::try_from(fill["count"].as_u64().unwrap()).unwrap());
+            *b.pointer_mut(fill["pointer"].as_str().unwrap())
+                .expect("fill pointer") = Value::String(text);
+        }
+        return Bytes::from(b.to_string());
+    }
+    if let Some(t) = req.get("body_text") {
+        return Bytes::from(t.as_str().unwrap().to_owned());
+    }
+    if let Some(t) = req.get("body_base64") {
+        return Bytes::from(
+            base64::engine::general_purpose::STANDARD
+                .decode(t.as_str().unwrap())
+                .expect("body_base64"),
+        );
+    }
+    Bytes::new()
 }
 
 /// The table, for a transport whose live session is `sid` (on `/mcp`) and `scoped`
-/// (on `/servers/echo-only/mcp`).
+/// (on `/servers/echo-only/mcp`); `auth` is the vectors' caller (`auth` in the file).
 pub fn table(auth: &Value, sid: &str, scoped: &str) -> Vec<Case> {
-    let post = |body: Bytes| Call::post(auth, body).session(sid);
-    let mut bad_version = post(rpc(1, "ping", json!({})));
-    bad_version.protocol_version = Some("1999-01-01".into());
-    let mut good_version = post(rpc(1, "ping", json!({})));
-    good_version.protocol_version = Some("2025-06-18".into());
-    let mut get_no_accept = post(Bytes::new());
-    get_no_accept.method = "GET";
-    get_no_accept.accept = Some("application/json".into());
-    let ok = |name, call, check| Case {
-        name,
-        call,
-        status: 200,
-        code: None,
-        check,
-    };
-    let err = |name, call, status, code| Case {
-        name,
-        call,
-        status,
-        code: Some(code),
-        check: None,
-    };
-    vec![
-        ok("ping", post(rpc(1, "ping", json!({}))), None),
-        ok("ping with a supported protocol version", good_version, None),
-        ok(
-            "tools/list",
-            post(rpc(2, "tools/list", json!({}))),
-            Some(|r: &Reply| {
-                let names: Vec<String> = r.json()["result"]["tools"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|t| t["name"].as_str().unwrap().to_owned())
-                    .collect();
-                for n in ["echo", "payload", "sleep", "progress"] {
-                    assert!(names.iter().any(|x| x == n), "{n} missing from {names:?}");
-                }
-            }),
-        ),
-        ok(
-            "tools/call echo",
-            post(rpc(
-                3,
-                "tools/call",
-                json!({"name": "echo", "arguments": {"text": "hello"}}),
-            )),
-            Some(|r: &Reply| {
-                assert_eq!(
-                    r.json().pointer("/result/content/0/text"),
-                    Some(&json!("hello"))
-                );
-            }),
-        ),
-        ok(
-            "tools/call payload 1 KiB",
-            post(rpc(
-                4,
-                "tools/call",
-                json!({"name": "payload", "arguments": {"size_bytes": 1024}}),
-            )),
-            Some(|r: &Reply| assert_eq!(text_len(r), 1024)),
-        ),
-        ok(
-            "tools/call payload 1 MiB",
-            post(rpc(
-                5,
-                "tools/call",
-                json!({"name": "payload", "arguments": {"size_bytes": 1 << 20}}),
-            )),
-            Some(|r: &Reply| assert_eq!(text_len(r), 1 << 20)),
-        ),
-        ok(
-            "tools/call payload 20 MiB",
-            post(rpc(
-                6,
-                "tools/call",
-                json!({"name": "payload", "arguments": {"size_bytes": 20 << 20}}),
-            )),
-            Some(|r: &Reply| assert_eq!(text_len(r), 20 << 20)),
-        ),
-        ok(
-            "tools/call echo 1 MiB argument",
-            post(rpc(
-                7,
-                "tools/call",
-                json!({"name": "echo", "arguments": {"text": "y".repeat(1 << 20)}}),
-            )),
-            Some(|r: &Reply| assert_eq!(text_len(r), 1 << 20)),
-        ),
-        ok(
-            "tools/call progress (SSE)",
-            post(rpc(
-                8,
-                "tools/call",
-                json!({"name": "progress", "arguments": {"steps": 3, "interval_ms": 5}, "_meta": {"progressToken": "p-1"}}),
-            )),
-            Some(|r: &Reply| {
-                assert_eq!(r.content_type.as_deref(), Some("text/event-stream"));
-                let text = std::str::from_utf8(&r.body).unwrap();
-                let events: Vec<Value> = text
-                    .lines()
-                    .filter_map(|l| l.strip_prefix("data: "))
-                    .map(|d| serde_json::from_str(d).unwrap())
-                    .collect();
-                let progress: Vec<&Value> = events
-                    .iter()
-                    .filter(|e| e["method"] == "notifications/progress")
-                    .collect();
-                assert_eq!(progress.len(), 3, "{text}");
-                assert!(
-                    progress
-                        .iter()
-                        .all(|p| p["params"]["progressToken"] == "p-1"),
-                    "caller's token restored: {text}"
-                );
-                assert_eq!(events.last().unwrap()["id"], 8);
-                assert!(
-                    events
-                        .iter()
-                        .position(|e| e["method"] == "notifications/progress")
-                        .unwrap()
-                        < events.len() - 1
-                );
-            }),
-        ),
-        ok(
-            "tools/call fail (tool error is a result)",
-            post(rpc(
-                9,
-                "tools/call",
-                json!({"name": "fail", "arguments": {"message": "boom"}}),
-            )),
-            Some(|r: &Reply| {
-                assert_eq!(r.json().pointer("/result/isError"), Some(&json!(true)));
-            }),
-        ),
-        ok(
-            "resources/list",
-            post(rpc(10, "resources/list", json!({}))),
-            Some(|r: &Reply| {
-                assert_eq!(
-                    r.json().pointer("/result/resources/0/uri"),
-                    Some(&json!("fixture://readme"))
-                );
-            }),
-        ),
-        ok(
-            "resources/templates/list",
-            post(rpc(11, "resources/templates/list", json!({}))),
-            Some(|r: &Reply| {
-                assert_eq!(
-                    r.json().pointer("/result/resourceTemplates/0/uriTemplate"),
-                    Some(&json!("fixture://items/{id}"))
-                );
-            }),
-        ),
-        ok(
-            "resources/read",
-            post(rpc(
-                12,
-                "resources/read",
-                json!({"uri": "fixture://readme"}),
-            )),
-            Some(|r: &Reply| {
-                assert_eq!(
-                    r.json().pointer("/result/contents/0/text"),
-                    Some(&json!("MCP fixture server"))
-                );
-            }),
-        ),
-        ok(
-            "resources/read via template",
-            post(rpc(
-                13,
-                "resources/read",
-                json!({"uri": "fixture://items/42"}),
-            )),
-            Some(|r: &Reply| {
-                assert_eq!(
-                    r.json().pointer("/result/contents/0/text"),
-                    Some(&json!("item 42"))
-                );
-            }),
-        ),
-        ok(
-            "prompts/list",
-            post(rpc(14, "prompts/list", json!({}))),
-            Some(|r: &Reply| {
-                assert_eq!(
-                    r.json().pointer("/result/prompts/0/name"),
-                    Some(&json!("greet"))
-                );
-            }),
-        ),
-        ok(
-            "prompts/get",
-            post(rpc(
-                15,
-                "prompts/get",
-                json!({"name": "greet", "arguments": {"name": "Ada"}}),
-            )),
-            Some(|r: &Reply| {
-                assert_eq!(
-                    r.json().pointer("/result/messages/0/content/text"),
-                    Some(&json!("Hello, Ada!"))
-                );
-            }),
-        ),
-        ok(
-            "tools/list in a virtual server",
-            Call::post(auth, rpc(16, "tools/list", json!({})))
-                .session(scoped)
-                .server("echo-only"),
-            Some(|r: &Reply| {
-                let tools = r.json()["result"]["tools"].as_array().unwrap().clone();
-                assert_eq!(tools.len(), 1);
-                assert_eq!(tools[0]["name"], "echo");
-            }),
-        ),
-        Case {
-            name: "notification accepted",
-            call: post(Bytes::from_static(
-                br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
-            )),
-            status: 202,
-            code: None,
-            check: Some(|r: &Reply| assert!(r.body.is_empty())),
-        },
-        Case {
-            name: "client response accepted",
-            call: post(Bytes::from_static(
-                br#"{"jsonrpc":"2.0","id":"s-1","result":{}}"#,
-            )),
-            status: 202,
-            code: None,
-            check: Some(|r: &Reply| assert!(r.body.is_empty())),
-        },
-        err(
-            "unknown tool",
-            post(rpc(
-                20,
-                "tools/call",
-                json!({"name": "nope", "arguments": {}}),
-            )),
-            200,
-            -32602,
-        ),
-        err(
-            "tool outside the virtual server",
-            Call::post(
-                auth,
-                rpc(
-                    21,
-                    "tools/call",
-                    json!({"name": "payload", "arguments": {"size_bytes": 1}}),
+    let v = vectors();
+    assert_eq!(&v["auth"], auth, "the vectors' caller");
+    let default_accept = v["default_accept"].as_str().unwrap().to_owned();
+    v["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let req = &c["request"];
+            let method = match req["method"].as_str().unwrap() {
+                "POST" => "POST",
+                "GET" => "GET",
+                "DELETE" => "DELETE",
+                m => panic!("unknown method {m}"),
+            };
+            let session = match req["session"].as_str().unwrap() {
+                "live" => Some(sid.to_owned()),
+                "scoped" => Some(scoped.to_owned()),
+                "none" => None,
+                literal => Some(literal.to_owned()),
+            };
+            let call = Call {
+                method,
+                path_server: req
+                    .get("server_id")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+                session,
+                protocol_version: req
+                    .get("protocol_version")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+                accept: Some(
+                    req.get("accept")
+                        .and_then(Value::as_str)
+                        .unwrap_or(&default_accept)
+                        .to_owned(),
                 ),
-            )
-            .session(scoped)
-            .server("echo-only"),
-            200,
-            -32602,
-        ),
-        err(
-            "unknown prompt",
-            post(rpc(22, "prompts/get", json!({"name": "nope"}))),
-            200,
-            -32602,
-        ),
-        err(
-            "unknown resource",
-            post(rpc(23, "resources/read", json!({"uri": "nope://x"}))),
-            200,
-            -32002,
-        ),
-        err(
-            "tools/call with non-object arguments",
-            post(rpc(
-                31,
-                "tools/call",
-                json!({"name": "echo", "arguments": "x"}),
-            )),
-            200,
-            -32602,
-        ),
-        err(
-            "tools/call with a non-object _meta",
-            post(rpc(
-                32,
-                "tools/call",
-                json!({"name": "echo", "arguments": {"text": "x"}, "_meta": "x"}),
-            )),
-            200,
-            -32602,
-        ),
-        err(
-            "null id",
-            post(Bytes::from_static(
-                br#"{"jsonrpc":"2.0","id":null,"method":"ping"}"#,
-            )),
-            400,
-            -32600,
-        ),
-        err(
-            "method together with result",
-            post(Bytes::from_static(
-                br#"{"jsonrpc":"2.0","id":5,"method":"ping","result":{}}"#,
-            )),
-            400,
-            -32600,
-        ),
-        err(
-            "unknown method",
-            post(rpc(24, "no/such/method", json!({}))),
-            200,
-            -32601,
-        ),
-        err(
-            "tools/call without a name",
-            post(rpc(25, "tools/call", json!({}))),
-            200,
-            -32602,
-        ),
-        err(
-            "server/discover probe",
-            Call::post(auth, rpc(26, "server/discover", json!({}))),
-            200,
-            -32601,
-        ),
-        err(
-            "missing session id",
-            Call::post(auth, rpc(27, "ping", json!({}))),
-            400,
-            -32000,
-        ),
-        err(
-            "unknown session id",
-            Call::post(auth, rpc(28, "ping", json!({})))
-                .session("0123456789abcdef0123456789abcdef"),
-            404,
-            -32001,
-        ),
-        err(
-            "session of another scope",
-            Call::post(auth, rpc(29, "ping", json!({})))
-                .session(sid)
-                .server("echo-only"),
-            404,
-            -32001,
-        ),
-        err(
-            "unknown virtual server",
-            Call::post(auth, rpc(30, "ping", json!({})))
-                .session(sid)
-                .server("nope"),
-            404,
-            -32001,
-        ),
-        err("invalid protocol version", bad_version, 400, -32000),
-        err(
-            "batch array",
-            post(Bytes::from_static(
-                br#"[{"jsonrpc":"2.0","id":1,"method":"ping"}]"#,
-            )),
-            400,
-            -32600,
-        ),
-        err(
-            "invalid JSON",
-            post(Bytes::from_static(b"{not json")),
-            400,
-            -32700,
-        ),
-        err(
-            "non-UTF-8 body",
-            post(Bytes::from_static(
-                b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"\xff\xfe\"}",
-            )),
-            400,
-            -32700,
-        ),
-        err("empty body", post(Bytes::new()), 400, -32700),
-        err(
-            "not an object",
-            post(Bytes::from_static(b"42")),
-            400,
-            -32600,
-        ),
-        err(
-            "wrong jsonrpc version",
-            post(Bytes::from_static(
-                br#"{"jsonrpc":"1.0","id":1,"method":"ping"}"#,
-            )),
-            400,
-            -32600,
-        ),
-        err(
-            "no method and no result",
-            post(Bytes::from_static(br#"{"jsonrpc":"2.0","id":1}"#)),
-            400,
-            -32600,
-        ),
-        Case {
-            name: "GET without text/event-stream",
-            call: get_no_accept,
-            status: 405,
-            code: None,
-            check: Some(|r: &Reply| assert!(r.body.is_empty())),
-        },
-    ]
+                auth: auth.clone(),
+                body: body_of(req),
+            };
+            let e = &c["expect"];
+            Case {
+                name: c["name"].as_str().unwrap().to_owned(),
+                call,
+                status: u16::try_from(e["status"].as_u64().unwrap()).unwrap(),
+                code: e["error_code"].as_i64(),
+                expect: e.clone(),
+            }
+        })
+        .collect()
+}
+
+/// The events of an SSE body, each `data:` parsed as JSON.
+fn sse_events(r: &Reply) -> Vec<Value> {
+    std::str::from_utf8(&r.body)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect()
+}
+
+/// The vector's further checks: `content_type`, `empty_body`, `result` (JSON pointer checks
+/// `equals`, `length` of a string, `array_length`, `names_include`) and `sse`.
+fn check_expect(e: &Value, r: &Reply, what: &str) {
+    if let Some(ct) = e.get("content_type").and_then(Value::as_str) {
+        assert_eq!(r.content_type.as_deref(), Some(ct), "{what}: content type");
+    }
+    if e.get("empty_body").and_then(Value::as_bool) == Some(true) {
+        assert!(r.body.is_empty(), "{what}: body not empty");
+    }
+    for check in e
+        .get("result")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let json = r.json();
+        let at = json.pointer(check["pointer"].as_str().unwrap());
+        if let Some(want) = check.get("equals") {
+            assert_eq!(at, Some(want), "{what}: {check}");
+        }
+        if let Some(n) = check.get("length").and_then(Value::as_u64) {
+            let len = at.and_then(Value::as_str).map_or(0, str::len);
+            assert_eq!(len as u64, n, "{what}: {check}");
+        }
+        if let Some(n) = check.get("array_length").and_then(Value::as_u64) {
+            let len = at.and_then(Value::as_array).map_or(0, Vec::len);
+            assert_eq!(len as u64, n, "{what}: {check}");
+        }
+        if let Some(names) = check.get("names_include").and_then(Value::as_array) {
+            let have: Vec<&Value> = at
+                .and_then(Value::as_array)
+                .map(|a| a.iter().map(|t| &t["name"]).collect())
+                .unwrap_or_default();
+            for n in names {
+                assert!(have.contains(&n), "{what}: {n} missing from {have:?}");
+            }
+        }
+    }
+    if let Some(sse) = e.get("sse") {
+        let text = String::from_utf8_lossy(&r.body);
+        let events = sse_events(r);
+        let progress: Vec<&Value> = events
+            .iter()
+            .filter(|e| e["method"] == "notifications/progress")
+            .collect();
+        assert_eq!(
+            progress.len() as u64,
+            sse["progress"].as_u64().unwrap(),
+            "{what}: {text}"
+        );
+        assert!(
+            progress
+                .iter()
+                .all(|p| p["params"]["progressToken"] == sse["progress_token"]),
+            "{what}: caller's token restored: {text}"
+        );
+        assert_eq!(
+            events.last().unwrap()["id"],
+            sse["final_id"],
+            "{what}: {text}"
+        );
+        assert!(
+            events
+                .iter()
+                .position(|e| e["method"] == "notifications/progress")
+                .unwrap()
+                < events.len() - 1,
+            "{what}: progress before the result: {text}"
+        );
+    }
 }
 
 /// Checks a reply against its case.
@@ -469,9 +229,7 @@ pub fn assert_case(case: &Case, r: &Reply, transport: &str) {
         }
         None => {}
     }
-    if let Some(check) = case.check {
-        check(r);
-    }
+    check_expect(&case.expect, r, &format!("[{transport}] {}", case.name));
 }
 
 /// Replaces session ids in a body so two transports' answers compare equal.
