@@ -57,8 +57,23 @@ pub async fn serve(
     generated_tools: usize,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_state(listener, SharedState::new(generated_tools), shutdown).await
+}
+
+/// Serves the fixture with a prepared `state` (for example
+/// [`SharedState::with_conformance`]) on `listener`, as [`serve`] does.
+///
+/// # Errors
+///
+/// Returns the I/O error if the listener's address cannot be read or serving fails.
+pub async fn serve_state(
+    listener: TcpListener,
+    state: SharedState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
-    let state = Arc::new(SharedState::new(generated_tools));
+    let generated_tools = state.generated_tools();
+    let state = Arc::new(state);
     let cancel = CancellationToken::new();
 
     let config = StreamableHttpServerConfig::default()

@@ -11,6 +11,9 @@
 //!
 //! - [`catalog`]: the tool, resource and prompt definitions (names, descriptions, JSON
 //!   input schemas) and the generated `gen_NNNN` tools.
+//! - [`conformance`]: the `test_*` tools, `test://` resources and `test_*` prompts the
+//!   official MCP conformance suite calls, served only with `--conformance`
+//!   ([`SharedState::with_conformance`]).
 //! - [`server`]: [`FixtureServer`], the `rmcp` `ServerHandler` that implements them, and
 //!   [`SharedState`], the state shared by every session (the in-flight `sleep` counter).
 //! - `session`: a wrapper around rmcp's in-memory session manager that delivers
@@ -31,9 +34,10 @@
 //! ```
 
 pub mod catalog;
+pub mod conformance;
 pub mod http;
 pub mod server;
 mod session;
 
-pub use http::{MCP_PATH, mcp_url, serve};
+pub use http::{MCP_PATH, mcp_url, serve, serve_state};
 pub use server::{FixtureServer, SharedState};

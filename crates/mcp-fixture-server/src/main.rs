@@ -25,6 +25,11 @@ struct Cli {
     /// Number of generated tools (gen_0000 ..) to expose besides the fixed ones.
     #[arg(long, env = "MCP_FIXTURE_GENERATED_TOOLS", default_value_t = 0)]
     generated_tools: usize,
+
+    /// Also serve the conformance catalog (`test_*` tools, `test://` resources, `test_*`
+    /// prompts) that the MCP conformance suite's server scenarios call.
+    #[arg(long, env = "MCP_FIXTURE_CONFORMANCE")]
+    conformance: bool,
 }
 
 /// Log filter used when `RUST_LOG` is not set.
@@ -59,7 +64,11 @@ async fn main() -> anyhow::Result<()> {
         stdout.flush()?;
     }
 
-    mcp_fixture_server::serve(listener, cli.generated_tools, shutdown_signal())
+    let mut state = mcp_fixture_server::SharedState::new(cli.generated_tools);
+    if cli.conformance {
+        state = state.with_conformance();
+    }
+    mcp_fixture_server::serve_state(listener, state, shutdown_signal())
         .await
         .context("server failed")?;
     tracing::info!("stopped");

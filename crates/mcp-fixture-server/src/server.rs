@@ -20,21 +20,21 @@ use std::{
 use rmcp::{
     ErrorData, RoleServer, ServerHandler,
     model::{
-        CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock,
-        GetPromptRequestParams, GetPromptResponse, GetPromptResult, Implementation, JsonObject,
-        ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult, ListToolsResult,
-        LoggingLevel, LoggingMessageNotification, LoggingMessageNotificationParam,
-        PaginatedRequestParams, ProgressNotificationParam, PromptMessage,
-        ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, RequestId,
-        ResourceContents, Role, ServerCapabilities, ServerConfig, ServerNotification,
-        SetLevelRequestParams, Tool,
+        CallToolRequestParams, CallToolResponse, CallToolResult, CompleteRequestParams,
+        CompleteResult, ContentBlock, GetPromptRequestParams, GetPromptResponse, GetPromptResult,
+        Implementation, JsonObject, ListPromptsResult, ListResourceTemplatesResult,
+        ListResourcesResult, ListToolsResult, LoggingLevel, LoggingMessageNotification,
+        LoggingMessageNotificationParam, PaginatedRequestParams, ProgressNotificationParam,
+        PromptMessage, ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult,
+        RequestId, ResourceContents, Role, ServerCapabilities, ServerConfig, ServerNotification,
+        SetLevelRequestParams, SubscribeRequestParams, Tool, UnsubscribeRequestParams,
     },
     service::RequestContext,
 };
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use crate::catalog;
+use crate::{catalog, conformance};
 
 /// Marks a server notification as part of the handling of one client request.
 ///
@@ -55,6 +55,8 @@ pub struct SharedState {
     /// (finished, cancelled, or its future dropped), so tests can see that a cancelled
     /// call really stopped.
     inflight_sleeps: AtomicUsize,
+    /// Whether the conformance catalog ([`crate::conformance`]) is served too.
+    conformance: bool,
 }
 
 impl SharedState {
@@ -64,7 +66,23 @@ impl SharedState {
             generated_tools,
             tools: catalog::tools(generated_tools),
             inflight_sleeps: AtomicUsize::new(0),
+            conformance: false,
         }
+    }
+
+    /// The same state serving the conformance catalog ([`crate::conformance`]) as well:
+    /// its tools after the fixed and generated ones, its resources, template and prompts
+    /// after the fixture's own, plus completion and resource subscriptions.
+    #[must_use]
+    pub fn with_conformance(mut self) -> Self {
+        self.tools.extend(conformance::tools());
+        self.conformance = true;
+        self
+    }
+
+    /// The number of generated tools (`gen_0000` ..) this server exposes.
+    pub fn generated_tools(&self) -> usize {
+        self.generated_tools
     }
 
     /// The number of `sleep` calls running right now.
@@ -106,6 +124,9 @@ pub struct FixtureServer {
     /// Minimum level set by `logging/setLevel`; `None` (the default) sends every level.
     /// A std mutex: it is held only to copy the value, never across an await.
     log_level: Mutex<Option<LoggingLevel>>,
+    /// Resources this session subscribed to (conformance catalog only). A std mutex, held
+    /// only to update the set.
+    subscriptions: Mutex<conformance::Subscriptions>,
 }
 
 /// Arguments of `echo`.
@@ -149,6 +170,7 @@ impl FixtureServer {
         Self {
             state,
             log_level: Mutex::new(None),
+            subscriptions: Mutex::new(conformance::Subscriptions::default()),
         }
     }
 
@@ -237,12 +259,18 @@ impl FixtureServer {
 
 impl ServerHandler for FixtureServer {
     fn get_info(&self) -> ServerConfig {
-        let capabilities = ServerCapabilities::builder()
+        let mut capabilities = ServerCapabilities::builder()
             .enable_logging()
             .enable_prompts()
             .enable_resources()
             .enable_tools()
             .build();
+        if self.state.conformance {
+            capabilities.completions = Some(JsonObject::new());
+            if let Some(resources) = capabilities.resources.as_mut() {
+                resources.subscribe = Some(true);
+            }
+        }
         ServerConfig::new(capabilities)
             .with_server_info(Implementation::new(
                 "mcp-fixture-server",
@@ -278,6 +306,12 @@ impl ServerHandler for FixtureServer {
                 parse_args::<FailArgs>(name, args)?.message,
             )]),
             generated if self.state.is_generated_tool(generated) => text_result(generated),
+            test if self.state.conformance && conformance::is_tool(test) => {
+                conformance::call_tool(test, &args, &context, |level, message| {
+                    self.log(&context, level, message)
+                })
+                .await?
+            }
             unknown => {
                 return Err(ErrorData::invalid_params(
                     format!("unknown tool: {unknown}"),
@@ -293,7 +327,11 @@ impl ServerHandler for FixtureServer {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, ErrorData> {
-        Ok(ListResourcesResult::with_all_items(catalog::resources()))
+        let mut resources = catalog::resources();
+        if self.state.conformance {
+            resources.extend(conformance::resources());
+        }
+        Ok(ListResourcesResult::with_all_items(resources))
     }
 
     async fn list_resource_templates(
@@ -301,9 +339,11 @@ impl ServerHandler for FixtureServer {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListResourceTemplatesResult, ErrorData> {
-        Ok(ListResourceTemplatesResult::with_all_items(
-            catalog::resource_templates(),
-        ))
+        let mut templates = catalog::resource_templates();
+        if self.state.conformance {
+            templates.extend(conformance::resource_templates());
+        }
+        Ok(ListResourceTemplatesResult::with_all_items(templates))
     }
 
     async fn read_resource(
@@ -312,6 +352,11 @@ impl ServerHandler for FixtureServer {
         _context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
         let uri = request.uri;
+        if self.state.conformance
+            && let Some(result) = conformance::read_resource(&uri)?
+        {
+            return Ok(result.into());
+        }
         let text = if uri == catalog::README_URI {
             catalog::README_TEXT.to_owned()
         } else if let Some(id) = uri
@@ -334,7 +379,11 @@ impl ServerHandler for FixtureServer {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListPromptsResult, ErrorData> {
-        Ok(ListPromptsResult::with_all_items(catalog::prompts()))
+        let mut prompts = catalog::prompts();
+        if self.state.conformance {
+            prompts.extend(conformance::prompts());
+        }
+        Ok(ListPromptsResult::with_all_items(prompts))
     }
 
     async fn get_prompt(
@@ -342,6 +391,9 @@ impl ServerHandler for FixtureServer {
         request: GetPromptRequestParams,
         _context: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, ErrorData> {
+        if self.state.conformance && conformance::is_prompt(&request.name) {
+            return Ok(conformance::get_prompt(&request.name, request.arguments.as_ref())?.into());
+        }
         if request.name != catalog::GREET {
             return Err(ErrorData::invalid_params(
                 format!("unknown prompt: {}", request.name),
@@ -368,6 +420,47 @@ impl ServerHandler for FixtureServer {
         _context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
         *self.log_level.lock().unwrap_or_else(|e| e.into_inner()) = Some(request.level);
+        Ok(())
+    }
+
+    async fn complete(
+        &self,
+        request: CompleteRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CompleteResult, ErrorData> {
+        if !self.state.conformance {
+            return Err(ErrorData::method_not_found::<
+                rmcp::model::CompleteRequestMethod,
+            >());
+        }
+        Ok(conformance::complete(&request))
+    }
+
+    async fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        if !self.state.conformance {
+            return Err(ErrorData::method_not_found::<
+                rmcp::model::SubscribeRequestMethod,
+            >());
+        }
+        self.subscriptions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .subscribe(&request.uri)
+    }
+
+    async fn unsubscribe(
+        &self,
+        request: UnsubscribeRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.subscriptions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .unsubscribe(&request.uri);
         Ok(())
     }
 }
