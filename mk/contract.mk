@@ -45,4 +45,4 @@ ts-test: ts-generate python-binaries
 	cd $(TS_DIR) && node_modules/.bin/tsc --noEmit -p .
 	cd $(TS_DIR) && MCP_BIN_DIR=$(CURDIR)/$(PYBIN) node --import tsx --test test/*.test.ts
 
-TEST_EXTRA += contract-check
+TEST_EXTRA += contract-check ts-test
