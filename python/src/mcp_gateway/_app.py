@@ -24,7 +24,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from mcp_gateway import __version__
-from mcp_gateway._auth import authenticate
+from mcp_gateway._auth import anonymous_context, authenticate, check_host_origin
 from mcp_gateway._backend import Backend, McpRequest, McpResponse
 from mcp_gateway._errors import AuthError, GatewayError, RuntimeTimeoutError, RuntimeUnavailableError
 from mcp_gateway._jsonrpc import BAD_REQUEST, INTERNAL_ERROR, INVALID_REQUEST, NOT_FOUND, error_body
@@ -35,6 +35,11 @@ __all__ = ["create_app", "make_backend"]
 logger = logging.getLogger("mcp_gateway")
 
 _JSON = ("content-type", "application/json")
+
+_AUTH_DISABLED_WARNING = (
+    "authentication is DISABLED (MCP_GATEWAY_AUTH_DISABLED=1): every caller is anonymous and "
+    "sees public entries only; for local testing, never for a shared deployment"
+)
 
 
 def make_backend(settings: Settings) -> Backend:
@@ -133,14 +138,27 @@ class McpEndpoint:
         if method not in ("GET", "POST", "DELETE"):
             await _send_whole(send, McpResponse(status=405, headers=[("allow", "GET, POST, DELETE")]))
             return
+        rejected = check_host_origin(
+            headers.get("host"),
+            headers.get("origin"),
+            self._settings.allowed_hosts,
+            self._settings.allowed_origins,
+        )
+        if rejected is not None:
+            logger.info("%d %s %s: %s", rejected[0], method, scope["path"], rejected[1])
+            await _send_whole(send, _error_response(rejected[0], BAD_REQUEST, f"Forbidden: {rejected[1]}"))
+            return
         trace_id = uuid.uuid4().hex
         try:
-            auth = authenticate(
-                headers.get("authorization"),
-                self._settings.jwt_secret,
-                traceparent=headers.get("traceparent", ""),
-                trace_id=trace_id,
-            )
+            if self._settings.auth_disabled:
+                auth = anonymous_context(traceparent=headers.get("traceparent", ""), trace_id=trace_id)
+            else:
+                auth = authenticate(
+                    headers.get("authorization"),
+                    self._settings.jwt_secret,
+                    traceparent=headers.get("traceparent", ""),
+                    trace_id=trace_id,
+                )
         except AuthError as e:
             challenge = 'Bearer realm="mcp-gateway"'
             if headers.get("authorization"):
@@ -236,6 +254,7 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
             "status": "ok" if runtime.reachable and runtime.status == "serving" else "degraded",
             "mode": backend.mode.value,
             "gateway_version": __version__,
+            **({"auth": "disabled", "warning": _AUTH_DISABLED_WARNING} if settings.auth_disabled else {}),
             "runtime": {
                 "reachable": runtime.reachable,
                 "status": runtime.status,
@@ -252,6 +271,8 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         await backend.start()
+        if settings.auth_disabled:
+            logger.warning(_AUTH_DISABLED_WARNING)
         where = {Mode.GRPC: settings.grpc_uds, Mode.HTTP: settings.http_uds, Mode.PYTHON: settings.catalog}
         logger.info(
             "mcp-gateway %s: mode=%s (%s), listening on http://%s:%d/mcp",

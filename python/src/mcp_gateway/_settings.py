@@ -4,6 +4,10 @@
 variable                           default                    meaning
 =================================  =========================  =====================================
 ``JWT_SECRET_KEY``                 (required)                 HS256 key of the bearer tokens
+``MCP_GATEWAY_AUTH_DISABLED``      unset                      ``1``: no auth, anonymous public-only
+                                                              callers (local tests only; warns)
+``MCP_GATEWAY_ALLOWED_HOSTS``      loopback names             ``Host`` names accepted, comma list
+``MCP_GATEWAY_ALLOWED_ORIGINS``    loopback origins           ``Origin`` values accepted, comma list
 ``MCP_RUST_GRPC_UDS``              unset                      gRPC socket; selects gRPC mode (wins)
 ``MCP_RUST_UDS``                   unset                      HTTP/JSON socket; selects HTTP mode
 ``MCP_RUNTIME_CATALOG``            unset                      catalog file (Python baseline mode)
@@ -14,6 +18,16 @@ variable                           default                    meaning
 ``MCP_RUNTIME_MAX_MESSAGE_BYTES``  ``67108864`` (64 MiB)      baseline: the runtime's message limit
 ``MCP_RUNTIME_UPSTREAM_TIMEOUT_MS``  ``60000``                baseline: the runtime's upstream timeout
 =================================  =========================  =====================================
+
+``JWT_SECRET_KEY`` is optional only when ``MCP_GATEWAY_AUTH_DISABLED=1``.
+
+Host and Origin allow-lists (DNS-rebinding protection, MCP spec, transports: security warning):
+an entry of ``MCP_GATEWAY_ALLOWED_HOSTS`` is a host name or address (``example.com``,
+``10.0.0.5``, ``[::1]``) accepted with any port, or ``name:port`` for that port only; an entry of
+``MCP_GATEWAY_ALLOWED_ORIGINS`` is ``scheme://host`` (any port) or ``scheme://host:port``. ``*``
+accepts everything. The defaults are ``localhost``, ``127.0.0.1`` and ``[::1]`` (with ``http``
+and ``https`` for origins). A request without an ``Origin`` header (not from a browser) passes
+the origin check.
 
 The two ``MCP_RUNTIME_*`` names are the runtime's own (``mcp-runtime --help``): the Python
 baseline reads them so it applies the same limits as the runtime it stands in for.
@@ -29,7 +43,15 @@ from pathlib import Path
 
 from mcp_gateway._errors import ConfigError
 
-__all__ = ["Mode", "Settings"]
+__all__ = ["DEFAULT_ALLOWED_HOSTS", "DEFAULT_ALLOWED_ORIGINS", "Mode", "Settings"]
+
+DEFAULT_ALLOWED_HOSTS: tuple[str, ...] = ("localhost", "127.0.0.1", "[::1]")
+"""``Host`` names accepted by default, each with any port."""
+
+DEFAULT_ALLOWED_ORIGINS: tuple[str, ...] = tuple(
+    f"{scheme}://{host}" for scheme in ("http", "https") for host in DEFAULT_ALLOWED_HOSTS
+)
+"""``Origin`` values accepted by default, each with any port."""
 
 
 class Mode(enum.StrEnum):
@@ -63,6 +85,11 @@ class Settings:
             runtime's ``--max-message-bytes``.
         upstream_timeout_s: Python baseline only: how long one upstream call may take, in
             seconds, as the runtime's ``--upstream-timeout-ms``.
+        auth_disabled: No authentication: every caller is anonymous and sees public entries
+            only. For local use (the conformance suite sends no token); never the default.
+        allowed_hosts: ``Host`` values accepted (``name`` any port, ``name:port``, ``*``).
+        allowed_origins: ``Origin`` values accepted (``scheme://host`` any port,
+            ``scheme://host:port``, ``*``); requests without ``Origin`` pass.
     """
 
     jwt_secret: str
@@ -75,6 +102,9 @@ class Settings:
     max_body_bytes: int = 64 * 1024 * 1024
     runtime_max_message_bytes: int = 64 * 1024 * 1024
     upstream_timeout_s: float = 60.0
+    auth_disabled: bool = False
+    allowed_hosts: tuple[str, ...] = DEFAULT_ALLOWED_HOSTS
+    allowed_origins: tuple[str, ...] = DEFAULT_ALLOWED_ORIGINS
 
     @property
     def mode(self) -> Mode:
@@ -90,13 +120,23 @@ class Settings:
         """Read the settings from ``env`` (default: ``os.environ``).
 
         Raises:
-            ConfigError: ``JWT_SECRET_KEY`` is missing, a number does not parse, or the Python
-                baseline is selected without ``MCP_RUNTIME_CATALOG``.
+            ConfigError: ``JWT_SECRET_KEY`` is missing (and auth is not disabled),
+                ``MCP_GATEWAY_AUTH_DISABLED`` is not ``0``/``1``, a number does not parse, or
+                the Python baseline is selected without ``MCP_RUNTIME_CATALOG``.
         """
         env = os.environ if env is None else env
+        auth_flag = env.get("MCP_GATEWAY_AUTH_DISABLED", "").strip().lower()
+        if auth_flag not in ("", "0", "1", "false", "true"):
+            raise ConfigError(f"MCP_GATEWAY_AUTH_DISABLED={auth_flag!r} must be 0 or 1")
+        auth_disabled = auth_flag in ("1", "true")
         secret = env.get("JWT_SECRET_KEY", "")
-        if not secret:
+        if not secret and not auth_disabled:
             raise ConfigError("JWT_SECRET_KEY is not set")
+
+        def names(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+            raw = env.get(name, "")
+            values = tuple(v.strip().lower() for v in raw.split(",") if v.strip())
+            return values or default
 
         def number(name: str, default: float) -> float:
             raw = env.get(name, "")
@@ -122,6 +162,9 @@ class Settings:
             max_body_bytes=int(number("MCP_GATEWAY_MAX_BODY_BYTES", 64 * 1024 * 1024)),
             runtime_max_message_bytes=int(number("MCP_RUNTIME_MAX_MESSAGE_BYTES", 64 * 1024 * 1024)),
             upstream_timeout_s=number("MCP_RUNTIME_UPSTREAM_TIMEOUT_MS", 60_000) / 1000,
+            auth_disabled=auth_disabled,
+            allowed_hosts=names("MCP_GATEWAY_ALLOWED_HOSTS", DEFAULT_ALLOWED_HOSTS),
+            allowed_origins=names("MCP_GATEWAY_ALLOWED_ORIGINS", DEFAULT_ALLOWED_ORIGINS),
         )
         if settings.mode is Mode.PYTHON and settings.catalog is None:
             raise ConfigError("no runtime socket configured and MCP_RUNTIME_CATALOG is not set")
