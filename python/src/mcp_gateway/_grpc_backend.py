@@ -145,7 +145,7 @@ class GrpcUdsBackend:
         """Create the channel and run the version handshake (``HealthCheck``).
 
         A runtime that is not up yet is checked on first contact instead (the channel connects
-        lazily: the runtime may start later); until then requests wait for that check.
+        lazily: the runtime may start later); until it passes, each request runs it again first.
 
         Raises:
             ContractVersionError: The runtime speaks a contract major this gateway does not.

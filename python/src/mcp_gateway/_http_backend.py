@@ -57,7 +57,7 @@ class HttpUdsBackend:
         """Create the client and run the version handshake (``GET /health``).
 
         A runtime that is not up yet is checked on first contact instead (the runtime may start
-        later); until then requests wait for that check.
+        later); until it passes, each request runs it again first.
 
         Raises:
             ContractVersionError: The runtime speaks a contract major this gateway does not.
