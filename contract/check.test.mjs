@@ -97,3 +97,11 @@ test("an additive change passes buf breaking but needs a new minor image", () =>
   assert.equal(removed.status, 1, removed.out);
   assert.match(removed.out, /breaks the released contract mcp\.runtime\.v1\.1\.json/);
 });
+
+test("a comment-only edit needs no new version", () => {
+  const proto = editedProto((s) =>
+    s.replace("// The HTTP method.\n", "// The HTTP method, as the client sent it.\n"),
+  );
+  const r = check("--proto", proto);
+  assert.equal(r.status, 0, r.out);
+});
