@@ -139,6 +139,32 @@ impl Runtime {
         self.sessions.close_streams();
     }
 
+    /// Stops every upstream call still running (shutdown, after the grace period): each caller
+    /// gets a JSON-RPC error and each upstream a `notifications/cancelled`. Waits until the
+    /// calls have ended and their notifications were sent, for at most `within`; returns the
+    /// number of calls cancelled.
+    pub async fn cancel_calls(&self, within: Duration) -> usize {
+        let n = self.sessions.cancel_calls();
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline
+            && (self.inflight_upstream_calls() > 0
+                || self
+                    .catalog
+                    .upstreams
+                    .iter()
+                    .any(|u| u.pending_notifications() > 0))
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if n > 0 {
+            tracing::info!(
+                cancelled = n,
+                "calls still running after the grace period cancelled upstream"
+            );
+        }
+        n
+    }
+
     /// Ends sessions idle for longer than the configured TTL; returns how many. The binary
     /// calls this periodically; the core starts no background task of its own.
     pub fn reap_idle_sessions(&self) -> usize {
@@ -200,7 +226,7 @@ impl Runtime {
                 404,
                 None,
                 jsonrpc::NOT_FOUND,
-                &format!("Server not found: {id}"),
+                &format!("Server not found: {}", shown(id)),
             );
         }
         if let Some(v) = req.headers.protocol_version.as_deref()
@@ -466,19 +492,19 @@ impl Runtime {
                             200,
                             Some(&id),
                             jsonrpc::INVALID_PARAMS,
-                            &format!("Unknown tool: {name}"),
+                            &format!("Unknown tool: {}", shown(&name)),
                         ),
                         Kind::Prompt => error(
                             200,
                             Some(&id),
                             jsonrpc::INVALID_PARAMS,
-                            &format!("Unknown prompt: {name}"),
+                            &format!("Unknown prompt: {}", shown(&name)),
                         ),
                         Kind::Resource => error(
                             200,
                             Some(&id),
                             jsonrpc::RESOURCE_NOT_FOUND,
-                            &format!("Resource not found: {name}"),
+                            &format!("Resource not found: {}", shown(&name)),
                         ),
                     };
                 };
@@ -490,7 +516,7 @@ impl Runtime {
                 200,
                 Some(&id),
                 jsonrpc::METHOD_NOT_FOUND,
-                &format!("Method not found: {method}"),
+                &format!("Method not found: {}", shown(method)),
             ),
         }
     }
@@ -506,6 +532,20 @@ impl Runtime {
         mut params: Map<String, Value>,
         accepts_sse: bool,
     ) -> Outcome {
+        // MCP (basic, progress): "The progress token MUST be a string or integer value".
+        if let Some(t) = params
+            .get("_meta")
+            .and_then(Value::as_object)
+            .and_then(|m| m.get("progressToken"))
+            && !(t.is_string() || t.is_i64() || t.is_u64())
+        {
+            return error(
+                200,
+                Some(&id),
+                jsonrpc::INVALID_PARAMS,
+                "Invalid params: _meta.progressToken must be a string or an integer",
+            );
+        }
         let uid = up.next_id();
         // Progress tokens must be unique within the shared upstream session: use ours, and
         // give the caller's back on the way out.
@@ -520,6 +560,29 @@ impl Runtime {
         }
         // Cancelled by the caller's notifications/cancelled or by the end of the session.
         let cancel = session.ended.child_token();
+        // MCP (basic, requests): an id "MUST NOT have been previously used by the requestor
+        // within the same session". A second call with the id of one still in flight would
+        // make that one uncancellable, so it is refused and nothing is sent upstream.
+        {
+            let mut inflight = session
+                .inflight
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match inflight.entry(id.get().to_owned()) {
+                std::collections::hash_map::Entry::Occupied(_) => {
+                    drop(inflight);
+                    return error(
+                        200,
+                        Some(&id),
+                        jsonrpc::INVALID_REQUEST,
+                        "Invalid Request: a request with this id is already in flight in this session",
+                    );
+                }
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(cancel.clone());
+                }
+            }
+        }
         let mut call = Call {
             up: Arc::clone(&up),
             uid,
@@ -529,11 +592,6 @@ impl Runtime {
             counter: Arc::clone(&self.inflight_upstream),
         };
         self.inflight_upstream.fetch_add(1, Ordering::Relaxed);
-        session
-            .inflight
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(call.key.clone(), cancel.clone());
         let deadline = Instant::now() + self.config.upstream_timeout;
         let limit = self.config.max_message_bytes;
         let params = Value::Object(params);
@@ -578,6 +636,22 @@ impl Runtime {
             }
         }
     }
+}
+
+/// Longest caller-supplied name echoed in an error message, in bytes: a 1 MiB method name
+/// must not come back as a 1 MiB error (nor fill the logs).
+const SHOWN_NAME_BYTES: usize = 128;
+
+/// `name` cut to [`SHOWN_NAME_BYTES`] on a character boundary, with `...` when cut.
+fn shown(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.len() <= SHOWN_NAME_BYTES {
+        return std::borrow::Cow::Borrowed(name);
+    }
+    let mut end = SHOWN_NAME_BYTES;
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    std::borrow::Cow::Owned(format!("{}...", &name[..end]))
 }
 
 /// The `initialize` result for `version`, built with rmcp's model types: tools, resources,

@@ -166,6 +166,29 @@ impl Sessions {
         idle.len()
     }
 
+    /// Cancels every in-flight call of every session (at shutdown, once the grace period is
+    /// over); each call then answers its caller with an error and sends
+    /// `notifications/cancelled` upstream. Sessions stay open.
+    pub(crate) fn cancel_calls(&self) -> usize {
+        let map = self
+            .map
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut n = 0;
+        for s in map.values() {
+            for t in s
+                .inflight
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .values()
+            {
+                t.cancel();
+                n += 1;
+            }
+        }
+        n
+    }
+
     /// Ends every standalone GET stream (at shutdown, so connections can drain).
     pub(crate) fn close_streams(&self) {
         let map = self

@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -83,6 +83,9 @@ pub(crate) struct Upstream {
     generation: AtomicU64,
     limits: StreamableHttpResponseLimits,
     max_message_bytes: usize,
+    /// Notifications spawned by [`Upstream::notify`] and not yet delivered (or failed); the
+    /// shutdown path waits for zero so the last `notifications/cancelled` are not lost.
+    pending_notifications: Arc<AtomicUsize>,
 }
 
 impl Upstream {
@@ -108,7 +111,13 @@ impl Upstream {
             generation: AtomicU64::new(0),
             limits,
             max_message_bytes,
+            pending_notifications: Arc::new(AtomicUsize::new(0)),
         }
+    }
+
+    /// Notifications sent with [`Upstream::notify`] still under way.
+    pub(crate) fn pending_notifications(&self) -> usize {
+        self.pending_notifications.load(Ordering::Relaxed)
     }
 
     /// A fresh id, unique within this upstream's session.
@@ -290,7 +299,9 @@ impl Upstream {
     /// `notifications/cancelled` when a caller goes away or a call times out.
     pub(crate) fn notify(self: &Arc<Self>, method: &'static str, params: Value) {
         let this = Arc::clone(self);
+        self.pending_notifications.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
+            let _pending = PendingGuard(Arc::clone(&this.pending_notifications));
             let Ok(conn) = this.current().await else {
                 return;
             };
@@ -323,6 +334,15 @@ impl Upstream {
             }
         }
         Err(self.protocol(format!("{method}: stream ended without a response")))
+    }
+}
+
+/// Decrements the pending-notification count when a notification task ends in any way.
+struct PendingGuard(Arc<AtomicUsize>);
+
+impl Drop for PendingGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -7,12 +7,14 @@
 //!
 //! - `main.rs`: the command line, logging, binding the sockets, shutdown.
 //! - `socket.rs`: safe Unix socket binding and clean-up.
+//! - `listener.rs`: admission of connections (peer uid, connection cap, first-byte timeout).
 //! - `transport/http.rs`: the HTTP/JSON adapter (axum).
 //! - `transport/grpc.rs`: the gRPC adapter (tonic), with `grpc-uds` only.
 //!
 //! Sockets are bound here and handed to the adapters (listeners are injected from the top);
 //! `#[cfg(feature = "grpc-uds")]` appears only at this edge and in `transport`.
 
+mod listener;
 mod socket;
 mod transport;
 
@@ -64,6 +66,24 @@ struct Args {
     /// How long shutdown waits for in-flight requests, in milliseconds.
     #[arg(long, env = "MCP_RUNTIME_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
     shutdown_grace_ms: u64,
+
+    /// Uids allowed to connect to either socket, checked with `SO_PEERCRED` before a byte of
+    /// the request is read; repeatable or a comma list. Default: any uid the socket mode lets in.
+    #[arg(long, env = "MCP_RUNTIME_ALLOW_UID", value_delimiter = ',')]
+    allow_uid: Vec<u32>,
+
+    /// Most connections open at once on each socket; further ones are closed at once.
+    #[arg(long, env = "MCP_RUNTIME_MAX_CONNECTIONS", default_value_t = 1024)]
+    max_connections: usize,
+
+    /// How long a client may take to send a request head (and how long a new or keep-alive
+    /// connection may stay silent) before it is closed, in milliseconds.
+    #[arg(
+        long,
+        env = "MCP_RUNTIME_HEADER_READ_TIMEOUT_MS",
+        default_value_t = 30_000
+    )]
+    header_read_timeout_ms: u64,
 
     /// Log format.
     #[arg(long, env = "MCP_RUNTIME_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
@@ -182,20 +202,31 @@ async fn run(args: Args) -> anyhow::Result<()> {
         })
     };
 
+    let header_timeout = Duration::from_millis(args.header_read_timeout_ms.max(1));
+    if !args.allow_uid.is_empty() {
+        tracing::info!(uids = ?args.allow_uid, "only these peer uids may connect");
+    }
     let shutdown = CancellationToken::new();
-    let mut servers = tokio::task::JoinSet::new();
+    let mut servers = tokio::task::JoinSet::<anyhow::Result<()>>::new();
     let mut socket_files = Vec::new();
 
     if let Some(path) = &args.http_uds {
         let bound = socket::bind(path, args.socket_mode)?;
         socket_files.push(bound.guard);
-        let app = transport::http::router(Arc::clone(&runtime));
         let stop = shutdown.clone();
+        let rt = Arc::clone(&runtime);
+        let admission = listener::Admission::new(
+            "http",
+            &args.allow_uid,
+            args.max_connections,
+            header_timeout,
+        );
         servers.spawn(async move {
-            axum::serve(bound.listener, app)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await
-                .map_err(anyhow::Error::from)
+            transport::http::serve(rt, bound.listener, admission, header_timeout, async move {
+                stop.cancelled().await;
+            })
+            .await;
+            Ok(())
         });
         tracing::info!(path = %path.display(), "HTTP/JSON adapter listening");
     }
@@ -205,10 +236,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
         socket_files.push(bound.guard);
         let stop = shutdown.clone();
         let rt = Arc::clone(&runtime);
+        let admission = listener::Admission::new(
+            "grpc",
+            &args.allow_uid,
+            args.max_connections,
+            header_timeout,
+        );
         servers.spawn(async move {
-            transport::grpc::serve(rt, bound.listener, async move { stop.cancelled().await })
-                .await
-                .map_err(anyhow::Error::from)
+            transport::grpc::serve(rt, bound.listener, admission, async move {
+                stop.cancelled().await;
+            })
+            .await
+            .map_err(anyhow::Error::from)
         });
         tracing::info!(path = %path.display(), "gRPC adapter listening");
     }
@@ -233,8 +272,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     {
         tracing::warn!(
             grace_ms = args.shutdown_grace_ms,
-            "grace period over; closing remaining connections"
+            "grace period over; cancelling calls still running and closing connections"
         );
+        // Calls still running upstream get `notifications/cancelled` (and their callers an
+        // error) before the process exits, instead of being cut off silently.
+        runtime.cancel_calls(Duration::from_secs(2)).await;
     }
     reaper.abort();
     drop(socket_files);

@@ -16,6 +16,16 @@ use mcp_runtime_proto::v1 as pb;
 use mcp_runtime_proto::v1::mcp_runtime_server::{McpRuntime, McpRuntimeServer};
 use tonic::{Status, async_trait};
 
+use crate::listener::{Admission, Conn};
+
+impl tonic::transport::server::Connected for Conn {
+    type ConnectInfo = tonic::transport::server::UdsConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.get_ref().connect_info()
+    }
+}
+
 /// Largest body chunk of one `InvokeStreamResponse` (non-SSE bodies are split into these).
 const BODY_CHUNK_BYTES: usize = 1 << 20;
 
@@ -40,6 +50,61 @@ pub(crate) fn service(runtime: Arc<Runtime>) -> McpRuntimeServer<GrpcRuntime> {
     McpRuntimeServer::new(GrpcRuntime { runtime })
         .max_decoding_message_size(limit.saturating_mul(2) + ENVELOPE_SLACK_BYTES)
         .max_encoding_message_size(limit + ENVELOPE_SLACK_BYTES)
+}
+
+/// Wraps the `McpRuntime` service so that a request message that is not valid protobuf is
+/// `INVALID_ARGUMENT`, as the contract says of malformed envelopes: tonic's prost codec reports
+/// a decode failure as `INTERNAL` ("failed to decode Protobuf message"), which clients treat as
+/// a server fault. Only the status code of that one answer changes; its message stays.
+#[derive(Debug, Clone)]
+pub(crate) struct DecodeErrorIsInvalidArgument<S>(S);
+
+impl<S: tonic::server::NamedService> tonic::server::NamedService
+    for DecodeErrorIsInvalidArgument<S>
+{
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S, B, R> tonic::codegen::Service<tonic::codegen::http::Request<B>>
+    for DecodeErrorIsInvalidArgument<S>
+where
+    S: tonic::codegen::Service<
+            tonic::codegen::http::Request<B>,
+            Response = tonic::codegen::http::Response<R>,
+        >,
+    S::Future: Send + 'static,
+    R: 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = tonic::codegen::BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: tonic::codegen::http::Request<B>) -> Self::Future {
+        let fut = self.0.call(req);
+        Box::pin(async move {
+            let mut resp = fut.await?;
+            let h = resp.headers_mut();
+            let decode_error = h.get("grpc-status").is_some_and(|v| v == "13")
+                && h.get("grpc-message").is_some_and(|m| {
+                    m.as_bytes().starts_with(b"failed%20to%20decode")
+                        || m.as_bytes().starts_with(b"failed to decode")
+                });
+            if decode_error {
+                h.insert(
+                    "grpc-status",
+                    tonic::codegen::http::HeaderValue::from_static("3"),
+                );
+            }
+            Ok(resp)
+        })
+    }
 }
 
 /// `RESOURCE_EXHAUSTED` for a body over the runtime's message size limit (gRPC status codes:
@@ -253,9 +318,12 @@ impl McpRuntime for GrpcRuntime {
 /// # Errors
 ///
 /// The tonic transport error if serving fails.
+/// Each connection is admitted by `admission` (peer uid, connection cap, first-byte timeout)
+/// before tonic reads a byte of it.
 pub(crate) async fn serve(
     runtime: Arc<Runtime>,
     listener: tokio::net::UnixListener,
+    admission: Admission,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -267,10 +335,13 @@ pub(crate) async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .ok();
-    let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+    let incoming = futures::stream::unfold((listener, admission), |(l, a)| async move {
+        let conn = a.accept(&l).await;
+        Some((Ok::<_, std::io::Error>(conn), (l, a)))
+    });
     let mut router = tonic::transport::Server::builder()
         .add_service(health_service)
-        .add_service(service(runtime));
+        .add_service(DecodeErrorIsInvalidArgument(service(runtime)));
     if let Some(r) = reflection {
         router = router.add_service(r);
     }

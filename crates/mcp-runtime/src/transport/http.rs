@@ -30,6 +30,46 @@ const B64: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
         .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
 );
 
+/// Serves the router on `listener` until `shutdown` completes, then waits for open
+/// connections to finish their requests (the caller bounds that wait by the grace period).
+///
+/// Each connection is admitted by `admission` (peer uid, connection cap, first-byte timeout)
+/// and served by hyper's HTTP/1.1 server with `header_read_timeout` for every request head
+/// (which also closes keep-alive connections idle for that long).
+pub(crate) async fn serve(
+    runtime: Arc<Runtime>,
+    listener: tokio::net::UnixListener,
+    admission: crate::listener::Admission,
+    header_read_timeout: std::time::Duration,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+    let app = router(runtime);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let conn = tokio::select! {
+            c = admission.accept(&listener) => c,
+            () = &mut shutdown => break,
+        };
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_read_timeout);
+        let served =
+            builder.serve_connection(TokioIo::new(conn), TowerToHyperService::new(app.clone()));
+        let watched = graceful.watch(served);
+        tokio::spawn(async move {
+            if let Err(e) = watched.await {
+                tracing::debug!(error = %e, "HTTP connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
 /// The router: `/mcp`, `/servers/{id}/mcp` and `/health`.
 pub(crate) fn router(runtime: Arc<Runtime>) -> Router {
     Router::new()

@@ -1,0 +1,175 @@
+//! Admission of connections on the runtime's Unix sockets, before a byte of a request is read:
+//! the peer's uid (`SO_PEERCRED`) checked against `--allow-uid`, a cap on open connections per
+//! socket, and a timeout for the first byte of a new connection.
+//!
+//! Refused connections are closed right after `accept`, so a client of another uid, or one
+//! connection too many, sees the connection closed without any answer; nothing of what it sent
+//! is read. Without these limits about 20,000 idle local connections exhaust the process's
+//! file descriptors.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// The admission rules of one socket.
+#[derive(Debug, Clone)]
+pub(crate) struct Admission {
+    /// Socket name for the logs (`http` or `grpc`).
+    name: &'static str,
+    /// Uids allowed to connect; empty means any uid the socket's file mode lets in.
+    allow_uids: Arc<[u32]>,
+    /// One permit per open connection; at zero further connections are closed at once.
+    slots: Arc<Semaphore>,
+    /// How long a new connection may stay silent before it is closed.
+    first_byte_timeout: Duration,
+}
+
+impl Admission {
+    /// Rules for socket `name`: `allow_uids` (empty: any), at most `max_connections` open at
+    /// once (at least 1), `first_byte_timeout` for a new connection's first byte.
+    pub(crate) fn new(
+        name: &'static str,
+        allow_uids: &[u32],
+        max_connections: usize,
+        first_byte_timeout: Duration,
+    ) -> Self {
+        Self {
+            name,
+            allow_uids: allow_uids.into(),
+            slots: Arc::new(Semaphore::new(max_connections.max(1))),
+            first_byte_timeout,
+        }
+    }
+
+    /// Waits for the next admitted connection. Connections of a uid not allowed, or over the
+    /// cap, are closed here and logged; `accept` errors (e.g. out of file descriptors) are
+    /// logged and retried after 50 ms, so the server never stops accepting.
+    pub(crate) async fn accept(&self, listener: &UnixListener) -> Conn {
+        loop {
+            let stream = match listener.accept().await {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!(socket = self.name, error = %e, "accept failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            if let Some(conn) = self.admit(stream) {
+                return conn;
+            }
+        }
+    }
+
+    fn admit(&self, stream: UnixStream) -> Option<Conn> {
+        if !self.allow_uids.is_empty() {
+            match stream.peer_cred() {
+                Ok(c) if self.allow_uids.contains(&c.uid()) => {}
+                Ok(c) => {
+                    tracing::warn!(
+                        socket = self.name,
+                        uid = c.uid(),
+                        pid = c.pid(),
+                        "connection refused: peer uid not in --allow-uid"
+                    );
+                    return None;
+                }
+                Err(e) => {
+                    tracing::warn!(socket = self.name, error = %e, "connection refused: no peer credentials");
+                    return None;
+                }
+            }
+        }
+        let Ok(permit) = Arc::clone(&self.slots).try_acquire_owned() else {
+            tracing::warn!(
+                socket = self.name,
+                "connection refused: --max-connections reached"
+            );
+            return None;
+        };
+        Some(Conn {
+            stream,
+            _permit: permit,
+            first_byte: Some(Box::pin(tokio::time::sleep(self.first_byte_timeout))),
+        })
+    }
+}
+
+/// An admitted connection: holds its slot until dropped; a read fails with `TimedOut` if no
+/// byte arrived within the first-byte timeout.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    stream: UnixStream,
+    _permit: OwnedSemaphorePermit,
+    /// Armed until the first byte is read.
+    first_byte: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Conn {
+    /// The underlying socket.
+    #[cfg_attr(not(feature = "grpc-uds"), allow(dead_code))]
+    pub(crate) fn get_ref(&self) -> &UnixStream {
+        &self.stream
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        match Pin::new(&mut this.stream).poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                if buf.filled().len() > before {
+                    this.first_byte = None;
+                }
+                Poll::Ready(r)
+            }
+            Poll::Pending => match this.first_byte.as_mut().map(|s| s.as_mut().poll(cx)) {
+                Some(Poll::Ready(())) => Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "no request within the first-byte timeout",
+                ))),
+                _ => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
