@@ -100,19 +100,26 @@ rust-test: rust-lint feature-gate
 	$(CARGO) test --workspace
 	$(CARGO) test --workspace --features mcp-runtime/grpc-uds
 
-# The main job: release binaries with grpc-uds and the virtual environment, then every layer
-# (kernel floor, Rust client to runtime, Python hop, end to end through the gateway in its three
-# modes), interleaved in rounds. Results land in bench/results/<UTC timestamp>/ (results.json,
-# report.md, one SVG per layer). BENCH_PROFILE=quick (default, about 6 minutes on 2 cores) or
-# full (longer rows, 5 rounds, concurrency 64, 1 MiB and 16 MiB echo through the gateway).
+# The main job: release binaries (the runtime with grpc-uds, and a copy built without it for the
+# zero-overhead rows), Node 22 with server-everything (node-deps, mk/conformance.mk) and the
+# virtual environment, then every layer (kernel floor, Rust client to runtime, Python hop, end to
+# end through the gateway in its three modes, straight to the upstream, two gateway workers),
+# interleaved in rounds. Results land in bench/results/<UTC timestamp>/ (results.json,
+# report.md, one SVG per layer). BENCH_PROFILE=quick (default, about 10 minutes on 2 cores) or
+# full (concurrency 64 too, 1 MiB and 16 MiB echo through the gateway; about 35 minutes).
 BENCH_PROFILE ?= quick
-BENCH_ARGS_quick := --duration 2 --rounds 3 --warmup 50 --concurrency 1,16
-BENCH_ARGS_full := --duration 5 --rounds 5 --warmup 200 --concurrency 1,16,64 \
-	--gateway-workloads ping,echo:100,echo:10k,echo:1m,echo:16m,tools/list,session
-bench: python-build
+BENCH_ARGS_quick := --duration 1 --rounds 3 --warmup 30 --concurrency 1,16
+BENCH_ARGS_full := --duration 3 --rounds 3 --warmup 100 --concurrency 1,16,64 \
+	--gateway-workloads ping,echo:100,echo:1k,echo:10k,echo:1m,echo:16m,tools/list:10,tools/list:500,progress,everything:100,session
+BENCH_BIN := target/bench-bin
+bench: python-build node-deps
 	@test -n "$(BENCH_ARGS_$(BENCH_PROFILE))" || { echo "BENCH_PROFILE must be quick or full"; exit 2; }
+	$(CARGO) build --release -p mcp-runtime
+	mkdir -p $(BENCH_BIN) && cp target/release/mcp-runtime $(BENCH_BIN)/mcp-runtime-nogrpc
 	$(CARGO) build --release -p mcp-runtime --features grpc-uds -p mcp-fixture-server -p mcp-bench
 	@ts=$$(date -u +%Y%m%dT%H%M%SZ); out=bench/results/$$ts; mkdir -p $$out; \
 	./target/release/mcp-bench $(BENCH_ARGS_$(BENCH_PROFILE)) --python $(CURDIR)/$(VPY) \
+		--runtime-bin-nogrpc $(CURDIR)/$(BENCH_BIN)/mcp-runtime-nogrpc \
+		--everything-cmd "$(SERVER_EVERYTHING)" \
 		--repo-root $(CURDIR) --out-dir $$out && \
 	echo "results: $$out/ (profile $(BENCH_PROFILE))"

@@ -28,6 +28,10 @@ pub enum Transport {
     HttpJson,
     /// gRPC `Invoke` over the gRPC socket (tonic client).
     Grpc,
+    /// HTTP/1.1 + JSON to a second runtime process built without the `grpc-uds` feature
+    /// (`--runtime-bin-nogrpc`): what the feature costs the default path when it is compiled in.
+    #[value(name = "http-nogrpc")]
+    HttpJsonNoGrpc,
 }
 
 impl Transport {
@@ -37,6 +41,7 @@ impl Transport {
         match self {
             Self::HttpJson => "http-json",
             Self::Grpc => "grpc",
+            Self::HttpJsonNoGrpc => "http-json-nogrpc",
         }
     }
 }
@@ -57,6 +62,17 @@ pub struct Config {
     pub runtime_bin: PathBuf,
     /// The `mcp-fixture-server` binary.
     pub fixture_bin: PathBuf,
+    /// An `mcp-runtime` binary built without `grpc-uds`, for the zero-overhead rows.
+    pub runtime_bin_nogrpc: Option<PathBuf>,
+    /// Shell command starting `@modelcontextprotocol/server-everything` in streamable HTTP
+    /// mode on `$PORT`; `None` skips the third-party rows.
+    pub everything_cmd: Option<String>,
+    /// Workloads sent straight to the upstream (no gateway, no runtime), the reference for
+    /// the breakdown and the progress latency.
+    pub direct_workloads: Vec<Workload>,
+    /// Workloads of the two-worker gateway rows (sessions opened on one connection, used on
+    /// another); empty skips them.
+    pub workers_workloads: Vec<Workload>,
     /// When each measured phase ends.
     pub stop: Stop,
     /// Requests per row and round before measuring.
@@ -105,12 +121,49 @@ pub struct Config {
 /// Payloads from this size on are "big": fewer warm-up requests, capped concurrency.
 const BIG_PAYLOAD_BYTES: usize = 1024 * 1024;
 
-/// The processes of a run and the sessions opened on them.
+/// The processes of a run and the sessions opened on them, by scope.
 struct Target {
     runtime: RuntimeProcess,
-    http_session: String,
-    /// Socket and session of the gRPC adapter, when measured.
-    grpc: Option<(PathBuf, String)>,
+    /// The runtime built without `grpc-uds`, when measured.
+    nogrpc: Option<RuntimeProcess>,
+    sessions: HashMap<(Transport, Option<&'static str>), String>,
+}
+
+impl Target {
+    /// The socket of `transport`.
+    fn socket(&self, transport: Transport) -> anyhow::Result<&std::path::Path> {
+        match transport {
+            Transport::HttpJson => Ok(&self.runtime.http_socket),
+            Transport::Grpc => self
+                .runtime
+                .grpc_socket
+                .as_deref()
+                .context("the runtime was started without its gRPC socket"),
+            Transport::HttpJsonNoGrpc => Ok(&self
+                .nogrpc
+                .as_ref()
+                .context("no runtime built without grpc-uds was given")?
+                .http_socket),
+        }
+    }
+
+    /// The session of `transport` in `scope`, opened on first use.
+    async fn session(
+        &mut self,
+        transport: Transport,
+        scope: Option<&'static str>,
+    ) -> anyhow::Result<String> {
+        if let Some(s) = self.sessions.get(&(transport, scope)) {
+            return Ok(s.clone());
+        }
+        let socket = self.socket(transport)?.to_path_buf();
+        let s = match transport {
+            Transport::Grpc => client::grpc::initialize(&socket, scope).await?,
+            _ => client::http::initialize(&socket, scope).await?,
+        };
+        self.sessions.insert((transport, scope), s.clone());
+        Ok(s)
+    }
 }
 
 /// Runs the benchmark described by `cfg`.
@@ -137,8 +190,8 @@ pub fn run(cfg: &Config) -> anyhow::Result<Report> {
     let mut commands: BTreeMap<String, String> = BTreeMap::new();
     commands.insert("mcp-bench".to_owned(), cfg.command_line.join(" "));
 
-    let mut fixture =
-        harness::start_fixture(&cfg.fixture_bin, dir.path(), cfg.fixture_generated_tools)?;
+    let generated = cfg.fixture_generated_tools.max(harness::TOOLS10.len() - 6);
+    let mut fixture = harness::start_fixture(&cfg.fixture_bin, dir.path(), "fixture", generated)?;
     progress(format_args!(
         "fixture upstream at {} (pid {})",
         fixture.url,
@@ -147,18 +200,63 @@ pub fn run(cfg: &Config) -> anyhow::Result<Report> {
     commands.insert(
         "fixture".to_owned(),
         format!(
-            "{} --listen 127.0.0.1:0 --generated-tools {}",
+            "{} --listen 127.0.0.1:0 --generated-tools {generated}",
             cfg.fixture_bin.display(),
-            cfg.fixture_generated_tools
         ),
     );
+    let big = harness::start_fixture(&cfg.fixture_bin, dir.path(), "fixture-big", 500)?;
+    commands.insert(
+        "fixture-big".to_owned(),
+        format!(
+            "{} --listen 127.0.0.1:0 --generated-tools 500",
+            cfg.fixture_bin.display(),
+        ),
+    );
+    let everything = match &cfg.everything_cmd {
+        Some(cmd) => match harness::start_command_upstream("server-everything", cmd, dir.path()) {
+            Ok(f) => {
+                progress(format_args!(
+                    "server-everything at {} (pid {})",
+                    f.url,
+                    f.guard.pid()
+                ));
+                commands.insert("server-everything".to_owned(), format!("PORT=... {cmd}"));
+                Some(f)
+            }
+            Err(e) => {
+                note(
+                    &mut notes,
+                    format!("server-everything rows skipped: it did not start: {e:#}"),
+                );
+                None
+            }
+        },
+        None => {
+            if cfg.gateway_workloads.iter().any(|w| w.uses_everything()) {
+                note(
+                    &mut notes,
+                    "server-everything rows skipped: no --everything-cmd given".to_owned(),
+                );
+            }
+            None
+        }
+    };
+    let catalog = harness::write_catalog(
+        dir.path(),
+        &harness::Upstreams {
+            fixture: &fixture.url,
+            big: Some(&big.url),
+            everything: everything.as_ref().map(|f| f.url.as_str()),
+        },
+    )?;
     let want_grpc = cfg.transports.contains(&Transport::Grpc)
         || cfg.pyhop_clients.contains(&PyClient::Grpc)
         || cfg.gateway_modes.contains(&GatewayMode::Grpc);
     let runtime = rt.block_on(harness::start_runtime(
         &cfg.runtime_bin,
         dir.path(),
-        &fixture.url,
+        "runtime",
+        &catalog,
         cfg.runtime_worker_threads,
         want_grpc,
     ))?;
@@ -169,19 +267,49 @@ pub fn run(cfg: &Config) -> anyhow::Result<Report> {
     ));
     commands.insert("runtime".to_owned(), runtime.command.clone());
     let runtime_threads = ProcTarget::pid(runtime.guard.pid()).threads().ok();
-    let (http_session, grpc) = rt.block_on(async {
-        let h = client::http::initialize(&runtime.http_socket).await?;
-        let g = match &runtime.grpc_socket {
-            Some(path) => Some((path.clone(), client::grpc::initialize(path).await?)),
-            None => None,
-        };
-        anyhow::Ok((h, g))
-    })?;
+    let mut transports = cfg.transports.clone();
+    let nogrpc = match (
+        &cfg.runtime_bin_nogrpc,
+        transports.contains(&Transport::HttpJsonNoGrpc),
+    ) {
+        (Some(bin), true) => {
+            let r = rt.block_on(harness::start_runtime(
+                bin,
+                dir.path(),
+                "runtime-nogrpc",
+                &catalog,
+                cfg.runtime_worker_threads,
+                false,
+            ))?;
+            progress(format_args!(
+                "runtime built without grpc-uds ready (pid {})",
+                r.guard.pid()
+            ));
+            commands.insert(
+                "runtime (built without grpc-uds)".to_owned(),
+                r.command.clone(),
+            );
+            Some(r)
+        }
+        (None, true) => {
+            note(
+                &mut notes,
+                "http-json-nogrpc rows skipped: no --runtime-bin-nogrpc given".to_owned(),
+            );
+            transports.retain(|&t| t != Transport::HttpJsonNoGrpc);
+            None
+        }
+        _ => None,
+    };
     let mut target = Target {
         runtime,
-        http_session,
-        grpc,
+        nogrpc,
+        sessions: HashMap::new(),
     };
+    let mut gateway_workloads = cfg.gateway_workloads.clone();
+    if everything.is_none() {
+        gateway_workloads.retain(|w| !w.uses_everything());
+    }
 
     // The Python layers need the virtual environment; without it they are skipped, with a note.
     let want_python = !cfg.pyhop_clients.is_empty() || !cfg.gateway_modes.is_empty();
@@ -201,7 +329,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<Report> {
     };
     let mut pyhop_clients = cfg.pyhop_clients.clone();
     let mut gateway_modes = cfg.gateway_modes.clone();
-    if target.grpc.is_none() {
+    if target.runtime.grpc_socket.is_none() {
         if pyhop_clients.contains(&PyClient::Grpc) || gateway_modes.contains(&GatewayMode::Grpc) {
             note(
                 &mut notes,
@@ -223,6 +351,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<Report> {
     }
 
     let mut gateways: Vec<Gateway> = Vec::new();
+    let mut gateways2: Vec<Gateway> = Vec::new();
     let mut token = String::new();
     if let Some(env) = &pyenv
         && !gateway_modes.is_empty()
@@ -243,34 +372,47 @@ pub fn run(cfg: &Config) -> anyhow::Result<Report> {
                 client::SUBJECT_EMAIL
             ),
         );
-        for &mode in &gateway_modes {
-            let socket = match mode {
-                GatewayMode::Python => None,
-                GatewayMode::HttpJson => Some(target.runtime.http_socket.as_path()),
-                GatewayMode::Grpc => target.runtime.grpc_socket.as_deref(),
-            };
-            match rt.block_on(python::start_gateway(
-                env,
-                mode,
-                socket,
-                &target.runtime.catalog,
-                &secret,
-                dir.path(),
-            )) {
-                Ok(g) => {
-                    progress(format_args!(
-                        "gateway ({}) ready on {} (pid {})",
-                        mode.name(),
-                        g.addr,
-                        g.guard.pid()
-                    ));
-                    commands.insert(format!("gateway {}", mode.name()), g.command.clone());
-                    gateways.push(g);
+        let worker_counts: &[usize] = if cfg.workers_workloads.is_empty() {
+            &[1]
+        } else {
+            &[1, 2]
+        };
+        for &workers in worker_counts {
+            for &mode in &gateway_modes {
+                let socket = match mode {
+                    GatewayMode::Python => None,
+                    GatewayMode::HttpJson => Some(target.runtime.http_socket.as_path()),
+                    GatewayMode::Grpc => target.runtime.grpc_socket.as_deref(),
+                };
+                let label = if workers == 1 {
+                    format!("gateway {}", mode.name())
+                } else {
+                    format!("gateway {} ({workers} workers)", mode.name())
+                };
+                match rt.block_on(python::start_gateway(
+                    env,
+                    mode,
+                    workers,
+                    socket,
+                    &target.runtime.catalog,
+                    &secret,
+                    dir.path(),
+                )) {
+                    Ok(g) => {
+                        progress(format_args!(
+                            "{label} ready on {} (pid {})",
+                            g.addr,
+                            g.guard.pid()
+                        ));
+                        commands.insert(label, g.command.clone());
+                        if workers == 1 {
+                            gateways.push(g);
+                        } else {
+                            gateways2.push(g);
+                        }
+                    }
+                    Err(e) => note(&mut notes, format!("{label} skipped: {e:#}")),
                 }
-                Err(e) => note(
-                    &mut notes,
-                    format!("gateway mode {} skipped: {e:#}", mode.name()),
-                ),
             }
         }
     }
@@ -345,9 +487,17 @@ pub fn run(cfg: &Config) -> anyhow::Result<Report> {
         if cfg.runtime_layer {
             for &workload in &cfg.workloads {
                 for &c in &cfg.concurrency {
-                    for t in rotated(&cfg.transports, round) {
+                    for t in rotated(&transports, round) {
+                        let meter = match (t, &target.nogrpc) {
+                            (Transport::HttpJsonNoGrpc, Some(r)) => &CpuMeter::new(vec![
+                                ("runtime".to_owned(), ProcTarget::pid(r.guard.pid())),
+                                ("fixture".to_owned(), ProcTarget::pid(fixture.guard.pid())),
+                                ("client".to_owned(), ProcTarget::this()),
+                            ]),
+                            _ => &meter,
+                        };
                         let (key, m) =
-                            rt.block_on(measure_runtime(cfg, &target, &meter, t, workload, c))?;
+                            rt.block_on(measure_runtime(cfg, &mut target, meter, t, workload, c))?;
                         target.runtime.guard.check_alive()?;
                         progress(format_args!("{tag} {}", line(&key, &m)));
                         record(key, m);
@@ -379,50 +529,109 @@ pub fn run(cfg: &Config) -> anyhow::Result<Report> {
                 }
             }
         }
-        for &workload in &cfg.gateway_workloads {
+        // Straight to the upstream: the reference of the breakdown and the progress latency.
+        let upstream_addr = |url: &str| -> anyhow::Result<std::net::SocketAddr> {
+            let hostport = url
+                .strip_prefix("http://")
+                .and_then(|r| r.split('/').next())
+                .with_context(|| format!("unexpected upstream URL {url}"))?;
+            hostport
+                .parse()
+                .with_context(|| format!("unexpected upstream address {hostport}"))
+        };
+        for &workload in &cfg.direct_workloads {
             for &c in &cfg.concurrency {
-                let payload = workload.body(1).len();
-                if payload >= BIG_PAYLOAD_BYTES && c > cfg.big_payload_max_concurrency {
-                    continue;
-                }
-                let n = gateways.len();
-                for i in 0..n {
-                    let g = &mut gateways[(i + round) % n];
-                    let meter = CpuMeter::new(vec![
-                        ("gateway".to_owned(), ProcTarget::tree(g.guard.pid())),
-                        (
-                            "runtime".to_owned(),
-                            ProcTarget::pid(target.runtime.guard.pid()),
-                        ),
-                        ("fixture".to_owned(), ProcTarget::pid(fixture.guard.pid())),
-                        ("client".to_owned(), ProcTarget::this()),
-                    ]);
-                    let endpoint = client::mcp::Endpoint::new(g.addr, &token)?;
-                    match rt.block_on(measure_gateway(cfg, &endpoint, g.mode, &meter, workload, c))
-                    {
-                        Ok((key, m)) => {
-                            progress(format_args!("{tag} {}", line(&key, &m)));
-                            record(key, m);
-                        }
-                        Err(e) => note(
-                            &mut notes,
-                            format!(
-                                "{tag} gateway {} {} {} B c={c} failed: {e:#}",
-                                g.mode.name(),
-                                workload.name(),
-                                payload
-                            ),
-                        ),
+                let meter = CpuMeter::new(vec![
+                    ("fixture".to_owned(), ProcTarget::pid(fixture.guard.pid())),
+                    ("client".to_owned(), ProcTarget::this()),
+                ]);
+                let endpoint = client::mcp::Endpoint::upstream(upstream_addr(&fixture.url)?);
+                match rt.block_on(measure_mcp(
+                    cfg,
+                    &endpoint,
+                    ("direct", "upstream", false),
+                    &meter,
+                    workload,
+                    c,
+                )) {
+                    Ok((key, m)) => {
+                        progress(format_args!("{tag} {}", line(&key, &m)));
+                        record(key, m);
                     }
-                    g.guard.check_alive()?;
-                    target.runtime.guard.check_alive()?;
+                    Err(e) => note(
+                        &mut notes,
+                        format!("{tag} direct {} c={c} failed: {e:#}", workload.name()),
+                    ),
+                }
+                fixture.guard.check_alive()?;
+            }
+        }
+        // End to end through the gateways (one worker each), then through the two-worker
+        // gateways with each session used on a connection other than the one that opened it.
+        let phases: [(&str, &Vec<Workload>, &mut Vec<Gateway>, bool); 2] = [
+            ("gateway", &gateway_workloads, &mut gateways, false),
+            (
+                "gateway-2-workers",
+                &cfg.workers_workloads,
+                &mut gateways2,
+                true,
+            ),
+        ];
+        for (layer, workloads, gws, split) in phases {
+            for &workload in workloads {
+                for &c in &cfg.concurrency {
+                    let payload = workload.body(1).len();
+                    if payload >= BIG_PAYLOAD_BYTES && c > cfg.big_payload_max_concurrency {
+                        continue;
+                    }
+                    let upstream_pid = match (&everything, workload.uses_everything()) {
+                        (Some(e), true) => e.guard.pid(),
+                        _ => fixture.guard.pid(),
+                    };
+                    let n = gws.len();
+                    for i in 0..n {
+                        let g = &mut gws[(i + round) % n];
+                        let meter = CpuMeter::new(vec![
+                            ("gateway".to_owned(), ProcTarget::tree(g.guard.pid())),
+                            (
+                                "runtime".to_owned(),
+                                ProcTarget::pid(target.runtime.guard.pid()),
+                            ),
+                            ("fixture".to_owned(), ProcTarget::pid(upstream_pid)),
+                            ("client".to_owned(), ProcTarget::this()),
+                        ]);
+                        let endpoint = client::mcp::Endpoint::new(g.addr, &token)?;
+                        match rt.block_on(measure_mcp(
+                            cfg,
+                            &endpoint,
+                            (layer, g.mode.name(), split),
+                            &meter,
+                            workload,
+                            c,
+                        )) {
+                            Ok((key, m)) => {
+                                progress(format_args!("{tag} {}", line(&key, &m)));
+                                record(key, m);
+                            }
+                            Err(e) => note(
+                                &mut notes,
+                                format!(
+                                    "{tag} {layer} {} {} {} B c={c} failed: {e:#}",
+                                    g.mode.name(),
+                                    workload.name(),
+                                    payload
+                                ),
+                            ),
+                        }
+                        g.guard.check_alive()?;
+                        target.runtime.guard.check_alive()?;
+                    }
                 }
             }
         }
     }
     fixture.guard.check_alive()?;
-    for w in cfg
-        .gateway_workloads
+    for w in gateway_workloads
         .iter()
         .filter(|w| w.body(1).len() >= BIG_PAYLOAD_BYTES)
     {
@@ -547,13 +756,21 @@ pub fn run(cfg: &Config) -> anyhow::Result<Report> {
     );
     settings.insert(
         "upstream".to_owned(),
-        json!("mcp-fixture-server (every row; no third-party upstream in this run)"),
+        json!(if everything.is_some() {
+            "mcp-fixture-server for every row except `tools/call echo (server-everything)` (@modelcontextprotocol/server-everything) and `tools/list (500 tools)` (a second mcp-fixture-server process with 500 generated tools)"
+        } else {
+            "mcp-fixture-server for every row (`tools/list (500 tools)`: a second process with 500 generated tools); no third-party upstream in this run"
+        }),
     );
+    settings.insert("builds".to_owned(), build_info(cfg));
 
-    // Stop the gateways, then the runtime, then the fixture they hold connections to.
+    // Stop the gateways, then the runtimes, then the upstreams they hold connections to.
     drop(gateways);
+    drop(gateways2);
     drop(target);
     drop(fixture);
+    drop(big);
+    drop(everything);
     Ok(Report {
         schema: SCHEMA.to_owned(),
         started_unix_s,
@@ -566,6 +783,59 @@ pub fn run(cfg: &Config) -> anyhow::Result<Report> {
         rows,
         comparisons,
     })
+}
+
+/// Binary size and the number of distinct crates in the normal dependency tree
+/// (`cargo tree -e normal`) of the benchmarked runtime build and, when given, the build
+/// without `grpc-uds`. The counts need `cargo` and the source tree; without them they are
+/// left out.
+fn build_info(cfg: &Config) -> serde_json::Value {
+    let deps = |features: &[&str]| -> Option<usize> {
+        let out = std::process::Command::new("cargo")
+            .args([
+                "tree",
+                "-p",
+                "mcp-runtime",
+                "-e",
+                "normal",
+                "--prefix",
+                "none",
+            ])
+            .args(features)
+            .current_dir(&cfg.repo_root)
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        let text = String::from_utf8(out.stdout).ok()?;
+        let set: std::collections::BTreeSet<&str> = text
+            .lines()
+            .map(|l| l.trim_end_matches(" (*)").trim())
+            .filter(|l| !l.is_empty())
+            .collect();
+        Some(set.len())
+    };
+    let size = |p: &std::path::Path| std::fs::metadata(p).ok().map(|m| m.len());
+    let mut b = serde_json::Map::new();
+    b.insert(
+        "with grpc-uds".to_owned(),
+        json!({
+            "binary": cfg.runtime_bin.display().to_string(),
+            "binary_bytes": size(&cfg.runtime_bin),
+            "dependencies": deps(&["--features", "grpc-uds"]),
+        }),
+    );
+    b.insert(
+        "without grpc-uds (default)".to_owned(),
+        json!({
+            "binary": cfg.runtime_bin_nogrpc.as_ref().map(|p| p.display().to_string()),
+            "binary_bytes": cfg.runtime_bin_nogrpc.as_deref().and_then(size),
+            "dependencies": deps(&[]),
+        }),
+    );
+    serde_json::Value::Object(b)
 }
 
 /// `items` rotated left by `round` (A B C, B C A, C A B, ...), so no mode always runs first.
@@ -652,6 +922,7 @@ fn measure_pyhop(
             elapsed_s: row.duration_s,
             requests_per_s: row.rps,
             latency_us: row.latency_us,
+            notification_latency_us: None,
             cpu_us_per_request: cpu,
             peak_rss_kib: meter.peak_rss_kib(),
             response_bytes: 0,
@@ -659,21 +930,28 @@ fn measure_pyhop(
     ))
 }
 
-/// Measures one end-to-end row through a gateway: each worker connects and opens its own
+/// Measures one MCP row over TCP: through a gateway, or straight to an upstream. `row` is
+/// (layer, transport or mode, split); with `split` each worker opens its session on one
+/// connection and sends its requests on another. Each worker connects and opens its own
 /// session, warms up, then the measured phase; the sessions are closed afterwards.
-async fn measure_gateway(
+async fn measure_mcp(
     cfg: &Config,
     endpoint: &client::mcp::Endpoint,
-    mode: GatewayMode,
+    row: (&str, &str, bool),
     meter: &CpuMeter,
     workload: Workload,
     concurrency: usize,
 ) -> anyhow::Result<(RowKey, Metrics)> {
+    let (layer, transport, split) = row;
     let payload = workload.body(1).len();
     let key = RowKey {
-        layer: "gateway".to_owned(),
-        transport: mode.name().to_owned(),
-        client: "hyper (TCP)".to_owned(),
+        layer: layer.to_owned(),
+        transport: transport.to_owned(),
+        client: if split {
+            "hyper (TCP), session opened on another connection".to_owned()
+        } else {
+            "hyper (TCP)".to_owned()
+        },
         workload: workload.name().to_owned(),
         concurrency,
         payload_bytes: payload,
@@ -681,12 +959,17 @@ async fn measure_gateway(
     let big = payload >= BIG_PAYLOAD_BYTES;
     let mut workers = Vec::with_capacity(concurrency);
     for _ in 0..concurrency.max(1) {
-        workers.push(Worker::Mcp(
-            client::mcp::McpWorker::connect(endpoint).await?,
-        ));
+        let w = if split {
+            client::mcp::McpWorker::connect_split(endpoint, workload.scope()).await?
+        } else {
+            client::mcp::McpWorker::connect(endpoint, workload.scope()).await?
+        };
+        workers.push(Worker::Mcp(w));
     }
     let warmup = if big {
         cfg.warmup.min(concurrency as u64)
+    } else if workload == Workload::Progress {
+        cfg.warmup.min(2 * concurrency as u64)
     } else {
         cfg.warmup
     };
@@ -709,14 +992,14 @@ async fn measure_gateway(
 /// Measures one runtime row: fresh workers, warm-up, then the measured phase.
 async fn measure_runtime(
     cfg: &Config,
-    target: &Target,
+    target: &mut Target,
     meter: &CpuMeter,
     transport: Transport,
     workload: Workload,
     concurrency: usize,
 ) -> anyhow::Result<(RowKey, Metrics)> {
     let client = match (transport, cfg.grpc_channel) {
-        (Transport::HttpJson, _) => "hyper",
+        (Transport::HttpJson | Transport::HttpJsonNoGrpc, _) => "hyper",
         (Transport::Grpc, GrpcChannel::PerWorker) => "tonic",
         (Transport::Grpc, GrpcChannel::Shared) => "tonic (shared channel)",
     };
@@ -728,32 +1011,24 @@ async fn measure_runtime(
         concurrency,
         payload_bytes: workload.body(1).len(),
     };
+    let session = target.session(transport, workload.scope()).await?;
+    let socket = target.socket(transport)?;
     let mut workers = Vec::with_capacity(concurrency);
-    let grpc = match (transport, &target.grpc) {
-        (Transport::Grpc, Some((socket, session))) => Some((socket.as_path(), session.as_str())),
-        (Transport::Grpc, None) => anyhow::bail!("the runtime was started without its gRPC socket"),
-        (Transport::HttpJson, _) => None,
-    };
-    let shared = match (grpc, cfg.grpc_channel) {
-        (Some((socket, _)), GrpcChannel::Shared) => Some(client::grpc::connect(socket).await?),
+    let shared = match (transport, cfg.grpc_channel) {
+        (Transport::Grpc, GrpcChannel::Shared) => Some(client::grpc::connect(socket).await?),
         _ => None,
     };
     for _ in 0..concurrency.max(1) {
         workers.push(match transport {
-            Transport::HttpJson => Worker::Http(
-                client::http::HttpWorker::connect(
-                    &target.runtime.http_socket,
-                    &target.http_session,
-                )
-                .await?,
-            ),
+            Transport::HttpJson | Transport::HttpJsonNoGrpc => {
+                Worker::Http(client::http::HttpWorker::connect(socket, &session).await?)
+            }
             Transport::Grpc => {
-                let (socket, session) = grpc.context("no gRPC socket")?;
                 let channel = match &shared {
                     Some(ch) => ch.clone(),
                     None => client::grpc::connect(socket).await?,
                 };
-                Worker::Grpc(client::grpc::GrpcWorker::new(channel, session))
+                Worker::Grpc(client::grpc::GrpcWorker::new(channel, &session))
             }
         });
     }
@@ -789,6 +1064,8 @@ fn metrics(result: &LoadResult, meter: &CpuMeter, before: &crate::proc::CpuSampl
             0.0
         },
         latency_us: result.latencies.summary(),
+        notification_latency_us: (!result.notifications.is_empty())
+            .then(|| result.notifications.summary()),
         cpu_us_per_request: meter
             .used(before, &after)
             .into_iter()
@@ -802,7 +1079,8 @@ fn metrics(result: &LoadResult, meter: &CpuMeter, before: &crate::proc::CpuSampl
 /// The ratios the report shows, each computed round by round between rows of the same layer,
 /// workload, payload and concurrency:
 ///
-/// - runtime: gRPC / HTTP/JSON (Rust clients);
+/// - runtime: gRPC / HTTP/JSON (Rust clients), and HTTP/JSON of the `grpc-uds` build / of the
+///   build without it;
 /// - python-hop: grpc.aio / httpx and aiohttp / httpx;
 /// - gateway: gRPC / HTTP/JSON, gRPC / Python baseline, HTTP/JSON / Python baseline.
 fn compare(rows: &[Row]) -> Vec<Comparison> {
@@ -810,11 +1088,14 @@ fn compare(rows: &[Row]) -> Vec<Comparison> {
     // transport (for the gateway, its mode).
     const PAIRS: &[(&str, &str, &str)] = &[
         ("runtime", "grpc", "http-json"),
+        ("runtime", "http-json", "http-json-nogrpc"),
         ("python-hop", "grpc.aio", "httpx"),
         ("python-hop", "aiohttp", "httpx"),
         ("gateway", "grpc", "http-json"),
         ("gateway", "grpc", "python"),
         ("gateway", "http-json", "python"),
+        ("gateway-2-workers", "grpc", "python"),
+        ("gateway-2-workers", "http-json", "python"),
     ];
     let mode = |k: &RowKey| {
         if k.layer == "python-hop" {

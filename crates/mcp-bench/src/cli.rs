@@ -30,6 +30,27 @@ pub struct Cli {
     #[arg(long)]
     pub fixture_bin: Option<PathBuf>,
 
+    /// An `mcp-runtime` binary built without `grpc-uds`: adds `http-nogrpc` runtime rows (the
+    /// HTTP/JSON path of that build, measured beside the default build's).
+    #[arg(long)]
+    pub runtime_bin_nogrpc: Option<PathBuf>,
+
+    /// Shell command that starts `@modelcontextprotocol/server-everything` in streamable HTTP
+    /// mode on `$PORT` (`make node-deps` installs it; see mk/conformance.mk). Without it the
+    /// `everything:` rows are skipped with a note.
+    #[arg(long)]
+    pub everything_cmd: Option<String>,
+
+    /// Workloads sent straight to the fixture upstream (no gateway, no runtime), comma
+    /// separated; the reference of the breakdown and of the progress notification latency.
+    #[arg(long, value_delimiter = ',', default_value = "echo:1k,progress", value_parser = Workload::parse)]
+    pub direct_workloads: Vec<Workload>,
+
+    /// Workloads of the rows through gateways with two uvicorn workers, each session used on a
+    /// connection other than the one that opened it; `none` skips them.
+    #[arg(long, value_delimiter = ',', default_value = "echo:100", value_parser = parse_optional_workload)]
+    pub workers_workloads: Vec<Option<Workload>>,
+
     /// Measured requests per row and round (over all workers).
     #[arg(long, default_value_t = 2000)]
     pub requests: u64,
@@ -50,12 +71,14 @@ pub struct Cli {
     #[arg(long, value_delimiter = ',', default_value = "1,16")]
     pub concurrency: Vec<usize>,
 
-    /// Workloads sent to the runtime, comma separated: `ping`, `tools/list`.
-    #[arg(long, value_delimiter = ',', default_value = "ping,tools/list", value_parser = Workload::parse)]
+    /// Workloads sent to the runtime, comma separated: `ping`, `tools/list:10`,
+    /// `tools/list:500`, `echo:BYTES`.
+    #[arg(long, value_delimiter = ',', default_value = "ping,tools/list:10,tools/list:500,echo:1k", value_parser = Workload::parse)]
     pub workloads: Vec<Workload>,
 
-    /// Transports, comma separated, in the order of the first round (later rounds alternate).
-    #[arg(long, value_delimiter = ',', default_value = "http,grpc")]
+    /// Transports, comma separated, in the order of the first round (later rounds rotate);
+    /// `http-nogrpc` needs `--runtime-bin-nogrpc`.
+    #[arg(long, value_delimiter = ',', default_value = "http,grpc,http-nogrpc")]
     pub transports: Vec<Transport>,
 
     /// Message sizes of the kernel floor rows, in bytes, comma separated.
@@ -120,9 +143,10 @@ pub struct Cli {
     )]
     pub gateway_modes: Vec<GatewayMode>,
 
-    /// Workloads sent through the gateway, comma separated: `ping`, `tools/list`, `session`,
-    /// `echo:BYTES` (`k`/`m` suffixes for KiB/MiB).
-    #[arg(long, value_delimiter = ',', default_value = "ping,echo:100,echo:10k,tools/list,session", value_parser = Workload::parse)]
+    /// Workloads sent through the gateway, comma separated: `ping`, `tools/list:10`,
+    /// `tools/list:500`, `progress`, `session`, `echo:BYTES`, `everything:BYTES` (`k`/`m`
+    /// suffixes for KiB/MiB).
+    #[arg(long, value_delimiter = ',', default_value = "ping,echo:100,echo:1k,echo:10k,tools/list:10,tools/list:500,progress,everything:100,session", value_parser = Workload::parse)]
     pub gateway_workloads: Vec<Workload>,
 
     /// Skip the end-to-end gateway rows.
@@ -150,6 +174,15 @@ pub struct Cli {
     /// (created if missing).
     #[arg(long)]
     pub out_dir: Option<PathBuf>,
+}
+
+/// A workload, or `none`.
+fn parse_optional_workload(s: &str) -> Result<Option<Workload>, String> {
+    if s == "none" {
+        Ok(None)
+    } else {
+        Workload::parse(s).map(Some)
+    }
 }
 
 /// A binary next to the running executable (how cargo lays out a workspace's binaries).
@@ -191,6 +224,14 @@ impl Cli {
             fixture_bin: match self.fixture_bin {
                 Some(p) => p,
                 None => sibling("mcp-fixture-server")?,
+            },
+            runtime_bin_nogrpc: self.runtime_bin_nogrpc,
+            everything_cmd: self.everything_cmd.filter(|c| !c.trim().is_empty()),
+            direct_workloads: self.direct_workloads,
+            workers_workloads: if self.no_gateway {
+                Vec::new()
+            } else {
+                self.workers_workloads.into_iter().flatten().collect()
             },
             stop,
             warmup: self.warmup,

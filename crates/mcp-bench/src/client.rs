@@ -27,16 +27,40 @@ pub const ACCEPT: &str = "application/json, text/event-stream";
 /// Subject of the bench's AuthContext.
 pub const SUBJECT_EMAIL: &str = "bench@example.com";
 
+/// Steps of the `progress` workload: notifications per call.
+pub const PROGRESS_STEPS: u32 = 10;
+
+/// Pause after each progress notification in the fixture, in milliseconds.
+pub const PROGRESS_INTERVAL_MS: u32 = 5;
+
+/// Which virtual server a `tools/list` goes to (the bench's catalog defines both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ToolSet {
+    /// `tools10`: the fixture's six fixed tools and four generated ones.
+    Ten,
+    /// `tools500`: 500 generated tools of a second fixture process (prefix `big_`).
+    FiveHundred,
+}
+
 /// A request a worker can send repeatedly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Workload {
     /// JSON-RPC `ping`: answered by the runtime without touching the catalog or an upstream.
     Ping,
-    /// JSON-RPC `tools/list`: answered from the runtime's catalog, filtered by visibility.
-    ToolsList,
+    /// JSON-RPC `tools/list` on a virtual server of 10 or 500 tools: answered from the
+    /// runtime's catalog, filtered by visibility.
+    ToolsList(ToolSet),
     /// `tools/call` of the fixture's `echo` tool with a `text` argument of this many bytes (the
     /// result carries the same text back): a round trip to the upstream.
     Echo(usize),
+    /// `tools/call` of `@modelcontextprotocol/server-everything`'s `echo` tool (catalog prefix
+    /// `everything_`) with a `message` of this many bytes: the third-party upstream.
+    EverythingEcho(usize),
+    /// `tools/call progress` with a progress token: [`PROGRESS_STEPS`] notifications
+    /// [`PROGRESS_INTERVAL_MS`] apart, each stamped with its send time by the fixture, then the
+    /// result; the time from each send to its arrival at the client is recorded (end to end
+    /// and straight to the upstream only).
+    Progress,
     /// Session open and close: `initialize`, `notifications/initialized`, then `DELETE` of
     /// the new session, counted as one request (end to end only).
     Session,
@@ -48,25 +72,48 @@ impl Workload {
     pub fn method(self) -> &'static str {
         match self {
             Self::Ping => "ping",
-            Self::ToolsList => "tools/list",
-            Self::Echo(_) => "tools/call",
+            Self::ToolsList(_) => "tools/list",
+            Self::Echo(_) | Self::EverythingEcho(_) | Self::Progress => "tools/call",
             Self::Session => "initialize",
         }
     }
 
-    /// The workload's name in reports: `ping`, `tools/list`, `tools/call echo` (the size is
-    /// the row's payload) or `session open/close`.
+    /// The workload's name in reports: `ping`, `tools/list (10 tools)`, `tools/call echo`
+    /// (the size is the row's payload), `tools/call echo (server-everything)`,
+    /// `tools/call progress` or `session open/close`.
     #[must_use]
     pub fn name(self) -> &'static str {
         match self {
+            Self::ToolsList(ToolSet::Ten) => "tools/list (10 tools)",
+            Self::ToolsList(ToolSet::FiveHundred) => "tools/list (500 tools)",
             Self::Echo(_) => "tools/call echo",
+            Self::EverythingEcho(_) => "tools/call echo (server-everything)",
+            Self::Progress => "tools/call progress",
             Self::Session => "session open/close",
-            w => w.method(),
+            Self::Ping => "ping",
         }
     }
 
-    /// Parses a workload as given on the command line: `ping`, `tools/list`, `session`,
-    /// `echo:BYTES` (suffixes `k`/`K` = KiB, `m`/`M` = MiB allowed, e.g. `echo:10k`).
+    /// The virtual server the request goes to (`x-contextforge-server-id`, the envelope's
+    /// `server_id`, or `/servers/{id}/mcp` through the gateway); `None` for the whole catalog.
+    #[must_use]
+    pub fn scope(self) -> Option<&'static str> {
+        match self {
+            Self::ToolsList(ToolSet::Ten) => Some("tools10"),
+            Self::ToolsList(ToolSet::FiveHundred) => Some("tools500"),
+            _ => None,
+        }
+    }
+
+    /// Whether the workload needs the third-party upstream.
+    #[must_use]
+    pub fn uses_everything(self) -> bool {
+        matches!(self, Self::EverythingEcho(_))
+    }
+
+    /// Parses a workload as given on the command line: `ping`, `tools/list` (10 tools),
+    /// `tools/list:10`, `tools/list:500`, `progress`, `session`, `echo:BYTES` and
+    /// `everything:BYTES` (suffixes `k`/`K` = KiB, `m`/`M` = MiB allowed, e.g. `echo:10k`).
     ///
     /// # Errors
     ///
@@ -74,14 +121,22 @@ impl Workload {
     pub fn parse(s: &str) -> Result<Self, String> {
         match s {
             "ping" => Ok(Self::Ping),
-            "tools/list" | "tools-list" => Ok(Self::ToolsList),
+            "tools/list" | "tools-list" | "tools/list:10" => Ok(Self::ToolsList(ToolSet::Ten)),
+            "tools/list:500" => Ok(Self::ToolsList(ToolSet::FiveHundred)),
+            "progress" => Ok(Self::Progress),
             "session" => Ok(Self::Session),
             _ => {
-                let size = s.strip_prefix("echo:").ok_or_else(|| {
-                    format!(
-                        "unknown workload `{s}` (expected ping, tools/list, session or echo:BYTES)"
-                    )
-                })?;
+                let (size, make): (&str, fn(usize) -> Self) = if let Some(size) =
+                    s.strip_prefix("echo:")
+                {
+                    (size, Self::Echo)
+                } else if let Some(size) = s.strip_prefix("everything:") {
+                    (size, Self::EverythingEcho)
+                } else {
+                    return Err(format!(
+                        "unknown workload `{s}` (expected ping, tools/list[:10|:500], progress, session, echo:BYTES or everything:BYTES)"
+                    ));
+                };
                 let (digits, unit) = match size.char_indices().last() {
                     Some((i, 'k' | 'K')) => (&size[..i], 1024),
                     Some((i, 'm' | 'M')) => (&size[..i], 1024 * 1024),
@@ -89,8 +144,8 @@ impl Workload {
                 };
                 let n: usize = digits
                     .parse()
-                    .map_err(|_| format!("bad echo size `{size}` in `{s}`"))?;
-                Ok(Self::Echo(n * unit))
+                    .map_err(|_| format!("bad size `{size}` in `{s}`"))?;
+                Ok(make(n * unit))
             }
         }
     }
@@ -98,23 +153,57 @@ impl Workload {
     /// The JSON-RPC request body with id `id`.
     #[must_use]
     pub fn body(self, id: u64) -> String {
+        let call = |tool: &str, key: &str, n: usize| {
+            let mut b = String::with_capacity(n + 128);
+            b.push_str(r#"{"jsonrpc":"2.0","id":"#);
+            b.push_str(&id.to_string());
+            b.push_str(r#","method":"tools/call","params":{"name":""#);
+            b.push_str(tool);
+            b.push_str(r#"","arguments":{""#);
+            b.push_str(key);
+            b.push_str(r#"":""#);
+            b.extend(std::iter::repeat_n('x', n));
+            b.push_str(r#""}}}"#);
+            b
+        };
         match self {
-            Self::Echo(n) => {
-                let mut b = String::with_capacity(n + 128);
-                b.push_str(r#"{"jsonrpc":"2.0","id":"#);
-                b.push_str(&id.to_string());
-                b.push_str(
-                    r#","method":"tools/call","params":{"name":"echo","arguments":{"text":""#,
-                );
-                b.extend(std::iter::repeat_n('x', n));
-                b.push_str(r#""}}}"#);
-                b
-            }
+            Self::Echo(n) => call("echo", "text", n),
+            Self::EverythingEcho(n) => call("everything_echo", "message", n),
+            Self::Progress => format!(
+                r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"progress","arguments":{{"steps":{PROGRESS_STEPS},"interval_ms":{PROGRESS_INTERVAL_MS},"stamp":true}},"_meta":{{"progressToken":{id}}}}}}}"#
+            ),
             Self::Session => initialize_body(id),
             _ => format!(
                 r#"{{"jsonrpc":"2.0","id":{id},"method":"{}"}}"#,
                 self.method()
             ),
+        }
+    }
+}
+
+/// A request id unique in this process: the runtime-layer workers of a row share one session,
+/// and a session refuses an id that is already in flight (ids start above the ids of
+/// `initialize`).
+pub fn next_request_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1_000);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// What one successful call returned.
+#[derive(Debug, Clone, Default)]
+pub struct Reply {
+    /// Response body length, in bytes.
+    pub bytes: usize,
+    /// For each stamped progress notification, the time from its send in the upstream to its
+    /// arrival here (wall clock, same machine).
+    pub notification_latencies: Vec<Duration>,
+}
+
+impl From<usize> for Reply {
+    fn from(bytes: usize) -> Self {
+        Self {
+            bytes,
+            notification_latencies: Vec::new(),
         }
     }
 }
@@ -192,19 +281,22 @@ pub enum Worker {
 }
 
 impl Worker {
-    /// Sends one request and checks its response; returns the response body length.
+    /// Sends one request and checks its response.
     ///
     /// # Errors
     ///
     /// [`CallError`] when the call failed or its response was not a JSON-RPC result.
-    pub async fn call(&mut self, workload: Workload) -> Result<usize, CallError> {
+    pub async fn call(&mut self, workload: Workload) -> Result<Reply, CallError> {
         match self {
             Self::Mcp(w) => w.call(workload).await,
-            _ if workload == Workload::Session => Err(CallError::Response(
-                "the session workload is measured end to end only".to_owned(),
-            )),
-            Self::Http(w) => w.call(workload).await,
-            Self::Grpc(w) => w.call(workload).await,
+            _ if matches!(workload, Workload::Session | Workload::Progress) => {
+                Err(CallError::Response(format!(
+                    "the {} workload is measured end to end only",
+                    workload.name()
+                )))
+            }
+            Self::Http(w) => w.call(workload).await.map(Reply::from),
+            Self::Grpc(w) => w.call(workload).await.map(Reply::from),
         }
     }
 }
@@ -258,6 +350,8 @@ impl Tickets {
 pub struct LoadResult {
     /// Latencies of the successful calls.
     pub latencies: Latencies,
+    /// Progress notification delivery latencies (send in the upstream to arrival here).
+    pub notifications: Latencies,
     /// Calls sent (successes plus errors).
     pub requests: u64,
     /// Calls that failed or were answered with anything but a JSON-RPC result.
@@ -274,6 +368,7 @@ impl LoadResult {
     /// Adds a worker's results (the elapsed time is the phase's, set by the driver).
     pub fn merge(&mut self, other: &Self) {
         self.latencies.merge(&other.latencies);
+        self.notifications.merge(&other.notifications);
         self.requests += other.requests;
         self.errors += other.errors;
         if other.response_bytes > 0 {
@@ -310,9 +405,12 @@ pub async fn drive(
                     let dt = t0.elapsed();
                     r.requests += 1;
                     match outcome {
-                        Ok(n) => {
+                        Ok(reply) => {
                             r.latencies.record(dt);
-                            r.response_bytes = n;
+                            r.response_bytes = reply.bytes;
+                            for d in reply.notification_latencies {
+                                r.notifications.record(d);
+                            }
                         }
                         Err(e) => {
                             r.errors += 1;
@@ -363,7 +461,26 @@ mod tests {
             Workload::Ping.body(3),
             r#"{"jsonrpc":"2.0","id":3,"method":"ping"}"#
         );
-        assert_eq!(Workload::parse("tools/list"), Ok(Workload::ToolsList));
+        assert_eq!(
+            Workload::parse("tools/list"),
+            Ok(Workload::ToolsList(ToolSet::Ten))
+        );
+        assert_eq!(
+            Workload::parse("tools/list:500"),
+            Ok(Workload::ToolsList(ToolSet::FiveHundred))
+        );
+        assert_eq!(Workload::parse("progress"), Ok(Workload::Progress));
+        assert_eq!(
+            Workload::parse("everything:1k"),
+            Ok(Workload::EverythingEcho(1024))
+        );
+        let v: serde_json::Value =
+            serde_json::from_str(&Workload::EverythingEcho(2).body(4)).unwrap();
+        assert_eq!(v["params"]["name"], "everything_echo");
+        assert_eq!(v["params"]["arguments"]["message"], "xx");
+        let v: serde_json::Value = serde_json::from_str(&Workload::Progress.body(5)).unwrap();
+        assert_eq!(v["params"]["_meta"]["progressToken"], 5);
+        assert_eq!(v["params"]["arguments"]["stamp"], true);
         assert!(Workload::parse("x").is_err());
         assert_eq!(Workload::parse("echo:10k"), Ok(Workload::Echo(10240)));
         assert_eq!(Workload::parse("echo:100"), Ok(Workload::Echo(100)));

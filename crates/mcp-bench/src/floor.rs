@@ -75,6 +75,7 @@ fn ping(mut sock: UnixStream, len: usize, tickets: &Tickets) -> io::Result<LoadR
         requests += 1;
     }
     Ok(LoadResult {
+        notifications: crate::stats::Latencies::new(),
         latencies,
         requests,
         errors: 0,

@@ -24,7 +24,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// A running child process, stopped on drop.
 #[derive(Debug)]
 pub struct ChildGuard {
-    name: &'static str,
+    name: String,
     child: Child,
     log: PathBuf,
 }
@@ -96,18 +96,18 @@ fn log_tail(path: &Path) -> String {
 /// # Errors
 ///
 /// When the log cannot be created or the process cannot start.
-pub fn spawn_logged(
-    name: &'static str,
-    cmd: &mut Command,
-    log: PathBuf,
-) -> anyhow::Result<ChildGuard> {
+pub fn spawn_logged(name: &str, cmd: &mut Command, log: PathBuf) -> anyhow::Result<ChildGuard> {
     let err = File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
     let child = cmd
         .stdin(Stdio::null())
         .stderr(err)
         .spawn()
         .with_context(|| format!("cannot start {name} ({:?})", cmd.get_program()))?;
-    Ok(ChildGuard { name, child, log })
+    Ok(ChildGuard {
+        name: name.to_owned(),
+        child,
+        log,
+    })
 }
 
 /// The running fixture upstream.
@@ -119,12 +119,18 @@ pub struct Fixture {
     pub url: String,
 }
 
-/// Starts `mcp-fixture-server --listen 127.0.0.1:0` and reads the URL it prints.
+/// Starts `mcp-fixture-server --listen 127.0.0.1:0 --generated-tools N` (log `dir/NAME.log`)
+/// and reads the URL it prints.
 ///
 /// # Errors
 ///
 /// When the process cannot start or prints no `MCP_FIXTURE_URL=` line in time.
-pub fn start_fixture(bin: &Path, dir: &Path, generated_tools: usize) -> anyhow::Result<Fixture> {
+pub fn start_fixture(
+    bin: &Path,
+    dir: &Path,
+    name: &str,
+    generated_tools: usize,
+) -> anyhow::Result<Fixture> {
     let mut cmd = Command::new(bin);
     cmd.args([
         "--listen",
@@ -133,7 +139,7 @@ pub fn start_fixture(bin: &Path, dir: &Path, generated_tools: usize) -> anyhow::
         &generated_tools.to_string(),
     ])
     .stdout(Stdio::piped());
-    let mut guard = spawn_logged("mcp-fixture-server", &mut cmd, dir.join("fixture.log"))?;
+    let mut guard = spawn_logged(name, &mut cmd, dir.join(format!("{name}.log")))?;
     let stdout = guard
         .child
         .stdout
@@ -180,8 +186,109 @@ pub struct RuntimeProcess {
     pub command: String,
 }
 
-/// Writes the catalog, starts `mcp-runtime` with its HTTP/JSON socket (and, with `grpc`, its
-/// gRPC socket) in `dir`, and waits until the socket files exist and `GET /health` answers 200.
+/// The upstreams of a run, for [`write_catalog`].
+#[derive(Debug, Clone)]
+pub struct Upstreams<'a> {
+    /// The fixture serving every workload but `tools/list (500 tools)` (started with
+    /// `--generated-tools 4`: its six fixed tools plus `gen_0000`..`gen_0003`).
+    pub fixture: &'a str,
+    /// A second fixture process started with `--generated-tools 500`, prefixed `big_`.
+    pub big: Option<&'a str>,
+    /// `@modelcontextprotocol/server-everything`, prefixed `everything_`.
+    pub everything: Option<&'a str>,
+}
+
+/// Tool names of the `tools10` virtual server: the fixture's fixed tools and its first four
+/// generated ones.
+pub const TOOLS10: [&str; 10] = [
+    "echo", "payload", "sleep", "inflight", "progress", "fail", "gen_0000", "gen_0001", "gen_0002",
+    "gen_0003",
+];
+
+/// Writes `dir/catalog.toml` (`docs/catalog.md`): the upstreams, and the virtual servers
+/// `tools10` (exactly [`TOOLS10`]) and, with the big fixture, `tools500` (its 500 generated
+/// tools). Returns the path.
+///
+/// # Errors
+///
+/// When the file cannot be written.
+pub fn write_catalog(dir: &Path, up: &Upstreams<'_>) -> anyhow::Result<PathBuf> {
+    let mut toml = format!(
+        "[[upstreams]]\nid = \"fixture\"\nurl = {}\n",
+        toml_string(up.fixture)
+    );
+    if let Some(url) = up.big {
+        toml.push_str(&format!(
+            "\n[[upstreams]]\nid = \"big\"\nurl = {}\nprefix = \"big_\"\n",
+            toml_string(url)
+        ));
+    }
+    if let Some(url) = up.everything {
+        toml.push_str(&format!(
+            "\n[[upstreams]]\nid = \"everything\"\nurl = {}\nprefix = \"everything_\"\n",
+            toml_string(url)
+        ));
+    }
+    let list = |names: &mut dyn Iterator<Item = String>| {
+        names
+            .map(|n| toml_string(&n))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    toml.push_str(&format!(
+        "\n[[servers]]\nid = \"tools10\"\ntools = [{}]\n",
+        list(&mut TOOLS10.iter().map(|&n| n.to_owned()))
+    ));
+    if up.big.is_some() {
+        toml.push_str(&format!(
+            "\n[[servers]]\nid = \"tools500\"\ntools = [{}]\n",
+            list(&mut (0..500).map(|i| format!("big_gen_{i:04}")))
+        ));
+    }
+    let catalog = dir.join("catalog.toml");
+    std::fs::write(&catalog, toml)
+        .with_context(|| format!("cannot write {}", catalog.display()))?;
+    Ok(catalog)
+}
+
+/// Starts an upstream MCP server from a shell command (e.g. server-everything under Node) with
+/// `PORT` set to a free loopback port, and waits until the port accepts connections. The
+/// command is run as `exec COMMAND` so the guard's signal reaches the server itself.
+///
+/// # Errors
+///
+/// When the process cannot start, exits, or does not listen within the start timeout.
+pub fn start_command_upstream(name: &str, command: &str, dir: &Path) -> anyhow::Result<Fixture> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .context("cannot find a free loopback port")?
+        .port();
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!("exec {command}"))
+        .env("PORT", port.to_string())
+        .stdout(Stdio::null());
+    let mut guard = spawn_logged(name, &mut cmd, dir.join(format!("{name}.log")))?;
+    let deadline = Instant::now() + START_TIMEOUT;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        guard.check_alive()?;
+        if Instant::now() > deadline {
+            bail!(
+                "{name} not listening on port {port} after {START_TIMEOUT:?}; {}",
+                log_tail(guard.log())
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(Fixture {
+        guard,
+        url: format!("http://127.0.0.1:{port}/mcp"),
+    })
+}
+
+/// Starts `mcp-runtime` serving `catalog` with its HTTP/JSON socket (and, with `grpc`, its
+/// gRPC socket) in `dir`, socket and log names prefixed `name`, and waits until the socket
+/// files exist and `GET /health` answers 200.
 ///
 /// # Errors
 ///
@@ -189,21 +296,14 @@ pub struct RuntimeProcess {
 pub async fn start_runtime(
     bin: &Path,
     dir: &Path,
-    fixture_url: &str,
+    name: &str,
+    catalog: &Path,
     worker_threads: Option<usize>,
     grpc: bool,
 ) -> anyhow::Result<RuntimeProcess> {
-    let catalog = dir.join("catalog.toml");
-    std::fs::write(
-        &catalog,
-        format!(
-            "[[upstreams]]\nid = \"fixture\"\nurl = {}\n",
-            toml_string(fixture_url)
-        ),
-    )
-    .with_context(|| format!("cannot write {}", catalog.display()))?;
-    let http_socket = dir.join("http.sock");
-    let grpc_socket = grpc.then(|| dir.join("grpc.sock"));
+    let catalog = catalog.to_path_buf();
+    let http_socket = dir.join(format!("{name}-http.sock"));
+    let grpc_socket = grpc.then(|| dir.join(format!("{name}-grpc.sock")));
     let mut cmd = Command::new(bin);
     cmd.arg("--catalog")
         .arg(&catalog)
@@ -222,7 +322,7 @@ pub async fn start_runtime(
         .map(|a| a.to_string_lossy().into_owned())
         .collect::<Vec<_>>()
         .join(" ");
-    let mut guard = spawn_logged("mcp-runtime", &mut cmd, dir.join("runtime.log"))?;
+    let mut guard = spawn_logged(name, &mut cmd, dir.join(format!("{name}.log")))?;
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
         guard.check_alive()?;
@@ -243,7 +343,7 @@ pub async fn start_runtime(
         }
         if Instant::now() > deadline {
             bail!(
-                "mcp-runtime not ready after {START_TIMEOUT:?}; {}",
+                "{name} not ready after {START_TIMEOUT:?}; {}",
                 log_tail(guard.log())
             );
         }

@@ -31,7 +31,10 @@
 //!   machine description.
 //! - `stats.rs`: latency histograms (HdrHistogram) and medians.
 //! - `report.rs`: rows, metrics, comparisons; JSON, Markdown and SVG renderings.
+//! - `analysis.rs`: the targets, progress latency, breakdown, zero-overhead and two-worker
+//!   sections, derived from the rows of the same report.
 
+pub mod analysis;
 pub mod bench;
 pub mod cli;
 pub mod client;

@@ -179,8 +179,8 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
-/// Starts `python -m mcp_gateway serve` in `mode` on a free loopback port and waits until its
-/// `GET /health` answers 200. `socket` is the runtime socket of the mode (unused for Python).
+/// Starts `python -m mcp_gateway serve --workers N` in `mode` on a free loopback port and
+/// waits until its `GET /health` answers 200. `socket` is the runtime socket of the mode (unused for Python).
 ///
 /// # Errors
 ///
@@ -188,6 +188,7 @@ fn free_port() -> anyhow::Result<u16> {
 pub async fn start_gateway(
     env: &PythonEnv,
     mode: GatewayMode,
+    workers: usize,
     socket: Option<&Path>,
     catalog: &Path,
     secret: &str,
@@ -204,7 +205,8 @@ pub async fn start_gateway(
         "--port",
     ])
     .arg(port.to_string())
-    .args(["--log-level", "warning"])
+    .args(["--log-level", "warning", "--workers"])
+    .arg(workers.to_string())
     .current_dir(&env.repo_root)
     .env_remove("MCP_RUST_UDS")
     .env_remove("MCP_RUST_GRPC_UDS")
@@ -227,10 +229,10 @@ pub async fn start_gateway(
         shown.push_str(&format!(" {var}={}", path.display()));
     }
     let command = format!(
-        "{shown} {} -m mcp_gateway serve --host 127.0.0.1 --port {port} --log-level warning",
+        "{shown} {} -m mcp_gateway serve --host 127.0.0.1 --port {port} --log-level warning --workers {workers}",
         env.python.display()
     );
-    let log = dir.join(format!("gateway-{}.log", mode.name()));
+    let log = dir.join(format!("gateway-{}-{workers}w.log", mode.name()));
     let mut guard = harness::spawn_logged("mcp-gateway", &mut cmd, log)?;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let deadline = Instant::now() + GATEWAY_START_TIMEOUT;

@@ -87,6 +87,10 @@ pub struct Metrics {
     pub requests_per_s: f64,
     /// Latency percentiles of successful requests, in microseconds.
     pub latency_us: LatencySummary,
+    /// For the `progress` workload: percentiles of the time from each progress notification's
+    /// send in the upstream to its arrival at the client, in microseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notification_latency_us: Option<LatencySummary>,
     /// CPU time (user plus system) per request of each process, in microseconds, by process
     /// name (`gateway`, `runtime`, `fixture` (the upstream), `client`).
     pub cpu_us_per_request: BTreeMap<String, f64>,
@@ -135,6 +139,22 @@ impl Metrics {
                 p99: med(&|m| m.latency_us.p99),
                 max: med(&|m| m.latency_us.max),
                 mean: med(&|m| m.latency_us.mean),
+            },
+            notification_latency_us: {
+                let n: Vec<&LatencySummary> = rounds
+                    .iter()
+                    .filter_map(|m| m.notification_latency_us.as_ref())
+                    .collect();
+                let med = |f: &dyn Fn(&LatencySummary) -> f64| {
+                    median(&n.iter().map(|s| f(s)).collect::<Vec<_>>()).unwrap_or(0.0)
+                };
+                (!n.is_empty()).then(|| LatencySummary {
+                    p50: med(&|s| s.p50),
+                    p95: med(&|s| s.p95),
+                    p99: med(&|s| s.p99),
+                    max: med(&|s| s.max),
+                    mean: med(&|s| s.mean),
+                })
             },
             cpu_us_per_request: cpu,
             peak_rss_kib: rss,
@@ -270,7 +290,7 @@ impl Report {
         let m = &self.machine;
         let _ = writeln!(
             out,
-            "## mcp-bench\n\n{} CPUs ({}), Linux {}; {} rounds, medians across rounds; latency and CPU in µs, peak RSS in MiB; `upstream` is the fixture server.\n",
+            "## mcp-bench\n\n{} CPUs ({}), Linux {}; {} rounds, medians across rounds; latency and CPU in µs, peak RSS in MiB; `upstream` is the fixture server, except rows marked (server-everything).\n",
             m.nproc,
             m.cpu_model,
             m.kernel,
@@ -338,6 +358,7 @@ impl Report {
                 );
             }
         }
+        out.push_str(&self.analysis_markdown());
         if !self.notes.is_empty() {
             out.push_str("\n### Notes\n\n");
             for n in &self.notes {

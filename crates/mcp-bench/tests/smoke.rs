@@ -96,6 +96,12 @@ fn tiny_run_writes_the_expected_rows() {
             "1",
             "--transports",
             if grpc { "http,grpc" } else { "http" },
+            "--workloads",
+            "ping,tools/list:10",
+            "--direct-workloads",
+            "progress",
+            "--workers-workloads",
+            "echo:100",
             "--pyhop-clients",
             if grpc {
                 "httpx,aiohttp,grpc"
@@ -111,7 +117,7 @@ fn tiny_run_writes_the_expected_rows() {
                 "python,http"
             },
             "--gateway-workloads",
-            "ping,echo:100,session",
+            "ping,echo:100,session,progress",
         ])
         .arg("--runtime-bin")
         .arg(dir.join("mcp-runtime"))
@@ -188,7 +194,7 @@ fn tiny_run_writes_the_expected_rows() {
         }
     }
     for &t in transports {
-        for w in ["ping", "tools/list"] {
+        for w in ["ping", "tools/list (10 tools)"] {
             for c in [1, 2] {
                 let key = rows
                     .iter()
@@ -197,6 +203,22 @@ fn tiny_run_writes_the_expected_rows() {
                 expected.insert(("runtime".to_owned(), t.to_owned(), w.to_owned(), c, key));
             }
         }
+    }
+    let size_of = |layer: &str, w: &str| {
+        rows.iter()
+            .find(|r| r["layer"] == layer && r["workload"] == w)
+            .map_or(0, |r| r["payload_bytes"].as_u64().unwrap())
+    };
+    for c in [1, 2] {
+        let w = "tools/call progress";
+        let size = size_of("direct", w);
+        expected.insert((
+            "direct".to_owned(),
+            "upstream".to_owned(),
+            w.to_owned(),
+            c,
+            size,
+        ));
     }
     if python {
         let clients: &[(&str, &str)] = if grpc {
@@ -225,13 +247,23 @@ fn tiny_run_writes_the_expected_rows() {
             };
             for &m in modes {
                 expected.insert(("gateway".to_owned(), m.to_owned(), "ping".to_owned(), c, 40));
-                for w in ["tools/call echo", "session open/close"] {
-                    let size = rows
-                        .iter()
-                        .find(|r| r["layer"] == "gateway" && r["workload"] == w)
-                        .map_or(0, |r| r["payload_bytes"].as_u64().unwrap());
+                for w in [
+                    "tools/call echo",
+                    "session open/close",
+                    "tools/call progress",
+                ] {
+                    let size = size_of("gateway", w);
                     expected.insert(("gateway".to_owned(), m.to_owned(), w.to_owned(), c, size));
                 }
+                let w = "tools/call echo";
+                let size = size_of("gateway-2-workers", w);
+                expected.insert((
+                    "gateway-2-workers".to_owned(),
+                    m.to_owned(),
+                    w.to_owned(),
+                    c,
+                    size,
+                ));
             }
         }
         assert_eq!(
@@ -247,13 +279,22 @@ fn tiny_run_writes_the_expected_rows() {
     for r in rows {
         let s = &r["summary"];
         assert_eq!(s["requests"], 50, "{r}");
-        assert_eq!(s["errors"], 0, "{r}");
+        // Behind two gateway workers, the Python baseline's sessions live in one worker only.
+        if !(r["layer"] == "gateway-2-workers" && r["transport"] == "python") {
+            assert_eq!(s["errors"], 0, "{r}");
+        }
+        if r["workload"] == "tools/call progress" {
+            assert!(
+                s["notification_latency_us"]["p50"].as_f64().unwrap() > 0.0,
+                "{r}"
+            );
+        }
         assert_eq!(r["rounds"].as_array().unwrap().len(), 1);
-        if r["layer"] != "floor" {
+        if r["layer"] != "floor" && r["layer"] != "direct" {
             assert!(s["cpu_us_per_request"]["runtime"].is_number(), "{r}");
             assert!(r["payload_bytes"].as_u64().unwrap() > 0);
         }
-        if r["layer"] == "gateway" {
+        if r["layer"] == "gateway" || r["layer"] == "gateway-2-workers" {
             assert!(s["cpu_us_per_request"]["gateway"].is_number(), "{r}");
             assert!(s["peak_rss_kib"]["gateway"].as_u64().unwrap() > 0, "{r}");
         }
@@ -276,8 +317,17 @@ fn tiny_run_writes_the_expected_rows() {
     if python {
         // grpc.aio/httpx (with gRPC) and aiohttp/httpx, at two concurrency levels.
         assert_eq!(count("python-hop"), if grpc { 4 } else { 2 });
-        // grpc/http-json, grpc/python, http-json/python (with gRPC), three workloads, two
-        // levels.
-        assert_eq!(count("gateway"), if grpc { 18 } else { 6 });
+        // grpc/http-json, grpc/python, http-json/python (with gRPC), four workloads, two
+        // levels; behind two workers, grpc/python and http-json/python, one workload.
+        assert_eq!(count("gateway"), if grpc { 24 } else { 8 });
+        assert_eq!(count("gateway-2-workers"), if grpc { 4 } else { 2 });
+        let md = std::fs::read_to_string(out_dir.join("report.md")).unwrap();
+        for section in [
+            "### Targets",
+            "### Progress notification latency",
+            "### Gateway with two uvicorn workers",
+        ] {
+            assert!(md.contains(section), "{section} missing from report.md");
+        }
     }
 }

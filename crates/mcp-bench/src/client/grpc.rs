@@ -51,9 +51,10 @@ pub fn auth_context() -> pb::AuthContext {
     }
 }
 
-/// A POST envelope with the bench's headers; `session_id` is empty only for `initialize`.
+/// A POST envelope with the bench's headers, scoped to virtual server `scope` when given;
+/// `session_id` is empty only for `initialize`.
 #[must_use]
-pub fn envelope(session_id: &str, body: Bytes) -> pb::RequestEnvelope {
+pub fn envelope(scope: Option<&str>, session_id: &str, body: Bytes) -> pb::RequestEnvelope {
     pb::RequestEnvelope {
         method: pb::HttpMethod::Post.into(),
         headers: Some(pb::McpHeaders {
@@ -63,7 +64,7 @@ pub fn envelope(session_id: &str, body: Bytes) -> pb::RequestEnvelope {
             last_event_id: String::new(),
             content_type: "application/json".to_owned(),
         }),
-        server_id: String::new(),
+        server_id: scope.unwrap_or_default().to_owned(),
         request_id: String::new(),
         auth: Some(auth_context()),
         body,
@@ -85,19 +86,20 @@ async fn invoke(
     Ok((head.http_status, head.headers, resp.body))
 }
 
-/// Runs `initialize` and `notifications/initialized` over gRPC; returns the session id from
-/// the `mcp-session-id` header of the response head.
+/// Runs `initialize` and `notifications/initialized` over gRPC, scoped to virtual server
+/// `scope` when given; returns the session id from the `mcp-session-id` header of the
+/// response head.
 ///
 /// # Errors
 ///
 /// When either call fails or the runtime answers unexpectedly.
-pub async fn initialize(socket: &Path) -> anyhow::Result<String> {
+pub async fn initialize(socket: &Path, scope: Option<&str>) -> anyhow::Result<String> {
     let mut c = client(connect(socket).await?);
     let body = format!(
         r#"{{"jsonrpc":"2.0","id":0,"method":"initialize","params":{{"protocolVersion":"{PROTOCOL_VERSION}","capabilities":{{}},"clientInfo":{{"name":"mcp-bench","version":"{}"}}}}}}"#,
         env!("CARGO_PKG_VERSION")
     );
-    let (status, headers, body) = invoke(&mut c, envelope("", Bytes::from(body))).await?;
+    let (status, headers, body) = invoke(&mut c, envelope(scope, "", Bytes::from(body))).await?;
     if status != 200 {
         bail!(
             "initialize over gRPC: status {status}: {}",
@@ -111,7 +113,7 @@ pub async fn initialize(socket: &Path) -> anyhow::Result<String> {
         .context("initialize over gRPC: no mcp-session-id in the response head")?
         .value;
     let note = Bytes::from_static(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
-    let (status, _, body) = invoke(&mut c, envelope(&session, note)).await?;
+    let (status, _, body) = invoke(&mut c, envelope(scope, &session, note)).await?;
     if status != 202 {
         bail!(
             "notifications/initialized over gRPC: status {status}: {}",
@@ -126,7 +128,6 @@ pub async fn initialize(socket: &Path) -> anyhow::Result<String> {
 pub struct GrpcWorker {
     client: McpRuntimeClient<Channel>,
     session_id: String,
-    next_id: u64,
 }
 
 impl GrpcWorker {
@@ -136,7 +137,6 @@ impl GrpcWorker {
         Self {
             client: client(channel),
             session_id: session_id.to_owned(),
-            next_id: 1,
         }
     }
 
@@ -147,9 +147,12 @@ impl GrpcWorker {
     /// [`CallError`] for a non-OK gRPC status, an `http_status` other than 200 or a
     /// non-result body.
     pub async fn call(&mut self, workload: Workload) -> Result<usize, CallError> {
-        let id = self.next_id;
-        self.next_id += 1;
-        let env = envelope(&self.session_id, Bytes::from(workload.body(id)));
+        let id = super::next_request_id();
+        let env = envelope(
+            workload.scope(),
+            &self.session_id,
+            Bytes::from(workload.body(id)),
+        );
         let (status, _, body) = invoke(&mut self.client, env).await?;
         if status != 200 {
             return Err(CallError::Status(u16::try_from(status).unwrap_or(u16::MAX)));

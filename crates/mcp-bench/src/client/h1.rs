@@ -41,6 +41,28 @@ impl Conn {
         Ok(Self { sender, task })
     }
 
+    /// Sends one request and returns the response head and its body as it arrives.
+    ///
+    /// # Errors
+    ///
+    /// [`CallError::Transport`] when the connection fails.
+    pub(crate) async fn send_streaming(
+        &mut self,
+        req: Request<Full<Bytes>>,
+    ) -> Result<(StatusCode, http::HeaderMap, hyper::body::Incoming), CallError> {
+        self.sender
+            .ready()
+            .await
+            .map_err(|e| CallError::Transport(e.to_string()))?;
+        let resp = self
+            .sender
+            .send_request(req)
+            .await
+            .map_err(|e| CallError::Transport(e.to_string()))?;
+        let (parts, body) = resp.into_parts();
+        Ok((parts.status, parts.headers, body))
+    }
+
     /// Sends one request and collects the whole response body.
     ///
     /// # Errors

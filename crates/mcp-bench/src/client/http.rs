@@ -34,8 +34,17 @@ async fn connect(socket: &Path) -> anyhow::Result<Conn> {
         .context("HTTP/1.1 handshake failed")
 }
 
-/// A POST to `/mcp` with the bench's headers; `session` is `None` only for `initialize`.
-fn post(auth: &HeaderValue, session: Option<&HeaderValue>, body: String) -> Request<Full<Bytes>> {
+/// Header naming the virtual server a request is scoped to.
+pub const SERVER_ID_HEADER: &str = "x-contextforge-server-id";
+
+/// A POST to `/mcp` with the bench's headers, scoped to virtual server `scope` when given;
+/// `session` is `None` only for `initialize`.
+fn post(
+    auth: &HeaderValue,
+    scope: Option<&str>,
+    session: Option<&HeaderValue>,
+    body: String,
+) -> Request<Full<Bytes>> {
     let mut b = Request::builder()
         .method(Method::POST)
         .uri("/mcp")
@@ -46,6 +55,9 @@ fn post(auth: &HeaderValue, session: Option<&HeaderValue>, body: String) -> Requ
         .header("mcp-protocol-version", PROTOCOL_VERSION);
     if let Some(s) = session {
         b = b.header("mcp-session-id", s.clone());
+    }
+    if let Some(id) = scope {
+        b = b.header(SERVER_ID_HEADER, id);
     }
     b.body(Full::new(Bytes::from(body)))
         .expect("static request parts are valid")
@@ -68,20 +80,20 @@ pub async fn get(socket: &Path, path: &str) -> anyhow::Result<(StatusCode, Bytes
     Ok((status, body))
 }
 
-/// Runs `initialize` and `notifications/initialized` over HTTP/JSON; returns the session id
-/// from the `mcp-session-id` response header.
+/// Runs `initialize` and `notifications/initialized` over HTTP/JSON, scoped to virtual server
+/// `scope` when given; returns the session id from the `mcp-session-id` response header.
 ///
 /// # Errors
 ///
 /// When either exchange fails or the runtime answers unexpectedly.
-pub async fn initialize(socket: &Path) -> anyhow::Result<String> {
+pub async fn initialize(socket: &Path, scope: Option<&str>) -> anyhow::Result<String> {
     let mut conn = connect(socket).await?;
     let auth = HeaderValue::from_str(&auth_context_header()).expect("base64url is a valid header");
     let body = format!(
         r#"{{"jsonrpc":"2.0","id":0,"method":"initialize","params":{{"protocolVersion":"{PROTOCOL_VERSION}","capabilities":{{}},"clientInfo":{{"name":"mcp-bench","version":"{}"}}}}}}"#,
         env!("CARGO_PKG_VERSION")
     );
-    let (status, headers, body) = conn.send(post(&auth, None, body)).await?;
+    let (status, headers, body) = conn.send(post(&auth, scope, None, body)).await?;
     if status != StatusCode::OK {
         bail!(
             "initialize over HTTP/JSON: status {status}: {}",
@@ -94,7 +106,7 @@ pub async fn initialize(socket: &Path) -> anyhow::Result<String> {
         .context("initialize over HTTP/JSON: no mcp-session-id header")?
         .clone();
     let note = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#.to_owned();
-    let (status, _, body) = conn.send(post(&auth, Some(&session), note)).await?;
+    let (status, _, body) = conn.send(post(&auth, scope, Some(&session), note)).await?;
     if status != StatusCode::ACCEPTED {
         bail!(
             "notifications/initialized over HTTP/JSON: status {status}: {}",
@@ -113,7 +125,6 @@ pub struct HttpWorker {
     conn: Conn,
     auth: HeaderValue,
     session: HeaderValue,
-    next_id: u64,
 }
 
 impl HttpWorker {
@@ -129,19 +140,23 @@ impl HttpWorker {
                 .expect("base64url is a valid header"),
             session: HeaderValue::from_str(session_id)
                 .context("session id is not a header value")?,
-            next_id: 1,
         })
     }
 
-    /// POSTs one request and checks the answer; returns the response body length.
+    /// POSTs one request (scoped to [`Workload::scope`]; the worker's session must be of the
+    /// same scope) and checks the answer; returns the response body length.
     ///
     /// # Errors
     ///
     /// [`CallError`] for a transport failure, a status other than 200 or a non-result body.
     pub async fn call(&mut self, workload: Workload) -> Result<usize, CallError> {
-        let id = self.next_id;
-        self.next_id += 1;
-        let req = post(&self.auth, Some(&self.session), workload.body(id));
+        let id = super::next_request_id();
+        let req = post(
+            &self.auth,
+            workload.scope(),
+            Some(&self.session),
+            workload.body(id),
+        );
         let (status, _, body) = self.conn.send(req).await?;
         if status != StatusCode::OK {
             return Err(CallError::Status(status.as_u16()));

@@ -1,21 +1,25 @@
-//! The end-to-end client: MCP streamable HTTP to the gateway's public endpoint, hyper 1 over
-//! TCP, one HTTP/1.1 keep-alive connection per worker, a bearer token on every request.
+//! The end-to-end client: MCP streamable HTTP to the gateway's public endpoint (or straight to
+//! an upstream MCP server), hyper 1 over TCP, one HTTP/1.1 keep-alive connection per worker, a
+//! bearer token on every request when the endpoint has one.
 //!
 //! Each worker opens its own MCP session (`initialize`, then `notifications/initialized`) on
-//! its connection, sends its measured requests with that session id, and closes the session
-//! with `DELETE` at the end of the row. Answers may be `application/json` or
-//! `text/event-stream`; for SSE the last `data:` line is the JSON-RPC response.
+//! its connection (or, split, on a connection of its own that it then drops), sends its
+//! measured requests with that session id, and closes the session with `DELETE` at the end of
+//! the row. Answers may be `application/json` or `text/event-stream`; for SSE the last
+//! `data:` line is the JSON-RPC response. For the `progress` workload the SSE body is read as
+//! it arrives and each stamped progress notification's delivery latency is recorded.
 
 use std::net::SocketAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, StatusCode};
-use http_body_util::Full;
+use http_body_util::{BodyExt as _, Full};
 use tokio::net::TcpStream;
 
 use super::h1::Conn;
-use super::{ACCEPT, CallError, PROTOCOL_VERSION, Workload, check_jsonrpc, initialize_body};
+use super::{ACCEPT, CallError, PROTOCOL_VERSION, Reply, Workload, check_jsonrpc, initialize_body};
 
 async fn connect(addr: SocketAddr) -> anyhow::Result<Conn> {
     let stream = TcpStream::connect(addr)
@@ -49,17 +53,17 @@ pub fn jsonrpc_payload<'a>(content_type: Option<&HeaderValue>, body: &'a [u8]) -
         .unwrap_or(b"")
 }
 
-/// The gateway's endpoint and the bearer token to present.
+/// An MCP endpoint: the gateway's (with the bearer token to present) or an upstream's.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
-    /// `127.0.0.1:PORT` of the gateway.
+    /// `127.0.0.1:PORT` of the server.
     pub addr: SocketAddr,
-    /// `Bearer <jwt>`.
-    pub authorization: HeaderValue,
+    /// `Bearer <jwt>`, or `None` for a server without auth (an upstream).
+    pub authorization: Option<HeaderValue>,
 }
 
 impl Endpoint {
-    /// An endpoint at `addr` presenting `token`.
+    /// The gateway at `addr`, presenting `token`.
     ///
     /// # Errors
     ///
@@ -67,27 +71,49 @@ impl Endpoint {
     pub fn new(addr: SocketAddr, token: &str) -> anyhow::Result<Self> {
         Ok(Self {
             addr,
-            authorization: HeaderValue::from_str(&format!("Bearer {token}"))
-                .context("token is not a header value")?,
+            authorization: Some(
+                HeaderValue::from_str(&format!("Bearer {token}"))
+                    .context("token is not a header value")?,
+            ),
         })
+    }
+
+    /// An upstream MCP server at `addr` (path `/mcp`, no auth).
+    #[must_use]
+    pub fn upstream(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            authorization: None,
+        }
+    }
+
+    /// `/mcp`, or `/servers/{scope}/mcp` for a virtual server.
+    fn path(scope: Option<&str>) -> String {
+        scope.map_or_else(|| "/mcp".to_owned(), |id| format!("/servers/{id}/mcp"))
     }
 
     fn request(
         &self,
         method: Method,
+        scope: Option<&str>,
         session: Option<&HeaderValue>,
         body: Bytes,
     ) -> Request<Full<Bytes>> {
         let mut b = Request::builder()
             .method(method)
-            .uri("/mcp")
-            .header(http::header::HOST, "127.0.0.1")
-            .header(http::header::AUTHORIZATION, self.authorization.clone())
+            .uri(Self::path(scope))
+            .header(
+                http::header::HOST,
+                format!("127.0.0.1:{}", self.addr.port()),
+            )
             .header(http::header::ACCEPT, ACCEPT)
             .header(http::header::CONTENT_TYPE, "application/json")
             .header("mcp-protocol-version", PROTOCOL_VERSION);
         if let Some(s) = session {
             b = b.header("mcp-session-id", s.clone());
+        }
+        if let Some(a) = &self.authorization {
+            b = b.header(http::header::AUTHORIZATION, a.clone());
         }
         b.body(Full::new(body))
             .expect("static request parts are valid")
@@ -111,15 +137,16 @@ pub async fn get_status(addr: SocketAddr, path: &str) -> anyhow::Result<StatusCo
     Ok(status)
 }
 
-/// Opens a session on `conn`: `initialize` with id `id`, then `notifications/initialized`;
-/// returns the session id.
+/// Opens a session on `conn` (scoped to virtual server `scope` when given): `initialize`
+/// with id `id`, then `notifications/initialized`; returns the session id.
 async fn open_session(
     conn: &mut Conn,
     endpoint: &Endpoint,
+    scope: Option<&str>,
     id: u64,
 ) -> Result<HeaderValue, CallError> {
     let (status, headers, body) = conn
-        .send(endpoint.request(Method::POST, None, Bytes::from(initialize_body(id))))
+        .send(endpoint.request(Method::POST, scope, None, Bytes::from(initialize_body(id))))
         .await?;
     if status != StatusCode::OK {
         return Err(CallError::Response(format!(
@@ -135,7 +162,7 @@ async fn open_session(
         .clone();
     let note = Bytes::from_static(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
     let (status, _, body) = conn
-        .send(endpoint.request(Method::POST, Some(&session), note))
+        .send(endpoint.request(Method::POST, scope, Some(&session), note))
         .await?;
     if status != StatusCode::ACCEPTED {
         return Err(CallError::Response(format!(
@@ -146,58 +173,114 @@ async fn open_session(
     Ok(session)
 }
 
-/// One worker: a keep-alive connection to the gateway and its own MCP session.
+/// The wall clock in nanoseconds since the Unix epoch (what the fixture stamps).
+fn unix_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
+
+/// The send time in a stamped progress notification's message (`... sent_unix_ns=T"`), when
+/// `line` is one.
+fn stamp_of(line: &[u8]) -> Option<u128> {
+    const KEY: &[u8] = b"sent_unix_ns=";
+    if !line.windows(22).any(|w| w == b"notifications/progress") {
+        return None;
+    }
+    let at = line.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+    let digits: Vec<u8> = line[at..]
+        .iter()
+        .copied()
+        .take_while(u8::is_ascii_digit)
+        .collect();
+    std::str::from_utf8(&digits).ok()?.parse().ok()
+}
+
+/// One worker: a keep-alive connection to an MCP endpoint and its own MCP session.
 #[derive(Debug)]
 pub struct McpWorker {
     conn: Conn,
     endpoint: Endpoint,
+    scope: Option<&'static str>,
     session: HeaderValue,
     next_id: u64,
 }
 
 impl McpWorker {
-    /// Connects and opens a session (`initialize`, `notifications/initialized`).
+    /// Connects and opens a session (`initialize`, `notifications/initialized`) on
+    /// `/mcp` or, with `scope`, on the virtual server `/servers/{scope}/mcp`.
     ///
     /// # Errors
     ///
-    /// When the gateway cannot be reached or does not open a session.
-    pub async fn connect(endpoint: &Endpoint) -> anyhow::Result<Self> {
+    /// When the endpoint cannot be reached or does not open a session.
+    pub async fn connect(endpoint: &Endpoint, scope: Option<&'static str>) -> anyhow::Result<Self> {
+        Self::open(endpoint, scope, false).await
+    }
+
+    /// Like [`McpWorker::connect`], but opens the session on a connection of its own, closes
+    /// that one, and sends every later request on a new connection: behind a server with
+    /// several worker processes, the session is then used where it was probably not created.
+    ///
+    /// # Errors
+    ///
+    /// When the endpoint cannot be reached or does not open a session.
+    pub async fn connect_split(
+        endpoint: &Endpoint,
+        scope: Option<&'static str>,
+    ) -> anyhow::Result<Self> {
+        Self::open(endpoint, scope, true).await
+    }
+
+    async fn open(
+        endpoint: &Endpoint,
+        scope: Option<&'static str>,
+        split: bool,
+    ) -> anyhow::Result<Self> {
         let mut conn = connect(endpoint.addr).await?;
-        let session = open_session(&mut conn, endpoint, 0)
+        let session = open_session(&mut conn, endpoint, scope, 0)
             .await
-            .map_err(|e| anyhow::anyhow!("opening a session through the gateway: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("opening a session on {}: {e}", endpoint.addr))?;
+        if split {
+            drop(conn);
+            conn = connect(endpoint.addr).await?;
+        }
         Ok(Self {
             conn,
             endpoint: endpoint.clone(),
+            scope,
             session,
             next_id: 1,
         })
     }
 
-    /// POSTs one request and checks the answer; returns the response body length.
+    /// POSTs one request and checks the answer.
     ///
     /// # Errors
     ///
     /// [`CallError`] for a transport failure, a status other than 200 or a non-result body.
-    pub async fn call(&mut self, workload: Workload) -> Result<usize, CallError> {
+    pub async fn call(&mut self, workload: Workload) -> Result<Reply, CallError> {
         let id = self.next_id;
         self.next_id += 1;
         if workload == Workload::Session {
-            let session = open_session(&mut self.conn, &self.endpoint, id).await?;
-            let req = self
-                .endpoint
-                .request(Method::DELETE, Some(&session), Bytes::new());
+            let session = open_session(&mut self.conn, &self.endpoint, self.scope, id).await?;
+            let req =
+                self.endpoint
+                    .request(Method::DELETE, self.scope, Some(&session), Bytes::new());
             let (status, _, _) = self.conn.send(req).await?;
             if !status.is_success() {
                 return Err(CallError::Status(status.as_u16()));
             }
-            return Ok(0);
+            return Ok(Reply::default());
         }
         let req = self.endpoint.request(
             Method::POST,
+            self.scope,
             Some(&self.session),
             Bytes::from(workload.body(id)),
         );
+        if workload == Workload::Progress {
+            return self.call_streaming(req, id).await;
+        }
         let (status, headers, body) = self.conn.send(req).await?;
         if status != StatusCode::OK {
             return Err(CallError::Status(status.as_u16()));
@@ -206,14 +289,65 @@ impl McpWorker {
             jsonrpc_payload(headers.get(http::header::CONTENT_TYPE), &body),
             id,
         )?;
-        Ok(body.len())
+        Ok(Reply::from(body.len()))
     }
 
-    /// Ends the worker's session with `DELETE /mcp`; errors are ignored (the row is over).
+    /// Sends `req` and reads its answer frame by frame, timing each stamped progress
+    /// notification on the arrival of the frame that completes its line.
+    async fn call_streaming(
+        &mut self,
+        req: Request<Full<Bytes>>,
+        id: u64,
+    ) -> Result<Reply, CallError> {
+        let (status, headers, mut body) = self.conn.send_streaming(req).await?;
+        if status != StatusCode::OK {
+            let _ = body.collect().await;
+            return Err(CallError::Status(status.as_u16()));
+        }
+        let mut all: Vec<u8> = Vec::new();
+        let mut scanned = 0;
+        let mut latencies = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| CallError::Transport(e.to_string()))?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            let now = unix_ns();
+            all.extend_from_slice(&data);
+            while let Some(nl) = all[scanned..].iter().position(|&b| b == b'\n') {
+                let line = &all[scanned..scanned + nl];
+                if let Some(sent) = stamp_of(line) {
+                    let ns = now.saturating_sub(sent);
+                    latencies.push(Duration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX)));
+                }
+                scanned += nl + 1;
+            }
+        }
+        check_jsonrpc(
+            jsonrpc_payload(headers.get(http::header::CONTENT_TYPE), &all),
+            id,
+        )?;
+        if latencies.len() != super::PROGRESS_STEPS as usize {
+            return Err(CallError::Response(format!(
+                "{} stamped progress notifications, expected {}",
+                latencies.len(),
+                super::PROGRESS_STEPS
+            )));
+        }
+        Ok(Reply {
+            bytes: all.len(),
+            notification_latencies: latencies,
+        })
+    }
+
+    /// Ends the worker's session with `DELETE`; errors are ignored (the row is over).
     pub async fn close(mut self) {
-        let req = self
-            .endpoint
-            .request(Method::DELETE, Some(&self.session), Bytes::new());
+        let req = self.endpoint.request(
+            Method::DELETE,
+            self.scope,
+            Some(&self.session),
+            Bytes::new(),
+        );
         let _ = self.conn.send(req).await;
     }
 }
@@ -221,6 +355,14 @@ impl McpWorker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn progress_stamps_are_read_from_notifications_only() {
+        let line = br#"data: {"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":1,"progress":1,"message":"step 1 sent_unix_ns=1700000000123456789"}}"#;
+        assert_eq!(stamp_of(line), Some(1_700_000_000_123_456_789));
+        let result = br#"data: {"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"sent_unix_ns=5"}]}}"#;
+        assert_eq!(stamp_of(result), None);
+    }
 
     #[test]
     fn sse_payload_is_the_last_data_line() {

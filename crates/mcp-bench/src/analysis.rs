@@ -1,0 +1,406 @@
+//! What the rows of one run say: the targets checked one by one, the progress
+//! notification latency, where the time of a 1 KiB `tools/call` goes, the cost of compiling
+//! the gRPC adapter in, and the two-worker gateway. Everything here is derived from the rows
+//! and ratios of the same [`Report`]; nothing is measured again.
+
+use std::fmt::Write as _;
+
+use crate::report::{Comparison, Report, Row};
+
+/// `tools/call echo` with a 1 KiB text: the request size of the breakdown rows.
+const ECHO_1K: &str = "tools/call echo";
+
+impl Report {
+    /// The row of `layer` whose mode (the client for the Python hop, else the transport) is
+    /// `mode`, for `workload` at `concurrency`, with the request size `payload` when given.
+    #[must_use]
+    pub fn row(
+        &self,
+        layer: &str,
+        mode: &str,
+        workload: &str,
+        payload: Option<usize>,
+        concurrency: usize,
+    ) -> Option<&Row> {
+        self.rows.iter().find(|r| {
+            let k = &r.key;
+            let m = if k.layer == "python-hop" {
+                &k.client
+            } else {
+                &k.transport
+            };
+            k.layer == layer
+                && m == mode
+                && k.workload == workload
+                && k.concurrency == concurrency
+                && payload.is_none_or(|p| k.payload_bytes == p)
+        })
+    }
+
+    fn comparisons_of(&self, layer: &str, num: &str, den: &str) -> Vec<&Comparison> {
+        let mode = |k: &crate::report::RowKey| {
+            if k.layer == "python-hop" {
+                k.client.clone()
+            } else {
+                k.transport.clone()
+            }
+        };
+        self.comparisons
+            .iter()
+            .filter(|c| {
+                c.numerator.layer == layer
+                    && mode(&c.numerator) == num
+                    && mode(&c.denominator) == den
+            })
+            .collect()
+    }
+
+    /// Request size of the 1 KiB echo rows, from the rows themselves.
+    fn echo_1k_payload(&self, layer: &str) -> Option<usize> {
+        self.rows
+            .iter()
+            .filter(|r| r.key.layer == layer && r.key.workload == ECHO_1K)
+            .map(|r| r.key.payload_bytes)
+            .find(|&p| (1024..1024 + 256).contains(&p))
+    }
+
+    /// The derived sections as Markdown (empty sections are left out).
+    #[must_use]
+    pub fn analysis_markdown(&self) -> String {
+        let mut out = String::new();
+        self.targets(&mut out);
+        self.progress_latency(&mut out);
+        self.breakdown(&mut out);
+        self.zero_overhead(&mut out);
+        self.two_workers(&mut out);
+        out
+    }
+
+    fn targets(&self, out: &mut String) {
+        let mut lines: Vec<String> = Vec::new();
+        let verdict = |ok: bool| if ok { "**met**" } else { "**missed**" };
+
+        let e2e = self.comparisons_of("gateway", "grpc", "http-json");
+        if !e2e.is_empty() {
+            let worst = e2e
+                .iter()
+                .filter(|c| c.median.requests_per_s.is_finite())
+                .min_by(|a, b| a.median.requests_per_s.total_cmp(&b.median.requests_per_s));
+            if let Some(w) = worst {
+                let below: Vec<String> = e2e
+                    .iter()
+                    .filter(|c| c.median.requests_per_s < 1.0)
+                    .map(|c| {
+                        format!(
+                            "{} {} B c={} ({:.2}x)",
+                            c.numerator.workload,
+                            c.numerator.payload_bytes,
+                            c.numerator.concurrency,
+                            c.median.requests_per_s
+                        )
+                    })
+                    .collect();
+                lines.push(format!(
+                    "gRPC at least matches HTTP/JSON end to end at every concurrency and payload: {}; lowest gRPC / HTTP/JSON req/s ratio {:.2}x ({} {} B c={}) over {} row pairs{}",
+                    verdict(below.is_empty()),
+                    w.median.requests_per_s,
+                    w.numerator.workload,
+                    w.numerator.payload_bytes,
+                    w.numerator.concurrency,
+                    e2e.len(),
+                    if below.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; below 1: {}", below.join(", "))
+                    }
+                ));
+            }
+        }
+
+        let hop: Vec<&Comparison> = self
+            .comparisons_of("python-hop", "grpc.aio", "httpx")
+            .into_iter()
+            .filter(|c| c.numerator.concurrency == 16)
+            .collect();
+        if !hop.is_empty() {
+            let ok = hop.iter().all(|c| c.median.requests_per_s >= 2.0);
+            let each: Vec<String> = hop
+                .iter()
+                .map(|c| format!("{} {:.1}x", c.numerator.workload, c.median.requests_per_s))
+                .collect();
+            lines.push(format!(
+                "grpc.aio beats httpx by at least 2x at concurrency 16 on the Python hop: {}; {}",
+                verdict(ok),
+                each.join(", ")
+            ));
+        }
+
+        let mut sidecar = Vec::new();
+        for mode in ["http-json", "grpc"] {
+            for c in self.comparisons_of("gateway", mode, "python") {
+                if c.numerator.concurrency == 16 && c.numerator.workload == ECHO_1K {
+                    sidecar.push((mode, c));
+                }
+            }
+        }
+        if !sidecar.is_empty() {
+            let ok = sidecar.iter().all(|(_, c)| c.median.requests_per_s >= 2.0);
+            let each: Vec<String> = sidecar
+                .iter()
+                .map(|(m, c)| {
+                    format!(
+                        "{m} {} B {:.2}x",
+                        c.numerator.payload_bytes, c.median.requests_per_s
+                    )
+                })
+                .collect();
+            lines.push(format!(
+                "the Rust-sidecar modes serve tools/call echo at least 2x the Python baseline's req/s at concurrency 16: {}; {}",
+                verdict(ok),
+                each.join(", ")
+            ));
+        }
+
+        let big: Vec<&Row> = self
+            .rows
+            .iter()
+            .filter(|r| {
+                r.key.layer == "gateway"
+                    && r.key.workload == ECHO_1K
+                    && r.key.payload_bytes >= 16 * 1024 * 1024
+            })
+            .collect();
+        if big.is_empty() {
+            lines.push(
+                "a 16 MiB result completes on every path without error: not measured in this run (BENCH_PROFILE=full measures it)".to_owned(),
+            );
+        } else {
+            let ok = big
+                .iter()
+                .all(|r| r.summary.errors == 0 && r.summary.requests > 0);
+            let each: Vec<String> = big
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{} c={}: {} requests, {} errors",
+                        r.key.transport, r.key.concurrency, r.summary.requests, r.summary.errors
+                    )
+                })
+                .collect();
+            lines.push(format!(
+                "a 16 MiB result completes on every path without error: {}; {}",
+                verdict(ok),
+                each.join("; ")
+            ));
+        }
+
+        let added = self.progress_added();
+        if !added.is_empty() {
+            let ok = added.iter().all(|(_, _, a)| *a < 1000.0);
+            let each: Vec<String> = added
+                .iter()
+                .map(|(m, c, a)| format!("{m} c={c} {:.0} µs", a))
+                .collect();
+            lines.push(format!(
+                "the gateway plus boundary add under 1 ms p50 to each progress notification: {}; added p50 over the direct path: {}",
+                verdict(ok),
+                each.join(", ")
+            ));
+        }
+        if !lines.is_empty() {
+            out.push_str("\n### Targets\n\n");
+            for l in lines {
+                let _ = writeln!(out, "- {l}");
+            }
+        }
+    }
+
+    /// (mode, concurrency, p50 added over the direct row in µs) for each gateway progress row.
+    fn progress_added(&self) -> Vec<(String, usize, f64)> {
+        let mut v = Vec::new();
+        for r in self
+            .rows
+            .iter()
+            .filter(|r| r.key.layer == "gateway" && r.key.workload == "tools/call progress")
+        {
+            let direct = self
+                .row(
+                    "direct",
+                    "upstream",
+                    "tools/call progress",
+                    None,
+                    r.key.concurrency,
+                )
+                .and_then(|d| d.summary.notification_latency_us);
+            if let (Some(n), Some(d)) = (r.summary.notification_latency_us, direct) {
+                v.push((r.key.transport.clone(), r.key.concurrency, n.p50 - d.p50));
+            }
+        }
+        v
+    }
+
+    fn progress_latency(&self, out: &mut String) {
+        let rows: Vec<&Row> = self
+            .rows
+            .iter()
+            .filter(|r| r.summary.notification_latency_us.is_some())
+            .collect();
+        if rows.is_empty() {
+            return;
+        }
+        out.push_str(
+            "\n### Progress notification latency\n\nTime from the fixture sending each progress notification (stamped in its message) to its arrival at the load generator, µs, median across rounds. `direct` is the load generator talking to the fixture itself; `added` is a row's p50 minus the direct p50 at the same concurrency.\n\n| path | conc | notifications p50 | p95 | p99 | max | added p50 |\n|---|--:|--:|--:|--:|--:|--:|\n",
+        );
+        for r in rows {
+            let n = r.summary.notification_latency_us.unwrap_or_default();
+            let direct = self
+                .row(
+                    "direct",
+                    "upstream",
+                    "tools/call progress",
+                    None,
+                    r.key.concurrency,
+                )
+                .and_then(|d| d.summary.notification_latency_us);
+            let added = match (r.key.layer.as_str(), direct) {
+                ("direct", _) | (_, None) => "–".to_owned(),
+                (_, Some(d)) => format!("{:.0}", n.p50 - d.p50),
+            };
+            let path = if r.key.layer == "direct" {
+                "direct (no gateway)".to_owned()
+            } else {
+                format!("gateway {}", r.key.transport)
+            };
+            let _ = writeln!(
+                out,
+                "| {path} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {added} |",
+                r.key.concurrency, n.p50, n.p95, n.p99, n.max
+            );
+        }
+    }
+
+    fn breakdown(&self, out: &mut String) {
+        let p50 = |r: Option<&Row>| r.map(|r| r.summary.latency_us.p50);
+        let direct = p50(self.row("direct", "upstream", ECHO_1K, None, 1));
+        let Some(d) = direct else {
+            return;
+        };
+        let gw_payload = self.echo_1k_payload("gateway");
+        let rt_payload = self.echo_1k_payload("runtime");
+        let hop_payload = self.echo_1k_payload("python-hop");
+        let mut text = String::new();
+        text.push_str(
+            "\n### Where the time goes: `tools/call echo` 1 KiB at concurrency 1\n\nMedian latencies of the chain, each measured alone in this run, and the legs as their differences (µs): `upstream` is the load generator calling the fixture directly; `runtime + boundary` is the Rust client through the runtime minus that; `Python client` is the Python hop (the gateway's client library calling the runtime) minus the Rust client; `client to gateway + gateway` is the end-to-end row minus the Python hop. The CPU columns are the end-to-end row's CPU per request of each process (at concurrency 1 they are on the critical path).\n\n| mode | end to end p50 | upstream | runtime + boundary | Python client | client to gateway + gateway | CPU gateway | CPU runtime | CPU upstream | CPU load generator |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n",
+        );
+        let mut any = false;
+        for (mode, transport, pyclient) in [
+            ("python", None, None),
+            ("http-json", Some("http-json"), Some("httpx")),
+            ("grpc", Some("grpc"), Some("grpc.aio")),
+        ] {
+            let Some(e2e_row) = self.row("gateway", mode, ECHO_1K, gw_payload, 1) else {
+                continue;
+            };
+            any = true;
+            let e = e2e_row.summary.latency_us.p50;
+            let cpu = |k: &str| {
+                e2e_row
+                    .summary
+                    .cpu_us_per_request
+                    .get(k)
+                    .map_or_else(|| "–".to_owned(), |v| format!("{v:.0}"))
+            };
+            let r = transport.and_then(|t| p50(self.row("runtime", t, ECHO_1K, rt_payload, 1)));
+            let p = pyclient.and_then(|c| p50(self.row("python-hop", c, ECHO_1K, hop_payload, 1)));
+            let f = |v: Option<f64>| v.map_or_else(|| "–".to_owned(), |v| format!("{v:.0}"));
+            let (leg_rt, leg_py, leg_gw) = match (r, p) {
+                (Some(r), Some(p)) => (Some(r - d), Some(p - r), Some(e - p)),
+                _ => (None, None, Some(e - d)),
+            };
+            let _ = writeln!(
+                text,
+                "| {mode} | {e:.0} | {d:.0} | {} | {} | {} | {} | {} | {} | {} |",
+                f(leg_rt),
+                f(leg_py),
+                f(leg_gw),
+                cpu("gateway"),
+                cpu("runtime"),
+                cpu("fixture"),
+                cpu("client"),
+            );
+        }
+        if any {
+            text.push_str("\nFor the Python baseline there is no runtime and no boundary: everything above the upstream round trip is the gateway with its in-process MCP runtime and the SDK's client to the upstream.\n");
+            out.push_str(&text);
+        }
+    }
+
+    fn zero_overhead(&self, out: &mut String) {
+        let cmp = self.comparisons_of("runtime", "http-json", "http-json-nogrpc");
+        let builds = self.settings.get("builds");
+        if cmp.is_empty() && builds.is_none() {
+            return;
+        }
+        out.push_str("\n### Zero overhead when disabled\n\nThe HTTP/JSON path of the runtime built with `grpc-uds` (the benchmarked binary) over the same path of a build without it, measured in the same rounds (median of per-round ratios; 1.00 is no difference).\n\n| workload | conc | req/s | p50 | runtime CPU/req |\n|---|--:|--:|--:|--:|\n");
+        for c in cmp {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {:.2} | {:.2} | {} |",
+                c.numerator.workload,
+                c.numerator.concurrency,
+                c.median.requests_per_s,
+                c.median.p50,
+                c.median
+                    .cpu_per_request
+                    .get("runtime")
+                    .map_or_else(|| "–".to_owned(), |v| format!("{v:.2}")),
+            );
+        }
+        if let Some(serde_json::Value::Object(b)) = builds {
+            out.push_str("\n| build | binary bytes | crates in the normal dependency tree |\n|---|--:|--:|\n");
+            for (name, v) in b {
+                let _ = writeln!(
+                    out,
+                    "| {name} | {} | {} |",
+                    v.get("binary_bytes")
+                        .map_or_else(|| "–".to_owned(), ToString::to_string),
+                    v.get("dependencies")
+                        .map_or_else(|| "–".to_owned(), ToString::to_string),
+                );
+            }
+        }
+    }
+
+    fn two_workers(&self, out: &mut String) {
+        let rows: Vec<&Row> = self
+            .rows
+            .iter()
+            .filter(|r| r.key.layer == "gateway-2-workers")
+            .collect();
+        if rows.is_empty() {
+            return;
+        }
+        out.push_str("\n### Gateway with two uvicorn workers\n\nOne runtime behind a gateway started with `--workers 2`; each load-generator worker opens its session on one connection and sends every request on another, so the kernel may hand the two connections to different gateway workers. An error here is a request whose session the serving worker did not know.\n\n| mode | workload | conc | req/s | p50 µs | requests | errors | error share |\n|---|---|--:|--:|--:|--:|--:|--:|\n");
+        for r in rows {
+            let s = &r.summary;
+            let share = if s.requests == 0 {
+                0.0
+            } else {
+                s.errors as f64 / s.requests as f64
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {} {} B | {} | {:.0} | {:.0} | {} | {} | {:.0}% |",
+                r.key.transport,
+                r.key.workload,
+                r.key.payload_bytes,
+                r.key.concurrency,
+                s.requests_per_s,
+                s.latency_us.p50,
+                s.requests,
+                s.errors,
+                share * 100.0
+            );
+        }
+    }
+}
