@@ -1,0 +1,274 @@
+//! Faults on the bad day: a gRPC deadline shorter than the call, a runtime stopped with calls
+//! still running after the grace period, a slow SSE consumer beside other calls on the same
+//! channel, results of exactly the limit and just over it (64 MiB default) on both adapters,
+//! and 1,000 open sessions (RSS reported). The fixture's `inflight` counter must be back at
+//! zero after each.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{Value, json};
+
+async fn inflight(http: &Http, who: &Value, sid: &str) -> i64 {
+    let r = http
+        .send(
+            &Call::post(
+                who,
+                rpc(
+                    900,
+                    "tools/call",
+                    json!({"name": "inflight", "arguments": {}}),
+                ),
+            )
+            .session(sid),
+        )
+        .await;
+    r.json()
+        .pointer("/result/content/0/text")
+        .and_then(Value::as_str)
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or_else(|| panic!("inflight: {:?}", r.json()))
+}
+
+/// Polls `inflight` until it is `n`; returns how long that took. Panics after 10 s.
+async fn until_inflight(http: &Http, who: &Value, sid: &str, n: i64) -> Duration {
+    let start = Instant::now();
+    while inflight(http, who, sid).await != n {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "inflight never reached {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    start.elapsed()
+}
+
+fn sleep_call(who: &Value, sid: &str, id: i64, ms: u64) -> Call {
+    Call::post(
+        who,
+        rpc(
+            id,
+            "tools/call",
+            json!({"name": "sleep", "arguments": {"ms": ms}}),
+        ),
+    )
+    .session(sid)
+}
+
+/// RSS of a process in KiB, from /proc.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_still_running_after_the_grace_period_are_cancelled_upstream() {
+    let fx = Fixture::start(0);
+    let mut rt = RuntimeProc::start(&simple_catalog(&fx.url), &["--shutdown-grace-ms", "300"]);
+    let http = Http::new(&rt.http);
+    let who = auth("alice@example.com", false, Some(&[]));
+    let sid = http.initialize(&who, None).await;
+    let path = rt.http.clone();
+    let (w, s) = (who.clone(), sid.clone());
+    let call =
+        tokio::spawn(async move { Http::new(&path).send(&sleep_call(&w, &s, 5, 60_000)).await });
+    until_inflight(&http, &who, &sid, 1).await;
+    let stopped = tokio::task::spawn_blocking(move || rt.terminate());
+    // The caller gets an answer (an error), not a reset connection.
+    let r = tokio::time::timeout(Duration::from_secs(10), call)
+        .await
+        .expect("the caller was answered")
+        .unwrap();
+    assert_eq!(r.error_code(), Some(-32603), "{:?}", r.json());
+    assert!(stopped.await.unwrap(), "runtime exit status");
+    // A second runtime on the same upstream sees no call left running there.
+    let rt2 = RuntimeProc::start(&simple_catalog(&fx.url), &[]);
+    let http2 = Http::new(&rt2.http);
+    let sid2 = http2.initialize(&who, None).await;
+    until_inflight(&http2, &who, &sid2, 0).await;
+}
+
+#[cfg(feature = "grpc-uds")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_deadline_shorter_than_the_call_ends_it_and_cancels_upstream() {
+    let fx = Fixture::start(0);
+    let rt = RuntimeProc::start(&simple_catalog(&fx.url), &[]);
+    let http = Http::new(&rt.http);
+    let who = auth("alice@example.com", false, Some(&[]));
+    let sid = http.initialize(&who, None).await;
+    let mut g = grpc::connect(&rt.grpc).await;
+    let gsid = grpc::initialize(&mut g, &who, None).await;
+    for streaming in [false, true] {
+        let env = grpc::envelope(&sleep_call(&who, &gsid, 11, 30_000));
+        let started = Instant::now();
+        let err = if streaming {
+            let mut req = tonic::Request::new(mcp_runtime_proto::v1::InvokeStreamRequest {
+                envelope: Some(env),
+            });
+            req.set_timeout(Duration::from_millis(300));
+            match g.invoke_stream(req).await {
+                Err(e) => e,
+                Ok(s) => {
+                    let mut s = s.into_inner();
+                    loop {
+                        match s.message().await {
+                            Err(e) => break e,
+                            Ok(None) => panic!("stream ended without the deadline error"),
+                            Ok(Some(_)) => {}
+                        }
+                    }
+                }
+            }
+        } else {
+            let mut req = tonic::Request::new(mcp_runtime_proto::v1::InvokeRequest {
+                envelope: Some(env),
+            });
+            req.set_timeout(Duration::from_millis(300));
+            g.invoke(req).await.expect_err("deadline")
+        };
+        assert!(
+            matches!(
+                err.code(),
+                tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+            ),
+            "streaming={streaming}: {err:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+        // The runtime sent notifications/cancelled: the upstream's sleep ends.
+        let waited = until_inflight(&http, &who, &sid, 0).await;
+        eprintln!("streaming={streaming}: upstream call ended {waited:?} after the deadline error");
+    }
+}
+
+#[cfg(feature = "grpc-uds")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_stream_consumer_does_not_stall_other_calls_on_the_channel() {
+    let fx = Fixture::start(0);
+    let rt = RuntimeProc::start(&simple_catalog(&fx.url), &[]);
+    let who = auth("alice@example.com", false, Some(&[]));
+    let mut g = grpc::connect(&rt.grpc).await;
+    let gsid = grpc::initialize(&mut g, &who, None).await;
+    // A progress stream with many events that nobody reads.
+    let progress = Call::post(
+        &who,
+        rpc(
+            3,
+            "tools/call",
+            json!({"name": "progress", "arguments": {"steps": 2000, "interval_ms": 1}, "_meta": {"progressToken": "p"}}),
+        ),
+    )
+    .session(&gsid);
+    let stalled = g
+        .clone()
+        .invoke_stream(mcp_runtime_proto::v1::InvokeStreamRequest {
+            envelope: Some(grpc::envelope(&progress)),
+        })
+        .await
+        .expect("stream opened")
+        .into_inner();
+    // Other calls on the same channel keep being answered.
+    for i in 0..20 {
+        let echo = Call::post(
+            &who,
+            rpc(
+                100 + i,
+                "tools/call",
+                json!({"name": "echo", "arguments": {"text": "x".repeat(100_000)}}),
+            ),
+        )
+        .session(&gsid);
+        let r = tokio::time::timeout(Duration::from_secs(10), grpc::send(&mut g, &echo))
+            .await
+            .expect("a call on the channel stalled");
+        assert_eq!(r.error_code(), None);
+    }
+    drop(stalled);
+}
+
+/// Run once, in the build with both adapters (about a minute in a debug build).
+#[cfg(feature = "grpc-uds")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_of_the_limit_work_and_just_over_it_get_a_clear_error() {
+    let fx = Fixture::start(0);
+    let rt = RuntimeProc::start(&simple_catalog(&fx.url), &[]);
+    let http = Http::new(&rt.http);
+    let who = auth("alice@example.com", false, Some(&[]));
+    let sid = http.initialize(&who, None).await;
+    // The limit is on the whole JSON-RPC result: a text of 64 MiB less 1 KiB fits in 64 MiB.
+    let fits = (64 << 20) - 1024;
+    let over = 65 << 20;
+    let call = |sid: &str, id, size: usize| {
+        Call::post(
+            &who,
+            rpc(
+                id,
+                "tools/call",
+                json!({"name": "payload", "arguments": {"size_bytes": size}}),
+            ),
+        )
+        .session(sid)
+    };
+    let text_len = |r: &Reply| {
+        r.json()
+            .pointer("/result/content/0/text")
+            .and_then(Value::as_str)
+            .map_or(0, str::len)
+    };
+    let r = http.send(&call(&sid, 1, fits)).await;
+    assert_eq!((r.status, text_len(&r)), (200, fits));
+    let r = http.send(&call(&sid, 2, over)).await;
+    assert_eq!((r.status, r.error_code()), (200, Some(-32603)));
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("limit")
+    );
+    {
+        let mut g = grpc::connect(&rt.grpc).await;
+        let gsid = grpc::initialize(&mut g, &who, None).await;
+        let r = grpc::send(&mut g, &call(&gsid, 3, fits)).await;
+        assert_eq!(text_len(&r), fits);
+        let (r, _) = grpc::send_stream(&mut g, &call(&gsid, 4, fits)).await;
+        assert_eq!(text_len(&r), fits);
+        let r = grpc::send(&mut g, &call(&gsid, 5, over)).await;
+        assert_eq!(r.error_code(), Some(-32603));
+        let (r, _) = grpc::send_stream(&mut g, &call(&gsid, 6, over)).await;
+        assert_eq!(r.error_code(), Some(-32603));
+    }
+    assert_eq!(inflight(&http, &who, &sid).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_open_sessions_rss_is_reported() {
+    let fx = Fixture::start(0);
+    let rt = RuntimeProc::start(&simple_catalog(&fx.url), &[]);
+    let pid = rt.proc.as_ref().unwrap().0.id();
+    let http = Http::new(&rt.http);
+    let who = auth("alice@example.com", false, Some(&[]));
+    let before = rss_kib(pid);
+    let mut sids = Vec::new();
+    for _ in 0..1000 {
+        sids.push(http.initialize(&who, None).await);
+    }
+    let (_, health) = http.health().await;
+    assert_eq!(health["open_sessions"], json!(1000));
+    let after = rss_kib(pid);
+    eprintln!(
+        "runtime RSS: {before} KiB with no session, {after} KiB with 1,000 open sessions ({} bytes per session)",
+        (after.saturating_sub(before)) * 1024 / 1000
+    );
+    // Every session still works.
+    for (i, sid) in sids.iter().enumerate().step_by(97) {
+        let r = http
+            .send(&Call::post(&who, rpc(i as i64, "ping", json!({}))).session(sid))
+            .await;
+        assert_eq!(r.status, 200);
+    }
+}
