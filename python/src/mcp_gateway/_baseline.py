@@ -101,6 +101,34 @@ class ParsedMessage:
     params: Any = None
 
 
+_ENVELOPE_FIELDS = frozenset({"jsonrpc", "id", "method", "params", "result", "error"})
+
+# Longest caller-supplied name echoed in an error message, in bytes (as the runtime cuts it).
+_SHOWN_NAME_BYTES = 128
+
+
+class _Object(dict[str, Any]):
+    """A decoded JSON object that remembers which keys appeared more than once."""
+
+    duplicates: frozenset[str] = frozenset()
+
+
+def _object(pairs: list[tuple[str, Any]]) -> _Object:
+    obj = _Object(pairs)
+    if len(obj) != len(pairs):
+        keys = [k for k, _ in pairs]
+        obj.duplicates = frozenset(k for k in obj if keys.count(k) > 1)
+    return obj
+
+
+def _shown(name: str) -> str:
+    """``name`` cut to 128 UTF-8 bytes on a character boundary, ``...`` appended when cut."""
+    raw = name.encode("utf-8", "surrogatepass")
+    if len(raw) <= _SHOWN_NAME_BYTES:
+        return name
+    return raw[:_SHOWN_NAME_BYTES].decode("utf-8", "ignore") + "..."
+
+
 def parse_message(body: bytes) -> ParsedMessage:
     """Classify a body as the runtime does.
 
@@ -116,13 +144,20 @@ def parse_message(body: bytes) -> ParsedMessage:
     if not stripped:
         raise FramingError(PARSE_ERROR, "Parse error: empty body")
     try:
-        value = json.loads(text)
+        value = json.loads(text, object_pairs_hook=_object)
     except ValueError as e:
         raise FramingError(PARSE_ERROR, f"Parse error: {e}") from e
+    except RecursionError as e:
+        # The runtime skips deep values without recursing; Python's decoder recurses, so
+        # nesting deeper than its stack allows is a parse error here (400 either way).
+        raise FramingError(PARSE_ERROR, "Parse error: nesting too deep") from e
     if isinstance(value, list):
         raise FramingError(INVALID_REQUEST, "Invalid Request: batch arrays are not supported")
     if not isinstance(value, dict):
         raise FramingError(INVALID_REQUEST, "Invalid Request: a message must be a JSON object")
+    if isinstance(value, _Object) and value.duplicates & _ENVELOPE_FIELDS:
+        dup = sorted(value.duplicates & _ENVELOPE_FIELDS)[0]
+        raise FramingError(INVALID_REQUEST, f"Invalid Request: duplicate field `{dup}`")
     if value.get("jsonrpc") != "2.0":
         raise FramingError(INVALID_REQUEST, 'Invalid Request: jsonrpc must be "2.0"')
     # A present `"id": null` is invalid (MCP: the ID MUST NOT be null), as in the runtime.
@@ -391,7 +426,7 @@ class PythonBaseline:
             if entry is None:
                 # Not visible is answered exactly like not existing.
                 if kind == "resource":
-                    raise MCPError(code=RESOURCE_NOT_FOUND, message=f"Resource not found: {name}")
+                    raise MCPError(code=RESOURCE_NOT_FOUND, message=f"Resource not found: {_shown(name)}")
                 raise MCPError(code=INVALID_PARAMS, message=f"Unknown {kind}: {name}")
             return self._upstreams[entry.upstream]
 
@@ -541,7 +576,7 @@ class PythonBaseline:
         """Answer one MCP request the way the runtime does (see the module docstring)."""
         scope = request.server_id
         if scope is not None and scope not in self._catalog.servers:
-            return _error(404, NOT_FOUND, f"Server not found: {scope}")
+            return _error(404, NOT_FOUND, f"Server not found: {_shown(scope)}")
         version = request.protocol_version
         if version is not None and version not in PROTOCOL_VERSIONS:
             return _error(
@@ -614,7 +649,7 @@ class PythonBaseline:
         if (refused := self._lookup(request)) is not None:
             return refused
         if message.method not in _KNOWN_METHODS:
-            return _error(200, METHOD_NOT_FOUND, f"Method not found: {message.method}", message.id)
+            return _error(200, METHOD_NOT_FOUND, f"Method not found: {_shown(message.method)}", message.id)
         accepts_sse = (
             request.accept is None or "text/event-stream" in request.accept or "*/*" in request.accept
         )
