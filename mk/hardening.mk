@@ -26,7 +26,7 @@ fuzz-smoke: fuzz-tools
 		$(CARGO_FUZZ) run --sanitizer none $$t corpus/$$t seeds/$$t -- \
 			-max_total_time=$(FUZZ_SECS) -max_len=65536 -timeout=10 -print_final_stats=1 \
 			> target/fuzz-$$t.log 2>&1; rc=$$?; \
-		grep -E '^(#[0-9]+ +DONE|stat::number_of_executed_units|stat::peak_rss_mb)' target/fuzz-$$t.log; \
+		grep -E '^(#[0-9]+[[:space:]]+DONE|stat::number_of_executed_units|stat::peak_rss_mb)' target/fuzz-$$t.log; \
 		if [ $$rc -ne 0 ]; then tail -n 40 target/fuzz-$$t.log; echo "fuzz $$t failed: see fuzz/artifacts/$$t/"; exit 1; fi; \
 	done
 
