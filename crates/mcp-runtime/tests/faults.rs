@@ -272,3 +272,99 @@ async fn a_thousand_open_sessions_rss_is_reported() {
         assert_eq!(r.status, 200);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_killed_mid_call_answers_the_caller_at_once_and_the_pool_recovers() {
+    let fx = Fixture::start(0);
+    let addr = fx
+        .url
+        .trim_start_matches("http://")
+        .trim_end_matches("/mcp")
+        .to_owned();
+    // A long upstream timeout: the answer must come from the dead connection, not the timer.
+    let rt = RuntimeProc::start(
+        &simple_catalog(&fx.url),
+        &["--upstream-timeout-ms", "60000"],
+    );
+    let http = Http::new(&rt.http);
+    let who = auth("alice@example.com", false, Some(&[]));
+    let sid = http.initialize(&who, None).await;
+    let mut calls = Vec::new();
+    for i in 0..8 {
+        let (path, w, s) = (rt.http.clone(), who.clone(), sid.clone());
+        calls.push(tokio::spawn(async move {
+            Http::new(&path)
+                .send(&sleep_call(&w, &s, 20 + i, 30_000))
+                .await
+        }));
+    }
+    until_inflight(&http, &who, &sid, 8).await;
+    let killed = Instant::now();
+    drop(fx);
+    for c in calls {
+        let r = tokio::time::timeout(Duration::from_secs(10), c)
+            .await
+            .expect("a caller hung after the upstream died")
+            .unwrap();
+        assert_eq!(
+            (r.status, r.error_code()),
+            (200, Some(-32603)),
+            "{:?}",
+            r.json()
+        );
+    }
+    eprintln!(
+        "8 callers answered {:?} after the upstream was killed",
+        killed.elapsed()
+    );
+    let _fx2 = Proc(
+        std::process::Command::new(fixture_bin())
+            .args(["--listen", &addr])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = http.send(&sleep_call(&who, &sid, 40, 1)).await;
+        if r.error_code().is_none() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the pool never recovered: {:?}",
+            r.json()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(inflight(&http, &who, &sid).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_upstream_call_times_out_and_the_upstream_keeps_serving() {
+    let fx = Fixture::start(0);
+    let rt = RuntimeProc::start(&simple_catalog(&fx.url), &["--upstream-timeout-ms", "500"]);
+    let http = Http::new(&rt.http);
+    let who = auth("alice@example.com", false, Some(&[]));
+    let sid = http.initialize(&who, None).await;
+    // Several hung calls at once (sleep of a day is a hang): each times out on its own.
+    let mut calls = Vec::new();
+    for i in 0..4 {
+        let (path, w, s) = (rt.http.clone(), who.clone(), sid.clone());
+        calls.push(tokio::spawn(async move {
+            Http::new(&path)
+                .send(&sleep_call(&w, &s, 50 + i, 86_400_000))
+                .await
+        }));
+    }
+    for c in calls {
+        let r = tokio::time::timeout(Duration::from_secs(10), c)
+            .await
+            .expect("answered")
+            .unwrap();
+        assert_eq!(r.error_code(), Some(-32001), "{:?}", r.json());
+    }
+    until_inflight(&http, &who, &sid, 0).await;
+    let r = http.send(&sleep_call(&who, &sid, 60, 1)).await;
+    assert_eq!(r.error_code(), None, "{:?}", r.json());
+}
