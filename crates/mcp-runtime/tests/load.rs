@@ -133,12 +133,14 @@ async fn soak_one(mode: &'static str, secs: u64) {
         let mut w = std::mem::take(&mut *stats.window.lock().await);
         let (p50, p99) = (pct(&mut w, 0.5), pct(&mut w, 0.99));
         eprintln!(
-            "soak [{mode}] t={:>4}s requests={:>6} p50={:.2}ms p99={:.2}ms errors_total={}",
+            "soak [{mode}] t={:>4}s requests={:>6} p50={:.2}ms p99={:.2}ms errors_total={} rss_runtime={}KiB rss_fixture={}KiB",
             started.elapsed().as_secs(),
             w.len(),
             p50 as f64 / 1000.0,
             p99 as f64 / 1000.0,
-            stats.errors.load(Ordering::Relaxed)
+            stats.errors.load(Ordering::Relaxed),
+            rss_kib(pids[0].1),
+            rss_kib(pids[1].1),
         );
         // The reference for growth: RSS after the first window, once pools and buffers of
         // 64 connections are warm.
