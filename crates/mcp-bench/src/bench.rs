@@ -818,12 +818,26 @@ fn build_info(cfg: &Config) -> serde_json::Value {
         Some(set.len())
     };
     let size = |p: &std::path::Path| std::fs::metadata(p).ok().map(|m| m.len());
+    // Size without symbols and debug info (`strip` on a copy), when binutils are there.
+    let stripped = |p: &std::path::Path| -> Option<u64> {
+        let dir = tempfile::tempdir().ok()?;
+        let copy = dir.path().join("stripped");
+        std::fs::copy(p, &copy).ok()?;
+        let ok = std::process::Command::new("strip")
+            .arg(&copy)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .ok()?
+            .success();
+        if ok { size(&copy) } else { None }
+    };
     let mut b = serde_json::Map::new();
     b.insert(
         "with grpc-uds".to_owned(),
         json!({
             "binary": cfg.runtime_bin.display().to_string(),
             "binary_bytes": size(&cfg.runtime_bin),
+            "stripped_bytes": stripped(&cfg.runtime_bin),
             "dependencies": deps(&["--features", "grpc-uds"]),
         }),
     );
@@ -832,6 +846,7 @@ fn build_info(cfg: &Config) -> serde_json::Value {
         json!({
             "binary": cfg.runtime_bin_nogrpc.as_ref().map(|p| p.display().to_string()),
             "binary_bytes": cfg.runtime_bin_nogrpc.as_deref().and_then(size),
+            "stripped_bytes": cfg.runtime_bin_nogrpc.as_deref().and_then(stripped),
             "dependencies": deps(&[]),
         }),
     );
@@ -1094,8 +1109,6 @@ fn compare(rows: &[Row]) -> Vec<Comparison> {
         ("gateway", "grpc", "http-json"),
         ("gateway", "grpc", "python"),
         ("gateway", "http-json", "python"),
-        ("gateway-2-workers", "grpc", "python"),
-        ("gateway-2-workers", "http-json", "python"),
     ];
     let mode = |k: &RowKey| {
         if k.layer == "python-hop" {

@@ -318,9 +318,9 @@ fn tiny_run_writes_the_expected_rows() {
         // grpc.aio/httpx (with gRPC) and aiohttp/httpx, at two concurrency levels.
         assert_eq!(count("python-hop"), if grpc { 4 } else { 2 });
         // grpc/http-json, grpc/python, http-json/python (with gRPC), four workloads, two
-        // levels; behind two workers, grpc/python and http-json/python, one workload.
+        // levels; none for the two-worker rows (the baseline there mostly fails).
         assert_eq!(count("gateway"), if grpc { 24 } else { 8 });
-        assert_eq!(count("gateway-2-workers"), if grpc { 4 } else { 2 });
+        assert_eq!(count("gateway-2-workers"), 0);
         let md = std::fs::read_to_string(out_dir.join("report.md")).unwrap();
         for section in [
             "### Targets",
