@@ -120,6 +120,7 @@ def _bad_bodies() -> list[tuple[str, bytes, int, int | None]]:
             -32700,
         ),
         ("duplicate id", b'{"jsonrpc":"2.0","id":1,"id":2,"method":"ping"}', 400, -32600),
+        ("id out of range", b'{"jsonrpc":"2.0","id":-4.01E7582417,"method":"ping"}', 400, -32600),
         (
             "non-UTF-8 in a string",
             b'{"jsonrpc":"2.0","id":1,"method":"ping","params":{"x":"\xff\xfe"}}',

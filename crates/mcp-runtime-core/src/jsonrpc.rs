@@ -136,7 +136,16 @@ pub fn parse(body: &[u8]) -> Result<Incoming, FramingError> {
     }
     if let Some(id) = &env.id {
         // MCP: "the ID MUST NOT be null" (spec, basic, requests); JSON-RPC: string or number.
-        let ok = matches!(id.get().as_bytes().first(), Some(b'"' | b'-' | b'0'..=b'9'));
+        // A number must also be representable: `1E400` is JSON by the grammar, but echoed
+        // back it is a response many parsers (serde_json among them) refuse (found by the
+        // `jsonrpc_parse` fuzz target).
+        let ok = match id.get().as_bytes().first() {
+            Some(b'"') => true,
+            Some(b'-' | b'0'..=b'9') => {
+                serde_json::from_str::<serde_json::Number>(id.get()).is_ok()
+            }
+            _ => false,
+        };
         if !ok {
             return Err(FramingError::Invalid(
                 "id must be a string or a number".into(),
@@ -248,6 +257,16 @@ mod tests {
             code(br#"{"jsonrpc":"2.0","id":1,"method":7}"#),
             INVALID_REQUEST
         );
+        // Fuzz crash (jsonrpc_parse): an id out of the range of a double was echoed back.
+        assert_eq!(
+            code(br#"{"jsonrpc":"2.0","id":-44400.01E7582417,"method":"i"}"#),
+            INVALID_REQUEST
+        );
+        assert_eq!(
+            code(br#"{"jsonrpc":"2.0","id":1e400,"method":"ping"}"#),
+            INVALID_REQUEST
+        );
+        assert!(parse(br#"{"jsonrpc":"2.0","id":1.5e3,"method":"ping"}"#).is_ok());
     }
 
     #[test]

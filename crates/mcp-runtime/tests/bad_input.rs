@@ -82,6 +82,12 @@ fn bad_bodies() -> Vec<Bad> {
             Some(-32600),
         ),
         b(
+            "id out of the range of a double (fuzz crash)",
+            r#"{"jsonrpc":"2.0","id":-44400.01E7582417,"method":"ping"}"#,
+            400,
+            Some(-32600),
+        ),
+        b(
             "duplicate id key",
             r#"{"jsonrpc":"2.0","id":1,"id":2,"method":"ping"}"#,
             400,

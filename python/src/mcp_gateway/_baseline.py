@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import warnings
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
@@ -163,7 +164,13 @@ def parse_message(body: bytes) -> ParsedMessage:
     # A present `"id": null` is invalid (MCP: the ID MUST NOT be null), as in the runtime.
     has_id = "id" in value
     msg_id = value.get("id")
-    if has_id and (isinstance(msg_id, bool) or not isinstance(msg_id, str | int | float)):
+    # A number out of a double's range (``1e400``) decodes to inf and cannot be echoed as
+    # JSON: invalid, as in the runtime.
+    if has_id and (
+        isinstance(msg_id, bool)
+        or not isinstance(msg_id, str | int | float)
+        or (isinstance(msg_id, float) and not math.isfinite(msg_id))
+    ):
         raise FramingError(INVALID_REQUEST, "Invalid Request: id must be a string or a number")
     method = value.get("method")
     if method is not None and not isinstance(method, str):
