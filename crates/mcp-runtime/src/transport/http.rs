@@ -221,9 +221,9 @@ async fn handle(
         }
     };
     let limit = rt.max_message_bytes();
-    let body = match axum::body::to_bytes(body, limit).await {
-        Ok(b) => b,
-        Err(_) => {
+    let body = match read_body(body, limit).await {
+        Some(b) => b,
+        None => {
             return rpc_error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 jsonrpc::INVALID_REQUEST,
@@ -274,4 +274,48 @@ fn tokio_stream_shim<T: Send + 'static>(
     mut rx: tokio::sync::mpsc::Receiver<T>,
 ) -> impl futures::Stream<Item = T> + Send {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// How long an oversized request body is still read (and dropped) before the 413 is sent.
+const OVERSIZE_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The request body, or `None` when it is longer than `limit` bytes or breaks off.
+///
+/// Over the limit, what the client still sends is read and dropped (at most another `limit`
+/// bytes, for at most [`OVERSIZE_DRAIN_TIMEOUT`]) before the caller answers 413: a client that
+/// writes its whole body before reading (hyper's, httpx's) otherwise fails on a closed
+/// connection and never sees the answer. Larger or slower bodies get the 413 and the close.
+async fn read_body(body: HttpBody, limit: usize) -> Option<Bytes> {
+    let mut stream = body.into_data_stream();
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut len = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.ok()?;
+        len += chunk.len();
+        if len > limit {
+            let drain = async {
+                let mut left = limit;
+                while let Some(Ok(c)) = stream.next().await {
+                    if c.len() >= left {
+                        break;
+                    }
+                    left -= c.len();
+                }
+            };
+            let _ = tokio::time::timeout(OVERSIZE_DRAIN_TIMEOUT, drain).await;
+            return None;
+        }
+        chunks.push(chunk);
+    }
+    Some(match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.pop().unwrap_or_default(),
+        _ => {
+            let mut all = bytes::BytesMut::with_capacity(len);
+            for c in &chunks {
+                all.extend_from_slice(c);
+            }
+            all.freeze()
+        }
+    })
 }
