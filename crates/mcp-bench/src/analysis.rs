@@ -144,14 +144,33 @@ impl Report {
             }
         }
         if !sidecar.is_empty() {
-            let ok = sidecar.iter().all(|(_, c)| c.median.requests_per_s >= 2.0);
+            // A row with errors counts its failures as answers: its ratio says nothing.
+            let errors = |k: &crate::report::RowKey| {
+                self.rows
+                    .iter()
+                    .find(|r| &r.key == k)
+                    .map_or(0, |r| r.summary.errors)
+            };
+            let clean: Vec<&(&str, &Comparison)> = sidecar
+                .iter()
+                .filter(|(_, c)| errors(&c.numerator) == 0 && errors(&c.denominator) == 0)
+                .collect();
+            let ok = clean.iter().all(|(_, c)| c.median.requests_per_s >= 2.0);
             let each: Vec<String> = sidecar
                 .iter()
                 .map(|(m, c)| {
-                    format!(
-                        "{m} {} B {:.2}x",
-                        c.numerator.payload_bytes, c.median.requests_per_s
-                    )
+                    let (en, ed) = (errors(&c.numerator), errors(&c.denominator));
+                    if en + ed > 0 {
+                        format!(
+                            "{m} {} B not comparable ({en} errors in {m}, {ed} in python)",
+                            c.numerator.payload_bytes
+                        )
+                    } else {
+                        format!(
+                            "{m} {} B {:.2}x",
+                            c.numerator.payload_bytes, c.median.requests_per_s
+                        )
+                    }
                 })
                 .collect();
             lines.push(format!(

@@ -223,6 +223,9 @@ pub enum CallError {
     /// The connection or the RPC failed.
     #[error("transport: {0}")]
     Transport(String),
+    /// The connection closed before the request was sent (so it was not processed).
+    #[error("connection closed before the request was sent: {0}")]
+    NotSent(String),
     /// The HTTP status (or the `http_status` of the gRPC response head) was not 200.
     #[error("HTTP status {0}")]
     Status(u16),

@@ -41,6 +41,11 @@ impl Conn {
         Ok(Self { sender, task })
     }
 
+    /// Whether the connection is closed (by the server, e.g. after its keep-alive timeout).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.sender.is_closed()
+    }
+
     /// Sends one request and returns the response head and its body as it arrives.
     ///
     /// # Errors
@@ -76,11 +81,13 @@ impl Conn {
             .ready()
             .await
             .map_err(|e| CallError::Transport(e.to_string()))?;
-        let resp = self
-            .sender
-            .send_request(req)
-            .await
-            .map_err(|e| CallError::Transport(e.to_string()))?;
+        let resp = self.sender.send_request(req).await.map_err(|e| {
+            if e.is_canceled() {
+                CallError::NotSent(e.to_string())
+            } else {
+                CallError::Transport(e.to_string())
+            }
+        })?;
         let (parts, body) = resp.into_parts();
         let body = body
             .collect()

@@ -261,6 +261,14 @@ impl McpWorker {
     pub async fn call(&mut self, workload: Workload) -> Result<Reply, CallError> {
         let id = self.next_id;
         self.next_id += 1;
+        // A server closes keep-alive connections idle past its timeout (uvicorn: 5 s; a row's
+        // warm-up of 16 MiB calls through the Python baseline idles some connections that
+        // long): open a new one, as any HTTP client does, instead of failing every later call.
+        if self.conn.is_closed() {
+            self.conn = connect(self.endpoint.addr)
+                .await
+                .map_err(|e| CallError::Transport(format!("reconnecting: {e:#}")))?;
+        }
         if workload == Workload::Session {
             let session = open_session(&mut self.conn, &self.endpoint, self.scope, id).await?;
             let req =
@@ -272,16 +280,30 @@ impl McpWorker {
             }
             return Ok(Reply::default());
         }
+        let payload = Bytes::from(workload.body(id));
         let req = self.endpoint.request(
             Method::POST,
             self.scope,
             Some(&self.session),
-            Bytes::from(workload.body(id)),
+            payload.clone(),
         );
         if workload == Workload::Progress {
             return self.call_streaming(req, id).await;
         }
-        let (status, headers, body) = self.conn.send(req).await?;
+        // The server may close an idle connection just as the request goes out; a request
+        // that was never sent is sent again once, on a new connection.
+        let (status, headers, body) = match self.conn.send(req).await {
+            Err(CallError::NotSent(_)) => {
+                self.conn = connect(self.endpoint.addr)
+                    .await
+                    .map_err(|e| CallError::Transport(format!("reconnecting: {e:#}")))?;
+                let req =
+                    self.endpoint
+                        .request(Method::POST, self.scope, Some(&self.session), payload);
+                self.conn.send(req).await?
+            }
+            other => other?,
+        };
         if status != StatusCode::OK {
             return Err(CallError::Status(status.as_u16()));
         }
