@@ -477,7 +477,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<Report> {
                 };
                 floor::run(payload, c, Stop::Requests(cfg.warmup))
                     .context("kernel floor warm-up")?;
-                let before = floor_meter.sample();
+                let before = floor_meter.start();
                 let result = floor::run(payload, c, cfg.stop).context("kernel floor")?;
                 let m = metrics(&result, &floor_meter, &before);
                 progress(format_args!("{tag} {}", line(&key, &m)));
@@ -906,7 +906,7 @@ fn measure_pyhop(
         cfg.warmup,
         target.runtime.guard.pid(),
     );
-    let before = meter.sample();
+    let before = meter.start();
     let row = python::run_pyhop(env, &cfg.pyhop_script, &args)?;
     let after = meter.sample();
     if let Some(e) = &row.first_error {
@@ -993,7 +993,7 @@ async fn measure_mcp(
         s => s,
     };
     let (_, workers) = client::drive(workers, workload, Stop::Requests(warmup)).await;
-    let before = meter.sample();
+    let before = meter.start();
     let (result, workers) = client::drive(workers, workload, stop).await;
     let m = metrics(&result, meter, &before);
     for w in workers {
@@ -1048,7 +1048,7 @@ async fn measure_runtime(
         });
     }
     let (_, workers) = client::drive(workers, workload, Stop::Requests(cfg.warmup)).await;
-    let before = meter.sample();
+    let before = meter.start();
     let (result, workers) = client::drive(workers, workload, cfg.stop).await;
     let m = metrics(&result, meter, &before);
     drop(workers);

@@ -174,6 +174,11 @@ pub struct Cli {
     /// (created if missing).
     #[arg(long)]
     pub out_dir: Option<PathBuf>,
+
+    /// Measure nothing: read this `results.json` of an earlier run and render it again
+    /// (`report.md`, the SVGs, the summary on stdout) with this version's report code.
+    #[arg(long)]
+    pub render: Option<PathBuf>,
 }
 
 /// A workload, or `none`.
@@ -285,8 +290,15 @@ pub fn main() -> anyhow::Result<()> {
     let json_out = cli.json_out.clone();
     let markdown_out = cli.markdown_out.clone();
     let out_dir = cli.out_dir.clone();
-    let cfg = cli.into_config(command_line)?;
-    let report = bench::run(&cfg)?;
+    let report = match &cli.render {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            serde_json::from_str::<crate::report::Report>(&text)
+                .with_context(|| format!("{} is not an mcp-bench report", path.display()))?
+        }
+        None => bench::run(&cli.into_config(command_line)?)?,
+    };
     let markdown = report.to_markdown();
     if let Some(path) = json_out {
         let json = serde_json::to_string_pretty(&report).context("cannot encode the report")?;

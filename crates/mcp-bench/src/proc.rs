@@ -3,7 +3,8 @@
 //! CPU time is `utime + stime` of `/proc/PID/stat` (all threads, including exited ones), in
 //! clock ticks of `getconf CLK_TCK` (usually 100 per second, so 10 ms resolution: rows must run
 //! long enough for the per-request figure to mean something). Peak RSS is `VmHWM` of
-//! `/proc/PID/status`.
+//! `/proc/PID/status`, reset when a measured phase starts (`/proc/PID/clear_refs`), so a row's
+//! peak is the peak of its own phase where the kernel allows the reset.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -146,6 +147,15 @@ impl ProcTarget {
         Ok(total)
     }
 
+    /// Resets the peak RSS (`VmHWM`) of every process to its current RSS by writing `5` to
+    /// `/proc/PID/clear_refs` (Linux 4.0+, `proc(5)`), so the next reading is the peak since
+    /// now. Best effort: without the permission the peak stays the lifetime one.
+    pub fn reset_peak_rss(&self) {
+        for dir in self.dirs() {
+            let _ = std::fs::write(dir.join("clear_refs"), "5");
+        }
+    }
+
     /// Number of threads (`Threads:` of `/proc/PID/status`) of the process itself.
     ///
     /// # Errors
@@ -211,6 +221,16 @@ impl CpuMeter {
     #[must_use]
     pub fn ticks_per_second(&self) -> u64 {
         self.ticks_per_second
+    }
+
+    /// Starts a measured phase: resets every process's peak RSS (see
+    /// [`ProcTarget::reset_peak_rss`]) and reads its CPU ticks.
+    #[must_use]
+    pub fn start(&self) -> CpuSample {
+        for (_, t) in &self.targets {
+            t.reset_peak_rss();
+        }
+        self.sample()
     }
 
     /// Reads every process's CPU ticks now; a process that cannot be read is `None`.

@@ -146,6 +146,18 @@ fn tiny_run_writes_the_expected_rows() {
     for f in ["results.json", "report.md"] {
         assert!(out_dir.join(f).exists(), "{f} not written");
     }
+    // An earlier run renders again from its results.json alone.
+    let rendered = out.path().join("rendered");
+    let status = Command::new(env!("CARGO_BIN_EXE_mcp-bench"))
+        .arg("--render")
+        .arg(out_dir.join("results.json"))
+        .arg("--out-dir")
+        .arg(&rendered)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("mcp-bench --render runs");
+    assert!(status.success());
+    assert!(rendered.join("report.md").exists());
     let again: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out_dir.join("results.json")).unwrap())
             .expect("valid JSON in --out-dir");
