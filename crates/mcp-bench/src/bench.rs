@@ -1098,7 +1098,8 @@ fn metrics(result: &LoadResult, meter: &CpuMeter, before: &crate::proc::CpuSampl
 ///   build without it;
 /// - python-hop: grpc.aio / httpx and aiohttp / httpx;
 /// - gateway: gRPC / HTTP/JSON, gRPC / Python baseline, HTTP/JSON / Python baseline.
-fn compare(rows: &[Row]) -> Vec<Comparison> {
+#[must_use]
+pub fn compare(rows: &[Row]) -> Vec<Comparison> {
     // (layer, numerator, denominator), by mode: the client for the Python hop, else the
     // transport (for the gateway, its mode).
     const PAIRS: &[(&str, &str, &str)] = &[

@@ -294,8 +294,16 @@ pub fn main() -> anyhow::Result<()> {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read {}", path.display()))?;
-            serde_json::from_str::<crate::report::Report>(&text)
-                .with_context(|| format!("{} is not an mcp-bench report", path.display()))?
+            // Ratios are derived from the rows and recomputed (JSON keeps a NaN ratio as null).
+            let mut value: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not JSON", path.display()))?;
+            if let Some(obj) = value.as_object_mut() {
+                obj.insert("comparisons".to_owned(), serde_json::json!([]));
+            }
+            let mut report: crate::report::Report = serde_json::from_value(value)
+                .with_context(|| format!("{} is not an mcp-bench report", path.display()))?;
+            report.comparisons = bench::compare(&report.rows);
+            report
         }
         None => bench::run(&cli.into_config(command_line)?)?,
     };
