@@ -686,7 +686,6 @@ struct Call {
 
 impl Drop for Call {
     fn drop(&mut self) {
-        self.counter.fetch_sub(1, Ordering::Relaxed);
         self.session
             .inflight
             .lock()
@@ -699,6 +698,10 @@ impl Drop for Call {
                 json!({"requestId": self.uid, "reason": "caller cancelled or timed out"}),
             );
         }
+        // Last: the notification is counted as pending before the call stops counting as in
+        // flight, so `Runtime::cancel_calls` never sees both at zero in between and lets the
+        // process exit before the notification is sent.
+        self.counter.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -119,7 +119,11 @@ impl RuntimeProc {
             cmd.arg("--grpc-uds").arg(&grpc);
         }
         cmd.args(extra)
-            .env("MCP_RUNTIME_LOG", "error")
+            // TEST_RUNTIME_LOG=debug shows the runtime's log while debugging a test.
+            .env(
+                "MCP_RUNTIME_LOG",
+                std::env::var("TEST_RUNTIME_LOG").unwrap_or_else(|_| "error".into()),
+            )
             .stderr(Stdio::inherit());
         let proc = Proc(cmd.spawn().expect("spawn runtime"));
         let rt = Self {
