@@ -196,10 +196,15 @@ fn stamp_of(line: &[u8]) -> Option<u128> {
     std::str::from_utf8(&digits).ok()?.parse().ok()
 }
 
+/// A connection idle this long is replaced before its next request (uvicorn closes idle
+/// keep-alive connections after 5 s).
+const IDLE_RECONNECT: Duration = Duration::from_secs(2);
+
 /// One worker: a keep-alive connection to an MCP endpoint and its own MCP session.
 #[derive(Debug)]
 pub struct McpWorker {
     conn: Conn,
+    last_used: std::time::Instant,
     endpoint: Endpoint,
     scope: Option<&'static str>,
     session: HeaderValue,
@@ -246,6 +251,7 @@ impl McpWorker {
         }
         Ok(Self {
             conn,
+            last_used: std::time::Instant::now(),
             endpoint: endpoint.clone(),
             scope,
             session,
@@ -259,12 +265,20 @@ impl McpWorker {
     ///
     /// [`CallError`] for a transport failure, a status other than 200 or a non-result body.
     pub async fn call(&mut self, workload: Workload) -> Result<Reply, CallError> {
+        let reply = self.call_once(workload).await;
+        self.last_used = std::time::Instant::now();
+        reply
+    }
+
+    async fn call_once(&mut self, workload: Workload) -> Result<Reply, CallError> {
         let id = self.next_id;
         self.next_id += 1;
-        // A server closes keep-alive connections idle past its timeout (uvicorn: 5 s; a row's
-        // warm-up of 16 MiB calls through the Python baseline idles some connections that
-        // long): open a new one, as any HTTP client does, instead of failing every later call.
-        if self.conn.is_closed() {
+        // A server closes keep-alive connections idle past its timeout (uvicorn: 5 s; between
+        // a row's warm-up and its measured phase, workers wait for the slowest one, 10 s and
+        // more with 16 MiB calls). Like httpx's keep-alive expiry, a connection idle for
+        // IDLE_RECONNECT or closed is replaced before use, rather than racing the server's
+        // close with a request.
+        if self.conn.is_closed() || self.last_used.elapsed() > IDLE_RECONNECT {
             self.conn = connect(self.endpoint.addr)
                 .await
                 .map_err(|e| CallError::Transport(format!("reconnecting: {e:#}")))?;
