@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// One bad body and what it must get: status and JSON-RPC code (`None`: empty body).
 struct Bad {
@@ -170,28 +170,6 @@ fn check(transport: &str, case: &str, r: &Reply, status: u16, code: Option<i64>)
             );
         }
     }
-}
-
-/// The fixture's count of `sleep` calls running.
-async fn inflight(http: &Http, who: &Value, sid: &str) -> i64 {
-    let r = http
-        .send(
-            &Call::post(
-                who,
-                rpc(
-                    900,
-                    "tools/call",
-                    json!({"name": "inflight", "arguments": {}}),
-                ),
-            )
-            .session(sid),
-        )
-        .await;
-    r.json()
-        .pointer("/result/content/0/text")
-        .and_then(Value::as_str)
-        .and_then(|t| t.trim().parse().ok())
-        .unwrap_or_else(|| panic!("inflight: {:?}", r.json()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

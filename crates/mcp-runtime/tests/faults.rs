@@ -11,27 +11,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::{Value, json};
 
-async fn inflight(http: &Http, who: &Value, sid: &str) -> i64 {
-    let r = http
-        .send(
-            &Call::post(
-                who,
-                rpc(
-                    900,
-                    "tools/call",
-                    json!({"name": "inflight", "arguments": {}}),
-                ),
-            )
-            .session(sid),
-        )
-        .await;
-    r.json()
-        .pointer("/result/content/0/text")
-        .and_then(Value::as_str)
-        .and_then(|t| t.trim().parse().ok())
-        .unwrap_or_else(|| panic!("inflight: {:?}", r.json()))
-}
-
 /// Polls `inflight` until it is `n`; returns how long that took. Panics after 10 s.
 async fn until_inflight(http: &Http, who: &Value, sid: &str, n: i64) -> Duration {
     let start = Instant::now();
@@ -43,18 +22,6 @@ async fn until_inflight(http: &Http, who: &Value, sid: &str, n: i64) -> Duration
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     start.elapsed()
-}
-
-fn sleep_call(who: &Value, sid: &str, id: i64, ms: u64) -> Call {
-    Call::post(
-        who,
-        rpc(
-            id,
-            "tools/call",
-            json!({"name": "sleep", "arguments": {"ms": ms}}),
-        ),
-    )
-    .session(sid)
 }
 
 /// RSS of a process in KiB, from /proc.

@@ -9,27 +9,6 @@ use std::time::Duration;
 use common::*;
 use serde_json::{Value, json};
 
-async fn inflight(http: &Http, who: &Value, sid: &str) -> i64 {
-    let r = http
-        .send(
-            &Call::post(
-                who,
-                rpc(
-                    900,
-                    "tools/call",
-                    json!({"name": "inflight", "arguments": {}}),
-                ),
-            )
-            .session(sid),
-        )
-        .await;
-    r.json()
-        .pointer("/result/content/0/text")
-        .and_then(Value::as_str)
-        .and_then(|t| t.trim().parse().ok())
-        .unwrap_or_else(|| panic!("inflight: {:?}", r.json()))
-}
-
 /// Polls until the fixture reports no `sleep` call running; panics after 5 s.
 async fn until_no_sleep_runs(http: &Http, who: &Value, sid: &str) {
     for _ in 0..250 {
@@ -59,18 +38,6 @@ async fn start_sleep(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     panic!("the sleep call never reached the upstream");
-}
-
-fn sleep_call(who: &Value, sid: &str, id: i64, ms: u64) -> Call {
-    Call::post(
-        who,
-        rpc(
-            id,
-            "tools/call",
-            json!({"name": "sleep", "arguments": {"ms": ms}}),
-        ),
-    )
-    .session(sid)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -515,3 +515,38 @@ pub mod grpc {
         r.session_id.expect("mcp-session-id")
     }
 }
+
+/// The fixture's count of `sleep` calls running (its `inflight` tool), through `http`.
+pub async fn inflight(http: &Http, who: &Value, sid: &str) -> i64 {
+    let r = http
+        .send(
+            &Call::post(
+                who,
+                rpc(
+                    900,
+                    "tools/call",
+                    json!({"name": "inflight", "arguments": {}}),
+                ),
+            )
+            .session(sid),
+        )
+        .await;
+    r.json()
+        .pointer("/result/content/0/text")
+        .and_then(Value::as_str)
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or_else(|| panic!("inflight: {:?}", r.json()))
+}
+
+/// A `tools/call` of the fixture's `sleep` for `ms` milliseconds, with JSON-RPC id `id`.
+pub fn sleep_call(who: &Value, sid: &str, id: i64, ms: u64) -> Call {
+    Call::post(
+        who,
+        rpc(
+            id,
+            "tools/call",
+            json!({"name": "sleep", "arguments": {"ms": ms}}),
+        ),
+    )
+    .session(sid)
+}
