@@ -3,8 +3,9 @@
 Routes: ``POST``/``GET``/``DELETE`` on ``/mcp`` and ``/servers/{server_id}/mcp``, and
 ``GET /health``. Every MCP request has its ``Host`` and ``Origin`` checked against the
 allow-lists first (421/403), then is authenticated (401), before anything reaches the runtime
-(with ``MCP_GATEWAY_AUTH_DISABLED=1`` every caller is anonymous and public-only); the request the runtime sees is built from a whitelist of MCP headers, so no header
-the client sends (``x-contextforge-*`` included) can reach it. The runtime's status, headers
+(with ``MCP_GATEWAY_AUTH_DISABLED=1`` every caller is anonymous and public-only); the request
+the runtime sees is built from a whitelist of MCP headers, so no header the client sends
+(``x-contextforge-*`` included) can reach it. The runtime's status, headers
 and body are relayed unchanged; a client disconnect cancels the runtime call.
 """
 
