@@ -263,3 +263,25 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         for log in sorted(workdir.glob("*.log")):
             tail = log.read_text(errors="replace").splitlines()[-40:]
             report.sections.append((f"log {log.name}", "\n".join(tail)))
+
+
+@pytest.fixture(params=["http", "grpc"])
+def own_stack(
+    request: pytest.FixtureRequest, workdir: Path, catalog: Path
+) -> Iterator[tuple[Gateway, Runtime]]:
+    """A runtime and a gateway of their own in each socket mode, for tests that kill them."""
+    mode: str = request.param
+    sockets = _socket_dir()
+    log = workdir / f"runtime-own-{mode}-{free_port()}.log"
+    rt = Runtime(None, str(sockets / "http.sock"), str(sockets / "grpc.sock"), catalog, log)
+    rt.process = start_runtime(catalog, rt.http_uds, rt.grpc_uds, extra=RUNTIME_FLAGS, log=log)
+    port = free_port()
+    process = start_gateway(
+        gateway_env(mode, catalog, rt), port, log=workdir / f"gateway-own-{mode}-{port}.log"
+    )
+    gw = Gateway(mode, f"http://127.0.0.1:{port}", SECRET, [process])
+    try:
+        yield gw, rt
+    finally:
+        stop(process)
+        stop(rt.process)

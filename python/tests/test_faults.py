@@ -13,34 +13,13 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
 import httpx
 import pytest
 
-from conftest import RUNTIME_FLAGS, SECRET, Gateway, Runtime, _socket_dir, gateway_env
-from mcp_gateway._stack import free_port, start_gateway, start_runtime, stop
-
-
-@pytest.fixture(params=["http", "grpc"])
-def own_stack(
-    request: pytest.FixtureRequest, workdir: Path, catalog: Path
-) -> Iterator[tuple[Gateway, Runtime]]:
-    mode: str = request.param
-    sockets = _socket_dir()
-    log = workdir / f"runtime-faults-{mode}.log"
-    rt = Runtime(None, str(sockets / "http.sock"), str(sockets / "grpc.sock"), catalog, log)
-    rt.process = start_runtime(catalog, rt.http_uds, rt.grpc_uds, extra=RUNTIME_FLAGS, log=log)
-    port = free_port()
-    process = start_gateway(gateway_env(mode, catalog, rt), port, log=workdir / f"gateway-faults-{mode}.log")
-    gw = Gateway(mode, f"http://127.0.0.1:{port}", SECRET, [process])
-    try:
-        yield gw, rt
-    finally:
-        stop(process)
-        stop(rt.process)
+from conftest import Gateway, Runtime
 
 
 def sleep_call(i: int) -> dict[str, object]:

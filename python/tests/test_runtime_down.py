@@ -6,7 +6,6 @@ Each test gets its own runtime and gateway, so killing them does not disturb the
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -14,7 +13,6 @@ import httpx
 import pytest
 
 from conftest import (
-    RUNTIME_FLAGS,
     SECRET,
     Gateway,
     Runtime,
@@ -22,26 +20,7 @@ from conftest import (
     _socket_dir,
     gateway_env,
 )
-from mcp_gateway._stack import free_port, start_gateway, start_runtime, stop
-
-
-@pytest.fixture(params=["http", "grpc"])
-def own_stack(
-    request: pytest.FixtureRequest, workdir: Path, catalog: Path
-) -> Iterator[tuple[Gateway, Runtime]]:
-    mode: str = request.param
-    sockets = _socket_dir()
-    log = workdir / f"runtime-kill-{mode}.log"
-    rt = Runtime(None, str(sockets / "http.sock"), str(sockets / "grpc.sock"), catalog, log)
-    rt.process = start_runtime(catalog, rt.http_uds, rt.grpc_uds, extra=RUNTIME_FLAGS, log=log)
-    port = free_port()
-    process = start_gateway(gateway_env(mode, catalog, rt), port, log=workdir / f"gateway-kill-{mode}.log")
-    gw = Gateway(mode, f"http://127.0.0.1:{port}", SECRET, [process])
-    try:
-        yield gw, rt
-    finally:
-        stop(process)
-        stop(rt.process)
+from mcp_gateway._stack import free_port, start_gateway, stop
 
 
 def assert_unavailable(r: httpx.Response) -> None:
