@@ -15,6 +15,7 @@ import os
 import socket
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 __all__ = ["main"]
 
@@ -39,6 +40,14 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": args.log_level,
+        "server_header": False,
+        "access_log": args.access_log,
+        "lifespan": "on",
+    }
     if args.workers > 1:
         # Worker processes build their own app from the environment (uvicorn needs an import
         # string to start several); they share one listening socket bound here, and the kernel
@@ -47,27 +56,11 @@ def _serve(args: argparse.Namespace) -> int:
         from uvicorn.supervisors import Multiprocess
 
         config = uvicorn.Config(
-            "mcp_gateway.__main__:app_from_env",
-            factory=True,
-            workers=args.workers,
-            host=settings.host,
-            port=settings.port,
-            log_level=args.log_level,
-            server_header=False,
-            access_log=args.access_log,
-            lifespan="on",
+            "mcp_gateway.__main__:app_from_env", factory=True, workers=args.workers, **options
         )
         Multiprocess(config, sockets=[_tcp_listener(config.bind_socket())]).run()
         return 0
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=args.log_level,
-        server_header=False,
-        access_log=args.access_log,
-        lifespan="on",
-    )
+    uvicorn.run(create_app(settings), **options)
     return 0
 
 
