@@ -6,6 +6,7 @@
 use std::fmt::Write as _;
 
 use crate::report::{Comparison, Report, Row};
+use crate::stats::LatencySummary;
 
 /// `tools/call echo` with a 1 KiB text: the request size of the breakdown rows.
 const ECHO_1K: &str = "tools/call echo";
@@ -24,13 +25,8 @@ impl Report {
     ) -> Option<&Row> {
         self.rows.iter().find(|r| {
             let k = &r.key;
-            let m = if k.layer == "python-hop" {
-                &k.client
-            } else {
-                &k.transport
-            };
             k.layer == layer
-                && m == mode
+                && k.mode() == mode
                 && k.workload == workload
                 && k.concurrency == concurrency
                 && payload.is_none_or(|p| k.payload_bytes == p)
@@ -38,19 +34,12 @@ impl Report {
     }
 
     fn comparisons_of(&self, layer: &str, num: &str, den: &str) -> Vec<&Comparison> {
-        let mode = |k: &crate::report::RowKey| {
-            if k.layer == "python-hop" {
-                k.client.clone()
-            } else {
-                k.transport.clone()
-            }
-        };
         self.comparisons
             .iter()
             .filter(|c| {
                 c.numerator.layer == layer
-                    && mode(&c.numerator) == num
-                    && mode(&c.denominator) == den
+                    && c.numerator.mode() == num
+                    && c.denominator.mode() == den
             })
             .collect()
     }
@@ -246,6 +235,18 @@ impl Report {
         }
     }
 
+    /// Notification latency of the progress row straight to the upstream at `concurrency`.
+    fn direct_progress(&self, concurrency: usize) -> Option<LatencySummary> {
+        self.row(
+            "direct",
+            "upstream",
+            "tools/call progress",
+            None,
+            concurrency,
+        )
+        .and_then(|d| d.summary.notification_latency_us)
+    }
+
     /// (mode, concurrency, p50 added over the direct row in µs) for each gateway progress row.
     fn progress_added(&self) -> Vec<(String, usize, f64)> {
         let mut v = Vec::new();
@@ -254,15 +255,7 @@ impl Report {
             .iter()
             .filter(|r| r.key.layer == "gateway" && r.key.workload == "tools/call progress")
         {
-            let direct = self
-                .row(
-                    "direct",
-                    "upstream",
-                    "tools/call progress",
-                    None,
-                    r.key.concurrency,
-                )
-                .and_then(|d| d.summary.notification_latency_us);
+            let direct = self.direct_progress(r.key.concurrency);
             if let (Some(n), Some(d)) = (r.summary.notification_latency_us, direct) {
                 v.push((r.key.transport.clone(), r.key.concurrency, n.p50 - d.p50));
             }
@@ -284,15 +277,7 @@ impl Report {
         );
         for r in rows {
             let n = r.summary.notification_latency_us.unwrap_or_default();
-            let direct = self
-                .row(
-                    "direct",
-                    "upstream",
-                    "tools/call progress",
-                    None,
-                    r.key.concurrency,
-                )
-                .and_then(|d| d.summary.notification_latency_us);
+            let direct = self.direct_progress(r.key.concurrency);
             let added = match (r.key.layer.as_str(), direct) {
                 ("direct", _) | (_, None) => "–".to_owned(),
                 (_, Some(d)) => format!("{:.0}", n.p50 - d.p50),

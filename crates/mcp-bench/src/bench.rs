@@ -1111,22 +1111,15 @@ pub fn compare(rows: &[Row]) -> Vec<Comparison> {
         ("gateway", "grpc", "python"),
         ("gateway", "http-json", "python"),
     ];
-    let mode = |k: &RowKey| {
-        if k.layer == "python-hop" {
-            k.client.clone()
-        } else {
-            k.transport.clone()
-        }
-    };
     let mut out = Vec::new();
     for &(layer, num, den) in PAIRS {
         for n in rows
             .iter()
-            .filter(|r| r.key.layer == layer && mode(&r.key) == num)
+            .filter(|r| r.key.layer == layer && r.key.mode() == num)
         {
             if let Some(d) = rows.iter().find(|d| {
                 d.key.layer == layer
-                    && mode(&d.key) == den
+                    && d.key.mode() == den
                     && d.key.workload == n.key.workload
                     && d.key.concurrency == n.key.concurrency
                     && d.key.payload_bytes == n.key.payload_bytes

@@ -62,6 +62,19 @@ pub struct RowKey {
     pub payload_bytes: usize,
 }
 
+impl RowKey {
+    /// What the row compares as its mode: the client for the Python hop (all its clients share
+    /// one transport per socket), else the transport (for the gateway layers, the mode).
+    #[must_use]
+    pub fn mode(&self) -> &str {
+        if self.layer == "python-hop" {
+            &self.client
+        } else {
+            &self.transport
+        }
+    }
+}
+
 /// One measured configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Row {
@@ -254,15 +267,6 @@ fn cell(v: Option<f64>, decimals: usize) -> String {
     }
 }
 
-/// How a row's mode is named in ratios: the client for the Python hop, else the transport.
-fn mode_label(k: &RowKey) -> &str {
-    if k.layer == "python-hop" {
-        &k.client
-    } else {
-        &k.transport
-    }
-}
-
 /// Bytes as a short human size (`100 B`, `10 KiB`, `16 MiB`).
 fn size(bytes: usize) -> String {
     if bytes >= 1024 * 1024 {
@@ -344,8 +348,8 @@ impl Report {
                     out,
                     "| {} | {} / {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                     c.numerator.layer,
-                    mode_label(&c.numerator),
-                    mode_label(&c.denominator),
+                    c.numerator.mode(),
+                    c.denominator.mode(),
                     c.numerator.workload,
                     c.numerator.payload_bytes,
                     c.numerator.concurrency,
@@ -454,7 +458,7 @@ fn bar_chart(layer: &str, rows: &[&Row]) -> String {
     for (i, r) in rows.iter().enumerate() {
         let y = 34 + i * (BAR + 6);
         let k = &r.key;
-        let mode = mode_label(k);
+        let mode = k.mode();
         let label = format!(
             "{mode} · {} {} · c={}",
             k.workload,
