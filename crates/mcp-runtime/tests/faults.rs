@@ -241,11 +241,7 @@ async fn a_thousand_open_sessions_rss_is_reported() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_killed_mid_call_answers_the_caller_at_once_and_the_pool_recovers() {
     let fx = Fixture::start(0);
-    let addr = fx
-        .url
-        .trim_start_matches("http://")
-        .trim_end_matches("/mcp")
-        .to_owned();
+    let addr = fx.addr();
     // A long upstream timeout: the answer must come from the dead connection, not the timer.
     let rt = RuntimeProc::start(
         &simple_catalog(&fx.url),

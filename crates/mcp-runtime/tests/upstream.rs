@@ -97,11 +97,7 @@ async fn notifications_cancelled_from_the_client_stops_the_call() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_upstream_session_is_re_established_after_a_restart() {
     let fx = Fixture::start(0);
-    let addr = fx
-        .url
-        .trim_start_matches("http://")
-        .trim_end_matches("/mcp")
-        .to_owned();
+    let addr = fx.addr();
     let rt = RuntimeProc::start(&simple_catalog(&fx.url), &[]);
     let http = Http::new(&rt.http);
     let who = auth("alice@example.com", false, Some(&[]));

@@ -56,6 +56,14 @@ pub struct Fixture {
 }
 
 impl Fixture {
+    /// `127.0.0.1:PORT` of its URL.
+    pub fn addr(&self) -> String {
+        self.url
+            .trim_start_matches("http://")
+            .trim_end_matches("/mcp")
+            .to_owned()
+    }
+
     /// Starts one with `generated` extra tools.
     pub fn start(generated: usize) -> Self {
         let mut child = Command::new(fixture_bin())
@@ -269,15 +277,21 @@ impl Http {
         }
     }
 
-    /// Sends a request with an explicit raw auth header value (or none).
-    pub async fn send_raw(&self, call: &Call, auth: Option<&str>) -> Reply {
+    /// A new HTTP/1.1 connection to the socket (its task runs until the sender drops).
+    async fn connect(&self) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
         let stream = UnixStream::connect(&self.path)
             .await
             .expect("connect http socket");
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .expect("handshake");
         tokio::spawn(conn);
+        sender
+    }
+
+    /// Sends a request with an explicit raw auth header value (or none).
+    pub async fn send_raw(&self, call: &Call, auth: Option<&str>) -> Reply {
+        let mut sender = self.connect().await;
         let uri = match &call.path_server {
             Some(s) => format!("http://localhost/servers/{s}/mcp"),
             None => "http://localhost/mcp".to_owned(),
@@ -324,13 +338,7 @@ impl Http {
 
     /// `GET /health`: the status and the JSON body.
     pub async fn health(&self) -> (u16, Value) {
-        let stream = UnixStream::connect(&self.path)
-            .await
-            .expect("connect http socket");
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .expect("handshake");
-        tokio::spawn(conn);
+        let mut sender = self.connect().await;
         let req = Request::get("http://localhost/health")
             .header("host", "localhost")
             .body(Full::new(Bytes::new()))
