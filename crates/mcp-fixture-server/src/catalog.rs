@@ -14,9 +14,11 @@ pub const ECHO: &str = "echo";
 pub const PAYLOAD: &str = "payload";
 /// `sleep {ms}`: sleeps, stopping early when the request is cancelled.
 pub const SLEEP: &str = "sleep";
-/// `inflight {}`: the number of `sleep` calls currently running in this process.
+/// `inflight {}`: the number of `sleep` and `progress` calls currently running in this
+/// process (a call stops counting when it ends in any way, cancelled included).
 pub const INFLIGHT: &str = "inflight";
-/// `progress {steps, interval_ms}`: progress notifications, one log message, then a result.
+/// `progress {steps, interval_ms}`: progress notifications, one log message, then a result;
+/// stops early when the request is cancelled.
 pub const PROGRESS: &str = "progress";
 /// `fail {message}`: a tool result with `isError: true`.
 pub const FAIL: &str = "fail";
@@ -78,13 +80,14 @@ pub fn tools(generated: usize) -> Vec<Tool> {
         ),
         Tool::new(
             INFLIGHT,
-            "Return the number of sleep calls currently running in this server process.",
+            "Return the number of sleep and progress calls currently running in this server process.",
             object_schema(json!({}), &[]),
         ),
         Tool::new(
             PROGRESS,
             "Send steps progress notifications (to the request's progress token, if any) \
-             interval_ms apart, then one log message, then return \"done {steps} steps\".",
+             interval_ms apart, then one log message, then return \"done {steps} steps\". Stops \
+             early when the request is cancelled (notifications/cancelled).",
             object_schema(
                 json!({
                     "steps": {"type": "integer", "minimum": 0, "description": "Number of progress notifications."},

@@ -15,7 +15,8 @@
 //!   official MCP conformance suite calls, served only with `--conformance`
 //!   ([`SharedState::with_conformance`]).
 //! - [`server`]: [`FixtureServer`], the `rmcp` `ServerHandler` that implements them, and
-//!   [`SharedState`], the state shared by every session (the in-flight `sleep` counter).
+//!   [`SharedState`], the state shared by every session (the counter of `sleep` and
+//!   `progress` calls in flight).
 //! - `session`: a wrapper around rmcp's in-memory session manager that delivers
 //!   `notifications/message` sent while handling a request on that request's SSE
 //!   stream, where rmcp alone would put it on the standalone GET stream.

@@ -51,10 +51,10 @@ pub struct SharedState {
     generated_tools: usize,
     /// The full tool list, built once; `tools/list` clones it.
     tools: Vec<Tool>,
-    /// `sleep` calls currently running. A guard decrements it when a call ends in any way
-    /// (finished, cancelled, or its future dropped), so tests can see that a cancelled
-    /// call really stopped.
-    inflight_sleeps: AtomicUsize,
+    /// Calls of `sleep` and `progress` currently running (the tool `inflight` reports it).
+    /// A guard decrements it when a call ends in any way (finished, cancelled, or its future
+    /// dropped), so tests can see that a cancelled call, streaming or not, really stopped.
+    inflight_calls: AtomicUsize,
     /// Whether the conformance catalog ([`crate::conformance`]) is served too.
     conformance: bool,
 }
@@ -65,7 +65,7 @@ impl SharedState {
         Self {
             generated_tools,
             tools: catalog::tools(generated_tools),
-            inflight_sleeps: AtomicUsize::new(0),
+            inflight_calls: AtomicUsize::new(0),
             conformance: false,
         }
     }
@@ -85,9 +85,9 @@ impl SharedState {
         self.generated_tools
     }
 
-    /// The number of `sleep` calls running right now.
-    pub fn inflight_sleeps(&self) -> usize {
-        self.inflight_sleeps.load(Ordering::SeqCst)
+    /// The number of `sleep` and `progress` calls running right now.
+    pub fn inflight_calls(&self) -> usize {
+        self.inflight_calls.load(Ordering::SeqCst)
     }
 
     /// Whether `name` is one of the generated tools of this server.
@@ -100,7 +100,7 @@ impl SharedState {
     }
 }
 
-/// Counts one running `sleep` call for as long as it lives.
+/// Counts one running `sleep` or `progress` call for as long as it lives.
 struct InflightGuard<'a>(&'a AtomicUsize);
 
 impl<'a> InflightGuard<'a> {
@@ -180,7 +180,7 @@ impl FixtureServer {
         args: SleepArgs,
         context: &RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
-        let _inflight = InflightGuard::enter(&self.state.inflight_sleeps);
+        let _inflight = InflightGuard::enter(&self.state.inflight_calls);
         tokio::select! {
             () = tokio::time::sleep(Duration::from_millis(args.ms)) => {
                 Ok(text_result(format!("slept {} ms", args.ms)))
@@ -192,12 +192,15 @@ impl FixtureServer {
         }
     }
 
-    /// `progress`: notifies each step, logs once, then returns.
+    /// `progress`: notifies each step, logs once, then returns. Counted in `inflight` from
+    /// start to end; a cancellation (while it waits or while a notification is being sent)
+    /// ends it at once.
     async fn progress(
         &self,
         args: ProgressArgs,
         context: &RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
+        let _inflight = InflightGuard::enter(&self.state.inflight_calls);
         let token = context.meta.get_progress_token();
         for step in 1..=args.steps {
             if let Some(token) = &token {
@@ -211,15 +214,19 @@ impl FixtureServer {
                     } else {
                         format!("step {step}")
                     });
-                context
-                    .peer
-                    .notify_progress(params)
-                    .await
-                    .map_err(|error| peer_gone(&error))?;
+                tokio::select! {
+                    sent = context.peer.notify_progress(params) => {
+                        sent.map_err(|error| peer_gone(&error))?;
+                    }
+                    () = context.ct.cancelled() => return Ok(cancelled_result()),
+                }
             }
             tokio::select! {
                 () = tokio::time::sleep(Duration::from_millis(args.interval_ms)) => {}
-                () = context.ct.cancelled() => return Ok(cancelled_result()),
+                () = context.ct.cancelled() => {
+                    tracing::debug!(id = %context.id, step, "progress cancelled");
+                    return Ok(cancelled_result());
+                }
             }
         }
         self.log(
@@ -300,7 +307,7 @@ impl ServerHandler for FixtureServer {
             catalog::ECHO => text_result(parse_args::<EchoArgs>(name, args)?.text),
             catalog::PAYLOAD => payload(parse_args::<PayloadArgs>(name, args)?.size_bytes)?,
             catalog::SLEEP => self.sleep(parse_args(name, args)?, &context).await?,
-            catalog::INFLIGHT => text_result(self.state.inflight_sleeps().to_string()),
+            catalog::INFLIGHT => text_result(self.state.inflight_calls().to_string()),
             catalog::PROGRESS => self.progress(parse_args(name, args)?, &context).await?,
             catalog::FAIL => CallToolResult::error(vec![ContentBlock::text(
                 parse_args::<FailArgs>(name, args)?.message,

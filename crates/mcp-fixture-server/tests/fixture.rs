@@ -266,31 +266,58 @@ fn resource_text(contents: &[ResourceContents]) -> &str {
     }
 }
 
+/// `sleep` and the streaming `progress` are both counted by `inflight` while they run, and
+/// both stop (the count drops) once the client cancels them.
 #[tokio::test]
-async fn cancelled_sleep_stops() {
+async fn cancelled_sleep_and_progress_stop() {
     let fixture = FixtureProcess::spawn(&[]);
-    let (client, _recorder) = connect(&fixture.url).await;
+    let (client, recorder) = connect(&fixture.url).await;
     let inflight = async |peer: &Peer<RoleClient>| -> usize {
         only_text(&call(peer, "inflight", json!({})).await)
             .parse()
             .expect("a number")
     };
 
-    let peer = client.peer().clone();
-    let sleeping = tokio::spawn(async move { call(&peer, "sleep", json!({"ms": 60_000})).await });
-    wait_for("the sleep to start", Duration::from_secs(5), async || {
-        inflight(client.peer()).await == 1
-    })
-    .await;
-    // Dropping rmcp's call future sends notifications/cancelled for it.
-    sleeping.abort();
-    wait_for("the sleep to stop", Duration::from_secs(5), async || {
-        inflight(client.peer()).await == 0
-    })
-    .await;
+    // A progress call of 1,000 steps 50 ms apart runs for 50 s unless cancelled.
+    for (name, args) in [
+        ("sleep", json!({"ms": 60_000})),
+        ("progress", json!({"steps": 1000, "interval_ms": 50})),
+    ] {
+        let peer = client.peer().clone();
+        let running = tokio::spawn(async move { call(&peer, name, args).await });
+        wait_for(
+            &format!("the {name} call to start"),
+            Duration::from_secs(5),
+            async || inflight(client.peer()).await == 1,
+        )
+        .await;
+        if name == "progress" {
+            wait_for(
+                "a progress notification",
+                Duration::from_secs(5),
+                async || !recorder.events().is_empty(),
+            )
+            .await;
+        }
+        // Dropping rmcp's call future sends notifications/cancelled for it.
+        running.abort();
+        wait_for(
+            &format!("the {name} call to stop"),
+            Duration::from_secs(5),
+            async || inflight(client.peer()).await == 0,
+        )
+        .await;
+    }
 
     let short = call(&client, "sleep", json!({"ms": 10})).await;
     assert_eq!(only_text(&short), "slept 10 ms");
+    let progress = call(&client, "progress", json!({"steps": 1, "interval_ms": 0})).await;
+    assert_eq!(only_text(&progress), "done 1 steps");
+    assert_eq!(
+        inflight(client.peer()).await,
+        0,
+        "finished calls are not counted"
+    );
     client.cancel().await.expect("close the client");
 }
 

@@ -1,8 +1,9 @@
-//! Faults on the bad day: a gRPC deadline shorter than the call, a runtime stopped with calls
+//! Faults on the bad day: a gRPC deadline shorter than the call, a client that leaves in the
+//! middle of an SSE stream (HTTP/JSON and gRPC `InvokeStream`), a runtime stopped with calls
 //! still running after the grace period, a slow SSE consumer beside other calls on the same
 //! channel, results of exactly the limit and just over it (64 MiB default) on both adapters,
-//! and 1,000 open sessions (RSS reported). The fixture's `inflight` counter must be back at
-//! zero after each.
+//! and 1,000 open sessions (RSS reported). The fixture's `inflight` counter (its `sleep` and
+//! `progress` calls running) must be back at zero after each.
 
 mod common;
 
@@ -22,6 +23,29 @@ async fn until_inflight(http: &Http, who: &Value, sid: &str, n: i64) -> Duration
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     start.elapsed()
+}
+
+/// A `tools/call` of the fixture's `progress` with a progress token: 1,000 notifications 50 ms
+/// apart, so the call streams for 50 s unless it is cancelled.
+fn long_progress_call(who: &Value, sid: &str, id: i64) -> Call {
+    Call::post(
+        who,
+        rpc(
+            id,
+            "tools/call",
+            json!({"name": "progress", "arguments": {"steps": 1000, "interval_ms": 50}, "_meta": {"progressToken": "p"}}),
+        ),
+    )
+    .session(sid)
+}
+
+/// Whether one SSE event's `data:` is a `notifications/progress`.
+fn is_progress_event(event: &str) -> bool {
+    event
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .filter_map(|d| serde_json::from_str::<Value>(d.trim_start()).ok())
+        .any(|m| m["method"] == "notifications/progress")
 }
 
 /// RSS of a process in KiB, from /proc.
@@ -110,6 +134,122 @@ async fn a_grpc_deadline_shorter_than_the_call_ends_it_and_cancels_upstream() {
         // The runtime sent notifications/cancelled: the upstream's sleep ends.
         let waited = until_inflight(&http, &who, &sid, 0).await;
         eprintln!("streaming={streaming}: upstream call ended {waited:?} after the deadline error");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_an_http_sse_stream_midway_cancels_the_upstream_call() {
+    use http_body_util::BodyExt;
+
+    let fx = Fixture::start(0);
+    let rt = RuntimeProc::start(&simple_catalog(&fx.url), &[]);
+    let http = Http::new(&rt.http);
+    let who = auth("alice@example.com", false, Some(&[]));
+    let sid = http.initialize(&who, None).await;
+    let call = long_progress_call(&who, &sid, 12);
+    // A connection of its own, so leaving means closing this socket.
+    let stream = tokio::net::UnixStream::connect(&rt.http)
+        .await
+        .expect("connect http socket");
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .expect("handshake");
+    let conn = tokio::spawn(conn);
+    let req = hyper::Request::post("http://localhost/mcp")
+        .header("host", "localhost")
+        .header("x-contextforge-auth-context", auth_header(&who))
+        .header("mcp-session-id", &sid)
+        .header("accept", call.accept.as_deref().unwrap())
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(call.body.clone()))
+        .expect("request");
+    let resp = sender.send_request(req).await.expect("send");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    // Read the SSE stream until the first progress notification has arrived.
+    let mut body = resp.into_body();
+    let mut text = String::new();
+    let first = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let frame = body
+                .frame()
+                .await
+                .expect("the stream ended before a progress notification")
+                .expect("body frame");
+            if let Some(data) = frame.data_ref() {
+                text.push_str(std::str::from_utf8(data).expect("utf8"));
+            }
+            if text.split("\n\n").any(is_progress_event) {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(first.is_ok(), "no progress notification in 10 s: {text:?}");
+    // The upstream call is running (and counted) now.
+    assert_eq!(inflight(&http, &who, &sid).await, 1);
+    // Leave mid-stream: drop the body and close the connection.
+    drop(body);
+    drop(sender);
+    conn.abort();
+    let _ = conn.await;
+    // The runtime sends notifications/cancelled upstream: the fixture's progress call ends.
+    let waited = until_inflight(&http, &who, &sid, 0).await;
+    eprintln!("http: upstream call ended {waited:?} after the client left the SSE stream");
+}
+
+#[cfg(feature = "grpc-uds")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_a_grpc_invoke_stream_midway_cancels_the_upstream_call() {
+    use mcp_runtime_proto::v1::invoke_stream_response::Part;
+
+    let fx = Fixture::start(0);
+    let rt = RuntimeProc::start(&simple_catalog(&fx.url), &[]);
+    let http = Http::new(&rt.http);
+    let who = auth("alice@example.com", false, Some(&[]));
+    let sid = http.initialize(&who, None).await;
+    // Leaving by dropping the stream alone (the channel stays open: only the stream's reset
+    // tells the runtime), then by dropping the whole channel.
+    for (id, whole_channel) in [(13, false), (14, true)] {
+        let mut g = grpc::connect(&rt.grpc).await;
+        let gsid = grpc::initialize(&mut g, &who, None).await;
+        let mut stream = g
+            .invoke_stream(mcp_runtime_proto::v1::InvokeStreamRequest {
+                envelope: Some(grpc::envelope(&long_progress_call(&who, &gsid, id))),
+            })
+            .await
+            .expect("stream opened")
+            .into_inner();
+        // Receive until the first streamed progress notification.
+        let first = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let msg = stream
+                    .message()
+                    .await
+                    .expect("stream")
+                    .expect("the stream ended before a progress notification");
+                match msg.part.expect("part") {
+                    Part::Head(h) => assert_eq!(h.http_status, 200),
+                    Part::Event(e) if is_progress_event(&format!("data: {}", e.data)) => return,
+                    Part::Event(_) | Part::BodyChunk(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(first.is_ok(), "no progress notification in 10 s");
+        assert_eq!(inflight(&http, &who, &sid).await, 1);
+        drop(stream);
+        if whole_channel {
+            drop(g);
+        }
+        let waited = until_inflight(&http, &who, &sid, 0).await;
+        let how = if whole_channel {
+            "dropped the channel"
+        } else {
+            "dropped the stream"
+        };
+        eprintln!("grpc: upstream call ended {waited:?} after the client {how}");
     }
 }
 

@@ -524,7 +524,8 @@ pub mod grpc {
     }
 }
 
-/// The fixture's count of `sleep` calls running (its `inflight` tool), through `http`.
+/// The fixture's count of `sleep` and `progress` calls running (its `inflight` tool),
+/// through `http`.
 pub async fn inflight(http: &Http, who: &Value, sid: &str) -> i64 {
     let r = http
         .send(
