@@ -1,4 +1,4 @@
-# Hardening (issue 6): fuzzing of the runtime's input decoding, and the soak run.
+# Hardening (issue 6): fuzzing of the runtime's input decoding, and the soak runs.
 #
 # cargo-fuzz is installed from the crate registry into target/tools (cache that directory in
 # CI); the fuzz crate (fuzz/, outside the workspace) builds with `--sanitizer none`, which works
@@ -10,7 +10,7 @@ CARGO_FUZZ := $(CURDIR)/target/tools/bin/cargo-fuzz
 FUZZ_TARGETS := jsonrpc_parse envelope_decode runtime_handle
 FUZZ_SECS ?= 60
 
-.PHONY: fuzz-tools fuzz-smoke fuzz-long soak
+.PHONY: fuzz-tools fuzz-smoke fuzz-long soak soak-runtime
 
 $(CARGO_FUZZ):
 	$(CARGO) install --locked --root $(CURDIR)/target/tools cargo-fuzz
@@ -36,11 +36,24 @@ FUZZ_LONG_SECS ?= 3600
 fuzz-long:
 	$(MAKE) fuzz-smoke FUZZ_SECS=$(FUZZ_LONG_SECS)
 
-# The soak run (not in make test): SOAK_SECS (default 600) of mixed traffic at concurrency 64
-# through each runtime socket, release build; prints p50/p99 per 30 s window, errors and RSS
-# of the runtime and the fixture at start and end.
+# The soak run (not in make test): SOAK_SECS (default 600) per socket mode of mixed MCP traffic
+# at concurrency 64 through the gateway (fresh fixture, runtime and gateway per mode; release
+# build); prints req/s, p50/p99, errors and the RSS of every process per 30 s window and
+# writes bench/results/soak-<UTC>/soak.{md,json}. Fails when a target is missed (an error, or a
+# process growing by more than 10% after the first window). SOAK_MODES=python,http,grpc adds
+# the Python baseline.
 SOAK_SECS ?= 600
-soak:
+SOAK_MODES ?= http,grpc
+soak: python-build
+	$(CARGO) build --release -p mcp-runtime --features grpc-uds -p mcp-fixture-server -p mcp-bench
+	@ts=$$(date -u +%Y%m%dT%H%M%SZ); out=bench/results/soak-$$ts; \
+	./target/release/mcp-soak --secs $(SOAK_SECS) --modes $(SOAK_MODES) \
+		--python $(CURDIR)/$(VPY) --repo-root $(CURDIR) --out-dir $$out; rc=$$?; \
+	echo "results: $$out/"; exit $$rc
+
+# The same mix straight at the runtime's two sockets from Rust clients (no gateway):
+# crates/mcp-runtime/tests/load.rs, SOAK_SECS per socket.
+soak-runtime:
 	$(CARGO) build --release -p mcp-fixture-server
 	SOAK_SECS=$(SOAK_SECS) $(CARGO) test --release -p mcp-runtime --features grpc-uds --test load \
 		-- --ignored --nocapture

@@ -31,6 +31,8 @@
 //!   machine description.
 //! - `stats.rs`: latency histograms (HdrHistogram) and medians.
 //! - `report.rs`: rows, metrics, comparisons; JSON, Markdown and SVG renderings.
+//! - `soak.rs`: the soak run (`mcp-soak`, `make soak`): mixed traffic through the gateway
+//!   for minutes, errors, p99 per window, RSS growth.
 //! - `analysis.rs`: the targets, progress latency, breakdown, zero-overhead and two-worker
 //!   sections, derived from the rows of the same report.
 
@@ -43,4 +45,5 @@ pub mod harness;
 pub mod proc;
 pub mod python;
 pub mod report;
+pub mod soak;
 pub mod stats;

@@ -133,15 +133,33 @@ impl ProcTarget {
     ///
     /// The I/O error when `/proc/PID/status` cannot be read, or `InvalidData` without `VmHWM`.
     pub fn peak_rss_kib(&self) -> io::Result<u64> {
+        self.status_sum("VmHWM:")
+    }
+
+    /// Current resident set size (`VmRSS`), in KiB.
+    ///
+    /// # Errors
+    ///
+    /// The I/O error when `/proc/PID/status` cannot be read, or `InvalidData` without `VmRSS`.
+    pub fn rss_kib(&self) -> io::Result<u64> {
+        self.status_sum("VmRSS:")
+    }
+
+    /// The number after `key` in `/proc/PID/status`, summed over the tree for a tree.
+    fn status_sum(&self, key: &str) -> io::Result<u64> {
         let mut total = 0;
         for (i, dir) in self.dirs().into_iter().enumerate() {
             let status = match std::fs::read_to_string(dir.join("status")) {
                 Ok(s) => s,
+                // A descendant may exit between the scan and the read.
                 Err(_) if i > 0 => continue,
                 Err(e) => return Err(e),
             };
-            total += parse_status_kib(&status, "VmHWM:").ok_or_else(|| {
-                io::Error::new(io::ErrorKind::InvalidData, "no VmHWM in /proc/PID/status")
+            total += parse_status_kib(&status, key).ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("no {key} in /proc/PID/status"),
+                )
             })?;
         }
         Ok(total)

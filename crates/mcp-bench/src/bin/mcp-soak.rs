@@ -1,0 +1,117 @@
+//! `mcp-soak`: the soak run of issue 6. See [`mcp_bench::soak`] for what it does and its
+//! targets. Exits 1 when a target was missed (the report is written first), 2 on a usage
+//! error.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use mcp_bench::python::GatewayMode;
+use mcp_bench::soak::{self, SoakConfig};
+
+/// Mixed MCP traffic through the Python gateway in each socket mode for a fixed time; reports
+/// errors, p50/p99 per window and the RSS of the gateway, the runtime and the fixture.
+#[derive(Debug, Parser)]
+#[command(name = "mcp-soak", version, about, long_about = None)]
+struct Cli {
+    /// Traffic time per mode, in seconds.
+    #[arg(long, default_value_t = 600)]
+    secs: u64,
+
+    /// Length of a reporting window, in seconds.
+    #[arg(long, default_value_t = 30)]
+    window_secs: u64,
+
+    /// Traffic time before the RSS reference of the growth target, in seconds.
+    #[arg(long, default_value_t = 60)]
+    warmup_secs: u64,
+
+    /// Workers, each with its own connection and MCP session.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+
+    /// Gateway modes, comma separated, in run order.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "http,grpc")]
+    modes: Vec<GatewayMode>,
+
+    /// The `mcp-runtime` binary, built with `--features grpc-uds` [default: next to this
+    /// executable].
+    #[arg(long)]
+    runtime_bin: Option<PathBuf>,
+
+    /// The `mcp-fixture-server` binary [default: next to this executable].
+    #[arg(long)]
+    fixture_bin: Option<PathBuf>,
+
+    /// The repository root [default: the source tree this binary was built from].
+    #[arg(long)]
+    repo_root: Option<PathBuf>,
+
+    /// The virtual environment's interpreter [default: REPO_ROOT/.venv/bin/python].
+    #[arg(long)]
+    python: Option<PathBuf>,
+
+    /// Write `soak.json` and `soak.md` into this directory (created if missing).
+    #[arg(long)]
+    out_dir: Option<PathBuf>,
+}
+
+fn run() -> anyhow::Result<bool> {
+    let command_line: Vec<String> = std::env::args().collect();
+    let cli = Cli::parse();
+    anyhow::ensure!(cli.secs > 0, "--secs must be at least 1");
+    anyhow::ensure!(cli.window_secs > 0, "--window-secs must be at least 1");
+    anyhow::ensure!(cli.concurrency > 0, "--concurrency must be at least 1");
+    let exe = std::env::current_exe().context("cannot locate the running executable")?;
+    let bin_dir = exe.parent().unwrap_or_else(|| Path::new(".")).to_path_buf();
+    let repo_root = cli.repo_root.unwrap_or_else(|| {
+        let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        built.canonicalize().unwrap_or(built)
+    });
+    let cfg = SoakConfig {
+        runtime_bin: cli
+            .runtime_bin
+            .unwrap_or_else(|| bin_dir.join("mcp-runtime")),
+        fixture_bin: cli
+            .fixture_bin
+            .unwrap_or_else(|| bin_dir.join("mcp-fixture-server")),
+        python: cli
+            .python
+            .unwrap_or_else(|| repo_root.join(".venv/bin/python")),
+        repo_root,
+        modes: cli.modes,
+        duration: Duration::from_secs(cli.secs),
+        window: Duration::from_secs(cli.window_secs),
+        warmup: Duration::from_secs(cli.warmup_secs),
+        concurrency: cli.concurrency,
+    };
+    let report = soak::run(&cfg, command_line)?;
+    let markdown = report.to_markdown();
+    if let Some(dir) = &cli.out_dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let json = serde_json::to_string_pretty(&report).context("cannot encode the report")?;
+        std::fs::write(dir.join("soak.json"), json + "\n")
+            .with_context(|| format!("cannot write into {}", dir.display()))?;
+        std::fs::write(dir.join("soak.md"), &markdown)
+            .with_context(|| format!("cannot write into {}", dir.display()))?;
+        eprintln!("mcp-soak: wrote {}", dir.display());
+    }
+    print!("{markdown}");
+    Ok(report.met())
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("mcp-soak: a target was missed (see the report)");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("mcp-soak: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

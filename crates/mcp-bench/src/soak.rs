@@ -1,0 +1,608 @@
+//! The soak run (`make soak`, `mcp-soak`): mixed MCP traffic through the Python gateway in
+//! each socket mode for a fixed time, at a fixed concurrency, watching for errors, latency
+//! drift and memory growth.
+//!
+//! For each mode a fresh fixture upstream, runtime and gateway are started (so every mode
+//! starts from the same idle state); `concurrency` workers, each with its own keep-alive
+//! connection and MCP session, loop over a mix of requests ([`mix`]): `ping`, `tools/list`,
+//! `tools/call echo` of 1 KiB and 64 KiB, a `tools/call progress` streamed as SSE, and every
+//! 50th request a session opened and closed. Every window (30 s by default) prints and records
+//! the requests, p50/p99, errors and the resident set size (`VmRSS`) of the gateway, the
+//! runtime and the fixture.
+//!
+//! Targets (issue 6): zero errors; no process grows by more than 10% between the end of the
+//! warm-up (`warmup`, 60 s by default: connection pools, buffers, allocator arenas and the
+//! Python heap of `concurrency` connections filled) and the end of the run. RSS at idle
+//! before any traffic and at half time (growth over the second half) are reported too.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+
+use crate::client::mcp::{Endpoint, McpWorker};
+use crate::client::{ToolSet, Workload};
+use crate::harness;
+use crate::proc::{MachineInfo, ProcTarget};
+use crate::python::{self, GatewayMode, PythonEnv};
+use crate::stats::{Latencies, LatencySummary};
+
+/// The largest growth of a process's RSS from the end of the warm-up to the end of the run
+/// that meets the target, in percent (issue 6).
+pub const RSS_GROWTH_TARGET_PCT: f64 = 10.0;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct SoakConfig {
+    /// `mcp-runtime` built with `grpc-uds`.
+    pub runtime_bin: PathBuf,
+    /// `mcp-fixture-server`.
+    pub fixture_bin: PathBuf,
+    /// The virtual environment's interpreter.
+    pub python: PathBuf,
+    /// The repository root (working directory of the gateway).
+    pub repo_root: PathBuf,
+    /// Gateway modes, one soak each, in this order.
+    pub modes: Vec<GatewayMode>,
+    /// Traffic time per mode.
+    pub duration: Duration,
+    /// Length of a reporting window.
+    pub window: Duration,
+    /// Traffic time before the RSS reference of the growth target is taken (rounded up to a
+    /// whole window).
+    pub warmup: Duration,
+    /// Workers, each with its own connection and session.
+    pub concurrency: usize,
+}
+
+/// The request mix: the `n`-th request of a worker (counting from 0).
+#[must_use]
+pub fn mix(n: u64) -> Workload {
+    if n % 50 == 49 {
+        return Workload::Session;
+    }
+    match n % 5 {
+        0 => Workload::Ping,
+        1 => Workload::Echo(1024),
+        2 => Workload::ToolsList(ToolSet::Ten),
+        3 => Workload::Echo(64 * 1024),
+        _ => Workload::Progress,
+    }
+}
+
+/// A workload's name in the report, with the size of an echo (`tools/call echo 64 KiB`).
+fn label(workload: Workload) -> String {
+    match workload {
+        Workload::Echo(n) if n >= 1024 => format!("{} {} KiB", workload.name(), n / 1024),
+        Workload::Echo(n) => format!("{} {n} B", workload.name()),
+        _ => workload.name().to_owned(),
+    }
+}
+
+/// One reporting window.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Window {
+    /// Seconds since traffic started, at the window's end.
+    pub t_s: f64,
+    /// Requests completed in the window (successes and errors).
+    pub requests: u64,
+    /// Requests per second over the window.
+    pub req_per_s: f64,
+    /// Latencies of the window's successful requests, in microseconds.
+    pub latency_us: LatencySummary,
+    /// Errors in the window.
+    pub errors: u64,
+    /// `VmRSS` of each process at the window's end, in KiB.
+    pub rss_kib: BTreeMap<String, u64>,
+}
+
+/// RSS of one process over the soak, in KiB.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RssGrowth {
+    /// Before any traffic (sessions not yet opened).
+    pub idle: u64,
+    /// At the end of the warm-up.
+    pub warm: u64,
+    /// At the end of the window that ends at half time or later.
+    pub half: u64,
+    /// At the end of the run.
+    pub end: u64,
+    /// `(end - warm) / warm`, in percent: the target.
+    pub growth_pct: f64,
+    /// `(end - half) / half`, in percent: whether it still grows late in the run.
+    pub second_half_pct: f64,
+}
+
+/// The soak of one gateway mode.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModeSoak {
+    /// `python`, `http-json` or `grpc`.
+    pub mode: String,
+    /// Traffic time, in seconds.
+    pub seconds: f64,
+    /// Workers.
+    pub concurrency: usize,
+    /// Requests completed.
+    pub requests: u64,
+    /// Requests that failed (transport error, status other than 200, JSON-RPC error).
+    pub errors: u64,
+    /// Up to five distinct error messages, with their counts.
+    pub error_kinds: BTreeMap<String, u64>,
+    /// Latencies over the whole run by workload name, in microseconds.
+    pub by_workload: BTreeMap<String, LatencySummary>,
+    /// The windows, in order.
+    pub windows: Vec<Window>,
+    /// RSS of the gateway, the runtime (absent for the Python baseline) and the fixture.
+    pub rss: BTreeMap<String, RssGrowth>,
+}
+
+impl ModeSoak {
+    /// Whether the run met both targets: zero errors, no process grew by more than
+    /// [`RSS_GROWTH_TARGET_PCT`] after the warm-up.
+    #[must_use]
+    pub fn met(&self) -> bool {
+        self.errors == 0
+            && self
+                .rss
+                .values()
+                .all(|g| g.growth_pct <= RSS_GROWTH_TARGET_PCT)
+    }
+}
+
+/// The whole soak: one entry per mode.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SoakReport {
+    /// When the run started, Unix seconds.
+    pub started_unix_s: u64,
+    /// The machine.
+    pub machine: MachineInfo,
+    /// The command line.
+    pub command_line: Vec<String>,
+    /// The warm-up of the growth target, in seconds.
+    pub warmup_s: f64,
+    /// The modes, in run order.
+    pub modes: Vec<ModeSoak>,
+}
+
+/// What the workers share.
+#[derive(Default)]
+struct Shared {
+    window: Latencies,
+    window_requests: u64,
+    window_errors: u64,
+    by_workload: BTreeMap<String, Latencies>,
+    requests: u64,
+    errors: u64,
+    error_kinds: BTreeMap<String, u64>,
+}
+
+impl Shared {
+    fn record(&mut self, workload: Workload, latency: Duration, error: Option<String>) {
+        self.requests += 1;
+        self.window_requests += 1;
+        match error {
+            None => {
+                self.window.record(latency);
+                self.by_workload
+                    .entry(label(workload))
+                    .or_default()
+                    .record(latency);
+            }
+            Some(e) => {
+                self.errors += 1;
+                self.window_errors += 1;
+                let kinds = self.error_kinds.len();
+                if let Some(n) = self.error_kinds.get_mut(&e) {
+                    *n += 1;
+                } else if kinds < 5 {
+                    self.error_kinds.insert(e, 1);
+                }
+            }
+        }
+    }
+}
+
+fn rss_of(procs: &[(String, ProcTarget)]) -> BTreeMap<String, u64> {
+    procs
+        .iter()
+        .map(|(name, p)| (name.clone(), p.rss_kib().unwrap_or(0)))
+        .collect()
+}
+
+fn progress(msg: std::fmt::Arguments<'_>) {
+    eprintln!("mcp-soak: {msg}");
+}
+
+/// Soaks one gateway mode: starts its processes, drives the mix, stops them.
+///
+/// # Errors
+///
+/// When a process cannot be started or a worker cannot open its session. Errors of single
+/// requests are counted, not returned.
+pub async fn soak_mode(
+    cfg: &SoakConfig,
+    env: &PythonEnv,
+    mode: GatewayMode,
+) -> anyhow::Result<ModeSoak> {
+    let dir = tempfile::Builder::new()
+        .prefix("mcp-soak-")
+        .tempdir()
+        .context("cannot create a work directory")?;
+    let fixture = harness::start_fixture(
+        &cfg.fixture_bin,
+        dir.path(),
+        "fixture",
+        harness::TOOLS10.len() - 6,
+    )?;
+    let catalog = harness::write_catalog(
+        dir.path(),
+        &harness::Upstreams {
+            fixture: &fixture.url,
+            big: None,
+            everything: None,
+        },
+    )?;
+    let runtime = match mode {
+        GatewayMode::Python => None,
+        _ => Some(
+            harness::start_runtime(
+                &cfg.runtime_bin,
+                dir.path(),
+                "runtime",
+                &catalog,
+                None,
+                mode == GatewayMode::Grpc,
+            )
+            .await?,
+        ),
+    };
+    let socket = runtime.as_ref().and_then(|r| match mode {
+        GatewayMode::Grpc => r.grpc_socket.clone(),
+        _ => Some(r.http_socket.clone()),
+    });
+    let secret = format!(
+        "mcp-soak-{}",
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    );
+    let gateway = python::start_gateway(
+        env,
+        mode,
+        1,
+        socket.as_deref(),
+        &catalog,
+        &secret,
+        dir.path(),
+    )
+    .await?;
+    let token = env.mint_token(&secret)?;
+    let endpoint = Endpoint::new(gateway.addr, &token)?;
+    let mut procs = vec![("gateway".to_owned(), ProcTarget::tree(gateway.guard.pid()))];
+    if let Some(r) = &runtime {
+        procs.push(("runtime".to_owned(), ProcTarget::pid(r.guard.pid())));
+    }
+    procs.push(("fixture".to_owned(), ProcTarget::pid(fixture.guard.pid())));
+    progress(format_args!(
+        "[{}] gateway on {} (pid {}), {} workers for {:?}",
+        mode.name(),
+        gateway.addr,
+        gateway.guard.pid(),
+        cfg.concurrency,
+        cfg.duration
+    ));
+
+    let idle = rss_of(&procs);
+    let mut workers = Vec::with_capacity(cfg.concurrency);
+    for _ in 0..cfg.concurrency {
+        workers.push(McpWorker::connect(&endpoint, None).await?);
+    }
+    let shared = Arc::new(Mutex::new(Shared::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let tasks: Vec<_> = workers
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut w)| {
+            let shared = Arc::clone(&shared);
+            let stop = Arc::clone(&stop);
+            tokio::spawn(async move {
+                // Workers start at different points of the mix, so every kind of request is
+                // in flight at any moment.
+                let mut n = i as u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let workload = mix(n);
+                    n += 1;
+                    let t0 = Instant::now();
+                    let outcome = w.call(workload).await;
+                    let dt = t0.elapsed();
+                    let error = outcome.err().map(|e| e.to_string());
+                    shared
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .record(workload, dt, error);
+                }
+                w.close().await;
+            })
+        })
+        .collect();
+
+    let end = started + cfg.duration;
+    let mut windows = Vec::new();
+    let mut last = started;
+    while Instant::now() < end {
+        tokio::time::sleep(
+            cfg.window
+                .min(end.saturating_duration_since(Instant::now())),
+        )
+        .await;
+        let now = Instant::now();
+        let (lat, requests, errors) = {
+            let mut s = shared
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let lat = std::mem::take(&mut s.window).summary();
+            let r = (lat, s.window_requests, s.window_errors);
+            s.window_requests = 0;
+            s.window_errors = 0;
+            r
+        };
+        let rss = rss_of(&procs);
+        let w = Window {
+            t_s: (now - started).as_secs_f64(),
+            requests,
+            req_per_s: requests as f64 / (now - last).as_secs_f64().max(1e-9),
+            latency_us: lat,
+            errors,
+            rss_kib: rss,
+        };
+        last = now;
+        progress(format_args!(
+            "[{}] t={:>5.0}s {:>7.0} req/s p50={:>7.2}ms p99={:>8.2}ms errors={} rss {}",
+            mode.name(),
+            w.t_s,
+            w.req_per_s,
+            w.latency_us.p50 / 1000.0,
+            w.latency_us.p99 / 1000.0,
+            w.errors,
+            w.rss_kib
+                .iter()
+                .map(|(k, v)| format!("{k}={:.1}MB", *v as f64 / 1024.0))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ));
+        windows.push(w);
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.context("a soak worker panicked")?;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let end_rss = rss_of(&procs);
+    // The RSS at the end of the first window at or after `at` seconds of traffic.
+    let rss_at = |at: f64| {
+        windows
+            .iter()
+            .find(|w| w.t_s + 0.5 >= at)
+            .or(windows.last())
+            .map_or_else(|| idle.clone(), |w| w.rss_kib.clone())
+    };
+    let warm = rss_at(cfg.warmup.as_secs_f64());
+    let half = rss_at(cfg.duration.as_secs_f64() / 2.0);
+    let pct = |from: u64, to: u64| (to as f64 - from as f64) * 100.0 / (from.max(1) as f64);
+    let rss = end_rss
+        .iter()
+        .map(|(name, &end)| {
+            let warm = warm.get(name).copied().unwrap_or(0);
+            let half = half.get(name).copied().unwrap_or(0);
+            (
+                name.clone(),
+                RssGrowth {
+                    idle: idle.get(name).copied().unwrap_or(0),
+                    warm,
+                    half,
+                    end,
+                    growth_pct: pct(warm, end),
+                    second_half_pct: pct(half, end),
+                },
+            )
+        })
+        .collect();
+    let shared = Arc::try_unwrap(shared)
+        .ok()
+        .context("soak workers still hold the statistics")?
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    Ok(ModeSoak {
+        mode: mode.name().to_owned(),
+        seconds,
+        concurrency: cfg.concurrency,
+        requests: shared.requests,
+        errors: shared.errors,
+        error_kinds: shared.error_kinds,
+        by_workload: shared
+            .by_workload
+            .iter()
+            .map(|(k, v)| (k.clone(), v.summary()))
+            .collect(),
+        windows,
+        rss,
+    })
+}
+
+/// Runs the soak of every mode in `cfg`, one after the other.
+///
+/// # Errors
+///
+/// When the Python environment is unusable or a mode's processes cannot be started.
+pub fn run(cfg: &SoakConfig, command_line: Vec<String>) -> anyhow::Result<SoakReport> {
+    let started_unix_s = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let env = PythonEnv::probe(&cfg.python, &cfg.repo_root)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("cannot start the client's async runtime")?;
+    let mut modes = Vec::new();
+    for &mode in &cfg.modes {
+        let m = rt.block_on(soak_mode(cfg, &env, mode))?;
+        progress(format_args!(
+            "[{}] {} requests, {} errors; {}",
+            m.mode,
+            m.requests,
+            m.errors,
+            if m.met() {
+                "targets met"
+            } else {
+                "TARGETS MISSED"
+            }
+        ));
+        modes.push(m);
+    }
+    Ok(SoakReport {
+        started_unix_s,
+        machine: MachineInfo::collect(),
+        command_line,
+        warmup_s: cfg.warmup.as_secs_f64(),
+        modes,
+    })
+}
+
+fn mb(kib: u64) -> String {
+    format!("{:.1}", kib as f64 / 1024.0)
+}
+
+impl SoakReport {
+    /// Whether every mode met the targets.
+    #[must_use]
+    pub fn met(&self) -> bool {
+        self.modes.iter().all(ModeSoak::met)
+    }
+
+    /// The report as Markdown: a summary table (requests, errors, RSS per process with its
+    /// growth), latency by workload, then every window of every mode.
+    #[must_use]
+    pub fn to_markdown(&self) -> String {
+        let mut out = String::new();
+        out.push_str("# Soak run\n\n");
+        out.push_str(&format!(
+            "Command: `{}`; machine: {} CPUs, {}.\n\n",
+            self.command_line.join(" "),
+            self.machine.nproc,
+            self.machine.cpu_model
+        ));
+        out.push_str(&format!(
+            "Targets: zero errors; RSS growth from the end of the warm-up ({:.0} s of traffic) \
+             to the end at most {RSS_GROWTH_TARGET_PCT:.0}% for every process. RSS idle is \
+             before any traffic; the second half is from half time to the end.\n\n",
+            self.warmup_s
+        ));
+        out.push_str(
+            "| mode | seconds | concurrency | requests | req/s | errors | process | RSS idle MB | RSS warm MB | RSS half MB | RSS end MB | growth | second half | targets |\n\
+             |---|--:|--:|--:|--:|--:|---|--:|--:|--:|--:|--:|--:|---|\n",
+        );
+        for m in &self.modes {
+            for (i, (name, g)) in m.rss.iter().enumerate() {
+                let head = if i == 0 {
+                    format!(
+                        "| {} | {:.0} | {} | {} | {:.0} | {} ",
+                        m.mode,
+                        m.seconds,
+                        m.concurrency,
+                        m.requests,
+                        m.requests as f64 / m.seconds.max(1e-9),
+                        m.errors
+                    )
+                } else {
+                    "| | | | | | ".to_owned()
+                };
+                let verdict = if i == 0 {
+                    if m.met() { "met" } else { "**missed**" }
+                } else {
+                    ""
+                };
+                out.push_str(&format!(
+                    "{head}| {name} | {} | {} | {} | {} | {:+.1}% | {:+.1}% | {verdict} |\n",
+                    mb(g.idle),
+                    mb(g.warm),
+                    mb(g.half),
+                    mb(g.end),
+                    g.growth_pct,
+                    g.second_half_pct
+                ));
+            }
+        }
+        for m in &self.modes {
+            out.push_str(&format!("\n## {}\n\n", m.mode));
+            if !m.error_kinds.is_empty() {
+                out.push_str("Errors (up to five kinds):\n\n");
+                for (e, n) in &m.error_kinds {
+                    out.push_str(&format!("- {n} × {e}\n"));
+                }
+                out.push('\n');
+            }
+            out.push_str("| workload | p50 ms | p99 ms | max ms |\n|---|--:|--:|--:|\n");
+            for (name, l) in &m.by_workload {
+                out.push_str(&format!(
+                    "| {name} | {:.2} | {:.2} | {:.1} |\n",
+                    l.p50 / 1000.0,
+                    l.p99 / 1000.0,
+                    l.max / 1000.0
+                ));
+            }
+            let names: Vec<&String> = m.rss.keys().collect();
+            out.push_str("\n| t s | req/s | p50 ms | p99 ms | errors |");
+            for n in &names {
+                out.push_str(&format!(" {n} MB |"));
+            }
+            out.push_str("\n|--:|--:|--:|--:|--:|");
+            out.push_str(&"--:|".repeat(names.len()));
+            out.push('\n');
+            for w in &m.windows {
+                out.push_str(&format!(
+                    "| {:.0} | {:.0} | {:.2} | {:.2} | {} |",
+                    w.t_s,
+                    w.req_per_s,
+                    w.latency_us.p50 / 1000.0,
+                    w.latency_us.p99 / 1000.0,
+                    w.errors
+                ));
+                for n in &names {
+                    out.push_str(&format!(
+                        " {} |",
+                        mb(w.rss_kib.get(*n).copied().unwrap_or(0))
+                    ));
+                }
+                out.push('\n');
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mix_has_every_kind_and_a_session_every_fiftieth() {
+        let first: Vec<Workload> = (0..50).map(mix).collect();
+        assert_eq!(first[49], Workload::Session);
+        assert_eq!(first.iter().filter(|w| **w == Workload::Session).count(), 1);
+        for w in [
+            Workload::Ping,
+            Workload::Echo(1024),
+            Workload::Echo(64 * 1024),
+            Workload::ToolsList(ToolSet::Ten),
+            Workload::Progress,
+        ] {
+            assert!(first.contains(&w), "{w:?} missing from the mix");
+        }
+    }
+}
