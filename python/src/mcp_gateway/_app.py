@@ -54,18 +54,22 @@ def make_backend(settings: Settings) -> Backend:
         from mcp_gateway._grpc_backend import GrpcUdsBackend
 
         assert settings.grpc_uds is not None
-        return GrpcUdsBackend(settings.grpc_uds, settings.request_timeout_s)
+        return GrpcUdsBackend(
+            settings.grpc_uds, settings.request_timeout_s, settings.runtime_max_message_bytes
+        )
     if settings.mode is Mode.HTTP:
         from mcp_gateway._http_backend import HttpUdsBackend
 
         assert settings.http_uds is not None
-        return HttpUdsBackend(settings.http_uds, settings.request_timeout_s)
+        return HttpUdsBackend(
+            settings.http_uds, settings.request_timeout_s, settings.runtime_max_message_bytes
+        )
     from mcp_gateway._baseline import PythonBaseline
 
     assert settings.catalog is not None
     return PythonBaseline(
         settings.catalog,
-        max_body_bytes=settings.runtime_max_message_bytes,
+        max_message_bytes=settings.runtime_max_message_bytes,
         upstream_timeout_s=settings.upstream_timeout_s,
     )
 

@@ -28,11 +28,14 @@ from typing import Any
 import anyio
 import httpx2
 import mcp_types as types
+import pydantic_core
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream
 from mcp.server.lowlevel.server import Server
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.shared.exceptions import MCPError
+from mcp_types.methods import serialize_server_result
+from pydantic import BaseModel
 from starlette.types import ASGIApp, Message
 
 from mcp_gateway import __version__
@@ -53,9 +56,9 @@ from mcp_gateway._jsonrpc import (
 )
 from mcp_gateway._settings import Mode
 from mcp_gateway._sse import SseEvent, SseParser, encode_event
-from mcp_gateway._upstream import Upstream, log_sink
+from mcp_gateway._upstream import ENVELOPE_SLACK_BYTES, SizeCappedTransport, Upstream, log_sink
 
-__all__ = ["PROTOCOL_VERSIONS", "PythonBaseline", "parse_message"]
+__all__ = ["PROTOCOL_VERSIONS", "PythonBaseline", "check_result_size", "parse_message"]
 
 logger = logging.getLogger(__name__)
 
@@ -189,6 +192,33 @@ def parse_message(body: bytes) -> ParsedMessage:
     raise FramingError(INVALID_REQUEST, "Invalid Request: not a request, notification or response")
 
 
+def check_result_size(result: Any, limit: int, method: str, version: str | None) -> None:
+    """Refuse an upstream result over the message limit, as the runtime does.
+
+    The runtime measures the upstream's raw result; the baseline measures the result as it
+    would send it (the SDK's wire form of ``method`` for the negotiated ``version``). Cheap
+    first: the model's full dump, which only the wire form's sieve can shrink; the wire form is
+    built only when that dump is over the limit.
+
+    Raises:
+        MCPError: ``-32603`` "Result of N bytes exceeds the message size limit of L bytes".
+    """
+    size = len(pydantic_core.to_json(result, by_alias=True, exclude_none=True))
+    if size > limit and version is not None:
+        dumped = (
+            result.model_dump(by_alias=True, mode="json", exclude_none=True)
+            if isinstance(result, BaseModel)
+            else dict(result)
+        )
+        with contextlib.suppress(ValueError, KeyError):
+            size = len(pydantic_core.to_json(serialize_server_result(method, version, dumped)))
+    if size > limit:
+        raise MCPError(
+            code=INTERNAL_ERROR,
+            message=f"Result of {size} bytes exceeds the message size limit of {limit} bytes",
+        )
+
+
 def _error(status: int, code: int, message: str, request_id: Any = None) -> McpResponse:
     return McpResponse(status=status, headers=[_JSON], body=error_body(code, message, request_id))
 
@@ -298,15 +328,18 @@ class PythonBaseline:
 
     Args:
         catalog_path: The catalog file (``MCP_RUNTIME_CATALOG``).
-        max_body_bytes: Largest request body, in bytes (larger: 413), as the runtime's
-            ``--max-message-bytes``.
+        max_message_bytes: The runtime's message limit (``--max-message-bytes``), in bytes: the
+            largest request body (larger: 413) and the largest upstream result (larger:
+            ``-32603`` naming the limit; no upstream message is read past it plus 1 MiB).
         upstream_timeout_s: How long one upstream call may take, in seconds, as the runtime's
             ``--upstream-timeout-ms``.
     """
 
-    def __init__(self, catalog_path: Path, *, max_body_bytes: int, upstream_timeout_s: float = 60.0) -> None:
+    def __init__(
+        self, catalog_path: Path, *, max_message_bytes: int, upstream_timeout_s: float = 60.0
+    ) -> None:
         self._catalog_path = catalog_path
-        self._max_body_bytes = max_body_bytes
+        self._max_message_bytes = max_message_bytes
         self._upstream_timeout_s = upstream_timeout_s
         self._catalog = Catalog()
         self._upstreams: dict[str, Upstream] = {}
@@ -331,17 +364,24 @@ class PythonBaseline:
         stack = contextlib.AsyncExitStack()
         await stack.__aenter__()
         try:
+            # No JSON response from an upstream is read past the message limit plus slack (the
+            # SDK caps SSE events, see Upstream), as the runtime's upstream client does.
+            transport = SizeCappedTransport(
+                httpx2.AsyncHTTPTransport(
+                    limits=httpx2.Limits(max_connections=1024, max_keepalive_connections=128)
+                ),
+                self._max_message_bytes + ENVELOPE_SLACK_BYTES,
+            )
             http = await stack.enter_async_context(
-                httpx2.AsyncClient(
-                    timeout=httpx2.Timeout(30.0, read=None),
-                    limits=httpx2.Limits(max_connections=1024, max_keepalive_connections=128),
-                )
+                httpx2.AsyncClient(timeout=httpx2.Timeout(30.0, read=None), transport=transport)
             )
             task_group = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(task_group.cancel_scope.cancel)
             catalog = Catalog()
             for upstream_config in config.upstreams:
-                upstream = Upstream(upstream_config, http, task_group, self._upstream_timeout_s)
+                upstream = Upstream(
+                    upstream_config, http, task_group, self._upstream_timeout_s, self._max_message_bytes
+                )
                 self._upstreams[upstream_config.id] = upstream
                 try:
                     found = await upstream.list_all()
@@ -362,7 +402,7 @@ class PythonBaseline:
                 stateless=False,
                 security_settings=None,
                 session_idle_timeout=None,
-                max_request_body_size=self._max_body_bytes + 1024,
+                max_request_body_size=self._max_message_bytes + 1024,
                 max_sessions=None,
             )
             await stack.enter_async_context(manager.run())
@@ -404,6 +444,7 @@ class PythonBaseline:
 
     def _build_server(self) -> Server[Any]:
         catalog = self._catalog
+        limit = self._max_message_bytes
 
         def caller(ctx: Any) -> tuple[AuthContext, str | None]:
             scope = ctx.request.scope
@@ -438,7 +479,10 @@ class PythonBaseline:
             return self._upstreams[entry.upstream]
 
         async def forwarding(ctx: Any, fn: Any) -> Any:
-            """Run an upstream call, forwarding its notifications onto this request's stream."""
+            """Run an upstream call, forwarding its notifications onto this request's stream.
+
+            A result over the message limit is refused (:func:`check_result_size`).
+            """
             inflight = 0
             idle = anyio.Event()
             idle.set()
@@ -467,6 +511,7 @@ class PythonBaseline:
             # resolved: let them reach the stream first.
             await anyio.lowlevel.checkpoint()
             await idle.wait()
+            check_result_size(result, limit, ctx.method, ctx.protocol_version)
             return result
 
         def progress_token(ctx: Any) -> Any:
@@ -629,12 +674,12 @@ class PythonBaseline:
         )
 
     async def _post(self, request: McpRequest) -> McpResponse:
-        if len(request.body) > self._max_body_bytes:
+        if len(request.body) > self._max_message_bytes:
             return _error(
                 413,
                 INVALID_REQUEST,
                 f"Request body of {len(request.body)} bytes exceeds the limit of "
-                f"{self._max_body_bytes} bytes",
+                f"{self._max_message_bytes} bytes",
             )
         try:
             message = parse_message(request.body)

@@ -20,7 +20,7 @@ import grpc.aio
 from mcp_gateway._auth import AuthContext
 from mcp_gateway._backend import ContractVersionError, McpRequest, McpResponse, RuntimeHealth, check_contract
 from mcp_gateway._errors import RuntimeTimeoutError, RuntimeUnavailableError
-from mcp_gateway._jsonrpc import error_body
+from mcp_gateway._jsonrpc import INTERNAL_ERROR, error_body, request_id_of, result_too_large
 from mcp_gateway._settings import Mode
 from mcp_gateway._sse import encode_event
 
@@ -32,25 +32,42 @@ except ImportError as e:  # pragma: no cover - only without the build step
         "the gRPC stubs are not generated; run `make python-proto` (grpcio-tools, from proto/)"
     ) from e
 
-__all__ = ["CHANNEL_OPTIONS", "GrpcUdsBackend", "auth_to_proto"]
+__all__ = ["CHANNEL_OPTIONS", "GrpcUdsBackend", "auth_to_proto", "channel_options"]
 
 logger = logging.getLogger(__name__)
 
 _MIB = 1024 * 1024
 
-CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
-    # grpc sends the socket path as :authority over UDS; tonic rejects that.
-    ("grpc.default_authority", "localhost"),
-    ("grpc.enable_http_proxy", 0),
-    # The runtime raises tonic's 4 MiB default to 64 MiB; leave slack for the envelope.
-    ("grpc.max_send_message_length", 64 * _MIB + _MIB),
-    ("grpc.max_receive_message_length", 64 * _MIB + _MIB),
-    # Reconnect quickly once the runtime is back (the default backoff grows to 120 s).
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 1000),
-)
-"""Options of the one channel, in one place."""
+DEFAULT_MAX_MESSAGE_BYTES = 64 * _MIB
+"""The runtime's default message limit (``--max-message-bytes``)."""
+
+
+def channel_options(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> tuple[tuple[str, Any], ...]:
+    """Options of the one channel, in one place.
+
+    Args:
+        max_message_bytes: The runtime's message limit (``MCP_RUNTIME_MAX_MESSAGE_BYTES``, the
+            runtime's own setting). Both directions allow it plus 1 MiB: the runtime's
+            responses are at most the limit plus 64 KiB of envelope, and the gateway's
+            requests carry a body of at most ``MCP_GATEWAY_MAX_BODY_BYTES`` (64 MiB) plus an
+            envelope bounded by the header size.
+    """
+    return (
+        # grpc sends the socket path as :authority over UDS; tonic rejects that.
+        ("grpc.default_authority", "localhost"),
+        ("grpc.enable_http_proxy", 0),
+        # The runtime raises tonic's 4 MiB default to its limit; leave slack for the envelope.
+        ("grpc.max_send_message_length", max_message_bytes + _MIB),
+        ("grpc.max_receive_message_length", max_message_bytes + _MIB),
+        # Reconnect quickly once the runtime is back (the default backoff grows to 120 s).
+        ("grpc.initial_reconnect_backoff_ms", 100),
+        ("grpc.min_reconnect_backoff_ms", 100),
+        ("grpc.max_reconnect_backoff_ms", 1000),
+    )
+
+
+CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = channel_options()
+"""The channel options for the runtime's default limit (65 MiB messages)."""
 
 _METHODS = {"POST": pb.HTTP_METHOD_POST, "GET": pb.HTTP_METHOD_GET, "DELETE": pb.HTTP_METHOD_DELETE}
 
@@ -108,6 +125,23 @@ def _fault(status: int, message: str) -> McpResponse:
     )
 
 
+def _received_too_large(error: grpc.aio.AioRpcError) -> bool:
+    """Whether this channel refused a response over its receive limit (grpc's own words).
+
+    The runtime never sends more than its limit plus 64 KiB; this happens only when the runtime
+    was given a larger limit than the gateway's ``MCP_RUNTIME_MAX_MESSAGE_BYTES``.
+    """
+    return error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "Received message larger than max" in (
+        error.details() or ""
+    )
+
+
+def _result_too_large(request: McpRequest, limit: int, error: grpc.aio.AioRpcError) -> bytes:
+    """The runtime's answer to a result over the limit, for a response this channel refused."""
+    logger.warning("runtime response over the channel's limit: %s", error.details())
+    return error_body(INTERNAL_ERROR, result_too_large(limit), request_id_of(request.body))
+
+
 def _translate(error: grpc.aio.AioRpcError) -> Exception:
     code = error.code()
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
@@ -127,11 +161,16 @@ class GrpcUdsBackend:
         uds_path: Path of the runtime's gRPC socket (``MCP_RUST_GRPC_UDS``).
         request_timeout_s: The deadline of unary calls (``Invoke``, ``CloseSession``), in
             seconds; ``InvokeStream`` calls have none.
+        max_message_bytes: The runtime's message limit; sizes the channel (see
+            :func:`channel_options`).
     """
 
-    def __init__(self, uds_path: str, request_timeout_s: float) -> None:
+    def __init__(
+        self, uds_path: str, request_timeout_s: float, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    ) -> None:
         self._target = f"unix:{uds_path}"
         self._timeout_s = request_timeout_s
+        self._max_message_bytes = max_message_bytes
         self._channel: grpc.aio.Channel | None = None
         self._stub: Any = None
         self._contract_ok = False
@@ -150,7 +189,9 @@ class GrpcUdsBackend:
         Raises:
             ContractVersionError: The runtime speaks a contract major this gateway does not.
         """
-        self._channel = grpc.aio.insecure_channel(self._target, options=CHANNEL_OPTIONS)
+        self._channel = grpc.aio.insecure_channel(
+            self._target, options=channel_options(self._max_message_bytes)
+        )
         self._stub = pb_grpc.McpRuntimeStub(self._channel)
         await self._check_contract(at_start=True)
 
@@ -230,6 +271,9 @@ class GrpcUdsBackend:
                 call.cancel()
                 raise
         except grpc.aio.AioRpcError as e:
+            if _received_too_large(e):
+                body = _result_too_large(request, self._max_message_bytes, e)
+                return McpResponse(status=200, headers=[("content-type", "application/json")], body=body)
             # Contract faults the client caused are answered like the HTTP boundary would.
             if e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
                 return _fault(413, f"Message too large for the runtime: {e.details()}")
@@ -242,11 +286,17 @@ class GrpcUdsBackend:
                 "MCP runtime broke the contract: InvokeStream did not start with a head"
             )
         status, headers = _head(first.head)
-        return McpResponse(status=status, headers=headers, stream=_relay(call))
+        return McpResponse(
+            status=status, headers=headers, stream=_relay(call, request, self._max_message_bytes)
+        )
 
 
-async def _relay(call: Any) -> AsyncIterator[bytes]:
-    """Yield each SSE event (framed) or body chunk as the runtime sends it; cancel the call on exit."""
+async def _relay(call: Any, request: McpRequest, limit: int) -> AsyncIterator[bytes]:
+    """Yield each SSE event (framed) or body chunk as the runtime sends it; cancel the call on exit.
+
+    A message over the channel's receive limit ends the stream with the runtime's error event
+    for a result over the limit.
+    """
     try:
         while True:
             message = await call.read()
@@ -259,7 +309,9 @@ async def _relay(call: Any) -> AsyncIterator[bytes]:
             elif part == "body_chunk":
                 yield message.body_chunk
     except grpc.aio.AioRpcError as e:
-        raise _translate(e) from e
+        if not _received_too_large(e):
+            raise _translate(e) from e
+        yield encode_event(_result_too_large(request, limit, e).decode(), "message")
     finally:
         with contextlib.suppress(Exception):
             call.cancel()

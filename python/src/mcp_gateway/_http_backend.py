@@ -3,7 +3,10 @@
 One ``httpx.AsyncClient`` per process over the socket, the way the ContextForge gateway does it.
 The request is forwarded with a whitelist of MCP headers plus the two internal ones; the
 response is relayed as is: a JSON body is read whole, an SSE body is streamed chunk by chunk
-with no read timeout on standalone GET streams.
+with no read timeout on standalone GET streams. A JSON body is read up to the runtime's message
+limit plus 1 MiB (the runtime never sends more when its limit is the gateway's
+``MCP_RUNTIME_MAX_MESSAGE_BYTES``); past it the client gets the runtime's error for a result
+over the limit, as the gRPC channel's receive limit gives in gRPC mode.
 """
 
 from __future__ import annotations
@@ -18,11 +21,17 @@ import httpx
 
 from mcp_gateway._backend import ContractVersionError, McpRequest, McpResponse, RuntimeHealth, check_contract
 from mcp_gateway._errors import RuntimeTimeoutError, RuntimeUnavailableError
+from mcp_gateway._jsonrpc import INTERNAL_ERROR, error_body, request_id_of, result_too_large
 from mcp_gateway._settings import Mode
 
 __all__ = ["HttpUdsBackend"]
 
 logger = logging.getLogger(__name__)
+
+_MIB = 1024 * 1024
+
+DEFAULT_MAX_MESSAGE_BYTES = 64 * _MIB
+"""The runtime's default message limit (``--max-message-bytes``)."""
 
 # Headers that describe one hop, not the message: never relayed.
 HOP_BY_HOP = frozenset(
@@ -40,11 +49,16 @@ class HttpUdsBackend:
     Args:
         uds_path: Path of the runtime's HTTP socket (``MCP_RUST_UDS``).
         request_timeout_s: Deadline of a non-streaming call, in seconds.
+        max_message_bytes: The runtime's message limit; JSON bodies are read up to it plus
+            1 MiB.
     """
 
-    def __init__(self, uds_path: str, request_timeout_s: float) -> None:
+    def __init__(
+        self, uds_path: str, request_timeout_s: float, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    ) -> None:
         self._uds_path = uds_path
         self._timeout_s = request_timeout_s
+        self._max_message_bytes = max_message_bytes
         self._client: httpx.AsyncClient | None = None
         self._contract_ok = False
 
@@ -163,8 +177,18 @@ class HttpUdsBackend:
                 ]
                 content_type = response.headers.get("content-type", "")
                 if not content_type.startswith("text/event-stream"):
-                    body = await response.aread()
+                    body = await _read_capped(response, self._max_message_bytes + _MIB)
                     await response.aclose()
+                    if body is None:
+                        logger.warning("runtime response body over %d bytes", self._max_message_bytes + _MIB)
+                        body = error_body(
+                            INTERNAL_ERROR,
+                            result_too_large(self._max_message_bytes),
+                            request_id_of(request.body),
+                        )
+                        return McpResponse(
+                            status=200, headers=[("content-type", "application/json")], body=body
+                        )
                     return McpResponse(status=response.status_code, headers=headers, body=body)
         except TimeoutError as e:
             if response is not None:
@@ -179,6 +203,18 @@ class HttpUdsBackend:
                 await response.aclose()
             raise RuntimeUnavailableError(f"MCP runtime unavailable: {type(e).__name__}: {e}") from e
         return McpResponse(status=response.status_code, headers=headers, stream=_relay(response))
+
+
+async def _read_capped(response: httpx.Response, cap: int) -> bytes | None:
+    """The whole body, or ``None`` (read no further) once it is over ``cap`` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > cap:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 async def _relay(response: httpx.Response) -> AsyncIterator[bytes]:

@@ -8,6 +8,7 @@ found, unauthorised).
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 __all__ = [
@@ -20,6 +21,8 @@ __all__ = [
     "PARSE_ERROR",
     "RESOURCE_NOT_FOUND",
     "error_body",
+    "request_id_of",
+    "result_too_large",
 ]
 
 PARSE_ERROR = -32700
@@ -47,3 +50,24 @@ def error_body(code: int, message: str, request_id: Any = None) -> bytes:
         {"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message}},
         separators=(",", ":"),
     ).encode()
+
+
+def request_id_of(body: bytes) -> Any:
+    """The ``id`` of the JSON-RPC request in ``body``, ``None`` when there is none to echo.
+
+    Only for answers the gateway makes itself about a request it already forwarded (the body
+    passed the runtime's framing checks): anything unexpected gives ``None``.
+    """
+    try:
+        value = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    request_id = value.get("id") if isinstance(value, dict) else None
+    if isinstance(request_id, bool) or not isinstance(request_id, str | int | float):
+        return None
+    return request_id if not isinstance(request_id, float) or math.isfinite(request_id) else None
+
+
+def result_too_large(limit: int) -> str:
+    """The runtime's message for a result over the message size limit (``UpstreamError::TooLarge``)."""
+    return f"Result exceeds the message size limit of {limit} bytes"

@@ -15,7 +15,7 @@ variable                           default                    meaning
 ``MCP_GATEWAY_PORT``               ``4444``                   listen port
 ``MCP_GATEWAY_REQUEST_TIMEOUT_S``  ``90``                     deadline of one non-streaming call (s)
 ``MCP_GATEWAY_MAX_BODY_BYTES``     ``67108864`` (64 MiB)      largest request body accepted (bytes)
-``MCP_RUNTIME_MAX_MESSAGE_BYTES``  ``67108864`` (64 MiB)      baseline: the runtime's message limit
+``MCP_RUNTIME_MAX_MESSAGE_BYTES``  ``67108864`` (64 MiB)      the runtime's message limit (below)
 ``MCP_RUNTIME_UPSTREAM_TIMEOUT_MS``  ``60000``                baseline: the runtime's upstream timeout
 =================================  =========================  =====================================
 
@@ -30,7 +30,9 @@ and ``https`` for origins). A request without an ``Origin`` header (not from a b
 the origin check.
 
 The two ``MCP_RUNTIME_*`` names are the runtime's own (``mcp-runtime --help``): the Python
-baseline reads them so it applies the same limits as the runtime it stands in for.
+baseline reads them so it applies the same limits as the runtime it stands in for. The socket
+modes read ``MCP_RUNTIME_MAX_MESSAGE_BYTES`` too: a whole runtime response is read up to it plus
+1 MiB (the gRPC channel's message size limits), so keep it equal to the runtime's.
 """
 
 from __future__ import annotations
@@ -81,8 +83,9 @@ class Settings:
             the runtime's upstream timeout (60 s by default), so that an upstream timeout
             reaches the client as the runtime's JSON-RPC error rather than as a gateway 504.
         max_body_bytes: Largest request body the gateway accepts, in bytes (larger: 413).
-        runtime_max_message_bytes: Python baseline only: largest request body, in bytes, as the
-            runtime's ``--max-message-bytes``.
+        runtime_max_message_bytes: The runtime's ``--max-message-bytes``: the Python baseline's
+            limit on request bodies and upstream results; in the socket modes, a whole runtime
+            response is read up to it plus 1 MiB (gRPC: the channel's message size limits).
         upstream_timeout_s: Python baseline only: how long one upstream call may take, in
             seconds, as the runtime's ``--upstream-timeout-ms``.
         auth_disabled: No authentication: every caller is anonymous and sees public entries

@@ -5,13 +5,20 @@ notifications are correlated by the SDK itself (progress token = request id). Lo
 notifications are correlated with a context variable: the SDK's streamable HTTP client runs
 each POST, and the callbacks for the messages on its response stream, in the context of the
 task that sent the request, so the callback finds the sink of the call that caused it.
+
+Message size: like the runtime's upstream client, no single message from an upstream is read
+past the message limit plus :data:`ENVELOPE_SLACK_BYTES` (an SSE event through the SDK's
+``max_sse_event_size``, a JSON response body through :class:`SizeCappedTransport`); the call
+then fails with ``-32603`` "Result exceeds the message size limit of N bytes", the runtime's
+words. A result that was read but is itself over the limit is refused by the baseline's handlers
+(``_baseline``).
 """
 
 from __future__ import annotations
 
 import contextvars
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import anyio
@@ -23,9 +30,17 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
 from mcp_gateway._catalog import UpstreamConfig
-from mcp_gateway._jsonrpc import INTERNAL_ERROR, NOT_FOUND
+from mcp_gateway._jsonrpc import INTERNAL_ERROR, NOT_FOUND, result_too_large
 
-__all__ = ["LogSink", "Upstream", "UpstreamUnavailableError", "log_sink"]
+__all__ = [
+    "ENVELOPE_SLACK_BYTES",
+    "LogSink",
+    "ResponseTooLargeError",
+    "SizeCappedTransport",
+    "Upstream",
+    "UpstreamUnavailableError",
+    "log_sink",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -44,12 +59,86 @@ class UpstreamUnavailableError(Exception):
     """The upstream cannot be reached or dropped the session (an ``INTERNAL_ERROR`` for the caller)."""
 
 
+ENVELOPE_SLACK_BYTES = 1024 * 1024
+"""Room for the JSON-RPC envelope around a result of the maximum size (the runtime's slack)."""
+
+
+def _cap_words(cap: int) -> str:
+    """What both size caps put in their error (httpx2's SSE decoder words it so)."""
+    return f"exceeded the {cap} byte limit"
+
+
+class ResponseTooLargeError(httpx2.StreamError):
+    """A JSON response body from an upstream is over the cap (read no further).
+
+    A ``StreamError``: the SDK's streamable HTTP client turns it into an error answer to the
+    request being read (a ``-32700`` "Failed to parse JSON response: ..."), which
+    :meth:`Upstream.call` recognises by its words and reports as the runtime does.
+    """
+
+    def __init__(self, cap: int) -> None:
+        super().__init__(f"Response body {_cap_words(cap)}.")
+
+
+class _CappedStream(httpx2.AsyncByteStream):
+    def __init__(self, inner: httpx2.AsyncByteStream, cap: int) -> None:
+        self._inner = inner
+        self._cap = cap
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        size = 0
+        async for chunk in self._inner:
+            size += len(chunk)
+            if size > self._cap:
+                raise ResponseTooLargeError(self._cap)
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class SizeCappedTransport(httpx2.AsyncBaseTransport):
+    """Wraps a transport: ``application/json`` response bodies over ``cap`` bytes are cut off.
+
+    SSE responses are left to the SDK's per-event cap (an SSE stream carries many messages).
+
+    Args:
+        inner: The transport that does the I/O.
+        cap: Largest JSON response body, in bytes.
+    """
+
+    def __init__(self, inner: httpx2.AsyncBaseTransport, cap: int) -> None:
+        self._inner = inner
+        self._cap = cap
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        """Send ``request``; cap the body of a JSON response."""
+        response = await self._inner.handle_async_request(request)
+        if not response.headers.get("content-type", "").lower().startswith("application/json"):
+            return response
+        assert isinstance(response.stream, httpx2.AsyncByteStream)
+        return httpx2.Response(
+            status_code=response.status_code,
+            headers=response.headers,
+            stream=_CappedStream(response.stream, self._cap),
+            extensions=response.extensions,
+            request=request,
+        )
+
+    async def aclose(self) -> None:
+        """Close the inner transport."""
+        await self._inner.aclose()
+
+
 class _Connection:
     """One SDK ``Client`` entered and exited by its own task (anyio requires one task for both)."""
 
-    def __init__(self, config: UpstreamConfig, http_client: httpx2.AsyncClient) -> None:
+    def __init__(
+        self, config: UpstreamConfig, http_client: httpx2.AsyncClient, max_sse_event_size: int | None
+    ) -> None:
         self.config = config
         self.client: Client | None = None
+        self._max_sse_event_size = max_sse_event_size
         self.broken = anyio.Event()
         self._http_client = http_client
         self._close = anyio.Event()
@@ -58,7 +147,7 @@ class _Connection:
         started = False
         try:
             transport = streamable_http_client(
-                self.config.url, http_client=self._http_client, max_sse_event_size=None
+                self.config.url, http_client=self._http_client, max_sse_event_size=self._max_sse_event_size
             )
             async with Client(
                 transport, mode="legacy", cache=None, logging_callback=_forward_log, raise_exceptions=False
@@ -93,15 +182,25 @@ class Upstream:
         http_client: The shared httpx2 client of the SDK transport.
         task_group: Where connection tasks run (the baseline's lifespan task group).
         timeout_s: How long one upstream call may take, in seconds.
+        max_message_bytes: The message size limit; no SSE event is read past it plus
+            :data:`ENVELOPE_SLACK_BYTES` (``http_client`` caps JSON bodies the same way, see
+            :class:`SizeCappedTransport`). ``None``: no limit.
     """
 
     def __init__(
-        self, config: UpstreamConfig, http_client: httpx2.AsyncClient, task_group: TaskGroup, timeout_s: float
+        self,
+        config: UpstreamConfig,
+        http_client: httpx2.AsyncClient,
+        task_group: TaskGroup,
+        timeout_s: float,
+        max_message_bytes: int | None = None,
     ) -> None:
         self.config = config
         self._http_client = http_client
         self._task_group = task_group
         self._timeout_s = timeout_s
+        self._limit = max_message_bytes
+        self._cap = None if max_message_bytes is None else max_message_bytes + ENVELOPE_SLACK_BYTES
         self._connection: _Connection | None = None
         self._scope: anyio.CancelScope | None = None
         self._lock = anyio.Lock()
@@ -110,7 +209,7 @@ class Upstream:
         async with self._lock:
             conn = self._connection
             if conn is None or conn.broken.is_set() or conn.client is None:
-                conn = _Connection(self.config, self._http_client)
+                conn = _Connection(self.config, self._http_client, self._cap)
                 try:
                     with anyio.fail_after(self._timeout_s):
                         await self._task_group.start(conn.run)
@@ -127,7 +226,8 @@ class Upstream:
 
         Raises:
             MCPError: The upstream's own JSON-RPC error (passed through as is), a timeout
-                (``-32001``), or ``-32603`` when the upstream is unavailable.
+                (``-32001``), or ``-32603`` when the upstream is unavailable or one of its
+                messages is over the size limit.
         """
         try:
             conn, client = await self._client()
@@ -136,6 +236,9 @@ class Upstream:
         try:
             return await fn(client)
         except MCPError as e:
+            if self._limit is not None and _cap_words(self._limit + ENVELOPE_SLACK_BYTES) in e.error.message:
+                logger.info("upstream %s: %s", self.config.id, e.error.message)
+                raise MCPError(code=INTERNAL_ERROR, message=result_too_large(self._limit)) from e
             if e.code == NOT_FOUND and "timed out" in e.error.message:
                 raise MCPError(
                     code=NOT_FOUND, message=f"Request timed out after {int(self._timeout_s * 1000)} ms"
