@@ -107,6 +107,18 @@ class Gateway:
         assert r.status_code == 202, r.text
         return session
 
+    async def inflight(self, http: httpx.AsyncClient, token: str, session: str) -> int:
+        """The fixture's count of its running ``sleep`` and ``progress`` calls (tool ``inflight``)."""
+        call = {
+            "jsonrpc": "2.0",
+            "id": "inflight",
+            "method": "tools/call",
+            "params": {"name": "inflight", "arguments": {}},
+        }
+        r = await http.post(self.url, json=call, headers=self.headers(token, session))
+        assert r.status_code == 200, r.text
+        return int(r.json()["result"]["content"][0]["text"])
+
 
 @pytest.fixture(scope="session")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:

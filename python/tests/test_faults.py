@@ -150,17 +150,7 @@ async def test_bad_input_through_the_gateway(
     token = gw.token()
     session = await gw.initialize(http, token)
 
-    async def sleeps() -> int:
-        inflight = {
-            "jsonrpc": "2.0",
-            "id": 8,
-            "method": "tools/call",
-            "params": {"name": "inflight", "arguments": {}},
-        }
-        r = await http.post(gw.url, json=inflight, headers=gw.headers(token, session))
-        return int(r.json()["result"]["content"][0]["text"])
-
-    before = await sleeps()
+    before = await gw.inflight(http, token, session)
     headers = {**gw.headers(token, session), "content-type": "application/json"}
     r = await http.post(gw.url, content=body, headers=headers)
     assert r.status_code == status, (name, r.text[:300])
@@ -175,7 +165,7 @@ async def test_bad_input_through_the_gateway(
         assert len(r.content) < 4096, f"{name}: {len(r.content)} byte error"
     # Nothing runs upstream (the fixture is shared: relative to the sleeps already running).
     await anyio.sleep(0.2)
-    assert await sleeps() <= before
+    assert await gw.inflight(http, token, session) <= before
     r = await http.post(
         gw.url,
         json={"jsonrpc": "2.0", "id": 7, "method": "ping"},

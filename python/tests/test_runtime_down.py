@@ -120,19 +120,8 @@ async def test_client_disconnect_cancels_the_call(gw: Gateway, http: httpx.Async
     """A client that goes away mid-call: the upstream call is cancelled (the fixture counts sleeps)."""
     token = gw.token()
     session = await gw.initialize(http, token)
-    inflight = {
-        "jsonrpc": "2.0",
-        "id": 10,
-        "method": "tools/call",
-        "params": {"name": "inflight", "arguments": {}},
-    }
-
-    async def sleeping() -> int:
-        r = await http.post(gw.url, json=inflight, headers=gw.headers(token, session))
-        return int(r.json()["result"]["content"][0]["text"])
-
     # The fixture is shared: count relative to the sleeps other tests left running.
-    before = await sleeping()
+    before = await gw.inflight(http, token, session)
     call = {
         "jsonrpc": "2.0",
         "id": 9,
@@ -143,7 +132,7 @@ async def test_client_disconnect_cancels_the_call(gw: Gateway, http: httpx.Async
         with pytest.raises(httpx.ReadTimeout):
             await impatient.post(gw.url, json=call, headers=gw.headers(token, session))
     deadline = time.monotonic() + 5
-    while (count := await sleeping()) > before and time.monotonic() < deadline:
+    while (count := await gw.inflight(http, token, session)) > before and time.monotonic() < deadline:
         await anyio.sleep(0.1)
     assert count <= before
 

@@ -50,18 +50,8 @@ async def test_a_client_that_leaves_an_sse_stream_midway_cancels_the_upstream_ca
     token = gw.token()
     session = await gw.initialize(http, token)
 
-    async def inflight() -> int:
-        call = {
-            "jsonrpc": "2.0",
-            "id": 22,
-            "method": "tools/call",
-            "params": {"name": "inflight", "arguments": {}},
-        }
-        r = await http.post(gw.url, json=call, headers=gw.headers(token, session))
-        return int(r.json()["result"]["content"][0]["text"])
-
     # The fixture is shared: count relative to the calls other tests left running.
-    before = await inflight()
+    before = await gw.inflight(http, token, session)
     # Its own client (explicit timeouts: httpx's default 5 s would cut a quiet stream), so that
     # closing it closes the connection the stream runs on.
     async with (
@@ -83,11 +73,11 @@ async def test_a_client_that_leaves_an_sse_stream_midway_cancels_the_upstream_ca
                         break
             else:
                 raise AssertionError("the stream ended before a progress notification")
-        during = await inflight()
+        during = await gw.inflight(http, token, session)
         assert during > before, f"the progress call is not counted: {during} running, {before} before"
     # Leaving the `async with` closed the response and the client, so the connection.
     left = time.monotonic()
-    while (count := await inflight()) > before and time.monotonic() - left < BOUND_S:
+    while (count := await gw.inflight(http, token, session)) > before and time.monotonic() - left < BOUND_S:
         await anyio.sleep(0.01)
     waited = time.monotonic() - left
     assert count <= before, f"the upstream progress call still runs {waited:.1f} s after the client left"
