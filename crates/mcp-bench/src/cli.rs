@@ -191,10 +191,21 @@ fn parse_optional_workload(s: &str) -> Result<Option<Workload>, String> {
 }
 
 /// A binary next to the running executable (how cargo lays out a workspace's binaries).
-fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+///
+/// # Errors
+///
+/// When the running executable cannot be located.
+pub fn sibling(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe().context("cannot locate the running executable")?;
     let dir = exe.parent().unwrap_or_else(|| Path::new("."));
     Ok(dir.join(name))
+}
+
+/// The source tree this binary was built from (the default repository root).
+#[must_use]
+pub fn default_repo_root() -> PathBuf {
+    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    built.canonicalize().unwrap_or(built)
 }
 
 impl Cli {
@@ -214,13 +225,7 @@ impl Cli {
             self.concurrency.iter().all(|&c| c > 0),
             "--concurrency levels must be at least 1"
         );
-        let repo_root = match self.repo_root {
-            Some(p) => p,
-            None => {
-                let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-                built.canonicalize().unwrap_or(built)
-            }
-        };
+        let repo_root = self.repo_root.unwrap_or_else(default_repo_root);
         Ok(Config {
             runtime_bin: match self.runtime_bin {
                 Some(p) => p,

@@ -2,12 +2,13 @@
 //! targets. Exits 1 when a target was missed (the report is written first), 2 on a usage
 //! error.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
+use mcp_bench::cli;
 use mcp_bench::python::GatewayMode;
 use mcp_bench::soak::{self, SoakConfig};
 
@@ -64,19 +65,16 @@ fn run() -> anyhow::Result<bool> {
     anyhow::ensure!(cli.secs > 0, "--secs must be at least 1");
     anyhow::ensure!(cli.window_secs > 0, "--window-secs must be at least 1");
     anyhow::ensure!(cli.concurrency > 0, "--concurrency must be at least 1");
-    let exe = std::env::current_exe().context("cannot locate the running executable")?;
-    let bin_dir = exe.parent().unwrap_or_else(|| Path::new(".")).to_path_buf();
-    let repo_root = cli.repo_root.unwrap_or_else(|| {
-        let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        built.canonicalize().unwrap_or(built)
-    });
+    let repo_root = cli.repo_root.unwrap_or_else(cli::default_repo_root);
     let cfg = SoakConfig {
-        runtime_bin: cli
-            .runtime_bin
-            .unwrap_or_else(|| bin_dir.join("mcp-runtime")),
-        fixture_bin: cli
-            .fixture_bin
-            .unwrap_or_else(|| bin_dir.join("mcp-fixture-server")),
+        runtime_bin: match cli.runtime_bin {
+            Some(p) => p,
+            None => cli::sibling("mcp-runtime")?,
+        },
+        fixture_bin: match cli.fixture_bin {
+            Some(p) => p,
+            None => cli::sibling("mcp-fixture-server")?,
+        },
         python: cli
             .python
             .unwrap_or_else(|| repo_root.join(".venv/bin/python")),
