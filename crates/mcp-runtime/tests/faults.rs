@@ -48,16 +48,6 @@ fn is_progress_event(event: &str) -> bool {
         .any(|m| m["method"] == "notifications/progress")
 }
 
-/// RSS of a process in KiB, from /proc.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_still_running_after_the_grace_period_are_cancelled_upstream() {
     let fx = Fixture::start(0);
@@ -357,14 +347,14 @@ async fn a_thousand_open_sessions_rss_is_reported() {
     let pid = rt.proc.as_ref().unwrap().0.id();
     let http = Http::new(&rt.http);
     let who = auth("alice@example.com", false, Some(&[]));
-    let before = rss_kib(pid);
+    let before = rss_kib(pid).expect("VmRSS");
     let mut sids = Vec::new();
     for _ in 0..1000 {
         sids.push(http.initialize(&who, None).await);
     }
     let (_, health) = http.health().await;
     assert_eq!(health["open_sessions"], json!(1000));
-    let after = rss_kib(pid);
+    let after = rss_kib(pid).expect("VmRSS");
     eprintln!(
         "runtime RSS: {before} KiB with no session, {after} KiB with 1,000 open sessions ({} bytes per session)",
         (after.saturating_sub(before)) * 1024 / 1000

@@ -17,17 +17,6 @@ use tokio::sync::Mutex;
 const CONCURRENCY: usize = 64;
 const WINDOW: Duration = Duration::from_secs(30);
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 /// The n-th request of the mix: ping, echo 1 KiB, tools/list, payload 100 KiB, a progress
 /// stream (SSE), and every 50th a session opened and closed.
 fn mixed(who: &Value, sid: &str, n: u64) -> Call {
@@ -78,7 +67,7 @@ async fn soak_one(mode: &'static str, secs: u64) {
         ("fixture", fixture_pid(&fx)),
     ];
     let who = auth("soak@example.com", false, Some(&[]));
-    let start_rss: Vec<u64> = pids.iter().map(|(_, p)| rss_kib(*p)).collect();
+    let start_rss: Vec<u64> = pids.iter().map(|(_, p)| rss_kib(*p).unwrap_or(0)).collect();
     let stats = Arc::new(Stats {
         window: Mutex::new(Vec::new()),
         errors: AtomicU64::new(0),
@@ -139,14 +128,14 @@ async fn soak_one(mode: &'static str, secs: u64) {
             p50 as f64 / 1000.0,
             p99 as f64 / 1000.0,
             stats.errors.load(Ordering::Relaxed),
-            rss_kib(pids[0].1),
-            rss_kib(pids[1].1),
+            rss_kib(pids[0].1).unwrap_or(0),
+            rss_kib(pids[1].1).unwrap_or(0),
         );
         // The reference for growth: RSS at half time. Pools, buffers and allocator arenas of
         // 64 connections take a few minutes to fill (measured: the runtime grows from 37 to
         // 44 MB over the first 3 minutes, then by under 2% over the next 3).
         if warm_rss.is_none() && started.elapsed() * 2 >= Duration::from_secs(secs) {
-            warm_rss = Some(pids.iter().map(|(_, p)| rss_kib(*p)).collect());
+            warm_rss = Some(pids.iter().map(|(_, p)| rss_kib(*p).unwrap_or(0)).collect());
         }
     }
     for w in workers {
@@ -154,7 +143,7 @@ async fn soak_one(mode: &'static str, secs: u64) {
     }
     let warm_rss = warm_rss.unwrap_or_else(|| start_rss.clone());
     for (((name, pid), before), warm) in pids.iter().zip(start_rss).zip(warm_rss) {
-        let after = rss_kib(*pid);
+        let after = rss_kib(*pid).unwrap_or(0);
         eprintln!(
             "soak [{mode}] RSS {name}: idle start {before} KiB, at half time {warm} KiB, end {after} KiB ({:+.1}% over the second half)",
             (after as f64 - warm as f64) * 100.0 / warm.max(1) as f64

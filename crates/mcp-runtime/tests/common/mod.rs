@@ -559,3 +559,13 @@ pub fn sleep_call(who: &Value, sid: &str, id: i64, ms: u64) -> Call {
     )
     .session(sid)
 }
+
+/// Resident set size (`VmRSS`) of process `pid` in KiB, from `/proc/PID/status`; `None` when
+/// the process is gone or the line is missing.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
