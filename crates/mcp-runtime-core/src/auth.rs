@@ -5,7 +5,8 @@ use serde::Deserialize;
 /// Which teams' entries a caller may see.
 ///
 /// Mirrors the proto enum `mcp.runtime.v1.TeamScope`; the HTTP/JSON boundary encodes it as the
-/// JSON `teams` field (`null` = unrestricted, `[]` = public only, a list = those teams).
+/// JSON `teams` field (`null` = unrestricted, `[]` = public only, a list = those teams). Each
+/// adapter decodes its wire form into it; the core knows neither.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TeamScope {
     /// No team restriction. Grants everything only together with `is_admin`.
@@ -69,45 +70,6 @@ impl AuthContext {
             },
         }
     }
-
-    /// Decodes the JSON form used by the HTTP/JSON boundary (`x-contextforge-auth-context`
-    /// after base64url decoding): `{"email": .., "is_admin": .., "teams": null | [..], ..}`.
-    ///
-    /// # Errors
-    ///
-    /// Returns the JSON error when the bytes are not such an object.
-    pub fn from_json(bytes: &[u8]) -> Result<Self, serde_json::Error> {
-        #[derive(Deserialize)]
-        struct Wire {
-            email: String,
-            #[serde(default)]
-            is_admin: bool,
-            #[serde(default)]
-            teams: Option<Vec<String>>,
-            #[serde(default)]
-            scopes: Vec<String>,
-            #[serde(default)]
-            token_exp: Option<i64>,
-            #[serde(default)]
-            traceparent: Option<String>,
-            #[serde(default)]
-            trace_id: Option<String>,
-        }
-        let w: Wire = serde_json::from_slice(bytes)?;
-        Ok(Self {
-            subject_email: w.email,
-            is_admin: w.is_admin,
-            team_scope: match w.teams {
-                None => TeamScope::Unrestricted,
-                Some(t) if t.is_empty() => TeamScope::PublicOnly,
-                Some(t) => TeamScope::Teams(t),
-            },
-            scopes: w.scopes,
-            token_expires_at_unix_s: w.token_exp.unwrap_or(0),
-            traceparent: w.traceparent.unwrap_or_default(),
-            trace_id: w.trace_id.unwrap_or_default(),
-        })
-    }
 }
 
 /// Who may see a catalog entry; every entry inherits its upstream's visibility.
@@ -141,17 +103,5 @@ mod tests {
         assert!(caller(false, TeamScope::PublicOnly).can_see(&public));
         assert!(caller(false, TeamScope::Teams(vec!["alpha".into()])).can_see(&alpha));
         assert!(!caller(false, TeamScope::Teams(vec!["beta".into()])).can_see(&alpha));
-    }
-
-    #[test]
-    fn json_form_makes_team_scope_explicit() {
-        let a = AuthContext::from_json(br#"{"email":"a@x","teams":null}"#).unwrap();
-        assert_eq!(a.team_scope, TeamScope::Unrestricted);
-        let a = AuthContext::from_json(br#"{"email":"a@x","teams":[]}"#).unwrap();
-        assert_eq!(a.team_scope, TeamScope::PublicOnly);
-        let a = AuthContext::from_json(br#"{"email":"a@x","teams":["t"]}"#).unwrap();
-        assert_eq!(a.team_scope, TeamScope::Teams(vec!["t".into()]));
-        assert!(AuthContext::from_json(b"{}").is_err());
-        assert!(AuthContext::from_json(b"[1]").is_err());
     }
 }

@@ -235,11 +235,63 @@ impl std::fmt::Debug for Catalog {
 }
 
 /// Which part of the catalog a request sees.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
     Tool,
     Prompt,
     Resource,
+}
+
+impl Kind {
+    /// The kind whose entry `method` calls (`tools/call`, `prompts/get`, `resources/read`).
+    pub(crate) fn of_call(method: &str) -> Option<Self> {
+        match method {
+            "tools/call" => Some(Self::Tool),
+            "prompts/get" => Some(Self::Prompt),
+            "resources/read" => Some(Self::Resource),
+            _ => None,
+        }
+    }
+
+    /// The field naming an entry, in the entry and in the call's params.
+    pub(crate) fn key(self) -> &'static str {
+        match self {
+            Self::Tool | Self::Prompt => "name",
+            Self::Resource => "uri",
+        }
+    }
+
+    /// The array of a list result (`{"tools":[...]}`).
+    fn list_key(self) -> &'static str {
+        match self {
+            Self::Tool => "tools",
+            Self::Prompt => "prompts",
+            Self::Resource => "resources",
+        }
+    }
+
+    /// Lower-case singular, for errors.
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Tool => "tool",
+            Self::Prompt => "prompt",
+            Self::Resource => "resource",
+        }
+    }
+
+    /// Whether the upstream's prefix is prepended to the names (tools and prompts; resource
+    /// URIs are exposed as they are).
+    fn prefixed(self) -> bool {
+        !matches!(self, Self::Resource)
+    }
+}
+
+/// Where a call goes: the upstream, and the entry's name there.
+pub(crate) struct Route<'a> {
+    /// The upstream serving the entry.
+    pub(crate) upstream: &'a Arc<Upstream>,
+    /// The name (tools, prompts) or URI (resources) to send upstream.
+    pub(crate) upstream_name: &'a str,
 }
 
 impl Catalog {
@@ -295,34 +347,43 @@ impl Catalog {
         Ok(cat)
     }
 
+    fn entries(&self, kind: Kind) -> &Entries {
+        match kind {
+            Kind::Tool => &self.tools,
+            Kind::Prompt => &self.prompts,
+            Kind::Resource => &self.resources,
+        }
+    }
+
     fn add(&mut self, index: usize, uc: &UpstreamConfig, found: Found) -> Result<(), CatalogError> {
         let vis = uc.visibility();
-        for (kind, items, field, prefixed) in [
-            ("tool", found.tools, "name", true),
-            ("prompt", found.prompts, "name", true),
-            ("resource", found.resources, "uri", false),
+        for (kind, items) in [
+            (Kind::Tool, found.tools),
+            (Kind::Prompt, found.prompts),
+            (Kind::Resource, found.resources),
         ] {
-            let entries = match kind {
-                "tool" => &mut self.tools,
-                "prompt" => &mut self.prompts,
-                _ => &mut self.resources,
-            };
+            let field = kind.key();
             for mut item in items {
                 let Some(name) = item.get(field).and_then(Value::as_str).map(str::to_owned) else {
                     continue;
                 };
-                let exposed = if prefixed {
+                let exposed = if kind.prefixed() {
                     format!("{}{name}", uc.prefix)
                 } else {
                     name.clone()
                 };
+                let entries = match kind {
+                    Kind::Tool => &mut self.tools,
+                    Kind::Prompt => &mut self.prompts,
+                    Kind::Resource => &mut self.resources,
+                };
                 if let Some(&i) = entries.by_name.get(&exposed) {
-                    if kind == "resource" {
+                    if kind == Kind::Resource {
                         tracing::warn!(uri = %exposed, "resource exposed twice; first upstream wins");
                         continue;
                     }
                     return Err(CatalogError::Collision {
-                        kind: if kind == "tool" { "tool" } else { "prompt" },
+                        kind: kind.as_str(),
                         name: exposed,
                         first: self.upstreams[entries.list[i].upstream].config.id.clone(),
                         second: uc.id.clone(),
@@ -363,42 +424,30 @@ impl Catalog {
         self.servers.contains_key(id)
     }
 
-    /// Whether the caller may use `name` of `kind` in `scope`: it must exist, be visible,
-    /// and (in a virtual server) be listed by it.
-    pub(crate) fn allowed(
-        &self,
-        kind: Kind,
-        name: &str,
-        entry: &Entry,
-        auth: &AuthContext,
-        scope: Option<&str>,
-    ) -> bool {
+    /// Whether the caller may use `entry` of `kind` in `scope`: it must be visible, and (in a
+    /// virtual server) be listed by it.
+    fn allowed(&self, kind: Kind, entry: &Entry, auth: &AuthContext, scope: Option<&str>) -> bool {
         if !auth.can_see(&entry.visibility) {
             return false;
         }
         match scope.and_then(|s| self.servers.get(s)) {
             None => scope.is_none(),
             Some(vs) => match kind {
-                Kind::Tool => vs.tools.contains(name),
-                Kind::Prompt => vs.prompts.contains(name),
-                Kind::Resource => vs.resources.contains(name),
+                Kind::Tool => vs.tools.contains(&entry.name),
+                Kind::Prompt => vs.prompts.contains(&entry.name),
+                Kind::Resource => vs.resources.contains(&entry.name),
             },
         }
     }
 
     /// Assembles `{"<key>":[...]}` from the visible entries of `kind`, in catalog order.
     pub(crate) fn list_json(&self, kind: Kind, auth: &AuthContext, scope: Option<&str>) -> String {
-        let (key, entries) = match kind {
-            Kind::Tool => ("tools", &self.tools),
-            Kind::Prompt => ("prompts", &self.prompts),
-            Kind::Resource => ("resources", &self.resources),
-        };
         json_array(
-            key,
-            entries
+            kind.list_key(),
+            self.entries(kind)
                 .list
                 .iter()
-                .filter(|e| self.allowed(kind, &e.name, e, auth, scope)),
+                .filter(|e| self.allowed(kind, e, auth, scope)),
         )
     }
 
@@ -414,29 +463,38 @@ impl Catalog {
         )
     }
 
-    /// The upstream index serving `uri` for a `resources/read`: a listed resource, else the
-    /// template with the longest matching literal prefix.
-    pub(crate) fn resource_route(
-        &self,
-        uri: &str,
+    /// Where a call to `name` of `kind` goes, for this caller in this scope; `None` when no
+    /// entry the caller may use has that name (not visible is not existing). A tool or prompt
+    /// is looked up by its exposed name; a resource URI is a listed resource, else (federated
+    /// scope only) the visible template with the longest matching literal prefix, which gets
+    /// the URI unchanged.
+    pub(crate) fn route<'a>(
+        &'a self,
+        kind: Kind,
+        name: &'a str,
         auth: &AuthContext,
         scope: Option<&str>,
-    ) -> Option<usize> {
-        if let Some(e) = self.resources.get(uri) {
-            return self
-                .allowed(Kind::Resource, uri, e, auth, scope)
-                .then_some(e.upstream);
+    ) -> Option<Route<'a>> {
+        let to = |e: &'a Entry| Route {
+            upstream: &self.upstreams[e.upstream],
+            upstream_name: &e.upstream_name,
+        };
+        if let Some(e) = self.entries(kind).get(name) {
+            return self.allowed(kind, e, auth, scope).then(|| to(e));
         }
-        if scope.is_some() {
+        if kind != Kind::Resource || scope.is_some() {
             return None;
         }
         self.templates
             .iter()
             .filter(|(p, e)| {
-                !p.is_empty() && uri.starts_with(p.as_str()) && auth.can_see(&e.visibility)
+                !p.is_empty() && name.starts_with(p.as_str()) && auth.can_see(&e.visibility)
             })
             .max_by_key(|(p, _)| p.len())
-            .map(|(_, e)| e.upstream)
+            .map(|(_, e)| Route {
+                upstream: &self.upstreams[e.upstream],
+                upstream_name: name,
+            })
     }
 }
 

@@ -3,8 +3,10 @@
 //! Incoming bodies are parsed once, shallowly: the envelope fields are read and `params` stays a
 //! [`RawValue`] until the method handler needs it, so a large argument is not parsed twice.
 //! Error codes are those of JSON-RPC 2.0 (section 5.1) plus the MCP-specific ones used by the
-//! official TypeScript SDK's streamable HTTP server (`-32000` bad request, `-32001` session not
-//! found), so clients see what they see from reference servers.
+//! official TypeScript SDK (`-32000` bad request, `-32001` session not found and request
+//! timeout), so clients see what they see from reference servers. Codes that share a number
+//! have one constant per meaning; which fault answers with which code is
+//! [`crate::RequestError`]'s table.
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -20,12 +22,18 @@ pub const METHOD_NOT_FOUND: i64 = -32601;
 pub const INVALID_PARAMS: i64 = -32602;
 /// JSON-RPC 2.0: internal error.
 pub const INTERNAL_ERROR: i64 = -32603;
-/// Transport-level bad request (missing session id, bad protocol version), as in the MCP
-/// TypeScript SDK.
+/// Transport-level bad request (missing session id, unsupported protocol version, unreadable
+/// header), as in the MCP TypeScript SDK's streamable HTTP server.
 pub const BAD_REQUEST: i64 = -32000;
-/// Session not found (unknown, ended or foreign), unknown virtual server, missing
-/// authentication; also an upstream request timeout (MCP TypeScript SDK `RequestTimeout`).
+/// Not found: an unknown, ended or foreign session (the MCP TypeScript SDK's code for it), and
+/// likewise an unknown virtual server or path.
 pub const NOT_FOUND: i64 = -32001;
+/// Missing or undecodable AuthContext. The same number as [`NOT_FOUND`], kept for
+/// compatibility with what callers already see; the name says which fault it is.
+pub const UNAUTHORIZED: i64 = -32001;
+/// An upstream call over the upstream timeout: the MCP TypeScript SDK's `RequestTimeout`
+/// (the same number as [`NOT_FOUND`]).
+pub const REQUEST_TIMEOUT: i64 = -32001;
 /// MCP: resource not found (spec, server/resources, error handling).
 pub const RESOURCE_NOT_FOUND: i64 = -32002;
 
@@ -193,6 +201,20 @@ pub fn result_body(id: &RawValue, result: &str) -> Vec<u8> {
     out.extend_from_slice(id.as_bytes());
     out.extend_from_slice(br#","result":"#);
     out.extend_from_slice(result.as_bytes());
+    out.push(b'}');
+    out
+}
+
+/// Encodes a JSON-RPC error response around an already-encoded `error` object (an upstream's
+/// error, relayed unchanged under the caller's id).
+#[must_use]
+pub fn raw_error_body(id: &RawValue, error: &str) -> Vec<u8> {
+    let id = id.get();
+    let mut out = Vec::with_capacity(error.len() + id.len() + 32);
+    out.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
+    out.extend_from_slice(id.as_bytes());
+    out.extend_from_slice(br#","error":"#);
+    out.extend_from_slice(error.as_bytes());
     out.push(b'}');
     out
 }

@@ -9,12 +9,32 @@
 //! # Layout
 //!
 //! - [`request`]: the request and outcome types, SSE framing.
-//! - [`auth`]: the AuthContext and the visibility rule.
+//! - [`auth`]: the AuthContext and the visibility rule (no wire form: each adapter decodes its
+//!   own).
 //! - [`jsonrpc`]: framing of incoming messages, error codes and bodies.
+//! - `error`: [`RequestError`], every fault of a request with its status, JSON-RPC code and
+//!   message, and its one conversion into an [`Outcome`].
 //! - `session`: the session table (ids, ownership, in-flight calls).
-//! - [`catalog`]: the catalog file and the discovered tools, resources and prompts.
+//! - [`catalog`]: the catalog file, the discovered tools, resources, templates and prompts,
+//!   and the routing of a call to its upstream.
 //! - `upstream`: the upstream pool (one shared rmcp client session per upstream).
-//! - [`runtime`]: [`Runtime::handle`], the MCP streamable-HTTP semantics.
+//! - [`runtime`]: [`Runtime`], its settings and state, health, draining and shutdown.
+//! - `dispatch`: [`Runtime::handle`]'s MCP streamable-HTTP semantics, from the checks every
+//!   request passes to the method it names.
+//! - `forward`: the life of one upstream call (ids, progress tokens, deadline, cancellation,
+//!   relay as JSON or SSE).
+//!
+//! # Tasks
+//!
+//! The core spawns the rest of an upstream call whose answer became an SSE stream and the
+//! `notifications/cancelled` of a call that ended unanswered, all on one
+//! `tokio_util::task::TaskTracker` that [`Runtime::cancel_calls`] waits for. It runs no timer:
+//! the binary calls [`Runtime::reap_idle_sessions`].
+//!
+//! # Dependencies
+//!
+//! No transport crate (axum, tonic, hyper, prost, http) is a direct dependency: `make
+//! core-deps` (`mk/core.mk`, part of `make test`) fails when one is.
 
 /// Version `MAJOR.MINOR` of the boundary contract (`proto/mcp/runtime/v1` and
 /// `docs/http-boundary.md`), reported by both health endpoints. The major equals the proto
@@ -23,6 +43,9 @@ pub const CONTRACT_VERSION: &str = "1.0";
 
 pub mod auth;
 pub mod catalog;
+mod dispatch;
+mod error;
+mod forward;
 pub mod jsonrpc;
 pub mod request;
 pub mod runtime;
@@ -31,6 +54,7 @@ mod upstream;
 
 pub use auth::{AuthContext, TeamScope, Visibility};
 pub use catalog::{CatalogConfig, CatalogError};
+pub use error::RequestError;
 pub use request::{Body, McpHeaders, Method, Outcome, Request, ResponseHead, SseEvent, Transport};
 pub use runtime::{Health, Runtime, RuntimeConfig};
 pub use upstream::UpstreamError;

@@ -5,15 +5,22 @@
 //! `reqwest::Client`) rather than on its service layer: a POST's own response stream is what
 //! carries the progress and logging notifications of that call, and keeping it per call is what
 //! lets the runtime forward them to the right caller on a session shared by many callers.
-//! Response messages stay raw JSON text, so large results pass through without being parsed
-//! into a tree and serialised again.
+//!
+//! What reaches the runtime as text: an answer streamed as SSE yields each event's data as the
+//! upstream sent it, so a large result is not parsed into a tree and serialised again. An
+//! answer sent as one `application/json` body is parsed by rmcp into its typed
+//! `ServerJsonRpcMessage` (that is all its client API returns) and serialised again here: its
+//! text is rmcp's encoding of that message (field order and number formatting may differ from
+//! the upstream's bytes, and what rmcp's model does not keep is lost).
 //!
 //! Request ids and progress tokens are rewritten to be unique within the shared upstream
-//! session; the caller's own values are restored on the way back (see `dispatch`).
+//! session; the caller's own values are restored on the way back (see [`crate::forward`]).
+//! The pool spawns no task: [`Upstream::notify`] returns the future of a notification for the
+//! caller to spawn on the runtime's tracker.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -83,9 +90,6 @@ pub(crate) struct Upstream {
     generation: AtomicU64,
     limits: StreamableHttpResponseLimits,
     max_message_bytes: usize,
-    /// Notifications spawned by [`Upstream::notify`] and not yet delivered (or failed); the
-    /// shutdown path waits for zero so the last `notifications/cancelled` are not lost.
-    pending_notifications: Arc<AtomicUsize>,
 }
 
 impl Upstream {
@@ -111,13 +115,7 @@ impl Upstream {
             generation: AtomicU64::new(0),
             limits,
             max_message_bytes,
-            pending_notifications: Arc::new(AtomicUsize::new(0)),
         }
-    }
-
-    /// Notifications sent with [`Upstream::notify`] still under way.
-    pub(crate) fn pending_notifications(&self) -> usize {
-        self.pending_notifications.load(Ordering::Relaxed)
     }
 
     /// A fresh id, unique within this upstream's session.
@@ -295,28 +293,24 @@ impl Upstream {
         }
     }
 
-    /// Sends a notification (fire and forget, errors only logged): used for
-    /// `notifications/cancelled` when a caller goes away or a call times out.
-    pub(crate) fn notify(self: &Arc<Self>, method: &'static str, params: Value) {
-        let this = Arc::clone(self);
-        self.pending_notifications.fetch_add(1, Ordering::Relaxed);
-        tokio::spawn(async move {
-            let _pending = PendingGuard(Arc::clone(&this.pending_notifications));
-            let Ok(conn) = this.current().await else {
-                return;
-            };
-            let Ok(msg) = message(&json!({"jsonrpc": "2.0", "method": method, "params": params}))
-            else {
-                return;
-            };
-            if let Err(e) = this
-                .client
-                .post_message(this.uri.clone(), msg, conn.session_id, None, conn.headers)
-                .await
-            {
-                tracing::debug!(upstream = %this.config.id, error = %e, method, "notification not delivered");
-            }
-        });
+    /// Sends a notification, errors only logged: used for `notifications/cancelled` when a
+    /// caller goes away or a call times out. The caller spawns the returned future (on the
+    /// runtime's tracker, so that shutdown waits for it).
+    pub(crate) async fn notify(self: Arc<Self>, method: &'static str, params: Value) {
+        let Ok(conn) = self.current().await else {
+            return;
+        };
+        let Ok(msg) = message(&json!({"jsonrpc": "2.0", "method": method, "params": params}))
+        else {
+            return;
+        };
+        if let Err(e) = self
+            .client
+            .post_message(self.uri.clone(), msg, conn.session_id, None, conn.headers)
+            .await
+        {
+            tracing::debug!(upstream = %self.config.id, error = %e, method, "notification not delivered");
+        }
     }
 
     /// Sends a request and waits for its response message, ignoring notifications; used at
@@ -334,15 +328,6 @@ impl Upstream {
             }
         }
         Err(self.protocol(format!("{method}: stream ended without a response")))
-    }
-}
-
-/// Decrements the pending-notification count when a notification task ends in any way.
-struct PendingGuard(Arc<AtomicUsize>);
-
-impl Drop for PendingGuard {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -377,8 +362,7 @@ fn into_stream(up: &Upstream, response: StreamableHttpPostResponse) -> MessageSt
                 async move {
                     match ev {
                         Ok(sse) => sse.data.filter(|d| !d.trim().is_empty()).map(Ok),
-                        // rmcp reports its size cap only in the error text.
-                        Err(e) if e.to_string().contains("exceeded the maximum size") => {
+                        Err(e) if is_event_too_large(&e) => {
                             Some(Err(UpstreamError::TooLarge { limit }))
                         }
                         Err(e) => Some(Err(UpstreamError::Unavailable {
@@ -399,6 +383,14 @@ fn into_stream(up: &Upstream, response: StreamableHttpPostResponse) -> MessageSt
     }
 }
 
+/// Whether an error of an upstream's SSE stream is rmcp's cap on the size of one event
+/// (`StreamableHttpResponseLimits::max_sse_event_size`). rmcp reports it only in the text of
+/// a private error type boxed in `sse_stream::Error::Body`, so the text is matched here and
+/// nowhere else; `tests::rmcp_event_size_error_is_recognised` pins it against rmcp itself.
+fn is_event_too_large(e: &(dyn std::error::Error + 'static)) -> bool {
+    e.to_string().contains("exceeded the maximum size")
+}
+
 async fn first_response(
     up: &Upstream,
     response: StreamableHttpPostResponse,
@@ -413,4 +405,63 @@ async fn first_response(
         }
     }
     Err(up.protocol("stream ended without a response"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    /// Answers one HTTP request on `listener` with `response`, after reading the request.
+    async fn answer_once(listener: tokio::net::TcpListener, response: Vec<u8>) {
+        let (mut conn, _) = listener.accept().await.unwrap();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = conn.read(&mut buf).await.unwrap();
+            seen.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&seen).to_ascii_lowercase();
+            if let Some(end) = text.find("\r\n\r\n") {
+                let length = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                if seen.len() >= end + 4 + length {
+                    break;
+                }
+            }
+            if n == 0 {
+                break;
+            }
+        }
+        conn.write_all(&response).await.unwrap();
+        conn.shutdown().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn rmcp_event_size_error_is_recognised() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let uri: Arc<str> = Arc::from(format!("http://{}/mcp", listener.local_addr().unwrap()));
+        let mut response =
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\ndata: "
+                .to_vec();
+        response.extend_from_slice(&[b'x'; 1000]);
+        response.extend_from_slice(b"\n\n");
+        let server = tokio::spawn(answer_once(listener, response));
+        let mut limits = StreamableHttpResponseLimits::default();
+        limits.max_sse_event_size = 100;
+        let ping = message(&json!({"jsonrpc": "2.0", "id": 1, "method": "ping"})).unwrap();
+        let answer = reqwest::Client::new()
+            .post_message_with_response_limits(uri, ping, None, None, HashMap::new(), limits)
+            .await
+            .unwrap();
+        let StreamableHttpPostResponse::Sse(mut events, _) = answer else {
+            panic!("not an SSE answer: {answer:?}");
+        };
+        let err = events.next().await.unwrap().unwrap_err();
+        assert!(is_event_too_large(&err), "not recognised: {err}");
+        assert!(!is_event_too_large(&UpstreamError::TooLarge { limit: 1 }));
+        server.await.unwrap();
+    }
 }

@@ -91,12 +91,7 @@ where
         Box::pin(async move {
             let mut resp = fut.await?;
             let h = resp.headers_mut();
-            let decode_error = h.get("grpc-status").is_some_and(|v| v == "13")
-                && h.get("grpc-message").is_some_and(|m| {
-                    m.as_bytes().starts_with(b"failed%20to%20decode")
-                        || m.as_bytes().starts_with(b"failed to decode")
-                });
-            if decode_error {
+            if is_decode_failure(h) {
                 h.insert(
                     "grpc-status",
                     tonic::codegen::http::HeaderValue::from_static("3"),
@@ -105,6 +100,19 @@ where
             Ok(resp)
         })
     }
+}
+
+/// Whether a (Trailers-Only) response is tonic's answer to a request message that is not valid
+/// protobuf: `INTERNAL` with prost's `DecodeError` text. tonic-prost has no other sign of it
+/// (its codec turns the typed `prost::DecodeError` into `Status::internal(text)`), so the text
+/// is matched here and nowhere else; `tests::a_request_that_is_not_protobuf_is_invalid_argument`
+/// pins it against tonic and prost themselves.
+fn is_decode_failure(headers: &tonic::codegen::http::HeaderMap) -> bool {
+    headers.get("grpc-status").is_some_and(|v| v == "13")
+        && headers.get("grpc-message").is_some_and(|m| {
+            m.as_bytes().starts_with(b"failed%20to%20decode")
+                || m.as_bytes().starts_with(b"failed to decode")
+        })
 }
 
 /// `RESOURCE_EXHAUSTED` for a body over the runtime's message size limit (gRPC status codes:
@@ -348,4 +356,48 @@ pub(crate) async fn serve(
     router
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mcp_runtime_core::{CatalogConfig, RuntimeConfig};
+    use tonic::codegen::Service as _;
+
+    /// A gRPC request frame (uncompressed) around `message`.
+    fn frame(message: &[u8]) -> Bytes {
+        let mut out = vec![0u8];
+        out.extend_from_slice(&u32::try_from(message.len()).unwrap().to_be_bytes());
+        out.extend_from_slice(message);
+        Bytes::from(out)
+    }
+
+    #[tokio::test]
+    async fn a_request_that_is_not_protobuf_is_invalid_argument() {
+        let catalog = CatalogConfig::parse("").unwrap();
+        let runtime = Arc::new(
+            Runtime::start(&catalog, RuntimeConfig::default())
+                .await
+                .unwrap(),
+        );
+        let mut svc = DecodeErrorIsInvalidArgument(service(runtime));
+        // A field tag whose varint never ends: prost's DecodeError.
+        let body = http_body_util::Full::new(frame(&[0xff, 0xff, 0xff]));
+        let req = tonic::codegen::http::Request::builder()
+            .method("POST")
+            .uri("/mcp.runtime.v1.McpRuntime/Invoke")
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(tonic::body::Body::new(body))
+            .unwrap();
+        let resp = svc.call(req).await.unwrap();
+        assert_eq!(resp.headers()["grpc-status"], "3", "{:?}", resp.headers());
+        assert!(
+            resp.headers()["grpc-message"]
+                .as_bytes()
+                .starts_with(b"failed%20to%20decode"),
+            "{:?}",
+            resp.headers()
+        );
+    }
 }

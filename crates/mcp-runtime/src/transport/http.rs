@@ -13,9 +13,9 @@ use axum::routing::{any, get};
 use base64::Engine as _;
 use bytes::Bytes;
 use futures::StreamExt;
-use mcp_runtime_core::jsonrpc;
 use mcp_runtime_core::{
-    AuthContext, Body, McpHeaders, Method, Outcome, Request, Runtime, Transport,
+    AuthContext, Body, McpHeaders, Method, Outcome, Request, RequestError, Runtime, TeamScope,
+    Transport,
 };
 
 /// Header carrying the caller's AuthContext: base64url of its JSON form.
@@ -109,11 +109,7 @@ async fn scoped_mcp(
     request: axum::extract::Request,
 ) -> Response {
     let Ok(Path(id)) = id else {
-        return rpc_error(
-            StatusCode::BAD_REQUEST,
-            jsonrpc::BAD_REQUEST,
-            "Bad Request: the server id in the path is not valid UTF-8",
-        );
+        return rpc_error(RequestError::BadServerIdInPath);
     };
     // The whole request, not `HeaderMap` and `Method` extractors: those clone the header map.
     let (parts, body) = request.into_parts();
@@ -124,42 +120,28 @@ async fn mcp(State(rt): State<Arc<Runtime>>, request: axum::extract::Request) ->
     let (parts, body) = request.into_parts();
     let scope = match header(&parts.headers, SERVER_ID_HEADER) {
         Ok(s) => s,
-        Err(bad) => return bad.into_response(),
+        Err(bad) => return rpc_error(bad),
     };
     handle(rt, scope, parts.method, parts.headers, body).await
 }
 
 /// Any other path: 404 with a JSON-RPC error body.
 async fn not_found() -> Response {
-    rpc_error(StatusCode::NOT_FOUND, jsonrpc::NOT_FOUND, "Not found")
+    rpc_error(RequestError::UnknownPath)
 }
 
 /// A header's value; a value that is present but not visible ASCII is a 400, never treated as
 /// absent (an unreadable scope must not widen to the federated endpoint).
-fn header(headers: &HeaderMap, name: &'static str) -> Result<Option<String>, BadHeader> {
+fn header(headers: &HeaderMap, name: &'static str) -> Result<Option<String>, RequestError> {
     match headers.get(name).map(HeaderValue::to_str) {
         None => Ok(None),
         Some(Ok(v)) => Ok(Some(v.to_owned())),
-        Some(Err(_)) => Err(BadHeader(name)),
-    }
-}
-
-/// A header whose value is not visible ASCII; answered 400 with JSON-RPC `-32000`.
-#[derive(Debug)]
-struct BadHeader(&'static str);
-
-impl IntoResponse for BadHeader {
-    fn into_response(self) -> Response {
-        rpc_error(
-            StatusCode::BAD_REQUEST,
-            jsonrpc::BAD_REQUEST,
-            &format!("Bad Request: header {} is not visible ASCII", self.0),
-        )
+        Some(Err(_)) => Err(RequestError::BadHeader(name)),
     }
 }
 
 /// The MCP headers and the request id.
-fn mcp_headers(headers: &HeaderMap) -> Result<(McpHeaders, Option<String>), BadHeader> {
+fn mcp_headers(headers: &HeaderMap) -> Result<(McpHeaders, Option<String>), RequestError> {
     Ok((
         McpHeaders {
             session_id: header(headers, "mcp-session-id")?,
@@ -171,25 +153,75 @@ fn mcp_headers(headers: &HeaderMap) -> Result<(McpHeaders, Option<String>), BadH
     ))
 }
 
-fn rpc_error(status: StatusCode, code: i64, message: &str) -> Response {
-    (
-        status,
-        [("content-type", "application/json")],
-        jsonrpc::error_body(None, code, message),
-    )
-        .into_response()
+/// A fault of the HTTP request itself: the core's answer for it, with id `null`.
+fn rpc_error(e: RequestError) -> Response {
+    into_response(e.into_outcome(None))
 }
 
-/// Decodes `x-contextforge-auth-context`.
-fn auth_context(headers: &HeaderMap) -> Result<AuthContext, &'static str> {
+/// Why `x-contextforge-auth-context` was refused (401).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+enum AuthHeaderError {
+    #[error("missing x-contextforge-auth-context")]
+    Missing,
+    #[error("x-contextforge-auth-context is not base64url")]
+    NotBase64,
+    #[error("x-contextforge-auth-context is not an AuthContext JSON object")]
+    NotAuthContext,
+}
+
+/// The JSON form of the AuthContext on this boundary: `{"email": .., "is_admin": ..,
+/// "teams": null | [..], ..}` (`docs/http-boundary.md`); same fields as the proto's.
+#[derive(serde::Deserialize)]
+struct AuthContextJson {
+    email: String,
+    #[serde(default)]
+    is_admin: bool,
+    #[serde(default)]
+    teams: Option<Vec<String>>,
+    #[serde(default)]
+    scopes: Vec<String>,
+    #[serde(default)]
+    token_exp: Option<i64>,
+    #[serde(default)]
+    traceparent: Option<String>,
+    #[serde(default)]
+    trace_id: Option<String>,
+}
+
+impl From<AuthContextJson> for AuthContext {
+    fn from(w: AuthContextJson) -> Self {
+        Self {
+            subject_email: w.email,
+            is_admin: w.is_admin,
+            team_scope: match w.teams {
+                None => TeamScope::Unrestricted,
+                Some(t) if t.is_empty() => TeamScope::PublicOnly,
+                Some(t) => TeamScope::Teams(t),
+            },
+            scopes: w.scopes,
+            token_expires_at_unix_s: w.token_exp.unwrap_or(0),
+            traceparent: w.traceparent.unwrap_or_default(),
+            trace_id: w.trace_id.unwrap_or_default(),
+        }
+    }
+}
+
+/// Decodes the AuthContext JSON (after base64url decoding).
+fn auth_context_json(bytes: &[u8]) -> Result<AuthContext, AuthHeaderError> {
+    serde_json::from_slice::<AuthContextJson>(bytes)
+        .map(AuthContext::from)
+        .map_err(|_| AuthHeaderError::NotAuthContext)
+}
+
+/// Decodes `x-contextforge-auth-context`: base64url (padding optional) of the JSON form.
+fn auth_context(headers: &HeaderMap) -> Result<AuthContext, AuthHeaderError> {
     let value = headers
         .get(AUTH_CONTEXT_HEADER)
-        .ok_or("missing x-contextforge-auth-context")?;
+        .ok_or(AuthHeaderError::Missing)?;
     let raw = B64
         .decode(value.as_bytes())
-        .map_err(|_| "x-contextforge-auth-context is not base64url")?;
-    AuthContext::from_json(&raw)
-        .map_err(|_| "x-contextforge-auth-context is not an AuthContext JSON object")
+        .map_err(|_| AuthHeaderError::NotBase64)?;
+    auth_context_json(&raw)
 }
 
 async fn handle(
@@ -212,28 +244,15 @@ async fn handle(
     };
     let auth = match auth_context(&headers) {
         Ok(a) => a,
-        Err(why) => {
-            return rpc_error(
-                StatusCode::UNAUTHORIZED,
-                jsonrpc::NOT_FOUND,
-                &format!("Unauthorized: {why}"),
-            );
-        }
+        Err(why) => return rpc_error(RequestError::Unauthorized(why.to_string())),
     };
     let limit = rt.max_message_bytes();
-    let body = match read_body(body, limit).await {
-        Some(b) => b,
-        None => {
-            return rpc_error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                jsonrpc::INVALID_REQUEST,
-                &format!("Request body exceeds the limit of {limit} bytes"),
-            );
-        }
+    let Some(body) = read_body(body, limit).await else {
+        return rpc_error(RequestError::PayloadTooLarge { size: None, limit });
     };
     let (mcp_headers, request_id) = match mcp_headers(&headers) {
         Ok(h) => h,
-        Err(bad) => return bad.into_response(),
+        Err(bad) => return rpc_error(bad),
     };
     let req = Request {
         method,
@@ -318,4 +337,28 @@ async fn read_body(body: HttpBody, limit: usize) -> Option<Bytes> {
             all.freeze()
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auth_context_json_makes_team_scope_explicit() {
+        let scope = |j: &[u8]| auth_context_json(j).map(|a| a.team_scope);
+        assert_eq!(
+            scope(br#"{"email":"a@x","teams":null}"#),
+            Ok(TeamScope::Unrestricted)
+        );
+        assert_eq!(
+            scope(br#"{"email":"a@x","teams":[]}"#),
+            Ok(TeamScope::PublicOnly)
+        );
+        assert_eq!(
+            scope(br#"{"email":"a@x","teams":["t"]}"#),
+            Ok(TeamScope::Teams(vec!["t".into()]))
+        );
+        assert_eq!(scope(b"{}"), Err(AuthHeaderError::NotAuthContext));
+        assert_eq!(scope(b"[1]"), Err(AuthHeaderError::NotAuthContext));
+    }
 }

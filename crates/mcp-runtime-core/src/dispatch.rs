@@ -1,0 +1,272 @@
+//! Method dispatch: the MCP streamable-HTTP semantics (spec revisions 2025-03-26, 2025-06-18,
+//! 2025-11-25, section "Transports") of one [`Request`], from the checks every request passes
+//! to the JSON-RPC method it names.
+//!
+//! Order of the checks: virtual server (404), protocol version (400), then per HTTP method:
+//! body size (413), framing (400), `initialize` and `server/discover` (no session needed), the
+//! session (400 without one, 404 for an unknown one), then the method. Calls to an upstream
+//! (`tools/call`, `prompts/get`, `resources/read`) are routed through the catalog and handed
+//! to [`crate::forward`].
+
+use std::sync::Arc;
+
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+use tokio::sync::mpsc;
+
+use crate::catalog::Kind;
+use crate::error::RequestError;
+use crate::jsonrpc::{self, Incoming};
+use crate::request::{Method, Outcome, Request};
+use crate::runtime::{PROTOCOL_VERSIONS, Runtime};
+use crate::session::{Lookup, Session};
+
+impl From<Lookup> for RequestError {
+    fn from(l: Lookup) -> Self {
+        match l {
+            Lookup::Missing => Self::MissingSessionId,
+            Lookup::NotFound => Self::UnknownSession,
+        }
+    }
+}
+
+impl Runtime {
+    /// Answers one request; every fault becomes its [`RequestError`] answer here.
+    pub(crate) async fn dispatch(self: &Arc<Self>, req: Request) -> Outcome {
+        self.checked(req)
+            .await
+            .unwrap_or_else(|e| e.into_outcome(None))
+    }
+
+    async fn checked(self: &Arc<Self>, req: Request) -> Result<Outcome, RequestError> {
+        if let Some(id) = req.server_id.as_deref()
+            && !self.catalog.has_server(id)
+        {
+            return Err(RequestError::UnknownServer(id.to_owned()));
+        }
+        if let Some(v) = req.headers.protocol_version.as_deref()
+            && !PROTOCOL_VERSIONS.contains(&v)
+        {
+            return Err(RequestError::UnsupportedProtocolVersion(v.to_owned()));
+        }
+        match req.method {
+            Method::Post => self.post(req).await,
+            Method::Get => self.get(&req),
+            Method::Delete => self.delete(&req),
+        }
+    }
+
+    fn delete(&self, req: &Request) -> Result<Outcome, RequestError> {
+        let sid = req.headers.session_id.as_deref();
+        self.sessions
+            .remove(sid, &req.auth.subject_email, req.server_id.as_deref())?;
+        Ok(Outcome::empty(200))
+    }
+
+    fn get(&self, req: &Request) -> Result<Outcome, RequestError> {
+        let accepts_sse = req
+            .headers
+            .accept
+            .as_deref()
+            .is_some_and(|a| a.contains("text/event-stream"));
+        if !accepts_sse {
+            // Not a JSON-RPC fault: an empty 405 naming the methods that remain.
+            return Ok(Outcome::empty(405).with_header("allow", "POST, DELETE".to_owned()));
+        }
+        let session = self.session(req)?;
+        // The runtime has no server-initiated messages of its own yet; the stream stays open
+        // until the session ends (its sender is dropped) or the client goes away.
+        let (tx, rx) = mpsc::channel(16);
+        *session
+            .standalone
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(tx);
+        Ok(Outcome::events(rx))
+    }
+
+    async fn post(self: &Arc<Self>, req: Request) -> Result<Outcome, RequestError> {
+        let limit = self.config.max_message_bytes;
+        if req.body.len() > limit {
+            return Err(RequestError::PayloadTooLarge {
+                size: Some(req.body.len()),
+                limit,
+            });
+        }
+        match jsonrpc::parse(&req.body)? {
+            Incoming::Request { id, method, params } => {
+                tracing::Span::current().record("method", method.as_str());
+                Ok(self.request(&req, &id, &method, params.as_deref()).await)
+            }
+            Incoming::Notification { method, params } => {
+                tracing::Span::current().record("method", method.as_str());
+                self.notification(&req, &method, params.as_deref())
+            }
+            Incoming::Response => {
+                self.session(&req)?;
+                Ok(Outcome::empty(202))
+            }
+        }
+    }
+
+    fn session(&self, req: &Request) -> Result<Arc<Session>, RequestError> {
+        Ok(self.sessions.get(
+            req.headers.session_id.as_deref(),
+            &req.auth.subject_email,
+            req.server_id.as_deref(),
+        )?)
+    }
+
+    fn notification(
+        &self,
+        req: &Request,
+        method: &str,
+        params: Option<&RawValue>,
+    ) -> Result<Outcome, RequestError> {
+        let session = self.session(req)?;
+        if method == "notifications/cancelled"
+            && let Some(p) = params
+            && let Ok(p) = serde_json::from_str::<Map<String, Value>>(p.get())
+            && let Some(rid) = p.get("requestId")
+        {
+            let key = rid.to_string();
+            let token = session
+                .inflight
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get(&key)
+                .cloned();
+            if let Some(t) = token {
+                t.cancel();
+            }
+        }
+        Ok(Outcome::empty(202))
+    }
+
+    /// A JSON-RPC request. Faults before the session is found are answered as transport
+    /// faults (id `null`, 4xx); from then on as the request's JSON-RPC error (its id, 200).
+    async fn request(
+        self: &Arc<Self>,
+        req: &Request,
+        id: &RawValue,
+        method: &str,
+        params: Option<&RawValue>,
+    ) -> Outcome {
+        let answer = match method {
+            "initialize" => Ok(self.initialize(id, params, req)),
+            // Clients of the 2026-07-28 revision probe with this first; a correlated
+            // "method not found" tells them this server is legacy, so they fall back to
+            // `initialize` (rmcp `discover_startup`, MCP 2026-07-28 backward compatibility).
+            "server/discover" => Err(RequestError::MethodNotFound(method.to_owned())),
+            _ => match self.session(req) {
+                Ok(session) => self.method(&session, req, id, method, params).await,
+                Err(e) => return e.into_outcome(None),
+            },
+        };
+        answer.unwrap_or_else(|e| e.into_outcome(Some(id)))
+    }
+
+    fn initialize(&self, id: &RawValue, params: Option<&RawValue>, req: &Request) -> Outcome {
+        let requested = params
+            .and_then(|p| serde_json::from_str::<Map<String, Value>>(p.get()).ok())
+            .and_then(|p| {
+                p.get("protocolVersion")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            });
+        // Echo a version we speak, else offer our newest (MCP spec, lifecycle: version
+        // negotiation).
+        let index = requested
+            .as_deref()
+            .and_then(|v| PROTOCOL_VERSIONS.iter().position(|p| *p == v))
+            .unwrap_or(0);
+        let version = PROTOCOL_VERSIONS[index];
+        let sid = self
+            .sessions
+            .create(&req.auth.subject_email, req.server_id.as_deref());
+        tracing::info!(session = %sid, version, "session created");
+        Outcome::json(
+            200,
+            jsonrpc::result_body(id, &self.initialize_results[index]),
+        )
+        .with_header("mcp-session-id", sid)
+    }
+
+    /// A method of an established session.
+    async fn method(
+        self: &Arc<Self>,
+        session: &Arc<Session>,
+        req: &Request,
+        id: &RawValue,
+        method: &str,
+        params: Option<&RawValue>,
+    ) -> Result<Outcome, RequestError> {
+        let (auth, scope) = (&req.auth, req.server_id.as_deref());
+        let cat = &self.catalog;
+        let result = match method {
+            "ping" | "logging/setLevel" => "{}".to_owned(),
+            "tools/list" => cat.list_json(Kind::Tool, auth, scope),
+            "prompts/list" => cat.list_json(Kind::Prompt, auth, scope),
+            "resources/list" => cat.list_json(Kind::Resource, auth, scope),
+            "resources/templates/list" => cat.templates_json(auth, scope),
+            _ => {
+                let kind = Kind::of_call(method)
+                    .ok_or_else(|| RequestError::MethodNotFound(method.to_owned()))?;
+                return self.call(session, req, id, kind, method, params).await;
+            }
+        };
+        Ok(Outcome::json(200, jsonrpc::result_body(id, &result)))
+    }
+
+    /// `tools/call`, `prompts/get` or `resources/read`: checks the params, routes the name
+    /// through the catalog and forwards the call with the upstream's name.
+    async fn call(
+        self: &Arc<Self>,
+        session: &Arc<Session>,
+        req: &Request,
+        id: &RawValue,
+        kind: Kind,
+        method: &str,
+        params: Option<&RawValue>,
+    ) -> Result<Outcome, RequestError> {
+        let mut p = call_params(params)?;
+        let key = kind.key();
+        let Some(name) = p.get(key).and_then(Value::as_str).map(str::to_owned) else {
+            return Err(RequestError::InvalidParams(format!("`{key}` is required")));
+        };
+        let route = self
+            .catalog
+            .route(kind, &name, &req.auth, req.server_id.as_deref());
+        let Some(route) = route else {
+            return Err(RequestError::not_found(kind, name));
+        };
+        p.insert(
+            key.to_owned(),
+            Value::String(route.upstream_name.to_owned()),
+        );
+        let up = Arc::clone(route.upstream);
+        let accepts_sse = req
+            .headers
+            .accept
+            .as_deref()
+            .is_none_or(|a| a.contains("text/event-stream") || a.contains("*/*"));
+        self.forward(session, id, up, method, p, accepts_sse).await
+    }
+}
+
+/// The params of a call as an object, checked here so that a malformed call never reaches the
+/// upstream: `arguments` and `_meta`, when present, must be objects.
+fn call_params(params: Option<&RawValue>) -> Result<Map<String, Value>, RequestError> {
+    let p: Map<String, Value> = params
+        .map(|p| serde_json::from_str(p.get()))
+        .transpose()
+        .map_err(|e| RequestError::InvalidParams(e.to_string()))?
+        .unwrap_or_default();
+    for field in ["arguments", "_meta"] {
+        if p.get(field).is_some_and(|v| !v.is_object()) {
+            return Err(RequestError::InvalidParams(format!(
+                "`{field}` must be an object"
+            )));
+        }
+    }
+    Ok(p)
+}

@@ -1,0 +1,249 @@
+//! The faults of one request, each answered with an HTTP status and a JSON-RPC error: the error
+//! table of `docs/http-boundary.md` as one type.
+//!
+//! Every fault the core (or the HTTP/JSON adapter) answers is a [`RequestError`] variant named
+//! after what went wrong; its status, JSON-RPC code and message are properties of the variant,
+//! and [`RequestError::into_outcome`] is the one way it becomes an answer. The gRPC adapter's
+//! own envelope faults are gRPC status codes, not JSON-RPC errors, and are not here.
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::value::RawValue;
+
+use crate::catalog::Kind;
+use crate::jsonrpc::{self, FramingError};
+use crate::request::Outcome;
+use crate::upstream::UpstreamError;
+
+/// A request fault. The `Display` text is the JSON-RPC error message the caller sees.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// No AuthContext, or one that cannot be decoded (HTTP/JSON adapter): 401.
+    #[error("Unauthorized: {0}")]
+    Unauthorized(String),
+    /// A header that is present but not visible ASCII (HTTP/JSON adapter): 400.
+    #[error("Bad Request: header {0} is not visible ASCII")]
+    BadHeader(&'static str),
+    /// The id in `/servers/{id}/mcp` is not UTF-8 (HTTP/JSON adapter): 400.
+    #[error("Bad Request: the server id in the path is not valid UTF-8")]
+    BadServerIdInPath,
+    /// A path that is not an MCP endpoint (HTTP/JSON adapter): 404.
+    #[error("Not found")]
+    UnknownPath,
+    /// The request body is over the message size limit: 413. `size` is `None` when the body was
+    /// not read to its end (the HTTP/JSON adapter stops reading at the limit).
+    #[error(
+        "Request body{} exceeds the limit of {limit} bytes",
+        .size.map_or(String::new(), |s| format!(" of {s} bytes"))
+    )]
+    PayloadTooLarge {
+        /// The body's length in bytes, when known.
+        size: Option<usize>,
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The virtual server of the request does not exist: 404.
+    #[error("Server not found: {}", shown(.0))]
+    UnknownServer(String),
+    /// `MCP-Protocol-Version` names a version the runtime does not speak: 400.
+    #[error(
+        "Bad Request: Unsupported protocol version: {0} (supported versions: {supported})",
+        supported = crate::runtime::PROTOCOL_VERSIONS.join(", ")
+    )]
+    UnsupportedProtocolVersion(String),
+    /// The body is not one JSON-RPC message: 400.
+    #[error(transparent)]
+    Framing(#[from] FramingError),
+    /// No `Mcp-Session-Id` on a request that needs a session: 400.
+    #[error("Bad Request: Mcp-Session-Id header is required")]
+    MissingSessionId,
+    /// The session is unknown, ended, another subject's or another scope's: 404.
+    #[error("Session not found")]
+    UnknownSession,
+    /// The method does not exist (or is not available): 200.
+    #[error("Method not found: {}", shown(.0))]
+    MethodNotFound(String),
+    /// The method's params are malformed: 200, nothing sent upstream.
+    #[error("Invalid params: {0}")]
+    InvalidParams(String),
+    /// `tools/call` of a tool that does not exist or is not visible to the caller: 200.
+    #[error("Unknown tool: {}", shown(.0))]
+    UnknownTool(String),
+    /// `prompts/get` of a prompt that does not exist or is not visible to the caller: 200.
+    #[error("Unknown prompt: {}", shown(.0))]
+    UnknownPrompt(String),
+    /// `resources/read` of a URI that no visible resource or template serves: 200.
+    #[error("Resource not found: {}", shown(.0))]
+    ResourceNotFound(String),
+    /// A request whose id is already in flight in the same session: 200, nothing sent upstream.
+    #[error("Invalid Request: a request with this id is already in flight in this session")]
+    DuplicateRequestId,
+    /// The call was cancelled (the caller's `notifications/cancelled`, the end of its session,
+    /// or shutdown): 200.
+    #[error("Request cancelled")]
+    Cancelled,
+    /// The upstream did not answer within the upstream timeout: 200.
+    #[error("Request timed out after {} ms", .0.as_millis())]
+    UpstreamTimeout(Duration),
+    /// The upstream could not be reached or broke the connection: 200. The upstream's id and
+    /// address stay in the runtime's log.
+    #[error("Upstream server unavailable")]
+    UpstreamUnavailable,
+    /// The upstream answered something that is not MCP: 200.
+    #[error("Upstream server sent an invalid answer")]
+    UpstreamProtocol,
+    /// An upstream message over the limit plus envelope room, read no further: 200.
+    #[error("Result exceeds the message size limit of {limit} bytes")]
+    UpstreamMessageTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The upstream's stream ended before the response: 200.
+    #[error("Upstream stream ended without a response")]
+    UpstreamStreamEnded,
+    /// An upstream message that is not JSON-RPC: 200.
+    #[error("Upstream sent invalid JSON-RPC")]
+    UpstreamInvalidMessage,
+    /// A result read whole and found over the limit: 200.
+    #[error("Result of {size} bytes exceeds the message size limit of {limit} bytes")]
+    ResultTooLarge {
+        /// The result's length in bytes.
+        size: usize,
+        /// The limit in bytes.
+        limit: usize,
+    },
+}
+
+impl RequestError {
+    /// The HTTP status of the answer: 200 for faults of a JSON-RPC request that was read (the
+    /// error is its response), a 4xx for faults of the HTTP request itself.
+    #[must_use]
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::Unauthorized(_) => 401,
+            Self::BadHeader(_)
+            | Self::BadServerIdInPath
+            | Self::UnsupportedProtocolVersion(_)
+            | Self::Framing(_)
+            | Self::MissingSessionId => 400,
+            Self::UnknownPath | Self::UnknownServer(_) | Self::UnknownSession => 404,
+            Self::PayloadTooLarge { .. } => 413,
+            _ => 200,
+        }
+    }
+
+    /// The JSON-RPC error code.
+    #[must_use]
+    pub fn code(&self) -> i64 {
+        match self {
+            Self::Unauthorized(_) => jsonrpc::UNAUTHORIZED,
+            Self::BadHeader(_)
+            | Self::BadServerIdInPath
+            | Self::UnsupportedProtocolVersion(_)
+            | Self::MissingSessionId => jsonrpc::BAD_REQUEST,
+            Self::UnknownPath | Self::UnknownServer(_) | Self::UnknownSession => jsonrpc::NOT_FOUND,
+            Self::PayloadTooLarge { .. } | Self::DuplicateRequestId => jsonrpc::INVALID_REQUEST,
+            Self::Framing(e) => e.code(),
+            Self::MethodNotFound(_) => jsonrpc::METHOD_NOT_FOUND,
+            Self::InvalidParams(_) | Self::UnknownTool(_) | Self::UnknownPrompt(_) => {
+                jsonrpc::INVALID_PARAMS
+            }
+            Self::ResourceNotFound(_) => jsonrpc::RESOURCE_NOT_FOUND,
+            Self::UpstreamTimeout(_) => jsonrpc::REQUEST_TIMEOUT,
+            Self::Cancelled
+            | Self::UpstreamUnavailable
+            | Self::UpstreamProtocol
+            | Self::UpstreamMessageTooLarge { .. }
+            | Self::UpstreamStreamEnded
+            | Self::UpstreamInvalidMessage
+            | Self::ResultTooLarge { .. } => jsonrpc::INTERNAL_ERROR,
+        }
+    }
+
+    /// The error for a name of `kind` that no visible entry has. Not visible is answered
+    /// exactly like not existing.
+    pub(crate) fn not_found(kind: Kind, name: String) -> Self {
+        match kind {
+            Kind::Tool => Self::UnknownTool(name),
+            Kind::Prompt => Self::UnknownPrompt(name),
+            Kind::Resource => Self::ResourceNotFound(name),
+        }
+    }
+
+    /// The JSON-RPC error response: `id` is the request's, or `None` (`null`) when the fault
+    /// came before the id was read. Also the last event of a stream that fails once its head
+    /// is sent.
+    #[must_use]
+    pub fn body(&self, id: Option<&RawValue>) -> Vec<u8> {
+        jsonrpc::error_body(id, self.code(), &self.to_string())
+    }
+
+    /// The answer to the request: [`RequestError::status`] and [`RequestError::body`].
+    #[must_use]
+    pub fn into_outcome(self, id: Option<&RawValue>) -> Outcome {
+        Outcome::json(self.status(), Bytes::from(self.body(id)))
+    }
+}
+
+/// The caller sees what kind of upstream fault happened, never the upstream's address or id:
+/// those are logged here, where the detail is dropped.
+impl From<UpstreamError> for RequestError {
+    fn from(e: UpstreamError) -> Self {
+        tracing::warn!(error = %e, "upstream call failed");
+        match e {
+            UpstreamError::Unavailable { .. } => Self::UpstreamUnavailable,
+            UpstreamError::Protocol { .. } => Self::UpstreamProtocol,
+            UpstreamError::TooLarge { limit } => Self::UpstreamMessageTooLarge { limit },
+        }
+    }
+}
+
+/// Longest caller-supplied name echoed in an error message, in bytes: a 1 MiB method name
+/// must not come back as a 1 MiB error (nor fill the logs).
+const SHOWN_NAME_BYTES: usize = 128;
+
+/// `name` cut to [`SHOWN_NAME_BYTES`] on a character boundary, with `...` when cut.
+fn shown(name: &str) -> Cow<'_, str> {
+    if name.len() <= SHOWN_NAME_BYTES {
+        return Cow::Borrowed(name);
+    }
+    let mut end = SHOWN_NAME_BYTES;
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!("{}...", &name[..end]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_and_codes_are_the_documented_ones() {
+        let e = RequestError::PayloadTooLarge {
+            size: Some(10),
+            limit: 5,
+        };
+        assert_eq!(
+            e.to_string(),
+            "Request body of 10 bytes exceeds the limit of 5 bytes"
+        );
+        let e = RequestError::PayloadTooLarge {
+            size: None,
+            limit: 5,
+        };
+        assert_eq!(e.to_string(), "Request body exceeds the limit of 5 bytes");
+        assert_eq!((e.status(), e.code()), (413, -32600));
+        let e = RequestError::UpstreamTimeout(Duration::from_millis(1500));
+        assert_eq!(e.to_string(), "Request timed out after 1500 ms");
+        assert_eq!((e.status(), e.code()), (200, -32001));
+        let e = RequestError::Unauthorized("missing x".into());
+        assert_eq!((e.status(), e.code()), (401, -32001));
+        let long = "é".repeat(100);
+        let shown = RequestError::UnknownTool(long).to_string();
+        assert!(shown.ends_with("..."), "{shown}");
+        assert!(shown.len() <= "Unknown tool: ".len() + SHOWN_NAME_BYTES + 3);
+    }
+}

@@ -1,0 +1,368 @@
+//! The life of one upstream call: claimed under the caller's request id, sent with an id and
+//! progress token unique within the shared upstream session, bounded by the upstream timeout
+//! and by cancellation, and relayed back under the caller's id and token, as one JSON answer
+//! when the response comes first or as an SSE stream when notifications (progress, logging)
+//! precede it.
+//!
+//! Tasks: a call that turns into an SSE stream continues in a task ([`pump`]) spawned on the
+//! runtime's [`TaskTracker`]; a call that ends unanswered (caller gone, deadline, cancel)
+//! spawns its `notifications/cancelled` on the same tracker. A [`Call`] holds a token of that
+//! tracker and spawns its notification in `drop` before the token is released (fields drop
+//! after `drop` runs), so the tracker never reaches zero between the call and its
+//! notification: [`Runtime::cancel_calls`] cannot return before the notification is sent.
+//!
+//! What is relayed: SSE event data is the upstream's text, passed through unparsed except
+//! for the envelope (`id`, `result`/`error` copied as raw JSON, notifications' params
+//! re-encoded). A plain `application/json` answer is parsed by rmcp into its typed message and
+//! serialised again (see [`crate::upstream`]), so its bytes are rmcp's encoding of that message.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value, json};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tokio_util::task::task_tracker::TaskTrackerToken;
+use tracing::Instrument;
+
+use crate::error::RequestError;
+use crate::jsonrpc;
+use crate::request::{Outcome, SseEvent};
+use crate::runtime::Runtime;
+use crate::session::Session;
+use crate::upstream::{MessageStream, Upstream, UpstreamError};
+
+impl Runtime {
+    /// Calls an upstream and relays its answer: JSON when the response comes first, an SSE
+    /// stream when notifications precede it and the caller accepts SSE.
+    ///
+    /// # Errors
+    ///
+    /// The [`RequestError`] the caller is answered with (under its request id) when the call
+    /// fails before an SSE stream starts.
+    pub(crate) async fn forward(
+        self: &Arc<Self>,
+        session: &Arc<Session>,
+        id: &RawValue,
+        up: Arc<Upstream>,
+        method: &str,
+        mut params: Map<String, Value>,
+        accepts_sse: bool,
+    ) -> Result<Outcome, RequestError> {
+        check_progress_token(&params)?;
+        let uid = up.next_id();
+        let caller_token = swap_progress_token(&mut params, uid);
+        let cancel = claim(session, id)?;
+        let mut call = Call::start(self, Arc::clone(&up), uid, session, id);
+        let bounds = Bounds {
+            deadline: Instant::now() + self.config.upstream_timeout,
+            timeout: self.config.upstream_timeout,
+            cancel,
+        };
+        let mut stream = match bounds
+            .run(up.request(uid, method, &Value::Object(params)))
+            .await?
+        {
+            Ok(s) => s,
+            Err(e) => {
+                call.done = true;
+                return Err(e.into());
+            }
+        };
+        let relay = Relay {
+            id: id.to_owned(),
+            caller_token,
+            limit: self.config.max_message_bytes,
+        };
+        loop {
+            match relay.classify(bounds.run(stream.next()).await?) {
+                Step::Final(body) => {
+                    call.done = true;
+                    return Ok(Outcome::json(200, body));
+                }
+                Step::Skip => {}
+                Step::Notification(_) if !accepts_sse => {}
+                Step::Notification(ev) => {
+                    let (tx, rx) = mpsc::channel(64);
+                    let _ = tx.try_send(ev);
+                    let rest = pump(stream, tx, call, relay, bounds);
+                    self.tasks.spawn(rest.instrument(tracing::Span::current()));
+                    return Ok(Outcome::events(rx));
+                }
+            }
+        }
+    }
+}
+
+/// Checks the caller's progress token, if any.
+///
+/// # Errors
+///
+/// [`RequestError::InvalidParams`] for a token that is neither a string nor an integer (MCP,
+/// basic, progress: "The progress token MUST be a string or integer value").
+fn check_progress_token(params: &Map<String, Value>) -> Result<(), RequestError> {
+    match params
+        .get("_meta")
+        .and_then(Value::as_object)
+        .and_then(|m| m.get("progressToken"))
+    {
+        Some(t) if !(t.is_string() || t.is_i64() || t.is_u64()) => {
+            Err(RequestError::InvalidParams(
+                "_meta.progressToken must be a string or an integer".to_owned(),
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Replaces the caller's progress token by `uid`, which is unique within the shared upstream
+/// session, and returns the caller's, to be restored on the way back.
+fn swap_progress_token(params: &mut Map<String, Value>, uid: u64) -> Option<Value> {
+    let meta = params.get_mut("_meta").and_then(Value::as_object_mut)?;
+    meta.contains_key("progressToken")
+        .then(|| meta.insert("progressToken".to_owned(), json!(uid)))
+        .flatten()
+}
+
+/// Registers the call under the caller's request id and returns its cancellation (by the
+/// caller's `notifications/cancelled`, or by the end of the session).
+///
+/// # Errors
+///
+/// [`RequestError::DuplicateRequestId`] when a request with this id is in flight in the
+/// session (MCP, basic, requests: an id "MUST NOT have been previously used by the requestor
+/// within the same session"): a second call would make the first uncancellable, so it is
+/// refused and nothing is sent upstream.
+fn claim(session: &Session, id: &RawValue) -> Result<CancellationToken, RequestError> {
+    use std::collections::hash_map::Entry;
+    let mut inflight = session
+        .inflight
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    match inflight.entry(id.get().to_owned()) {
+        Entry::Occupied(_) => Err(RequestError::DuplicateRequestId),
+        Entry::Vacant(v) => {
+            let cancel = session.ended.child_token();
+            v.insert(cancel.clone());
+            Ok(cancel)
+        }
+    }
+}
+
+/// The bounds of one upstream call: its deadline and its cancellation.
+struct Bounds {
+    deadline: Instant,
+    timeout: Duration,
+    cancel: CancellationToken,
+}
+
+impl Bounds {
+    /// Runs `step` of the call unless the deadline passes or the call is cancelled first.
+    async fn run<T>(&self, step: impl Future<Output = T>) -> Result<T, RequestError> {
+        tokio::select! {
+            r = tokio::time::timeout_at(self.deadline, step) => {
+                r.map_err(|_| RequestError::UpstreamTimeout(self.timeout))
+            }
+            () = self.cancel.cancelled() => Err(RequestError::Cancelled),
+        }
+    }
+}
+
+/// One upstream call under way, from its claim to its answer. Dropped before `done` (caller
+/// gone, deadline, cancel), it sends `notifications/cancelled` upstream so the upstream stops
+/// working.
+struct Call {
+    up: Arc<Upstream>,
+    uid: u64,
+    /// Set once the upstream answered (or failed): nothing to cancel then.
+    done: bool,
+    session: Arc<Session>,
+    /// The caller's raw request id, its key in the session's in-flight table.
+    key: String,
+    /// [`Runtime::inflight_upstream_calls`]: observability only.
+    counter: Arc<AtomicUsize>,
+    /// Counts the call as a task of the runtime's tracker. A field, so it is released after
+    /// `drop` has spawned the notification on the same tracker.
+    tracked: TaskTrackerToken,
+}
+
+impl Call {
+    fn start(
+        rt: &Runtime,
+        up: Arc<Upstream>,
+        uid: u64,
+        session: &Arc<Session>,
+        id: &RawValue,
+    ) -> Self {
+        rt.inflight_upstream.fetch_add(1, Ordering::Relaxed);
+        Self {
+            up,
+            uid,
+            done: false,
+            session: Arc::clone(session),
+            key: id.get().to_owned(),
+            counter: Arc::clone(&rt.inflight_upstream),
+            tracked: rt.tasks.token(),
+        }
+    }
+
+    fn tracker(&self) -> &TaskTracker {
+        self.tracked.task_tracker()
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        self.session
+            .inflight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&self.key);
+        if !self.done {
+            tracing::debug!(upstream = %self.up.config.id, request = self.uid, "cancelling upstream call");
+            let cancelled = Arc::clone(&self.up).notify(
+                "notifications/cancelled",
+                json!({"requestId": self.uid, "reason": "caller cancelled or timed out"}),
+            );
+            self.tracker().spawn(cancelled);
+        }
+        self.counter.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Restores the caller's id and progress token on messages coming back from upstream.
+struct Relay {
+    id: Box<RawValue>,
+    caller_token: Option<Value>,
+    limit: usize,
+}
+
+/// What one upstream message means for the caller.
+enum Step {
+    /// The call's answer (its response, or the error that ends it): a JSON-RPC body.
+    Final(Vec<u8>),
+    /// A notification to relay.
+    Notification(SseEvent),
+    /// Nothing to relay.
+    Skip,
+}
+
+#[derive(Deserialize)]
+struct UpMessage<'a> {
+    #[serde(default)]
+    method: Option<String>,
+    #[serde(borrow, default)]
+    params: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    result: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    error: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    id: Option<&'a RawValue>,
+}
+
+impl Relay {
+    /// Classifies the next item of the upstream's message stream (`None`: it ended).
+    fn classify(&self, next: Option<Result<String, UpstreamError>>) -> Step {
+        let raw = match next {
+            None => return self.fail(&RequestError::UpstreamStreamEnded),
+            Some(Err(e)) => return self.fail(&e.into()),
+            Some(Ok(raw)) => raw,
+        };
+        let Ok(m) = serde_json::from_str::<UpMessage<'_>>(&raw) else {
+            return self.fail(&RequestError::UpstreamInvalidMessage);
+        };
+        match (m.method, m.id) {
+            (Some(method), None) => self.notification(&method, m.params),
+            // A server-to-client request (sampling, elicitation, roots): not relayed yet.
+            (Some(_), Some(_)) => Step::Skip,
+            (None, _) => match (m.result, m.error) {
+                (Some(result), _) if result.get().len() > self.limit => {
+                    self.fail(&RequestError::ResultTooLarge {
+                        size: result.get().len(),
+                        limit: self.limit,
+                    })
+                }
+                (Some(result), _) => Step::Final(jsonrpc::result_body(&self.id, result.get())),
+                (None, Some(err)) => Step::Final(jsonrpc::raw_error_body(&self.id, err.get())),
+                (None, None) => Step::Skip,
+            },
+        }
+    }
+
+    /// A notification under the caller's progress token; a progress notification of a call
+    /// that had none is dropped.
+    fn notification(&self, method: &str, params: Option<&RawValue>) -> Step {
+        let mut params: Value = params
+            .and_then(|p| serde_json::from_str(p.get()).ok())
+            .unwrap_or(Value::Null);
+        if method == "notifications/progress" {
+            match (&self.caller_token, params.as_object_mut()) {
+                (Some(t), Some(p)) => {
+                    p.insert("progressToken".to_owned(), t.clone());
+                }
+                _ => return Step::Skip,
+            }
+        }
+        Step::Notification(SseEvent::message(jsonrpc::notification_body(
+            method, &params,
+        )))
+    }
+
+    fn fail(&self, e: &RequestError) -> Step {
+        Step::Final(e.body(Some(&self.id)))
+    }
+}
+
+/// Relays the rest of a streamed upstream call into an SSE response, until the answer, the
+/// deadline, a cancel, or the caller going away (then `call` sends `notifications/cancelled`).
+async fn pump(
+    mut stream: MessageStream,
+    tx: mpsc::Sender<SseEvent>,
+    mut call: Call,
+    relay: Relay,
+    bounds: Bounds,
+) {
+    loop {
+        let next = tokio::select! {
+            r = bounds.run(stream.next()) => r,
+            () = tx.closed() => return,
+        };
+        let step = match next {
+            Ok(next) => relay.classify(next),
+            // Cancelled by the client, by the end of the session or at shutdown: the stream
+            // still ends with an answer to its request, without waiting for room in it.
+            Err(e @ RequestError::Cancelled) => {
+                let _ = tx.try_send(event(e.body(Some(&relay.id))));
+                return;
+            }
+            Err(e) => {
+                let _ = tx.send(event(e.body(Some(&relay.id)))).await;
+                return;
+            }
+        };
+        match step {
+            Step::Skip => {}
+            Step::Notification(ev) => {
+                if tx.send(ev).await.is_err() {
+                    return;
+                }
+            }
+            Step::Final(body) => {
+                call.done = true;
+                let _ = tx.send(event(body)).await;
+                return;
+            }
+        }
+    }
+}
+
+fn event(body: Vec<u8>) -> SseEvent {
+    SseEvent::message(String::from_utf8(body).unwrap_or_default())
+}
