@@ -355,51 +355,18 @@ impl Catalog {
         }
     }
 
+    /// Adds what discovery found at upstream `index`.
     fn add(&mut self, index: usize, uc: &UpstreamConfig, found: Found) -> Result<(), CatalogError> {
-        let vis = uc.visibility();
         for (kind, items) in [
             (Kind::Tool, found.tools),
             (Kind::Prompt, found.prompts),
             (Kind::Resource, found.resources),
         ] {
-            let field = kind.key();
-            for mut item in items {
-                let Some(name) = item.get(field).and_then(Value::as_str).map(str::to_owned) else {
-                    continue;
-                };
-                let exposed = if kind.prefixed() {
-                    format!("{}{name}", uc.prefix)
-                } else {
-                    name.clone()
-                };
-                let entries = match kind {
-                    Kind::Tool => &mut self.tools,
-                    Kind::Prompt => &mut self.prompts,
-                    Kind::Resource => &mut self.resources,
-                };
-                if let Some(&i) = entries.by_name.get(&exposed) {
-                    if kind == Kind::Resource {
-                        tracing::warn!(uri = %exposed, "resource exposed twice; first upstream wins");
-                        continue;
-                    }
-                    return Err(CatalogError::Collision {
-                        kind: kind.as_str(),
-                        name: exposed,
-                        first: self.upstreams[entries.list[i].upstream].config.id.clone(),
-                        second: uc.id.clone(),
-                    });
-                }
-                item.insert(field.to_owned(), Value::String(exposed.clone()));
-                entries.by_name.insert(exposed.clone(), entries.list.len());
-                entries.list.push(Entry {
-                    name: exposed,
-                    upstream: index,
-                    upstream_name: name,
-                    visibility: vis.clone(),
-                    json: raw(&item),
-                });
+            for item in items {
+                self.add_entry(kind, index, uc, item)?;
             }
         }
+        let vis = uc.visibility();
         for item in found.templates {
             let Some(t) = item.get("uriTemplate").and_then(Value::as_str) else {
                 continue;
@@ -416,6 +383,54 @@ impl Catalog {
                 },
             ));
         }
+        Ok(())
+    }
+
+    /// Adds one tool, prompt or resource under its exposed name (the upstream's prefix
+    /// applied to tools and prompts). A tool or prompt name exposed twice is an error; a
+    /// resource URI exposed twice keeps the first.
+    fn add_entry(
+        &mut self,
+        kind: Kind,
+        index: usize,
+        uc: &UpstreamConfig,
+        mut item: Map<String, Value>,
+    ) -> Result<(), CatalogError> {
+        let field = kind.key();
+        let Some(name) = item.get(field).and_then(Value::as_str).map(str::to_owned) else {
+            return Ok(());
+        };
+        let exposed = if kind.prefixed() {
+            format!("{}{name}", uc.prefix)
+        } else {
+            name.clone()
+        };
+        let entries = match kind {
+            Kind::Tool => &mut self.tools,
+            Kind::Prompt => &mut self.prompts,
+            Kind::Resource => &mut self.resources,
+        };
+        if let Some(&i) = entries.by_name.get(&exposed) {
+            if kind == Kind::Resource {
+                tracing::warn!(uri = %exposed, "resource exposed twice; first upstream wins");
+                return Ok(());
+            }
+            return Err(CatalogError::Collision {
+                kind: kind.as_str(),
+                name: exposed,
+                first: self.upstreams[entries.list[i].upstream].config.id.clone(),
+                second: uc.id.clone(),
+            });
+        }
+        item.insert(field.to_owned(), Value::String(exposed.clone()));
+        entries.by_name.insert(exposed.clone(), entries.list.len());
+        entries.list.push(Entry {
+            name: exposed,
+            upstream: index,
+            upstream_name: name,
+            visibility: uc.visibility(),
+            json: raw(&item),
+        });
         Ok(())
     }
 

@@ -142,23 +142,10 @@ pub fn parse(body: &[u8]) -> Result<Incoming, FramingError> {
     if env.jsonrpc.map(RawValue::get) != Some("\"2.0\"") {
         return Err(FramingError::Invalid("jsonrpc must be \"2.0\"".into()));
     }
-    if let Some(id) = &env.id {
-        // MCP: "the ID MUST NOT be null" (spec, basic, requests); JSON-RPC: string or number.
-        // A number must also be representable: `1E400` is JSON by the grammar, but echoed
-        // back it is a response many parsers (serde_json among them) refuse (found by the
-        // `jsonrpc_parse` fuzz target).
-        let ok = match id.get().as_bytes().first() {
-            Some(b'"') => true,
-            Some(b'-' | b'0'..=b'9') => {
-                serde_json::from_str::<serde_json::Number>(id.get()).is_ok()
-            }
-            _ => false,
-        };
-        if !ok {
-            return Err(FramingError::Invalid(
-                "id must be a string or a number".into(),
-            ));
-        }
+    if env.id.as_deref().is_some_and(|id| !valid_id(id)) {
+        return Err(FramingError::Invalid(
+            "id must be a string or a number".into(),
+        ));
     }
     if env.method.is_some() && (env.result.is_some() || env.error.is_some()) {
         return Err(FramingError::Invalid(
@@ -179,6 +166,18 @@ pub fn parse(body: &[u8]) -> Result<Incoming, FramingError> {
         _ => Err(FramingError::Invalid(
             "not a request, notification or response".into(),
         )),
+    }
+}
+
+/// Whether a request id is valid. MCP: "the ID MUST NOT be null" (spec, basic, requests);
+/// JSON-RPC: string or number. A number must also be representable: `1E400` is JSON by the
+/// grammar, but echoed back it is a response many parsers (serde_json among them) refuse
+/// (found by the `jsonrpc_parse` fuzz target).
+fn valid_id(id: &RawValue) -> bool {
+    match id.get().as_bytes().first() {
+        Some(b'"') => true,
+        Some(b'-' | b'0'..=b'9') => serde_json::from_str::<serde_json::Number>(id.get()).is_ok(),
+        _ => false,
     }
 }
 

@@ -15,8 +15,9 @@
 //!
 //! Request ids and progress tokens are rewritten to be unique within the shared upstream
 //! session; the caller's own values are restored on the way back (see [`crate::forward`]).
-//! The pool spawns no task: [`Upstream::notify`] returns the future of a notification for the
-//! caller to spawn on the runtime's tracker.
+//! The pool spawns no task of its own (reqwest's connection pool runs its connections):
+//! [`Upstream::notify`] returns the future of a notification for the caller to spawn on the
+//! runtime's tracker.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -65,7 +66,7 @@ pub enum UpstreamError {
 /// Room for the JSON-RPC envelope around a result of the maximum size.
 const ENVELOPE_SLACK_BYTES: usize = 1 << 20;
 
-/// A message stream of one upstream call: raw JSON-RPC messages (notifications, then the
+/// A message stream of one upstream call: JSON-RPC messages as text (notifications, then the
 /// response), in arrival order.
 pub(crate) type MessageStream = BoxStream<'static, Result<String, UpstreamError>>;
 
@@ -170,41 +171,9 @@ impl Upstream {
         }
     }
 
+    /// The MCP handshake: `initialize`, then `notifications/initialized` on the new session.
     async fn handshake(&self) -> Result<(Connection, Value), UpstreamError> {
-        let id = self.next_id();
-        let init = message(&json!({
-            "jsonrpc": "2.0", "id": id, "method": "initialize",
-            "params": {
-                "protocolVersion": ProtocolVersion::LATEST_WITH_INITIALIZE.to_string(),
-                "capabilities": {},
-                "clientInfo": {"name": "mcp-runtime", "version": env!("CARGO_PKG_VERSION")},
-            }
-        }))
-        .map_err(|e| self.protocol(e))?;
-        let response = self
-            .client
-            .post_message_with_response_limits(
-                self.uri.clone(),
-                init,
-                None,
-                None,
-                HashMap::new(),
-                self.limits,
-            )
-            .await
-            .map_err(|e| self.unavailable(e))?;
-        let session_id = match &response {
-            StreamableHttpPostResponse::Json(_, s) | StreamableHttpPostResponse::Sse(_, s) => {
-                s.clone()
-            }
-            _ => None,
-        };
-        let raw = first_response(self, response).await?;
-        let v: Value = serde_json::from_str(&raw).map_err(|e| self.protocol(e))?;
-        if let Some(err) = v.get("error") {
-            return Err(self.protocol(format!("initialize failed: {err}")));
-        }
-        let result = v.get("result").cloned().unwrap_or(Value::Null);
+        let (session_id, result) = self.initialize().await?;
         let version = result
             .get("protocolVersion")
             .and_then(Value::as_str)
@@ -238,6 +207,44 @@ impl Upstream {
             .map_err(|e| self.unavailable(e))?;
         tracing::info!(upstream = %self.config.id, version, "upstream session established");
         Ok((conn, result))
+    }
+
+    /// Sends `initialize`; returns the session id the upstream assigned and its result.
+    async fn initialize(&self) -> Result<(Option<String>, Value), UpstreamError> {
+        let id = self.next_id();
+        let init = message(&json!({
+            "jsonrpc": "2.0", "id": id, "method": "initialize",
+            "params": {
+                "protocolVersion": ProtocolVersion::LATEST_WITH_INITIALIZE.to_string(),
+                "capabilities": {},
+                "clientInfo": {"name": "mcp-runtime", "version": env!("CARGO_PKG_VERSION")},
+            }
+        }))
+        .map_err(|e| self.protocol(e))?;
+        let response = self
+            .client
+            .post_message_with_response_limits(
+                self.uri.clone(),
+                init,
+                None,
+                None,
+                HashMap::new(),
+                self.limits,
+            )
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        let session_id = match &response {
+            StreamableHttpPostResponse::Json(_, s) | StreamableHttpPostResponse::Sse(_, s) => {
+                s.clone()
+            }
+            _ => None,
+        };
+        let raw = first_response(self, response).await?;
+        let v: Value = serde_json::from_str(&raw).map_err(|e| self.protocol(e))?;
+        if let Some(err) = v.get("error") {
+            return Err(self.protocol(format!("initialize failed: {err}")));
+        }
+        Ok((session_id, v.get("result").cloned().unwrap_or(Value::Null)))
     }
 
     /// Sends one request and returns its message stream. A session the upstream no longer

@@ -160,11 +160,14 @@ fn rpc_error(e: RequestError) -> Response {
 
 /// Why `x-contextforge-auth-context` was refused (401).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-enum AuthHeaderError {
+pub(crate) enum AuthHeaderError {
+    /// The header is absent.
     #[error("missing x-contextforge-auth-context")]
     Missing,
+    /// The value is not base64url.
     #[error("x-contextforge-auth-context is not base64url")]
     NotBase64,
+    /// The decoded bytes are not an AuthContext JSON object.
     #[error("x-contextforge-auth-context is not an AuthContext JSON object")]
     NotAuthContext,
 }
@@ -206,22 +209,26 @@ impl From<AuthContextJson> for AuthContext {
     }
 }
 
+/// Decodes `x-contextforge-auth-context`.
+fn auth_context(headers: &HeaderMap) -> Result<AuthContext, AuthHeaderError> {
+    let value = headers
+        .get(AUTH_CONTEXT_HEADER)
+        .ok_or(AuthHeaderError::Missing)?;
+    decode_auth_context(value.as_bytes())
+}
+
+/// Decodes the value of `x-contextforge-auth-context`: base64url (padding optional) of the
+/// AuthContext JSON. The whole wire decoding of the header; a fuzz target's entry point.
+pub(crate) fn decode_auth_context(value: &[u8]) -> Result<AuthContext, AuthHeaderError> {
+    let raw = B64.decode(value).map_err(|_| AuthHeaderError::NotBase64)?;
+    auth_context_json(&raw)
+}
+
 /// Decodes the AuthContext JSON (after base64url decoding).
 fn auth_context_json(bytes: &[u8]) -> Result<AuthContext, AuthHeaderError> {
     serde_json::from_slice::<AuthContextJson>(bytes)
         .map(AuthContext::from)
         .map_err(|_| AuthHeaderError::NotAuthContext)
-}
-
-/// Decodes `x-contextforge-auth-context`: base64url (padding optional) of the JSON form.
-fn auth_context(headers: &HeaderMap) -> Result<AuthContext, AuthHeaderError> {
-    let value = headers
-        .get(AUTH_CONTEXT_HEADER)
-        .ok_or(AuthHeaderError::Missing)?;
-    let raw = B64
-        .decode(value.as_bytes())
-        .map_err(|_| AuthHeaderError::NotBase64)?;
-    auth_context_json(&raw)
 }
 
 async fn handle(
@@ -360,5 +367,11 @@ mod tests {
         );
         assert_eq!(scope(b"{}"), Err(AuthHeaderError::NotAuthContext));
         assert_eq!(scope(b"[1]"), Err(AuthHeaderError::NotAuthContext));
+        let email = decode_auth_context(b"eyJlbWFpbCI6ImFAeCJ9").map(|a| a.subject_email);
+        assert_eq!(email, Ok("a@x".to_owned()));
+        assert_eq!(
+            decode_auth_context(b"not base64!").map(|a| a.subject_email),
+            Err(AuthHeaderError::NotBase64)
+        );
     }
 }
