@@ -236,3 +236,129 @@ fn initialize_result(version: &str) -> String {
     result.server_info = Implementation::new("mcp-runtime", env!("CARGO_PKG_VERSION"));
     serde_json::to_string(&result).unwrap_or_else(|_| "{}".to_owned())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{AuthContext, Body, CatalogConfig, McpHeaders, Method, Request, Transport};
+    use bytes::Bytes;
+    use serde_json::Value;
+
+    fn post(sid: Option<&str>, body: &Value) -> Request {
+        Request {
+            method: Method::Post,
+            headers: McpHeaders {
+                session_id: sid.map(str::to_owned),
+                accept: Some("application/json, text/event-stream".to_owned()),
+                ..McpHeaders::default()
+            },
+            server_id: None,
+            request_id: None,
+            auth: AuthContext::anonymous(),
+            body: Bytes::from(body.to_string()),
+            transport: Transport::InProcess,
+        }
+    }
+
+    async fn initialize(rt: &Arc<Runtime>) -> String {
+        let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "test", "version": "0"}}});
+        let out = rt.handle(post(None, &init)).await;
+        out.head.header("mcp-session-id").unwrap().to_owned()
+    }
+
+    /// The body of a whole (non-SSE) answer, as JSON.
+    async fn answer(rt: &Arc<Runtime>, sid: &str, body: &Value) -> Value {
+        let out = rt.handle(post(Some(sid), body)).await;
+        assert!(matches!(out.body, Body::Full(_)), "not a whole body");
+        serde_json::from_slice(&out.collect().await.1).unwrap()
+    }
+
+    /// The fixture upstream's count of `sleep` calls running, through `rt`.
+    async fn upstream_inflight(rt: &Arc<Runtime>, sid: &str) -> u64 {
+        let call = json!({"jsonrpc": "2.0", "id": 900, "method": "tools/call",
+            "params": {"name": "inflight", "arguments": {}}});
+        let v = answer(rt, sid, &call).await;
+        let text = v.pointer("/result/content/0/text").and_then(Value::as_str);
+        text.and_then(|t| t.trim().parse().ok())
+            .unwrap_or_else(|| panic!("inflight: {v}"))
+    }
+
+    /// Polls the upstream until `n` calls run there; panics after 10 s.
+    async fn until_upstream_inflight(rt: &Arc<Runtime>, sid: &str, n: u64) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while upstream_inflight(rt, sid).await != n {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the upstream never had {n} calls running"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Shutdown's guarantee: once `cancel_calls` returns, the upstream has been sent the
+    /// `notifications/cancelled` of every cancelled call. The runtime under test lives on a
+    /// tokio runtime dropped right after `cancel_calls` (as the process exits), so a
+    /// notification still pending then is lost and the upstream's 60 s call keeps running.
+    /// The upstream and an observer runtime (which counts the calls running upstream) run on a
+    /// tokio runtime of their own, as other processes would; the runtime under test makes no
+    /// other call, so its notification needs a new connection (its only one, the call's, is
+    /// closed with the call) and cannot be written in the same poll that spawned it.
+    #[test]
+    fn cancel_calls_returns_after_the_upstream_was_told() {
+        let upstream = tokio::runtime::Runtime::new().unwrap();
+        let listener = upstream
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let url = mcp_fixture_server::mcp_url(listener.local_addr().unwrap());
+        upstream.spawn(mcp_fixture_server::serve(
+            listener,
+            0,
+            std::future::pending(),
+        ));
+        let catalog =
+            CatalogConfig::parse(&format!("[[upstreams]]\nid = \"fx\"\nurl = \"{url}\"\n"))
+                .unwrap();
+        let (observer, observer_sid) = upstream.block_on(async {
+            let rt = Arc::new(
+                Runtime::start(&catalog, RuntimeConfig::default())
+                    .await
+                    .unwrap(),
+            );
+            let sid = initialize(&rt).await;
+            (rt, sid)
+        });
+        let until = |n| {
+            let (rt, sid) = (Arc::clone(&observer), observer_sid.clone());
+            upstream.spawn(async move { until_upstream_inflight(&rt, &sid, n).await })
+        };
+        let exiting = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (cancelled, answer) = exiting.block_on(async {
+            let rt = Arc::new(
+                Runtime::start(&catalog, RuntimeConfig::default())
+                    .await
+                    .unwrap(),
+            );
+            let sid = initialize(&rt).await;
+            let sleep = json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call",
+                "params": {"name": "sleep", "arguments": {"ms": 60_000}}});
+            let call = tokio::spawn({
+                let rt = Arc::clone(&rt);
+                async move { rt.handle(post(Some(&sid), &sleep)).await.collect().await.1 }
+            });
+            until(1).await.unwrap();
+            assert_eq!(rt.inflight_upstream_calls(), 1);
+            let cancelled = rt.cancel_calls(Duration::from_secs(5)).await;
+            (cancelled, call.await.unwrap())
+        });
+        drop(exiting);
+        assert_eq!(cancelled, 1);
+        let answer: Value = serde_json::from_slice(&answer).unwrap();
+        assert_eq!(answer["error"]["message"], "Request cancelled", "{answer}");
+        upstream.block_on(until(0)).unwrap();
+    }
+}
