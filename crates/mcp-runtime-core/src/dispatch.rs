@@ -2,9 +2,10 @@
 //! 2025-11-25, section "Transports") of one [`Request`], from the checks every request passes
 //! to the JSON-RPC method it names.
 //!
-//! Order of the checks: virtual server (404), protocol version (400), then per HTTP method:
-//! body size (413), framing (400), `initialize` and `server/discover` (no session needed), the
-//! session (400 without one, 404 for an unknown one), then the method. Calls to an upstream
+//! Order of the checks: virtual server (404), protocol version (400), then per HTTP method. A
+//! GET: `Accept` (405), then the session. A DELETE: the session. A POST: body size (413),
+//! framing (400), `initialize` and `server/discover` (no session needed), the session (400
+//! without one, 404 for an unknown one), then the JSON-RPC method. Calls to an upstream
 //! (`tools/call`, `prompts/get`, `resources/read`) are routed through the catalog and handed
 //! to [`crate::forward`].
 
