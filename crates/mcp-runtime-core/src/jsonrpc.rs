@@ -175,7 +175,10 @@ pub fn parse(body: &[u8]) -> Result<Incoming, FramingError> {
 /// (found by the `jsonrpc_parse` fuzz target).
 fn valid_id(id: &RawValue) -> bool {
     match id.get().as_bytes().first() {
-        Some(b'"') => true,
+        // A string must decode: an escaped lone surrogate (`"\uD80b"`) is valid JSON grammar
+        // but no Unicode string, and strict parsers (serde_json among them) refuse a response
+        // that echoes it (found by the jsonrpc_parse fuzz target).
+        Some(b'"') => serde_json::from_str::<String>(id.get()).is_ok(),
         Some(b'-' | b'0'..=b'9') => serde_json::from_str::<serde_json::Number>(id.get()).is_ok(),
         _ => false,
     }
@@ -287,6 +290,13 @@ mod tests {
             code(br#"{"jsonrpc":"2.0","id":1e400,"method":"ping"}"#),
             INVALID_REQUEST
         );
+        // Fuzz crash (jsonrpc_parse): a string id with an escaped lone surrogate was echoed
+        // into a response that serde_json cannot parse.
+        assert_eq!(
+            code(br#"{"jsonrpc":"2.0","id":"a\uD80b","method":"tools/list"}"#),
+            INVALID_REQUEST
+        );
+        assert!(parse(br#"{"jsonrpc":"2.0","id":"a\uD83D\uDE00\n","method":"ping"}"#).is_ok());
         assert!(parse(br#"{"jsonrpc":"2.0","id":1.5e3,"method":"ping"}"#).is_ok());
     }
 
