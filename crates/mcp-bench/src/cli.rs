@@ -6,9 +6,11 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Parser;
 
-use crate::bench::{self, Config, GrpcChannel, Transport};
+use crate::bench::{self, Config};
 use crate::client::{Stop, Workload};
-use crate::python::{GatewayMode, PyClient, PyWorkload};
+use crate::layer::python_hop::{PyClient, PyWorkload};
+use crate::layer::runtime::{GrpcChannel, Transport};
+use crate::python::GatewayMode;
 
 /// Benchmarks of the MCP runtime and its boundaries, in four layers measured in interleaved
 /// rounds: the kernel floor (raw Unix socket ping-pong); a Rust client calling the runtime

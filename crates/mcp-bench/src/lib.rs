@@ -20,10 +20,18 @@
 //! # Layout
 //!
 //! - `cli.rs`: the command line, turned into a [`bench::Config`]; writes the outputs.
-//! - `bench.rs`: one run: processes up, rounds of rows, processes down, the report.
+//! - `bench.rs`: one run: the shared processes and the layers up, rounds of rows, everything
+//!   down, the report.
+//! - `layer.rs`: the [`layer::Layer`] interface, the list of layers and the [`layer::Run`]
+//!   they share (processes, rows, notes); one file per layer under `layer/`:
+//!   - `floor.rs`: the kernel floor ping-pong;
+//!   - `runtime.rs`: Rust clients to the runtime over HTTP/JSON and gRPC, and to the build
+//!     without `grpc-uds`;
+//!   - `python_hop.rs`: `bench/pyhop.py` rows (Python clients to the runtime);
+//!   - `upstream.rs`: straight to the fixture upstream (no gateway, no runtime);
+//!   - `gateway.rs`: end to end through the gateway in each mode, one and two workers.
 //! - `harness.rs`: starting and stopping the fixture and the runtime (drop guards).
-//! - `python.rs`: the virtual environment, the gateway processes, `pyhop.py` rows.
-//! - `floor.rs`: the kernel floor ping-pong.
+//! - `python.rs`: the virtual environment and the gateway processes.
 //! - `client.rs`: workloads, response checks and the concurrent load driver;
 //!   `client/http.rs` (hyper) and `client/grpc.rs` (tonic) are the two runtime clients,
 //!   `client/mcp.rs` the end-to-end MCP client of the gateway.
@@ -40,8 +48,8 @@ pub mod analysis;
 pub mod bench;
 pub mod cli;
 pub mod client;
-pub mod floor;
 pub mod harness;
+pub mod layer;
 pub mod proc;
 pub mod python;
 pub mod report;
