@@ -29,10 +29,11 @@ pub const LAYER: Entry = Entry {
     ],
 };
 
-/// The Python-hop layer: the clients measured and the processes whose CPU is read around
-/// each script run.
+/// The Python-hop layer: the environment, the clients measured and the processes whose CPU
+/// is read around each script run.
 #[derive(Debug)]
 struct PythonHop {
+    env: Option<PythonEnv>,
     clients: Vec<PyClient>,
     meter: CpuMeter,
 }
@@ -42,19 +43,14 @@ impl PythonHop {
     fn start(run: &mut Run<'_>) -> Self {
         let cfg = run.cfg;
         let mut clients = cfg.pyhop_clients.clone();
-        if !clients.is_empty() && run.python().is_some() && !cfg.pyhop_script.exists() {
-            run.note(format!(
-                "python-hop layer skipped: {} does not exist",
-                cfg.pyhop_script.display()
-            ));
-            clients.clear();
-        }
-        if let (Some(env), false) = (run.python_probed(), clients.is_empty()) {
-            let command = format!(
-                "{} {} {}",
-                env.python.display(),
-                cfg.pyhop_script.display(),
-                pyhop_args(
+        let env = if clients.is_empty() {
+            None
+        } else {
+            run.python().cloned()
+        };
+        if let Some(env) = &env {
+            if cfg.pyhop_script.exists() {
+                let args = pyhop_args(
                     PyClient::Httpx,
                     &run.runtime.http_socket,
                     PyWorkload::Ping,
@@ -62,10 +58,23 @@ impl PythonHop {
                     cfg.stop,
                     cfg.warmup,
                     run.runtime.guard.pid(),
-                )
-                .join(" ")
-            );
-            run.commands.insert("pyhop".to_owned(), command);
+                );
+                run.commands.insert(
+                    "pyhop".to_owned(),
+                    format!(
+                        "{} {} {}",
+                        env.python.display(),
+                        cfg.pyhop_script.display(),
+                        args.join(" ")
+                    ),
+                );
+            } else {
+                run.note(format!(
+                    "python-hop layer skipped: {} does not exist",
+                    cfg.pyhop_script.display()
+                ));
+                clients.clear();
+            }
         }
         let meter = CpuMeter::new(vec![
             (
@@ -77,20 +86,24 @@ impl PythonHop {
                 ProcTarget::pid(run.fixture.guard.pid()),
             ),
         ]);
-        Self { clients, meter }
+        Self {
+            env,
+            clients,
+            meter,
+        }
     }
 }
 
 impl Layer for PythonHop {
     fn round(&mut self, run: &mut Run<'_>) -> anyhow::Result<()> {
         let cfg = run.cfg;
-        let Some(env) = run.python_probed().cloned() else {
+        let Some(env) = &self.env else {
             return Ok(());
         };
         for &workload in &cfg.pyhop_workloads {
             for &c in &cfg.concurrency {
                 for client in rotated(&self.clients, run.round) {
-                    match measure(cfg, &env, run, &self.meter, client, workload, c) {
+                    match measure(cfg, env, run, &self.meter, client, workload, c) {
                         Ok((key, m)) => run.record(key, m),
                         Err(e) => run.note(format!(
                             "{} python-hop {} {} c={c} failed: {e:#}",
