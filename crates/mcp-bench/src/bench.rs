@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::client::{Stop, Workload};
 use crate::harness;
@@ -138,45 +138,37 @@ pub fn run(cfg: &Config) -> anyhow::Result<Report> {
         }
     }
 
-    let mut settings = BTreeMap::new();
-    settings.insert("rounds".to_owned(), json!(cfg.rounds));
-    match cfg.stop {
-        Stop::Requests(n) => settings.insert("requests_per_round".to_owned(), json!(n)),
-        Stop::Duration(d) => {
-            settings.insert("duration_s_per_round".to_owned(), json!(d.as_secs_f64()))
-        }
+    let upstream = if run.everything.is_some() {
+        "mcp-fixture-server for every row except `tools/call echo (server-everything)` (@modelcontextprotocol/server-everything) and `tools/list (500 tools)` (a second mcp-fixture-server process with 500 generated tools)"
+    } else {
+        "mcp-fixture-server for every row (`tools/list (500 tools)`: a second process with 500 generated tools); no third-party upstream in this run"
     };
-    settings.insert("warmup_requests".to_owned(), json!(cfg.warmup));
-    settings.insert("concurrency".to_owned(), json!(cfg.concurrency));
-    settings.insert(
-        "runtime_worker_threads".to_owned(),
-        json!(cfg.runtime_worker_threads),
-    );
-    settings.insert(
-        "runtime_worker_threads_effective".to_owned(),
-        json!(cfg.runtime_worker_threads.unwrap_or(machine.nproc)),
-    );
-    settings.insert(
-        "runtime_threads_at_start".to_owned(),
-        json!(run.runtime_threads),
-    );
-    settings.insert(
-        "client_worker_threads".to_owned(),
-        json!(cfg.client_worker_threads),
-    );
-    settings.insert(
-        "fixture_generated_tools".to_owned(),
-        json!(cfg.fixture_generated_tools),
-    );
-    settings.insert(
-        "upstream".to_owned(),
-        json!(if run.everything.is_some() {
-            "mcp-fixture-server for every row except `tools/call echo (server-everything)` (@modelcontextprotocol/server-everything) and `tools/list (500 tools)` (a second mcp-fixture-server process with 500 generated tools)"
-        } else {
-            "mcp-fixture-server for every row (`tools/list (500 tools)`: a second process with 500 generated tools); no third-party upstream in this run"
-        }),
-    );
-    settings.insert("builds".to_owned(), build_info(cfg));
+    let stop = match cfg.stop {
+        Stop::Requests(n) => ("requests_per_round", json!(n)),
+        Stop::Duration(d) => ("duration_s_per_round", json!(d.as_secs_f64())),
+    };
+    let mut settings: BTreeMap<String, Value> = [
+        ("rounds", json!(cfg.rounds)),
+        stop,
+        ("warmup_requests", json!(cfg.warmup)),
+        ("concurrency", json!(cfg.concurrency)),
+        ("runtime_worker_threads", json!(cfg.runtime_worker_threads)),
+        (
+            "runtime_worker_threads_effective",
+            json!(cfg.runtime_worker_threads.unwrap_or(machine.nproc)),
+        ),
+        ("runtime_threads_at_start", json!(run.runtime_threads)),
+        ("client_worker_threads", json!(cfg.client_worker_threads)),
+        (
+            "fixture_generated_tools",
+            json!(cfg.fixture_generated_tools),
+        ),
+        ("upstream", json!(upstream)),
+        ("builds", build_info(cfg)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
     for layer in &layers {
         layer.settings(cfg, &mut settings);
     }
