@@ -12,6 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
+use crate::cli::Programs;
 use crate::client::{Stop, Workload};
 use crate::harness;
 use crate::layer::python_hop::{PyClient, PyWorkload};
@@ -24,10 +25,8 @@ use crate::report::{Comparison, Report, Row, SCHEMA};
 /// Everything a run needs to know.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The `mcp-runtime` binary (built with `grpc-uds`).
-    pub runtime_bin: PathBuf,
-    /// The `mcp-fixture-server` binary.
-    pub fixture_bin: PathBuf,
+    /// The runtime (built with `grpc-uds`), the fixture, the repository and its `.venv`.
+    pub programs: Programs,
     /// An `mcp-runtime` binary built without `grpc-uds`, for the zero-overhead rows.
     pub runtime_bin_nogrpc: Option<PathBuf>,
     /// Shell command starting `@modelcontextprotocol/server-everything` in streamable HTTP
@@ -65,10 +64,6 @@ pub struct Config {
     pub command_line: Vec<String>,
     /// Measure the Rust client to runtime rows (layer 2).
     pub runtime_layer: bool,
-    /// The virtual environment's interpreter (`.venv/bin/python`).
-    pub python: PathBuf,
-    /// The repository root (working directory of the Python processes).
-    pub repo_root: PathBuf,
     /// `bench/pyhop.py`.
     pub pyhop_script: PathBuf,
     /// Python-hop clients (layer 3); empty skips the layer.
@@ -118,11 +113,11 @@ pub fn run(cfg: &Config) -> anyhow::Result<Report> {
     versions.insert("mcp-bench".to_owned(), env!("CARGO_PKG_VERSION").to_owned());
     versions.insert(
         "mcp-runtime".to_owned(),
-        harness::version_of(&cfg.runtime_bin),
+        harness::version_of(&cfg.programs.runtime_bin),
     );
     versions.insert(
         "mcp-fixture-server".to_owned(),
-        harness::version_of(&cfg.fixture_bin),
+        harness::version_of(&cfg.programs.fixture_bin),
     );
     let health = &run.runtime.health;
     if let Some(v) = health.get("contract_version").and_then(|v| v.as_str()) {
@@ -241,7 +236,7 @@ fn build_info(cfg: &Config) -> serde_json::Value {
                 "none",
             ])
             .args(features)
-            .current_dir(&cfg.repo_root)
+            .current_dir(&cfg.programs.repo_root)
             .stderr(std::process::Stdio::null())
             .output()
             .ok()?;
@@ -274,9 +269,9 @@ fn build_info(cfg: &Config) -> serde_json::Value {
     b.insert(
         "with grpc-uds".to_owned(),
         json!({
-            "binary": cfg.runtime_bin.display().to_string(),
-            "binary_bytes": size(&cfg.runtime_bin),
-            "stripped_bytes": stripped(&cfg.runtime_bin),
+            "binary": cfg.programs.runtime_bin.display().to_string(),
+            "binary_bytes": size(&cfg.programs.runtime_bin),
+            "stripped_bytes": stripped(&cfg.programs.runtime_bin),
             "dependencies": deps(&["--features", "grpc-uds"]),
         }),
     );

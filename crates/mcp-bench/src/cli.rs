@@ -23,14 +23,9 @@ use crate::python::GatewayMode;
 #[derive(Debug, Parser)]
 #[command(name = "mcp-bench", version, about, long_about = None)]
 pub struct Cli {
-    /// The `mcp-runtime` binary, built with `--features grpc-uds` [default: next to this
-    /// executable].
-    #[arg(long)]
-    pub runtime_bin: Option<PathBuf>,
-
-    /// The `mcp-fixture-server` binary [default: next to this executable].
-    #[arg(long)]
-    pub fixture_bin: Option<PathBuf>,
+    /// The programs under test.
+    #[command(flatten)]
+    pub programs: ProgramArgs,
 
     /// An `mcp-runtime` binary built without `grpc-uds`: adds `http-nogrpc` runtime rows (the
     /// HTTP/JSON path of that build, measured beside the default build's).
@@ -159,15 +154,6 @@ pub struct Cli {
     #[arg(long, default_value_t = 16)]
     pub big_payload_max_concurrency: usize,
 
-    /// The repository root: working directory of the Python processes [default: the source
-    /// tree this binary was built from].
-    #[arg(long)]
-    pub repo_root: Option<PathBuf>,
-
-    /// The virtual environment's interpreter [default: REPO_ROOT/.venv/bin/python].
-    #[arg(long)]
-    pub python: Option<PathBuf>,
-
     /// The Python-hop client script [default: REPO_ROOT/bench/pyhop.py].
     #[arg(long)]
     pub pyhop_script: Option<PathBuf>,
@@ -181,6 +167,67 @@ pub struct Cli {
     /// (`report.md`, the SVGs, the summary on stdout) with this version's report code.
     #[arg(long)]
     pub render: Option<PathBuf>,
+}
+
+/// Where the programs under test are (`mcp-bench` and `mcp-soak` take the same options).
+#[derive(Debug, clap::Args)]
+pub struct ProgramArgs {
+    /// The `mcp-runtime` binary, built with `--features grpc-uds` [default: next to this
+    /// executable].
+    #[arg(long)]
+    pub runtime_bin: Option<PathBuf>,
+
+    /// The `mcp-fixture-server` binary [default: next to this executable].
+    #[arg(long)]
+    pub fixture_bin: Option<PathBuf>,
+
+    /// The repository root: working directory of the Python processes [default: the source
+    /// tree this binary was built from].
+    #[arg(long)]
+    pub repo_root: Option<PathBuf>,
+
+    /// The virtual environment's interpreter [default: REPO_ROOT/.venv/bin/python].
+    #[arg(long)]
+    pub python: Option<PathBuf>,
+}
+
+/// The programs under test, defaults applied.
+#[derive(Debug, Clone)]
+pub struct Programs {
+    /// `mcp-runtime`, built with `grpc-uds`.
+    pub runtime_bin: PathBuf,
+    /// `mcp-fixture-server`.
+    pub fixture_bin: PathBuf,
+    /// The repository root (working directory of the Python processes).
+    pub repo_root: PathBuf,
+    /// The virtual environment's interpreter (`.venv/bin/python`).
+    pub python: PathBuf,
+}
+
+impl ProgramArgs {
+    /// The paths given, or their defaults.
+    ///
+    /// # Errors
+    ///
+    /// When the running executable (next to which the binaries are by default) cannot be
+    /// located.
+    pub fn resolve(self) -> anyhow::Result<Programs> {
+        let repo_root = self.repo_root.unwrap_or_else(default_repo_root);
+        Ok(Programs {
+            runtime_bin: match self.runtime_bin {
+                Some(p) => p,
+                None => sibling("mcp-runtime")?,
+            },
+            fixture_bin: match self.fixture_bin {
+                Some(p) => p,
+                None => sibling("mcp-fixture-server")?,
+            },
+            python: self
+                .python
+                .unwrap_or_else(|| repo_root.join(".venv/bin/python")),
+            repo_root,
+        })
+    }
 }
 
 /// A workload, or `none`.
@@ -227,16 +274,8 @@ impl Cli {
             self.concurrency.iter().all(|&c| c > 0),
             "--concurrency levels must be at least 1"
         );
-        let repo_root = self.repo_root.unwrap_or_else(default_repo_root);
+        let programs = self.programs.resolve()?;
         Ok(Config {
-            runtime_bin: match self.runtime_bin {
-                Some(p) => p,
-                None => sibling("mcp-runtime")?,
-            },
-            fixture_bin: match self.fixture_bin {
-                Some(p) => p,
-                None => sibling("mcp-fixture-server")?,
-            },
             runtime_bin_nogrpc: self.runtime_bin_nogrpc,
             everything_cmd: self.everything_cmd.filter(|c| !c.trim().is_empty()),
             direct_workloads: self.direct_workloads,
@@ -262,13 +301,10 @@ impl Cli {
             fixture_generated_tools: self.fixture_generated_tools,
             command_line,
             runtime_layer: !self.no_runtime,
-            python: self
-                .python
-                .unwrap_or_else(|| repo_root.join(".venv/bin/python")),
             pyhop_script: self
                 .pyhop_script
-                .unwrap_or_else(|| repo_root.join("bench/pyhop.py")),
-            repo_root,
+                .unwrap_or_else(|| programs.repo_root.join("bench/pyhop.py")),
+            programs,
             pyhop_clients: if self.no_python_hop {
                 Vec::new()
             } else {

@@ -129,7 +129,8 @@ impl<'a> Run<'a> {
         commands.insert("mcp-bench".to_owned(), cfg.command_line.join(" "));
 
         let generated = cfg.fixture_generated_tools.max(harness::TOOLS10.len() - 6);
-        let fixture = harness::start_fixture(&cfg.fixture_bin, dir.path(), "fixture", generated)?;
+        let fixture =
+            harness::start_fixture(&cfg.programs.fixture_bin, dir.path(), "fixture", generated)?;
         progress(format_args!(
             "fixture upstream at {} (pid {})",
             fixture.url,
@@ -139,15 +140,16 @@ impl<'a> Run<'a> {
             "fixture".to_owned(),
             format!(
                 "{} --listen 127.0.0.1:0 --generated-tools {generated}",
-                cfg.fixture_bin.display(),
+                cfg.programs.fixture_bin.display(),
             ),
         );
-        let big = harness::start_fixture(&cfg.fixture_bin, dir.path(), "fixture-big", 500)?;
+        let big =
+            harness::start_fixture(&cfg.programs.fixture_bin, dir.path(), "fixture-big", 500)?;
         commands.insert(
             "fixture-big".to_owned(),
             format!(
                 "{} --listen 127.0.0.1:0 --generated-tools 500",
-                cfg.fixture_bin.display(),
+                cfg.programs.fixture_bin.display(),
             ),
         );
         let everything = match &cfg.everything_cmd {
@@ -195,7 +197,7 @@ impl<'a> Run<'a> {
                 .gateway_modes
                 .contains(&crate::python::GatewayMode::Grpc);
         let runtime = rt.block_on(harness::start_runtime(
-            &cfg.runtime_bin,
+            &cfg.programs.runtime_bin,
             dir.path(),
             "runtime",
             &catalog,
@@ -238,13 +240,14 @@ impl<'a> Run<'a> {
     /// not usable, and the Python layers are skipped.
     pub fn python(&mut self) -> Option<&PythonEnv> {
         if self.python.is_none() {
-            let env = match PythonEnv::probe(&self.cfg.python, &self.cfg.repo_root) {
-                Ok(env) => Some(env),
-                Err(e) => {
-                    self.note(format!("python-hop and gateway layers skipped: {e:#}"));
-                    None
-                }
-            };
+            let env =
+                match PythonEnv::probe(&self.cfg.programs.python, &self.cfg.programs.repo_root) {
+                    Ok(env) => Some(env),
+                    Err(e) => {
+                        self.note(format!("python-hop and gateway layers skipped: {e:#}"));
+                        None
+                    }
+                };
             self.python = Some(env);
         }
         self.python.as_ref().and_then(Option::as_ref)
