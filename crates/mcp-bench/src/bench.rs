@@ -15,12 +15,13 @@ use serde_json::{Value, json};
 use crate::cli::Programs;
 use crate::client::{Stop, Workload};
 use crate::harness;
+use crate::layer::LAYERS;
 use crate::layer::python_hop::{PyClient, PyWorkload};
 use crate::layer::runtime::{GrpcChannel, Transport};
-use crate::layer::{LAYERS, Run};
 use crate::proc::MachineInfo;
 use crate::python::GatewayMode;
 use crate::report::{Comparison, Report, Row, SCHEMA};
+use crate::run::Run;
 
 /// Everything a run needs to know.
 #[derive(Debug, Clone)]

@@ -22,8 +22,10 @@
 //! - `cli.rs`: the command line, turned into a [`bench::Config`]; writes the outputs.
 //! - `bench.rs`: one run: the shared processes and the layers up, rounds of rows, everything
 //!   down, the report.
-//! - `layer.rs`: the [`layer::Layer`] interface, the list of layers and the [`layer::Run`]
-//!   they share (processes, rows, notes); one file per layer under `layer/`:
+//! - `run.rs`: the [`run::Run`] the layers share: processes, Python environment, rows,
+//!   notes.
+//! - `layer.rs`: the [`layer::Layer`] interface, the list of layers and what measuring a row
+//!   takes; one file per layer under `layer/`:
 //!   - `floor.rs`: the kernel floor ping-pong;
 //!   - `runtime.rs`: Rust clients to the runtime over HTTP/JSON and gRPC, and to the build
 //!     without `grpc-uds`;
@@ -53,5 +55,6 @@ pub mod layer;
 pub mod proc;
 pub mod python;
 pub mod report;
+pub mod run;
 pub mod soak;
 pub mod stats;

@@ -16,16 +16,21 @@ use std::collections::BTreeMap;
 use anyhow::Context as _;
 use serde_json::{Value, json};
 
-use super::{Entry, Layer, Run, metrics};
+use super::{Entry, Layer, metrics};
 use crate::bench::Config;
 use crate::client::{LoadResult, Stop, Tickets};
 use crate::proc::{CpuMeter, ProcTarget};
 use crate::report::RowKey;
+use crate::run::Run;
 use crate::stats::Latencies;
 
 /// The kernel floor in the list of layers (no ratios).
 pub const LAYER: Entry = Entry {
-    start: |_| Ok(Box::new(Floor::new())),
+    start: |_| {
+        Ok(Box::new(Floor {
+            meter: CpuMeter::new(vec![("client".to_owned(), ProcTarget::this())]),
+        }))
+    },
     ratios: &[],
 };
 
@@ -33,14 +38,6 @@ pub const LAYER: Entry = Entry {
 #[derive(Debug)]
 struct Floor {
     meter: CpuMeter,
-}
-
-impl Floor {
-    fn new() -> Self {
-        Self {
-            meter: CpuMeter::new(vec![("client".to_owned(), ProcTarget::this())]),
-        }
-    }
 }
 
 impl Layer for Floor {

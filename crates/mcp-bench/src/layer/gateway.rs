@@ -9,12 +9,13 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use super::{BIG_PAYLOAD_BYTES, Entry, Layer, Run, measure_mcp, progress};
+use super::{BIG_PAYLOAD_BYTES, Entry, Layer, measure_mcp};
 use crate::bench::Config;
 use crate::client::Workload;
 use crate::client::mcp::Endpoint;
 use crate::proc::{CpuMeter, ProcTarget};
 use crate::python::{self, Gateway, GatewayMode};
+use crate::run::{Run, progress};
 
 /// The gateway with one worker in the list of layers: gRPC / HTTP/JSON, gRPC / Python
 /// baseline, HTTP/JSON / Python baseline.

@@ -12,12 +12,13 @@ use anyhow::{Context as _, bail};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Entry, Layer, Run, per_request, progress, rotated};
+use super::{Entry, Layer, per_request, rotated};
 use crate::bench::Config;
 use crate::client::{Stop, Workload};
 use crate::proc::{CpuMeter, ProcTarget};
 use crate::python::PythonEnv;
 use crate::report::{Metrics, RowKey};
+use crate::run::{Run, progress};
 use crate::stats::LatencySummary;
 
 /// The Python hop in the list of layers: grpc.aio / httpx and aiohttp / httpx.
@@ -290,12 +291,6 @@ pub struct PyHopRow {
     pub runtime_cpu_us_per_req: Option<f64>,
     /// The first error, if any.
     pub first_error: Option<String>,
-    /// Python version.
-    #[serde(default)]
-    pub python: Option<String>,
-    /// Versions of the Python client packages.
-    #[serde(default)]
-    pub versions: BTreeMap<String, Option<String>>,
 }
 
 /// The arguments of one `pyhop.py` run (without the interpreter and script).

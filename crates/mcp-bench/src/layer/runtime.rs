@@ -10,12 +10,13 @@ use std::path::Path;
 use anyhow::Context as _;
 use serde_json::{Value, json};
 
-use super::{Entry, Layer, Run, metrics, progress, rotated};
+use super::{Entry, Layer, metrics, rotated};
 use crate::bench::Config;
 use crate::client::{self, Stop, Worker, Workload};
 use crate::harness::{self, RuntimeProcess};
 use crate::proc::{CpuMeter, ProcTarget};
 use crate::report::{Metrics, RowKey};
+use crate::run::{Run, progress};
 
 /// The runtime layer in the list of layers: gRPC / HTTP/JSON, and HTTP/JSON of the `grpc-uds`
 /// build / of the build without it.

@@ -6,9 +6,10 @@ use std::net::SocketAddr;
 
 use anyhow::Context as _;
 
-use super::{Entry, Layer, Run, measure_mcp};
+use super::{Entry, Layer, measure_mcp};
 use crate::client::mcp::Endpoint;
 use crate::proc::{CpuMeter, ProcTarget};
+use crate::run::Run;
 
 /// Straight to the upstream in the list of layers (no ratios).
 pub const LAYER: Entry = Entry {
