@@ -8,9 +8,12 @@
 //!    (hyper, HTTP/1.1 keep-alive) and gRPC (tonic `Invoke`), at several concurrency levels;
 //! 3. the Python hop: `bench/pyhop.py` spawned once per row (httpx, aiohttp, grpc.aio calling
 //!    the runtime over its sockets), its JSON row read back;
-//! 4. end to end through the Python gateway (`python -m mcp_gateway serve`, one process per
-//!    mode: Python baseline, HTTP/JSON, gRPC) against the same runtime and fixture, driven by
-//!    this program's MCP client over TCP (a session per worker).
+//! 4. this program's MCP client straight to the fixture upstream (no gateway, no runtime),
+//!    the reference of the breakdown and of the progress notification latency;
+//! 5. end to end through the Python gateway (`python -m mcp_gateway serve`, one process per
+//!    mode: Python baseline, HTTP/JSON, gRPC, with one and with two uvicorn workers) against
+//!    the same runtime and fixture, driven by this program's MCP client over TCP (a session
+//!    per worker).
 //!
 //! Each row reports requests/s, latency percentiles, errors, and the CPU time per request and
 //! peak RSS of every process involved, read from `/proc`. The run starts the fixture upstream,
@@ -19,7 +22,9 @@
 //!
 //! # Layout
 //!
-//! - `cli.rs`: the command line, turned into a [`bench::Config`]; writes the outputs.
+//! - `cli.rs`: the command line, turned into a [`bench::Config`]; writes the outputs;
+//!   [`cli::ProgramArgs`], the options naming the programs under test, shared with
+//!   `mcp-soak`.
 //! - `bench.rs`: one run: the shared processes and the layers up, rounds of rows, everything
 //!   down, the report.
 //! - `run.rs`: the [`run::Run`] the layers share: processes, Python environment, rows,
@@ -36,7 +41,8 @@
 //! - `python.rs`: the virtual environment and the gateway processes.
 //! - `client.rs`: workloads, response checks and the concurrent load driver;
 //!   `client/http.rs` (hyper) and `client/grpc.rs` (tonic) are the two runtime clients,
-//!   `client/mcp.rs` the end-to-end MCP client of the gateway.
+//!   `client/mcp.rs` the end-to-end MCP client of the gateway, `client/h1.rs` the HTTP/1.1
+//!   connection (hyper) the HTTP clients share.
 //! - `proc.rs`: CPU time and RSS from `/proc` (single processes or process trees), the
 //!   machine description.
 //! - `stats.rs`: latency histograms (HdrHistogram) and medians.
