@@ -7,19 +7,20 @@
 //! then a measured phase bracketed by CPU samples of every process.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
 use crate::cli::Programs;
-use crate::client::{Stop, Workload};
+use crate::client::Stop;
 use crate::harness;
 use crate::layer::LAYERS;
-use crate::layer::python_hop::{PyClient, PyWorkload};
-use crate::layer::runtime::{GrpcChannel, Transport};
+use crate::layer::floor::FloorArgs;
+use crate::layer::gateway::GatewayArgs;
+use crate::layer::python_hop::PythonHopArgs;
+use crate::layer::runtime::RuntimeArgs;
+use crate::layer::upstream::UpstreamArgs;
 use crate::proc::MachineInfo;
-use crate::python::GatewayMode;
 use crate::report::{Comparison, Report, Row, SCHEMA};
 use crate::run::Run;
 
@@ -28,17 +29,9 @@ use crate::run::Run;
 pub struct Config {
     /// The runtime (built with `grpc-uds`), the fixture, the repository and its `.venv`.
     pub programs: Programs,
-    /// An `mcp-runtime` binary built without `grpc-uds`, for the zero-overhead rows.
-    pub runtime_bin_nogrpc: Option<PathBuf>,
     /// Shell command starting `@modelcontextprotocol/server-everything` in streamable HTTP
     /// mode on `$PORT`; `None` skips the third-party rows.
     pub everything_cmd: Option<String>,
-    /// Workloads sent straight to the upstream (no gateway, no runtime), the reference for
-    /// the breakdown and the progress latency.
-    pub direct_workloads: Vec<Workload>,
-    /// Workloads of the two-worker gateway rows (sessions opened on one connection, used on
-    /// another); empty skips them.
-    pub workers_workloads: Vec<Workload>,
     /// When each measured phase ends.
     pub stop: Stop,
     /// Requests per row and round before measuring.
@@ -47,37 +40,25 @@ pub struct Config {
     pub rounds: usize,
     /// Concurrency levels.
     pub concurrency: Vec<usize>,
-    /// Workloads sent to the runtime.
-    pub workloads: Vec<Workload>,
-    /// Transports measured, in the order of even rounds.
-    pub transports: Vec<Transport>,
-    /// Message sizes of the kernel floor; empty skips it.
-    pub floor_payloads: Vec<usize>,
     /// `--worker-threads` of the runtime; `None` keeps its default.
     pub runtime_worker_threads: Option<usize>,
     /// Tokio worker threads of the bench's own client runtime.
     pub client_worker_threads: usize,
-    /// gRPC connection sharing.
-    pub grpc_channel: GrpcChannel,
     /// `--generated-tools` of the fixture (a larger `tools/list`).
     pub fixture_generated_tools: usize,
     /// The command line, recorded in the report.
     pub command_line: Vec<String>,
-    /// Measure the Rust client to runtime rows (layer 2).
-    pub runtime_layer: bool,
-    /// `bench/pyhop.py`.
-    pub pyhop_script: PathBuf,
-    /// Python-hop clients (layer 3); empty skips the layer.
-    pub pyhop_clients: Vec<PyClient>,
-    /// Python-hop workloads.
-    pub pyhop_workloads: Vec<PyWorkload>,
-    /// Gateway modes (layer 4); empty skips the layer.
-    pub gateway_modes: Vec<GatewayMode>,
-    /// Workloads sent through the gateway.
-    pub gateway_workloads: Vec<Workload>,
-    /// Highest concurrency for gateway rows of 1 MiB or more (memory: every request in
-    /// flight holds several copies of the payload in the gateway).
-    pub big_payload_max_concurrency: usize,
+    /// The floor layer's options (`--no-floor` applied: no payloads).
+    pub floor: FloorArgs,
+    /// The runtime layer's options.
+    pub runtime: RuntimeArgs,
+    /// The Python-hop layer's options (`--no-python-hop` applied: no clients).
+    pub python_hop: PythonHopArgs,
+    /// The direct-to-upstream layer's options.
+    pub upstream: UpstreamArgs,
+    /// The gateway layers' options (`--no-gateway` applied: no modes and no two-worker
+    /// workloads; `none` removed from those).
+    pub gateway: GatewayArgs,
 }
 
 /// Runs the benchmark described by `cfg`.
@@ -279,9 +260,9 @@ fn build_info(cfg: &Config) -> serde_json::Value {
     b.insert(
         "without grpc-uds (default)".to_owned(),
         json!({
-            "binary": cfg.runtime_bin_nogrpc.as_ref().map(|p| p.display().to_string()),
-            "binary_bytes": cfg.runtime_bin_nogrpc.as_deref().and_then(size),
-            "stripped_bytes": cfg.runtime_bin_nogrpc.as_deref().and_then(stripped),
+            "binary": cfg.runtime.runtime_bin_nogrpc.as_ref().map(|p| p.display().to_string()),
+            "binary_bytes": cfg.runtime.runtime_bin_nogrpc.as_deref().and_then(size),
+            "stripped_bytes": cfg.runtime.runtime_bin_nogrpc.as_deref().and_then(stripped),
             "dependencies": deps(&[]),
         }),
     );

@@ -7,17 +7,20 @@ use anyhow::Context as _;
 use clap::Parser;
 
 use crate::bench::{self, Config};
-use crate::client::{Stop, Workload};
-use crate::layer::python_hop::{PyClient, PyWorkload};
-use crate::layer::runtime::{GrpcChannel, Transport};
-use crate::python::GatewayMode;
+use crate::client::Stop;
+use crate::layer::floor::FloorArgs;
+use crate::layer::gateway::GatewayArgs;
+use crate::layer::python_hop::PythonHopArgs;
+use crate::layer::runtime::RuntimeArgs;
+use crate::layer::upstream::UpstreamArgs;
 
-/// Benchmarks of the MCP runtime and its boundaries, in four layers measured in interleaved
+/// Benchmarks of the MCP runtime and its boundaries, in layers measured in interleaved
 /// rounds: the kernel floor (raw Unix socket ping-pong); a Rust client calling the runtime
 /// over HTTP/JSON and gRPC; Python clients (`bench/pyhop.py`: httpx, aiohttp, grpc.aio)
-/// calling the runtime; and end to end through the Python gateway in its three modes
-/// (Python baseline, HTTP/JSON, gRPC) with this program as the MCP load generator. Starts
-/// the fixture upstream, the runtime and the gateways itself.
+/// calling the runtime; this program's MCP client straight to the upstream; and end to end
+/// through the Python gateway in its three modes (Python baseline, HTTP/JSON, gRPC) with this
+/// program as the MCP load generator. Starts the fixture upstream, the runtime and the
+/// gateways itself. Each layer's options are its own `clap::Args` in `layer/`.
 ///
 /// Prints progress on stderr and a Markdown table on stdout.
 #[derive(Debug, Parser)]
@@ -27,26 +30,11 @@ pub struct Cli {
     #[command(flatten)]
     pub programs: ProgramArgs,
 
-    /// An `mcp-runtime` binary built without `grpc-uds`: adds `http-nogrpc` runtime rows (the
-    /// HTTP/JSON path of that build, measured beside the default build's).
-    #[arg(long)]
-    pub runtime_bin_nogrpc: Option<PathBuf>,
-
     /// Shell command that starts `@modelcontextprotocol/server-everything` in streamable HTTP
     /// mode on `$PORT` (`make node-deps` installs it; see mk/conformance.mk). Without it the
     /// `everything:` rows are skipped with a note.
     #[arg(long)]
     pub everything_cmd: Option<String>,
-
-    /// Workloads sent straight to the fixture upstream (no gateway, no runtime), comma
-    /// separated; the reference of the breakdown and of the progress notification latency.
-    #[arg(long, value_delimiter = ',', default_value = "echo:1k,progress", value_parser = Workload::parse)]
-    pub direct_workloads: Vec<Workload>,
-
-    /// Workloads of the rows through gateways with two uvicorn workers, each session used on a
-    /// connection other than the one that opened it; `none` skips them.
-    #[arg(long, value_delimiter = ',', default_value = "echo:100", value_parser = parse_optional_workload)]
-    pub workers_workloads: Vec<Option<Workload>>,
 
     /// Measured requests per row and round (over all workers).
     #[arg(long, default_value_t = 2000)]
@@ -68,24 +56,6 @@ pub struct Cli {
     #[arg(long, value_delimiter = ',', default_value = "1,16")]
     pub concurrency: Vec<usize>,
 
-    /// Workloads sent to the runtime, comma separated: `ping`, `tools/list:10`,
-    /// `tools/list:500`, `echo:BYTES`.
-    #[arg(long, value_delimiter = ',', default_value = "ping,tools/list:10,tools/list:500,echo:1k", value_parser = Workload::parse)]
-    pub workloads: Vec<Workload>,
-
-    /// Transports, comma separated, in the order of the first round (later rounds rotate);
-    /// `http-nogrpc` needs `--runtime-bin-nogrpc`.
-    #[arg(long, value_delimiter = ',', default_value = "http,grpc,http-nogrpc")]
-    pub transports: Vec<Transport>,
-
-    /// Message sizes of the kernel floor rows, in bytes, comma separated.
-    #[arg(long, value_delimiter = ',', default_value = "64,65536")]
-    pub floor_payloads: Vec<usize>,
-
-    /// Skip the kernel floor rows.
-    #[arg(long)]
-    pub no_floor: bool,
-
     /// Write the whole report (machine, versions, command line, every round) as JSON here.
     #[arg(long)]
     pub json_out: Option<PathBuf>,
@@ -102,61 +72,29 @@ pub struct Cli {
     #[arg(long, default_value_t = 1)]
     pub client_worker_threads: usize,
 
-    /// gRPC connections: one channel per worker, or one shared by all workers.
-    #[arg(long, value_enum, default_value = "per-worker")]
-    pub grpc_channel: GrpcChannel,
-
     /// Generated tools the fixture exposes besides its fixed ones (a larger `tools/list`).
     #[arg(long, default_value_t = 0)]
     pub fixture_generated_tools: usize,
 
-    /// Skip the Rust client to runtime rows.
-    #[arg(long)]
-    pub no_runtime: bool,
+    /// The floor layer.
+    #[command(flatten)]
+    pub floor: FloorArgs,
 
-    /// Python-hop clients (`bench/pyhop.py --client`), comma separated, in first-round order.
-    #[arg(
-        long,
-        value_enum,
-        value_delimiter = ',',
-        default_value = "httpx,aiohttp,grpc"
-    )]
-    pub pyhop_clients: Vec<PyClient>,
+    /// The runtime layer.
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
 
-    /// Python-hop workloads, comma separated.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "ping,echo1k")]
-    pub pyhop_workloads: Vec<PyWorkload>,
+    /// The Python-hop layer.
+    #[command(flatten)]
+    pub python_hop: PythonHopArgs,
 
-    /// Skip the Python-hop rows.
-    #[arg(long)]
-    pub no_python_hop: bool,
+    /// The direct-to-upstream layer.
+    #[command(flatten)]
+    pub upstream: UpstreamArgs,
 
-    /// Gateway modes, comma separated, in first-round order.
-    #[arg(
-        long,
-        value_enum,
-        value_delimiter = ',',
-        default_value = "python,http,grpc"
-    )]
-    pub gateway_modes: Vec<GatewayMode>,
-
-    /// Workloads sent through the gateway, comma separated: `ping`, `tools/list:10`,
-    /// `tools/list:500`, `progress`, `session`, `echo:BYTES`, `everything:BYTES` (`k`/`m`
-    /// suffixes for KiB/MiB).
-    #[arg(long, value_delimiter = ',', default_value = "ping,echo:100,echo:1k,echo:10k,tools/list:10,tools/list:500,progress,everything:100,session", value_parser = Workload::parse)]
-    pub gateway_workloads: Vec<Workload>,
-
-    /// Skip the end-to-end gateway rows.
-    #[arg(long)]
-    pub no_gateway: bool,
-
-    /// Highest concurrency of gateway rows with a request of 1 MiB or more.
-    #[arg(long, default_value_t = 16)]
-    pub big_payload_max_concurrency: usize,
-
-    /// The Python-hop client script [default: REPO_ROOT/bench/pyhop.py].
-    #[arg(long)]
-    pub pyhop_script: Option<PathBuf>,
+    /// The gateway layers.
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
 
     /// Write `results.json`, `report.md` and one SVG plot per layer into this directory
     /// (created if missing).
@@ -230,15 +168,6 @@ impl ProgramArgs {
     }
 }
 
-/// A workload, or `none`.
-fn parse_optional_workload(s: &str) -> Result<Option<Workload>, String> {
-    if s == "none" {
-        Ok(None)
-    } else {
-        Workload::parse(s).map(Some)
-    }
-}
-
 /// A binary next to the running executable (how cargo lays out a workspace's binaries).
 ///
 /// # Errors
@@ -275,49 +204,38 @@ impl Cli {
             "--concurrency levels must be at least 1"
         );
         let programs = self.programs.resolve()?;
+        // A layer's `--no-...` flag empties the lists it measures (its other options stay,
+        // for the settings of the report).
+        let mut floor = self.floor;
+        if floor.no_floor {
+            floor.floor_payloads.clear();
+        }
+        let mut python_hop = self.python_hop;
+        if python_hop.no_python_hop {
+            python_hop.pyhop_clients.clear();
+        }
+        let mut gateway = self.gateway;
+        if gateway.no_gateway {
+            gateway.gateway_modes.clear();
+            gateway.workers_workloads.clear();
+        }
+        gateway.workers_workloads.retain(Option::is_some);
         Ok(Config {
-            runtime_bin_nogrpc: self.runtime_bin_nogrpc,
+            programs,
             everything_cmd: self.everything_cmd.filter(|c| !c.trim().is_empty()),
-            direct_workloads: self.direct_workloads,
-            workers_workloads: if self.no_gateway {
-                Vec::new()
-            } else {
-                self.workers_workloads.into_iter().flatten().collect()
-            },
             stop,
             warmup: self.warmup,
             rounds: self.rounds,
             concurrency: self.concurrency,
-            workloads: self.workloads,
-            transports: self.transports,
-            floor_payloads: if self.no_floor {
-                Vec::new()
-            } else {
-                self.floor_payloads
-            },
             runtime_worker_threads: self.runtime_worker_threads,
             client_worker_threads: self.client_worker_threads,
-            grpc_channel: self.grpc_channel,
             fixture_generated_tools: self.fixture_generated_tools,
             command_line,
-            runtime_layer: !self.no_runtime,
-            pyhop_script: self
-                .pyhop_script
-                .unwrap_or_else(|| programs.repo_root.join("bench/pyhop.py")),
-            programs,
-            pyhop_clients: if self.no_python_hop {
-                Vec::new()
-            } else {
-                self.pyhop_clients
-            },
-            pyhop_workloads: self.pyhop_workloads,
-            gateway_modes: if self.no_gateway {
-                Vec::new()
-            } else {
-                self.gateway_modes
-            },
-            gateway_workloads: self.gateway_workloads,
-            big_payload_max_concurrency: self.big_payload_max_concurrency,
+            floor,
+            runtime: self.runtime,
+            python_hop,
+            upstream: self.upstream,
+            gateway,
         })
     }
 }

@@ -11,9 +11,10 @@ use anyhow::Context as _;
 use crate::bench::Config;
 use crate::client;
 use crate::harness::{self, Fixture, RuntimeProcess};
-use crate::layer::{python_hop, runtime};
+use crate::layer::python_hop::PyClient;
+use crate::layer::runtime::Transport;
 use crate::proc::ProcTarget;
-use crate::python::PythonEnv;
+use crate::python::{GatewayMode, PythonEnv};
 use crate::report::{Metrics, Row, RowKey};
 
 /// What the layers of a run share: the configuration, the client's async runtime, the
@@ -119,7 +120,12 @@ impl<'a> Run<'a> {
                 }
             }
             None => {
-                if cfg.gateway_workloads.iter().any(|w| w.uses_everything()) {
+                if cfg
+                    .gateway
+                    .gateway_workloads
+                    .iter()
+                    .any(|w| w.uses_everything())
+                {
                     note(
                         &mut notes,
                         "server-everything rows skipped: no --everything-cmd given".to_owned(),
@@ -136,11 +142,9 @@ impl<'a> Run<'a> {
                 everything: everything.as_ref().map(|f| f.url.as_str()),
             },
         )?;
-        let want_grpc = cfg.transports.contains(&runtime::Transport::Grpc)
-            || cfg.pyhop_clients.contains(&python_hop::PyClient::Grpc)
-            || cfg
-                .gateway_modes
-                .contains(&crate::python::GatewayMode::Grpc);
+        let want_grpc = cfg.runtime.transports.contains(&Transport::Grpc)
+            || cfg.python_hop.pyhop_clients.contains(&PyClient::Grpc)
+            || cfg.gateway.gateway_modes.contains(&GatewayMode::Grpc);
         let runtime = rt.block_on(harness::start_runtime(
             &cfg.programs.runtime_bin,
             dir.path(),

@@ -34,6 +34,18 @@ pub const LAYER: Entry = Entry {
     ratios: &[],
 };
 
+/// The floor layer's options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct FloorArgs {
+    /// Message sizes of the kernel floor rows, in bytes, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "64,65536")]
+    pub floor_payloads: Vec<usize>,
+
+    /// Skip the kernel floor rows.
+    #[arg(long)]
+    pub no_floor: bool,
+}
+
 /// The floor layer: the client process's CPU is the only one involved.
 #[derive(Debug)]
 struct Floor {
@@ -43,7 +55,7 @@ struct Floor {
 impl Layer for Floor {
     fn round(&mut self, run: &mut Run<'_>) -> anyhow::Result<()> {
         let cfg = run.cfg;
-        for &payload in &cfg.floor_payloads {
+        for &payload in &cfg.floor.floor_payloads {
             for &c in &cfg.concurrency {
                 let key = RowKey {
                     layer: "floor".to_owned(),
@@ -64,7 +76,7 @@ impl Layer for Floor {
     }
 
     fn settings(&self, cfg: &Config, settings: &mut BTreeMap<String, Value>) {
-        settings.insert("floor_payloads".to_owned(), json!(cfg.floor_payloads));
+        settings.insert("floor_payloads".to_owned(), json!(cfg.floor.floor_payloads));
     }
 }
 

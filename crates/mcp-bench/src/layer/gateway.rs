@@ -35,6 +35,38 @@ pub const TWO_WORKERS: Entry = Entry {
     ratios: &[],
 };
 
+/// The gateway layers' options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GatewayArgs {
+    /// Gateway modes, comma separated, in first-round order.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "python,http,grpc"
+    )]
+    pub gateway_modes: Vec<GatewayMode>,
+
+    /// Workloads sent through the gateway, comma separated: `ping`, `tools/list:10`,
+    /// `tools/list:500`, `progress`, `session`, `echo:BYTES`, `everything:BYTES` (`k`/`m`
+    /// suffixes for KiB/MiB).
+    #[arg(long, value_delimiter = ',', default_value = "ping,echo:100,echo:1k,echo:10k,tools/list:10,tools/list:500,progress,everything:100,session", value_parser = Workload::parse)]
+    pub gateway_workloads: Vec<Workload>,
+
+    /// Workloads of the rows through gateways with two uvicorn workers, each session used on a
+    /// connection other than the one that opened it; `none` skips them.
+    #[arg(long, value_delimiter = ',', default_value = "echo:100", value_parser = parse_optional_workload)]
+    pub workers_workloads: Vec<Option<Workload>>,
+
+    /// Highest concurrency of gateway rows with a request of 1 MiB or more.
+    #[arg(long, default_value_t = 16)]
+    pub big_payload_max_concurrency: usize,
+
+    /// Skip the end-to-end gateway rows.
+    #[arg(long)]
+    pub no_gateway: bool,
+}
+
 /// One gateway per mode with `workers` uvicorn workers, and the workloads sent through them.
 #[derive(Debug)]
 struct GatewayLayer {
@@ -50,13 +82,18 @@ impl GatewayLayer {
     fn start(run: &mut Run<'_>, workers: usize) -> anyhow::Result<Self> {
         let cfg = run.cfg;
         let workloads = if workers == 1 {
-            let mut w = cfg.gateway_workloads.clone();
+            let mut w = cfg.gateway.gateway_workloads.clone();
             if run.everything.is_none() {
                 w.retain(|w| !w.uses_everything());
             }
             w
         } else {
-            cfg.workers_workloads.clone()
+            cfg.gateway
+                .workers_workloads
+                .iter()
+                .flatten()
+                .copied()
+                .collect()
         };
         let mut layer = Self {
             workers,
@@ -64,7 +101,7 @@ impl GatewayLayer {
             gateways: Vec::new(),
             token: String::new(),
         };
-        if cfg.gateway_modes.is_empty() || (workers > 1 && layer.workloads.is_empty()) {
+        if cfg.gateway.gateway_modes.is_empty() || (workers > 1 && layer.workloads.is_empty()) {
             return Ok(layer);
         }
         let Some(env) = run.python().cloned() else {
@@ -72,7 +109,7 @@ impl GatewayLayer {
         };
         let (secret, token) = run.gateway_auth(&env)?;
         layer.token = token;
-        for &mode in &cfg.gateway_modes {
+        for &mode in &cfg.gateway.gateway_modes {
             let socket = match mode {
                 GatewayMode::Python => None,
                 GatewayMode::HttpJson => Some(run.runtime.http_socket.as_path()),
@@ -126,7 +163,7 @@ impl Layer for GatewayLayer {
         for &workload in &self.workloads {
             for &c in &cfg.concurrency {
                 let payload = workload.body(1).len();
-                if payload >= BIG_PAYLOAD_BYTES && c > cfg.big_payload_max_concurrency {
+                if payload >= BIG_PAYLOAD_BYTES && c > cfg.gateway.big_payload_max_concurrency {
                     continue;
                 }
                 let upstream_pid = match (&run.everything, workload.uses_everything()) {
@@ -187,7 +224,8 @@ impl Layer for GatewayLayer {
         settings.insert(
             "gateway_workloads".to_owned(),
             json!(
-                cfg.gateway_workloads
+                cfg.gateway
+                    .gateway_workloads
                     .iter()
                     .map(|w| format!("{} ({} B request)", w.name(), w.body(1).len()))
                     .collect::<Vec<_>>()
@@ -209,7 +247,7 @@ impl Layer for GatewayLayer {
             let skipped: Vec<String> = cfg
                 .concurrency
                 .iter()
-                .filter(|&&c| c > cfg.big_payload_max_concurrency)
+                .filter(|&&c| c > cfg.gateway.big_payload_max_concurrency)
                 .map(ToString::to_string)
                 .collect();
             if !skipped.is_empty() {
@@ -218,9 +256,18 @@ impl Layer for GatewayLayer {
                     w.name(),
                     w.body(1).len(),
                     skipped.join(","),
-                    cfg.big_payload_max_concurrency
+                    cfg.gateway.big_payload_max_concurrency
                 ));
             }
         }
+    }
+}
+
+/// A workload, or `none`.
+fn parse_optional_workload(s: &str) -> Result<Option<Workload>, String> {
+    if s == "none" {
+        Ok(None)
+    } else {
+        Workload::parse(s).map(Some)
     }
 }

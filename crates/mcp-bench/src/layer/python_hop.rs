@@ -5,7 +5,7 @@
 //! (the note says why).
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{Context as _, bail};
@@ -30,11 +30,37 @@ pub const LAYER: Entry = Entry {
     ],
 };
 
+/// The Python-hop layer's options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PythonHopArgs {
+    /// Python-hop clients (`bench/pyhop.py --client`), comma separated, in first-round order.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "httpx,aiohttp,grpc"
+    )]
+    pub pyhop_clients: Vec<PyClient>,
+
+    /// Python-hop workloads, comma separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "ping,echo1k")]
+    pub pyhop_workloads: Vec<PyWorkload>,
+
+    /// The Python-hop client script [default: REPO_ROOT/bench/pyhop.py].
+    #[arg(long)]
+    pub pyhop_script: Option<PathBuf>,
+
+    /// Skip the Python-hop rows.
+    #[arg(long)]
+    pub no_python_hop: bool,
+}
+
 /// The Python-hop layer: the environment, the clients measured and the processes whose CPU
 /// is read around each script run.
 #[derive(Debug)]
 struct PythonHop {
     env: Option<PythonEnv>,
+    script: PathBuf,
     clients: Vec<PyClient>,
     meter: CpuMeter,
 }
@@ -43,14 +69,16 @@ impl PythonHop {
     /// Probes the virtual environment (when a client is asked for) and checks the script.
     fn start(run: &mut Run<'_>) -> Self {
         let cfg = run.cfg;
-        let mut clients = cfg.pyhop_clients.clone();
+        let mut clients = cfg.python_hop.pyhop_clients.clone();
+        let script = (cfg.python_hop.pyhop_script.clone())
+            .unwrap_or_else(|| cfg.programs.repo_root.join("bench/pyhop.py"));
         let env = if clients.is_empty() {
             None
         } else {
             run.python().cloned()
         };
         if let Some(env) = &env {
-            if cfg.pyhop_script.exists() {
+            if script.exists() {
                 let args = pyhop_args(
                     PyClient::Httpx,
                     &run.runtime.http_socket,
@@ -65,14 +93,14 @@ impl PythonHop {
                     format!(
                         "{} {} {}",
                         env.python.display(),
-                        cfg.pyhop_script.display(),
+                        script.display(),
                         args.join(" ")
                     ),
                 );
             } else {
                 run.note(format!(
                     "python-hop layer skipped: {} does not exist",
-                    cfg.pyhop_script.display()
+                    script.display()
                 ));
                 clients.clear();
             }
@@ -89,6 +117,7 @@ impl PythonHop {
         ]);
         Self {
             env,
+            script,
             clients,
             meter,
         }
@@ -101,10 +130,10 @@ impl Layer for PythonHop {
         let Some(env) = &self.env else {
             return Ok(());
         };
-        for &workload in &cfg.pyhop_workloads {
+        for &workload in &cfg.python_hop.pyhop_workloads {
             for &c in &cfg.concurrency {
                 for client in rotated(&self.clients, run.round) {
-                    match measure(cfg, env, run, &self.meter, client, workload, c) {
+                    match measure(self, env, run, client, workload, c) {
                         Ok((key, m)) => run.record(key, m),
                         Err(e) => run.note(format!(
                             "{} python-hop {} {} c={c} failed: {e:#}",
@@ -128,7 +157,8 @@ impl Layer for PythonHop {
         settings.insert(
             "pyhop_workloads".to_owned(),
             json!(
-                cfg.pyhop_workloads
+                cfg.python_hop
+                    .pyhop_workloads
                     .iter()
                     .map(|w| w.arg())
                     .collect::<Vec<_>>()
@@ -142,14 +172,14 @@ impl Layer for PythonHop {
 /// whole script and divided by measured plus warm-up requests (an approximation: it also
 /// counts the session set-up).
 fn measure(
-    cfg: &Config,
+    hop: &PythonHop,
     env: &PythonEnv,
     run: &Run<'_>,
-    meter: &CpuMeter,
     client: PyClient,
     workload: PyWorkload,
     concurrency: usize,
 ) -> anyhow::Result<(RowKey, Metrics)> {
+    let (cfg, meter) = (run.cfg, &hop.meter);
     let socket = match client {
         PyClient::Grpc => run
             .runtime
@@ -176,7 +206,7 @@ fn measure(
         run.runtime.guard.pid(),
     );
     let before = meter.start();
-    let row = run_pyhop(env, &cfg.pyhop_script, &args)?;
+    let row = run_pyhop(env, &hop.script, &args)?;
     let after = meter.sample();
     if let Some(e) = &row.first_error {
         progress(format_args!("  first error: {e}"));

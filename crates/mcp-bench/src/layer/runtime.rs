@@ -5,7 +5,7 @@
 //! round; each row gets fresh connections on one session per transport and scope.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use serde_json::{Value, json};
@@ -27,6 +27,33 @@ pub const LAYER: Entry = Entry {
         ("runtime", "http-json", "http-json-nogrpc"),
     ],
 };
+
+/// The runtime layer's options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RuntimeArgs {
+    /// Workloads sent to the runtime, comma separated: `ping`, `tools/list:10`,
+    /// `tools/list:500`, `echo:BYTES`.
+    #[arg(long, value_delimiter = ',', default_value = "ping,tools/list:10,tools/list:500,echo:1k", value_parser = Workload::parse)]
+    pub workloads: Vec<Workload>,
+
+    /// Transports, comma separated, in the order of the first round (later rounds rotate);
+    /// `http-nogrpc` needs `--runtime-bin-nogrpc`.
+    #[arg(long, value_delimiter = ',', default_value = "http,grpc,http-nogrpc")]
+    pub transports: Vec<Transport>,
+
+    /// An `mcp-runtime` binary built without `grpc-uds`: adds `http-nogrpc` runtime rows (the
+    /// HTTP/JSON path of that build, measured beside the default build's).
+    #[arg(long)]
+    pub runtime_bin_nogrpc: Option<PathBuf>,
+
+    /// gRPC connections: one channel per worker, or one shared by all workers.
+    #[arg(long, value_enum, default_value = "per-worker")]
+    pub grpc_channel: GrpcChannel,
+
+    /// Skip the Rust client to runtime rows.
+    #[arg(long)]
+    pub no_runtime: bool,
+}
 
 /// A boundary of the runtime a client can use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, clap::ValueEnum)]
@@ -81,9 +108,9 @@ impl RuntimeLayer {
     /// is given (else drops those rows, with a note).
     fn start(run: &mut Run<'_>) -> anyhow::Result<Self> {
         let cfg = run.cfg;
-        let mut transports = cfg.transports.clone();
+        let mut transports = cfg.runtime.transports.clone();
         let nogrpc = match (
-            &cfg.runtime_bin_nogrpc,
+            &cfg.runtime.runtime_bin_nogrpc,
             transports.contains(&Transport::HttpJsonNoGrpc),
         ) {
             (Some(bin), true) => {
@@ -143,7 +170,7 @@ async fn measure(
     workload: Workload,
     concurrency: usize,
 ) -> anyhow::Result<(RowKey, Metrics)> {
-    let client = match (transport, cfg.grpc_channel) {
+    let client = match (transport, cfg.runtime.grpc_channel) {
         (Transport::HttpJson | Transport::HttpJsonNoGrpc, _) => "hyper",
         (Transport::Grpc, GrpcChannel::PerWorker) => "tonic",
         (Transport::Grpc, GrpcChannel::Shared) => "tonic (shared channel)",
@@ -169,7 +196,7 @@ async fn measure(
         }
     };
     let mut workers = Vec::with_capacity(concurrency);
-    let shared = match (transport, cfg.grpc_channel) {
+    let shared = match (transport, cfg.runtime.grpc_channel) {
         (Transport::Grpc, GrpcChannel::Shared) => Some(client::grpc::connect(socket).await?),
         _ => None,
     };
@@ -209,10 +236,10 @@ fn socket(runtime: &RuntimeProcess, transport: Transport) -> anyhow::Result<&Pat
 impl Layer for RuntimeLayer {
     fn round(&mut self, run: &mut Run<'_>) -> anyhow::Result<()> {
         let cfg = run.cfg;
-        if !cfg.runtime_layer {
+        if cfg.runtime.no_runtime {
             return Ok(());
         }
-        for &workload in &cfg.workloads {
+        for &workload in &cfg.runtime.workloads {
             for &c in &cfg.concurrency {
                 for t in rotated(&self.transports, run.round) {
                     let target = match t {
@@ -244,11 +271,17 @@ impl Layer for RuntimeLayer {
     fn settings(&self, cfg: &Config, settings: &mut BTreeMap<String, Value>) {
         settings.insert(
             "workloads".to_owned(),
-            json!(cfg.workloads.iter().map(|w| w.name()).collect::<Vec<_>>()),
+            json!(
+                cfg.runtime
+                    .workloads
+                    .iter()
+                    .map(|w| w.name())
+                    .collect::<Vec<_>>()
+            ),
         );
         settings.insert(
             "grpc_channel".to_owned(),
-            json!(format!("{:?}", cfg.grpc_channel)),
+            json!(format!("{:?}", cfg.runtime.grpc_channel)),
         );
     }
 }

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use anyhow::Context as _;
 
 use super::{Entry, Layer, measure_mcp};
+use crate::client::Workload;
 use crate::client::mcp::Endpoint;
 use crate::proc::{CpuMeter, ProcTarget};
 use crate::run::Run;
@@ -17,6 +18,15 @@ pub const LAYER: Entry = Entry {
     ratios: &[],
 };
 
+/// The direct-to-upstream layer's options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct UpstreamArgs {
+    /// Workloads sent straight to the fixture upstream (no gateway, no runtime), comma
+    /// separated; the reference of the breakdown and of the progress notification latency.
+    #[arg(long, value_delimiter = ',', default_value = "echo:1k,progress", value_parser = Workload::parse)]
+    pub direct_workloads: Vec<Workload>,
+}
+
 /// The layer: everything it needs is in the [`Run`].
 #[derive(Debug)]
 struct Upstream;
@@ -24,7 +34,7 @@ struct Upstream;
 impl Layer for Upstream {
     fn round(&mut self, run: &mut Run<'_>) -> anyhow::Result<()> {
         let cfg = run.cfg;
-        for &workload in &cfg.direct_workloads {
+        for &workload in &cfg.upstream.direct_workloads {
             for &c in &cfg.concurrency {
                 let meter = CpuMeter::new(vec![
                     (
