@@ -182,7 +182,10 @@ pub fn run(cfg: &Config) -> anyhow::Result<Report> {
 #[must_use]
 pub fn compare(rows: &[Row]) -> Vec<Comparison> {
     let mut out = Vec::new();
-    for &(layer, num, den) in LAYERS.iter().flat_map(|l| l.ratios) {
+    let pairs = LAYERS
+        .iter()
+        .flat_map(|l| l.ratios.iter().map(|&(n, d)| (l.name, n, d)));
+    for (layer, num, den) in pairs {
         for n in rows
             .iter()
             .filter(|r| r.key.layer == layer && r.key.mode() == num)

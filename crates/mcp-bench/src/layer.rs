@@ -46,12 +46,14 @@ pub trait Layer {
 }
 
 /// A ratio the report computes between two rows of a layer that differ only in their mode
-/// ([`RowKey::mode`]): `(layer, numerator mode, denominator mode)`.
-pub type Ratio = (&'static str, &'static str, &'static str);
+/// ([`RowKey::mode`]): `(numerator mode, denominator mode)`.
+pub type Ratio = (&'static str, &'static str);
 
 /// How a layer enters a run.
 #[derive(Debug, Clone, Copy)]
 pub struct Entry {
+    /// The layer's name in its rows ([`RowKey::layer`]).
+    pub name: &'static str,
     /// Starts the layer (and its own processes) once the shared processes run.
     pub start: fn(&mut Run<'_>) -> anyhow::Result<Box<dyn Layer>>,
     /// The ratios between its rows.

@@ -26,6 +26,7 @@ use crate::stats::Latencies;
 
 /// The kernel floor in the list of layers (no ratios).
 pub const LAYER: Entry = Entry {
+    name: "floor",
     start: |_| {
         Ok(Box::new(Floor {
             meter: CpuMeter::new(vec![("client".to_owned(), ProcTarget::this())]),
@@ -58,7 +59,7 @@ impl Layer for Floor {
         for &payload in &cfg.floor.floor_payloads {
             for &c in &cfg.concurrency {
                 let key = RowKey {
-                    layer: "floor".to_owned(),
+                    layer: LAYER.name.to_owned(),
                     transport: "uds-stream".to_owned(),
                     client: "std threads".to_owned(),
                     workload: "ping-pong".to_owned(),

@@ -20,17 +20,19 @@ use crate::run::{Run, progress};
 /// The gateway with one worker in the list of layers: gRPC / HTTP/JSON, gRPC / Python
 /// baseline, HTTP/JSON / Python baseline.
 pub const ONE_WORKER: Entry = Entry {
+    name: "gateway",
     start: |run| Ok(Box::new(GatewayLayer::start(run, 1)?)),
     ratios: &[
-        ("gateway", "grpc", "http-json"),
-        ("gateway", "grpc", "python"),
-        ("gateway", "http-json", "python"),
+        ("grpc", "http-json"),
+        ("grpc", "python"),
+        ("http-json", "python"),
     ],
 };
 
 /// The gateway with two workers in the list of layers (no ratios: the Python baseline's
 /// sessions live in one worker, so most of its requests fail there).
 pub const TWO_WORKERS: Entry = Entry {
+    name: "gateway-2-workers",
     start: |run| Ok(Box::new(GatewayLayer::start(run, 2)?)),
     ratios: &[],
 };
@@ -147,9 +149,9 @@ impl GatewayLayer {
     /// The layer's name in the rows.
     fn name(&self) -> &'static str {
         if self.workers == 1 {
-            "gateway"
+            ONE_WORKER.name
         } else {
-            "gateway-2-workers"
+            TWO_WORKERS.name
         }
     }
 }

@@ -23,11 +23,9 @@ use crate::stats::LatencySummary;
 
 /// The Python hop in the list of layers: grpc.aio / httpx and aiohttp / httpx.
 pub const LAYER: Entry = Entry {
+    name: "python-hop",
     start: |run| Ok(Box::new(PythonHop::start(run))),
-    ratios: &[
-        ("python-hop", "grpc.aio", "httpx"),
-        ("python-hop", "aiohttp", "httpx"),
-    ],
+    ratios: &[("grpc.aio", "httpx"), ("aiohttp", "httpx")],
 };
 
 /// The Python-hop layer's options.
@@ -189,7 +187,7 @@ fn measure(
         _ => run.runtime.http_socket.as_path(),
     };
     let key = RowKey {
-        layer: "python-hop".to_owned(),
+        layer: LAYER.name.to_owned(),
         transport: client.transport().to_owned(),
         client: client.name().to_owned(),
         workload: workload.workload().name().to_owned(),

@@ -21,11 +21,9 @@ use crate::run::{Run, progress};
 /// The runtime layer in the list of layers: gRPC / HTTP/JSON, and HTTP/JSON of the `grpc-uds`
 /// build / of the build without it.
 pub const LAYER: Entry = Entry {
+    name: "runtime",
     start: |run| Ok(Box::new(RuntimeLayer::start(run)?)),
-    ratios: &[
-        ("runtime", "grpc", "http-json"),
-        ("runtime", "http-json", "http-json-nogrpc"),
-    ],
+    ratios: &[("grpc", "http-json"), ("http-json", "http-json-nogrpc")],
 };
 
 /// The runtime layer's options.
@@ -176,7 +174,7 @@ async fn measure(
         (Transport::Grpc, GrpcChannel::Shared) => "tonic (shared channel)",
     };
     let key = RowKey {
-        layer: "runtime".to_owned(),
+        layer: LAYER.name.to_owned(),
         transport: transport.name().to_owned(),
         client: client.to_owned(),
         workload: workload.name().to_owned(),

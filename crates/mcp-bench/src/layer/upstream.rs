@@ -14,6 +14,7 @@ use crate::run::Run;
 
 /// Straight to the upstream in the list of layers (no ratios).
 pub const LAYER: Entry = Entry {
+    name: "direct",
     start: |_| Ok(Box::new(Upstream)),
     ratios: &[],
 };
@@ -47,7 +48,7 @@ impl Layer for Upstream {
                 match run.rt.block_on(measure_mcp(
                     cfg,
                     &endpoint,
-                    ("direct", "upstream", false),
+                    (LAYER.name, "upstream", false),
                     &meter,
                     workload,
                     c,
