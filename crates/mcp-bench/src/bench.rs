@@ -14,12 +14,12 @@ use serde_json::{Value, json};
 use crate::cli::Programs;
 use crate::client::Stop;
 use crate::harness;
-use crate::layer::LAYERS;
 use crate::layer::floor::FloorArgs;
 use crate::layer::gateway::GatewayArgs;
 use crate::layer::python_hop::PythonHopArgs;
 use crate::layer::runtime::RuntimeArgs;
 use crate::layer::upstream::UpstreamArgs;
+use crate::layer::{LAYERS, Layer};
 use crate::proc::MachineInfo;
 use crate::report::{Comparison, Report, Row, SCHEMA};
 use crate::run::Run;
@@ -91,6 +91,34 @@ pub fn run(cfg: &Config) -> anyhow::Result<Report> {
     let rows = run.take_rows();
     let comparisons = compare(&rows);
 
+    let versions = versions(cfg, &run);
+    let settings = settings(cfg, &run, &machine, &layers);
+
+    // Stop the layers' processes (the gateways first), then the shared ones: the runtime
+    // before the upstreams it holds connections to.
+    while let Some(layer) = layers.pop() {
+        drop(layer);
+    }
+    let notes = std::mem::take(&mut run.notes);
+    let commands = std::mem::take(&mut run.commands);
+    drop(run);
+    Ok(Report {
+        schema: SCHEMA.to_owned(),
+        started_unix_s,
+        command_line: cfg.command_line.clone(),
+        machine,
+        versions,
+        settings,
+        commands,
+        notes,
+        rows,
+        comparisons,
+    })
+}
+
+/// The versions of the programs involved: this one, the runtime (and its contract and
+/// features, from its health answer), the fixture, the Python packages when probed.
+fn versions(cfg: &Config, run: &Run<'_>) -> BTreeMap<String, String> {
     let mut versions = BTreeMap::new();
     versions.insert("mcp-bench".to_owned(), env!("CARGO_PKG_VERSION").to_owned());
     versions.insert(
@@ -114,7 +142,16 @@ pub fn run(cfg: &Config) -> anyhow::Result<Report> {
             versions.insert(format!("python: {k}"), v.clone());
         }
     }
+    versions
+}
 
+/// The settings of the run: the general ones, then each layer's.
+fn settings(
+    cfg: &Config,
+    run: &Run<'_>,
+    machine: &MachineInfo,
+    layers: &[Box<dyn Layer>],
+) -> BTreeMap<String, Value> {
     let upstream = if run.everything.is_some() {
         "mcp-fixture-server for every row except `tools/call echo (server-everything)` (@modelcontextprotocol/server-everything) and `tools/list (500 tools)` (a second mcp-fixture-server process with 500 generated tools)"
     } else {
@@ -146,30 +183,10 @@ pub fn run(cfg: &Config) -> anyhow::Result<Report> {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
-    for layer in &layers {
+    for layer in layers {
         layer.settings(cfg, &mut settings);
     }
-
-    // Stop the layers' processes (the gateways first), then the shared ones: the runtime
-    // before the upstreams it holds connections to.
-    while let Some(layer) = layers.pop() {
-        drop(layer);
-    }
-    let notes = std::mem::take(&mut run.notes);
-    let commands = std::mem::take(&mut run.commands);
-    drop(run);
-    Ok(Report {
-        schema: SCHEMA.to_owned(),
-        started_unix_s,
-        command_line: cfg.command_line.clone(),
-        machine,
-        versions,
-        settings,
-        commands,
-        notes,
-        rows,
-        comparisons,
-    })
+    settings
 }
 
 /// The ratios the layers declare in [`LAYERS`], each computed round by round between rows of
