@@ -13,6 +13,7 @@ use crate::layer::gateway::GatewayArgs;
 use crate::layer::python_hop::PythonHopArgs;
 use crate::layer::runtime::RuntimeArgs;
 use crate::layer::upstream::UpstreamArgs;
+use crate::report::Report;
 
 /// Benchmarks of the MCP runtime and its boundaries, in layers measured in interleaved
 /// rounds: the kernel floor (raw Unix socket ping-pong); a Rust client calling the runtime
@@ -240,6 +241,42 @@ impl Cli {
     }
 }
 
+/// Reads an earlier run's `results.json` for `--render`; the ratios are derived from the rows
+/// and recomputed (JSON keeps a NaN ratio as null).
+///
+/// # Errors
+///
+/// When the file cannot be read or is not an `mcp-bench` report.
+pub fn read_results(path: &Path) -> anyhow::Result<Report> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut value: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    if let Some(obj) = value.as_object_mut() {
+        obj.insert("comparisons".to_owned(), serde_json::json!([]));
+    }
+    let mut report: Report = serde_json::from_value(value)
+        .with_context(|| format!("{} is not an mcp-bench report", path.display()))?;
+    report.comparisons = bench::compare(&report.rows);
+    Ok(report)
+}
+
+/// The files `--out-dir` receives, in write order: `results.json`, one SVG per layer,
+/// `report.md` (linking the SVGs).
+///
+/// # Errors
+///
+/// When the report cannot be encoded as JSON.
+pub fn out_dir_files(report: &Report) -> anyhow::Result<Vec<(String, String)>> {
+    let json = serde_json::to_string_pretty(report).context("cannot encode the report")?;
+    let mut files = vec![("results.json".to_owned(), json + "\n")];
+    let svgs = report.to_svgs();
+    let plots: Vec<String> = svgs.iter().map(|(name, _)| name.clone()).collect();
+    files.extend(svgs);
+    files.push(("report.md".to_owned(), report.to_full_markdown(&plots)));
+    Ok(files)
+}
+
 /// Parses the command line, runs the benchmark, writes the outputs.
 ///
 /// # Errors
@@ -252,20 +289,7 @@ pub fn main() -> anyhow::Result<()> {
     let markdown_out = cli.markdown_out.clone();
     let out_dir = cli.out_dir.clone();
     let report = match &cli.render {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            // Ratios are derived from the rows and recomputed (JSON keeps a NaN ratio as null).
-            let mut value: serde_json::Value = serde_json::from_str(&text)
-                .with_context(|| format!("{} is not JSON", path.display()))?;
-            if let Some(obj) = value.as_object_mut() {
-                obj.insert("comparisons".to_owned(), serde_json::json!([]));
-            }
-            let mut report: crate::report::Report = serde_json::from_value(value)
-                .with_context(|| format!("{} is not an mcp-bench report", path.display()))?;
-            report.comparisons = bench::compare(&report.rows);
-            report
-        }
+        Some(path) => read_results(path)?,
         None => bench::run(&cli.into_config(command_line)?)?,
     };
     let markdown = report.to_markdown();
@@ -280,22 +304,38 @@ pub fn main() -> anyhow::Result<()> {
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     if let Some(dir) = out_dir {
-        let write = |name: &str, text: &str| {
-            let path = dir.join(name);
-            std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
-        };
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
-        let json = serde_json::to_string_pretty(&report).context("cannot encode the report")?;
-        write("results.json", &(json + "\n"))?;
-        let mut plots = Vec::new();
-        for (name, svg) in report.to_svgs() {
-            write(&name, &svg)?;
-            plots.push(name);
+        for (name, text) in out_dir_files(&report)? {
+            let path = dir.join(name);
+            std::fs::write(&path, text)
+                .with_context(|| format!("cannot write {}", path.display()))?;
         }
-        write("report.md", &report.to_full_markdown(&plots))?;
         eprintln!("mcp-bench: wrote {}", dir.display());
     }
     print!("{markdown}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The committed reference run (`bench/results/reference`) renders again to exactly its
+    /// committed `results.json`, SVGs and `report.md`: the report code and the layers' ratios
+    /// have not changed what a run says.
+    #[test]
+    fn the_reference_run_renders_to_its_committed_files() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/results/reference");
+        let report = read_results(&dir.join("results.json")).unwrap();
+        let files = out_dir_files(&report).unwrap();
+        assert!(files.len() > 2, "{files:?}");
+        for (name, text) in files {
+            let committed = std::fs::read_to_string(dir.join(&name)).unwrap();
+            assert!(
+                text == committed,
+                "{name} differs from the committed reference"
+            );
+        }
+    }
 }
