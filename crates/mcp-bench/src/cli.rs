@@ -6,50 +6,36 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Parser;
 
-use crate::bench::{self, Config, GrpcChannel, Transport};
-use crate::client::{Stop, Workload};
-use crate::python::{GatewayMode, PyClient, PyWorkload};
+use crate::bench::{self, Config};
+use crate::client::Stop;
+use crate::layer::floor::FloorArgs;
+use crate::layer::gateway::GatewayArgs;
+use crate::layer::python_hop::PythonHopArgs;
+use crate::layer::runtime::RuntimeArgs;
+use crate::layer::upstream::UpstreamArgs;
+use crate::report::Report;
 
-/// Benchmarks of the MCP runtime and its boundaries, in four layers measured in interleaved
+/// Benchmarks of the MCP runtime and its boundaries, in layers measured in interleaved
 /// rounds: the kernel floor (raw Unix socket ping-pong); a Rust client calling the runtime
 /// over HTTP/JSON and gRPC; Python clients (`bench/pyhop.py`: httpx, aiohttp, grpc.aio)
-/// calling the runtime; and end to end through the Python gateway in its three modes
-/// (Python baseline, HTTP/JSON, gRPC) with this program as the MCP load generator. Starts
-/// the fixture upstream, the runtime and the gateways itself.
+/// calling the runtime; this program's MCP client straight to the upstream; and end to end
+/// through the Python gateway in its three modes (Python baseline, HTTP/JSON, gRPC) with this
+/// program as the MCP load generator. Starts the fixture upstream, the runtime and the
+/// gateways itself. Each layer's options are its own `clap::Args` in `layer/`.
 ///
 /// Prints progress on stderr and a Markdown table on stdout.
 #[derive(Debug, Parser)]
 #[command(name = "mcp-bench", version, about, long_about = None)]
 pub struct Cli {
-    /// The `mcp-runtime` binary, built with `--features grpc-uds` [default: next to this
-    /// executable].
-    #[arg(long)]
-    pub runtime_bin: Option<PathBuf>,
-
-    /// The `mcp-fixture-server` binary [default: next to this executable].
-    #[arg(long)]
-    pub fixture_bin: Option<PathBuf>,
-
-    /// An `mcp-runtime` binary built without `grpc-uds`: adds `http-nogrpc` runtime rows (the
-    /// HTTP/JSON path of that build, measured beside the default build's).
-    #[arg(long)]
-    pub runtime_bin_nogrpc: Option<PathBuf>,
+    /// The programs under test.
+    #[command(flatten)]
+    pub programs: ProgramArgs,
 
     /// Shell command that starts `@modelcontextprotocol/server-everything` in streamable HTTP
     /// mode on `$PORT` (`make node-deps` installs it; see mk/conformance.mk). Without it the
     /// `everything:` rows are skipped with a note.
     #[arg(long)]
     pub everything_cmd: Option<String>,
-
-    /// Workloads sent straight to the fixture upstream (no gateway, no runtime), comma
-    /// separated; the reference of the breakdown and of the progress notification latency.
-    #[arg(long, value_delimiter = ',', default_value = "echo:1k,progress", value_parser = Workload::parse)]
-    pub direct_workloads: Vec<Workload>,
-
-    /// Workloads of the rows through gateways with two uvicorn workers, each session used on a
-    /// connection other than the one that opened it; `none` skips them.
-    #[arg(long, value_delimiter = ',', default_value = "echo:100", value_parser = parse_optional_workload)]
-    pub workers_workloads: Vec<Option<Workload>>,
 
     /// Measured requests per row and round (over all workers).
     #[arg(long, default_value_t = 2000)]
@@ -71,24 +57,6 @@ pub struct Cli {
     #[arg(long, value_delimiter = ',', default_value = "1,16")]
     pub concurrency: Vec<usize>,
 
-    /// Workloads sent to the runtime, comma separated: `ping`, `tools/list:10`,
-    /// `tools/list:500`, `echo:BYTES`.
-    #[arg(long, value_delimiter = ',', default_value = "ping,tools/list:10,tools/list:500,echo:1k", value_parser = Workload::parse)]
-    pub workloads: Vec<Workload>,
-
-    /// Transports, comma separated, in the order of the first round (later rounds rotate);
-    /// `http-nogrpc` needs `--runtime-bin-nogrpc`.
-    #[arg(long, value_delimiter = ',', default_value = "http,grpc,http-nogrpc")]
-    pub transports: Vec<Transport>,
-
-    /// Message sizes of the kernel floor rows, in bytes, comma separated.
-    #[arg(long, value_delimiter = ',', default_value = "64,65536")]
-    pub floor_payloads: Vec<usize>,
-
-    /// Skip the kernel floor rows.
-    #[arg(long)]
-    pub no_floor: bool,
-
     /// Write the whole report (machine, versions, command line, every round) as JSON here.
     #[arg(long)]
     pub json_out: Option<PathBuf>,
@@ -105,70 +73,29 @@ pub struct Cli {
     #[arg(long, default_value_t = 1)]
     pub client_worker_threads: usize,
 
-    /// gRPC connections: one channel per worker, or one shared by all workers.
-    #[arg(long, value_enum, default_value = "per-worker")]
-    pub grpc_channel: GrpcChannel,
-
     /// Generated tools the fixture exposes besides its fixed ones (a larger `tools/list`).
     #[arg(long, default_value_t = 0)]
     pub fixture_generated_tools: usize,
 
-    /// Skip the Rust client to runtime rows.
-    #[arg(long)]
-    pub no_runtime: bool,
+    /// The floor layer.
+    #[command(flatten)]
+    pub floor: FloorArgs,
 
-    /// Python-hop clients (`bench/pyhop.py --client`), comma separated, in first-round order.
-    #[arg(
-        long,
-        value_enum,
-        value_delimiter = ',',
-        default_value = "httpx,aiohttp,grpc"
-    )]
-    pub pyhop_clients: Vec<PyClient>,
+    /// The runtime layer.
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
 
-    /// Python-hop workloads, comma separated.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "ping,echo1k")]
-    pub pyhop_workloads: Vec<PyWorkload>,
+    /// The Python-hop layer.
+    #[command(flatten)]
+    pub python_hop: PythonHopArgs,
 
-    /// Skip the Python-hop rows.
-    #[arg(long)]
-    pub no_python_hop: bool,
+    /// The direct-to-upstream layer.
+    #[command(flatten)]
+    pub upstream: UpstreamArgs,
 
-    /// Gateway modes, comma separated, in first-round order.
-    #[arg(
-        long,
-        value_enum,
-        value_delimiter = ',',
-        default_value = "python,http,grpc"
-    )]
-    pub gateway_modes: Vec<GatewayMode>,
-
-    /// Workloads sent through the gateway, comma separated: `ping`, `tools/list:10`,
-    /// `tools/list:500`, `progress`, `session`, `echo:BYTES`, `everything:BYTES` (`k`/`m`
-    /// suffixes for KiB/MiB).
-    #[arg(long, value_delimiter = ',', default_value = "ping,echo:100,echo:1k,echo:10k,tools/list:10,tools/list:500,progress,everything:100,session", value_parser = Workload::parse)]
-    pub gateway_workloads: Vec<Workload>,
-
-    /// Skip the end-to-end gateway rows.
-    #[arg(long)]
-    pub no_gateway: bool,
-
-    /// Highest concurrency of gateway rows with a request of 1 MiB or more.
-    #[arg(long, default_value_t = 16)]
-    pub big_payload_max_concurrency: usize,
-
-    /// The repository root: working directory of the Python processes [default: the source
-    /// tree this binary was built from].
-    #[arg(long)]
-    pub repo_root: Option<PathBuf>,
-
-    /// The virtual environment's interpreter [default: REPO_ROOT/.venv/bin/python].
-    #[arg(long)]
-    pub python: Option<PathBuf>,
-
-    /// The Python-hop client script [default: REPO_ROOT/bench/pyhop.py].
-    #[arg(long)]
-    pub pyhop_script: Option<PathBuf>,
+    /// The gateway layers.
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
 
     /// Write `results.json`, `report.md` and one SVG plot per layer into this directory
     /// (created if missing).
@@ -181,12 +108,64 @@ pub struct Cli {
     pub render: Option<PathBuf>,
 }
 
-/// A workload, or `none`.
-fn parse_optional_workload(s: &str) -> Result<Option<Workload>, String> {
-    if s == "none" {
-        Ok(None)
-    } else {
-        Workload::parse(s).map(Some)
+/// Where the programs under test are (`mcp-bench` and `mcp-soak` take the same options).
+#[derive(Debug, clap::Args)]
+pub struct ProgramArgs {
+    /// The `mcp-runtime` binary, built with `--features grpc-uds` [default: next to this
+    /// executable].
+    #[arg(long)]
+    pub runtime_bin: Option<PathBuf>,
+
+    /// The `mcp-fixture-server` binary [default: next to this executable].
+    #[arg(long)]
+    pub fixture_bin: Option<PathBuf>,
+
+    /// The repository root: working directory of the Python processes [default: the source
+    /// tree this binary was built from].
+    #[arg(long)]
+    pub repo_root: Option<PathBuf>,
+
+    /// The virtual environment's interpreter [default: REPO_ROOT/.venv/bin/python].
+    #[arg(long)]
+    pub python: Option<PathBuf>,
+}
+
+/// The programs under test, defaults applied.
+#[derive(Debug, Clone)]
+pub struct Programs {
+    /// `mcp-runtime`, built with `grpc-uds`.
+    pub runtime_bin: PathBuf,
+    /// `mcp-fixture-server`.
+    pub fixture_bin: PathBuf,
+    /// The repository root (working directory of the Python processes).
+    pub repo_root: PathBuf,
+    /// The virtual environment's interpreter (`.venv/bin/python`).
+    pub python: PathBuf,
+}
+
+impl ProgramArgs {
+    /// The paths given, or their defaults.
+    ///
+    /// # Errors
+    ///
+    /// When the running executable (next to which the binaries are by default) cannot be
+    /// located.
+    pub fn resolve(self) -> anyhow::Result<Programs> {
+        let repo_root = self.repo_root.unwrap_or_else(default_repo_root);
+        Ok(Programs {
+            runtime_bin: match self.runtime_bin {
+                Some(p) => p,
+                None => sibling("mcp-runtime")?,
+            },
+            fixture_bin: match self.fixture_bin {
+                Some(p) => p,
+                None => sibling("mcp-fixture-server")?,
+            },
+            python: self
+                .python
+                .unwrap_or_else(|| repo_root.join(".venv/bin/python")),
+            repo_root,
+        })
     }
 }
 
@@ -225,63 +204,77 @@ impl Cli {
             self.concurrency.iter().all(|&c| c > 0),
             "--concurrency levels must be at least 1"
         );
-        let repo_root = self.repo_root.unwrap_or_else(default_repo_root);
+        let programs = self.programs.resolve()?;
+        // A layer's `--no-...` flag empties the lists it measures (its other options stay,
+        // for the settings of the report).
+        let mut floor = self.floor;
+        if floor.no_floor {
+            floor.floor_payloads.clear();
+        }
+        let mut python_hop = self.python_hop;
+        if python_hop.no_python_hop {
+            python_hop.pyhop_clients.clear();
+        }
+        let mut gateway = self.gateway;
+        if gateway.no_gateway {
+            gateway.gateway_modes.clear();
+            gateway.workers_workloads.clear();
+        }
+        gateway.workers_workloads.retain(Option::is_some);
         Ok(Config {
-            runtime_bin: match self.runtime_bin {
-                Some(p) => p,
-                None => sibling("mcp-runtime")?,
-            },
-            fixture_bin: match self.fixture_bin {
-                Some(p) => p,
-                None => sibling("mcp-fixture-server")?,
-            },
-            runtime_bin_nogrpc: self.runtime_bin_nogrpc,
+            programs,
             everything_cmd: self.everything_cmd.filter(|c| !c.trim().is_empty()),
-            direct_workloads: self.direct_workloads,
-            workers_workloads: if self.no_gateway {
-                Vec::new()
-            } else {
-                self.workers_workloads.into_iter().flatten().collect()
-            },
             stop,
             warmup: self.warmup,
             rounds: self.rounds,
             concurrency: self.concurrency,
-            workloads: self.workloads,
-            transports: self.transports,
-            floor_payloads: if self.no_floor {
-                Vec::new()
-            } else {
-                self.floor_payloads
-            },
             runtime_worker_threads: self.runtime_worker_threads,
             client_worker_threads: self.client_worker_threads,
-            grpc_channel: self.grpc_channel,
             fixture_generated_tools: self.fixture_generated_tools,
             command_line,
-            runtime_layer: !self.no_runtime,
-            python: self
-                .python
-                .unwrap_or_else(|| repo_root.join(".venv/bin/python")),
-            pyhop_script: self
-                .pyhop_script
-                .unwrap_or_else(|| repo_root.join("bench/pyhop.py")),
-            repo_root,
-            pyhop_clients: if self.no_python_hop {
-                Vec::new()
-            } else {
-                self.pyhop_clients
-            },
-            pyhop_workloads: self.pyhop_workloads,
-            gateway_modes: if self.no_gateway {
-                Vec::new()
-            } else {
-                self.gateway_modes
-            },
-            gateway_workloads: self.gateway_workloads,
-            big_payload_max_concurrency: self.big_payload_max_concurrency,
+            floor,
+            runtime: self.runtime,
+            python_hop,
+            upstream: self.upstream,
+            gateway,
         })
     }
+}
+
+/// Reads an earlier run's `results.json` for `--render`; the ratios are derived from the rows
+/// and recomputed (JSON keeps a NaN ratio as null).
+///
+/// # Errors
+///
+/// When the file cannot be read or is not an `mcp-bench` report.
+pub fn read_results(path: &Path) -> anyhow::Result<Report> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut value: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    if let Some(obj) = value.as_object_mut() {
+        obj.insert("comparisons".to_owned(), serde_json::json!([]));
+    }
+    let mut report: Report = serde_json::from_value(value)
+        .with_context(|| format!("{} is not an mcp-bench report", path.display()))?;
+    report.comparisons = bench::compare(&report.rows);
+    Ok(report)
+}
+
+/// The files `--out-dir` receives, in write order: `results.json`, one SVG per layer,
+/// `report.md` (linking the SVGs).
+///
+/// # Errors
+///
+/// When the report cannot be encoded as JSON.
+pub fn out_dir_files(report: &Report) -> anyhow::Result<Vec<(String, String)>> {
+    let json = serde_json::to_string_pretty(report).context("cannot encode the report")?;
+    let mut files = vec![("results.json".to_owned(), json + "\n")];
+    let svgs = report.to_svgs();
+    let plots: Vec<String> = svgs.iter().map(|(name, _)| name.clone()).collect();
+    files.extend(svgs);
+    files.push(("report.md".to_owned(), report.to_full_markdown(&plots)));
+    Ok(files)
 }
 
 /// Parses the command line, runs the benchmark, writes the outputs.
@@ -296,20 +289,7 @@ pub fn main() -> anyhow::Result<()> {
     let markdown_out = cli.markdown_out.clone();
     let out_dir = cli.out_dir.clone();
     let report = match &cli.render {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            // Ratios are derived from the rows and recomputed (JSON keeps a NaN ratio as null).
-            let mut value: serde_json::Value = serde_json::from_str(&text)
-                .with_context(|| format!("{} is not JSON", path.display()))?;
-            if let Some(obj) = value.as_object_mut() {
-                obj.insert("comparisons".to_owned(), serde_json::json!([]));
-            }
-            let mut report: crate::report::Report = serde_json::from_value(value)
-                .with_context(|| format!("{} is not an mcp-bench report", path.display()))?;
-            report.comparisons = bench::compare(&report.rows);
-            report
-        }
+        Some(path) => read_results(path)?,
         None => bench::run(&cli.into_config(command_line)?)?,
     };
     let markdown = report.to_markdown();
@@ -324,22 +304,38 @@ pub fn main() -> anyhow::Result<()> {
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     if let Some(dir) = out_dir {
-        let write = |name: &str, text: &str| {
-            let path = dir.join(name);
-            std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
-        };
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
-        let json = serde_json::to_string_pretty(&report).context("cannot encode the report")?;
-        write("results.json", &(json + "\n"))?;
-        let mut plots = Vec::new();
-        for (name, svg) in report.to_svgs() {
-            write(&name, &svg)?;
-            plots.push(name);
+        for (name, text) in out_dir_files(&report)? {
+            let path = dir.join(name);
+            std::fs::write(&path, text)
+                .with_context(|| format!("cannot write {}", path.display()))?;
         }
-        write("report.md", &report.to_full_markdown(&plots))?;
         eprintln!("mcp-bench: wrote {}", dir.display());
     }
     print!("{markdown}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The committed reference run (`bench/results/reference`) renders again to exactly its
+    /// committed `results.json`, SVGs and `report.md`: the report code and the layers' ratios
+    /// have not changed what a run says.
+    #[test]
+    fn the_reference_run_renders_to_its_committed_files() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/results/reference");
+        let report = read_results(&dir.join("results.json")).unwrap();
+        let files = out_dir_files(&report).unwrap();
+        assert!(files.len() > 2, "{files:?}");
+        for (name, text) in files {
+            let committed = std::fs::read_to_string(dir.join(&name)).unwrap();
+            assert!(
+                text == committed,
+                "{name} differs from the committed reference"
+            );
+        }
+    }
 }

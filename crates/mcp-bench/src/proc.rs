@@ -109,22 +109,7 @@ impl ProcTarget {
     /// The I/O error when `/proc/PID/stat` cannot be read (the process is gone), or
     /// `InvalidData` when it cannot be parsed.
     pub fn cpu_ticks(&self) -> io::Result<u64> {
-        let mut total = 0;
-        for (i, dir) in self.dirs().into_iter().enumerate() {
-            let stat = match std::fs::read_to_string(dir.join("stat")) {
-                Ok(s) => s,
-                // A descendant may exit between the scan and the read.
-                Err(_) if i > 0 => continue,
-                Err(e) => return Err(e),
-            };
-            total += parse_cpu_ticks(&stat).ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "unexpected /proc/PID/stat format",
-                )
-            })?;
-        }
-        Ok(total)
+        self.sum("stat", "unexpected /proc/PID/stat format", parse_cpu_ticks)
     }
 
     /// Peak resident set size (`VmHWM`), in KiB.
@@ -133,7 +118,9 @@ impl ProcTarget {
     ///
     /// The I/O error when `/proc/PID/status` cannot be read, or `InvalidData` without `VmHWM`.
     pub fn peak_rss_kib(&self) -> io::Result<u64> {
-        self.status_sum("VmHWM:")
+        self.sum("status", "no VmHWM: in /proc/PID/status", |s| {
+            parse_status_kib(s, "VmHWM:")
+        })
     }
 
     /// Current resident set size (`VmRSS`), in KiB.
@@ -142,25 +129,29 @@ impl ProcTarget {
     ///
     /// The I/O error when `/proc/PID/status` cannot be read, or `InvalidData` without `VmRSS`.
     pub fn rss_kib(&self) -> io::Result<u64> {
-        self.status_sum("VmRSS:")
+        self.sum("status", "no VmRSS: in /proc/PID/status", |s| {
+            parse_status_kib(s, "VmRSS:")
+        })
     }
 
-    /// The number after `key` in `/proc/PID/status`, summed over the tree for a tree.
-    fn status_sum(&self, key: &str) -> io::Result<u64> {
+    /// `parse` of `/proc/PID/FILE`, summed over the tree for a tree (`missing` names what
+    /// `parse` did not find).
+    fn sum(
+        &self,
+        file: &str,
+        missing: &str,
+        parse: impl Fn(&str) -> Option<u64>,
+    ) -> io::Result<u64> {
         let mut total = 0;
         for (i, dir) in self.dirs().into_iter().enumerate() {
-            let status = match std::fs::read_to_string(dir.join("status")) {
+            let text = match std::fs::read_to_string(dir.join(file)) {
                 Ok(s) => s,
                 // A descendant may exit between the scan and the read.
                 Err(_) if i > 0 => continue,
                 Err(e) => return Err(e),
             };
-            total += parse_status_kib(&status, key).ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("no {key} in /proc/PID/status"),
-                )
-            })?;
+            total += parse(&text)
+                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, missing.to_owned()))?;
         }
         Ok(total)
     }

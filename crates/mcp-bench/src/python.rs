@@ -1,5 +1,6 @@
-//! The Python side of a run: the project's virtual environment, the gateway processes
-//! (`python -m mcp_gateway serve`, one per mode) and the Python-hop client `bench/pyhop.py`.
+//! The Python side of a run: the project's virtual environment and the gateway processes
+//! (`python -m mcp_gateway serve`, one per mode); the Python-hop client `bench/pyhop.py` is
+//! run by `layer/python_hop.rs`.
 //!
 //! Everything here needs `.venv` (made by `make python-build`). [`PythonEnv::probe`] checks
 //! that it can import the gateway, its generated gRPC stubs and uvicorn; when it cannot, the
@@ -12,11 +13,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use serde::Deserialize;
 
 use crate::client::mcp;
 use crate::harness::{self, ChildGuard};
-use crate::stats::LatencySummary;
 
 /// How long a gateway gets to answer `GET /health` with 200.
 const GATEWAY_START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -257,170 +256,4 @@ pub async fn start_gateway(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// A Python HTTP or gRPC client of `bench/pyhop.py`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, clap::ValueEnum)]
-pub enum PyClient {
-    /// `httpx.AsyncClient` over the HTTP/JSON socket (what the gateway uses today).
-    Httpx,
-    /// `aiohttp.ClientSession` over the HTTP/JSON socket.
-    Aiohttp,
-    /// `grpc.aio` over the gRPC socket.
-    Grpc,
-}
-
-impl PyClient {
-    /// The `--client` value of `pyhop.py`.
-    #[must_use]
-    pub fn arg(self) -> &'static str {
-        match self {
-            Self::Httpx => "httpx",
-            Self::Aiohttp => "aiohttp",
-            Self::Grpc => "grpc",
-        }
-    }
-
-    /// Name of the client in reports.
-    #[must_use]
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Grpc => "grpc.aio",
-            other => other.arg(),
-        }
-    }
-
-    /// The transport it uses, as named in reports.
-    #[must_use]
-    pub fn transport(self) -> &'static str {
-        match self {
-            Self::Grpc => "grpc",
-            _ => "http-json",
-        }
-    }
-}
-
-/// The Python-hop workloads `pyhop.py` knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, clap::ValueEnum)]
-pub enum PyWorkload {
-    /// JSON-RPC `ping`.
-    Ping,
-    /// `tools/call echo` with a 1 KiB text.
-    Echo1k,
-}
-
-impl PyWorkload {
-    /// The `--workload` value of `pyhop.py`.
-    #[must_use]
-    pub fn arg(self) -> &'static str {
-        match self {
-            Self::Ping => "ping",
-            Self::Echo1k => "echo1k",
-        }
-    }
-
-    /// The equivalent Rust workload (same method, same text size), for names and sizes.
-    #[must_use]
-    pub fn workload(self) -> crate::client::Workload {
-        match self {
-            Self::Ping => crate::client::Workload::Ping,
-            Self::Echo1k => crate::client::Workload::Echo(1024),
-        }
-    }
-}
-
-/// The JSON object `pyhop.py` prints (the fields used here).
-#[derive(Debug, Clone, Deserialize)]
-pub struct PyHopRow {
-    /// Requests sent in the measured phase (successes plus errors).
-    pub requests: u64,
-    /// Failed requests.
-    pub errors: u64,
-    /// Wall time of the measured phase.
-    pub duration_s: f64,
-    /// Requests per second.
-    pub rps: f64,
-    /// Latency percentiles of the successes, in microseconds.
-    pub latency_us: LatencySummary,
-    /// Client CPU per request (user plus system, all threads), in microseconds.
-    pub client_cpu_us_per_req: f64,
-    /// Runtime CPU per request over the measured phase (with `--runtime-pid`).
-    pub runtime_cpu_us_per_req: Option<f64>,
-    /// The first error, if any.
-    pub first_error: Option<String>,
-    /// Python version.
-    #[serde(default)]
-    pub python: Option<String>,
-    /// Versions of the Python client packages.
-    #[serde(default)]
-    pub versions: BTreeMap<String, Option<String>>,
-}
-
-/// The arguments of one `pyhop.py` run (without the interpreter and script).
-#[must_use]
-pub fn pyhop_args(
-    client: PyClient,
-    socket: &Path,
-    workload: PyWorkload,
-    concurrency: usize,
-    stop: crate::client::Stop,
-    warmup: u64,
-    runtime_pid: u32,
-) -> Vec<String> {
-    let mut args = vec![
-        "--client".to_owned(),
-        client.arg().to_owned(),
-        "--uds".to_owned(),
-        socket.display().to_string(),
-        "--workload".to_owned(),
-        workload.arg().to_owned(),
-        "--concurrency".to_owned(),
-        concurrency.to_string(),
-    ];
-    match stop {
-        crate::client::Stop::Requests(n) => {
-            args.extend(["--requests".to_owned(), n.to_string()]);
-        }
-        crate::client::Stop::Duration(d) => {
-            args.extend(["--duration-s".to_owned(), format!("{}", d.as_secs_f64())]);
-        }
-    }
-    args.extend([
-        "--warmup".to_owned(),
-        warmup.to_string(),
-        "--runtime-pid".to_owned(),
-        runtime_pid.to_string(),
-    ]);
-    args
-}
-
-/// Runs `pyhop.py` once with `args` and parses its JSON line.
-///
-/// # Errors
-///
-/// When the script fails or prints no JSON object.
-pub fn run_pyhop(env: &PythonEnv, script: &Path, args: &[String]) -> anyhow::Result<PyHopRow> {
-    let out = Command::new(&env.python)
-        .arg(script)
-        .args(args)
-        .current_dir(&env.repo_root)
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("cannot run {}", script.display()))?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if !out.status.success() {
-        bail!(
-            "pyhop.py {} failed ({}): {}",
-            args.join(" "),
-            out.status,
-            stderr.trim()
-        );
-    }
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout
-        .lines()
-        .rev()
-        .find(|l| l.trim_start().starts_with('{'))
-        .with_context(|| format!("pyhop.py printed no JSON; stderr: {}", stderr.trim()))?;
-    serde_json::from_str(line).with_context(|| format!("pyhop.py JSON not understood: {line}"))
 }

@@ -146,28 +146,15 @@ impl Metrics {
             errors: rounds.iter().map(|m| m.errors).sum(),
             elapsed_s: rounds.iter().map(|m| m.elapsed_s).sum(),
             requests_per_s: med(&|m| m.requests_per_s),
-            latency_us: LatencySummary {
-                p50: med(&|m| m.latency_us.p50),
-                p95: med(&|m| m.latency_us.p95),
-                p99: med(&|m| m.latency_us.p99),
-                max: med(&|m| m.latency_us.max),
-                mean: med(&|m| m.latency_us.mean),
-            },
+            latency_us: LatencySummary::median_of(
+                &rounds.iter().map(|m| &m.latency_us).collect::<Vec<_>>(),
+            ),
             notification_latency_us: {
                 let n: Vec<&LatencySummary> = rounds
                     .iter()
                     .filter_map(|m| m.notification_latency_us.as_ref())
                     .collect();
-                let med = |f: &dyn Fn(&LatencySummary) -> f64| {
-                    median(&n.iter().map(|s| f(s)).collect::<Vec<_>>()).unwrap_or(0.0)
-                };
-                (!n.is_empty()).then(|| LatencySummary {
-                    p50: med(&|s| s.p50),
-                    p95: med(&|s| s.p95),
-                    p99: med(&|s| s.p99),
-                    max: med(&|s| s.max),
-                    mean: med(&|s| s.mean),
-                })
+                (!n.is_empty()).then(|| LatencySummary::median_of(&n))
             },
             cpu_us_per_request: cpu,
             peak_rss_kib: rss,
@@ -556,5 +543,35 @@ mod tests {
             md.contains("| runtime | grpc / http-json | ping | 40 | 1 |"),
             "{md}"
         );
+    }
+
+    #[test]
+    fn the_reference_run_summarises_to_its_own_summaries() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../bench/results/reference/results.json"
+        );
+        let mut value: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        // JSON keeps a NaN ratio as null; the ratios are not what is checked here.
+        value["comparisons"] = serde_json::json!([]);
+        let report: Report = serde_json::from_value(value).unwrap();
+        assert!(!report.rows.is_empty());
+        for r in &report.rows {
+            let mut again = Metrics::summarize(&r.rounds);
+            // A sum of parsed floats may differ in the last place (serde_json's parser).
+            assert!(
+                (again.elapsed_s - r.summary.elapsed_s).abs() < 1e-9,
+                "{:?}",
+                r.key
+            );
+            again.elapsed_s = r.summary.elapsed_s;
+            assert_eq!(
+                serde_json::to_value(again).unwrap(),
+                serde_json::to_value(&r.summary).unwrap(),
+                "{:?}",
+                r.key
+            );
+        }
     }
 }

@@ -20,7 +20,6 @@
 //! (idle before any traffic, end of warm-up, end of run) are reported too.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -28,6 +27,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
+use crate::cli::Programs;
 use crate::client::mcp::{Endpoint, McpWorker};
 use crate::client::{ToolSet, Workload};
 use crate::harness;
@@ -42,14 +42,8 @@ pub const RSS_GROWTH_TARGET_PCT: f64 = 10.0;
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct SoakConfig {
-    /// `mcp-runtime` built with `grpc-uds`.
-    pub runtime_bin: PathBuf,
-    /// `mcp-fixture-server`.
-    pub fixture_bin: PathBuf,
-    /// The virtual environment's interpreter.
-    pub python: PathBuf,
-    /// The repository root (working directory of the gateway).
-    pub repo_root: PathBuf,
+    /// The runtime (built with `grpc-uds`), the fixture, the repository and its `.venv`.
+    pub programs: Programs,
     /// Gateway modes, one soak each, in this order.
     pub modes: Vec<GatewayMode>,
     /// Traffic time per mode.
@@ -239,7 +233,7 @@ pub async fn soak_mode(
         .tempdir()
         .context("cannot create a work directory")?;
     let fixture = harness::start_fixture(
-        &cfg.fixture_bin,
+        &cfg.programs.fixture_bin,
         dir.path(),
         "fixture",
         harness::TOOLS10.len() - 6,
@@ -256,7 +250,7 @@ pub async fn soak_mode(
         GatewayMode::Python => None,
         _ => Some(
             harness::start_runtime(
-                &cfg.runtime_bin,
+                &cfg.programs.runtime_bin,
                 dir.path(),
                 "runtime",
                 &catalog,
@@ -475,7 +469,7 @@ pub fn run(cfg: &SoakConfig, command_line: Vec<String>) -> anyhow::Result<SoakRe
     let started_unix_s = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let env = PythonEnv::probe(&cfg.python, &cfg.repo_root)?;
+    let env = PythonEnv::probe(&cfg.programs.python, &cfg.programs.repo_root)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()

@@ -88,6 +88,23 @@ pub struct LatencySummary {
     pub mean: f64,
 }
 
+impl LatencySummary {
+    /// Each percentile's median over `all` (zero when empty).
+    #[must_use]
+    pub fn median_of(all: &[&Self]) -> Self {
+        let med = |f: fn(&Self) -> f64| {
+            median(&all.iter().map(|s| f(s)).collect::<Vec<_>>()).unwrap_or(0.0)
+        };
+        Self {
+            p50: med(|s| s.p50),
+            p95: med(|s| s.p95),
+            p99: med(|s| s.p99),
+            max: med(|s| s.max),
+            mean: med(|s| s.mean),
+        }
+    }
+}
+
 /// The median of `values` (mean of the two middle values for an even count); `None` when
 /// empty. NaNs sort last.
 #[must_use]

@@ -37,22 +37,9 @@ struct Cli {
     #[arg(long, value_enum, value_delimiter = ',', default_value = "http,grpc")]
     modes: Vec<GatewayMode>,
 
-    /// The `mcp-runtime` binary, built with `--features grpc-uds` [default: next to this
-    /// executable].
-    #[arg(long)]
-    runtime_bin: Option<PathBuf>,
-
-    /// The `mcp-fixture-server` binary [default: next to this executable].
-    #[arg(long)]
-    fixture_bin: Option<PathBuf>,
-
-    /// The repository root [default: the source tree this binary was built from].
-    #[arg(long)]
-    repo_root: Option<PathBuf>,
-
-    /// The virtual environment's interpreter [default: REPO_ROOT/.venv/bin/python].
-    #[arg(long)]
-    python: Option<PathBuf>,
+    /// The programs under test.
+    #[command(flatten)]
+    programs: cli::ProgramArgs,
 
     /// Write `soak.json` and `soak.md` into this directory (created if missing).
     #[arg(long)]
@@ -65,20 +52,8 @@ fn run() -> anyhow::Result<bool> {
     anyhow::ensure!(cli.secs > 0, "--secs must be at least 1");
     anyhow::ensure!(cli.window_secs > 0, "--window-secs must be at least 1");
     anyhow::ensure!(cli.concurrency > 0, "--concurrency must be at least 1");
-    let repo_root = cli.repo_root.unwrap_or_else(cli::default_repo_root);
     let cfg = SoakConfig {
-        runtime_bin: match cli.runtime_bin {
-            Some(p) => p,
-            None => cli::sibling("mcp-runtime")?,
-        },
-        fixture_bin: match cli.fixture_bin {
-            Some(p) => p,
-            None => cli::sibling("mcp-fixture-server")?,
-        },
-        python: cli
-            .python
-            .unwrap_or_else(|| repo_root.join(".venv/bin/python")),
-        repo_root,
+        programs: cli.programs.resolve()?,
         modes: cli.modes,
         duration: Duration::from_secs(cli.secs),
         window: Duration::from_secs(cli.window_secs),

@@ -12,7 +12,9 @@ use mcp_runtime_proto::v1::mcp_runtime_client::McpRuntimeClient;
 use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint, Uri};
 
-use super::{ACCEPT, CallError, PROTOCOL_VERSION, SUBJECT_EMAIL, Workload, check_jsonrpc};
+use super::{
+    ACCEPT, CallError, PROTOCOL_VERSION, SUBJECT_EMAIL, Workload, check_jsonrpc, initialize_body,
+};
 
 /// Largest message either side may send, matching the runtime's default limit plus slack.
 const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024 + 64 * 1024;
@@ -95,10 +97,7 @@ async fn invoke(
 /// When either call fails or the runtime answers unexpectedly.
 pub async fn initialize(socket: &Path, scope: Option<&str>) -> anyhow::Result<String> {
     let mut c = client(connect(socket).await?);
-    let body = format!(
-        r#"{{"jsonrpc":"2.0","id":0,"method":"initialize","params":{{"protocolVersion":"{PROTOCOL_VERSION}","capabilities":{{}},"clientInfo":{{"name":"mcp-bench","version":"{}"}}}}}}"#,
-        env!("CARGO_PKG_VERSION")
-    );
+    let body = initialize_body(0);
     let (status, headers, body) = invoke(&mut c, envelope(scope, "", Bytes::from(body))).await?;
     if status != 200 {
         bail!(

@@ -96,4 +96,24 @@ impl Conn {
             .to_bytes();
         Ok((parts.status, parts.headers, body))
     }
+
+    /// `GET path` with `Host: host`; returns the status and the body.
+    ///
+    /// # Errors
+    ///
+    /// When the path is not a valid URI or the exchange fails.
+    pub(crate) async fn get(
+        &mut self,
+        host: &str,
+        path: &str,
+    ) -> anyhow::Result<(StatusCode, Bytes)> {
+        let req = Request::builder()
+            .method(http::Method::GET)
+            .uri(path)
+            .header(http::header::HOST, host)
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| anyhow::anyhow!("bad request path {path}: {e}"))?;
+        let (status, _, body) = self.send(req).await?;
+        Ok((status, body))
+    }
 }

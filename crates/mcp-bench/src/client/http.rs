@@ -12,7 +12,9 @@ use http_body_util::Full;
 use tokio::net::UnixStream;
 
 use super::h1::Conn;
-use super::{ACCEPT, CallError, PROTOCOL_VERSION, SUBJECT_EMAIL, Workload, check_jsonrpc};
+use super::{
+    ACCEPT, CallError, PROTOCOL_VERSION, SUBJECT_EMAIL, Workload, check_jsonrpc, initialize_body,
+};
 
 /// Header carrying the caller's AuthContext (base64url of its JSON form).
 pub const AUTH_CONTEXT_HEADER: &str = "x-contextforge-auth-context";
@@ -69,15 +71,7 @@ fn post(
 ///
 /// When the socket cannot be reached or the exchange fails.
 pub async fn get(socket: &Path, path: &str) -> anyhow::Result<(StatusCode, Bytes)> {
-    let mut conn = connect(socket).await?;
-    let req = Request::builder()
-        .method(Method::GET)
-        .uri(path)
-        .header(http::header::HOST, "localhost")
-        .body(Full::new(Bytes::new()))
-        .context("bad request path")?;
-    let (status, _, body) = conn.send(req).await.map_err(anyhow::Error::from)?;
-    Ok((status, body))
+    connect(socket).await?.get("localhost", path).await
 }
 
 /// Runs `initialize` and `notifications/initialized` over HTTP/JSON, scoped to virtual server
@@ -89,10 +83,7 @@ pub async fn get(socket: &Path, path: &str) -> anyhow::Result<(StatusCode, Bytes
 pub async fn initialize(socket: &Path, scope: Option<&str>) -> anyhow::Result<String> {
     let mut conn = connect(socket).await?;
     let auth = HeaderValue::from_str(&auth_context_header()).expect("base64url is a valid header");
-    let body = format!(
-        r#"{{"jsonrpc":"2.0","id":0,"method":"initialize","params":{{"protocolVersion":"{PROTOCOL_VERSION}","capabilities":{{}},"clientInfo":{{"name":"mcp-bench","version":"{}"}}}}}}"#,
-        env!("CARGO_PKG_VERSION")
-    );
+    let body = initialize_body(0);
     let (status, headers, body) = conn.send(post(&auth, scope, None, body)).await?;
     if status != StatusCode::OK {
         bail!(

@@ -126,15 +126,7 @@ impl Endpoint {
 ///
 /// When the address cannot be reached or the exchange fails.
 pub async fn get_status(addr: SocketAddr, path: &str) -> anyhow::Result<StatusCode> {
-    let mut conn = connect(addr).await?;
-    let req = Request::builder()
-        .method(Method::GET)
-        .uri(path)
-        .header(http::header::HOST, "127.0.0.1")
-        .body(Full::new(Bytes::new()))
-        .context("bad request path")?;
-    let (status, _, _) = conn.send(req).await.map_err(anyhow::Error::from)?;
-    Ok(status)
+    Ok(connect(addr).await?.get("127.0.0.1", path).await?.0)
 }
 
 /// Opens a session on `conn` (scoped to virtual server `scope` when given): `initialize`

@@ -4,14 +4,82 @@
 //! `std::os::unix::net::UnixStream` I/O: the client writes `payload_bytes`, the echo thread
 //! reads them all and writes them back, the client reads them all. No framing, no parsing, no
 //! async runtime: what remains is what the kernel and two wake-ups cost, the lower bound of
-//! any request/response protocol over such a socket.
+//! any request/response protocol over such a socket. Rows: layer `floor`, one per message
+//! size and concurrency, the client's own CPU only.
 
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::Instant;
 
+use std::collections::BTreeMap;
+
+use anyhow::Context as _;
+use serde_json::{Value, json};
+
+use super::{Entry, Layer, metrics};
+use crate::bench::Config;
 use crate::client::{LoadResult, Stop, Tickets};
+use crate::proc::{CpuMeter, ProcTarget};
+use crate::report::RowKey;
+use crate::run::Run;
 use crate::stats::Latencies;
+
+/// The kernel floor in the list of layers (no ratios).
+pub const LAYER: Entry = Entry {
+    name: "floor",
+    start: |_| {
+        Ok(Box::new(Floor {
+            meter: CpuMeter::new(vec![("client".to_owned(), ProcTarget::this())]),
+        }))
+    },
+    ratios: &[],
+};
+
+/// The floor layer's options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct FloorArgs {
+    /// Message sizes of the kernel floor rows, in bytes, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "64,65536")]
+    pub floor_payloads: Vec<usize>,
+
+    /// Skip the kernel floor rows.
+    #[arg(long)]
+    pub no_floor: bool,
+}
+
+/// The floor layer: the client process's CPU is the only one involved.
+#[derive(Debug)]
+struct Floor {
+    meter: CpuMeter,
+}
+
+impl Layer for Floor {
+    fn round(&mut self, run: &mut Run<'_>) -> anyhow::Result<()> {
+        let cfg = run.cfg;
+        for &payload in &cfg.floor.floor_payloads {
+            for &c in &cfg.concurrency {
+                let key = RowKey {
+                    layer: LAYER.name.to_owned(),
+                    transport: "uds-stream".to_owned(),
+                    client: "std threads".to_owned(),
+                    workload: "ping-pong".to_owned(),
+                    concurrency: c,
+                    payload_bytes: payload,
+                };
+                run_pairs(payload, c, Stop::Requests(cfg.warmup))
+                    .context("kernel floor warm-up")?;
+                let before = self.meter.start();
+                let result = run_pairs(payload, c, cfg.stop).context("kernel floor")?;
+                run.record(key, metrics(&result, &self.meter, &before));
+            }
+        }
+        Ok(())
+    }
+
+    fn settings(&self, cfg: &Config, settings: &mut BTreeMap<String, Value>) {
+        settings.insert("floor_payloads".to_owned(), json!(cfg.floor.floor_payloads));
+    }
+}
 
 /// Runs the ping-pong with `concurrency` pairs until `stop`.
 ///
@@ -22,7 +90,7 @@ use crate::stats::Latencies;
 /// # Panics
 ///
 /// When a ping-pong thread panics.
-pub fn run(payload_bytes: usize, concurrency: usize, stop: Stop) -> io::Result<LoadResult> {
+pub fn run_pairs(payload_bytes: usize, concurrency: usize, stop: Stop) -> io::Result<LoadResult> {
     let pairs = (0..concurrency.max(1))
         .map(|_| UnixStream::pair())
         .collect::<io::Result<Vec<_>>>()?;
@@ -75,13 +143,10 @@ fn ping(mut sock: UnixStream, len: usize, tickets: &Tickets) -> io::Result<LoadR
         requests += 1;
     }
     Ok(LoadResult {
-        notifications: crate::stats::Latencies::new(),
         latencies,
         requests,
-        errors: 0,
-        elapsed: std::time::Duration::ZERO,
         response_bytes: len,
-        first_error: None,
+        ..LoadResult::default()
     })
 }
 
@@ -91,10 +156,10 @@ mod tests {
 
     #[test]
     fn counts_round_trips() {
-        let r = run(64, 2, Stop::Requests(100)).unwrap();
+        let r = run_pairs(64, 2, Stop::Requests(100)).unwrap();
         assert_eq!(r.requests, 100);
         assert_eq!(r.latencies.len(), 100);
-        let r = run(64 * 1024, 1, Stop::Requests(10)).unwrap();
+        let r = run_pairs(64 * 1024, 1, Stop::Requests(10)).unwrap();
         assert_eq!(r.requests, 10);
     }
 }
