@@ -28,3 +28,13 @@ pub use listener::Admission;
 #[cfg(feature = "grpc-uds")]
 pub use server::serve_grpc;
 pub use server::{ServeError, Server, serve_http};
+
+/// Features compiled in, as health reports them.
+#[must_use]
+pub fn features() -> Vec<String> {
+    let mut f = Vec::new();
+    if cfg!(feature = "grpc-uds") {
+        f.push("grpc-uds".to_owned());
+    }
+    f
+}

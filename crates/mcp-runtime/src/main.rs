@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use mcp_runtime::{Admission, Server, socket};
+use mcp_runtime::{Admission, Server, features, socket};
 use mcp_runtime_core::{CatalogConfig, Runtime, RuntimeConfig};
 
 /// The MCP runtime sidecar: sessions, catalog and upstream calls behind Unix sockets.
@@ -87,15 +87,6 @@ fn parse_mode(s: &str) -> Result<u32, String> {
         return Err(format!("`{s}` is not a permission mode (at most 777)"));
     }
     Ok(mode)
-}
-
-/// Features compiled in, as reported by health.
-fn features() -> Vec<String> {
-    let mut f = Vec::new();
-    if cfg!(feature = "grpc-uds") {
-        f.push("grpc-uds".to_owned());
-    }
-    f
 }
 
 /// The contract version health reports: [`mcp_runtime_core::CONTRACT_VERSION`]. Debug builds
