@@ -347,11 +347,7 @@ async fn a_second_call_with_an_id_in_flight_is_refused_and_the_first_stays_cance
         ),
     )
     .session(&sid);
-    let path = http.path.clone();
-    let first = {
-        let sleep = sleep.clone();
-        tokio::spawn(async move { Http::new(&path).send(&sleep).await })
-    };
+    let first = http.spawn(sleep.clone());
     let mut running = false;
     for _ in 0..250 {
         if http.inflight(&who, &sid).await == 1 {

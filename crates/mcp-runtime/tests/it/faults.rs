@@ -306,15 +306,9 @@ async fn an_upstream_killed_mid_call_answers_the_caller_at_once_and_the_pool_rec
     let http = Http::new(&rt.http);
     let who = auth("alice@example.com", false, Some(&[]));
     let sid = http.initialize(&who, None).await;
-    let mut calls = Vec::new();
-    for i in 0..8 {
-        let (path, w, s) = (rt.http.clone(), who.clone(), sid.clone());
-        calls.push(tokio::spawn(async move {
-            Http::new(&path)
-                .send(&sleep_call(&w, &s, 20 + i, 30_000))
-                .await
-        }));
-    }
+    let calls: Vec<_> = (0..8)
+        .map(|i| http.spawn(sleep_call(&who, &sid, 20 + i, 30_000)))
+        .collect();
     until_inflight(&http, &who, &sid, 8).await;
     let killed = Instant::now();
     drop(fx);
@@ -366,15 +360,9 @@ async fn a_hung_upstream_call_times_out_and_the_upstream_keeps_serving() {
     let who = auth("alice@example.com", false, Some(&[]));
     let sid = http.initialize(&who, None).await;
     // Several hung calls at once (sleep of a day is a hang): each times out on its own.
-    let mut calls = Vec::new();
-    for i in 0..4 {
-        let (path, w, s) = (rt.http.clone(), who.clone(), sid.clone());
-        calls.push(tokio::spawn(async move {
-            Http::new(&path)
-                .send(&sleep_call(&w, &s, 50 + i, 86_400_000))
-                .await
-        }));
-    }
+    let calls: Vec<_> = (0..4)
+        .map(|i| http.spawn(sleep_call(&who, &sid, 50 + i, 86_400_000)))
+        .collect();
     for c in calls {
         let r = tokio::time::timeout(Duration::from_secs(10), c)
             .await

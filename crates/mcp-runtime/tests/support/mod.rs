@@ -197,17 +197,13 @@ impl Call {
         self.session = Some(s.to_owned());
         self
     }
-
-    /// Scopes it to a virtual server.
-    pub fn server(mut self, s: &str) -> Self {
-        self.path_server = Some(s.to_owned());
-        self
-    }
 }
 
 /// A JSON-RPC request body.
 pub fn rpc(id: i64, method: &str, params: Value) -> Bytes {
-    Bytes::from(json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string())
+    let mut message = json!({"jsonrpc": "2.0", "id": id, "method": method});
+    message["params"] = params;
+    Bytes::from(message.to_string())
 }
 
 /// The `initialize` body.
@@ -294,13 +290,6 @@ impl Http {
             .await
             .expect("handshake");
         (sender, tokio::spawn(conn))
-    }
-
-    /// Sends `call` on a connection of its own and returns the response, body unread.
-    pub async fn open(&self, call: &Call) -> hyper::Response<hyper::body::Incoming> {
-        let (mut sender, _conn) = self.connect().await;
-        let req = http_request(call, Some(&auth_header(&call.auth)));
-        sender.send_request(req).await.expect("send")
     }
 
     /// Sends a request with an explicit raw auth header value (or none).
