@@ -1,8 +1,8 @@
-//! Bad input on both adapters, beyond the shared case table (`common/cases.rs`): deep nesting,
+//! Bad input on both adapters, beyond the shared case table (`cases.rs`): deep nesting,
 //! huge method names, duplicate keys, bytes that are not UTF-8 inside strings, lone
 //! surrogates, requests without an id, responses posted as requests, duplicate in-flight ids
 //! and progress tokens of the wrong type. Each gets its status and JSON-RPC code, nothing is
-//! executed upstream, no session is minted, and the process keeps serving. With `grpc-uds`,
+//! executed upstream, no session is minted, and the runtime keeps serving. With `grpc-uds`,
 //! raw HTTP/2 faults of the gRPC envelope (malformed protobuf, wrong content-type) too.
 
 use std::time::Duration;

@@ -127,7 +127,7 @@ async fn the_upstream_session_is_re_established_after_a_restart() {
         !message.contains("127.0.0.1") && !message.contains("fixture"),
         "the upstream's address and id stay in the runtime's log: {message}"
     );
-    // Same port, new process: a new upstream session id.
+    // Same port, a new fixture: a new upstream session id.
     let _fx2 = Fixture::start_at(addr);
     let mut last = None;
     for _ in 0..250 {
