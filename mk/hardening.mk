@@ -52,10 +52,11 @@ soak: python-build
 	echo "results: $$out/"; exit $$rc
 
 # The same mix straight at the runtime's two sockets from Rust clients (no gateway):
-# crates/mcp-runtime/tests/load.rs, SOAK_SECS per socket.
+# crates/mcp-runtime/tests/process/soak.rs (the one ignored test of the process suite),
+# SOAK_SECS per socket.
 soak-runtime:
 	$(CARGO) build --release -p mcp-fixture-server
-	SOAK_SECS=$(SOAK_SECS) $(CARGO) test --release -p mcp-runtime --features grpc-uds --test load \
-		-- --ignored --nocapture
+	SOAK_SECS=$(SOAK_SECS) $(CARGO) test --release -p mcp-runtime --features grpc-uds --test process \
+		-- --ignored --nocapture soak
 
 TEST_EXTRA += fuzz-smoke

@@ -19,32 +19,42 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// The admission rules of one socket.
 #[derive(Debug, Clone)]
-pub(crate) struct Admission {
+pub struct Admission {
     /// Socket name for the logs (`http` or `grpc`).
     name: &'static str,
     /// Uids allowed to connect; empty means any uid the socket's file mode lets in.
     allow_uids: Arc<[u32]>,
     /// One permit per open connection; at zero further connections are closed at once.
     slots: Arc<Semaphore>,
-    /// How long a new connection may stay silent before it is closed.
-    first_byte_timeout: Duration,
+    /// How long a new connection may stay silent before it is closed; the HTTP adapter also
+    /// gives each request head this long (`--header-read-timeout-ms` sets both).
+    header_read_timeout: Duration,
 }
 
 impl Admission {
     /// Rules for socket `name`: `allow_uids` (empty: any), at most `max_connections` open at
-    /// once (at least 1), `first_byte_timeout` for a new connection's first byte.
-    pub(crate) fn new(
+    /// once (at least 1), `header_read_timeout` for a new connection's first byte (and, on the
+    /// HTTP socket, for each request head).
+    #[must_use]
+    pub fn new(
         name: &'static str,
         allow_uids: &[u32],
         max_connections: usize,
-        first_byte_timeout: Duration,
+        header_read_timeout: Duration,
     ) -> Self {
         Self {
             name,
             allow_uids: allow_uids.into(),
             slots: Arc::new(Semaphore::new(max_connections.max(1))),
-            first_byte_timeout,
+            header_read_timeout,
         }
+    }
+
+    /// How long a connection may stay silent before its first byte (and a request head may
+    /// take on the HTTP socket).
+    #[must_use]
+    pub fn header_read_timeout(&self) -> Duration {
+        self.header_read_timeout
     }
 
     /// Waits for the next admitted connection. Connections of a uid not allowed, or over the
@@ -95,7 +105,7 @@ impl Admission {
         Some(Conn {
             stream,
             _permit: permit,
-            first_byte: Some(Box::pin(tokio::time::sleep(self.first_byte_timeout))),
+            first_byte: Some(Box::pin(tokio::time::sleep(self.header_read_timeout))),
         })
     }
 }

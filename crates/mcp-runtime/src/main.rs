@@ -1,22 +1,8 @@
-//! `mcp-runtime`: the MCP runtime sidecar.
+//! `mcp-runtime`: the MCP runtime sidecar binary.
 //!
-//! Serves one transport-agnostic core ([`mcp_runtime_core::Runtime`]) over an HTTP/JSON Unix
-//! socket (always) and a gRPC Unix socket (only when built with the `grpc-uds` feature).
-//!
-//! # Layout
-//!
-//! - `main.rs`: the command line, logging, binding the sockets, shutdown.
-//! - `socket.rs`: safe Unix socket binding and clean-up.
-//! - `listener.rs`: admission of connections (peer uid, connection cap, first-byte timeout).
-//! - `transport/http.rs`: the HTTP/JSON adapter (axum).
-//! - `transport/grpc.rs`: the gRPC adapter (tonic), with `grpc-uds` only.
-//!
-//! Sockets are bound here and handed to the adapters (listeners are injected from the top);
-//! `#[cfg(feature = "grpc-uds")]` appears only at this edge and in `transport`.
-
-mod listener;
-mod socket;
-mod transport;
+//! Wiring only: parses the command line, sets up logging, binds the sockets, starts the
+//! runtime, serves it with the library's [`Server`] and drains it on SIGTERM or SIGINT. What
+//! is served, and how, lives in the library (`lib.rs`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use mcp_runtime::{Admission, Server, features, socket};
 use mcp_runtime_core::{CatalogConfig, Runtime, RuntimeConfig};
-use tokio_util::sync::CancellationToken;
 
 /// The MCP runtime sidecar: sessions, catalog and upstream calls behind Unix sockets.
 #[derive(Debug, Parser)]
@@ -101,15 +87,6 @@ fn parse_mode(s: &str) -> Result<u32, String> {
         return Err(format!("`{s}` is not a permission mode (at most 777)"));
     }
     Ok(mode)
-}
-
-/// Features compiled in, as reported by health.
-fn features() -> Vec<String> {
-    let mut f = Vec::new();
-    if cfg!(feature = "grpc-uds") {
-        f.push("grpc-uds".to_owned());
-    }
-    f
 }
 
 /// The contract version health reports: [`mcp_runtime_core::CONTRACT_VERSION`]. Debug builds
@@ -188,97 +165,32 @@ async fn run(args: Args) -> anyhow::Result<()> {
         session_idle_ttl: Duration::from_secs(args.session_idle_ttl_s.max(1)),
         contract_version: contract_version(),
     };
-    let runtime = Arc::new(Runtime::start(&catalog, config).await?);
-    // The idle-session reaper: checks at half the TTL, at most once a minute.
-    let reaper = {
-        let rt = Arc::clone(&runtime);
-        let every = (rt.session_idle_ttl() / 2).min(Duration::from_secs(60));
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            loop {
-                tick.tick().await;
-                rt.reap_idle_sessions();
-            }
-        })
-    };
+    let mut server = Server::new(Arc::new(Runtime::start(&catalog, config).await?));
 
     let header_timeout = Duration::from_millis(args.header_read_timeout_ms.max(1));
     if !args.allow_uid.is_empty() {
         tracing::info!(uids = ?args.allow_uid, "only these peer uids may connect");
     }
-    let shutdown = CancellationToken::new();
-    let mut servers = tokio::task::JoinSet::<anyhow::Result<()>>::new();
+    let admission =
+        |name| Admission::new(name, &args.allow_uid, args.max_connections, header_timeout);
     let mut socket_files = Vec::new();
-
     if let Some(path) = &args.http_uds {
         let bound = socket::bind(path, args.socket_mode)?;
         socket_files.push(bound.guard);
-        let stop = shutdown.clone();
-        let rt = Arc::clone(&runtime);
-        let admission = listener::Admission::new(
-            "http",
-            &args.allow_uid,
-            args.max_connections,
-            header_timeout,
-        );
-        servers.spawn(async move {
-            transport::http::serve(rt, bound.listener, admission, header_timeout, async move {
-                stop.cancelled().await;
-            })
-            .await;
-            Ok(())
-        });
+        server.serve_http(bound.listener, admission("http"));
         tracing::info!(path = %path.display(), "HTTP/JSON adapter listening");
     }
     #[cfg(feature = "grpc-uds")]
     if let Some(path) = &args.grpc_uds {
         let bound = socket::bind(path, args.socket_mode)?;
         socket_files.push(bound.guard);
-        let stop = shutdown.clone();
-        let rt = Arc::clone(&runtime);
-        let admission = listener::Admission::new(
-            "grpc",
-            &args.allow_uid,
-            args.max_connections,
-            header_timeout,
-        );
-        servers.spawn(async move {
-            transport::grpc::serve(rt, bound.listener, admission, async move {
-                stop.cancelled().await;
-            })
-            .await
-            .map_err(anyhow::Error::from)
-        });
+        server.serve_grpc(bound.listener, admission("grpc"));
         tracing::info!(path = %path.display(), "gRPC adapter listening");
     }
     tracing::info!(features = ?features(), "mcp-runtime ready");
 
-    tokio::select! {
-        () = stop_signal => {}
-        Some(res) = servers.join_next() => {
-            res??;
-            anyhow::bail!("an adapter stopped unexpectedly");
-        }
-    }
-    tracing::info!("shutting down: draining in-flight requests");
-    runtime.start_draining();
-    shutdown.cancel();
     let grace = Duration::from_millis(args.shutdown_grace_ms);
-    if tokio::time::timeout(grace, async {
-        while servers.join_next().await.is_some() {}
-    })
-    .await
-    .is_err()
-    {
-        tracing::warn!(
-            grace_ms = args.shutdown_grace_ms,
-            "grace period over; cancelling calls still running and closing connections"
-        );
-        // Calls still running upstream get `notifications/cancelled` (and their callers an
-        // error) before the process exits, instead of being cut off silently.
-        runtime.cancel_calls(Duration::from_secs(2)).await;
-    }
-    reaper.abort();
+    server.run_until(stop_signal, grace).await?;
     drop(socket_files);
     tracing::info!("stopped");
     Ok(())

@@ -10,11 +10,11 @@ use tokio::net::UnixListener;
 
 /// Longest socket path in bytes: `sun_path` is 108 bytes on Linux (unix(7)), one of which is
 /// the terminating NUL.
-pub(crate) const MAX_PATH_BYTES: usize = 107;
+pub const MAX_PATH_BYTES: usize = 107;
 
 /// Why a socket could not be bound. Each is a startup error with a clear message.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum SocketError {
+pub enum SocketError {
     /// The path does not fit in `sockaddr_un`.
     #[error("socket path {path} is {len} bytes; the platform limit is {MAX_PATH_BYTES}")]
     TooLong {
@@ -41,16 +41,16 @@ pub(crate) enum SocketError {
 
 /// A bound socket whose file is removed when this is dropped.
 #[derive(Debug)]
-pub(crate) struct BoundSocket {
+pub struct BoundSocket {
     /// The listener.
-    pub(crate) listener: UnixListener,
+    pub listener: UnixListener,
     /// Removes the file on drop.
-    pub(crate) guard: SocketFile,
+    pub guard: SocketFile,
 }
 
 /// Owns a socket file path; removes it on drop.
 #[derive(Debug)]
-pub(crate) struct SocketFile(PathBuf);
+pub struct SocketFile(PathBuf);
 
 impl Drop for SocketFile {
     fn drop(&mut self) {
@@ -69,7 +69,7 @@ impl Drop for SocketFile {
 /// # Errors
 ///
 /// [`SocketError`]: path too long, a live socket or a non-socket file at the path, I/O.
-pub(crate) fn bind(path: &Path, mode: u32) -> Result<BoundSocket, SocketError> {
+pub fn bind(path: &Path, mode: u32) -> Result<BoundSocket, SocketError> {
     let shown = path.display().to_string();
     let io = |source| SocketError::Io {
         path: shown.clone(),

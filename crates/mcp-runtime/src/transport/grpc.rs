@@ -353,6 +353,17 @@ pub(crate) async fn serve(
     if let Some(r) = reflection {
         router = router.add_service(r);
     }
+    // Draining: the standard health service says what `HealthCheck` and `/health` say, for
+    // the server as a whole ("") and for `McpRuntime`; it was set serving above.
+    let shutdown = async move {
+        shutdown.await;
+        health_reporter
+            .set_not_serving::<McpRuntimeServer<GrpcRuntime>>()
+            .await;
+        health_reporter
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+    };
     router
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await

@@ -4,41 +4,39 @@
 //! method the runtime serves, every error case of the streamable HTTP transport, and payloads of
 //! 1 KiB, 1 MiB and 20 MiB.
 
-#![allow(dead_code, unreachable_pub, clippy::needless_pass_by_value)]
-
 use base64::Engine as _;
 use bytes::Bytes;
 use serde_json::Value;
 
-use super::{Call, Reply};
+use crate::support::{Call, Reply};
 
 /// The shared vectors file, relative to this crate.
-pub const VECTORS: &str = concat!(
+const VECTORS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../../contract/vectors/boundary.json"
 );
 
 /// One row: a request and what the client must see.
-pub struct Case {
-    pub name: String,
-    pub call: Call,
-    pub status: u16,
+pub(crate) struct Case {
+    pub(crate) name: String,
+    pub(crate) call: Call,
+    pub(crate) status: u16,
     /// JSON-RPC error code, or `None` for a success (or an empty body).
-    pub code: Option<i64>,
+    pub(crate) code: Option<i64>,
     /// The vector's whole `expect` object: further checks on a success (`result`,
     /// `content_type`, `empty_body`, `sse`).
-    pub expect: Value,
+    pub(crate) expect: Value,
 }
 
 /// The parsed vectors file.
-pub fn vectors() -> Value {
+fn vectors() -> Value {
     let text = std::fs::read_to_string(VECTORS).expect("read contract/vectors/boundary.json");
     serde_json::from_str(&text).expect("contract/vectors/boundary.json is JSON")
 }
 
 /// The request body of a vector: `body` (JSON, compact), `body_text` or `body_base64`, with
 /// an optional `fill` (a string of `count` times `char` at a JSON pointer of `body`).
-pub fn body_of(req: &Value) -> Bytes {
+fn body_of(req: &Value) -> Bytes {
     if let Some(b) = req.get("body") {
         let mut b = b.clone();
         if let Some(fill) = req.get("fill") {
@@ -66,7 +64,7 @@ pub fn body_of(req: &Value) -> Bytes {
 
 /// The table, for a transport whose live session is `sid` (on `/mcp`) and `scoped`
 /// (on `/servers/echo-only/mcp`); `auth` is the vectors' caller (`auth` in the file).
-pub fn table(auth: &Value, sid: &str, scoped: &str) -> Vec<Case> {
+pub(crate) fn table(auth: &Value, sid: &str, scoped: &str) -> Vec<Case> {
     let v = vectors();
     assert_eq!(&v["auth"], auth, "the vectors' caller");
     let default_accept = v["default_accept"].as_str().unwrap().to_owned();
@@ -120,16 +118,6 @@ pub fn table(auth: &Value, sid: &str, scoped: &str) -> Vec<Case> {
         .collect()
 }
 
-/// The events of an SSE body, each `data:` parsed as JSON.
-fn sse_events(r: &Reply) -> Vec<Value> {
-    std::str::from_utf8(&r.body)
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.strip_prefix("data: "))
-        .map(|d| serde_json::from_str(d).unwrap())
-        .collect()
-}
-
 /// The vector's further checks: `content_type`, `empty_body`, `result` (JSON pointer checks
 /// `equals`, `length` of a string, `array_length`, `names_include`) and `sse`.
 fn check_expect(e: &Value, r: &Reply, what: &str) {
@@ -170,7 +158,7 @@ fn check_expect(e: &Value, r: &Reply, what: &str) {
     }
     if let Some(sse) = e.get("sse") {
         let text = String::from_utf8_lossy(&r.body);
-        let events = sse_events(r);
+        let events = r.events();
         let progress: Vec<&Value> = events
             .iter()
             .filter(|e| e["method"] == "notifications/progress")
@@ -203,7 +191,7 @@ fn check_expect(e: &Value, r: &Reply, what: &str) {
 }
 
 /// Checks a reply against its case.
-pub fn assert_case(case: &Case, r: &Reply, transport: &str) {
+pub(crate) fn assert_case(case: &Case, r: &Reply, transport: &str) {
     assert_eq!(
         r.status,
         case.status,
@@ -230,17 +218,4 @@ pub fn assert_case(case: &Case, r: &Reply, transport: &str) {
         None => {}
     }
     check_expect(&case.expect, r, &format!("[{transport}] {}", case.name));
-}
-
-/// Replaces session ids in a body so two transports' answers compare equal.
-pub fn normalise(r: &Reply, sids: &[&str]) -> Reply {
-    let mut text = String::from_utf8_lossy(&r.body).into_owned();
-    for s in sids {
-        text = text.replace(s, "<session>");
-    }
-    Reply {
-        body: Bytes::from(text),
-        session_id: r.session_id.as_ref().map(|_| "<session>".into()),
-        ..r.clone()
-    }
 }

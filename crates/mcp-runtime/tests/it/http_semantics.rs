@@ -1,16 +1,17 @@
 //! The MCP streamable-HTTP semantics over the HTTP/JSON adapter: every method and error case
 //! of the shared table, plus the session lifecycle. Runs with and without `grpc-uds`.
 
-mod common;
+use std::time::Duration;
 
-use common::cases::{assert_case, table};
-use common::*;
+use crate::cases::{assert_case, table};
+use crate::sidecar::{Options, Sidecar};
+use crate::support::*;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_case_of_the_table() {
-    let fx = Fixture::start(0);
-    let rt = RuntimeProc::start(&simple_catalog(&fx.url), &[]);
+    let fx = Fixture::start();
+    let rt = Sidecar::start(&simple_catalog(&fx.url)).await;
     let http = Http::new(&rt.http);
     let alice = auth("alice@example.com", false, Some(&[]));
     let sid = http.initialize(&alice, None).await;
@@ -20,36 +21,31 @@ async fn every_case_of_the_table() {
         assert_case(&case, &r, "http");
     }
     // The runtime still serves after every error case.
-    let r = http
-        .send(&Call::post(&alice, rpc(99, "ping", json!({}))).session(&sid))
-        .await;
+    let r = http.send(&ping(&alice, 99, &sid)).await;
     assert_eq!(r.status, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_ends_the_session() {
-    let fx = Fixture::start(0);
-    let rt = RuntimeProc::start(&simple_catalog(&fx.url), &[]);
+    let fx = Fixture::start();
+    let rt = Sidecar::start(&simple_catalog(&fx.url)).await;
     let http = Http::new(&rt.http);
     let alice = auth("alice@example.com", false, Some(&[]));
     let sid = http.initialize(&alice, None).await;
-    let mut del = Call::post(&alice, bytes::Bytes::new()).session(&sid);
-    del.method = "DELETE";
+    let del = Call::bodyless("DELETE", &alice, &sid);
     let mut no_sid = del.clone();
     no_sid.session = None;
     assert_eq!(http.send(&no_sid).await.status, 400);
     assert_eq!(http.send(&del).await.status, 200);
     assert_eq!(http.send(&del).await.status, 404);
-    let r = http
-        .send(&Call::post(&alice, rpc(1, "ping", json!({}))).session(&sid))
-        .await;
+    let r = http.send(&ping(&alice, 1, &sid)).await;
     assert_eq!((r.status, r.error_code()), (404, Some(-32001)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_context_header_is_required_and_checked() {
-    let fx = Fixture::start(0);
-    let rt = RuntimeProc::start(&simple_catalog(&fx.url), &[]);
+    let fx = Fixture::start();
+    let rt = Sidecar::start(&simple_catalog(&fx.url)).await;
     let http = Http::new(&rt.http);
     let alice = auth("alice@example.com", false, Some(&[]));
     let call = Call::post(&alice, initialize_body());
@@ -71,8 +67,8 @@ async fn auth_context_header_is_required_and_checked() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_reports_version_and_sessions() {
-    let fx = Fixture::start(0);
-    let rt = RuntimeProc::start(&simple_catalog(&fx.url), &[]);
+    let fx = Fixture::start();
+    let rt = Sidecar::start(&simple_catalog(&fx.url)).await;
     let http = Http::new(&rt.http);
     let alice = auth("alice@example.com", false, Some(&[]));
     http.initialize(&alice, None).await;
@@ -93,8 +89,8 @@ async fn health_reports_version_and_sessions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreadable_headers_and_paths_are_400_never_ignored() {
-    let fx = Fixture::start(0);
-    let rt = RuntimeProc::start(&simple_catalog(&fx.url), &[]);
+    let fx = Fixture::start();
+    let rt = Sidecar::start(&simple_catalog(&fx.url)).await;
     let alice = auth("alice@example.com", false, Some(&[]));
     let send = |extra: (&'static str, &'static [u8]), path: &'static str| {
         let (sock, alice) = (rt.http.clone(), alice.clone());
@@ -147,13 +143,20 @@ async fn unreadable_headers_and_paths_are_400_never_ignored() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_sessions_are_reaped_and_then_answer_404() {
-    let fx = Fixture::start(0);
-    let rt = RuntimeProc::start(&simple_catalog(&fx.url), &["--session-idle-ttl-s", "1"]);
+    let fx = Fixture::start();
+    let rt = Sidecar::with(
+        &simple_catalog(&fx.url),
+        Options {
+            session_idle_ttl: Duration::from_secs(1),
+            ..Options::default()
+        },
+    )
+    .await;
     let http = Http::new(&rt.http);
     let alice = auth("alice@example.com", false, Some(&[]));
     let idle = http.initialize(&alice, None).await;
     let used = http.initialize(&alice, None).await;
-    let ping = |sid: &str| Call::post(&alice, rpc(1, "ping", json!({}))).session(sid);
+    let ping = |sid: &str| ping(&alice, 1, sid);
     // Keep one session in use well inside its TTL while the other sits idle past it.
     let mut reaped = false;
     for _ in 0..50 {
@@ -166,7 +169,7 @@ async fn idle_sessions_are_reaped_and_then_answer_404() {
             reaped = true;
             break;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(reaped, "the idle session was never reaped");
     let r = http.send(&ping(&idle)).await;

@@ -1,28 +1,22 @@
 //! Faults on the bad day: a gRPC deadline shorter than the call, a client that leaves in the
-//! middle of an SSE stream (HTTP/JSON and gRPC `InvokeStream`), a runtime stopped with calls
-//! still running after the grace period, a slow SSE consumer beside other calls on the same
-//! channel, results of exactly the limit and just over it (64 MiB default) on both adapters,
-//! and 1,000 open sessions (RSS reported). The fixture's `inflight` counter (its `sleep` and
-//! `progress` calls running) must be back at zero after each.
-
-mod common;
+//! middle of an SSE stream (HTTP/JSON and gRPC `InvokeStream`), a slow SSE consumer beside
+//! other calls on the same channel, results of exactly the limit and just over it (64 MiB
+//! default) on both adapters, an upstream killed mid-call and one that hangs. The fixture's
+//! `inflight` counter (its `sleep` and `progress` calls running) must be back at zero after
+//! each. (Calls cancelled after the grace period of a SIGTERM, and the RSS of 1,000 sessions:
+//! `tests/process`.)
 
 use std::time::{Duration, Instant};
 
-use common::*;
 use serde_json::{Value, json};
+
+use crate::sidecar::{Options, Sidecar};
+use crate::support::*;
 
 /// Polls `inflight` until it is `n`; returns how long that took. Panics after 10 s.
 async fn until_inflight(http: &Http, who: &Value, sid: &str, n: i64) -> Duration {
-    let start = Instant::now();
-    while inflight(http, who, sid).await != n {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "inflight never reached {n}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    start.elapsed()
+    http.until_inflight(who, sid, n, Duration::from_secs(10))
+        .await
 }
 
 /// A `tools/call` of the fixture's `progress` with a progress token: 1,000 notifications 50 ms
@@ -39,47 +33,11 @@ fn long_progress_call(who: &Value, sid: &str, id: i64) -> Call {
     .session(sid)
 }
 
-/// Whether one SSE event's `data:` is a `notifications/progress`.
-fn is_progress_event(event: &str) -> bool {
-    event
-        .lines()
-        .filter_map(|l| l.strip_prefix("data:"))
-        .filter_map(|d| serde_json::from_str::<Value>(d.trim_start()).ok())
-        .any(|m| m["method"] == "notifications/progress")
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn calls_still_running_after_the_grace_period_are_cancelled_upstream() {
-    let fx = Fixture::start(0);
-    let mut rt = RuntimeProc::start(&simple_catalog(&fx.url), &["--shutdown-grace-ms", "300"]);
-    let http = Http::new(&rt.http);
-    let who = auth("alice@example.com", false, Some(&[]));
-    let sid = http.initialize(&who, None).await;
-    let path = rt.http.clone();
-    let (w, s) = (who.clone(), sid.clone());
-    let call =
-        tokio::spawn(async move { Http::new(&path).send(&sleep_call(&w, &s, 5, 60_000)).await });
-    until_inflight(&http, &who, &sid, 1).await;
-    let stopped = tokio::task::spawn_blocking(move || rt.terminate());
-    // The caller gets an answer (an error), not a reset connection.
-    let r = tokio::time::timeout(Duration::from_secs(10), call)
-        .await
-        .expect("the caller was answered")
-        .unwrap();
-    assert_eq!(r.error_code(), Some(-32603), "{:?}", r.json());
-    assert!(stopped.await.unwrap(), "runtime exit status");
-    // A second runtime on the same upstream sees no call left running there.
-    let rt2 = RuntimeProc::start(&simple_catalog(&fx.url), &[]);
-    let http2 = Http::new(&rt2.http);
-    let sid2 = http2.initialize(&who, None).await;
-    until_inflight(&http2, &who, &sid2, 0).await;
-}
-
 #[cfg(feature = "grpc-uds")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_grpc_deadline_shorter_than_the_call_ends_it_and_cancels_upstream() {
-    let fx = Fixture::start(0);
-    let rt = RuntimeProc::start(&simple_catalog(&fx.url), &[]);
+    let fx = Fixture::start();
+    let rt = Sidecar::start(&simple_catalog(&fx.url)).await;
     let http = Http::new(&rt.http);
     let who = auth("alice@example.com", false, Some(&[]));
     let sid = http.initialize(&who, None).await;
@@ -129,23 +87,16 @@ async fn a_grpc_deadline_shorter_than_the_call_ends_it_and_cancels_upstream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_leaves_an_http_sse_stream_midway_cancels_the_upstream_call() {
-    use http_body_util::BodyExt;
+    use futures::StreamExt as _;
 
-    let fx = Fixture::start(0);
-    let rt = RuntimeProc::start(&simple_catalog(&fx.url), &[]);
+    let fx = Fixture::start();
+    let rt = Sidecar::start(&simple_catalog(&fx.url)).await;
     let http = Http::new(&rt.http);
     let who = auth("alice@example.com", false, Some(&[]));
     let sid = http.initialize(&who, None).await;
-    let call = long_progress_call(&who, &sid, 12);
     // A connection of its own, so leaving means closing this socket.
-    let stream = tokio::net::UnixStream::connect(&rt.http)
-        .await
-        .expect("connect http socket");
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .expect("handshake");
-    let conn = tokio::spawn(conn);
+    let (mut sender, conn) = http.connect().await;
+    let call = long_progress_call(&who, &sid, 12);
     let req = hyper::Request::post("http://localhost/mcp")
         .header("host", "localhost")
         .header("x-contextforge-auth-context", auth_header(&who))
@@ -158,29 +109,28 @@ async fn a_client_that_leaves_an_http_sse_stream_midway_cancels_the_upstream_cal
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
     // Read the SSE stream until the first progress notification has arrived.
-    let mut body = resp.into_body();
-    let mut text = String::new();
+    let mut events = sse_stream::SseStream::new(resp.into_body());
+    let mut seen = Vec::new();
     let first = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
-            let frame = body
-                .frame()
+            let event = events
+                .next()
                 .await
                 .expect("the stream ended before a progress notification")
-                .expect("body frame");
-            if let Some(data) = frame.data_ref() {
-                text.push_str(std::str::from_utf8(data).expect("utf8"));
-            }
-            if text.split("\n\n").any(is_progress_event) {
+                .expect("an SSE event");
+            let data = event.data.unwrap_or_default();
+            if is_progress(&data) {
                 return;
             }
+            seen.push(data);
         }
     })
     .await;
-    assert!(first.is_ok(), "no progress notification in 10 s: {text:?}");
+    assert!(first.is_ok(), "no progress notification in 10 s: {seen:?}");
     // The upstream call is running (and counted) now.
-    assert_eq!(inflight(&http, &who, &sid).await, 1);
+    assert_eq!(http.inflight(&who, &sid).await, 1);
     // Leave mid-stream: drop the body and close the connection.
-    drop(body);
+    drop(events);
     drop(sender);
     conn.abort();
     let _ = conn.await;
@@ -194,8 +144,8 @@ async fn a_client_that_leaves_an_http_sse_stream_midway_cancels_the_upstream_cal
 async fn a_client_that_leaves_a_grpc_invoke_stream_midway_cancels_the_upstream_call() {
     use mcp_runtime_proto::v1::invoke_stream_response::Part;
 
-    let fx = Fixture::start(0);
-    let rt = RuntimeProc::start(&simple_catalog(&fx.url), &[]);
+    let fx = Fixture::start();
+    let rt = Sidecar::start(&simple_catalog(&fx.url)).await;
     let http = Http::new(&rt.http);
     let who = auth("alice@example.com", false, Some(&[]));
     let sid = http.initialize(&who, None).await;
@@ -221,14 +171,14 @@ async fn a_client_that_leaves_a_grpc_invoke_stream_midway_cancels_the_upstream_c
                     .expect("the stream ended before a progress notification");
                 match msg.part.expect("part") {
                     Part::Head(h) => assert_eq!(h.http_status, 200),
-                    Part::Event(e) if is_progress_event(&format!("data: {}", e.data)) => return,
+                    Part::Event(e) if is_progress(&e.data) => return,
                     Part::Event(_) | Part::BodyChunk(_) => {}
                 }
             }
         })
         .await;
         assert!(first.is_ok(), "no progress notification in 10 s");
-        assert_eq!(inflight(&http, &who, &sid).await, 1);
+        assert_eq!(http.inflight(&who, &sid).await, 1);
         drop(stream);
         if whole_channel {
             drop(g);
@@ -246,8 +196,8 @@ async fn a_client_that_leaves_a_grpc_invoke_stream_midway_cancels_the_upstream_c
 #[cfg(feature = "grpc-uds")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_stream_consumer_does_not_stall_other_calls_on_the_channel() {
-    let fx = Fixture::start(0);
-    let rt = RuntimeProc::start(&simple_catalog(&fx.url), &[]);
+    let fx = Fixture::start();
+    let rt = Sidecar::start(&simple_catalog(&fx.url)).await;
     let who = auth("alice@example.com", false, Some(&[]));
     let mut g = grpc::connect(&rt.grpc).await;
     let gsid = grpc::initialize(&mut g, &who, None).await;
@@ -292,8 +242,8 @@ async fn a_stalled_stream_consumer_does_not_stall_other_calls_on_the_channel() {
 #[cfg(feature = "grpc-uds")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn results_of_the_limit_work_and_just_over_it_get_a_clear_error() {
-    let fx = Fixture::start(0);
-    let rt = RuntimeProc::start(&simple_catalog(&fx.url), &[]);
+    let fx = Fixture::start();
+    let rt = Sidecar::start(&simple_catalog(&fx.url)).await;
     let http = Http::new(&rt.http);
     let who = auth("alice@example.com", false, Some(&[]));
     let sid = http.initialize(&who, None).await;
@@ -337,58 +287,28 @@ async fn results_of_the_limit_work_and_just_over_it_get_a_clear_error() {
         let (r, _) = grpc::send_stream(&mut g, &call(&gsid, 6, over)).await;
         assert_eq!(r.error_code(), Some(-32603));
     }
-    assert_eq!(inflight(&http, &who, &sid).await, 0);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_thousand_open_sessions_rss_is_reported() {
-    let fx = Fixture::start(0);
-    let rt = RuntimeProc::start(&simple_catalog(&fx.url), &[]);
-    let pid = rt.proc.as_ref().unwrap().0.id();
-    let http = Http::new(&rt.http);
-    let who = auth("alice@example.com", false, Some(&[]));
-    let before = rss_kib(pid).expect("VmRSS");
-    let mut sids = Vec::new();
-    for _ in 0..1000 {
-        sids.push(http.initialize(&who, None).await);
-    }
-    let (_, health) = http.health().await;
-    assert_eq!(health["open_sessions"], json!(1000));
-    let after = rss_kib(pid).expect("VmRSS");
-    eprintln!(
-        "runtime RSS: {before} KiB with no session, {after} KiB with 1,000 open sessions ({} bytes per session)",
-        (after.saturating_sub(before)) * 1024 / 1000
-    );
-    // Every session still works.
-    for (i, sid) in sids.iter().enumerate().step_by(97) {
-        let r = http
-            .send(&Call::post(&who, rpc(i as i64, "ping", json!({}))).session(sid))
-            .await;
-        assert_eq!(r.status, 200);
-    }
+    assert_eq!(http.inflight(&who, &sid).await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_killed_mid_call_answers_the_caller_at_once_and_the_pool_recovers() {
-    let fx = Fixture::start(0);
+    let fx = Fixture::start();
     let addr = fx.addr();
     // A long upstream timeout: the answer must come from the dead connection, not the timer.
-    let rt = RuntimeProc::start(
+    let rt = Sidecar::with(
         &simple_catalog(&fx.url),
-        &["--upstream-timeout-ms", "60000"],
-    );
+        Options {
+            upstream_timeout: Duration::from_millis(60_000),
+            ..Options::default()
+        },
+    )
+    .await;
     let http = Http::new(&rt.http);
     let who = auth("alice@example.com", false, Some(&[]));
     let sid = http.initialize(&who, None).await;
-    let mut calls = Vec::new();
-    for i in 0..8 {
-        let (path, w, s) = (rt.http.clone(), who.clone(), sid.clone());
-        calls.push(tokio::spawn(async move {
-            Http::new(&path)
-                .send(&sleep_call(&w, &s, 20 + i, 30_000))
-                .await
-        }));
-    }
+    let calls: Vec<_> = (0..8)
+        .map(|i| http.spawn(sleep_call(&who, &sid, 20 + i, 30_000)))
+        .collect();
     until_inflight(&http, &who, &sid, 8).await;
     let killed = Instant::now();
     drop(fx);
@@ -408,13 +328,7 @@ async fn an_upstream_killed_mid_call_answers_the_caller_at_once_and_the_pool_rec
         "8 callers answered {:?} after the upstream was killed",
         killed.elapsed()
     );
-    let _fx2 = Proc(
-        std::process::Command::new(fixture_bin())
-            .args(["--listen", &addr])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _fx2 = Fixture::start_at(addr);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let r = http.send(&sleep_call(&who, &sid, 40, 1)).await;
@@ -428,26 +342,27 @@ async fn an_upstream_killed_mid_call_answers_the_caller_at_once_and_the_pool_rec
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(inflight(&http, &who, &sid).await, 0);
+    assert_eq!(http.inflight(&who, &sid).await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_upstream_call_times_out_and_the_upstream_keeps_serving() {
-    let fx = Fixture::start(0);
-    let rt = RuntimeProc::start(&simple_catalog(&fx.url), &["--upstream-timeout-ms", "500"]);
+    let fx = Fixture::start();
+    let rt = Sidecar::with(
+        &simple_catalog(&fx.url),
+        Options {
+            upstream_timeout: Duration::from_millis(500),
+            ..Options::default()
+        },
+    )
+    .await;
     let http = Http::new(&rt.http);
     let who = auth("alice@example.com", false, Some(&[]));
     let sid = http.initialize(&who, None).await;
     // Several hung calls at once (sleep of a day is a hang): each times out on its own.
-    let mut calls = Vec::new();
-    for i in 0..4 {
-        let (path, w, s) = (rt.http.clone(), who.clone(), sid.clone());
-        calls.push(tokio::spawn(async move {
-            Http::new(&path)
-                .send(&sleep_call(&w, &s, 50 + i, 86_400_000))
-                .await
-        }));
-    }
+    let calls: Vec<_> = (0..4)
+        .map(|i| http.spawn(sleep_call(&who, &sid, 50 + i, 86_400_000)))
+        .collect();
     for c in calls {
         let r = tokio::time::timeout(Duration::from_secs(10), c)
             .await

@@ -1,9 +1,8 @@
 //! Visibility and session ownership from the AuthContext: two teams, admin, public-only, and a
 //! session used by another subject. Three fixture upstreams: public, team alpha, team beta.
 
-mod common;
-
-use common::*;
+use crate::sidecar::Sidecar;
+use crate::support::*;
 use serde_json::{Value, json};
 
 fn catalog(public: &str, alpha: &str, beta: &str) -> String {
@@ -47,8 +46,8 @@ async fn tool_names(http: &Http, who: &Value, sid: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_caller_sees_public_plus_own_teams() {
-    let (p, a, b) = (Fixture::start(0), Fixture::start(0), Fixture::start(0));
-    let rt = RuntimeProc::start(&catalog(&p.url, &a.url, &b.url), &[]);
+    let (p, a, b) = (Fixture::start(), Fixture::start(), Fixture::start());
+    let rt = Sidecar::start(&catalog(&p.url, &a.url, &b.url)).await;
     let http = Http::new(&rt.http);
     let alice = auth("alice@example.com", false, Some(&["alpha"]));
     let bob = auth("bob@example.com", false, Some(&["beta"]));
@@ -72,8 +71,8 @@ async fn each_caller_sees_public_plus_own_teams() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invisible_tool_is_answered_like_a_missing_one() {
-    let (p, a, b) = (Fixture::start(0), Fixture::start(0), Fixture::start(0));
-    let rt = RuntimeProc::start(&catalog(&p.url, &a.url, &b.url), &[]);
+    let (p, a, b) = (Fixture::start(), Fixture::start(), Fixture::start());
+    let rt = Sidecar::start(&catalog(&p.url, &a.url, &b.url)).await;
     let http = Http::new(&rt.http);
     let bob = auth("bob@example.com", false, Some(&["beta"]));
     let sid = http.initialize(&bob, None).await;
@@ -107,8 +106,8 @@ async fn an_invisible_tool_is_answered_like_a_missing_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_refuses_another_subject() {
-    let fx = Fixture::start(0);
-    let rt = RuntimeProc::start(&simple_catalog(&fx.url), &[]);
+    let fx = Fixture::start();
+    let rt = Sidecar::start(&simple_catalog(&fx.url)).await;
     let http = Http::new(&rt.http);
     let alice = auth("alice@example.com", false, Some(&[]));
     let mallory = auth("mallory@example.com", true, None);
@@ -127,8 +126,7 @@ async fn a_session_refuses_another_subject() {
         r.body, unknown.body,
         "a foreign session looks exactly like an unknown one"
     );
-    let mut del = Call::post(&mallory, bytes::Bytes::new()).session(&sid);
-    del.method = "DELETE";
+    let del = Call::bodyless("DELETE", &mallory, &sid);
     assert_eq!(
         http.send(&del).await.status,
         404,

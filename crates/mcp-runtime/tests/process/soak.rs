@@ -1,18 +1,20 @@
-//! The soak run (`make soak`, not part of `make test`: it is `#[ignore]`d): mixed MCP traffic
+//! The soak run (`make soak-runtime`, not part of `make test`: it is `#[ignore]`d): mixed MCP traffic
 //! at concurrency 64 through each of the runtime's sockets for `SOAK_SECS` seconds (default
 //! 600) each, reporting errors (target zero), p50/p99 per 30 s window, and the RSS of the
 //! runtime and the fixture upstream in every window, idle at the start, at half time (warm)
 //! and at the end (target: growth over the second half under 10%).
 
-mod common;
-
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::*;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
+
+use crate::runtime_proc::{Proc, RuntimeProc, rss_kib, runtime_bin};
+use crate::support::*;
 
 const CONCURRENCY: usize = 64;
 const WINDOW: Duration = Duration::from_secs(30);
@@ -60,12 +62,9 @@ fn pct(v: &mut [u64], p: f64) -> u64 {
 }
 
 async fn soak_one(mode: &'static str, secs: u64) {
-    let fx = Fixture::start(0);
-    let rt = RuntimeProc::start(&simple_catalog(&fx.url), &[]);
-    let pids = [
-        ("runtime", rt.proc.as_ref().unwrap().0.id()),
-        ("fixture", fixture_pid(&fx)),
-    ];
+    let (fx, url) = fixture_proc();
+    let rt = RuntimeProc::start(&simple_catalog(&url), &[]);
+    let pids = [("runtime", rt.pid()), ("fixture", fx.0.id())];
     let who = auth("soak@example.com", false, Some(&[]));
     let start_rss: Vec<u64> = pids.iter().map(|(_, p)| rss_kib(*p).unwrap_or(0)).collect();
     let stats = Arc::new(Stats {
@@ -94,8 +93,7 @@ async fn soak_one(mode: &'static str, secs: u64) {
             while Instant::now() < end {
                 n += 1;
                 if n.is_multiple_of(50) {
-                    let mut del = Call::post(&who, bytes::Bytes::new()).session(&sid);
-                    del.method = "DELETE";
+                    let del = Call::bodyless("DELETE", &who, &sid);
                     let _ = http.send(&del).await;
                     sid = http.initialize(&who, None).await;
                 }
@@ -157,25 +155,31 @@ async fn soak_one(mode: &'static str, secs: u64) {
     assert_eq!(errors, 0, "[{mode}] errors during the soak");
 }
 
-/// The pid of the (one) fixture child of this process, from /proc (the fixture handle keeps
-/// its child private); 0 if not found.
-fn fixture_pid(_fx: &Fixture) -> u32 {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return 0;
-    };
-    for t in tasks.flatten() {
-        let children = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
-        for pid in children
-            .split_whitespace()
-            .filter_map(|p| p.parse::<u32>().ok())
-        {
-            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-            if comm.starts_with("mcp-fixture") {
-                return pid;
-            }
-        }
-    }
-    0
+/// The fixture upstream as a process of its own (its RSS is reported apart from this one's):
+/// the `mcp-fixture-server` binary built beside the runtime (`make soak-runtime` builds it).
+fn fixture_proc() -> (Proc, String) {
+    let bin = runtime_bin().with_file_name("mcp-fixture-server");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first with `cargo build -p mcp-fixture-server`",
+        bin.display()
+    );
+    let mut child = Command::new(bin)
+        .args(["--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn fixture");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read url");
+    let url = line
+        .trim()
+        .strip_prefix("MCP_FIXTURE_URL=")
+        .unwrap_or_else(|| panic!("unexpected fixture output {line:?}"))
+        .to_owned();
+    (Proc(child), url)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

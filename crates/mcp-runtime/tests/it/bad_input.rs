@@ -1,16 +1,15 @@
-//! Bad input on both adapters, beyond the shared case table (`common/cases.rs`): deep nesting,
+//! Bad input on both adapters, beyond the shared case table (`cases.rs`): deep nesting,
 //! huge method names, duplicate keys, bytes that are not UTF-8 inside strings, lone
 //! surrogates, requests without an id, responses posted as requests, duplicate in-flight ids
 //! and progress tokens of the wrong type. Each gets its status and JSON-RPC code, nothing is
-//! executed upstream, no session is minted, and the process keeps serving. With `grpc-uds`,
+//! executed upstream, no session is minted, and the runtime keeps serving. With `grpc-uds`,
 //! raw HTTP/2 faults of the gRPC envelope (malformed protobuf, wrong content-type) too.
-
-mod common;
 
 use std::time::Duration;
 
+use crate::sidecar::Sidecar;
+use crate::support::*;
 use bytes::Bytes;
-use common::*;
 use serde_json::json;
 
 /// One bad body and what it must get: status and JSON-RPC code (`None`: empty body).
@@ -174,8 +173,8 @@ fn check(transport: &str, case: &str, r: &Reply, status: u16, code: Option<i64>)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_bodies_get_their_codes_mint_no_session_and_run_nothing() {
-    let fx = Fixture::start(0);
-    let rt = RuntimeProc::start(&simple_catalog(&fx.url), &[]);
+    let fx = Fixture::start();
+    let rt = Sidecar::start(&simple_catalog(&fx.url)).await;
     let http = Http::new(&rt.http);
     let who = auth("alice@example.com", false, Some(&[]));
     let sid = http.initialize(&who, None).await;
@@ -219,7 +218,7 @@ async fn bad_bodies_get_their_codes_mint_no_session_and_run_nothing() {
     assert_eq!(status, 200);
     let sessions = if cfg!(feature = "grpc-uds") { 2 } else { 1 };
     assert_eq!(health["open_sessions"], json!(sessions), "sessions minted");
-    assert_eq!(inflight(&http, &who, &sid).await, 0);
+    assert_eq!(http.inflight(&who, &sid).await, 0);
     let ping = http
         .send(&Call::post(&who, rpc(1, "ping", json!({}))).session(&sid))
         .await;
@@ -228,8 +227,8 @@ async fn bad_bodies_get_their_codes_mint_no_session_and_run_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn valid_framing_with_bad_content_is_answered_and_not_executed() {
-    let fx = Fixture::start(0);
-    let rt = RuntimeProc::start(&simple_catalog(&fx.url), &[]);
+    let fx = Fixture::start();
+    let rt = Sidecar::start(&simple_catalog(&fx.url)).await;
     let http = Http::new(&rt.http);
     let who = auth("alice@example.com", false, Some(&[]));
     let sid = http.initialize(&who, None).await;
@@ -329,17 +328,13 @@ async fn valid_framing_with_bad_content_is_answered_and_not_executed() {
         );
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(
-        inflight(&http, &who, &sid).await,
-        0,
-        "something was executed"
-    );
+    assert_eq!(http.inflight(&who, &sid).await, 0, "something was executed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_call_with_an_id_in_flight_is_refused_and_the_first_stays_cancellable() {
-    let fx = Fixture::start(0);
-    let rt = RuntimeProc::start(&simple_catalog(&fx.url), &[]);
+    let fx = Fixture::start();
+    let rt = Sidecar::start(&simple_catalog(&fx.url)).await;
     let http = Http::new(&rt.http);
     let who = auth("alice@example.com", false, Some(&[]));
     let sid = http.initialize(&who, None).await;
@@ -352,14 +347,10 @@ async fn a_second_call_with_an_id_in_flight_is_refused_and_the_first_stays_cance
         ),
     )
     .session(&sid);
-    let path = http.path.clone();
-    let first = {
-        let sleep = sleep.clone();
-        tokio::spawn(async move { Http::new(&path).send(&sleep).await })
-    };
+    let first = http.spawn(sleep.clone());
     let mut running = false;
     for _ in 0..250 {
-        if inflight(&http, &who, &sid).await == 1 {
+        if http.inflight(&who, &sid).await == 1 {
             running = true;
             break;
         }
@@ -374,7 +365,7 @@ async fn a_second_call_with_an_id_in_flight_is_refused_and_the_first_stays_cance
         r.json()
     );
     assert_eq!(r.json()["id"], json!(77));
-    assert_eq!(inflight(&http, &who, &sid).await, 1, "the duplicate ran");
+    assert_eq!(http.inflight(&who, &sid).await, 1, "the duplicate ran");
     // The first call is still known by its id: the client's cancel reaches it.
     let cancel = Call::post(
         &who,
@@ -391,7 +382,7 @@ async fn a_second_call_with_an_id_in_flight_is_refused_and_the_first_stays_cance
         .unwrap();
     assert_eq!(r.error_code(), Some(-32603));
     for _ in 0..250 {
-        if inflight(&http, &who, &sid).await == 0 {
+        if http.inflight(&who, &sid).await == 0 {
             return;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -458,8 +449,8 @@ mod raw_grpc {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn malformed_protobuf_and_wrong_content_type_are_refused_without_a_panic() {
-        let fx = Fixture::start(0);
-        let rt = RuntimeProc::start(&simple_catalog(&fx.url), &[]);
+        let fx = Fixture::start();
+        let rt = Sidecar::start(&simple_catalog(&fx.url)).await;
         let cases: Vec<(&str, &str, Vec<u8>, &[&str])> = vec![
             // grpc-status 3 INVALID_ARGUMENT is the contract; tonic's decoder says 13 INTERNAL.
             (

@@ -1,23 +1,19 @@
 //! The upstream side: per-call timeout, cancellation reaching the upstream, the shared session
-//! re-established after an upstream restart, size limits, the standalone GET stream, and
-//! graceful shutdown with a call in flight.
-
-mod common;
+//! re-established after an upstream restart, size limits, the standalone GET stream, and a
+//! session ended during a stream. (Graceful shutdown with a call in flight, on SIGTERM:
+//! `tests/process/shutdown.rs`.)
 
 use std::time::Duration;
 
-use common::*;
 use serde_json::{Value, json};
+
+use crate::sidecar::{Options, Sidecar};
+use crate::support::*;
 
 /// Polls until the fixture reports no `sleep` call running; panics after 5 s.
 async fn until_no_sleep_runs(http: &Http, who: &Value, sid: &str) {
-    for _ in 0..250 {
-        if inflight(http, who, sid).await == 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("the upstream sleep call was never cancelled");
+    http.until_inflight(who, sid, 0, Duration::from_secs(5))
+        .await;
 }
 
 /// Starts a 30 s `sleep` call with JSON-RPC id `id` on its own connection and waits until it
@@ -28,22 +24,23 @@ async fn start_sleep(
     sid: &str,
     id: i64,
 ) -> tokio::task::JoinHandle<Reply> {
-    let call = sleep_call(who, sid, id, 30_000);
-    let path = http.path.clone();
-    let task = tokio::spawn(async move { Http::new(&path).send(&call).await });
-    for _ in 0..250 {
-        if inflight(http, who, sid).await == 1 {
-            return task;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("the sleep call never reached the upstream");
+    let task = http.spawn(sleep_call(who, sid, id, 30_000));
+    http.until_inflight(who, sid, 1, Duration::from_secs(5))
+        .await;
+    task
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_call_times_out_and_is_cancelled_upstream() {
-    let fx = Fixture::start(0);
-    let rt = RuntimeProc::start(&simple_catalog(&fx.url), &["--upstream-timeout-ms", "300"]);
+    let fx = Fixture::start();
+    let rt = Sidecar::with(
+        &simple_catalog(&fx.url),
+        Options {
+            upstream_timeout: Duration::from_millis(300),
+            ..Options::default()
+        },
+    )
+    .await;
     let http = Http::new(&rt.http);
     let who = auth("alice@example.com", false, Some(&[]));
     let sid = http.initialize(&who, None).await;
@@ -61,8 +58,8 @@ async fn a_slow_call_times_out_and_is_cancelled_upstream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_goes_away_cancels_the_upstream_call() {
-    let fx = Fixture::start(0);
-    let rt = RuntimeProc::start(&simple_catalog(&fx.url), &[]);
+    let fx = Fixture::start();
+    let rt = Sidecar::start(&simple_catalog(&fx.url)).await;
     let http = Http::new(&rt.http);
     let who = auth("alice@example.com", false, Some(&[]));
     let sid = http.initialize(&who, None).await;
@@ -73,8 +70,8 @@ async fn a_client_that_goes_away_cancels_the_upstream_call() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notifications_cancelled_from_the_client_stops_the_call() {
-    let fx = Fixture::start(0);
-    let rt = RuntimeProc::start(&simple_catalog(&fx.url), &[]);
+    let fx = Fixture::start();
+    let rt = Sidecar::start(&simple_catalog(&fx.url)).await;
     let http = Http::new(&rt.http);
     let who = auth("alice@example.com", false, Some(&[]));
     let sid = http.initialize(&who, None).await;
@@ -96,9 +93,9 @@ async fn notifications_cancelled_from_the_client_stops_the_call() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_upstream_session_is_re_established_after_a_restart() {
-    let fx = Fixture::start(0);
+    let fx = Fixture::start();
     let addr = fx.addr();
-    let rt = RuntimeProc::start(&simple_catalog(&fx.url), &[]);
+    let rt = Sidecar::start(&simple_catalog(&fx.url)).await;
     let http = Http::new(&rt.http);
     let who = auth("alice@example.com", false, Some(&[]));
     let sid = http.initialize(&who, None).await;
@@ -130,14 +127,8 @@ async fn the_upstream_session_is_re_established_after_a_restart() {
         !message.contains("127.0.0.1") && !message.contains("fixture"),
         "the upstream's address and id stay in the runtime's log: {message}"
     );
-    // Same port, new process: a new upstream session id.
-    let _fx2 = Proc(
-        std::process::Command::new(fixture_bin())
-            .args(["--listen", &addr])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    // Same port, a new fixture: a new upstream session id.
+    let _fx2 = Fixture::start_at(addr);
     let mut last = None;
     for _ in 0..250 {
         let r = http.send(&echo).await;
@@ -156,11 +147,15 @@ async fn the_upstream_session_is_re_established_after_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn message_size_limit_gives_clear_errors() {
-    let fx = Fixture::start(0);
-    let rt = RuntimeProc::start(
+    let fx = Fixture::start();
+    let rt = Sidecar::with(
         &simple_catalog(&fx.url),
-        &["--max-message-bytes", "1048576"],
-    );
+        Options {
+            max_message_bytes: 1_048_576,
+            ..Options::default()
+        },
+    )
+    .await;
     let http = Http::new(&rt.http);
     let who = auth("alice@example.com", false, Some(&[]));
     let sid = http.initialize(&who, None).await;
@@ -217,20 +212,17 @@ async fn message_size_limit_gives_clear_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standalone_get_stream_opens_and_ends_with_the_session() {
-    let fx = Fixture::start(0);
-    let rt = RuntimeProc::start(&simple_catalog(&fx.url), &[]);
+    let fx = Fixture::start();
+    let rt = Sidecar::start(&simple_catalog(&fx.url)).await;
     let http = Http::new(&rt.http);
     let who = auth("alice@example.com", false, Some(&[]));
     let sid = http.initialize(&who, None).await;
-    let mut get = Call::post(&who, bytes::Bytes::new()).session(&sid);
-    get.method = "GET";
+    let mut get = Call::bodyless("GET", &who, &sid);
     get.accept = Some("text/event-stream".into());
-    let path = rt.http.clone();
-    let stream = tokio::spawn(async move { Http::new(&path).send(&get).await });
+    let stream = http.spawn(get);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!stream.is_finished(), "the GET stream stays open");
-    let mut del = Call::post(&who, bytes::Bytes::new()).session(&sid);
-    del.method = "DELETE";
+    let del = Call::bodyless("DELETE", &who, &sid);
     assert_eq!(http.send(&del).await.status, 200);
     let r = tokio::time::timeout(Duration::from_secs(5), stream)
         .await
@@ -241,34 +233,9 @@ async fn standalone_get_stream_opens_and_ends_with_the_session() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_lets_in_flight_calls_finish() {
-    let fx = Fixture::start(0);
-    let mut rt = RuntimeProc::start(&simple_catalog(&fx.url), &[]);
-    let http = Http::new(&rt.http);
-    let who = auth("alice@example.com", false, Some(&[]));
-    let sid = http.initialize(&who, None).await;
-    let (w2, s2, path) = (who.clone(), sid.clone(), rt.http.clone());
-    let task =
-        tokio::spawn(async move { Http::new(&path).send(&sleep_call(&w2, &s2, 5, 700)).await });
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let exited = tokio::task::spawn_blocking(move || {
-        let ok = rt.terminate();
-        (ok, rt)
-    });
-    let r = task.await.unwrap();
-    assert_eq!(
-        r.json().pointer("/result/content/0/text"),
-        Some(&json!("slept 700 ms"))
-    );
-    let (ok, rt) = exited.await.unwrap();
-    assert!(ok);
-    assert!(!rt.http.exists());
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_during_a_stream_ends_it_with_an_error_answer() {
-    let fx = Fixture::start(0);
-    let rt = RuntimeProc::start(&simple_catalog(&fx.url), &[]);
+    let fx = Fixture::start();
+    let rt = Sidecar::start(&simple_catalog(&fx.url)).await;
     let http = Http::new(&rt.http);
     let who = auth("alice@example.com", false, Some(&[]));
     let sid = http.initialize(&who, None).await;
@@ -281,11 +248,9 @@ async fn delete_during_a_stream_ends_it_with_an_error_answer() {
         ),
     )
     .session(&sid);
-    let path = rt.http.clone();
-    let stream = tokio::spawn(async move { Http::new(&path).send(&call).await });
+    let stream = http.spawn(call);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut del = Call::post(&who, bytes::Bytes::new()).session(&sid);
-    del.method = "DELETE";
+    let del = Call::bodyless("DELETE", &who, &sid);
     assert_eq!(http.send(&del).await.status, 200);
     let r = tokio::time::timeout(Duration::from_secs(10), stream)
         .await

@@ -1,17 +1,14 @@
 //! Parity: every case of the shared table through both adapters gives the same status, the
 //! same headers that matter and the same body (session ids normalised).
 
-#![cfg(feature = "grpc-uds")]
-
-mod common;
-
-use common::cases::{assert_case, normalise, table};
-use common::*;
+use crate::cases::{assert_case, table};
+use crate::sidecar::Sidecar;
+use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_adapters_answer_every_case_identically() {
-    let fx = Fixture::start(0);
-    let rt = RuntimeProc::start(&simple_catalog(&fx.url), &[]);
+    let fx = Fixture::start();
+    let rt = Sidecar::start(&simple_catalog(&fx.url)).await;
     let http = Http::new(&rt.http);
     let mut g = grpc::connect(&rt.grpc).await;
     let alice = auth("alice@example.com", false, Some(&[]));
@@ -49,8 +46,7 @@ async fn both_adapters_answer_every_case_identically() {
         }
     }
     // DELETE through CloseSession, then the session is gone on both paths.
-    let mut del = Call::post(&alice, bytes::Bytes::new()).session(&gs);
-    del.method = "DELETE";
+    let del = Call::bodyless("DELETE", &alice, &gs);
     assert_eq!(grpc::send(&mut g, &del).await.status, 200);
     assert_eq!(grpc::send(&mut g, &del).await.status, 404);
 }
@@ -58,8 +54,8 @@ async fn both_adapters_answer_every_case_identically() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_envelopes_are_invalid_argument() {
     use mcp_runtime_proto::v1 as pb;
-    let fx = Fixture::start(0);
-    let rt = RuntimeProc::start(&simple_catalog(&fx.url), &[]);
+    let fx = Fixture::start();
+    let rt = Sidecar::start(&simple_catalog(&fx.url)).await;
     let mut g = grpc::connect(&rt.grpc).await;
     let alice = auth("alice@example.com", false, Some(&[]));
     let good = grpc::envelope(&Call::post(&alice, initialize_body()));
@@ -116,4 +112,17 @@ async fn malformed_envelopes_are_invalid_argument() {
         h.open_sessions, 0,
         "no session minted by a malformed envelope"
     );
+}
+
+/// Replaces session ids in a body so two transports' answers compare equal.
+fn normalise(r: &Reply, sids: &[&str]) -> Reply {
+    let mut text = String::from_utf8_lossy(&r.body).into_owned();
+    for s in sids {
+        text = text.replace(s, "<session>");
+    }
+    Reply {
+        body: bytes::Bytes::from(text),
+        session_id: r.session_id.as_ref().map(|_| "<session>".into()),
+        ..r.clone()
+    }
 }

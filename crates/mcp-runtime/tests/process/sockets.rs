@@ -1,12 +1,11 @@
 //! Socket handling: mode, stale socket replaced, live socket refused, non-socket file kept,
 //! path length limit, sockets removed on SIGTERM.
 
-mod common;
-
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::process::{Command, Stdio};
 
-use common::*;
+use crate::runtime_proc::{Proc, RuntimeProc, runtime_bin};
+use crate::support::*;
 
 fn mode(p: &std::path::Path) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o777
@@ -28,7 +27,7 @@ fn start_fails(catalog: &std::path::Path, http: &std::path::Path) -> String {
 
 #[test]
 fn sockets_are_owner_only_by_default_and_removed_on_sigterm() {
-    let fx = Fixture::start(0);
+    let fx = Fixture::start();
     let mut rt = RuntimeProc::start(&simple_catalog(&fx.url), &[]);
     assert!(std::fs::metadata(&rt.http).unwrap().file_type().is_socket());
     assert_eq!(mode(&rt.http), 0o600);
@@ -42,7 +41,7 @@ fn sockets_are_owner_only_by_default_and_removed_on_sigterm() {
 
 #[test]
 fn socket_mode_flag_and_parent_directory_creation() {
-    let fx = Fixture::start(0);
+    let fx = Fixture::start();
     let dir = tempfile::tempdir_in("/tmp").unwrap();
     let cat = dir.path().join("c.toml");
     std::fs::write(&cat, simple_catalog(&fx.url)).unwrap();
@@ -68,7 +67,7 @@ fn socket_mode_flag_and_parent_directory_creation() {
 
 #[test]
 fn stale_socket_is_replaced_and_live_one_refused() {
-    let fx = Fixture::start(0);
+    let fx = Fixture::start();
     let dir = tempfile::tempdir_in("/tmp").unwrap();
     let cat = dir.path().join("c.toml");
     std::fs::write(&cat, simple_catalog(&fx.url)).unwrap();
@@ -136,7 +135,7 @@ fn unreachable_required_upstream_is_a_startup_error() {
 
 #[test]
 fn tool_name_collision_is_a_startup_error() {
-    let (a, b) = (Fixture::start(0), Fixture::start(0));
+    let (a, b) = (Fixture::start(), Fixture::start());
     let dir = tempfile::tempdir_in("/tmp").unwrap();
     let cat = dir.path().join("c.toml");
     std::fs::write(

@@ -1,0 +1,40 @@
+//! `mcp-runtime`: the MCP runtime sidecar as a library.
+//!
+//! Serves one transport-agnostic core ([`mcp_runtime_core::Runtime`]) over an HTTP/JSON Unix
+//! socket (always) and a gRPC Unix socket (only when built with the `grpc-uds` feature). The
+//! binary (`main.rs`) only wires the command line, the sockets and the signals to this library;
+//! the integration tests serve the same functions in their own process.
+//!
+//! # Layout
+//!
+//! - [`server`]: [`serve_http`] and `serve_grpc` (one socket each until a shutdown future
+//!   completes), and [`Server`]: the adapters side by side, the idle-session reaper, and the
+//!   drain within the grace period.
+//! - [`socket`]: safe Unix socket binding and clean-up.
+//! - [`listener`]: admission of connections (peer uid, connection cap, first-byte timeout).
+//! - `transport/http.rs`: the HTTP/JSON adapter (axum).
+//! - `transport/grpc.rs`: the gRPC adapter (tonic), with `grpc-uds` only.
+//! - `main.rs`: the `mcp-runtime` binary: command line, logging, binding, signals.
+//!
+//! Sockets are bound by the caller and handed to the adapters (listeners are injected from the
+//! top); `#[cfg(feature = "grpc-uds")]` appears only at this edge ([`server`], `transport`).
+
+pub mod listener;
+pub mod server;
+pub mod socket;
+mod transport;
+
+pub use listener::Admission;
+#[cfg(feature = "grpc-uds")]
+pub use server::serve_grpc;
+pub use server::{ServeError, Server, serve_http};
+
+/// Features compiled in, as health reports them.
+#[must_use]
+pub fn features() -> Vec<String> {
+    let mut f = Vec::new();
+    if cfg!(feature = "grpc-uds") {
+        f.push("grpc-uds".to_owned());
+    }
+    f
+}

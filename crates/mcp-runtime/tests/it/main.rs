@@ -1,0 +1,32 @@
+//! The in-process suite: the runtime served through the library's [`mcp_runtime::Server`] on
+//! real Unix sockets in a temp dir, the fixture upstream embedded on a loopback port, all in
+//! this one test binary (helpers compiled once). What needs a process of its own (signals,
+//! exit codes, peer credentials, socket files) is in `tests/process`.
+//!
+//! # Layout
+//!
+//! - `support` (`tests/support/`, shared with `tests/process`): the fixture upstream, the HTTP
+//!   and gRPC clients, one request and its answer, SSE reading.
+//! - `sidecar`: the runtime served in this process, and its drain.
+//! - `cases`: the shared boundary vectors (`contract/vectors/boundary.json`).
+//! - `http_semantics`, `parity` (with `grpc-uds`), `visibility`, `bad_input`: what the
+//!   boundary answers.
+//! - `upstream`, `faults`: timeouts, cancellation, limits, upstreams that die or hang.
+//! - `admission`: connection cap and header read timeout.
+//! - `health`: health while draining, server reflection.
+
+#[path = "../support/mod.rs"]
+pub mod support;
+
+mod sidecar;
+
+mod admission;
+mod bad_input;
+mod cases;
+mod faults;
+mod health;
+mod http_semantics;
+#[cfg(feature = "grpc-uds")]
+mod parity;
+mod upstream;
+mod visibility;

@@ -1,0 +1,26 @@
+//! The process suite: what needs the `mcp-runtime` binary as a process of its own: signals
+//! and exit codes (SIGTERM drain, grace period), socket files, peer credentials (`setpriv`),
+//! startup errors, the RSS of the runtime process, and the ignored soak run
+//! (`make soak-runtime`). The fixture upstream is embedded in this process. Everything else
+//! runs in process in `tests/it`.
+//!
+//! # Layout
+//!
+//! - `support` (`tests/support/`, shared with `tests/it`): the fixture upstream, the clients.
+//! - `runtime_proc`: the binary as a child process; RSS from `/proc`.
+//! - `sockets`: socket files (mode, stale, live, not a socket, path length) and startup errors.
+//! - `peer_creds`: `--allow-uid` against clients of other uids (`setpriv`).
+//! - `shutdown`: SIGTERM drain and the grace period.
+//! - `sessions`: the runtime's RSS with 1,000 open sessions.
+//! - `soak`: the ignored soak run of `make soak-runtime`.
+
+#[path = "../support/mod.rs"]
+pub mod support;
+
+mod runtime_proc;
+
+mod peer_creds;
+mod sessions;
+mod shutdown;
+mod soak;
+mod sockets;

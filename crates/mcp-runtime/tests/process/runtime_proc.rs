@@ -1,0 +1,110 @@
+//! The `mcp-runtime` binary as a child process on Unix sockets in a temp dir.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The runtime binary under test.
+pub(crate) fn runtime_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_mcp-runtime"))
+}
+
+/// A child process killed on drop.
+pub(crate) struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A running runtime with its sockets in a temp dir.
+pub(crate) struct RuntimeProc {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) http: PathBuf,
+    pub(crate) grpc: PathBuf,
+    pub(crate) proc: Option<Proc>,
+}
+
+impl RuntimeProc {
+    /// Starts the runtime with `catalog` (TOML) and extra flags; waits until both sockets
+    /// answer (the gRPC one only when built with `grpc-uds`).
+    pub(crate) fn start(catalog: &str, extra: &[&str]) -> Self {
+        Self::start_with_env(catalog, extra, &[])
+    }
+
+    /// As [`RuntimeProc::start`], with extra environment variables.
+    pub(crate) fn start_with_env(catalog: &str, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("rt")
+            .tempdir_in("/tmp")
+            .expect("tempdir");
+        let cat = dir.path().join("catalog.toml");
+        std::fs::write(&cat, catalog).expect("write catalog");
+        let http = dir.path().join("http.sock");
+        let grpc = dir.path().join("grpc.sock");
+        let mut cmd = Command::new(runtime_bin());
+        cmd.arg("--catalog").arg(&cat).arg("--http-uds").arg(&http);
+        if cfg!(feature = "grpc-uds") {
+            cmd.arg("--grpc-uds").arg(&grpc);
+        }
+        cmd.args(extra)
+            .envs(env.iter().copied())
+            // TEST_RUNTIME_LOG=debug shows the runtime's log while debugging a test.
+            .env(
+                "MCP_RUNTIME_LOG",
+                std::env::var("TEST_RUNTIME_LOG").unwrap_or_else(|_| "error".into()),
+            )
+            .stderr(Stdio::inherit());
+        let proc = Proc(cmd.spawn().expect("spawn runtime"));
+        let rt = Self {
+            dir,
+            http,
+            grpc,
+            proc: Some(proc),
+        };
+        rt.wait_ready();
+        rt
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = self.http.exists() && (!cfg!(feature = "grpc-uds") || self.grpc.exists());
+            if ready {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "runtime did not bind its sockets in 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The runtime's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.proc.as_ref().expect("running").0.id()
+    }
+
+    /// Sends SIGTERM and waits for exit; returns whether it exited successfully.
+    pub(crate) fn terminate(&mut self) -> bool {
+        let mut p = self.proc.take().expect("running");
+        let pid = p.0.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let status = p.0.wait().expect("wait");
+        std::mem::forget(p);
+        status.success()
+    }
+}
+
+/// Resident set size (`VmRSS`) of process `pid` in KiB, from `/proc/PID/status`; `None` when
+/// the process is gone or the line is missing.
+pub(crate) fn rss_kib(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
