@@ -1,18 +1,20 @@
 //! The gRPC envelope: protobuf decoding of `InvokeRequest` and `CloseSessionRequest` (prost,
 //! as tonic does it) and of the fields the adapter reads, then the HTTP adapter's AuthContext
-//! header (base64url of JSON). Never panics; whatever decodes re-encodes and decodes equal.
+//! header (base64url of JSON, `mcp_runtime::decode_auth_context`). Never panics; whatever
+//! decodes re-encodes and decodes equal.
 
 #![no_main]
 
 use base64::Engine as _;
 use libfuzzer_sys::fuzz_target;
-use mcp_runtime_core::AuthContext;
+use mcp_runtime::decode_auth_context;
 use mcp_runtime_proto::v1 as pb;
 use prost::Message as _;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
     &base64::alphabet::URL_SAFE,
     base64::engine::GeneralPurposeConfig::new()
+        .with_encode_padding(false)
         .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
 );
 
@@ -29,8 +31,8 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let _ = pb::CloseSessionRequest::decode(data);
-    if let Ok(raw) = B64.decode(data) {
-        let _ = AuthContext::from_json(&raw);
-    }
-    let _ = AuthContext::from_json(data);
+    // The header value as sent, and the same bytes base64url-encoded so that the JSON decoding
+    // behind the base64 step is reached too.
+    let _ = decode_auth_context(data);
+    let _ = decode_auth_context(B64.encode(data).as_bytes());
 });

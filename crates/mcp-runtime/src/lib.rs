@@ -28,6 +28,7 @@ pub use listener::Admission;
 #[cfg(feature = "grpc-uds")]
 pub use server::serve_grpc;
 pub use server::{ServeError, Server, serve_http};
+pub use transport::http::{AuthHeaderError, decode_auth_context};
 
 /// Features compiled in, as health reports them.
 #[must_use]

@@ -160,7 +160,7 @@ fn rpc_error(e: RequestError) -> Response {
 
 /// Why `x-contextforge-auth-context` was refused (401).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub(crate) enum AuthHeaderError {
+pub enum AuthHeaderError {
     /// The header is absent.
     #[error("missing x-contextforge-auth-context")]
     Missing,
@@ -219,7 +219,7 @@ fn auth_context(headers: &HeaderMap) -> Result<AuthContext, AuthHeaderError> {
 
 /// Decodes the value of `x-contextforge-auth-context`: base64url (padding optional) of the
 /// AuthContext JSON. The whole wire decoding of the header; a fuzz target's entry point.
-pub(crate) fn decode_auth_context(value: &[u8]) -> Result<AuthContext, AuthHeaderError> {
+pub fn decode_auth_context(value: &[u8]) -> Result<AuthContext, AuthHeaderError> {
     let raw = B64.decode(value).map_err(|_| AuthHeaderError::NotBase64)?;
     auth_context_json(&raw)
 }

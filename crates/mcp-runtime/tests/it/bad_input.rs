@@ -87,6 +87,12 @@ fn bad_bodies() -> Vec<Bad> {
             Some(-32600),
         ),
         b(
+            "string id with an escaped lone surrogate (fuzz crash)",
+            r#"{"jsonrpc":"2.0","id":"a\uD80b","method":"ping"}"#,
+            400,
+            Some(-32600),
+        ),
+        b(
             "duplicate id key",
             r#"{"jsonrpc":"2.0","id":1,"id":2,"method":"ping"}"#,
             400,
