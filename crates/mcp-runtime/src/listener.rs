@@ -114,18 +114,11 @@ impl Admission {
 /// byte arrived within the first-byte timeout.
 #[derive(Debug)]
 pub(crate) struct Conn {
-    stream: UnixStream,
+    /// The socket (the gRPC adapter reads its peer credentials from it).
+    pub(crate) stream: UnixStream,
     _permit: OwnedSemaphorePermit,
     /// Armed until the first byte is read.
     first_byte: Option<Pin<Box<tokio::time::Sleep>>>,
-}
-
-impl Conn {
-    /// The underlying socket.
-    #[cfg_attr(not(feature = "grpc-uds"), allow(dead_code))]
-    pub(crate) fn get_ref(&self) -> &UnixStream {
-        &self.stream
-    }
 }
 
 impl AsyncRead for Conn {

@@ -22,7 +22,7 @@ impl tonic::transport::server::Connected for Conn {
     type ConnectInfo = tonic::transport::server::UdsConnectInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.get_ref().connect_info()
+        self.stream.connect_info()
     }
 }
 
