@@ -1,5 +1,5 @@
 """Writes the seed corpus of the fuzz targets (fuzz/seeds/<target>/) from the bodies the
-integration tests send (crates/mcp-runtime/tests/common/cases.rs, tests/bad_input.rs) and
+integration tests send (crates/mcp-runtime/tests/it/cases.rs, tests/it/bad_input.rs) and
 protobuf envelopes around them. Run from fuzz/: python3 make_seeds.py"""
 
 import base64
