@@ -29,7 +29,7 @@
 //! The core spawns the rest of an upstream call whose answer became an SSE stream and the
 //! `notifications/cancelled` of a call that ended unanswered, all on one
 //! `tokio_util::task::TaskTracker` that [`Runtime::cancel_calls`] waits for. It runs no timer:
-//! the binary calls [`Runtime::reap_idle_sessions`].
+//! the sidecar's `Server` (crate `mcp-runtime`) calls [`Runtime::reap_idle_sessions`].
 //!
 //! # Dependencies
 //!

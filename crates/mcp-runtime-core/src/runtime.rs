@@ -74,10 +74,10 @@ pub struct Health {
 
 /// The transport-agnostic MCP runtime. Cheap to share: adapters hold an `Arc<Runtime>`.
 ///
-/// Tasks: the core spawns two kinds, both on the runtime's `TaskTracker`: the rest of an upstream call
-/// whose answer became an SSE stream, and the `notifications/cancelled` of a call that ended
-/// unanswered (module `forward`). It runs no timer of its own: the binary calls
-/// [`Runtime::reap_idle_sessions`]. (reqwest's connection pool spawns its own connection
+/// Tasks: the core spawns two kinds, both on the runtime's `TaskTracker`: the rest of an
+/// upstream call whose answer became an SSE stream, and the `notifications/cancelled` of a call
+/// that ended unanswered (module `forward`). It runs no timer of its own: the sidecar's
+/// `Server` calls [`Runtime::reap_idle_sessions`]. (reqwest's connection pool spawns its own connection
 /// tasks; they are not the runtime's.)
 #[derive(Debug)]
 pub struct Runtime {
