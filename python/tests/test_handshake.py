@@ -18,7 +18,7 @@ import pytest
 
 from conftest import ACCEPT, INITIALIZE, RUNTIME_FLAGS, SECRET, Runtime, _socket_dir, gateway_env
 from mcp_gateway._auth import mint_token
-from mcp_gateway._stack import free_port, start_gateway, start_runtime, stop
+from mcp_gateway.testing import free_port, start_gateway, start_runtime, stop
 
 SOCKET_MODES = ["http", "grpc"]
 
