@@ -1,4 +1,4 @@
-"""Unit tests of the pure parts: tokens and AuthContext, catalog rules, SSE framing, message framing."""
+"""Unit tests of the pure parts: tokens, catalog rules, SSE and message framing, error classification."""
 
 from __future__ import annotations
 

@@ -88,7 +88,7 @@ def sdk_failure(error: MCPError, cap: int | None) -> SdkFailure | None:
 
     The SDK turns its transport's exceptions into JSON-RPC error answers (the exception's type
     is lost, only its text is kept), and uses ``-32001`` for its own timeout as upstreams may for
-    their errors. So this, and only this, reads the SDK's words; ``test_units`` pins each against
+    their errors. So this, and only this, reads the SDK's words; ``test_sdk_words`` pins each against
     the SDK and httpx2 in use.
 
     Args:
