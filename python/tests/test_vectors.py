@@ -21,7 +21,7 @@ import pytest
 
 from conftest import INITIALIZE, SECRET, Runtime, _socket_dir, gateway_env
 from mcp_gateway._auth import mint_token
-from mcp_gateway._stack import free_port, start_gateway, start_runtime, stop
+from mcp_gateway.testing import free_port, start_gateway, start_runtime, stop
 
 VECTORS_PATH = Path(__file__).resolve().parents[2] / "contract" / "vectors" / "boundary.json"
 VECTORS: dict[str, Any] = json.loads(VECTORS_PATH.read_text())

@@ -118,7 +118,7 @@ def _stack(args: argparse.Namespace) -> int:
     import time
 
     from mcp_gateway._auth import mint_token
-    from mcp_gateway._stack import stack
+    from mcp_gateway.testing import stack
 
     secret = os.environ.get("JWT_SECRET_KEY") or secrets.token_urlsafe(32)
     # SIGTERM (make interrupted, a supervisor) stops the stack like Ctrl-C does.

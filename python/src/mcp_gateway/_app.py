@@ -26,10 +26,19 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from mcp_gateway import __version__
-from mcp_gateway._auth import anonymous_context, authenticate, check_host_origin
+from mcp_gateway._auth import anonymous_context, authenticate
 from mcp_gateway._backend import Backend, McpRequest, McpResponse
 from mcp_gateway._errors import AuthError, GatewayError, RuntimeTimeoutError, RuntimeUnavailableError
-from mcp_gateway._jsonrpc import BAD_REQUEST, INTERNAL_ERROR, INVALID_REQUEST, NOT_FOUND, error_body
+from mcp_gateway._host_origin import check_host_origin
+from mcp_gateway._jsonrpc import (
+    BAD_REQUEST,
+    INTERNAL_ERROR,
+    INVALID_REQUEST,
+    REQUEST_TIMEOUT,
+    RUNTIME_UNAVAILABLE,
+    UNAUTHORIZED,
+    error_body,
+)
 from mcp_gateway._settings import Mode, Settings
 
 __all__ = ["create_app", "make_backend"]
@@ -46,6 +55,10 @@ _AUTH_DISABLED_WARNING = (
 
 def make_backend(settings: Settings) -> Backend:
     """Create the backend of ``settings.mode`` (not started yet).
+
+    Returns:
+        ``GrpcUdsBackend``, ``HttpUdsBackend`` or ``PythonBaseline``, with the settings' request
+        timeout and message limit.
 
     Raises:
         ImportError: gRPC mode without generated stubs (``make python-proto``).
@@ -171,7 +184,8 @@ class McpEndpoint:
                 challenge += f', error="invalid_token", error_description="{e}"'.replace("\n", " ")
             logger.info("401 %s %s: %s", method, scope["path"], e)
             await _send_whole(
-                send, _error_response(401, NOT_FOUND, f"Unauthorized: {e}", [("www-authenticate", challenge)])
+                send,
+                _error_response(401, UNAUTHORIZED, f"Unauthorized: {e}", [("www-authenticate", challenge)]),
             )
             return
         body = b""
@@ -227,10 +241,10 @@ class McpEndpoint:
             return await self._backend.handle(request)
         except RuntimeUnavailableError as e:
             logger.warning("502 %s %s: %s", request.method, request.request_id, e)
-            return _error_response(502, BAD_REQUEST, "MCP runtime unavailable")
+            return _error_response(502, RUNTIME_UNAVAILABLE, "MCP runtime unavailable")
         except RuntimeTimeoutError as e:
             logger.warning("504 %s %s: %s", request.method, request.request_id, e)
-            return _error_response(504, NOT_FOUND, "MCP runtime timed out")
+            return _error_response(504, REQUEST_TIMEOUT, "MCP runtime timed out")
         except GatewayError as e:
             logger.error("500 %s %s: %s", request.method, request.request_id, e)
             return _error_response(500, INTERNAL_ERROR, "Internal error")
@@ -240,9 +254,9 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     """Build the gateway's ASGI app.
 
     Args:
-        settings: Defaults to :meth:`Settings.from_env`.
+        settings: Defaults to :meth:`Settings.from_env`. ``/health`` reports ``settings.mode``.
         backend: Defaults to the backend of ``settings.mode`` (see :func:`make_backend`); tests
-            and benchmarks may inject any other implementation of the seam.
+            and benchmarks may inject any other implementation of :class:`Backend`.
 
     Returns:
         A Starlette app whose lifespan starts and closes the backend.
@@ -258,7 +272,7 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
         runtime = await backend.health()
         payload: dict[str, Any] = {
             "status": "ok" if runtime.reachable and runtime.status == "serving" else "degraded",
-            "mode": backend.mode.value,
+            "mode": settings.mode.value,
             "gateway_version": __version__,
             **({"auth": "disabled", "warning": _AUTH_DISABLED_WARNING} if settings.auth_disabled else {}),
             "runtime": {
@@ -283,8 +297,8 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
         logger.info(
             "mcp-gateway %s: mode=%s (%s), listening on http://%s:%d/mcp",
             __version__,
-            backend.mode.value,
-            where[backend.mode],
+            settings.mode.value,
+            where[settings.mode],
             settings.host,
             settings.port,
         )

@@ -1,10 +1,17 @@
-"""The seam between the public endpoint and the MCP runtime: one method, three implementations.
+"""The seam between the public endpoint and the MCP runtime: ``Backend.handle``, three implementations.
 
-:class:`Backend.handle` takes one MCP HTTP request (already authenticated, internal headers
-stripped) and returns the response to relay. The implementations are the HTTP/JSON client
-(``_http_backend``), the gRPC client (``_grpc_backend``) and the in-process Python baseline
-(``_baseline``). Each translates its own lower-level exceptions into
-:class:`~mcp_gateway.RuntimeUnavailableError` or :class:`~mcp_gateway.RuntimeTimeoutError`.
+Every MCP request crosses the seam through one method, :meth:`Backend.handle`: one MCP HTTP
+request in (already authenticated, internal headers stripped, :class:`McpRequest`), the
+response to relay out (:class:`McpResponse`). Around it, a backend has a lifecycle driven by the
+app's lifespan (:meth:`Backend.start` once before the first request, :meth:`Backend.aclose`
+once after the last) and a probe for ``GET /health`` (:meth:`Backend.health`). Which mode a
+backend implements is the settings' business (``Settings.mode``), not the backend's.
+
+The implementations are the HTTP/JSON client (``_http_backend``) and the gRPC client
+(``_grpc_backend``), which share the version handshake and their own answers
+(``_socket_backend``), and the in-process Python baseline (``_baseline``). Each translates its
+own lower-level exceptions into :class:`~mcp_gateway.RuntimeUnavailableError` or
+:class:`~mcp_gateway.RuntimeTimeoutError`, in one place per backend.
 """
 
 from __future__ import annotations
@@ -16,7 +23,6 @@ from typing import Protocol
 
 from mcp_gateway._auth import AuthContext
 from mcp_gateway._errors import ConfigError
-from mcp_gateway._settings import Mode
 
 __all__ = [
     "SUPPORTED_CONTRACT_MAJORS",
@@ -66,6 +72,16 @@ class McpRequest:
     def wants_progress(self) -> bool:
         """Whether the body asks for progress notifications (a cheap bytes check, no parse)."""
         return b'"progressToken"' in self.body
+
+    @property
+    def streaming(self) -> bool:
+        """Whether the answer may be a long stream: a GET, or a POST asking for progress.
+
+        Streaming calls get no deadline in the socket modes (a GET stream may stay silent for
+        hours; the runtime's upstream timeout bounds a tool call); in gRPC mode they are the
+        ``InvokeStream`` calls.
+        """
+        return self.method == "GET" or self.wants_progress
 
 
 @dataclass(slots=True)
@@ -127,37 +143,45 @@ class RuntimeHealth:
 
 
 class Backend(Protocol):
-    """A way to reach the MCP runtime. Created at import time, started in the app lifespan."""
+    """A way to reach the MCP runtime: one request method, two lifecycle methods, one probe.
 
-    @property
-    def mode(self) -> Mode:
-        """Which mode this backend implements."""
-        ...
-
-    async def start(self) -> None:
-        """Open channels and pools; called once from the ASGI lifespan, inside the event loop.
-
-        Raises:
-            ConfigError: The backend cannot be set up (for the baseline: a bad catalog, an
-                unreachable required upstream).
-        """
-        ...
-
-    async def aclose(self) -> None:
-        """Close channels and pools; called once on shutdown, from the same task as ``start``."""
-        ...
-
-    async def health(self) -> RuntimeHealth:
-        """Probe the runtime (never raises; an unreachable runtime is reported as such)."""
-        ...
+    Created (not started) by ``make_backend``; the app's lifespan calls :meth:`start` once,
+    inside the event loop, before any request, and :meth:`aclose` once on shutdown from the same
+    task. Tests and benchmarks may pass any object with these four methods to ``create_app``.
+    """
 
     async def handle(self, request: McpRequest) -> McpResponse:
         """Forward one MCP request and return the response head (and body or stream).
+
+        Args:
+            request: The authenticated request, headers from the public request's whitelist.
+
+        Returns:
+            The runtime's answer (or the backend's own answer made as the runtime would, e.g.
+            for a whole response over the message limit). The caller must ``aclose`` it.
 
         Raises:
             RuntimeUnavailableError: The runtime cannot be reached or dropped the request.
             RuntimeTimeoutError: No answer within the request timeout.
         """
+        ...
+
+    async def start(self) -> None:
+        """Open channels and pools, run the version handshake.
+
+        Raises:
+            ConfigError: The backend cannot be set up (for the baseline: a bad catalog, an
+                unreachable required upstream; for the socket modes: a runtime speaking a
+                contract major this gateway does not, :class:`ContractVersionError`).
+        """
+        ...
+
+    async def aclose(self) -> None:
+        """Close channels and pools (cancelling calls still in flight)."""
+        ...
+
+    async def health(self) -> RuntimeHealth:
+        """Probe the runtime (never raises; an unreachable runtime is reported as such)."""
         ...
 
 

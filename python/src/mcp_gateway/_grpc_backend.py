@@ -4,12 +4,13 @@ One ``grpc.aio`` channel per process, created in the app lifespan (inside the ru
 closed on shutdown. POSTs go to ``Invoke`` unless their body carries a ``progressToken`` (then
 ``InvokeStream``, relayed event by event); GETs go to ``InvokeStream``; DELETEs to
 ``CloseSession``. MCP-level outcomes arrive inside OK responses and are relayed exactly; non-OK
-gRPC status codes are transport faults and are translated here.
+gRPC status codes are contract and transport faults, classified in one place, :func:`fault_of`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import enum
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -18,10 +19,14 @@ import grpc
 import grpc.aio
 
 from mcp_gateway._auth import AuthContext
-from mcp_gateway._backend import ContractVersionError, McpRequest, McpResponse, RuntimeHealth, check_contract
-from mcp_gateway._errors import RuntimeTimeoutError, RuntimeUnavailableError
-from mcp_gateway._jsonrpc import INTERNAL_ERROR, error_body, request_id_of, result_too_large
-from mcp_gateway._settings import Mode
+from mcp_gateway._backend import McpRequest, McpResponse, RuntimeHealth
+from mcp_gateway._errors import GatewayError, RuntimeTimeoutError, RuntimeUnavailableError
+from mcp_gateway._socket_backend import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    RESPONSE_SLACK_BYTES,
+    SocketBackend,
+    refused,
+)
 from mcp_gateway._sse import encode_event
 
 try:
@@ -32,14 +37,17 @@ except ImportError as e:  # pragma: no cover - only without the build step
         "the gRPC stubs are not generated; run `make python-proto` (grpcio-tools, from proto/)"
     ) from e
 
-__all__ = ["CHANNEL_OPTIONS", "GrpcUdsBackend", "auth_to_proto", "channel_options"]
+__all__ = [
+    "CHANNEL_OPTIONS",
+    "Fault",
+    "GrpcUdsBackend",
+    "auth_to_proto",
+    "channel_options",
+    "fault_of",
+    "runtime_error",
+]
 
 logger = logging.getLogger(__name__)
-
-_MIB = 1024 * 1024
-
-DEFAULT_MAX_MESSAGE_BYTES = 64 * _MIB
-"""The runtime's default message limit (``--max-message-bytes``)."""
 
 
 def channel_options(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> tuple[tuple[str, Any], ...]:
@@ -57,8 +65,8 @@ def channel_options(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> tuple
         ("grpc.default_authority", "localhost"),
         ("grpc.enable_http_proxy", 0),
         # The runtime raises tonic's 4 MiB default to its limit; leave slack for the envelope.
-        ("grpc.max_send_message_length", max_message_bytes + _MIB),
-        ("grpc.max_receive_message_length", max_message_bytes + _MIB),
+        ("grpc.max_send_message_length", max_message_bytes + RESPONSE_SLACK_BYTES),
+        ("grpc.max_receive_message_length", max_message_bytes + RESPONSE_SLACK_BYTES),
         # Reconnect quickly once the runtime is back (the default backoff grows to 120 s).
         ("grpc.initial_reconnect_backoff_ms", 100),
         ("grpc.min_reconnect_backoff_ms", 100),
@@ -72,7 +80,7 @@ CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = channel_options()
 _METHODS = {"POST": pb.HTTP_METHOD_POST, "GET": pb.HTTP_METHOD_GET, "DELETE": pb.HTTP_METHOD_DELETE}
 
 
-def auth_to_proto(auth: AuthContext) -> Any:
+def auth_to_proto(auth: AuthContext) -> pb.AuthContext:
     """Map the AuthContext to ``mcp.runtime.v1.AuthContext``.
 
     ``teams is None`` (no ``teams`` claim) becomes ``TEAM_SCOPE_UNRESTRICTED``, ``()`` becomes
@@ -98,7 +106,7 @@ def auth_to_proto(auth: AuthContext) -> Any:
     )
 
 
-def _envelope(request: McpRequest) -> Any:
+def _envelope(request: McpRequest) -> pb.RequestEnvelope:
     return pb.RequestEnvelope(
         method=_METHODS[request.method],
         headers=pb.McpHeaders(
@@ -115,96 +123,96 @@ def _envelope(request: McpRequest) -> Any:
     )
 
 
-def _head(head: Any) -> tuple[int, list[tuple[str, str]]]:
+def _head(head: pb.ResponseHead) -> tuple[int, list[tuple[str, str]]]:
     return int(head.http_status), [(h.name.lower(), h.value) for h in head.headers]
 
 
-def _fault(status: int, message: str) -> McpResponse:
-    return McpResponse(
-        status=status, headers=[("content-type", "application/json")], body=error_body(-32600, message)
-    )
+class Fault(enum.Enum):
+    """What a non-OK gRPC status of a call to the runtime means (see :func:`fault_of`)."""
+
+    RECEIVE_LIMIT = enum.auto()
+    """This channel refused a runtime message over its receive limit: answered with the
+    runtime's error for a result over the limit."""
+    REQUEST_TOO_LARGE = enum.auto()
+    """The runtime refused the request as over its limit: answered 413, as over HTTP."""
+    INVALID_REQUEST = enum.auto()
+    """The runtime refused the envelope: answered 400, as over HTTP."""
+    TIMEOUT = enum.auto()
+    """The deadline passed: :class:`RuntimeTimeoutError`."""
+    UNAVAILABLE = enum.auto()
+    """Anything else (cannot connect, call broke): :class:`RuntimeUnavailableError`."""
 
 
-def _received_too_large(error: grpc.aio.AioRpcError) -> bool:
-    """Whether this channel refused a response over its receive limit (grpc's own words).
+def fault_of(error: grpc.aio.AioRpcError) -> Fault:
+    """Classify a failed call to the runtime by its status code.
 
-    The runtime never sends more than its limit plus 64 KiB; this happens only when the runtime
-    was given a larger limit than the gateway's ``MCP_RUNTIME_MAX_MESSAGE_BYTES``.
+    Two cases need the status's details as well, because gRPC gives them no code of their own;
+    ``test_units`` pins both wordings:
+
+    - ``RESOURCE_EXHAUSTED`` is both the runtime refusing a request over its limit and this
+      channel refusing a response over its receive limit (grpc's "Received message larger than
+      max");
+    - tonic enforces the ``grpc-timeout`` header on the server too, and reports its own expiry as
+      ``CANCELLED`` "Timeout expired" (tonic's ``TimeoutExpired``), racing the client's
+      ``DEADLINE_EXCEEDED``: both mean the deadline passed.
+
+    Args:
+        error: The failed call's error.
+
+    Returns:
+        What it means for the gateway.
     """
-    return error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "Received message larger than max" in (
-        error.details() or ""
-    )
+    code, details = error.code(), error.details() or ""
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        if "Received message larger than max" in details:
+            return Fault.RECEIVE_LIMIT
+        return Fault.REQUEST_TOO_LARGE
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return Fault.INVALID_REQUEST
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED or (
+        code == grpc.StatusCode.CANCELLED and details == "Timeout expired"
+    ):
+        return Fault.TIMEOUT
+    return Fault.UNAVAILABLE
 
 
-def _result_too_large(request: McpRequest, limit: int, error: grpc.aio.AioRpcError) -> bytes:
-    """The runtime's answer to a result over the limit, for a response this channel refused."""
-    logger.warning("runtime response over the channel's limit: %s", error.details())
-    return error_body(INTERNAL_ERROR, result_too_large(limit), request_id_of(request.body))
+def runtime_error(error: grpc.aio.AioRpcError) -> GatewayError:
+    """The gateway error for a failed call that is not answered (:func:`fault_of`).
 
-
-def _translate(error: grpc.aio.AioRpcError) -> Exception:
-    code = error.code()
-    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+    Returns:
+        :class:`RuntimeTimeoutError` for :attr:`Fault.TIMEOUT`, else
+        :class:`RuntimeUnavailableError` (naming the status code and details).
+    """
+    if fault_of(error) is Fault.TIMEOUT:
         return RuntimeTimeoutError("MCP runtime timed out")
-    # tonic enforces the `grpc-timeout` header on the server too, and reports its own expiry as
-    # CANCELLED "Timeout expired" (tonic's TimeoutExpired), racing the client's
-    # DEADLINE_EXCEEDED: both mean the deadline passed.
-    if code == grpc.StatusCode.CANCELLED and error.details() == "Timeout expired":
-        return RuntimeTimeoutError("MCP runtime timed out")
-    return RuntimeUnavailableError(f"MCP runtime unavailable: {code.name}: {error.details()}")
+    return RuntimeUnavailableError(f"MCP runtime unavailable: {error.code().name}: {error.details()}")
 
 
-class GrpcUdsBackend:
-    """Reaches the runtime's gRPC adapter on ``uds_path``.
+class GrpcUdsBackend(SocketBackend):
+    """Reaches the runtime's gRPC adapter on ``uds_path`` (``HealthCheck`` is the probe).
 
     Args:
         uds_path: Path of the runtime's gRPC socket (``MCP_RUST_GRPC_UDS``).
         request_timeout_s: The deadline of unary calls (``Invoke``, ``CloseSession``), in
             seconds; ``InvokeStream`` calls have none.
-        max_message_bytes: The runtime's message limit; sizes the channel (see
+        max_message_bytes: The runtime's message limit, in bytes; sizes the channel (see
             :func:`channel_options`).
     """
 
     def __init__(
         self, uds_path: str, request_timeout_s: float, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     ) -> None:
+        super().__init__(f"gRPC socket {uds_path}", request_timeout_s, max_message_bytes)
         self._target = f"unix:{uds_path}"
-        self._timeout_s = request_timeout_s
-        self._max_message_bytes = max_message_bytes
         self._channel: grpc.aio.Channel | None = None
-        self._stub: Any = None
-        self._contract_ok = False
+        self._stub: pb_grpc.McpRuntimeAsyncStub | None = None
 
-    @property
-    def mode(self) -> Mode:
-        """Always :attr:`Mode.GRPC`."""
-        return Mode.GRPC
-
-    async def start(self) -> None:
-        """Create the channel and run the version handshake (``HealthCheck``).
-
-        A runtime that is not up yet is checked on first contact instead (the channel connects
-        lazily: the runtime may start later); until it passes, each request runs it again first.
-
-        Raises:
-            ContractVersionError: The runtime speaks a contract major this gateway does not.
-        """
+    async def _open(self) -> None:
+        # The channel connects lazily: the runtime may start later.
         self._channel = grpc.aio.insecure_channel(
             self._target, options=channel_options(self._max_message_bytes)
         )
         self._stub = pb_grpc.McpRuntimeStub(self._channel)
-        await self._check_contract(at_start=True)
-
-    async def _check_contract(self, *, at_start: bool = False) -> None:
-        """Run the handshake until it passed once; see :func:`check_contract`."""
-        if self._contract_ok:
-            return
-        where = f"gRPC socket {self._target.removeprefix('unix:')}"
-        self._contract_ok = check_contract(await self.health(), where)
-        if at_start and not self._contract_ok:
-            logger.warning(
-                "MCP runtime not reachable at start; its contract version is checked on first contact"
-            )
 
     async def aclose(self) -> None:
         """Close the channel, cancelling calls still in flight."""
@@ -213,13 +221,13 @@ class GrpcUdsBackend:
             self._channel = None
             self._stub = None
 
-    def _require_stub(self) -> Any:
+    def _require_stub(self) -> pb_grpc.McpRuntimeAsyncStub:
         if self._stub is None:
             raise RuntimeError("GrpcUdsBackend.start() was not called")
         return self._stub
 
     async def health(self) -> RuntimeHealth:
-        """``HealthCheck`` with a short deadline."""
+        """``HealthCheck`` within 5 s (or the request timeout when shorter)."""
         stub = self._require_stub()
         try:
             reply = await stub.HealthCheck(pb.HealthCheckRequest(), timeout=min(self._timeout_s, 5.0))
@@ -237,7 +245,7 @@ class GrpcUdsBackend:
             open_sessions=int(reply.open_sessions),
         )
 
-    async def handle(self, request: McpRequest) -> McpResponse:
+    async def _forward(self, request: McpRequest) -> McpResponse:
         """Pick the RPC for the request and translate its answer.
 
         Raises:
@@ -245,11 +253,6 @@ class GrpcUdsBackend:
             RuntimeTimeoutError: The deadline passed.
         """
         stub = self._require_stub()
-        if not self._contract_ok:
-            try:
-                await self._check_contract()
-            except ContractVersionError as e:
-                raise RuntimeUnavailableError(str(e)) from e
         envelope = _envelope(request)
         try:
             if request.method == "DELETE":
@@ -258,7 +261,7 @@ class GrpcUdsBackend:
                 )
                 status, headers = _head(closed.head)
                 return McpResponse(status=status, headers=headers, body=closed.body)
-            if request.method == "POST" and not request.wants_progress:
+            if not request.streaming:
                 reply = await stub.Invoke(pb.InvokeRequest(envelope=envelope), timeout=self._timeout_s)
                 status, headers = _head(reply.head)
                 return McpResponse(status=status, headers=headers, body=reply.body)
@@ -271,36 +274,39 @@ class GrpcUdsBackend:
                 call.cancel()
                 raise
         except grpc.aio.AioRpcError as e:
-            if _received_too_large(e):
-                body = _result_too_large(request, self._max_message_bytes, e)
-                return McpResponse(status=200, headers=[("content-type", "application/json")], body=body)
+            fault = fault_of(e)
+            if fault is Fault.RECEIVE_LIMIT:
+                return self.result_too_large_response(request, f"{e.details()}")
             # Contract faults the client caused are answered like the HTTP boundary would.
-            if e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
-                return _fault(413, f"Message too large for the runtime: {e.details()}")
-            if e.code() == grpc.StatusCode.INVALID_ARGUMENT:
-                return _fault(400, f"Invalid request: {e.details()}")
-            raise _translate(e) from e
-        if first is grpc.aio.EOF or first.WhichOneof("part") != "head":
+            if fault is Fault.REQUEST_TOO_LARGE:
+                return refused(413, f"Message too large for the runtime: {e.details()}")
+            if fault is Fault.INVALID_REQUEST:
+                return refused(400, f"Invalid request: {e.details()}")
+            raise runtime_error(e) from e
+        # read() is typed EOF-or-message as `object`: the isinstance check is the EOF check too.
+        if not isinstance(first, pb.InvokeStreamResponse) or first.WhichOneof("part") != "head":
             call.cancel()
             raise RuntimeUnavailableError(
                 "MCP runtime broke the contract: InvokeStream did not start with a head"
             )
         status, headers = _head(first.head)
-        return McpResponse(
-            status=status, headers=headers, stream=_relay(call, request, self._max_message_bytes)
-        )
+        return McpResponse(status=status, headers=headers, stream=_relay(call, request, self))
 
 
-async def _relay(call: Any, request: McpRequest, limit: int) -> AsyncIterator[bytes]:
+async def _relay(
+    call: grpc.aio.UnaryStreamCall[pb.InvokeStreamRequest, pb.InvokeStreamResponse],
+    request: McpRequest,
+    backend: SocketBackend,
+) -> AsyncIterator[bytes]:
     """Yield each SSE event (framed) or body chunk as the runtime sends it; cancel the call on exit.
 
     A message over the channel's receive limit ends the stream with the runtime's error event
-    for a result over the limit.
+    for a result over the limit (:meth:`SocketBackend.result_too_large`).
     """
     try:
         while True:
             message = await call.read()
-            if message is grpc.aio.EOF:
+            if not isinstance(message, pb.InvokeStreamResponse):  # grpc.aio.EOF
                 return
             part = message.WhichOneof("part")
             if part == "event":
@@ -309,9 +315,9 @@ async def _relay(call: Any, request: McpRequest, limit: int) -> AsyncIterator[by
             elif part == "body_chunk":
                 yield message.body_chunk
     except grpc.aio.AioRpcError as e:
-        if not _received_too_large(e):
-            raise _translate(e) from e
-        yield encode_event(_result_too_large(request, limit, e).decode(), "message")
+        if fault_of(e) is not Fault.RECEIVE_LIMIT:
+            raise runtime_error(e) from e
+        yield encode_event(backend.result_too_large(request, f"{e.details()}").decode(), "message")
     finally:
         with contextlib.suppress(Exception):
             call.cancel()

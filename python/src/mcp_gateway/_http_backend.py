@@ -3,35 +3,27 @@
 One ``httpx.AsyncClient`` per process over the socket, the way the ContextForge gateway does it.
 The request is forwarded with a whitelist of MCP headers plus the two internal ones; the
 response is relayed as is: a JSON body is read whole, an SSE body is streamed chunk by chunk
-with no read timeout on standalone GET streams. A JSON body is read up to the runtime's message
-limit plus 1 MiB (the runtime never sends more when its limit is the gateway's
+with no read timeout on streaming calls. A JSON body is read up to the runtime's message limit
+plus 1 MiB (the runtime never sends more when its limit is the gateway's
 ``MCP_RUNTIME_MAX_MESSAGE_BYTES``); past it the client gets the runtime's error for a result
-over the limit, as the gRPC channel's receive limit gives in gRPC mode.
+over the limit, as the gRPC channel's receive limit gives in gRPC mode. httpx's exceptions are
+mapped in one place, :func:`runtime_error`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import AsyncIterator
 from urllib.parse import quote
 
 import anyio
 import httpx
 
-from mcp_gateway._backend import ContractVersionError, McpRequest, McpResponse, RuntimeHealth, check_contract
-from mcp_gateway._errors import RuntimeTimeoutError, RuntimeUnavailableError
-from mcp_gateway._jsonrpc import INTERNAL_ERROR, error_body, request_id_of, result_too_large
-from mcp_gateway._settings import Mode
+from mcp_gateway._backend import McpRequest, McpResponse, RuntimeHealth
+from mcp_gateway._errors import GatewayError, RuntimeTimeoutError, RuntimeUnavailableError
+from mcp_gateway._socket_backend import DEFAULT_MAX_MESSAGE_BYTES, SocketBackend
 
-__all__ = ["HttpUdsBackend"]
-
-logger = logging.getLogger(__name__)
-
-_MIB = 1024 * 1024
-
-DEFAULT_MAX_MESSAGE_BYTES = 64 * _MIB
-"""The runtime's default message limit (``--max-message-bytes``)."""
+__all__ = ["HOP_BY_HOP", "HttpUdsBackend", "runtime_error"]
 
 # Headers that describe one hop, not the message: never relayed.
 HOP_BY_HOP = frozenset(
@@ -43,55 +35,45 @@ HOP_BY_HOP = frozenset(
 _LIMITS = httpx.Limits(max_connections=1024, max_keepalive_connections=128, keepalive_expiry=30.0)
 
 
-class HttpUdsBackend:
-    """Reaches the runtime's HTTP/JSON adapter on ``uds_path``.
+def runtime_error(error: httpx.HTTPError | OSError) -> GatewayError:
+    """The gateway error for an httpx or socket exception of a call to the runtime.
+
+    Args:
+        error: What the call raised: ``TimeoutError`` (the gateway's own deadline), an httpx
+            timeout, any other httpx error or ``OSError`` (socket missing, connection refused or
+            dropped, a stream broken).
+
+    Returns:
+        :class:`RuntimeTimeoutError` for the timeouts, else :class:`RuntimeUnavailableError`.
+    """
+    if isinstance(error, TimeoutError | httpx.TimeoutException):
+        return RuntimeTimeoutError("MCP runtime timed out")
+    return RuntimeUnavailableError(f"MCP runtime unavailable: {type(error).__name__}: {error}")
+
+
+class HttpUdsBackend(SocketBackend):
+    """Reaches the runtime's HTTP/JSON adapter on ``uds_path`` (``GET /health`` is the probe).
 
     Args:
         uds_path: Path of the runtime's HTTP socket (``MCP_RUST_UDS``).
         request_timeout_s: Deadline of a non-streaming call, in seconds.
-        max_message_bytes: The runtime's message limit; JSON bodies are read up to it plus
-            1 MiB.
+        max_message_bytes: The runtime's message limit, in bytes; JSON bodies are read up to it
+            plus 1 MiB.
     """
 
     def __init__(
         self, uds_path: str, request_timeout_s: float, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     ) -> None:
+        super().__init__(f"HTTP/JSON socket {uds_path}", request_timeout_s, max_message_bytes)
         self._uds_path = uds_path
-        self._timeout_s = request_timeout_s
-        self._max_message_bytes = max_message_bytes
         self._client: httpx.AsyncClient | None = None
-        self._contract_ok = False
 
-    @property
-    def mode(self) -> Mode:
-        """Always :attr:`Mode.HTTP`."""
-        return Mode.HTTP
-
-    async def start(self) -> None:
-        """Create the client and run the version handshake (``GET /health``).
-
-        A runtime that is not up yet is checked on first contact instead (the runtime may start
-        later); until it passes, each request runs it again first.
-
-        Raises:
-            ContractVersionError: The runtime speaks a contract major this gateway does not.
-        """
+    async def _open(self) -> None:
         # httpx ignores the client's ``limits=`` when a transport is given: set them here.
         transport = httpx.AsyncHTTPTransport(uds=self._uds_path, limits=_LIMITS, retries=0)
         self._client = httpx.AsyncClient(
             transport=transport, base_url="http://runtime", timeout=httpx.Timeout(self._timeout_s)
         )
-        await self._check_contract(at_start=True)
-
-    async def _check_contract(self, *, at_start: bool = False) -> None:
-        """Run the handshake until it passed once; see :func:`check_contract`."""
-        if self._contract_ok:
-            return
-        self._contract_ok = check_contract(await self.health(), f"HTTP/JSON socket {self._uds_path}")
-        if at_start and not self._contract_ok:
-            logger.warning(
-                "MCP runtime not reachable at start; its contract version is checked on first contact"
-            )
 
     async def aclose(self) -> None:
         """Close the client and its connections."""
@@ -105,7 +87,7 @@ class HttpUdsBackend:
         return self._client
 
     async def health(self) -> RuntimeHealth:
-        """``GET /health`` on the socket."""
+        """``GET /health`` on the socket, within 5 s (or the request timeout when shorter)."""
         client = self._require_client()
         try:
             with anyio.fail_after(min(self._timeout_s, 5.0)):
@@ -142,8 +124,7 @@ class HttpUdsBackend:
         # Streaming calls (a standalone GET stream, a POST asking for progress) have no read
         # timeout: a GET may stay silent for hours, and the runtime's upstream timeout bounds a
         # tool call. Other calls keep the request timeout on every read.
-        streaming = request.method == "GET" or request.wants_progress
-        timeout = httpx.Timeout(self._timeout_s, read=None) if streaming else None
+        timeout = httpx.Timeout(self._timeout_s, read=None) if request.streaming else None
         client = self._require_client()
         if timeout is None:
             return client.build_request(request.method, path, headers=headers, content=request.body)
@@ -151,7 +132,7 @@ class HttpUdsBackend:
             request.method, path, headers=headers, content=request.body, timeout=timeout
         )
 
-    async def handle(self, request: McpRequest) -> McpResponse:
+    async def _forward(self, request: McpRequest) -> McpResponse:
         """Forward the request; read a JSON body whole, stream an SSE body.
 
         Raises:
@@ -159,16 +140,10 @@ class HttpUdsBackend:
             RuntimeTimeoutError: No response head (or JSON body) within the request timeout.
         """
         client = self._require_client()
-        if not self._contract_ok:
-            try:
-                await self._check_contract()
-            except ContractVersionError as e:
-                raise RuntimeUnavailableError(str(e)) from e
         http_request = self._build(request)
         response: httpx.Response | None = None
-        streaming = request.method == "GET" or request.wants_progress
         try:
-            with anyio.fail_after(None if streaming else self._timeout_s):
+            with anyio.fail_after(None if request.streaming else self._timeout_s):
                 response = await client.send(http_request, stream=True)
                 headers = [
                     (k.decode("latin-1").lower(), v.decode("latin-1"))
@@ -177,31 +152,17 @@ class HttpUdsBackend:
                 ]
                 content_type = response.headers.get("content-type", "")
                 if not content_type.startswith("text/event-stream"):
-                    body = await _read_capped(response, self._max_message_bytes + _MIB)
+                    body = await _read_capped(response, self.max_response_bytes)
                     await response.aclose()
                     if body is None:
-                        logger.warning("runtime response body over %d bytes", self._max_message_bytes + _MIB)
-                        body = error_body(
-                            INTERNAL_ERROR,
-                            result_too_large(self._max_message_bytes),
-                            request_id_of(request.body),
-                        )
-                        return McpResponse(
-                            status=200, headers=[("content-type", "application/json")], body=body
-                        )
+                        return self.result_too_large_response(request, "a JSON body")
                     return McpResponse(status=response.status_code, headers=headers, body=body)
-        except TimeoutError as e:
-            if response is not None:
-                await response.aclose()
-            raise RuntimeTimeoutError("MCP runtime timed out") from e
-        except httpx.TimeoutException as e:
-            if response is not None:
-                await response.aclose()
-            raise RuntimeTimeoutError("MCP runtime timed out") from e
         except (httpx.TransportError, OSError) as e:
+            # TimeoutError (the deadline above) is an OSError; httpx's timeouts are
+            # TransportErrors: runtime_error tells them apart.
             if response is not None:
                 await response.aclose()
-            raise RuntimeUnavailableError(f"MCP runtime unavailable: {type(e).__name__}: {e}") from e
+            raise runtime_error(e) from e
         return McpResponse(status=response.status_code, headers=headers, stream=_relay(response))
 
 
@@ -224,7 +185,7 @@ async def _relay(response: httpx.Response) -> AsyncIterator[bytes]:
             if chunk:
                 yield chunk
     except httpx.HTTPError as e:
-        raise RuntimeUnavailableError(f"MCP runtime stream broke: {type(e).__name__}: {e}") from e
+        raise runtime_error(e) from e
     finally:
         with contextlib.suppress(Exception), anyio.CancelScope(shield=True):
             await response.aclose()

@@ -1,15 +1,23 @@
-"""JSON-RPC error codes and bodies, the same numbers the runtime answers with.
+"""JSON-RPC 2.0 framing and error bodies: the Python twin of the runtime's ``jsonrpc.rs``.
 
-The codes follow ``docs/http-boundary.md`` (and the runtime's ``jsonrpc.rs``): JSON-RPC 2.0's
-own codes plus the MCP TypeScript SDK's ``-32000`` (bad request) and ``-32001`` (session not
-found, unauthorised).
+Two jobs, both the runtime's, error for error:
+
+- the error codes and the error bodies the gateway makes itself (:func:`error_body`);
+- framing of an incoming body (:func:`parse_message`), which the Python baseline applies before
+  the SDK sees a request, so that a malformed body gets the runtime's code and status.
+
+The codes follow ``docs/http-boundary.md``: JSON-RPC 2.0's own codes plus the two the MCP
+TypeScript SDK's streamable HTTP transport uses, ``-32000`` and ``-32001``. Each of those two
+numbers has several meanings on the wire; each meaning has its own name here (same number, no
+wire change), so a reader of a call site sees what went wrong.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 __all__ = [
     "BAD_REQUEST",
@@ -19,20 +27,68 @@ __all__ = [
     "METHOD_NOT_FOUND",
     "NOT_FOUND",
     "PARSE_ERROR",
+    "REQUEST_TIMEOUT",
     "RESOURCE_NOT_FOUND",
+    "RUNTIME_UNAVAILABLE",
+    "SHOWN_NAME_BYTES",
+    "UNAUTHORIZED",
+    "FramingError",
+    "ParsedMessage",
     "error_body",
+    "parse_message",
     "request_id_of",
     "result_too_large",
+    "shown",
 ]
 
 PARSE_ERROR = -32700
+"""JSON-RPC 2.0: the body is not UTF-8 or not JSON."""
 INVALID_REQUEST = -32600
+"""JSON-RPC 2.0: not one valid JSON-RPC message (batches included); also a body over a limit."""
 METHOD_NOT_FOUND = -32601
+"""JSON-RPC 2.0: the method does not exist."""
 INVALID_PARAMS = -32602
+"""JSON-RPC 2.0: invalid parameters; also an unknown tool or prompt (MCP spec)."""
 INTERNAL_ERROR = -32603
-BAD_REQUEST = -32000
-NOT_FOUND = -32001
+"""JSON-RPC 2.0: internal error; also an unreachable upstream and a result over the size limit."""
 RESOURCE_NOT_FOUND = -32002
+"""MCP: the resource does not exist or is not visible."""
+
+BAD_REQUEST = -32000
+"""``-32000`` as a refused request: missing ``Mcp-Session-Id``, unsupported protocol version
+(400), ``Host`` or ``Origin`` not allowed (421, 403)."""
+RUNTIME_UNAVAILABLE = -32000
+"""``-32000`` as the gateway's answer when the runtime cannot be reached (502)."""
+NOT_FOUND = -32001
+"""``-32001`` as not found: an unknown, ended or foreign session, an unknown virtual server (404)."""
+UNAUTHORIZED = -32001
+"""``-32001`` as the gateway's answer to a missing or bad bearer token (401)."""
+REQUEST_TIMEOUT = -32001
+"""``-32001`` as a timeout (the MCP SDKs' ``RequestTimeout``): an upstream call over the
+upstream timeout (200), the runtime not answering within the request timeout (504)."""
+
+SHOWN_NAME_BYTES = 128
+"""Longest caller-supplied name echoed in an error message, in UTF-8 bytes (the runtime's
+``SHOWN_NAME_BYTES``): a 1 MiB name must not come back as a 1 MiB error."""
+
+
+def shown(name: str) -> str:
+    """``name`` as an error message shows it: cut to :data:`SHOWN_NAME_BYTES` bytes.
+
+    The cut falls on a character boundary (a character that does not fit whole is dropped)
+    and ``...`` is appended when anything was cut, as the runtime's ``shown`` does.
+
+    Args:
+        name: A method, tool, prompt, resource or virtual server name from the caller.
+
+    Returns:
+        ``name`` itself when it is at most 128 UTF-8 bytes long, else its first whole
+        characters within 128 bytes followed by ``...``.
+    """
+    raw = name.encode("utf-8", "surrogatepass")
+    if len(raw) <= SHOWN_NAME_BYTES:
+        return name
+    return raw[:SHOWN_NAME_BYTES].decode("utf-8", "ignore") + "..."
 
 
 def error_body(code: int, message: str, request_id: Any = None) -> bytes:
@@ -57,6 +113,9 @@ def request_id_of(body: bytes) -> Any:
 
     Only for answers the gateway makes itself about a request it already forwarded (the body
     passed the runtime's framing checks): anything unexpected gives ``None``.
+
+    Returns:
+        A string or a finite number, or ``None``.
     """
     try:
         value = json.loads(body)
@@ -69,5 +128,124 @@ def request_id_of(body: bytes) -> Any:
 
 
 def result_too_large(limit: int) -> str:
-    """The runtime's message for a result over the message size limit (``UpstreamError::TooLarge``)."""
+    """The runtime's message for a result over the message size limit (``UpstreamError::TooLarge``).
+
+    Args:
+        limit: The message size limit, in bytes.
+    """
     return f"Result exceeds the message size limit of {limit} bytes"
+
+
+# --- framing (the runtime's jsonrpc::parse) ---------------------------------------------------
+
+
+class FramingError(Exception):
+    """A body that is not one JSON-RPC message (answered with HTTP 400).
+
+    Attributes:
+        code: :data:`PARSE_ERROR` or :data:`INVALID_REQUEST`.
+    """
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedMessage:
+    """One parsed message, envelope fields only.
+
+    Attributes:
+        kind: ``"request"`` (method and id), ``"notification"`` (method, no id) or
+            ``"response"`` (id and exactly one of result and error).
+        id: The id (a string or a finite number); ``None`` for a notification.
+        method: The method name; ``""`` for a response.
+        params: ``params`` as decoded JSON, ``None`` when absent.
+    """
+
+    kind: Literal["request", "notification", "response"]
+    id: Any = None
+    method: str = ""
+    params: Any = None
+
+
+_ENVELOPE_FIELDS = frozenset({"jsonrpc", "id", "method", "params", "result", "error"})
+
+
+class _Object(dict[str, Any]):
+    """A decoded JSON object that remembers which keys appeared more than once."""
+
+    duplicates: frozenset[str] = frozenset()
+
+
+def _object(pairs: list[tuple[str, Any]]) -> _Object:
+    obj = _Object(pairs)
+    if len(obj) != len(pairs):
+        keys = [k for k, _ in pairs]
+        obj.duplicates = frozenset(k for k in obj if keys.count(k) > 1)
+    return obj
+
+
+def parse_message(body: bytes) -> ParsedMessage:
+    """Classify a request body as the runtime does.
+
+    Args:
+        body: The raw HTTP request body.
+
+    Returns:
+        The message's kind and envelope fields.
+
+    Raises:
+        FramingError: ``-32700`` for non-UTF-8 or invalid JSON, ``-32600`` for a batch array or
+            JSON that is not a JSON-RPC 2.0 request, notification or response.
+    """
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise FramingError(PARSE_ERROR, f"Parse error: body is not UTF-8: {e}") from e
+    stripped = text.lstrip()
+    if not stripped:
+        raise FramingError(PARSE_ERROR, "Parse error: empty body")
+    try:
+        value = json.loads(text, object_pairs_hook=_object)
+    except ValueError as e:
+        raise FramingError(PARSE_ERROR, f"Parse error: {e}") from e
+    except RecursionError as e:
+        # The runtime skips deep values without recursing; Python's decoder recurses, so
+        # nesting deeper than its stack allows is a parse error here (400 either way).
+        raise FramingError(PARSE_ERROR, "Parse error: nesting too deep") from e
+    if isinstance(value, list):
+        raise FramingError(INVALID_REQUEST, "Invalid Request: batch arrays are not supported")
+    if not isinstance(value, dict):
+        raise FramingError(INVALID_REQUEST, "Invalid Request: a message must be a JSON object")
+    if isinstance(value, _Object) and value.duplicates & _ENVELOPE_FIELDS:
+        dup = sorted(value.duplicates & _ENVELOPE_FIELDS)[0]
+        raise FramingError(INVALID_REQUEST, f"Invalid Request: duplicate field `{dup}`")
+    if value.get("jsonrpc") != "2.0":
+        raise FramingError(INVALID_REQUEST, 'Invalid Request: jsonrpc must be "2.0"')
+    # A present `"id": null` is invalid (MCP: the ID MUST NOT be null), as in the runtime.
+    has_id = "id" in value
+    msg_id = value.get("id")
+    # A number out of a double's range (``1e400``) decodes to inf and cannot be echoed as
+    # JSON: invalid, as in the runtime.
+    if has_id and (
+        isinstance(msg_id, bool)
+        or not isinstance(msg_id, str | int | float)
+        or (isinstance(msg_id, float) and not math.isfinite(msg_id))
+    ):
+        raise FramingError(INVALID_REQUEST, "Invalid Request: id must be a string or a number")
+    method = value.get("method")
+    if method is not None and not isinstance(method, str):
+        raise FramingError(INVALID_REQUEST, "Invalid Request: method must be a string")
+    if method is not None and ("result" in value or "error" in value):
+        raise FramingError(
+            INVALID_REQUEST,
+            "Invalid Request: a message cannot carry both a method and a result or error",
+        )
+    if method is not None and has_id:
+        return ParsedMessage("request", msg_id, method, value.get("params"))
+    if method is not None:
+        return ParsedMessage("notification", None, method, value.get("params"))
+    if has_id and (("result" in value) != ("error" in value)):
+        return ParsedMessage("response", msg_id)
+    raise FramingError(INVALID_REQUEST, "Invalid Request: not a request, notification or response")

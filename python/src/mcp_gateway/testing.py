@@ -1,8 +1,11 @@
-"""Process helpers that bring up the whole chain on one machine: fixture upstream, runtime, gateway.
+"""Test and demo helpers: bring up the whole chain on one machine (fixture upstream, runtime, gateway).
 
-Used by ``make run`` (``python -m mcp_gateway stack``) and by the end-to-end tests. Every helper
-starts a real process on temporary sockets and ports and returns it; the caller stops it with
-:func:`stop`.
+Not part of the gateway: nothing in the gateway imports this module. It is public so that the
+tests (``python/tests``), ``make run`` (``python -m mcp_gateway stack``) and the conformance
+runner (``conformance/run.py``) share one way to start the real processes. Every helper starts a
+real process on temporary sockets and ports and returns it; the caller stops it with
+:func:`stop`. Binaries come from ``$MCP_BIN_DIR`` (``make python-binaries`` copies them there)
+or cargo's ``target/debug``.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ __all__ = [
 
 
 def repo_root() -> Path:
-    """The repository root (``MCP_REPO_ROOT``, else three levels above this package)."""
+    """The repository root (``MCP_REPO_ROOT``, else three levels above this module's package)."""
     env = os.environ.get("MCP_REPO_ROOT")
     return Path(env) if env else Path(__file__).resolve().parents[3]
 
@@ -61,7 +64,7 @@ def fixture_binary() -> Path:
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    """A TCP port number on 127.0.0.1 that was free a moment ago."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
@@ -168,6 +171,14 @@ def start_runtime(
 ) -> subprocess.Popen[bytes]:
     """Start ``mcp-runtime`` and wait until ``GET /health`` answers on its HTTP socket.
 
+    Args:
+        catalog: The catalog file.
+        http_uds: Path of its HTTP/JSON socket.
+        grpc_uds: Path of its gRPC socket, ``None`` for none.
+        extra: More command-line flags.
+        log: File its stdout and stderr are appended to (default: discarded).
+        timeout_s: How long to wait for it to serve, in seconds.
+
     Raises:
         RuntimeError: Binary missing, early exit, or not serving within ``timeout_s`` seconds.
     """
@@ -191,6 +202,12 @@ def start_gateway(
     env: Mapping[str, str], port: int, *, log: Path | None = None, timeout_s: float = 60.0
 ) -> subprocess.Popen[bytes]:
     """Start ``python -m mcp_gateway serve`` with ``env`` and wait until ``GET /health`` answers.
+
+    Args:
+        env: Variables added to this process's environment (``JWT_SECRET_KEY``, the sockets...).
+        port: TCP port on 127.0.0.1.
+        log: File its output is appended to (default: discarded).
+        timeout_s: How long to wait for any answer from ``/health``, in seconds.
 
     Raises:
         RuntimeError: Early exit or no answer within ``timeout_s`` seconds.
@@ -232,7 +249,21 @@ class Stack:
 
 @contextlib.contextmanager
 def stack(mode: str, port: int, secret: str, workdir: Path | None = None) -> Iterator[Stack]:
-    """Bring up the chain for ``mode`` (``grpc``, ``http`` or ``python``); stop it on exit."""
+    """Bring up the chain for ``mode`` (``grpc``, ``http`` or ``python``); stop it on exit.
+
+    Args:
+        mode: The gateway's mode; ``python`` starts no runtime.
+        port: The gateway's TCP port on 127.0.0.1.
+        secret: The gateway's ``JWT_SECRET_KEY``.
+        workdir: Where sockets, the catalog and the logs go; default a temporary directory
+            removed on exit.
+
+    Yields:
+        The running chain.
+
+    Raises:
+        RuntimeError: A binary is missing or a process did not start (see the start helpers).
+    """
     with contextlib.ExitStack() as cleanup:
         if workdir is None:
             workdir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="mcp-stack-")))

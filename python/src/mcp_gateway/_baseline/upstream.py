@@ -11,12 +11,13 @@ past the message limit plus :data:`ENVELOPE_SLACK_BYTES` (an SSE event through t
 ``max_sse_event_size``, a JSON response body through :class:`SizeCappedTransport`); the call
 then fails with ``-32603`` "Result exceeds the message size limit of N bytes", the runtime's
 words. A result that was read but is itself over the limit is refused by the baseline's handlers
-(``_baseline``).
+(:mod:`.server`).
 """
 
 from __future__ import annotations
 
 import contextvars
+import enum
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
@@ -29,17 +30,19 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
-from mcp_gateway._catalog import UpstreamConfig
-from mcp_gateway._jsonrpc import INTERNAL_ERROR, NOT_FOUND, result_too_large
+from mcp_gateway._baseline.catalog import UpstreamConfig
+from mcp_gateway._jsonrpc import INTERNAL_ERROR, REQUEST_TIMEOUT, result_too_large
 
 __all__ = [
     "ENVELOPE_SLACK_BYTES",
     "LogSink",
     "ResponseTooLargeError",
+    "SdkFailure",
     "SizeCappedTransport",
     "Upstream",
     "UpstreamUnavailableError",
     "log_sink",
+    "sdk_failure",
 ]
 
 logger = logging.getLogger(__name__)
@@ -68,12 +71,50 @@ def _cap_words(cap: int) -> str:
     return f"exceeded the {cap} byte limit"
 
 
+class SdkFailure(enum.Enum):
+    """A failure the SDK client reports only in words (see :func:`sdk_failure`)."""
+
+    TOO_LARGE = enum.auto()
+    """A message from the upstream was over the cap: an SSE event (httpx2's ``SSEError``) or a
+    JSON body (:class:`ResponseTooLargeError`), both read no further."""
+    TIMEOUT = enum.auto()
+    """The SDK's own read timeout of the call passed (``REQUEST_TIMEOUT``)."""
+    SESSION_GONE = enum.auto()
+    """The upstream answered 404 on the shared session: it no longer knows it."""
+
+
+def sdk_failure(error: MCPError, cap: int | None) -> SdkFailure | None:
+    """What an SDK client error means when it is the SDK's own rather than the upstream's answer.
+
+    The SDK turns its transport's exceptions into JSON-RPC error answers (the exception's type
+    is lost, only its text is kept), and uses ``-32001`` for its own timeout as upstreams may for
+    their errors. So this, and only this, reads the SDK's words; ``test_sdk_words`` pins each against
+    the SDK and httpx2 in use.
+
+    Args:
+        error: The error a call through the SDK client raised.
+        cap: The size cap of one upstream message, in bytes (``None``: no cap).
+
+    Returns:
+        The failure, or ``None`` when the error is the upstream's own answer (relayed as is).
+    """
+    message = error.error.message
+    if cap is not None and _cap_words(cap) in message:
+        return SdkFailure.TOO_LARGE
+    if error.code == REQUEST_TIMEOUT and "timed out" in message:
+        return SdkFailure.TIMEOUT
+    if message == "Session terminated":
+        return SdkFailure.SESSION_GONE
+    return None
+
+
 class ResponseTooLargeError(httpx2.StreamError):
     """A JSON response body from an upstream is over the cap (read no further).
 
     A ``StreamError``: the SDK's streamable HTTP client turns it into an error answer to the
     request being read (a ``-32700`` "Failed to parse JSON response: ..."), which
-    :meth:`Upstream.call` recognises by its words and reports as the runtime does.
+    :func:`sdk_failure` recognises by its words; :meth:`Upstream.call` then reports it as the
+    runtime does.
     """
 
     def __init__(self, cap: int) -> None:
@@ -226,8 +267,8 @@ class Upstream:
 
         Raises:
             MCPError: The upstream's own JSON-RPC error (passed through as is), a timeout
-                (``-32001``), or ``-32603`` when the upstream is unavailable or one of its
-                messages is over the size limit.
+                (``-32001`` "Request timed out after N ms"), or ``-32603`` when the upstream is
+                unavailable or one of its messages is over the size limit.
         """
         try:
             conn, client = await self._client()
@@ -236,15 +277,16 @@ class Upstream:
         try:
             return await fn(client)
         except MCPError as e:
-            if self._limit is not None and _cap_words(self._limit + ENVELOPE_SLACK_BYTES) in e.error.message:
+            failure = sdk_failure(e, self._cap)
+            if failure is SdkFailure.TOO_LARGE and self._limit is not None:
                 logger.info("upstream %s: %s", self.config.id, e.error.message)
                 raise MCPError(code=INTERNAL_ERROR, message=result_too_large(self._limit)) from e
-            if e.code == NOT_FOUND and "timed out" in e.error.message:
+            if failure is SdkFailure.TIMEOUT:
                 raise MCPError(
-                    code=NOT_FOUND, message=f"Request timed out after {int(self._timeout_s * 1000)} ms"
+                    code=REQUEST_TIMEOUT, message=f"Request timed out after {int(self._timeout_s * 1000)} ms"
                 ) from e
             await anyio.lowlevel.checkpoint()
-            if conn.broken.is_set() or e.error.message == "Session terminated":
+            if conn.broken.is_set() or failure is SdkFailure.SESSION_GONE:
                 conn.broken.set()
                 raise MCPError(
                     code=INTERNAL_ERROR, message=f"upstream {self.config.id} unavailable: {e.error.message}"

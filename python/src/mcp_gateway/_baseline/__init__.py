@@ -1,0 +1,20 @@
+"""The Python baseline (mode ``python``): the MCP runtime's behaviour in-process, on the official mcp SDK.
+
+Same catalog file, same visibility and session-ownership rules, same status codes and JSON-RPC
+error codes as the runtime (``docs/http-boundary.md``); the differences that remain are listed in
+``python/README.md``.
+
+Layout:
+
+- ``front``: :class:`PythonBaseline`, the backend: lifecycle, the runtime's checks, reshaping;
+- ``server``: the SDK server whose handlers serve the catalog;
+- ``asgi``: driving the SDK's session manager for one request, in process;
+- ``catalog``: the catalog file and the entries discovered from the upstreams;
+- ``upstream``: one shared SDK client session per upstream, with the message size caps.
+"""
+
+from __future__ import annotations
+
+from mcp_gateway._baseline.front import PROTOCOL_VERSIONS, PythonBaseline
+
+__all__ = ["PROTOCOL_VERSIONS", "PythonBaseline"]

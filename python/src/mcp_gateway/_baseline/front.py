@@ -1,0 +1,431 @@
+"""The front layer of the baseline: the runtime's checks first, then the SDK, answers reshaped.
+
+:class:`PythonBaseline` is the backend of mode ``python``. At start it loads the catalog,
+discovers every upstream (:mod:`.upstream`) and starts the SDK's ``StreamableHTTPSessionManager``
+around the SDK server (:mod:`.server`). Per request it applies the runtime's checks in the
+runtime's order (virtual server, protocol version, size, framing, session lookup by subject and
+scope), because the SDK's transport answers some malformed requests differently (other codes,
+406/415 on headers the runtime does not check, SSE for every answer); then it drives the session
+manager in process (:mod:`.asgi`) and reshapes its answer: a stream whose first event is the
+response becomes an ``application/json`` body, as the runtime answers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx2
+from anyio.abc import TaskGroup
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.shared.exceptions import MCPError
+
+from mcp_gateway import __version__
+from mcp_gateway._backend import McpRequest, McpResponse, RuntimeHealth
+from mcp_gateway._baseline.asgi import AsgiCall, sse_events
+from mcp_gateway._baseline.catalog import Catalog, load_catalog
+from mcp_gateway._baseline.server import AUTH_KEY, SCOPE_KEY, build_server
+from mcp_gateway._baseline.upstream import ENVELOPE_SLACK_BYTES, SizeCappedTransport, Upstream
+from mcp_gateway._errors import CatalogError
+from mcp_gateway._jsonrpc import (
+    BAD_REQUEST,
+    INTERNAL_ERROR,
+    INVALID_REQUEST,
+    METHOD_NOT_FOUND,
+    NOT_FOUND,
+    FramingError,
+    error_body,
+    parse_message,
+    shown,
+)
+from mcp_gateway._sse import SseEvent, encode_event
+
+__all__ = ["PROTOCOL_VERSIONS", "PythonBaseline"]
+
+logger = logging.getLogger("mcp_gateway._baseline")
+
+PROTOCOL_VERSIONS = ("2025-11-25", "2025-06-18", "2025-03-26")
+"""MCP protocol versions spoken, newest first (the runtime's list)."""
+
+_KNOWN_METHODS = frozenset(
+    {
+        "ping",
+        "logging/setLevel",
+        "tools/list",
+        "tools/call",
+        "prompts/list",
+        "prompts/get",
+        "resources/list",
+        "resources/templates/list",
+        "resources/read",
+    }
+)
+_JSON = ("content-type", "application/json")
+_SSE_HEADERS = [("content-type", "text/event-stream"), ("cache-control", "no-cache")]
+
+
+def _error(status: int, code: int, message: str, request_id: Any = None) -> McpResponse:
+    return McpResponse(status=status, headers=[_JSON], body=error_body(code, message, request_id))
+
+
+def _is_response(data: str) -> bool:
+    try:
+        value = json.loads(data)
+    except ValueError:
+        return False
+    return isinstance(value, dict) and "method" not in value and ("result" in value or "error" in value)
+
+
+class PythonBaseline:
+    """The MCP runtime in-process (mode ``python``).
+
+    Args:
+        catalog_path: The catalog file (``MCP_RUNTIME_CATALOG``).
+        max_message_bytes: The runtime's message limit (``--max-message-bytes``), in bytes: the
+            largest request body (larger: 413) and the largest upstream result (larger:
+            ``-32603`` naming the limit; no upstream message is read past it plus 1 MiB).
+        upstream_timeout_s: How long one upstream call may take, in seconds, as the runtime's
+            ``--upstream-timeout-ms``.
+    """
+
+    def __init__(
+        self, catalog_path: Path, *, max_message_bytes: int, upstream_timeout_s: float = 60.0
+    ) -> None:
+        self._catalog_path = catalog_path
+        self._max_message_bytes = max_message_bytes
+        self._upstream_timeout_s = upstream_timeout_s
+        self._catalog = Catalog()
+        self._upstreams: dict[str, Upstream] = {}
+        self._sessions: dict[str, tuple[str, str | None]] = {}
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._task_group: TaskGroup | None = None
+        self._manager: StreamableHTTPSessionManager | None = None
+
+    async def start(self) -> None:
+        """Load the catalog, discover every upstream, start the SDK session manager.
+
+        Raises:
+            CatalogError: Bad catalog, a required upstream unreachable, a name collision, a
+                virtual server naming an unknown tool.
+        """
+        config = load_catalog(self._catalog_path)
+        stack = contextlib.AsyncExitStack()
+        await stack.__aenter__()
+        try:
+            # No JSON response from an upstream is read past the message limit plus slack (the
+            # SDK caps SSE events, see Upstream), as the runtime's upstream client does.
+            transport = SizeCappedTransport(
+                httpx2.AsyncHTTPTransport(
+                    limits=httpx2.Limits(max_connections=1024, max_keepalive_connections=128)
+                ),
+                self._max_message_bytes + ENVELOPE_SLACK_BYTES,
+            )
+            http = await stack.enter_async_context(
+                httpx2.AsyncClient(timeout=httpx2.Timeout(30.0, read=None), transport=transport)
+            )
+            task_group = await stack.enter_async_context(anyio.create_task_group())
+            stack.callback(task_group.cancel_scope.cancel)
+            catalog = Catalog()
+            for upstream_config in config.upstreams:
+                upstream = Upstream(
+                    upstream_config, http, task_group, self._upstream_timeout_s, self._max_message_bytes
+                )
+                self._upstreams[upstream_config.id] = upstream
+                try:
+                    found = await upstream.list_all()
+                except MCPError as e:
+                    if upstream_config.required:
+                        raise CatalogError(
+                            f"required upstream unavailable at start: {e.error.message}"
+                        ) from e
+                    logger.warning("optional upstream %s unavailable at start: %s", upstream_config.id, e)
+                    continue
+                for kind in ("tool", "prompt", "resource", "template"):
+                    catalog.add(upstream_config, kind, found[kind])
+            catalog.add_servers(config.servers)
+            self._catalog = catalog
+            manager = StreamableHTTPSessionManager(
+                app=build_server(catalog, self._upstreams, self._max_message_bytes),
+                json_response=False,
+                stateless=False,
+                security_settings=None,
+                session_idle_timeout=None,
+                max_request_body_size=self._max_message_bytes + 1024,
+                max_sessions=None,
+            )
+            await stack.enter_async_context(manager.run())
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._manager = manager
+        self._task_group = task_group
+        self._stack = stack
+        logger.info(
+            "python baseline: %d tools, %d prompts, %d resources, %d templates, %d virtual servers",
+            len(catalog.tools),
+            len(catalog.prompts),
+            len(catalog.resources),
+            len(catalog.templates),
+            len(catalog.servers),
+        )
+
+    async def aclose(self) -> None:
+        """Stop the session manager, the upstream sessions and the HTTP client."""
+        for upstream in self._upstreams.values():
+            upstream.close()
+        if self._stack is not None:
+            stack, self._stack = self._stack, None
+            await stack.aclose()
+
+    async def health(self) -> RuntimeHealth:
+        """Always reachable: the runtime is this process."""
+        return RuntimeHealth(
+            reachable=True,
+            status="serving",
+            runtime_version=__version__,
+            contract_version=None,
+            features=("python-baseline",),
+            open_sessions=len(self._sessions),
+        )
+
+    # --- the front layer: the runtime's checks, then the SDK --------------------------------
+
+    def _lookup(self, request: McpRequest) -> McpResponse | None:
+        if request.session_id is None:
+            return _error(400, BAD_REQUEST, "Bad Request: Mcp-Session-Id header is required")
+        owner = self._sessions.get(request.session_id)
+        if owner != (request.auth.email, request.server_id):
+            return _error(404, NOT_FOUND, "Session not found")
+        return None
+
+    def _call(self, request: McpRequest, *, session: bool = True, method: str | None = None) -> AsgiCall:
+        assert self._task_group is not None
+        assert self._manager is not None
+        headers = [
+            (b"host", b"localhost:4444"),
+            (b"content-type", b"application/json"),
+            (b"accept", b"application/json, text/event-stream"),
+        ]
+        if session and request.session_id is not None:
+            headers.append((b"mcp-session-id", request.session_id.encode("latin-1")))
+        if request.protocol_version is not None:
+            headers.append((b"mcp-protocol-version", request.protocol_version.encode("latin-1")))
+        scope: dict[str, Any] = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": "1.1",
+            "method": method or request.method,
+            "scheme": "http",
+            "path": "/mcp",
+            "raw_path": b"/mcp",
+            "root_path": "",
+            "query_string": b"",
+            "headers": headers,
+            "client": ("127.0.0.1", 0),
+            "server": ("127.0.0.1", 4444),
+            "state": {},
+            AUTH_KEY: request.auth,
+            SCOPE_KEY: request.server_id,
+        }
+        return AsgiCall(self._task_group, self._manager.handle_request, scope, request.body)
+
+    async def handle(self, request: McpRequest) -> McpResponse:
+        """Answer one MCP request the way the runtime does (see the module docstring).
+
+        Never raises for a request: every refusal is an answer (status, JSON-RPC error body),
+        with the runtime's status and code.
+        """
+        scope = request.server_id
+        if scope is not None and scope not in self._catalog.servers:
+            return _error(404, NOT_FOUND, f"Server not found: {shown(scope)}")
+        version = request.protocol_version
+        if version is not None and version not in PROTOCOL_VERSIONS:
+            return _error(
+                400,
+                BAD_REQUEST,
+                f"Bad Request: Unsupported protocol version: {version} "
+                f"(supported versions: {', '.join(PROTOCOL_VERSIONS)})",
+            )
+        if request.method == "DELETE":
+            return await self._delete(request)
+        if request.method == "GET":
+            return await self._get(request)
+        return await self._post(request)
+
+    async def _delete(self, request: McpRequest) -> McpResponse:
+        if (refused := self._lookup(request)) is not None:
+            return refused
+        assert request.session_id is not None
+        self._sessions.pop(request.session_id, None)
+        call = self._call(request)
+        await call.start()
+        await call.read_all()
+        call.release()
+        return McpResponse(status=200)
+
+    async def _get(self, request: McpRequest) -> McpResponse:
+        if "text/event-stream" not in (request.accept or ""):
+            return McpResponse(status=405, headers=[("allow", "POST, DELETE")])
+        if (refused := self._lookup(request)) is not None:
+            return refused
+        call = self._call(request)
+        start = await call.start()
+        if start is None:
+            await call.aclose()
+            return _error(500, INTERNAL_ERROR, "Internal error")
+        status = int(start["status"])
+        if status != 200:
+            body = await call.read_all()
+            call.release()
+            return McpResponse(status=status, headers=[_JSON] if body else [], body=body)
+        return McpResponse(
+            status=200, headers=list(_SSE_HEADERS), stream=self._relay(None, sse_events(call), call, request)
+        )
+
+    async def _post(self, request: McpRequest) -> McpResponse:
+        if len(request.body) > self._max_message_bytes:
+            return _error(
+                413,
+                INVALID_REQUEST,
+                f"Request body of {len(request.body)} bytes exceeds the limit of "
+                f"{self._max_message_bytes} bytes",
+            )
+        try:
+            message = parse_message(request.body)
+        except FramingError as e:
+            return _error(400, e.code, str(e))
+        if message.kind == "response":
+            return self._lookup(request) or McpResponse(status=202)
+        if message.kind == "notification":
+            if (refused := self._lookup(request)) is not None:
+                return refused
+            call = self._call(request)
+            await call.start()
+            call.release()
+            return McpResponse(status=202)
+        if message.method == "initialize":
+            return await self._initialize(request)
+        if message.method == "server/discover":
+            return _error(200, METHOD_NOT_FOUND, "Method not found: server/discover", message.id)
+        if (refused := self._lookup(request)) is not None:
+            return refused
+        if message.method not in _KNOWN_METHODS:
+            return _error(200, METHOD_NOT_FOUND, f"Method not found: {shown(message.method)}", message.id)
+        accepts_sse = (
+            request.accept is None or "text/event-stream" in request.accept or "*/*" in request.accept
+        )
+        return await self._answer(request, accepts_sse, request_id=message.id)
+
+    async def _initialize(self, request: McpRequest) -> McpResponse:
+        call = self._call(request, session=False)
+        response = await self._answer(request, accepts_sse=False, call=call, keep_session_id=True)
+        session_id = response.header("mcp-session-id")
+        if response.status == 200 and session_id:
+            self._sessions[session_id] = (request.auth.email, request.server_id)
+            logger.info("session %s created for %s", session_id, request.auth.email or "anonymous")
+        return response
+
+    async def _answer(
+        self,
+        request: McpRequest,
+        accepts_sse: bool,
+        call: AsgiCall | None = None,
+        keep_session_id: bool = False,
+        request_id: Any = None,
+    ) -> McpResponse:
+        call = call or self._call(request)
+        try:
+            return await self._reshape(request, call, accepts_sse, keep_session_id, request_id)
+        except BaseException:
+            # The client went away before the head: stop the SDK's work, as the runtime does.
+            with anyio.CancelScope(shield=True):
+                await self._abandon(request, call, request_id)
+            raise
+
+    async def _abandon(self, request: McpRequest, call: AsgiCall, request_id: Any) -> None:
+        """Cancel an unfinished request: end its response and tell the SDK session to cancel it."""
+        await call.aclose()
+        if request_id is None or request.session_id is None:
+            return
+        note = json.dumps(
+            {
+                "jsonrpc": "2.0",
+                "method": "notifications/cancelled",
+                "params": {"requestId": request_id, "reason": "client disconnected"},
+            }
+        ).encode()
+        cancel = McpRequest(
+            method="POST",
+            server_id=request.server_id,
+            auth=request.auth,
+            request_id=request.request_id,
+            body=note,
+            session_id=request.session_id,
+            protocol_version=request.protocol_version,
+        )
+        self._call(cancel).release()
+
+    async def _reshape(
+        self, request: McpRequest, call: AsgiCall, accepts_sse: bool, keep_session_id: bool, request_id: Any
+    ) -> McpResponse:
+        start = await call.start()
+        if start is None:
+            await call.aclose()
+            return _error(500, INTERNAL_ERROR, "Internal error")
+        status = int(start["status"])
+        sdk_headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in start["headers"]}
+        session_id = sdk_headers.get("mcp-session-id")
+        session_header = [("mcp-session-id", session_id)] if keep_session_id and session_id else []
+        if not sdk_headers.get("content-type", "").startswith("text/event-stream"):
+            body = await call.read_all()
+            call.release()
+            return McpResponse(status=status, headers=([_JSON] if body else []) + session_header, body=body)
+        events = sse_events(call)
+        first: SseEvent | None = None
+        async for event in events:
+            if _is_response(event.data) or accepts_sse:
+                first = event
+                break
+        if first is None:
+            await events.aclose()
+            await call.aclose()
+            return _error(500, INTERNAL_ERROR, "Request cancelled")
+        if _is_response(first.data):
+            await events.aclose()
+            call.release()
+            return McpResponse(status=200, headers=[_JSON, *session_header], body=first.data.encode())
+        return McpResponse(
+            status=200,
+            headers=list(_SSE_HEADERS),
+            stream=self._relay(first, events, call, request, request_id),
+        )
+
+    async def _relay(
+        self,
+        first: SseEvent | None,
+        events: AsyncGenerator[SseEvent, None],
+        call: AsgiCall,
+        request: McpRequest,
+        request_id: Any = None,
+    ) -> AsyncIterator[bytes]:
+        complete = False
+        try:
+            if first is not None:
+                yield encode_event(first.data, "message")
+            async for event in events:
+                yield encode_event(event.data, "message")
+                if _is_response(event.data):
+                    break
+            complete = True
+        finally:
+            with anyio.CancelScope(shield=True):
+                await events.aclose()
+                if complete:
+                    call.release()
+                else:
+                    await self._abandon(request, call, request_id)

@@ -1,0 +1,226 @@
+"""The SDK server of the baseline: a low-level ``mcp.server.Server`` whose handlers serve the catalog.
+
+Lists are filtered by the caller's AuthContext and virtual server; ``tools/call``,
+``prompts/get`` and ``resources/read`` are routed to their upstream (:mod:`.upstream`), with the
+upstream's progress and logging notifications forwarded onto the caller's stream and a result
+over the message limit refused (:func:`check_result_size`). The caller reaches the handlers
+through two keys of the ASGI scope that the front layer sets (:data:`AUTH_KEY`,
+:data:`SCOPE_KEY`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import anyio
+import mcp_types as types
+import pydantic_core
+from mcp.server.lowlevel.server import Server
+from mcp.shared.exceptions import MCPError
+from mcp_types.methods import serialize_server_result
+from pydantic import BaseModel
+
+from mcp_gateway import __version__
+from mcp_gateway._auth import AuthContext
+from mcp_gateway._baseline.catalog import Catalog, Kind
+from mcp_gateway._baseline.upstream import Upstream, log_sink
+from mcp_gateway._jsonrpc import INTERNAL_ERROR, INVALID_PARAMS, RESOURCE_NOT_FOUND, shown
+
+__all__ = ["AUTH_KEY", "SCOPE_KEY", "SERVER_NAME", "build_server", "check_result_size"]
+
+AUTH_KEY = "mcp_gateway.auth"
+"""ASGI scope key of the caller's :class:`~mcp_gateway.AuthContext`."""
+SCOPE_KEY = "mcp_gateway.server_id"
+"""ASGI scope key of the virtual server id (``None`` for ``/mcp``)."""
+SERVER_NAME = "mcp-gateway-python-baseline"
+"""The ``serverInfo.name`` the baseline reports (the runtime reports ``mcp-runtime``)."""
+
+
+def check_result_size(result: Any, limit: int, method: str, version: str | None) -> None:
+    """Refuse an upstream result over the message limit, as the runtime does.
+
+    The runtime measures the upstream's raw result; the baseline measures the result as it
+    would send it (the SDK's wire form of ``method`` for the negotiated ``version``). Cheap
+    first: the model's full dump, which only the wire form's sieve can shrink; the wire form is
+    built only when that dump is over the limit.
+
+    Args:
+        result: The SDK model (or plain JSON object) an upstream returned.
+        limit: The message size limit, in bytes.
+        method: The MCP method that produced it (``tools/call``, ...).
+        version: The negotiated protocol version, ``None`` when unknown (then the full dump is
+            measured).
+
+    Raises:
+        MCPError: ``-32603`` "Result of N bytes exceeds the message size limit of L bytes".
+    """
+    size = len(pydantic_core.to_json(result, by_alias=True, exclude_none=True))
+    if size > limit and version is not None:
+        dumped = (
+            result.model_dump(by_alias=True, mode="json", exclude_none=True)
+            if isinstance(result, BaseModel)
+            else dict(result)
+        )
+        with contextlib.suppress(ValueError, KeyError):
+            size = len(pydantic_core.to_json(serialize_server_result(method, version, dumped)))
+    if size > limit:
+        raise MCPError(
+            code=INTERNAL_ERROR,
+            message=f"Result of {size} bytes exceeds the message size limit of {limit} bytes",
+        )
+
+
+def build_server(catalog: Catalog, upstreams: Mapping[str, Upstream], max_message_bytes: int) -> Server[Any]:
+    """The SDK server that serves ``catalog`` through ``upstreams``.
+
+    Args:
+        catalog: The discovered entries and virtual servers.
+        upstreams: Every upstream by id (the ids of ``catalog``'s entries).
+        max_message_bytes: The message size limit applied to upstream results, in bytes.
+
+    Returns:
+        A low-level server with handlers for the lists, ``tools/call``, ``prompts/get``,
+        ``resources/read`` and ``logging/setLevel``. An unknown or invisible name is answered
+        ``-32602`` (tools, prompts) or ``-32002`` (resources), the name cut to 128 bytes.
+    """
+    limit = max_message_bytes
+
+    def caller(ctx: Any) -> tuple[AuthContext, str | None]:
+        scope = ctx.request.scope
+        return scope[AUTH_KEY], scope[SCOPE_KEY]
+
+    # The list handlers return plain JSON objects (the runner accepts dicts, HandlerResult):
+    # the catalog keeps the upstreams' JSON, no model round trip per listing.
+    async def list_tools(ctx: Any, params: Any) -> Any:
+        auth, scope = caller(ctx)
+        return {"tools": list(catalog.visible("tool", auth, scope))}
+
+    async def list_prompts(ctx: Any, params: Any) -> Any:
+        auth, scope = caller(ctx)
+        return {"prompts": list(catalog.visible("prompt", auth, scope))}
+
+    async def list_resources(ctx: Any, params: Any) -> Any:
+        auth, scope = caller(ctx)
+        return {"resources": list(catalog.visible("resource", auth, scope))}
+
+    async def list_templates(ctx: Any, params: Any) -> Any:
+        auth, scope = caller(ctx)
+        return {"resourceTemplates": list(catalog.visible_templates(auth, scope))}
+
+    def route(ctx: Any, kind: Kind, name: str) -> Upstream:
+        auth, scope = caller(ctx)
+        entry = catalog.lookup(kind, name, auth, scope)
+        if entry is None:
+            # Not visible is answered exactly like not existing.
+            if kind == "resource":
+                raise MCPError(code=RESOURCE_NOT_FOUND, message=f"Resource not found: {shown(name)}")
+            raise MCPError(code=INVALID_PARAMS, message=f"Unknown {kind}: {shown(name)}")
+        return upstreams[entry.upstream]
+
+    async def forwarding(ctx: Any, fn: Any) -> Any:
+        """Run an upstream call, forwarding its notifications onto this request's stream.
+
+        A result over the message limit is refused (:func:`check_result_size`).
+        """
+        inflight = 0
+        idle = anyio.Event()
+        idle.set()
+
+        async def forward(notification: Any) -> None:
+            nonlocal inflight, idle
+            inflight += 1
+            if idle.is_set():
+                idle = anyio.Event()
+            try:
+                await ctx.session.send_notification(notification, related_request_id=ctx.request_id)
+            finally:
+                inflight -= 1
+                if not inflight:
+                    idle.set()
+
+        async def on_log(params: types.LoggingMessageNotificationParams) -> None:
+            await forward(types.LoggingMessageNotification(params=params))
+
+        token = log_sink.set(on_log)
+        try:
+            result = await fn(forward)
+        finally:
+            log_sink.reset(token)
+        # Callbacks of notifications that preceded the response were spawned before it
+        # resolved: let them reach the stream first.
+        await anyio.lowlevel.checkpoint()
+        await idle.wait()
+        check_result_size(result, limit, ctx.method, ctx.protocol_version)
+        return result
+
+    def progress_token(ctx: Any) -> Any:
+        meta = (ctx.params or {}).get("_meta") or {}
+        return meta.get("progressToken") if isinstance(meta, dict) else None
+
+    async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> Any:
+        auth, scope = caller(ctx)
+        entry = catalog.lookup("tool", params.name, auth, scope)
+        upstream = route(ctx, "tool", params.name)
+        assert entry is not None
+        token = progress_token(ctx)
+
+        async def run(forward: Any) -> Any:
+            async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+                await forward(
+                    types.ProgressNotification(
+                        params=types.ProgressNotificationParams(
+                            progress_token=token, progress=progress, total=total, message=message
+                        )
+                    )
+                )
+
+            return await upstream.call(
+                lambda client: client.session.call_tool(
+                    entry.upstream_name,
+                    params.arguments,
+                    read_timeout_seconds=upstream.timeout_s,
+                    progress_callback=on_progress if token is not None else None,
+                )
+            )
+
+        return await forwarding(ctx, run)
+
+    async def get_prompt(ctx: Any, params: types.GetPromptRequestParams) -> Any:
+        auth, scope = caller(ctx)
+        upstream = route(ctx, "prompt", params.name)
+        entry = catalog.lookup("prompt", params.name, auth, scope)
+        assert entry is not None
+        return await forwarding(
+            ctx,
+            lambda _forward: upstream.call(
+                lambda client: client.session.get_prompt(entry.upstream_name, params.arguments)
+            ),
+        )
+
+    async def read_resource(ctx: Any, params: types.ReadResourceRequestParams) -> Any:
+        upstream = route(ctx, "resource", str(params.uri))
+        return await forwarding(
+            ctx,
+            lambda _forward: upstream.call(lambda client: client.session.read_resource(str(params.uri))),
+        )
+
+    async def set_level(ctx: Any, params: Any) -> types.EmptyResult:
+        return types.EmptyResult()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return Server(
+            SERVER_NAME,
+            version=__version__,
+            on_list_tools=list_tools,
+            on_call_tool=call_tool,
+            on_list_prompts=list_prompts,
+            on_get_prompt=get_prompt,
+            on_list_resources=list_resources,
+            on_list_resource_templates=list_templates,
+            on_read_resource=read_resource,
+            on_set_logging_level=set_level,
+        )
