@@ -113,6 +113,12 @@ def _bad_bodies() -> list[tuple[str, bytes, int, int | None]]:
         ("duplicate id", b'{"jsonrpc":"2.0","id":1,"id":2,"method":"ping"}', 400, -32600),
         ("id out of range", b'{"jsonrpc":"2.0","id":-4.01E7582417,"method":"ping"}', 400, -32600),
         (
+            "string id with an escaped lone surrogate",
+            b'{"jsonrpc":"2.0","id":"a\\uD80b","method":"ping"}',
+            400,
+            -32600,
+        ),
+        (
             "non-UTF-8 in a string",
             b'{"jsonrpc":"2.0","id":1,"method":"ping","params":{"x":"\xff\xfe"}}',
             400,

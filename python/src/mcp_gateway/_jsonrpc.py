@@ -122,9 +122,29 @@ def request_id_of(body: bytes) -> Any:
     except (ValueError, RecursionError):
         return None
     request_id = value.get("id") if isinstance(value, dict) else None
-    if isinstance(request_id, bool) or not isinstance(request_id, str | int | float):
-        return None
-    return request_id if not isinstance(request_id, float) or math.isfinite(request_id) else None
+    return request_id if echoable_id(request_id) else None
+
+
+def echoable_id(value: Any) -> bool:
+    r"""Whether ``value``, a decoded JSON-RPC ``id``, can be echoed in a response.
+
+    The rule of the runtime's ``jsonrpc::valid_id``.
+
+    A string must be a Unicode string: a lone surrogate written as a JSON escape (``\uD80B``
+    alone) is valid JSON grammar but no string, and strict parsers refuse a response that
+    echoes it (found by the runtime's ``jsonrpc_parse`` fuzz target). A number out of a
+    double's range (``1e400``) decodes to inf and cannot be echoed as JSON. Booleans, ``null``,
+    arrays and objects are no ids (JSON-RPC 2.0; MCP: the ID MUST NOT be null).
+    """
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def result_too_large(limit: int) -> str:
@@ -226,13 +246,7 @@ def parse_message(body: bytes) -> ParsedMessage:
     # A present `"id": null` is invalid (MCP: the ID MUST NOT be null), as in the runtime.
     has_id = "id" in value
     msg_id = value.get("id")
-    # A number out of a double's range (``1e400``) decodes to inf and cannot be echoed as
-    # JSON: invalid, as in the runtime.
-    if has_id and (
-        isinstance(msg_id, bool)
-        or not isinstance(msg_id, str | int | float)
-        or (isinstance(msg_id, float) and not math.isfinite(msg_id))
-    ):
+    if has_id and not echoable_id(msg_id):
         raise FramingError(INVALID_REQUEST, "Invalid Request: id must be a string or a number")
     method = value.get("method")
     if method is not None and not isinstance(method, str):
