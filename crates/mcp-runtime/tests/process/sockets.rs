@@ -283,6 +283,10 @@ async fn a_draining_runtime_still_owns_its_socket() {
         read.is_err() || answer.is_empty(),
         "closed unanswered: {answer:?}"
     );
+    assert!(
+        !call.is_finished(),
+        "closed while the drain was still open, not at the runtime's exit"
+    );
 
     let r = call.await.unwrap();
     assert_eq!(
