@@ -153,7 +153,7 @@ impl Runtime {
         params: Option<&RawValue>,
     ) -> Outcome {
         let answer = match method {
-            "initialize" => Ok(self.initialize(id, params, req)),
+            "initialize" => self.initialize(id, params, req),
             // Clients of the 2026-07-28 revision probe with this first; a correlated
             // "method not found" tells them this server is legacy, so they fall back to
             // `initialize` (rmcp `discover_startup`, MCP 2026-07-28 backward compatibility).
@@ -166,7 +166,14 @@ impl Runtime {
         answer.unwrap_or_else(|e| e.into_outcome(Some(id)))
     }
 
-    fn initialize(&self, id: &RawValue, params: Option<&RawValue>, req: &Request) -> Outcome {
+    /// `initialize`: a new session for the caller's subject and scope, unless the subject
+    /// holds the most sessions allowed ([`RequestError::TooManySessions`]).
+    fn initialize(
+        &self,
+        id: &RawValue,
+        params: Option<&RawValue>,
+        req: &Request,
+    ) -> Result<Outcome, RequestError> {
         let requested = params
             .and_then(|p| serde_json::from_str::<Map<String, Value>>(p.get()).ok())
             .and_then(|p| {
@@ -183,13 +190,19 @@ impl Runtime {
         let version = PROTOCOL_VERSIONS[index];
         let sid = self
             .sessions
-            .create(&req.auth.subject_email, req.server_id.as_deref());
+            .create(&req.auth.subject_email, req.server_id.as_deref())
+            .inspect_err(|e| {
+                tracing::warn!(
+                    limit = e.limit,
+                    "initialize refused: the subject holds the most sessions allowed"
+                );
+            })?;
         tracing::info!(session = %sid, version, "session created");
-        Outcome::json(
+        Ok(Outcome::json(
             200,
             jsonrpc::result_body(id, &self.initialize_results[index]),
         )
-        .with_header("mcp-session-id", sid)
+        .with_header("mcp-session-id", sid))
     }
 
     /// A method of an established session.

@@ -59,6 +59,16 @@ pub enum RequestError {
     /// No `Mcp-Session-Id` on a request that needs a session: 400.
     #[error("Bad Request: Mcp-Session-Id header is required")]
     MissingSessionId,
+    /// `initialize` of a subject that already holds `--max-sessions-per-subject` open
+    /// sessions: 429 with `Retry-After`, no session created.
+    #[error(
+        "Too many sessions: this subject already holds the limit of {limit} open sessions; \
+         end one (DELETE) or let idle ones expire"
+    )]
+    TooManySessions {
+        /// The limit.
+        limit: usize,
+    },
     /// The session is unknown, ended, another subject's or another scope's: 404.
     #[error("Session not found")]
     UnknownSession,
@@ -130,6 +140,7 @@ impl RequestError {
             | Self::MissingSessionId => 400,
             Self::UnknownPath | Self::UnknownServer(_) | Self::UnknownSession => 404,
             Self::PayloadTooLarge { .. } => 413,
+            Self::TooManySessions { .. } => 429,
             _ => 200,
         }
     }
@@ -144,6 +155,7 @@ impl RequestError {
             | Self::UnsupportedProtocolVersion(_)
             | Self::MissingSessionId => jsonrpc::BAD_REQUEST,
             Self::UnknownPath | Self::UnknownServer(_) | Self::UnknownSession => jsonrpc::NOT_FOUND,
+            Self::TooManySessions { .. } => jsonrpc::LIMIT_REACHED,
             Self::PayloadTooLarge { .. } | Self::DuplicateRequestId => jsonrpc::INVALID_REQUEST,
             Self::Framing(e) => e.code(),
             Self::MethodNotFound(_) => jsonrpc::METHOD_NOT_FOUND,
@@ -180,10 +192,36 @@ impl RequestError {
         jsonrpc::error_body(id, self.code(), &self.to_string())
     }
 
-    /// The answer to the request: [`RequestError::status`] and [`RequestError::body`].
+    /// Seconds after which the request may succeed when sent again, for a `Retry-After`
+    /// header: only for a refusal that time can lift. A subject's sessions free a slot when
+    /// one is deleted or reaped idle; the reaper runs at least once a minute.
+    #[must_use]
+    pub fn retry_after_s(&self) -> Option<u64> {
+        match self {
+            Self::TooManySessions { .. } => Some(SESSION_LIMIT_RETRY_AFTER_S),
+            _ => None,
+        }
+    }
+
+    /// The answer to the request: [`RequestError::status`], [`RequestError::body`] and, where
+    /// it fits, `retry-after` ([`RequestError::retry_after_s`]).
     #[must_use]
     pub fn into_outcome(self, id: Option<&RawValue>) -> Outcome {
-        Outcome::json(self.status(), Bytes::from(self.body(id)))
+        let outcome = Outcome::json(self.status(), Bytes::from(self.body(id)));
+        match self.retry_after_s() {
+            Some(s) => outcome.with_header("retry-after", s.to_string()),
+            None => outcome,
+        }
+    }
+}
+
+/// `Retry-After` of [`RequestError::TooManySessions`], in seconds: the longest period of the
+/// sidecar's idle-session reaper.
+pub(crate) const SESSION_LIMIT_RETRY_AFTER_S: u64 = 60;
+
+impl From<crate::session::SubjectLimitReached> for RequestError {
+    fn from(e: crate::session::SubjectLimitReached) -> Self {
+        Self::TooManySessions { limit: e.limit }
     }
 }
 
@@ -239,6 +277,15 @@ mod tests {
         let e = RequestError::UpstreamTimeout(Duration::from_millis(1500));
         assert_eq!(e.to_string(), "Request timed out after 1500 ms");
         assert_eq!((e.status(), e.code()), (200, -32001));
+        let e = RequestError::TooManySessions { limit: 3 };
+        assert_eq!(
+            (e.status(), e.code(), e.retry_after_s()),
+            (429, -32000, Some(60))
+        );
+        assert!(e.to_string().contains("limit of 3 open sessions"), "{e}");
+        let outcome = e.into_outcome(None);
+        assert_eq!(outcome.head.header("retry-after"), Some("60"));
+        assert_eq!(RequestError::UnknownSession.retry_after_s(), None);
         let e = RequestError::Unauthorized("missing x".into());
         assert_eq!((e.status(), e.code()), (401, -32001));
         let long = "é".repeat(100);

@@ -25,6 +25,9 @@ pub const INTERNAL_ERROR: i64 = -32603;
 /// Transport-level bad request (missing session id, unsupported protocol version, unreadable
 /// header), as in the MCP TypeScript SDK's streamable HTTP server.
 pub const BAD_REQUEST: i64 = -32000;
+/// A per-subject limit reached (HTTP 429, e.g. too many open sessions): a transport-level
+/// refusal like [`BAD_REQUEST`], with the same number.
+pub const LIMIT_REACHED: i64 = -32000;
 /// Not found: an unknown, ended or foreign session (the MCP TypeScript SDK's code for it), and
 /// likewise an unknown virtual server or path.
 pub const NOT_FOUND: i64 = -32001;

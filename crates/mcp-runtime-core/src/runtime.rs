@@ -24,6 +24,10 @@ pub const DEFAULT_PROTOCOL_VERSION: &str = "2025-03-26";
 /// Default limit of one message in either direction: 64 MiB.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
+/// Default of [`RuntimeConfig::max_sessions_per_subject`]: room for a client that opens a
+/// session per task, far below what fills the table for everyone.
+pub const DEFAULT_MAX_SESSIONS_PER_SUBJECT: usize = 256;
+
 /// Runtime settings the binary passes in.
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
@@ -37,6 +41,9 @@ pub struct RuntimeConfig {
     /// A session with no request, call or open stream for this long is ended by
     /// [`Runtime::reap_idle_sessions`].
     pub session_idle_ttl: Duration,
+    /// Most sessions one subject (AuthContext email) may hold at once; `initialize` beyond it
+    /// is answered 429 ([`crate::RequestError::TooManySessions`]).
+    pub max_sessions_per_subject: usize,
     /// The contract version `MAJOR.MINOR` reported by health: [`crate::CONTRACT_VERSION`].
     /// Only tests of the version handshake set another (the binary allows that in debug
     /// builds only, through `MCP_RUNTIME_TEST_CONTRACT_VERSION`).
@@ -50,6 +57,7 @@ impl Default for RuntimeConfig {
             upstream_timeout: Duration::from_secs(60),
             features: Vec::new(),
             session_idle_ttl: Duration::from_secs(3600),
+            max_sessions_per_subject: DEFAULT_MAX_SESSIONS_PER_SUBJECT,
             contract_version: crate::CONTRACT_VERSION.to_owned(),
         }
     }
@@ -108,7 +116,7 @@ impl Runtime {
         let catalog = Catalog::discover(catalog, config.max_message_bytes).await?;
         Ok(Self {
             catalog,
-            sessions: Sessions::default(),
+            sessions: Sessions::new(config.max_sessions_per_subject),
             config,
             draining: AtomicBool::new(false),
             initialize_results: PROTOCOL_VERSIONS

@@ -1,5 +1,6 @@
 //! MCP sessions: minted by `initialize`, bound to the caller's subject and scope, ended by
-//! DELETE.
+//! DELETE or the idle reaper. Each subject may hold at most a configured number of sessions at
+//! once, so one subject cannot fill the table (or what each session holds) for everyone.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -50,23 +51,49 @@ impl Session {
     }
 }
 
+/// The sessions by id, and how many each subject holds (kept together under one lock, so a
+/// count is never out of step with the sessions).
+#[derive(Debug, Default)]
+struct Table {
+    by_id: HashMap<String, Arc<Session>>,
+    per_subject: HashMap<String, usize>,
+}
+
+impl Table {
+    fn insert(&mut self, id: String, session: Arc<Session>) {
+        *self.per_subject.entry(session.subject.clone()).or_default() += 1;
+        self.by_id.insert(id, session);
+    }
+
+    fn remove(&mut self, id: &str) -> Option<Arc<Session>> {
+        let session = self.by_id.remove(id)?;
+        if let Some(n) = self.per_subject.get_mut(&session.subject) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_subject.remove(&session.subject);
+            }
+        }
+        Some(session)
+    }
+}
+
 /// The session table.
 #[derive(Debug)]
 pub(crate) struct Sessions {
     /// Read-mostly: every request looks its session up, only initialize, DELETE and the
     /// reaper write.
-    map: RwLock<HashMap<String, Arc<Session>>>,
+    map: RwLock<Table>,
+    /// Most sessions one subject may hold at once.
+    per_subject_limit: usize,
     /// Epoch of `last_used_ms`.
     epoch: Instant,
 }
 
-impl Default for Sessions {
-    fn default() -> Self {
-        Self {
-            map: RwLock::default(),
-            epoch: Instant::now(),
-        }
-    }
+/// `initialize` of a subject that already holds the most sessions allowed.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct SubjectLimitReached {
+    /// The limit.
+    pub(crate) limit: usize,
 }
 
 /// Why a session lookup failed.
@@ -79,9 +106,27 @@ pub(crate) enum Lookup {
 }
 
 impl Sessions {
+    /// An empty table in which each subject may hold at most `per_subject_limit` sessions
+    /// (at least 1).
+    pub(crate) fn new(per_subject_limit: usize) -> Self {
+        Self {
+            map: RwLock::default(),
+            per_subject_limit: per_subject_limit.max(1),
+            epoch: Instant::now(),
+        }
+    }
+
     /// Creates a session and returns its id: 128 random bits from the OS-seeded CSPRNG,
     /// hex-encoded (32 visible ASCII characters, as the spec requires of session ids).
-    pub(crate) fn create(&self, subject: &str, scope: Option<&str>) -> String {
+    ///
+    /// # Errors
+    ///
+    /// [`SubjectLimitReached`] when `subject` already holds the most sessions allowed.
+    pub(crate) fn create(
+        &self,
+        subject: &str,
+        scope: Option<&str>,
+    ) -> Result<String, SubjectLimitReached> {
         let mut bytes = [0u8; 16];
         rand::rng().fill_bytes(&mut bytes);
         let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
@@ -93,8 +138,14 @@ impl Sessions {
             ended: CancellationToken::new(),
             last_used_ms: AtomicU64::new(self.now_ms()),
         });
-        self.write().insert(id.clone(), session);
-        id
+        let mut table = self.write();
+        if table.per_subject.get(subject).copied().unwrap_or(0) >= self.per_subject_limit {
+            return Err(SubjectLimitReached {
+                limit: self.per_subject_limit,
+            });
+        }
+        table.insert(id.clone(), session);
+        Ok(id)
     }
 
     /// Finds the caller's session.
@@ -109,7 +160,7 @@ impl Sessions {
             .map
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match map.get(id) {
+        match map.by_id.get(id) {
             Some(s) if s.subject == subject && s.scope.as_deref() == scope => {
                 s.last_used_ms.store(self.now_ms(), Ordering::Relaxed);
                 Ok(Arc::clone(s))
@@ -151,7 +202,8 @@ impl Sessions {
                 .map
                 .read()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            map.iter()
+            map.by_id
+                .iter()
                 .filter(|(_, s)| {
                     now.saturating_sub(s.last_used_ms.load(Ordering::Relaxed)) > ttl_ms && !s.busy()
                 })
@@ -175,7 +227,7 @@ impl Sessions {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut n = 0;
-        for s in map.values() {
+        for s in map.by_id.values() {
             for t in s
                 .inflight
                 .lock()
@@ -195,7 +247,7 @@ impl Sessions {
             .map
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for s in map.values() {
+        for s in map.by_id.values() {
             s.standalone
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -208,10 +260,11 @@ impl Sessions {
         self.map
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .by_id
             .len()
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Session>>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Table> {
         self.map
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -224,8 +277,8 @@ mod tests {
 
     #[test]
     fn sessions_are_bound_to_subject_and_scope() {
-        let s = Sessions::default();
-        let id = s.create("alice", None);
+        let s = Sessions::new(16);
+        let id = s.create("alice", None).unwrap();
         assert_eq!(id.len(), 32);
         assert!(s.get(Some(&id), "alice", None).is_ok());
         assert_eq!(s.get(Some(&id), "bob", None).unwrap_err(), Lookup::NotFound);
@@ -241,5 +294,28 @@ mod tests {
             Lookup::NotFound
         );
         assert_ne!(s.create("a", None), s.create("a", None));
+    }
+
+    #[test]
+    fn each_subject_holds_at_most_the_limit_and_an_ended_session_frees_its_slot() {
+        let s = Sessions::new(2);
+        let a1 = s.create("alice", None).unwrap();
+        let _a2 = s.create("alice", Some("x")).unwrap();
+        assert_eq!(
+            s.create("alice", None),
+            Err(SubjectLimitReached { limit: 2 })
+        );
+        // Another subject is not affected.
+        let b = s.create("bob", None).unwrap();
+        assert_eq!(s.remove(Some(&a1), "alice", None), Ok(()));
+        let _a3 = s.create("alice", None).unwrap();
+        assert!(s.create("alice", None).is_err());
+        // The reaper frees slots too.
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(s.reap_idle(Duration::ZERO), 3);
+        assert!(s.get(Some(&b), "bob", None).is_err());
+        s.create("alice", None).unwrap();
+        s.create("alice", None).unwrap();
+        assert_eq!(s.len(), 2);
     }
 }

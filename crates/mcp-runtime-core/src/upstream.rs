@@ -18,6 +18,12 @@
 //! The pool spawns no task of its own (reqwest's connection pool runs its connections):
 //! [`Upstream::notify`] returns the future of a notification for the caller to spawn on the
 //! runtime's tracker.
+//!
+//! Proxies: reqwest honours `HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY` and `NO_PROXY` (and their
+//! lower-case forms). An upstream on a loopback address (`127.0.0.0/8`, `::1`, `localhost`)
+//! is on this host and never goes through a proxy, whatever the environment says; any other
+//! upstream follows the environment, and when it is unreachable the error names the proxy
+//! variable in effect ([`proxy_variable`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -91,16 +97,30 @@ pub(crate) struct Upstream {
     generation: AtomicU64,
     limits: StreamableHttpResponseLimits,
     max_message_bytes: usize,
+    /// The environment variable whose proxy requests to this upstream go through, if any.
+    proxy: Option<&'static str>,
 }
 
 impl Upstream {
     /// Creates the pool entry; nothing is connected until [`Upstream::connect`] or a call.
     pub(crate) fn new(config: UpstreamConfig, max_message_bytes: usize) -> Self {
-        let client = reqwest::Client::builder()
+        let loopback = is_loopback(&config.url);
+        let mut builder = reqwest::Client::builder()
             .pool_idle_timeout(Duration::from_secs(60))
-            .tcp_nodelay(true)
-            .build()
-            .unwrap_or_default();
+            .tcp_nodelay(true);
+        if loopback {
+            builder = builder.no_proxy();
+        }
+        let client = builder.build().unwrap_or_default();
+        let https = config
+            .url
+            .get(..8)
+            .is_some_and(|s| s.eq_ignore_ascii_case("https://"));
+        let proxy = if loopback {
+            None
+        } else {
+            proxy_variable(https, |name| std::env::var(name).ok())
+        };
         let mut limits = StreamableHttpResponseLimits::default();
         // An upstream event carries one JSON-RPC message: allow the runtime's limit plus room
         // for the envelope, so that a result just over the limit reaches the runtime's own
@@ -116,6 +136,7 @@ impl Upstream {
             generation: AtomicU64::new(0),
             limits,
             max_message_bytes,
+            proxy,
         }
     }
 
@@ -124,10 +145,19 @@ impl Upstream {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// The upstream could not be reached: the detail names the proxy variable in effect, if
+    /// any, since an unreachable proxy looks like an unreachable upstream.
     fn unavailable(&self, detail: impl std::fmt::Display) -> UpstreamError {
+        let detail = match self.proxy {
+            Some(var) => format!(
+                "{detail} (requests to this upstream go through the proxy set by {var} unless \
+                 NO_PROXY lists its host; loopback upstreams never use a proxy)"
+            ),
+            None => detail.to_string(),
+        };
         UpstreamError::Unavailable {
             upstream: self.config.id.clone(),
-            detail: detail.to_string(),
+            detail,
         }
     }
 
@@ -414,6 +444,54 @@ async fn first_response(
     Err(up.protocol("stream ended without a response"))
 }
 
+/// Whether `url` names a host on this machine: an address in `127.0.0.0/8` or `::1` (also as
+/// an IPv4-mapped address), `localhost` or a name under `.localhost` (RFC 6761, section 6.3).
+/// A URL that does not parse is not loopback.
+fn is_loopback(url: &str) -> bool {
+    let Ok(url) = reqwest::Url::parse(url) else {
+        return false;
+    };
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    match host.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(ip)) => ip.is_loopback(),
+        Ok(std::net::IpAddr::V6(ip)) => {
+            ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+        Err(_) => {
+            let host = host.trim_end_matches('.').to_ascii_lowercase();
+            host == "localhost" || host.ends_with(".localhost")
+        }
+    }
+}
+
+/// The environment variable whose proxy reqwest uses for a non-loopback upstream, read the
+/// way reqwest (through hyper-util's matcher) reads them: for `https` the first of
+/// `HTTPS_PROXY`, `https_proxy` that is set, for `http` the first of `HTTP_PROXY`,
+/// `http_proxy`; if that is unset or empty, the first set of `ALL_PROXY`, `all_proxy`; none at
+/// all in a CGI process (`REQUEST_METHOD` set). `NO_PROXY` is not evaluated here: the error
+/// message says that it may exempt the host. `env` looks a variable up (the tests pass a map).
+fn proxy_variable(https: bool, env: impl Fn(&str) -> Option<String>) -> Option<&'static str> {
+    if env("REQUEST_METHOD").is_some() {
+        return None;
+    }
+    let first_set = |names: [&'static str; 2]| {
+        names
+            .into_iter()
+            .find_map(|n| env(n).map(|v| (n, v)))
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(n, _)| n)
+    };
+    let specific = if https {
+        ["HTTPS_PROXY", "https_proxy"]
+    } else {
+        ["HTTP_PROXY", "http_proxy"]
+    };
+    first_set(specific).or_else(|| first_set(["ALL_PROXY", "all_proxy"]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -470,5 +548,79 @@ mod tests {
         assert!(is_event_too_large(&err), "not recognised: {err}");
         assert!(!is_event_too_large(&UpstreamError::TooLarge { limit: 1 }));
         server.await.unwrap();
+    }
+
+    #[test]
+    fn loopback_hosts_are_recognised() {
+        for url in [
+            "http://127.0.0.1:8080/mcp",
+            "http://127.3.4.5/mcp",
+            "http://[::1]:9000/mcp",
+            "http://[::ffff:127.0.0.1]/mcp",
+            "http://localhost:1/mcp",
+            "http://LOCALHOST/mcp",
+            "https://api.localhost/mcp",
+        ] {
+            assert!(is_loopback(url), "{url}");
+        }
+        for url in [
+            "http://10.0.0.1/mcp",
+            "http://[2001:db8::1]/mcp",
+            "https://example.com/mcp",
+            "http://localhost.example.com/mcp",
+            "not a url",
+        ] {
+            assert!(!is_loopback(url), "{url}");
+        }
+    }
+
+    #[test]
+    fn the_proxy_variable_in_effect_is_named_as_reqwest_reads_them() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                vars.iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| (*v).to_owned())
+            }
+        };
+        assert_eq!(proxy_variable(false, env(&[])), None);
+        assert_eq!(
+            proxy_variable(false, env(&[("http_proxy", "http://p:1")])),
+            Some("http_proxy")
+        );
+        assert_eq!(
+            proxy_variable(
+                false,
+                env(&[("HTTP_PROXY", "http://p:1"), ("http_proxy", "http://q:1")])
+            ),
+            Some("HTTP_PROXY")
+        );
+        // An http proxy is not used for https; ALL_PROXY covers both.
+        assert_eq!(
+            proxy_variable(true, env(&[("http_proxy", "http://p:1")])),
+            None
+        );
+        assert_eq!(
+            proxy_variable(
+                true,
+                env(&[("http_proxy", "http://p:1"), ("all_proxy", "http://a:1")])
+            ),
+            Some("all_proxy")
+        );
+        // Set but empty falls back to ALL_PROXY, as in reqwest.
+        assert_eq!(
+            proxy_variable(
+                false,
+                env(&[("HTTP_PROXY", ""), ("ALL_PROXY", "socks5://a:1")])
+            ),
+            Some("ALL_PROXY")
+        );
+        assert_eq!(
+            proxy_variable(
+                false,
+                env(&[("HTTP_PROXY", "http://p:1"), ("REQUEST_METHOD", "GET")])
+            ),
+            None
+        );
     }
 }

@@ -10,7 +10,8 @@
 //! - [`server`]: [`serve_http`] and `serve_grpc` (one socket each until a shutdown future
 //!   completes), and [`Server`]: the adapters side by side, the idle-session reaper, and the
 //!   drain within the grace period.
-//! - [`socket`]: safe Unix socket binding and clean-up.
+//! - [`socket`]: safe Unix socket binding, ownership of the path (owned while the runtime
+//!   drains, only the file this process bound removed at exit).
 //! - [`listener`]: admission of connections (peer uid, connection cap, first-byte timeout).
 //! - `transport/http.rs`: the HTTP/JSON adapter (axum).
 //! - `transport/grpc.rs`: the gRPC adapter (tonic), with `grpc-uds` only.

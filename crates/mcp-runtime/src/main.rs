@@ -15,18 +15,20 @@ use mcp_runtime_core::{CatalogConfig, Runtime, RuntimeConfig};
 
 /// The MCP runtime sidecar: sessions, catalog and upstream calls behind Unix sockets.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version, about, after_help = AFTER_HELP)]
 struct Args {
     /// Catalog file (TOML): upstream MCP servers, virtual servers, visibility.
     #[arg(long, env = "MCP_RUNTIME_CATALOG")]
     catalog: PathBuf,
 
-    /// Path of the HTTP/JSON Unix socket.
-    #[arg(long, env = "MCP_RUST_UDS")]
+    /// Path of the HTTP/JSON Unix socket (a file path; abstract `@names` are refused). An empty
+    /// value means not given.
+    #[arg(long, env = "MCP_RUST_UDS", value_parser = optional_path())]
     http_uds: Option<PathBuf>,
 
-    /// Path of the gRPC Unix socket (needs a build with the `grpc-uds` feature).
-    #[arg(long, env = "MCP_RUST_GRPC_UDS")]
+    /// Path of the gRPC Unix socket (needs a build with the `grpc-uds` feature; a file path,
+    /// abstract `@names` are refused). An empty value means not given.
+    #[arg(long, env = "MCP_RUST_GRPC_UDS", value_parser = optional_path())]
     grpc_uds: Option<PathBuf>,
 
     /// Permission bits of the socket files, in octal (600: owner only; 660: also the group).
@@ -48,6 +50,11 @@ struct Args {
     /// Idle time after which a session (no request, call or open stream) is ended, in seconds.
     #[arg(long, env = "MCP_RUNTIME_SESSION_IDLE_TTL_S", default_value_t = 3600)]
     session_idle_ttl_s: u64,
+
+    /// Most MCP sessions one subject (the AuthContext's email) may hold open at once; an
+    /// `initialize` beyond it is answered 429 with a JSON-RPC error and `Retry-After`.
+    #[arg(long, env = "MCP_RUNTIME_MAX_SESSIONS_PER_SUBJECT", default_value_t = mcp_runtime_core::runtime::DEFAULT_MAX_SESSIONS_PER_SUBJECT)]
+    max_sessions_per_subject: usize,
 
     /// How long shutdown waits for in-flight requests, in milliseconds.
     #[arg(long, env = "MCP_RUNTIME_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
@@ -80,6 +87,20 @@ struct Args {
     worker_threads: Option<usize>,
 }
 
+/// What `--help` says after the flags.
+const AFTER_HELP: &str = "\
+Socket paths: file paths only (an abstract `@name` is refused: no file mode or owner would
+protect it). An empty MCP_RUST_UDS or MCP_RUST_GRPC_UDS means not given. A path whose runtime
+still runs, also while it drains, is refused; a socket no process listens on is replaced; at
+exit a runtime removes only the socket file it created.
+
+Proxies: upstreams on loopback (127.0.0.0/8, ::1, localhost) never go through a proxy; others
+follow HTTP_PROXY, HTTPS_PROXY, ALL_PROXY and NO_PROXY, and the error of an unreachable one
+names the proxy variable in effect.
+
+Exit status: 0 after a clean shutdown, 1 when start-up fails (catalog, upstreams), 2 for a
+usage error (command line, socket path).";
+
 fn parse_mode(s: &str) -> Result<u32, String> {
     let mode = u32::from_str_radix(s.trim_start_matches("0o"), 8)
         .map_err(|_| format!("`{s}` is not an octal mode such as 600"))?;
@@ -101,8 +122,23 @@ fn contract_version() -> String {
     mcp_runtime_core::CONTRACT_VERSION.to_owned()
 }
 
+/// The parser of the socket paths: clap's own path parser refuses an empty value, which must
+/// reach [`given`] instead.
+fn optional_path() -> impl clap::builder::TypedValueParser<Value = PathBuf> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::OsStringValueParser::new().map(PathBuf::from)
+}
+
+/// `None` for an empty path: an empty `MCP_RUST_UDS` or `MCP_RUST_GRPC_UDS` means the socket is
+/// not wanted, as the gateway reads the same variables.
+fn given(path: Option<PathBuf>) -> Option<PathBuf> {
+    path.filter(|p| !p.as_os_str().is_empty())
+}
+
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    args.http_uds = given(args.http_uds);
+    args.grpc_uds = given(args.grpc_uds);
     init_logging(&args.log_format);
     if args.http_uds.is_none() && args.grpc_uds.is_none() {
         eprintln!(
@@ -115,6 +151,14 @@ fn main() -> ExitCode {
             "mcp-runtime: --grpc-uds / MCP_RUST_GRPC_UDS needs the `grpc-uds` feature, which this binary was built without; rebuild with `cargo build -p mcp-runtime --features grpc-uds`"
         );
         return ExitCode::from(2);
+    }
+    // A path that cannot be bound (abstract, too long, a live runtime's or a non-socket file)
+    // fails now, before the upstreams are contacted; `socket::bind` checks again.
+    for path in args.http_uds.iter().chain(&args.grpc_uds) {
+        if let Err(e) = socket::preflight(path) {
+            eprintln!("mcp-runtime: {e}");
+            return ExitCode::from(2);
+        }
     }
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
@@ -130,6 +174,11 @@ fn main() -> ExitCode {
     };
     match rt.block_on(run(args)) {
         Ok(()) => ExitCode::SUCCESS,
+        // A socket path that cannot be used is a usage error, like the checks above.
+        Err(e) if e.downcast_ref::<socket::SocketError>().is_some() => {
+            eprintln!("mcp-runtime: {e:#}");
+            ExitCode::from(2)
+        }
         Err(e) => {
             tracing::error!("{e:#}");
             eprintln!("mcp-runtime: {e:#}");
@@ -163,6 +212,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         upstream_timeout: Duration::from_millis(args.upstream_timeout_ms),
         features: features(),
         session_idle_ttl: Duration::from_secs(args.session_idle_ttl_s.max(1)),
+        max_sessions_per_subject: args.max_sessions_per_subject.max(1),
         contract_version: contract_version(),
     };
     let mut server = Server::new(Arc::new(Runtime::start(&catalog, config).await?));
@@ -190,7 +240,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
     tracing::info!(features = ?features(), "mcp-runtime ready");
 
     let grace = Duration::from_millis(args.shutdown_grace_ms);
-    server.run_until(stop_signal, grace).await?;
+    // From the signal until exit, the sockets keep listening and close each new connection
+    // at once: the paths stay owned while the drain runs (`socket` module doc).
+    let stop = async {
+        stop_signal.await;
+        for file in &mut socket_files {
+            file.close_new_connections();
+        }
+    };
+    server.run_until(stop, grace).await?;
     drop(socket_files);
     tracing::info!("stopped");
     Ok(())

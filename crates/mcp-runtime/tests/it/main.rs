@@ -13,6 +13,7 @@
 //!   boundary answers.
 //! - `upstream`, `faults`: timeouts, cancellation, limits, upstreams that die or hang.
 //! - `admission`: connection cap and header read timeout.
+//! - `limits`: per-subject limits (open sessions).
 //! - `health`: health while draining, server reflection.
 
 #[path = "../support/mod.rs"]
@@ -26,6 +27,7 @@ mod cases;
 mod faults;
 mod health;
 mod http_semantics;
+mod limits;
 #[cfg(feature = "grpc-uds")]
 mod parity;
 mod upstream;

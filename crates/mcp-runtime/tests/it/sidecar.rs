@@ -17,6 +17,7 @@ pub(crate) struct Options {
     pub(crate) session_idle_ttl: Duration,
     pub(crate) max_connections: usize,
     pub(crate) header_read_timeout: Duration,
+    pub(crate) max_sessions_per_subject: usize,
 }
 
 impl Default for Options {
@@ -28,6 +29,7 @@ impl Default for Options {
             session_idle_ttl: Duration::from_secs(3600),
             max_connections: 1024,
             header_read_timeout: Duration::from_secs(30),
+            max_sessions_per_subject: RuntimeConfig::default().max_sessions_per_subject,
         }
     }
 }
@@ -54,6 +56,7 @@ impl Sidecar {
             upstream_timeout: options.upstream_timeout,
             features: mcp_runtime::features(),
             session_idle_ttl: options.session_idle_ttl,
+            max_sessions_per_subject: options.max_sessions_per_subject,
             ..RuntimeConfig::default()
         };
         let catalog = CatalogConfig::parse(catalog).expect("catalog");

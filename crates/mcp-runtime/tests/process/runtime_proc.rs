@@ -90,9 +90,19 @@ impl RuntimeProc {
 
     /// Sends SIGTERM and waits for exit; returns whether it exited successfully.
     pub(crate) fn terminate(&mut self) -> bool {
-        let mut p = self.proc.take().expect("running");
-        let pid = p.0.id().to_string();
+        self.signal_term();
+        self.wait()
+    }
+
+    /// Sends SIGTERM without waiting: the runtime starts draining.
+    pub(crate) fn signal_term(&self) {
+        let pid = self.pid().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    }
+
+    /// Waits for the process to exit; returns whether it exited successfully.
+    pub(crate) fn wait(&mut self) -> bool {
+        let mut p = self.proc.take().expect("running");
         let status = p.0.wait().expect("wait");
         std::mem::forget(p);
         status.success()

@@ -9,7 +9,11 @@ use crate::support::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_open_sessions_rss_is_reported() {
     let fx = Fixture::start();
-    let rt = RuntimeProc::start(&simple_catalog(&fx.url), &[]);
+    // One subject holds them all: above the default per-subject cap.
+    let rt = RuntimeProc::start(
+        &simple_catalog(&fx.url),
+        &["--max-sessions-per-subject", "1000"],
+    );
     let pid = rt.pid();
     let http = Http::new(&rt.http);
     let who = auth("alice@example.com", false, Some(&[]));

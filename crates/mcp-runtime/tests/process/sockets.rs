@@ -1,11 +1,70 @@
-//! Socket handling: mode, stale socket replaced, live socket refused, non-socket file kept,
-//! path length limit, sockets removed on SIGTERM.
+//! Socket handling: mode, stale socket replaced, live socket refused (also while its owner
+//! drains), only the file a process bound removed at its exit, non-socket file kept, path
+//! length limit, abstract names refused, empty socket variables meaning not given, sockets
+//! removed on SIGTERM; and the upstream client's proxy handling, which needs a process
+//! environment of its own.
 
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::Path;
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::runtime_proc::{Proc, RuntimeProc, runtime_bin};
 use crate::support::*;
+
+/// The proxy variables reqwest reads; removed from a runtime's environment so that the test's
+/// own environment does not decide the outcome.
+const PROXY_VARS: [&str; 8] = [
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+    "NO_PROXY",
+    "no_proxy",
+];
+
+/// Starts the runtime serving HTTP/JSON only on `http`, with `catalog` (a file).
+fn spawn_on(catalog: &Path, http: &Path, env: &[(&str, &str)]) -> Proc {
+    Proc(
+        Command::new(runtime_bin())
+            .arg("--catalog")
+            .arg(catalog)
+            .arg("--http-uds")
+            .arg(http)
+            .envs(env.iter().copied())
+            .env("MCP_RUNTIME_LOG", "error")
+            .spawn()
+            .expect("spawn runtime"),
+    )
+}
+
+/// Waits until `/health` on `http` answers 200 (at most 30 s).
+async fn until_healthy(http: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(http.exists() && tokio::net::UnixStream::connect(http).await.is_ok()) {
+        assert!(
+            Instant::now() < deadline,
+            "no runtime on {}",
+            http.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(Http::new(http).health().await.0, 200);
+}
+
+/// Runs the runtime to its exit; returns the exit code and stderr.
+fn run_to_exit(cmd: &mut Command) -> (Option<i32>, String) {
+    let out = cmd.stdout(Stdio::null()).output().expect("run");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
 
 fn mode(p: &std::path::Path) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o777
@@ -167,4 +226,225 @@ fn grpc_socket_without_the_feature_is_refused() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("`grpc-uds` feature"));
+}
+
+/// A restart that overlaps the old runtime's drain: the draining runtime still owns its path,
+/// so the new one refuses it (status 2, the path named) instead of replacing it as stale and
+/// then losing it to the old one's clean-up. A client connecting during the drain has its
+/// connection closed at once. After the old one exits, the path can be bound again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_runtime_still_owns_its_socket() {
+    let within = Duration::from_secs(10);
+    let fx = Fixture::start();
+    let mut a = RuntimeProc::start(&simple_catalog(&fx.url), &[]);
+    let http = Http::new(&a.http);
+    let who = auth("alice@example.com", false, Some(&[]));
+    let sid = http.initialize(&who, None).await;
+    let call = http.spawn(sleep_call(&who, &sid, 5, 3_000));
+    http.until_inflight(&who, &sid, 1, within).await;
+    a.signal_term();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let catalog = a.dir.path().join("catalog.toml");
+    let path = a.http.clone();
+    let (code, err) = tokio::task::spawn_blocking(move || {
+        run_to_exit(
+            Command::new(runtime_bin())
+                .arg("--catalog")
+                .arg(&catalog)
+                .arg("--http-uds")
+                .arg(&path),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("in use") && err.contains(&a.http.display().to_string()),
+        "{err}"
+    );
+    assert!(
+        !call.is_finished(),
+        "the call keeps the first runtime draining"
+    );
+
+    // A client of the draining runtime is not left waiting in the backlog.
+    let mut conn = tokio::net::UnixStream::connect(&a.http)
+        .await
+        .expect("the draining runtime's socket still listens");
+    let _ = conn
+        .write_all(b"GET /health HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .await;
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(within, conn.read_to_end(&mut answer))
+        .await
+        .expect("the connection was closed before the drain ended");
+    assert!(
+        read.is_err() || answer.is_empty(),
+        "closed unanswered: {answer:?}"
+    );
+    assert!(
+        !call.is_finished(),
+        "closed while the drain was still open, not at the runtime's exit"
+    );
+
+    let r = call.await.unwrap();
+    assert_eq!(
+        r.json().pointer("/result/content/0/text"),
+        Some(&json!("slept 3000 ms"))
+    );
+    let (ok, a) = tokio::task::spawn_blocking(move || {
+        let ok = a.wait();
+        (ok, a)
+    })
+    .await
+    .unwrap();
+    assert!(ok, "clean exit");
+    assert!(!a.http.exists(), "the first runtime removed its own socket");
+    let _b = spawn_on(&a.dir.path().join("catalog.toml"), &a.http, &[]);
+    until_healthy(&a.http).await;
+}
+
+/// A socket file deleted under a running runtime and bound again by a second one: the first
+/// one's exit leaves the second one's file in place (it removes only the file it bound).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runtime_removes_only_the_socket_file_it_bound() {
+    let fx = Fixture::start();
+    let mut a = RuntimeProc::start(&simple_catalog(&fx.url), &[]);
+    std::fs::remove_file(&a.http).unwrap();
+    let _b = spawn_on(&a.dir.path().join("catalog.toml"), &a.http, &[]);
+    until_healthy(&a.http).await;
+    let (ok, a) = tokio::task::spawn_blocking(move || {
+        let ok = a.terminate();
+        (ok, a)
+    })
+    .await
+    .unwrap();
+    assert!(ok, "clean exit");
+    assert!(
+        std::fs::metadata(&a.http).unwrap().file_type().is_socket(),
+        "the second runtime's socket is still there"
+    );
+    let (status, body) = Http::new(&a.http).health().await;
+    assert_eq!((status, &body["status"]), (200, &json!("serving")));
+}
+
+/// `@name` is an abstract socket name on Linux; the runtime serves only file paths and says
+/// so (status 2) instead of creating a file named `@name` in the working directory. The same
+/// for both flags and their env forms.
+#[test]
+fn abstract_socket_names_are_refused() {
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    let cat = dir.path().join("c.toml");
+    std::fs::write(&cat, "").unwrap();
+    let runs: [(&str, Option<&str>); 4] = [
+        ("--http-uds", None),
+        ("--grpc-uds", None),
+        ("MCP_RUST_UDS", Some("@mcp-test")),
+        ("MCP_RUST_GRPC_UDS", Some("@mcp-test")),
+    ];
+    for (name, env) in runs {
+        let mut cmd = Command::new(runtime_bin());
+        cmd.current_dir(dir.path())
+            .arg("--catalog")
+            .arg(&cat)
+            .env_remove("MCP_RUST_UDS")
+            .env_remove("MCP_RUST_GRPC_UDS");
+        match env {
+            Some(value) => cmd.env(name, value),
+            None => cmd.args([name, "@mcp-test"]),
+        };
+        let (code, err) = run_to_exit(&mut cmd);
+        assert_eq!(code, Some(2), "{name}: {err}");
+        let grpc = name.contains("GRPC") || name.contains("grpc");
+        if grpc && !cfg!(feature = "grpc-uds") {
+            assert!(err.contains("`grpc-uds` feature"), "{name}: {err}");
+        } else {
+            assert!(
+                err.contains("@mcp-test")
+                    && err.contains("abstract socket names are not supported"),
+                "{name}: {err}"
+            );
+        }
+        assert!(!dir.path().join("@mcp-test").exists(), "{name}");
+    }
+}
+
+/// An empty `MCP_RUST_GRPC_UDS` (or `MCP_RUST_UDS`) means the socket is not wanted, as the
+/// gateway reads it: the runtime serves the other socket; with neither, it says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_socket_variable_means_not_given() {
+    let fx = Fixture::start();
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    let cat = dir.path().join("c.toml");
+    std::fs::write(&cat, simple_catalog(&fx.url)).unwrap();
+    let http = dir.path().join("h.sock");
+    let _rt = spawn_on(&cat, &http, &[("MCP_RUST_GRPC_UDS", "")]);
+    until_healthy(&http).await;
+    let who = auth("alice@example.com", false, Some(&[]));
+    let sid = Http::new(&http).initialize(&who, None).await;
+    assert!(!sid.is_empty());
+
+    let (code, err) = run_to_exit(
+        Command::new(runtime_bin())
+            .arg("--catalog")
+            .arg(&cat)
+            .env("MCP_RUST_UDS", "")
+            .env("MCP_RUST_GRPC_UDS", ""),
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("no socket to serve"), "{err}");
+}
+
+/// A proxy in the environment (here a closed port) is not used for a loopback upstream: the
+/// runtime starts and calls reach the fixture.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loopback_upstreams_never_go_through_a_proxy() {
+    let fx = Fixture::start();
+    let closed = "http://127.0.0.1:1";
+    let rt = RuntimeProc::start_with_env(
+        &simple_catalog(&fx.url),
+        &[],
+        &[
+            ("http_proxy", closed),
+            ("HTTP_PROXY", closed),
+            ("ALL_PROXY", closed),
+            ("NO_PROXY", ""),
+            ("no_proxy", ""),
+        ],
+    );
+    let http = Http::new(&rt.http);
+    let who = auth("alice@example.com", false, Some(&[]));
+    let sid = http.initialize(&who, None).await;
+    let r = http.send(&sleep_call(&who, &sid, 5, 10)).await;
+    assert_eq!(
+        r.json().pointer("/result/content/0/text"),
+        Some(&json!("slept 10 ms"))
+    );
+}
+
+/// An upstream that is not on loopback goes through the proxy of the environment; when that
+/// fails the start-up error names the variable (here the proxy is a closed loopback port, so
+/// nothing leaves the host).
+#[test]
+fn an_unreachable_upstream_behind_a_proxy_names_the_variable() {
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    let cat = dir.path().join("c.toml");
+    // 192.0.2.0/24 is TEST-NET-1 (RFC 5737): never routed.
+    std::fs::write(&cat, simple_catalog("http://192.0.2.1:9/mcp")).unwrap();
+    let mut cmd = Command::new(runtime_bin());
+    cmd.arg("--catalog")
+        .arg(&cat)
+        .arg("--http-uds")
+        .arg(dir.path().join("h.sock"));
+    for var in PROXY_VARS {
+        cmd.env_remove(var);
+    }
+    cmd.env("http_proxy", "http://127.0.0.1:1");
+    let (code, err) = run_to_exit(&mut cmd);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("required upstream unavailable") && err.contains("http_proxy"),
+        "{err}"
+    );
 }

@@ -89,6 +89,7 @@ fn reply(head: Option<pb::ResponseHead>, body: Bytes) -> Reply {
         status: head.http_status as u16,
         content_type: get("content-type"),
         session_id: get("mcp-session-id"),
+        retry_after: get("retry-after"),
         body,
     }
 }

@@ -124,6 +124,8 @@ pub struct Reply {
     pub content_type: Option<String>,
     /// `mcp-session-id`.
     pub session_id: Option<String>,
+    /// `retry-after`.
+    pub retry_after: Option<String>,
     /// The whole body (over gRPC: the chunks joined, or the events encoded as SSE).
     pub body: Bytes,
 }
@@ -304,11 +306,13 @@ impl Http {
         let get = |n: &str| h.get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let content_type = get("content-type");
         let session_id = get("mcp-session-id");
+        let retry_after = get("retry-after");
         let body = resp.into_body().collect().await.expect("body").to_bytes();
         Reply {
             status,
             content_type,
             session_id,
+            retry_after,
             body,
         }
     }
