@@ -30,6 +30,7 @@ __all__ = [
     "REQUEST_TIMEOUT",
     "RESOURCE_NOT_FOUND",
     "RUNTIME_UNAVAILABLE",
+    "SERVER_BUSY",
     "SHOWN_NAME_BYTES",
     "UNAUTHORIZED",
     "FramingError",
@@ -44,7 +45,8 @@ __all__ = [
 PARSE_ERROR = -32700
 """JSON-RPC 2.0: the body is not UTF-8 or not JSON."""
 INVALID_REQUEST = -32600
-"""JSON-RPC 2.0: not one valid JSON-RPC message (batches included); also a body over a limit."""
+"""JSON-RPC 2.0: not one valid JSON-RPC message (batches included); also a body or a request
+head over a limit (413, 431)."""
 METHOD_NOT_FOUND = -32601
 """JSON-RPC 2.0: the method does not exist."""
 INVALID_PARAMS = -32602
@@ -55,10 +57,13 @@ RESOURCE_NOT_FOUND = -32002
 """MCP: the resource does not exist or is not visible."""
 
 BAD_REQUEST = -32000
-"""``-32000`` as a refused request: missing ``Mcp-Session-Id``, unsupported protocol version
-(400), ``Host`` or ``Origin`` not allowed (421, 403)."""
+"""``-32000`` as a refused request: missing ``Mcp-Session-Id``, unsupported protocol version, a
+forwarded header that is not visible ASCII (400), ``Host`` or ``Origin`` not allowed (421, 403)."""
 RUNTIME_UNAVAILABLE = -32000
 """``-32000`` as the gateway's answer when the runtime cannot be reached (502)."""
+SERVER_BUSY = -32000
+"""``-32000`` as the gateway's answer past its limit of open connections or of requests in
+progress (503, with ``Retry-After``)."""
 NOT_FOUND = -32001
 """``-32001`` as not found: an unknown, ended or foreign session, an unknown virtual server (404)."""
 UNAUTHORIZED = -32001
