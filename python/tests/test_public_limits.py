@@ -4,7 +4,8 @@
   with a JSON-RPC error, the connection closed, and the gateway keeps serving (also at the
   default limit, on the session's gateway).
 - A connection that does not complete a request head within ``MCP_GATEWAY_HEADER_TIMEOUT_S``
-  is closed: silent, trickling one byte at a time, or idle after a response.
+  is closed: silent, trickling one byte at a time, or idle after a response; a request body
+  that stalls as long is answered 408.
 - Past ``MCP_GATEWAY_MAX_CONNECTIONS`` idle connections do not lock a legitimate client out:
   the longest-waiting one is closed; when every connection is busy with a request a new one is
   answered 503.
@@ -180,10 +181,31 @@ def test_a_partial_head_is_closed_after_the_head_timeout(small: Gateway) -> None
     _healthy(small)
 
 
+def test_a_stalled_body_is_408_after_the_head_timeout(small: Gateway) -> None:
+    with _connect(small) as sock:
+        sock.sendall(
+            b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer "
+            + small.token().encode()
+            + b"\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+            + b'{"jsonrpc":"2.0",'
+        )
+        response = _read_all(sock)
+    assert _status(response) == 408, response[:300]
+    assert _body(response)["error"] == {"code": -32001, "message": "Request body stalled for 1 s"}
+
+
 def test_an_idle_keep_alive_connection_is_closed_after_the_head_timeout(small: Gateway) -> None:
     with _connect(small) as sock:
         sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-        first = sock.recv(65536)
+        first = b""
+        while b"\r\n\r\n" not in first:
+            first += sock.recv(65536)
+        head, body = first.split(b"\r\n\r\n", 1)
+        length = int(
+            next(line for line in head.lower().split(b"\r\n") if line.startswith(b"content-length:"))[15:]
+        )
+        while len(body) < length:
+            body += sock.recv(65536)
         assert _status(first) == 200
         # One byte of a next request: uvicorn's own keep-alive timer stops, the head timer not.
         sock.sendall(b"G")

@@ -42,8 +42,9 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    # Public connections, plus the pool to the runtime in HTTP/JSON mode, plus files and upstreams.
-    pool = 1024 if settings.mode is Mode.HTTP else 0
+    # Public connections, plus the pool to the runtime (HTTP/JSON) or to the upstreams (Python
+    # baseline), plus files.
+    pool = 0 if settings.mode is Mode.GRPC else 1024
     _raise_open_files_limit(settings.max_connections + pool + 256)
     options: dict[str, Any] = {
         "host": settings.host,

@@ -192,11 +192,19 @@ class _ClientGone(Exception):
     pass
 
 
-async def _read_body(receive: Receive, limit: int) -> bytes:
+async def _read_body(receive: Receive, limit: int, stall_s: float) -> bytes:
+    """The whole body; ``TimeoutError`` when no part of it arrives for ``stall_s`` seconds.
+
+    Raises:
+        _BodyTooLarge: Past ``limit`` bytes.
+        _ClientGone: The client disconnected.
+        TimeoutError: The body stalled (a client holding a connection and a request slot).
+    """
     chunks: list[bytes] = []
     size = 0
     while True:
-        message = await receive()
+        with anyio.fail_after(stall_s):
+            message = await receive()
         if message["type"] == "http.disconnect":
             raise _ClientGone
         chunk = message.get("body", b"")
@@ -261,7 +269,15 @@ class McpEndpoint:
         body = b""
         if method == "POST":
             try:
-                body = await _read_body(receive, self._settings.max_body_bytes)
+                body = await _read_body(
+                    receive, self._settings.max_body_bytes, self._settings.header_timeout_s
+                )
+            except TimeoutError:
+                stall = self._settings.header_timeout_s
+                message = f"Request body stalled for {stall:g} s"
+                close = [("connection", "close")]
+                await _send_whole(send, _error_response(408, REQUEST_TIMEOUT, message, close))
+                return
             except _BodyTooLarge:
                 limit = self._settings.max_body_bytes
                 message = f"Request body exceeds the limit of {limit} bytes"

@@ -70,7 +70,8 @@ UNAUTHORIZED = -32001
 """``-32001`` as the gateway's answer to a missing or bad bearer token (401)."""
 REQUEST_TIMEOUT = -32001
 """``-32001`` as a timeout (the MCP SDKs' ``RequestTimeout``): an upstream call over the
-upstream timeout (200), the runtime not answering within the request timeout (504)."""
+upstream timeout (200), the runtime not answering within the request timeout (504), a request
+body that stalls for the head timeout (408)."""
 
 SHOWN_NAME_BYTES = 128
 """Longest caller-supplied name echoed in an error message, in UTF-8 bytes (the runtime's

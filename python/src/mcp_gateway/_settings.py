@@ -46,11 +46,11 @@ runtime take socket paths only.
 The public listener's limits (``_listener``): a request head (request line and headers) over
 ``MCP_GATEWAY_MAX_HEADER_BYTES`` is answered 431 and the connection closed; a connection must
 complete each request head within ``MCP_GATEWAY_HEADER_TIMEOUT_S`` of opening (or of the end of
-its previous response), else it is closed; at most ``MCP_GATEWAY_MAX_CONNECTIONS`` connections
-are open at once (a new one past the cap closes the connection that has waited longest for a
-request head, or is answered 503 when every connection is busy); at most
-``MCP_GATEWAY_MAX_CONCURRENT_REQUESTS`` requests are in progress at once (open SSE streams
-included), more are answered 503 with ``Retry-After``.
+its previous response), else it is closed, and a request body that stalls as long gets 408; at
+most ``MCP_GATEWAY_MAX_CONNECTIONS`` connections are open at once (a new one past the cap closes
+the connection that has waited longest for a request head, or is answered 503 when every
+connection is busy); at most ``MCP_GATEWAY_MAX_CONCURRENT_REQUESTS`` requests are in progress at
+once (open SSE streams included), more are answered 503 with ``Retry-After``.
 
 ``MCP_GATEWAY_RUNTIME_KEEPALIVE_S`` (HTTP/JSON mode) is how long an idle pooled connection to the
 runtime is kept. Keep it well below the runtime's ``--header-read-timeout-ms`` (30 s), which
@@ -121,7 +121,8 @@ class Settings:
         max_header_bytes: Largest request head (request line and headers) on the public
             port, in bytes (larger: 431, connection closed).
         header_timeout_s: How long a connection may take to send a complete request head, from
-            its opening or the end of its previous response, in seconds (then it is closed).
+            its opening or the end of its previous response, in seconds (then it is closed);
+            also how long a request body may stall (then 408).
         max_connections: Open connections on the public port, per worker process.
         max_concurrent_requests: Requests in progress at once, per worker process (more: 503).
     """
