@@ -206,3 +206,17 @@ async def test_a_forwarded_header_that_is_not_visible_ascii_is_400(
         gw.url, json={"jsonrpc": "2.0", "id": 2, "method": "ping"}, headers=gw.headers(token, session)
     )
     assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize("server", ["%ff", "%C3%A9t%C3%A9", "a%00b"])
+async def test_an_odd_virtual_server_id_is_an_unknown_server_in_every_mode(
+    gw: Gateway, http: httpx.AsyncClient, server: str
+) -> None:
+    """Percent-decoded by the public endpoint, re-encoded for the runtime: never a 500."""
+    r = await http.post(
+        f"{gw.base}/servers/{server}/mcp",
+        json={"jsonrpc": "2.0", "id": 1, "method": "ping"},
+        headers=gw.headers(gw.token()),
+    )
+    assert r.status_code == 404, r.text
+    assert r.json()["error"]["code"] == -32001
