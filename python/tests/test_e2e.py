@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import httpx
 import mcp_types as types
@@ -19,15 +20,28 @@ def names(items: list[types.Tool] | list[types.Prompt]) -> set[str]:
 
 
 async def test_health_reports_mode(gw: Gateway, http: httpx.AsyncClient) -> None:
-    r = await http.get(f"{gw.base}/health")
+    admin = gw.token("admin@example.com", is_admin=True, teams=None)
+    r = await http.get(f"{gw.base}/health", headers={"authorization": f"Bearer {admin}"})
     assert r.status_code == 200, r.text
     health = r.json()
+    assert isinstance(health["runtime"]["open_sessions"], int)
     assert health["mode"] == gw.mode
     assert health["status"] == "ok"
     assert health["runtime"]["reachable"] is True
     if gw.mode != "python":
         assert health["runtime"]["contract_version"].startswith("1.")
         assert health["runtime"]["runtime_version"]
+
+
+async def test_health_tells_only_the_status_to_anyone_but_an_admin(
+    gw: Gateway, http: httpx.AsyncClient
+) -> None:
+    """Open session counts, versions and the mode are for an admin token only."""
+    for token in (None, "not-a-token", gw.token(), gw.token(teams=None)):
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        r = await http.get(f"{gw.base}/health", headers=headers)
+        assert r.status_code == 200, r.text
+        assert r.json() == {"status": "ok"}, (token, r.text)
 
 
 async def test_initialize_and_tools(gw: Gateway) -> None:
@@ -97,6 +111,38 @@ async def test_progress_stream_order_raw(gw: Gateway, http: httpx.AsyncClient) -
     )
     assert events[-1]["id"] == 7
     assert events[-1]["result"]["content"][0]["text"] == "done 3 steps"
+
+
+async def test_progress_token_spelled_with_an_escape_streams(gw: Gateway, http: httpx.AsyncClient) -> None:
+    r"""``"progress\u0054oken"`` is the key ``progressToken``: the progress arrives as a stream.
+
+    The first progress notification must arrive while the upstream call still runs (the
+    fixture counts it in ``inflight``), not in one burst with the result.
+    """
+    token = gw.token()
+    session = await gw.initialize(http, token)
+    before = await gw.inflight(http, token, session)
+    body = (
+        b'{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"progress",'
+        b'"arguments":{"steps":40,"interval_ms":100},"_meta":{"progress\\u0054oken":"esc"}}}'
+    )
+    headers = gw.headers(token, session)
+    async with http.stream("POST", gw.url, content=body, headers=headers) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        events: list[dict[str, object]] = []
+        during = None
+        async for line in r.aiter_lines():
+            if not line.startswith("data: "):
+                continue
+            events.append(json.loads(line[6:]))
+            if during is None and events[-1].get("method") == "notifications/progress":
+                during = await gw.inflight(http, token, session)
+    assert during is not None, "no progress notification"
+    assert during > before, f"progress came in one burst: {during} running"
+    methods = [e.get("method", "result") for e in events]
+    assert methods.count("notifications/progress") == 40, methods
+    assert methods[-1] == "result", methods
 
 
 async def test_resources(gw: Gateway) -> None:
@@ -260,6 +306,25 @@ async def test_unauthenticated_is_401(
         assert r.status_code == 401, (method, r.text)
         assert r.headers["www-authenticate"].startswith("Bearer")
         assert r.json()["error"]["code"] == -32001
+
+
+# RFC 6750, section 3: error-description values are %x20-21 / %x23-5B / %x5D-7E, quoted.
+_CHALLENGE = re.compile(
+    r'Bearer realm="mcp-gateway", error="invalid_token", error_description="[\x20\x21\x23-\x5b\x5d-\x7e]*"'
+)
+
+
+async def test_a_token_without_sub_gets_a_well_formed_challenge(gw: Gateway, http: httpx.AsyncClient) -> None:
+    import jwt
+
+    from conftest import SECRET
+
+    token = jwt.encode({"teams": []}, SECRET, algorithm="HS256")
+    r = await http.post(gw.url, json={"jsonrpc": "2.0", "id": 1, "method": "ping"}, headers=gw.headers(token))
+    assert r.status_code == 401, r.text
+    challenge = r.headers["www-authenticate"]
+    assert _CHALLENGE.fullmatch(challenge), challenge
+    assert "'sub'" in challenge, challenge
 
 
 async def test_sdk_client_without_token_fails(gw: Gateway) -> None:

@@ -178,3 +178,45 @@ async def test_bad_input_through_the_gateway(
         headers=gw.headers(token, session),
     )
     assert r.status_code == 200
+
+
+FORWARDED = ("mcp-session-id", "mcp-protocol-version", "accept", "last-event-id", "content-type")
+
+
+@pytest.mark.parametrize("value", [b"\xff", "2025-11-25é".encode()], ids=["latin1", "utf8"])
+@pytest.mark.parametrize("name", FORWARDED)
+async def test_a_forwarded_header_that_is_not_visible_ascii_is_400(
+    gw: Gateway, http: httpx.AsyncClient, name: str, value: bytes
+) -> None:
+    """Every mode answers it as the runtime's HTTP adapter does: 400, -32000, never a 500."""
+    token = gw.token()
+    session = await gw.initialize(http, token)
+    headers: dict[str, str | bytes] = {**gw.headers(token, session), name: value}
+    r = await http.post(gw.url, json={"jsonrpc": "2.0", "id": 1, "method": "ping"}, headers=headers)
+    assert r.status_code == 400, (name, r.text)
+    assert r.json()["error"] == {
+        "code": -32000,
+        "message": f"Bad Request: header {name} is not visible ASCII",
+    }
+    # GET and DELETE as well.
+    for method in ("GET", "DELETE"):
+        r = await http.request(method, gw.url, headers=headers)
+        assert r.status_code == 400, (method, name, r.text)
+    r = await http.post(
+        gw.url, json={"jsonrpc": "2.0", "id": 2, "method": "ping"}, headers=gw.headers(token, session)
+    )
+    assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize("server", ["%ff", "%C3%A9t%C3%A9", "a%00b"])
+async def test_an_odd_virtual_server_id_is_an_unknown_server_in_every_mode(
+    gw: Gateway, http: httpx.AsyncClient, server: str
+) -> None:
+    """Percent-decoded by the public endpoint, re-encoded for the runtime: never a 500."""
+    r = await http.post(
+        f"{gw.base}/servers/{server}/mcp",
+        json={"jsonrpc": "2.0", "id": 1, "method": "ping"},
+        headers=gw.headers(gw.token()),
+    )
+    assert r.status_code == 404, r.text
+    assert r.json()["error"]["code"] == -32001

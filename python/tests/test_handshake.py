@@ -87,7 +87,10 @@ def test_gateway_accepts_a_newer_minor(
         process = start_gateway(
             gateway_env(mode, catalog, rt), port, log=workdir / f"gateway-minor-{mode}.log"
         )
-        health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=5.0).json()
+        admin = mint_token(SECRET, "admin@example.com", is_admin=True)
+        health = httpx.get(
+            f"http://127.0.0.1:{port}/health", headers={"authorization": f"Bearer {admin}"}, timeout=5.0
+        ).json()
         assert health["runtime"]["contract_version"] == "1.9"
         assert health["status"] == "ok"
     finally:

@@ -62,6 +62,29 @@ async def test_every_method_and_virtual_servers_are_checked(gw: Gateway, http: h
             assert r.status_code == 421, (method, path, r.text)
 
 
+@pytest.mark.parametrize(
+    ("host", "origin", "status"),
+    [
+        ("evil.example.com", None, 421),
+        ("127.0.0.1", "http://evil.example.com", 403),
+        ("localhost", None, 200),
+    ],
+)
+async def test_health_is_checked_too(
+    gw: Gateway, http: httpx.AsyncClient, host: str, origin: str | None, status: int
+) -> None:
+    admin = gw.token("admin@example.com", is_admin=True, teams=None)
+    headers = {"host": host, "authorization": f"Bearer {admin}"}
+    if origin is not None:
+        headers["origin"] = origin
+    r = await http.get(f"{gw.base}/health", headers=headers)
+    assert r.status_code == status, r.text
+    if status != 200:
+        assert r.json()["error"]["code"] == -32000
+        assert "not allowed" in r.json()["error"]["message"]
+        assert "runtime" not in r.text
+
+
 def test_check_host_origin_rules() -> None:
     hosts, origins = DEFAULT_ALLOWED_HOSTS, DEFAULT_ALLOWED_ORIGINS
     assert check_host_origin(None, None, hosts, origins) == (421, "Host None is not allowed")

@@ -5,6 +5,7 @@ Each test gets its own runtime and gateway, so killing them does not disturb the
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -63,7 +64,8 @@ async def test_runtime_killed_mid_call(own_stack: tuple[Gateway, Runtime], http:
     )
     assert_unavailable(r)
     assert time.monotonic() - started < 1.0
-    health = await http.get(f"{gw.base}/health")
+    admin = gw.token("admin@example.com", is_admin=True, teams=None)
+    health = await http.get(f"{gw.base}/health", headers={"authorization": f"Bearer {admin}"})
     assert health.status_code == 503
     assert health.json()["runtime"]["reachable"] is False
 
@@ -116,10 +118,18 @@ async def test_runtime_not_running_at_start(workdir: Path, catalog: Path, http: 
             stop(process)
 
 
-async def test_client_disconnect_cancels_the_call(gw: Gateway, http: httpx.AsyncClient) -> None:
-    """A client that goes away mid-call: the upstream call is cancelled (the fixture counts sleeps)."""
+async def test_client_disconnect_cancels_the_call(
+    gw: Gateway, http: httpx.AsyncClient, workdir: Path
+) -> None:
+    """A client that goes away mid-call: the upstream call is cancelled (the fixture counts sleeps).
+
+    It is a normal event: logged at info, with no error and no traceback (in gRPC mode a unary
+    call's cancellation used to escape as an application error).
+    """
+    log = workdir / f"gateway-{gw.mode}.log"
     token = gw.token()
     session = await gw.initialize(http, token)
+    logged = log.stat().st_size
     # The fixture is shared: count relative to the sleeps other tests left running.
     before = await gw.inflight(http, token, session)
     call = {
@@ -135,6 +145,48 @@ async def test_client_disconnect_cancels_the_call(gw: Gateway, http: httpx.Async
     while (count := await gw.inflight(http, token, session)) > before and time.monotonic() < deadline:
         await anyio.sleep(0.1)
     assert count <= before
+    await anyio.sleep(0.5)
+    with log.open("rb") as f:
+        f.seek(logged)
+        text = f.read().decode(errors="replace")
+    assert "client disconnected: POST" in text, text
+    for word in ("Traceback", "CancelledError", " ERROR "):
+        assert word not in text, text
+
+
+async def test_runtime_killed_during_a_stream_ends_it_with_an_error_event(
+    own_stack: tuple[Gateway, Runtime], http: httpx.AsyncClient
+) -> None:
+    """The head was sent, so the request's answer is the stream's last event: the 502's error."""
+    gw, rt = own_stack
+    token = gw.token()
+    session = await gw.initialize(http, token)
+    call = {
+        "jsonrpc": "2.0",
+        "id": 31,
+        "method": "tools/call",
+        "params": {
+            "name": "progress",
+            "arguments": {"steps": 1000, "interval_ms": 50},
+            "_meta": {"progressToken": "killed"},
+        },
+    }
+    events: list[dict[str, object]] = []
+    with anyio.fail_after(20):
+        async with http.stream("POST", gw.url, json=call, headers=gw.headers(token, session)) as r:
+            assert r.status_code == 200
+            assert r.headers["content-type"].startswith("text/event-stream")
+            async for line in r.aiter_lines():
+                if line.startswith("data:"):
+                    events.append(json.loads(line[5:]))
+                    if len(events) == 1:
+                        rt.kill()
+    assert events[0].get("method") == "notifications/progress", events[0]
+    assert events[-1] == {
+        "jsonrpc": "2.0",
+        "id": 31,
+        "error": {"code": -32000, "message": "MCP runtime unavailable"},
+    }, events[-1]
 
 
 @pytest.mark.parametrize("mode", ["http", "grpc"])

@@ -118,6 +118,42 @@ class TestSettings:
         with pytest.raises(ConfigError):
             Settings.from_env(env)
 
+    def test_an_empty_socket_is_unset(self) -> None:
+        base = {"JWT_SECRET_KEY": KEY, "MCP_RUNTIME_CATALOG": "/c.toml"}
+        assert Settings.from_env({**base, "MCP_RUST_GRPC_UDS": "", "MCP_RUST_UDS": "/h"}).mode is Mode.HTTP
+        assert Settings.from_env({**base, "MCP_RUST_GRPC_UDS": "", "MCP_RUST_UDS": ""}).mode is Mode.PYTHON
+
+    @pytest.mark.parametrize("name", ["MCP_RUST_UDS", "MCP_RUST_GRPC_UDS"])
+    def test_an_abstract_socket_name_is_refused(self, name: str) -> None:
+        with pytest.raises(ConfigError, match=f"{name}='@rt' is an abstract socket name"):
+            Settings.from_env({"JWT_SECRET_KEY": KEY, name: "@rt"})
+
+    def test_serve_refuses_an_abstract_socket_name_at_start(self) -> None:
+        import os
+        import subprocess
+        import sys
+
+        env = {**os.environ, "JWT_SECRET_KEY": KEY, "MCP_RUST_GRPC_UDS": "@rt"}
+        out = subprocess.run(
+            [sys.executable, "-m", "mcp_gateway", "serve", "--port", "1"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert out.returncode == 2, out.stderr
+        assert "abstract socket name" in out.stderr
+
+    def test_listener_limits_defaults(self) -> None:
+        settings = Settings.from_env({"JWT_SECRET_KEY": KEY, "MCP_RUST_UDS": "/h"})
+        assert settings.max_header_bytes == 64 * 1024
+        assert settings.header_timeout_s == 10.0
+        assert settings.max_connections == 2048
+        assert settings.max_concurrent_requests == 1024
+        # Well below the runtime's default header-read timeout (30 s), which closes idle connections.
+        assert settings.runtime_keepalive_s == 5.0
+
 
 class TestCatalog:
     def test_parse(self) -> None:
@@ -293,6 +329,59 @@ def test_http_backend_errors_are_mapped_by_type() -> None:
     assert isinstance(runtime_error(httpx.ConnectError("refused")), RuntimeUnavailableError)
     assert isinstance(runtime_error(httpx.RemoteProtocolError("gone")), RuntimeUnavailableError)
     assert isinstance(runtime_error(FileNotFoundError("no socket")), RuntimeUnavailableError)
+
+
+def test_a_connection_closed_before_any_response_is_recognised() -> None:
+    """The words httpcore uses for it, produced by a real server that reads a request and closes."""
+    import socket
+    import tempfile
+    import threading
+
+    import httpx
+
+    from mcp_gateway._http_backend import closed_before_response
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = f"{tmp}/s.sock"
+        with socket.socket(socket.AF_UNIX) as server:
+            server.bind(path)
+            server.listen()
+
+            def close_after_the_request() -> None:
+                conn, _ = server.accept()
+                conn.recv(65536)
+                conn.close()
+
+            thread = threading.Thread(target=close_after_the_request, daemon=True)
+            thread.start()
+            with (
+                httpx.Client(transport=httpx.HTTPTransport(uds=path), timeout=10.0) as client,
+                pytest.raises(httpx.RemoteProtocolError) as raised,
+            ):
+                client.get("http://runtime/health")
+            thread.join(10)
+    assert closed_before_response(raised.value)
+    assert not closed_before_response(httpx.RemoteProtocolError("illegal status line"))
+    assert closed_before_response(httpx.ReadError("reset"))
+
+
+@pytest.mark.parametrize(
+    ("body", "wanted"),
+    [
+        (b'{"params":{"_meta":{"progressToken":1}}}', True),
+        (b'{"params":{"_meta":{"progress\\u0054oken":1}}}', True),
+        (b'{"params":{"_meta":{"\\u0070rogressToken":"x"}}}', True),
+        (b'{"params":{"_meta":{"other":"\\u0041"}}}', False),
+        (b'{"params":{"arguments":{"text":"a\\nb"}}}', False),
+        (b'{"params":{"_meta":{"progress\\u0054oken":1}', False),
+    ],
+)
+def test_every_spelling_of_progress_token_streams(body: bytes, wanted: bool) -> None:
+    from mcp_gateway._backend import McpRequest
+
+    request = McpRequest(method="POST", server_id=None, auth=AuthContext("a@x"), request_id="r", body=body)
+    assert request.wants_progress is wanted
+    assert request.streaming is wanted
 
 
 def test_a_long_name_is_cut_to_128_bytes_as_the_runtime_cuts_it() -> None:

@@ -12,6 +12,7 @@ Layout (one concept per module):
 
 - ``_app``: the ASGI app: routes, Host/Origin and auth checks, the relay, ``/health``;
 - ``_host_origin``: the ``Host``/``Origin`` allow-lists; ``_auth``: bearer tokens, AuthContext;
+- ``_listener``: the public listener's limits (request head size and time, open connections);
 - ``_backend``: the seam, ``Backend.handle(McpRequest) -> McpResponse`` (plus lifecycle and
   health probe), and the version handshake;
 - ``_socket_backend``: what the two socket backends share; ``_http_backend``, ``_grpc_backend``;

@@ -22,10 +22,12 @@ __all__ = ["main"]
 
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
+    from uvicorn.config import STARTUP_FAILURE
 
     from mcp_gateway._app import create_app
     from mcp_gateway._errors import ConfigError
-    from mcp_gateway._settings import Settings
+    from mcp_gateway._listener import ListenerLimits, PublicConfig
+    from mcp_gateway._settings import Mode, Settings
 
     env = dict(os.environ)
     if args.host:
@@ -40,6 +42,10 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # Public connections, plus the pool to the runtime (HTTP/JSON) or to the upstreams (Python
+    # baseline), plus files.
+    pool = 0 if settings.mode is Mode.GRPC else 1024
+    _raise_open_files_limit(settings.max_connections + pool + 256)
     options: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
@@ -47,6 +53,11 @@ def _serve(args: argparse.Namespace) -> int:
         "server_header": False,
         "access_log": args.access_log,
         "lifespan": "on",
+        "limits": ListenerLimits(
+            max_header_bytes=settings.max_header_bytes,
+            header_timeout_s=settings.header_timeout_s,
+            max_connections=settings.max_connections,
+        ),
     }
     if args.workers > 1:
         # Worker processes build their own app from the environment (uvicorn needs an import
@@ -55,13 +66,37 @@ def _serve(args: argparse.Namespace) -> int:
         os.environ.update(env)
         from uvicorn.supervisors import Multiprocess
 
-        config = uvicorn.Config(
+        config = PublicConfig(
             "mcp_gateway.__main__:app_from_env", factory=True, workers=args.workers, **options
         )
         Multiprocess(config, sockets=[_tcp_listener(config.bind_socket())]).run()
         return 0
-    uvicorn.run(create_app(settings), **options)
-    return 0
+    server = uvicorn.Server(PublicConfig(create_app(settings), **options))
+    server.run()
+    return 0 if server.started else STARTUP_FAILURE
+
+
+def _raise_open_files_limit(needed: int) -> None:
+    """Raise the soft limit of open files to ``needed`` (at most the hard limit).
+
+    The connection cap protects nothing if the process runs out of descriptors first: a
+    common soft limit is 1024, below the default cap plus the runtime pool.
+    """
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    if target < needed:
+        logging.getLogger("mcp_gateway").warning(
+            "open files limit %d is below the %d the connection limits need; lower "
+            "MCP_GATEWAY_MAX_CONNECTIONS or raise the hard limit",
+            target,
+            needed,
+        )
 
 
 def _tcp_listener(sock: socket.socket) -> socket.socket:

@@ -5,14 +5,21 @@ Routes: ``POST``/``GET``/``DELETE`` on ``/mcp`` and ``/servers/{server_id}/mcp``
 allow-lists first (421/403), then is authenticated (401), before anything reaches the runtime
 (with ``MCP_GATEWAY_AUTH_DISABLED=1`` every caller is anonymous and public-only); the request
 the runtime sees is built from a whitelist of MCP headers, so no header the client sends
-(``x-contextforge-*`` included) can reach it. The runtime's status, headers
-and body are relayed unchanged; a client disconnect cancels the runtime call.
+(``x-contextforge-*`` included) can reach it; a whitelisted header whose value is not visible
+ASCII is answered 400 (``-32000``) in every mode, as the runtime answers it. The runtime's
+status, headers and body are relayed unchanged; a client disconnect cancels the runtime call,
+and a stream the runtime breaks off ends with a JSON-RPC error event for the request. At most
+``max_concurrent_requests`` requests are in progress at once (more: 503, ``Retry-After``).
+
+``GET /health`` passes the same ``Host``/``Origin`` check; it tells anyone the status, and only
+an admin token the mode, the runtime's versions and the open session count.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -20,10 +27,11 @@ from typing import Any
 import anyio
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
+from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mcp_gateway import __version__
 from mcp_gateway._auth import anonymous_context, authenticate
@@ -36,16 +44,22 @@ from mcp_gateway._jsonrpc import (
     INVALID_REQUEST,
     REQUEST_TIMEOUT,
     RUNTIME_UNAVAILABLE,
+    SERVER_BUSY,
     UNAUTHORIZED,
     error_body,
+    request_id_of,
 )
 from mcp_gateway._settings import Mode, Settings
+from mcp_gateway._sse import encode_event
 
 __all__ = ["create_app", "make_backend"]
 
 logger = logging.getLogger("mcp_gateway")
 
 _JSON = ("content-type", "application/json")
+
+FORWARDED_HEADERS = ("mcp-session-id", "mcp-protocol-version", "accept", "last-event-id", "content-type")
+"""The client's headers the runtime gets (each checked to be visible ASCII first)."""
 
 _AUTH_DISABLED_WARNING = (
     "authentication is DISABLED (MCP_GATEWAY_AUTH_DISABLED=1): every caller is anonymous and "
@@ -75,7 +89,10 @@ def make_backend(settings: Settings) -> Backend:
 
         assert settings.http_uds is not None
         return HttpUdsBackend(
-            settings.http_uds, settings.request_timeout_s, settings.runtime_max_message_bytes
+            settings.http_uds,
+            settings.request_timeout_s,
+            settings.runtime_max_message_bytes,
+            keepalive_s=settings.runtime_keepalive_s,
         )
     from mcp_gateway._baseline import PythonBaseline
 
@@ -87,10 +104,49 @@ def make_backend(settings: Settings) -> Backend:
     )
 
 
+def _is_admin(authorization: str | None, secret: str) -> bool:
+    """Whether ``authorization`` carries a valid bearer token of an admin."""
+    if not authorization:
+        return False
+    try:
+        return authenticate(authorization, secret).is_admin
+    except AuthError:
+        return False
+
+
 def _error_response(
     status: int, code: int, message: str, extra: list[tuple[str, str]] | None = None
 ) -> McpResponse:
     return McpResponse(status=status, headers=[_JSON, *(extra or [])], body=error_body(code, message))
+
+
+def _failure(e: GatewayError) -> tuple[int, int, str]:
+    """The gateway's answer to a backend failure: HTTP status, JSON-RPC code, message."""
+    if isinstance(e, RuntimeUnavailableError):
+        return 502, RUNTIME_UNAVAILABLE, "MCP runtime unavailable"
+    if isinstance(e, RuntimeTimeoutError):
+        return 504, REQUEST_TIMEOUT, "MCP runtime timed out"
+    return 500, INTERNAL_ERROR, "Internal error"
+
+
+_VISIBLE_ASCII = re.compile(r"[\t\x20-\x7e]*")
+"""A header value (decoded as latin-1) the runtime's HTTP adapter reads: tab or 0x20-0x7E (the
+rule of ``http::HeaderValue::to_str``)."""
+
+
+def _description(text: str) -> str:
+    r"""``text`` as an RFC 6750 ``error_description``: only %x20-21 / %x23-5B / %x5D-7E.
+
+    RFC 6750 (section 3) excludes ``"`` and ``\`` from the value altogether (not even as a
+    quoted-pair): double quotes become single quotes, anything else outside the set a space.
+    """
+    text = text.replace('"', "'")
+    return "".join(c if " " <= c <= "~" and c != "\\" else " " for c in text)
+
+
+def _sse_boundary(tail: bytes) -> bool:
+    """Whether relayed SSE bytes ending in ``tail`` end at an event boundary (a blank line)."""
+    return tail == b"" or tail.endswith((b"\n\n", b"\r\r", b"\r\n\r\n"))
 
 
 async def _send_response_start(send: Send, response: McpResponse, *, length: int | None) -> None:
@@ -105,12 +161,26 @@ async def _send_whole(send: Send, response: McpResponse) -> None:
     await send({"type": "http.response.body", "body": response.body, "more_body": False})
 
 
-async def _watch_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
-    """Cancel ``scope`` when the client goes away (the body was already read)."""
+class _Exchange:
+    """One relayed request's state shared with its disconnect watcher."""
+
+    def __init__(self) -> None:
+        self.finished = False
+        self.client_left = False
+
+
+async def _watch_disconnect(receive: Receive, scope: anyio.CancelScope, exchange: _Exchange) -> None:
+    """Cancel ``scope`` when the client goes away before the answer was sent (body already read).
+
+    uvicorn also reports a disconnect once the response is complete: that is not the client
+    leaving.
+    """
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            scope.cancel()
+            if not exchange.finished:
+                exchange.client_left = True
+                scope.cancel()
             return
 
 
@@ -122,11 +192,19 @@ class _ClientGone(Exception):
     pass
 
 
-async def _read_body(receive: Receive, limit: int) -> bytes:
+async def _read_body(receive: Receive, limit: int, stall_s: float) -> bytes:
+    """The whole body; ``TimeoutError`` when no part of it arrives for ``stall_s`` seconds.
+
+    Raises:
+        _BodyTooLarge: Past ``limit`` bytes.
+        _ClientGone: The client disconnected.
+        TimeoutError: The body stalled (a client holding a connection and a request slot).
+    """
     chunks: list[bytes] = []
     size = 0
     while True:
-        message = await receive()
+        with anyio.fail_after(stall_s):
+            message = await receive()
         if message["type"] == "http.disconnect":
             raise _ClientGone
         chunk = message.get("body", b"")
@@ -181,7 +259,7 @@ class McpEndpoint:
         except AuthError as e:
             challenge = 'Bearer realm="mcp-gateway"'
             if headers.get("authorization"):
-                challenge += f', error="invalid_token", error_description="{e}"'.replace("\n", " ")
+                challenge += f', error="invalid_token", error_description="{_description(str(e))}"'
             logger.info("401 %s %s: %s", method, scope["path"], e)
             await _send_whole(
                 send,
@@ -191,7 +269,15 @@ class McpEndpoint:
         body = b""
         if method == "POST":
             try:
-                body = await _read_body(receive, self._settings.max_body_bytes)
+                body = await _read_body(
+                    receive, self._settings.max_body_bytes, self._settings.header_timeout_s
+                )
+            except TimeoutError:
+                stall = self._settings.header_timeout_s
+                message = f"Request body stalled for {stall:g} s"
+                close = [("connection", "close")]
+                await _send_whole(send, _error_response(408, REQUEST_TIMEOUT, message, close))
+                return
             except _BodyTooLarge:
                 limit = self._settings.max_body_bytes
                 message = f"Request body exceeds the limit of {limit} bytes"
@@ -199,6 +285,17 @@ class McpEndpoint:
                 return
             except _ClientGone:
                 return
+        values: dict[str, str] = {}
+        for name in FORWARDED_HEADERS:
+            value = headers.get(name)
+            if value is None:
+                continue
+            if not _VISIBLE_ASCII.fullmatch(value):
+                # As the runtime's HTTP adapter answers it; never read as absent.
+                message = f"Bad Request: header {name} is not visible ASCII"
+                await _send_whole(send, _error_response(400, BAD_REQUEST, message))
+                return
+            values[name] = value
         server_id = scope.get("path_params", {}).get("server_id")
         request = McpRequest(
             method=method,
@@ -206,48 +303,109 @@ class McpEndpoint:
             auth=auth,
             request_id=trace_id,
             body=body,
-            session_id=headers.get("mcp-session-id"),
-            protocol_version=headers.get("mcp-protocol-version"),
-            accept=headers.get("accept"),
-            last_event_id=headers.get("last-event-id"),
-            content_type=headers.get("content-type"),
+            session_id=values.get("mcp-session-id"),
+            protocol_version=values.get("mcp-protocol-version"),
+            accept=values.get("accept"),
+            last_event_id=values.get("last-event-id"),
+            content_type=values.get("content-type"),
         )
         await self._relay(request, receive, send)
 
     async def _relay(self, request: McpRequest, receive: Receive, send: Send) -> None:
         response: McpResponse | None = None
+        exchange = _Exchange()
         async with anyio.create_task_group() as tg:
-            tg.start_soon(_watch_disconnect, receive, tg.cancel_scope)
+            tg.start_soon(_watch_disconnect, receive, tg.cancel_scope, exchange)
             try:
                 response = await self._call(request)
                 if response.stream is None:
                     await _send_whole(send, response)
                 else:
                     await _send_response_start(send, response, length=None)
-                    try:
-                        async for chunk in response.stream:
-                            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                    except GatewayError as e:
-                        logger.warning("stream %s ended early: %s", request.request_id, e)
-                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+                    await self._relay_stream(request, response, response.stream, send)
             finally:
+                exchange.finished = True
                 if response is not None:
                     with anyio.CancelScope(shield=True):
                         await response.aclose()
                 tg.cancel_scope.cancel()
+        if exchange.client_left:
+            # A normal event (an SSE stream ends this way): not an error.
+            logger.info("client disconnected: %s %s cancelled", request.method, request.request_id)
+
+    async def _relay_stream(
+        self, request: McpRequest, response: McpResponse, stream: AsyncIterator[bytes], send: Send
+    ) -> None:
+        """Relay the chunks; a stream the backend breaks off ends with a JSON-RPC error event.
+
+        The head was sent, so the status cannot change: as the runtime does for a stream that
+        fails after its head (``docs/http-boundary.md``, Streaming), the request gets its answer
+        as the last SSE event, the error the gateway would have answered without a stream (a
+        runtime gone mid-stream: ``-32000`` "MCP runtime unavailable"). A GET stream and a
+        notification have no request to answer; they just end.
+        """
+        tail = b""
+        try:
+            async for chunk in stream:
+                tail = (tail + chunk)[-4:]
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except GatewayError as e:
+            logger.warning("stream %s ended early: %s", request.request_id, e)
+            request_id = request_id_of(request.body) if request.method == "POST" else None
+            sse = (response.header("content-type") or "").startswith("text/event-stream")
+            if request_id is not None and sse:
+                _, code, message = _failure(e)
+                event = encode_event(error_body(code, message, request_id).decode(), "message")
+                closing = b"" if _sse_boundary(tail) else b"\n\n"
+                await send({"type": "http.response.body", "body": closing + event, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _call(self, request: McpRequest) -> McpResponse:
         try:
             return await self._backend.handle(request)
-        except RuntimeUnavailableError as e:
-            logger.warning("502 %s %s: %s", request.method, request.request_id, e)
-            return _error_response(502, RUNTIME_UNAVAILABLE, "MCP runtime unavailable")
-        except RuntimeTimeoutError as e:
-            logger.warning("504 %s %s: %s", request.method, request.request_id, e)
-            return _error_response(504, REQUEST_TIMEOUT, "MCP runtime timed out")
         except GatewayError as e:
-            logger.error("500 %s %s: %s", request.method, request.request_id, e)
-            return _error_response(500, INTERNAL_ERROR, "Internal error")
+            status, code, message = _failure(e)
+            log = logger.error if status == 500 else logger.warning
+            log("%d %s %s: %s", status, request.method, request.request_id, e)
+            return _error_response(status, code, message)
+
+
+class ConcurrencyLimit:
+    """ASGI middleware: at most ``limit`` HTTP requests in progress; more get 503 at once.
+
+    A request is in progress from its head to the end of its response (an open SSE stream
+    counts). Past the limit the answer is 503 with ``Retry-After: 1`` and a JSON-RPC
+    ``-32000`` error, before the request is read: the gateway sheds load instead of queueing it
+    behind the runtime pool until the request timeout. Open connections are the listener's
+    business (``_listener``); uvicorn's ``limit_concurrency`` is not used because it counts
+    idle connections too.
+
+    Args:
+        app: The wrapped ASGI app.
+        limit: Requests in progress at once.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self._app = app
+        self._limit = limit
+        self._in_progress = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Count the request, or refuse it past the limit."""
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        if self._in_progress >= self._limit:
+            logger.warning("503 %s %s: %d requests in progress", scope["method"], scope["path"], self._limit)
+            busy = _error_response(503, SERVER_BUSY, "Server busy: too many requests in progress")
+            busy.headers.append(("retry-after", "1"))
+            await _send_whole(send, busy)
+            return
+        self._in_progress += 1
+        try:
+            await self._app(scope, receive, send)
+        finally:
+            self._in_progress -= 1
 
 
 def create_app(settings: Settings | None = None, backend: Backend | None = None) -> Starlette:
@@ -268,25 +426,39 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     backend = backend or make_backend(settings)
     endpoint = McpEndpoint(settings, backend)
 
-    async def health(_request: Request) -> JSONResponse:
+    async def health(request: Request) -> Response:
+        rejected = check_host_origin(
+            request.headers.get("host"),
+            request.headers.get("origin"),
+            settings.allowed_hosts,
+            settings.allowed_origins,
+        )
+        if rejected is not None:
+            logger.info("%d GET /health: %s", rejected[0], rejected[1])
+            body = error_body(BAD_REQUEST, f"Forbidden: {rejected[1]}")
+            return Response(body, status_code=rejected[0], media_type="application/json")
         runtime = await backend.health()
-        payload: dict[str, Any] = {
-            "status": "ok" if runtime.reachable and runtime.status == "serving" else "degraded",
-            "mode": settings.mode.value,
-            "gateway_version": __version__,
-            **({"auth": "disabled", "warning": _AUTH_DISABLED_WARNING} if settings.auth_disabled else {}),
-            "runtime": {
-                "reachable": runtime.reachable,
-                "status": runtime.status,
-                "runtime_version": runtime.runtime_version,
-                "contract_version": runtime.contract_version,
-                "features": list(runtime.features),
-                "open_sessions": runtime.open_sessions,
-            },
-        }
-        if runtime.detail:
-            payload["runtime"]["detail"] = runtime.detail
-        return JSONResponse(payload, status_code=200 if payload["status"] == "ok" else 503)
+        ok = runtime.reachable and runtime.status == "serving"
+        payload: dict[str, Any] = {"status": "ok" if ok else "degraded"}
+        if settings.auth_disabled:
+            payload.update({"auth": "disabled", "warning": _AUTH_DISABLED_WARNING})
+        elif _is_admin(request.headers.get("authorization"), settings.jwt_secret):
+            payload.update(
+                {
+                    "mode": settings.mode.value,
+                    "gateway_version": __version__,
+                    "runtime": {
+                        "reachable": runtime.reachable,
+                        "status": runtime.status,
+                        "runtime_version": runtime.runtime_version,
+                        "contract_version": runtime.contract_version,
+                        "features": list(runtime.features),
+                        "open_sessions": runtime.open_sessions,
+                        **({"detail": runtime.detail} if runtime.detail else {}),
+                    },
+                }
+            )
+        return JSONResponse(payload, status_code=200 if ok else 503)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -313,4 +485,8 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
         Route("/mcp", endpoint),
         Route("/servers/{server_id}/mcp", endpoint),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        middleware=[Middleware(ConcurrencyLimit, limit=settings.max_concurrent_requests)],
+    )

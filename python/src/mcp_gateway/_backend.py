@@ -16,6 +16,7 @@ own lower-level exceptions into :class:`~mcp_gateway.RuntimeUnavailableError` or
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -70,8 +71,16 @@ class McpRequest:
 
     @property
     def wants_progress(self) -> bool:
-        """Whether the body asks for progress notifications (a cheap bytes check, no parse)."""
-        return b'"progressToken"' in self.body
+        r"""Whether the body asks for progress notifications.
+
+        A bytes check first (no parse): the key spelled plainly. JSON may spell it with
+        ``\u`` escapes (``"progress\u0054oken"``), which the runtime decodes as the same key;
+        only then, when the body holds a ``\u``, is it parsed to look at
+        ``params._meta.progressToken``. Other escapes cannot spell a letter of the key.
+        """
+        if b'"progressToken"' in self.body:
+            return True
+        return b"\\u" in self.body and _has_progress_token(self.body)
 
     @property
     def streaming(self) -> bool:
@@ -82,6 +91,17 @@ class McpRequest:
         ``InvokeStream`` calls.
         """
         return self.method == "GET" or self.wants_progress
+
+
+def _has_progress_token(body: bytes) -> bool:
+    """Whether ``body`` parses to a message with ``params._meta.progressToken``."""
+    try:
+        message = json.loads(body)
+    except (ValueError, RecursionError):
+        return False
+    params = message.get("params") if isinstance(message, dict) else None
+    meta = params.get("_meta") if isinstance(params, dict) else None
+    return isinstance(meta, dict) and "progressToken" in meta
 
 
 @dataclass(slots=True)

@@ -1,20 +1,23 @@
 """gRPC over a Unix socket: the typed boundary of ``proto/mcp/runtime/v1/runtime.proto``.
 
 One ``grpc.aio`` channel per process, created in the app lifespan (inside the running loop) and
-closed on shutdown. POSTs go to ``Invoke`` unless their body carries a ``progressToken`` (then
-``InvokeStream``, relayed event by event); GETs go to ``InvokeStream``; DELETEs to
-``CloseSession``. MCP-level outcomes arrive inside OK responses and are relayed exactly; non-OK
-gRPC status codes are contract and transport faults, classified in one place, :func:`fault_of`.
+closed on shutdown. POSTs go to ``Invoke`` unless their body carries a ``progressToken``, however
+spelled (``McpRequest.wants_progress``; then ``InvokeStream``, relayed event by event); GETs go
+to ``InvokeStream``; DELETEs to ``CloseSession``. MCP-level outcomes arrive inside OK responses
+and are relayed exactly; non-OK gRPC status codes are contract and transport faults, classified
+in one place, :func:`fault_of`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import enum
 import logging
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, TypeVar
 
+import anyio.lowlevel
 import grpc
 import grpc.aio
 
@@ -76,6 +79,25 @@ def channel_options(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> tuple
 
 CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = channel_options()
 """The channel options for the runtime's default limit (65 MiB messages)."""
+
+_T = TypeVar("_T")
+
+
+async def _unary(call: Awaitable[_T]) -> _T:
+    """Await a unary call; a cancellation leaves as the cancel scope's own.
+
+    When the task awaiting a unary call is cancelled (the client went away), grpc.aio cancels
+    the RPC and raises a ``CancelledError`` of its own, not the one it was sent. anyio does not
+    recognise that one as its cancel scope's, so it would escape the scope and reach uvicorn as
+    an application error (logged as ERROR with a traceback). One checkpoint lets the scope
+    deliver its own cancellation; a cancellation that is not a scope's is re-raised as is.
+    """
+    try:
+        return await call
+    except asyncio.CancelledError:
+        await anyio.lowlevel.checkpoint()
+        raise
+
 
 _METHODS = {"POST": pb.HTTP_METHOD_POST, "GET": pb.HTTP_METHOD_GET, "DELETE": pb.HTTP_METHOD_DELETE}
 
@@ -230,7 +252,7 @@ class GrpcUdsBackend(SocketBackend):
         """``HealthCheck`` within 5 s (or the request timeout when shorter)."""
         stub = self._require_stub()
         try:
-            reply = await stub.HealthCheck(pb.HealthCheckRequest(), timeout=min(self._timeout_s, 5.0))
+            reply = await _unary(stub.HealthCheck(pb.HealthCheckRequest(), timeout=min(self._timeout_s, 5.0)))
         except grpc.aio.AioRpcError as e:
             return RuntimeHealth(
                 reachable=False, status="unavailable", detail=f"{e.code().name}: {e.details()}"
@@ -256,13 +278,15 @@ class GrpcUdsBackend(SocketBackend):
         envelope = _envelope(request)
         try:
             if request.method == "DELETE":
-                closed = await stub.CloseSession(
-                    pb.CloseSessionRequest(envelope=envelope), timeout=self._timeout_s
+                closed = await _unary(
+                    stub.CloseSession(pb.CloseSessionRequest(envelope=envelope), timeout=self._timeout_s)
                 )
                 status, headers = _head(closed.head)
                 return McpResponse(status=status, headers=headers, body=closed.body)
             if not request.streaming:
-                reply = await stub.Invoke(pb.InvokeRequest(envelope=envelope), timeout=self._timeout_s)
+                reply = await _unary(
+                    stub.Invoke(pb.InvokeRequest(envelope=envelope), timeout=self._timeout_s)
+                )
                 status, headers = _head(reply.head)
                 return McpResponse(status=status, headers=headers, body=reply.body)
             # Streaming calls have no deadline (as the httpx path has no read timeout on them):

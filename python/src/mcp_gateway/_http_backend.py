@@ -8,12 +8,29 @@ plus 1 MiB (the runtime never sends more when its limit is the gateway's
 ``MCP_RUNTIME_MAX_MESSAGE_BYTES``); past it the client gets the runtime's error for a result
 over the limit, as the gRPC channel's receive limit gives in gRPC mode. httpx's exceptions are
 mapped in one place, :func:`runtime_error`.
+
+Keep-alive: the runtime closes a keep-alive connection that stays silent for its
+``--header-read-timeout-ms`` (30 s by default). The pool drops idle connections after
+``MCP_GATEWAY_RUNTIME_KEEPALIVE_S`` (5 s by default), well before that, so a request is not
+sent on a connection the runtime is closing. Should it happen anyway (a runtime configured
+with a shorter timeout, a runtime draining), the request is sent once more on a new connection,
+but only when it cannot have been processed (:func:`closed_before_response`): it went out on a
+reused keep-alive connection and the runtime closed that connection without a byte of a
+response. Both forms of the race are seen (``tests/test_keepalive.py``): the runtime closed
+first and the request's write failed, or the request reached the socket just as the runtime
+closed it unread (then the read is reset). A server closing an idle connection has not read the
+request; a runtime that read it and died before answering leaves no process to retry against
+(the retry is refused: 502).
+A fresh connection closed without an answer (the runtime refusing a connection past its
+``--max-connections``) is not retried.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator
+from typing import Any
 from urllib.parse import quote
 
 import anyio
@@ -23,16 +40,58 @@ from mcp_gateway._backend import McpRequest, McpResponse, RuntimeHealth
 from mcp_gateway._errors import GatewayError, RuntimeTimeoutError, RuntimeUnavailableError
 from mcp_gateway._socket_backend import DEFAULT_MAX_MESSAGE_BYTES, SocketBackend
 
-__all__ = ["HOP_BY_HOP", "HttpUdsBackend", "runtime_error"]
+__all__ = ["DEFAULT_KEEPALIVE_S", "HOP_BY_HOP", "HttpUdsBackend", "closed_before_response", "runtime_error"]
+
+logger = logging.getLogger(__name__)
 
 # Headers that describe one hop, not the message: never relayed.
 HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "transfer-encoding", "content-length", "date", "server", "upgrade", "te"}
 )
 
-# Open SSE streams each hold a connection, so the pool must be large; idle keep-alive
-# connections are what make the unary path cheap.
-_LIMITS = httpx.Limits(max_connections=1024, max_keepalive_connections=128, keepalive_expiry=30.0)
+DEFAULT_KEEPALIVE_S = 5.0
+"""How long an idle pooled connection is kept, in seconds: well below the runtime's 30 s."""
+
+
+def _limits(keepalive_s: float) -> httpx.Limits:
+    # Open SSE streams each hold a connection, so the pool must be large; idle keep-alive
+    # connections are what make the unary path cheap.
+    return httpx.Limits(max_connections=1024, max_keepalive_connections=128, keepalive_expiry=keepalive_s)
+
+
+def closed_before_response(error: httpx.HTTPError) -> bool:
+    """Whether ``error`` says the runtime closed the connection before a byte of a response.
+
+    httpcore reports a connection closed before any response as a ``RemoteProtocolError``
+    that differs from a malformed response only in its words ("Server disconnected without
+    sending a response."); ``test_units`` pins them against a real socket. A reset connection
+    (``ReadError``) is the other form of the same close.
+    """
+    if isinstance(error, httpx.ReadError):
+        return True
+    return isinstance(error, httpx.RemoteProtocolError) and str(error).startswith(
+        "Server disconnected without sending a response"
+    )
+
+
+class _Attempt:
+    """What httpcore's ``trace`` extension tells about one attempt at sending a request."""
+
+    def __init__(self) -> None:
+        self.new_connection = False
+        self.awaiting_head = False
+
+    async def __call__(self, event: str, info: dict[str, Any]) -> None:
+        if event.startswith("connection.connect_"):
+            self.new_connection = True
+        elif event == "http11.receive_response_headers.started":
+            self.awaiting_head = True
+        elif event == "http11.receive_response_headers.complete":
+            self.awaiting_head = False
+
+    def unsent(self, error: httpx.HTTPError) -> bool:
+        """Whether the request cannot have been processed: see the module docstring."""
+        return not self.new_connection and self.awaiting_head and closed_before_response(error)
 
 
 def runtime_error(error: httpx.HTTPError | OSError) -> GatewayError:
@@ -59,18 +118,25 @@ class HttpUdsBackend(SocketBackend):
         request_timeout_s: Deadline of a non-streaming call, in seconds.
         max_message_bytes: The runtime's message limit, in bytes; JSON bodies are read up to it
             plus 1 MiB.
+        keepalive_s: How long an idle pooled connection is kept, in seconds (keep it well below
+            the runtime's ``--header-read-timeout-ms``).
     """
 
     def __init__(
-        self, uds_path: str, request_timeout_s: float, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+        self,
+        uds_path: str,
+        request_timeout_s: float,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        keepalive_s: float = DEFAULT_KEEPALIVE_S,
     ) -> None:
         super().__init__(f"HTTP/JSON socket {uds_path}", request_timeout_s, max_message_bytes)
         self._uds_path = uds_path
+        self._keepalive_s = keepalive_s
         self._client: httpx.AsyncClient | None = None
 
     async def _open(self) -> None:
         # httpx ignores the client's ``limits=`` when a transport is given: set them here.
-        transport = httpx.AsyncHTTPTransport(uds=self._uds_path, limits=_LIMITS, retries=0)
+        transport = httpx.AsyncHTTPTransport(uds=self._uds_path, limits=_limits(self._keepalive_s), retries=0)
         self._client = httpx.AsyncClient(
             transport=transport, base_url="http://runtime", timeout=httpx.Timeout(self._timeout_s)
         )
@@ -104,7 +170,7 @@ class HttpUdsBackend(SocketBackend):
             open_sessions=data.get("open_sessions"),
         )
 
-    def _build(self, request: McpRequest) -> httpx.Request:
+    def _build(self, request: McpRequest, attempt: _Attempt) -> httpx.Request:
         headers = {
             "x-contextforge-auth-context": request.auth.to_header_value(),
             "x-request-id": request.request_id,
@@ -126,11 +192,35 @@ class HttpUdsBackend(SocketBackend):
         # tool call. Other calls keep the request timeout on every read.
         timeout = httpx.Timeout(self._timeout_s, read=None) if request.streaming else None
         client = self._require_client()
+        extensions = {"trace": attempt}
         if timeout is None:
-            return client.build_request(request.method, path, headers=headers, content=request.body)
+            return client.build_request(
+                request.method, path, headers=headers, content=request.body, extensions=extensions
+            )
         return client.build_request(
-            request.method, path, headers=headers, content=request.body, timeout=timeout
+            request.method,
+            path,
+            headers=headers,
+            content=request.body,
+            timeout=timeout,
+            extensions=extensions,
         )
+
+    async def _send(self, request: McpRequest) -> httpx.Response:
+        """Send the request; once more on a new connection if it cannot have been processed."""
+        client = self._require_client()
+        attempt = _Attempt()
+        try:
+            return await client.send(self._build(request, attempt), stream=True)
+        except httpx.HTTPError as e:
+            if not attempt.unsent(e):
+                raise
+            logger.info(
+                "runtime closed a reused connection before answering: sending again (%s: %s)",
+                type(e).__name__,
+                e,
+            )
+        return await client.send(self._build(request, _Attempt()), stream=True)
 
     async def _forward(self, request: McpRequest) -> McpResponse:
         """Forward the request; read a JSON body whole, stream an SSE body.
@@ -139,12 +229,10 @@ class HttpUdsBackend(SocketBackend):
             RuntimeUnavailableError: Connection refused, socket missing, connection dropped.
             RuntimeTimeoutError: No response head (or JSON body) within the request timeout.
         """
-        client = self._require_client()
-        http_request = self._build(request)
         response: httpx.Response | None = None
         try:
             with anyio.fail_after(None if request.streaming else self._timeout_s):
-                response = await client.send(http_request, stream=True)
+                response = await self._send(request)
                 headers = [
                     (k.decode("latin-1").lower(), v.decode("latin-1"))
                     for k, v in response.headers.raw

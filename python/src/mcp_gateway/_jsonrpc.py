@@ -30,6 +30,7 @@ __all__ = [
     "REQUEST_TIMEOUT",
     "RESOURCE_NOT_FOUND",
     "RUNTIME_UNAVAILABLE",
+    "SERVER_BUSY",
     "SHOWN_NAME_BYTES",
     "UNAUTHORIZED",
     "FramingError",
@@ -44,7 +45,8 @@ __all__ = [
 PARSE_ERROR = -32700
 """JSON-RPC 2.0: the body is not UTF-8 or not JSON."""
 INVALID_REQUEST = -32600
-"""JSON-RPC 2.0: not one valid JSON-RPC message (batches included); also a body over a limit."""
+"""JSON-RPC 2.0: not one valid JSON-RPC message (batches included); also a body or a request
+head over a limit (413, 431)."""
 METHOD_NOT_FOUND = -32601
 """JSON-RPC 2.0: the method does not exist."""
 INVALID_PARAMS = -32602
@@ -55,17 +57,21 @@ RESOURCE_NOT_FOUND = -32002
 """MCP: the resource does not exist or is not visible."""
 
 BAD_REQUEST = -32000
-"""``-32000`` as a refused request: missing ``Mcp-Session-Id``, unsupported protocol version
-(400), ``Host`` or ``Origin`` not allowed (421, 403)."""
+"""``-32000`` as a refused request: missing ``Mcp-Session-Id``, unsupported protocol version, a
+forwarded header that is not visible ASCII (400), ``Host`` or ``Origin`` not allowed (421, 403)."""
 RUNTIME_UNAVAILABLE = -32000
 """``-32000`` as the gateway's answer when the runtime cannot be reached (502)."""
+SERVER_BUSY = -32000
+"""``-32000`` as the gateway's answer past its limit of open connections or of requests in
+progress (503, with ``Retry-After``)."""
 NOT_FOUND = -32001
 """``-32001`` as not found: an unknown, ended or foreign session, an unknown virtual server (404)."""
 UNAUTHORIZED = -32001
 """``-32001`` as the gateway's answer to a missing or bad bearer token (401)."""
 REQUEST_TIMEOUT = -32001
 """``-32001`` as a timeout (the MCP SDKs' ``RequestTimeout``): an upstream call over the
-upstream timeout (200), the runtime not answering within the request timeout (504)."""
+upstream timeout (200), the runtime not answering within the request timeout (504), a request
+body that stalls for the head timeout (408)."""
 
 SHOWN_NAME_BYTES = 128
 """Longest caller-supplied name echoed in an error message, in UTF-8 bytes (the runtime's

@@ -17,6 +17,11 @@ variable                           default                    meaning
 ``MCP_GATEWAY_MAX_BODY_BYTES``     ``67108864`` (64 MiB)      largest request body accepted (bytes)
 ``MCP_RUNTIME_MAX_MESSAGE_BYTES``  ``67108864`` (64 MiB)      the runtime's message limit (below)
 ``MCP_RUNTIME_UPSTREAM_TIMEOUT_MS``  ``60000``                baseline: the runtime's upstream timeout
+``MCP_GATEWAY_RUNTIME_KEEPALIVE_S``  ``5``                    idle expiry of pooled runtime connections
+``MCP_GATEWAY_MAX_HEADER_BYTES``   ``65536`` (64 KiB)         largest request head (431 above)
+``MCP_GATEWAY_HEADER_TIMEOUT_S``   ``10``                     time for a request head (else closed)
+``MCP_GATEWAY_MAX_CONNECTIONS``    ``2048``                   open connections per worker process
+``MCP_GATEWAY_MAX_CONCURRENT_REQUESTS``  ``1024``             requests in progress per worker (503)
 =================================  =========================  =====================================
 
 ``JWT_SECRET_KEY`` is optional only when ``MCP_GATEWAY_AUTH_DISABLED=1``.
@@ -33,6 +38,24 @@ The two ``MCP_RUNTIME_*`` names are the runtime's own (``mcp-runtime --help``): 
 baseline reads them so it applies the same limits as the runtime it stands in for. The socket
 modes read ``MCP_RUNTIME_MAX_MESSAGE_BYTES`` too: a whole runtime response is read up to it plus
 1 MiB (the gRPC channel's message size limits), so keep it equal to the runtime's.
+
+An empty ``MCP_RUST_GRPC_UDS`` or ``MCP_RUST_UDS`` means unset (as for the runtime). A value
+starting with ``@`` (a Linux abstract socket name) is refused at start: the gateway and the
+runtime take socket paths only.
+
+The public listener's limits (``_listener``): a request head (request line and headers) over
+``MCP_GATEWAY_MAX_HEADER_BYTES`` is answered 431 and the connection closed; a connection must
+complete each request head within ``MCP_GATEWAY_HEADER_TIMEOUT_S`` of opening (or of the end of
+its previous response), else it is closed, and a request body that stalls as long gets 408; at
+most ``MCP_GATEWAY_MAX_CONNECTIONS`` connections are open at once (a new one past the cap closes
+the connection that has waited longest for a request head, or is answered 503 when every
+connection is busy); at most ``MCP_GATEWAY_MAX_CONCURRENT_REQUESTS`` requests are in progress at
+once (open SSE streams included), more are answered 503 with ``Retry-After``.
+
+``MCP_GATEWAY_RUNTIME_KEEPALIVE_S`` (HTTP/JSON mode) is how long an idle pooled connection to the
+runtime is kept. Keep it well below the runtime's ``--header-read-timeout-ms`` (30 s), which
+closes idle keep-alive connections: a client that keeps a connection as long as the server does
+sends some requests on connections the server is closing.
 """
 
 from __future__ import annotations
@@ -93,6 +116,15 @@ class Settings:
         allowed_hosts: ``Host`` values accepted (``name`` any port, ``name:port``, ``*``).
         allowed_origins: ``Origin`` values accepted (``scheme://host`` any port,
             ``scheme://host:port``, ``*``); requests without ``Origin`` pass.
+        runtime_keepalive_s: HTTP/JSON mode: how long an idle pooled connection to the runtime
+            is kept, in seconds; well below the runtime's header-read timeout (30 s).
+        max_header_bytes: Largest request head (request line and headers) on the public
+            port, in bytes (larger: 431, connection closed).
+        header_timeout_s: How long a connection may take to send a complete request head, from
+            its opening or the end of its previous response, in seconds (then it is closed);
+            also how long a request body may stall (then 408).
+        max_connections: Open connections on the public port, per worker process.
+        max_concurrent_requests: Requests in progress at once, per worker process (more: 503).
     """
 
     jwt_secret: str
@@ -108,6 +140,11 @@ class Settings:
     auth_disabled: bool = False
     allowed_hosts: tuple[str, ...] = DEFAULT_ALLOWED_HOSTS
     allowed_origins: tuple[str, ...] = DEFAULT_ALLOWED_ORIGINS
+    runtime_keepalive_s: float = 5.0
+    max_header_bytes: int = 64 * 1024
+    header_timeout_s: float = 10.0
+    max_connections: int = 2048
+    max_concurrent_requests: int = 1024
 
     @property
     def mode(self) -> Mode:
@@ -124,8 +161,9 @@ class Settings:
 
         Raises:
             ConfigError: ``JWT_SECRET_KEY`` is missing (and auth is not disabled),
-                ``MCP_GATEWAY_AUTH_DISABLED`` is not ``0``/``1``, a number does not parse, or
-                the Python baseline is selected without ``MCP_RUNTIME_CATALOG``.
+                ``MCP_GATEWAY_AUTH_DISABLED`` is not ``0``/``1``, a number does not parse, a
+                socket is an abstract name (``@...``), or the Python baseline is selected
+                without ``MCP_RUNTIME_CATALOG``.
         """
         env = os.environ if env is None else env
         auth_flag = env.get("MCP_GATEWAY_AUTH_DISABLED", "").strip().lower()
@@ -153,11 +191,20 @@ class Settings:
                 raise ConfigError(f"{name} must be positive")
             return value
 
+        def socket_path(name: str) -> str | None:
+            value = env.get(name) or None
+            if value is not None and value.startswith("@"):
+                raise ConfigError(
+                    f"{name}={value!r} is an abstract socket name, which the gateway and the "
+                    f"runtime do not support: give the path of the runtime's socket file"
+                )
+            return value
+
         catalog = env.get("MCP_RUNTIME_CATALOG") or None
         settings = cls(
             jwt_secret=secret,
-            http_uds=env.get("MCP_RUST_UDS") or None,
-            grpc_uds=env.get("MCP_RUST_GRPC_UDS") or None,
+            http_uds=socket_path("MCP_RUST_UDS"),
+            grpc_uds=socket_path("MCP_RUST_GRPC_UDS"),
             catalog=Path(catalog) if catalog else None,
             host=env.get("MCP_GATEWAY_HOST") or "127.0.0.1",
             port=int(number("MCP_GATEWAY_PORT", 4444)),
@@ -168,6 +215,11 @@ class Settings:
             auth_disabled=auth_disabled,
             allowed_hosts=names("MCP_GATEWAY_ALLOWED_HOSTS", DEFAULT_ALLOWED_HOSTS),
             allowed_origins=names("MCP_GATEWAY_ALLOWED_ORIGINS", DEFAULT_ALLOWED_ORIGINS),
+            runtime_keepalive_s=number("MCP_GATEWAY_RUNTIME_KEEPALIVE_S", 5.0),
+            max_header_bytes=int(number("MCP_GATEWAY_MAX_HEADER_BYTES", 64 * 1024)),
+            header_timeout_s=number("MCP_GATEWAY_HEADER_TIMEOUT_S", 10.0),
+            max_connections=int(number("MCP_GATEWAY_MAX_CONNECTIONS", 2048)),
+            max_concurrent_requests=int(number("MCP_GATEWAY_MAX_CONCURRENT_REQUESTS", 1024)),
         )
         if settings.mode is Mode.PYTHON and settings.catalog is None:
             raise ConfigError("no runtime socket configured and MCP_RUNTIME_CATALOG is not set")
