@@ -60,4 +60,5 @@ listeners-from-top:
 
 architecture-check: core-deps grpc-never-http grpc-cfg-at-edge listeners-from-top
 
-TEST_EXTRA += architecture-check
+# Run first in `make test` (seconds, no build): a structural break fails before any compile.
+rust-lint: architecture-check

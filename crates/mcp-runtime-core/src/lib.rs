@@ -34,7 +34,7 @@
 //! # Dependencies
 //!
 //! No transport crate (axum, tonic, hyper, prost, http) is a direct dependency: `make
-//! core-deps` (`mk/core.mk`, part of `make test`) fails when one is.
+//! core-deps` (`mk/architecture.mk`, part of `make test`) fails when one is.
 
 /// Version `MAJOR.MINOR` of the boundary contract (`proto/mcp/runtime/v1` and
 /// `docs/http-boundary.md`), reported by both health endpoints. The major equals the proto

@@ -78,7 +78,9 @@ struct Args {
     )]
     header_read_timeout_ms: u64,
 
-    /// Log format.
+    /// Log format. Which events are logged is set by the environment variable
+    /// `MCP_RUNTIME_LOG`, a `tracing` filter directive (`debug`, `mcp_runtime_core=debug`,
+    /// ...; default `info`).
     #[arg(long, env = "MCP_RUNTIME_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
 
