@@ -10,7 +10,7 @@ CARGO_FUZZ := $(CURDIR)/target/tools/bin/cargo-fuzz
 FUZZ_TARGETS := jsonrpc_parse envelope_decode runtime_handle
 FUZZ_SECS ?= 60
 
-.PHONY: fuzz-tools fuzz-smoke fuzz-long soak soak-runtime
+.PHONY: fuzz-tools fuzz-smoke fuzz-long soak soak-abuse soak-runtime
 
 $(CARGO_FUZZ):
 	$(CARGO) install --locked --root $(CURDIR)/target/tools cargo-fuzz
@@ -48,6 +48,19 @@ soak: python-build
 	$(CARGO) build --release -p mcp-runtime --features grpc-uds -p mcp-fixture-server -p mcp-bench
 	@ts=$$(date -u +%Y%m%dT%H%M%SZ); out=bench/results/soak-$$ts; \
 	./target/release/mcp-soak --secs $(SOAK_SECS) --modes $(SOAK_MODES) \
+		--python $(CURDIR)/$(VPY) --repo-root $(CURDIR) --out-dir $$out; rc=$$?; \
+	echo "results: $$out/"; exit $$rc
+
+# The soak beside an abusive subject (issue 13): each of SOAK_MODES twice on fresh processes,
+# quiet and then with a second, public-only subject that opens more sessions, GET streams and
+# in-flight calls than its per-subject caps allow plus large results (mcp-soak --abuser).
+# Fails when the normal traffic beside the abuser has an error or a p99 above 2x the quiet
+# run's. SOAK_SECS defaults to 180 here (4 runs of 3 minutes for two modes).
+soak-abuse: SOAK_SECS = 180
+soak-abuse: python-build
+	$(CARGO) build --release -p mcp-runtime --features grpc-uds -p mcp-fixture-server -p mcp-bench
+	@ts=$$(date -u +%Y%m%dT%H%M%SZ); out=bench/results/soak-abuse-$$ts; \
+	./target/release/mcp-soak --abuser --secs $(SOAK_SECS) --warmup-secs 30 --modes $(SOAK_MODES) \
 		--python $(CURDIR)/$(VPY) --repo-root $(CURDIR) --out-dir $$out; rc=$$?; \
 	echo "results: $$out/"; exit $$rc
 

@@ -4,6 +4,7 @@
 //! workers, each on its own tokio task. Every response must be HTTP 200 with a JSON-RPC
 //! `result` whose `id` matches the request; anything else is counted as an error.
 
+pub mod abuse;
 pub mod grpc;
 mod h1;
 pub mod http;

@@ -106,17 +106,32 @@ impl PythonEnv {
     ///
     /// When the command fails.
     pub fn mint_token(&self, secret: &str) -> anyhow::Result<String> {
+        self.mint_token_for(secret, crate::client::SUBJECT_EMAIL, &["--admin"])
+    }
+
+    /// Mints an HS256 bearer token for subject `sub` with the gateway's `token` command and
+    /// its extra arguments `claims` (`--admin`, `--public-only`, `--team T`).
+    ///
+    /// # Errors
+    ///
+    /// When the command fails.
+    pub fn mint_token_for(
+        &self,
+        secret: &str,
+        sub: &str,
+        claims: &[&str],
+    ) -> anyhow::Result<String> {
         let out = Command::new(&self.python)
             .args([
                 "-m",
                 "mcp_gateway",
                 "token",
                 "--sub",
-                crate::client::SUBJECT_EMAIL,
-                "--admin",
+                sub,
                 "--ttl-s",
                 "86400",
             ])
+            .args(claims)
             .env("JWT_SECRET_KEY", secret)
             .current_dir(&self.repo_root)
             .stdin(Stdio::null())

@@ -18,6 +18,15 @@
 //! caches, HTTP/2 buffers; measured: the gRPC runtime 24.6–29.3 MB over 10 minutes, the same
 //! with `MALLOC_ARENA_MAX=2`), so two single samples cannot resolve 10%. The single samples
 //! (idle before any traffic, end of warm-up, end of run) are reported too.
+//!
+//! With an abuser (`mcp-soak --abuser`, `make soak-abuse`; issue 13) each mode runs twice on
+//! fresh processes: quiet, then with a second subject beside the normal traffic that takes
+//! every resource one subject can hold ([`crate::client::abuse`]: sessions, GET streams,
+//! in-flight calls beyond the per-subject caps, large results). Targets of the abused run: the
+//! normal traffic has zero errors and its p99 (all its requests) is at most
+//! [`ABUSE_P99_RATIO_TARGET`] times the quiet run's. The growth target is judged on the quiet
+//! run only (the abuser's held sessions and large results are what the abused run's RSS
+//! shows).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,6 +37,7 @@ use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
 use crate::cli::Programs;
+use crate::client::abuse::{self, AbuseCounts, AbuserConfig};
 use crate::client::mcp::{Endpoint, McpWorker};
 use crate::client::{ToolSet, Workload};
 use crate::harness;
@@ -38,6 +48,14 @@ use crate::stats::{Latencies, LatencySummary, median};
 /// The largest growth of a process's RSS over the run after the warm-up that meets the
 /// target, in percent (issue 6); see the module docs for how growth is measured.
 pub const RSS_GROWTH_TARGET_PCT: f64 = 10.0;
+
+/// The largest ratio of the normal traffic's p99 beside the abuser to its p99 in the quiet
+/// run that meets the target (issue 13).
+pub const ABUSE_P99_RATIO_TARGET: f64 = 2.0;
+
+/// Subject of the abuser's token: another subject than the normal traffic's, with a
+/// public-only token (`teams: []`, the least a token can hold).
+pub const ABUSER_SUBJECT: &str = "abuser@example.com";
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -55,6 +73,8 @@ pub struct SoakConfig {
     pub warmup: Duration,
     /// Workers, each with its own connection and session.
     pub concurrency: usize,
+    /// Run each mode quiet and then beside this abusive subject.
+    pub abuser: Option<AbuserConfig>,
 }
 
 /// The request mix: the `n`-th request of a worker (counting from 0).
@@ -134,6 +154,10 @@ pub struct ModeSoak {
     pub error_kinds: BTreeMap<String, u64>,
     /// Latencies over the whole run by workload name, in microseconds.
     pub by_workload: BTreeMap<String, LatencySummary>,
+    /// Latencies of every successful request of the run, in microseconds.
+    pub latency_us: LatencySummary,
+    /// What the abusive subject got, when the run had one.
+    pub abuser: Option<AbuseCounts>,
     /// The windows, in order.
     pub windows: Vec<Window>,
     /// RSS of the gateway, the runtime (absent for the Python baseline) and the fixture.
@@ -141,15 +165,40 @@ pub struct ModeSoak {
 }
 
 impl ModeSoak {
-    /// Whether the run met both targets: zero errors, no process grew by more than
-    /// [`RSS_GROWTH_TARGET_PCT`] after the warm-up.
+    /// Whether the run met its targets: zero errors and, for a run without an abuser, no
+    /// process grew by more than [`RSS_GROWTH_TARGET_PCT`] after the warm-up.
     #[must_use]
     pub fn met(&self) -> bool {
         self.errors == 0
-            && self
-                .rss
-                .values()
-                .all(|g| g.growth_pct <= RSS_GROWTH_TARGET_PCT)
+            && (self.abuser.is_some()
+                || self
+                    .rss
+                    .values()
+                    .all(|g| g.growth_pct <= RSS_GROWTH_TARGET_PCT))
+    }
+}
+
+/// One mode's normal traffic quiet and beside the abuser.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AbuseComparison {
+    /// `python`, `http-json` or `grpc`.
+    pub mode: String,
+    /// p99 of the normal traffic in the quiet run, in microseconds.
+    pub quiet_p99_us: f64,
+    /// p99 of the normal traffic beside the abuser, in microseconds.
+    pub abused_p99_us: f64,
+    /// `abused_p99_us / quiet_p99_us`.
+    pub p99_ratio: f64,
+    /// Errors of the normal traffic beside the abuser.
+    pub abused_errors: u64,
+}
+
+impl AbuseComparison {
+    /// Whether the abused run met its targets: zero errors, p99 ratio at most
+    /// [`ABUSE_P99_RATIO_TARGET`].
+    #[must_use]
+    pub fn met(&self) -> bool {
+        self.abused_errors == 0 && self.p99_ratio <= ABUSE_P99_RATIO_TARGET
     }
 }
 
@@ -164,14 +213,17 @@ pub struct SoakReport {
     pub command_line: Vec<String>,
     /// The warm-up of the growth target, in seconds.
     pub warmup_s: f64,
-    /// The modes, in run order.
+    /// The modes, in run order (with an abuser: each mode's quiet run, then its abused run).
     pub modes: Vec<ModeSoak>,
+    /// With an abuser: each mode's comparison of its two runs.
+    pub abuse: Vec<AbuseComparison>,
 }
 
 /// What the workers share.
 #[derive(Default)]
 struct Shared {
     window: Latencies,
+    all: Latencies,
     window_requests: u64,
     window_errors: u64,
     by_workload: BTreeMap<String, Latencies>,
@@ -187,6 +239,7 @@ impl Shared {
         match error {
             None => {
                 self.window.record(latency);
+                self.all.record(latency);
                 self.by_workload
                     .entry(label(workload))
                     .or_default()
@@ -227,6 +280,7 @@ pub async fn soak_mode(
     cfg: &SoakConfig,
     env: &PythonEnv,
     mode: GatewayMode,
+    abuser: Option<AbuserConfig>,
 ) -> anyhow::Result<ModeSoak> {
     let dir = tempfile::Builder::new()
         .prefix("mcp-soak-")
@@ -297,6 +351,32 @@ pub async fn soak_mode(
     ));
 
     let idle = rss_of(&procs);
+    // The abuser runs on a thread and async runtime of its own, so its large results do not
+    // delay the normal workers' client side.
+    let abuser_stop = Arc::new(AtomicBool::new(false));
+    let abuser_thread = match abuser {
+        None => None,
+        Some(a) => {
+            let token = env.mint_token_for(&secret, ABUSER_SUBJECT, &["--public-only"])?;
+            let endpoint = Endpoint::new(gateway.addr, &token)?;
+            let stop = Arc::clone(&abuser_stop);
+            progress(format_args!(
+                "[{}] abuser {ABUSER_SUBJECT}: {a:?}",
+                mode.name()
+            ));
+            Some(
+                std::thread::Builder::new()
+                    .name("abuser".to_owned())
+                    .spawn(move || {
+                        tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build()
+                            .map(|rt| rt.block_on(abuse::run(endpoint, a, stop)))
+                    })
+                    .context("cannot start the abuser's thread")?,
+            )
+        }
+    };
     let mut workers = Vec::with_capacity(cfg.concurrency);
     for _ in 0..cfg.concurrency {
         workers.push(McpWorker::connect(&endpoint, None).await?);
@@ -378,9 +458,22 @@ pub async fn soak_mode(
         windows.push(w);
     }
     stop.store(true, Ordering::Relaxed);
+    abuser_stop.store(true, Ordering::Relaxed);
     for t in tasks {
         t.await.context("a soak worker panicked")?;
     }
+    let abuser = match abuser_thread {
+        None => None,
+        Some(t) => {
+            let counts = tokio::task::spawn_blocking(move || t.join())
+                .await
+                .context("cannot wait for the abuser")?
+                .map_err(|_| anyhow::anyhow!("the abuser panicked"))?
+                .context("cannot start the abuser's async runtime")?;
+            progress(format_args!("[{}] abuser got {counts:?}", mode.name()));
+            Some(counts)
+        }
+    };
     let seconds = started.elapsed().as_secs_f64();
     let end_rss = rss_of(&procs);
     let rss = rss_growth(
@@ -407,6 +500,8 @@ pub async fn soak_mode(
             .iter()
             .map(|(k, v)| (k.clone(), v.summary()))
             .collect(),
+        latency_us: shared.all.summary(),
+        abuser,
         windows,
         rss,
     })
@@ -476,20 +571,48 @@ pub fn run(cfg: &SoakConfig, command_line: Vec<String>) -> anyhow::Result<SoakRe
         .build()
         .context("cannot start the client's async runtime")?;
     let mut modes = Vec::new();
+    let mut abuse = Vec::new();
+    let verdict = |met: bool| if met { "targets met" } else { "TARGETS MISSED" };
     for &mode in &cfg.modes {
-        let m = rt.block_on(soak_mode(cfg, &env, mode))?;
-        progress(format_args!(
-            "[{}] {} requests, {} errors; {}",
-            m.mode,
-            m.requests,
-            m.errors,
-            if m.met() {
-                "targets met"
-            } else {
-                "TARGETS MISSED"
-            }
-        ));
-        modes.push(m);
+        let runs = if cfg.abuser.is_some() {
+            vec![None, cfg.abuser]
+        } else {
+            vec![None]
+        };
+        for abuser in runs {
+            let m = rt.block_on(soak_mode(cfg, &env, mode, abuser))?;
+            progress(format_args!(
+                "[{}{}] {} requests, {} errors, p99 {:.2} ms; {}",
+                m.mode,
+                if abuser.is_some() { " + abuser" } else { "" },
+                m.requests,
+                m.errors,
+                m.latency_us.p99 / 1000.0,
+                verdict(m.met())
+            ));
+            modes.push(m);
+        }
+        if let [.., quiet, abused] = modes.as_slice()
+            && abused.abuser.is_some()
+        {
+            let c = AbuseComparison {
+                mode: abused.mode.clone(),
+                quiet_p99_us: quiet.latency_us.p99,
+                abused_p99_us: abused.latency_us.p99,
+                p99_ratio: abused.latency_us.p99 / quiet.latency_us.p99.max(1e-9),
+                abused_errors: abused.errors,
+            };
+            progress(format_args!(
+                "[{}] beside the abuser: p99 {:.2} ms vs {:.2} ms quiet ({:.2}x), {} errors; {}",
+                c.mode,
+                c.abused_p99_us / 1000.0,
+                c.quiet_p99_us / 1000.0,
+                c.p99_ratio,
+                c.abused_errors,
+                verdict(c.met())
+            ));
+            abuse.push(c);
+        }
     }
     Ok(SoakReport {
         started_unix_s,
@@ -497,7 +620,19 @@ pub fn run(cfg: &SoakConfig, command_line: Vec<String>) -> anyhow::Result<SoakRe
         command_line,
         warmup_s: cfg.warmup.as_secs_f64(),
         modes,
+        abuse,
     })
+}
+
+impl ModeSoak {
+    /// The run's name in the report: the mode, `+ abuser` for an abused run.
+    fn run_name(&self) -> String {
+        if self.abuser.is_some() {
+            format!("{} + abuser", self.mode)
+        } else {
+            self.mode.clone()
+        }
+    }
 }
 
 fn mb(kib: u64) -> String {
@@ -508,7 +643,7 @@ impl SoakReport {
     /// Whether every mode met the targets.
     #[must_use]
     pub fn met(&self) -> bool {
-        self.modes.iter().all(ModeSoak::met)
+        self.modes.iter().all(ModeSoak::met) && self.abuse.iter().all(AbuseComparison::met)
     }
 
     /// The report as Markdown: a summary table (requests, errors, RSS per process with its
@@ -540,7 +675,7 @@ impl SoakReport {
                 let head = if i == 0 {
                     format!(
                         "| {} | {:.0} | {} | {} | {:.0} | {} ",
-                        m.mode,
+                        m.run_name(),
                         m.seconds,
                         m.concurrency,
                         m.requests,
@@ -567,8 +702,57 @@ impl SoakReport {
                 ));
             }
         }
+        if !self.abuse.is_empty() {
+            out.push_str(&format!(
+                "\n## Beside an abusive subject\n\nTargets: the normal traffic has zero errors \
+                 and its p99 (all requests) is at most {ABUSE_P99_RATIO_TARGET:.0}x the quiet \
+                 run's.\n\n| mode | p99 quiet ms | p99 beside the abuser ms | ratio | errors | targets |\n|---|--:|--:|--:|--:|---|\n"
+            ));
+            for c in &self.abuse {
+                out.push_str(&format!(
+                    "| {} | {:.2} | {:.2} | {:.2} | {} | {} |\n",
+                    c.mode,
+                    c.quiet_p99_us / 1000.0,
+                    c.abused_p99_us / 1000.0,
+                    c.p99_ratio,
+                    c.abused_errors,
+                    if c.met() { "met" } else { "**missed**" }
+                ));
+            }
+            out.push_str(
+                "\nWhat the abuser got (refused: 429 or 503 from a limit):\n\n\
+                 | mode | sessions held / refused | streams held / refused / ended early | sleep calls ok / refused | large echo ok / refused | failed |\n\
+                 |---|--:|--:|--:|--:|--:|\n",
+            );
+            for m in &self.modes {
+                if let Some(a) = &m.abuser {
+                    out.push_str(&format!(
+                        "| {} | {} / {} | {} / {} / {} | {} / {} | {} / {} | {} |\n",
+                        m.mode,
+                        a.sessions_opened,
+                        a.sessions_refused,
+                        a.streams_opened,
+                        a.streams_refused,
+                        a.streams_ended_early,
+                        a.sleep_ok,
+                        a.sleep_refused,
+                        a.large_ok,
+                        a.large_refused,
+                        a.failed
+                    ));
+                }
+            }
+            for m in &self.modes {
+                if let Some(a) = m.abuser.as_ref().filter(|a| !a.failure_kinds.is_empty()) {
+                    out.push_str(&format!("\nThe abuser's failures in {}:\n\n", m.mode));
+                    for (e, n) in &a.failure_kinds {
+                        out.push_str(&format!("- {n} × {e}\n"));
+                    }
+                }
+            }
+        }
         for m in &self.modes {
-            out.push_str(&format!("\n## {}\n\n", m.mode));
+            out.push_str(&format!("\n## {}\n\n", m.run_name()));
             if !m.error_kinds.is_empty() {
                 out.push_str("Errors (up to five kinds):\n\n");
                 for (e, n) in &m.error_kinds {

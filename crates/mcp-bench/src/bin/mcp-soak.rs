@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Parser;
 use mcp_bench::cli;
+use mcp_bench::client::abuse::AbuserConfig;
 use mcp_bench::python::GatewayMode;
 use mcp_bench::soak::{self, SoakConfig};
 
@@ -44,6 +45,30 @@ struct Cli {
     /// Write `soak.json` and `soak.md` into this directory (created if missing).
     #[arg(long)]
     out_dir: Option<PathBuf>,
+
+    /// Run each mode twice: quiet, then beside an abusive subject (see `mcp_bench::soak`).
+    #[arg(long)]
+    abuser: bool,
+
+    /// The abuser's sessions to open (more than the per-subject cap).
+    #[arg(long, default_value_t = AbuserConfig::default().sessions, requires = "abuser")]
+    abuser_sessions: usize,
+
+    /// The abuser's GET streams to open.
+    #[arg(long, default_value_t = AbuserConfig::default().streams, requires = "abuser")]
+    abuser_streams: usize,
+
+    /// The abuser's `sleep` calls to keep in flight.
+    #[arg(long, default_value_t = AbuserConfig::default().inflight, requires = "abuser")]
+    abuser_inflight: usize,
+
+    /// The abuser's large `echo` calls to keep in flight.
+    #[arg(long, default_value_t = AbuserConfig::default().large, requires = "abuser")]
+    abuser_large: usize,
+
+    /// Size of each of the abuser's large `echo` results, in bytes.
+    #[arg(long, default_value_t = AbuserConfig::default().large_bytes, requires = "abuser")]
+    abuser_large_bytes: usize,
 }
 
 fn run() -> anyhow::Result<bool> {
@@ -59,6 +84,14 @@ fn run() -> anyhow::Result<bool> {
         window: Duration::from_secs(cli.window_secs),
         warmup: Duration::from_secs(cli.warmup_secs),
         concurrency: cli.concurrency,
+        abuser: cli.abuser.then(|| AbuserConfig {
+            sessions: cli.abuser_sessions,
+            streams: cli.abuser_streams,
+            inflight: cli.abuser_inflight,
+            sleep_ms: AbuserConfig::default().sleep_ms,
+            large: cli.abuser_large,
+            large_bytes: cli.abuser_large_bytes,
+        }),
     };
     let report = soak::run(&cfg, command_line)?;
     let markdown = report.to_markdown();

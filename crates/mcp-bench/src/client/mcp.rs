@@ -21,7 +21,7 @@ use tokio::net::TcpStream;
 use super::h1::Conn;
 use super::{ACCEPT, CallError, PROTOCOL_VERSION, Reply, Workload, check_jsonrpc, initialize_body};
 
-async fn connect(addr: SocketAddr) -> anyhow::Result<Conn> {
+pub(super) async fn connect(addr: SocketAddr) -> anyhow::Result<Conn> {
     let stream = TcpStream::connect(addr)
         .await
         .with_context(|| format!("cannot connect to {addr}"))?;
@@ -92,7 +92,7 @@ impl Endpoint {
         scope.map_or_else(|| "/mcp".to_owned(), |id| format!("/servers/{id}/mcp"))
     }
 
-    fn request(
+    pub(super) fn request(
         &self,
         method: Method,
         scope: Option<&str>,
