@@ -53,6 +53,9 @@ pub const RSS_GROWTH_TARGET_PCT: f64 = 10.0;
 /// run that meets the target (issue 13).
 pub const ABUSE_P99_RATIO_TARGET: f64 = 2.0;
 
+/// Longest wait for the abuser's ramp-up before the measured run starts anyway.
+const ABUSER_RAMP_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// Subject of the abuser's token: another subject than the normal traffic's, with a
 /// public-only token (`teams: []`, the least a token can hold).
 pub const ABUSER_SUBJECT: &str = "abuser@example.com";
@@ -354,8 +357,12 @@ pub async fn soak_mode(
     // The abuser runs on a thread and async runtime of its own, so its large results do not
     // delay the normal workers' client side.
     let abuser_stop = Arc::new(AtomicBool::new(false));
+    let (ramped_tx, ramped) = tokio::sync::oneshot::channel();
     let abuser_thread = match abuser {
-        None => None,
+        None => {
+            drop(ramped_tx);
+            None
+        }
         Some(a) => {
             let token = env.mint_token_for(&secret, ABUSER_SUBJECT, &["--public-only"])?;
             let endpoint = Endpoint::new(gateway.addr, &token)?;
@@ -371,7 +378,7 @@ pub async fn soak_mode(
                         tokio::runtime::Builder::new_current_thread()
                             .enable_all()
                             .build()
-                            .map(|rt| rt.block_on(abuse::run(endpoint, a, stop)))
+                            .map(|rt| rt.block_on(abuse::run(endpoint, a, stop, ramped_tx)))
                     })
                     .context("cannot start the abuser's thread")?,
             )
@@ -380,6 +387,22 @@ pub async fn soak_mode(
     let mut workers = Vec::with_capacity(cfg.concurrency);
     for _ in 0..cfg.concurrency {
         workers.push(McpWorker::connect(&endpoint, None).await?);
+    }
+    // The measured run starts once the abuser holds what it could get.
+    if abuser_thread.is_some() {
+        match tokio::time::timeout(ABUSER_RAMP_TIMEOUT, ramped).await {
+            Ok(Ok(ramp)) => progress(format_args!(
+                "[{}] abuser ramped up in {:.1} s",
+                mode.name(),
+                ramp.as_secs_f64()
+            )),
+            Ok(Err(_)) => anyhow::bail!("the abuser ended before its ramp-up"),
+            Err(_) => progress(format_args!(
+                "[{}] abuser still ramping up after {} s; measuring anyway",
+                mode.name(),
+                ABUSER_RAMP_TIMEOUT.as_secs()
+            )),
+        }
     }
     let shared = Arc::new(Mutex::new(Shared::default()));
     let stop = Arc::new(AtomicBool::new(false));
@@ -721,13 +744,13 @@ impl SoakReport {
             }
             out.push_str(
                 "\nWhat the abuser got (refused: 429 or 503 from a limit):\n\n\
-                 | mode | sessions held / refused | streams held / refused / ended early | sleep calls ok / refused | large echo ok / refused | failed |\n\
-                 |---|--:|--:|--:|--:|--:|\n",
+                 | mode | sessions held / refused | streams held / refused / ended early | sleep calls ok / refused | large echo ok / refused | failed | ramp-up s |\n\
+                 |---|--:|--:|--:|--:|--:|--:|\n",
             );
             for m in &self.modes {
                 if let Some(a) = &m.abuser {
                     out.push_str(&format!(
-                        "| {} | {} / {} | {} / {} / {} | {} / {} | {} / {} | {} |\n",
+                        "| {} | {} / {} | {} / {} / {} | {} / {} | {} / {} | {} | {:.1} |\n",
                         m.mode,
                         a.sessions_opened,
                         a.sessions_refused,
@@ -738,7 +761,8 @@ impl SoakReport {
                         a.sleep_refused,
                         a.large_ok,
                         a.large_refused,
-                        a.failed
+                        a.failed,
+                        a.ramp_ms as f64 / 1000.0
                     ));
                 }
             }

@@ -88,7 +88,15 @@ pub struct AbuseCounts {
     pub failed: u64,
     /// Up to five distinct failure messages, with their counts.
     pub failure_kinds: BTreeMap<String, u64>,
+    /// Time from the start to holding every session and stream it got, in milliseconds.
+    pub ramp_ms: u64,
 }
+
+/// Connections that open the abuser's sessions at once.
+const OPENERS: usize = 8;
+
+/// Longest wait for the GET streams' answers during the ramp-up.
+const STREAM_RAMP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The counts, shared by the abuser's tasks.
 #[derive(Default)]
@@ -186,58 +194,86 @@ async fn post(
     Ok(Answer::Ok)
 }
 
-/// Opens up to `n` sessions on one connection; stops at the first refusal.
-async fn open_sessions(endpoint: &Endpoint, n: usize, tally: &Tally) -> Vec<HeaderValue> {
+/// Opens up to `n` sessions on [`OPENERS`] connections at once; each connection stops at its
+/// first refusal or failure.
+async fn open_sessions(endpoint: &Endpoint, n: usize, tally: &Arc<Tally>) -> Vec<HeaderValue> {
+    let left = Arc::new(AtomicU64::new(n as u64));
+    let mut openers = tokio::task::JoinSet::new();
+    for _ in 0..OPENERS.min(n) {
+        let (endpoint, tally, left) = (endpoint.clone(), Arc::clone(tally), Arc::clone(&left));
+        openers.spawn(async move {
+            let mut sessions = Vec::new();
+            let Ok(mut conn) = connect(endpoint.addr).await else {
+                tally.failed(&CallError::Transport("cannot connect".to_owned()));
+                return sessions;
+            };
+            while left
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| l.checked_sub(1))
+                .is_ok()
+            {
+                match open_session(&mut conn, &endpoint, &tally).await {
+                    Some(session) => sessions.push(session),
+                    None => break,
+                }
+            }
+            sessions
+        });
+    }
     let mut sessions = Vec::new();
-    let Ok(mut conn) = connect(endpoint.addr).await else {
-        tally.failed(&CallError::Transport("cannot connect".to_owned()));
-        return sessions;
-    };
-    while sessions.len() < n {
-        let id = next_id();
-        let sent = conn
-            .send(endpoint.request(Method::POST, None, None, Bytes::from(initialize_body(id))))
-            .await;
-        let session = match sent {
-            Ok((status, _, _)) if refused(status) => {
-                tally.add(|c| c.sessions_refused += 1);
-                break;
-            }
-            Ok((StatusCode::OK, headers, _)) => headers.get("mcp-session-id").cloned(),
-            Ok((status, _, _)) => {
-                tally.failed(&CallError::Status(status.as_u16()));
-                break;
-            }
-            Err(e) => {
-                tally.failed(&e);
-                break;
-            }
-        };
-        let Some(session) = session else {
-            tally.failed(&CallError::Response("no mcp-session-id".to_owned()));
-            break;
-        };
-        let note = Bytes::from_static(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
-        if let Err(e) = conn
-            .send(endpoint.request(Method::POST, None, Some(&session), note))
-            .await
-        {
-            tally.failed(&e);
-            break;
-        }
-        tally.add(|c| c.sessions_opened += 1);
-        sessions.push(session);
+    while let Some(opened) = openers.join_next().await {
+        sessions.extend(opened.unwrap_or_default());
     }
     sessions
 }
 
+/// Opens one session on `conn` (`initialize` + `notifications/initialized`); `None` after a
+/// refusal or a failure, which are counted.
+async fn open_session(conn: &mut Conn, endpoint: &Endpoint, tally: &Tally) -> Option<HeaderValue> {
+    let id = next_id();
+    let sent = conn
+        .send(endpoint.request(Method::POST, None, None, Bytes::from(initialize_body(id))))
+        .await;
+    let session = match sent {
+        Ok((status, _, _)) if refused(status) => {
+            tally.add(|c| c.sessions_refused += 1);
+            return None;
+        }
+        Ok((StatusCode::OK, headers, _)) => headers.get("mcp-session-id").cloned(),
+        Ok((status, _, _)) => {
+            tally.failed(&CallError::Status(status.as_u16()));
+            return None;
+        }
+        Err(e) => {
+            tally.failed(&e);
+            return None;
+        }
+    };
+    let Some(session) = session else {
+        tally.failed(&CallError::Response("no mcp-session-id".to_owned()));
+        return None;
+    };
+    let note = Bytes::from_static(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+    if let Err(e) = conn
+        .send(endpoint.request(Method::POST, None, Some(&session), note))
+        .await
+    {
+        tally.failed(&e);
+        return None;
+    }
+    tally.add(|c| c.sessions_opened += 1);
+    Some(session)
+}
+
 /// Opens a GET stream on `session` over a connection of its own and reads it until `stop`.
+/// `answered` gets a permit once the stream's answer (or failure) is known.
 async fn hold_stream(
     endpoint: Endpoint,
     session: HeaderValue,
     tally: Arc<Tally>,
     stop: Arc<AtomicBool>,
+    answered: Arc<tokio::sync::Semaphore>,
 ) {
+    let _answered = Answered(answered);
     let mut conn = match connect(endpoint.addr).await {
         Ok(c) => c,
         Err(e) => return tally.failed(&CallError::Transport(format!("{e:#}"))),
@@ -254,6 +290,7 @@ async fn hold_stream(
         return tally.failed(&CallError::Status(status.as_u16()));
     }
     tally.add(|c| c.streams_opened += 1);
+    drop(_answered);
     while !stop.load(Ordering::Relaxed) {
         match tokio::time::timeout(Duration::from_millis(200), body.frame()).await {
             Err(_) | Ok(Some(Ok(_))) => {}
@@ -264,6 +301,15 @@ async fn hold_stream(
                 return;
             }
         }
+    }
+}
+
+/// Adds a permit to its semaphore when dropped: a stream task's answer is known on every path.
+struct Answered(Arc<tokio::sync::Semaphore>);
+
+impl Drop for Answered {
+    fn drop(&mut self) {
+        self.0.add_permits(1);
     }
 }
 
@@ -319,12 +365,21 @@ async fn call_loop(
 }
 
 /// Runs the abusive subject against `endpoint` until `stop` is set; returns what it got.
+/// `ramped` is sent the ramp-up's duration once the sessions are open, every GET stream has
+/// its answer and the calls have started (it is dropped unsent if the run ends before).
 /// Every connection it opened is closed when this returns.
-pub async fn run(endpoint: Endpoint, cfg: AbuserConfig, stop: Arc<AtomicBool>) -> AbuseCounts {
+pub async fn run(
+    endpoint: Endpoint,
+    cfg: AbuserConfig,
+    stop: Arc<AtomicBool>,
+    ramped: tokio::sync::oneshot::Sender<Duration>,
+) -> AbuseCounts {
+    let started = tokio::time::Instant::now();
     let tally = Arc::new(Tally::default());
     let sessions = open_sessions(&endpoint, cfg.sessions, &tally).await;
     let mut tasks = tokio::task::JoinSet::new();
     if !sessions.is_empty() {
+        let answered = Arc::new(tokio::sync::Semaphore::new(0));
         for i in 0..cfg.streams {
             let session = sessions[i % sessions.len()].clone();
             tasks.spawn(hold_stream(
@@ -332,8 +387,12 @@ pub async fn run(endpoint: Endpoint, cfg: AbuserConfig, stop: Arc<AtomicBool>) -
                 session,
                 Arc::clone(&tally),
                 Arc::clone(&stop),
+                Arc::clone(&answered),
             ));
         }
+        let all = u32::try_from(cfg.streams).unwrap_or(u32::MAX);
+        // A stream with no answer after the timeout is still counted when it gets one.
+        let _ = tokio::time::timeout(STREAM_RAMP_TIMEOUT, answered.acquire_many(all)).await;
         for i in 0..cfg.inflight + cfg.large {
             let session = sessions[i % sessions.len()].clone();
             tasks.spawn(call_loop(
@@ -346,6 +405,9 @@ pub async fn run(endpoint: Endpoint, cfg: AbuserConfig, stop: Arc<AtomicBool>) -
             ));
         }
     }
+    let ramp = started.elapsed();
+    tally.add(|c| c.ramp_ms = u64::try_from(ramp.as_millis()).unwrap_or(u64::MAX));
+    let _ = ramped.send(ramp);
     while tasks.join_next().await.is_some() {}
     tally
         .counts
