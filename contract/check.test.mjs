@@ -13,6 +13,14 @@ import { fileURLToPath } from "node:url";
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const protoFile = join("mcp", "runtime", "v1", "runtime.proto");
 const dirs = [];
+/** The released version the runtime reports (CONTRACT_VERSION) and the next minor after it. */
+const [major, minor] = readFileSync(join(root, "crates", "mcp-runtime-core", "src", "lib.rs"), "utf8")
+  .match(/pub const CONTRACT_VERSION: &str = "(\d+)\.(\d+)";/)
+  .slice(1)
+  .map(Number);
+const current = `${major}.${minor}`;
+const next = `${major}.${minor + 1}`;
+const imageName = (v) => new RegExp(`mcp\\.runtime\\.v${v.replace(".", "\\.")}\\.json`);
 after(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
 
 /** A copy of proto/ with `edit` applied to runtime.proto; returns its directory. */
@@ -81,21 +89,21 @@ test("an additive change passes buf breaking but needs a new minor image", () =>
   const r = check("--proto", proto);
   assert.equal(r.status, 1, r.out);
   assert.doesNotMatch(r.out, /breaks the released contract/);
-  assert.match(r.out, /differs from the released image mcp\.runtime\.v1\.0\.json/);
+  assert.match(r.out, new RegExp(`differs from the released image ${imageName(current).source}`));
 
-  // Recording the new minor (a copy of the images, plus 1.1) makes it pass.
+  // Recording the new minor (a copy of the images, plus the next) makes it pass.
   const images = mkdtempSync(join(tmpdir(), "contract-images-"));
   dirs.push(images);
   cpSync(join(root, "contract", "images"), images, { recursive: true });
-  const w = check("--write-image", "--proto", proto, "--images", images, "--version", "1.1");
+  const w = check("--write-image", "--proto", proto, "--images", images, "--version", next);
   assert.equal(w.status, 0, w.out);
-  const ok = check("--proto", proto, "--images", images, "--version", "1.1");
+  const ok = check("--proto", proto, "--images", images, "--version", next);
   assert.equal(ok.status, 0, ok.out);
 
-  // And removing the field again later breaks 1.1 although 1.0 never had it.
-  const removed = check("--images", images, "--version", "1.1");
+  // And removing the field again later breaks the next minor although the current never had it.
+  const removed = check("--images", images, "--version", next);
   assert.equal(removed.status, 1, removed.out);
-  assert.match(removed.out, /breaks the released contract mcp\.runtime\.v1\.1\.json/);
+  assert.match(removed.out, new RegExp(`breaks the released contract ${imageName(next).source}`));
 });
 
 test("a comment-only edit needs no new version", () => {

@@ -127,6 +127,11 @@ export function envelopeOf(
 ): MessageInitShape<typeof RequestEnvelopeSchema> {
   const r = v.request;
   const named: Record<string, string> = { live: sessions.live, scoped: sessions.scoped, none: "" };
+  const sent: [string, string | undefined][] = [
+    ["mcp-session-id", r.session === "none" ? undefined : (named[r.session] ?? r.session)],
+    ["mcp-protocol-version", r.protocol_version],
+    ["accept", r.accept ?? file.default_accept],
+  ];
   return {
     method: METHODS[r.method],
     headers: {
@@ -134,6 +139,9 @@ export function envelopeOf(
       protocolVersion: r.protocol_version ?? "",
       accept: r.accept ?? file.default_accept,
       contentType: r.method === "POST" ? "application/json" : "",
+      // A header the case sends empty is named here (contract 1.1); an empty field alone
+      // means the header was not sent.
+      emptyHeaders: sent.filter(([, value]) => value === "").map(([name]) => name),
     },
     serverId: r.server_id ?? "",
     requestId: `ts-${v.name}`,

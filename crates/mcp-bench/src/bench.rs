@@ -172,6 +172,10 @@ fn settings(
             json!(cfg.runtime_worker_threads.unwrap_or(machine.nproc)),
         ),
         ("runtime_threads_at_start", json!(run.runtime_threads)),
+        (
+            "runtime_quota_args",
+            json!(crate::harness::BENCH_QUOTA_ARGS.join(" ")),
+        ),
         ("client_worker_threads", json!(cfg.client_worker_threads)),
         (
             "fixture_generated_tools",

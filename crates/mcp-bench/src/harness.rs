@@ -286,9 +286,21 @@ pub fn start_command_upstream(name: &str, command: &str, dir: &Path) -> anyhow::
     })
 }
 
+/// The runtime's byte budgets in the benchmark: 4 GiB per subject and for the process, so the
+/// largest rows (`echo:16m` at concurrency 64 from one subject: about 2 GiB of bodies and
+/// results in flight) measure the boundary and not the runtime's refusals. The other quotas
+/// keep their defaults; the soak runs with every default.
+pub const BENCH_QUOTA_ARGS: [&str; 4] = [
+    "--max-bytes-per-subject",
+    "4294967296",
+    "--max-bytes-in-flight",
+    "4294967296",
+];
+
 /// Starts `mcp-runtime` serving `catalog` with its HTTP/JSON socket (and, with `grpc`, its
-/// gRPC socket) in `dir`, socket and log names prefixed `name`, and waits until the socket
-/// files exist and `GET /health` answers 200.
+/// gRPC socket) in `dir`, socket and log names prefixed `name`, and `quota_args` (flags of its
+/// quotas, as [`BENCH_QUOTA_ARGS`]), and waits until the socket files exist and `GET /health`
+/// answers 200.
 ///
 /// # Errors
 ///
@@ -300,6 +312,7 @@ pub async fn start_runtime(
     catalog: &Path,
     worker_threads: Option<usize>,
     grpc: bool,
+    quota_args: &[&str],
 ) -> anyhow::Result<RuntimeProcess> {
     let catalog = catalog.to_path_buf();
     let http_socket = dir.join(format!("{name}-http.sock"));
@@ -310,6 +323,7 @@ pub async fn start_runtime(
         .arg("--http-uds")
         .arg(&http_socket)
         .args(["--shutdown-grace-ms", "1000"])
+        .args(quota_args)
         .stdout(Stdio::null());
     if let Some(path) = &grpc_socket {
         cmd.arg("--grpc-uds").arg(path);

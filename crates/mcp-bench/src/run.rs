@@ -152,6 +152,7 @@ impl<'a> Run<'a> {
             &catalog,
             cfg.runtime_worker_threads,
             want_grpc,
+            &harness::BENCH_QUOTA_ARGS,
         ))?;
         progress(format_args!(
             "runtime ready (pid {}): {}",

@@ -313,6 +313,7 @@ pub async fn soak_mode(
                 &catalog,
                 None,
                 mode == GatewayMode::Grpc,
+                &[],
             )
             .await?,
         ),

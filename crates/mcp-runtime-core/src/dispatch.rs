@@ -3,8 +3,9 @@
 //! to the JSON-RPC method it names.
 //!
 //! Order of the checks: virtual server (404), protocol version (400), then per HTTP method. A
-//! GET: `Accept` (405), then the session. A DELETE: the session. A POST: body size (413),
-//! framing (400), `initialize` and `server/discover` (no session needed), the session (400
+//! GET: `Accept` (405), then the session, then the subject's stream quota (429). A DELETE: the
+//! session. A POST: body size (413), the subject's and the process's bytes in flight (429,
+//! 503), framing (400), `initialize` and `server/discover` (no session needed), the session (400
 //! without one, 404 for an unknown one), then the JSON-RPC method. Calls to an upstream
 //! (`tools/call`, `prompts/get`, `resources/read`) are routed through the catalog and handed
 //! to [`crate::forward`].
@@ -18,6 +19,7 @@ use tokio::sync::mpsc;
 use crate::catalog::Kind;
 use crate::error::RequestError;
 use crate::jsonrpc::{self, Incoming};
+use crate::quota::Quota;
 use crate::request::{Method, Outcome, Request};
 use crate::runtime::{PROTOCOL_VERSIONS, Runtime};
 use crate::session::{Lookup, Session};
@@ -75,6 +77,7 @@ impl Runtime {
             return Ok(Outcome::empty(405).with_header("allow", "POST, DELETE".to_owned()));
         }
         let session = self.session(req)?;
+        let permit = self.quotas.acquire(&session.subject, Quota::Streams, 1)?;
         // The runtime has no server-initiated messages of its own yet; the stream stays open
         // until the session ends (its sender is dropped) or the client goes away.
         let (tx, rx) = mpsc::channel(16);
@@ -82,7 +85,7 @@ impl Runtime {
             .standalone
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(tx);
-        Ok(Outcome::events(rx))
+        Ok(Outcome::events_holding(rx, permit))
     }
 
     async fn post(self: &Arc<Self>, req: Request) -> Result<Outcome, RequestError> {
@@ -93,6 +96,11 @@ impl Runtime {
                 limit,
             });
         }
+        // The body counts against the subject's and the process's bytes in flight until the
+        // request is answered (a result that follows is counted on its own, in `forward`).
+        let _body = self
+            .quotas
+            .acquire(&req.auth.subject_email, Quota::Bytes, req.body.len())?;
         match jsonrpc::parse(&req.body)? {
             Incoming::Request { id, method, params } => {
                 tracing::Span::current().record("method", method.as_str());
@@ -166,26 +174,21 @@ impl Runtime {
         answer.unwrap_or_else(|e| e.into_outcome(Some(id)))
     }
 
-    /// `initialize`: a new session for the caller's subject and scope, unless the subject
-    /// holds the most sessions allowed ([`RequestError::TooManySessions`]).
+    /// `initialize`: a new session for the caller's subject and scope, unless the params are
+    /// not an `InitializeRequest`'s ([`RequestError::InvalidParams`]) or the subject holds the
+    /// most sessions allowed ([`RequestError::TooManySessions`]).
     fn initialize(
         &self,
         id: &RawValue,
         params: Option<&RawValue>,
         req: &Request,
     ) -> Result<Outcome, RequestError> {
-        let requested = params
-            .and_then(|p| serde_json::from_str::<Map<String, Value>>(p.get()).ok())
-            .and_then(|p| {
-                p.get("protocolVersion")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
-            });
+        let requested = initialize_params(params)?;
         // Echo a version we speak, else offer our newest (MCP spec, lifecycle: version
         // negotiation).
-        let index = requested
-            .as_deref()
-            .and_then(|v| PROTOCOL_VERSIONS.iter().position(|p| *p == v))
+        let index = PROTOCOL_VERSIONS
+            .iter()
+            .position(|p| *p == requested)
             .unwrap_or(0);
         let version = PROTOCOL_VERSIONS[index];
         let sid = self
@@ -265,6 +268,38 @@ impl Runtime {
             .is_none_or(|a| a.contains("text/event-stream") || a.contains("*/*"));
         self.forward(session, id, up, method, p, accepts_sse).await
     }
+}
+
+/// The protocol version an `initialize` asks for, after checking the fields the MCP schema
+/// requires of `InitializeRequest` params (`protocolVersion` a string, `capabilities` an
+/// object, `clientInfo` an object with string `name` and `version`).
+///
+/// # Errors
+///
+/// [`RequestError::InvalidParams`] naming the first field that is missing or of the wrong type.
+fn initialize_params(params: Option<&RawValue>) -> Result<String, RequestError> {
+    let invalid = |what: &str| RequestError::InvalidParams(format!("initialize: {what}"));
+    let p: Map<String, Value> = params
+        .and_then(|p| serde_json::from_str(p.get()).ok())
+        .ok_or_else(|| invalid("params must be an object"))?;
+    let version = p
+        .get("protocolVersion")
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid("`protocolVersion` must be a string"))?;
+    if !p.get("capabilities").is_some_and(Value::is_object) {
+        return Err(invalid("`capabilities` must be an object"));
+    }
+    let info = p.get("clientInfo").and_then(Value::as_object);
+    let named = info.is_some_and(|i| {
+        i.get("name").is_some_and(Value::is_string)
+            && i.get("version").is_some_and(Value::is_string)
+    });
+    if !named {
+        return Err(invalid(
+            "`clientInfo` must be an object with string `name` and `version`",
+        ));
+    }
+    Ok(version.to_owned())
 }
 
 /// The params of a call as an object, checked here so that a malformed call never reaches the

@@ -14,6 +14,7 @@ use serde_json::value::RawValue;
 
 use crate::catalog::Kind;
 use crate::jsonrpc::{self, FramingError};
+use crate::quota::Quota;
 use crate::request::Outcome;
 use crate::upstream::UpstreamError;
 
@@ -68,6 +69,34 @@ pub enum RequestError {
     TooManySessions {
         /// The limit.
         limit: usize,
+    },
+    /// A subject at one of its quotas ([`Quota`]): 429, with `Retry-After` unless the request
+    /// alone is larger than the quota. Nothing was started.
+    #[error("Too many {quota}: {}", if *.alone {
+        format!("this request alone exceeds this subject's limit of {limit}")
+    } else {
+        format!("this subject already holds its limit of {limit}; retry when one ends")
+    })]
+    SubjectQuota {
+        /// What the subject holds too much of.
+        quota: Quota,
+        /// The quota (streams, calls, or bytes).
+        limit: usize,
+        /// The request alone is larger than the quota: waiting would not help.
+        alone: bool,
+    },
+    /// The process's budget of bytes in flight is spent: 503, with `Retry-After` unless the
+    /// request alone is larger than the budget. Nothing was started.
+    #[error("Server busy: {}", if *.alone {
+        format!("this request alone exceeds the budget of {budget} bytes in flight")
+    } else {
+        format!("the budget of {budget} bytes in flight is spent; retry shortly")
+    })]
+    ProcessBusy {
+        /// The budget in bytes.
+        budget: usize,
+        /// The request alone is larger than the budget: waiting would not help.
+        alone: bool,
     },
     /// The session is unknown, ended, another subject's or another scope's: 404.
     #[error("Session not found")]
@@ -140,7 +169,8 @@ impl RequestError {
             | Self::MissingSessionId => 400,
             Self::UnknownPath | Self::UnknownServer(_) | Self::UnknownSession => 404,
             Self::PayloadTooLarge { .. } => 413,
-            Self::TooManySessions { .. } => 429,
+            Self::TooManySessions { .. } | Self::SubjectQuota { .. } => 429,
+            Self::ProcessBusy { .. } => 503,
             _ => 200,
         }
     }
@@ -155,7 +185,9 @@ impl RequestError {
             | Self::UnsupportedProtocolVersion(_)
             | Self::MissingSessionId => jsonrpc::BAD_REQUEST,
             Self::UnknownPath | Self::UnknownServer(_) | Self::UnknownSession => jsonrpc::NOT_FOUND,
-            Self::TooManySessions { .. } => jsonrpc::LIMIT_REACHED,
+            Self::TooManySessions { .. } | Self::SubjectQuota { .. } | Self::ProcessBusy { .. } => {
+                jsonrpc::LIMIT_REACHED
+            }
             Self::PayloadTooLarge { .. } | Self::DuplicateRequestId => jsonrpc::INVALID_REQUEST,
             Self::Framing(e) => e.code(),
             Self::MethodNotFound(_) => jsonrpc::METHOD_NOT_FOUND,
@@ -194,11 +226,15 @@ impl RequestError {
 
     /// Seconds after which the request may succeed when sent again, for a `Retry-After`
     /// header: only for a refusal that time can lift. A subject's sessions free a slot when
-    /// one is deleted or reaped idle; the reaper runs at least once a minute.
+    /// one is deleted or reaped idle; the reaper runs at least once a minute. Streams, calls
+    /// and bytes in flight end with their requests, within seconds.
     #[must_use]
     pub fn retry_after_s(&self) -> Option<u64> {
         match self {
             Self::TooManySessions { .. } => Some(SESSION_LIMIT_RETRY_AFTER_S),
+            Self::SubjectQuota { alone: false, .. } | Self::ProcessBusy { alone: false, .. } => {
+                Some(QUOTA_RETRY_AFTER_S)
+            }
             _ => None,
         }
     }
@@ -218,6 +254,10 @@ impl RequestError {
 /// `Retry-After` of [`RequestError::TooManySessions`], in seconds: the longest period of the
 /// sidecar's idle-session reaper.
 pub(crate) const SESSION_LIMIT_RETRY_AFTER_S: u64 = 60;
+
+/// `Retry-After` of [`RequestError::SubjectQuota`] and [`RequestError::ProcessBusy`], in
+/// seconds.
+pub(crate) const QUOTA_RETRY_AFTER_S: u64 = 1;
 
 impl From<crate::session::SubjectLimitReached> for RequestError {
     fn from(e: crate::session::SubjectLimitReached) -> Self {

@@ -33,6 +33,7 @@ use tracing::Instrument;
 
 use crate::error::RequestError;
 use crate::jsonrpc;
+use crate::quota::{Permit, Quota};
 use crate::request::{Outcome, SseEvent};
 use crate::runtime::Runtime;
 use crate::session::Session;
@@ -58,8 +59,9 @@ impl Runtime {
         check_progress_token(&params)?;
         let uid = up.next_id();
         let caller_token = swap_progress_token(&mut params, uid);
+        let slot = self.quotas.acquire(&session.subject, Quota::Calls, 1)?;
         let cancel = claim(session, id)?;
-        let mut call = Call::start(self, Arc::clone(&up), uid, session, id);
+        let mut call = Call::start(self, Arc::clone(&up), uid, session, id, slot);
         let bounds = Bounds {
             deadline: Instant::now() + self.config.upstream_timeout,
             timeout: self.config.upstream_timeout,
@@ -84,7 +86,11 @@ impl Runtime {
             match relay.classify(bounds.run(stream.next()).await?) {
                 Step::Final(body) => {
                     call.done = true;
-                    return Ok(Outcome::json(200, body));
+                    // Counted until the adapter has written it (or the caller went away).
+                    let held = self
+                        .quotas
+                        .acquire(&session.subject, Quota::Bytes, body.len())?;
+                    return Ok(Outcome::json(200, held.hold_in(body)));
                 }
                 Step::Skip => {}
                 Step::Notification(_) if !accepts_sse => {}
@@ -187,6 +193,8 @@ struct Call {
     key: String,
     /// [`Runtime::inflight_upstream_calls`]: observability only.
     counter: Arc<AtomicUsize>,
+    /// The call's place in its subject's quota of calls in flight.
+    _slot: Permit,
     /// Counts the call as a task of the runtime's tracker. A field, so it is released after
     /// `drop` has spawned the notification on the same tracker.
     tracked: TaskTrackerToken,
@@ -199,6 +207,7 @@ impl Call {
         uid: u64,
         session: &Arc<Session>,
         id: &RawValue,
+        slot: Permit,
     ) -> Self {
         rt.inflight_upstream.fetch_add(1, Ordering::Relaxed);
         Self {
@@ -208,6 +217,7 @@ impl Call {
             session: Arc::clone(session),
             key: id.get().to_owned(),
             counter: Arc::clone(&rt.inflight_upstream),
+            _slot: slot,
             tracked: rt.tasks.token(),
         }
     }

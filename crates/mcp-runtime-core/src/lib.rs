@@ -15,6 +15,8 @@
 //! - `error`: [`RequestError`], every fault of a request with its status, JSON-RPC code and
 //!   message, and its one conversion into an [`Outcome`].
 //! - `session`: the session table (ids, ownership, in-flight calls).
+//! - [`quota`]: what one subject may hold (streams, calls, bytes in flight) and the process's
+//!   budget of bytes in flight, as permits released on drop.
 //! - [`catalog`]: the catalog file, the discovered tools, resources, templates and prompts,
 //!   and the routing of a call to its upstream.
 //! - `upstream`: the upstream pool (one shared rmcp client session per upstream).
@@ -39,7 +41,7 @@
 /// Version `MAJOR.MINOR` of the boundary contract (`proto/mcp/runtime/v1` and
 /// `docs/http-boundary.md`), reported by both health endpoints. The major equals the proto
 /// package suffix (`v1`); the minor grows with each additive change.
-pub const CONTRACT_VERSION: &str = "1.0";
+pub const CONTRACT_VERSION: &str = "1.1";
 
 pub mod auth;
 pub mod catalog;
@@ -47,6 +49,7 @@ mod dispatch;
 mod error;
 mod forward;
 pub mod jsonrpc;
+pub mod quota;
 pub mod request;
 pub mod runtime;
 mod session;
@@ -55,6 +58,8 @@ mod upstream;
 pub use auth::{AuthContext, TeamScope, Visibility};
 pub use catalog::{CatalogConfig, CatalogError};
 pub use error::RequestError;
-pub use request::{Body, McpHeaders, Method, Outcome, Request, ResponseHead, SseEvent, Transport};
+pub use request::{
+    Body, Events, McpHeaders, Method, Outcome, Request, ResponseHead, SseEvent, Transport,
+};
 pub use runtime::{Health, Runtime, RuntimeConfig};
 pub use upstream::UpstreamError;

@@ -3,8 +3,14 @@
 //! Adapters build a [`Request`] from their wire form (HTTP headers and path, or the protobuf
 //! envelope) and encode the [`Outcome`] back; nothing here knows either wire.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use bytes::Bytes;
+use futures::Stream;
 use tokio::sync::mpsc;
+
+use crate::quota::Permit;
 
 use crate::auth::AuthContext;
 
@@ -144,8 +150,31 @@ pub enum Body {
     /// The whole body (JSON, or empty for 202 and DELETE).
     Full(Bytes),
     /// A `text/event-stream` body: events arrive as the runtime produces them; the stream
-    /// ends when the sender side is dropped. Dropping the receiver cancels the work behind it.
-    Events(mpsc::Receiver<SseEvent>),
+    /// ends when the sender side is dropped. Dropping it cancels the work behind it.
+    Events(Events),
+}
+
+/// The events of a `text/event-stream` body, as a [`Stream`]. Holds what the stream counts
+/// against its subject's quota (a standalone GET stream) until it is dropped.
+#[derive(Debug)]
+pub struct Events {
+    rx: mpsc::Receiver<SseEvent>,
+    _permit: Option<Permit>,
+}
+
+impl Events {
+    /// The next event; `None` once the stream ended.
+    pub async fn recv(&mut self) -> Option<SseEvent> {
+        self.rx.recv().await
+    }
+}
+
+impl Stream for Events {
+    type Item = SseEvent;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<SseEvent>> {
+        self.rx.poll_recv(cx)
+    }
 }
 
 /// What the core answers to one [`Request`].
@@ -158,6 +187,15 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// An SSE response whose stream holds `permit` until it ends.
+    pub(crate) fn events_holding(events: mpsc::Receiver<SseEvent>, permit: Permit) -> Self {
+        let mut outcome = Self::events(events);
+        if let Body::Events(e) = &mut outcome.body {
+            e._permit = Some(permit);
+        }
+        outcome
+    }
+
     /// A complete response with a JSON body.
     #[must_use]
     pub fn json(status: u16, body: impl Into<Bytes>) -> Self {
@@ -193,7 +231,10 @@ impl Outcome {
                     ("cache-control", "no-cache".to_owned()),
                 ],
             },
-            body: Body::Events(events),
+            body: Body::Events(Events {
+                rx: events,
+                _permit: None,
+            }),
         }
     }
 

@@ -11,6 +11,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::catalog::{Catalog, CatalogConfig, CatalogError};
+use crate::quota::{QuotaConfig, Quotas};
 use crate::request::{Outcome, Request};
 use crate::session::Sessions;
 
@@ -44,6 +45,9 @@ pub struct RuntimeConfig {
     /// Most sessions one subject (AuthContext email) may hold at once; `initialize` beyond it
     /// is answered 429 ([`crate::RequestError::TooManySessions`]).
     pub max_sessions_per_subject: usize,
+    /// What one subject may hold at once (streams, calls, bytes in flight) and the process's
+    /// budget of bytes in flight ([`crate::quota`]).
+    pub quotas: QuotaConfig,
     /// The contract version `MAJOR.MINOR` reported by health: [`crate::CONTRACT_VERSION`].
     /// Only tests of the version handshake set another (the binary allows that in debug
     /// builds only, through `MCP_RUNTIME_TEST_CONTRACT_VERSION`).
@@ -58,6 +62,7 @@ impl Default for RuntimeConfig {
             features: Vec::new(),
             session_idle_ttl: Duration::from_secs(3600),
             max_sessions_per_subject: DEFAULT_MAX_SESSIONS_PER_SUBJECT,
+            quotas: QuotaConfig::default(),
             contract_version: crate::CONTRACT_VERSION.to_owned(),
         }
     }
@@ -91,6 +96,8 @@ pub struct Health {
 pub struct Runtime {
     pub(crate) catalog: Catalog,
     pub(crate) sessions: Sessions,
+    /// What each subject holds against its quotas, and the process's bytes in flight.
+    pub(crate) quotas: Arc<Quotas>,
     pub(crate) config: RuntimeConfig,
     draining: AtomicBool,
     /// The `initialize` result for each of [`PROTOCOL_VERSIONS`], encoded once at start.
@@ -117,6 +124,7 @@ impl Runtime {
         Ok(Self {
             catalog,
             sessions: Sessions::new(config.max_sessions_per_subject),
+            quotas: Arc::new(Quotas::new(config.quotas)),
             config,
             draining: AtomicBool::new(false),
             initialize_results: PROTOCOL_VERSIONS
@@ -193,6 +201,12 @@ impl Runtime {
     #[must_use]
     pub fn inflight_upstream_calls(&self) -> usize {
         self.inflight_upstream.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of request bodies and results in flight right now, in the whole process.
+    #[must_use]
+    pub fn bytes_in_flight(&self) -> usize {
+        self.quotas.bytes_in_flight()
     }
 
     /// The largest request body accepted and result returned, in bytes.

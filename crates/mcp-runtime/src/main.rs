@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use mcp_runtime::{Admission, Server, features, socket};
+use mcp_runtime_core::quota::{self, QuotaConfig};
 use mcp_runtime_core::{CatalogConfig, Runtime, RuntimeConfig};
 
 /// The MCP runtime sidecar: sessions, catalog and upstream calls behind Unix sockets.
@@ -55,6 +56,26 @@ struct Args {
     /// `initialize` beyond it is answered 429 with a JSON-RPC error and `Retry-After`.
     #[arg(long, env = "MCP_RUNTIME_MAX_SESSIONS_PER_SUBJECT", default_value_t = mcp_runtime_core::runtime::DEFAULT_MAX_SESSIONS_PER_SUBJECT)]
     max_sessions_per_subject: usize,
+
+    /// Most standalone GET (SSE) streams one subject may hold open at once; a GET beyond it is
+    /// answered 429 with a JSON-RPC error and `Retry-After: 1`.
+    #[arg(long, env = "MCP_RUNTIME_MAX_STREAMS_PER_SUBJECT", default_value_t = quota::DEFAULT_MAX_STREAMS_PER_SUBJECT)]
+    max_streams_per_subject: usize,
+
+    /// Most upstream calls (tools/call, prompts/get, resources/read) one subject may have in
+    /// flight at once; a call beyond it is answered 429 with `Retry-After: 1`.
+    #[arg(long, env = "MCP_RUNTIME_MAX_CALLS_PER_SUBJECT", default_value_t = quota::DEFAULT_MAX_CALLS_PER_SUBJECT)]
+    max_calls_per_subject: usize,
+
+    /// Most bytes of request bodies and results one subject may have in flight at once; a
+    /// request beyond it is answered 429 (with `Retry-After: 1` unless it alone is larger).
+    #[arg(long, env = "MCP_RUNTIME_MAX_BYTES_PER_SUBJECT", default_value_t = quota::DEFAULT_MAX_BYTES_PER_SUBJECT)]
+    max_bytes_per_subject: usize,
+
+    /// Most bytes of request bodies and results the process may have in flight at once; a
+    /// request beyond it is answered 503 (with `Retry-After: 1` unless it alone is larger).
+    #[arg(long, env = "MCP_RUNTIME_MAX_BYTES_IN_FLIGHT", default_value_t = quota::DEFAULT_MAX_BYTES_IN_FLIGHT)]
+    max_bytes_in_flight: usize,
 
     /// How long shutdown waits for in-flight requests, in milliseconds.
     #[arg(long, env = "MCP_RUNTIME_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
@@ -215,6 +236,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         features: features(),
         session_idle_ttl: Duration::from_secs(args.session_idle_ttl_s.max(1)),
         max_sessions_per_subject: args.max_sessions_per_subject.max(1),
+        quotas: QuotaConfig {
+            max_streams_per_subject: args.max_streams_per_subject,
+            max_calls_per_subject: args.max_calls_per_subject,
+            max_bytes_per_subject: args.max_bytes_per_subject,
+            max_bytes_in_flight: args.max_bytes_in_flight,
+        },
         contract_version: contract_version(),
     };
     let mut server = Server::new(Arc::new(Runtime::start(&catalog, config).await?));

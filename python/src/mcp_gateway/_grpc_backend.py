@@ -129,6 +129,13 @@ def auth_to_proto(auth: AuthContext) -> pb.AuthContext:
 
 
 def _envelope(request: McpRequest) -> pb.RequestEnvelope:
+    headers = {
+        "mcp-session-id": request.session_id,
+        "mcp-protocol-version": request.protocol_version,
+        "accept": request.accept,
+        "last-event-id": request.last_event_id,
+        "content-type": request.content_type,
+    }
     return pb.RequestEnvelope(
         method=_METHODS[request.method],
         headers=pb.McpHeaders(
@@ -137,6 +144,8 @@ def _envelope(request: McpRequest) -> pb.RequestEnvelope:
             accept=request.accept or "",
             last_event_id=request.last_event_id or "",
             content_type=request.content_type or "",
+            # A header sent with an empty value is not an absent one (contract 1.1).
+            empty_headers=[name for name, value in headers.items() if value == ""],
         ),
         server_id=request.server_id or "",
         request_id=request.request_id,

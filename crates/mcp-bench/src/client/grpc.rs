@@ -65,6 +65,7 @@ pub fn envelope(scope: Option<&str>, session_id: &str, body: Bytes) -> pb::Reque
             accept: ACCEPT.to_owned(),
             last_event_id: String::new(),
             content_type: "application/json".to_owned(),
+            empty_headers: Vec::new(),
         }),
         server_id: scope.unwrap_or_default().to_owned(),
         request_id: String::new(),

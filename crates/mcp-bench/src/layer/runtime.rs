@@ -119,6 +119,7 @@ impl RuntimeLayer {
                     &run.runtime.catalog,
                     cfg.runtime_worker_threads,
                     false,
+                    &harness::BENCH_QUOTA_ARGS,
                 ))?;
                 progress(format_args!(
                     "runtime built without grpc-uds ready (pid {})",

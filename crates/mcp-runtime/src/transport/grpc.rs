@@ -178,21 +178,37 @@ fn request(env: Option<pb::RequestEnvelope>, forced: Option<Method>) -> Result<R
             )));
         }
     };
-    let h = env.headers.unwrap_or_default();
     Ok(Request {
         method,
-        headers: McpHeaders {
-            session_id: non_empty(h.session_id),
-            protocol_version: non_empty(h.protocol_version),
-            accept: non_empty(h.accept),
-            last_event_id: non_empty(h.last_event_id),
-        },
+        headers: mcp_headers(env.headers.unwrap_or_default()),
         server_id: non_empty(env.server_id),
         request_id: non_empty(env.request_id),
         auth: auth(env.auth)?,
         body: env.body,
         transport: Transport::Grpc,
     })
+}
+
+/// The MCP headers of an envelope: an empty field is a header not sent, unless
+/// `empty_headers` names it (contract 1.1): then it was sent empty.
+fn mcp_headers(h: pb::McpHeaders) -> McpHeaders {
+    let pb::McpHeaders {
+        session_id,
+        protocol_version,
+        accept,
+        last_event_id,
+        empty_headers,
+        ..
+    } = h;
+    let field = |value: String, name: &str| {
+        (!value.is_empty() || empty_headers.iter().any(|n| n == name)).then_some(value)
+    };
+    McpHeaders {
+        session_id: field(session_id, "mcp-session-id"),
+        protocol_version: field(protocol_version, "mcp-protocol-version"),
+        accept: field(accept, "accept"),
+        last_event_id: field(last_event_id, "last-event-id"),
+    }
 }
 
 fn head(h: ResponseHead) -> pb::ResponseHead {
@@ -229,8 +245,8 @@ fn stream(outcome: Outcome) -> PartStream {
                 .chain(futures::stream::iter(chunks).map(|c| part(Part::BodyChunk(c))))
                 .boxed()
         }
-        Body::Events(rx) => first
-            .chain(tokio_stream::wrappers::ReceiverStream::new(rx).map(|ev| {
+        Body::Events(events) => first
+            .chain(events.map(|ev| {
                 part(Part::Event(pb::SseEvent {
                     id: ev.id.unwrap_or_default(),
                     event: ev.event.unwrap_or_default(),

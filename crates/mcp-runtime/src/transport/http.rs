@@ -279,7 +279,7 @@ fn into_response(outcome: Outcome) -> Response {
         StatusCode::from_u16(outcome.head.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let body = match outcome.body {
         Body::Full(b) => HttpBody::from(b),
-        Body::Events(rx) => HttpBody::from_stream(tokio_stream_shim(rx).map(|ev| {
+        Body::Events(events) => HttpBody::from_stream(events.map(|ev| {
             let mut out = Vec::with_capacity(ev.data.len() + 32);
             ev.encode_into(&mut out);
             Ok::<_, std::convert::Infallible>(Bytes::from(out))
@@ -293,13 +293,6 @@ fn into_response(outcome: Outcome) -> Response {
         }
     }
     response
-}
-
-/// A receiver as a stream, without pulling in tokio-stream for the HTTP-only build.
-fn tokio_stream_shim<T: Send + 'static>(
-    mut rx: tokio::sync::mpsc::Receiver<T>,
-) -> impl futures::Stream<Item = T> + Send {
-    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
 /// How long an oversized request body is still read (and dropped) before the 413 is sent.

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mcp_runtime::{Admission, Server, socket};
+use mcp_runtime_core::quota::QuotaConfig;
 use mcp_runtime_core::{CatalogConfig, Runtime, RuntimeConfig};
 
 /// The settings tests change; the rest are the binary's defaults.
@@ -18,6 +19,7 @@ pub(crate) struct Options {
     pub(crate) max_connections: usize,
     pub(crate) header_read_timeout: Duration,
     pub(crate) max_sessions_per_subject: usize,
+    pub(crate) quotas: QuotaConfig,
 }
 
 impl Default for Options {
@@ -30,6 +32,7 @@ impl Default for Options {
             max_connections: 1024,
             header_read_timeout: Duration::from_secs(30),
             max_sessions_per_subject: RuntimeConfig::default().max_sessions_per_subject,
+            quotas: QuotaConfig::default(),
         }
     }
 }
@@ -57,6 +60,7 @@ impl Sidecar {
             features: mcp_runtime::features(),
             session_idle_ttl: options.session_idle_ttl,
             max_sessions_per_subject: options.max_sessions_per_subject,
+            quotas: options.quotas,
             ..RuntimeConfig::default()
         };
         let catalog = CatalogConfig::parse(catalog).expect("catalog");

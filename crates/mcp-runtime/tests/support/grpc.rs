@@ -68,6 +68,16 @@ pub fn envelope(call: &Call) -> pb::RequestEnvelope {
             session_id: call.session.clone().unwrap_or_default(),
             protocol_version: call.protocol_version.clone().unwrap_or_default(),
             accept: call.accept.clone().unwrap_or_default(),
+            // A header given empty is sent empty (contract 1.1), as a gateway relays it.
+            empty_headers: [
+                ("mcp-session-id", &call.session),
+                ("mcp-protocol-version", &call.protocol_version),
+                ("accept", &call.accept),
+            ]
+            .into_iter()
+            .filter(|(_, v)| v.as_deref() == Some(""))
+            .map(|(n, _)| n.to_owned())
+            .collect(),
             ..Default::default()
         }),
         server_id: call.path_server.clone().unwrap_or_default(),

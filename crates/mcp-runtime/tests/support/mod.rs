@@ -317,6 +317,16 @@ impl Http {
         }
     }
 
+    /// Sends `call` on a connection of its own and returns the response with its body unread
+    /// (an open GET stream stays open until the response is dropped).
+    pub async fn open(&self, call: &Call) -> hyper::Response<hyper::body::Incoming> {
+        let (mut sender, _conn) = self.connect().await;
+        sender
+            .send_request(http_request(call, Some(&auth_header(&call.auth))))
+            .await
+            .expect("send")
+    }
+
     /// Sends a call with its AuthContext encoded as the boundary requires.
     pub async fn send(&self, call: &Call) -> Reply {
         self.send_raw(call, Some(&auth_header(&call.auth))).await
