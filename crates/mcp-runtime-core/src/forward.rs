@@ -68,7 +68,7 @@ impl Runtime {
             cancel,
         };
         let mut stream = match bounds
-            .run(up.request(uid, method, &Value::Object(params)))
+            .run(up.request(uid, method, Value::Object(params)))
             .await?
         {
             Ok(s) => s,

@@ -212,6 +212,26 @@ impl Drop for Permit {
     }
 }
 
+/// Bytes an adapter holds for a request body while it reads it (from its declared length), so
+/// a body the subject or the process has no room for is refused before it is read. Released
+/// when dropped; the core counts the body again once it has it ([`crate::Runtime::handle`]).
+#[derive(Debug)]
+pub struct BodyReservation {
+    _permit: Permit,
+}
+
+impl Quotas {
+    pub(crate) fn reserve_body(
+        self: &Arc<Self>,
+        subject: &str,
+        bytes: usize,
+    ) -> Result<BodyReservation, RequestError> {
+        Ok(BodyReservation {
+            _permit: self.acquire(subject, Quota::Bytes, bytes)?,
+        })
+    }
+}
+
 /// A body whose bytes stay counted until the last [`Bytes`] handle to it is dropped (the
 /// adapter has written it, or the caller went away).
 struct Counted {

@@ -203,6 +203,21 @@ impl Runtime {
         self.inflight_upstream.load(Ordering::Relaxed)
     }
 
+    /// Holds `bytes` of `subject`'s and the process's bytes in flight for a request body an
+    /// adapter is about to read (its declared length), until the reservation is dropped.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::RequestError::SubjectQuota`] or [`crate::RequestError::ProcessBusy`]: the body
+    /// does not fit; answer it without reading it.
+    pub fn reserve_body(
+        &self,
+        subject: &str,
+        bytes: usize,
+    ) -> Result<crate::quota::BodyReservation, crate::RequestError> {
+        self.quotas.reserve_body(subject, bytes)
+    }
+
     /// Bytes of request bodies and results in flight right now, in the whole process.
     #[must_use]
     pub fn bytes_in_flight(&self) -> usize {

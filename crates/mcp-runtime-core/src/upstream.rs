@@ -290,18 +290,25 @@ impl Upstream {
         &self,
         id: u64,
         method: &str,
-        params: &Value,
+        params: Value,
     ) -> Result<MessageStream, UpstreamError> {
+        // `params` moves into `body`; the typed message is built from it once per attempt
+        // (the retry after a lost session is rare), so a large argument is held twice (the
+        // JSON value and the message being sent) rather than three times.
         let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
-        let msg = message(&body).map_err(|e| self.protocol(e))?;
+        let mut first = Some(message(&body).map_err(|e| self.protocol(e))?);
         let mut retried = false;
         loop {
             let conn = self.current().await?;
+            let msg = match first.take() {
+                Some(m) => m,
+                None => message(&body).map_err(|e| self.protocol(e))?,
+            };
             let res = self
                 .client
                 .post_message_with_response_limits(
                     self.uri.clone(),
-                    msg.clone(),
+                    msg,
                     conn.session_id.clone(),
                     None,
                     conn.headers.clone(),
@@ -354,7 +361,7 @@ impl Upstream {
     /// discovery.
     pub(crate) async fn call(&self, method: &str, params: &Value) -> Result<Value, UpstreamError> {
         let id = self.next_id();
-        let mut stream = self.request(id, method, params).await?;
+        let mut stream = self.request(id, method, params.clone()).await?;
         while let Some(msg) = stream.next().await {
             let v: Value = serde_json::from_str(&msg?).map_err(|e| self.protocol(e))?;
             if v.get("id").is_some() && v.get("method").is_none() {

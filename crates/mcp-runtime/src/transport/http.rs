@@ -254,9 +254,29 @@ async fn handle(
         Err(why) => return rpc_error(RequestError::Unauthorized(why.to_string())),
     };
     let limit = rt.max_message_bytes();
+    // A declared length (Content-Length) is held against the byte budgets while the body is
+    // read, so a body without room is refused unread; over the limit it is the 413 below.
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(0);
+    let reservation = if declared > 0 && declared <= limit {
+        match rt.reserve_body(&auth.subject_email, declared) {
+            Ok(r) => Some(r),
+            Err(refused) => {
+                discard_body(body.into_data_stream(), limit).await;
+                return rpc_error(refused);
+            }
+        }
+    } else {
+        None
+    };
     let Some(body) = read_body(body, limit).await else {
         return rpc_error(RequestError::PayloadTooLarge { size: None, limit });
     };
+    // The core counts the body itself from here on.
+    drop(reservation);
     let (mcp_headers, request_id) = match mcp_headers(&headers) {
         Ok(h) => h,
         Err(bad) => return rpc_error(bad),
@@ -298,6 +318,25 @@ fn into_response(outcome: Outcome) -> Response {
 /// How long an oversized request body is still read (and dropped) before the 413 is sent.
 const OVERSIZE_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// Reads and drops what the client still sends of a body that is refused (at most `limit`
+/// bytes, for at most [`OVERSIZE_DRAIN_TIMEOUT`]), so that a client that writes its whole body
+/// before reading sees the answer instead of a closed connection.
+async fn discard_body(
+    mut stream: impl futures::Stream<Item = Result<Bytes, axum::Error>> + Unpin,
+    limit: usize,
+) {
+    let drain = async {
+        let mut left = limit;
+        while let Some(Ok(c)) = stream.next().await {
+            if c.len() >= left {
+                break;
+            }
+            left -= c.len();
+        }
+    };
+    let _ = tokio::time::timeout(OVERSIZE_DRAIN_TIMEOUT, drain).await;
+}
+
 /// The request body, or `None` when it is longer than `limit` bytes or breaks off.
 ///
 /// Over the limit, what the client still sends is read and dropped (at most another `limit`
@@ -312,16 +351,7 @@ async fn read_body(body: HttpBody, limit: usize) -> Option<Bytes> {
         let chunk = chunk.ok()?;
         len += chunk.len();
         if len > limit {
-            let drain = async {
-                let mut left = limit;
-                while let Some(Ok(c)) = stream.next().await {
-                    if c.len() >= left {
-                        break;
-                    }
-                    left -= c.len();
-                }
-            };
-            let _ = tokio::time::timeout(OVERSIZE_DRAIN_TIMEOUT, drain).await;
+            discard_body(stream, limit).await;
             return None;
         }
         chunks.push(chunk);
