@@ -32,7 +32,6 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
-
 from mcp_gateway._auth import mint_token
 from mcp_gateway.testing import stack
 
@@ -97,7 +96,7 @@ def main() -> None:
     secret = secrets.token_urlsafe(32)
     token = mint_token(secret, "large@example.com", teams=None, is_admin=True)
     print(
-        f"| mode | calls at once x MiB | answers | process | RSS before | peak | after (MiB) |"
+        "| mode | calls at once x MiB | answers | process | RSS before | peak | after (MiB) |"
     )
     print("|---|---|---|---|--:|--:|--:|")
     for mode in args.modes.split(","):
