@@ -172,17 +172,22 @@ pub fn parse(body: &[u8]) -> Result<Incoming, FramingError> {
     }
 }
 
-/// Whether a request id is valid. MCP: "the ID MUST NOT be null" (spec, basic, requests);
-/// JSON-RPC: string or number. A number must also be representable: `1E400` is JSON by the
-/// grammar, but echoed back it is a response many parsers (serde_json among them) refuse
-/// (found by the `jsonrpc_parse` fuzz target).
+/// Whether a request id is valid. MCP: "the ID MUST NOT be null" and is a string or an integer
+/// (spec, basic, requests; schema `RequestId = string | integer`), so a number with a fraction
+/// (`1.5`) is refused while an integral one written `1.0` or `1e2` is taken. A number must also
+/// be representable: `1E400` is JSON by the grammar, but echoed back it is a response many
+/// parsers (serde_json among them) refuse (found by the `jsonrpc_parse` fuzz target).
 fn valid_id(id: &RawValue) -> bool {
     match id.get().as_bytes().first() {
         // A string must decode: an escaped lone surrogate (`"\uD80b"`) is valid JSON grammar
         // but no Unicode string, and strict parsers (serde_json among them) refuse a response
         // that echoes it (found by the jsonrpc_parse fuzz target).
         Some(b'"') => serde_json::from_str::<String>(id.get()).is_ok(),
-        Some(b'-' | b'0'..=b'9') => serde_json::from_str::<serde_json::Number>(id.get()).is_ok(),
+        Some(b'-' | b'0'..=b'9') => {
+            serde_json::from_str::<serde_json::Number>(id.get()).is_ok_and(|n| {
+                n.is_i64() || n.is_u64() || n.as_f64().is_some_and(|f| f.fract() == 0.0)
+            })
+        }
         _ => false,
     }
 }
@@ -294,6 +299,18 @@ mod tests {
             code(br#"{"jsonrpc":"2.0","id":1e400,"method":"ping"}"#),
             INVALID_REQUEST
         );
+        // MCP ids are strings or integers: a fraction is refused, an integral spelling is not.
+        assert_eq!(
+            code(br#"{"jsonrpc":"2.0","id":1.5,"method":"ping"}"#),
+            INVALID_REQUEST
+        );
+        for integral in [
+            &br#"{"jsonrpc":"2.0","id":1.0,"method":"ping"}"#[..],
+            br#"{"jsonrpc":"2.0","id":1e2,"method":"ping"}"#,
+            br#"{"jsonrpc":"2.0","id":-3,"method":"ping"}"#,
+        ] {
+            assert!(parse(integral).is_ok());
+        }
         // Fuzz crash (jsonrpc_parse): a string id with an escaped lone surrogate was echoed
         // into a response that serde_json cannot parse.
         assert_eq!(
