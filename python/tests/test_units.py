@@ -320,12 +320,12 @@ def test_grpc_status_codes_are_classified_in_one_place() -> None:
 def test_http_backend_errors_are_mapped_by_type() -> None:
     import httpx
 
-    from mcp_gateway._errors import RuntimeTimeoutError, RuntimeUnavailableError
+    from mcp_gateway._errors import RuntimeBusyError, RuntimeTimeoutError, RuntimeUnavailableError
     from mcp_gateway._http_backend import runtime_error
 
     assert isinstance(runtime_error(TimeoutError()), RuntimeTimeoutError)
     assert isinstance(runtime_error(httpx.ReadTimeout("slow")), RuntimeTimeoutError)
-    assert isinstance(runtime_error(httpx.PoolTimeout("busy")), RuntimeTimeoutError)
+    assert isinstance(runtime_error(httpx.PoolTimeout("busy")), RuntimeBusyError)
     assert isinstance(runtime_error(httpx.ConnectError("refused")), RuntimeUnavailableError)
     assert isinstance(runtime_error(httpx.RemoteProtocolError("gone")), RuntimeUnavailableError)
     assert isinstance(runtime_error(FileNotFoundError("no socket")), RuntimeUnavailableError)
@@ -391,3 +391,38 @@ def test_a_long_name_is_cut_to_128_bytes_as_the_runtime_cuts_it() -> None:
     # A character that does not fit whole is dropped, never split: 127 bytes + a 2-byte "é".
     assert shown("x" * 127 + "é" + "y") == "x" * 127 + "..."
     assert shown("é" * 64) == "é" * 64
+
+
+def test_baseline_sessions_count_per_subject_and_reap_only_idle_ones() -> None:
+    """The table's bookkeeping on a hand-driven clock: grants given back however blocks end."""
+    from mcp_gateway._baseline.sessions import LimitReached, Sessions
+
+    now = [0.0]
+    table = Sessions(idle_ttl_s=10, max_sessions=2, max_streams=1, max_inflight=1, clock=lambda: now[0])
+    with table.opening("a") as slot:
+        a1 = slot.commit("s1", None)
+    with table.opening("a"):
+        pass  # an initialize that minted no session gives its slot back
+    with table.opening("a") as slot:
+        slot.commit("s2", "echo-only")
+    with pytest.raises(LimitReached) as refused, table.opening("a"):
+        pass
+    assert (refused.value.status, refused.value.code, refused.value.retry_after_s) == (429, -32000, 60)
+    with table.opening("b") as slot:
+        slot.commit("s3", None)
+    assert table.get("s1", "b", None) is None
+    assert table.get("s2", "a", None) is None
+    with table.stream(a1), pytest.raises(LimitReached) as refused, table.stream(a1):
+        pass
+    assert refused.value.retry_after_s == 1
+    with pytest.raises(RuntimeError), table.call(a1):
+        raise RuntimeError("the request failed")
+    with table.call(a1):
+        now[0] = 100.0
+        assert sorted(table.reap_idle()) == ["s2", "s3"]  # s1 is busy
+    assert table.reap_idle() == []  # its last use is when its call ended
+    now[0] = 111.0
+    assert table.reap_idle() == ["s1"]
+    assert len(table) == 0
+    assert table.held("a") == 0
+    assert table.reap_period_s == 5

@@ -24,6 +24,7 @@ __all__ = [
     "INTERNAL_ERROR",
     "INVALID_PARAMS",
     "INVALID_REQUEST",
+    "LIMIT_REACHED",
     "METHOD_NOT_FOUND",
     "NOT_FOUND",
     "PARSE_ERROR",
@@ -61,6 +62,9 @@ BAD_REQUEST = -32000
 forwarded header that is not visible ASCII (400), ``Host`` or ``Origin`` not allowed (421, 403)."""
 RUNTIME_UNAVAILABLE = -32000
 """``-32000`` as the gateway's answer when the runtime cannot be reached (502)."""
+LIMIT_REACHED = -32000
+"""``-32000`` as a subject at one of its per-subject limits (sessions, open GET streams,
+requests in progress): 429 with ``Retry-After`` (the runtime's ``LIMIT_REACHED``)."""
 SERVER_BUSY = -32000
 """``-32000`` as the gateway's answer past its limit of open connections or of requests in
 progress (503, with ``Retry-After``)."""

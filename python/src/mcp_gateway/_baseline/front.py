@@ -26,11 +26,18 @@ from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.shared.exceptions import MCPError
 
 from mcp_gateway import __version__
+from mcp_gateway._auth import anonymous_context
 from mcp_gateway._backend import McpRequest, McpResponse, RuntimeHealth
 from mcp_gateway._baseline.asgi import AsgiCall, sse_events
 from mcp_gateway._baseline.catalog import Catalog, load_catalog
 from mcp_gateway._baseline.server import AUTH_KEY, SCOPE_KEY, build_server
-from mcp_gateway._baseline.upstream import ENVELOPE_SLACK_BYTES, SizeCappedTransport, Upstream
+from mcp_gateway._baseline.sessions import LimitReached, Session, Sessions
+from mcp_gateway._baseline.upstream import (
+    ENVELOPE_SLACK_BYTES,
+    SizeCappedTransport,
+    Upstream,
+    UpstreamUnavailableError,
+)
 from mcp_gateway._errors import CatalogError
 from mcp_gateway._jsonrpc import (
     BAD_REQUEST,
@@ -73,6 +80,48 @@ def _error(status: int, code: int, message: str, request_id: Any = None) -> McpR
     return McpResponse(status=status, headers=[_JSON], body=error_body(code, message, request_id))
 
 
+def _refused(e: LimitReached, request_id: Any = None) -> McpResponse:
+    """The runtime's answer to a subject at a limit: 429, ``-32000``, ``Retry-After``."""
+    response = _error(e.status, e.code, e.message, request_id)
+    response.headers.append(("retry-after", str(e.retry_after_s)))
+    return response
+
+
+class _Held:
+    """An answer stream that holds its grants until it ends.
+
+    The grants (an open GET stream, a request in progress) are given back when the stream is
+    exhausted, fails, or is closed (``McpResponse.aclose``, also when it never started).
+
+    Args:
+        inner: The stream of body chunks.
+        grants: Released once, when the stream ends.
+    """
+
+    def __init__(self, inner: AsyncIterator[bytes], grants: contextlib.ExitStack) -> None:
+        self._inner = inner
+        self._grants = grants
+
+    def __aiter__(self) -> _Held:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            return await self._inner.__anext__()
+        except BaseException:
+            self._grants.close()
+            raise
+
+    async def aclose(self) -> None:
+        """Close the inner stream and release the grants."""
+        try:
+            aclose = getattr(self._inner, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        finally:
+            self._grants.close()
+
+
 def _is_response(data: str) -> bool:
     try:
         value = json.loads(data)
@@ -91,17 +140,24 @@ class PythonBaseline:
             ``-32603`` naming the limit; no upstream message is read past it plus 1 MiB).
         upstream_timeout_s: How long one upstream call may take, in seconds, as the runtime's
             ``--upstream-timeout-ms``.
+        sessions: The session table with the runtime's idle TTL and per-subject limits
+            (default: the runtime's defaults, see :mod:`.sessions`).
     """
 
     def __init__(
-        self, catalog_path: Path, *, max_message_bytes: int, upstream_timeout_s: float = 60.0
+        self,
+        catalog_path: Path,
+        *,
+        max_message_bytes: int,
+        upstream_timeout_s: float = 60.0,
+        sessions: Sessions | None = None,
     ) -> None:
         self._catalog_path = catalog_path
         self._max_message_bytes = max_message_bytes
         self._upstream_timeout_s = upstream_timeout_s
         self._catalog = Catalog()
         self._upstreams: dict[str, Upstream] = {}
-        self._sessions: dict[str, tuple[str, str | None]] = {}
+        self._sessions = Sessions() if sessions is None else sessions
         self._stack: contextlib.AsyncExitStack | None = None
         self._task_group: TaskGroup | None = None
         self._manager: StreamableHTTPSessionManager | None = None
@@ -139,10 +195,15 @@ class PythonBaseline:
                 try:
                     found = await upstream.list_all()
                 except MCPError as e:
+                    # A caller's error names no upstream; the operator's does (the cause).
+                    cause = e.__cause__
+                    detail = (
+                        str(cause)
+                        if isinstance(cause, UpstreamUnavailableError)
+                        else f"upstream {upstream_config.id} unavailable: {cause or e.error.message}"
+                    )
                     if upstream_config.required:
-                        raise CatalogError(
-                            f"required upstream unavailable at start: {e.error.message}"
-                        ) from e
+                        raise CatalogError(f"required upstream unavailable at start: {detail}") from e
                     logger.warning("optional upstream %s unavailable at start: %s", upstream_config.id, e)
                     continue
                 for kind in ("tool", "prompt", "resource", "template"):
@@ -159,6 +220,8 @@ class PythonBaseline:
                 max_sessions=None,
             )
             await stack.enter_async_context(manager.run())
+            # The reaper runs in the lifespan's task group: cancelled with it in aclose().
+            task_group.start_soon(self._reap_forever)
         except BaseException:
             await stack.aclose()
             raise
@@ -193,15 +256,47 @@ class PythonBaseline:
             open_sessions=len(self._sessions),
         )
 
+    # --- idle sessions ------------------------------------------------------------------------
+
+    async def _reap_forever(self) -> None:
+        """Every :attr:`Sessions.reap_period_s`, end the sessions idle past the TTL."""
+        while True:
+            await anyio.sleep(self._sessions.reap_period_s)
+            reaped = self._sessions.reap_idle()
+            for session_id in reaped:
+                await self._end_sdk_session(session_id)
+            if reaped:
+                logger.info("idle sessions ended: %d", len(reaped))
+
+    async def _end_sdk_session(self, session_id: str) -> None:
+        """DELETE the SDK's session (its transport and server task), within 5 s."""
+        request = McpRequest(
+            method="DELETE",
+            server_id=None,
+            auth=anonymous_context(),
+            request_id="reaper",
+            session_id=session_id,
+        )
+        call = self._call(request)
+        with anyio.move_on_after(5):
+            await call.start()
+            await call.read_all()
+        call.release()
+
     # --- the front layer: the runtime's checks, then the SDK --------------------------------
 
-    def _lookup(self, request: McpRequest) -> McpResponse | None:
+    def _find(self, request: McpRequest) -> Session | McpResponse:
+        """The caller's session, or the runtime's answer when there is none (400, 404)."""
         if request.session_id is None:
             return _error(400, BAD_REQUEST, "Bad Request: Mcp-Session-Id header is required")
-        owner = self._sessions.get(request.session_id)
-        if owner != (request.auth.email, request.server_id):
+        session = self._sessions.get(request.session_id, request.auth.email, request.server_id)
+        if session is None:
             return _error(404, NOT_FOUND, "Session not found")
-        return None
+        return session
+
+    def _lookup(self, request: McpRequest) -> McpResponse | None:
+        found = self._find(request)
+        return found if isinstance(found, McpResponse) else None
 
     def _call(self, request: McpRequest, *, session: bool = True, method: str | None = None) -> AsgiCall:
         assert self._task_group is not None
@@ -261,7 +356,7 @@ class PythonBaseline:
         if (refused := self._lookup(request)) is not None:
             return refused
         assert request.session_id is not None
-        self._sessions.pop(request.session_id, None)
+        self._sessions.remove(request.session_id)
         call = self._call(request)
         await call.start()
         await call.read_all()
@@ -271,21 +366,27 @@ class PythonBaseline:
     async def _get(self, request: McpRequest) -> McpResponse:
         if "text/event-stream" not in (request.accept or ""):
             return McpResponse(status=405, headers=[("allow", "POST, DELETE")])
-        if (refused := self._lookup(request)) is not None:
-            return refused
-        call = self._call(request)
-        start = await call.start()
-        if start is None:
-            await call.aclose()
-            return _error(500, INTERNAL_ERROR, "Internal error")
-        status = int(start["status"])
-        if status != 200:
-            body = await call.read_all()
-            call.release()
-            return McpResponse(status=status, headers=[_JSON] if body else [], body=body)
-        return McpResponse(
-            status=200, headers=list(_SSE_HEADERS), stream=self._relay(None, sse_events(call), call, request)
-        )
+        session = self._find(request)
+        if isinstance(session, McpResponse):
+            return session
+        with contextlib.ExitStack() as grants:
+            try:
+                grants.enter_context(self._sessions.stream(session))
+            except LimitReached as e:
+                return _refused(e)
+            call = self._call(request)
+            start = await call.start()
+            if start is None:
+                await call.aclose()
+                return _error(500, INTERNAL_ERROR, "Internal error")
+            status = int(start["status"])
+            if status != 200:
+                body = await call.read_all()
+                call.release()
+                return McpResponse(status=status, headers=[_JSON] if body else [], body=body)
+            stream = _Held(self._relay(None, sse_events(call), call, request), grants.pop_all())
+            return McpResponse(status=200, headers=list(_SSE_HEADERS), stream=stream)
+        raise AssertionError("unreachable")
 
     async def _post(self, request: McpRequest) -> McpResponse:
         if len(request.body) > self._max_message_bytes:
@@ -309,26 +410,42 @@ class PythonBaseline:
             call.release()
             return McpResponse(status=202)
         if message.method == "initialize":
-            return await self._initialize(request)
+            return await self._initialize(request, message.id)
         if message.method == "server/discover":
             return _error(200, METHOD_NOT_FOUND, "Method not found: server/discover", message.id)
-        if (refused := self._lookup(request)) is not None:
-            return refused
+        session = self._find(request)
+        if isinstance(session, McpResponse):
+            return session
         if message.method not in _KNOWN_METHODS:
             return _error(200, METHOD_NOT_FOUND, f"Method not found: {shown(message.method)}", message.id)
         accepts_sse = (
             request.accept is None or "text/event-stream" in request.accept or "*/*" in request.accept
         )
-        return await self._answer(request, accepts_sse, request_id=message.id)
+        with contextlib.ExitStack() as grants:
+            try:
+                grants.enter_context(self._sessions.call(session))
+            except LimitReached as e:
+                return _refused(e, message.id)
+            response = await self._answer(request, accepts_sse, request_id=message.id)
+            if response.stream is not None:
+                # The request is in progress until its stream ends.
+                response.stream = _Held(response.stream, grants.pop_all())
+            return response
+        raise AssertionError("unreachable")
 
-    async def _initialize(self, request: McpRequest) -> McpResponse:
-        call = self._call(request, session=False)
-        response = await self._answer(request, accepts_sse=False, call=call, keep_session_id=True)
-        session_id = response.header("mcp-session-id")
-        if response.status == 200 and session_id:
-            self._sessions[session_id] = (request.auth.email, request.server_id)
-            logger.info("session %s created for %s", session_id, request.auth.email or "anonymous")
-        return response
+    async def _initialize(self, request: McpRequest, request_id: Any) -> McpResponse:
+        try:
+            with self._sessions.opening(request.auth.email) as slot:
+                call = self._call(request, session=False)
+                response = await self._answer(request, accepts_sse=False, call=call, keep_session_id=True)
+                session_id = response.header("mcp-session-id")
+                if response.status == 200 and session_id:
+                    slot.commit(session_id, request.server_id)
+                    logger.info("session %s created for %s", session_id, request.auth.email or "anonymous")
+                return response
+        except LimitReached as e:
+            logger.info("429 initialize: %s", e)
+            return _refused(e, request_id)
 
     async def _answer(
         self,
