@@ -250,6 +250,10 @@ class TestSse:
         assert [(e.event, e.id, e.data) for e in events] == [("message", "", '{"a":1}'), ("", "9", "x\ny")]
 
 
+DEEP = b'{"jsonrpc":"2.0","id":1,"method":"ping","params":{"a":DEEP,"s":"x\\"]}"}}'
+"""A ping whose params nest deeper than Python's decoder goes (``DEEP`` replaced)."""
+
+
 @pytest.mark.parametrize(
     ("body", "code"),
     [
@@ -266,6 +270,17 @@ class TestSse:
         (b'{"jsonrpc":"2.0","id":1,"method":7}', -32600),
         (b'{"jsonrpc":"2.0","id":1}', -32600),
         (b'{"jsonrpc":"2.0","id":1,"result":{},"error":{}}', -32600),
+        (b'{"jsonrpc":"2.0","id":1.5,"method":"ping"}', -32600),
+        (
+            DEEP.replace(b"DEEP", b"[" * 5000 + b"]" * 5000).replace(
+                b'"id":1', b'"id":' + b"[" * 5000 + b"]" * 5000
+            ),
+            -32600,
+        ),
+        (DEEP.replace(b"DEEP", b"[" * 5000 + b"]" * 4999), -32700),
+        (DEEP.replace(b"DEEP", b"[" * 5000 + b"]" * 5000) + b"x", -32700),
+        (DEEP.replace(b"DEEP", b"[" * 2500 + b"1 2" + b"]" * 2500), -32700),
+        (b"[" * 5000 + b"]" * 5000, -32600),
     ],
 )
 def test_framing_errors(body: bytes, code: int) -> None:
@@ -278,6 +293,16 @@ def test_framing_kinds() -> None:
     assert parse_message(b'{"jsonrpc":"2.0","id":"a","method":"ping"}').kind == "request"
     assert parse_message(b'{"jsonrpc":"2.0","method":"notifications/x"}').kind == "notification"
     assert parse_message(b'{"jsonrpc":"2.0","id":3,"error":{"code":1,"message":"m"}}').kind == "response"
+    # An integer written with a fraction or an exponent is an integer (JSON Schema).
+    assert parse_message(b'{"jsonrpc":"2.0","id":1e2,"method":"ping"}').id == 100
+
+
+def test_a_message_too_deep_for_pythons_decoder_keeps_its_envelope() -> None:
+    from mcp_gateway._jsonrpc import TOO_DEEP
+
+    message = parse_message(DEEP.replace(b"DEEP", b"[" * 5000 + b"]" * 5000))
+    assert (message.kind, message.id, message.method) == ("request", 1, "ping")
+    assert message.params is TOO_DEEP  # the whole params member is too deep to decode
 
 
 def test_grpc_deadline_is_a_timeout_whichever_side_reports_it() -> None:

@@ -13,6 +13,7 @@ response becomes an ``application/json`` body, as the runtime answers.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -42,9 +43,11 @@ from mcp_gateway._errors import CatalogError
 from mcp_gateway._jsonrpc import (
     BAD_REQUEST,
     INTERNAL_ERROR,
+    INVALID_PARAMS,
     INVALID_REQUEST,
     METHOD_NOT_FOUND,
     NOT_FOUND,
+    TOO_DEEP,
     FramingError,
     error_body,
     parse_message,
@@ -72,6 +75,22 @@ _KNOWN_METHODS = frozenset(
         "resources/read",
     }
 )
+_PARAMS_UNREAD = frozenset(
+    {
+        "ping",
+        "logging/setLevel",
+        "tools/list",
+        "prompts/list",
+        "resources/list",
+        "resources/templates/list",
+    }
+)
+"""Methods whose ``params`` the runtime does not read (it lists everything in one page)."""
+
+MAX_PARAMS_DEPTH = 128
+"""Deepest ``params`` of a call the baseline reads (serde_json's limit, which the runtime's
+``call_params`` hits: ``-32602``); the SDK's parser stops at about 250 levels."""
+
 _JSON = ("content-type", "application/json")
 _SSE_HEADERS = [("content-type", "text/event-stream"), ("cache-control", "no-cache")]
 
@@ -120,6 +139,47 @@ class _Held:
                 await aclose()
         finally:
             self._grants.close()
+
+
+def _depth(value: Any, limit: int) -> int:
+    """How deep ``value`` nests (a scalar is 0), counted without recursing up to ``limit + 1``."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        level += 1
+        deepest = max(deepest, level)
+        if deepest > limit:
+            return deepest
+        stack.extend((child, level) for child in children)
+    return deepest
+
+
+def _params_problem(params: Any, body: bytes) -> str | None:
+    """Why ``params`` cannot be read as a method's params, or ``None`` when they can.
+
+    Readable: absent, ``null``, or an object at most :data:`MAX_PARAMS_DEPTH` deep. The SDK
+    refuses a whole message whose params are not.
+    """
+    if params is None:
+        return None
+    if params is TOO_DEEP:
+        return f"nested deeper than {MAX_PARAMS_DEPTH} levels"
+    if not isinstance(params, dict):
+        return "params must be an object"
+    # Cheap first: a body with few brackets cannot nest deep.
+    if (
+        body.count(b"[") + body.count(b"{") > MAX_PARAMS_DEPTH
+        and _depth(params, MAX_PARAMS_DEPTH) > MAX_PARAMS_DEPTH
+    ):
+        return f"nested deeper than {MAX_PARAMS_DEPTH} levels"
+    return None
 
 
 def _is_response(data: str) -> bool:
@@ -421,12 +481,25 @@ class PythonBaseline:
         accepts_sse = (
             request.accept is None or "text/event-stream" in request.accept or "*/*" in request.accept
         )
+        request_id = message.id
+        problem = _params_problem(message.params, request.body)
+        if problem is not None or isinstance(request_id, float):
+            # The SDK refuses the whole message (400, -32602 or -32700, or 202 for a float id);
+            # the runtime reads params only where it needs them.
+            if problem is not None and message.method not in _PARAMS_UNREAD:
+                return _error(200, INVALID_PARAMS, f"Invalid params: {problem}", request_id)
+            if isinstance(request_id, float):
+                request_id = int(request_id)  # an integer written as 1.0 or 1e2
+            envelope: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": message.method}
+            if problem is None and message.params is not None:
+                envelope["params"] = message.params
+            request = dataclasses.replace(request, body=json.dumps(envelope).encode())
         with contextlib.ExitStack() as grants:
             try:
                 grants.enter_context(self._sessions.call(session))
             except LimitReached as e:
                 return _refused(e, message.id)
-            response = await self._answer(request, accepts_sse, request_id=message.id)
+            response = await self._answer(request, accepts_sse, request_id=request_id)
             if response.stream is not None:
                 # The request is in progress until its stream ends.
                 response.stream = _Held(response.stream, grants.pop_all())
