@@ -1,14 +1,14 @@
 """The Python baseline's sessions: idle expiry and the per-subject limits, through the gateway.
 
 A gateway of its own in mode ``python`` with small limits from the runtime's variables
-(``MCP_RUNTIME_SESSION_IDLE_TTL_S=1``, at most 4 sessions, 2 open GET streams and 2 requests in
-progress per subject). Each test uses subjects of its own, so the tests do not share counts.
+(``MCP_RUNTIME_SESSION_IDLE_TTL_S=1``, at most 4 sessions, 2 open GET streams and 2 upstream
+calls in flight per subject). Each test uses subjects of its own, so the tests do not share counts.
 
 - a session unused for the TTL is ended and then answers 404; one with an open GET stream is
   not (it is in use);
 - the subject's 5th ``initialize`` is 429 (``-32000``, ``Retry-After: 60``) while another
   subject still initializes; a DELETE frees a slot;
-- the subject's 3rd open GET stream and 3rd request in progress are 429 (``Retry-After: 1``)
+- the subject's 3rd open GET stream and 3rd upstream call in flight are 429 (``Retry-After: 1``)
   while another subject's are served; a slot frees when a stream closes or a call ends.
 """
 
@@ -30,7 +30,7 @@ from mcp_gateway.testing import free_port, start_gateway, stop
 TTL_S = 1
 MAX_SESSIONS = 4
 MAX_STREAMS = 2
-MAX_INFLIGHT = 2
+MAX_CALLS = 2
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,7 @@ def baseline(workdir: Path, catalog: Path) -> Iterator[Gateway]:
             "MCP_RUNTIME_SESSION_IDLE_TTL_S": str(TTL_S),
             "MCP_RUNTIME_MAX_SESSIONS_PER_SUBJECT": str(MAX_SESSIONS),
             "MCP_RUNTIME_MAX_STREAMS_PER_SUBJECT": str(MAX_STREAMS),
-            "MCP_RUNTIME_MAX_INFLIGHT_PER_SUBJECT": str(MAX_INFLIGHT),
+            "MCP_RUNTIME_MAX_CALLS_PER_SUBJECT": str(MAX_CALLS),
         }
     )
     port = free_port()
@@ -160,7 +160,9 @@ async def test_a_subject_past_its_open_streams_gets_429_and_others_do_not(
             assert stream.status_code == 200
         async with get_stream(gw, http, token, sessions[-1]) as refused:
             await refused.aread()
-            assert_limited(refused, "1", f"limit of {MAX_STREAMS} open GET streams")
+            assert_limited(
+                refused, "1", f"Too many open streams: this subject already holds its limit of {MAX_STREAMS};"
+            )
         async with get_stream(gw, http, other, neighbour) as served:
             assert served.status_code == 200
     # The streams are closed: a slot frees once the gateway has seen them go.
@@ -190,19 +192,30 @@ async def test_a_subject_past_its_requests_in_progress_gets_429_and_others_do_no
         answers.append(await http.post(gw.url, json=sleep_call(i, 8000), headers=gw.headers(token, session)))
 
     async with anyio.create_task_group() as tg:
-        for i in range(MAX_INFLIGHT):
+        for i in range(MAX_CALLS):
             tg.start_soon(slow, 10 + i)
 
         async def running() -> bool:
             # Asked on the neighbour's session: the subject's own requests are what is counted.
-            return await gw.inflight(http, other, neighbour) >= before + MAX_INFLIGHT
+            return await gw.inflight(http, other, neighbour) >= before + MAX_CALLS
 
         await until(running, "both sleeps running at the upstream")
-        r = await http.post(gw.url, json=ping(5), headers=gw.headers(token, session))
-        assert_limited(r, "1", f"limit of {MAX_INFLIGHT} requests in progress")
+        echo = {
+            "jsonrpc": "2.0",
+            "id": 5,
+            "method": "tools/call",
+            "params": {"name": "echo", "arguments": {"text": "x"}},
+        }
+        r = await http.post(gw.url, json=echo, headers=gw.headers(token, session))
+        assert_limited(
+            r, "1", f"Too many calls in flight: this subject already holds its limit of {MAX_CALLS};"
+        )
         assert r.json()["id"] == 5
+        # What calls no upstream is not counted, as in the runtime.
+        r = await http.post(gw.url, json=ping(8), headers=gw.headers(token, session))
+        assert r.status_code == 200, r.text
         r = await http.post(gw.url, json=ping(6), headers=gw.headers(other, neighbour))
         assert r.status_code == 200, r.text
-    assert [a.status_code for a in answers] == [200] * MAX_INFLIGHT
+    assert [a.status_code for a in answers] == [200] * MAX_CALLS
     r = await http.post(gw.url, json=ping(7), headers=gw.headers(token, session))
     assert r.status_code == 200, r.text

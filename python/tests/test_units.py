@@ -423,7 +423,7 @@ def test_baseline_sessions_count_per_subject_and_reap_only_idle_ones() -> None:
     from mcp_gateway._baseline.sessions import LimitReached, Sessions
 
     now = [0.0]
-    table = Sessions(idle_ttl_s=10, max_sessions=2, max_streams=1, max_inflight=1, clock=lambda: now[0])
+    table = Sessions(idle_ttl_s=10, max_sessions=2, max_streams=1, max_calls=1, clock=lambda: now[0])
     with table.opening("a") as slot:
         a1 = slot.commit("s1", None)
     with table.opening("a"):

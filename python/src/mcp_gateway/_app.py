@@ -112,7 +112,7 @@ def make_backend(settings: Settings) -> Backend:
             idle_ttl_s=settings.session_idle_ttl_s,
             max_sessions=settings.max_sessions_per_subject,
             max_streams=settings.max_streams_per_subject,
-            max_inflight=settings.max_inflight_per_subject,
+            max_calls=settings.max_calls_per_subject,
         ),
     )
 

@@ -33,11 +33,12 @@ else's ``initialize`` waited 90 s for a connection and got 504). Three numbers k
   each request in progress holds at most one connection, and a request past that limit is
   answered 503 by the app before it reaches the pool, so an admitted request does not wait for
   a connection held by others.
-- The runtime caps what one subject holds (``--max-streams-per-subject`` 64 open GET streams,
-  ``--max-inflight-per-subject`` 256 requests in progress; past them 429 with ``Retry-After``,
-  answered at once): one subject at its caps holds at most 64 + 256 = 320 connections, less
-  than a third of the pool; the other 704 stay for everyone else. Keep the runtime's two caps
-  summed well below ``MCP_GATEWAY_MAX_CONCURRENT_REQUESTS`` when changing either.
+- The runtime caps what one subject holds for long (``--max-streams-per-subject`` 64 open GET
+  streams, ``--max-calls-per-subject`` 256 upstream calls in flight; past them 429 with
+  ``Retry-After``, answered at once; its other requests are answered at once too): one subject
+  at its caps holds at most 64 + 256 = 320 connections for long, less than a third of the
+  pool; the other 704 stay for everyone else. Keep the runtime's two caps summed well below
+  ``MCP_GATEWAY_MAX_CONCURRENT_REQUESTS`` when changing either.
 - Should a request still find every connection taken (a pool made smaller than the admitted
   requests), it waits at most :data:`POOL_TIMEOUT_S` and is answered 503 with
   ``Retry-After: 1`` (:class:`~mcp_gateway.RuntimeBusyError`), not 504 after the request

@@ -20,7 +20,7 @@ variable                           default                    meaning
 ``MCP_RUNTIME_SESSION_IDLE_TTL_S``  ``3600``                  baseline: idle sessions end after (s)
 ``MCP_RUNTIME_MAX_SESSIONS_PER_SUBJECT``  ``256``             baseline: sessions per subject (429)
 ``MCP_RUNTIME_MAX_STREAMS_PER_SUBJECT``  ``64``               baseline: open GET streams per subject
-``MCP_RUNTIME_MAX_INFLIGHT_PER_SUBJECT``  ``256``             baseline: requests in progress per subject
+``MCP_RUNTIME_MAX_CALLS_PER_SUBJECT``  ``256``               baseline: upstream calls in flight per subject
 ``MCP_GATEWAY_RUNTIME_KEEPALIVE_S``  ``5``                    idle expiry of pooled runtime connections
 ``MCP_GATEWAY_MAX_HEADER_BYTES``   ``65536`` (64 KiB)         largest request head (431 above)
 ``MCP_GATEWAY_HEADER_TIMEOUT_S``   ``10``                     time for a request head (else closed)
@@ -44,12 +44,13 @@ modes read ``MCP_RUNTIME_MAX_MESSAGE_BYTES`` too: a whole runtime response is re
 1 MiB (the gRPC channel's message size limits), so keep it equal to the runtime's.
 
 The baseline's sessions (``_baseline.sessions``), as the runtime's: a session with no request,
-no request in progress and no open GET stream for ``MCP_RUNTIME_SESSION_IDLE_TTL_S`` seconds is
+no call in flight and no open GET stream for ``MCP_RUNTIME_SESSION_IDLE_TTL_S`` seconds is
 ended (checked every half TTL, at least once a minute) and then answers 404. A subject (the
 token's ``sub``) holds at most ``MCP_RUNTIME_MAX_SESSIONS_PER_SUBJECT`` sessions (an
 ``initialize`` beyond is answered 429, ``-32000``, ``Retry-After: 60``),
 ``MCP_RUNTIME_MAX_STREAMS_PER_SUBJECT`` open GET streams and
-``MCP_RUNTIME_MAX_INFLIGHT_PER_SUBJECT`` requests in progress (beyond: 429, ``-32000``,
+``MCP_RUNTIME_MAX_CALLS_PER_SUBJECT`` upstream calls in flight (``tools/call``, ``prompts/get``,
+``resources/read``; beyond either: 429, ``-32000``,
 ``Retry-After: 1``). In the socket modes the runtime applies its own flags of these names.
 
 An empty ``MCP_RUST_GRPC_UDS`` or ``MCP_RUST_UDS`` means unset (as for the runtime). A value
@@ -130,8 +131,8 @@ class Settings:
             runtime's ``--max-sessions-per-subject``).
         max_streams_per_subject: Python baseline only: open GET streams one subject may hold
             (the runtime's ``--max-streams-per-subject``).
-        max_inflight_per_subject: Python baseline only: requests one subject may have in
-            progress (the runtime's ``--max-inflight-per-subject``).
+        max_calls_per_subject: Python baseline only: upstream calls one subject may have in
+            flight (the runtime's ``--max-calls-per-subject``).
         auth_disabled: No authentication: every caller is anonymous and sees public entries
             only. For local use (the conformance suite sends no token); never the default.
         allowed_hosts: ``Host`` values accepted (``name`` any port, ``name:port``, ``*``).
@@ -161,7 +162,7 @@ class Settings:
     session_idle_ttl_s: float = 3600.0
     max_sessions_per_subject: int = 256
     max_streams_per_subject: int = 64
-    max_inflight_per_subject: int = 256
+    max_calls_per_subject: int = 256
     auth_disabled: bool = False
     allowed_hosts: tuple[str, ...] = DEFAULT_ALLOWED_HOSTS
     allowed_origins: tuple[str, ...] = DEFAULT_ALLOWED_ORIGINS
@@ -240,7 +241,7 @@ class Settings:
             session_idle_ttl_s=number("MCP_RUNTIME_SESSION_IDLE_TTL_S", 3600),
             max_sessions_per_subject=int(number("MCP_RUNTIME_MAX_SESSIONS_PER_SUBJECT", 256)),
             max_streams_per_subject=int(number("MCP_RUNTIME_MAX_STREAMS_PER_SUBJECT", 64)),
-            max_inflight_per_subject=int(number("MCP_RUNTIME_MAX_INFLIGHT_PER_SUBJECT", 256)),
+            max_calls_per_subject=int(number("MCP_RUNTIME_MAX_CALLS_PER_SUBJECT", 256)),
             auth_disabled=auth_disabled,
             allowed_hosts=names("MCP_GATEWAY_ALLOWED_HOSTS", DEFAULT_ALLOWED_HOSTS),
             allowed_origins=names("MCP_GATEWAY_ALLOWED_ORIGINS", DEFAULT_ALLOWED_ORIGINS),

@@ -87,6 +87,9 @@ _PARAMS_UNREAD = frozenset(
 )
 """Methods whose ``params`` the runtime does not read (it lists everything in one page)."""
 
+_UPSTREAM_CALLS = frozenset({"tools/call", "prompts/get", "resources/read"})
+"""Methods that call an upstream: the calls a subject's quota counts (the runtime's ``forward``)."""
+
 MAX_PARAMS_DEPTH = 128
 """Deepest ``params`` of a call the baseline reads (serde_json's limit, which the runtime's
 ``call_params`` hits: ``-32602``); the SDK's parser stops at about 250 levels."""
@@ -109,7 +112,7 @@ def _refused(e: LimitReached, request_id: Any = None) -> McpResponse:
 class _Held:
     """An answer stream that holds its grants until it ends.
 
-    The grants (an open GET stream, a request in progress) are given back when the stream is
+    The grants (an open GET stream, an upstream call in flight) are given back when the stream is
     exhausted, fails, or is closed (``McpResponse.aclose``, also when it never started).
 
     Args:
@@ -495,13 +498,14 @@ class PythonBaseline:
                 envelope["params"] = message.params
             request = dataclasses.replace(request, body=json.dumps(envelope).encode())
         with contextlib.ExitStack() as grants:
-            try:
-                grants.enter_context(self._sessions.call(session))
-            except LimitReached as e:
-                return _refused(e, message.id)
+            if message.method in _UPSTREAM_CALLS:
+                try:
+                    grants.enter_context(self._sessions.call(session))
+                except LimitReached as e:
+                    return _refused(e, message.id)
             response = await self._answer(request, accepts_sse, request_id=request_id)
             if response.stream is not None:
-                # The request is in progress until its stream ends.
+                # The call is in flight until its stream ends.
                 response.stream = _Held(response.stream, grants.pop_all())
             return response
         raise AssertionError("unreachable")

@@ -10,8 +10,9 @@ The runtime's rules (``session.rs``, ``error.rs``), kept the same way here:
   ``min(ttl / 2, 60 s)``; it then answers 404 like any unknown session;
 - per subject, at most ``max_sessions`` sessions (an ``initialize`` beyond it is refused with
   ``Retry-After: 60``, the reaper's longest period), ``max_streams`` open GET streams and
-  ``max_inflight`` requests in progress (refused with ``Retry-After: 1``): HTTP 429 with a
-  JSON-RPC ``-32000`` error (:class:`LimitReached`).
+  ``max_calls`` upstream calls in flight (``tools/call``, ``prompts/get``, ``resources/read``;
+  refused with ``Retry-After: 1``): HTTP 429 with a JSON-RPC ``-32000`` error
+  (:class:`LimitReached`), in the runtime's words (``quota.rs``).
 
 Every grant is a context manager (:meth:`Sessions.opening`, :meth:`Sessions.stream`,
 :meth:`Sessions.call`) whose exit gives it back however the block ends (an exception, a
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 from mcp_gateway._jsonrpc import LIMIT_REACHED
 
 __all__ = [
-    "DEFAULT_MAX_INFLIGHT_PER_SUBJECT",
+    "DEFAULT_MAX_CALLS_PER_SUBJECT",
     "DEFAULT_MAX_SESSIONS_PER_SUBJECT",
     "DEFAULT_MAX_STREAMS_PER_SUBJECT",
     "DEFAULT_SESSION_IDLE_TTL_S",
@@ -47,13 +48,13 @@ DEFAULT_MAX_SESSIONS_PER_SUBJECT = 256
 """The runtime's ``--max-sessions-per-subject`` default."""
 DEFAULT_MAX_STREAMS_PER_SUBJECT = 64
 """The runtime's ``--max-streams-per-subject`` default: open GET streams of one subject."""
-DEFAULT_MAX_INFLIGHT_PER_SUBJECT = 256
-"""The runtime's ``--max-inflight-per-subject`` default: requests of one subject in progress."""
+DEFAULT_MAX_CALLS_PER_SUBJECT = 256
+"""The runtime's ``--max-calls-per-subject`` default: upstream calls of one subject in flight."""
 
 SESSION_LIMIT_RETRY_AFTER_S = 60
 """``Retry-After`` of a refused ``initialize``, in seconds: the reaper's longest period."""
 STREAM_LIMIT_RETRY_AFTER_S = 1
-"""``Retry-After`` of a refused GET stream or request, in seconds: these end by themselves."""
+"""``Retry-After`` of a refused GET stream or call, in seconds: these end by themselves."""
 
 _REAP_PERIOD_MAX_S = 60.0
 
@@ -85,7 +86,7 @@ class Session:
         subject: The creator's subject (``AuthContext.email``; ``""`` is anonymous).
         scope: The virtual server id it was created on, ``None`` for ``/mcp``.
         last_used: When a request last named it, on :attr:`Sessions.clock` (seconds).
-        calls: Its requests in progress.
+        calls: Its upstream calls in flight.
         streams: Its open GET streams.
     """
 
@@ -97,7 +98,7 @@ class Session:
 
     @property
     def busy(self) -> bool:
-        """Whether it has work under way (a request in progress or an open GET stream)."""
+        """Whether it has work under way (an upstream call in flight or an open GET stream)."""
         return self.calls > 0 or self.streams > 0
 
 
@@ -122,7 +123,7 @@ class Sessions:
         idle_ttl_s: A session unused for longer is reaped, in seconds (> 0).
         max_sessions: Sessions one subject may hold at once (at least 1).
         max_streams: Open GET streams one subject may hold at once (at least 1).
-        max_inflight: Requests one subject may have in progress at once (at least 1).
+        max_calls: Upstream calls one subject may have in flight at once (at least 1).
         clock: The time source, in seconds (monotonic).
     """
 
@@ -132,13 +133,13 @@ class Sessions:
         idle_ttl_s: float = DEFAULT_SESSION_IDLE_TTL_S,
         max_sessions: int = DEFAULT_MAX_SESSIONS_PER_SUBJECT,
         max_streams: int = DEFAULT_MAX_STREAMS_PER_SUBJECT,
-        max_inflight: int = DEFAULT_MAX_INFLIGHT_PER_SUBJECT,
+        max_calls: int = DEFAULT_MAX_CALLS_PER_SUBJECT,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.idle_ttl_s = idle_ttl_s
         self.max_sessions = max(1, max_sessions)
         self.max_streams = max(1, max_streams)
-        self.max_inflight = max(1, max_inflight)
+        self.max_calls = max(1, max_calls)
         self.clock = clock
         self._by_id: dict[str, Session] = {}
         self._open: Counter[str] = Counter()
@@ -221,8 +222,8 @@ class Sessions:
         subject = session.subject
         if self._streams[subject] >= self.max_streams:
             raise LimitReached(
-                f"Too many streams: this subject already holds the limit of {self.max_streams} "
-                f"open GET streams; close one",
+                f"Too many open streams: this subject already holds its limit of {self.max_streams}; "
+                f"retry when one ends",
                 STREAM_LIMIT_RETRY_AFTER_S,
             )
         with self._hold(self._streams, subject, session, "streams"):
@@ -230,16 +231,16 @@ class Sessions:
 
     @contextlib.contextmanager
     def call(self, session: Session) -> Iterator[None]:
-        """Hold one request in progress of ``session``'s subject for the block.
+        """Hold one upstream call in flight of ``session``'s subject for the block.
 
         Raises:
-            LimitReached: The subject already has ``max_inflight`` requests in progress.
+            LimitReached: The subject already has ``max_calls`` calls in flight.
         """
         subject = session.subject
-        if self._calls[subject] >= self.max_inflight:
+        if self._calls[subject] >= self.max_calls:
             raise LimitReached(
-                f"Too many requests in flight: this subject already has the limit of "
-                f"{self.max_inflight} requests in progress; wait for one to finish",
+                f"Too many calls in flight: this subject already holds its limit of {self.max_calls}; "
+                f"retry when one ends",
                 STREAM_LIMIT_RETRY_AFTER_S,
             )
         with self._hold(self._calls, subject, session, "calls"):
