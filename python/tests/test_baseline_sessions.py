@@ -15,6 +15,7 @@ calls in flight per subject). Each test uses subjects of its own, so the tests d
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -219,3 +220,42 @@ async def test_a_subject_past_its_requests_in_progress_gets_429_and_others_do_no
     assert [a.status_code for a in answers] == [200] * MAX_CALLS
     r = await http.post(gw.url, json=ping(7), headers=gw.headers(token, session))
     assert r.status_code == 200, r.text
+
+
+async def test_a_get_stream_closed_before_its_first_chunk_is_given_back(catalog: Path) -> None:
+    """In process: closing an answer stream that was never read ends the SDK's GET stream too.
+
+    The SDK allows one GET stream per session (a second is 409), so a new GET on the same
+    session succeeds only if closing the unread one ended it; the subject's stream slot (one
+    here) is free again as well.
+    """
+    from mcp_gateway import AuthContext, McpRequest
+    from mcp_gateway._baseline import PythonBaseline, Sessions
+
+    auth = AuthContext(email="unread@example.com", teams=())
+    baseline = PythonBaseline(catalog, max_message_bytes=1 << 20, sessions=Sessions(max_streams=1))
+    await baseline.start()
+    try:
+        opened = await baseline.handle(
+            McpRequest(
+                method="POST", server_id=None, auth=auth, request_id="t", body=json.dumps(INITIALIZE).encode()
+            )
+        )
+        session = opened.header("mcp-session-id")
+        assert opened.status == 200
+        assert session is not None
+        get = McpRequest(
+            method="GET",
+            server_id=None,
+            auth=auth,
+            request_id="t",
+            session_id=session,
+            accept="text/event-stream",
+        )
+        for _ in range(3):
+            stream = await baseline.handle(get)
+            assert stream.status == 200, stream.body
+            assert stream.stream is not None
+            await stream.aclose()  # never read
+    finally:
+        await baseline.aclose()

@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 from urllib.parse import quote
 
@@ -304,7 +304,7 @@ class HttpUdsBackend(SocketBackend):
             if response is not None:
                 await response.aclose()
             raise runtime_error(e) from e
-        return McpResponse(status=response.status_code, headers=headers, stream=_relay(response))
+        return McpResponse(status=response.status_code, headers=headers, stream=_Relay(response))
 
 
 async def _read_capped(response: httpx.Response, cap: int) -> bytes | None:
@@ -319,7 +319,34 @@ async def _read_capped(response: httpx.Response, cap: int) -> bytes | None:
     return b"".join(chunks)
 
 
-async def _relay(response: httpx.Response) -> AsyncIterator[bytes]:
+class _Relay:
+    """The raw SSE bytes of ``response`` as they arrive (:func:`_relay`).
+
+    Closing it closes the response and gives its pooled connection back, also when no chunk
+    was read yet (closing an async generator that never started runs none of its code: a
+    stream abandoned before its first chunk would keep its connection out of the pool).
+    """
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+        self._chunks = _relay(response)
+
+    def __aiter__(self) -> _Relay:
+        return self
+
+    async def __anext__(self) -> bytes:
+        return await self._chunks.__anext__()
+
+    async def aclose(self) -> None:
+        """Stop relaying and close the response (idempotent)."""
+        try:
+            await self._chunks.aclose()
+        finally:
+            with contextlib.suppress(Exception), anyio.CancelScope(shield=True):
+                await self._response.aclose()
+
+
+async def _relay(response: httpx.Response) -> AsyncGenerator[bytes, None]:
     """Yield the raw SSE bytes as they arrive; close the runtime stream however it ends."""
     try:
         async for chunk in response.aiter_raw():

@@ -16,7 +16,7 @@ import contextlib
 import dataclasses
 import json
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -113,21 +113,32 @@ class _Held:
     """An answer stream that holds its grants until it ends.
 
     The grants (an open GET stream, an upstream call in flight) are given back when the stream is
-    exhausted, fails, or is closed (``McpResponse.aclose``, also when it never started).
+    exhausted, fails, or is closed (``McpResponse.aclose``, also when it never started). Closing
+    an async generator that never started runs none of its code, so ``unstarted`` is what
+    closing does then (abandon the SDK request behind the stream).
 
     Args:
         inner: The stream of body chunks.
         grants: Released once, when the stream ends.
+        unstarted: Awaited by :meth:`aclose` when no chunk was ever asked for.
     """
 
-    def __init__(self, inner: AsyncIterator[bytes], grants: contextlib.ExitStack) -> None:
+    def __init__(
+        self,
+        inner: AsyncIterator[bytes],
+        grants: contextlib.ExitStack | None = None,
+        unstarted: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self._inner = inner
-        self._grants = grants
+        self._grants = grants or contextlib.ExitStack()
+        self._unstarted = unstarted
+        self._started = False
 
     def __aiter__(self) -> _Held:
         return self
 
     async def __anext__(self) -> bytes:
+        self._started = True
         try:
             return await self._inner.__anext__()
         except BaseException:
@@ -135,8 +146,12 @@ class _Held:
             raise
 
     async def aclose(self) -> None:
-        """Close the inner stream and release the grants."""
+        """Close the inner stream (abandoning it if it never started) and release the grants."""
         try:
+            if not self._started and self._unstarted is not None:
+                self._started = True
+                with anyio.CancelScope(shield=True):
+                    await self._unstarted()
             aclose = getattr(self._inner, "aclose", None)
             if aclose is not None:
                 await aclose()
@@ -447,7 +462,12 @@ class PythonBaseline:
                 body = await call.read_all()
                 call.release()
                 return McpResponse(status=status, headers=[_JSON] if body else [], body=body)
-            stream = _Held(self._relay(None, sse_events(call), call, request), grants.pop_all())
+            events = sse_events(call)
+            stream = _Held(
+                self._relay(None, events, call, request),
+                grants.pop_all(),
+                unstarted=lambda: self._abandon_events(events, request, call, None),
+            )
             return McpResponse(status=200, headers=list(_SSE_HEADERS), stream=stream)
         raise AssertionError("unreachable")
 
@@ -596,8 +616,18 @@ class PythonBaseline:
         return McpResponse(
             status=200,
             headers=list(_SSE_HEADERS),
-            stream=self._relay(first, events, call, request, request_id),
+            stream=_Held(
+                self._relay(first, events, call, request, request_id),
+                unstarted=lambda: self._abandon_events(events, request, call, request_id),
+            ),
         )
+
+    async def _abandon_events(
+        self, events: AsyncGenerator[SseEvent, None], request: McpRequest, call: AsgiCall, request_id: Any
+    ) -> None:
+        """What :meth:`_relay` does for a stream it did not finish, for one that never started."""
+        await events.aclose()
+        await self._abandon(request, call, request_id)
 
     async def _relay(
         self,
