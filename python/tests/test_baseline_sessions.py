@@ -222,6 +222,46 @@ async def test_a_subject_past_its_requests_in_progress_gets_429_and_others_do_no
     assert r.status_code == 200, r.text
 
 
+async def test_calls_whose_clients_went_away_give_their_slots_back(
+    baseline: Gateway, http: httpx.AsyncClient
+) -> None:
+    gw = baseline
+    token = gw.token("gone-callers@example.com")
+    session = await gw.initialize(http, token)
+    other = gw.token("gone-callers-neighbour@example.com")
+    neighbour = await gw.initialize(http, other)
+    before = await gw.inflight(http, other, neighbour)
+
+    async def slow(i: int) -> None:
+        await http.post(gw.url, json=sleep_call(i, 30_000), headers=gw.headers(token, session))
+
+    async with anyio.create_task_group() as tg:
+        for i in range(MAX_CALLS):
+            tg.start_soon(slow, 20 + i)
+
+        async def running() -> bool:
+            return await gw.inflight(http, other, neighbour) >= before + MAX_CALLS
+
+        await until(running, "both sleeps running at the upstream")
+        tg.cancel_scope.cancel()  # the clients go away
+    echo = {
+        "jsonrpc": "2.0",
+        "id": 9,
+        "method": "tools/call",
+        "params": {"name": "echo", "arguments": {"text": "x"}},
+    }
+
+    async def served() -> bool:
+        r = await http.post(gw.url, json=echo, headers=gw.headers(token, session))
+        if r.status_code == 429:
+            return False
+        assert r.status_code == 200, r.text
+        assert r.json()["result"]["content"][0]["text"] == "x"
+        return True
+
+    await until(served, "the call slots given back after the disconnects")
+
+
 async def test_a_get_stream_closed_before_its_first_chunk_is_given_back(catalog: Path) -> None:
     """In process: closing an answer stream that was never read ends the SDK's GET stream too.
 
