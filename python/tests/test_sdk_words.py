@@ -1,8 +1,9 @@
 """Pins the library wordings the Python baseline reads (``_baseline.upstream.sdk_failure``).
 
-The mcp SDK client reports three of its own failures only in words (it turns the exceptions into
+The mcp SDK client reports four of its own failures only in words (it turns the exceptions into
 JSON-RPC error answers): a message over the size cap, its read timeout, an upstream that forgot
-the session. Each is produced here for real, against the fixture upstream or the real httpx2
+the session, a connection that ended under a call (no upstream at all). Each is produced here
+for real, against the fixture upstream or the real httpx2
 decoder, so that an SDK or httpx2 upgrade that rewords one fails here rather than changing what
 a client sees.
 """
@@ -58,7 +59,7 @@ def _fixture_on(port: int) -> subprocess.Popen[bytes]:
     return process
 
 
-async def test_an_upstream_that_forgot_the_session_is_unavailable_then_reconnected(
+async def test_an_upstream_that_forgot_the_session_is_reconnected_and_the_call_sent_again(
     http2: httpx2.AsyncClient,
 ) -> None:
     first, url = start_fixture()
@@ -69,23 +70,30 @@ async def test_an_upstream_that_forgot_the_session_is_unavailable_then_reconnect
         async with anyio.create_task_group() as tg:
             upstream = Upstream(UpstreamConfig("fx", url), http2, tg, 10.0)
             assert (await upstream.list_all())["tool"]
-            # A new server on the same address knows no session: it answers 404 to the old one.
+            # A new server on the same address knows no session: it answers 404 to the old one
+            # ("Session terminated", SESSION_GONE), and the call runs again on a new session.
             stop(first)
             second = _fixture_on(port)
+            assert (await upstream.list_all())["tool"], "the same call opens a new session"
+            # No upstream at all: the runtime's words, no upstream id.
+            stop(second)
             with pytest.raises(MCPError) as raised:
                 await upstream.list_all()
             assert (raised.value.error.code, raised.value.error.message) == (
                 -32603,
-                "upstream fx unavailable: Session terminated",
+                "Upstream server unavailable",
             )
-            assert (await upstream.list_all())["tool"], "the next call opens a new session"
             upstream.close()
-            # As the baseline's shutdown does: the forgotten session's connection task still
-            # waits to be closed (the pool replaces a broken connection without closing it).
-            tg.cancel_scope.cancel()
+            tg.cancel_scope.cancel()  # as the baseline's shutdown does
     finally:
         stop(first)
         stop(second)
+
+
+def test_the_sdk_words_a_forgotten_session_and_a_closed_connection() -> None:
+    assert sdk_failure(MCPError(code=-32600, message="Session terminated"), None) is SdkFailure.SESSION_GONE
+    closed = MCPError(code=CONNECTION_CLOSED, message="Connection closed")
+    assert sdk_failure(closed, None) is SdkFailure.CONNECTION_CLOSED
 
 
 async def test_httpx2_words_an_sse_event_over_the_cap_as_the_json_cap_does() -> None:

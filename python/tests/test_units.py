@@ -250,6 +250,10 @@ class TestSse:
         assert [(e.event, e.id, e.data) for e in events] == [("message", "", '{"a":1}'), ("", "9", "x\ny")]
 
 
+DEEP = b'{"jsonrpc":"2.0","id":1,"method":"ping","params":{"a":DEEP,"s":"x\\"]}"}}'
+"""A ping whose params nest deeper than Python's decoder goes (``DEEP`` replaced)."""
+
+
 @pytest.mark.parametrize(
     ("body", "code"),
     [
@@ -266,6 +270,17 @@ class TestSse:
         (b'{"jsonrpc":"2.0","id":1,"method":7}', -32600),
         (b'{"jsonrpc":"2.0","id":1}', -32600),
         (b'{"jsonrpc":"2.0","id":1,"result":{},"error":{}}', -32600),
+        (b'{"jsonrpc":"2.0","id":1.5,"method":"ping"}', -32600),
+        (
+            DEEP.replace(b"DEEP", b"[" * 5000 + b"]" * 5000).replace(
+                b'"id":1', b'"id":' + b"[" * 5000 + b"]" * 5000
+            ),
+            -32600,
+        ),
+        (DEEP.replace(b"DEEP", b"[" * 5000 + b"]" * 4999), -32700),
+        (DEEP.replace(b"DEEP", b"[" * 5000 + b"]" * 5000) + b"x", -32700),
+        (DEEP.replace(b"DEEP", b"[" * 2500 + b"1 2" + b"]" * 2500), -32700),
+        (b"[" * 5000 + b"]" * 5000, -32600),
     ],
 )
 def test_framing_errors(body: bytes, code: int) -> None:
@@ -278,6 +293,16 @@ def test_framing_kinds() -> None:
     assert parse_message(b'{"jsonrpc":"2.0","id":"a","method":"ping"}').kind == "request"
     assert parse_message(b'{"jsonrpc":"2.0","method":"notifications/x"}').kind == "notification"
     assert parse_message(b'{"jsonrpc":"2.0","id":3,"error":{"code":1,"message":"m"}}').kind == "response"
+    # An integer written with a fraction or an exponent is an integer (JSON Schema).
+    assert parse_message(b'{"jsonrpc":"2.0","id":1e2,"method":"ping"}').id == 100
+
+
+def test_a_message_too_deep_for_pythons_decoder_keeps_its_envelope() -> None:
+    from mcp_gateway._jsonrpc import TOO_DEEP
+
+    message = parse_message(DEEP.replace(b"DEEP", b"[" * 5000 + b"]" * 5000))
+    assert (message.kind, message.id, message.method) == ("request", 1, "ping")
+    assert message.params is TOO_DEEP  # the whole params member is too deep to decode
 
 
 def test_grpc_deadline_is_a_timeout_whichever_side_reports_it() -> None:
@@ -320,12 +345,12 @@ def test_grpc_status_codes_are_classified_in_one_place() -> None:
 def test_http_backend_errors_are_mapped_by_type() -> None:
     import httpx
 
-    from mcp_gateway._errors import RuntimeTimeoutError, RuntimeUnavailableError
+    from mcp_gateway._errors import RuntimeBusyError, RuntimeTimeoutError, RuntimeUnavailableError
     from mcp_gateway._http_backend import runtime_error
 
     assert isinstance(runtime_error(TimeoutError()), RuntimeTimeoutError)
     assert isinstance(runtime_error(httpx.ReadTimeout("slow")), RuntimeTimeoutError)
-    assert isinstance(runtime_error(httpx.PoolTimeout("busy")), RuntimeTimeoutError)
+    assert isinstance(runtime_error(httpx.PoolTimeout("busy")), RuntimeBusyError)
     assert isinstance(runtime_error(httpx.ConnectError("refused")), RuntimeUnavailableError)
     assert isinstance(runtime_error(httpx.RemoteProtocolError("gone")), RuntimeUnavailableError)
     assert isinstance(runtime_error(FileNotFoundError("no socket")), RuntimeUnavailableError)
@@ -391,3 +416,38 @@ def test_a_long_name_is_cut_to_128_bytes_as_the_runtime_cuts_it() -> None:
     # A character that does not fit whole is dropped, never split: 127 bytes + a 2-byte "é".
     assert shown("x" * 127 + "é" + "y") == "x" * 127 + "..."
     assert shown("é" * 64) == "é" * 64
+
+
+def test_baseline_sessions_count_per_subject_and_reap_only_idle_ones() -> None:
+    """The table's bookkeeping on a hand-driven clock: grants given back however blocks end."""
+    from mcp_gateway._baseline.sessions import LimitReached, Sessions
+
+    now = [0.0]
+    table = Sessions(idle_ttl_s=10, max_sessions=2, max_streams=1, max_calls=1, clock=lambda: now[0])
+    with table.opening("a") as slot:
+        a1 = slot.commit("s1", None)
+    with table.opening("a"):
+        pass  # an initialize that minted no session gives its slot back
+    with table.opening("a") as slot:
+        slot.commit("s2", "echo-only")
+    with pytest.raises(LimitReached) as refused, table.opening("a"):
+        pass
+    assert (refused.value.status, refused.value.code, refused.value.retry_after_s) == (429, -32000, 60)
+    with table.opening("b") as slot:
+        slot.commit("s3", None)
+    assert table.get("s1", "b", None) is None
+    assert table.get("s2", "a", None) is None
+    with table.stream(a1), pytest.raises(LimitReached) as refused, table.stream(a1):
+        pass
+    assert refused.value.retry_after_s == 1
+    with pytest.raises(RuntimeError), table.call(a1):
+        raise RuntimeError("the request failed")
+    with table.call(a1):
+        now[0] = 100.0
+        assert sorted(table.reap_idle()) == ["s2", "s3"]  # s1 is busy
+    assert table.reap_idle() == []  # its last use is when its call ended
+    now[0] = 111.0
+    assert table.reap_idle() == ["s1"]
+    assert len(table) == 0
+    assert table.held("a") == 0
+    assert table.reap_period_s == 5

@@ -35,6 +35,7 @@ from mcp_gateway._errors import (
     CatalogError,
     ConfigError,
     GatewayError,
+    RuntimeBusyError,
     RuntimeTimeoutError,
     RuntimeUnavailableError,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "McpRequest",
     "McpResponse",
     "Mode",
+    "RuntimeBusyError",
     "RuntimeHealth",
     "RuntimeTimeoutError",
     "RuntimeUnavailableError",

@@ -44,7 +44,7 @@ def _serve(args: argparse.Namespace) -> int:
     )
     # Public connections, plus the pool to the runtime (HTTP/JSON) or to the upstreams (Python
     # baseline), plus files.
-    pool = 0 if settings.mode is Mode.GRPC else 1024
+    pool = 0 if settings.mode is Mode.GRPC else max(1024, settings.max_concurrent_requests)
     _raise_open_files_limit(settings.max_connections + pool + 256)
     options: dict[str, Any] = {
         "host": settings.host,

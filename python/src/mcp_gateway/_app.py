@@ -36,7 +36,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from mcp_gateway import __version__
 from mcp_gateway._auth import anonymous_context, authenticate
 from mcp_gateway._backend import Backend, McpRequest, McpResponse
-from mcp_gateway._errors import AuthError, GatewayError, RuntimeTimeoutError, RuntimeUnavailableError
+from mcp_gateway._errors import (
+    AuthError,
+    GatewayError,
+    RuntimeBusyError,
+    RuntimeTimeoutError,
+    RuntimeUnavailableError,
+)
 from mcp_gateway._host_origin import check_host_origin
 from mcp_gateway._jsonrpc import (
     BAD_REQUEST,
@@ -93,14 +99,21 @@ def make_backend(settings: Settings) -> Backend:
             settings.request_timeout_s,
             settings.runtime_max_message_bytes,
             keepalive_s=settings.runtime_keepalive_s,
+            max_connections=settings.max_concurrent_requests,
         )
-    from mcp_gateway._baseline import PythonBaseline
+    from mcp_gateway._baseline import PythonBaseline, Sessions
 
     assert settings.catalog is not None
     return PythonBaseline(
         settings.catalog,
         max_message_bytes=settings.runtime_max_message_bytes,
         upstream_timeout_s=settings.upstream_timeout_s,
+        sessions=Sessions(
+            idle_ttl_s=settings.session_idle_ttl_s,
+            max_sessions=settings.max_sessions_per_subject,
+            max_streams=settings.max_streams_per_subject,
+            max_calls=settings.max_calls_per_subject,
+        ),
     )
 
 
@@ -126,6 +139,8 @@ def _failure(e: GatewayError) -> tuple[int, int, str]:
         return 502, RUNTIME_UNAVAILABLE, "MCP runtime unavailable"
     if isinstance(e, RuntimeTimeoutError):
         return 504, REQUEST_TIMEOUT, "MCP runtime timed out"
+    if isinstance(e, RuntimeBusyError):
+        return 503, SERVER_BUSY, "Server busy: no connection to the MCP runtime is free"
     return 500, INTERNAL_ERROR, "Internal error"
 
 
@@ -367,7 +382,8 @@ class McpEndpoint:
             status, code, message = _failure(e)
             log = logger.error if status == 500 else logger.warning
             log("%d %s %s: %s", status, request.method, request.request_id, e)
-            return _error_response(status, code, message)
+            retry = [("retry-after", "1")] if status == 503 else []
+            return _error_response(status, code, message, retry)
 
 
 class ConcurrencyLimit:

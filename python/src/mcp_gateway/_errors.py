@@ -11,6 +11,7 @@ __all__ = [
     "CatalogError",
     "ConfigError",
     "GatewayError",
+    "RuntimeBusyError",
     "RuntimeTimeoutError",
     "RuntimeUnavailableError",
 ]
@@ -34,6 +35,10 @@ class AuthError(GatewayError):
 
 class RuntimeUnavailableError(GatewayError):
     """The runtime cannot be reached or went away mid-request (answered with HTTP 502)."""
+
+
+class RuntimeBusyError(GatewayError):
+    """Every connection to the runtime is in use and none freed in time (HTTP 503, Retry-After)."""
 
 
 class RuntimeTimeoutError(GatewayError):

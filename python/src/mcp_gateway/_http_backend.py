@@ -23,13 +23,33 @@ request; a runtime that read it and died before answering leaves no process to r
 (the retry is refused: 502).
 A fresh connection closed without an answer (the runtime refusing a connection past its
 ``--max-connections``) is not retried.
+
+The pool is shared by every caller, so no one subject may be able to exhaust it (issue 13: 1,024
+sessions of one token, each with a GET stream, once held all 1,024 connections, and everyone
+else's ``initialize`` waited 90 s for a connection and got 504). Three numbers keep it so:
+
+- The pool has as many connections as the gateway admits requests at once
+  (``MCP_GATEWAY_MAX_CONCURRENT_REQUESTS``, 1,024 by default, :data:`DEFAULT_MAX_CONNECTIONS`):
+  each request in progress holds at most one connection, and a request past that limit is
+  answered 503 by the app before it reaches the pool, so an admitted request does not wait for
+  a connection held by others.
+- The runtime caps what one subject holds for long (``--max-streams-per-subject`` 64 open GET
+  streams, ``--max-calls-per-subject`` 256 upstream calls in flight; past them 429 with
+  ``Retry-After``, answered at once; its other requests are answered at once too): one subject
+  at its caps holds at most 64 + 256 = 320 connections for long, less than a third of the
+  pool; the other 704 stay for everyone else. Keep the runtime's two caps summed well below
+  ``MCP_GATEWAY_MAX_CONCURRENT_REQUESTS`` when changing either.
+- Should a request still find every connection taken (a pool made smaller than the admitted
+  requests), it waits at most :data:`POOL_TIMEOUT_S` and is answered 503 with
+  ``Retry-After: 1`` (:class:`~mcp_gateway.RuntimeBusyError`), not 504 after the request
+  timeout.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 from urllib.parse import quote
 
@@ -37,10 +57,18 @@ import anyio
 import httpx
 
 from mcp_gateway._backend import McpRequest, McpResponse, RuntimeHealth
-from mcp_gateway._errors import GatewayError, RuntimeTimeoutError, RuntimeUnavailableError
+from mcp_gateway._errors import GatewayError, RuntimeBusyError, RuntimeTimeoutError, RuntimeUnavailableError
 from mcp_gateway._socket_backend import DEFAULT_MAX_MESSAGE_BYTES, SocketBackend
 
-__all__ = ["DEFAULT_KEEPALIVE_S", "HOP_BY_HOP", "HttpUdsBackend", "closed_before_response", "runtime_error"]
+__all__ = [
+    "DEFAULT_KEEPALIVE_S",
+    "DEFAULT_MAX_CONNECTIONS",
+    "HOP_BY_HOP",
+    "POOL_TIMEOUT_S",
+    "HttpUdsBackend",
+    "closed_before_response",
+    "runtime_error",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -53,10 +81,22 @@ DEFAULT_KEEPALIVE_S = 5.0
 """How long an idle pooled connection is kept, in seconds: well below the runtime's 30 s."""
 
 
-def _limits(keepalive_s: float) -> httpx.Limits:
-    # Open SSE streams each hold a connection, so the pool must be large; idle keep-alive
-    # connections are what make the unary path cheap.
-    return httpx.Limits(max_connections=1024, max_keepalive_connections=128, keepalive_expiry=keepalive_s)
+DEFAULT_MAX_CONNECTIONS = 1024
+"""Connections to the runtime at once: the gateway's default ``MCP_GATEWAY_MAX_CONCURRENT_REQUESTS``
+(see the module docstring)."""
+
+POOL_TIMEOUT_S = 2.0
+"""Longest wait for a free pooled connection, in seconds; then 503 with ``Retry-After: 1``."""
+
+
+def _limits(keepalive_s: float, max_connections: int) -> httpx.Limits:
+    # Open SSE streams each hold a connection, so the pool must be as large as the requests the
+    # gateway admits; idle keep-alive connections are what make the unary path cheap.
+    return httpx.Limits(
+        max_connections=max_connections,
+        max_keepalive_connections=min(128, max_connections),
+        keepalive_expiry=keepalive_s,
+    )
 
 
 def closed_before_response(error: httpx.HTTPError) -> bool:
@@ -103,8 +143,12 @@ def runtime_error(error: httpx.HTTPError | OSError) -> GatewayError:
             dropped, a stream broken).
 
     Returns:
-        :class:`RuntimeTimeoutError` for the timeouts, else :class:`RuntimeUnavailableError`.
+        :class:`RuntimeBusyError` when no pooled connection freed within the pool timeout,
+        :class:`RuntimeTimeoutError` for the other timeouts, else
+        :class:`RuntimeUnavailableError`.
     """
+    if isinstance(error, httpx.PoolTimeout):
+        return RuntimeBusyError("every connection to the MCP runtime is in use")
     if isinstance(error, TimeoutError | httpx.TimeoutException):
         return RuntimeTimeoutError("MCP runtime timed out")
     return RuntimeUnavailableError(f"MCP runtime unavailable: {type(error).__name__}: {error}")
@@ -120,6 +164,8 @@ class HttpUdsBackend(SocketBackend):
             plus 1 MiB.
         keepalive_s: How long an idle pooled connection is kept, in seconds (keep it well below
             the runtime's ``--header-read-timeout-ms``).
+        max_connections: Connections to the runtime at once; the gateway's
+            ``MCP_GATEWAY_MAX_CONCURRENT_REQUESTS`` (see the module docstring).
     """
 
     def __init__(
@@ -128,17 +174,22 @@ class HttpUdsBackend(SocketBackend):
         request_timeout_s: float,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         keepalive_s: float = DEFAULT_KEEPALIVE_S,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
         super().__init__(f"HTTP/JSON socket {uds_path}", request_timeout_s, max_message_bytes)
         self._uds_path = uds_path
         self._keepalive_s = keepalive_s
+        self._max_connections = max_connections
         self._client: httpx.AsyncClient | None = None
 
     async def _open(self) -> None:
         # httpx ignores the client's ``limits=`` when a transport is given: set them here.
-        transport = httpx.AsyncHTTPTransport(uds=self._uds_path, limits=_limits(self._keepalive_s), retries=0)
+        limits = _limits(self._keepalive_s, self._max_connections)
+        transport = httpx.AsyncHTTPTransport(uds=self._uds_path, limits=limits, retries=0)
         self._client = httpx.AsyncClient(
-            transport=transport, base_url="http://runtime", timeout=httpx.Timeout(self._timeout_s)
+            transport=transport,
+            base_url="http://runtime",
+            timeout=httpx.Timeout(self._timeout_s, pool=min(POOL_TIMEOUT_S, self._timeout_s)),
         )
 
     async def aclose(self) -> None:
@@ -190,7 +241,8 @@ class HttpUdsBackend(SocketBackend):
         # Streaming calls (a standalone GET stream, a POST asking for progress) have no read
         # timeout: a GET may stay silent for hours, and the runtime's upstream timeout bounds a
         # tool call. Other calls keep the request timeout on every read.
-        timeout = httpx.Timeout(self._timeout_s, read=None) if request.streaming else None
+        pool_s = min(POOL_TIMEOUT_S, self._timeout_s)
+        timeout = httpx.Timeout(self._timeout_s, read=None, pool=pool_s) if request.streaming else None
         client = self._require_client()
         extensions = {"trace": attempt}
         if timeout is None:
@@ -228,6 +280,7 @@ class HttpUdsBackend(SocketBackend):
         Raises:
             RuntimeUnavailableError: Connection refused, socket missing, connection dropped.
             RuntimeTimeoutError: No response head (or JSON body) within the request timeout.
+            RuntimeBusyError: No pooled connection freed within :data:`POOL_TIMEOUT_S`.
         """
         response: httpx.Response | None = None
         try:
@@ -251,7 +304,7 @@ class HttpUdsBackend(SocketBackend):
             if response is not None:
                 await response.aclose()
             raise runtime_error(e) from e
-        return McpResponse(status=response.status_code, headers=headers, stream=_relay(response))
+        return McpResponse(status=response.status_code, headers=headers, stream=_Relay(response))
 
 
 async def _read_capped(response: httpx.Response, cap: int) -> bytes | None:
@@ -266,7 +319,34 @@ async def _read_capped(response: httpx.Response, cap: int) -> bytes | None:
     return b"".join(chunks)
 
 
-async def _relay(response: httpx.Response) -> AsyncIterator[bytes]:
+class _Relay:
+    """The raw SSE bytes of ``response`` as they arrive (:func:`_relay`).
+
+    Closing it closes the response and gives its pooled connection back, also when no chunk
+    was read yet (closing an async generator that never started runs none of its code: a
+    stream abandoned before its first chunk would keep its connection out of the pool).
+    """
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+        self._chunks = _relay(response)
+
+    def __aiter__(self) -> _Relay:
+        return self
+
+    async def __anext__(self) -> bytes:
+        return await self._chunks.__anext__()
+
+    async def aclose(self) -> None:
+        """Stop relaying and close the response (idempotent)."""
+        try:
+            await self._chunks.aclose()
+        finally:
+            with contextlib.suppress(Exception), anyio.CancelScope(shield=True):
+                await self._response.aclose()
+
+
+async def _relay(response: httpx.Response) -> AsyncGenerator[bytes, None]:
     """Yield the raw SSE bytes as they arrive; close the runtime stream however it ends."""
     try:
         async for chunk in response.aiter_raw():

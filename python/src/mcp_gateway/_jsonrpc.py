@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -24,6 +25,7 @@ __all__ = [
     "INTERNAL_ERROR",
     "INVALID_PARAMS",
     "INVALID_REQUEST",
+    "LIMIT_REACHED",
     "METHOD_NOT_FOUND",
     "NOT_FOUND",
     "PARSE_ERROR",
@@ -32,6 +34,7 @@ __all__ = [
     "RUNTIME_UNAVAILABLE",
     "SERVER_BUSY",
     "SHOWN_NAME_BYTES",
+    "TOO_DEEP",
     "UNAUTHORIZED",
     "FramingError",
     "ParsedMessage",
@@ -61,6 +64,9 @@ BAD_REQUEST = -32000
 forwarded header that is not visible ASCII (400), ``Host`` or ``Origin`` not allowed (421, 403)."""
 RUNTIME_UNAVAILABLE = -32000
 """``-32000`` as the gateway's answer when the runtime cannot be reached (502)."""
+LIMIT_REACHED = -32000
+"""``-32000`` as a subject at one of its per-subject limits (sessions, open GET streams,
+requests in progress): 429 with ``Retry-After`` (the runtime's ``LIMIT_REACHED``)."""
 SERVER_BUSY = -32000
 """``-32000`` as the gateway's answer past its limit of open connections or of requests in
 progress (503, with ``Retry-After``)."""
@@ -186,7 +192,8 @@ class ParsedMessage:
             ``"response"`` (id and exactly one of result and error).
         id: The id (a string or a finite number); ``None`` for a notification.
         method: The method name; ``""`` for a response.
-        params: ``params`` as decoded JSON, ``None`` when absent.
+        params: ``params`` as decoded JSON, ``None`` when absent or ``null``; :data:`TOO_DEEP`
+            when nested deeper than Python's decoder goes.
     """
 
     kind: Literal["request", "notification", "response"]
@@ -196,6 +203,104 @@ class ParsedMessage:
 
 
 _ENVELOPE_FIELDS = frozenset({"jsonrpc", "id", "method", "params", "result", "error"})
+
+
+class TooDeep:
+    """The type of :data:`TOO_DEEP`."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "TOO_DEEP"
+
+
+TOO_DEEP = TooDeep()
+"""A member of a message nested deeper than Python's JSON decoder goes (its recursion limit,
+about 1,000 levels): valid JSON, not decoded (:func:`parse_message`)."""
+
+_WS = r"[ \t\n\r]*"
+_TOKEN = re.compile(
+    _WS + r'(?:(")|(-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)|(true|false|null)|([\[\]{},:]))'
+)
+_STRING = re.compile(r'"(?:[^"\\\x00-\x1f]|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4})*"')
+_END = re.compile(_WS + r"\Z")
+
+
+def _shallow_decode(text: str) -> Any:
+    """Decode a valid JSON text whose nesting is too deep for ``json.loads``, without recursing.
+
+    Only the top level is built: for an object, each member's value is decoded by ``json.loads``
+    when it can be, else it is :data:`TOO_DEEP`; an array comes back as ``[]`` (a batch, refused
+    by the caller either way). Grammar is checked token by token (a regex per token, a stack of
+    open containers), so invalid JSON is still a parse error.
+
+    Raises:
+        ValueError: The text is not valid JSON (the message says where).
+    """
+    stack: list[str] = []
+    members: list[tuple[str, Any]] = []
+    expect = "value"  # value, value_or_end, key, key_or_end, colon, comma_or_end, done
+    key = ""
+    start = 0
+    pos = 0
+    while expect != "done":
+        m = _TOKEN.match(text, pos)
+        if m is None:
+            raise ValueError(f"invalid JSON at character {pos}")
+        first = m.start(m.lastindex or 0)
+        if m.group(1):
+            string = _STRING.match(text, first)
+            if string is None:
+                raise ValueError(f"invalid string at character {first}")
+            token, pos = "string", string.end()
+        else:
+            token, pos = m.group(4) or "scalar", m.end()
+        member = len(stack) == 1 and stack[0] == "{"
+        completed = False
+        if expect in ("value", "value_or_end"):
+            if member:
+                start = first
+            if token in ("{", "["):
+                stack.append(token)
+                expect = "key_or_end" if token == "{" else "value_or_end"
+            elif token in ("string", "scalar"):
+                completed = True
+            elif token == "]" and expect == "value_or_end":
+                stack.pop()
+                completed = True
+            else:
+                raise ValueError(f"unexpected {token!r} at character {first}")
+        elif expect in ("key", "key_or_end"):
+            if token == "string":
+                if member:
+                    key = json.loads(text[first:pos])
+                expect = "colon"
+            elif token == "}" and expect == "key_or_end":
+                stack.pop()
+                completed = True
+            else:
+                raise ValueError(f"expected a key at character {first}")
+        elif expect == "colon":
+            if token != ":":
+                raise ValueError(f"expected ':' at character {first}")
+            expect = "value"
+        elif token == ",":
+            expect = "key" if stack[-1] == "{" else "value"
+        elif token == ("}" if stack[-1] == "{" else "]"):
+            stack.pop()
+            completed = True
+        else:
+            raise ValueError(f"expected ',' or a closing bracket at character {first}")
+        if completed:
+            if len(stack) == 1 and stack[0] == "{":
+                try:
+                    members.append((key, json.loads(text[start:pos], object_pairs_hook=_object)))
+                except RecursionError:
+                    members.append((key, TOO_DEEP))
+            expect = "comma_or_end" if stack else "done"
+    if _END.match(text, pos) is None:
+        raise ValueError(f"extra data at character {pos}")
+    return _object(members) if text.lstrip().startswith("{") else []
 
 
 class _Object(dict[str, Any]):
@@ -236,10 +341,13 @@ def parse_message(body: bytes) -> ParsedMessage:
         value = json.loads(text, object_pairs_hook=_object)
     except ValueError as e:
         raise FramingError(PARSE_ERROR, f"Parse error: {e}") from e
-    except RecursionError as e:
-        # The runtime skips deep values without recursing; Python's decoder recurses, so
-        # nesting deeper than its stack allows is a parse error here (400 either way).
-        raise FramingError(PARSE_ERROR, "Parse error: nesting too deep") from e
+    except RecursionError:
+        # The runtime skips deep values without recursing; Python's decoder recurses. Read the
+        # envelope without recursing; a member too deep to decode is TOO_DEEP.
+        try:
+            value = _shallow_decode(text)
+        except ValueError as e:
+            raise FramingError(PARSE_ERROR, f"Parse error: {e}") from e
     if isinstance(value, list):
         raise FramingError(INVALID_REQUEST, "Invalid Request: batch arrays are not supported")
     if not isinstance(value, dict):
@@ -255,6 +363,10 @@ def parse_message(body: bytes) -> ParsedMessage:
     if has_id and not echoable_id(msg_id):
         raise FramingError(INVALID_REQUEST, "Invalid Request: id must be a string or a number")
     method = value.get("method")
+    if method is not None and isinstance(msg_id, float) and not msg_id.is_integer():
+        # MCP: a request id is a string or an integer (JSON Schema: a number whose fractional
+        # part is zero, so 1.0 and 1e2 are integers). The runtime accepts any number here.
+        raise FramingError(INVALID_REQUEST, "Invalid Request: id must be a string or an integer")
     if method is not None and not isinstance(method, str):
         raise FramingError(INVALID_REQUEST, "Invalid Request: method must be a string")
     if method is not None and ("result" in value or "error" in value):

@@ -17,6 +17,10 @@ variable                           default                    meaning
 ``MCP_GATEWAY_MAX_BODY_BYTES``     ``67108864`` (64 MiB)      largest request body accepted (bytes)
 ``MCP_RUNTIME_MAX_MESSAGE_BYTES``  ``67108864`` (64 MiB)      the runtime's message limit (below)
 ``MCP_RUNTIME_UPSTREAM_TIMEOUT_MS``  ``60000``                baseline: the runtime's upstream timeout
+``MCP_RUNTIME_SESSION_IDLE_TTL_S``  ``3600``                  baseline: idle sessions end after (s)
+``MCP_RUNTIME_MAX_SESSIONS_PER_SUBJECT``  ``256``             baseline: sessions per subject (429)
+``MCP_RUNTIME_MAX_STREAMS_PER_SUBJECT``  ``64``               baseline: open GET streams per subject
+``MCP_RUNTIME_MAX_CALLS_PER_SUBJECT``  ``256``               baseline: upstream calls in flight per subject
 ``MCP_GATEWAY_RUNTIME_KEEPALIVE_S``  ``5``                    idle expiry of pooled runtime connections
 ``MCP_GATEWAY_MAX_HEADER_BYTES``   ``65536`` (64 KiB)         largest request head (431 above)
 ``MCP_GATEWAY_HEADER_TIMEOUT_S``   ``10``                     time for a request head (else closed)
@@ -34,10 +38,20 @@ accepts everything. The defaults are ``localhost``, ``127.0.0.1`` and ``[::1]`` 
 and ``https`` for origins). A request without an ``Origin`` header (not from a browser) passes
 the origin check.
 
-The two ``MCP_RUNTIME_*`` names are the runtime's own (``mcp-runtime --help``): the Python
+The ``MCP_RUNTIME_*`` names are the runtime's own (``mcp-runtime --help``): the Python
 baseline reads them so it applies the same limits as the runtime it stands in for. The socket
 modes read ``MCP_RUNTIME_MAX_MESSAGE_BYTES`` too: a whole runtime response is read up to it plus
 1 MiB (the gRPC channel's message size limits), so keep it equal to the runtime's.
+
+The baseline's sessions (``_baseline.sessions``), as the runtime's: a session with no request,
+no call in flight and no open GET stream for ``MCP_RUNTIME_SESSION_IDLE_TTL_S`` seconds is
+ended (checked every half TTL, at least once a minute) and then answers 404. A subject (the
+token's ``sub``) holds at most ``MCP_RUNTIME_MAX_SESSIONS_PER_SUBJECT`` sessions (an
+``initialize`` beyond is answered 429, ``-32000``, ``Retry-After: 60``),
+``MCP_RUNTIME_MAX_STREAMS_PER_SUBJECT`` open GET streams and
+``MCP_RUNTIME_MAX_CALLS_PER_SUBJECT`` upstream calls in flight (``tools/call``, ``prompts/get``,
+``resources/read``; beyond either: 429, ``-32000``,
+``Retry-After: 1``). In the socket modes the runtime applies its own flags of these names.
 
 An empty ``MCP_RUST_GRPC_UDS`` or ``MCP_RUST_UDS`` means unset (as for the runtime). A value
 starting with ``@`` (a Linux abstract socket name) is refused at start: the gateway and the
@@ -111,6 +125,14 @@ class Settings:
             response is read up to it plus 1 MiB (gRPC: the channel's message size limits).
         upstream_timeout_s: Python baseline only: how long one upstream call may take, in
             seconds, as the runtime's ``--upstream-timeout-ms``.
+        session_idle_ttl_s: Python baseline only: a session unused this long is ended, in
+            seconds (the runtime's ``--session-idle-ttl-s``).
+        max_sessions_per_subject: Python baseline only: sessions one subject may hold (the
+            runtime's ``--max-sessions-per-subject``).
+        max_streams_per_subject: Python baseline only: open GET streams one subject may hold
+            (the runtime's ``--max-streams-per-subject``).
+        max_calls_per_subject: Python baseline only: upstream calls one subject may have in
+            flight (the runtime's ``--max-calls-per-subject``).
         auth_disabled: No authentication: every caller is anonymous and sees public entries
             only. For local use (the conformance suite sends no token); never the default.
         allowed_hosts: ``Host`` values accepted (``name`` any port, ``name:port``, ``*``).
@@ -137,6 +159,10 @@ class Settings:
     max_body_bytes: int = 64 * 1024 * 1024
     runtime_max_message_bytes: int = 64 * 1024 * 1024
     upstream_timeout_s: float = 60.0
+    session_idle_ttl_s: float = 3600.0
+    max_sessions_per_subject: int = 256
+    max_streams_per_subject: int = 64
+    max_calls_per_subject: int = 256
     auth_disabled: bool = False
     allowed_hosts: tuple[str, ...] = DEFAULT_ALLOWED_HOSTS
     allowed_origins: tuple[str, ...] = DEFAULT_ALLOWED_ORIGINS
@@ -212,6 +238,10 @@ class Settings:
             max_body_bytes=int(number("MCP_GATEWAY_MAX_BODY_BYTES", 64 * 1024 * 1024)),
             runtime_max_message_bytes=int(number("MCP_RUNTIME_MAX_MESSAGE_BYTES", 64 * 1024 * 1024)),
             upstream_timeout_s=number("MCP_RUNTIME_UPSTREAM_TIMEOUT_MS", 60_000) / 1000,
+            session_idle_ttl_s=number("MCP_RUNTIME_SESSION_IDLE_TTL_S", 3600),
+            max_sessions_per_subject=int(number("MCP_RUNTIME_MAX_SESSIONS_PER_SUBJECT", 256)),
+            max_streams_per_subject=int(number("MCP_RUNTIME_MAX_STREAMS_PER_SUBJECT", 64)),
+            max_calls_per_subject=int(number("MCP_RUNTIME_MAX_CALLS_PER_SUBJECT", 256)),
             auth_disabled=auth_disabled,
             allowed_hosts=names("MCP_GATEWAY_ALLOWED_HOSTS", DEFAULT_ALLOWED_HOSTS),
             allowed_origins=names("MCP_GATEWAY_ALLOWED_ORIGINS", DEFAULT_ALLOWED_ORIGINS),

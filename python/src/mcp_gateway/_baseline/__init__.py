@@ -9,12 +9,15 @@ Layout:
 - ``front``: :class:`PythonBaseline`, the backend: lifecycle, the runtime's checks, reshaping;
 - ``server``: the SDK server whose handlers serve the catalog;
 - ``asgi``: driving the SDK's session manager for one request, in process;
+- ``sessions``: the session table: owners, idle expiry, the per-subject limits;
 - ``catalog``: the catalog file and the entries discovered from the upstreams;
-- ``upstream``: one shared SDK client session per upstream, with the message size caps.
+- ``upstream``: one shared SDK client session per upstream, with the message size caps and
+  one reconnect when the upstream forgot the session.
 """
 
 from __future__ import annotations
 
 from mcp_gateway._baseline.front import PROTOCOL_VERSIONS, PythonBaseline
+from mcp_gateway._baseline.sessions import Sessions
 
-__all__ = ["PROTOCOL_VERSIONS", "PythonBaseline"]
+__all__ = ["PROTOCOL_VERSIONS", "PythonBaseline", "Sessions"]

@@ -13,9 +13,10 @@ response becomes an ``application/json`` body, as the runtime answers.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,18 +27,27 @@ from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.shared.exceptions import MCPError
 
 from mcp_gateway import __version__
+from mcp_gateway._auth import anonymous_context
 from mcp_gateway._backend import McpRequest, McpResponse, RuntimeHealth
 from mcp_gateway._baseline.asgi import AsgiCall, sse_events
 from mcp_gateway._baseline.catalog import Catalog, load_catalog
 from mcp_gateway._baseline.server import AUTH_KEY, SCOPE_KEY, build_server
-from mcp_gateway._baseline.upstream import ENVELOPE_SLACK_BYTES, SizeCappedTransport, Upstream
+from mcp_gateway._baseline.sessions import LimitReached, Session, Sessions
+from mcp_gateway._baseline.upstream import (
+    ENVELOPE_SLACK_BYTES,
+    SizeCappedTransport,
+    Upstream,
+    UpstreamUnavailableError,
+)
 from mcp_gateway._errors import CatalogError
 from mcp_gateway._jsonrpc import (
     BAD_REQUEST,
     INTERNAL_ERROR,
+    INVALID_PARAMS,
     INVALID_REQUEST,
     METHOD_NOT_FOUND,
     NOT_FOUND,
+    TOO_DEEP,
     FramingError,
     error_body,
     parse_message,
@@ -65,12 +75,129 @@ _KNOWN_METHODS = frozenset(
         "resources/read",
     }
 )
+_PARAMS_UNREAD = frozenset(
+    {
+        "ping",
+        "logging/setLevel",
+        "tools/list",
+        "prompts/list",
+        "resources/list",
+        "resources/templates/list",
+    }
+)
+"""Methods whose ``params`` the runtime does not read (it lists everything in one page)."""
+
+_UPSTREAM_CALLS = frozenset({"tools/call", "prompts/get", "resources/read"})
+"""Methods that call an upstream: the calls a subject's quota counts (the runtime's ``forward``)."""
+
+MAX_PARAMS_DEPTH = 128
+"""Deepest ``params`` of a call the baseline reads (serde_json's limit, which the runtime's
+``call_params`` hits: ``-32602``); the SDK's parser stops at about 250 levels."""
+
 _JSON = ("content-type", "application/json")
 _SSE_HEADERS = [("content-type", "text/event-stream"), ("cache-control", "no-cache")]
 
 
 def _error(status: int, code: int, message: str, request_id: Any = None) -> McpResponse:
     return McpResponse(status=status, headers=[_JSON], body=error_body(code, message, request_id))
+
+
+def _refused(e: LimitReached, request_id: Any = None) -> McpResponse:
+    """The runtime's answer to a subject at a limit: 429, ``-32000``, ``Retry-After``."""
+    response = _error(e.status, e.code, e.message, request_id)
+    response.headers.append(("retry-after", str(e.retry_after_s)))
+    return response
+
+
+class _Held:
+    """An answer stream that holds its grants until it ends.
+
+    The grants (an open GET stream, an upstream call in flight) are given back when the stream is
+    exhausted, fails, or is closed (``McpResponse.aclose``, also when it never started). Closing
+    an async generator that never started runs none of its code, so ``unstarted`` is what
+    closing does then (abandon the SDK request behind the stream).
+
+    Args:
+        inner: The stream of body chunks.
+        grants: Released once, when the stream ends.
+        unstarted: Awaited by :meth:`aclose` when no chunk was ever asked for.
+    """
+
+    def __init__(
+        self,
+        inner: AsyncIterator[bytes],
+        grants: contextlib.ExitStack | None = None,
+        unstarted: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self._inner = inner
+        self._grants = grants or contextlib.ExitStack()
+        self._unstarted = unstarted
+        self._started = False
+
+    def __aiter__(self) -> _Held:
+        return self
+
+    async def __anext__(self) -> bytes:
+        self._started = True
+        try:
+            return await self._inner.__anext__()
+        except BaseException:
+            self._grants.close()
+            raise
+
+    async def aclose(self) -> None:
+        """Close the inner stream (abandoning it if it never started) and release the grants."""
+        try:
+            if not self._started and self._unstarted is not None:
+                self._started = True
+                with anyio.CancelScope(shield=True):
+                    await self._unstarted()
+            aclose = getattr(self._inner, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        finally:
+            self._grants.close()
+
+
+def _depth(value: Any, limit: int) -> int:
+    """How deep ``value`` nests (a scalar is 0), counted without recursing up to ``limit + 1``."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        level += 1
+        deepest = max(deepest, level)
+        if deepest > limit:
+            return deepest
+        stack.extend((child, level) for child in children)
+    return deepest
+
+
+def _params_problem(params: Any, body: bytes) -> str | None:
+    """Why ``params`` cannot be read as a method's params, or ``None`` when they can.
+
+    Readable: absent, ``null``, or an object at most :data:`MAX_PARAMS_DEPTH` deep. The SDK
+    refuses a whole message whose params are not.
+    """
+    if params is None:
+        return None
+    if params is TOO_DEEP:
+        return f"nested deeper than {MAX_PARAMS_DEPTH} levels"
+    if not isinstance(params, dict):
+        return "params must be an object"
+    # Cheap first: a body with few brackets cannot nest deep.
+    if (
+        body.count(b"[") + body.count(b"{") > MAX_PARAMS_DEPTH
+        and _depth(params, MAX_PARAMS_DEPTH) > MAX_PARAMS_DEPTH
+    ):
+        return f"nested deeper than {MAX_PARAMS_DEPTH} levels"
+    return None
 
 
 def _is_response(data: str) -> bool:
@@ -91,17 +218,24 @@ class PythonBaseline:
             ``-32603`` naming the limit; no upstream message is read past it plus 1 MiB).
         upstream_timeout_s: How long one upstream call may take, in seconds, as the runtime's
             ``--upstream-timeout-ms``.
+        sessions: The session table with the runtime's idle TTL and per-subject limits
+            (default: the runtime's defaults, see :mod:`.sessions`).
     """
 
     def __init__(
-        self, catalog_path: Path, *, max_message_bytes: int, upstream_timeout_s: float = 60.0
+        self,
+        catalog_path: Path,
+        *,
+        max_message_bytes: int,
+        upstream_timeout_s: float = 60.0,
+        sessions: Sessions | None = None,
     ) -> None:
         self._catalog_path = catalog_path
         self._max_message_bytes = max_message_bytes
         self._upstream_timeout_s = upstream_timeout_s
         self._catalog = Catalog()
         self._upstreams: dict[str, Upstream] = {}
-        self._sessions: dict[str, tuple[str, str | None]] = {}
+        self._sessions = Sessions() if sessions is None else sessions
         self._stack: contextlib.AsyncExitStack | None = None
         self._task_group: TaskGroup | None = None
         self._manager: StreamableHTTPSessionManager | None = None
@@ -139,10 +273,15 @@ class PythonBaseline:
                 try:
                     found = await upstream.list_all()
                 except MCPError as e:
+                    # A caller's error names no upstream; the operator's does (the cause).
+                    cause = e.__cause__
+                    detail = (
+                        str(cause)
+                        if isinstance(cause, UpstreamUnavailableError)
+                        else f"upstream {upstream_config.id} unavailable: {cause or e.error.message}"
+                    )
                     if upstream_config.required:
-                        raise CatalogError(
-                            f"required upstream unavailable at start: {e.error.message}"
-                        ) from e
+                        raise CatalogError(f"required upstream unavailable at start: {detail}") from e
                     logger.warning("optional upstream %s unavailable at start: %s", upstream_config.id, e)
                     continue
                 for kind in ("tool", "prompt", "resource", "template"):
@@ -159,6 +298,8 @@ class PythonBaseline:
                 max_sessions=None,
             )
             await stack.enter_async_context(manager.run())
+            # The reaper runs in the lifespan's task group: cancelled with it in aclose().
+            task_group.start_soon(self._reap_forever)
         except BaseException:
             await stack.aclose()
             raise
@@ -193,15 +334,47 @@ class PythonBaseline:
             open_sessions=len(self._sessions),
         )
 
+    # --- idle sessions ------------------------------------------------------------------------
+
+    async def _reap_forever(self) -> None:
+        """Every :attr:`Sessions.reap_period_s`, end the sessions idle past the TTL."""
+        while True:
+            await anyio.sleep(self._sessions.reap_period_s)
+            reaped = self._sessions.reap_idle()
+            for session_id in reaped:
+                await self._end_sdk_session(session_id)
+            if reaped:
+                logger.info("idle sessions ended: %d", len(reaped))
+
+    async def _end_sdk_session(self, session_id: str) -> None:
+        """DELETE the SDK's session (its transport and server task), within 5 s."""
+        request = McpRequest(
+            method="DELETE",
+            server_id=None,
+            auth=anonymous_context(),
+            request_id="reaper",
+            session_id=session_id,
+        )
+        call = self._call(request)
+        with anyio.move_on_after(5):
+            await call.start()
+            await call.read_all()
+        call.release()
+
     # --- the front layer: the runtime's checks, then the SDK --------------------------------
 
-    def _lookup(self, request: McpRequest) -> McpResponse | None:
+    def _find(self, request: McpRequest) -> Session | McpResponse:
+        """The caller's session, or the runtime's answer when there is none (400, 404)."""
         if request.session_id is None:
             return _error(400, BAD_REQUEST, "Bad Request: Mcp-Session-Id header is required")
-        owner = self._sessions.get(request.session_id)
-        if owner != (request.auth.email, request.server_id):
+        session = self._sessions.get(request.session_id, request.auth.email, request.server_id)
+        if session is None:
             return _error(404, NOT_FOUND, "Session not found")
-        return None
+        return session
+
+    def _lookup(self, request: McpRequest) -> McpResponse | None:
+        found = self._find(request)
+        return found if isinstance(found, McpResponse) else None
 
     def _call(self, request: McpRequest, *, session: bool = True, method: str | None = None) -> AsgiCall:
         assert self._task_group is not None
@@ -261,7 +434,7 @@ class PythonBaseline:
         if (refused := self._lookup(request)) is not None:
             return refused
         assert request.session_id is not None
-        self._sessions.pop(request.session_id, None)
+        self._sessions.remove(request.session_id)
         call = self._call(request)
         await call.start()
         await call.read_all()
@@ -271,21 +444,32 @@ class PythonBaseline:
     async def _get(self, request: McpRequest) -> McpResponse:
         if "text/event-stream" not in (request.accept or ""):
             return McpResponse(status=405, headers=[("allow", "POST, DELETE")])
-        if (refused := self._lookup(request)) is not None:
-            return refused
-        call = self._call(request)
-        start = await call.start()
-        if start is None:
-            await call.aclose()
-            return _error(500, INTERNAL_ERROR, "Internal error")
-        status = int(start["status"])
-        if status != 200:
-            body = await call.read_all()
-            call.release()
-            return McpResponse(status=status, headers=[_JSON] if body else [], body=body)
-        return McpResponse(
-            status=200, headers=list(_SSE_HEADERS), stream=self._relay(None, sse_events(call), call, request)
-        )
+        session = self._find(request)
+        if isinstance(session, McpResponse):
+            return session
+        with contextlib.ExitStack() as grants:
+            try:
+                grants.enter_context(self._sessions.stream(session))
+            except LimitReached as e:
+                return _refused(e)
+            call = self._call(request)
+            start = await call.start()
+            if start is None:
+                await call.aclose()
+                return _error(500, INTERNAL_ERROR, "Internal error")
+            status = int(start["status"])
+            if status != 200:
+                body = await call.read_all()
+                call.release()
+                return McpResponse(status=status, headers=[_JSON] if body else [], body=body)
+            events = sse_events(call)
+            stream = _Held(
+                self._relay(None, events, call, request),
+                grants.pop_all(),
+                unstarted=lambda: self._abandon_events(events, request, call, None),
+            )
+            return McpResponse(status=200, headers=list(_SSE_HEADERS), stream=stream)
+        raise AssertionError("unreachable")
 
     async def _post(self, request: McpRequest) -> McpResponse:
         if len(request.body) > self._max_message_bytes:
@@ -309,26 +493,56 @@ class PythonBaseline:
             call.release()
             return McpResponse(status=202)
         if message.method == "initialize":
-            return await self._initialize(request)
+            return await self._initialize(request, message.id)
         if message.method == "server/discover":
             return _error(200, METHOD_NOT_FOUND, "Method not found: server/discover", message.id)
-        if (refused := self._lookup(request)) is not None:
-            return refused
+        session = self._find(request)
+        if isinstance(session, McpResponse):
+            return session
         if message.method not in _KNOWN_METHODS:
             return _error(200, METHOD_NOT_FOUND, f"Method not found: {shown(message.method)}", message.id)
         accepts_sse = (
             request.accept is None or "text/event-stream" in request.accept or "*/*" in request.accept
         )
-        return await self._answer(request, accepts_sse, request_id=message.id)
+        request_id = message.id
+        problem = _params_problem(message.params, request.body)
+        if problem is not None or isinstance(request_id, float):
+            # The SDK refuses the whole message (400, -32602 or -32700, or 202 for a float id);
+            # the runtime reads params only where it needs them.
+            if problem is not None and message.method not in _PARAMS_UNREAD:
+                return _error(200, INVALID_PARAMS, f"Invalid params: {problem}", request_id)
+            if isinstance(request_id, float):
+                request_id = int(request_id)  # an integer written as 1.0 or 1e2
+            envelope: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": message.method}
+            if problem is None and message.params is not None:
+                envelope["params"] = message.params
+            request = dataclasses.replace(request, body=json.dumps(envelope).encode())
+        with contextlib.ExitStack() as grants:
+            if message.method in _UPSTREAM_CALLS:
+                try:
+                    grants.enter_context(self._sessions.call(session))
+                except LimitReached as e:
+                    return _refused(e, message.id)
+            response = await self._answer(request, accepts_sse, request_id=request_id)
+            if response.stream is not None:
+                # The call is in flight until its stream ends.
+                response.stream = _Held(response.stream, grants.pop_all())
+            return response
+        raise AssertionError("unreachable")
 
-    async def _initialize(self, request: McpRequest) -> McpResponse:
-        call = self._call(request, session=False)
-        response = await self._answer(request, accepts_sse=False, call=call, keep_session_id=True)
-        session_id = response.header("mcp-session-id")
-        if response.status == 200 and session_id:
-            self._sessions[session_id] = (request.auth.email, request.server_id)
-            logger.info("session %s created for %s", session_id, request.auth.email or "anonymous")
-        return response
+    async def _initialize(self, request: McpRequest, request_id: Any) -> McpResponse:
+        try:
+            with self._sessions.opening(request.auth.email) as slot:
+                call = self._call(request, session=False)
+                response = await self._answer(request, accepts_sse=False, call=call, keep_session_id=True)
+                session_id = response.header("mcp-session-id")
+                if response.status == 200 and session_id:
+                    slot.commit(session_id, request.server_id)
+                    logger.info("session %s created for %s", session_id, request.auth.email or "anonymous")
+                return response
+        except LimitReached as e:
+            logger.info("429 initialize: %s", e)
+            return _refused(e, request_id)
 
     async def _answer(
         self,
@@ -402,8 +616,18 @@ class PythonBaseline:
         return McpResponse(
             status=200,
             headers=list(_SSE_HEADERS),
-            stream=self._relay(first, events, call, request, request_id),
+            stream=_Held(
+                self._relay(first, events, call, request, request_id),
+                unstarted=lambda: self._abandon_events(events, request, call, request_id),
+            ),
         )
+
+    async def _abandon_events(
+        self, events: AsyncGenerator[SseEvent, None], request: McpRequest, call: AsgiCall, request_id: Any
+    ) -> None:
+        """What :meth:`_relay` does for a stream it did not finish, for one that never started."""
+        await events.aclose()
+        await self._abandon(request, call, request_id)
 
     async def _relay(
         self,

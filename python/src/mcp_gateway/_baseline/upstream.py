@@ -29,12 +29,14 @@ from anyio.abc import TaskGroup, TaskStatus
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
+from mcp_types import CONNECTION_CLOSED
 
 from mcp_gateway._baseline.catalog import UpstreamConfig
 from mcp_gateway._jsonrpc import INTERNAL_ERROR, REQUEST_TIMEOUT, result_too_large
 
 __all__ = [
     "ENVELOPE_SLACK_BYTES",
+    "UPSTREAM_UNAVAILABLE",
     "LogSink",
     "ResponseTooLargeError",
     "SdkFailure",
@@ -62,6 +64,9 @@ class UpstreamUnavailableError(Exception):
     """The upstream cannot be reached or dropped the session (an ``INTERNAL_ERROR`` for the caller)."""
 
 
+UPSTREAM_UNAVAILABLE = "Upstream server unavailable"
+"""The message of the ``-32603`` error for an unreachable upstream (the runtime's words)."""
+
 ENVELOPE_SLACK_BYTES = 1024 * 1024
 """Room for the JSON-RPC envelope around a result of the maximum size (the runtime's slack)."""
 
@@ -81,6 +86,9 @@ class SdkFailure(enum.Enum):
     """The SDK's own read timeout of the call passed (``REQUEST_TIMEOUT``)."""
     SESSION_GONE = enum.auto()
     """The upstream answered 404 on the shared session: it no longer knows it."""
+    CONNECTION_CLOSED = enum.auto()
+    """The SDK client's connection ended under the call (the upstream went away or refused a
+    request's connection); whether the request reached the upstream is unknown."""
 
 
 def sdk_failure(error: MCPError, cap: int | None) -> SdkFailure | None:
@@ -105,6 +113,8 @@ def sdk_failure(error: MCPError, cap: int | None) -> SdkFailure | None:
         return SdkFailure.TIMEOUT
     if message == "Session terminated":
         return SdkFailure.SESSION_GONE
+    if error.code == CONNECTION_CLOSED and message == "Connection closed":
+        return SdkFailure.CONNECTION_CLOSED
     return None
 
 
@@ -216,7 +226,7 @@ async def _forward_log(params: types.LoggingMessageNotificationParams) -> None:
 
 
 class Upstream:
-    """One upstream server: connects lazily, reconnects after a failure.
+    """One upstream server: connects lazily, reconnects after a failure (see :meth:`call`).
 
     Args:
         config: The catalog entry.
@@ -247,9 +257,18 @@ class Upstream:
         self._lock = anyio.Lock()
 
     async def _client(self) -> tuple[_Connection, Client]:
+        """The live connection, opened (and a broken one closed) when there is none.
+
+        Raises:
+            UpstreamUnavailableError: A new session could not be opened within the timeout.
+        """
         async with self._lock:
             conn = self._connection
             if conn is None or conn.broken.is_set() or conn.client is None:
+                if conn is not None:
+                    # Its task may still wait for the close (a session the upstream forgot).
+                    conn.close()
+                    self._connection = None
                 conn = _Connection(self.config, self._http_client, self._cap)
                 try:
                     with anyio.fail_after(self._timeout_s):
@@ -262,39 +281,67 @@ class Upstream:
             assert conn.client is not None
             return conn, conn.client
 
+    def _unavailable(self, detail: object) -> MCPError:
+        """The caller's error for an unreachable upstream: the runtime's words, no upstream id.
+
+        The detail (the upstream's id, what failed) goes to the log only.
+        """
+        logger.warning("upstream %s unavailable: %s", self.config.id, detail)
+        return MCPError(code=INTERNAL_ERROR, message=UPSTREAM_UNAVAILABLE)
+
     async def call(self, fn: Callable[[Client], Awaitable[T]]) -> T:
         """Run ``fn`` with the upstream's client, within the upstream timeout.
 
+        Like the runtime's upstream client: when the upstream no longer knows the shared
+        session (it restarted and answers 404, "Session terminated"), the request cannot have
+        been processed, so a new upstream session is opened and ``fn`` runs once more. A
+        failure that may have reached the upstream is never retried.
+
+        Args:
+            fn: The call, given the SDK client; it may run twice (see above).
+
         Raises:
             MCPError: The upstream's own JSON-RPC error (passed through as is), a timeout
-                (``-32001`` "Request timed out after N ms"), or ``-32603`` when the upstream is
-                unavailable or one of its messages is over the size limit.
+                (``-32001`` "Request timed out after N ms"), ``-32603`` "Upstream server
+                unavailable" when the upstream cannot be reached, dropped the session twice or
+                broke the connection (the upstream's id and the cause are logged, never sent),
+                or ``-32603`` naming the limit when one of its messages is over the size limit.
         """
-        try:
-            conn, client = await self._client()
-        except UpstreamUnavailableError as e:
-            raise MCPError(code=INTERNAL_ERROR, message=str(e)) from e
-        try:
-            return await fn(client)
-        except MCPError as e:
-            failure = sdk_failure(e, self._cap)
-            if failure is SdkFailure.TOO_LARGE and self._limit is not None:
-                logger.info("upstream %s: %s", self.config.id, e.error.message)
-                raise MCPError(code=INTERNAL_ERROR, message=result_too_large(self._limit)) from e
-            if failure is SdkFailure.TIMEOUT:
-                raise MCPError(
-                    code=REQUEST_TIMEOUT, message=f"Request timed out after {int(self._timeout_s * 1000)} ms"
-                ) from e
-            await anyio.lowlevel.checkpoint()
-            if conn.broken.is_set() or failure is SdkFailure.SESSION_GONE:
+        retried = False
+        while True:
+            try:
+                conn, client = await self._client()
+            except UpstreamUnavailableError as e:
+                logger.warning("%s", e)
+                raise MCPError(code=INTERNAL_ERROR, message=UPSTREAM_UNAVAILABLE) from e
+            try:
+                return await fn(client)
+            except MCPError as e:
+                failure = sdk_failure(e, self._cap)
+                if failure is SdkFailure.TOO_LARGE and self._limit is not None:
+                    logger.info("upstream %s: %s", self.config.id, e.error.message)
+                    raise MCPError(code=INTERNAL_ERROR, message=result_too_large(self._limit)) from e
+                if failure is SdkFailure.TIMEOUT:
+                    raise MCPError(
+                        code=REQUEST_TIMEOUT,
+                        message=f"Request timed out after {int(self._timeout_s * 1000)} ms",
+                    ) from e
+                await anyio.lowlevel.checkpoint()
+                if failure is SdkFailure.SESSION_GONE:
+                    conn.broken.set()
+                    if not retried:
+                        logger.info("upstream %s forgot the session; reconnecting", self.config.id)
+                        retried = True
+                        continue
+                    raise self._unavailable(e.error.message) from e
+                if failure is SdkFailure.CONNECTION_CLOSED or conn.broken.is_set():
+                    # Not sent again: the request may have reached the upstream.
+                    conn.broken.set()
+                    raise self._unavailable(e.error.message) from e
+                raise
+            except (httpx2.HTTPError, OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as e:
                 conn.broken.set()
-                raise MCPError(
-                    code=INTERNAL_ERROR, message=f"upstream {self.config.id} unavailable: {e.error.message}"
-                ) from e
-            raise
-        except (httpx2.HTTPError, OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as e:
-            conn.broken.set()
-            raise MCPError(code=INTERNAL_ERROR, message=f"upstream {self.config.id} unavailable: {e}") from e
+                raise self._unavailable(f"{type(e).__name__}: {e}") from e
 
     @property
     def timeout_s(self) -> float:
