@@ -34,8 +34,9 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mcp_gateway import __version__
-from mcp_gateway._auth import anonymous_context, authenticate
+from mcp_gateway._auth import AuthContext, anonymous_context, authenticate
 from mcp_gateway._backend import Backend, McpRequest, McpResponse
+from mcp_gateway._byte_budget import ByteBudget, BytesRefused
 from mcp_gateway._errors import (
     AuthError,
     GatewayError,
@@ -231,6 +232,35 @@ async def _read_body(receive: Receive, limit: int, stall_s: float) -> bytes:
             return b"".join(chunks)
 
 
+def _content_length(headers: Headers) -> int:
+    """The declared body length in bytes; 0 when absent (uvicorn refuses a malformed one)."""
+    raw = headers.get("content-length", "")
+    return int(raw) if raw.isdigit() else 0
+
+
+async def _discard_body(receive: Receive, limit: int, stall_s: float) -> None:
+    """Read and drop a refused body: at most ``limit`` bytes, each part within ``stall_s``.
+
+    A client that sends its whole body before reading then sees the answer, not a reset.
+    """
+    left = limit
+    with contextlib.suppress(TimeoutError):
+        while left > 0:
+            with anyio.fail_after(stall_s):
+                message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            left -= len(message.get("body", b""))
+            if not message.get("more_body", False):
+                return
+
+
+def _refusal(refused: BytesRefused) -> McpResponse:
+    """The answer to a body the byte budget has no room for."""
+    extra = [] if refused.retry_after_s is None else [("retry-after", str(refused.retry_after_s))]
+    return _error_response(refused.status, refused.code, refused.message, extra)
+
+
 class McpEndpoint:
     """The ASGI endpoint of ``/mcp`` and ``/servers/{server_id}/mcp``.
 
@@ -242,6 +272,7 @@ class McpEndpoint:
     def __init__(self, settings: Settings, backend: Backend) -> None:
         self._settings = settings
         self._backend = backend
+        self._budget = ByteBudget(settings.max_bytes_per_subject, settings.max_bytes_in_flight)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Authenticate, build the runtime request, relay the answer."""
@@ -281,8 +312,35 @@ class McpEndpoint:
                 _error_response(401, UNAUTHORIZED, f"Unauthorized: {e}", [("www-authenticate", challenge)]),
             )
             return
+        with contextlib.ExitStack() as held:
+            await self._serve(scope, receive, send, auth, trace_id, held)
+
+    async def _serve(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        auth: AuthContext,
+        trace_id: str,
+        held: contextlib.ExitStack,
+    ) -> None:
+        """Read the body, check the forwarded headers, build the runtime request, relay the answer.
+
+        The body is held against the byte budget in ``held`` until the answer is sent.
+        """
+        method = scope["method"]
+        headers = Headers(scope=scope)
         body = b""
         if method == "POST":
+            limit = self._settings.max_body_bytes
+            declared = _content_length(headers)
+            try:
+                if declared <= limit:
+                    held.enter_context(self._budget.hold(auth.email, declared))
+            except BytesRefused as refused:
+                await _discard_body(receive, limit, self._settings.header_timeout_s)
+                await _send_whole(send, _refusal(refused))
+                return
             try:
                 body = await _read_body(
                     receive, self._settings.max_body_bytes, self._settings.header_timeout_s
@@ -300,6 +358,13 @@ class McpEndpoint:
                 return
             except _ClientGone:
                 return
+            if len(body) > declared:
+                # Sent without (or beyond) a Content-Length: counted once read.
+                try:
+                    held.enter_context(self._budget.hold(auth.email, len(body) - declared))
+                except BytesRefused as refused:
+                    await _send_whole(send, _refusal(refused))
+                    return
         values: dict[str, str] = {}
         for name in FORWARDED_HEADERS:
             value = headers.get(name)

@@ -26,6 +26,8 @@ variable                           default                    meaning
 ``MCP_GATEWAY_HEADER_TIMEOUT_S``   ``10``                     time for a request head (else closed)
 ``MCP_GATEWAY_MAX_CONNECTIONS``    ``2048``                   open connections per worker process
 ``MCP_GATEWAY_MAX_CONCURRENT_REQUESTS``  ``1024``             requests in progress per worker (503)
+``MCP_GATEWAY_MAX_BYTES_PER_SUBJECT``  ``134217728`` (128 MiB)  request bytes in flight per subject (429)
+``MCP_GATEWAY_MAX_BYTES_IN_FLIGHT``  ``536870912`` (512 MiB)  request bytes in flight per worker (503)
 =================================  =========================  =====================================
 
 ``JWT_SECRET_KEY`` is optional only when ``MCP_GATEWAY_AUTH_DISABLED=1``.
@@ -65,6 +67,12 @@ most ``MCP_GATEWAY_MAX_CONNECTIONS`` connections are open at once (a new one pas
 the connection that has waited longest for a request head, or is answered 503 when every
 connection is busy); at most ``MCP_GATEWAY_MAX_CONCURRENT_REQUESTS`` requests are in progress at
 once (open SSE streams included), more are answered 503 with ``Retry-After``.
+
+The byte budget (``_byte_budget``, every mode): a request body is held against
+``MCP_GATEWAY_MAX_BYTES_PER_SUBJECT`` and ``MCP_GATEWAY_MAX_BYTES_IN_FLIGHT`` from its declared
+``Content-Length`` (before it is read) until its answer is sent; a body with no room is read and
+dropped unparsed and answered 429 (the subject's budget) or 503 (the process's), ``-32000``,
+``Retry-After: 1`` (none when the body alone is larger), as the runtime answers.
 
 ``MCP_GATEWAY_RUNTIME_KEEPALIVE_S`` (HTTP/JSON mode) is how long an idle pooled connection to the
 runtime is kept. Keep it well below the runtime's ``--header-read-timeout-ms`` (30 s), which
@@ -147,6 +155,10 @@ class Settings:
             also how long a request body may stall (then 408).
         max_connections: Open connections on the public port, per worker process.
         max_concurrent_requests: Requests in progress at once, per worker process (more: 503).
+        max_bytes_per_subject: Request bytes one subject may have in flight in a worker process
+            (more: 429), as the runtime's ``--max-bytes-per-subject``.
+        max_bytes_in_flight: Request bytes a worker process may have in flight (more: 503), as
+            the runtime's ``--max-bytes-in-flight``.
     """
 
     jwt_secret: str
@@ -171,6 +183,8 @@ class Settings:
     header_timeout_s: float = 10.0
     max_connections: int = 2048
     max_concurrent_requests: int = 1024
+    max_bytes_per_subject: int = 128 * 1024 * 1024
+    max_bytes_in_flight: int = 512 * 1024 * 1024
 
     @property
     def mode(self) -> Mode:
@@ -250,6 +264,8 @@ class Settings:
             header_timeout_s=number("MCP_GATEWAY_HEADER_TIMEOUT_S", 10.0),
             max_connections=int(number("MCP_GATEWAY_MAX_CONNECTIONS", 2048)),
             max_concurrent_requests=int(number("MCP_GATEWAY_MAX_CONCURRENT_REQUESTS", 1024)),
+            max_bytes_per_subject=int(number("MCP_GATEWAY_MAX_BYTES_PER_SUBJECT", 128 * 1024 * 1024)),
+            max_bytes_in_flight=int(number("MCP_GATEWAY_MAX_BYTES_IN_FLIGHT", 512 * 1024 * 1024)),
         )
         if settings.mode is Mode.PYTHON and settings.catalog is None:
             raise ConfigError("no runtime socket configured and MCP_RUNTIME_CATALOG is not set")
