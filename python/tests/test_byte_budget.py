@@ -30,11 +30,14 @@ TOTAL = 1536 * KIB
 
 
 @pytest.fixture(params=MODES)
-def budgeted(request: pytest.FixtureRequest, workdir: Path, catalog: Path, runtimes: Runtimes) -> Iterator[Gateway]:
+def budgeted(
+    request: pytest.FixtureRequest, workdir: Path, catalog: Path, runtimes: Runtimes
+) -> Iterator[Gateway]:
     """A gateway of its own in each mode with a small byte budget."""
     mode: str = request.param
     env = gateway_env(mode, catalog, runtimes.get() if mode != "python" else None)
-    env.update({"MCP_GATEWAY_MAX_BYTES_PER_SUBJECT": str(PER_SUBJECT), "MCP_GATEWAY_MAX_BYTES_IN_FLIGHT": str(TOTAL)})
+    env["MCP_GATEWAY_MAX_BYTES_PER_SUBJECT"] = str(PER_SUBJECT)
+    env["MCP_GATEWAY_MAX_BYTES_IN_FLIGHT"] = str(TOTAL)
     port = free_port()
     process = start_gateway(env, port, log=workdir / f"gateway-budget-{mode}-{port}.log")
     try:
@@ -45,7 +48,8 @@ def budgeted(request: pytest.FixtureRequest, workdir: Path, catalog: Path, runti
 
 def padded_ping(i: int, pad: int) -> bytes:
     """A ``ping`` body of about ``pad`` bytes (the padding in ``params._meta``)."""
-    return json.dumps({"jsonrpc": "2.0", "id": i, "method": "ping", "params": {"_meta": {"pad": "x" * pad}}}).encode()
+    params = {"_meta": {"pad": "x" * pad}}
+    return json.dumps({"jsonrpc": "2.0", "id": i, "method": "ping", "params": params}).encode()
 
 
 def assert_refused(r: httpx.Response, status: int, retry_after: str | None, message: str) -> None:
