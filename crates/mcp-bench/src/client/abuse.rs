@@ -14,8 +14,10 @@
 //!
 //! A refusal (HTTP 429 or 503) is what the limits should produce and is counted as refused;
 //! the task that was refused waits the answer's `Retry-After` (1 s when absent) before it
-//! tries again, as a client is told to. A client that ignores `Retry-After` is a question of
-//! request rates per client, which the project leaves to the proxy in front of the gateway.
+//! tries again, as a client is told to. A client that ignores `Retry-After`, or that simply
+//! sends many short requests, is a question of request rates per client (CPU, not held
+//! resources), which the project leaves to the proxy in front of the gateway: the quotas bound
+//! what a subject holds, not how fast it asks.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -41,7 +43,8 @@ pub struct AbuserConfig {
     pub streams: usize,
     /// `tools/call sleep` calls to keep in flight.
     pub inflight: usize,
-    /// Duration of each `sleep` call, in milliseconds.
+    /// Duration of each `sleep` call, in milliseconds: long, so the calls hold their slots
+    /// (what the per-subject call quota is about) rather than make a request rate.
     pub sleep_ms: u64,
     /// `tools/call echo` calls with a large argument to keep in flight.
     pub large: usize,
@@ -55,7 +58,7 @@ impl Default for AbuserConfig {
             sessions: 300,
             streams: 100,
             inflight: 300,
-            sleep_ms: 2_000,
+            sleep_ms: 20_000,
             large: 2,
             large_bytes: 8 * 1024 * 1024,
         }
