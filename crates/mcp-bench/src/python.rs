@@ -193,8 +193,26 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
-/// Starts `python -m mcp_gateway serve --workers N` in `mode` on a free loopback port and
-/// waits until its `GET /health` answers 200. `socket` is the runtime socket of the mode (unused for Python).
+/// The gateway's byte budgets in the benchmark, as [`crate::harness::BENCH_QUOTA_ARGS`] are the
+/// runtime's: 4 GiB per subject and per worker, so `echo:16m` at concurrency 16 from one subject
+/// measures the boundary, not refusals. The soak keeps the defaults.
+pub const BENCH_GATEWAY_ENV: [(&str, &str); 2] = [
+    ("MCP_GATEWAY_MAX_BYTES_PER_SUBJECT", "4294967296"),
+    ("MCP_GATEWAY_MAX_BYTES_IN_FLIGHT", "4294967296"),
+];
+
+/// What a gateway process gets in its environment besides its mode's socket.
+#[derive(Debug, Clone, Copy)]
+pub struct GatewayEnv<'a> {
+    /// `JWT_SECRET_KEY`.
+    pub secret: &'a str,
+    /// More variables (as [`BENCH_GATEWAY_ENV`]); empty for the defaults.
+    pub extra: &'a [(&'a str, &'a str)],
+}
+
+/// Starts `python -m mcp_gateway serve --workers N` in `mode` on a free loopback port with
+/// `gateway_env`, and waits until its `GET /health` answers 200. `socket` is the runtime socket
+/// of the mode (unused for Python).
 ///
 /// # Errors
 ///
@@ -205,7 +223,7 @@ pub async fn start_gateway(
     workers: usize,
     socket: Option<&Path>,
     catalog: &Path,
-    secret: &str,
+    gateway_env: GatewayEnv<'_>,
     dir: &Path,
 ) -> anyhow::Result<Gateway> {
     let port = free_port()?;
@@ -224,13 +242,17 @@ pub async fn start_gateway(
     .current_dir(&env.repo_root)
     .env_remove("MCP_RUST_UDS")
     .env_remove("MCP_RUST_GRPC_UDS")
-    .env("JWT_SECRET_KEY", secret)
+    .env("JWT_SECRET_KEY", gateway_env.secret)
     .env("MCP_RUNTIME_CATALOG", catalog)
+    .envs(gateway_env.extra.iter().copied())
     .stdout(Stdio::null());
     let mut shown = format!(
         "JWT_SECRET_KEY=... MCP_RUNTIME_CATALOG={}",
         catalog.display()
     );
+    for (name, value) in gateway_env.extra {
+        shown.push_str(&format!(" {name}={value}"));
+    }
     let var = match mode {
         GatewayMode::Python => None,
         GatewayMode::HttpJson => Some("MCP_RUST_UDS"),

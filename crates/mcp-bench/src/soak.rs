@@ -334,7 +334,10 @@ pub async fn soak_mode(
         1,
         socket.as_deref(),
         &catalog,
-        &secret,
+        python::GatewayEnv {
+            secret: &secret,
+            extra: &[],
+        },
         dir.path(),
     )
     .await?;

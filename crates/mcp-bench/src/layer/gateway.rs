@@ -128,7 +128,10 @@ impl GatewayLayer {
                 workers,
                 socket,
                 &run.runtime.catalog,
-                &secret,
+                python::GatewayEnv {
+                    secret: &secret,
+                    extra: &python::BENCH_GATEWAY_ENV,
+                },
                 run.dir(),
             )) {
                 Ok(g) => {
