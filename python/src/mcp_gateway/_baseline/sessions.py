@@ -219,14 +219,7 @@ class Sessions:
         Raises:
             LimitReached: The subject already holds ``max_streams`` open streams.
         """
-        subject = session.subject
-        if self._streams[subject] >= self.max_streams:
-            raise LimitReached(
-                f"Too many open streams: this subject already holds its limit of {self.max_streams}; "
-                f"retry when one ends",
-                STREAM_LIMIT_RETRY_AFTER_S,
-            )
-        with self._hold(self._streams, subject, session, "streams"):
+        with self._hold(self._streams, session, "streams", self.max_streams, "open streams"):
             yield
 
     @contextlib.contextmanager
@@ -236,18 +229,24 @@ class Sessions:
         Raises:
             LimitReached: The subject already has ``max_calls`` calls in flight.
         """
-        subject = session.subject
-        if self._calls[subject] >= self.max_calls:
-            raise LimitReached(
-                f"Too many calls in flight: this subject already holds its limit of {self.max_calls}; "
-                f"retry when one ends",
-                STREAM_LIMIT_RETRY_AFTER_S,
-            )
-        with self._hold(self._calls, subject, session, "calls"):
+        with self._hold(self._calls, session, "calls", self.max_calls, "calls in flight"):
             yield
 
     @contextlib.contextmanager
-    def _hold(self, counts: Counter[str], subject: str, session: Session, attr: str) -> Iterator[None]:
+    def _hold(
+        self, counts: Counter[str], session: Session, attr: str, limit: int, what: str
+    ) -> Iterator[None]:
+        """Count one more of ``attr`` for ``session`` and its subject, unless at ``limit``.
+
+        Raises:
+            LimitReached: The subject already holds ``limit`` (``what`` names them).
+        """
+        subject = session.subject
+        if counts[subject] >= limit:
+            raise LimitReached(
+                f"Too many {what}: this subject already holds its limit of {limit}; retry when one ends",
+                STREAM_LIMIT_RETRY_AFTER_S,
+            )
         counts[subject] += 1
         setattr(session, attr, getattr(session, attr) + 1)
         try:
