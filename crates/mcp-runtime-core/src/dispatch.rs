@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use crate::catalog::Kind;
 use crate::error::RequestError;
 use crate::jsonrpc::{self, Incoming};
-use crate::quota::Quota;
+use crate::quota::{BodyReservation, Quota};
 use crate::request::{Method, Outcome, Request};
 use crate::runtime::{PROTOCOL_VERSIONS, Runtime};
 use crate::session::{Lookup, Session};
@@ -35,13 +35,21 @@ impl From<Lookup> for RequestError {
 
 impl Runtime {
     /// Answers one request; every fault becomes its [`RequestError`] answer here.
-    pub(crate) async fn dispatch(self: &Arc<Self>, req: Request) -> Outcome {
-        self.checked(req)
+    pub(crate) async fn dispatch(
+        self: &Arc<Self>,
+        req: Request,
+        reserved: Option<BodyReservation>,
+    ) -> Outcome {
+        self.checked(req, reserved)
             .await
             .unwrap_or_else(|e| e.into_outcome(None))
     }
 
-    async fn checked(self: &Arc<Self>, req: Request) -> Result<Outcome, RequestError> {
+    async fn checked(
+        self: &Arc<Self>,
+        req: Request,
+        reserved: Option<BodyReservation>,
+    ) -> Result<Outcome, RequestError> {
         if let Some(id) = req.server_id.as_deref()
             && !self.catalog.has_server(id)
         {
@@ -53,7 +61,7 @@ impl Runtime {
             return Err(RequestError::UnsupportedProtocolVersion(v.to_owned()));
         }
         match req.method {
-            Method::Post => self.post(req).await,
+            Method::Post => self.post(req, reserved).await,
             Method::Get => self.get(&req),
             Method::Delete => self.delete(&req),
         }
@@ -88,7 +96,11 @@ impl Runtime {
         Ok(Outcome::events_holding(rx, permit))
     }
 
-    async fn post(self: &Arc<Self>, mut req: Request) -> Result<Outcome, RequestError> {
+    async fn post(
+        self: &Arc<Self>,
+        mut req: Request,
+        reserved: Option<BodyReservation>,
+    ) -> Result<Outcome, RequestError> {
         let limit = self.config.max_message_bytes;
         if req.body.len() > limit {
             return Err(RequestError::PayloadTooLarge {
@@ -97,10 +109,14 @@ impl Runtime {
             });
         }
         // The body counts against the subject's and the process's bytes in flight until the
-        // request is answered (a result that follows is counted on its own, in `forward`).
-        let _body = self
-            .quotas
-            .acquire(&req.auth.subject_email, Quota::Bytes, req.body.len())?;
+        // request is answered (a result that follows is counted on its own, in `forward`): by
+        // the adapter's reservation when it covers the body, else from here.
+        let _body = match reserved {
+            Some(r) if r.covers(req.body.len()) => r,
+            _ => self
+                .quotas
+                .reserve_body(&req.auth.subject_email, req.body.len())?,
+        };
         // What the request needs of its body is owned once parsed (id, method, params): the
         // raw bytes go now, not when the call ends, so a large call holds one copy fewer.
         let body = std::mem::take(&mut req.body);

@@ -212,12 +212,20 @@ impl Drop for Permit {
     }
 }
 
-/// Bytes an adapter holds for a request body while it reads it (from its declared length), so
-/// a body the subject or the process has no room for is refused before it is read. Released
-/// when dropped; the core counts the body again once it has it ([`crate::Runtime::handle`]).
+/// Bytes held for a request body: taken by an adapter from the declared length before it reads
+/// the body (so a body the subject or the process has no room for is refused unread) and handed
+/// to [`crate::Runtime::handle_reserved`], which keeps it until the request is answered.
+/// Released when dropped.
 #[derive(Debug)]
 pub struct BodyReservation {
-    _permit: Permit,
+    permit: Permit,
+}
+
+impl BodyReservation {
+    /// Whether it holds at least `bytes`.
+    pub(crate) fn covers(&self, bytes: usize) -> bool {
+        self.permit.amount >= bytes
+    }
 }
 
 impl Quotas {
@@ -227,7 +235,7 @@ impl Quotas {
         bytes: usize,
     ) -> Result<BodyReservation, RequestError> {
         Ok(BodyReservation {
-            _permit: self.acquire(subject, Quota::Bytes, bytes)?,
+            permit: self.acquire(subject, Quota::Bytes, bytes)?,
         })
     }
 }

@@ -204,7 +204,8 @@ impl Runtime {
     }
 
     /// Holds `bytes` of `subject`'s and the process's bytes in flight for a request body an
-    /// adapter is about to read (its declared length), until the reservation is dropped.
+    /// adapter is about to read (its declared length), until the reservation is dropped or,
+    /// handed to [`Runtime::handle_reserved`], the request is answered.
     ///
     /// # Errors
     ///
@@ -234,6 +235,17 @@ impl Runtime {
     /// inside the [`Outcome`]. Dropping the returned future (or the event receiver of a
     /// streaming outcome) cancels the upstream call behind it.
     pub async fn handle(self: &Arc<Self>, req: Request) -> Outcome {
+        self.handle_reserved(req, None).await
+    }
+
+    /// [`Runtime::handle`] with the bytes an adapter reserved for the body before reading it
+    /// ([`Runtime::reserve_body`]); the core keeps them until the request is answered instead
+    /// of counting the body a second time.
+    pub async fn handle_reserved(
+        self: &Arc<Self>,
+        req: Request,
+        reserved: Option<crate::quota::BodyReservation>,
+    ) -> Outcome {
         // A debug-level span: at the default `info` filter it is disabled and costs nothing;
         // an enabled span costs 8-13 µs per request with the fmt layer (measured with
         // mcp-bench and perf), a quarter of the runtime's CPU for a `ping`.
@@ -246,7 +258,7 @@ impl Runtime {
             request_id = req.request_id.as_deref().unwrap_or(""),
         );
         async move {
-            let outcome = self.dispatch(req).await;
+            let outcome = self.dispatch(req, reserved).await;
             tracing::debug!(status = outcome.head.status, "answered");
             outcome
         }

@@ -275,8 +275,7 @@ async fn handle(
     let Some(body) = read_body(body, limit).await else {
         return rpc_error(RequestError::PayloadTooLarge { size: None, limit });
     };
-    // The core counts the body itself from here on.
-    drop(reservation);
+
     let (mcp_headers, request_id) = match mcp_headers(&headers) {
         Ok(h) => h,
         Err(bad) => return rpc_error(bad),
@@ -290,7 +289,8 @@ async fn handle(
         body,
         transport: Transport::Http,
     };
-    into_response(rt.handle(req).await)
+    // The core keeps the reservation until the request is answered.
+    into_response(rt.handle_reserved(req, reservation).await)
 }
 
 /// Encodes a core outcome as an HTTP response; SSE events are written as they arrive.
