@@ -401,7 +401,7 @@ class McpEndpoint:
                 if response.stream is None:
                     await _send_whole(send, response)
                 else:
-                    await _send_response_start(send, response, length=None)
+                    await _send_response_start(send, response, length=response.length)
                     await self._relay_stream(request, response, response.stream, send)
             finally:
                 exchange.finished = True
