@@ -218,7 +218,7 @@ class GrpcServer:
         self._server = server
 
     async def stop(self, grace_s: float = 1.0) -> None:
-        """Report ``NOT_SERVING``, then stop: open WatchPolicy streams end, unary calls get ``grace_s``."""
+        """Report ``NOT_SERVING``, then stop; calls still running after ``grace_s`` are cancelled."""
         if self._server is None:
             return
         await self._health.enter_graceful_shutdown()

@@ -275,6 +275,12 @@ class Policy:
         )
         return self._generation
 
+    def close_watchers(self) -> None:
+        """End every open watch stream (at shutdown): each ends after the events already queued."""
+        for _, queue in self._watchers.values():
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait(None)
+
     @contextlib.contextmanager
     def _register(self, name: str) -> Iterator[asyncio.Queue[WatchEvent | None]]:
         queue: asyncio.Queue[WatchEvent | None] = asyncio.Queue(WATCHER_QUEUE_LIMIT)

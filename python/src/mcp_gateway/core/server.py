@@ -18,8 +18,9 @@ variable (flag)                   default             meaning
 Sockets: each path must be free or a stale socket file (nothing listening; it is replaced); a
 live socket or another kind of file there is a start-up error (exit status 2), as is an
 abstract name (``@...``). Socket files are created with mode 600 (only the core's user may
-connect). On SIGTERM or SIGINT the core reports ``NOT_SERVING`` on gRPC health, ends every open
-WatchPolicy stream, stops both servers and removes the socket files it created (only those, and
+connect). On SIGTERM or SIGINT the core ends every open WatchPolicy stream (gRPC: status OK;
+HTTP/JSON: the last chunk), reports ``NOT_SERVING`` on gRPC health, stops both servers (unary
+calls in progress get 1 s) and removes the socket files it created (only those, and
 only if they are still the files it bound), then exits 0.
 """
 
@@ -160,7 +161,7 @@ async def serve(settings: CoreSettings, stop: asyncio.Event) -> None:
     created: dict[str, tuple[int, int]] = {}
     http: HttpServer | None = None
     grpc_server = None
-    old_umask = os.umask(0o077)  # socket files: mode 600
+    old_umask = os.umask(0o177)  # socket files: mode 600 (sockets are created 777 & ~umask)
     with _owned(created):
         try:
             if settings.http_uds is not None:
@@ -191,6 +192,7 @@ async def serve(settings: CoreSettings, stop: asyncio.Event) -> None:
             await stop.wait()
         finally:
             logger.info("core stopping")
+            core.policy.close_watchers()
             if grpc_server is not None:
                 await grpc_server.stop()
             if http is not None:
