@@ -5,10 +5,11 @@ uses) for the request head and body, and :meth:`mcp_gateway.core.service.Core.ro
 answer. It was the fastest of the servers measured for ``POST /v1/resolve-caller``
 (``docs/core-spi.md``, "What is measured"; ``bench/core_http.py``).
 
-Per connection: HTTP/1.1 keep-alive and pipelining (answers in request order), a request body
-of at most :data:`MAX_BODY_BYTES` (more: 413 and the connection closed), a request that does not
-parse: 400 and the connection closed. ``GET /v1/watch-policy`` answers with a chunked
-``application/x-ndjson`` stream that holds the connection until the client closes it or the
+Per connection: HTTP/1.1 keep-alive and pipelining (answers in request order; a client that
+does not read its answers is not read from until it does), a request body of at most
+:data:`MAX_BODY_BYTES` (more: 413 and the connection closed), a request that does not parse: 400
+and the connection closed; a fault of the core itself (a bug): 500, logged.
+``GET /v1/watch-policy`` answers with a chunked ``application/x-ndjson`` stream that holds the connection until the client closes it or the
 server stops; an empty line is sent after :data:`~mcp_gateway.core.service.KEEPALIVE_S` seconds
 without an event.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import socket
 from http import HTTPStatus
@@ -74,6 +76,15 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserError as e:
             self._fail(400, f"malformed HTTP request: {e}")
 
+    def pause_writing(self) -> None:
+        # The client does not read its answers: stop reading its requests until it does.
+        if self._transport is not None:
+            self._transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.resume_reading()
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
         if self._task is not None:
@@ -103,7 +114,11 @@ class _Connection(asyncio.Protocol):
         path = parsed.path.decode("latin-1")
         query = dict(parse_qsl(parsed.query.decode("latin-1"))) if parsed.query else {}
         method = self._parser.get_method().decode("latin-1")
-        answer = self._core.route(method, path, query, b"".join(self._body))
+        try:
+            answer = self._core.route(method, path, query, b"".join(self._body))
+        except Exception:  # a bug, not bad input (that is a 400 from route): log it, answer 500
+            logger.exception("%s %s failed", method, path[:128])
+            answer = Reply(500, b'{"error":"internal error"}')
         keep_alive = self._parser.should_keep_alive()
         if isinstance(answer, Reply):
             self._transport.write(
@@ -122,7 +137,7 @@ class _Connection(asyncio.Protocol):
 
     def _fail(self, status: int, message: str) -> None:
         if self._transport is not None and not self._transport.is_closing():
-            body = ('{"error":"' + message.replace("\\", " ").replace('"', "'") + '"}').encode()
+            body = json.dumps({"error": message}).encode()
             self._transport.write(_head(status, "application/json", len(body), True) + body)
             self._transport.close()
 
