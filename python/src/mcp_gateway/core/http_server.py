@@ -9,9 +9,9 @@ Per connection: HTTP/1.1 keep-alive and pipelining (answers in request order; a 
 does not read its answers is not read from until it does), a request body of at most
 :data:`MAX_BODY_BYTES` (more: 413 and the connection closed), a request that does not parse: 400
 and the connection closed; a fault of the core itself (a bug): 500, logged.
-``GET /v1/watch-policy`` answers with a chunked ``application/x-ndjson`` stream that holds the connection until the client closes it or the
-server stops; an empty line is sent after :data:`~mcp_gateway.core.service.KEEPALIVE_S` seconds
-without an event.
+``GET /v1/watch-policy`` answers with a chunked ``application/x-ndjson`` stream that holds the
+connection until the client closes it or the server stops; an empty line is sent after
+:data:`~mcp_gateway.core.service.KEEPALIVE_S` seconds without an event.
 """
 
 from __future__ import annotations
