@@ -11,7 +11,8 @@ does not read its answers is not read from until it does), a request body of at 
 and the connection closed; a fault of the core itself (a bug): 500, logged.
 ``GET /v1/watch-policy`` answers with a chunked ``application/x-ndjson`` stream that holds the
 connection until the client closes it or the server stops; an empty line is sent after
-:data:`~mcp_gateway.core.service.KEEPALIVE_S` seconds without an event.
+``keepalive_s`` seconds without an event (default
+:data:`~mcp_gateway.core.service.KEEPALIVE_S`, 15 s; ``MCP_CORE_WATCH_KEEPALIVE_S``).
 """
 
 from __future__ import annotations
@@ -49,9 +50,10 @@ def _head(status: int, content_type: str, length: int | None, close: bool) -> by
 class _Connection(asyncio.Protocol):
     """One client connection: parse requests, answer each in order."""
 
-    def __init__(self, core: Core, streams: set[asyncio.Task[None]]) -> None:
+    def __init__(self, core: Core, streams: set[asyncio.Task[None]], keepalive_s: float) -> None:
         self._core = core
         self._streams = streams
+        self._keepalive_s = keepalive_s
         self._task: asyncio.Task[None] | None = None
         self._parser = httptools.HttpRequestParser(self)
         self._transport: asyncio.Transport | None = None
@@ -151,7 +153,7 @@ class _Connection(asyncio.Protocol):
                 # Never cancel the generator's step on a timeout: that would end the generator.
                 if pending is None:
                     pending = asyncio.ensure_future(anext(lines))
-                done, _ = await asyncio.wait({pending}, timeout=KEEPALIVE_S)
+                done, _ = await asyncio.wait({pending}, timeout=self._keepalive_s)
                 if not done:
                     transport.write(b"1\r\n\n\r\n")
                     continue
@@ -174,10 +176,12 @@ class HttpServer:
 
     Args:
         core: The Core SPI.
+        keepalive_s: Seconds without an event after which a watch stream gets an empty line.
     """
 
-    def __init__(self, core: Core) -> None:
+    def __init__(self, core: Core, keepalive_s: float = KEEPALIVE_S) -> None:
         self._core = core
+        self._keepalive_s = keepalive_s
         self._streams: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
 
@@ -185,7 +189,7 @@ class HttpServer:
         """Serve on ``sock``, a bound, listening Unix socket (its file is the caller's)."""
         loop = asyncio.get_running_loop()
         self._server = await loop.create_unix_server(
-            lambda: _Connection(self._core, self._streams), sock=sock
+            lambda: _Connection(self._core, self._streams, self._keepalive_s), sock=sock
         )
 
     async def stop(self) -> None:
