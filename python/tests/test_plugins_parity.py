@@ -26,7 +26,10 @@ hook refusing, a plugin raising, an SSE answer cut at every byte) are checked at
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -96,10 +99,10 @@ class Case:
         params: The call's params.
         plugged: The answer with :data:`PLUGINS`.
         plain: The answer without a plugin file.
-        notes: Asks for progress (``_meta.progressToken``): the answer is an SSE stream whose
-            notifications before the result are these ``(method, text)`` pairs (text: a
-            progress notification's ``message``, a log message's ``data``), in order, in both
-            runs.
+        notes: The notifications an SSE answer relays before the result, as ``(method, text)``
+            pairs (text: a progress notification's ``message``, a log message's ``data``), in
+            order, in both runs; ``()``: none (a JSON answer, or an SSE one with only the result).
+        progress: The call asks for progress (``_meta.progressToken``).
         path: The MCP endpoint's path.
         upstream_idle: When refused: answered before the call would have ended upstream, and
             after the answer the fixture runs no ``sleep`` or ``progress`` call.
@@ -112,6 +115,7 @@ class Case:
     plugged: Answer
     plain: Answer
     notes: tuple[tuple[str, str], ...] = ()
+    progress: bool = False
     path: str = "/mcp"
     upstream_idle: bool = False
 
@@ -239,6 +243,16 @@ CASES = [
             ("notifications/progress", "step 2"),
             ("notifications/message", "progress finished after 2 steps"),
         ),
+        progress=True,
+    ),
+    Case(
+        "progress result redacted without a progress token",
+        "beta",
+        "tools/call",
+        call("progress", steps=1, interval_ms=0),
+        plugged=texts("done [REDACTED]"),
+        plain=texts("done 1 steps"),
+        notes=(("notifications/message", "progress finished after 1 steps"),),
     ),
     Case(
         "resource redacted",
@@ -365,7 +379,7 @@ async def run_case(http: httpx.AsyncClient, base: str, case: Case, expected: Ans
     url = f"{base}{case.path}"
     session = await open_session(http, url, token)
     params = dict(case.params)
-    if case.notes:
+    if case.progress:
         params["_meta"] = {"progressToken": "p"}
     body = {"jsonrpc": "2.0", "id": case.name, "method": case.method, "params": params}
     started = time.monotonic()
@@ -385,13 +399,12 @@ async def run_case(http: httpx.AsyncClient, base: str, case: Case, expected: Ans
     else:
         assert "error" not in final, final
         assert tuple(collect_texts(final["result"])) == expected.texts, final
-    if case.notes:
+    if case.progress:
         assert reply.content_type.startswith("text/event-stream"), reply
-        seen = [
-            (note["method"], note["params"].get("message") or note["params"].get("data"))
-            for note in reply.notes
-        ]
-        assert seen == list(case.notes), reply.notes
+    seen = [
+        (note["method"], note["params"].get("message") or note["params"].get("data")) for note in reply.notes
+    ]
+    assert seen == list(case.notes), reply
     if case.upstream_idle and expected.error is not None:
         assert took < SLEEP_MS / 1000, f"the refused call took {took:.2f} s: it ran upstream"
         assert await inflight(http, base) == 0
@@ -646,3 +659,35 @@ def test_a_plugin_file_that_registers_nothing_costs_nothing(tmp_path: Path) -> N
     empty = tmp_path / "plugins.json"
     empty.write_text("{}")
     assert load_plugins(empty) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        (None, "No such file or directory"),
+        ('{"deny": {}}', "expected an object with deny_tools and/or redact"),
+        ('{"redact": "("}', "redact: missing ), unterminated subpattern"),
+    ],
+)
+def test_a_bad_plugin_file_stops_the_gateway_at_start(tmp_path: Path, text: str | None, why: str) -> None:
+    path = tmp_path / "plugins.json"
+    if text is not None:
+        path.write_text(text)
+    env = {
+        **os.environ,
+        "JWT_SECRET_KEY": SECRET,
+        "MCP_RUNTIME_CATALOG": str(tmp_path / "catalog.toml"),
+        "MCP_CORE_PLUGINS_FILE": str(path),
+    }
+    out = subprocess.run(
+        [sys.executable, "-m", "mcp_gateway", "serve", "--port", str(free_port())],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 2, out
+    [line] = out.stderr.strip().splitlines()
+    assert line.startswith(f"mcp-gateway: plugins file {path}: "), line
+    assert why in line
