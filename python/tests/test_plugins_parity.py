@@ -135,6 +135,10 @@ def call(tool: str, **arguments: Any) -> dict[str, Any]:
     return {"name": tool, "arguments": arguments}
 
 
+LARGE = 1_200_000
+"""A result over 1 MiB: the HTTP/JSON mode relays such an answer as it arrives, unless a hook
+needs it whole."""
+
 SLEEP_MS = 2000
 """How long a refused ``sleep`` would have run upstream, in milliseconds."""
 
@@ -222,6 +226,14 @@ CASES = [
         call("echo", text="sk-short"),
         plugged=texts("sk-short"),
         plain=texts("sk-short"),
+    ),
+    Case(
+        "large result read whole, unchanged without a match",
+        "alpha",
+        "tools/call",
+        call("payload", size_bytes=LARGE),
+        plugged=texts("x" * LARGE),
+        plain=texts("x" * LARGE),
     ),
     Case(
         "tool error result redacted",
