@@ -12,7 +12,8 @@ one code path:
   backend; payload: the call's ``arguments`` (``{}`` when absent or ``null``). Deny: the
   JSON-RPC error for the request's id, HTTP 200, and the backend (so the runtime and the
   upstream) is never called. Proceed with a payload: the call goes on with its ``arguments``
-  replaced.
+  replaced (the request re-encoded from its envelope, ``jsonrpc``, ``id``, ``method`` and
+  ``params``, whose other members are kept).
 - ``post_invoke`` on the answer of a ``tools/call``, ``post_fetch`` on the answer of a
   ``resources/read`` (name: the URI) or a ``prompts/get`` (name: the prompt name); payload: the
   JSON-RPC ``result``. Proceed with a payload: the answer becomes ``{"jsonrpc": "2.0", "id": ..,
