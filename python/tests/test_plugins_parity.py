@@ -243,6 +243,9 @@ CASES = [
         plugged=texts("leaked [REDACTED]"),
         plain=texts(f"leaked {KEY}"),
     ),
+    # SSE answers: the notifications pass as the upstream sent them, only the result is
+    # rewritten. An edge runtime that answers a call with a post hook as one JSON body instead
+    # (dropping the notifications to have the result whole) fails these two cases.
     Case(
         "progress result redacted (sse), notifications unchanged",
         "alpha",
@@ -428,7 +431,13 @@ async def run_case(http: httpx.AsyncClient, base: str, case: Case, expected: Ans
 def _gateways(
     workdir: Path, catalog: Path, runtimes: Runtimes, extra: dict[str, str], tag: str
 ) -> Iterator[dict[str, str]]:
-    """Gateways started on first use, one per mode, with ``extra`` in their environment."""
+    """Gateways started on first use, one per mode, with ``extra`` in their environment.
+
+    An edge mode joins here: for it, start the core (``start_core``, ``plugins=`` the file of
+    ``MCP_CORE_PLUGINS_FILE`` in ``extra``, none without) and the runtime serving the public
+    endpoint on a free port (``--public-listen``, ``--core-uds``, ``--core-transport``), and
+    return that endpoint's base URL; the table needs nothing else.
+    """
     started: list[Any] = []
 
     class Lazy(dict[str, str]):
