@@ -24,6 +24,26 @@ pub enum RequestError {
     /// No AuthContext, or one that cannot be decoded (HTTP/JSON adapter): 401.
     #[error("Unauthorized: {0}")]
     Unauthorized(String),
+    /// A `Host` outside the public endpoint's allow-list (edge mode; the value as shown, quoted
+    /// as the gateway quotes it): 421, before authentication.
+    #[error("Forbidden: Host {0} is not allowed")]
+    HostNotAllowed(String),
+    /// Refused before the request was read: an `Origin` outside the public endpoint's
+    /// allow-list, or valid credentials without the right (the policy core's 403): 403.
+    #[error("Forbidden: {0}")]
+    Forbidden(String),
+    /// The policy core (edge mode) cannot be asked: unreachable, timed out or broken. Nothing
+    /// is served without policy: 503 with `Retry-After: 1`.
+    #[error("Service unavailable: the policy core cannot be reached")]
+    PolicyUnavailable,
+    /// A hook of the policy core refused the request: 200 with the hook's code and message.
+    #[error("{message}")]
+    HookDenied {
+        /// The JSON-RPC error code the hook chose.
+        code: i64,
+        /// The JSON-RPC error message the hook chose.
+        message: String,
+    },
     /// A header that is present but not visible ASCII (HTTP/JSON adapter): 400.
     #[error("Bad Request: header {0} is not visible ASCII")]
     BadHeader(&'static str),
@@ -162,6 +182,9 @@ impl RequestError {
     pub fn status(&self) -> u16 {
         match self {
             Self::Unauthorized(_) => 401,
+            Self::HostNotAllowed(_) => 421,
+            Self::Forbidden(_) => 403,
+            Self::PolicyUnavailable => 503,
             Self::BadHeader(_)
             | Self::BadServerIdInPath
             | Self::UnsupportedProtocolVersion(_)
@@ -180,6 +203,10 @@ impl RequestError {
     pub fn code(&self) -> i64 {
         match self {
             Self::Unauthorized(_) => jsonrpc::UNAUTHORIZED,
+            Self::HookDenied { code, .. } => *code,
+            Self::HostNotAllowed(_) | Self::Forbidden(_) | Self::PolicyUnavailable => {
+                jsonrpc::BAD_REQUEST
+            }
             Self::BadHeader(_)
             | Self::BadServerIdInPath
             | Self::UnsupportedProtocolVersion(_)
@@ -232,9 +259,9 @@ impl RequestError {
     pub fn retry_after_s(&self) -> Option<u64> {
         match self {
             Self::TooManySessions { .. } => Some(SESSION_LIMIT_RETRY_AFTER_S),
-            Self::SubjectQuota { alone: false, .. } | Self::ProcessBusy { alone: false, .. } => {
-                Some(QUOTA_RETRY_AFTER_S)
-            }
+            Self::SubjectQuota { alone: false, .. }
+            | Self::ProcessBusy { alone: false, .. }
+            | Self::PolicyUnavailable => Some(QUOTA_RETRY_AFTER_S),
             _ => None,
         }
     }

@@ -21,6 +21,7 @@
 //! top); `#[cfg(feature = "grpc-uds")]` appears only at this edge ([`server`], `transport`).
 
 pub mod listener;
+pub mod policy;
 pub mod server;
 pub mod socket;
 mod transport;

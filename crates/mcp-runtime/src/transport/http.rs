@@ -175,7 +175,7 @@ pub enum AuthHeaderError {
 /// The JSON form of the AuthContext on this boundary: `{"email": .., "is_admin": ..,
 /// "teams": null | [..], ..}` (`docs/http-boundary.md`); same fields as the proto's.
 #[derive(serde::Deserialize)]
-struct AuthContextJson {
+pub(crate) struct AuthContextJson {
     email: String,
     #[serde(default)]
     is_admin: bool,
@@ -207,6 +207,25 @@ impl From<AuthContextJson> for AuthContext {
             trace_id: w.trace_id.unwrap_or_default(),
         }
     }
+}
+
+/// The JSON form of `auth` on this boundary (the inverse of [`AuthContextJson`]): also the
+/// `caller` of the Core SPI's HTTP/JSON routes.
+pub(crate) fn auth_context_wire(auth: &AuthContext) -> serde_json::Value {
+    let teams = match &auth.team_scope {
+        TeamScope::Unrestricted => serde_json::Value::Null,
+        TeamScope::PublicOnly => serde_json::json!([]),
+        TeamScope::Teams(t) => serde_json::json!(t),
+    };
+    serde_json::json!({
+        "email": auth.subject_email,
+        "is_admin": auth.is_admin,
+        "teams": teams,
+        "scopes": auth.scopes,
+        "token_exp": (auth.token_expires_at_unix_s != 0).then_some(auth.token_expires_at_unix_s),
+        "traceparent": auth.traceparent,
+        "trace_id": auth.trace_id,
+    })
 }
 
 /// Decodes `x-contextforge-auth-context`.
