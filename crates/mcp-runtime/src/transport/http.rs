@@ -81,6 +81,11 @@ pub(crate) fn router(runtime: Arc<Runtime>) -> Router {
 }
 
 async fn health(State(rt): State<Arc<Runtime>>) -> Response {
+    health_response(&rt)
+}
+
+/// `GET /health`: the runtime's health as JSON, 200 while serving, 503 while draining.
+pub(crate) fn health_response(rt: &Runtime) -> Response {
     let h = rt.health();
     let body = serde_json::json!({
         "status": if h.serving { "serving" } else { "not_serving" },
@@ -132,7 +137,10 @@ async fn not_found() -> Response {
 
 /// A header's value; a value that is present but not visible ASCII is a 400, never treated as
 /// absent (an unreadable scope must not widen to the federated endpoint).
-fn header(headers: &HeaderMap, name: &'static str) -> Result<Option<String>, RequestError> {
+pub(crate) fn header(
+    headers: &HeaderMap,
+    name: &'static str,
+) -> Result<Option<String>, RequestError> {
     match headers.get(name).map(HeaderValue::to_str) {
         None => Ok(None),
         Some(Ok(v)) => Ok(Some(v.to_owned())),
@@ -154,7 +162,7 @@ fn mcp_headers(headers: &HeaderMap) -> Result<(McpHeaders, Option<String>), Requ
 }
 
 /// A fault of the HTTP request itself: the core's answer for it, with id `null`.
-fn rpc_error(e: RequestError) -> Response {
+pub(crate) fn rpc_error(e: RequestError) -> Response {
     into_response(e.into_outcome(None))
 }
 
@@ -257,21 +265,57 @@ async fn handle(
     headers: HeaderMap,
     body: HttpBody,
 ) -> Response {
-    let method = match method {
-        HttpMethod::POST => Method::Post,
-        HttpMethod::GET => Method::Get,
-        HttpMethod::DELETE => Method::Delete,
-        _ => {
-            let mut r = StatusCode::METHOD_NOT_ALLOWED.into_response();
-            r.headers_mut()
-                .insert("allow", HeaderValue::from_static("GET, POST, DELETE"));
-            return r;
-        }
+    let method = match mcp_method(&method) {
+        Ok(m) => m,
+        Err(refused) => return refused,
     };
     let auth = match auth_context(&headers) {
         Ok(a) => a,
         Err(why) => return rpc_error(RequestError::Unauthorized(why.to_string())),
     };
+    serve_mcp(
+        rt,
+        server_id,
+        method,
+        &headers,
+        body,
+        auth,
+        None,
+        Transport::Http,
+    )
+    .await
+}
+
+/// The MCP method of an HTTP method, or the 405 (with `Allow`) for any other.
+pub(crate) fn mcp_method(method: &HttpMethod) -> Result<Method, Response> {
+    match *method {
+        HttpMethod::POST => Ok(Method::Post),
+        HttpMethod::GET => Ok(Method::Get),
+        HttpMethod::DELETE => Ok(Method::Delete),
+        _ => {
+            let mut r = StatusCode::METHOD_NOT_ALLOWED.into_response();
+            r.headers_mut()
+                .insert("allow", HeaderValue::from_static("GET, POST, DELETE"));
+            Err(r)
+        }
+    }
+}
+
+/// Reads the body of an authenticated MCP request (held against the byte budgets from its
+/// declared length, 413 over the message limit), hands the request to the core and encodes its
+/// outcome. Shared by this adapter and the public listener (edge mode); `request_id` replaces
+/// the `x-request-id` header when given.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn serve_mcp(
+    rt: Arc<Runtime>,
+    server_id: Option<String>,
+    method: Method,
+    headers: &HeaderMap,
+    body: HttpBody,
+    auth: AuthContext,
+    request_id: Option<String>,
+    transport: Transport,
+) -> Response {
     let limit = rt.max_message_bytes();
     // A declared length (Content-Length) is held against the byte budgets while the body is
     // read, so a body without room is refused unread; over the limit it is the 413 below.
@@ -295,7 +339,7 @@ async fn handle(
         return rpc_error(RequestError::PayloadTooLarge { size: None, limit });
     };
 
-    let (mcp_headers, request_id) = match mcp_headers(&headers) {
+    let (mcp_headers, header_request_id) = match mcp_headers(headers) {
         Ok(h) => h,
         Err(bad) => return rpc_error(bad),
     };
@@ -303,17 +347,17 @@ async fn handle(
         method,
         headers: mcp_headers,
         server_id,
-        request_id,
+        request_id: request_id.or(header_request_id),
         auth,
         body,
-        transport: Transport::Http,
+        transport,
     };
     // The core keeps the reservation until the request is answered.
     into_response(rt.handle_reserved(req, reservation).await)
 }
 
 /// Encodes a core outcome as an HTTP response; SSE events are written as they arrive.
-fn into_response(outcome: Outcome) -> Response {
+pub(crate) fn into_response(outcome: Outcome) -> Response {
     let status =
         StatusCode::from_u16(outcome.head.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let body = match outcome.body {

@@ -1,0 +1,256 @@
+//! The public endpoint of edge mode: streamable HTTP on TCP (`--public-listen`), `/mcp` and
+//! `/servers/{id}/mcp` with GET, POST and DELETE, with the gateway's public semantics, the
+//! caller resolved by the policy core ([`crate::policy`]).
+//!
+//! Order of the checks, as the gateway's: the path (404), the method (405), `Host` (421) and
+//! `Origin` (403) against the allow-lists, the caller (ResolveCaller: 401 with the core's
+//! `WWW-Authenticate`, 403, or 503 when the core cannot answer), then the body and the MCP
+//! request through the same path as the HTTP/JSON adapter ([`super::http::serve_mcp`]). An
+//! `x-contextforge-auth-context` or `x-contextforge-server-id` header from a public client is
+//! never read: the caller is the core's answer and the scope is the path.
+//!
+//! Connections: the admission's cap and first-byte timeout, hyper's header read timeout and a
+//! cap on the request head's size (a longer head is answered 431 by hyper).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::body::Body as HttpBody;
+use axum::http::{HeaderMap, HeaderValue, Request as HttpRequest};
+use axum::response::Response;
+use mcp_runtime_core::{RequestError, Runtime, Transport};
+
+use super::http::{header, health_response, mcp_method, rpc_error, serve_mcp};
+use crate::host_origin::{AllowLists, Refusal};
+use crate::listener::Admission;
+use crate::policy::{CallerQuery, Policy, Resolution};
+
+/// The challenge of a 401 when the core gave none.
+const DEFAULT_CHALLENGE: &str = "Bearer realm=\"mcp\"";
+
+/// What the public endpoint serves with.
+#[derive(Debug)]
+pub(crate) struct Edge {
+    pub(crate) runtime: Arc<Runtime>,
+    pub(crate) policy: Arc<Policy>,
+    pub(crate) allow: AllowLists,
+    /// Request ids: a per-process prefix and a counter.
+    prefix: String,
+    next_id: AtomicU64,
+}
+
+impl Edge {
+    pub(crate) fn new(runtime: Arc<Runtime>, policy: Arc<Policy>, allow: AllowLists) -> Self {
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_micros();
+        Self {
+            runtime,
+            policy,
+            allow,
+            prefix: format!("{:x}-{started:x}", std::process::id()),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    fn request_id(&self) -> String {
+        format!(
+            "{}-{:x}",
+            self.prefix,
+            self.next_id.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+}
+
+/// Serves the public endpoint on `listener` until `shutdown` completes, then waits for open
+/// connections to finish their requests (the caller bounds that wait by the grace period).
+pub(crate) async fn serve(
+    edge: Arc<Edge>,
+    listener: tokio::net::TcpListener,
+    admission: Admission,
+    max_header_bytes: usize,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let header_read_timeout: Duration = admission.header_read_timeout();
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (conn, peer) = tokio::select! {
+            c = admission.accept_tcp(&listener) => c,
+            () = &mut shutdown => break,
+        };
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_read_timeout)
+            // hyper's smallest read buffer is 8 KiB; a head that does not fit is a 431.
+            .max_buf_size(max_header_bytes.max(8192));
+        let edge = Arc::clone(&edge);
+        let service = hyper::service::service_fn(move |req: HttpRequest<hyper::body::Incoming>| {
+            let edge = Arc::clone(&edge);
+            async move {
+                let (parts, body) = req.into_parts();
+                Ok::<_, Infallible>(
+                    route(
+                        edge,
+                        peer,
+                        parts.uri.path(),
+                        &parts.method,
+                        &parts.headers,
+                        HttpBody::new(body),
+                    )
+                    .await,
+                )
+            }
+        });
+        let served = builder.serve_connection(TokioIo::new(conn), service);
+        let watched = graceful.watch(served);
+        tokio::spawn(async move {
+            if let Err(e) = watched.await {
+                tracing::debug!(error = %e, "public connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+/// Percent-decodes one path segment; `None` when the result is not UTF-8 or an escape is
+/// broken.
+fn percent_decode(segment: &str) -> Option<String> {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = segment.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Which endpoint a path names: `Some(None)` for `/mcp`, `Some(Some(id))` for
+/// `/servers/{id}/mcp`, `None` for any other path.
+fn endpoint(path: &str) -> Option<Option<&str>> {
+    if path == "/mcp" {
+        return Some(None);
+    }
+    let id = path.strip_prefix("/servers/")?.strip_suffix("/mcp")?;
+    (!id.is_empty() && !id.contains('/')).then_some(Some(id))
+}
+
+async fn route(
+    edge: Arc<Edge>,
+    peer: SocketAddr,
+    path: &str,
+    method: &axum::http::Method,
+    headers: &HeaderMap,
+    body: HttpBody,
+) -> Response {
+    if path == "/health" && method == axum::http::Method::GET {
+        return health_response(&edge.runtime);
+    }
+    let Some(endpoint) = endpoint(path) else {
+        return rpc_error(RequestError::UnknownPath);
+    };
+    let server_id = match endpoint.map(percent_decode) {
+        None => None,
+        Some(Some(id)) => Some(id),
+        Some(None) => return rpc_error(RequestError::BadServerIdInPath),
+    };
+    let method = match mcp_method(method) {
+        Ok(m) => m,
+        Err(refused) => return refused,
+    };
+    let text = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    if let Err(refused) = edge.allow.check(text("host"), text("origin")) {
+        let e = match refused {
+            Refusal::Host(h) => RequestError::HostNotAllowed(h),
+            Refusal::Origin(o) => RequestError::Forbidden(format!("Origin {o} is not allowed")),
+        };
+        tracing::info!(status = e.status(), %path, "{e}");
+        return rpc_error(e);
+    }
+    let authorization = match header(headers, "authorization") {
+        Ok(a) => a.unwrap_or_default(),
+        Err(bad) => return rpc_error(bad),
+    };
+    let request_id = edge.request_id();
+    let query = CallerQuery {
+        authorization,
+        client_address: peer.to_string(),
+        server_id: server_id.clone().unwrap_or_default(),
+        request_id: request_id.clone(),
+        traceparent: text("traceparent").unwrap_or_default().to_owned(),
+    };
+    let caller = match edge.policy.resolve(&query).await {
+        Ok(Resolution::Allowed(caller)) => caller,
+        Ok(Resolution::Denied(d)) if d.http_status == 403 => {
+            return rpc_error(RequestError::Forbidden(d.reason));
+        }
+        Ok(Resolution::Denied(d)) => {
+            let challenge = if d.www_authenticate.is_empty() {
+                DEFAULT_CHALLENGE.to_owned()
+            } else {
+                d.www_authenticate
+            };
+            let mut r = rpc_error(RequestError::Unauthorized(d.reason));
+            let value = HeaderValue::from_str(&challenge)
+                .unwrap_or_else(|_| HeaderValue::from_static(DEFAULT_CHALLENGE));
+            r.headers_mut().insert("www-authenticate", value);
+            return r;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, %request_id, "request refused: no policy");
+            return rpc_error(RequestError::PolicyUnavailable);
+        }
+    };
+    let mut auth = (*caller).clone();
+    // The trace context is the public request's, not the one of the answer that was cached.
+    if let Some(tp) = text("traceparent") {
+        tp.clone_into(&mut auth.traceparent);
+    }
+    auth.trace_id.clone_from(&request_id);
+    serve_mcp(
+        Arc::clone(&edge.runtime),
+        server_id,
+        method,
+        headers,
+        body,
+        auth,
+        Some(request_id),
+        Transport::Public,
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints() {
+        assert_eq!(endpoint("/mcp"), Some(None));
+        assert_eq!(endpoint("/servers/a%20b/mcp"), Some(Some("a%20b")));
+        assert_eq!(endpoint("/servers//mcp"), None);
+        assert_eq!(endpoint("/servers/a/b/mcp"), None);
+        assert_eq!(endpoint("/mcp/"), None);
+        assert_eq!(percent_decode("a%20b").as_deref(), Some("a b"));
+        assert_eq!(percent_decode("%ff"), None);
+        assert_eq!(percent_decode("%2"), None);
+    }
+}
