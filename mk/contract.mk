@@ -1,12 +1,17 @@
-# The contract as a product (issue 7): buf checks of proto/ and the TypeScript client.
+# The contract as a product (issue 7, issue 14): buf checks of proto/ and the TypeScript client.
+# proto/ holds two packages, each with its own version and its own append-only images:
+# mcp.runtime.v1 (CONTRACT_VERSION, contract/images/mcp.runtime.v1.<minor>.json) and mcp.core.v1,
+# the Core SPI (CORE_SPI_VERSION, contract/images/mcp.core.v1.<minor>.json); both constants are
+# in crates/mcp-runtime-core/src/lib.rs.
 #
-# contract-check  buf lint (STANDARD) on proto/; buf breaking of proto/ against every released
-#                 image in contract/images/ (one per v1 minor, append-only); the image of the
-#                 runtime's CONTRACT_VERSION equals proto/ as built now; plus contract/check.test.mjs,
-#                 which copies proto/, makes breaking, lint-violating and additive edits and shows
-#                 that the check fails on each (docs/contract.md, "Versioning").
-# contract-image  records proto/ as the image of CONTRACT_VERSION (bump the minor first; a
-#                 released image is never rewritten).
+# contract-check  buf lint (STANDARD) on proto/; for each package, buf breaking of it (--path)
+#                 against every released image of it (one per v1 minor, append-only) and the
+#                 image of its current version equals the package as built now; plus
+#                 contract/check.test.mjs, which copies proto/, makes breaking, lint-violating
+#                 and additive edits to either package and shows that the check fails on each
+#                 (docs/contract.md and docs/core-spi.md, "Versioning").
+# contract-image  records the image of each package whose current version has none yet (bump
+#                 the minor first; a released image is never rewritten).
 # ts-test         the TypeScript client of McpRuntime (clients/ts): code generated from proto/ by
 #                 buf with protoc-gen-es, type-checked, then run against a real runtime over its
 #                 gRPC Unix socket with the shared vectors (contract/vectors/boundary.json).

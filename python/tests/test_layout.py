@@ -1,7 +1,10 @@
 """The gateway's import rules (``docs/ARCHITECTURE.md``), checked on the source and in a fresh process.
 
 - Only ``_grpc_backend`` imports grpc and the generated stubs; only ``_http_backend`` imports
-  httpx for the boundary (``testing`` may: it is not the gateway).
+  httpx for the boundary (``testing`` may: it is not the gateway). The core of edge mode
+  (``mcp_gateway.core``) is a separate package: only its ``grpc_server`` imports grpc and the
+  stubs, it imports httpx nowhere, and no gateway module imports it (only ``__main__``
+  starts it).
 - No module of the gateway imports ``mcp_gateway.testing``.
 - Importing the package or building the app loads no backend: ``make_backend`` imports the one
   chosen at start.
@@ -47,8 +50,23 @@ def importers(prefix: str) -> set[str]:
 
 
 def test_only_the_grpc_backend_imports_grpc_and_the_stubs() -> None:
-    assert importers("grpc") == {"_grpc_backend"}
-    assert importers("mcp_gateway._proto") == {"_grpc_backend"}
+    assert importers("grpc") == {"_grpc_backend", "core.grpc_server"}
+    assert importers("mcp_gateway._proto") == {"_grpc_backend", "core.grpc_server"}
+
+
+def test_the_core_is_apart_from_the_gateway() -> None:
+    gateway = {name for name in gateway_modules() if not name.startswith("core.")}
+    assert not (importers("mcp_gateway.core") & (gateway - {"__main__"}))
+    # What the core takes from the gateway: token verification, errors, the AuthContext's proto
+    # mapping (so both build the very same AuthContext); nothing of the app or the backends' I/O.
+    borrowed = {
+        m
+        for name, imported in gateway_modules().items()
+        if name.startswith("core.")
+        for m in imported
+        if m.startswith("mcp_gateway.") and not m.startswith(("mcp_gateway.core", "mcp_gateway._proto"))
+    }
+    assert borrowed == {"mcp_gateway._auth", "mcp_gateway._errors", "mcp_gateway._grpc_backend"}
 
 
 def test_only_the_http_backend_imports_httpx_for_the_boundary() -> None:

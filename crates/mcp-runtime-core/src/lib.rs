@@ -45,6 +45,12 @@
 /// package suffix (`v1`); the minor grows with each additive change.
 pub const CONTRACT_VERSION: &str = "1.1";
 
+/// Version `MAJOR.MINOR` of the Core SPI (`proto/mcp/core/v1`, the callbacks the runtime makes
+/// to the Python core in edge mode; `docs/core-spi.md`). Versioned apart from
+/// [`CONTRACT_VERSION`]: the major equals the proto package suffix (`v1`); the minor grows with
+/// each additive change, recorded as `contract/images/mcp.core.v1.<minor>.json`.
+pub const CORE_SPI_VERSION: &str = "1.0";
+
 pub mod auth;
 pub mod catalog;
 mod dispatch;

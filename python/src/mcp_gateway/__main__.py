@@ -1,10 +1,12 @@
-"""Command line: ``python -m mcp_gateway serve|token|stack``.
+"""Command line: ``python -m mcp_gateway serve|token|stack|core|core-admin``.
 
 ``serve`` runs the gateway under uvicorn with the settings of the environment (see
 :class:`mcp_gateway.Settings`). ``token`` prints an HS256 bearer token signed with
 ``JWT_SECRET_KEY`` (or ``--secret``) for local use. ``stack`` brings up the fixture upstream,
 the runtime (both sockets) and the gateway in the chosen mode, prints the URL and tokens, and
-stops everything on Ctrl-C (``make run MODE=grpc``).
+stops everything on Ctrl-C (``make run MODE=grpc``). ``core`` serves the Core SPI of edge mode
+on its Unix sockets (:mod:`mcp_gateway.core`, ``docs/core-spi.md``); ``core-admin`` revokes
+credentials through a running core's HTTP socket and prints its counters.
 """
 
 from __future__ import annotations
@@ -179,6 +181,53 @@ def _stack(args: argparse.Namespace) -> int:
         return 1
 
 
+def _core(args: argparse.Namespace) -> int:
+    from mcp_gateway._errors import ConfigError
+    from mcp_gateway.core.server import CoreSettings, run
+
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        settings = CoreSettings.from_env(grpc_uds=args.grpc_uds, http_uds=args.http_uds, plugins=args.plugins)
+    except ConfigError as e:
+        print(f"mcp-gateway core: {e}", file=sys.stderr)
+        return 2
+    return run(settings)
+
+
+def _core_admin(args: argparse.Namespace) -> int:
+    import json
+
+    from mcp_gateway.core.admin import AdminError, request
+    from mcp_gateway.core.policy import token_sha256
+
+    path = args.http_uds or os.environ.get("MCP_CORE_HTTP_UDS", "")
+    if not path:
+        print("mcp-gateway core-admin: give --http-uds (or MCP_CORE_HTTP_UDS)", file=sys.stderr)
+        return 2
+    try:
+        if args.action == "stats":
+            answer = request(path, "GET", "/admin/stats")
+        else:
+            body: dict[str, Any]
+            if args.token:
+                token = args.token.removeprefix("Bearer ").strip()
+                body = {"tokenSha256": token_sha256(token)}
+            elif args.token_sha256:
+                body = {"tokenSha256": args.token_sha256}
+            elif args.subject:
+                body = {"subjectEmail": args.subject}
+            else:
+                body = {"all": True}
+            answer = request(path, "POST", "/admin/revoke", body)
+    except AdminError as e:
+        print(f"mcp-gateway core-admin: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(answer))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit status."""
     parser = argparse.ArgumentParser(prog="python -m mcp_gateway", description=__doc__.splitlines()[0])
@@ -214,6 +263,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--mode", choices=["grpc", "http", "python"], default="grpc")
     run.add_argument("--port", type=int, default=4444)
     run.set_defaults(func=_stack)
+
+    core = commands.add_parser("core", help="serve the Core SPI of edge mode on Unix sockets")
+    core.add_argument("--grpc-uds", help="gRPC socket path (default MCP_CORE_GRPC_UDS)")
+    core.add_argument("--http-uds", help="HTTP/JSON socket path (default MCP_CORE_HTTP_UDS)")
+    core.add_argument(
+        "--plugins", help="plugin configuration, JSON (default MCP_CORE_PLUGINS_FILE; none: no hooks)"
+    )
+    core.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    core.set_defaults(func=_core)
+
+    admin = commands.add_parser("core-admin", help="revoke credentials or read counters of a running core")
+    admin.add_argument("--http-uds", help="the core's HTTP/JSON socket (default MCP_CORE_HTTP_UDS)")
+    actions = admin.add_subparsers(dest="action", required=True)
+    revoke = actions.add_parser("revoke", help="revoke a token, a subject's tokens, or every cached caller")
+    target = revoke.add_mutually_exclusive_group(required=True)
+    target.add_argument("--token", help="the token itself (hashed before it is sent)")
+    target.add_argument("--token-sha256", help="the lower-case hex SHA-256 of the token")
+    target.add_argument("--subject", help="every token of this subject (issued up to now)")
+    target.add_argument("--all", action="store_true", help="every cached caller (nothing refused)")
+    actions.add_parser("stats", help="generation, open watchers, hooks, call record totals")
+    admin.set_defaults(func=_core_admin)
 
     args = parser.parse_args(argv)
     status: int = args.func(args)

@@ -31,6 +31,7 @@ __all__ = [
     "repo_root",
     "runtime_binary",
     "stack",
+    "start_core",
     "start_fixture",
     "start_gateway",
     "start_runtime",
@@ -144,11 +145,13 @@ prompts = ["greet"]
     return path
 
 
-def _wait_uds_health(path: str, process: subprocess.Popen[bytes], timeout_s: float) -> None:
+def _wait_uds_health(
+    path: str, process: subprocess.Popen[bytes], timeout_s: float, name: str = "mcp-runtime"
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"mcp-runtime exited with status {process.returncode}")
+            raise RuntimeError(f"{name} exited with status {process.returncode}")
         if os.path.exists(path):
             try:
                 with httpx.Client(transport=httpx.HTTPTransport(uds=path), timeout=1.0) as client:
@@ -157,7 +160,7 @@ def _wait_uds_health(path: str, process: subprocess.Popen[bytes], timeout_s: flo
             except httpx.HTTPError:
                 pass
         time.sleep(0.05)
-    raise RuntimeError(f"mcp-runtime did not serve on {path} within {timeout_s} s")
+    raise RuntimeError(f"{name} did not serve on {path} within {timeout_s} s")
 
 
 def start_runtime(
@@ -192,6 +195,56 @@ def start_runtime(
     process = subprocess.Popen([*args, *extra], stdout=stderr, stderr=stderr)
     try:
         _wait_uds_health(http_uds, process, timeout_s)
+    except BaseException:
+        stop(process)
+        raise
+    return process
+
+
+def start_core(
+    *,
+    http_uds: str | None,
+    grpc_uds: str | None,
+    env: Mapping[str, str],
+    plugins: Path | None = None,
+    log: Path | None = None,
+    timeout_s: float = 30.0,
+) -> subprocess.Popen[bytes]:
+    """Start the Python core (``python -m mcp_gateway core``) and wait until it serves.
+
+    Ready means: ``GET /health`` answers 200 on the HTTP socket (when given) and the gRPC socket
+    file exists (when given; grpc creates it when it binds, before the core logs that it serves).
+
+    Args:
+        http_uds: Path of its HTTP/JSON socket, or ``None``.
+        grpc_uds: Path of its gRPC socket, or ``None``.
+        env: Variables added to this process's environment (``JWT_SECRET_KEY``, ...).
+        plugins: Its plugin configuration file (``--plugins``), or ``None`` for none.
+        log: File its output is appended to (default: discarded).
+        timeout_s: How long to wait for it to serve, in seconds.
+
+    Raises:
+        RuntimeError: Early exit or not serving within ``timeout_s`` seconds.
+    """
+    args = [sys.executable, "-m", "mcp_gateway", "core", "--log-level", "info"]
+    if http_uds:
+        args += ["--http-uds", http_uds]
+    if grpc_uds:
+        args += ["--grpc-uds", grpc_uds]
+    if plugins is not None:
+        args += ["--plugins", str(plugins)]
+    stderr = log.open("ab") if log else subprocess.DEVNULL
+    process = subprocess.Popen(args, env={**os.environ, **env}, stdout=stderr, stderr=stderr)
+    try:
+        deadline = time.monotonic() + timeout_s
+        if http_uds:
+            _wait_uds_health(http_uds, process, timeout_s, name="core")
+        while grpc_uds and not os.path.exists(grpc_uds):
+            if process.poll() is not None:
+                raise RuntimeError(f"core exited with status {process.returncode}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"core did not serve on {grpc_uds} within {timeout_s} s")
+            time.sleep(0.05)
     except BaseException:
         stop(process)
         raise

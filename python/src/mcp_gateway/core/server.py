@@ -1,0 +1,217 @@
+"""The core process: its settings, its sockets, both transports on one loop, clean shutdown.
+
+``python -m mcp_gateway core --grpc-uds PATH --http-uds PATH`` (at least one) runs
+:func:`run`. Settings (flags win over the environment):
+
+================================  ==================  ===========================================
+variable (flag)                   default             meaning
+================================  ==================  ===========================================
+``JWT_SECRET_KEY``                (required)          HS256 key of the bearer tokens (as the gateway)
+``MCP_CORE_GRPC_UDS``             unset               gRPC socket path (``--grpc-uds``)
+``MCP_CORE_HTTP_UDS``             unset               HTTP/JSON socket path (``--http-uds``)
+``MCP_CORE_CACHE_MAX_AGE_MS``     ``30000``           ``cache_max_age_ms`` of an allowed caller (ms);
+                                                      ``0``: the runtime must not cache
+``MCP_CORE_PLUGINS_FILE``         unset               plugin configuration (``--plugins``;
+                                                      :mod:`mcp_gateway.core.plugins`); unset: none
+================================  ==================  ===========================================
+
+Sockets: each path must be free or a stale socket file (nothing listening; it is replaced); a
+live socket or another kind of file there is a start-up error (exit status 2), as is an
+abstract name (``@...``). Socket files are created with mode 600 (only the core's user may
+connect). On SIGTERM or SIGINT the core ends every open WatchPolicy stream (gRPC: status OK;
+HTTP/JSON: the last chunk), reports ``NOT_SERVING`` on gRPC health, stops both servers (unary
+calls in progress get 1 s) and removes the socket files it created (only those, and
+only if they are still the files it bound), then exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import signal
+import socket
+import stat
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from mcp_gateway._errors import ConfigError
+from mcp_gateway.core.plugins import Plugins
+from mcp_gateway.core.policy import Policy
+from mcp_gateway.core.service import Core
+
+__all__ = ["CoreSettings", "run", "serve"]
+
+logger = logging.getLogger("mcp_gateway.core")
+
+
+@dataclass(frozen=True, slots=True)
+class CoreSettings:
+    """Everything the core reads from its flags and environment (the module table).
+
+    Attributes:
+        jwt_secret: HS256 key of the bearer tokens.
+        grpc_uds: gRPC socket path, or ``None``.
+        http_uds: HTTP/JSON socket path, or ``None``.
+        cache_max_age_ms: ``cache_max_age_ms`` of every allowed caller, in milliseconds.
+        plugins_file: Plugin configuration file, or ``None`` (no plugins).
+    """
+
+    jwt_secret: str
+    grpc_uds: str | None = None
+    http_uds: str | None = None
+    cache_max_age_ms: int = 30_000
+    plugins_file: Path | None = None
+
+    @classmethod
+    def from_env(
+        cls,
+        env: Mapping[str, str] | None = None,
+        *,
+        grpc_uds: str | None = None,
+        http_uds: str | None = None,
+        plugins: str | None = None,
+    ) -> CoreSettings:
+        """Read the settings; the keyword arguments (the flags) win over ``env``.
+
+        Raises:
+            ConfigError: ``JWT_SECRET_KEY`` is missing, no socket is given, a socket is an
+                abstract name, or ``MCP_CORE_CACHE_MAX_AGE_MS`` is not a whole number >= 0.
+        """
+        env = os.environ if env is None else env
+        secret = env.get("JWT_SECRET_KEY", "")
+        if not secret:
+            raise ConfigError("JWT_SECRET_KEY is not set")
+        grpc_path = grpc_uds or env.get("MCP_CORE_GRPC_UDS") or None
+        http_path = http_uds or env.get("MCP_CORE_HTTP_UDS") or None
+        if grpc_path is None and http_path is None:
+            raise ConfigError("give --grpc-uds and/or --http-uds (MCP_CORE_GRPC_UDS, MCP_CORE_HTTP_UDS)")
+        for path in (grpc_path, http_path):
+            if path is not None and path.startswith("@"):
+                raise ConfigError(f"{path!r} is an abstract socket name: give a socket file path")
+        raw_age = env.get("MCP_CORE_CACHE_MAX_AGE_MS", "") or "30000"
+        if not raw_age.isdigit() or int(raw_age) > 2**32 - 1:
+            raise ConfigError(f"MCP_CORE_CACHE_MAX_AGE_MS={raw_age!r} must be a whole number of ms (uint32)")
+        plugins_path = plugins or env.get("MCP_CORE_PLUGINS_FILE") or None
+        return cls(
+            jwt_secret=secret,
+            grpc_uds=grpc_path,
+            http_uds=http_path,
+            cache_max_age_ms=int(raw_age),
+            plugins_file=Path(plugins_path) if plugins_path else None,
+        )
+
+
+def _claim(path: str) -> None:
+    """Make ``path`` free for a socket: remove a stale socket file, refuse anything else.
+
+    Raises:
+        ConfigError: A live socket or a file of another kind is there.
+    """
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise ConfigError(f"{path} exists and is not a socket")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except OSError as e:
+        if e.errno not in (errno.ECONNREFUSED, errno.ENOENT):
+            raise ConfigError(f"{path}: {e}") from e
+        os.unlink(path)
+        logger.info("removed the stale socket file %s", path)
+        return
+    finally:
+        probe.close()
+    raise ConfigError(f"{path} is in use: another process listens on it")
+
+
+def _identity(path: str) -> tuple[int, int]:
+    st = os.lstat(path)
+    return st.st_dev, st.st_ino
+
+
+@contextlib.contextmanager
+def _owned(created: dict[str, tuple[int, int]]) -> Iterator[None]:
+    """On exit, remove each socket file in ``created`` that is still the file the core bound."""
+    try:
+        yield
+    finally:
+        for path, identity in created.items():
+            with contextlib.suppress(OSError):
+                if _identity(path) == identity:
+                    os.unlink(path)
+
+
+async def serve(settings: CoreSettings, stop: asyncio.Event) -> None:
+    """Serve the Core SPI on the configured sockets until ``stop`` is set.
+
+    Raises:
+        ConfigError: The plugins file is invalid or a socket path is taken.
+    """
+    from mcp_gateway.core.http_server import HttpServer
+
+    plugins = Plugins.from_file(settings.plugins_file)
+    core = Core(Policy(settings.jwt_secret, settings.cache_max_age_ms, plugins.hooks), plugins)
+    created: dict[str, tuple[int, int]] = {}
+    http: HttpServer | None = None
+    grpc_server = None
+    old_umask = os.umask(0o177)  # socket files: mode 600 (sockets are created 777 & ~umask)
+    with _owned(created):
+        try:
+            if settings.http_uds is not None:
+                _claim(settings.http_uds)
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.bind(settings.http_uds)
+                created[settings.http_uds] = _identity(settings.http_uds)
+                sock.listen(1024)
+                http = HttpServer(core)
+                await http.start(sock)
+            if settings.grpc_uds is not None:
+                from mcp_gateway.core.grpc_server import GrpcServer
+
+                _claim(settings.grpc_uds)
+                grpc_server = GrpcServer(core)
+                await grpc_server.start(settings.grpc_uds)
+                created[settings.grpc_uds] = _identity(settings.grpc_uds)
+        finally:
+            os.umask(old_umask)
+        logger.info(
+            "core serving: gRPC %s, HTTP/JSON %s; %d hooks registered; generation %d",
+            settings.grpc_uds or "off",
+            settings.http_uds or "off",
+            len(plugins.hooks),
+            core.policy.generation,
+        )
+        try:
+            await stop.wait()
+        finally:
+            logger.info("core stopping")
+            core.policy.close_watchers()
+            if grpc_server is not None:
+                await grpc_server.stop()
+            if http is not None:
+                await http.stop()
+
+
+def run(settings: CoreSettings) -> int:
+    """Run the core until SIGTERM or SIGINT; returns the exit status (0, or 2 for a bad setting)."""
+
+    async def main() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await serve(settings, stop)
+        except ConfigError as e:
+            logger.error("%s", e)
+            return 2
+        return 0
+
+    return asyncio.run(main())
