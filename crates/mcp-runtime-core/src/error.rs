@@ -32,6 +32,15 @@ pub enum RequestError {
     /// allow-list, or valid credentials without the right (the policy core's 403): 403.
     #[error("Forbidden: {0}")]
     Forbidden(String),
+    /// The policy core (edge mode) refused the caller: its status (401 or 403) and its message,
+    /// verbatim (it is the JSON-RPC error message, never the token).
+    #[error("{message}")]
+    CallerDenied {
+        /// 401 (no valid credentials) or 403 (valid credentials without the right).
+        status: u16,
+        /// The core's reason.
+        message: String,
+    },
     /// The policy core (edge mode) cannot be asked: unreachable, timed out or broken. Nothing
     /// is served without policy: 503 with `Retry-After: 1`.
     #[error("Service unavailable: the policy core cannot be reached")]
@@ -185,6 +194,7 @@ impl RequestError {
             Self::HostNotAllowed(_) => 421,
             Self::Forbidden(_) => 403,
             Self::PolicyUnavailable => 503,
+            Self::CallerDenied { status, .. } => *status,
             Self::BadHeader(_)
             | Self::BadServerIdInPath
             | Self::UnsupportedProtocolVersion(_)
@@ -202,7 +212,7 @@ impl RequestError {
     #[must_use]
     pub fn code(&self) -> i64 {
         match self {
-            Self::Unauthorized(_) => jsonrpc::UNAUTHORIZED,
+            Self::Unauthorized(_) | Self::CallerDenied { .. } => jsonrpc::UNAUTHORIZED,
             Self::HookDenied { code, .. } => *code,
             Self::HostNotAllowed(_) | Self::Forbidden(_) | Self::PolicyUnavailable => {
                 jsonrpc::BAD_REQUEST

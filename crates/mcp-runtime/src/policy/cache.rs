@@ -198,12 +198,14 @@ impl CallerCache {
     }
 
     /// The watch stream opened (or sent a new snapshot) at `generation`: caching starts from
-    /// an empty cache, since what was cached before may have been revoked meanwhile.
+    /// an empty cache, since what was cached before may have been revoked meanwhile. The
+    /// generation is the snapshot's, also when it is lower than the one seen before (a
+    /// restarted core counts from the start again).
     pub fn watch_started(&self, generation: u64) {
         let mut st = self.state();
         st.entries.clear();
         st.watching = true;
-        st.generation = st.generation.max(generation);
+        st.generation = generation;
     }
 
     /// The watch stream ended: everything cached is dropped and nothing is cached until it
@@ -361,6 +363,10 @@ mod tests {
         c.revoke(&Revocation::Subject("z@x".into()), 6);
         assert!(!c.insert(&a, caller("a@x", 0), 5, 1000, now));
         assert!(c.insert(&a, caller("a@x", 0), 6, 1000, now));
+        // A restarted core counts generations from the start again.
+        c.watch_ended();
+        c.watch_started(1);
+        assert!(c.insert(&a, caller("a@x", 0), 1, 1000, now));
     }
 
     #[test]

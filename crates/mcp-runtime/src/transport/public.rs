@@ -28,8 +28,8 @@ use crate::host_origin::{AllowLists, Refusal};
 use crate::listener::Admission;
 use crate::policy::{CallerQuery, Policy, Resolution};
 
-/// The challenge of a 401 when the core gave none.
-const DEFAULT_CHALLENGE: &str = "Bearer realm=\"mcp\"";
+/// The challenge of a 401 when the core gave none (the gateway's realm).
+const DEFAULT_CHALLENGE: &str = "Bearer realm=\"mcp-gateway\"";
 
 /// What the public endpoint serves with.
 #[derive(Debug)]
@@ -199,19 +199,19 @@ async fn route(
     };
     let caller = match edge.policy.resolve(&query).await {
         Ok(Resolution::Allowed(caller)) => caller,
-        Ok(Resolution::Denied(d)) if d.http_status == 403 => {
-            return rpc_error(RequestError::Forbidden(d.reason));
-        }
         Ok(Resolution::Denied(d)) => {
-            let challenge = if d.www_authenticate.is_empty() {
-                DEFAULT_CHALLENGE.to_owned()
-            } else {
-                d.www_authenticate
-            };
-            let mut r = rpc_error(RequestError::Unauthorized(d.reason));
-            let value = HeaderValue::from_str(&challenge)
-                .unwrap_or_else(|_| HeaderValue::from_static(DEFAULT_CHALLENGE));
-            r.headers_mut().insert("www-authenticate", value);
+            let status = if d.http_status == 403 { 403 } else { 401 };
+            let mut r = rpc_error(RequestError::CallerDenied {
+                status,
+                message: d.reason,
+            });
+            if status == 401 {
+                let value = HeaderValue::from_str(&d.www_authenticate)
+                    .ok()
+                    .filter(|_| !d.www_authenticate.is_empty())
+                    .unwrap_or_else(|| HeaderValue::from_static(DEFAULT_CHALLENGE));
+                r.headers_mut().insert("www-authenticate", value);
+            }
             return r;
         }
         Err(e) => {
