@@ -133,7 +133,7 @@ pub(crate) type WatchStream = BoxStream<'static, Result<WatchEvent, CoreUnavaila
 #[derive(Debug, Clone)]
 enum Client {
     #[cfg(feature = "grpc-uds")]
-    Grpc(grpc::GrpcCore),
+    Grpc(Box<grpc::GrpcCore>),
     Http(http::HttpCore),
 }
 
@@ -198,7 +198,7 @@ impl Policy {
     pub fn new(config: PolicyConfig) -> Result<Self, PolicyError> {
         let client = match config.transport {
             #[cfg(feature = "grpc-uds")]
-            CoreTransport::Grpc => Client::Grpc(grpc::GrpcCore::new(&config)),
+            CoreTransport::Grpc => Client::Grpc(Box::new(grpc::GrpcCore::new(&config))),
             #[cfg(not(feature = "grpc-uds"))]
             CoreTransport::Grpc => return Err(PolicyError::GrpcNotBuilt),
             CoreTransport::Http => Client::Http(

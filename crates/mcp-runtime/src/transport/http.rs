@@ -265,9 +265,8 @@ async fn handle(
     headers: HeaderMap,
     body: HttpBody,
 ) -> Response {
-    let method = match mcp_method(&method) {
-        Ok(m) => m,
-        Err(refused) => return refused,
+    let Some(method) = mcp_method(&method) else {
+        return method_not_allowed();
     };
     let auth = match auth_context(&headers) {
         Ok(a) => a,
@@ -286,19 +285,22 @@ async fn handle(
     .await
 }
 
-/// The MCP method of an HTTP method, or the 405 (with `Allow`) for any other.
-pub(crate) fn mcp_method(method: &HttpMethod) -> Result<Method, Response> {
+/// The MCP method of an HTTP method; `None` for any other (answer [`method_not_allowed`]).
+pub(crate) fn mcp_method(method: &HttpMethod) -> Option<Method> {
     match *method {
-        HttpMethod::POST => Ok(Method::Post),
-        HttpMethod::GET => Ok(Method::Get),
-        HttpMethod::DELETE => Ok(Method::Delete),
-        _ => {
-            let mut r = StatusCode::METHOD_NOT_ALLOWED.into_response();
-            r.headers_mut()
-                .insert("allow", HeaderValue::from_static("GET, POST, DELETE"));
-            Err(r)
-        }
+        HttpMethod::POST => Some(Method::Post),
+        HttpMethod::GET => Some(Method::Get),
+        HttpMethod::DELETE => Some(Method::Delete),
+        _ => None,
     }
+}
+
+/// The 405 of a method that is not GET, POST or DELETE, with `Allow`.
+pub(crate) fn method_not_allowed() -> Response {
+    let mut r = StatusCode::METHOD_NOT_ALLOWED.into_response();
+    r.headers_mut()
+        .insert("allow", HeaderValue::from_static("GET, POST, DELETE"));
+    r
 }
 
 /// Reads the body of an authenticated MCP request (held against the byte budgets from its

@@ -23,7 +23,7 @@ use axum::http::{HeaderMap, HeaderValue, Request as HttpRequest};
 use axum::response::Response;
 use mcp_runtime_core::{RequestError, Runtime, Transport};
 
-use super::http::{header, health_response, mcp_method, rpc_error, serve_mcp};
+use super::http::{header, health_response, mcp_method, method_not_allowed, rpc_error, serve_mcp};
 use crate::host_origin::{AllowLists, Refusal};
 use crate::listener::Admission;
 use crate::policy::{CallerQuery, Policy, Resolution};
@@ -168,9 +168,8 @@ async fn route(
         Some(Some(id)) => Some(id),
         Some(None) => return rpc_error(RequestError::BadServerIdInPath),
     };
-    let method = match mcp_method(method) {
-        Ok(m) => m,
-        Err(refused) => return refused,
+    let Some(method) = mcp_method(method) else {
+        return method_not_allowed();
     };
     let text = |name| {
         headers
