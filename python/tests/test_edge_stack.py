@@ -5,7 +5,7 @@ fixture upstream, the core (``python -m mcp_gateway core``, both sockets, a deny
 redactor configured) and ``mcp-runtime --public-listen`` asking the core on the transport's
 socket. Covered: a valid token calls a tool; refused tokens are 401 with ``WWW-Authenticate``
 and never reach the upstream; a revocation on the watch stream stops a cached token (latency
-printed, bound generous); the core killed makes every request 503 with a JSON-RPC error at once,
+printed, bound generous); calls are recorded at the core in batches; the core killed makes every request 503 with a JSON-RPC error at once,
 and the core restarted is used again without restarting the runtime; an injected
 ``x-contextforge-auth-context`` header is ignored; the hooks (deny-list, redactor) apply.
 """
@@ -61,6 +61,14 @@ class EdgeStack(Gateway):
     def kill_core(self) -> None:
         self.core.kill()
         self.core.wait()
+
+    def stats(self) -> dict[str, Any]:
+        """The core's counters (``GET /admin/stats`` on its HTTP socket)."""
+        with httpx.Client(transport=httpx.HTTPTransport(uds=self.core_http), timeout=5.0) as admin:
+            r = admin.get("http://core/admin/stats")
+            assert r.status_code == 200, r.text
+            answer: dict[str, Any] = r.json()
+            return answer
 
     def revoke(self, body: dict[str, Any]) -> None:
         """Revoke through the core's admin route on its HTTP socket."""
@@ -171,6 +179,22 @@ async def test_the_hooks_of_the_core_apply(edge: EdgeStack) -> None:
         )
         assert r.status_code == 200, r.text
         assert r.json()["result"]["content"][0]["text"] == "key [REDACTED] end"
+
+
+async def test_calls_are_recorded_at_the_core_in_batches(edge: EdgeStack) -> None:
+    before = edge.stats()["records"]["records"]
+    async with httpx.AsyncClient(timeout=30.0) as http:
+        token = edge.token()
+        session = await edge.initialize(http, token)
+        for i in range(5):
+            r = await http.post(edge.url, json=_call("echo", {"text": "r"}, i), headers=edge.headers(token, session))
+            assert r.status_code == 200, r.text
+    deadline = time.monotonic() + 5.0
+    while edge.stats()["records"]["records"] < before + 5 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    records = edge.stats()["records"]
+    assert records["records"] >= before + 5
+    assert records["dropped"] == 0
 
 
 async def test_an_injected_auth_context_header_is_ignored(edge: EdgeStack) -> None:

@@ -21,7 +21,7 @@ use bytes::Bytes;
 use crate::auth::AuthContext;
 use crate::catalog::Kind;
 use crate::error::RequestError;
-use crate::hooks::{HookCall, HookDecision, HookPoint, Hooks};
+use crate::hooks::{CallRecord, HookCall, HookDecision, HookPoint, Hooks};
 use crate::jsonrpc::{self, Incoming};
 use crate::quota::{BodyReservation, Quota};
 use crate::request::{Method, Outcome, Request};
@@ -270,11 +270,49 @@ impl Runtime {
         method: &str,
         params: Option<&RawValue>,
     ) -> Result<Outcome, RequestError> {
-        let mut p = call_params(params)?;
+        let p = call_params(params)?;
         let key = kind.key();
         let Some(name) = p.get(key).and_then(Value::as_str).map(str::to_owned) else {
             return Err(RequestError::InvalidParams(format!("`{key}` is required")));
         };
+        let Some(hooks) = self.hooks.as_deref() else {
+            return self.route(session, req, id, kind, method, p, name).await;
+        };
+        let (started, at) = (std::time::Instant::now(), std::time::SystemTime::now());
+        let answer = self
+            .route(session, req, id, kind, method, p, name.clone())
+            .await;
+        let (http_status, jsonrpc_code) = match &answer {
+            Ok(o) => (o.head.status, 0),
+            Err(e) => (e.status(), e.code()),
+        };
+        hooks.record(CallRecord {
+            subject_email: req.auth.subject_email.clone(),
+            server_id: req.server_id.clone(),
+            method: method.to_owned(),
+            name,
+            http_status,
+            jsonrpc_code,
+            duration: started.elapsed(),
+            request_id: req.request_id.clone(),
+            started_at: at,
+        });
+        answer
+    }
+
+    /// Routes a checked call through the catalog, runs its hooks and forwards it.
+    #[allow(clippy::too_many_arguments)]
+    async fn route(
+        self: &Arc<Self>,
+        session: &Arc<Session>,
+        req: &Request,
+        id: &RawValue,
+        kind: Kind,
+        method: &str,
+        mut p: Map<String, Value>,
+        name: String,
+    ) -> Result<Outcome, RequestError> {
+        let key = kind.key();
         let route = self
             .catalog
             .route(kind, &name, &req.auth, req.server_id.as_deref());

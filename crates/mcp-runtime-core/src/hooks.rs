@@ -76,6 +76,31 @@ pub enum HookDecision {
 #[error("hook unavailable: {0}")]
 pub struct HookError(pub String);
 
+/// One finished call (`tools/call`, `resources/read`, `prompts/get`), for the outside policy's
+/// metrics ([`Hooks::record`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallRecord {
+    /// The caller's subject; empty for anonymous.
+    pub subject_email: String,
+    /// The virtual server id; `None` for `/mcp`.
+    pub server_id: Option<String>,
+    /// The JSON-RPC method.
+    pub method: String,
+    /// The tool name, resource URI or prompt name.
+    pub name: String,
+    /// The HTTP status of the answer.
+    pub http_status: u16,
+    /// The JSON-RPC error code of an error the runtime made (a refusal, a hook's denial, an
+    /// upstream fault); 0 for a relayed answer (a result, or an error the upstream sent).
+    pub jsonrpc_code: i64,
+    /// From the call's dispatch to its answer (the start of the stream for an SSE answer).
+    pub duration: std::time::Duration,
+    /// The request id, if any.
+    pub request_id: Option<String>,
+    /// When the call was dispatched.
+    pub started_at: std::time::SystemTime,
+}
+
 /// The future of one [`Hooks::invoke`].
 pub type HookFuture<'a> =
     Pin<Box<dyn Future<Output = Result<HookDecision, HookError>> + Send + 'a>>;
@@ -93,4 +118,10 @@ pub trait Hooks: Send + Sync + std::fmt::Debug {
     ///
     /// [`HookError`] when the hook could not be asked: the request then fails with 503.
     fn invoke<'a>(&'a self, call: HookCall<'a>) -> HookFuture<'a>;
+
+    /// Takes the record of one finished call. Must not block or wait: an implementation that
+    /// cannot keep up drops records (and counts them). The default keeps nothing.
+    fn record(&self, record: CallRecord) {
+        let _ = record;
+    }
 }

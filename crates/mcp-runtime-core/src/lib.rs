@@ -67,7 +67,7 @@ mod upstream;
 pub use auth::{AuthContext, TeamScope, Visibility};
 pub use catalog::{CatalogConfig, CatalogError};
 pub use error::RequestError;
-pub use hooks::{HookCall, HookDecision, HookError, HookFuture, HookPoint, Hooks};
+pub use hooks::{CallRecord, HookCall, HookDecision, HookError, HookFuture, HookPoint, Hooks};
 pub use request::{
     Body, Events, McpHeaders, Method, Outcome, Request, ResponseHead, SseEvent, Transport,
 };

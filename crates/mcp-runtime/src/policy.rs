@@ -18,6 +18,7 @@ pub mod cache;
 #[cfg(feature = "grpc-uds")]
 mod grpc;
 mod http;
+mod records;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -161,6 +162,18 @@ impl Client {
             Self::Http(c) => c.watch(watcher).await,
         }
     }
+
+    async fn record_calls(
+        &self,
+        records: Vec<records::Record>,
+        dropped: u64,
+    ) -> Result<(), CoreUnavailable> {
+        match self {
+            #[cfg(feature = "grpc-uds")]
+            Self::Grpc(c) => c.record_calls(records, dropped).await,
+            Self::Http(c) => c.record_calls(records, dropped).await,
+        }
+    }
 }
 
 /// The Core SPI client: caller resolution with its cache, the registered hooks, the watch.
@@ -173,6 +186,8 @@ pub struct Policy {
     hooks: RwLock<Arc<HashSet<(HookPoint, String)>>>,
     /// A snapshot arrived at least once: the hooks are known.
     ready: AtomicBool,
+    /// Per-call records waiting for RecordCalls.
+    recorder: records::Recorder,
 }
 
 /// Why [`Policy::new`] failed.
@@ -211,6 +226,7 @@ impl Policy {
             config,
             hooks: RwLock::new(Arc::new(HashSet::new())),
             ready: AtomicBool::new(false),
+            recorder: records::Recorder::new(),
         })
     }
 
@@ -287,6 +303,34 @@ impl Policy {
         }
     }
 
+    /// Call records dropped (channel full, or the core did not take them) and not yet reported
+    /// to the core.
+    #[must_use]
+    pub fn records_dropped(&self) -> u64 {
+        self.recorder.dropped()
+    }
+
+    /// Sends the per-call records to the core in batches (RecordCalls) until `shutdown`
+    /// completes; a batch the core does not take within the request deadline is dropped and
+    /// counted.
+    pub async fn send_records(self: Arc<Self>, shutdown: impl Future<Output = ()>) {
+        let send = |batch, dropped| {
+            let this = Arc::clone(&self);
+            async move {
+                tokio::time::timeout(
+                    this.config.request_timeout,
+                    this.client.record_calls(batch, dropped),
+                )
+                .await
+                .map_err(|_| CoreUnavailable("RecordCalls timed out".to_owned()))?
+            }
+        };
+        tokio::select! {
+            () = shutdown => {}
+            () = self.recorder.run(send) => {}
+        }
+    }
+
     /// Runs the WatchPolicy stream until `shutdown` completes: connects, applies every event
     /// at once, and when the stream breaks disables caching and reconnects with back-off
     /// (50 ms doubling to 1 s).
@@ -344,6 +388,10 @@ impl Hooks for Policy {
         !hooks.is_empty()
             && (hooks.contains(&(point, name.to_owned()))
                 || hooks.contains(&(point, "*".to_owned())))
+    }
+
+    fn record(&self, record: mcp_runtime_core::CallRecord) {
+        self.recorder.record(record);
     }
 
     fn invoke<'a>(&'a self, call: HookCall<'a>) -> HookFuture<'a> {

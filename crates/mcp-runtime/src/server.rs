@@ -155,7 +155,7 @@ impl Server {
     }
 
     /// Serves the public endpoint on `listener` (see [`serve_public`]) and runs the policy's
-    /// WatchPolicy task, both until the drain.
+    /// WatchPolicy and RecordCalls tasks, all until the drain.
     pub fn serve_public(
         &mut self,
         listener: TcpListener,
@@ -166,6 +166,12 @@ impl Server {
         let stop = self.shutdown.clone();
         self.adapters.spawn(async move {
             policy.watch(stop.cancelled_owned()).await;
+            Ok(())
+        });
+        let policy = Arc::clone(&endpoint.policy);
+        let stop = self.shutdown.clone();
+        self.adapters.spawn(async move {
+            policy.send_records(stop.cancelled_owned()).await;
             Ok(())
         });
         let (rt, stop) = (Arc::clone(&self.runtime), self.shutdown.clone());

@@ -11,6 +11,7 @@ use mcp_runtime_core::{AuthContext, HookCall, HookDecision, HookPoint, TeamScope
 use mcp_runtime_proto::mcp::core::v1 as pb;
 use mcp_runtime_proto::mcp::runtime::v1 as rt;
 use pb::auth_policy_service_client::AuthPolicyServiceClient;
+use pb::observability_service_client::ObservabilityServiceClient;
 use pb::plugin_service_client::PluginServiceClient;
 use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint, Uri};
@@ -29,6 +30,7 @@ const MAX_MESSAGE_BYTES: usize = 65 * 1024 * 1024;
 pub(crate) struct GrpcCore {
     auth: AuthPolicyServiceClient<Channel>,
     plugins: PluginServiceClient<Channel>,
+    records: ObservabilityServiceClient<Channel>,
 }
 
 fn unavailable(s: &tonic::Status) -> CoreUnavailable {
@@ -52,8 +54,10 @@ impl GrpcCore {
             auth: AuthPolicyServiceClient::new(channel.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
-            plugins: PluginServiceClient::new(channel)
+            plugins: PluginServiceClient::new(channel.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            records: ObservabilityServiceClient::new(channel)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         }
     }
@@ -126,6 +130,33 @@ impl GrpcCore {
                 "InvokeHook answered neither proceed nor deny".to_owned(),
             )),
         }
+    }
+
+    pub(crate) async fn record_calls(
+        &self,
+        records: Vec<super::records::Record>,
+        dropped: u64,
+    ) -> Result<(), CoreUnavailable> {
+        let records = records
+            .into_iter()
+            .map(|r| pb::CallRecord {
+                subject_email: r.subject_email,
+                server_id: r.server_id,
+                method: r.method,
+                name: r.name,
+                http_status: r.http_status,
+                jsonrpc_code: r.jsonrpc_code,
+                duration_us: r.duration_us,
+                request_id: r.request_id,
+                started_at_unix_us: r.started_at_unix_us,
+            })
+            .collect();
+        self.records
+            .clone()
+            .record_calls(pb::RecordCallsRequest { records, dropped })
+            .await
+            .map_err(|s| unavailable(&s))?;
+        Ok(())
     }
 
     pub(crate) async fn watch(&self, watcher: &str) -> Result<WatchStream, CoreUnavailable> {

@@ -244,6 +244,27 @@ impl HttpCore {
         }
     }
 
+    pub(crate) async fn record_calls(
+        &self,
+        records: Vec<super::records::Record>,
+        dropped: u64,
+    ) -> Result<(), CoreUnavailable> {
+        let body = serde_json::to_vec(&serde_json::json!({"records": records, "dropped": dropped}))
+            .map_err(unavailable)?;
+        let response = self
+            .client
+            .post(format!("{BASE}/v1/record-calls"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        match response.status() {
+            reqwest::StatusCode::NO_CONTENT | reqwest::StatusCode::OK => Ok(()),
+            status => Err(CoreUnavailable(format!("record-calls answered {status}"))),
+        }
+    }
+
     pub(crate) async fn watch(&self, watcher: &str) -> Result<WatchStream, CoreUnavailable> {
         let response = self
             .streaming

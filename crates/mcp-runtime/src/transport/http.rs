@@ -386,7 +386,7 @@ const OVERSIZE_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_se
 /// Reads and drops what the client still sends of a body that is refused (at most `limit`
 /// bytes, for at most [`OVERSIZE_DRAIN_TIMEOUT`]), so that a client that writes its whole body
 /// before reading sees the answer instead of a closed connection.
-async fn discard_body(
+pub(crate) async fn discard_body(
     mut stream: impl futures::Stream<Item = Result<Bytes, axum::Error>> + Unpin,
     limit: usize,
 ) {

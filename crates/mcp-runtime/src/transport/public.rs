@@ -23,7 +23,9 @@ use axum::http::{HeaderMap, HeaderValue, Request as HttpRequest};
 use axum::response::Response;
 use mcp_runtime_core::{RequestError, Runtime, Transport};
 
-use super::http::{header, health_response, mcp_method, method_not_allowed, rpc_error, serve_mcp};
+use super::http::{
+    discard_body, header, health_response, mcp_method, method_not_allowed, rpc_error, serve_mcp,
+};
 use crate::host_origin::{AllowLists, Refusal};
 use crate::listener::Admission;
 use crate::policy::{CallerQuery, Policy, Resolution};
@@ -149,6 +151,12 @@ fn endpoint(path: &str) -> Option<Option<&str>> {
     (!id.is_empty() && !id.contains('/')).then_some(Some(id))
 }
 
+/// How much of the body of a request refused before it was read (path, method, Host, Origin,
+/// caller) is still read and dropped, so that the connection stays usable for the next request
+/// (hyper closes a connection whose request body was left unread); a longer body gets the
+/// answer and the close.
+const REFUSED_BODY_DRAIN: usize = 64 * 1024;
+
 async fn route(
     edge: Arc<Edge>,
     peer: SocketAddr,
@@ -156,6 +164,24 @@ async fn route(
     method: &axum::http::Method,
     headers: &HeaderMap,
     body: HttpBody,
+) -> Response {
+    let mut body = Some(body);
+    let response = answer(edge, peer, path, method, headers, &mut body).await;
+    if let Some(unread) = body {
+        discard_body(unread.into_data_stream(), REFUSED_BODY_DRAIN).await;
+    }
+    response
+}
+
+/// Answers one request; `body` is taken only when the request is served (left in place by a
+/// refusal, for [`route`] to drain).
+async fn answer(
+    edge: Arc<Edge>,
+    peer: SocketAddr,
+    path: &str,
+    method: &axum::http::Method,
+    headers: &HeaderMap,
+    body: &mut Option<HttpBody>,
 ) -> Response {
     if path == "/health" && method == axum::http::Method::GET {
         return health_response(&edge.runtime);
@@ -229,7 +255,7 @@ async fn route(
         server_id,
         method,
         headers,
-        body,
+        body.take().unwrap_or_default(),
         auth,
         Some(request_id),
         Transport::Public,
