@@ -5,9 +5,10 @@ fixture upstream, the core (``python -m mcp_gateway core``, both sockets, a deny
 redactor configured) and ``mcp-runtime --public-listen`` asking the core on the transport's
 socket. Covered: a valid token calls a tool; refused tokens are 401 with ``WWW-Authenticate``
 and never reach the upstream; a revocation on the watch stream stops a cached token (latency
-printed, bound generous); calls are recorded at the core in batches; the core killed makes every request 503 with a JSON-RPC error at once,
-and the core restarted is used again without restarting the runtime; an injected
-``x-contextforge-auth-context`` header is ignored; the hooks (deny-list, redactor) apply.
+printed, bound generous); calls are recorded at the core in batches; the core killed makes every
+request 503 with a JSON-RPC error at once, and the core restarted is used again without
+restarting the runtime; an injected ``x-contextforge-auth-context`` header is ignored; the hooks
+(deny-list, redactor) apply.
 """
 
 from __future__ import annotations
@@ -22,13 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import jwt
 import pytest
 
 from conftest import RUNTIME_FLAGS, SECRET, Gateway, _socket_dir
 from mcp_gateway.testing import free_port, start_core, start_edge_runtime, stop
-
 
 PLUGINS = {"deny_tools": {"alpha": ["payload"]}, "redact": "sk-[A-Za-z0-9]{8,}"}
 """The core's plugins here: team alpha may not call ``payload``; ``sk-...`` is redacted."""
@@ -115,7 +116,12 @@ def _b64(obj: dict[str, Any]) -> str:
 
 
 def _call(name: str, arguments: dict[str, Any], rid: int | str = 1) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "id": rid, "method": "tools/call", "params": {"name": name, "arguments": arguments}}
+    return {
+        "jsonrpc": "2.0",
+        "id": rid,
+        "method": "tools/call",
+        "params": {"name": name, "arguments": arguments},
+    }
 
 
 def _bad_tokens() -> dict[str, str | None]:
@@ -134,13 +140,17 @@ async def test_a_valid_token_calls_a_tool(edge: EdgeStack) -> None:
     async with httpx.AsyncClient(timeout=30.0) as http:
         token = edge.token()
         session = await edge.initialize(http, token)
-        r = await http.post(edge.url, json=_call("echo", {"text": "hello"}), headers=edge.headers(token, session))
+        r = await http.post(
+            edge.url, json=_call("echo", {"text": "hello"}), headers=edge.headers(token, session)
+        )
         assert r.status_code == 200, r.text
         assert r.json()["result"]["content"][0]["text"] == "hello"
         # The virtual server's endpoint too.
         scoped = f"{edge.base}/servers/echo-only/mcp"
         session = await edge.initialize(http, token, "/servers/echo-only/mcp")
-        r = await http.post(scoped, json=_call("echo", {"text": "scoped"}), headers=edge.headers(token, session))
+        r = await http.post(
+            scoped, json=_call("echo", {"text": "scoped"}), headers=edge.headers(token, session)
+        )
         assert r.status_code == 200, r.text
         assert r.json()["result"]["content"][0]["text"] == "scoped"
 
@@ -153,9 +163,7 @@ async def test_a_refused_token_is_401_and_never_reaches_the_upstream(edge: EdgeS
         session = await edge.initialize(http, good)
         # A call that would keep the upstream busy for 5 s if it reached it.
         started = time.monotonic()
-        r = await http.post(
-            edge.url, json=_call("sleep", {"ms": 5000}), headers=edge.headers(bad, session)
-        )
+        r = await http.post(edge.url, json=_call("sleep", {"ms": 5000}), headers=edge.headers(bad, session))
         assert r.status_code == 401, r.text
         assert time.monotonic() - started < 2.0
         challenge = r.headers["www-authenticate"]
@@ -171,11 +179,15 @@ async def test_the_hooks_of_the_core_apply(edge: EdgeStack) -> None:
     async with httpx.AsyncClient(timeout=30.0) as http:
         token = edge.token()  # team alpha: `payload` is on its deny-list
         session = await edge.initialize(http, token)
-        r = await http.post(edge.url, json=_call("payload", {"bytes": 10}), headers=edge.headers(token, session))
+        r = await http.post(
+            edge.url, json=_call("payload", {"bytes": 10}), headers=edge.headers(token, session)
+        )
         assert r.status_code == 200, r.text
         assert r.json()["error"]["code"] == -32003, r.text
         r = await http.post(
-            edge.url, json=_call("echo", {"text": "key sk-ABCDEFGH1234 end"}), headers=edge.headers(token, session)
+            edge.url,
+            json=_call("echo", {"text": "key sk-ABCDEFGH1234 end"}),
+            headers=edge.headers(token, session),
         )
         assert r.status_code == 200, r.text
         assert r.json()["result"]["content"][0]["text"] == "key [REDACTED] end"
@@ -187,11 +199,13 @@ async def test_calls_are_recorded_at_the_core_in_batches(edge: EdgeStack) -> Non
         token = edge.token()
         session = await edge.initialize(http, token)
         for i in range(5):
-            r = await http.post(edge.url, json=_call("echo", {"text": "r"}, i), headers=edge.headers(token, session))
+            r = await http.post(
+                edge.url, json=_call("echo", {"text": "r"}, i), headers=edge.headers(token, session)
+            )
             assert r.status_code == 200, r.text
     deadline = time.monotonic() + 5.0
     while edge.stats()["records"]["records"] < before + 5 and time.monotonic() < deadline:
-        time.sleep(0.05)
+        await anyio.sleep(0.05)
     records = edge.stats()["records"]
     assert records["records"] >= before + 5
     assert records["dropped"] == 0
@@ -258,7 +272,7 @@ async def test_the_core_killed_fails_closed_and_its_return_is_used_without_a_run
         runtime_pid = edge.runtime.pid
         edge.kill_core()
         try:
-            time.sleep(0.2)
+            await anyio.sleep(0.2)
             slowest = 0.0
             for i in range(20):
                 started = time.monotonic()
@@ -275,11 +289,13 @@ async def test_the_core_killed_fails_closed_and_its_return_is_used_without_a_run
         deadline = time.monotonic() + 10.0
         status = 503
         while time.monotonic() < deadline:
-            r = await http.post(edge.url, json=_call("echo", {"text": "back"}), headers=edge.headers(token, session))
+            r = await http.post(
+                edge.url, json=_call("echo", {"text": "back"}), headers=edge.headers(token, session)
+            )
             status = r.status_code
             if status == 200:
                 break
-            time.sleep(0.05)
+            await anyio.sleep(0.05)
         assert status == 200
         assert r.json()["result"]["content"][0]["text"] == "back"
         assert edge.runtime.poll() is None

@@ -5,9 +5,10 @@
 ``JWT_SECRET_KEY`` (or ``--secret``) for local use. ``stack`` brings up the fixture upstream,
 the runtime (both sockets) and the gateway in the chosen mode, prints the URL and tokens, and
 stops everything on Ctrl-C (``make run MODE=grpc``); in the edge modes (``MODE=edge``, gRPC
-callbacks, or ``MODE=edge-http``) the core and the runtime serving the public endpoint instead. ``core`` serves the Core SPI of edge mode
-on its Unix sockets (:mod:`mcp_gateway.core`, ``docs/core-spi.md``); ``core-admin`` revokes
-credentials through a running core's HTTP socket and prints its counters.
+callbacks, or ``MODE=edge-http``) the core and the runtime serving the public endpoint instead.
+``core`` serves the Core SPI of edge mode on its Unix sockets (:mod:`mcp_gateway.core`,
+``docs/core-spi.md``); ``core-admin`` revokes credentials through a running core's HTTP socket
+and prints its counters.
 """
 
 from __future__ import annotations

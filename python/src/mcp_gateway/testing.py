@@ -294,8 +294,10 @@ Core SPI: ``edge`` on gRPC, ``edge-http`` on HTTP/JSON."""
 
 @dataclass
 class Stack:
-    """A running chain: fixture upstream, runtime (unless mode ``python``) and gateway, or in the
-    edge modes fixture upstream, core and runtime (serving the public endpoint).
+    """A running chain of processes behind one public endpoint.
+
+    Fixture upstream, runtime (unless mode ``python``) and gateway; in the edge modes fixture
+    upstream, core and runtime (serving the public endpoint).
 
     Attributes:
         mode: ``grpc``, ``http``, ``python``, ``edge`` or ``edge-http``.
