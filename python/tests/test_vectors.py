@@ -66,8 +66,11 @@ class Target:
 
 @pytest.fixture(scope="module")
 def targets(workdir: Path, catalog: Path) -> Iterator[dict[str, Target]]:
-    """A runtime with the default limits and one gateway per mode, sessions opened; for the edge
-    modes a core (both sockets) and one edge runtime per core transport."""
+    """Every mode's public endpoint, sessions opened.
+
+    A runtime with the default limits and one gateway per gateway mode; for the edge modes a core
+    (both sockets) and one edge runtime per core transport.
+    """
     sockets = _socket_dir()
     log = workdir / "runtime-vectors.log"
     rt = Runtime(None, str(sockets / "http.sock"), str(sockets / "grpc.sock"), catalog, log)
