@@ -365,6 +365,31 @@ mod tests {
         assert_eq!(RequestError::UnknownSession.retry_after_s(), None);
         let e = RequestError::Unauthorized("missing x".into());
         assert_eq!((e.status(), e.code()), (401, -32001));
+        // Edge mode: the public endpoint's refusals and the policy core's answers.
+        let e = RequestError::HostNotAllowed("'evil'".into());
+        assert_eq!(e.to_string(), "Forbidden: Host 'evil' is not allowed");
+        assert_eq!((e.status(), e.code()), (421, -32000));
+        let e = RequestError::Forbidden("Origin 'x' is not allowed".into());
+        assert_eq!((e.status(), e.code()), (403, -32000));
+        let e = RequestError::PolicyUnavailable;
+        assert_eq!(
+            (e.status(), e.code(), e.retry_after_s()),
+            (503, -32000, Some(1))
+        );
+        let e = RequestError::CallerDenied {
+            status: 401,
+            message: "Unauthorized: token expired".into(),
+        };
+        assert_eq!(e.to_string(), "Unauthorized: token expired");
+        assert_eq!((e.status(), e.code()), (401, -32001));
+        let e = RequestError::HookDenied {
+            code: -32003,
+            message: "Tool denied".into(),
+        };
+        assert_eq!(
+            (e.status(), e.code(), e.to_string()),
+            (200, -32003, "Tool denied".into())
+        );
         let long = "é".repeat(100);
         let shown = RequestError::UnknownTool(long).to_string();
         assert!(shown.ends_with("..."), "{shown}");

@@ -182,8 +182,8 @@ pub struct Policy {
     client: Client,
     config: PolicyConfig,
     cache: CallerCache,
-    /// The hooks of the latest snapshot, by point and name (`*`: every name).
-    hooks: RwLock<Arc<HashSet<(HookPoint, String)>>>,
+    /// The hooks of the latest snapshot.
+    hooks: RwLock<Arc<Registrations>>,
     /// A snapshot arrived at least once: the hooks are known.
     ready: AtomicBool,
     /// Per-call records waiting for RecordCalls.
@@ -224,7 +224,7 @@ impl Policy {
             client,
             cache: CallerCache::new(config.cache),
             config,
-            hooks: RwLock::new(Arc::new(HashSet::new())),
+            hooks: RwLock::new(Arc::new(Registrations::default())),
             ready: AtomicBool::new(false),
             recorder: records::Recorder::new(),
         })
@@ -285,7 +285,7 @@ impl Policy {
                     .hooks
                     .write()
                     .unwrap_or_else(std::sync::PoisonError::into_inner) =
-                    Arc::new(hooks.into_iter().collect());
+                    Arc::new(Registrations::new(hooks));
                 self.cache.watch_started(generation);
                 self.ready.store(true, Ordering::Release);
             }
@@ -381,13 +381,10 @@ impl Policy {
 
 impl Hooks for Policy {
     fn registered(&self, point: HookPoint, name: &str) -> bool {
-        let hooks = self
-            .hooks
+        self.hooks
             .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        !hooks.is_empty()
-            && (hooks.contains(&(point, name.to_owned()))
-                || hooks.contains(&(point, "*".to_owned())))
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .matches(point, name)
     }
 
     fn record(&self, record: mcp_runtime_core::CallRecord) {
@@ -404,11 +401,66 @@ impl Hooks for Policy {
     }
 }
 
+/// The hook registrations of one snapshot: per point, the names and whether `*` is among them.
+#[derive(Debug, Default)]
+struct Registrations {
+    /// Indexed by [`point_index`].
+    names: [HashSet<String>; 3],
+    any: [bool; 3],
+}
+
+fn point_index(p: HookPoint) -> usize {
+    match p {
+        HookPoint::PreInvoke => 0,
+        HookPoint::PostInvoke => 1,
+        HookPoint::PostFetch => 2,
+    }
+}
+
+impl Registrations {
+    fn new(hooks: Vec<(HookPoint, String)>) -> Self {
+        let mut r = Self::default();
+        for (point, name) in hooks {
+            let i = point_index(point);
+            if name == "*" {
+                r.any[i] = true;
+            } else {
+                r.names[i].insert(name);
+            }
+        }
+        r
+    }
+
+    /// Whether a hook is registered at `point` for `name` (no allocation).
+    fn matches(&self, point: HookPoint, name: &str) -> bool {
+        let i = point_index(point);
+        self.any[i] || self.names[i].contains(name)
+    }
+}
+
 /// The lower-case wire name of a hook point (HTTP/JSON).
 pub(crate) fn point_name(p: HookPoint) -> &'static str {
     match p {
         HookPoint::PreInvoke => "pre_invoke",
         HookPoint::PostInvoke => "post_invoke",
         HookPoint::PostFetch => "post_fetch",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registrations_match_by_point_and_name_or_star() {
+        let r = Registrations::new(vec![
+            (HookPoint::PreInvoke, "payload".into()),
+            (HookPoint::PostInvoke, "*".into()),
+        ]);
+        assert!(r.matches(HookPoint::PreInvoke, "payload"));
+        assert!(!r.matches(HookPoint::PreInvoke, "echo"));
+        assert!(r.matches(HookPoint::PostInvoke, "anything"));
+        assert!(!r.matches(HookPoint::PostFetch, "payload"));
+        assert!(!Registrations::default().matches(HookPoint::PreInvoke, "payload"));
     }
 }
