@@ -39,7 +39,8 @@ contract-check: ts-deps
 contract-image: ts-deps
 	BUF=$(BUF) node contract/check.mjs --write-image
 
-$(TS_GEN)/.generated: $(TS_MODULES)/.installed $(TS_DIR)/buf.gen.yaml proto/mcp/runtime/v1/runtime.proto
+$(TS_GEN)/.generated: $(TS_MODULES)/.installed $(TS_DIR)/buf.gen.yaml proto/mcp/runtime/v1/runtime.proto \
+		proto/mcp/core/v1/core.proto
 	rm -rf $(TS_GEN)
 	cd $(TS_DIR) && $(BUF) generate ../../proto --template buf.gen.yaml
 	touch $@

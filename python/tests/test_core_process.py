@@ -56,11 +56,13 @@ def run_core(*args: str, env: dict[str, str] | None = None) -> subprocess.Comple
 
 
 @contextlib.contextmanager
-def running(directory: Path, **kw: object) -> Iterator[subprocess.Popen[bytes]]:
+def running(
+    directory: Path, env: dict[str, str] | None = None, **kw: object
+) -> Iterator[subprocess.Popen[bytes]]:
     process = start_core(
         http_uds=str(directory / "h.sock"),
         grpc_uds=str(directory / "g.sock"),
-        env=ENV,
+        env={**ENV, **(env or {})},
         log=directory / "core.log",
         **kw,  # type: ignore[arg-type]
     )
@@ -101,6 +103,31 @@ async def test_a_signal_ends_the_streams_and_removes_the_sockets(sockets: Path, 
         assert not h.exists()
         assert not g.exists()
         assert (sockets / "core.log").exists()
+
+
+async def test_an_idle_http_watch_gets_keepalive_lines_and_still_its_events(sockets: Path) -> None:
+    with running(sockets, env={"MCP_CORE_WATCH_KEEPALIVE_S": "0.2"}):
+        transport = httpx.AsyncHTTPTransport(uds=str(sockets / "h.sock"))
+        async with (
+            httpx.AsyncClient(
+                transport=transport, base_url="http://core", timeout=httpx.Timeout(10.0, read=None)
+            ) as http,
+            http.stream("GET", "/v1/watch-policy", params={"watcher": "idle"}) as stream,
+        ):
+            lines = stream.aiter_lines()
+            first = json.loads(await asyncio.wait_for(anext(lines), 10))
+            # Three keep-alives in a row: the stream's event source survives each timeout.
+            for _ in range(3):
+                assert await asyncio.wait_for(anext(lines), 10) == ""
+            r = await http.post("/admin/revoke", json={"all": True})
+            assert r.status_code == 200
+            line = ""
+            while not line:
+                line = await asyncio.wait_for(anext(lines), 10)
+            assert json.loads(line) == {
+                "generation": first["generation"] + 1,
+                "revocation": {"all": True},
+            }
 
 
 def test_a_stale_socket_file_is_replaced(sockets: Path) -> None:
@@ -150,6 +177,11 @@ def test_a_file_that_is_not_a_socket_is_refused_and_kept(sockets: Path) -> None:
             ("--http-uds", "{d}/h.sock"),
             {**ENV, "MCP_CORE_CACHE_MAX_AGE_MS": "-1"},
             "MCP_CORE_CACHE_MAX_AGE_MS",
+        ),
+        (
+            ("--http-uds", "{d}/h.sock"),
+            {**ENV, "MCP_CORE_WATCH_KEEPALIVE_S": "0"},
+            "MCP_CORE_WATCH_KEEPALIVE_S",
         ),
         (("--http-uds", "{d}/h.sock", "--plugins", "{d}/missing.json"), ENV, "plugins file"),
         (("--http-uds", "{d}/h.sock", "--plugins", "{d}/bad.json"), ENV, "redact"),

@@ -693,6 +693,35 @@ async def test_pipelined_requests_are_answered_in_order(core: Core) -> None:
     writer.close()
 
 
+async def test_grpc_a_hook_request_without_caller_is_invalid_argument(core: Core) -> None:
+    async with core.clients() as clients:
+        c = clients["grpc"]
+        assert isinstance(c, GrpcClient)
+        request = pb.InvokeHookRequest(point=pb.HOOK_POINT_PRE_INVOKE, name="sleep", payload=b"{}")
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await c.plugins.InvokeHook(request, timeout=10)
+        assert e.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_a_body_over_the_limit_is_413_and_closed(core: Core) -> None:
+    size = 65 * 1024 * 1024 + 1
+    reader, writer = await asyncio.open_unix_connection(core.http_uds)
+    writer.write(b"POST /v1/invoke-hook HTTP/1.1\r\nhost: core\r\ncontent-length: %d\r\n\r\n" % size)
+    chunk = b" " * (1024 * 1024)
+    with contextlib.suppress(ConnectionError):
+        for _ in range(65):
+            writer.write(chunk)
+            await writer.drain()
+        writer.write(b" ")
+        await writer.drain()
+    data = await asyncio.wait_for(reader.read(), 30)
+    writer.close()
+    assert data.startswith(b"HTTP/1.1 413 "), data[:200]
+    transport = httpx.AsyncHTTPTransport(uds=core.http_uds)
+    async with httpx.AsyncClient(transport=transport, base_url="http://core", timeout=10) as http:
+        assert (await http.get("/health")).status_code == 200
+
+
 @pytest.mark.parametrize(
     ("point", "payload", "caller_scope"),
     [

@@ -6,8 +6,8 @@ empty service name and each of the three report ``SERVING``, ``NOT_SERVING`` onc
 stops). Messages of up to :data:`MAX_MESSAGE_BYTES` both ways. Each RPC maps the proto onto
 :class:`mcp_gateway.core.service.Core`, whose answers the HTTP/JSON transport shares.
 
-Errors: a request the core cannot decode (``HOOK_POINT_UNSPECIFIED`` or an unknown point, a
-hook payload that is not a UTF-8 JSON object, an invalid AuthContext team scope) is
+Errors: a request the core cannot decode (``HOOK_POINT_UNSPECIFIED`` or an unknown point, no
+``caller``, a hook payload that is not a UTF-8 JSON object, an unknown team scope) is
 ``INVALID_ARGUMENT``; a refused caller or a denied hook is an OK answer (``denial``, ``deny``).
 """
 
@@ -142,6 +142,8 @@ class _Plugins(pb_grpc.PluginServiceServicer):
         try:
             if point is None:
                 raise BadRequest(f"hook point {request.point} is unspecified or unknown")
+            if not request.HasField("caller"):
+                raise BadRequest("caller is required")
             decision = self._core.invoke_hook(
                 point, request.name, auth_from_proto(request.caller), bytes(request.payload)
             )

@@ -5,18 +5,21 @@ uses) for the request head and body, and :meth:`mcp_gateway.core.service.Core.ro
 answer. It was the fastest of the servers measured for ``POST /v1/resolve-caller``
 (``docs/core-spi.md``, "What is measured"; ``bench/core_http.py``).
 
-Per connection: HTTP/1.1 keep-alive and pipelining (answers in request order), a request body
-of at most :data:`MAX_BODY_BYTES` (more: 413 and the connection closed), a request that does not
-parse: 400 and the connection closed. ``GET /v1/watch-policy`` answers with a chunked
-``application/x-ndjson`` stream that holds the connection until the client closes it or the
-server stops; an empty line is sent after :data:`~mcp_gateway.core.service.KEEPALIVE_S` seconds
-without an event.
+Per connection: HTTP/1.1 keep-alive and pipelining (answers in request order; a client that
+does not read its answers is not read from until it does), a request body of at most
+:data:`MAX_BODY_BYTES` (more: 413 and the connection closed), a request that does not parse: 400
+and the connection closed; a fault of the core itself (a bug): 500, logged.
+``GET /v1/watch-policy`` answers with a chunked ``application/x-ndjson`` stream that holds the
+connection until the client closes it or the server stops; an empty line is sent after
+``keepalive_s`` seconds without an event (default
+:data:`~mcp_gateway.core.service.KEEPALIVE_S`, 15 s; ``MCP_CORE_WATCH_KEEPALIVE_S``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import socket
 from http import HTTPStatus
@@ -47,9 +50,10 @@ def _head(status: int, content_type: str, length: int | None, close: bool) -> by
 class _Connection(asyncio.Protocol):
     """One client connection: parse requests, answer each in order."""
 
-    def __init__(self, core: Core, streams: set[asyncio.Task[None]]) -> None:
+    def __init__(self, core: Core, streams: set[asyncio.Task[None]], keepalive_s: float) -> None:
         self._core = core
         self._streams = streams
+        self._keepalive_s = keepalive_s
         self._task: asyncio.Task[None] | None = None
         self._parser = httptools.HttpRequestParser(self)
         self._transport: asyncio.Transport | None = None
@@ -73,6 +77,15 @@ class _Connection(asyncio.Protocol):
             self._fail(400, "upgrade is not supported")
         except httptools.HttpParserError as e:
             self._fail(400, f"malformed HTTP request: {e}")
+
+    def pause_writing(self) -> None:
+        # The client does not read its answers: stop reading its requests until it does.
+        if self._transport is not None:
+            self._transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
@@ -103,7 +116,11 @@ class _Connection(asyncio.Protocol):
         path = parsed.path.decode("latin-1")
         query = dict(parse_qsl(parsed.query.decode("latin-1"))) if parsed.query else {}
         method = self._parser.get_method().decode("latin-1")
-        answer = self._core.route(method, path, query, b"".join(self._body))
+        try:
+            answer = self._core.route(method, path, query, b"".join(self._body))
+        except Exception:  # a bug, not bad input (that is a 400 from route): log it, answer 500
+            logger.exception("%s %s failed", method, path[:128])
+            answer = Reply(500, b'{"error":"internal error"}')
         keep_alive = self._parser.should_keep_alive()
         if isinstance(answer, Reply):
             self._transport.write(
@@ -122,7 +139,7 @@ class _Connection(asyncio.Protocol):
 
     def _fail(self, status: int, message: str) -> None:
         if self._transport is not None and not self._transport.is_closing():
-            body = ('{"error":"' + message.replace("\\", " ").replace('"', "'") + '"}').encode()
+            body = json.dumps({"error": message}).encode()
             self._transport.write(_head(status, "application/json", len(body), True) + body)
             self._transport.close()
 
@@ -136,7 +153,7 @@ class _Connection(asyncio.Protocol):
                 # Never cancel the generator's step on a timeout: that would end the generator.
                 if pending is None:
                     pending = asyncio.ensure_future(anext(lines))
-                done, _ = await asyncio.wait({pending}, timeout=KEEPALIVE_S)
+                done, _ = await asyncio.wait({pending}, timeout=self._keepalive_s)
                 if not done:
                     transport.write(b"1\r\n\n\r\n")
                     continue
@@ -159,10 +176,12 @@ class HttpServer:
 
     Args:
         core: The Core SPI.
+        keepalive_s: Seconds without an event after which a watch stream gets an empty line.
     """
 
-    def __init__(self, core: Core) -> None:
+    def __init__(self, core: Core, keepalive_s: float = KEEPALIVE_S) -> None:
         self._core = core
+        self._keepalive_s = keepalive_s
         self._streams: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
 
@@ -170,7 +189,7 @@ class HttpServer:
         """Serve on ``sock``, a bound, listening Unix socket (its file is the caller's)."""
         loop = asyncio.get_running_loop()
         self._server = await loop.create_unix_server(
-            lambda: _Connection(self._core, self._streams), sock=sock
+            lambda: _Connection(self._core, self._streams, self._keepalive_s), sock=sock
         )
 
     async def stop(self) -> None:

@@ -13,6 +13,8 @@ variable (flag)                   default             meaning
                                                       ``0``: the runtime must not cache
 ``MCP_CORE_PLUGINS_FILE``         unset               plugin configuration (``--plugins``;
                                                       :mod:`mcp_gateway.core.plugins`); unset: none
+``MCP_CORE_WATCH_KEEPALIVE_S``    ``15``              seconds without an event after which an
+                                                      HTTP/JSON watch stream gets an empty line
 ================================  ==================  ===========================================
 
 Sockets: each path must be free or a stale socket file (nothing listening; it is replaced); a
@@ -58,6 +60,7 @@ class CoreSettings:
         http_uds: HTTP/JSON socket path, or ``None``.
         cache_max_age_ms: ``cache_max_age_ms`` of every allowed caller, in milliseconds.
         plugins_file: Plugin configuration file, or ``None`` (no plugins).
+        watch_keepalive_s: Seconds without an event before an HTTP/JSON watch keep-alive line.
     """
 
     jwt_secret: str
@@ -65,6 +68,7 @@ class CoreSettings:
     http_uds: str | None = None
     cache_max_age_ms: int = 30_000
     plugins_file: Path | None = None
+    watch_keepalive_s: float = 15.0
 
     @classmethod
     def from_env(
@@ -79,7 +83,8 @@ class CoreSettings:
 
         Raises:
             ConfigError: ``JWT_SECRET_KEY`` is missing, no socket is given, a socket is an
-                abstract name, or ``MCP_CORE_CACHE_MAX_AGE_MS`` is not a whole number >= 0.
+                abstract name, ``MCP_CORE_CACHE_MAX_AGE_MS`` is not a whole number >= 0, or
+                ``MCP_CORE_WATCH_KEEPALIVE_S`` is not a positive number.
         """
         env = os.environ if env is None else env
         secret = env.get("JWT_SECRET_KEY", "")
@@ -95,6 +100,15 @@ class CoreSettings:
         raw_age = env.get("MCP_CORE_CACHE_MAX_AGE_MS", "") or "30000"
         if not raw_age.isdigit() or int(raw_age) > 2**32 - 1:
             raise ConfigError(f"MCP_CORE_CACHE_MAX_AGE_MS={raw_age!r} must be a whole number of ms (uint32)")
+        raw_keepalive = env.get("MCP_CORE_WATCH_KEEPALIVE_S", "") or "15"
+        try:
+            keepalive_s = float(raw_keepalive)
+        except ValueError:
+            keepalive_s = 0.0
+        if not 0 < keepalive_s < 3600:
+            raise ConfigError(
+                f"MCP_CORE_WATCH_KEEPALIVE_S={raw_keepalive!r} must be a number of seconds in (0, 3600)"
+            )
         plugins_path = plugins or env.get("MCP_CORE_PLUGINS_FILE") or None
         return cls(
             jwt_secret=secret,
@@ -102,6 +116,7 @@ class CoreSettings:
             http_uds=http_path,
             cache_max_age_ms=int(raw_age),
             plugins_file=Path(plugins_path) if plugins_path else None,
+            watch_keepalive_s=keepalive_s,
         )
 
 
@@ -170,7 +185,7 @@ async def serve(settings: CoreSettings, stop: asyncio.Event) -> None:
                 sock.bind(settings.http_uds)
                 created[settings.http_uds] = _identity(settings.http_uds)
                 sock.listen(1024)
-                http = HttpServer(core)
+                http = HttpServer(core, settings.watch_keepalive_s)
                 await http.start(sock)
             if settings.grpc_uds is not None:
                 from mcp_gateway.core.grpc_server import GrpcServer
