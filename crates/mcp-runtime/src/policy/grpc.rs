@@ -44,6 +44,10 @@ impl GrpcCore {
         let channel =
             Endpoint::from_static("http://localhost")
                 .connect_timeout(config.connect_timeout)
+                // HTTP/2 pings: a stopped core that keeps its socket open breaks the watch.
+                .http2_keep_alive_interval(std::time::Duration::from_secs(10))
+                .keep_alive_timeout(std::time::Duration::from_secs(5))
+                .keep_alive_while_idle(true)
                 .connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
                     let path = Arc::clone(&path);
                     async move {

@@ -299,7 +299,11 @@ impl HttpCore {
                         }
                         continue;
                     }
-                    match body.next().await {
+                    let Ok(next) = tokio::time::timeout(WATCH_SILENCE, body.next()).await else {
+                        let e = unavailable("watch-policy silent for longer than 3 keep-alives");
+                        return Some((Err(e), (body, buf, true)));
+                    };
+                    match next {
                         Some(Ok(chunk)) if buf.len() + chunk.len() <= MAX_LINE_BYTES => {
                             buf.extend_from_slice(&chunk);
                         }
@@ -329,6 +333,10 @@ fn query_value(value: &str) -> String {
         s
     })
 }
+
+/// Longest silence of the watch stream before it counts as broken: three of the core's 15 s
+/// keep-alive lines (a stopped core that keeps its socket open is noticed).
+const WATCH_SILENCE: std::time::Duration = std::time::Duration::from_secs(45);
 
 /// Longest line of the watch stream: the Core SPI's message limit.
 const MAX_LINE_BYTES: usize = 65 * 1024 * 1024;
