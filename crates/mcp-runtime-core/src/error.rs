@@ -32,6 +32,13 @@ pub enum RequestError {
     /// allow-list, or valid credentials without the right (the policy core's 403): 403.
     #[error("Forbidden: {0}")]
     Forbidden(String),
+    /// A request head (request line and headers) over the public endpoint's limit (edge mode):
+    /// 431.
+    #[error("Request head exceeds the limit of {limit} bytes")]
+    HeadTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
     /// The policy core (edge mode) refused the caller: its status (401 or 403) and its message,
     /// verbatim (it is the JSON-RPC error message, never the token).
     #[error("{message}")]
@@ -194,6 +201,7 @@ impl RequestError {
             Self::HostNotAllowed(_) => 421,
             Self::Forbidden(_) => 403,
             Self::PolicyUnavailable => 503,
+            Self::HeadTooLarge { .. } => 431,
             Self::CallerDenied { status, .. } => *status,
             Self::BadHeader(_)
             | Self::BadServerIdInPath
@@ -225,7 +233,9 @@ impl RequestError {
             Self::TooManySessions { .. } | Self::SubjectQuota { .. } | Self::ProcessBusy { .. } => {
                 jsonrpc::LIMIT_REACHED
             }
-            Self::PayloadTooLarge { .. } | Self::DuplicateRequestId => jsonrpc::INVALID_REQUEST,
+            Self::PayloadTooLarge { .. } | Self::HeadTooLarge { .. } | Self::DuplicateRequestId => {
+                jsonrpc::INVALID_REQUEST
+            }
             Self::Framing(e) => e.code(),
             Self::MethodNotFound(_) => jsonrpc::METHOD_NOT_FOUND,
             Self::InvalidParams(_) | Self::UnknownTool(_) | Self::UnknownPrompt(_) => {
@@ -371,6 +381,9 @@ mod tests {
         assert_eq!((e.status(), e.code()), (421, -32000));
         let e = RequestError::Forbidden("Origin 'x' is not allowed".into());
         assert_eq!((e.status(), e.code()), (403, -32000));
+        let e = RequestError::HeadTooLarge { limit: 8 };
+        assert_eq!(e.to_string(), "Request head exceeds the limit of 8 bytes");
+        assert_eq!((e.status(), e.code()), (431, -32600));
         let e = RequestError::PolicyUnavailable;
         assert_eq!(
             (e.status(), e.code(), e.retry_after_s()),

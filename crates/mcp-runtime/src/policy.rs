@@ -253,19 +253,20 @@ impl Policy {
         if !self.is_ready() {
             return Err(CoreUnavailable("no policy snapshot yet".to_owned()));
         }
-        let credential =
-            (!query.authorization.is_empty()).then(|| Credential::of(&query.authorization));
-        if let Some(c) = &credential
-            && let Some(caller) = self.cache.get(&c.key, Instant::now())
+        let given = !query.authorization.is_empty();
+        if given
+            && let Some(caller) = self
+                .cache
+                .get(&cache::key_of(&query.authorization), Instant::now())
         {
             return Ok(Resolution::Allowed(caller));
         }
         let answer = tokio::time::timeout(self.config.request_timeout, self.client.resolve(query))
             .await
             .map_err(|_| CoreUnavailable("ResolveCaller timed out".to_owned()))??;
-        if let (Some(c), Resolution::Allowed(caller)) = (&credential, &answer.resolution) {
+        if given && let Resolution::Allowed(caller) = &answer.resolution {
             self.cache.insert(
-                c,
+                &Credential::of(&query.authorization),
                 Arc::clone(caller),
                 answer.generation,
                 answer.cache_max_age_ms,

@@ -38,13 +38,19 @@ pub struct Credential {
     pub token_sha256: String,
 }
 
+/// The cache key of one `Authorization` header value (one SHA-256: what a lookup costs).
+#[must_use]
+pub fn key_of(authorization: &str) -> CacheKey {
+    Sha256::digest(authorization.as_bytes()).into()
+}
+
 impl Credential {
     /// The hashes of one `Authorization` header value.
     #[must_use]
     pub fn of(authorization: &str) -> Self {
         let token = strip_bearer(authorization);
         Self {
-            key: Sha256::digest(authorization.as_bytes()).into(),
+            key: key_of(authorization),
             token_sha256: hex(&Sha256::digest(token.as_bytes())),
         }
     }

@@ -90,13 +90,24 @@ pub(crate) async fn serve(
         builder
             .timer(TokioTimer::new())
             .header_read_timeout(header_read_timeout)
-            // hyper's smallest read buffer is 8 KiB; a head that does not fit is a 431.
-            .max_buf_size(max_header_bytes.max(8192));
+            // The service below refuses a complete head over the limit (431, JSON-RPC error);
+            // hyper stops reading one at twice the limit (its 431 has no body), so a head never
+            // holds more than about that much memory.
+            .max_header_size(max_header_bytes.saturating_mul(2));
         let edge = Arc::clone(&edge);
         let service = hyper::service::service_fn(move |req: HttpRequest<hyper::body::Incoming>| {
             let edge = Arc::clone(&edge);
             async move {
                 let (parts, body) = req.into_parts();
+                let head = head_bytes(&parts.method, &parts.uri, &parts.headers);
+                if head > max_header_bytes {
+                    let mut r = rpc_error(RequestError::HeadTooLarge {
+                        limit: max_header_bytes,
+                    });
+                    r.headers_mut()
+                        .insert("connection", HeaderValue::from_static("close"));
+                    return Ok(r);
+                }
                 Ok::<_, Infallible>(
                     route(
                         edge,
@@ -120,6 +131,18 @@ pub(crate) async fn serve(
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// The size of a request head as sent: request line, headers with `: ` and CRLF, final CRLF.
+fn head_bytes(method: &axum::http::Method, uri: &axum::http::Uri, headers: &HeaderMap) -> usize {
+    let target = uri.path_and_query().map_or(1, |p| p.as_str().len());
+    let line = method.as_str().len() + 1 + target + " HTTP/1.1\r\n".len();
+    headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + 2 + v.len() + 2)
+        .sum::<usize>()
+        + line
+        + 2
 }
 
 /// Percent-decodes one path segment; `None` when the result is not UTF-8 or an escape is

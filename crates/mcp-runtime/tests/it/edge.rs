@@ -168,6 +168,13 @@ async fn path_method_host_and_origin_are_checked_before_the_core_is_asked() {
         json["error"]["message"],
         "Forbidden: Origin 'http://evil.example' is not allowed"
     );
+    // A head over the limit (64 KiB here) is 431, whatever else it carries.
+    let big = "a".repeat(70 * 1024);
+    let mut long = JSON.to_vec();
+    long.push(("x-big", &big));
+    let (status, _, json) = send(edge.addr, "POST", "/mcp", &long, body()).await;
+    assert_eq!(status, 431, "{json}");
+    assert_eq!(json["error"]["code"], -32600, "{json}");
     // An allowed Host with a port and an allowed Origin reach the core (away: 503).
     let mut ok = JSON.to_vec();
     ok[0] = ("host", "127.0.0.1:8080");
