@@ -8,11 +8,12 @@ and never reach the upstream; a revocation on the watch stream stops a cached to
 printed, bound generous); calls are recorded at the core in batches; the core killed makes every
 request 503 with a JSON-RPC error at once, and the core restarted is used again without
 restarting the runtime; an injected ``x-contextforge-auth-context`` header is ignored; the hooks
-(deny-list, redactor) apply.
+(deny-list, redactor) apply; a stalled body is 408.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -33,6 +34,10 @@ from mcp_gateway.testing import free_port, start_core, start_edge_runtime, stop
 
 PLUGINS = {"deny_tools": {"alpha": ["payload"]}, "redact": "sk-[A-Za-z0-9]{8,}"}
 """The core's plugins here: team alpha may not call ``payload``; ``sk-...`` is redacted."""
+
+
+STALL_MS = 3000
+"""The runtimes' header read timeout here, in milliseconds: also how long a body may stall."""
 
 
 @dataclass
@@ -102,7 +107,8 @@ def edge(request: pytest.FixtureRequest, workdir: Path, catalog: Path) -> Iterat
             port=port,
             core_uds=stack.core_grpc if mode == "edge" else stack.core_http,
             core_transport="grpc" if mode == "edge" else "http",
-            extra=RUNTIME_FLAGS,
+            # A short header read timeout, which also bounds a stalled body.
+            extra=(*RUNTIME_FLAGS, "--header-read-timeout-ms", str(STALL_MS)),
             log=workdir / f"runtime-{mode}.log",
         )
         yield stack
@@ -209,6 +215,25 @@ async def test_calls_are_recorded_at_the_core_in_batches(edge: EdgeStack) -> Non
     records = edge.stats()["records"]
     assert records["records"] >= before + 5
     assert records["dropped"] == 0
+
+
+async def test_a_stalled_body_is_408_and_the_connection_closed(edge: EdgeStack) -> None:
+    port = int(edge.base.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    head = (
+        "POST /mcp HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n"
+        f"authorization: Bearer {edge.token()}\r\ncontent-length: 100\r\n\r\n"
+        '{"jsonrpc":'
+    )
+    started = time.monotonic()
+    writer.write(head.encode())
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), timeout=STALL_MS / 1000 * 5)
+    elapsed = time.monotonic() - started
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert b"Request body stalled" in answer
+    assert STALL_MS / 1000 * 0.9 <= elapsed < STALL_MS / 1000 * 4
 
 
 async def test_an_injected_auth_context_header_is_ignored(edge: EdgeStack) -> None:

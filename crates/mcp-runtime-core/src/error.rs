@@ -32,6 +32,10 @@ pub enum RequestError {
     /// allow-list, or valid credentials without the right (the policy core's 403): 403.
     #[error("Forbidden: {0}")]
     Forbidden(String),
+    /// The request body stopped arriving for longer than the header read timeout (edge mode's
+    /// public endpoint): 408, and the connection is closed.
+    #[error("Request body stalled for {} s", .0.as_secs_f64())]
+    BodyStalled(Duration),
     /// A request head (request line and headers) over the public endpoint's limit (edge mode):
     /// 431.
     #[error("Request head exceeds the limit of {limit} bytes")]
@@ -202,6 +206,7 @@ impl RequestError {
             Self::Forbidden(_) => 403,
             Self::PolicyUnavailable => 503,
             Self::HeadTooLarge { .. } => 431,
+            Self::BodyStalled(_) => 408,
             Self::CallerDenied { status, .. } => *status,
             Self::BadHeader(_)
             | Self::BadServerIdInPath
@@ -242,7 +247,7 @@ impl RequestError {
                 jsonrpc::INVALID_PARAMS
             }
             Self::ResourceNotFound(_) => jsonrpc::RESOURCE_NOT_FOUND,
-            Self::UpstreamTimeout(_) => jsonrpc::REQUEST_TIMEOUT,
+            Self::UpstreamTimeout(_) | Self::BodyStalled(_) => jsonrpc::REQUEST_TIMEOUT,
             Self::Cancelled
             | Self::UpstreamUnavailable
             | Self::UpstreamProtocol
@@ -381,6 +386,9 @@ mod tests {
         assert_eq!((e.status(), e.code()), (421, -32000));
         let e = RequestError::Forbidden("Origin 'x' is not allowed".into());
         assert_eq!((e.status(), e.code()), (403, -32000));
+        let e = RequestError::BodyStalled(Duration::from_secs(10));
+        assert_eq!(e.to_string(), "Request body stalled for 10 s");
+        assert_eq!((e.status(), e.code()), (408, -32001));
         let e = RequestError::HeadTooLarge { limit: 8 };
         assert_eq!(e.to_string(), "Request head exceeds the limit of 8 bytes");
         assert_eq!((e.status(), e.code()), (431, -32600));

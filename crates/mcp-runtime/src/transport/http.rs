@@ -337,8 +337,17 @@ pub(crate) async fn serve_mcp(
     } else {
         None
     };
-    let Some(body) = read_body(body, limit).await else {
-        return rpc_error(RequestError::PayloadTooLarge { size: None, limit });
+    let body = match read_body(body, limit).await {
+        Ok(b) => b,
+        Err(BodyFault::TooLarge | BodyFault::Broken) => {
+            return rpc_error(RequestError::PayloadTooLarge { size: None, limit });
+        }
+        Err(BodyFault::Stalled(after)) => {
+            let mut r = rpc_error(RequestError::BodyStalled(after));
+            r.headers_mut()
+                .insert("connection", HeaderValue::from_static("close"));
+            return r;
+        }
     };
 
     let (mcp_headers, header_request_id) = match mcp_headers(headers) {
@@ -402,26 +411,56 @@ pub(crate) async fn discard_body(
     let _ = tokio::time::timeout(OVERSIZE_DRAIN_TIMEOUT, drain).await;
 }
 
-/// The request body, or `None` when it is longer than `limit` bytes or breaks off.
+/// Why a request body was not read.
+#[derive(Debug)]
+enum BodyFault {
+    /// Longer than the limit.
+    TooLarge,
+    /// It broke off (the client went away, a malformed chunk).
+    Broken,
+    /// No byte of it arrived for this long ([`Stalled`], the public endpoint only).
+    Stalled(std::time::Duration),
+}
+
+/// The error a body stream of the public endpoint yields when its client stopped sending
+/// (`transport/public.rs`); [`read_body`] answers it with 408.
+#[derive(Debug, thiserror::Error)]
+#[error("request body stalled for {0:?}")]
+pub(crate) struct Stalled(pub(crate) std::time::Duration);
+
+/// The request body, or why not: longer than `limit` bytes, broken off, or stalled.
 ///
 /// Over the limit, what the client still sends is read and dropped (at most another `limit`
 /// bytes, for at most [`OVERSIZE_DRAIN_TIMEOUT`]) before the caller answers 413: a client that
 /// writes its whole body before reading (hyper's, httpx's) otherwise fails on a closed
 /// connection and never sees the answer. Larger or slower bodies get the 413 and the close.
-async fn read_body(body: HttpBody, limit: usize) -> Option<Bytes> {
+async fn read_body(body: HttpBody, limit: usize) -> Result<Bytes, BodyFault> {
     let mut stream = body.into_data_stream();
     let mut chunks: Vec<Bytes> = Vec::new();
     let mut len = 0usize;
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.ok()?;
+        let chunk = match chunk {
+            Ok(c) => c,
+            Err(e) => {
+                // The stall may be wrapped in more than one layer of the body's error type.
+                let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+                while let Some(c) = cause {
+                    if let Some(s) = c.downcast_ref::<Stalled>() {
+                        return Err(BodyFault::Stalled(s.0));
+                    }
+                    cause = c.source();
+                }
+                return Err(BodyFault::Broken);
+            }
+        };
         len += chunk.len();
         if len > limit {
             discard_body(stream, limit).await;
-            return None;
+            return Err(BodyFault::TooLarge);
         }
         chunks.push(chunk);
     }
-    Some(match chunks.len() {
+    Ok(match chunks.len() {
         0 => Bytes::new(),
         1 => chunks.pop().unwrap_or_default(),
         _ => {

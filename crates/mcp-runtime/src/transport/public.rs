@@ -24,7 +24,8 @@ use axum::response::Response;
 use mcp_runtime_core::{RequestError, Runtime, Transport};
 
 use super::http::{
-    discard_body, header, health_response, mcp_method, method_not_allowed, rpc_error, serve_mcp,
+    Stalled, discard_body, header, health_response, mcp_method, method_not_allowed, rpc_error,
+    serve_mcp,
 };
 use crate::host_origin::{AllowLists, Refusal};
 use crate::listener::Admission;
@@ -115,7 +116,7 @@ pub(crate) async fn serve(
                         parts.uri.path(),
                         &parts.method,
                         &parts.headers,
-                        HttpBody::new(body),
+                        stall_bounded(HttpBody::new(body), header_read_timeout),
                     )
                     .await,
                 )
@@ -131,6 +132,27 @@ pub(crate) async fn serve(
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// `body`, failing with [`Stalled`] when no byte of it arrives for `after` (the header read
+/// timeout): a client that stops sending its body is answered 408 instead of holding the
+/// request open.
+fn stall_bounded(body: HttpBody, after: Duration) -> HttpBody {
+    use futures::StreamExt as _;
+    type BoxError = Box<dyn std::error::Error + Send + Sync>;
+    let chunks = body.into_data_stream();
+    HttpBody::from_stream(futures::stream::unfold(
+        Some(chunks),
+        move |chunks| async move {
+            let mut chunks = chunks?;
+            match tokio::time::timeout(after, chunks.next()).await {
+                Ok(Some(Ok(c))) => Some((Ok(c), Some(chunks))),
+                Ok(Some(Err(e))) => Some((Err(BoxError::from(e)), None)),
+                Ok(None) => None,
+                Err(_) => Some((Err(BoxError::from(Stalled(after))), None)),
+            }
+        },
+    ))
 }
 
 /// The size of a request head as sent: request line, headers with `: ` and CRLF, final CRLF.
