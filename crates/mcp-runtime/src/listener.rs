@@ -78,7 +78,8 @@ impl Admission {
 
     /// Waits for the next admitted connection on the public TCP listener (edge mode): the
     /// connection cap and the first-byte timeout apply, the uid rule does not (a TCP peer has
-    /// none). Returns the connection and the peer's address.
+    /// none); a connection over the cap is answered 503 and closed (in a task of its own).
+    /// Returns the connection and the peer's address.
     pub(crate) async fn accept_tcp(
         &self,
         listener: &TcpListener,
@@ -93,8 +94,23 @@ impl Admission {
                 }
             };
             let _ = stream.set_nodelay(true);
-            if let Some(conn) = self.slot(stream) {
-                return (conn, peer);
+            match Arc::clone(&self.slots).try_acquire_owned() {
+                Ok(permit) => {
+                    let conn = Conn {
+                        stream,
+                        _permit: permit,
+                        first_byte: Some(Box::pin(tokio::time::sleep(self.header_read_timeout))),
+                    };
+                    return (conn, peer);
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        socket = self.name,
+                        %peer,
+                        "connection refused with 503: --max-connections reached"
+                    );
+                    tokio::spawn(refuse_busy(stream));
+                }
             }
         }
     }
@@ -136,6 +152,30 @@ impl Admission {
         }
         self.slot(stream)
     }
+}
+
+/// How long a public connection refused at the cap is kept half-closed, its input read and
+/// dropped, so that its client reads the 503 rather than a reset.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// Answers a public connection over the cap with 503 (JSON-RPC `-32000`, `retry-after: 1`,
+/// `connection: close`), as the gateway's listener answers when every connection is busy.
+async fn refuse_busy(mut stream: TcpStream) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let body = br#"{"jsonrpc":"2.0","id":null,"error":{"code":-32000,"message":"Server busy: too many open connections"}}"#;
+    let head = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    let linger = async {
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(body).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<_, io::Error>(())
+    };
+    let _ = tokio::time::timeout(LINGER, linger).await;
 }
 
 /// An admitted connection: holds its slot until dropped; a read fails with `TimedOut` if no

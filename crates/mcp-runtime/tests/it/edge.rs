@@ -28,6 +28,10 @@ struct Edge {
 }
 
 async fn start(transport: CoreTransport) -> Edge {
+    start_with(transport, 64).await
+}
+
+async fn start_with(transport: CoreTransport, max_connections: usize) -> Edge {
     let fixture = Fixture::start();
     let catalog = CatalogConfig::parse(&simple_catalog(&fixture.url)).expect("catalog");
     let dir = tempfile::Builder::new()
@@ -58,7 +62,7 @@ async fn start(transport: CoreTransport) -> Edge {
     let addr = listener.local_addr().expect("addr");
     server.serve_public(
         listener,
-        Admission::new("public", &[], 64, Duration::from_secs(10)),
+        Admission::new("public", &[], max_connections, Duration::from_secs(10)),
         PublicEndpoint {
             policy,
             allow: AllowLists::default(),
@@ -181,4 +185,27 @@ async fn path_method_host_and_origin_are_checked_before_the_core_is_asked() {
     ok.push(("origin", "http://localhost:3000"));
     let (status, _, _) = send(edge.addr, "POST", "/mcp", &ok, body()).await;
     assert_eq!(status, 503);
+}
+
+#[tokio::test]
+async fn a_connection_over_the_cap_is_answered_503() {
+    use tokio::io::AsyncReadExt as _;
+    let edge = start_with(CoreTransport::Http, 1).await;
+    let _held = tokio::net::TcpStream::connect(edge.addr)
+        .await
+        .expect("first");
+    // Let the first be admitted before the second arrives.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut second = tokio::net::TcpStream::connect(edge.addr)
+        .await
+        .expect("second");
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), second.read_to_end(&mut answer))
+        .await
+        .expect("answered in time")
+        .expect("read");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+    assert!(text.contains("retry-after: 1"), "{text}");
+    assert!(text.contains(r#""code":-32000"#), "{text}");
 }
