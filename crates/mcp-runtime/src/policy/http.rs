@@ -372,3 +372,49 @@ fn watch_event(line: &[u8]) -> Option<Result<WatchEvent, CoreUnavailable>> {
         (None, None) => WatchEvent::Other { generation },
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(line: &str) -> Option<WatchEvent> {
+        watch_event(line.as_bytes()).map(|e| e.expect("an event"))
+    }
+
+    #[test]
+    fn watch_lines_become_events() {
+        assert!(event("\n").is_none(), "a keep-alive");
+        let Some(WatchEvent::Snapshot { generation, hooks }) = event(
+            r#"{"generation": 3, "snapshot": {"hooks": [{"point": "pre_invoke", "name": "a", "plugin": "p"}, {"point": "later", "name": "b"}], "generation": 3}}"#,
+        ) else {
+            panic!("a snapshot");
+        };
+        assert_eq!(generation, 3);
+        assert_eq!(hooks, vec![(HookPoint::PreInvoke, "a".to_owned())]);
+        let revoked = |line| match event(line) {
+            Some(WatchEvent::Revoked {
+                generation,
+                revocation,
+            }) => Some((generation, revocation)),
+            _ => None,
+        };
+        assert_eq!(
+            revoked(r#"{"generation": 4, "revocation": {"tokenSha256": "ab"}}"#),
+            Some((4, Revocation::TokenSha256("ab".into())))
+        );
+        assert_eq!(
+            revoked(r#"{"generation": 5, "revocation": {"subjectEmail": "a@x"}}"#),
+            Some((5, Revocation::Subject("a@x".into())))
+        );
+        assert_eq!(
+            revoked(r#"{"generation": 6, "revocation": {"all": true}}"#),
+            Some((6, Revocation::All))
+        );
+        assert!(matches!(
+            event(r#"{"generation": 7, "visibility": {}}"#),
+            Some(WatchEvent::Other { generation: 7 })
+        ));
+        assert!(watch_event(b"not json\n").is_some_and(|e| e.is_err()));
+        assert_eq!(query_value("rt pid/1"), "rt%20pid%2F1");
+    }
+}
