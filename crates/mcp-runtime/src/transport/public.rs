@@ -218,6 +218,14 @@ async fn route(
     response
 }
 
+/// The answer to a `Host` (421) or `Origin` (403) outside the allow-lists.
+fn refusal(refused: Refusal) -> RequestError {
+    match refused {
+        Refusal::Host(h) => RequestError::HostNotAllowed(h),
+        Refusal::Origin(o) => RequestError::Forbidden(format!("Origin {o} is not allowed")),
+    }
+}
+
 /// Answers one request; `body` is taken only when the request is served (left in place by a
 /// refusal, for [`route`] to drain).
 async fn answer(
@@ -228,7 +236,16 @@ async fn answer(
     headers: &HeaderMap,
     body: &mut Option<HttpBody>,
 ) -> Response {
+    let text = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
     if path == "/health" && method == axum::http::Method::GET {
+        // As the gateway's `/health`: behind the allow-lists too.
+        if let Err(refused) = edge.allow.check(text("host"), text("origin")) {
+            return rpc_error(refusal(refused));
+        }
         return health_response(&edge.runtime);
     }
     let Some(endpoint) = endpoint(path) else {
@@ -242,16 +259,8 @@ async fn answer(
     let Some(method) = mcp_method(method) else {
         return method_not_allowed();
     };
-    let text = |name| {
-        headers
-            .get(name)
-            .and_then(|v: &HeaderValue| v.to_str().ok())
-    };
     if let Err(refused) = edge.allow.check(text("host"), text("origin")) {
-        let e = match refused {
-            Refusal::Host(h) => RequestError::HostNotAllowed(h),
-            Refusal::Origin(o) => RequestError::Forbidden(format!("Origin {o} is not allowed")),
-        };
+        let e = refusal(refused);
         tracing::info!(status = e.status(), %path, "{e}");
         return rpc_error(e);
     }

@@ -172,6 +172,11 @@ async fn path_method_host_and_origin_are_checked_before_the_core_is_asked() {
         json["error"]["message"],
         "Forbidden: Origin 'http://evil.example' is not allowed"
     );
+    // `/health` is behind the allow-lists too, as the gateway's.
+    let (status, _, _) = send(edge.addr, "GET", "/health", &evil, Bytes::new()).await;
+    assert_eq!(status, 421);
+    let (status, _, json) = send(edge.addr, "GET", "/health", &JSON, Bytes::new()).await;
+    assert_eq!((status, json["status"].as_str()), (200, Some("serving")));
     // A head over the limit (64 KiB here) is 431, whatever else it carries.
     let big = "a".repeat(70 * 1024);
     let mut long = JSON.to_vec();
