@@ -1,5 +1,6 @@
 # Top-level tasks. Python targets are prefixed `python-`; `make run MODE=grpc|http|python` brings
-# up the whole stack (fixture upstream, runtime with both sockets, gateway) for a user.
+# up the whole stack (fixture upstream, runtime with both sockets, gateway) for a user;
+# `MODE=edge|edge-http` the edge stack (fixture upstream, core, runtime serving the public port).
 
 PYTHON ?= python3
 VENV := .venv

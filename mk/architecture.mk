@@ -12,8 +12,13 @@
 #                     (axum, hyper, reqwest, tower's oneshot) and not the HTTP adapter: it calls
 #                     Runtime::handle itself and never re-encodes a request as HTTP.
 # grpc-cfg-at-edge    `feature = "grpc-uds"` appears in crates/mcp-runtime/src only in the files
-#                     at the edge (lib.rs, server.rs, transport.rs, main.rs) and nowhere in the
-#                     core; the tests may use it.
+#                     at the edge (lib.rs, server.rs, transport.rs, main.rs, and policy.rs, which
+#                     picks the Core SPI client's transport) and nowhere in the core; the tests
+#                     may use it.
+# public-never-trusts the public endpoint of edge mode (transport/public.rs) never reads the
+#                     internal AuthContext header: it names neither `AUTH_CONTEXT_HEADER`,
+#                     `x-contextforge-auth-context` nor the header's decoders; its caller is the
+#                     policy core's answer.
 # listeners-from-top  no adapter or core module binds a socket: crates/mcp-runtime/src binds only
 #                     in socket.rs (called by main.rs and the tests); the core's src binds only
 #                     in its unit tests (the embedded fixture upstream).
@@ -22,7 +27,8 @@ CORE_FORBIDDEN := ^(axum|tonic|hyper|prost|http|tower)([-_][A-Za-z0-9_-]+)? v
 RUNTIME_SRC := crates/mcp-runtime/src
 CORE_SRC := crates/mcp-runtime-core/src
 
-.PHONY: architecture-check core-deps grpc-never-http grpc-cfg-at-edge listeners-from-top
+.PHONY: architecture-check core-deps grpc-never-http grpc-cfg-at-edge listeners-from-top \
+	public-never-trusts
 
 core-deps:
 	@deps=$$($(CARGO) tree -p mcp-runtime-core -e normal --all-features --depth 1 --prefix none) \
@@ -41,11 +47,17 @@ grpc-never-http:
 
 grpc-cfg-at-edge:
 	@bad=$$(grep -rlE 'feature *= *"grpc-uds"' $(RUNTIME_SRC) $(CORE_SRC) \
-		| grep -vxE '$(RUNTIME_SRC)/(lib|server|transport|main)\.rs'); \
+		| grep -vxE '$(RUNTIME_SRC)/(lib|server|transport|main|policy)\.rs'); \
 	if [ -n "$$bad" ]; then \
 		echo "grpc-cfg-at-edge broken: the grpc-uds feature is named outside the edge files:"; \
 		printf '%s\n' "$$bad"; exit 1; \
-	else echo "grpc-cfg-at-edge ok: the grpc-uds feature is named only in lib.rs, server.rs, transport.rs, main.rs"; fi
+	else echo "grpc-cfg-at-edge ok: the grpc-uds feature is named only in lib.rs, server.rs, transport.rs, main.rs, policy.rs"; fi
+
+public-never-trusts:
+	@if grep -nE 'AUTH_CONTEXT_HEADER|x-contextforge-auth-context[^`]|decode_auth_context|auth_context\(' \
+		$(RUNTIME_SRC)/transport/public.rs | grep -v '^[0-9]*: *//'; then \
+		echo "public-never-trusts broken: the public endpoint reads the internal AuthContext header"; exit 1; \
+	else echo "public-never-trusts ok: transport/public.rs never reads the internal AuthContext header"; fi
 
 listeners-from-top:
 	@bad=$$( { grep -rnE '(Unix|Tcp)Listener::bind|UnixDatagram::bind' $(RUNTIME_SRC) \
@@ -58,7 +70,7 @@ listeners-from-top:
 		printf '%s\n' "$$bad"; exit 1; \
 	else echo "listeners-from-top ok: sockets are bound only in socket.rs and by the tests"; fi
 
-architecture-check: core-deps grpc-never-http grpc-cfg-at-edge listeners-from-top
+architecture-check: core-deps grpc-never-http grpc-cfg-at-edge listeners-from-top public-never-trusts
 
 # Run first in `make test` (seconds, no build): a structural break fails before any compile.
 rust-lint: architecture-check

@@ -1,8 +1,9 @@
 """The shared boundary vectors (``contract/vectors/boundary.json``) through the gateway.
 
 The same list the Rust tests send to the runtime directly and the TypeScript client sends over
-gRPC, here sent to the gateway's public endpoint in every mode (Python baseline, HTTP/JSON, gRPC),
-so that each client side of the boundary is held to one list. The runtime and gateways here use
+gRPC, here sent to the gateway's public endpoint in every mode (Python baseline, HTTP/JSON, gRPC)
+and to the runtime's own public endpoint in the edge modes (callers resolved by the core over gRPC
+or HTTP/JSON), so that each client side of the boundary is held to one list. The runtime and gateways here use
 the default message limit (64 MiB), which the 20 MiB payload case needs; the format of a case is
 described in ``contract/vectors/README.md``.
 """
@@ -21,14 +22,24 @@ import pytest
 
 from conftest import INITIALIZE, SECRET, Runtime, _socket_dir, gateway_env
 from mcp_gateway._auth import mint_token
-from mcp_gateway.testing import free_port, start_gateway, start_runtime, stop
+from mcp_gateway.testing import (
+    EDGE_MODES,
+    free_port,
+    start_core,
+    start_edge_runtime,
+    start_gateway,
+    start_runtime,
+    stop,
+)
 
 VECTORS_PATH = Path(__file__).resolve().parents[2] / "contract" / "vectors" / "boundary.json"
 VECTORS: dict[str, Any] = json.loads(VECTORS_PATH.read_text())
 CASES: list[dict[str, Any]] = VECTORS["cases"]
 DEFAULT_LIMIT = 64 * 1024 * 1024
 
-MODES = ["python", "http", "grpc"]
+MODES = ["python", "http", "grpc", "edge", "edge-http"]
+"""The gateway's three modes, then the runtime serving the public endpoint itself and asking the
+core over gRPC (``edge``) or HTTP/JSON (``edge-http``)."""
 
 
 class Target:
@@ -55,7 +66,11 @@ class Target:
 
 @pytest.fixture(scope="module")
 def targets(workdir: Path, catalog: Path) -> Iterator[dict[str, Target]]:
-    """A runtime with the default limits and one gateway per mode, sessions opened."""
+    """Every mode's public endpoint, sessions opened.
+
+    A runtime with the default limits and one gateway per gateway mode; for the edge modes a core
+    (both sockets) and one edge runtime per core transport.
+    """
     sockets = _socket_dir()
     log = workdir / "runtime-vectors.log"
     rt = Runtime(None, str(sockets / "http.sock"), str(sockets / "grpc.sock"), catalog, log)
@@ -63,8 +78,32 @@ def targets(workdir: Path, catalog: Path) -> Iterator[dict[str, Target]]:
     processes = [rt.process]
     found: dict[str, Target] = {}
     try:
+        core_http, core_grpc = str(sockets / "core-http.sock"), str(sockets / "core-grpc.sock")
+        core = start_core(
+            http_uds=core_http,
+            grpc_uds=core_grpc,
+            env={"JWT_SECRET_KEY": SECRET},
+            log=workdir / "core-vectors.log",
+        )
+        processes.append(core)
         with httpx.Client(timeout=30.0) as http:
             for mode in MODES:
+                if mode in EDGE_MODES:
+                    port = free_port()
+                    processes.append(
+                        start_edge_runtime(
+                            catalog,
+                            str(sockets / f"{mode}.sock"),
+                            port=port,
+                            core_uds=core_grpc if mode == "edge" else core_http,
+                            core_transport="grpc" if mode == "edge" else "http",
+                            log=workdir / f"runtime-vectors-{mode}.log",
+                        )
+                    )
+                    target = Target(mode, f"http://127.0.0.1:{port}")
+                    target.open_sessions(http)
+                    found[mode] = target
+                    continue
                 env = gateway_env(mode, catalog, rt)
                 env["MCP_RUNTIME_MAX_MESSAGE_BYTES"] = str(DEFAULT_LIMIT)
                 port = free_port()

@@ -16,8 +16,12 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
+use bytes::Bytes;
+
+use crate::auth::AuthContext;
 use crate::catalog::Kind;
 use crate::error::RequestError;
+use crate::hooks::{CallRecord, HookCall, HookDecision, HookPoint, Hooks};
 use crate::jsonrpc::{self, Incoming};
 use crate::quota::{BodyReservation, Quota};
 use crate::request::{Method, Outcome, Request};
@@ -268,11 +272,49 @@ impl Runtime {
     ) -> Result<Outcome, RequestError> {
         // The raw params go once parsed: a large call holds its arguments once (the parsed
         // map), not twice, while it runs.
-        let mut p = call_params(params)?;
+        let p = call_params(params)?;
         let key = kind.key();
         let Some(name) = p.get(key).and_then(Value::as_str).map(str::to_owned) else {
             return Err(RequestError::InvalidParams(format!("`{key}` is required")));
         };
+        let Some(hooks) = self.hooks.as_deref() else {
+            return self.route(session, req, id, kind, method, p, name).await;
+        };
+        let (started, at) = (std::time::Instant::now(), std::time::SystemTime::now());
+        let answer = self
+            .route(session, req, id, kind, method, p, name.clone())
+            .await;
+        let (http_status, jsonrpc_code) = match &answer {
+            Ok(o) => (o.head.status, 0),
+            Err(e) => (e.status(), e.code()),
+        };
+        hooks.record(CallRecord {
+            subject_email: req.auth.subject_email.clone(),
+            server_id: req.server_id.clone(),
+            method: method.to_owned(),
+            name,
+            http_status,
+            jsonrpc_code,
+            duration: started.elapsed(),
+            request_id: req.request_id.clone(),
+            started_at: at,
+        });
+        answer
+    }
+
+    /// Routes a checked call through the catalog, runs its hooks and forwards it.
+    #[allow(clippy::too_many_arguments)]
+    async fn route(
+        self: &Arc<Self>,
+        session: &Arc<Session>,
+        req: &Request,
+        id: &RawValue,
+        kind: Kind,
+        method: &str,
+        mut p: Map<String, Value>,
+        name: String,
+    ) -> Result<Outcome, RequestError> {
+        let key = kind.key();
         let route = self
             .catalog
             .route(kind, &name, &req.auth, req.server_id.as_deref());
@@ -284,13 +326,107 @@ impl Runtime {
             Value::String(route.upstream_name.to_owned()),
         );
         let up = Arc::clone(route.upstream);
-        let accepts_sse = req
-            .headers
-            .accept
-            .as_deref()
-            .is_none_or(|a| a.contains("text/event-stream") || a.contains("*/*"));
-        self.forward(session, id, up, method, p, accepts_sse).await
+        let hook = |point| Hook::new(req, &name, method, point);
+        let hooks = self.hooks.as_deref();
+        if kind == Kind::Tool && hooks.is_some_and(|h| h.registered(HookPoint::PreInvoke, &name)) {
+            let args = p
+                .get("arguments")
+                .map_or_else(|| b"{}".to_vec(), |a| a.to_string().into_bytes());
+            if let Some(new) = hook(HookPoint::PreInvoke)
+                .run(hooks, Bytes::from(args))
+                .await?
+            {
+                let args: Map<String, Value> =
+                    serde_json::from_slice(&new).map_err(|e| hook_broken(&e))?;
+                p.insert("arguments".to_owned(), Value::Object(args));
+            }
+        }
+        let post_point = if kind == Kind::Tool {
+            HookPoint::PostInvoke
+        } else {
+            HookPoint::PostFetch
+        };
+        let post = hooks
+            .is_some_and(|h| h.registered(post_point, &name))
+            .then(|| hook(post_point));
+        // A post hook needs the result whole: the call is answered as one JSON body.
+        let accepts_sse = post.is_none()
+            && req
+                .headers
+                .accept
+                .as_deref()
+                .is_none_or(|a| a.contains("text/event-stream") || a.contains("*/*"));
+        self.forward(session, id, up, method, p, accepts_sse, post)
+            .await
     }
+}
+
+/// One hook point of one call, owning what the hook is told (it may run after the request's
+/// borrows end, in `forward`).
+pub(crate) struct Hook {
+    point: HookPoint,
+    name: String,
+    method: String,
+    caller: AuthContext,
+    server_id: Option<String>,
+    session_id: String,
+    request_id: Option<String>,
+}
+
+impl Hook {
+    fn new(req: &Request, name: &str, method: &str, point: HookPoint) -> Self {
+        Self {
+            point,
+            name: name.to_owned(),
+            method: method.to_owned(),
+            caller: req.auth.clone(),
+            server_id: req.server_id.clone(),
+            session_id: req.headers.session_id.clone().unwrap_or_default(),
+            request_id: req.request_id.clone(),
+        }
+    }
+
+    /// Asks the hooks about `payload`: `Some` replacement, `None` to go on unchanged.
+    ///
+    /// # Errors
+    ///
+    /// [`RequestError::HookDenied`] when the hook refuses, [`RequestError::PolicyUnavailable`]
+    /// when it cannot be asked (fail closed).
+    pub(crate) async fn run(
+        &self,
+        hooks: Option<&dyn Hooks>,
+        payload: Bytes,
+    ) -> Result<Option<Bytes>, RequestError> {
+        let Some(hooks) = hooks else {
+            return Ok(None);
+        };
+        let call = HookCall {
+            point: self.point,
+            name: &self.name,
+            method: &self.method,
+            caller: &self.caller,
+            server_id: self.server_id.as_deref(),
+            session_id: &self.session_id,
+            request_id: self.request_id.as_deref(),
+            payload,
+        };
+        match hooks.invoke(call).await {
+            Ok(HookDecision::Proceed(new)) => Ok(new.filter(|b| !b.is_empty())),
+            Ok(HookDecision::Deny { code, message }) => {
+                Err(RequestError::HookDenied { code, message })
+            }
+            Err(e) => {
+                tracing::warn!(point = ?self.point, name = %self.name, error = %e, "hook failed: request refused");
+                Err(RequestError::PolicyUnavailable)
+            }
+        }
+    }
+}
+
+/// A hook's replacement payload that is not a JSON object: the policy is broken, fail closed.
+pub(crate) fn hook_broken(e: &serde_json::Error) -> RequestError {
+    tracing::warn!(error = %e, "hook returned a payload that is not a JSON object: request refused");
+    RequestError::PolicyUnavailable
 }
 
 /// The protocol version an `initialize` asks for, after checking the fields the MCP schema

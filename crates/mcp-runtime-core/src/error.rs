@@ -24,6 +24,46 @@ pub enum RequestError {
     /// No AuthContext, or one that cannot be decoded (HTTP/JSON adapter): 401.
     #[error("Unauthorized: {0}")]
     Unauthorized(String),
+    /// A `Host` outside the public endpoint's allow-list (edge mode; the value as shown, quoted
+    /// as the gateway quotes it): 421, before authentication.
+    #[error("Forbidden: Host {0} is not allowed")]
+    HostNotAllowed(String),
+    /// Refused before the request was read: an `Origin` outside the public endpoint's
+    /// allow-list, or valid credentials without the right (the policy core's 403): 403.
+    #[error("Forbidden: {0}")]
+    Forbidden(String),
+    /// The request body stopped arriving for longer than the header read timeout (edge mode's
+    /// public endpoint): 408, and the connection is closed.
+    #[error("Request body stalled for {} s", .0.as_secs_f64())]
+    BodyStalled(Duration),
+    /// A request head (request line and headers) over the public endpoint's limit (edge mode):
+    /// 431.
+    #[error("Request head exceeds the limit of {limit} bytes")]
+    HeadTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The policy core (edge mode) refused the caller: its status (401 or 403) and its message,
+    /// verbatim (it is the JSON-RPC error message, never the token).
+    #[error("{message}")]
+    CallerDenied {
+        /// 401 (no valid credentials) or 403 (valid credentials without the right).
+        status: u16,
+        /// The core's reason.
+        message: String,
+    },
+    /// The policy core (edge mode) cannot be asked: unreachable, timed out or broken. Nothing
+    /// is served without policy: 503 with `Retry-After: 1`.
+    #[error("Service unavailable: the policy core cannot be reached")]
+    PolicyUnavailable,
+    /// A hook of the policy core refused the request: 200 with the hook's code and message.
+    #[error("{message}")]
+    HookDenied {
+        /// The JSON-RPC error code the hook chose.
+        code: i64,
+        /// The JSON-RPC error message the hook chose.
+        message: String,
+    },
     /// A header that is present but not visible ASCII (HTTP/JSON adapter): 400.
     #[error("Bad Request: header {0} is not visible ASCII")]
     BadHeader(&'static str),
@@ -162,6 +202,12 @@ impl RequestError {
     pub fn status(&self) -> u16 {
         match self {
             Self::Unauthorized(_) => 401,
+            Self::HostNotAllowed(_) => 421,
+            Self::Forbidden(_) => 403,
+            Self::PolicyUnavailable => 503,
+            Self::HeadTooLarge { .. } => 431,
+            Self::BodyStalled(_) => 408,
+            Self::CallerDenied { status, .. } => *status,
             Self::BadHeader(_)
             | Self::BadServerIdInPath
             | Self::UnsupportedProtocolVersion(_)
@@ -179,7 +225,11 @@ impl RequestError {
     #[must_use]
     pub fn code(&self) -> i64 {
         match self {
-            Self::Unauthorized(_) => jsonrpc::UNAUTHORIZED,
+            Self::Unauthorized(_) | Self::CallerDenied { .. } => jsonrpc::UNAUTHORIZED,
+            Self::HookDenied { code, .. } => *code,
+            Self::HostNotAllowed(_) | Self::Forbidden(_) | Self::PolicyUnavailable => {
+                jsonrpc::BAD_REQUEST
+            }
             Self::BadHeader(_)
             | Self::BadServerIdInPath
             | Self::UnsupportedProtocolVersion(_)
@@ -188,14 +238,16 @@ impl RequestError {
             Self::TooManySessions { .. } | Self::SubjectQuota { .. } | Self::ProcessBusy { .. } => {
                 jsonrpc::LIMIT_REACHED
             }
-            Self::PayloadTooLarge { .. } | Self::DuplicateRequestId => jsonrpc::INVALID_REQUEST,
+            Self::PayloadTooLarge { .. } | Self::HeadTooLarge { .. } | Self::DuplicateRequestId => {
+                jsonrpc::INVALID_REQUEST
+            }
             Self::Framing(e) => e.code(),
             Self::MethodNotFound(_) => jsonrpc::METHOD_NOT_FOUND,
             Self::InvalidParams(_) | Self::UnknownTool(_) | Self::UnknownPrompt(_) => {
                 jsonrpc::INVALID_PARAMS
             }
             Self::ResourceNotFound(_) => jsonrpc::RESOURCE_NOT_FOUND,
-            Self::UpstreamTimeout(_) => jsonrpc::REQUEST_TIMEOUT,
+            Self::UpstreamTimeout(_) | Self::BodyStalled(_) => jsonrpc::REQUEST_TIMEOUT,
             Self::Cancelled
             | Self::UpstreamUnavailable
             | Self::UpstreamProtocol
@@ -232,9 +284,9 @@ impl RequestError {
     pub fn retry_after_s(&self) -> Option<u64> {
         match self {
             Self::TooManySessions { .. } => Some(SESSION_LIMIT_RETRY_AFTER_S),
-            Self::SubjectQuota { alone: false, .. } | Self::ProcessBusy { alone: false, .. } => {
-                Some(QUOTA_RETRY_AFTER_S)
-            }
+            Self::SubjectQuota { alone: false, .. }
+            | Self::ProcessBusy { alone: false, .. }
+            | Self::PolicyUnavailable => Some(QUOTA_RETRY_AFTER_S),
             _ => None,
         }
     }
@@ -328,6 +380,37 @@ mod tests {
         assert_eq!(RequestError::UnknownSession.retry_after_s(), None);
         let e = RequestError::Unauthorized("missing x".into());
         assert_eq!((e.status(), e.code()), (401, -32001));
+        // Edge mode: the public endpoint's refusals and the policy core's answers.
+        let e = RequestError::HostNotAllowed("'evil'".into());
+        assert_eq!(e.to_string(), "Forbidden: Host 'evil' is not allowed");
+        assert_eq!((e.status(), e.code()), (421, -32000));
+        let e = RequestError::Forbidden("Origin 'x' is not allowed".into());
+        assert_eq!((e.status(), e.code()), (403, -32000));
+        let e = RequestError::BodyStalled(Duration::from_secs(10));
+        assert_eq!(e.to_string(), "Request body stalled for 10 s");
+        assert_eq!((e.status(), e.code()), (408, -32001));
+        let e = RequestError::HeadTooLarge { limit: 8 };
+        assert_eq!(e.to_string(), "Request head exceeds the limit of 8 bytes");
+        assert_eq!((e.status(), e.code()), (431, -32600));
+        let e = RequestError::PolicyUnavailable;
+        assert_eq!(
+            (e.status(), e.code(), e.retry_after_s()),
+            (503, -32000, Some(1))
+        );
+        let e = RequestError::CallerDenied {
+            status: 401,
+            message: "Unauthorized: token expired".into(),
+        };
+        assert_eq!(e.to_string(), "Unauthorized: token expired");
+        assert_eq!((e.status(), e.code()), (401, -32001));
+        let e = RequestError::HookDenied {
+            code: -32003,
+            message: "Tool denied".into(),
+        };
+        assert_eq!(
+            (e.status(), e.code(), e.to_string()),
+            (200, -32003, "Tool denied".into())
+        );
         let long = "é".repeat(100);
         let shown = RequestError::UnknownTool(long).to_string();
         assert!(shown.ends_with("..."), "{shown}");

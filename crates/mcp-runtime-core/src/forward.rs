@@ -31,6 +31,7 @@ use tokio_util::task::TaskTracker;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 use tracing::Instrument;
 
+use crate::dispatch::{Hook, hook_broken};
 use crate::error::RequestError;
 use crate::jsonrpc;
 use crate::quota::{Permit, Quota};
@@ -47,6 +48,7 @@ impl Runtime {
     ///
     /// The [`RequestError`] the caller is answered with (under its request id) when the call
     /// fails before an SSE stream starts.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn forward(
         self: &Arc<Self>,
         session: &Arc<Session>,
@@ -55,6 +57,7 @@ impl Runtime {
         method: &str,
         mut params: Map<String, Value>,
         accepts_sse: bool,
+        post: Option<Hook>,
     ) -> Result<Outcome, RequestError> {
         check_progress_token(&params)?;
         let uid = up.next_id();
@@ -86,6 +89,10 @@ impl Runtime {
             match relay.classify(bounds.run(stream.next()).await?) {
                 Step::Final(body) => {
                     call.done = true;
+                    let body = match &post {
+                        Some(hook) => self.post_hook(hook, id, body).await?,
+                        None => body,
+                    };
                     // Counted until the adapter has written it (or the caller went away).
                     let held = self
                         .quotas
@@ -101,6 +108,38 @@ impl Runtime {
                     self.tasks.spawn(rest.instrument(tracing::Span::current()));
                     return Ok(Outcome::events(rx));
                 }
+            }
+        }
+    }
+}
+
+impl Runtime {
+    /// Runs a post hook on the `result` of a call's answer `body` (an error answer is relayed
+    /// as it is) and returns the body to send.
+    ///
+    /// # Errors
+    ///
+    /// The hook's [`RequestError`] (denied, or the policy unavailable).
+    async fn post_hook(
+        &self,
+        hook: &Hook,
+        id: &RawValue,
+        body: Vec<u8>,
+    ) -> Result<Vec<u8>, RequestError> {
+        let result = match serde_json::from_slice::<UpMessage<'_>>(&body) {
+            Ok(UpMessage {
+                result: Some(r), ..
+            }) => bytes::Bytes::copy_from_slice(r.get().as_bytes()),
+            _ => return Ok(body),
+        };
+        match hook.run(self.hooks.as_deref(), result).await? {
+            None => Ok(body),
+            Some(new) => {
+                let new: &RawValue = serde_json::from_slice(&new).map_err(|e| hook_broken(&e))?;
+                if !new.get().trim_start().starts_with('{') {
+                    return Err(RequestError::PolicyUnavailable);
+                }
+                Ok(jsonrpc::result_body(id, new.get()))
             }
         }
     }

@@ -15,6 +15,8 @@
 //! - `error`: [`RequestError`], every fault of a request with its status, JSON-RPC code and
 //!   message, and its one conversion into an [`Outcome`].
 //! - `session`: the session table (ids, ownership, in-flight calls).
+//! - [`hooks`]: the [`Hooks`] an outside policy registers (pre-invoke, post-invoke,
+//!   post-fetch), implemented by the sidecar; the core calls them only where registered.
 //! - [`quota`]: what one subject may hold (streams, calls, bytes in flight) and the process's
 //!   budget of bytes in flight, as permits released on drop.
 //! - [`catalog`]: the catalog file, the discovered tools, resources, templates and prompts,
@@ -54,6 +56,7 @@ pub mod catalog;
 mod dispatch;
 mod error;
 mod forward;
+pub mod hooks;
 pub mod jsonrpc;
 pub mod quota;
 pub mod request;
@@ -64,6 +67,7 @@ mod upstream;
 pub use auth::{AuthContext, TeamScope, Visibility};
 pub use catalog::{CatalogConfig, CatalogError};
 pub use error::RequestError;
+pub use hooks::{CallRecord, HookCall, HookDecision, HookError, HookFuture, HookPoint, Hooks};
 pub use request::{
     Body, Events, McpHeaders, Method, Outcome, Request, ResponseHead, SseEvent, Transport,
 };

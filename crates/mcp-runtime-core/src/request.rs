@@ -34,16 +34,19 @@ pub enum Transport {
     Grpc,
     /// In-process callers (tests, benchmarks).
     InProcess,
+    /// The public endpoint of edge mode (the caller resolved by the policy core).
+    Public,
 }
 
 impl Transport {
-    /// Lower-case name for logs: `http`, `grpc`, `in-process`.
+    /// Lower-case name for logs: `http`, `grpc`, `in-process`, `public`.
     #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Http => "http",
             Self::Grpc => "grpc",
             Self::InProcess => "in-process",
+            Self::Public => "public",
         }
     }
 }

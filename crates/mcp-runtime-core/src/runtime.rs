@@ -108,6 +108,8 @@ pub struct Runtime {
     /// Every upstream call under way (as a token), every task the core spawned, and every
     /// `notifications/cancelled` still being sent: what shutdown waits for.
     pub(crate) tasks: TaskTracker,
+    /// The outside policy's hooks (edge mode), if any: see [`crate::hooks`].
+    pub(crate) hooks: Option<Arc<dyn crate::hooks::Hooks>>,
 }
 
 impl Runtime {
@@ -133,7 +135,15 @@ impl Runtime {
                 .collect(),
             inflight_upstream: Arc::new(AtomicUsize::new(0)),
             tasks: TaskTracker::new(),
+            hooks: None,
         })
+    }
+
+    /// The runtime with `hooks` asked at the points they registered ([`crate::hooks`]).
+    #[must_use]
+    pub fn with_hooks(mut self, hooks: Arc<dyn crate::hooks::Hooks>) -> Self {
+        self.hooks = Some(hooks);
+        self
     }
 
     /// Health as reported by `GET /health` and the `HealthCheck` RPC.

@@ -14,7 +14,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// The admission rules of one socket.
@@ -76,6 +76,61 @@ impl Admission {
         }
     }
 
+    /// Waits for the next admitted connection on the public TCP listener (edge mode): the
+    /// connection cap and the first-byte timeout apply, the uid rule does not (a TCP peer has
+    /// none); a connection over the cap is answered 503 and closed (in a task of its own).
+    /// Returns the connection and the peer's address.
+    pub(crate) async fn accept_tcp(
+        &self,
+        listener: &TcpListener,
+    ) -> (Conn<TcpStream>, std::net::SocketAddr) {
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(socket = self.name, error = %e, "accept failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            match Arc::clone(&self.slots).try_acquire_owned() {
+                Ok(permit) => {
+                    let conn = Conn {
+                        stream,
+                        _permit: permit,
+                        first_byte: Some(Box::pin(tokio::time::sleep(self.header_read_timeout))),
+                    };
+                    return (conn, peer);
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        socket = self.name,
+                        %peer,
+                        "connection refused with 503: --max-connections reached"
+                    );
+                    tokio::spawn(refuse_busy(stream));
+                }
+            }
+        }
+    }
+
+    /// Takes a connection slot for `stream`; `None` (the stream closed) at the cap.
+    fn slot<S>(&self, stream: S) -> Option<Conn<S>> {
+        let Ok(permit) = Arc::clone(&self.slots).try_acquire_owned() else {
+            tracing::warn!(
+                socket = self.name,
+                "connection refused: --max-connections reached"
+            );
+            return None;
+        };
+        Some(Conn {
+            stream,
+            _permit: permit,
+            first_byte: Some(Box::pin(tokio::time::sleep(self.header_read_timeout))),
+        })
+    }
+
     fn admit(&self, stream: UnixStream) -> Option<Conn> {
         if !self.allow_uids.is_empty() {
             match stream.peer_cred() {
@@ -95,33 +150,46 @@ impl Admission {
                 }
             }
         }
-        let Ok(permit) = Arc::clone(&self.slots).try_acquire_owned() else {
-            tracing::warn!(
-                socket = self.name,
-                "connection refused: --max-connections reached"
-            );
-            return None;
-        };
-        Some(Conn {
-            stream,
-            _permit: permit,
-            first_byte: Some(Box::pin(tokio::time::sleep(self.header_read_timeout))),
-        })
+        self.slot(stream)
     }
+}
+
+/// How long a public connection refused at the cap is kept half-closed, its input read and
+/// dropped, so that its client reads the 503 rather than a reset.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// Answers a public connection over the cap with 503 (JSON-RPC `-32000`, `retry-after: 1`,
+/// `connection: close`), as the gateway's listener answers when every connection is busy.
+async fn refuse_busy(mut stream: TcpStream) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let body = br#"{"jsonrpc":"2.0","id":null,"error":{"code":-32000,"message":"Server busy: too many open connections"}}"#;
+    let head = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    let linger = async {
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(body).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<_, io::Error>(())
+    };
+    let _ = tokio::time::timeout(LINGER, linger).await;
 }
 
 /// An admitted connection: holds its slot until dropped; a read fails with `TimedOut` if no
 /// byte arrived within the first-byte timeout.
 #[derive(Debug)]
-pub(crate) struct Conn {
+pub(crate) struct Conn<S = UnixStream> {
     /// The socket (the gRPC adapter reads its peer credentials from it).
-    pub(crate) stream: UnixStream,
+    pub(crate) stream: S,
     _permit: OwnedSemaphorePermit,
     /// Armed until the first byte is read.
     first_byte: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
-impl AsyncRead for Conn {
+impl<S: AsyncRead + Unpin> AsyncRead for Conn<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -147,7 +215,7 @@ impl AsyncRead for Conn {
     }
 }
 
-impl AsyncWrite for Conn {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Conn<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

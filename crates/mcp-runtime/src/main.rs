@@ -10,7 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use mcp_runtime::{Admission, Server, features, socket};
+use mcp_runtime::host_origin::{AllowLists, DEFAULT_ALLOWED_HOSTS, default_allowed_origins};
+use mcp_runtime::policy::cache::CacheLimits;
+use mcp_runtime::policy::{CoreTransport, Policy, PolicyConfig};
+use mcp_runtime::{Admission, PublicEndpoint, Server, features, socket};
 use mcp_runtime_core::quota::{self, QuotaConfig};
 use mcp_runtime_core::{CatalogConfig, Runtime, RuntimeConfig};
 
@@ -99,6 +102,60 @@ struct Args {
     )]
     header_read_timeout_ms: u64,
 
+    /// Edge mode: serve the public MCP endpoint (`/mcp`, `/servers/{id}/mcp`, GET/POST/DELETE,
+    /// streamable HTTP) on this TCP address (`ADDR:PORT`, port 0 picks one and logs it), with
+    /// callers resolved by the policy core at --core-uds. Off by default.
+    #[arg(long, env = "MCP_RUNTIME_PUBLIC_LISTEN")]
+    public_listen: Option<std::net::SocketAddr>,
+
+    /// Edge mode: the policy core's Unix socket (the Core SPI, `docs/core-spi.md`). Needed with
+    /// --public-listen.
+    #[arg(long, env = "MCP_RUNTIME_CORE_UDS", value_parser = optional_path())]
+    core_uds: Option<PathBuf>,
+
+    /// Edge mode: the Core SPI transport the core serves on --core-uds: `grpc` (needs the
+    /// `grpc-uds` feature) or `http` (HTTP/JSON).
+    #[arg(long, env = "MCP_RUNTIME_CORE_TRANSPORT", default_value = "grpc", value_parser = ["grpc", "http"])]
+    core_transport: String,
+
+    /// Edge mode: deadline of one call to the core (ResolveCaller, InvokeHook), connecting
+    /// included, in milliseconds; past it the request is answered 503 (fail closed).
+    #[arg(long, env = "MCP_RUNTIME_CORE_TIMEOUT_MS", default_value_t = 800)]
+    core_timeout_ms: u64,
+
+    /// Edge mode: `Host` values the public endpoint accepts (`name` any port, `name:port`, `*`);
+    /// a comma list. Others are answered 421. Default: the loopback names, as the gateway.
+    #[arg(long, env = "MCP_RUNTIME_ALLOWED_HOSTS", value_delimiter = ',')]
+    allowed_hosts: Vec<String>,
+
+    /// Edge mode: `Origin` values the public endpoint accepts (`scheme://host` any port,
+    /// `scheme://host:port`, `*`); a comma list. Others are answered 403; a request without
+    /// `Origin` passes. Default: http and https on the loopback names, as the gateway.
+    #[arg(long, env = "MCP_RUNTIME_ALLOWED_ORIGINS", value_delimiter = ',')]
+    allowed_origins: Vec<String>,
+
+    /// Edge mode: most callers cached at once (0: no cache, every request asks the core).
+    #[arg(
+        long,
+        env = "MCP_RUNTIME_AUTH_CACHE_MAX_ENTRIES",
+        default_value_t = 10_000
+    )]
+    auth_cache_max_entries: usize,
+
+    /// Edge mode: longest time a resolved caller is reused, in milliseconds (also bounded by
+    /// the token's expiry and the core's `cache_max_age_ms`; dropped at once on a revocation).
+    #[arg(
+        long,
+        env = "MCP_RUNTIME_AUTH_CACHE_MAX_AGE_MS",
+        default_value_t = 60_000
+    )]
+    auth_cache_max_age_ms: u64,
+
+    /// Edge mode: largest request head (request line and headers) on the public endpoint, in
+    /// bytes; a longer one is answered 431.
+    #[arg(long, env = "MCP_RUNTIME_MAX_HEADER_BYTES", default_value_t = 64 * 1024)]
+    max_header_bytes: usize,
+
     /// Log format. Which events are logged is set by the environment variable
     /// `MCP_RUNTIME_LOG`, a `tracing` filter directive (`debug`, `mcp_runtime_core=debug`,
     /// ...; default `info`).
@@ -120,6 +177,12 @@ exit a runtime removes only the socket file it created.
 Proxies: upstreams on loopback (127.0.0.0/8, ::1, localhost) never go through a proxy; others
 follow HTTP_PROXY, HTTPS_PROXY, ALL_PROXY and NO_PROXY, and the error of an unreachable one
 names the proxy variable in effect.
+
+Edge mode (--public-listen with --core-uds): the runtime serves the public MCP endpoint itself
+and asks the policy core over the Core SPI who each caller is (cached per credential until the
+token's expiry, the core's and --auth-cache-max-age-ms, or a revocation on the watch stream) and
+for the hooks it registered. Fail closed: when the core cannot answer, every request is 503 with
+a JSON-RPC error; the runtime reconnects by itself.
 
 Exit status: 0 after a clean shutdown, 1 when start-up fails (catalog, upstreams), 2 for a
 usage error (command line, socket path).";
@@ -163,9 +226,23 @@ fn main() -> ExitCode {
     args.http_uds = given(args.http_uds);
     args.grpc_uds = given(args.grpc_uds);
     init_logging(&args.log_format);
-    if args.http_uds.is_none() && args.grpc_uds.is_none() {
+    args.core_uds = given(args.core_uds);
+    if args.http_uds.is_none() && args.grpc_uds.is_none() && args.public_listen.is_none() {
         eprintln!(
-            "mcp-runtime: no socket to serve; give --http-uds (MCP_RUST_UDS) and/or --grpc-uds (MCP_RUST_GRPC_UDS)"
+            "mcp-runtime: no socket to serve; give --http-uds (MCP_RUST_UDS), --grpc-uds (MCP_RUST_GRPC_UDS) and/or --public-listen (MCP_RUNTIME_PUBLIC_LISTEN)"
+        );
+        return ExitCode::from(2);
+    }
+    if args.public_listen.is_some() != args.core_uds.is_some() {
+        eprintln!(
+            "mcp-runtime: --public-listen (MCP_RUNTIME_PUBLIC_LISTEN) and --core-uds (MCP_RUNTIME_CORE_UDS) go together: the public endpoint asks the core at that socket"
+        );
+        return ExitCode::from(2);
+    }
+    if args.public_listen.is_some() && args.core_transport == "grpc" && !cfg!(feature = "grpc-uds")
+    {
+        eprintln!(
+            "mcp-runtime: --core-transport grpc needs the `grpc-uds` feature, which this binary was built without; rebuild with `cargo build -p mcp-runtime --features grpc-uds` or give --core-transport http"
         );
         return ExitCode::from(2);
     }
@@ -244,7 +321,29 @@ async fn run(args: Args) -> anyhow::Result<()> {
         },
         contract_version: contract_version(),
     };
-    let mut server = Server::new(Arc::new(Runtime::start(&catalog, config).await?));
+    let policy = match (&args.public_listen, &args.core_uds) {
+        (Some(_), Some(socket)) => Some(Arc::new(Policy::new(PolicyConfig {
+            socket: socket.clone(),
+            transport: if args.core_transport == "http" {
+                CoreTransport::Http
+            } else {
+                CoreTransport::Grpc
+            },
+            connect_timeout: Duration::from_millis(args.core_timeout_ms.clamp(1, 250)),
+            request_timeout: Duration::from_millis(args.core_timeout_ms.max(1)),
+            cache: CacheLimits {
+                max_entries: args.auth_cache_max_entries,
+                max_age: Duration::from_millis(args.auth_cache_max_age_ms),
+            },
+            watcher: format!("mcp-runtime pid {}", std::process::id()),
+        })?)),
+        _ => None,
+    };
+    let mut runtime = Runtime::start(&catalog, config).await?;
+    if let Some(p) = &policy {
+        runtime = runtime.with_hooks(Arc::clone(p) as Arc<dyn mcp_runtime_core::Hooks>);
+    }
+    let mut server = Server::new(Arc::new(runtime));
 
     let header_timeout = Duration::from_millis(args.header_read_timeout_ms.max(1));
     if !args.allow_uid.is_empty() {
@@ -266,6 +365,29 @@ async fn run(args: Args) -> anyhow::Result<()> {
         server.serve_grpc(bound.listener, admission("grpc"));
         tracing::info!(path = %path.display(), "gRPC adapter listening");
     }
+    if let (Some(addr), Some(policy)) = (args.public_listen, policy) {
+        let listener = socket::bind_tcp(addr)?;
+        let local = listener.local_addr()?;
+        let allow = AllowLists::new(
+            &or_default(args.allowed_hosts, || {
+                DEFAULT_ALLOWED_HOSTS
+                    .iter()
+                    .map(|h| (*h).to_owned())
+                    .collect()
+            }),
+            &or_default(args.allowed_origins, default_allowed_origins),
+        );
+        server.serve_public(
+            listener,
+            admission("public"),
+            PublicEndpoint {
+                policy,
+                allow,
+                max_header_bytes: args.max_header_bytes,
+            },
+        );
+        tracing::info!(address = %local, core = ?args.core_uds, transport = %args.core_transport, "public endpoint listening (edge mode)");
+    }
     tracing::info!(features = ?features(), "mcp-runtime ready");
 
     let grace = Duration::from_millis(args.shutdown_grace_ms);
@@ -281,6 +403,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     drop(socket_files);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `list` without empty entries, or `default()` when that leaves nothing.
+fn or_default(list: Vec<String>, default: impl FnOnce() -> Vec<String>) -> Vec<String> {
+    let list: Vec<String> = list.into_iter().filter(|e| !e.trim().is_empty()).collect();
+    if list.is_empty() { default() } else { list }
 }
 
 /// Installs SIGTERM and SIGINT handlers now; the future completes on either signal.

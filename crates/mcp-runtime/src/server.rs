@@ -7,11 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mcp_runtime_core::Runtime;
-use tokio::net::UnixListener;
+use tokio::net::{TcpListener, UnixListener};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
+use crate::host_origin::AllowLists;
 use crate::listener::Admission;
+use crate::policy::Policy;
 use crate::transport;
 
 /// Why serving stopped before shutdown was asked for.
@@ -42,6 +44,43 @@ pub async fn serve_http(
 ) {
     let header_read_timeout = admission.header_read_timeout();
     transport::http::serve(runtime, listener, admission, header_read_timeout, shutdown).await;
+}
+
+/// What the public endpoint (edge mode) is served with besides the runtime.
+#[derive(Debug, Clone)]
+pub struct PublicEndpoint {
+    /// The Core SPI client (the runtime must have been built with it as its hooks).
+    pub policy: Arc<Policy>,
+    /// The `Host` and `Origin` allow-lists.
+    pub allow: AllowLists,
+    /// The largest request head (request line and headers), in bytes; a longer one is a 431.
+    pub max_header_bytes: usize,
+}
+
+/// Serves the public endpoint of edge mode on the TCP `listener` (`/mcp`, `/servers/{id}/mcp`
+/// with the gateway's public semantics, callers resolved by the policy core) until `shutdown`
+/// completes, then waits for the requests in flight (bounded by the caller). The policy's
+/// watch task is not started here ([`Server::serve_public`] starts it).
+pub async fn serve_public(
+    runtime: Arc<Runtime>,
+    endpoint: PublicEndpoint,
+    listener: TcpListener,
+    admission: Admission,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    let edge = Arc::new(transport::public::Edge::new(
+        runtime,
+        endpoint.policy,
+        endpoint.allow,
+    ));
+    transport::public::serve(
+        edge,
+        listener,
+        admission,
+        endpoint.max_header_bytes,
+        shutdown,
+    )
+    .await;
 }
 
 /// Serves the gRPC adapter (`McpRuntime`, `grpc.health.v1`, server reflection) on `listener`
@@ -111,6 +150,33 @@ impl Server {
         let (rt, stop) = (Arc::clone(&self.runtime), self.shutdown.clone());
         self.adapters.spawn(async move {
             serve_http(rt, listener, admission, stop.cancelled_owned()).await;
+            Ok(())
+        });
+    }
+
+    /// Serves the public endpoint on `listener` (see [`serve_public`]) and runs the policy's
+    /// WatchPolicy and RecordCalls tasks, all until the drain.
+    pub fn serve_public(
+        &mut self,
+        listener: TcpListener,
+        admission: Admission,
+        endpoint: PublicEndpoint,
+    ) {
+        let policy = Arc::clone(&endpoint.policy);
+        let stop = self.shutdown.clone();
+        self.adapters.spawn(async move {
+            policy.watch(stop.cancelled_owned()).await;
+            Ok(())
+        });
+        let policy = Arc::clone(&endpoint.policy);
+        let stop = self.shutdown.clone();
+        self.adapters.spawn(async move {
+            policy.send_records(stop.cancelled_owned()).await;
+            Ok(())
+        });
+        let (rt, stop) = (Arc::clone(&self.runtime), self.shutdown.clone());
+        self.adapters.spawn(async move {
+            serve_public(rt, endpoint, listener, admission, stop.cancelled_owned()).await;
             Ok(())
         });
     }

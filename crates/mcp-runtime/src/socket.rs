@@ -298,3 +298,20 @@ fn tempdir_in(parent: &Path) -> io::Result<PathBuf> {
     }
     Err(io::Error::other("cannot create a staging directory"))
 }
+
+/// Binds the public TCP listener of edge mode (`--public-listen ADDR:PORT`; port 0 picks a free
+/// one, see [`tokio::net::TcpListener::local_addr`]). The only TCP socket the runtime binds.
+///
+/// # Errors
+///
+/// [`SocketError::Io`] naming the address when it cannot be bound (in use, not local, no
+/// permission).
+pub fn bind_tcp(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, SocketError> {
+    let io = |source| SocketError::Io {
+        path: addr.to_string(),
+        source,
+    };
+    let listener = std::net::TcpListener::bind(addr).map_err(io)?;
+    listener.set_nonblocking(true).map_err(io)?;
+    tokio::net::TcpListener::from_std(listener).map_err(io)
+}

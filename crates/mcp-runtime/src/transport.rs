@@ -3,3 +3,4 @@
 #[cfg(feature = "grpc-uds")]
 pub(crate) mod grpc;
 pub(crate) mod http;
+pub(crate) mod public;

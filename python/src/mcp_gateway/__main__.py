@@ -4,9 +4,11 @@
 :class:`mcp_gateway.Settings`). ``token`` prints an HS256 bearer token signed with
 ``JWT_SECRET_KEY`` (or ``--secret``) for local use. ``stack`` brings up the fixture upstream,
 the runtime (both sockets) and the gateway in the chosen mode, prints the URL and tokens, and
-stops everything on Ctrl-C (``make run MODE=grpc``). ``core`` serves the Core SPI of edge mode
-on its Unix sockets (:mod:`mcp_gateway.core`, ``docs/core-spi.md``); ``core-admin`` revokes
-credentials through a running core's HTTP socket and prints its counters.
+stops everything on Ctrl-C (``make run MODE=grpc``); in the edge modes (``MODE=edge``, gRPC
+callbacks, or ``MODE=edge-http``) the core and the runtime serving the public endpoint instead.
+``core`` serves the Core SPI of edge mode on its Unix sockets (:mod:`mcp_gateway.core`,
+``docs/core-spi.md``); ``core-admin`` revokes credentials through a running core's HTTP socket
+and prints its counters.
 """
 
 from __future__ import annotations
@@ -172,6 +174,8 @@ def _stack(args: argparse.Namespace) -> int:
             print(f"mode:      {running.mode}")
             print(f"MCP URL:   {running.url}")
             print(f"logs:      {running.workdir}")
+            if running.core_http_uds:
+                print(f"core:      {running.core_http_uds}   (core-admin --http-uds)")
             print(f"token:     {token}   (alice@example.com, team alpha)")
             print(f"admin:     {admin}   (admin@example.com, unrestricted)")
             print("header:    Authorization: Bearer <token>     Ctrl-C stops the stack.", flush=True)
@@ -265,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     token.set_defaults(func=_token)
 
     run = commands.add_parser("stack", help="bring up fixture upstream, runtime and gateway (make run)")
-    run.add_argument("--mode", choices=["grpc", "http", "python"], default="grpc")
+    run.add_argument("--mode", choices=["grpc", "http", "python", "edge", "edge-http"], default="grpc")
     run.add_argument("--port", type=int, default=4444)
     run.set_defaults(func=_stack)
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import httpx
 
 __all__ = [
+    "EDGE_MODES",
     "Stack",
     "fixture_binary",
     "free_port",
@@ -32,6 +33,7 @@ __all__ = [
     "runtime_binary",
     "stack",
     "start_core",
+    "start_edge_runtime",
     "start_fixture",
     "start_gateway",
     "start_runtime",
@@ -285,31 +287,122 @@ def start_gateway(
     raise RuntimeError(f"gateway did not answer on port {port} within {timeout_s} s")
 
 
+EDGE_MODES = ("edge", "edge-http")
+"""The stack modes where the runtime serves the public endpoint itself and asks the core over the
+Core SPI: ``edge`` on gRPC, ``edge-http`` on HTTP/JSON."""
+
+
 @dataclass
 class Stack:
-    """A running chain: fixture upstream, runtime (unless mode ``python``) and gateway."""
+    """A running chain of processes behind one public endpoint.
+
+    Fixture upstream, runtime (unless mode ``python``) and gateway; in the edge modes fixture
+    upstream, core and runtime (serving the public endpoint).
+
+    Attributes:
+        mode: ``grpc``, ``http``, ``python``, ``edge`` or ``edge-http``.
+        url: The public MCP endpoint, ``http://127.0.0.1:PORT/mcp``.
+        processes: Every process started, in start order.
+        workdir: Sockets, catalog and logs.
+        core_http_uds: The core's HTTP/JSON socket in the edge modes (its admin routes), else
+            ``None``.
+    """
 
     mode: str
     url: str
     processes: list[subprocess.Popen[bytes]]
     workdir: Path
+    core_http_uds: str | None = None
 
     def stop(self) -> None:
-        """Stop every process, gateway first."""
+        """Stop every process, the last started first."""
         for process in reversed(self.processes):
             stop(process)
 
 
-@contextlib.contextmanager
-def stack(mode: str, port: int, secret: str, workdir: Path | None = None) -> Iterator[Stack]:
-    """Bring up the chain for ``mode`` (``grpc``, ``http`` or ``python``); stop it on exit.
+def _wait_http_health(url: str, process: subprocess.Popen[bytes], timeout_s: float, name: str) -> None:
+    """Wait until ``GET url`` answers 200 on TCP (``process`` still running)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited with status {process.returncode}")
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{name} did not serve {url} within {timeout_s} s")
+
+
+def start_edge_runtime(
+    catalog: Path,
+    http_uds: str,
+    *,
+    port: int,
+    core_uds: str,
+    core_transport: str,
+    extra: tuple[str, ...] = (),
+    log: Path | None = None,
+    timeout_s: float = 30.0,
+) -> subprocess.Popen[bytes]:
+    """Start ``mcp-runtime`` in edge mode and wait until its public endpoint answers ``/health``.
 
     Args:
-        mode: The gateway's mode; ``python`` starts no runtime.
-        port: The gateway's TCP port on 127.0.0.1.
-        secret: The gateway's ``JWT_SECRET_KEY``.
+        catalog: The catalog file.
+        http_uds: Path of its (internal) HTTP/JSON socket.
+        port: The public endpoint's TCP port on 127.0.0.1 (``--public-listen``).
+        core_uds: The core's socket (``--core-uds``).
+        core_transport: ``grpc`` or ``http`` (``--core-transport``).
+        extra: More command-line flags.
+        log: File its stdout and stderr are appended to (default: discarded).
+        timeout_s: How long to wait for it to serve, in seconds.
+
+    Raises:
+        RuntimeError: Binary missing, early exit, or not serving within ``timeout_s`` seconds.
+    """
+    flags = (
+        "--public-listen",
+        f"127.0.0.1:{port}",
+        "--core-uds",
+        core_uds,
+        "--core-transport",
+        core_transport,
+        *extra,
+    )
+    process = start_runtime(catalog, http_uds, None, extra=flags, log=log, timeout_s=timeout_s)
+    try:
+        _wait_http_health(f"http://127.0.0.1:{port}/health", process, timeout_s, "mcp-runtime")
+    except BaseException:
+        stop(process)
+        raise
+    return process
+
+
+@contextlib.contextmanager
+def stack(
+    mode: str,
+    port: int,
+    secret: str,
+    workdir: Path | None = None,
+    *,
+    runtime_extra: tuple[str, ...] = (),
+) -> Iterator[Stack]:
+    """Bring up the chain for ``mode``; stop it on exit.
+
+    ``grpc``, ``http`` and ``python`` start the fixture, the runtime (not for ``python``) and the
+    gateway in that mode. The edge modes (:data:`EDGE_MODES`) start the fixture, the core (both
+    sockets: the runtime uses one, the admin routes are on the HTTP one) and the runtime serving
+    the public endpoint on ``port``, asking the core over gRPC (``edge``) or HTTP/JSON
+    (``edge-http``).
+
+    Args:
+        mode: ``grpc``, ``http``, ``python``, ``edge`` or ``edge-http``.
+        port: The public endpoint's TCP port on 127.0.0.1.
+        secret: ``JWT_SECRET_KEY`` of the gateway or the core.
         workdir: Where sockets, the catalog and the logs go; default a temporary directory
             removed on exit.
+        runtime_extra: More flags for the runtime (edge modes only).
 
     Yields:
         The running chain.
@@ -327,6 +420,25 @@ def stack(mode: str, port: int, secret: str, workdir: Path | None = None) -> Ite
         processes.append(fixture)
         catalog = write_catalog(workdir / "catalog.toml", fixture_url)
         env = {"JWT_SECRET_KEY": secret, "MCP_RUNTIME_CATALOG": str(catalog)}
+        if mode in EDGE_MODES:
+            core_http, core_grpc = str(workdir / "core-http.sock"), str(workdir / "core-grpc.sock")
+            processes.append(
+                start_core(http_uds=core_http, grpc_uds=core_grpc, env=env, log=workdir / "core.log")
+            )
+            running.core_http_uds = core_http
+            processes.append(
+                start_edge_runtime(
+                    catalog,
+                    str(workdir / "runtime-http.sock"),
+                    port=port,
+                    core_uds=core_grpc if mode == "edge" else core_http,
+                    core_transport="grpc" if mode == "edge" else "http",
+                    extra=runtime_extra,
+                    log=workdir / "runtime.log",
+                )
+            )
+            yield running
+            return
         if mode != "python":
             http_uds, grpc_uds = str(workdir / "runtime-http.sock"), str(workdir / "runtime-grpc.sock")
             processes.append(start_runtime(catalog, http_uds, grpc_uds, log=workdir / "runtime.log"))

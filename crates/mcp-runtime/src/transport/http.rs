@@ -81,6 +81,11 @@ pub(crate) fn router(runtime: Arc<Runtime>) -> Router {
 }
 
 async fn health(State(rt): State<Arc<Runtime>>) -> Response {
+    health_response(&rt)
+}
+
+/// `GET /health`: the runtime's health as JSON, 200 while serving, 503 while draining.
+pub(crate) fn health_response(rt: &Runtime) -> Response {
     let h = rt.health();
     let body = serde_json::json!({
         "status": if h.serving { "serving" } else { "not_serving" },
@@ -132,7 +137,10 @@ async fn not_found() -> Response {
 
 /// A header's value; a value that is present but not visible ASCII is a 400, never treated as
 /// absent (an unreadable scope must not widen to the federated endpoint).
-fn header(headers: &HeaderMap, name: &'static str) -> Result<Option<String>, RequestError> {
+pub(crate) fn header(
+    headers: &HeaderMap,
+    name: &'static str,
+) -> Result<Option<String>, RequestError> {
     match headers.get(name).map(HeaderValue::to_str) {
         None => Ok(None),
         Some(Ok(v)) => Ok(Some(v.to_owned())),
@@ -154,7 +162,7 @@ fn mcp_headers(headers: &HeaderMap) -> Result<(McpHeaders, Option<String>), Requ
 }
 
 /// A fault of the HTTP request itself: the core's answer for it, with id `null`.
-fn rpc_error(e: RequestError) -> Response {
+pub(crate) fn rpc_error(e: RequestError) -> Response {
     into_response(e.into_outcome(None))
 }
 
@@ -175,7 +183,7 @@ pub enum AuthHeaderError {
 /// The JSON form of the AuthContext on this boundary: `{"email": .., "is_admin": ..,
 /// "teams": null | [..], ..}` (`docs/http-boundary.md`); same fields as the proto's.
 #[derive(serde::Deserialize)]
-struct AuthContextJson {
+pub(crate) struct AuthContextJson {
     email: String,
     #[serde(default)]
     is_admin: bool,
@@ -209,6 +217,25 @@ impl From<AuthContextJson> for AuthContext {
     }
 }
 
+/// The JSON form of `auth` on this boundary (the inverse of [`AuthContextJson`]): also the
+/// `caller` of the Core SPI's HTTP/JSON routes.
+pub(crate) fn auth_context_wire(auth: &AuthContext) -> serde_json::Value {
+    let teams = match &auth.team_scope {
+        TeamScope::Unrestricted => serde_json::Value::Null,
+        TeamScope::PublicOnly => serde_json::json!([]),
+        TeamScope::Teams(t) => serde_json::json!(t),
+    };
+    serde_json::json!({
+        "email": auth.subject_email,
+        "is_admin": auth.is_admin,
+        "teams": teams,
+        "scopes": auth.scopes,
+        "token_exp": (auth.token_expires_at_unix_s != 0).then_some(auth.token_expires_at_unix_s),
+        "traceparent": auth.traceparent,
+        "trace_id": auth.trace_id,
+    })
+}
+
 /// Decodes `x-contextforge-auth-context`.
 fn auth_context(headers: &HeaderMap) -> Result<AuthContext, AuthHeaderError> {
     let value = headers
@@ -238,21 +265,59 @@ async fn handle(
     headers: HeaderMap,
     body: HttpBody,
 ) -> Response {
-    let method = match method {
-        HttpMethod::POST => Method::Post,
-        HttpMethod::GET => Method::Get,
-        HttpMethod::DELETE => Method::Delete,
-        _ => {
-            let mut r = StatusCode::METHOD_NOT_ALLOWED.into_response();
-            r.headers_mut()
-                .insert("allow", HeaderValue::from_static("GET, POST, DELETE"));
-            return r;
-        }
+    let Some(method) = mcp_method(&method) else {
+        return method_not_allowed();
     };
     let auth = match auth_context(&headers) {
         Ok(a) => a,
         Err(why) => return rpc_error(RequestError::Unauthorized(why.to_string())),
     };
+    serve_mcp(
+        rt,
+        server_id,
+        method,
+        &headers,
+        body,
+        auth,
+        None,
+        Transport::Http,
+    )
+    .await
+}
+
+/// The MCP method of an HTTP method; `None` for any other (answer [`method_not_allowed`]).
+pub(crate) fn mcp_method(method: &HttpMethod) -> Option<Method> {
+    match *method {
+        HttpMethod::POST => Some(Method::Post),
+        HttpMethod::GET => Some(Method::Get),
+        HttpMethod::DELETE => Some(Method::Delete),
+        _ => None,
+    }
+}
+
+/// The 405 of a method that is not GET, POST or DELETE, with `Allow`.
+pub(crate) fn method_not_allowed() -> Response {
+    let mut r = StatusCode::METHOD_NOT_ALLOWED.into_response();
+    r.headers_mut()
+        .insert("allow", HeaderValue::from_static("GET, POST, DELETE"));
+    r
+}
+
+/// Reads the body of an authenticated MCP request (held against the byte budgets from its
+/// declared length, 413 over the message limit), hands the request to the core and encodes its
+/// outcome. Shared by this adapter and the public listener (edge mode); `request_id` replaces
+/// the `x-request-id` header when given.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn serve_mcp(
+    rt: Arc<Runtime>,
+    server_id: Option<String>,
+    method: Method,
+    headers: &HeaderMap,
+    body: HttpBody,
+    auth: AuthContext,
+    request_id: Option<String>,
+    transport: Transport,
+) -> Response {
     let limit = rt.max_message_bytes();
     // A declared length (Content-Length) is held against the byte budgets while the body is
     // read, so a body without room is refused unread; over the limit it is the 413 below.
@@ -272,11 +337,20 @@ async fn handle(
     } else {
         None
     };
-    let Some(body) = read_body(body, limit).await else {
-        return rpc_error(RequestError::PayloadTooLarge { size: None, limit });
+    let body = match read_body(body, limit).await {
+        Ok(b) => b,
+        Err(BodyFault::TooLarge | BodyFault::Broken) => {
+            return rpc_error(RequestError::PayloadTooLarge { size: None, limit });
+        }
+        Err(BodyFault::Stalled(after)) => {
+            let mut r = rpc_error(RequestError::BodyStalled(after));
+            r.headers_mut()
+                .insert("connection", HeaderValue::from_static("close"));
+            return r;
+        }
     };
 
-    let (mcp_headers, request_id) = match mcp_headers(&headers) {
+    let (mcp_headers, header_request_id) = match mcp_headers(headers) {
         Ok(h) => h,
         Err(bad) => return rpc_error(bad),
     };
@@ -284,17 +358,17 @@ async fn handle(
         method,
         headers: mcp_headers,
         server_id,
-        request_id,
+        request_id: request_id.or(header_request_id),
         auth,
         body,
-        transport: Transport::Http,
+        transport,
     };
     // The core keeps the reservation until the request is answered.
     into_response(rt.handle_reserved(req, reservation).await)
 }
 
 /// Encodes a core outcome as an HTTP response; SSE events are written as they arrive.
-fn into_response(outcome: Outcome) -> Response {
+pub(crate) fn into_response(outcome: Outcome) -> Response {
     let status =
         StatusCode::from_u16(outcome.head.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let body = match outcome.body {
@@ -321,7 +395,7 @@ const OVERSIZE_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_se
 /// Reads and drops what the client still sends of a body that is refused (at most `limit`
 /// bytes, for at most [`OVERSIZE_DRAIN_TIMEOUT`]), so that a client that writes its whole body
 /// before reading sees the answer instead of a closed connection.
-async fn discard_body(
+pub(crate) async fn discard_body(
     mut stream: impl futures::Stream<Item = Result<Bytes, axum::Error>> + Unpin,
     limit: usize,
 ) {
@@ -337,26 +411,56 @@ async fn discard_body(
     let _ = tokio::time::timeout(OVERSIZE_DRAIN_TIMEOUT, drain).await;
 }
 
-/// The request body, or `None` when it is longer than `limit` bytes or breaks off.
+/// Why a request body was not read.
+#[derive(Debug)]
+enum BodyFault {
+    /// Longer than the limit.
+    TooLarge,
+    /// It broke off (the client went away, a malformed chunk).
+    Broken,
+    /// No byte of it arrived for this long ([`Stalled`], the public endpoint only).
+    Stalled(std::time::Duration),
+}
+
+/// The error a body stream of the public endpoint yields when its client stopped sending
+/// (`transport/public.rs`); [`read_body`] answers it with 408.
+#[derive(Debug, thiserror::Error)]
+#[error("request body stalled for {0:?}")]
+pub(crate) struct Stalled(pub(crate) std::time::Duration);
+
+/// The request body, or why not: longer than `limit` bytes, broken off, or stalled.
 ///
 /// Over the limit, what the client still sends is read and dropped (at most another `limit`
 /// bytes, for at most [`OVERSIZE_DRAIN_TIMEOUT`]) before the caller answers 413: a client that
 /// writes its whole body before reading (hyper's, httpx's) otherwise fails on a closed
 /// connection and never sees the answer. Larger or slower bodies get the 413 and the close.
-async fn read_body(body: HttpBody, limit: usize) -> Option<Bytes> {
+async fn read_body(body: HttpBody, limit: usize) -> Result<Bytes, BodyFault> {
     let mut stream = body.into_data_stream();
     let mut chunks: Vec<Bytes> = Vec::new();
     let mut len = 0usize;
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.ok()?;
+        let chunk = match chunk {
+            Ok(c) => c,
+            Err(e) => {
+                // The stall may be wrapped in more than one layer of the body's error type.
+                let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+                while let Some(c) = cause {
+                    if let Some(s) = c.downcast_ref::<Stalled>() {
+                        return Err(BodyFault::Stalled(s.0));
+                    }
+                    cause = c.source();
+                }
+                return Err(BodyFault::Broken);
+            }
+        };
         len += chunk.len();
         if len > limit {
             discard_body(stream, limit).await;
-            return None;
+            return Err(BodyFault::TooLarge);
         }
         chunks.push(chunk);
     }
-    Some(match chunks.len() {
+    Ok(match chunks.len() {
         0 => Bytes::new(),
         1 => chunks.pop().unwrap_or_default(),
         _ => {

@@ -15,6 +15,8 @@
 //! - `admission`: connection cap and header read timeout.
 //! - `limits`: per-subject limits (open sessions).
 //! - `health`: health while draining, server reflection.
+//! - `edge`: the public endpoint of edge mode without its policy core (checks before the
+//!   core, fail closed).
 
 #[path = "../support/mod.rs"]
 pub mod support;
@@ -24,6 +26,7 @@ mod sidecar;
 mod admission;
 mod bad_input;
 mod cases;
+mod edge;
 mod faults;
 mod health;
 mod http_semantics;

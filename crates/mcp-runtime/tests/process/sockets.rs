@@ -448,3 +448,48 @@ fn an_unreachable_upstream_behind_a_proxy_names_the_variable() {
         "{err}"
     );
 }
+
+/// Edge mode's flags go together: `--public-listen` without `--core-uds` (or the reverse) is a
+/// usage error (status 2), and so is `--core-transport grpc` in a build without the feature.
+#[test]
+fn edge_flags_are_checked_before_start() {
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    let cat = dir.path().join("c.toml");
+    std::fs::write(&cat, "").unwrap();
+    let core = dir.path().join("core.sock");
+    let run = |args: &[&std::ffi::OsStr]| {
+        let out = Command::new(runtime_bin())
+            .arg("--catalog")
+            .arg(&cat)
+            .args(args)
+            .env_remove("MCP_RUNTIME_CORE_UDS")
+            .env_remove("MCP_RUNTIME_PUBLIC_LISTEN")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run(&["--public-listen".as_ref(), "127.0.0.1:0".as_ref()]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("go together"), "{err}");
+    let (code, err) = run(&[
+        "--http-uds".as_ref(),
+        dir.path().join("h.sock").as_os_str(),
+        "--core-uds".as_ref(),
+        core.as_os_str(),
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("go together"), "{err}");
+    if !cfg!(feature = "grpc-uds") {
+        let (code, err) = run(&[
+            "--public-listen".as_ref(),
+            "127.0.0.1:0".as_ref(),
+            "--core-uds".as_ref(),
+            core.as_os_str(),
+        ]);
+        assert_eq!(code, Some(2), "{err}");
+        assert!(err.contains("`grpc-uds` feature"), "{err}");
+    }
+}

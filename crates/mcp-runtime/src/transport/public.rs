@@ -1,0 +1,335 @@
+//! The public endpoint of edge mode: streamable HTTP on TCP (`--public-listen`), `/mcp` and
+//! `/servers/{id}/mcp` with GET, POST and DELETE, with the gateway's public semantics, the
+//! caller resolved by the policy core ([`crate::policy`]).
+//!
+//! Order of the checks, as the gateway's: the path (404), the method (405), `Host` (421) and
+//! `Origin` (403) against the allow-lists, the caller (ResolveCaller: 401 with the core's
+//! `WWW-Authenticate`, 403, or 503 when the core cannot answer), then the body and the MCP
+//! request through the same path as the HTTP/JSON adapter ([`super::http::serve_mcp`]). An
+//! `x-contextforge-auth-context` or `x-contextforge-server-id` header from a public client is
+//! never read: the caller is the core's answer and the scope is the path.
+//!
+//! Connections: the admission's cap and first-byte timeout, hyper's header read timeout and a
+//! cap on the request head's size (a longer head is answered 431 by hyper).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::body::Body as HttpBody;
+use axum::http::{HeaderMap, HeaderValue, Request as HttpRequest};
+use axum::response::Response;
+use mcp_runtime_core::{RequestError, Runtime, Transport};
+
+use super::http::{
+    Stalled, discard_body, header, health_response, mcp_method, method_not_allowed, rpc_error,
+    serve_mcp,
+};
+use crate::host_origin::{AllowLists, Refusal};
+use crate::listener::Admission;
+use crate::policy::{CallerQuery, Policy, Resolution};
+
+/// The challenge of a 401 when the core gave none (the gateway's realm).
+const DEFAULT_CHALLENGE: &str = "Bearer realm=\"mcp-gateway\"";
+
+/// What the public endpoint serves with.
+#[derive(Debug)]
+pub(crate) struct Edge {
+    pub(crate) runtime: Arc<Runtime>,
+    pub(crate) policy: Arc<Policy>,
+    pub(crate) allow: AllowLists,
+    /// Request ids: a per-process prefix and a counter.
+    prefix: String,
+    next_id: AtomicU64,
+}
+
+impl Edge {
+    pub(crate) fn new(runtime: Arc<Runtime>, policy: Arc<Policy>, allow: AllowLists) -> Self {
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_micros();
+        Self {
+            runtime,
+            policy,
+            allow,
+            prefix: format!("{:x}-{started:x}", std::process::id()),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    fn request_id(&self) -> String {
+        format!(
+            "{}-{:x}",
+            self.prefix,
+            self.next_id.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+}
+
+/// Serves the public endpoint on `listener` until `shutdown` completes, then waits for open
+/// connections to finish their requests (the caller bounds that wait by the grace period).
+pub(crate) async fn serve(
+    edge: Arc<Edge>,
+    listener: tokio::net::TcpListener,
+    admission: Admission,
+    max_header_bytes: usize,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let header_read_timeout: Duration = admission.header_read_timeout();
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (conn, peer) = tokio::select! {
+            c = admission.accept_tcp(&listener) => c,
+            () = &mut shutdown => break,
+        };
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_read_timeout)
+            // The service below refuses a complete head over the limit (431, JSON-RPC error);
+            // hyper stops reading one at twice the limit (its 431 has no body), so a head never
+            // holds more than about that much memory.
+            .max_header_size(max_header_bytes.saturating_mul(2));
+        let edge = Arc::clone(&edge);
+        let service = hyper::service::service_fn(move |req: HttpRequest<hyper::body::Incoming>| {
+            let edge = Arc::clone(&edge);
+            async move {
+                let (parts, body) = req.into_parts();
+                let head = head_bytes(&parts.method, &parts.uri, &parts.headers);
+                if head > max_header_bytes {
+                    let mut r = rpc_error(RequestError::HeadTooLarge {
+                        limit: max_header_bytes,
+                    });
+                    r.headers_mut()
+                        .insert("connection", HeaderValue::from_static("close"));
+                    return Ok(r);
+                }
+                Ok::<_, Infallible>(
+                    route(
+                        edge,
+                        peer,
+                        parts.uri.path(),
+                        &parts.method,
+                        &parts.headers,
+                        stall_bounded(HttpBody::new(body), header_read_timeout),
+                    )
+                    .await,
+                )
+            }
+        });
+        let served = builder.serve_connection(TokioIo::new(conn), service);
+        let watched = graceful.watch(served);
+        tokio::spawn(async move {
+            if let Err(e) = watched.await {
+                tracing::debug!(error = %e, "public connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+/// `body`, failing with [`Stalled`] when no byte of it arrives for `after` (the header read
+/// timeout): a client that stops sending its body is answered 408 instead of holding the
+/// request open.
+fn stall_bounded(body: HttpBody, after: Duration) -> HttpBody {
+    use futures::StreamExt as _;
+    type BoxError = Box<dyn std::error::Error + Send + Sync>;
+    let chunks = body.into_data_stream();
+    HttpBody::from_stream(futures::stream::unfold(
+        Some(chunks),
+        move |chunks| async move {
+            let mut chunks = chunks?;
+            match tokio::time::timeout(after, chunks.next()).await {
+                Ok(Some(Ok(c))) => Some((Ok(c), Some(chunks))),
+                Ok(Some(Err(e))) => Some((Err(BoxError::from(e)), None)),
+                Ok(None) => None,
+                Err(_) => Some((Err(BoxError::from(Stalled(after))), None)),
+            }
+        },
+    ))
+}
+
+/// The size of a request head as sent: request line, headers with `: ` and CRLF, final CRLF.
+fn head_bytes(method: &axum::http::Method, uri: &axum::http::Uri, headers: &HeaderMap) -> usize {
+    let target = uri.path_and_query().map_or(1, |p| p.as_str().len());
+    let line = method.as_str().len() + 1 + target + " HTTP/1.1\r\n".len();
+    headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + 2 + v.len() + 2)
+        .sum::<usize>()
+        + line
+        + 2
+}
+
+/// Percent-decodes one path segment; `None` when the result is not UTF-8 or an escape is
+/// broken.
+fn percent_decode(segment: &str) -> Option<String> {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = segment.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Which endpoint a path names: `Some(None)` for `/mcp`, `Some(Some(id))` for
+/// `/servers/{id}/mcp`, `None` for any other path.
+fn endpoint(path: &str) -> Option<Option<&str>> {
+    if path == "/mcp" {
+        return Some(None);
+    }
+    let id = path.strip_prefix("/servers/")?.strip_suffix("/mcp")?;
+    (!id.is_empty() && !id.contains('/')).then_some(Some(id))
+}
+
+/// How much of the body of a request refused before it was read (path, method, Host, Origin,
+/// caller) is still read and dropped, so that the connection stays usable for the next request
+/// (hyper closes a connection whose request body was left unread); a longer body gets the
+/// answer and the close.
+const REFUSED_BODY_DRAIN: usize = 64 * 1024;
+
+async fn route(
+    edge: Arc<Edge>,
+    peer: SocketAddr,
+    path: &str,
+    method: &axum::http::Method,
+    headers: &HeaderMap,
+    body: HttpBody,
+) -> Response {
+    let mut body = Some(body);
+    let response = answer(edge, peer, path, method, headers, &mut body).await;
+    if let Some(unread) = body {
+        discard_body(unread.into_data_stream(), REFUSED_BODY_DRAIN).await;
+    }
+    response
+}
+
+/// The answer to a `Host` (421) or `Origin` (403) outside the allow-lists.
+fn refusal(refused: Refusal) -> RequestError {
+    match refused {
+        Refusal::Host(h) => RequestError::HostNotAllowed(h),
+        Refusal::Origin(o) => RequestError::Forbidden(format!("Origin {o} is not allowed")),
+    }
+}
+
+/// Answers one request; `body` is taken only when the request is served (left in place by a
+/// refusal, for [`route`] to drain).
+async fn answer(
+    edge: Arc<Edge>,
+    peer: SocketAddr,
+    path: &str,
+    method: &axum::http::Method,
+    headers: &HeaderMap,
+    body: &mut Option<HttpBody>,
+) -> Response {
+    let text = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    if path == "/health" && method == axum::http::Method::GET {
+        // As the gateway's `/health`: behind the allow-lists too.
+        if let Err(refused) = edge.allow.check(text("host"), text("origin")) {
+            return rpc_error(refusal(refused));
+        }
+        return health_response(&edge.runtime);
+    }
+    let Some(endpoint) = endpoint(path) else {
+        return rpc_error(RequestError::UnknownPath);
+    };
+    let server_id = match endpoint.map(percent_decode) {
+        None => None,
+        Some(Some(id)) => Some(id),
+        Some(None) => return rpc_error(RequestError::BadServerIdInPath),
+    };
+    let Some(method) = mcp_method(method) else {
+        return method_not_allowed();
+    };
+    if let Err(refused) = edge.allow.check(text("host"), text("origin")) {
+        let e = refusal(refused);
+        tracing::info!(status = e.status(), %path, "{e}");
+        return rpc_error(e);
+    }
+    let authorization = match header(headers, "authorization") {
+        Ok(a) => a.unwrap_or_default(),
+        Err(bad) => return rpc_error(bad),
+    };
+    let request_id = edge.request_id();
+    let query = CallerQuery {
+        authorization,
+        client_address: peer.to_string(),
+        server_id: server_id.clone().unwrap_or_default(),
+        request_id: request_id.clone(),
+        traceparent: text("traceparent").unwrap_or_default().to_owned(),
+    };
+    let caller = match edge.policy.resolve(&query).await {
+        Ok(Resolution::Allowed(caller)) => caller,
+        Ok(Resolution::Denied(d)) => {
+            let status = if d.http_status == 403 { 403 } else { 401 };
+            let mut r = rpc_error(RequestError::CallerDenied {
+                status,
+                message: d.reason,
+            });
+            if status == 401 {
+                let value = HeaderValue::from_str(&d.www_authenticate)
+                    .ok()
+                    .filter(|_| !d.www_authenticate.is_empty())
+                    .unwrap_or_else(|| HeaderValue::from_static(DEFAULT_CHALLENGE));
+                r.headers_mut().insert("www-authenticate", value);
+            }
+            return r;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, %request_id, "request refused: no policy");
+            return rpc_error(RequestError::PolicyUnavailable);
+        }
+    };
+    let mut auth = (*caller).clone();
+    // The trace context is the public request's, not the one of the answer that was cached.
+    if let Some(tp) = text("traceparent") {
+        tp.clone_into(&mut auth.traceparent);
+    }
+    auth.trace_id.clone_from(&request_id);
+    serve_mcp(
+        Arc::clone(&edge.runtime),
+        server_id,
+        method,
+        headers,
+        body.take().unwrap_or_default(),
+        auth,
+        Some(request_id),
+        Transport::Public,
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints() {
+        assert_eq!(endpoint("/mcp"), Some(None));
+        assert_eq!(endpoint("/servers/a%20b/mcp"), Some(Some("a%20b")));
+        assert_eq!(endpoint("/servers//mcp"), None);
+        assert_eq!(endpoint("/servers/a/b/mcp"), None);
+        assert_eq!(endpoint("/mcp/"), None);
+        assert_eq!(percent_decode("a%20b").as_deref(), Some("a b"));
+        assert_eq!(percent_decode("%ff"), None);
+        assert_eq!(percent_decode("%2"), None);
+    }
+}

@@ -1,0 +1,327 @@
+"""Edge mode end to end: the runtime serves the public endpoint and asks the real Python core.
+
+One stack per core transport (``edge``: gRPC, ``edge-http``: HTTP/JSON), on real sockets: the
+fixture upstream, the core (``python -m mcp_gateway core``, both sockets, a deny-list and a
+redactor configured) and ``mcp-runtime --public-listen`` asking the core on the transport's
+socket. Covered: a valid token calls a tool; refused tokens are 401 with ``WWW-Authenticate``
+and never reach the upstream; a revocation on the watch stream stops a cached token (latency
+printed, bound generous); calls are recorded at the core in batches; the core killed makes every
+request 503 with a JSON-RPC error at once, and the core restarted is used again without
+restarting the runtime; an injected ``x-contextforge-auth-context`` header is ignored; the hooks
+(deny-list, redactor) apply; a stalled body is 408.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import jwt
+import pytest
+
+from conftest import RUNTIME_FLAGS, SECRET, Gateway, _socket_dir
+from mcp_gateway.testing import free_port, start_core, start_edge_runtime, stop
+
+PLUGINS = {"deny_tools": {"alpha": ["payload"]}, "redact": "sk-[A-Za-z0-9]{8,}"}
+"""The core's plugins here: team alpha may not call ``payload``; ``sk-...`` is redacted."""
+
+
+STALL_MS = 3000
+"""The runtimes' header read timeout here, in milliseconds: also how long a body may stall."""
+
+
+@dataclass
+class EdgeStack(Gateway):
+    """An edge stack: the public endpoint is the runtime's; the core can be killed and restarted."""
+
+    core_http: str = ""
+    core_grpc: str = ""
+    core_env: dict[str, str] = field(default_factory=dict)
+    plugins: Path | None = None
+    log: Path | None = None
+    core: Any = None
+    runtime: Any = None
+
+    def start_core(self) -> None:
+        for path in (self.core_http, self.core_grpc):
+            if os.path.exists(path):
+                os.unlink(path)
+        self.core = start_core(
+            http_uds=self.core_http,
+            grpc_uds=self.core_grpc,
+            env=self.core_env,
+            plugins=self.plugins,
+            log=self.log,
+        )
+
+    def kill_core(self) -> None:
+        self.core.kill()
+        self.core.wait()
+
+    def stats(self) -> dict[str, Any]:
+        """The core's counters (``GET /admin/stats`` on its HTTP socket)."""
+        with httpx.Client(transport=httpx.HTTPTransport(uds=self.core_http), timeout=5.0) as admin:
+            r = admin.get("http://core/admin/stats")
+            assert r.status_code == 200, r.text
+            answer: dict[str, Any] = r.json()
+            return answer
+
+    def revoke(self, body: dict[str, Any]) -> None:
+        """Revoke through the core's admin route on its HTTP socket."""
+        with httpx.Client(transport=httpx.HTTPTransport(uds=self.core_http), timeout=5.0) as admin:
+            r = admin.post("http://core/admin/revoke", json=body)
+            assert r.status_code == 200, r.text
+
+
+@pytest.fixture(scope="module", params=["edge", "edge-http"])
+def edge(request: pytest.FixtureRequest, workdir: Path, catalog: Path) -> Iterator[EdgeStack]:
+    mode: str = request.param
+    sockets = _socket_dir()
+    port = free_port()
+    plugins = workdir / f"plugins-{mode}.json"
+    plugins.write_text(json.dumps(PLUGINS))
+    stack = EdgeStack(
+        mode,
+        f"http://127.0.0.1:{port}",
+        core_http=str(sockets / "core-http.sock"),
+        core_grpc=str(sockets / "core-grpc.sock"),
+        core_env={"JWT_SECRET_KEY": SECRET},
+        plugins=plugins,
+        log=workdir / f"core-{mode}.log",
+    )
+    stack.start_core()
+    try:
+        stack.runtime = start_edge_runtime(
+            catalog,
+            str(sockets / "runtime-http.sock"),
+            port=port,
+            core_uds=stack.core_grpc if mode == "edge" else stack.core_http,
+            core_transport="grpc" if mode == "edge" else "http",
+            # A short header read timeout, which also bounds a stalled body.
+            extra=(*RUNTIME_FLAGS, "--header-read-timeout-ms", str(STALL_MS)),
+            log=workdir / f"runtime-{mode}.log",
+        )
+        yield stack
+    finally:
+        stop(stack.runtime)
+        stop(stack.core)
+
+
+def _b64(obj: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+
+
+def _call(name: str, arguments: dict[str, Any], rid: int | str = 1) -> dict[str, Any]:
+    return {
+        "jsonrpc": "2.0",
+        "id": rid,
+        "method": "tools/call",
+        "params": {"name": name, "arguments": arguments},
+    }
+
+
+def _bad_tokens() -> dict[str, str | None]:
+    now = int(time.time())
+    claims = {"sub": "alice@example.com", "teams": ["alpha"], "scopes": ["tools.execute"]}
+    return {
+        "expired": jwt.encode({**claims, "exp": now - 60}, SECRET, algorithm="HS256"),
+        "alg none": f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64({**claims, 'exp': now + 600})}.",
+        "wrong key": jwt.encode({**claims, "exp": now + 600}, "another-key-" * 4, algorithm="HS256"),
+        "garbage": "not.a.jwt-at-all",
+        "missing": None,
+    }
+
+
+async def test_a_valid_token_calls_a_tool(edge: EdgeStack) -> None:
+    async with httpx.AsyncClient(timeout=30.0) as http:
+        token = edge.token()
+        session = await edge.initialize(http, token)
+        r = await http.post(
+            edge.url, json=_call("echo", {"text": "hello"}), headers=edge.headers(token, session)
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["result"]["content"][0]["text"] == "hello"
+        # The virtual server's endpoint too.
+        scoped = f"{edge.base}/servers/echo-only/mcp"
+        session = await edge.initialize(http, token, "/servers/echo-only/mcp")
+        r = await http.post(
+            scoped, json=_call("echo", {"text": "scoped"}), headers=edge.headers(token, session)
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["result"]["content"][0]["text"] == "scoped"
+
+
+@pytest.mark.parametrize("kind", list(_bad_tokens()))
+async def test_a_refused_token_is_401_and_never_reaches_the_upstream(edge: EdgeStack, kind: str) -> None:
+    bad = _bad_tokens()[kind]
+    async with httpx.AsyncClient(timeout=30.0) as http:
+        good = edge.token()
+        session = await edge.initialize(http, good)
+        # A call that would keep the upstream busy for 5 s if it reached it.
+        started = time.monotonic()
+        r = await http.post(edge.url, json=_call("sleep", {"ms": 5000}), headers=edge.headers(bad, session))
+        assert r.status_code == 401, r.text
+        assert time.monotonic() - started < 2.0
+        challenge = r.headers["www-authenticate"]
+        assert challenge.startswith('Bearer realm="mcp-gateway"')
+        if bad is not None:
+            assert 'error="invalid_token"' in challenge
+            assert bad not in r.text
+        assert r.json()["error"]["code"] == -32001
+        assert await edge.inflight(http, good, session) == 0
+
+
+async def test_the_hooks_of_the_core_apply(edge: EdgeStack) -> None:
+    async with httpx.AsyncClient(timeout=30.0) as http:
+        token = edge.token()  # team alpha: `payload` is on its deny-list
+        session = await edge.initialize(http, token)
+        r = await http.post(
+            edge.url, json=_call("payload", {"bytes": 10}), headers=edge.headers(token, session)
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["error"]["code"] == -32003, r.text
+        r = await http.post(
+            edge.url,
+            json=_call("echo", {"text": "key sk-ABCDEFGH1234 end"}),
+            headers=edge.headers(token, session),
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["result"]["content"][0]["text"] == "key [REDACTED] end"
+
+
+async def test_calls_are_recorded_at_the_core_in_batches(edge: EdgeStack) -> None:
+    before = edge.stats()["records"]["records"]
+    async with httpx.AsyncClient(timeout=30.0) as http:
+        token = edge.token()
+        session = await edge.initialize(http, token)
+        for i in range(5):
+            r = await http.post(
+                edge.url, json=_call("echo", {"text": "r"}, i), headers=edge.headers(token, session)
+            )
+            assert r.status_code == 200, r.text
+    deadline = time.monotonic() + 5.0
+    while edge.stats()["records"]["records"] < before + 5 and time.monotonic() < deadline:
+        await anyio.sleep(0.05)
+    records = edge.stats()["records"]
+    assert records["records"] >= before + 5
+    assert records["dropped"] == 0
+
+
+async def test_a_stalled_body_is_408_and_the_connection_closed(edge: EdgeStack) -> None:
+    port = int(edge.base.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    head = (
+        "POST /mcp HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n"
+        f"authorization: Bearer {edge.token()}\r\ncontent-length: 100\r\n\r\n"
+        '{"jsonrpc":'
+    )
+    started = time.monotonic()
+    writer.write(head.encode())
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), timeout=STALL_MS / 1000 * 5)
+    elapsed = time.monotonic() - started
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert b"Request body stalled" in answer
+    assert STALL_MS / 1000 * 0.9 <= elapsed < STALL_MS / 1000 * 4
+
+
+async def test_an_injected_auth_context_header_is_ignored(edge: EdgeStack) -> None:
+    forged = _b64({"email": "admin@example.com", "is_admin": True, "teams": None, "scopes": []})
+    async with httpx.AsyncClient(timeout=30.0) as http:
+        # Without a token the header does not authenticate.
+        r = await http.post(
+            edge.url,
+            json={"jsonrpc": "2.0", "id": 0, "method": "ping"},
+            headers=edge.headers(None, **{"x-contextforge-auth-context": forged}),
+        )
+        assert r.status_code == 401, r.text
+        # With a public-only token it widens nothing: the same tools as without it.
+        token = edge.token("bob@example.com", teams=[])
+        lists = []
+        for extra in ({}, {"x-contextforge-auth-context": forged}):
+            session = await edge.initialize(http, token)
+            list_call = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+            r = await http.post(edge.url, json=list_call, headers=edge.headers(token, session, **extra))
+            assert r.status_code == 200, r.text
+            lists.append(sorted(t["name"] for t in r.json()["result"]["tools"]))
+        assert lists[0] == lists[1]
+        assert not any(name.startswith(("alpha_", "beta_")) for name in lists[1])
+
+
+async def test_a_revocation_on_the_watch_stream_stops_a_cached_token(edge: EdgeStack) -> None:
+    async with httpx.AsyncClient(timeout=30.0) as http:
+        token = edge.token("carol@example.com")
+        session = await edge.initialize(http, token)  # resolved and cached
+        ping = {"jsonrpc": "2.0", "id": 2, "method": "ping"}
+        r = await http.post(edge.url, json=ping, headers=edge.headers(token, session))
+        assert r.status_code == 200, r.text
+        started = time.monotonic()
+        edge.revoke({"tokenSha256": hashlib.sha256(token.encode()).hexdigest()})
+        status = 200
+        while status == 200 and time.monotonic() - started < 10.0:
+            status = (await http.post(edge.url, json=ping, headers=edge.headers(token, session))).status_code
+        latency_ms = (time.monotonic() - started) * 1000
+        print(f"\n{edge.mode}: revoked token refused after {latency_ms:.1f} ms (admin request included)")
+        assert status == 401
+        # Well below the core's cache max age (30 s): the watch stream, not a TTL, dropped it.
+        assert latency_ms < 5000
+        # Another token of the same subject still works; then the subject is revoked.
+        other = edge.token("carol@example.com", scopes=["tools.execute", "x"])
+        session = await edge.initialize(http, other)
+        edge.revoke({"subjectEmail": "carol@example.com"})
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline:
+            status = (await http.post(edge.url, json=ping, headers=edge.headers(other, session))).status_code
+            if status == 401:
+                break
+        assert status == 401
+
+
+async def test_the_core_killed_fails_closed_and_its_return_is_used_without_a_runtime_restart(
+    edge: EdgeStack,
+) -> None:
+    async with httpx.AsyncClient(timeout=30.0) as http:
+        token = edge.token()
+        session = await edge.initialize(http, token)  # cached
+        runtime_pid = edge.runtime.pid
+        edge.kill_core()
+        try:
+            await anyio.sleep(0.2)
+            slowest = 0.0
+            for i in range(20):
+                started = time.monotonic()
+                r = await http.post(
+                    edge.url, json=_call("echo", {"text": "x"}, i), headers=edge.headers(token, session)
+                )
+                slowest = max(slowest, time.monotonic() - started)
+                assert r.status_code == 503, r.text
+                assert r.json()["error"]["code"] == -32000
+            print(f"\n{edge.mode}: core down, slowest 503 in {slowest * 1000:.1f} ms")
+            assert slowest < 1.0
+        finally:
+            edge.start_core()
+        deadline = time.monotonic() + 10.0
+        status = 503
+        while time.monotonic() < deadline:
+            r = await http.post(
+                edge.url, json=_call("echo", {"text": "back"}), headers=edge.headers(token, session)
+            )
+            status = r.status_code
+            if status == 200:
+                break
+            await anyio.sleep(0.05)
+        assert status == 200
+        assert r.json()["result"]["content"][0]["text"] == "back"
+        assert edge.runtime.poll() is None
+        assert edge.runtime.pid == runtime_pid
