@@ -13,10 +13,10 @@ way a call must get the answer :data:`CASES` gives for it:
 - ``upstream_idle``: right after the answer the fixture runs no ``sleep`` or ``progress`` call
   (tool ``inflight`` answers 0): a refused ``sleep`` was never sent upstream.
 
-Each case is run by :func:`run_case` against a public MCP endpoint, whatever serves it, so the
-same table runs through the edge modes once :func:`plugged_endpoints` and
-:func:`plain_endpoints` start them (the core with ``--plugins`` :data:`PLUGINS`, the runtime
-with ``--public-listen``) and :data:`MODES` names them.
+Each case is run by :func:`run_case` against a public MCP endpoint, whatever serves it: a
+gateway in the proxied modes, the runtime's public endpoint (``--public-listen``) asking the core
+over gRPC (``edge``) or HTTP/JSON (``edge-http``) in the edge modes, the core started with
+``--plugins`` :data:`PLUGINS` or without a plugin file.
 
 The parts the real plugin set does not reach (a pre_invoke hook replacing the arguments, a post
 hook refusing, a plugin raising, an SSE answer cut at every byte) are checked at the end on
@@ -39,16 +39,26 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import ACCEPT, INITIALIZE, PROTOCOL, SECRET, Gateway, Runtimes, gateway_env
+from conftest import (
+    ACCEPT,
+    INITIALIZE,
+    PROTOCOL,
+    RUNTIME_FLAGS,
+    SECRET,
+    Gateway,
+    Runtimes,
+    _socket_dir,
+    gateway_env,
+)
 from mcp_gateway import mint_token
 from mcp_gateway._auth import AuthContext
 from mcp_gateway._backend import McpRequest, McpResponse
 from mcp_gateway._plugins import ProxiedPlugins, load_plugins
 from mcp_gateway.core.plugins import HookDecision, HookPoint, Plugins
-from mcp_gateway.testing import free_port, start_gateway, stop
+from mcp_gateway.testing import free_port, start_core, start_edge_runtime, start_gateway, stop
 
-MODES = ["python", "http", "grpc"]
-"""The modes the table runs through; the edge modes join once their endpoints are started here."""
+MODES = ["python", "http", "grpc", "edge", "edge-http"]
+"""The modes the table runs through: the three proxied modes and the two edge modes."""
 
 KEY = "sk-ABCDEFGH12"
 """A string the redactor matches (``sk-`` and at least 8 letters or digits)."""
@@ -244,8 +254,7 @@ CASES = [
         plain=texts(f"leaked {KEY}"),
     ),
     # SSE answers: the notifications pass as the upstream sent them, only the result is
-    # rewritten. An edge runtime that answers a call with a post hook as one JSON body instead
-    # (dropping the notifications to have the result whole) fails these two cases.
+    # rewritten (in the edge modes the runtime holds back only the answer for its post hook).
     Case(
         "progress result redacted (sse), notifications unchanged",
         "alpha",
@@ -431,18 +440,43 @@ async def run_case(http: httpx.AsyncClient, base: str, case: Case, expected: Ans
 def _gateways(
     workdir: Path, catalog: Path, runtimes: Runtimes, extra: dict[str, str], tag: str
 ) -> Iterator[dict[str, str]]:
-    """Gateways started on first use, one per mode, with ``extra`` in their environment.
+    """Public endpoints started on first use, one per mode, with ``extra`` in their environment.
 
-    An edge mode joins here: for it, start the core (``start_core``, ``plugins=`` the file of
-    ``MCP_CORE_PLUGINS_FILE`` in ``extra``, none without) and the runtime serving the public
-    endpoint on a free port (``--public-listen``, ``--core-uds``, ``--core-transport``), and
-    return that endpoint's base URL; the table needs nothing else.
+    A proxied mode is a gateway. An edge mode is the core (``--plugins`` the file of
+    ``MCP_CORE_PLUGINS_FILE`` in ``extra``, none without) and a runtime serving the public
+    endpoint on a free port, asking that core.
     """
     started: list[Any] = []
 
     class Lazy(dict[str, str]):
         def __missing__(self, mode: str) -> str:
             port = free_port()
+            if mode in ("edge", "edge-http"):
+                sockets = _socket_dir()
+                core_http, core_grpc = str(sockets / "core-http.sock"), str(sockets / "core-grpc.sock")
+                plugins = extra.get("MCP_CORE_PLUGINS_FILE")
+                started.append(
+                    start_core(
+                        http_uds=core_http,
+                        grpc_uds=core_grpc,
+                        env={"JWT_SECRET_KEY": SECRET},
+                        plugins=Path(plugins) if plugins else None,
+                        log=workdir / f"core-{tag}-{mode}.log",
+                    )
+                )
+                started.append(
+                    start_edge_runtime(
+                        catalog,
+                        str(sockets / "runtime-http.sock"),
+                        port=port,
+                        core_uds=core_grpc if mode == "edge" else core_http,
+                        core_transport="grpc" if mode == "edge" else "http",
+                        extra=RUNTIME_FLAGS,
+                        log=workdir / f"runtime-{tag}-{mode}.log",
+                    )
+                )
+                self[mode] = f"http://127.0.0.1:{port}"
+                return self[mode]
             env = gateway_env(mode, catalog, runtimes.get() if mode != "python" else None) | extra
             started.append(start_gateway(env, port, log=workdir / f"gateway-{tag}-{mode}.log"))
             self[mode] = f"http://127.0.0.1:{port}"
@@ -451,7 +485,7 @@ def _gateways(
     try:
         yield Lazy()
     finally:
-        for process in started:
+        for process in reversed(started):
             stop(process)
 
 
@@ -471,15 +505,25 @@ def plugged_endpoints(
 
 
 @pytest.fixture(scope="session")
-def plain_endpoints(gateways: dict[str, Gateway]) -> dict[str, str]:
-    """The base URL of each mode's public endpoint without a plugin file (the session's gateways)."""
+def plain_endpoints(
+    gateways: dict[str, Gateway], workdir: Path, catalog: Path, runtimes: Runtimes
+) -> Iterator[dict[str, str]]:
+    """The base URL of each mode's public endpoint without a plugin file.
+
+    The session's gateways in the proxied modes, an edge stack of its own in each edge mode.
+    """
+    edges = _gateways(workdir, catalog, runtimes, {}, "plain")
+    edge = next(edges)
 
     class Lazy(dict[str, str]):
         def __missing__(self, mode: str) -> str:
-            self[mode] = gateways[mode].base
+            self[mode] = edge[mode] if mode in ("edge", "edge-http") else gateways[mode].base
             return self[mode]
 
-    return Lazy()
+    try:
+        yield Lazy()
+    finally:
+        edges.close()
 
 
 # --- the table through every mode ------------------------------------------------------------------

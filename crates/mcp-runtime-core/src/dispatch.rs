@@ -349,13 +349,13 @@ impl Runtime {
         let post = hooks
             .is_some_and(|h| h.registered(post_point, &name))
             .then(|| hook(post_point));
-        // A post hook needs the result whole: the call is answered as one JSON body.
-        let accepts_sse = post.is_none()
-            && req
-                .headers
-                .accept
-                .as_deref()
-                .is_none_or(|a| a.contains("text/event-stream") || a.contains("*/*"));
+        // With a post hook, notifications still pass as they come; the answer waits for the
+        // hook (forward.rs, `pump`).
+        let accepts_sse = req
+            .headers
+            .accept
+            .as_deref()
+            .is_none_or(|a| a.contains("text/event-stream") || a.contains("*/*"));
         self.forward(session, id, up, method, p, accepts_sse, post)
             .await
     }

@@ -104,7 +104,11 @@ impl Runtime {
                 Step::Notification(ev) => {
                     let (tx, rx) = mpsc::channel(64);
                     let _ = tx.try_send(ev);
-                    let rest = pump(stream, tx, call, relay, bounds);
+                    let post = post.map(|hook| PostHook {
+                        hook,
+                        runtime: Arc::clone(self),
+                    });
+                    let rest = pump(stream, tx, call, relay, bounds, post);
                     self.tasks.spawn(rest.instrument(tracing::Span::current()));
                     return Ok(Outcome::events(rx));
                 }
@@ -130,7 +134,13 @@ impl Runtime {
             Ok(UpMessage {
                 result: Some(r), ..
             }) => bytes::Bytes::copy_from_slice(r.get().as_bytes()),
-            _ => return Ok(body),
+            // An error answer has no result to show the hook: relayed as it is.
+            Ok(_) => return Ok(body),
+            // A result the hook cannot be shown is refused, never relayed unchecked.
+            Err(e) => {
+                tracing::warn!(error = %e, "answer not readable for its post hook: request refused");
+                return Err(RequestError::PolicyUnavailable);
+            }
         };
         match hook.run(self.hooks.as_deref(), result).await? {
             None => Ok(body),
@@ -375,14 +385,23 @@ impl Relay {
     }
 }
 
+/// The post hook of a streamed call and the runtime that asks it, moved into [`pump`].
+struct PostHook {
+    hook: Hook,
+    runtime: Arc<Runtime>,
+}
+
 /// Relays the rest of a streamed upstream call into an SSE response, until the answer, the
 /// deadline, a cancel, or the caller going away (then `call` sends `notifications/cancelled`).
+/// Notifications pass as they come; the answer goes through `post`, when the call has a post
+/// hook, before it is sent (a refusal or an unreachable policy becomes the request's error).
 async fn pump(
     mut stream: MessageStream,
     tx: mpsc::Sender<SseEvent>,
     mut call: Call,
     relay: Relay,
     bounds: Bounds,
+    post: Option<PostHook>,
 ) {
     loop {
         let next = tokio::select! {
@@ -411,6 +430,14 @@ async fn pump(
             }
             Step::Final(body) => {
                 call.done = true;
+                let body = match &post {
+                    Some(p) => p
+                        .runtime
+                        .post_hook(&p.hook, &relay.id, body)
+                        .await
+                        .unwrap_or_else(|e| e.body(Some(&relay.id))),
+                    None => body,
+                };
                 let _ = tx.send(event(body)).await;
                 return;
             }

@@ -9,8 +9,8 @@
 //! Points: [`HookPoint::PreInvoke`] before `tools/call` goes upstream (payload: the call's
 //! `arguments` object), [`HookPoint::PostInvoke`] after it answered (payload: the JSON-RPC
 //! `result` object), [`HookPoint::PostFetch`] after `resources/read` or `prompts/get` answered
-//! (payload: the `result`). A call with a post hook is answered as one JSON body: the result is
-//! needed whole, so notifications the upstream sends before it are not relayed.
+//! (payload: the `result`). A call with a post hook relays the upstream's notifications as they
+//! come (SSE, when the client accepts it) and its answer only after the hook decided.
 //!
 //! Fail closed: a hook that cannot be asked ([`HookError`]) fails the request with 503
 //! ([`crate::RequestError::PolicyUnavailable`]); it is never skipped.
