@@ -171,6 +171,12 @@ def test_a_file_that_is_not_a_socket_is_refused_and_kept(sockets: Path) -> None:
     ("args", "env", "message"),
     [
         (("--http-uds", "{d}/h.sock"), {}, "JWT_SECRET_KEY is not set"),
+        (("--http-uds", "{d}/h.sock"), {"MCP_GATEWAY_AUTH_DISABLED": "0"}, "JWT_SECRET_KEY is not set"),
+        (
+            ("--http-uds", "{d}/h.sock"),
+            {**ENV, "MCP_GATEWAY_AUTH_DISABLED": "yes"},
+            "MCP_GATEWAY_AUTH_DISABLED",
+        ),
         ((), ENV, "--grpc-uds and/or --http-uds"),
         (("--http-uds", "@abstract"), ENV, "abstract socket name"),
         (
@@ -189,7 +195,11 @@ def test_a_file_that_is_not_a_socket_is_refused_and_kept(sockets: Path) -> None:
 )
 def test_bad_settings_exit_2(sockets: Path, args: tuple[str, ...], env: dict[str, str], message: str) -> None:
     (sockets / "bad.json").write_text(json.dumps({"redact": "(unclosed"}))
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("JWT_SECRET_KEY", "MCP_CORE_"))}
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("JWT_SECRET_KEY", "MCP_CORE_", "MCP_GATEWAY_AUTH_DISABLED"))
+    }
     r = subprocess.run(
         [sys.executable, "-m", "mcp_gateway", "core", *(a.format(d=sockets) for a in args)],
         env={**clean, **env},

@@ -34,6 +34,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from mcp_gateway import authenticate, mint_token
+from mcp_gateway._auth import anonymous_context
 from mcp_gateway._proto.mcp.core.v1 import core_pb2 as pb
 from mcp_gateway._proto.mcp.core.v1 import core_pb2_grpc as pb_grpc
 from mcp_gateway._proto.mcp.runtime.v1 import runtime_pb2 as rpb
@@ -298,7 +299,9 @@ class HttpClient(CoreClient):
 class Core:
     """A running core: its sockets and clients."""
 
-    def __init__(self, directory: Path, plugins: dict[str, Any] | None) -> None:
+    def __init__(
+        self, directory: Path, plugins: dict[str, Any] | None, env: dict[str, str] | None = None
+    ) -> None:
         self.http_uds = str(directory / "core-http.sock")
         self.grpc_uds = str(directory / "core-grpc.sock")
         self.log = directory / "core.log"
@@ -309,7 +312,7 @@ class Core:
         self.process: subprocess.Popen[bytes] | None = start_core(
             http_uds=self.http_uds,
             grpc_uds=self.grpc_uds,
-            env={"JWT_SECRET_KEY": SECRET, "MCP_CORE_CACHE_MAX_AGE_MS": "30000"},
+            env=env or {"JWT_SECRET_KEY": SECRET, "MCP_CORE_CACHE_MAX_AGE_MS": "30000"},
             plugins=plugins_file,
             log=self.log,
         )
@@ -342,12 +345,12 @@ class Core:
 
 
 @contextlib.contextmanager
-def _running_core(plugins: dict[str, Any] | None) -> Iterator[Core]:
+def _running_core(plugins: dict[str, Any] | None, env: dict[str, str] | None = None) -> Iterator[Core]:
     # Unix socket paths must stay under ~100 bytes: a short directory under /tmp.
     directory = Path(tempfile.mkdtemp(prefix="core-", dir="/tmp"))
     running = None
     try:
-        running = Core(directory, plugins)
+        running = Core(directory, plugins, env)
         yield running
     finally:
         if running is not None:
@@ -368,6 +371,14 @@ def core() -> Iterator[Core]:
 def bare_core() -> Iterator[Core]:
     """A core without plugins."""
     with _running_core(None) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def open_core() -> Iterator[Core]:
+    """A core with authentication off (``MCP_GATEWAY_AUTH_DISABLED=1``) and no secret at all."""
+    env = {"MCP_GATEWAY_AUTH_DISABLED": "1", "JWT_SECRET_KEY": "", "MCP_CORE_CACHE_MAX_AGE_MS": "1234"}
+    with _running_core(VECTORS["plugins"], env) as running:
         yield running
 
 
@@ -421,6 +432,64 @@ async def test_resolve_caller_vectors(client: CoreClient, case: dict[str, Any]) 
             assert piece not in denial["reason"]
             assert piece not in denial["wwwAuthenticate"]
     assert answer.get("cacheMaxAgeMs", 0) == 0
+
+
+# -- ResolveCaller with authentication off --------------------------------------------------------
+
+
+def _anonymous_answer(answer: dict[str, Any], request: dict[str, Any]) -> None:
+    """``answer`` is the anonymous caller the gateway builds with auth off, for ``request``."""
+    assert "denial" not in answer, answer
+    # The gateway's own function, as it answers every caller in the proxied modes.
+    want = anonymous_context(
+        traceparent=request.get("traceparent", ""), trace_id=request.get("requestId", "")
+    )
+    assert answer["caller"] == want.to_json()
+    assert answer["caller"]["email"] == ""
+    assert answer["caller"]["teams"] == []
+    assert answer["cacheMaxAgeMs"] == 1234
+    assert isinstance(answer["generation"], int)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("case", VECTORS["resolve"], ids=[c["name"] for c in VECTORS["resolve"]])
+async def test_with_auth_disabled_every_credential_resolves_to_the_anonymous_caller(
+    open_core: Core, transport: str, case: dict[str, Any]
+) -> None:
+    # Every credential of the vectors (valid, admin, expired, unsigned, wrong key, garbage,
+    # missing...) gets the same anonymous caller, never a denial.
+    request = {"authorization": authorization_of(case["token"]), **case["request"]}
+    async with open_core.clients() as clients:
+        _anonymous_answer(await clients[transport].resolve(request), request)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_with_auth_disabled_a_revoked_token_is_still_anonymous(open_core: Core, transport: str) -> None:
+    authorization = f"Bearer {mint_token(SECRET, 'carol@example.com', is_admin=True)}"
+    token = authorization.removeprefix("Bearer ")
+    async with open_core.clients() as clients:
+        client = clients[transport]
+        before = await client.resolve({"authorization": authorization})
+        async with client.watch("auth-off") as watch:
+            assert "snapshot" in await watch.next()
+            for body in (
+                {"tokenSha256": hashlib.sha256(token.encode()).hexdigest()},
+                {"subjectEmail": "carol@example.com"},
+            ):
+                generation = await _admin_revoke(open_core, body)
+                # The watch stream works as usual: the runtime still drops what it cached.
+                assert (await watch.next())["generation"] == generation
+        request = {"authorization": authorization, "requestId": "r-1", "traceparent": ""}
+        after = await client.resolve(request)
+        _anonymous_answer(after, request)
+        assert after["generation"] == before["generation"] + 2
+
+
+def test_with_auth_disabled_the_core_warns_at_start(open_core: Core) -> None:
+    log = open_core.log.read_text()
+    warnings = [line for line in log.splitlines() if " WARNING " in line]
+    assert any("authentication is DISABLED (MCP_GATEWAY_AUTH_DISABLED=1)" in line for line in warnings), log
+    assert "local testing" in log
 
 
 # -- InvokeHook ---------------------------------------------------------------------------------

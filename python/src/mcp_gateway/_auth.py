@@ -15,7 +15,8 @@ claim          type                            meaning
 ``exp``        int seconds since epoch         expiry; checked; absent means no expiry
 =============  ==============================  ===========================================
 
-With auth disabled (``MCP_GATEWAY_AUTH_DISABLED=1``, local use only) every caller gets
+With auth disabled (``MCP_GATEWAY_AUTH_DISABLED=1``, local use only; :func:`auth_disabled`
+reads it for the gateway and for the core of edge mode) every caller gets
 :func:`anonymous_context`: no subject, public entries only. (Before any of this, the public
 endpoint checks ``Host`` and ``Origin``: ``_host_origin``.)
 """
@@ -25,18 +26,19 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
 
-from mcp_gateway._errors import AuthError
+from mcp_gateway._errors import AuthError, ConfigError
 
 __all__ = [
     "AuthContext",
     "anonymous_context",
     "auth_context_from_claims",
+    "auth_disabled",
     "authenticate",
     "mint_token",
 ]
@@ -187,6 +189,22 @@ def anonymous_context(*, traceparent: str = "", trace_id: str = "") -> AuthConte
         ``AuthContext(email="", teams=())``: no subject, not admin, no scopes, no expiry.
     """
     return AuthContext(email="", teams=(), traceparent=traceparent, trace_id=trace_id)
+
+
+def auth_disabled(env: Mapping[str, str]) -> bool:
+    """Whether ``MCP_GATEWAY_AUTH_DISABLED`` in ``env`` turns authentication off.
+
+    One reading for the gateway (``_settings``) and the core of edge mode (``core.server``):
+    ``1``/``true`` is on, unset, empty, ``0``/``false`` off (case and surrounding blanks
+    ignored).
+
+    Raises:
+        ConfigError: Any other value.
+    """
+    flag = env.get("MCP_GATEWAY_AUTH_DISABLED", "").strip().lower()
+    if flag not in ("", "0", "1", "false", "true"):
+        raise ConfigError(f"MCP_GATEWAY_AUTH_DISABLED={flag!r} must be 0 or 1")
+    return flag in ("1", "true")
 
 
 def mint_token(

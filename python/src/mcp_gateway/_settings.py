@@ -97,6 +97,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from mcp_gateway._auth import auth_disabled
 from mcp_gateway._errors import ConfigError
 
 __all__ = ["DEFAULT_ALLOWED_HOSTS", "DEFAULT_ALLOWED_ORIGINS", "Mode", "Settings"]
@@ -218,12 +219,9 @@ class Settings:
                 without ``MCP_RUNTIME_CATALOG``.
         """
         env = os.environ if env is None else env
-        auth_flag = env.get("MCP_GATEWAY_AUTH_DISABLED", "").strip().lower()
-        if auth_flag not in ("", "0", "1", "false", "true"):
-            raise ConfigError(f"MCP_GATEWAY_AUTH_DISABLED={auth_flag!r} must be 0 or 1")
-        auth_disabled = auth_flag in ("1", "true")
+        auth_off = auth_disabled(env)
         secret = env.get("JWT_SECRET_KEY", "")
-        if not secret and not auth_disabled:
+        if not secret and not auth_off:
             raise ConfigError("JWT_SECRET_KEY is not set")
 
         def names(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
@@ -269,7 +267,7 @@ class Settings:
             max_sessions_per_subject=int(number("MCP_RUNTIME_MAX_SESSIONS_PER_SUBJECT", 256)),
             max_streams_per_subject=int(number("MCP_RUNTIME_MAX_STREAMS_PER_SUBJECT", 64)),
             max_calls_per_subject=int(number("MCP_RUNTIME_MAX_CALLS_PER_SUBJECT", 256)),
-            auth_disabled=auth_disabled,
+            auth_disabled=auth_off,
             allowed_hosts=names("MCP_GATEWAY_ALLOWED_HOSTS", DEFAULT_ALLOWED_HOSTS),
             allowed_origins=names("MCP_GATEWAY_ALLOWED_ORIGINS", DEFAULT_ALLOWED_ORIGINS),
             runtime_keepalive_s=number("MCP_GATEWAY_RUNTIME_KEEPALIVE_S", 5.0),

@@ -12,6 +12,12 @@ runtime's request id as ``trace_id``. A refusal is a :class:`Denial`: HTTP 401 w
 ``error="invalid_token"`` and an ``error_description`` when a credential was sent) and a reason
 that never contains the token or a part of it.
 
+With authentication off (``MCP_GATEWAY_AUTH_DISABLED=1``, the gateway's own switch; local use
+only) the ``Authorization`` value is not read at all: every request, with or without a
+credential, valid or not, revoked or not, gets the gateway's anonymous caller
+(:func:`mcp_gateway._auth.anonymous_context`: no subject, public entries only), exactly as the
+gateway answers every caller in the proxied modes with that variable.
+
 Revocations (the admin route and ``core-admin revoke``), each bumping the generation by one and
 pushed at once to every open watcher:
 
@@ -38,7 +44,7 @@ from dataclasses import dataclass
 
 import jwt
 
-from mcp_gateway._auth import AuthContext, authenticate
+from mcp_gateway._auth import AuthContext, anonymous_context, authenticate
 from mcp_gateway._errors import AuthError
 from mcp_gateway.core.plugins import HookRegistration
 
@@ -172,10 +178,20 @@ class Policy:
         secret: The HS256 key (``JWT_SECRET_KEY``).
         cache_max_age_ms: The ``cache_max_age_ms`` of every allowed answer.
         hooks: The hooks the plugins registered (sent in every snapshot).
+        auth_disabled: Authentication off (``MCP_GATEWAY_AUTH_DISABLED=1``): every caller is
+            the anonymous one, whatever it sends; ``secret`` is then unused.
     """
 
-    def __init__(self, secret: str, cache_max_age_ms: int, hooks: tuple[HookRegistration, ...]) -> None:
+    def __init__(
+        self,
+        secret: str,
+        cache_max_age_ms: int,
+        hooks: tuple[HookRegistration, ...],
+        *,
+        auth_disabled: bool = False,
+    ) -> None:
         self._secret = secret
+        self._auth_disabled = auth_disabled
         self._cache_max_age_ms = cache_max_age_ms
         self._hooks = hooks
         self._generation = 1
@@ -188,6 +204,11 @@ class Policy:
     def generation(self) -> int:
         """The current policy generation (starts at 1, +1 per change)."""
         return self._generation
+
+    @property
+    def auth_disabled(self) -> bool:
+        """Authentication is off: every caller resolves to the anonymous one."""
+        return self._auth_disabled
 
     @property
     def watchers(self) -> int:
@@ -207,8 +228,17 @@ class Policy:
             traceparent: The public request's ``traceparent``; ``""`` when absent.
 
         Returns:
-            The allowed caller or a 401 denial, with the generation it was made in.
+            The allowed caller or a 401 denial, with the generation it was made in; with
+            authentication off always the anonymous caller.
         """
+        if self._auth_disabled:
+            caller = anonymous_context(traceparent=traceparent, trace_id=request_id)
+            return Resolved(
+                caller=caller,
+                denial=None,
+                cache_max_age_ms=self._cache_max_age_ms,
+                generation=self._generation,
+            )
         token = _credential(authorization)
         try:
             caller = authenticate(

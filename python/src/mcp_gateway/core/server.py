@@ -7,6 +7,8 @@
 variable (flag)                   default             meaning
 ================================  ==================  ===========================================
 ``JWT_SECRET_KEY``                (required)          HS256 key of the bearer tokens (as the gateway)
+``MCP_GATEWAY_AUTH_DISABLED``     unset               ``1``: no auth, every caller anonymous and
+                                                      public-only (local tests only; warns)
 ``MCP_CORE_GRPC_UDS``             unset               gRPC socket path (``--grpc-uds``)
 ``MCP_CORE_HTTP_UDS``             unset               HTTP/JSON socket path (``--http-uds``)
 ``MCP_CORE_CACHE_MAX_AGE_MS``     ``30000``           ``cache_max_age_ms`` of an allowed caller (ms);
@@ -16,6 +18,12 @@ variable (flag)                   default             meaning
 ``MCP_CORE_WATCH_KEEPALIVE_S``    ``15``              seconds without an event after which an
                                                       HTTP/JSON watch stream gets an empty line
 ================================  ==================  ===========================================
+
+``MCP_GATEWAY_AUTH_DISABLED`` is the gateway's own switch, read the same way
+(:func:`mcp_gateway._auth.auth_disabled`): with ``1`` ResolveCaller answers every request, with
+any credential or none, with the gateway's anonymous caller (:mod:`mcp_gateway.core.policy`),
+``JWT_SECRET_KEY`` is optional, and the core logs a warning at start. For local use only (the
+conformance suite through the edge modes sends no token), never for a shared deployment.
 
 Sockets: each path must be free or a stale socket file (nothing listening; it is replaced); a
 live socket or another kind of file there is a start-up error (exit status 2), as is an
@@ -40,6 +48,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from mcp_gateway._auth import auth_disabled
 from mcp_gateway._errors import ConfigError
 from mcp_gateway.core.plugins import Plugins
 from mcp_gateway.core.policy import Policy
@@ -48,6 +57,12 @@ from mcp_gateway.core.service import Core
 __all__ = ["CoreSettings", "run", "serve"]
 
 logger = logging.getLogger("mcp_gateway.core")
+
+AUTH_DISABLED_WARNING = (
+    "authentication is DISABLED (MCP_GATEWAY_AUTH_DISABLED=1): every caller, with any token or "
+    "none, resolves to the anonymous caller and sees public entries only; for local testing, "
+    "never for a shared deployment"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +76,8 @@ class CoreSettings:
         cache_max_age_ms: ``cache_max_age_ms`` of every allowed caller, in milliseconds.
         plugins_file: Plugin configuration file, or ``None`` (no plugins).
         watch_keepalive_s: Seconds without an event before an HTTP/JSON watch keep-alive line.
+        auth_disabled: No authentication (``MCP_GATEWAY_AUTH_DISABLED=1``): every caller is
+            anonymous and sees public entries only. For local use; never the default.
     """
 
     jwt_secret: str
@@ -69,6 +86,7 @@ class CoreSettings:
     cache_max_age_ms: int = 30_000
     plugins_file: Path | None = None
     watch_keepalive_s: float = 15.0
+    auth_disabled: bool = False
 
     @classmethod
     def from_env(
@@ -82,13 +100,15 @@ class CoreSettings:
         """Read the settings; the keyword arguments (the flags) win over ``env``.
 
         Raises:
-            ConfigError: ``JWT_SECRET_KEY`` is missing, no socket is given, a socket is an
-                abstract name, ``MCP_CORE_CACHE_MAX_AGE_MS`` is not a whole number >= 0, or
+            ConfigError: ``JWT_SECRET_KEY`` is missing (and auth is not disabled),
+                ``MCP_GATEWAY_AUTH_DISABLED`` is not ``0``/``1``, no socket is given, a socket
+                is an abstract name, ``MCP_CORE_CACHE_MAX_AGE_MS`` is not a whole number >= 0, or
                 ``MCP_CORE_WATCH_KEEPALIVE_S`` is not a positive number.
         """
         env = os.environ if env is None else env
+        auth_off = auth_disabled(env)
         secret = env.get("JWT_SECRET_KEY", "")
-        if not secret:
+        if not secret and not auth_off:
             raise ConfigError("JWT_SECRET_KEY is not set")
         grpc_path = grpc_uds or env.get("MCP_CORE_GRPC_UDS") or None
         http_path = http_uds or env.get("MCP_CORE_HTTP_UDS") or None
@@ -117,6 +137,7 @@ class CoreSettings:
             cache_max_age_ms=int(raw_age),
             plugins_file=Path(plugins_path) if plugins_path else None,
             watch_keepalive_s=keepalive_s,
+            auth_disabled=auth_off,
         )
 
 
@@ -172,7 +193,10 @@ async def serve(settings: CoreSettings, stop: asyncio.Event) -> None:
     from mcp_gateway.core.http_server import HttpServer
 
     plugins = Plugins.from_file(settings.plugins_file)
-    core = Core(Policy(settings.jwt_secret, settings.cache_max_age_ms, plugins.hooks), plugins)
+    policy = Policy(
+        settings.jwt_secret, settings.cache_max_age_ms, plugins.hooks, auth_disabled=settings.auth_disabled
+    )
+    core = Core(policy, plugins)
     created: dict[str, tuple[int, int]] = {}
     http: HttpServer | None = None
     grpc_server = None
@@ -196,6 +220,8 @@ async def serve(settings: CoreSettings, stop: asyncio.Event) -> None:
                 created[settings.grpc_uds] = _identity(settings.grpc_uds)
         finally:
             os.umask(old_umask)
+        if settings.auth_disabled:
+            logger.warning(AUTH_DISABLED_WARNING)
         logger.info(
             "core serving: gRPC %s, HTTP/JSON %s; %d hooks registered; generation %d",
             settings.grpc_uds or "off",
