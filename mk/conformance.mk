@@ -5,10 +5,13 @@
 #                 conformance/node_modules (git-ignored), with the machine's npm.
 #
 # conformance     runs every server scenario of the pinned MCP conformance suite through the
-#                 gateway in python, http and grpc modes (fixture with --conformance, auth off,
-#                 localhost TCP port) and prints one table, scenario by mode; fails on a scenario
+#                 gateway in python, http and grpc modes and through the runtime's public
+#                 endpoint in the edge modes, edge (Core SPI on gRPC) and edge-http (on HTTP/JSON)
+#                 (fixture with --conformance, auth off: MCP_GATEWAY_AUTH_DISABLED=1 for the
+#                 gateway or the core, localhost TCP port) and prints one table, scenario by
+#                 mode; fails on a scenario
 #                 that fails and is not in conformance/expected-failures.yml, or a listed one that
-#                 passes everywhere. CONFORMANCE_ARGS='--modes http --scenario ping' narrows it.
+#                 passes everywhere. CONFORMANCE_ARGS='--modes http,edge --scenario ping' narrows it.
 #                 Logs and the suite's checks.json files: target/conformance/<mode>/.
 # make test runs `conformance` (TEST_EXTRA) and, through `python-test: node-deps`, the pytest
 # files that need the npm packages: python/tests/test_server_everything.py (server-everything as
