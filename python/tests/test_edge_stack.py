@@ -8,7 +8,9 @@ and never reach the upstream; a revocation on the watch stream stops a cached to
 printed, bound generous); calls are recorded at the core in batches; the core killed makes every
 request 503 with a JSON-RPC error at once, and the core restarted is used again without
 restarting the runtime; an injected ``x-contextforge-auth-context`` header is ignored; the hooks
-(deny-list, redactor) apply; a stalled body is 408.
+(deny-list, redactor) apply; a stalled body is 408. And a core with authentication off
+(``MCP_GATEWAY_AUTH_DISABLED=1``, as ``make conformance`` runs it) makes every caller anonymous
+and public-only, as the gateway with the same variable.
 """
 
 from __future__ import annotations
@@ -29,8 +31,8 @@ import httpx
 import jwt
 import pytest
 
-from conftest import RUNTIME_FLAGS, SECRET, Gateway, _socket_dir
-from mcp_gateway.testing import free_port, start_core, start_edge_runtime, stop
+from conftest import INITIALIZE, RUNTIME_FLAGS, SECRET, Gateway, Runtimes, _socket_dir, gateway_env
+from mcp_gateway.testing import free_port, start_core, start_edge_runtime, start_gateway, stop
 
 PLUGINS = {"deny_tools": {"alpha": ["payload"]}, "redact": "sk-[A-Za-z0-9]{8,}"}
 """The core's plugins here: team alpha may not call ``payload``; ``sk-...`` is redacted."""
@@ -325,3 +327,77 @@ async def test_the_core_killed_fails_closed_and_its_return_is_used_without_a_run
         assert r.json()["result"]["content"][0]["text"] == "back"
         assert edge.runtime.poll() is None
         assert edge.runtime.pid == runtime_pid
+
+
+# -- the core with authentication off, as `make conformance` runs the edge modes ------------------
+
+
+@pytest.fixture(scope="module")
+def open_gateway(workdir: Path, catalog: Path, runtimes: Runtimes) -> Iterator[Gateway]:
+    """The proxied reference: a gRPC-mode gateway with ``MCP_GATEWAY_AUTH_DISABLED=1``."""
+    port = free_port()
+    env = {**gateway_env("grpc", catalog, runtimes.get()), "MCP_GATEWAY_AUTH_DISABLED": "1"}
+    process = start_gateway(env, port, log=workdir / "gateway-auth-off.log")
+    try:
+        yield Gateway("grpc", f"http://127.0.0.1:{port}", processes=[process])
+    finally:
+        stop(process)
+
+
+@pytest.fixture(scope="module", params=["edge", "edge-http"])
+def open_edge(request: pytest.FixtureRequest, workdir: Path, catalog: Path) -> Iterator[EdgeStack]:
+    """An edge stack whose core runs with ``MCP_GATEWAY_AUTH_DISABLED=1`` and no secret."""
+    mode: str = request.param
+    sockets = _socket_dir()
+    port = free_port()
+    stack = EdgeStack(
+        mode,
+        f"http://127.0.0.1:{port}",
+        core_http=str(sockets / "core-http.sock"),
+        core_grpc=str(sockets / "core-grpc.sock"),
+        core_env={"MCP_GATEWAY_AUTH_DISABLED": "1", "JWT_SECRET_KEY": ""},
+        log=workdir / f"core-auth-off-{mode}.log",
+    )
+    stack.start_core()
+    try:
+        stack.runtime = start_edge_runtime(
+            catalog,
+            str(sockets / "runtime-http.sock"),
+            port=port,
+            core_uds=stack.core_grpc if mode == "edge" else stack.core_http,
+            core_transport="grpc" if mode == "edge" else "http",
+            extra=RUNTIME_FLAGS,
+            log=workdir / f"runtime-auth-off-{mode}.log",
+        )
+        yield stack
+    finally:
+        stop(stack.runtime)
+        stop(stack.core)
+
+
+async def _tool_names(gateway: Gateway, http: httpx.AsyncClient, token: str | None) -> list[str]:
+    """``tools/list`` after a raw initialize, sending ``token`` (or none) on every request."""
+    r = await http.post(gateway.url, json=INITIALIZE, headers=gateway.headers(token))
+    assert r.status_code == 200, r.text
+    session = r.headers["mcp-session-id"]
+    note = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+    r = await http.post(gateway.url, json=note, headers=gateway.headers(token, session))
+    assert r.status_code == 202, r.text
+    listing = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+    r = await http.post(gateway.url, json=listing, headers=gateway.headers(token, session))
+    assert r.status_code == 200, r.text
+    return sorted(tool["name"] for tool in r.json()["result"]["tools"])
+
+
+async def test_with_the_cores_auth_off_every_caller_is_anonymous_as_with_the_gateways(
+    open_edge: EdgeStack, open_gateway: Gateway
+) -> None:
+    admin = open_edge.token("root@example.com", is_admin=True, teams=None)
+    async with httpx.AsyncClient(timeout=30.0) as http:
+        public = await _tool_names(open_gateway, http, None)
+        assert "echo" in public
+        assert not [name for name in public if name.startswith(("alpha_", "beta_"))]
+        # No token, an admin's token (which would see every team), a refused one: all anonymous,
+        # public entries only, never a 401 - what the gateway does with the same variable.
+        for token in (None, admin, *(t for t in _bad_tokens().values() if t)):
+            assert await _tool_names(open_edge, http, token) == public
