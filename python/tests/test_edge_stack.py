@@ -8,9 +8,10 @@ and never reach the upstream; a revocation on the watch stream stops a cached to
 printed, bound generous); calls are recorded at the core in batches; the core killed makes every
 request 503 with a JSON-RPC error at once, and the core restarted is used again without
 restarting the runtime; an injected ``x-contextforge-auth-context`` header is ignored; the hooks
-(deny-list, redactor) apply; a stalled body is 408. And a core with authentication off
-(``MCP_GATEWAY_AUTH_DISABLED=1``, as ``make conformance`` runs it) makes every caller anonymous
-and public-only, as the gateway with the same variable.
+(deny-list, redactor) apply; a stalled body is 408; a non-ASCII token is 401, as in the
+proxied modes. And a core with authentication off (``MCP_GATEWAY_AUTH_DISABLED=1``, as ``make
+conformance`` runs it) makes every caller anonymous and public-only, as the gateway with the same
+variable.
 """
 
 from __future__ import annotations
@@ -236,6 +237,31 @@ async def test_a_stalled_body_is_408_and_the_connection_closed(edge: EdgeStack) 
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
     assert b"Request body stalled" in answer
     assert STALL_MS / 1000 * 0.9 <= elapsed < STALL_MS / 1000 * 4
+
+
+async def test_a_non_ascii_token_is_401_as_in_the_proxied_modes(edge: EdgeStack) -> None:
+    # The gateway reads headers as Latin-1 and refuses such a credential with its 401; the edge
+    # gave 400 (a malformed header) before. Raw bytes: httpx sends only ASCII header values.
+    port = int(edge.base.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    body = json.dumps(_call("echo", {"text": "x"})).encode()
+    head = (
+        b"POST /mcp HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n"
+        b"accept: application/json, text/event-stream\r\n"
+        b"authorization: Bearer t\xc3\xa9st.\xff\r\nconnection: close\r\n"
+        + f"content-length: {len(body)}\r\n\r\n".encode()
+    )
+    writer.write(head + body)
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), timeout=10)
+    writer.close()
+    status_line, _, rest = answer.partition(b"\r\n")
+    headers, _, payload = rest.partition(b"\r\n\r\n")
+    assert status_line.startswith(b"HTTP/1.1 401"), answer[:300]
+    assert b'www-authenticate: bearer realm="mcp-gateway", error="invalid_token"' in headers.lower()
+    error = json.loads(payload)["error"]
+    assert error["code"] == -32001
+    assert error["message"].startswith("Unauthorized: invalid token")
 
 
 async def test_an_injected_auth_context_header_is_ignored(edge: EdgeStack) -> None:

@@ -261,9 +261,29 @@ impl Policy {
         {
             return Ok(Resolution::Allowed(caller));
         }
-        let answer = tokio::time::timeout(self.config.request_timeout, self.client.resolve(query))
-            .await
-            .map_err(|_| CoreUnavailable("ResolveCaller timed out".to_owned()))??;
+        let deadline = tokio::time::Instant::now() + self.config.request_timeout;
+        let ask = || async {
+            tokio::time::timeout_at(deadline, self.client.resolve(query))
+                .await
+                .map_err(|_| CoreUnavailable("ResolveCaller timed out".to_owned()))?
+        };
+        let mut answer = ask().await?;
+        // A revocation that reached this runtime while the answer was on its way (the watch
+        // stream and the answer are separate streams) may name this caller: an allowed answer
+        // older than the watched generation is asked again, never served (once; a second stale
+        // answer is refused as the core being unavailable).
+        if matches!(answer.resolution, Resolution::Allowed(_))
+            && answer.generation < self.cache.generation()
+        {
+            answer = ask().await?;
+            if matches!(answer.resolution, Resolution::Allowed(_))
+                && answer.generation < self.cache.generation()
+            {
+                return Err(CoreUnavailable(
+                    "ResolveCaller answered from an older policy generation twice".to_owned(),
+                ));
+            }
+        }
         if given && let Resolution::Allowed(caller) = &answer.resolution {
             self.cache.insert(
                 &Credential::of(&query.authorization),

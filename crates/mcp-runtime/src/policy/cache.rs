@@ -240,6 +240,12 @@ impl CallerCache {
         before - st.entries.len()
     }
 
+    /// The newest policy generation seen on the watch stream (0 before the first snapshot).
+    #[must_use]
+    pub fn generation(&self) -> u64 {
+        self.state().generation
+    }
+
     /// Entries held now (expired ones not yet dropped included).
     #[must_use]
     pub fn len(&self) -> usize {

@@ -24,8 +24,7 @@ use axum::response::Response;
 use mcp_runtime_core::{RequestError, Runtime, Transport};
 
 use super::http::{
-    Stalled, discard_body, header, health_response, mcp_method, method_not_allowed, rpc_error,
-    serve_mcp,
+    Stalled, discard_body, health_response, mcp_method, method_not_allowed, rpc_error, serve_mcp,
 };
 use crate::host_origin::{AllowLists, Refusal};
 use crate::listener::Admission;
@@ -167,6 +166,13 @@ fn head_bytes(method: &axum::http::Method, uri: &axum::http::Uri, headers: &Head
         + 2
 }
 
+/// A header value's bytes as Latin-1 text, as the gateway (Starlette) reads every header: a
+/// credential that is not visible ASCII still goes to the core, which refuses it with its own
+/// 401 and challenge, as in the proxied modes (not the 400 of a malformed MCP header).
+fn latin1(bytes: &[u8]) -> String {
+    bytes.iter().map(|&b| char::from(b)).collect()
+}
+
 /// Percent-decodes one path segment; `None` when the result is not UTF-8 or an escape is
 /// broken.
 fn percent_decode(segment: &str) -> Option<String> {
@@ -264,10 +270,10 @@ async fn answer(
         tracing::info!(status = e.status(), %path, "{e}");
         return rpc_error(e);
     }
-    let authorization = match header(headers, "authorization") {
-        Ok(a) => a.unwrap_or_default(),
-        Err(bad) => return rpc_error(bad),
-    };
+    let authorization = headers
+        .get("authorization")
+        .map(|v| latin1(v.as_bytes()))
+        .unwrap_or_default();
     let request_id = edge.request_id();
     let query = CallerQuery {
         authorization,
@@ -331,5 +337,12 @@ mod tests {
         assert_eq!(percent_decode("a%20b").as_deref(), Some("a b"));
         assert_eq!(percent_decode("%ff"), None);
         assert_eq!(percent_decode("%2"), None);
+    }
+
+    #[test]
+    fn a_credential_is_read_as_latin1() {
+        assert_eq!(latin1(b"Bearer abc"), "Bearer abc");
+        assert_eq!(latin1(b"Bearer t\xc3\xa9st"), "Bearer t\u{c3}\u{a9}st");
+        assert_eq!(latin1(b"Bearer \xff"), "Bearer \u{ff}");
     }
 }

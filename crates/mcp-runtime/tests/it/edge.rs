@@ -1,6 +1,7 @@
 //! The public endpoint of edge mode without its policy core: the checks made before the core
 //! is asked (path, method, `Host`, `Origin`) and fail closed (the core's socket has no server:
-//! every request is 503 with a JSON-RPC error at once, none served). What needs the real core
+//! every request is 503 with a JSON-RPC error at once, none served), and, with a scripted core,
+//! an allowed answer crossed by a revocation on the watch stream. What needs the real core
 //! (callers, hooks, revocations, the core coming back) is in `python/tests/test_edge_stack.py`.
 
 use std::net::SocketAddr;
@@ -213,4 +214,146 @@ async fn a_connection_over_the_cap_is_answered_503() {
     assert!(text.starts_with("HTTP/1.1 503"), "{text}");
     assert!(text.contains("retry-after: 1"), "{text}");
     assert!(text.contains(r#""code":-32000"#), "{text}");
+}
+
+/// A scripted HTTP/JSON core for the race of a revocation with an answer in flight: the watch
+/// stream sends a snapshot (generation 1); the first ResolveCaller makes the watch stream send
+/// a revocation of the caller's subject (generation 2) and answers "allowed" from generation 1
+/// only after the revocation had time to arrive; every later ResolveCaller answers with the
+/// denial of generation 2. Returns the count of ResolveCaller calls.
+fn scripted_core(path: &std::path::Path) -> Arc<std::sync::atomic::AtomicUsize> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::UnixListener::bind(path).expect("bind core");
+    let resolves = Arc::new(AtomicUsize::new(0));
+    let revoke = Arc::new(tokio::sync::Notify::new());
+    let count = Arc::clone(&resolves);
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else {
+                return;
+            };
+            let (resolves, revoke) = (Arc::clone(&resolves), Arc::clone(&revoke));
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let head_end = loop {
+                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i + 4;
+                    }
+                    let Ok(n) = conn.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                };
+                let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                while buf.len() < head_end + length {
+                    let Ok(n) = conn.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                let reply = |body: String| {
+                    format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                };
+                if head.starts_with("get /v1/watch-policy") {
+                    let line = |l: &str| format!("{:x}\r\n{l}\n\r\n", l.len() + 1);
+                    let mut out = String::from(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/x-ndjson\r\n\
+                         transfer-encoding: chunked\r\n\r\n",
+                    );
+                    out.push_str(&line(r#"{"generation":1,"snapshot":{"hooks":[]}}"#));
+                    let _ = conn.write_all(out.as_bytes()).await;
+                    revoke.notified().await;
+                    let revocation =
+                        line(r#"{"generation":2,"revocation":{"subjectEmail":"victim@x"}}"#);
+                    let _ = conn.write_all(revocation.as_bytes()).await;
+                    std::future::pending::<()>().await;
+                } else if head.starts_with("post /v1/resolve-caller") {
+                    let body = if resolves.fetch_add(1, Ordering::SeqCst) == 0 {
+                        revoke.notify_one();
+                        tokio::time::sleep(Duration::from_millis(150)).await;
+                        r#"{"caller":{"email":"victim@x","teams":[]},"cacheMaxAgeMs":60000,"generation":1}"#
+                    } else {
+                        r#"{"denial":{"httpStatus":401,"reason":"Unauthorized: token revoked"},"generation":2}"#
+                    };
+                    let _ = conn.write_all(reply(body.to_owned()).as_bytes()).await;
+                } else {
+                    let _ = conn.write_all(reply("{}".to_owned()).as_bytes()).await;
+                }
+            });
+        }
+    });
+    count
+}
+
+#[tokio::test]
+async fn an_allowed_answer_crossed_by_a_revocation_is_asked_again_never_served() {
+    let fixture = Fixture::start();
+    let catalog = CatalogConfig::parse(&simple_catalog(&fixture.url)).expect("catalog");
+    let dir = tempfile::Builder::new()
+        .prefix("edge")
+        .tempdir_in("/tmp")
+        .expect("tempdir");
+    let resolves = scripted_core(&dir.path().join("core.sock"));
+    let policy = Arc::new(
+        Policy::new(PolicyConfig {
+            socket: dir.path().join("core.sock"),
+            transport: CoreTransport::Http,
+            connect_timeout: Duration::from_millis(100),
+            request_timeout: Duration::from_millis(2000),
+            cache: CacheLimits {
+                max_entries: 100,
+                max_age: Duration::from_secs(60),
+            },
+            watcher: "it".to_owned(),
+        })
+        .expect("policy"),
+    );
+    let runtime = Runtime::start(&catalog, RuntimeConfig::default())
+        .await
+        .expect("runtime")
+        .with_hooks(Arc::clone(&policy) as Arc<dyn mcp_runtime_core::Hooks>);
+    let mut server = Server::new(Arc::new(runtime));
+    let listener = socket::bind_tcp("127.0.0.1:0".parse().expect("addr")).expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    server.serve_public(
+        listener,
+        Admission::new("public", &[], 64, Duration::from_secs(10)),
+        PublicEndpoint {
+            policy: Arc::clone(&policy),
+            allow: AllowLists::default(),
+            max_header_bytes: 64 * 1024,
+        },
+    );
+    let started = Instant::now();
+    while !policy.is_ready() {
+        assert!(started.elapsed() < Duration::from_secs(10), "no snapshot");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut headers = JSON.to_vec();
+    headers.push(("authorization", "Bearer victim-token"));
+    let (status, _, body) = send(addr, "POST", "/mcp", &headers, initialize_body()).await;
+    // The revocation (generation 2) arrived before the answer of generation 1: the caller is
+    // asked again and refused, never served from the stale answer.
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["error"]["code"], -32001, "{body}");
+    assert_eq!(resolves.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert!(policy.cache().is_empty(), "the stale answer was cached");
+    drop(server);
 }
