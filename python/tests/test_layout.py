@@ -4,7 +4,8 @@
   httpx for the boundary (``testing`` may: it is not the gateway). The core of edge mode
   (``mcp_gateway.core``) is a separate package: only its ``grpc_server`` imports grpc and the
   stubs, it imports httpx nowhere, and no gateway module imports it (only ``__main__``
-  starts it).
+  starts it), but for ``_plugins``, which applies the core's ``plugins`` (and nothing else of
+  the core) in the proxied modes, loaded only with a plugin file.
 - No module of the gateway imports ``mcp_gateway.testing``.
 - Importing the package or building the app loads no backend: ``make_backend`` imports the one
   chosen at start.
@@ -55,8 +56,12 @@ def test_only_the_grpc_backend_imports_grpc_and_the_stubs() -> None:
 
 
 def test_the_core_is_apart_from_the_gateway() -> None:
-    gateway = {name for name in gateway_modules() if not name.startswith("core.")}
-    assert not (importers("mcp_gateway.core") & (gateway - {"__main__"}))
+    modules = gateway_modules()
+    gateway = {name for name in modules if not name.startswith("core.")}
+    assert importers("mcp_gateway.core") & (gateway - {"__main__"}) == {"_plugins"}
+    # One implementation of each plugin decision: the proxied modes run the core's own.
+    borrowed_by_plugins = {m for m in modules["_plugins"] if m.startswith("mcp_gateway.core")}
+    assert borrowed_by_plugins == {"mcp_gateway.core.plugins"}
     # What the core takes from the gateway: token verification, errors, the AuthContext's proto
     # mapping (so both build the very same AuthContext); nothing of the app or the backends' I/O.
     borrowed = {
@@ -81,7 +86,8 @@ def test_building_the_app_loads_no_backend() -> None:
     code = (
         "import sys; from mcp_gateway import create_app;"
         "loaded = [m for m in sys.modules if m.startswith(('mcp_gateway._grpc_backend',"
-        " 'mcp_gateway._http_backend', 'mcp_gateway._baseline', 'mcp_gateway._proto', 'grpc'))];"
+        " 'mcp_gateway._http_backend', 'mcp_gateway._baseline', 'mcp_gateway._proto', 'grpc',"
+        " 'mcp_gateway._plugins', 'mcp_gateway.core'))];"
         "print(','.join(sorted(loaded)))"
     )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)

@@ -129,7 +129,7 @@ impl Runtime {
         match incoming {
             Incoming::Request { id, method, params } => {
                 tracing::Span::current().record("method", method.as_str());
-                Ok(self.request(&req, &id, &method, params.as_deref()).await)
+                Ok(self.request(&req, &id, &method, params).await)
             }
             Incoming::Notification { method, params } => {
                 tracing::Span::current().record("method", method.as_str());
@@ -183,10 +183,10 @@ impl Runtime {
         req: &Request,
         id: &RawValue,
         method: &str,
-        params: Option<&RawValue>,
+        params: Option<Box<RawValue>>,
     ) -> Outcome {
         let answer = match method {
-            "initialize" => self.initialize(id, params, req),
+            "initialize" => self.initialize(id, params.as_deref(), req),
             // Clients of the 2026-07-28 revision probe with this first; a correlated
             // "method not found" tells them this server is legacy, so they fall back to
             // `initialize` (rmcp `discover_startup`, MCP 2026-07-28 backward compatibility).
@@ -240,7 +240,7 @@ impl Runtime {
         req: &Request,
         id: &RawValue,
         method: &str,
-        params: Option<&RawValue>,
+        params: Option<Box<RawValue>>,
     ) -> Result<Outcome, RequestError> {
         let (auth, scope) = (&req.auth, req.server_id.as_deref());
         let cat = &self.catalog;
@@ -268,8 +268,10 @@ impl Runtime {
         id: &RawValue,
         kind: Kind,
         method: &str,
-        params: Option<&RawValue>,
+        params: Option<Box<RawValue>>,
     ) -> Result<Outcome, RequestError> {
+        // The raw params go once parsed: a large call holds its arguments once (the parsed
+        // map), not twice, while it runs.
         let p = call_params(params)?;
         let key = kind.key();
         let Some(name) = p.get(key).and_then(Value::as_str).map(str::to_owned) else {
@@ -460,8 +462,9 @@ fn initialize_params(params: Option<&RawValue>) -> Result<String, RequestError> 
 }
 
 /// The params of a call as an object, checked here so that a malformed call never reaches the
-/// upstream: `arguments` and `_meta`, when present, must be objects.
-fn call_params(params: Option<&RawValue>) -> Result<Map<String, Value>, RequestError> {
+/// upstream: `arguments` and `_meta`, when present, must be objects. Takes the raw params and
+/// drops them once parsed.
+fn call_params(params: Option<Box<RawValue>>) -> Result<Map<String, Value>, RequestError> {
     let p: Map<String, Value> = params
         .map(|p| serde_json::from_str(p.get()))
         .transpose()

@@ -327,22 +327,28 @@ impl Relay {
         let Ok(m) = serde_json::from_str::<UpMessage<'_>>(&raw) else {
             return self.fail(&RequestError::UpstreamInvalidMessage);
         };
-        match (m.method, m.id) {
-            (Some(method), None) => self.notification(&method, m.params),
+        let (member, value) = match (m.method, m.id) {
+            (Some(method), None) => return self.notification(&method, m.params),
             // A server-to-client request (sampling, elicitation, roots): not relayed yet.
-            (Some(_), Some(_)) => Step::Skip,
+            (Some(_), Some(_)) => return Step::Skip,
             (None, _) => match (m.result, m.error) {
                 (Some(result), _) if result.get().len() > self.limit => {
-                    self.fail(&RequestError::ResultTooLarge {
+                    return self.fail(&RequestError::ResultTooLarge {
                         size: result.get().len(),
                         limit: self.limit,
-                    })
+                    });
                 }
-                (Some(result), _) => Step::Final(jsonrpc::result_body(&self.id, result.get())),
-                (None, Some(err)) => Step::Final(jsonrpc::raw_error_body(&self.id, err.get())),
-                (None, None) => Step::Skip,
+                (Some(result), _) => ("result", result.get()),
+                (None, Some(err)) => ("error", err.get()),
+                (None, None) => return Step::Skip,
             },
-        }
+        };
+        // The answer is built in the upstream message's own buffer (its head swapped for the
+        // caller's id): a large result is never held twice here.
+        let Some(span) = jsonrpc::span_in(&raw, value) else {
+            return Step::Final(jsonrpc::response_body(&self.id, member, value));
+        };
+        Step::Final(jsonrpc::response_body_reusing(raw, span, &self.id, member))
     }
 
     /// A notification under the caller's progress token; a progress notification of a call

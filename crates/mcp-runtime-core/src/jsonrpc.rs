@@ -215,9 +215,41 @@ pub fn raw_error_body(id: &RawValue, error: &str) -> Vec<u8> {
     response_body(id, "error", error)
 }
 
+/// The same bytes as [`result_body`] (`member` `result`) or [`raw_error_body`] (`member`
+/// `error`), built in the allocation of the upstream message `raw` whose `member` value is
+/// `raw[span]`: the message's head is replaced by the caller's and its tail cut, so a result of
+/// tens of MiB is not copied into a second buffer.
+///
+/// # Panics
+///
+/// When `span` is not inside `raw` or not on character boundaries (it must be the byte range of
+/// a value parsed from `raw`, see [`span_in`]).
+#[must_use]
+pub fn response_body_reusing(
+    mut raw: String,
+    span: std::ops::Range<usize>,
+    id: &RawValue,
+    member: &str,
+) -> Vec<u8> {
+    let head = format!(r#"{{"jsonrpc":"2.0","id":{},"{member}":"#, id.get());
+    raw.truncate(span.end);
+    raw.push('}');
+    raw.replace_range(..span.start, &head);
+    raw.into_bytes()
+}
+
+/// The byte range of `part` inside `whole`, when `part` is a slice of it (a `&RawValue`
+/// borrowed from `whole` by serde_json), else `None`.
+#[must_use]
+pub fn span_in(whole: &str, part: &str) -> Option<std::ops::Range<usize>> {
+    let start = (part.as_ptr() as usize).checked_sub(whole.as_ptr() as usize)?;
+    let end = start.checked_add(part.len())?;
+    (end <= whole.len()).then_some(start..end)
+}
+
 /// `{"jsonrpc":"2.0","id":<id>,"<member>":<json>}` from already-encoded parts, in one
 /// allocation (results can be tens of MiB).
-fn response_body(id: &RawValue, member: &str, json: &str) -> Vec<u8> {
+pub(crate) fn response_body(id: &RawValue, member: &str, json: &str) -> Vec<u8> {
     let id = id.get();
     let mut out = Vec::with_capacity(json.len() + id.len() + member.len() + 24);
     out.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
@@ -238,6 +270,36 @@ pub fn notification_body(method: &str, params: &Value) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn response_body_reusing_gives_the_bytes_of_result_body() {
+        let id = RawValue::from_string(r#""caller-7""#.to_owned()).unwrap();
+        for (raw, member) in [
+            (
+                r#"{"jsonrpc":"2.0","id":12,"result":{"content":[{"type":"text","text":"é"}]}}"#,
+                "result",
+            ),
+            (
+                r#"{"result":{"a":[1,2]} ,"id":3,"jsonrpc":"2.0"}"#,
+                "result",
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":4,"error":{"code":-1,"message":"x"}}  "#,
+                "error",
+            ),
+        ] {
+            let parsed: std::collections::HashMap<&str, &RawValue> =
+                serde_json::from_str(raw).unwrap();
+            let part = parsed[member].get();
+            let span = span_in(raw, part).unwrap();
+            let expected = super::response_body(&id, member, part);
+            assert_eq!(
+                response_body_reusing(raw.to_owned(), span, &id, member),
+                expected
+            );
+        }
+        assert_eq!(span_in("abc", "abc longer"), None);
+    }
+
     use super::*;
 
     #[test]

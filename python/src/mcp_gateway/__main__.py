@@ -40,6 +40,11 @@ def _serve(args: argparse.Namespace) -> int:
         env["MCP_GATEWAY_PORT"] = str(args.port)
     try:
         settings = Settings.from_env(env)
+        if settings.plugins_file is not None:
+            # Checked here too, so that a bad file is one line and status 2 with any --workers.
+            from mcp_gateway._plugins import load_plugins
+
+            load_plugins(settings.plugins_file)
     except ConfigError as e:
         print(f"mcp-gateway: {e}", file=sys.stderr)
         return 2

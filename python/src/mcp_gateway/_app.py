@@ -11,6 +11,11 @@ status, headers and body are relayed unchanged; a client disconnect cancels the 
 and a stream the runtime breaks off ends with a JSON-RPC error event for the request. At most
 ``max_concurrent_requests`` requests are in progress at once (more: 503, ``Retry-After``).
 
+With ``MCP_CORE_PLUGINS_FILE`` set, the core's plugins run on the calls relayed
+(``_plugins``: ``tools/call`` before it is sent and on its answer, ``resources/read`` and
+``prompts/get`` on their answers); without it no request or answer is read beyond what the
+relay needs.
+
 ``GET /health`` passes the same ``Host``/``Origin`` check; it tells anyone the status, and only
 an admin token the mode, the runtime's versions and the open session count.
 """
@@ -22,7 +27,7 @@ import logging
 import re
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from starlette.applications import Starlette
@@ -58,6 +63,9 @@ from mcp_gateway._jsonrpc import (
 )
 from mcp_gateway._settings import Mode, Settings
 from mcp_gateway._sse import encode_event
+
+if TYPE_CHECKING:
+    from mcp_gateway._plugins import ProxiedPlugins
 
 __all__ = ["create_app", "make_backend"]
 
@@ -267,11 +275,13 @@ class McpEndpoint:
     Args:
         settings: The gateway settings (JWT key, body limit).
         backend: Where requests go; started by the app lifespan.
+        plugins: The core's plugins to run on the relayed calls; ``None`` for none.
     """
 
-    def __init__(self, settings: Settings, backend: Backend) -> None:
+    def __init__(self, settings: Settings, backend: Backend, plugins: ProxiedPlugins | None = None) -> None:
         self._settings = settings
         self._backend = backend
+        self._plugins = plugins
         self._budget = ByteBudget(settings.max_bytes_per_subject, settings.max_bytes_in_flight)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -397,11 +407,14 @@ class McpEndpoint:
         async with anyio.create_task_group() as tg:
             tg.start_soon(_watch_disconnect, receive, tg.cancel_scope, exchange)
             try:
-                response = await self._call(request)
+                if self._plugins is None:
+                    response = await self._call(request)
+                else:
+                    response = await self._call_with_plugins(request, self._plugins)
                 if response.stream is None:
                     await _send_whole(send, response)
                 else:
-                    await _send_response_start(send, response, length=None)
+                    await _send_response_start(send, response, length=response.length)
                     await self._relay_stream(request, response, response.stream, send)
             finally:
                 exchange.finished = True
@@ -444,11 +457,36 @@ class McpEndpoint:
         try:
             return await self._backend.handle(request)
         except GatewayError as e:
-            status, code, message = _failure(e)
-            log = logger.error if status == 500 else logger.warning
-            log("%d %s %s: %s", status, request.method, request.request_id, e)
-            retry = [("retry-after", "1")] if status == 503 else []
-            return _error_response(status, code, message, retry)
+            return _failed(request, e)
+
+    async def _call_with_plugins(self, request: McpRequest, plugins: ProxiedPlugins) -> McpResponse:
+        """:meth:`_call` with the plugins' pre hook before it and their post hook on its answer."""
+        prepared = plugins.prepare(request)
+        if prepared is None:
+            return await self._call(request)
+        if prepared.answer is not None:
+            return prepared.answer
+        response = await self._call(prepared.request)
+        if prepared.post is None:
+            return response
+        try:
+            return await plugins.finish(prepared.post, response)
+        except GatewayError as e:
+            await response.aclose()
+            return _failed(request, e)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await response.aclose()
+            raise
+
+
+def _failed(request: McpRequest, e: GatewayError) -> McpResponse:
+    """The answer to a request the backend failed (logged)."""
+    status, code, message = _failure(e)
+    log = logger.error if status == 500 else logger.warning
+    log("%d %s %s: %s", status, request.method, request.request_id, e)
+    retry = [("retry-after", "1")] if status == 503 else []
+    return _error_response(status, code, message, retry)
 
 
 class ConcurrencyLimit:
@@ -501,11 +539,17 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
         A Starlette app whose lifespan starts and closes the backend.
 
     Raises:
-        ConfigError: From :meth:`Settings.from_env`.
+        ConfigError: From :meth:`Settings.from_env`, or an invalid ``MCP_CORE_PLUGINS_FILE``.
     """
     settings = settings or Settings.from_env()
     backend = backend or make_backend(settings)
-    endpoint = McpEndpoint(settings, backend)
+    plugins = None
+    if settings.plugins_file is not None:
+        # Imported only with a plugin file: without one the gateway loads nothing of the core.
+        from mcp_gateway._plugins import load_plugins
+
+        plugins = load_plugins(settings.plugins_file)
+    endpoint = McpEndpoint(settings, backend, plugins)
 
     async def health(request: Request) -> Response:
         rejected = check_host_origin(
@@ -546,6 +590,8 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
         await backend.start()
         if settings.auth_disabled:
             logger.warning(_AUTH_DISABLED_WARNING)
+        if plugins is not None:
+            logger.info("plugins of %s: %s", settings.plugins_file, plugins.describe())
         where = {Mode.GRPC: settings.grpc_uds, Mode.HTTP: settings.http_uds, Mode.PYTHON: settings.catalog}
         logger.info(
             "mcp-gateway %s: mode=%s (%s), listening on http://%s:%d/mcp",

@@ -117,12 +117,16 @@ class McpResponse:
         headers: Lower-case header names and values, in order, without hop-by-hop headers.
         body: The whole body when ``stream`` is ``None``.
         stream: Body chunks, each already framed (for SSE, whole events).
+        length: The length in bytes of a ``stream`` whose size is known (a large JSON body
+            relayed as it arrives), sent as ``Content-Length`` so that a body cut short is seen
+            as broken; ``None`` for SSE and when ``body`` is used.
     """
 
     status: int
     headers: list[tuple[str, str]] = field(default_factory=list)
     body: bytes = b""
     stream: AsyncIterator[bytes] | None = None
+    length: int | None = None
 
     def header(self, name: str) -> str | None:
         """The value of the first header called ``name`` (lower case), or ``None``."""

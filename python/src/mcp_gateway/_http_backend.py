@@ -85,6 +85,10 @@ DEFAULT_MAX_CONNECTIONS = 1024
 """Connections to the runtime at once: the gateway's default ``MCP_GATEWAY_MAX_CONCURRENT_REQUESTS``
 (see the module docstring)."""
 
+STREAM_JSON_FROM_BYTES = 1024 * 1024
+"""A JSON answer larger than this (by the runtime's ``Content-Length``, in bytes) is relayed to
+the client as it arrives instead of being read whole first (issue 13: memory of large results)."""
+
 POOL_TIMEOUT_S = 2.0
 """Longest wait for a free pooled connection, in seconds; then 503 with ``Retry-After: 1``."""
 
@@ -292,6 +296,17 @@ class HttpUdsBackend(SocketBackend):
                     if k.decode("latin-1").lower() not in HOP_BY_HOP
                 ]
                 content_type = response.headers.get("content-type", "")
+                length = _declared_length(response)
+                if (
+                    not content_type.startswith("text/event-stream")
+                    and length is not None
+                    and STREAM_JSON_FROM_BYTES < length <= self.max_response_bytes
+                ):
+                    # A large JSON body passes through chunk by chunk: the gateway never holds
+                    # it whole (the runtime counts it until it is written).
+                    return McpResponse(
+                        status=response.status_code, headers=headers, stream=_Relay(response), length=length
+                    )
                 if not content_type.startswith("text/event-stream"):
                     body = await _read_capped(response, self.max_response_bytes)
                     await response.aclose()
@@ -305,6 +320,12 @@ class HttpUdsBackend(SocketBackend):
                 await response.aclose()
             raise runtime_error(e) from e
         return McpResponse(status=response.status_code, headers=headers, stream=_Relay(response))
+
+
+def _declared_length(response: httpx.Response) -> int | None:
+    """The runtime's ``Content-Length`` in bytes, ``None`` when absent or not a number."""
+    raw = response.headers.get("content-length", "")
+    return int(raw) if raw.isdigit() else None
 
 
 async def _read_capped(response: httpx.Response, cap: int) -> bytes | None:

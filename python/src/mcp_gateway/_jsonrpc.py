@@ -29,6 +29,7 @@ __all__ = [
     "METHOD_NOT_FOUND",
     "NOT_FOUND",
     "PARSE_ERROR",
+    "POLICY_UNAVAILABLE",
     "REQUEST_TIMEOUT",
     "RESOURCE_NOT_FOUND",
     "RUNTIME_UNAVAILABLE",
@@ -70,6 +71,10 @@ requests in progress): 429 with ``Retry-After`` (the runtime's ``LIMIT_REACHED``
 SERVER_BUSY = -32000
 """``-32000`` as the gateway's answer past its limit of open connections or of requests in
 progress (503, with ``Retry-After``)."""
+POLICY_UNAVAILABLE = -32000
+"""``-32000`` as the answer when a hook could not decide: a plugin failed in the gateway (proxied
+modes) or the policy core could not be asked (edge modes); 503 with ``Retry-After: 1``, the
+request is not served without the decision."""
 NOT_FOUND = -32001
 """``-32001`` as not found: an unknown, ended or foreign session, an unknown virtual server (404)."""
 UNAUTHORIZED = -32001

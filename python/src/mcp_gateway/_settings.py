@@ -28,6 +28,7 @@ variable                           default                    meaning
 ``MCP_GATEWAY_MAX_CONCURRENT_REQUESTS``  ``1024``             requests in progress per worker (503)
 ``MCP_GATEWAY_MAX_BYTES_PER_SUBJECT``  ``134217728`` (128 MiB)  request bytes in flight per subject (429)
 ``MCP_GATEWAY_MAX_BYTES_IN_FLIGHT``  ``536870912`` (512 MiB)  request bytes in flight per worker (503)
+``MCP_CORE_PLUGINS_FILE``          unset                      the core's plugin file, applied here
 =================================  =========================  =====================================
 
 ``JWT_SECRET_KEY`` is optional only when ``MCP_GATEWAY_AUTH_DISABLED=1``.
@@ -73,6 +74,14 @@ The byte budget (``_byte_budget``, every mode): a request body is held against
 ``Content-Length`` (before it is read) until its answer is sent; a body with no room is read and
 dropped unparsed and answered 429 (the subject's budget) or 503 (the process's), ``-32000``,
 ``Retry-After: 1`` (none when the body alone is larger), as the runtime answers.
+
+``MCP_CORE_PLUGINS_FILE`` names the plugin configuration of the core (the per-team tool
+deny-list and the output redactor, :mod:`mcp_gateway.core.plugins`, ``docs/core-spi.md``): the
+same file and the same variable as the core's, so one file gives the same decisions in the
+proxied modes (applied by the gateway, :mod:`mcp_gateway._plugins`) and in the edge modes
+(applied by the runtime through the core's hooks). Unset or empty: no plugin runs and the
+gateway parses no more of a request or an answer than without plugins. An unreadable or invalid
+file is a start-up error (status 2), as for the core.
 
 ``MCP_GATEWAY_RUNTIME_KEEPALIVE_S`` (HTTP/JSON mode) is how long an idle pooled connection to the
 runtime is kept. Keep it well below the runtime's ``--header-read-timeout-ms`` (30 s), which
@@ -159,6 +168,8 @@ class Settings:
             (more: 429), as the runtime's ``--max-bytes-per-subject``.
         max_bytes_in_flight: Request bytes a worker process may have in flight (more: 503), as
             the runtime's ``--max-bytes-in-flight``.
+        plugins_file: The core's plugin configuration (``MCP_CORE_PLUGINS_FILE``), applied by
+            the gateway to the calls it relays; ``None``: no plugins.
     """
 
     jwt_secret: str
@@ -185,6 +196,7 @@ class Settings:
     max_concurrent_requests: int = 1024
     max_bytes_per_subject: int = 128 * 1024 * 1024
     max_bytes_in_flight: int = 512 * 1024 * 1024
+    plugins_file: Path | None = None
 
     @property
     def mode(self) -> Mode:
@@ -241,6 +253,7 @@ class Settings:
             return value
 
         catalog = env.get("MCP_RUNTIME_CATALOG") or None
+        plugins_file = env.get("MCP_CORE_PLUGINS_FILE") or None
         settings = cls(
             jwt_secret=secret,
             http_uds=socket_path("MCP_RUST_UDS"),
@@ -266,6 +279,7 @@ class Settings:
             max_concurrent_requests=int(number("MCP_GATEWAY_MAX_CONCURRENT_REQUESTS", 1024)),
             max_bytes_per_subject=int(number("MCP_GATEWAY_MAX_BYTES_PER_SUBJECT", 128 * 1024 * 1024)),
             max_bytes_in_flight=int(number("MCP_GATEWAY_MAX_BYTES_IN_FLIGHT", 512 * 1024 * 1024)),
+            plugins_file=Path(plugins_file) if plugins_file else None,
         )
         if settings.mode is Mode.PYTHON and settings.catalog is None:
             raise ConfigError("no runtime socket configured and MCP_RUNTIME_CATALOG is not set")

@@ -4,7 +4,8 @@ In edge mode the Rust runtime serves the public MCP endpoint itself and asks thi
 caller is, runs the core's hooks and reports its calls (``docs/core-spi.md``). The core is the
 only component that verifies tokens (with the gateway's own :mod:`mcp_gateway._auth`).
 
-Layout (one concept per module; the gateway's modules import none of them):
+Layout (one concept per module; the gateway's modules import none of them but ``plugins``,
+which the gateway's ``_plugins`` applies in the proxied modes):
 
 - :mod:`~mcp_gateway.core.policy`: token verification, revocations, the generation, watchers;
 - :mod:`~mcp_gateway.core.plugins`: the per-team tool deny-list and the output redactor;
