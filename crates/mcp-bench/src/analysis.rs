@@ -603,3 +603,149 @@ impl Report {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::proc::MachineInfo;
+    use crate::report::{Metrics, Revocation, SCHEMA};
+
+    fn row(layer: &str, mode: &str, workload: &str, c: usize, rps: &[f64], core_cpu: f64) -> Row {
+        let rounds: Vec<Metrics> = rps
+            .iter()
+            .map(|&r| Metrics {
+                requests: 100,
+                requests_per_s: r,
+                cpu_us_per_request: [("gateway".to_owned(), core_cpu)].into(),
+                ..Metrics::default()
+            })
+            .collect();
+        Row {
+            key: RowKey {
+                layer: layer.into(),
+                transport: mode.into(),
+                client: "hyper".into(),
+                workload: workload.into(),
+                concurrency: c,
+                payload_bytes: 1119,
+            },
+            summary: Metrics::summarize(&rounds),
+            rounds,
+        }
+    }
+
+    fn report(rows: Vec<Row>, revocations: Vec<Revocation>) -> Report {
+        Report {
+            schema: SCHEMA.into(),
+            started_unix_s: 0,
+            command_line: vec![],
+            machine: MachineInfo::collect(),
+            versions: BTreeMap::new(),
+            settings: BTreeMap::new(),
+            commands: BTreeMap::new(),
+            notes: vec![],
+            comparisons: crate::bench::compare(&rows),
+            rows,
+            revocations,
+        }
+    }
+
+    #[test]
+    fn edge_targets_are_ratios_within_the_run() {
+        let rows = vec![
+            row(
+                "runtime",
+                "http-json",
+                ECHO_1K,
+                16,
+                &[4000.0, 4000.0, 4000.0],
+                0.0,
+            ),
+            row(
+                "gateway",
+                "grpc",
+                ECHO_1K,
+                16,
+                &[1000.0, 1000.0, 1000.0],
+                500.0,
+            ),
+            row(
+                "gateway",
+                "edge-grpc",
+                ECHO_1K,
+                16,
+                &[3600.0, 3200.0, 2000.0],
+                50.0,
+            ),
+            row(
+                "gateway",
+                "edge-grpc",
+                "ping",
+                1,
+                &[9000.0, 9000.0, 9000.0],
+                50.0,
+            ),
+            row(
+                "gateway",
+                "edge-http-json",
+                ECHO_1K,
+                16,
+                &[2000.0, 2000.0, 2000.0],
+                80.0,
+            ),
+            row(
+                "gateway",
+                "edge-grpc+hook",
+                ECHO_1K,
+                16,
+                &[2000.0, 2000.0, 2000.0],
+                100.0,
+            ),
+            row(
+                "gateway",
+                "edge-http-json+hook",
+                ECHO_1K,
+                16,
+                &[1000.0, 1000.0, 1000.0],
+                200.0,
+            ),
+        ];
+        let revocation = Revocation {
+            mode: "edge-grpc".into(),
+            samples_ms: (1..=50).map(f64::from).collect(),
+            failures: vec![],
+        };
+        let md = report(rows, vec![revocation]).analysis_markdown();
+        // Per-round ratios 0.9, 0.8, 0.5 against the runtime row: median 0.8.
+        assert!(
+            md.contains("edge-grpc without hooks serves at least 0.75x the req/s of the runtime layer's Rust-client row (hyper, HTTP/JSON over its Unix socket) of the same workload, size and concurrency: **met**; tools/call echo 1119 B c=16 0.80x"),
+            "{md}"
+        );
+        assert!(
+            md.contains("the runtime layer has no matching row for ping 1119 B c=1"),
+            "{md}"
+        );
+        assert!(
+            md.contains("edge-grpc without hooks serves at least 3x the proxied gRPC mode's req/s on tools/call echo at concurrency 16: **met**; 1119 B 3.20x"),
+            "{md}"
+        );
+        assert!(md.contains("edge-http-json without hooks serves at least 0.75x the req/s of the runtime layer's Rust-client row (hyper, HTTP/JSON over its Unix socket) of the same workload, size and concurrency: **missed**; tools/call echo 1119 B c=16 0.50x"), "{md}");
+        assert!(
+            md.contains("tools/call echo 1119 B c=16: req/s 2.00x, core CPU per call 0.50x"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| edge-grpc | 50 | 25.00 | 50.00 | 50.00 | 0 |"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn a_run_without_edge_rows_has_no_edge_section() {
+        let rows = vec![row("gateway", "grpc", ECHO_1K, 16, &[1000.0], 500.0)];
+        let md = report(rows, vec![]).analysis_markdown();
+        assert!(!md.contains("edge"), "{md}");
+    }
+}
