@@ -121,7 +121,7 @@ rust-test: rust-lint feature-gate
 # plus the Python core; and their revocation latency), straight to the upstream, two gateway
 # workers),
 # interleaved in rounds. Results land in bench/results/<UTC timestamp>/ (results.json,
-# report.md, one SVG per layer). BENCH_PROFILE=quick (default, about 8 minutes on 2 cores after the build) or
+# report.md, one SVG per layer). BENCH_PROFILE=quick (default, about 9 minutes on 2 cores after the build) or
 # full (concurrency 64 too, 1 MiB and 16 MiB echo through the gateway; about 35 minutes).
 BENCH_PROFILE ?= quick
 BENCH_ARGS_quick := --duration 1 --rounds 3 --warmup 30 --concurrency 1,16

@@ -208,10 +208,11 @@ impl Report {
         levels.sort_unstable();
         levels.dedup();
         for c in levels {
-            // The target is about the gateway plus the boundary: the two socket modes.
+            // The target is about the gateway plus the boundary: the two proxied socket modes
+            // (the edge modes are listed, not judged).
             let socket: Vec<&(String, usize, f64)> = added
                 .iter()
-                .filter(|(m, cc, _)| *cc == c && m != "python")
+                .filter(|(m, cc, _)| *cc == c && (m == "http-json" || m == "grpc"))
                 .collect();
             if socket.is_empty() {
                 continue;
