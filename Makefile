@@ -116,9 +116,12 @@ rust-test: rust-lint feature-gate
 # The main job: release binaries (the runtime with grpc-uds, and a copy built without it for the
 # zero-overhead rows), Node 22 with server-everything (node-deps, mk/conformance.mk) and the
 # virtual environment, then every layer (kernel floor, Rust client to runtime, Python hop, end to
-# end through the gateway in its three modes, straight to the upstream, two gateway workers),
+# end through the gateway in its three proxied modes python, http-json and grpc, the edge modes
+# edge-grpc and edge-http-json with and without a pre-invoke hook (runtime on --public-listen
+# plus the Python core; and their revocation latency), straight to the upstream, two gateway
+# workers),
 # interleaved in rounds. Results land in bench/results/<UTC timestamp>/ (results.json,
-# report.md, one SVG per layer). BENCH_PROFILE=quick (default, about 8 minutes on 2 cores after the build) or
+# report.md, one SVG per layer). BENCH_PROFILE=quick (default, about 9 minutes on 2 cores after the build) or
 # full (concurrency 64 too, 1 MiB and 16 MiB echo through the gateway; about 35 minutes).
 BENCH_PROFILE ?= quick
 BENCH_ARGS_quick := --duration 1 --rounds 3 --warmup 30 --concurrency 1,16

@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use crate::report::{Comparison, Report, Row};
+use crate::report::{Comparison, Report, Row, RowKey};
 use crate::stats::LatencySummary;
 
 /// `tools/call echo` with a 1 KiB text: the request size of the breakdown rows.
@@ -62,6 +62,7 @@ impl Report {
         self.breakdown(&mut out);
         self.zero_overhead(&mut out);
         self.two_workers(&mut out);
+        self.edge(&mut out);
         out
     }
 
@@ -207,10 +208,11 @@ impl Report {
         levels.sort_unstable();
         levels.dedup();
         for c in levels {
-            // The target is about the gateway plus the boundary: the two socket modes.
+            // The target is about the gateway plus the boundary: the two proxied socket modes
+            // (the edge modes are listed, not judged).
             let socket: Vec<&(String, usize, f64)> = added
                 .iter()
-                .filter(|(m, cc, _)| *cc == c && m != "python")
+                .filter(|(m, cc, _)| *cc == c && (m == "http-json" || m == "grpc"))
                 .collect();
             if socket.is_empty() {
                 continue;
@@ -227,10 +229,186 @@ impl Report {
                 each.join(", ")
             ));
         }
+        self.edge_targets(&mut lines);
         if !lines.is_empty() {
             out.push_str("\n### Targets\n\n");
             for l in lines {
                 let _ = writeln!(out, "- {l}");
+            }
+        }
+    }
+
+    /// Errors of the row with `key` (0 when there is none).
+    fn errors_of(&self, key: &RowKey) -> u64 {
+        self.rows
+            .iter()
+            .find(|r| &r.key == key)
+            .map_or(0, |r| r.summary.errors)
+    }
+
+    /// The edge mode's targets (issue 14), as ratios between rows of this run: each edge mode
+    /// without hooks against the runtime layer's Rust-client (hyper, HTTP/JSON) row of the same
+    /// workload, size and concurrency (at least 0.75x) and against the proxied gRPC mode on
+    /// `tools/call echo` at concurrency 16 (at least 3x); with the hook, gRPC against HTTP/JSON
+    /// callbacks (reported, no target).
+    fn edge_targets(&self, lines: &mut Vec<String>) {
+        let verdict = |ok: bool| if ok { "**met**" } else { "**missed**" };
+        let label =
+            |k: &RowKey| format!("{} {} B c={}", k.workload, k.payload_bytes, k.concurrency);
+        for mode in ["edge-grpc", "edge-http-json"] {
+            let rows: Vec<&Row> = self
+                .rows
+                .iter()
+                .filter(|r| r.key.layer == "gateway" && r.key.transport == mode)
+                .collect();
+            if rows.is_empty() {
+                continue;
+            }
+            let (mut each, mut missing, mut ok) = (Vec::new(), Vec::new(), true);
+            for r in &rows {
+                let k = &r.key;
+                let Some(rt) = self.row(
+                    "runtime",
+                    "http-json",
+                    &k.workload,
+                    Some(k.payload_bytes),
+                    k.concurrency,
+                ) else {
+                    missing.push(label(k));
+                    continue;
+                };
+                let (en, ed) = (self.errors_of(k), self.errors_of(&rt.key));
+                if en + ed > 0 {
+                    ok = false;
+                    each.push(format!(
+                        "{} not comparable ({en} errors in {mode}, {ed} in the runtime row)",
+                        label(k)
+                    ));
+                    continue;
+                }
+                let c = Comparison::between(r, rt);
+                ok &= c.median.requests_per_s >= 0.75;
+                each.push(format!(
+                    "{} {:.2}x ({:.0} / {:.0} req/s)",
+                    label(k),
+                    c.median.requests_per_s,
+                    r.summary.requests_per_s,
+                    rt.summary.requests_per_s
+                ));
+            }
+            let no_match = if missing.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; the runtime layer has no matching row for {}",
+                    missing.join(", ")
+                )
+            };
+            if each.is_empty() {
+                lines.push(format!(
+                    "{mode} without hooks serves at least 0.75x the runtime layer's Rust-client row: not measured (the runtime layer has no row of the same workload, size and concurrency){no_match}"
+                ));
+            } else {
+                lines.push(format!(
+                    "{mode} without hooks serves at least 0.75x the req/s of the runtime layer's Rust-client row (hyper, HTTP/JSON over its Unix socket) of the same workload, size and concurrency: {}; {}{no_match}",
+                    verdict(ok),
+                    each.join(", ")
+                ));
+            }
+
+            let vs_grpc: Vec<&Comparison> = self
+                .comparisons_of("gateway", mode, "grpc")
+                .into_iter()
+                .filter(|c| c.numerator.workload == ECHO_1K && c.numerator.concurrency == 16)
+                .collect();
+            if vs_grpc.is_empty() {
+                lines.push(format!(
+                    "{mode} without hooks serves at least 3x the proxied gRPC mode on tools/call echo at concurrency 16: not measured (no pair of rows in this run)"
+                ));
+            } else {
+                let mut ok = true;
+                let each: Vec<String> = vs_grpc
+                    .iter()
+                    .map(|c| {
+                        let (en, ed) =
+                            (self.errors_of(&c.numerator), self.errors_of(&c.denominator));
+                        if en + ed > 0 {
+                            ok = false;
+                            format!(
+                                "{} B not comparable ({en} errors in {mode}, {ed} in grpc)",
+                                c.numerator.payload_bytes
+                            )
+                        } else {
+                            ok &= c.median.requests_per_s >= 3.0;
+                            format!(
+                                "{} B {:.2}x",
+                                c.numerator.payload_bytes, c.median.requests_per_s
+                            )
+                        }
+                    })
+                    .collect();
+                lines.push(format!(
+                    "{mode} without hooks serves at least 3x the proxied gRPC mode's req/s on tools/call echo at concurrency 16: {}; {}",
+                    verdict(ok),
+                    each.join(", ")
+                ));
+            }
+        }
+        let hooked = self.comparisons_of("gateway", "edge-grpc+hook", "edge-http-json+hook");
+        if !hooked.is_empty() {
+            let each: Vec<String> = hooked
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{}: req/s {:.2}x, core CPU per call {:.2}x",
+                        label(&c.numerator),
+                        c.median.requests_per_s,
+                        c.median
+                            .cpu_per_request
+                            .get("gateway")
+                            .copied()
+                            .unwrap_or(f64::NAN)
+                    )
+                })
+                .collect();
+            lines.push(format!(
+                "with a pre-invoke hook on the called tool, edge-grpc over edge-http-json (gRPC against HTTP/JSON callbacks; reported, no target): {}",
+                each.join("; ")
+            ));
+        }
+    }
+
+    /// The edge modes: what their columns mean, and the revocation latency.
+    fn edge(&self, out: &mut String) {
+        let edge_rows = self
+            .rows
+            .iter()
+            .any(|r| r.key.layer == "gateway" && r.key.transport.starts_with("edge-"));
+        if !edge_rows && self.revocations.is_empty() {
+            return;
+        }
+        out.push_str("\n### Edge mode\n\nIn the `edge-*` rows there is no gateway: a runtime of their own serves the public endpoint (`--public-listen`) and asks the Python core (`python -m mcp_gateway core`) for each caller and hook over the core's Unix socket, on gRPC (`edge-grpc`) or HTTP/JSON (`edge-http-json`). Their \"gateway\" CPU and RSS columns are the core's process, their \"runtime\" columns the edge runtime's. `+hook` rows run against a core whose deny-list registers a `pre_invoke` hook on the called tool (for a team the bench's caller is not in: the hook is asked on every call and never refuses); the other edge rows' core has no plugin.\n");
+        if self.revocations.is_empty() {
+            out.push_str("\nRevocation latency: not measured in this run.\n");
+            return;
+        }
+        out.push_str("\nRevocation latency: each sample is one fresh token that opened a session and made a call (its caller cached by the runtime), then was revoked by its SHA-256 with `POST /admin/revoke` on the core's HTTP socket; the sample is the time from sending that request to the runtime's first 401 for the token, while the session sends `ping` back to back (ms).\n\n| mode | samples | p50 | p99 | max | failures |\n|---|--:|--:|--:|--:|--:|\n");
+        let f = |v: Option<f64>| v.map_or_else(|| "–".to_owned(), |v| format!("{v:.2}"));
+        for r in &self.revocations {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} |",
+                r.mode,
+                r.samples_ms.len(),
+                f(r.quantile_ms(0.5)),
+                f(r.quantile_ms(0.99)),
+                f(r.quantile_ms(1.0)),
+                r.failures.len()
+            );
+        }
+        for r in &self.revocations {
+            for e in r.failures.iter().take(3) {
+                let _ = writeln!(out, "\n- {} failure: {e}", r.mode);
             }
         }
     }
@@ -424,5 +602,151 @@ impl Report {
                 share * 100.0
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::proc::MachineInfo;
+    use crate::report::{Metrics, Revocation, SCHEMA};
+
+    fn row(layer: &str, mode: &str, workload: &str, c: usize, rps: &[f64], core_cpu: f64) -> Row {
+        let rounds: Vec<Metrics> = rps
+            .iter()
+            .map(|&r| Metrics {
+                requests: 100,
+                requests_per_s: r,
+                cpu_us_per_request: [("gateway".to_owned(), core_cpu)].into(),
+                ..Metrics::default()
+            })
+            .collect();
+        Row {
+            key: RowKey {
+                layer: layer.into(),
+                transport: mode.into(),
+                client: "hyper".into(),
+                workload: workload.into(),
+                concurrency: c,
+                payload_bytes: 1119,
+            },
+            summary: Metrics::summarize(&rounds),
+            rounds,
+        }
+    }
+
+    fn report(rows: Vec<Row>, revocations: Vec<Revocation>) -> Report {
+        Report {
+            schema: SCHEMA.into(),
+            started_unix_s: 0,
+            command_line: vec![],
+            machine: MachineInfo::collect(),
+            versions: BTreeMap::new(),
+            settings: BTreeMap::new(),
+            commands: BTreeMap::new(),
+            notes: vec![],
+            comparisons: crate::bench::compare(&rows),
+            rows,
+            revocations,
+        }
+    }
+
+    #[test]
+    fn edge_targets_are_ratios_within_the_run() {
+        let rows = vec![
+            row(
+                "runtime",
+                "http-json",
+                ECHO_1K,
+                16,
+                &[4000.0, 4000.0, 4000.0],
+                0.0,
+            ),
+            row(
+                "gateway",
+                "grpc",
+                ECHO_1K,
+                16,
+                &[1000.0, 1000.0, 1000.0],
+                500.0,
+            ),
+            row(
+                "gateway",
+                "edge-grpc",
+                ECHO_1K,
+                16,
+                &[3600.0, 3200.0, 2000.0],
+                50.0,
+            ),
+            row(
+                "gateway",
+                "edge-grpc",
+                "ping",
+                1,
+                &[9000.0, 9000.0, 9000.0],
+                50.0,
+            ),
+            row(
+                "gateway",
+                "edge-http-json",
+                ECHO_1K,
+                16,
+                &[2000.0, 2000.0, 2000.0],
+                80.0,
+            ),
+            row(
+                "gateway",
+                "edge-grpc+hook",
+                ECHO_1K,
+                16,
+                &[2000.0, 2000.0, 2000.0],
+                100.0,
+            ),
+            row(
+                "gateway",
+                "edge-http-json+hook",
+                ECHO_1K,
+                16,
+                &[1000.0, 1000.0, 1000.0],
+                200.0,
+            ),
+        ];
+        let revocation = Revocation {
+            mode: "edge-grpc".into(),
+            samples_ms: (1..=50).map(f64::from).collect(),
+            failures: vec![],
+        };
+        let md = report(rows, vec![revocation]).analysis_markdown();
+        // Per-round ratios 0.9, 0.8, 0.5 against the runtime row: median 0.8.
+        assert!(
+            md.contains("edge-grpc without hooks serves at least 0.75x the req/s of the runtime layer's Rust-client row (hyper, HTTP/JSON over its Unix socket) of the same workload, size and concurrency: **met**; tools/call echo 1119 B c=16 0.80x"),
+            "{md}"
+        );
+        assert!(
+            md.contains("the runtime layer has no matching row for ping 1119 B c=1"),
+            "{md}"
+        );
+        assert!(
+            md.contains("edge-grpc without hooks serves at least 3x the proxied gRPC mode's req/s on tools/call echo at concurrency 16: **met**; 1119 B 3.20x"),
+            "{md}"
+        );
+        assert!(md.contains("edge-http-json without hooks serves at least 0.75x the req/s of the runtime layer's Rust-client row (hyper, HTTP/JSON over its Unix socket) of the same workload, size and concurrency: **missed**; tools/call echo 1119 B c=16 0.50x"), "{md}");
+        assert!(
+            md.contains("tools/call echo 1119 B c=16: req/s 2.00x, core CPU per call 0.50x"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| edge-grpc | 50 | 25.00 | 50.00 | 50.00 | 0 |"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn a_run_without_edge_rows_has_no_edge_section() {
+        let rows = vec![row("gateway", "grpc", ECHO_1K, 16, &[1000.0], 500.0)];
+        let md = report(rows, vec![]).analysis_markdown();
+        assert!(!md.contains("edge"), "{md}");
     }
 }

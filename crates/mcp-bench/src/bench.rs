@@ -100,6 +100,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<Report> {
         drop(layer);
     }
     let notes = std::mem::take(&mut run.notes);
+    let revocations = std::mem::take(&mut run.revocations);
     let commands = std::mem::take(&mut run.commands);
     drop(run);
     Ok(Report {
@@ -113,6 +114,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<Report> {
         notes,
         rows,
         comparisons,
+        revocations,
     })
 }
 
@@ -199,7 +201,9 @@ fn settings(
 /// - runtime: gRPC / HTTP/JSON (Rust clients), and HTTP/JSON of the `grpc-uds` build / of the
 ///   build without it;
 /// - python-hop: grpc.aio / httpx and aiohttp / httpx;
-/// - gateway: gRPC / HTTP/JSON, gRPC / Python baseline, HTTP/JSON / Python baseline.
+/// - gateway: gRPC / HTTP/JSON, gRPC / Python baseline, HTTP/JSON / Python baseline, and for
+///   the edge modes: each over the proxied gRPC mode, gRPC over HTTP/JSON callbacks (without
+///   and with the hook), and each with the hook over itself without.
 #[must_use]
 pub fn compare(rows: &[Row]) -> Vec<Comparison> {
     let mut out = Vec::new();

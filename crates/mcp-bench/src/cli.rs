@@ -19,8 +19,10 @@ use crate::report::Report;
 /// rounds: the kernel floor (raw Unix socket ping-pong); a Rust client calling the runtime
 /// over HTTP/JSON and gRPC; Python clients (`bench/pyhop.py`: httpx, aiohttp, grpc.aio)
 /// calling the runtime; this program's MCP client straight to the upstream; and end to end
-/// through the Python gateway in its three modes (Python baseline, HTTP/JSON, gRPC) with this
-/// program as the MCP load generator. Starts the fixture upstream, the runtime and the
+/// through the Python gateway in its three proxied modes (Python baseline, HTTP/JSON, gRPC)
+/// and through the edge modes (the runtime serves the public endpoint and asks the Python core
+/// over gRPC or HTTP/JSON, without and with a pre-invoke hook), with this program as the MCP
+/// load generator. Starts the fixture upstream, the runtime and the
 /// gateways itself. Each layer's options are its own `clap::Args` in `layer/`.
 ///
 /// Prints progress on stderr and a Markdown table on stdout.

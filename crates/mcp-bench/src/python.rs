@@ -160,16 +160,41 @@ pub enum GatewayMode {
     HttpJson,
     /// `MCP_RUST_GRPC_UDS`: gRPC over the runtime's Unix socket (grpc.aio).
     Grpc,
+    /// Edge: no gateway; the runtime serves the public endpoint (`--public-listen`) and asks
+    /// the Python core (`python -m mcp_gateway core`) over gRPC on its Unix socket.
+    #[value(name = "edge-grpc")]
+    EdgeGrpc,
+    /// Edge, asking the core over HTTP/JSON on its Unix socket.
+    #[value(name = "edge-http")]
+    EdgeHttpJson,
 }
 
 impl GatewayMode {
-    /// Name in reports: `python`, `http-json` or `grpc`.
+    /// Name in reports: `python`, `http-json`, `grpc`, `edge-grpc` or `edge-http-json`.
     #[must_use]
     pub fn name(self) -> &'static str {
         match self {
             Self::Python => "python",
             Self::HttpJson => "http-json",
             Self::Grpc => "grpc",
+            Self::EdgeGrpc => "edge-grpc",
+            Self::EdgeHttpJson => "edge-http-json",
+        }
+    }
+
+    /// Whether the runtime serves the public endpoint itself (no gateway process).
+    #[must_use]
+    pub fn is_edge(self) -> bool {
+        matches!(self, Self::EdgeGrpc | Self::EdgeHttpJson)
+    }
+
+    /// The runtime's `--core-transport` in an edge mode.
+    #[must_use]
+    pub fn core_transport(self) -> Option<&'static str> {
+        match self {
+            Self::EdgeGrpc => Some("grpc"),
+            Self::EdgeHttpJson => Some("http"),
+            _ => None,
         }
     }
 }
@@ -254,7 +279,7 @@ pub async fn start_gateway(
         shown.push_str(&format!(" {name}={value}"));
     }
     let var = match mode {
-        GatewayMode::Python => None,
+        GatewayMode::Python | GatewayMode::EdgeGrpc | GatewayMode::EdgeHttpJson => None,
         GatewayMode::HttpJson => Some("MCP_RUST_UDS"),
         GatewayMode::Grpc => Some("MCP_RUST_GRPC_UDS"),
     };
@@ -293,4 +318,138 @@ pub async fn start_gateway(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// How long the core gets to serve on both sockets.
+const CORE_START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A running Python core (`python -m mcp_gateway core`) serving the Core SPI on both of its
+/// sockets (the edge runtime uses one; the admin routes are on the HTTP one).
+#[derive(Debug)]
+pub struct Core {
+    /// The process.
+    pub guard: ChildGuard,
+    /// Its gRPC socket.
+    pub grpc_socket: PathBuf,
+    /// Its HTTP/JSON socket (Core SPI routes and `/admin/...`).
+    pub http_socket: PathBuf,
+    /// The command, environment first, for the report.
+    pub command: String,
+}
+
+/// Starts the core named `name` (socket and log names) in `dir` with `JWT_SECRET_KEY=secret`
+/// and the plugin file `plugins` (`--plugins`; `None`: no hook registered), and waits until
+/// `GET /health` answers 200 on its HTTP socket and its gRPC socket file exists. With
+/// `plugins`, it also checks that `GET /admin/stats` lists at least one hook.
+///
+/// # Errors
+///
+/// When the process cannot start, exits, is not serving in time, or registered no hook.
+pub async fn start_core(
+    env: &PythonEnv,
+    name: &str,
+    secret: &str,
+    plugins: Option<&Path>,
+    dir: &Path,
+) -> anyhow::Result<Core> {
+    let grpc_socket = dir.join(format!("{name}-grpc.sock"));
+    let http_socket = dir.join(format!("{name}-http.sock"));
+    let mut cmd = Command::new(&env.python);
+    cmd.args([
+        "-m",
+        "mcp_gateway",
+        "core",
+        "--log-level",
+        "warning",
+        "--grpc-uds",
+    ])
+    .arg(&grpc_socket)
+    .arg("--http-uds")
+    .arg(&http_socket)
+    .current_dir(&env.repo_root)
+    .env_remove("MCP_CORE_PLUGINS_FILE")
+    .env("JWT_SECRET_KEY", secret)
+    .stdout(Stdio::null());
+    if let Some(p) = plugins {
+        cmd.arg("--plugins").arg(p);
+    }
+    let command = format!(
+        "JWT_SECRET_KEY=... {} -m mcp_gateway core --log-level warning --grpc-uds {} --http-uds {}{}",
+        env.python.display(),
+        grpc_socket.display(),
+        http_socket.display(),
+        plugins.map_or_else(String::new, |p| format!(" --plugins {}", p.display()))
+    );
+    let mut guard = harness::spawn_logged(name, &mut cmd, dir.join(format!("{name}.log")))?;
+    let deadline = Instant::now() + CORE_START_TIMEOUT;
+    loop {
+        guard.check_alive()?;
+        if grpc_socket.exists()
+            && let Ok((status, _)) = crate::client::http::get(&http_socket, "/health").await
+            && status == 200
+        {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "core {name} not serving after {CORE_START_TIMEOUT:?}; see {}",
+                guard.log().display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if plugins.is_some() {
+        let (status, body) = crate::client::http::get(&http_socket, "/admin/stats").await?;
+        let stats: serde_json::Value =
+            serde_json::from_slice(&body).context("GET /admin/stats is not JSON")?;
+        let hooks = stats["hooks"].as_array().map_or(0, Vec::len);
+        if status != 200 || hooks == 0 {
+            bail!("core {name} registered no hook (GET /admin/stats: {status} {stats})");
+        }
+    }
+    Ok(Core {
+        guard,
+        grpc_socket,
+        http_socket,
+        command,
+    })
+}
+
+/// Mints `n` tokens in one Python process, each for its own subject `revoke-I@example.com`
+/// (administrator, no `teams` claim), with the SHA-256 the core's revocation takes
+/// (`tokenSha256`): `(token, hex sha256)` pairs.
+///
+/// # Errors
+///
+/// When the script fails or prints something else.
+pub fn mint_revocable_tokens(
+    env: &PythonEnv,
+    secret: &str,
+    n: usize,
+) -> anyhow::Result<Vec<(String, String)>> {
+    const SCRIPT: &str = r#"
+import hashlib, json, sys
+from mcp_gateway._auth import mint_token
+out = []
+for i in range(int(sys.argv[1])):
+    t = mint_token(sys.argv[2], f"revoke-{i}@example.com", is_admin=True, ttl_s=86400)
+    out.append([t, hashlib.sha256(t.encode()).hexdigest()])
+print(json.dumps(out))
+"#;
+    let out = Command::new(&env.python)
+        .arg("-c")
+        .arg(SCRIPT)
+        .arg(n.to_string())
+        .arg(secret)
+        .current_dir(&env.repo_root)
+        .stdin(Stdio::null())
+        .output()
+        .context("cannot run the token script")?;
+    if !out.status.success() {
+        bail!(
+            "minting revocable tokens failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    serde_json::from_slice(&out.stdout).context("the token script printed no token list")
 }

@@ -41,6 +41,37 @@ pub struct Report {
     pub rows: Vec<Row>,
     /// Ratios between paired rows.
     pub comparisons: Vec<Comparison>,
+    /// Edge modes: time from a token's revocation at the core to the runtime's first 401
+    /// for it, one entry per edge mode measured (absent in runs without edge modes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub revocations: Vec<Revocation>,
+}
+
+/// Revocation latency of one edge mode: each sample is the time from sending
+/// `POST /admin/revoke` (the token's SHA-256) to the core's HTTP socket until the runtime
+/// answers a request with that token (cached by an earlier call) with 401.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Revocation {
+    /// The edge mode (`edge-grpc`, `edge-http-json`).
+    pub mode: String,
+    /// Each measured latency, in milliseconds, in measured order.
+    pub samples_ms: Vec<f64>,
+    /// Tries that did not end in a 401 within the bound, and why.
+    pub failures: Vec<String>,
+}
+
+impl Revocation {
+    /// The `q` quantile (0 to 1) of the samples by nearest rank, `None` without samples.
+    #[must_use]
+    pub fn quantile_ms(&self, q: f64) -> Option<f64> {
+        if self.samples_ms.is_empty() {
+            return None;
+        }
+        let mut v = self.samples_ms.clone();
+        v.sort_by(f64::total_cmp);
+        let rank = (q * v.len() as f64).ceil() as usize;
+        Some(v[rank.clamp(1, v.len()) - 1])
+    }
 }
 
 /// What identifies a row.
@@ -537,6 +568,7 @@ mod tests {
             notes: vec![],
             rows: vec![http, grpc],
             comparisons: vec![c],
+            revocations: vec![],
         }
         .to_markdown();
         assert!(

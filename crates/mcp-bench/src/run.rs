@@ -43,6 +43,8 @@ pub struct Run<'a> {
     pub notes: Vec<String>,
     /// The command of every process, by role.
     pub commands: BTreeMap<String, String>,
+    /// Revocation latency of the edge modes (measured by the gateway layer after its rounds).
+    pub revocations: Vec<crate::report::Revocation>,
     python: Option<Option<PythonEnv>>,
     gateway_auth: Option<(String, String)>,
     order: Vec<RowKey>,
@@ -171,6 +173,7 @@ impl<'a> Run<'a> {
             round: 0,
             notes,
             commands,
+            revocations: Vec::new(),
             python: None,
             gateway_auth: None,
             order: Vec::new(),

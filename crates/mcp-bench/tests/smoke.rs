@@ -112,10 +112,14 @@ fn tiny_run_writes_the_expected_rows() {
             "ping",
             "--gateway-modes",
             if grpc {
-                "python,http,grpc"
+                "python,http,grpc,edge-grpc,edge-http"
             } else {
-                "python,http"
+                "python,http,edge-http"
             },
+            "--edge-hook-workloads",
+            "echo:100",
+            "--revocations",
+            "3",
             "--gateway-workloads",
             "ping,echo:100,session,progress",
         ])
@@ -257,6 +261,31 @@ fn tiny_run_writes_the_expected_rows() {
             } else {
                 &["python", "http-json"]
             };
+            let edge: &[&str] = if grpc {
+                &["edge-grpc", "edge-http-json"]
+            } else {
+                &["edge-http-json"]
+            };
+            for &m in edge {
+                expected.insert(("gateway".to_owned(), m.to_owned(), "ping".to_owned(), c, 40));
+                for w in [
+                    "tools/call echo",
+                    "session open/close",
+                    "tools/call progress",
+                ] {
+                    let size = size_of("gateway", w);
+                    expected.insert(("gateway".to_owned(), m.to_owned(), w.to_owned(), c, size));
+                }
+                // The +hook rows run --edge-hook-workloads only.
+                let w = "tools/call echo";
+                expected.insert((
+                    "gateway".to_owned(),
+                    format!("{m}+hook"),
+                    w.to_owned(),
+                    c,
+                    size_of("gateway", w),
+                ));
+            }
             for &m in modes {
                 expected.insert(("gateway".to_owned(), m.to_owned(), "ping".to_owned(), c, 40));
                 for w in [
@@ -330,14 +359,28 @@ fn tiny_run_writes_the_expected_rows() {
         // grpc.aio/httpx (with gRPC) and aiohttp/httpx, at two concurrency levels.
         assert_eq!(count("python-hop"), if grpc { 4 } else { 2 });
         // grpc/http-json, grpc/python, http-json/python (with gRPC), four workloads, two
-        // levels; none for the two-worker rows (the baseline there mostly fails).
-        assert_eq!(count("gateway"), if grpc { 24 } else { 8 });
+        // levels; none for the two-worker rows (the baseline there mostly fails). Edge: with
+        // gRPC, edge-grpc/grpc, edge-http-json/grpc, edge-grpc/edge-http-json (four workloads,
+        // two levels) and the three +hook pairs (echo, two levels); without, the
+        // edge-http-json+hook/edge-http-json pair.
+        assert_eq!(count("gateway"), if grpc { 24 + 24 + 6 } else { 8 + 2 });
+        let revocations = report["revocations"].as_array().unwrap();
+        assert_eq!(
+            revocations.len(),
+            if grpc { 2 } else { 1 },
+            "{revocations:?}"
+        );
+        for r in revocations {
+            assert_eq!(r["samples_ms"].as_array().unwrap().len(), 3, "{r}");
+            assert!(r["failures"].as_array().unwrap().is_empty(), "{r}");
+        }
         assert_eq!(count("gateway-2-workers"), 0);
         let md = std::fs::read_to_string(out_dir.join("report.md")).unwrap();
         for section in [
             "### Targets",
             "### Progress notification latency",
             "### Gateway with two uvicorn workers",
+            "### Edge mode",
         ] {
             assert!(md.contains(section), "{section} missing from report.md");
         }

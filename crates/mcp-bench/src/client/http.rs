@@ -74,6 +74,28 @@ pub async fn get(socket: &Path, path: &str) -> anyhow::Result<(StatusCode, Bytes
     connect(socket).await?.get("localhost", path).await
 }
 
+/// `POST path` with a JSON `body` on the socket over a fresh connection (the core's admin
+/// routes); returns the status and body.
+///
+/// # Errors
+///
+/// When the socket cannot be reached, the path is not a URI, or the exchange fails.
+pub async fn post_json(
+    socket: &Path,
+    path: &str,
+    body: String,
+) -> anyhow::Result<(StatusCode, Bytes)> {
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri(path)
+        .header(http::header::HOST, "localhost")
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| anyhow::anyhow!("bad request path {path}: {e}"))?;
+    let (status, _, body) = connect(socket).await?.send(req).await?;
+    Ok((status, body))
+}
+
 /// Runs `initialize` and `notifications/initialized` over HTTP/JSON, scoped to virtual server
 /// `scope` when given; returns the session id from the `mcp-session-id` response header.
 ///

@@ -1,21 +1,55 @@
 //! End to end through the Python gateway (`python -m mcp_gateway serve`, one process per mode:
-//! Python baseline, HTTP/JSON, gRPC) against the run's runtime and upstreams, driven by this
-//! program's MCP client over TCP (a session per worker). Two layers: `gateway` (one uvicorn
-//! worker) and `gateway-2-workers` (two workers, each session used on a connection other than
-//! the one that opened it). Rows: one per workload, concurrency and mode, the mode order
+//! Python baseline, HTTP/JSON, gRPC) against the run's runtime and upstreams, and through the
+//! edge modes (no gateway: a runtime of their own serves the public endpoint with
+//! `--public-listen` and asks a Python core, `python -m mcp_gateway core`, for policy over gRPC
+//! or HTTP/JSON on the core's Unix socket), driven by this program's MCP client over TCP (a
+//! session per worker). Two layers: `gateway` (one uvicorn worker; the edge modes) and
+//! `gateway-2-workers` (two workers, each session used on a connection other than the one that
+//! opened it; no edge modes). Rows: one per workload, concurrency and mode, the mode order
 //! rotating every round; requests of [`BIG_PAYLOAD_BYTES`] or more are capped in concurrency.
+//!
+//! Each edge mode runs twice: `edge-grpc` / `edge-http-json` with a core without plugins (no
+//! hook), and `edge-grpc+hook` / `edge-http-json+hook` with a core whose deny-list registers a
+//! `pre_invoke` hook on the called tools ([`HOOK_PLUGINS`]; the list is for a team the bench's
+//! caller is not in, and its token has no `teams` claim, so the hook runs on every call and
+//! never refuses). The `+hook` rows run only `--edge-hook-workloads`. In edge rows the
+//! "gateway" CPU and RSS columns are the core's, the "runtime" columns the edge runtime's.
+//! After the rounds, the layer measures the revocation latency of each edge mode without hooks
+//! ([`measure_revocation`]).
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use serde_json::{Value, json};
 
 use super::{BIG_PAYLOAD_BYTES, Entry, Layer, measure_mcp};
 use crate::bench::Config;
-use crate::client::Workload;
-use crate::client::mcp::Endpoint;
+use crate::client::mcp::{Endpoint, McpWorker};
+use crate::client::{CallError, Workload};
+use crate::harness::{self, ChildGuard, RuntimeProcess};
 use crate::proc::{CpuMeter, ProcTarget};
-use crate::python::{self, Gateway, GatewayMode};
+use crate::python::{self, GatewayMode, PythonEnv};
+use crate::report::Revocation;
 use crate::run::{Run, progress};
+
+/// The plugin file of the `+hook` edge rows: a deny-list for a team nobody in the bench is in,
+/// naming every tool the gateway workloads call, so the core registers a `pre_invoke` hook on
+/// each and the runtime asks it on every call; the bench's caller (no `teams` claim) is never
+/// refused.
+pub const HOOK_PLUGINS: &str =
+    r#"{"deny_tools": {"bench-nobody": ["echo", "everything_echo", "progress"]}}"#;
+
+/// Suffix of the mode of an edge row with the hook.
+pub const HOOK_SUFFIX: &str = "+hook";
+
+/// How long the edge runtime's public endpoint gets to answer `GET /health`.
+const EDGE_START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long one revocation may take before it counts as a failure.
+const REVOCATION_BOUND: Duration = Duration::from_secs(5);
 
 /// The gateway with one worker in the list of layers: gRPC / HTTP/JSON, gRPC / Python
 /// baseline, HTTP/JSON / Python baseline.
@@ -26,6 +60,12 @@ pub const ONE_WORKER: Entry = Entry {
         ("grpc", "http-json"),
         ("grpc", "python"),
         ("http-json", "python"),
+        ("edge-grpc", "grpc"),
+        ("edge-http-json", "grpc"),
+        ("edge-grpc", "edge-http-json"),
+        ("edge-grpc+hook", "edge-http-json+hook"),
+        ("edge-grpc+hook", "edge-grpc"),
+        ("edge-http-json+hook", "edge-http-json"),
     ],
 };
 
@@ -40,14 +80,27 @@ pub const TWO_WORKERS: Entry = Entry {
 /// The gateway layers' options.
 #[derive(Debug, Clone, clap::Args)]
 pub struct GatewayArgs {
-    /// Gateway modes, comma separated, in first-round order.
+    /// Gateway modes, comma separated, in first-round order: the proxied modes `python`,
+    /// `http` (HTTP/JSON), `grpc`, and the edge modes `edge-grpc`, `edge-http` (the runtime
+    /// serves the public endpoint and asks the core over gRPC or HTTP/JSON; each also runs
+    /// with a pre-invoke hook, see `--edge-hook-workloads`). The two-worker rows skip the edge
+    /// modes.
     #[arg(
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "python,http,grpc"
+        default_value = "python,http,grpc,edge-grpc,edge-http"
     )]
     pub gateway_modes: Vec<GatewayMode>,
+
+    /// Workloads of the edge rows with a pre-invoke hook on the called tool (`edge-grpc+hook`,
+    /// `edge-http-json+hook`); `none` skips those rows.
+    #[arg(long, value_delimiter = ',', default_value = "echo:100,echo:1k,echo:10k", value_parser = parse_optional_workload)]
+    pub edge_hook_workloads: Vec<Option<Workload>>,
+
+    /// Revocations measured per edge mode without hooks after the rounds (0: none).
+    #[arg(long, default_value_t = 50)]
+    pub revocations: usize,
 
     /// Workloads sent through the gateway, comma separated: `ping`, `tools/list:10`,
     /// `tools/list:500`, `progress`, `session`, `echo:BYTES`, `everything:BYTES` (`k`/`m`
@@ -69,18 +122,45 @@ pub struct GatewayArgs {
     pub no_gateway: bool,
 }
 
-/// One gateway per mode with `workers` uvicorn workers, and the workloads sent through them.
+/// What a row's requests go to: a gateway (proxied modes, in front of the run's runtime) or
+/// an edge runtime with its core.
+#[derive(Debug)]
+struct Target {
+    /// The row's mode: `python`, `http-json`, `grpc`, `edge-grpc`, `edge-grpc+hook`, ...
+    name: String,
+    /// The public endpoint.
+    addr: SocketAddr,
+    /// The gateway (proxied modes) or the core (edge modes): the "gateway" columns.
+    front: ChildGuard,
+    /// The edge mode's own runtime; `None`: the run's runtime (proxied modes).
+    edge_runtime: Option<RuntimeProcess>,
+    /// The core's HTTP/JSON socket (edge modes): its admin routes.
+    core_http: Option<PathBuf>,
+    /// Only these workloads (the `+hook` rows); `None`: every workload of the layer.
+    only: Option<Vec<Workload>>,
+}
+
+impl Target {
+    fn runs(&self, w: Workload) -> bool {
+        self.only.as_ref().is_none_or(|o| o.contains(&w))
+    }
+}
+
+/// One gateway per mode with `workers` uvicorn workers (with one worker, also the edge modes),
+/// and the workloads sent through them.
 #[derive(Debug)]
 struct GatewayLayer {
     workers: usize,
     workloads: Vec<Workload>,
-    gateways: Vec<Gateway>,
+    targets: Vec<Target>,
     token: String,
 }
 
 impl GatewayLayer {
     /// Starts a gateway of `workers` workers in each mode (a mode that does not start is
-    /// skipped with a note); none without the virtual environment or without workloads.
+    /// skipped with a note); with one worker, an edge runtime and core for each edge mode, and
+    /// one more of each with the hook; none without the virtual environment or without
+    /// workloads.
     fn start(run: &mut Run<'_>, workers: usize) -> anyhow::Result<Self> {
         let cfg = run.cfg;
         let workloads = if workers == 1 {
@@ -100,7 +180,7 @@ impl GatewayLayer {
         let mut layer = Self {
             workers,
             workloads,
-            gateways: Vec::new(),
+            targets: Vec::new(),
             token: String::new(),
         };
         if cfg.gateway.gateway_modes.is_empty() || (workers > 1 && layer.workloads.is_empty()) {
@@ -111,11 +191,42 @@ impl GatewayLayer {
         };
         let (secret, token) = run.gateway_auth(&env)?;
         layer.token = token;
+        let hook_workloads: Vec<Workload> = cfg
+            .gateway
+            .edge_hook_workloads
+            .iter()
+            .flatten()
+            .copied()
+            .filter(|w| run.everything.is_some() || !w.uses_everything())
+            .collect();
         for &mode in &cfg.gateway.gateway_modes {
+            if mode.is_edge() {
+                if workers > 1 {
+                    continue;
+                }
+                let mut variants = vec![(false, None)];
+                if !hook_workloads.is_empty() {
+                    variants.push((true, Some(hook_workloads.clone())));
+                }
+                for (hook, only) in variants {
+                    let name = if hook {
+                        format!("{}{HOOK_SUFFIX}", mode.name())
+                    } else {
+                        mode.name().to_owned()
+                    };
+                    match start_edge(run, &env, &secret, mode, &name, hook) {
+                        Ok(t) => {
+                            layer.targets.push(Target { only, ..t });
+                        }
+                        Err(e) => run.note(format!("gateway {name} skipped: {e:#}")),
+                    }
+                }
+                continue;
+            }
             let socket = match mode {
-                GatewayMode::Python => None,
                 GatewayMode::HttpJson => Some(run.runtime.http_socket.as_path()),
                 GatewayMode::Grpc => run.runtime.grpc_socket.as_deref(),
+                _ => None,
             };
             let label = if workers == 1 {
                 format!("gateway {}", mode.name())
@@ -141,7 +252,14 @@ impl GatewayLayer {
                         g.guard.pid()
                     ));
                     run.commands.insert(label, g.command.clone());
-                    layer.gateways.push(g);
+                    layer.targets.push(Target {
+                        name: g.mode.name().to_owned(),
+                        addr: g.addr,
+                        front: g.guard,
+                        edge_runtime: None,
+                        core_http: None,
+                        only: None,
+                    });
                 }
                 Err(e) => run.note(format!("{label} skipped: {e:#}")),
             }
@@ -159,13 +277,119 @@ impl GatewayLayer {
     }
 }
 
+/// Starts the core of edge row mode `name` (with [`HOOK_PLUGINS`] when `hook`) and a runtime
+/// of its own serving the run's catalog on a free loopback port (`--public-listen`), asking
+/// that core over `mode`'s transport; waits until the public `GET /health` answers 200.
+fn start_edge(
+    run: &mut Run<'_>,
+    env: &PythonEnv,
+    secret: &str,
+    mode: GatewayMode,
+    name: &str,
+    hook: bool,
+) -> anyhow::Result<Target> {
+    let cfg = run.cfg;
+    let dir = run.dir().to_owned();
+    let slug = name.replace('+', "-");
+    let plugins = if hook {
+        let p = dir.join(format!("{slug}-plugins.json"));
+        std::fs::write(&p, HOOK_PLUGINS)
+            .with_context(|| format!("cannot write {}", p.display()))?;
+        Some(p)
+    } else {
+        None
+    };
+    let core = run.rt.block_on(python::start_core(
+        env,
+        &format!("core-{slug}"),
+        secret,
+        plugins.as_deref(),
+        &dir,
+    ))?;
+    let transport = mode.core_transport().context("not an edge mode")?;
+    let core_socket = if mode == GatewayMode::EdgeGrpc {
+        &core.grpc_socket
+    } else {
+        &core.http_socket
+    };
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("cannot bind a loopback port")?;
+    let port = l.local_addr()?.port();
+    drop(l);
+    let mut args: Vec<String> = harness::BENCH_QUOTA_ARGS
+        .iter()
+        .map(|&a| a.to_owned())
+        .collect();
+    args.extend([
+        "--public-listen".to_owned(),
+        format!("127.0.0.1:{port}"),
+        "--core-uds".to_owned(),
+        core_socket.display().to_string(),
+        "--core-transport".to_owned(),
+        transport.to_owned(),
+    ]);
+    let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut runtime = run.rt.block_on(harness::start_runtime(
+        &cfg.programs.runtime_bin,
+        &dir,
+        &format!("runtime-{slug}"),
+        &run.runtime.catalog,
+        cfg.runtime_worker_threads,
+        false,
+        &arg_refs,
+    ))?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = Instant::now() + EDGE_START_TIMEOUT;
+    loop {
+        runtime.guard.check_alive()?;
+        if let Ok(status) = run
+            .rt
+            .block_on(crate::client::mcp::get_status(addr, "/health"))
+            && status == 200
+        {
+            break;
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!(
+                "edge runtime not healthy on {addr} after {EDGE_START_TIMEOUT:?}; see {}",
+                runtime.guard.log().display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    progress(format_args!(
+        "gateway {name} ready on {addr} (runtime pid {}, core pid {})",
+        runtime.guard.pid(),
+        core.guard.pid()
+    ));
+    run.commands
+        .insert(format!("gateway {name}: core"), core.command.clone());
+    run.commands
+        .insert(format!("gateway {name}: runtime"), runtime.command.clone());
+    Ok(Target {
+        name: name.to_owned(),
+        addr,
+        front: core.guard,
+        edge_runtime: Some(runtime),
+        core_http: Some(core.http_socket),
+        only: None,
+    })
+}
+
 impl Layer for GatewayLayer {
     fn round(&mut self, run: &mut Run<'_>) -> anyhow::Result<()> {
         let cfg = run.cfg;
         let layer = self.name();
         // Behind several workers, a session is used on another connection than its own.
         let split = self.workers > 1;
-        for &workload in &self.workloads {
+        let mut workloads = self.workloads.clone();
+        for t in &self.targets {
+            for w in t.only.iter().flatten() {
+                if !workloads.contains(w) {
+                    workloads.push(*w);
+                }
+            }
+        }
+        for &workload in &workloads {
             for &c in &cfg.concurrency {
                 let payload = workload.body(1).len();
                 if payload >= BIG_PAYLOAD_BYTES && c > cfg.gateway.big_payload_max_concurrency {
@@ -175,23 +399,31 @@ impl Layer for GatewayLayer {
                     (Some(e), true) => e.guard.pid(),
                     _ => run.fixture.guard.pid(),
                 };
-                let n = self.gateways.len();
+                let listed = self.workloads.contains(&workload);
+                let chosen: Vec<usize> = (0..self.targets.len())
+                    .filter(|&i| {
+                        let t = &self.targets[i];
+                        t.runs(workload) && (listed || t.only.is_some())
+                    })
+                    .collect();
+                let n = chosen.len();
                 for i in 0..n {
-                    let g = &mut self.gateways[(i + run.round) % n];
+                    let t = &mut self.targets[chosen[(i + run.round) % n]];
+                    let runtime_pid = t
+                        .edge_runtime
+                        .as_ref()
+                        .map_or_else(|| run.runtime.guard.pid(), |r| r.guard.pid());
                     let meter = CpuMeter::new(vec![
-                        ("gateway".to_owned(), ProcTarget::tree(g.guard.pid())),
-                        (
-                            "runtime".to_owned(),
-                            ProcTarget::pid(run.runtime.guard.pid()),
-                        ),
+                        ("gateway".to_owned(), ProcTarget::tree(t.front.pid())),
+                        ("runtime".to_owned(), ProcTarget::pid(runtime_pid)),
                         ("fixture".to_owned(), ProcTarget::pid(upstream_pid)),
                         ("client".to_owned(), ProcTarget::this()),
                     ]);
-                    let endpoint = Endpoint::new(g.addr, &self.token)?;
+                    let endpoint = Endpoint::new(t.addr, &self.token)?;
                     match run.rt.block_on(measure_mcp(
                         cfg,
                         &endpoint,
-                        (layer, g.mode.name(), split),
+                        (layer, &t.name, split),
                         &meter,
                         workload,
                         c,
@@ -200,12 +432,15 @@ impl Layer for GatewayLayer {
                         Err(e) => run.note(format!(
                             "{} {layer} {} {} {} B c={c} failed: {e:#}",
                             run.tag(),
-                            g.mode.name(),
+                            t.name,
                             workload.name(),
                             payload
                         )),
                     }
-                    g.guard.check_alive()?;
+                    t.front.check_alive()?;
+                    if let Some(r) = &mut t.edge_runtime {
+                        r.guard.check_alive()?;
+                    }
                     run.runtime.guard.check_alive()?;
                 }
             }
@@ -219,12 +454,7 @@ impl Layer for GatewayLayer {
         }
         settings.insert(
             "gateway_modes".to_owned(),
-            json!(
-                self.gateways
-                    .iter()
-                    .map(|g| g.mode.name())
-                    .collect::<Vec<_>>()
-            ),
+            json!(self.targets.iter().map(|t| &t.name).collect::<Vec<_>>()),
         );
         settings.insert(
             "gateway_workloads".to_owned(),
@@ -236,11 +466,25 @@ impl Layer for GatewayLayer {
                     .collect::<Vec<_>>()
             ),
         );
+        if self.targets.iter().any(|t| t.edge_runtime.is_some()) {
+            settings.insert(
+                "edge_hook_workloads".to_owned(),
+                json!(
+                    cfg.gateway
+                        .edge_hook_workloads
+                        .iter()
+                        .flatten()
+                        .map(|w| format!("{} ({} B request)", w.name(), w.body(1).len()))
+                        .collect::<Vec<_>>()
+                ),
+            );
+            settings.insert("edge_hook_plugins".to_owned(), json!(HOOK_PLUGINS));
+        }
     }
 
     fn finish(&self, run: &mut Run<'_>) {
         // The cap is stated once, for the one-worker rows (the two-worker rows are small).
-        if self.workers > 1 || self.gateways.is_empty() {
+        if self.workers > 1 || self.targets.is_empty() {
             return;
         }
         let cfg = run.cfg;
@@ -265,7 +509,98 @@ impl Layer for GatewayLayer {
                 ));
             }
         }
+        if cfg.gateway.revocations == 0 {
+            return;
+        }
+        let Some(env) = run.python_probed().cloned() else {
+            return;
+        };
+        for t in &self.targets {
+            let Some(core_http) = &t.core_http else {
+                continue;
+            };
+            if t.only.is_some() {
+                continue;
+            }
+            match measure_revocation(run, &env, t.addr, core_http, &t.name) {
+                Ok(r) => {
+                    progress(format_args!(
+                        "revocation {}: {} samples, p50 {} ms, p99 {} ms, {} failures",
+                        r.mode,
+                        r.samples_ms.len(),
+                        r.quantile_ms(0.5)
+                            .map_or("–".to_owned(), |v| format!("{v:.2}")),
+                        r.quantile_ms(0.99)
+                            .map_or("–".to_owned(), |v| format!("{v:.2}")),
+                        r.failures.len()
+                    ));
+                    run.revocations.push(r);
+                }
+                Err(e) => run.note(format!(
+                    "revocation latency of {} not measured: {e:#}",
+                    t.name
+                )),
+            }
+        }
     }
+}
+
+/// Revocation latency of the edge mode at `addr`: `--revocations` times, a fresh token (its own
+/// subject) opens a session and makes one call (the runtime caches its caller), then the
+/// token's SHA-256 is revoked with `POST /admin/revoke` on the core's HTTP socket and the
+/// session sends `ping` back to back until the runtime answers 401; a sample is the time from
+/// sending the revocation to that 401.
+///
+/// # Errors
+///
+/// When the tokens cannot be minted.
+fn measure_revocation(
+    run: &mut Run<'_>,
+    env: &PythonEnv,
+    addr: SocketAddr,
+    core_http: &std::path::Path,
+    mode: &str,
+) -> anyhow::Result<Revocation> {
+    let (secret, _) = run.gateway_auth(env)?;
+    let tokens = python::mint_revocable_tokens(env, &secret, run.cfg.gateway.revocations)?;
+    let mut out = Revocation {
+        mode: mode.to_owned(),
+        ..Revocation::default()
+    };
+    for (i, (token, sha)) in tokens.iter().enumerate() {
+        let one = run.rt.block_on(async {
+            let endpoint = Endpoint::new(addr, token)?;
+            let mut w = McpWorker::connect(&endpoint, None).await?;
+            w.call(Workload::Ping)
+                .await
+                .map_err(|e| anyhow::anyhow!("ping before the revocation: {e}"))?;
+            let body = json!({ "tokenSha256": sha }).to_string();
+            let t0 = Instant::now();
+            let (status, answer) =
+                crate::client::http::post_json(core_http, "/admin/revoke", body).await?;
+            if status != 200 {
+                anyhow::bail!(
+                    "POST /admin/revoke: {status} {}",
+                    String::from_utf8_lossy(&answer)
+                );
+            }
+            loop {
+                match w.call(Workload::Ping).await {
+                    Err(CallError::Status(401)) => return Ok(t0.elapsed()),
+                    Ok(_) => {}
+                    Err(e) => anyhow::bail!("after the revocation: {e}"),
+                }
+                if t0.elapsed() > REVOCATION_BOUND {
+                    anyhow::bail!("still served {REVOCATION_BOUND:?} after the revocation");
+                }
+            }
+        });
+        match one {
+            Ok(d) => out.samples_ms.push(d.as_secs_f64() * 1e3),
+            Err(e) => out.failures.push(format!("#{i}: {e:#}")),
+        }
+    }
+    Ok(out)
 }
 
 /// A workload, or `none`.
