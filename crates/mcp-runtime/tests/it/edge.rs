@@ -23,9 +23,17 @@ use crate::support::{Fixture, initialize_body, simple_catalog};
 
 struct Edge {
     addr: SocketAddr,
+    policy: Arc<Policy>,
     _server: Server,
     _dir: tempfile::TempDir,
     _fixture: Fixture,
+}
+
+fn socket_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("edge")
+        .tempdir_in("/tmp")
+        .expect("tempdir")
 }
 
 async fn start(transport: CoreTransport) -> Edge {
@@ -33,19 +41,32 @@ async fn start(transport: CoreTransport) -> Edge {
 }
 
 async fn start_with(transport: CoreTransport, max_connections: usize) -> Edge {
+    // Nothing listens on the core's socket: the core is away.
+    serve(
+        socket_dir(),
+        transport,
+        max_connections,
+        Duration::from_millis(300),
+    )
+    .await
+}
+
+/// The public endpoint of a runtime whose policy asks the core at `dir/core.sock` (whatever
+/// listens there, or nothing) over `transport`, with `request_timeout` per core call.
+async fn serve(
+    dir: tempfile::TempDir,
+    transport: CoreTransport,
+    max_connections: usize,
+    request_timeout: Duration,
+) -> Edge {
     let fixture = Fixture::start();
     let catalog = CatalogConfig::parse(&simple_catalog(&fixture.url)).expect("catalog");
-    let dir = tempfile::Builder::new()
-        .prefix("edge")
-        .tempdir_in("/tmp")
-        .expect("tempdir");
     let policy = Arc::new(
         Policy::new(PolicyConfig {
-            // Nothing listens here: the core is away.
             socket: dir.path().join("core.sock"),
             transport,
             connect_timeout: Duration::from_millis(100),
-            request_timeout: Duration::from_millis(300),
+            request_timeout,
             cache: CacheLimits {
                 max_entries: 100,
                 max_age: Duration::from_secs(60),
@@ -65,13 +86,14 @@ async fn start_with(transport: CoreTransport, max_connections: usize) -> Edge {
         listener,
         Admission::new("public", &[], max_connections, Duration::from_secs(10)),
         PublicEndpoint {
-            policy,
+            policy: Arc::clone(&policy),
             allow: AllowLists::default(),
             max_header_bytes: 64 * 1024,
         },
     );
     Edge {
         addr,
+        policy,
         _server: server,
         _dir: dir,
         _fixture: fixture,
@@ -304,43 +326,10 @@ fn scripted_core(path: &std::path::Path) -> Arc<std::sync::atomic::AtomicUsize> 
 
 #[tokio::test]
 async fn an_allowed_answer_crossed_by_a_revocation_is_asked_again_never_served() {
-    let fixture = Fixture::start();
-    let catalog = CatalogConfig::parse(&simple_catalog(&fixture.url)).expect("catalog");
-    let dir = tempfile::Builder::new()
-        .prefix("edge")
-        .tempdir_in("/tmp")
-        .expect("tempdir");
+    let dir = socket_dir();
     let resolves = scripted_core(&dir.path().join("core.sock"));
-    let policy = Arc::new(
-        Policy::new(PolicyConfig {
-            socket: dir.path().join("core.sock"),
-            transport: CoreTransport::Http,
-            connect_timeout: Duration::from_millis(100),
-            request_timeout: Duration::from_millis(2000),
-            cache: CacheLimits {
-                max_entries: 100,
-                max_age: Duration::from_secs(60),
-            },
-            watcher: "it".to_owned(),
-        })
-        .expect("policy"),
-    );
-    let runtime = Runtime::start(&catalog, RuntimeConfig::default())
-        .await
-        .expect("runtime")
-        .with_hooks(Arc::clone(&policy) as Arc<dyn mcp_runtime_core::Hooks>);
-    let mut server = Server::new(Arc::new(runtime));
-    let listener = socket::bind_tcp("127.0.0.1:0".parse().expect("addr")).expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    server.serve_public(
-        listener,
-        Admission::new("public", &[], 64, Duration::from_secs(10)),
-        PublicEndpoint {
-            policy: Arc::clone(&policy),
-            allow: AllowLists::default(),
-            max_header_bytes: 64 * 1024,
-        },
-    );
+    let edge = serve(dir, CoreTransport::Http, 64, Duration::from_millis(2000)).await;
+    let (addr, policy) = (edge.addr, Arc::clone(&edge.policy));
     let started = Instant::now();
     while !policy.is_ready() {
         assert!(started.elapsed() < Duration::from_secs(10), "no snapshot");
@@ -355,5 +344,5 @@ async fn an_allowed_answer_crossed_by_a_revocation_is_asked_again_never_served()
     assert_eq!(body["error"]["code"], -32001, "{body}");
     assert_eq!(resolves.load(std::sync::atomic::Ordering::SeqCst), 2);
     assert!(policy.cache().is_empty(), "the stale answer was cached");
-    drop(server);
+    drop(edge);
 }
