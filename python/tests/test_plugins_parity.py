@@ -55,7 +55,7 @@ from mcp_gateway._auth import AuthContext
 from mcp_gateway._backend import McpRequest, McpResponse
 from mcp_gateway._plugins import ProxiedPlugins, load_plugins
 from mcp_gateway.core.plugins import HookDecision, HookPoint, Plugins
-from mcp_gateway.testing import free_port, start_core, start_edge_runtime, start_gateway, stop
+from mcp_gateway.testing import free_port, start_edge, start_gateway, stop
 
 MODES = ["python", "http", "grpc", "edge", "edge-http"]
 """The modes the table runs through: the three proxied modes and the two edge modes."""
@@ -452,27 +452,19 @@ def _gateways(
         def __missing__(self, mode: str) -> str:
             port = free_port()
             if mode in ("edge", "edge-http"):
-                sockets = _socket_dir()
-                core_http, core_grpc = str(sockets / "core-http.sock"), str(sockets / "core-grpc.sock")
                 plugins = extra.get("MCP_CORE_PLUGINS_FILE")
-                started.append(
-                    start_core(
-                        http_uds=core_http,
-                        grpc_uds=core_grpc,
+                logs = workdir / f"edge-{tag}-{mode}"
+                logs.mkdir(exist_ok=True)
+                started.extend(
+                    start_edge(
+                        mode,
+                        catalog,
+                        _socket_dir(),
+                        port=port,
                         env={"JWT_SECRET_KEY": SECRET},
                         plugins=Path(plugins) if plugins else None,
-                        log=workdir / f"core-{tag}-{mode}.log",
-                    )
-                )
-                started.append(
-                    start_edge_runtime(
-                        catalog,
-                        str(sockets / "runtime-http.sock"),
-                        port=port,
-                        core_uds=core_grpc if mode == "edge" else core_http,
-                        core_transport="grpc" if mode == "edge" else "http",
-                        extra=RUNTIME_FLAGS,
-                        log=workdir / f"runtime-{tag}-{mode}.log",
+                        runtime_extra=RUNTIME_FLAGS,
+                        logs=logs,
                     )
                 )
                 self[mode] = f"http://127.0.0.1:{port}"

@@ -33,6 +33,7 @@ __all__ = [
     "runtime_binary",
     "stack",
     "start_core",
+    "start_edge",
     "start_edge_runtime",
     "start_fixture",
     "start_gateway",
@@ -379,6 +380,54 @@ def start_edge_runtime(
     return process
 
 
+def start_edge(
+    mode: str,
+    catalog: Path,
+    sockets: Path,
+    *,
+    port: int,
+    env: Mapping[str, str],
+    plugins: Path | None = None,
+    runtime_extra: tuple[str, ...] = (),
+    logs: Path,
+) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes]]:
+    """Start an edge mode: the core on both its sockets, then the runtime serving the public endpoint.
+
+    Args:
+        mode: ``edge`` (the runtime asks the core over gRPC) or ``edge-http`` (HTTP/JSON).
+        catalog: The catalog file.
+        sockets: A short directory for the sockets: ``core-http.sock`` (also the core's admin
+            routes), ``core-grpc.sock``, ``runtime-http.sock``.
+        port: The public endpoint's TCP port on 127.0.0.1.
+        env: The core's added environment (``JWT_SECRET_KEY``, ...).
+        plugins: The core's plugin file, or ``None`` for none.
+        runtime_extra: More flags for the runtime.
+        logs: Directory of ``core.log`` and ``runtime.log``.
+
+    Returns:
+        The core and the runtime processes, to stop in reverse order.
+
+    Raises:
+        RuntimeError: A process did not start or serve (the core is stopped again then).
+    """
+    core_http, core_grpc = str(sockets / "core-http.sock"), str(sockets / "core-grpc.sock")
+    core = start_core(http_uds=core_http, grpc_uds=core_grpc, env=env, plugins=plugins, log=logs / "core.log")
+    try:
+        runtime = start_edge_runtime(
+            catalog,
+            str(sockets / "runtime-http.sock"),
+            port=port,
+            core_uds=core_grpc if mode == "edge" else core_http,
+            core_transport="grpc" if mode == "edge" else "http",
+            extra=runtime_extra,
+            log=logs / "runtime.log",
+        )
+    except BaseException:
+        stop(core)
+        raise
+    return core, runtime
+
+
 @contextlib.contextmanager
 def stack(
     mode: str,
@@ -421,22 +470,12 @@ def stack(
         catalog = write_catalog(workdir / "catalog.toml", fixture_url)
         env = {"JWT_SECRET_KEY": secret, "MCP_RUNTIME_CATALOG": str(catalog)}
         if mode in EDGE_MODES:
-            core_http, core_grpc = str(workdir / "core-http.sock"), str(workdir / "core-grpc.sock")
-            processes.append(
-                start_core(http_uds=core_http, grpc_uds=core_grpc, env=env, log=workdir / "core.log")
-            )
-            running.core_http_uds = core_http
-            processes.append(
-                start_edge_runtime(
-                    catalog,
-                    str(workdir / "runtime-http.sock"),
-                    port=port,
-                    core_uds=core_grpc if mode == "edge" else core_http,
-                    core_transport="grpc" if mode == "edge" else "http",
-                    extra=runtime_extra,
-                    log=workdir / "runtime.log",
+            processes.extend(
+                start_edge(
+                    mode, catalog, workdir, port=port, env=env, runtime_extra=runtime_extra, logs=workdir
                 )
             )
+            running.core_http_uds = str(workdir / "core-http.sock")
             yield running
             return
         if mode != "python":
