@@ -229,26 +229,8 @@ fn event(m: pb::WatchPolicyResponse) -> WatchEvent {
 
 /// The core's AuthContext, as the runtime contract's proto carries it.
 fn from_proto(a: rt::AuthContext) -> Result<AuthContext, CoreUnavailable> {
-    let team_scope = match rt::TeamScope::try_from(a.team_scope) {
-        Ok(rt::TeamScope::Unrestricted) => TeamScope::Unrestricted,
-        Ok(rt::TeamScope::Teams) => TeamScope::Teams(a.teams),
-        Ok(rt::TeamScope::PublicOnly | rt::TeamScope::Unspecified) => TeamScope::PublicOnly,
-        Err(_) => {
-            return Err(CoreUnavailable(format!(
-                "caller.team_scope: unknown value {}",
-                a.team_scope
-            )));
-        }
-    };
-    Ok(AuthContext {
-        subject_email: a.subject_email,
-        is_admin: a.is_admin,
-        team_scope,
-        scopes: a.scopes,
-        token_expires_at_unix_s: a.token_expires_at_unix_s,
-        traceparent: a.traceparent,
-        trace_id: a.trace_id,
-    })
+    crate::transport::grpc::auth_from_proto(a)
+        .map_err(|v| CoreUnavailable(format!("caller.team_scope: unknown value {v}")))
 }
 
 fn to_proto(a: &AuthContext) -> rt::AuthContext {

@@ -134,16 +134,23 @@ fn non_empty(s: String) -> Option<String> {
 /// Translates the protobuf AuthContext; `None` is a malformed envelope.
 fn auth(a: Option<pb::AuthContext>) -> Result<AuthContext, Status> {
     let a = a.ok_or_else(|| Status::invalid_argument("envelope.auth is required"))?;
+    auth_from_proto(a).map_err(|v| {
+        Status::invalid_argument(format!("envelope.auth.team_scope: unknown value {v}"))
+    })
+}
+
+/// The core's [`AuthContext`] from the contract's (`mcp.runtime.v1.AuthContext`, also what the
+/// Core SPI's ResolveCaller answers). `UNSPECIFIED` is read as public only (least privilege).
+///
+/// # Errors
+///
+/// The `team_scope` number when it names no `TeamScope`.
+pub(crate) fn auth_from_proto(a: pb::AuthContext) -> Result<AuthContext, i32> {
     let team_scope = match pb::TeamScope::try_from(a.team_scope) {
         Ok(pb::TeamScope::Unrestricted) => TeamScope::Unrestricted,
         Ok(pb::TeamScope::Teams) => TeamScope::Teams(a.teams),
         Ok(pb::TeamScope::PublicOnly | pb::TeamScope::Unspecified) => TeamScope::PublicOnly,
-        Err(_) => {
-            return Err(Status::invalid_argument(format!(
-                "envelope.auth.team_scope: unknown value {}",
-                a.team_scope
-            )));
-        }
+        Err(_) => return Err(a.team_scope),
     };
     Ok(AuthContext {
         subject_email: a.subject_email,
