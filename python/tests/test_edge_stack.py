@@ -86,21 +86,27 @@ class EdgeStack(Gateway):
             assert r.status_code == 200, r.text
 
 
-@pytest.fixture(scope="module", params=["edge", "edge-http"])
-def edge(request: pytest.FixtureRequest, workdir: Path, catalog: Path) -> Iterator[EdgeStack]:
-    mode: str = request.param
+def _edge_stack(
+    mode: str,
+    workdir: Path,
+    catalog: Path,
+    *,
+    core_env: dict[str, str],
+    plugins: Path | None,
+    runtime_extra: tuple[str, ...],
+    tag: str,
+) -> Iterator[EdgeStack]:
+    """The core (restartable: :class:`EdgeStack`), then the runtime serving the public endpoint."""
     sockets = _socket_dir()
     port = free_port()
-    plugins = workdir / f"plugins-{mode}.json"
-    plugins.write_text(json.dumps(PLUGINS))
     stack = EdgeStack(
         mode,
         f"http://127.0.0.1:{port}",
         core_http=str(sockets / "core-http.sock"),
         core_grpc=str(sockets / "core-grpc.sock"),
-        core_env={"JWT_SECRET_KEY": SECRET},
+        core_env=core_env,
         plugins=plugins,
-        log=workdir / f"core-{mode}.log",
+        log=workdir / f"core-{tag}{mode}.log",
     )
     stack.start_core()
     try:
@@ -110,14 +116,30 @@ def edge(request: pytest.FixtureRequest, workdir: Path, catalog: Path) -> Iterat
             port=port,
             core_uds=stack.core_grpc if mode == "edge" else stack.core_http,
             core_transport="grpc" if mode == "edge" else "http",
-            # A short header read timeout, which also bounds a stalled body.
-            extra=(*RUNTIME_FLAGS, "--header-read-timeout-ms", str(STALL_MS)),
-            log=workdir / f"runtime-{mode}.log",
+            extra=runtime_extra,
+            log=workdir / f"runtime-{tag}{mode}.log",
         )
         yield stack
     finally:
         stop(stack.runtime)
         stop(stack.core)
+
+
+@pytest.fixture(scope="module", params=["edge", "edge-http"])
+def edge(request: pytest.FixtureRequest, workdir: Path, catalog: Path) -> Iterator[EdgeStack]:
+    mode: str = request.param
+    plugins = workdir / f"plugins-{mode}.json"
+    plugins.write_text(json.dumps(PLUGINS))
+    yield from _edge_stack(
+        mode,
+        workdir,
+        catalog,
+        core_env={"JWT_SECRET_KEY": SECRET},
+        plugins=plugins,
+        # A short header read timeout, which also bounds a stalled body.
+        runtime_extra=(*RUNTIME_FLAGS, "--header-read-timeout-ms", str(STALL_MS)),
+        tag="",
+    )
 
 
 def _b64(obj: dict[str, Any]) -> str:
@@ -373,32 +395,15 @@ def open_gateway(workdir: Path, catalog: Path, runtimes: Runtimes) -> Iterator[G
 @pytest.fixture(scope="module", params=["edge", "edge-http"])
 def open_edge(request: pytest.FixtureRequest, workdir: Path, catalog: Path) -> Iterator[EdgeStack]:
     """An edge stack whose core runs with ``MCP_GATEWAY_AUTH_DISABLED=1`` and no secret."""
-    mode: str = request.param
-    sockets = _socket_dir()
-    port = free_port()
-    stack = EdgeStack(
-        mode,
-        f"http://127.0.0.1:{port}",
-        core_http=str(sockets / "core-http.sock"),
-        core_grpc=str(sockets / "core-grpc.sock"),
+    yield from _edge_stack(
+        request.param,
+        workdir,
+        catalog,
         core_env={"MCP_GATEWAY_AUTH_DISABLED": "1", "JWT_SECRET_KEY": ""},
-        log=workdir / f"core-auth-off-{mode}.log",
+        plugins=None,
+        runtime_extra=RUNTIME_FLAGS,
+        tag="auth-off-",
     )
-    stack.start_core()
-    try:
-        stack.runtime = start_edge_runtime(
-            catalog,
-            str(sockets / "runtime-http.sock"),
-            port=port,
-            core_uds=stack.core_grpc if mode == "edge" else stack.core_http,
-            core_transport="grpc" if mode == "edge" else "http",
-            extra=RUNTIME_FLAGS,
-            log=workdir / f"runtime-auth-off-{mode}.log",
-        )
-        yield stack
-    finally:
-        stop(stack.runtime)
-        stop(stack.core)
 
 
 async def _tool_names(gateway: Gateway, http: httpx.AsyncClient, token: str | None) -> list[str]:
