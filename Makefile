@@ -116,7 +116,8 @@ rust-test: rust-lint feature-gate
 # The main job: release binaries (the runtime with grpc-uds, and a copy built without it for the
 # zero-overhead rows), Node 22 with server-everything (node-deps, mk/conformance.mk) and the
 # virtual environment, then every layer (kernel floor, Rust client to runtime, Python hop, end to
-# end through the gateway in its three proxied modes python, http-json and grpc, the edge modes
+# end through the gateway in its proxied modes python, http-json (aiohttp), http-json-httpx and
+# grpc, the edge modes
 # edge-grpc and edge-http-json with and without a pre-invoke hook (runtime on --public-listen
 # plus the Python core; and their revocation latency), straight to the upstream, two gateway
 # workers),

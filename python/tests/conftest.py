@@ -24,7 +24,7 @@ import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from mcp_gateway import mint_token
+from mcp_gateway import Backend, mint_token
 from mcp_gateway.testing import (
     free_port,
     runtime_binary,
@@ -35,7 +35,10 @@ from mcp_gateway.testing import (
     write_catalog,
 )
 
-MODES = ["python", "http", "grpc"]
+MODES = ["python", "http", "http-httpx", "grpc"]
+"""The gateway's modes: the Python baseline, HTTP/JSON with its default client (aiohttp), HTTP/JSON
+with httpx (``MCP_RUST_HTTP_CLIENT=httpx``), gRPC."""
+SOCKET_MODES = ["http", "http-httpx", "grpc"]
 SECRET = secrets.token_urlsafe(32)
 PROTOCOL = "2025-11-25"
 
@@ -222,10 +225,30 @@ def gateway_env(mode: str, catalog: Path, rt: Runtime | None) -> dict[str, str]:
     if mode != "python":
         assert rt is not None
         env["MCP_RUST_UDS"] = rt.http_uds
+        if mode == "http-httpx":
+            env["MCP_RUST_HTTP_CLIENT"] = "httpx"
         if mode == "grpc":
             # Both set: gRPC must win.
             env["MCP_RUST_GRPC_UDS"] = rt.grpc_uds
     return env
+
+
+def socket_backend(mode: str, rt: Runtime, request_timeout_s: float = 30.0, **kwargs: Any) -> Backend:
+    """The gateway's backend of socket mode ``mode`` (not started) on ``rt``'s socket.
+
+    For tests that drive a backend directly; ``kwargs`` go to its constructor.
+    """
+    if mode == "grpc":
+        from mcp_gateway._grpc_backend import GrpcUdsBackend
+
+        return GrpcUdsBackend(rt.grpc_uds, request_timeout_s, **kwargs)
+    if mode == "http-httpx":
+        from mcp_gateway._http_backend import HttpUdsBackend
+
+        return HttpUdsBackend(rt.http_uds, request_timeout_s, **kwargs)
+    from mcp_gateway._aiohttp_backend import AiohttpUdsBackend
+
+    return AiohttpUdsBackend(rt.http_uds, request_timeout_s, **kwargs)
 
 
 @pytest.fixture(scope="session")
@@ -277,7 +300,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             report.sections.append((f"log {log.name}", "\n".join(tail)))
 
 
-@pytest.fixture(params=["http", "grpc"])
+@pytest.fixture(params=SOCKET_MODES)
 def own_stack(
     request: pytest.FixtureRequest, workdir: Path, catalog: Path
 ) -> Iterator[tuple[Gateway, Runtime]]:

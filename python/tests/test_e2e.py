@@ -25,7 +25,10 @@ async def test_health_reports_mode(gw: Gateway, http: httpx.AsyncClient) -> None
     assert r.status_code == 200, r.text
     health = r.json()
     assert isinstance(health["runtime"]["open_sessions"], int)
-    assert health["mode"] == gw.mode
+    mode, _, client = gw.mode.partition("-")
+    assert health["mode"] == mode
+    if mode == "http":
+        assert health["http_client"] == (client or "aiohttp")
     assert health["status"] == "ok"
     assert health["runtime"]["reachable"] is True
     if gw.mode != "python":

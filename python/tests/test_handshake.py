@@ -17,11 +17,18 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import ACCEPT, INITIALIZE, RUNTIME_FLAGS, SECRET, Runtime, _socket_dir, gateway_env
+from conftest import (
+    ACCEPT,
+    INITIALIZE,
+    RUNTIME_FLAGS,
+    SECRET,
+    SOCKET_MODES,
+    Runtime,
+    _socket_dir,
+    gateway_env,
+)
 from mcp_gateway._auth import mint_token
 from mcp_gateway.testing import free_port, start_gateway, start_runtime, stop
-
-SOCKET_MODES = ["http", "grpc"]
 
 
 def _runtime(

@@ -1,11 +1,11 @@
-"""The HTTP/JSON backend's connection pool to the runtime: a request that finds no free connection.
+"""The HTTP/JSON backends' pool of runtime connections: a request that finds no free connection.
 
-The pool is sized to the gateway's concurrency limit (``_http_backend``'s docstring), so through
-the gateway an admitted request never waits for a connection. Here the backend is driven
-directly, against the session's real runtime, with a pool of one connection held by an open GET
-stream: the next request waits at most ``POOL_TIMEOUT_S`` and is refused with
-:class:`~mcp_gateway.RuntimeBusyError` (the app answers it 503 with ``Retry-After: 1``), not
-left waiting for the request timeout and answered 504.
+Both clients (aiohttp, httpx) are checked. The pool is sized to the gateway's concurrency limit
+(``_http_backend``'s docstring), so through the gateway an admitted request never waits for a
+connection. Here the backend is driven directly, against the session's real runtime, with a pool
+of one connection held by an open GET stream: the next request waits at most ``POOL_TIMEOUT_S``
+and is refused with :class:`~mcp_gateway.RuntimeBusyError` (the app answers it 503 with
+``Retry-After: 1``), not left waiting for the request timeout and answered 504.
 """
 
 from __future__ import annotations
@@ -14,9 +14,8 @@ import json
 
 import pytest
 
-from conftest import INITIALIZE, Runtimes
+from conftest import INITIALIZE, Runtimes, socket_backend
 from mcp_gateway import AuthContext, McpRequest, RuntimeBusyError
-from mcp_gateway._http_backend import HttpUdsBackend
 
 ALICE = AuthContext(email="pool@example.com", teams=())
 
@@ -34,9 +33,12 @@ def post(body: object, session: str | None = None) -> McpRequest:
     )
 
 
-async def test_a_request_that_finds_every_pooled_connection_taken_is_busy(runtimes: Runtimes) -> None:
+@pytest.mark.parametrize("mode", ["http", "http-httpx"])
+async def test_a_request_that_finds_every_pooled_connection_taken_is_busy(
+    mode: str, runtimes: Runtimes
+) -> None:
     rt = runtimes.get()
-    backend = HttpUdsBackend(rt.http_uds, request_timeout_s=30.0, max_connections=1)
+    backend = socket_backend(mode, rt, 30.0, max_connections=1)
     await backend.start()
     try:
         opened = await backend.handle(post(INITIALIZE))

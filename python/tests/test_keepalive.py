@@ -24,8 +24,11 @@ RUNTIME_IDLE_S = 0.2
 CALLS = 200
 
 
-@pytest.fixture
-def short_idle_stack(workdir: Path, catalog: Path) -> Iterator[tuple[Gateway, Path]]:
+@pytest.fixture(params=["http", "http-httpx"])
+def short_idle_stack(
+    request: pytest.FixtureRequest, workdir: Path, catalog: Path
+) -> Iterator[tuple[Gateway, Path]]:
+    mode: str = request.param
     sockets = _socket_dir()
     log = workdir / "runtime-keepalive.log"
     rt = Runtime(None, str(sockets / "http.sock"), str(sockets / "grpc.sock"), catalog, log)
@@ -34,10 +37,10 @@ def short_idle_stack(workdir: Path, catalog: Path) -> Iterator[tuple[Gateway, Pa
         catalog, rt.http_uds, None, extra=(*RUNTIME_FLAGS, "--header-read-timeout-ms", idle_ms), log=log
     )
     port = free_port()
-    gateway_log = workdir / f"gateway-keepalive-{port}.log"
-    process = start_gateway(gateway_env("http", catalog, rt), port, log=gateway_log)
+    gateway_log = workdir / f"gateway-keepalive-{mode}-{port}.log"
+    process = start_gateway(gateway_env(mode, catalog, rt), port, log=gateway_log)
     try:
-        yield Gateway("http", f"http://127.0.0.1:{port}", SECRET, [process]), gateway_log
+        yield Gateway(mode, f"http://127.0.0.1:{port}", SECRET, [process]), gateway_log
     finally:
         stop(process)
         stop(rt.process)

@@ -38,13 +38,15 @@ from conftest import (
     MAX_MESSAGE_BYTES,
     MODES,
     PROTOCOL,
+    SOCKET_MODES,
     Gateway,
     Runtime,
     _socket_dir,
     gateway_env,
+    socket_backend,
 )
 from mcp_gateway import AuthContext
-from mcp_gateway._backend import Backend, McpRequest, McpResponse
+from mcp_gateway._backend import McpRequest, McpResponse
 from mcp_gateway.testing import free_port, start_gateway, start_runtime, stop
 
 MIB = 1024 * 1024
@@ -237,20 +239,12 @@ async def test_a_result_just_over_a_small_limit_is_refused_in_every_mode(
     await echo_works(http, gw, token, session)
 
 
-@pytest.mark.parametrize("mode", ["http", "grpc"])
+@pytest.mark.parametrize("mode", SOCKET_MODES)
 async def test_a_backend_told_a_smaller_limit_refuses_a_larger_whole_response(
     mode: str, default_stack: DefaultStack, workdir: Path
 ) -> None:
     rt = default_stack.runtime
-    backend: Backend
-    if mode == "http":
-        from mcp_gateway._http_backend import HttpUdsBackend
-
-        backend = HttpUdsBackend(rt.http_uds, 30.0, MAX_MESSAGE_BYTES)
-    else:
-        from mcp_gateway._grpc_backend import GrpcUdsBackend
-
-        backend = GrpcUdsBackend(rt.grpc_uds, 30.0, MAX_MESSAGE_BYTES)
+    backend = socket_backend(mode, rt, 30.0, max_message_bytes=MAX_MESSAGE_BYTES)
     auth = AuthContext(email="alice@example.com", teams=())
 
     async def send(body: dict[str, Any], session: str | None) -> McpResponse:

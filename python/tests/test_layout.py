@@ -1,7 +1,8 @@
 """The gateway's import rules (``docs/ARCHITECTURE.md``), checked on the source and in a fresh process.
 
 - Only ``_grpc_backend`` imports grpc and the generated stubs; only ``_http_backend`` imports
-  httpx for the boundary (``testing`` may: it is not the gateway). The core of edge mode
+  httpx for the boundary (``testing`` may: it is not the gateway), only ``_aiohttp_backend``
+  aiohttp. The core of edge mode
   (``mcp_gateway.core``) is a separate package: only its ``grpc_server`` imports grpc and the
   stubs, it imports httpx nowhere, and no gateway module imports it (only ``__main__``
   starts it), but for ``_plugins``, which applies the core's ``plugins`` (and nothing else of
@@ -78,6 +79,10 @@ def test_only_the_http_backend_imports_httpx_for_the_boundary() -> None:
     assert importers("httpx") == {"_http_backend", "testing"}
 
 
+def test_only_the_aiohttp_backend_imports_aiohttp() -> None:
+    assert importers("aiohttp") == {"_aiohttp_backend"}
+
+
 def test_no_gateway_module_imports_the_test_helpers() -> None:
     assert importers("mcp_gateway.testing") == {"__main__"}, "only the `stack` command may"
 
@@ -86,7 +91,8 @@ def test_building_the_app_loads_no_backend() -> None:
     code = (
         "import sys; from mcp_gateway import create_app;"
         "loaded = [m for m in sys.modules if m.startswith(('mcp_gateway._grpc_backend',"
-        " 'mcp_gateway._http_backend', 'mcp_gateway._baseline', 'mcp_gateway._proto', 'grpc',"
+        " 'mcp_gateway._http_backend', 'mcp_gateway._aiohttp_backend', 'aiohttp',"
+        " 'mcp_gateway._baseline', 'mcp_gateway._proto', 'grpc',"
         " 'mcp_gateway._plugins', 'mcp_gateway.core'))];"
         "print(','.join(sorted(loaded)))"
     )

@@ -15,6 +15,7 @@ import pytest
 
 from conftest import (
     SECRET,
+    SOCKET_MODES,
     Gateway,
     Runtime,
     Runtimes,
@@ -99,10 +100,11 @@ async def test_runtime_killed_mid_call(own_stack: tuple[Gateway, Runtime], http:
 async def test_runtime_not_running_at_start(workdir: Path, catalog: Path, http: httpx.AsyncClient) -> None:
     """A gateway whose runtime socket does not exist answers 502 promptly (no hang, no traceback)."""
     sockets = _socket_dir()
-    for mode in ("http", "grpc"):
+    for mode in SOCKET_MODES:
         env = {
             "JWT_SECRET_KEY": SECRET,
-            "MCP_RUST_UDS" if mode == "http" else "MCP_RUST_GRPC_UDS": str(sockets / f"{mode}.sock"),
+            "MCP_RUST_GRPC_UDS" if mode == "grpc" else "MCP_RUST_UDS": str(sockets / f"{mode}.sock"),
+            "MCP_RUST_HTTP_CLIENT": "httpx" if mode == "http-httpx" else "aiohttp",
         }
         port = free_port()
         process = start_gateway(env, port, log=workdir / f"gateway-nort-{mode}.log")
@@ -189,7 +191,7 @@ async def test_runtime_killed_during_a_stream_ends_it_with_an_error_event(
     }, events[-1]
 
 
-@pytest.mark.parametrize("mode", ["http", "grpc"])
+@pytest.mark.parametrize("mode", SOCKET_MODES)
 async def test_request_timeout_is_the_deadline(
     mode: str, workdir: Path, catalog: Path, runtimes: Runtimes, http: httpx.AsyncClient
 ) -> None:

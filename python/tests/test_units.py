@@ -118,6 +118,14 @@ class TestSettings:
         with pytest.raises(ConfigError):
             Settings.from_env(env)
 
+    def test_the_http_client_is_aiohttp_unless_httpx_is_asked_for(self) -> None:
+        base = {"JWT_SECRET_KEY": KEY, "MCP_RUST_UDS": "/h"}
+        assert Settings.from_env(base).http_client == "aiohttp"
+        assert Settings.from_env({**base, "MCP_RUST_HTTP_CLIENT": "httpx"}).http_client == "httpx"
+        assert Settings.from_env({**base, "MCP_RUST_HTTP_CLIENT": " HTTPX "}).http_client == "httpx"
+        with pytest.raises(ConfigError, match="MCP_RUST_HTTP_CLIENT='requests' is not one of aiohttp, httpx"):
+            Settings.from_env({**base, "MCP_RUST_HTTP_CLIENT": "requests"})
+
     def test_an_empty_socket_is_unset(self) -> None:
         base = {"JWT_SECRET_KEY": KEY, "MCP_RUNTIME_CATALOG": "/c.toml"}
         assert Settings.from_env({**base, "MCP_RUST_GRPC_UDS": "", "MCP_RUST_UDS": "/h"}).mode is Mode.HTTP
@@ -353,6 +361,20 @@ def test_http_backend_errors_are_mapped_by_type() -> None:
     assert isinstance(runtime_error(httpx.PoolTimeout("busy")), RuntimeBusyError)
     assert isinstance(runtime_error(httpx.ConnectError("refused")), RuntimeUnavailableError)
     assert isinstance(runtime_error(httpx.RemoteProtocolError("gone")), RuntimeUnavailableError)
+    assert isinstance(runtime_error(FileNotFoundError("no socket")), RuntimeUnavailableError)
+
+
+def test_aiohttp_backend_errors_are_mapped_by_type() -> None:
+    import aiohttp
+
+    from mcp_gateway._aiohttp_backend import runtime_error
+    from mcp_gateway._errors import RuntimeBusyError, RuntimeTimeoutError, RuntimeUnavailableError
+
+    assert isinstance(runtime_error(TimeoutError()), RuntimeTimeoutError)
+    assert isinstance(runtime_error(aiohttp.SocketTimeoutError("slow")), RuntimeTimeoutError)
+    assert isinstance(runtime_error(aiohttp.ConnectionTimeoutError("busy")), RuntimeBusyError)
+    assert isinstance(runtime_error(aiohttp.ServerDisconnectedError()), RuntimeUnavailableError)
+    assert isinstance(runtime_error(aiohttp.ClientPayloadError("cut short")), RuntimeUnavailableError)
     assert isinstance(runtime_error(FileNotFoundError("no socket")), RuntimeUnavailableError)
 
 

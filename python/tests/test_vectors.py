@@ -37,9 +37,9 @@ VECTORS: dict[str, Any] = json.loads(VECTORS_PATH.read_text())
 CASES: list[dict[str, Any]] = VECTORS["cases"]
 DEFAULT_LIMIT = 64 * 1024 * 1024
 
-MODES = ["python", "http", "grpc", "edge", "edge-http"]
-"""The gateway's three modes, then the runtime serving the public endpoint itself and asking the
-core over gRPC (``edge``) or HTTP/JSON (``edge-http``)."""
+MODES = ["python", "http", "http-httpx", "grpc", "edge", "edge-http"]
+"""The gateway's modes (HTTP/JSON with each of its two clients), then the runtime serving the
+public endpoint itself and asking the core over gRPC (``edge``) or HTTP/JSON (``edge-http``)."""
 
 
 class Target:

@@ -487,9 +487,19 @@ impl Report {
             "\n### Where the time goes: `tools/call echo` 1 KiB at concurrency 1\n\nMedian latencies of the chain, each measured alone in this run, and the legs as their differences (µs): `upstream` is the load generator calling the fixture directly; `runtime + boundary` is the Rust client through the runtime minus that; `Python client` is the Python hop (the gateway's client library calling the runtime) minus the Rust client; `client to gateway + gateway` is the end-to-end row minus the Python hop. The CPU columns are the end-to-end row's CPU per request of each process (at concurrency 1 they are on the critical path).\n\n| mode | end to end p50 | upstream | runtime + boundary | Python client | client to gateway + gateway | CPU gateway | CPU runtime | CPU upstream | CPU load generator |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n",
         );
         let mut any = false;
+        // Runs before the gateway had two HTTP/JSON clients measured `http-json` with httpx.
+        let http_json_client = if self
+            .row("gateway", "http-json-httpx", ECHO_1K, gw_payload, 1)
+            .is_some()
+        {
+            "aiohttp"
+        } else {
+            "httpx"
+        };
         for (mode, transport, pyclient) in [
             ("python", None, None),
-            ("http-json", Some("http-json"), Some("httpx")),
+            ("http-json", Some("http-json"), Some(http_json_client)),
+            ("http-json-httpx", Some("http-json"), Some("httpx")),
             ("grpc", Some("grpc"), Some("grpc.aio")),
         ] {
             let Some(e2e_row) = self.row("gateway", mode, ECHO_1K, gw_payload, 1) else {

@@ -155,9 +155,14 @@ impl PythonEnv {
 pub enum GatewayMode {
     /// No runtime socket: the Python baseline (the MCP runtime in-process, official SDK).
     Python,
-    /// `MCP_RUST_UDS`: HTTP/JSON over the runtime's Unix socket (httpx).
+    /// `MCP_RUST_UDS`: HTTP/JSON over the runtime's Unix socket with the gateway's default
+    /// client, aiohttp (`MCP_RUST_HTTP_CLIENT=aiohttp`).
     #[value(name = "http")]
     HttpJson,
+    /// `MCP_RUST_UDS` with `MCP_RUST_HTTP_CLIENT=httpx`: HTTP/JSON with httpx, the client the
+    /// ContextForge gateway uses.
+    #[value(name = "http-httpx")]
+    HttpJsonHttpx,
     /// `MCP_RUST_GRPC_UDS`: gRPC over the runtime's Unix socket (grpc.aio).
     Grpc,
     /// Edge: no gateway; the runtime serves the public endpoint (`--public-listen`) and asks
@@ -170,15 +175,27 @@ pub enum GatewayMode {
 }
 
 impl GatewayMode {
-    /// Name in reports: `python`, `http-json`, `grpc`, `edge-grpc` or `edge-http-json`.
+    /// Name in reports: `python`, `http-json` (aiohttp), `http-json-httpx`, `grpc`, `edge-grpc`
+    /// or `edge-http-json`.
     #[must_use]
     pub fn name(self) -> &'static str {
         match self {
             Self::Python => "python",
             Self::HttpJson => "http-json",
+            Self::HttpJsonHttpx => "http-json-httpx",
             Self::Grpc => "grpc",
             Self::EdgeGrpc => "edge-grpc",
             Self::EdgeHttpJson => "edge-http-json",
+        }
+    }
+
+    /// The gateway's `MCP_RUST_HTTP_CLIENT` in an HTTP/JSON mode.
+    #[must_use]
+    pub fn http_client(self) -> Option<&'static str> {
+        match self {
+            Self::HttpJson => Some("aiohttp"),
+            Self::HttpJsonHttpx => Some("httpx"),
+            _ => None,
         }
     }
 
@@ -267,6 +284,7 @@ pub async fn start_gateway(
     .current_dir(&env.repo_root)
     .env_remove("MCP_RUST_UDS")
     .env_remove("MCP_RUST_GRPC_UDS")
+    .env_remove("MCP_RUST_HTTP_CLIENT")
     .env("JWT_SECRET_KEY", gateway_env.secret)
     .env("MCP_RUNTIME_CATALOG", catalog)
     .envs(gateway_env.extra.iter().copied())
@@ -280,9 +298,13 @@ pub async fn start_gateway(
     }
     let var = match mode {
         GatewayMode::Python | GatewayMode::EdgeGrpc | GatewayMode::EdgeHttpJson => None,
-        GatewayMode::HttpJson => Some("MCP_RUST_UDS"),
+        GatewayMode::HttpJson | GatewayMode::HttpJsonHttpx => Some("MCP_RUST_UDS"),
         GatewayMode::Grpc => Some("MCP_RUST_GRPC_UDS"),
     };
+    if let Some(client) = mode.http_client() {
+        cmd.env("MCP_RUST_HTTP_CLIENT", client);
+        shown.push_str(&format!(" MCP_RUST_HTTP_CLIENT={client}"));
+    }
     if let Some(var) = var {
         let path =
             socket.with_context(|| format!("gateway mode {} needs a socket", mode.name()))?;

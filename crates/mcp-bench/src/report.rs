@@ -469,7 +469,7 @@ fn bar_chart(layer: &str, rows: &[&Row]) -> String {
     let palette = |mode: &str| match mode {
         "grpc" | "grpc.aio" => "#2a9d8f",
         "http-json" | "httpx" | "hyper" => "#e76f51",
-        "aiohttp" => "#f4a261",
+        "aiohttp" | "http-json-httpx" => "#f4a261",
         "python" => "#264653",
         _ => "#8d99ae",
     };

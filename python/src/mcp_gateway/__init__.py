@@ -15,7 +15,8 @@ Layout (one concept per module):
 - ``_listener``: the public listener's limits (request head size and time, open connections);
 - ``_backend``: the seam, ``Backend.handle(McpRequest) -> McpResponse`` (plus lifecycle and
   health probe), and the version handshake;
-- ``_socket_backend``: what the two socket backends share; ``_http_backend``, ``_grpc_backend``;
+- ``_socket_backend``: what the socket backends share; ``_http_wire``: what the two HTTP/JSON
+  clients share; ``_aiohttp_backend`` (default), ``_http_backend`` (httpx), ``_grpc_backend``;
 - ``_baseline``: the Python baseline (front layer, SDK server, ASGI driver, catalog, upstreams);
 - ``_jsonrpc``: JSON-RPC codes, error bodies and framing (the runtime's ``jsonrpc.rs``);
 - ``_sse``: SSE framing; ``_settings``: the environment; ``_errors``: the exception hierarchy;

@@ -86,8 +86,9 @@ def make_backend(settings: Settings) -> Backend:
     """Create the backend of ``settings.mode`` (not started yet).
 
     Returns:
-        ``GrpcUdsBackend``, ``HttpUdsBackend`` or ``PythonBaseline``, with the settings' request
-        timeout and message limit.
+        ``GrpcUdsBackend``, ``AiohttpUdsBackend`` (HTTP/JSON, the default client),
+        ``HttpUdsBackend`` (HTTP/JSON with httpx) or ``PythonBaseline``, with the settings'
+        request timeout and message limit.
 
     Raises:
         ImportError: gRPC mode without generated stubs (``make python-proto``).
@@ -99,11 +100,22 @@ def make_backend(settings: Settings) -> Backend:
         return GrpcUdsBackend(
             settings.grpc_uds, settings.request_timeout_s, settings.runtime_max_message_bytes
         )
-    if settings.mode is Mode.HTTP:
+    if settings.mode is Mode.HTTP and settings.http_client == "httpx":
         from mcp_gateway._http_backend import HttpUdsBackend
 
         assert settings.http_uds is not None
         return HttpUdsBackend(
+            settings.http_uds,
+            settings.request_timeout_s,
+            settings.runtime_max_message_bytes,
+            keepalive_s=settings.runtime_keepalive_s,
+            max_connections=settings.max_concurrent_requests,
+        )
+    if settings.mode is Mode.HTTP:
+        from mcp_gateway._aiohttp_backend import AiohttpUdsBackend
+
+        assert settings.http_uds is not None
+        return AiohttpUdsBackend(
             settings.http_uds,
             settings.request_timeout_s,
             settings.runtime_max_message_bytes,
@@ -571,6 +583,7 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
             payload.update(
                 {
                     "mode": settings.mode.value,
+                    **({"http_client": settings.http_client} if settings.mode is Mode.HTTP else {}),
                     "gateway_version": __version__,
                     "runtime": {
                         "reachable": runtime.reachable,

@@ -1,6 +1,7 @@
-"""HTTP/JSON over a Unix socket: the existing default boundary (``docs/http-boundary.md``).
+"""HTTP/JSON over a Unix socket with httpx (``docs/http-boundary.md``; ``MCP_RUST_HTTP_CLIENT=httpx``).
 
-One ``httpx.AsyncClient`` per process over the socket, the way the ContextForge gateway does it.
+One ``httpx.AsyncClient`` per process over the socket, the way the ContextForge gateway does it
+(the default client is aiohttp, ``_aiohttp_backend``, which follows the same rules below).
 The request is forwarded with a whitelist of MCP headers plus the two internal ones; the
 response is relayed as is: a JSON body is read whole, an SSE body is streamed chunk by chunk
 with no read timeout on streaming calls. A JSON body is read up to the runtime's message limit
@@ -51,13 +52,22 @@ import contextlib
 import logging
 from collections.abc import AsyncGenerator
 from typing import Any
-from urllib.parse import quote
 
 import anyio
 import httpx
 
 from mcp_gateway._backend import McpRequest, McpResponse, RuntimeHealth
 from mcp_gateway._errors import GatewayError, RuntimeBusyError, RuntimeTimeoutError, RuntimeUnavailableError
+from mcp_gateway._http_wire import (
+    DEFAULT_KEEPALIVE_S,
+    DEFAULT_MAX_CONNECTIONS,
+    HOP_BY_HOP,
+    POOL_TIMEOUT_S,
+    STREAM_JSON_FROM_BYTES,
+    declared_length,
+    runtime_headers,
+    runtime_path,
+)
 from mcp_gateway._socket_backend import DEFAULT_MAX_MESSAGE_BYTES, SocketBackend
 
 __all__ = [
@@ -65,32 +75,13 @@ __all__ = [
     "DEFAULT_MAX_CONNECTIONS",
     "HOP_BY_HOP",
     "POOL_TIMEOUT_S",
+    "STREAM_JSON_FROM_BYTES",
     "HttpUdsBackend",
     "closed_before_response",
     "runtime_error",
 ]
 
 logger = logging.getLogger(__name__)
-
-# Headers that describe one hop, not the message: never relayed.
-HOP_BY_HOP = frozenset(
-    {"connection", "keep-alive", "transfer-encoding", "content-length", "date", "server", "upgrade", "te"}
-)
-
-DEFAULT_KEEPALIVE_S = 5.0
-"""How long an idle pooled connection is kept, in seconds: well below the runtime's 30 s."""
-
-
-DEFAULT_MAX_CONNECTIONS = 1024
-"""Connections to the runtime at once: the gateway's default ``MCP_GATEWAY_MAX_CONCURRENT_REQUESTS``
-(see the module docstring)."""
-
-STREAM_JSON_FROM_BYTES = 1024 * 1024
-"""A JSON answer larger than this (by the runtime's ``Content-Length``, in bytes) is relayed to
-the client as it arrives instead of being read whole first (issue 13: memory of large results)."""
-
-POOL_TIMEOUT_S = 2.0
-"""Longest wait for a free pooled connection, in seconds; then 503 with ``Retry-After: 1``."""
 
 
 def _limits(keepalive_s: float, max_connections: int) -> httpx.Limits:
@@ -226,22 +217,8 @@ class HttpUdsBackend(SocketBackend):
         )
 
     def _build(self, request: McpRequest, attempt: _Attempt) -> httpx.Request:
-        headers = {
-            "x-contextforge-auth-context": request.auth.to_header_value(),
-            "x-request-id": request.request_id,
-        }
-        for name, value in (
-            ("mcp-session-id", request.session_id),
-            ("mcp-protocol-version", request.protocol_version),
-            ("accept", request.accept),
-            ("last-event-id", request.last_event_id),
-            ("content-type", request.content_type),
-        ):
-            if value is not None:
-                headers[name] = value
-        path = (
-            f"/servers/{quote(request.server_id, safe='')}/mcp" if request.server_id is not None else "/mcp"
-        )
+        headers = runtime_headers(request)
+        path = runtime_path(request)
         # Streaming calls (a standalone GET stream, a POST asking for progress) have no read
         # timeout: a GET may stay silent for hours, and the runtime's upstream timeout bounds a
         # tool call. Other calls keep the request timeout on every read.
@@ -296,7 +273,7 @@ class HttpUdsBackend(SocketBackend):
                     if k.decode("latin-1").lower() not in HOP_BY_HOP
                 ]
                 content_type = response.headers.get("content-type", "")
-                length = _declared_length(response)
+                length = declared_length(response.headers.get("content-length"))
                 if (
                     not content_type.startswith("text/event-stream")
                     and length is not None
@@ -320,12 +297,6 @@ class HttpUdsBackend(SocketBackend):
                 await response.aclose()
             raise runtime_error(e) from e
         return McpResponse(status=response.status_code, headers=headers, stream=_Relay(response))
-
-
-def _declared_length(response: httpx.Response) -> int | None:
-    """The runtime's ``Content-Length`` in bytes, ``None`` when absent or not a number."""
-    raw = response.headers.get("content-length", "")
-    return int(raw) if raw.isdigit() else None
 
 
 async def _read_capped(response: httpx.Response, cap: int) -> bytes | None:

@@ -10,6 +10,7 @@ variable                           default                    meaning
 ``MCP_GATEWAY_ALLOWED_ORIGINS``    loopback origins           ``Origin`` values accepted, comma list
 ``MCP_RUST_GRPC_UDS``              unset                      gRPC socket; selects gRPC mode (wins)
 ``MCP_RUST_UDS``                   unset                      HTTP/JSON socket; selects HTTP mode
+``MCP_RUST_HTTP_CLIENT``           ``aiohttp``                HTTP mode's client: aiohttp or httpx
 ``MCP_RUNTIME_CATALOG``            unset                      catalog file (Python baseline mode)
 ``MCP_GATEWAY_HOST``               ``127.0.0.1``              listen address
 ``MCP_GATEWAY_PORT``               ``4444``                   listen port
@@ -100,7 +101,10 @@ from pathlib import Path
 from mcp_gateway._auth import auth_disabled
 from mcp_gateway._errors import ConfigError
 
-__all__ = ["DEFAULT_ALLOWED_HOSTS", "DEFAULT_ALLOWED_ORIGINS", "Mode", "Settings"]
+__all__ = ["DEFAULT_ALLOWED_HOSTS", "DEFAULT_ALLOWED_ORIGINS", "HTTP_CLIENTS", "Mode", "Settings"]
+
+HTTP_CLIENTS: tuple[str, ...] = ("aiohttp", "httpx")
+"""The HTTP/JSON mode's client libraries (``MCP_RUST_HTTP_CLIENT``), the default first."""
 
 DEFAULT_ALLOWED_HOSTS: tuple[str, ...] = ("localhost", "127.0.0.1", "[::1]")
 """``Host`` names accepted by default, each with any port."""
@@ -156,6 +160,9 @@ class Settings:
         allowed_hosts: ``Host`` values accepted (``name`` any port, ``name:port``, ``*``).
         allowed_origins: ``Origin`` values accepted (``scheme://host`` any port,
             ``scheme://host:port``, ``*``); requests without ``Origin`` pass.
+        http_client: HTTP/JSON mode's client library: ``"aiohttp"`` (the default, the faster)
+            or ``"httpx"`` (what the ContextForge gateway uses); both follow the same rules
+            (``_http_wire``).
         runtime_keepalive_s: HTTP/JSON mode: how long an idle pooled connection to the runtime
             is kept, in seconds; well below the runtime's header-read timeout (30 s).
         max_header_bytes: Largest request head (request line and headers) on the public
@@ -190,6 +197,7 @@ class Settings:
     auth_disabled: bool = False
     allowed_hosts: tuple[str, ...] = DEFAULT_ALLOWED_HOSTS
     allowed_origins: tuple[str, ...] = DEFAULT_ALLOWED_ORIGINS
+    http_client: str = "aiohttp"
     runtime_keepalive_s: float = 5.0
     max_header_bytes: int = 64 * 1024
     header_timeout_s: float = 10.0
@@ -215,8 +223,9 @@ class Settings:
         Raises:
             ConfigError: ``JWT_SECRET_KEY`` is missing (and auth is not disabled),
                 ``MCP_GATEWAY_AUTH_DISABLED`` is not ``0``/``1``, a number does not parse, a
-                socket is an abstract name (``@...``), or the Python baseline is selected
-                without ``MCP_RUNTIME_CATALOG``.
+                socket is an abstract name (``@...``), ``MCP_RUST_HTTP_CLIENT`` is neither
+                ``aiohttp`` nor ``httpx``, or the Python baseline is selected without
+                ``MCP_RUNTIME_CATALOG``.
         """
         env = os.environ if env is None else env
         auth_off = auth_disabled(env)
@@ -251,6 +260,9 @@ class Settings:
             return value
 
         catalog = env.get("MCP_RUNTIME_CATALOG") or None
+        http_client = (env.get("MCP_RUST_HTTP_CLIENT") or "aiohttp").strip().lower()
+        if http_client not in HTTP_CLIENTS:
+            raise ConfigError(f"MCP_RUST_HTTP_CLIENT={http_client!r} is not one of {', '.join(HTTP_CLIENTS)}")
         plugins_file = env.get("MCP_CORE_PLUGINS_FILE") or None
         settings = cls(
             jwt_secret=secret,
@@ -270,6 +282,7 @@ class Settings:
             auth_disabled=auth_off,
             allowed_hosts=names("MCP_GATEWAY_ALLOWED_HOSTS", DEFAULT_ALLOWED_HOSTS),
             allowed_origins=names("MCP_GATEWAY_ALLOWED_ORIGINS", DEFAULT_ALLOWED_ORIGINS),
+            http_client=http_client,
             runtime_keepalive_s=number("MCP_GATEWAY_RUNTIME_KEEPALIVE_S", 5.0),
             max_header_bytes=int(number("MCP_GATEWAY_MAX_HEADER_BYTES", 64 * 1024)),
             header_timeout_s=number("MCP_GATEWAY_HEADER_TIMEOUT_S", 10.0),

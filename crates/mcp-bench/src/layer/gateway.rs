@@ -51,13 +51,16 @@ const EDGE_START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long one revocation may take before it counts as a failure.
 const REVOCATION_BOUND: Duration = Duration::from_secs(5);
 
-/// The gateway with one worker in the list of layers: gRPC / HTTP/JSON, gRPC / Python
-/// baseline, HTTP/JSON / Python baseline.
+/// The gateway with one worker in the list of layers: gRPC / HTTP/JSON (each client),
+/// HTTP/JSON aiohttp / httpx, gRPC / Python baseline, HTTP/JSON / Python baseline, the edge
+/// modes against gRPC and each other.
 pub const ONE_WORKER: Entry = Entry {
     name: "gateway",
     start: |run| Ok(Box::new(GatewayLayer::start(run, 1)?)),
     ratios: &[
         ("grpc", "http-json"),
+        ("grpc", "http-json-httpx"),
+        ("http-json", "http-json-httpx"),
         ("grpc", "python"),
         ("http-json", "python"),
         ("edge-grpc", "grpc"),
@@ -81,15 +84,16 @@ pub const TWO_WORKERS: Entry = Entry {
 #[derive(Debug, Clone, clap::Args)]
 pub struct GatewayArgs {
     /// Gateway modes, comma separated, in first-round order: the proxied modes `python`,
-    /// `http` (HTTP/JSON), `grpc`, and the edge modes `edge-grpc`, `edge-http` (the runtime
-    /// serves the public endpoint and asks the core over gRPC or HTTP/JSON; each also runs
-    /// with a pre-invoke hook, see `--edge-hook-workloads`). The two-worker rows skip the edge
-    /// modes.
+    /// `http` (HTTP/JSON with the gateway's default client, aiohttp), `http-httpx` (HTTP/JSON
+    /// with httpx), `grpc`, and the edge modes `edge-grpc`, `edge-http` (the runtime serves the
+    /// public endpoint and asks the core over gRPC or HTTP/JSON; each also runs with a
+    /// pre-invoke hook, see `--edge-hook-workloads`). The two-worker rows skip the edge modes
+    /// and `http-httpx`.
     #[arg(
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "python,http,grpc,edge-grpc,edge-http"
+        default_value = "python,http,http-httpx,grpc,edge-grpc,edge-http"
     )]
     pub gateway_modes: Vec<GatewayMode>,
 
@@ -200,6 +204,9 @@ impl GatewayLayer {
             .filter(|w| run.everything.is_some() || !w.uses_everything())
             .collect();
         for &mode in &cfg.gateway.gateway_modes {
+            if workers > 1 && mode == GatewayMode::HttpJsonHttpx {
+                continue;
+            }
             if mode.is_edge() {
                 if workers > 1 {
                     continue;
@@ -224,7 +231,9 @@ impl GatewayLayer {
                 continue;
             }
             let socket = match mode {
-                GatewayMode::HttpJson => Some(run.runtime.http_socket.as_path()),
+                GatewayMode::HttpJson | GatewayMode::HttpJsonHttpx => {
+                    Some(run.runtime.http_socket.as_path())
+                }
                 GatewayMode::Grpc => run.runtime.grpc_socket.as_deref(),
                 _ => None,
             };

@@ -1,0 +1,82 @@
+"""What the two HTTP/JSON clients of the runtime share: the request as sent, the numbers that size them.
+
+The HTTP/JSON boundary (``docs/http-boundary.md``) has two clients in the gateway, chosen by
+``MCP_RUST_HTTP_CLIENT``: aiohttp (``_aiohttp_backend``, the default: the faster of the two) and
+httpx (``_http_backend``: what the ContextForge gateway uses). Both send the same request (a
+whitelist of MCP headers plus the two internal ones, :func:`runtime_headers`, to
+:func:`runtime_path`), relay the answer without the hop-by-hop headers (:data:`HOP_BY_HOP`), and
+size their pools and timeouts with the numbers here. This module imports no client library.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from mcp_gateway._backend import McpRequest
+
+__all__ = [
+    "DEFAULT_KEEPALIVE_S",
+    "DEFAULT_MAX_CONNECTIONS",
+    "HOP_BY_HOP",
+    "POOL_TIMEOUT_S",
+    "STREAM_JSON_FROM_BYTES",
+    "declared_length",
+    "runtime_headers",
+    "runtime_path",
+]
+
+HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "transfer-encoding", "content-length", "date", "server", "upgrade", "te"}
+)
+"""Headers that describe one hop, not the message: never relayed to the client."""
+
+DEFAULT_KEEPALIVE_S = 5.0
+"""How long an idle pooled connection is kept, in seconds: well below the runtime's 30 s."""
+
+DEFAULT_MAX_CONNECTIONS = 1024
+"""Connections to the runtime at once: the gateway's default ``MCP_GATEWAY_MAX_CONCURRENT_REQUESTS``
+(see ``_http_backend``'s docstring for why the two are equal)."""
+
+STREAM_JSON_FROM_BYTES = 1024 * 1024
+"""A JSON answer larger than this (by the runtime's ``Content-Length``, in bytes) is relayed to
+the client as it arrives instead of being read whole first (issue 13: memory of large results)."""
+
+POOL_TIMEOUT_S = 2.0
+"""Longest wait for a free pooled connection, in seconds; then 503 with ``Retry-After: 1``."""
+
+
+def runtime_headers(request: McpRequest) -> dict[str, str]:
+    """The headers sent to the runtime: the AuthContext, the request id and the MCP headers present.
+
+    Returns:
+        Lower-case names: ``x-contextforge-auth-context``, ``x-request-id``, and those of
+        ``mcp-session-id``, ``mcp-protocol-version``, ``accept``, ``last-event-id`` and
+        ``content-type`` that the client sent.
+    """
+    headers = {
+        "x-contextforge-auth-context": request.auth.to_header_value(),
+        "x-request-id": request.request_id,
+    }
+    for name, value in (
+        ("mcp-session-id", request.session_id),
+        ("mcp-protocol-version", request.protocol_version),
+        ("accept", request.accept),
+        ("last-event-id", request.last_event_id),
+        ("content-type", request.content_type),
+    ):
+        if value is not None:
+            headers[name] = value
+    return headers
+
+
+def runtime_path(request: McpRequest) -> str:
+    """``/servers/{id}/mcp`` (the id percent-encoded) for a virtual server, else ``/mcp``."""
+    if request.server_id is None:
+        return "/mcp"
+    return f"/servers/{quote(request.server_id, safe='')}/mcp"
+
+
+def declared_length(content_length: str | None) -> int | None:
+    """A ``Content-Length`` value in bytes; ``None`` when absent or not a plain number."""
+    raw = content_length or ""
+    return int(raw) if raw.isdigit() else None
