@@ -45,6 +45,12 @@ def _serve(args: argparse.Namespace) -> int:
             from mcp_gateway._plugins import load_plugins
 
             load_plugins(settings.plugins_file)
+        if settings.mode is Mode.PYTHON and settings.catalog is not None:
+            # The baseline's catalog, read here as well: a missing or invalid file is one line
+            # and status 2, not a traceback from the app's start-up.
+            from mcp_gateway._baseline.catalog import load_catalog
+
+            load_catalog(settings.catalog)
     except ConfigError as e:
         print(f"mcp-gateway: {e}", file=sys.stderr)
         return 2
@@ -162,11 +168,14 @@ def _stack(args: argparse.Namespace) -> int:
     import time
 
     from mcp_gateway._auth import mint_token
-    from mcp_gateway.testing import stack
+    from mcp_gateway.testing import log_tail, stack
 
     secret = os.environ.get("JWT_SECRET_KEY") or secrets.token_urlsafe(32)
     # SIGTERM (make interrupted, a supervisor) stops the stack like Ctrl-C does.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # A parent that goes away (SIGINT to `make` alone: make exits without signalling its
+    # children) stops the stack too: the parent's pid changes when this process is reparented.
+    parent = os.getppid()
     try:
         with stack(args.mode, args.port, secret) as running:
             token = mint_token(secret, "alice@example.com", teams=["alpha"])
@@ -174,14 +183,25 @@ def _stack(args: argparse.Namespace) -> int:
             print(f"mode:      {running.mode}")
             print(f"MCP URL:   {running.url}")
             print(f"logs:      {running.workdir}")
+            pids = ", ".join(f"{name} {pid}" for pid, (name, _) in running.names.items())
+            print(f"processes: {pids}")
             if running.core_http_uds:
                 print(f"core:      {running.core_http_uds}   (core-admin --http-uds)")
             print(f"token:     {token}   (alice@example.com, team alpha)")
             print(f"admin:     {admin}   (admin@example.com, unrestricted)")
             print("header:    Authorization: Bearer <token>     Ctrl-C stops the stack.", flush=True)
-            while all(p.poll() is None for p in running.processes):
+            while (exited := running.exited()) is None:
+                if os.getppid() != parent:
+                    print("mcp-gateway stack: the parent process is gone; stopping", file=sys.stderr)
+                    return 0
                 time.sleep(0.5)
-            print("mcp-gateway stack: a process exited; stopping", file=sys.stderr)
+            name, status, log = exited
+            running.keep_workdir = True
+            print(
+                f"mcp-gateway stack: the {name} exited with status {status}; stopping the stack "
+                f"(logs kept in {running.workdir})\n{log_tail(log)}",
+                file=sys.stderr,
+            )
             return 1
     except KeyboardInterrupt:
         return 0

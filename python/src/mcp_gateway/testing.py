@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -19,7 +20,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -280,12 +281,39 @@ def start_gateway(
         if process.poll() is not None:
             raise RuntimeError(f"gateway exited with status {process.returncode}")
         try:
-            httpx.get(f"http://127.0.0.1:{port}/health", timeout=1.0)
-            return process
+            r = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1.0)
+            # The gateway's own answer (200 or 503, a JSON object with its status), not another
+            # server's on the same port; and the gateway still running (it exits when the port
+            # turns out to be taken).
+            if _is_gateway_health(r) and process.poll() is None:
+                return process
         except httpx.HTTPError:
-            time.sleep(0.05)
+            pass
+        time.sleep(0.05)
     stop(process)
     raise RuntimeError(f"gateway did not answer on port {port} within {timeout_s} s")
+
+
+def _is_gateway_health(r: httpx.Response) -> bool:
+    """Whether ``r`` is the gateway's ``GET /health`` answer: 200 or 503 with a JSON ``status``."""
+    if r.status_code not in (200, 503):
+        return False
+    try:
+        body = r.json()
+    except ValueError:
+        return False
+    return isinstance(body, dict) and isinstance(body.get("status"), str)
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something listens on ``host:port`` already (a bind there fails)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
 
 
 EDGE_MODES = ("edge", "edge-http")
@@ -307,6 +335,10 @@ class Stack:
         workdir: Sockets, catalog and logs.
         core_http_uds: The core's HTTP/JSON socket in the edge modes (its admin routes), else
             ``None``.
+        names: Each process's name (``fixture``, ``runtime``, ``core``, ``gateway``) and log
+            file, by pid.
+        keep_workdir: Set it to keep a temporary ``workdir`` (and its logs) after the stack
+            stops, e.g. when a process died and its log tells why.
     """
 
     mode: str
@@ -314,6 +346,22 @@ class Stack:
     processes: list[subprocess.Popen[bytes]]
     workdir: Path
     core_http_uds: str | None = None
+    names: dict[int, tuple[str, Path]] = field(default_factory=dict)
+    keep_workdir: bool = False
+
+    def add(self, name: str, process: subprocess.Popen[bytes], log: Path) -> None:
+        """Record a started process with its name and log file."""
+        self.processes.append(process)
+        self.names[process.pid] = (name, log)
+
+    def exited(self) -> tuple[str, int, Path] | None:
+        """The first process that exited: its name, exit status and log file; ``None`` if none."""
+        for process in self.processes:
+            status = process.poll()
+            if status is not None:
+                name, log = self.names.get(process.pid, (f"pid {process.pid}", self.workdir))
+                return name, status, log
+        return None
 
     def stop(self) -> None:
         """Stop every process, the last started first."""
@@ -450,39 +498,81 @@ def stack(
         port: The public endpoint's TCP port on 127.0.0.1.
         secret: ``JWT_SECRET_KEY`` of the gateway or the core.
         workdir: Where sockets, the catalog and the logs go; default a temporary directory
-            removed on exit.
+            removed on exit (kept when the caller sets :attr:`Stack.keep_workdir`).
         runtime_extra: More flags for the runtime (edge modes only).
 
     Yields:
         The running chain.
 
     Raises:
-        RuntimeError: A binary is missing or a process did not start (see the start helpers).
+        RuntimeError: ``port`` is in use, a binary is missing or a process did not start (see
+            the start helpers).
     """
+    if port_in_use(port):
+        raise RuntimeError(f"port {port} on 127.0.0.1 is in use: choose another (PORT=N with make run)")
     with contextlib.ExitStack() as cleanup:
-        if workdir is None:
-            workdir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="mcp-stack-")))
-        processes: list[subprocess.Popen[bytes]] = []
-        running = Stack(mode=mode, url=f"http://127.0.0.1:{port}/mcp", processes=processes, workdir=workdir)
+        temporary = workdir is None
+        running = Stack(
+            mode=mode,
+            url=f"http://127.0.0.1:{port}/mcp",
+            processes=[],
+            workdir=Path(tempfile.mkdtemp(prefix="mcp-stack-")) if workdir is None else workdir,
+        )
+
+        def remove_workdir() -> None:
+            if temporary and not running.keep_workdir:
+                shutil.rmtree(running.workdir, ignore_errors=True)
+
+        cleanup.callback(remove_workdir)
         cleanup.callback(running.stop)
-        fixture, fixture_url = start_fixture(log=workdir / "fixture.log")
-        processes.append(fixture)
-        catalog = write_catalog(workdir / "catalog.toml", fixture_url)
-        env = {"JWT_SECRET_KEY": secret, "MCP_RUNTIME_CATALOG": str(catalog)}
-        if mode in EDGE_MODES:
-            processes.extend(
-                start_edge(
-                    mode, catalog, workdir, port=port, env=env, runtime_extra=runtime_extra, logs=workdir
-                )
-            )
-            running.core_http_uds = str(workdir / "core-http.sock")
-            yield running
-            return
-        if mode != "python":
-            http_uds, grpc_uds = str(workdir / "runtime-http.sock"), str(workdir / "runtime-grpc.sock")
-            processes.append(start_runtime(catalog, http_uds, grpc_uds, log=workdir / "runtime.log"))
-            env["MCP_RUST_UDS" if mode == "http" else "MCP_RUST_GRPC_UDS"] = (
-                http_uds if mode == "http" else grpc_uds
-            )
-        processes.append(start_gateway(env, port, log=workdir / "gateway.log"))
+        try:
+            _start_stack(running, mode, port, secret, runtime_extra)
+        except RuntimeError as e:
+            running.keep_workdir = True
+            raise RuntimeError(f"{e}\n{log_tail(running.workdir)}") from e
         yield running
+
+
+def _start_stack(running: Stack, mode: str, port: int, secret: str, runtime_extra: tuple[str, ...]) -> None:
+    """Start the processes of :func:`stack` into ``running``, in order."""
+    workdir = running.workdir
+    fixture, fixture_url = start_fixture(log=workdir / "fixture.log")
+    running.add("fixture", fixture, workdir / "fixture.log")
+    catalog = write_catalog(workdir / "catalog.toml", fixture_url)
+    env = {"JWT_SECRET_KEY": secret, "MCP_RUNTIME_CATALOG": str(catalog)}
+    if mode in EDGE_MODES:
+        core, runtime = start_edge(
+            mode, catalog, workdir, port=port, env=env, runtime_extra=runtime_extra, logs=workdir
+        )
+        running.add("core", core, workdir / "core.log")
+        running.add("runtime", runtime, workdir / "runtime.log")
+        running.core_http_uds = str(workdir / "core-http.sock")
+        return
+    if mode != "python":
+        http_uds, grpc_uds = str(workdir / "runtime-http.sock"), str(workdir / "runtime-grpc.sock")
+        log = workdir / "runtime.log"
+        running.add("runtime", start_runtime(catalog, http_uds, grpc_uds, log=log), log)
+        if mode == "http":
+            env["MCP_RUST_UDS"] = http_uds
+        else:
+            env["MCP_RUST_GRPC_UDS"] = grpc_uds
+    running.add("gateway", start_gateway(env, port, log=workdir / "gateway.log"), workdir / "gateway.log")
+
+
+def log_tail(where: Path, lines: int = 15) -> str:
+    """The last ``lines`` lines of the log ``where`` (or, for a directory, of its newest ``*.log``).
+
+    Returns:
+        ``"last lines of PATH:"`` and the lines, or ``"logs in PATH"`` when there is no log.
+    """
+    log = where
+    if where.is_dir():
+        logs = sorted(where.glob("*.log"), key=lambda p: p.stat().st_mtime)
+        if not logs:
+            return f"logs in {where}"
+        log = logs[-1]
+    try:
+        tail = log.read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return f"logs in {where}"
+    return "\n".join([f"last lines of {log}:", *tail])
