@@ -50,8 +50,12 @@ async def test_a_client_that_leaves_an_sse_stream_midway_cancels_the_upstream_ca
     token = gw.token()
     session = await gw.initialize(http, token)
 
-    # The fixture is shared: count relative to the calls other tests left running.
-    before = await gw.inflight(http, token, session)
+    # The fixture is shared: count relative to the calls other tests left running, once those
+    # have ended (a call an earlier test cancelled may still be winding down; if it ended
+    # between the two counts, this call would look uncounted).
+    settle = time.monotonic()
+    while (before := await gw.inflight(http, token, session)) > 0 and time.monotonic() - settle < BOUND_S:
+        await anyio.sleep(0.05)
     # Its own client (explicit timeouts: httpx's default 5 s would cut a quiet stream), so that
     # closing it closes the connection the stream runs on.
     async with (

@@ -272,19 +272,44 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let json_logs = args.log_format == "json";
     match rt.block_on(run(args)) {
         Ok(()) => ExitCode::SUCCESS,
-        // A socket path that cannot be used is a usage error, like the checks above.
-        Err(e) if e.downcast_ref::<socket::SocketError>().is_some() => {
-            eprintln!("mcp-runtime: {e:#}");
-            ExitCode::from(2)
-        }
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("mcp-runtime: {e:#}");
-            ExitCode::FAILURE
+            // Once: a JSON log line when logs are JSON (what a log collector reads), else one
+            // plain line.
+            let message = error_chain(&e);
+            if json_logs {
+                tracing::error!(error = %message, "mcp-runtime stopped");
+            } else {
+                eprintln!("mcp-runtime: {message}");
+            }
+            // A socket path that cannot be used is a usage error, like the checks above.
+            if e.downcast_ref::<socket::SocketError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
+}
+
+/// `e` and its causes joined by `: `, leaving out a cause whose words the text already has (an
+/// error that shows its source in its own message, as many libraries' errors do, would
+/// otherwise be printed twice).
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let words = cause.to_string();
+        if text.contains(&words) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&words);
+    }
+    text
 }
 
 fn init_logging(format: &str) {

@@ -20,7 +20,7 @@
 //!   when the first one exits.
 
 use std::io;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use tokio::net::UnixListener;
@@ -225,8 +225,9 @@ fn probe(path: &Path) -> io::Result<bool> {
 /// Binds `path` with permission bits `mode` (e.g. `0o600`).
 ///
 /// The socket is bound in a fresh private directory beside `path`, given its mode, and renamed
-/// into place, so it never exists at `path` with looser permissions than asked for. The parent
-/// directory is created if missing. A socket at `path` is replaced only if no process listens
+/// into place, so it never exists at `path` with looser permissions than asked for. A missing
+/// parent directory (and each missing ancestor) is created with [`directory_mode`] of `mode`
+/// (`0o700` for the default `0o600`); an existing one is left as it is. A socket at `path` is replaced only if no process listens
 /// on it (see the module doc); the returned [`SocketFile`] removes only this file.
 ///
 /// # Errors
@@ -244,7 +245,11 @@ pub fn bind(path: &Path, mode: u32) -> Result<BoundSocket, SocketError> {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    std::fs::create_dir_all(&parent).map_err(io)?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(directory_mode(mode))
+        .create(&parent)
+        .map_err(io)?;
     if let Existing::Stale = existing(path)? {
         tracing::warn!(path = %shown, "replacing stale socket from an earlier run");
         match std::fs::remove_file(path) {
@@ -286,8 +291,22 @@ pub fn bind(path: &Path, mode: u32) -> Result<BoundSocket, SocketError> {
     Ok(BoundSocket { listener, guard })
 }
 
+/// The mode of a directory the runtime creates for a socket of mode `socket_mode`: the owner may
+/// do everything; the group and others may reach the socket (read and search) only when the
+/// socket's mode gives them any access, so 600 gives 700, 660 gives 750 and 666 gives 755.
+#[must_use]
+pub fn directory_mode(socket_mode: u32) -> u32 {
+    let mut mode = 0o700;
+    if socket_mode & 0o070 != 0 {
+        mode |= 0o050;
+    }
+    if socket_mode & 0o007 != 0 {
+        mode |= 0o005;
+    }
+    mode
+}
+
 fn tempdir_in(parent: &Path) -> io::Result<PathBuf> {
-    use std::os::unix::fs::DirBuilderExt;
     for attempt in 0..100u32 {
         let dir = parent.join(format!(".b{:x}{attempt}", std::process::id()));
         match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
@@ -314,4 +333,18 @@ pub fn bind_tcp(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, S
     let listener = std::net::TcpListener::bind(addr).map_err(io)?;
     listener.set_nonblocking(true).map_err(io)?;
     tokio::net::TcpListener::from_std(listener).map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::directory_mode;
+
+    #[test]
+    fn a_created_directory_lets_in_whom_the_socket_lets_in() {
+        assert_eq!(directory_mode(0o600), 0o700);
+        assert_eq!(directory_mode(0o660), 0o750);
+        assert_eq!(directory_mode(0o620), 0o750);
+        assert_eq!(directory_mode(0o666), 0o755);
+        assert_eq!(directory_mode(0o000), 0o700);
+    }
 }

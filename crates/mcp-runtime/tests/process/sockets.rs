@@ -193,6 +193,46 @@ fn unreachable_required_upstream_is_a_startup_error() {
 }
 
 #[test]
+fn startup_errors_are_one_line_that_names_each_cause_once() {
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    let missing = dir.path().join("missing.toml");
+    let err = start_fails(&missing, &dir.path().join("h.sock"));
+    assert_eq!(
+        err,
+        format!(
+            "mcp-runtime: cannot read catalog {}: No such file or directory (os error 2)\n",
+            missing.display()
+        )
+    );
+    // The upstream's error words (reqwest's) appear once, not again as the error's source.
+    let cat = dir.path().join("c.toml");
+    std::fs::write(&cat, simple_catalog("http://127.0.0.1:9/mcp")).unwrap();
+    let err = start_fails(&cat, &dir.path().join("h.sock"));
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with(
+            "mcp-runtime: required upstream unavailable at start: upstream fixture unavailable: "
+        ),
+        "{err}"
+    );
+    assert_eq!(err.matches("error sending request").count(), 1, "{err}");
+}
+
+#[tokio::test]
+async fn missing_socket_directories_are_created_owner_only() {
+    let fx = Fixture::start();
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    let cat = dir.path().join("c.toml");
+    std::fs::write(&cat, simple_catalog(&fx.url)).unwrap();
+    let http = dir.path().join("a/b/h.sock");
+    let _rt = spawn_on(&cat, &http, &[]);
+    until_healthy(&http).await;
+    assert_eq!(mode(&dir.path().join("a")), 0o700);
+    assert_eq!(mode(&dir.path().join("a/b")), 0o700);
+    assert_eq!(mode(&http), 0o600);
+}
+
+#[test]
 fn tool_name_collision_is_a_startup_error() {
     let (a, b) = (Fixture::start(), Fixture::start());
     let dir = tempfile::tempdir_in("/tmp").unwrap();
