@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from mcp_gateway.testing import free_port
+from mcp_gateway.testing import free_port, start_gateway, stop
 
 SECRET = "misconfiguration-secret-0123456789abcdef"
 
@@ -172,3 +172,19 @@ def test_the_stack_stops_when_the_process_that_started_it_goes_away(tmp_path: Pa
         for pid in started.values():
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_both_socket_variables_say_which_one_is_used(tmp_path: Path) -> None:
+    """Not an error (ADR-044 adds the gRPC variable beside the HTTP one), but said at start."""
+    log = tmp_path / "gateway.log"
+    env = {
+        "JWT_SECRET_KEY": SECRET,
+        "MCP_RUST_UDS": str(tmp_path / "http.sock"),
+        "MCP_RUST_GRPC_UDS": str(tmp_path / "grpc.sock"),
+    }
+    process = start_gateway(env, free_port(), log=log)
+    try:
+        text = log.read_text()
+    finally:
+        stop(process)
+    assert "both MCP_RUST_GRPC_UDS and MCP_RUST_UDS are set: gRPC mode; MCP_RUST_UDS is not used" in text

@@ -57,6 +57,12 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if settings.grpc_uds and settings.http_uds:
+        # Not an error: ADR-044's rollout adds the gRPC variable beside the existing one. Said
+        # once, so that nobody believes the HTTP/JSON socket is in use.
+        logging.getLogger("mcp_gateway").warning(
+            "both MCP_RUST_GRPC_UDS and MCP_RUST_UDS are set: gRPC mode; MCP_RUST_UDS is not used"
+        )
     # Public connections, plus the pool to the runtime (HTTP/JSON) or to the upstreams (Python
     # baseline), plus files.
     pool = 0 if settings.mode is Mode.GRPC else max(1024, settings.max_concurrent_requests)
