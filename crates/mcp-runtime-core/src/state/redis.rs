@@ -175,12 +175,28 @@ impl RedisStore {
             .then(|| self.epoch.load(Ordering::Acquire))
     }
 
-    /// Runs one command (or script, or pipeline) within the command timeout.
-    async fn run<T>(
-        &self,
-        f: impl AsyncFnOnce(ConnectionManager) -> ::redis::RedisResult<T>,
-    ) -> Result<T, StoreError> {
-        match tokio::time::timeout(self.timeout, f(self.conn.clone())).await {
+    /// Runs one command (or script, or pipeline) within the command timeout. A connection
+    /// error is tried once more within the same timeout: the connection manager reconnects on
+    /// an error, and the first command after Redis came back would otherwise fail on the
+    /// connection that broke. (Every command here may run twice: a repeated `PUBLISH` cancels
+    /// or invalidates twice, a repeated `XADD` of the same entry id is refused and logged.)
+    async fn run<T, F>(&self, f: impl Fn(ConnectionManager) -> F) -> Result<T, StoreError>
+    where
+        F: Future<Output = ::redis::RedisResult<T>>,
+    {
+        let attempts = async {
+            match f(self.conn.clone()).await {
+                Err(e)
+                    if e.is_io_error()
+                        || e.is_connection_dropped()
+                        || e.is_connection_refusal() =>
+                {
+                    f(self.conn.clone()).await
+                }
+                r => r,
+            }
+        };
+        match tokio::time::timeout(self.timeout, attempts).await {
             Ok(r) => Ok(r?),
             Err(_) => Err(StoreError::Timeout(self.timeout)),
         }
@@ -210,19 +226,20 @@ impl RedisStore {
                 .arg(version);
             inv
         };
+        let inv = &inv;
         let created: i64 = self
-            .run(async |mut c| inv.invoke_async(&mut c).await)
+            .run(|mut c| async move { inv.invoke_async(&mut c).await })
             .await?;
         Ok(created == 1)
     }
 
     /// The record of session `sid`, `None` when there is none (unknown, ended or expired).
     pub(crate) async fn load_session(&self, sid: &str) -> Result<Option<Record>, StoreError> {
-        let key = session_key(sid);
+        let key = &session_key(sid);
         let (sub, scope): (Option<String>, Option<String>) = self
-            .run(async |mut c| {
+            .run(|mut c| async move {
                 ::redis::cmd("HMGET")
-                    .arg(&key)
+                    .arg(key)
                     .arg("sub")
                     .arg("scope")
                     .query_async(&mut c)
@@ -247,8 +264,9 @@ impl RedisStore {
                 .arg(sid);
             inv
         };
+        let inv = &inv;
         let alive: i64 = self
-            .run(async |mut c| inv.invoke_async(&mut c).await)
+            .run(|mut c| async move { inv.invoke_async(&mut c).await })
             .await?;
         Ok(alive == 1)
     }
@@ -261,20 +279,21 @@ impl RedisStore {
             inv.key(subject_key(subject)).arg(sid);
             inv
         };
+        let inv = &inv;
         let _: i64 = self
-            .run(async |mut c| inv.invoke_async(&mut c).await)
+            .run(|mut c| async move { inv.invoke_async(&mut c).await })
             .await?;
         Ok(())
     }
 
     /// Asks every replica to cancel call `rid` (raw JSON-RPC id) of session `sid`.
     pub(crate) async fn publish_cancel(&self, sid: &str, rid: &str) -> Result<(), StoreError> {
-        let message = format!("{sid}\n{rid}");
+        let message = &format!("{sid}\n{rid}");
         let _: i64 = self
-            .run(async |mut c| {
+            .run(|mut c| async move {
                 ::redis::cmd("PUBLISH")
                     .arg(CANCEL)
-                    .arg(&message)
+                    .arg(message)
                     .query_async(&mut c)
                     .await
             })
@@ -329,7 +348,8 @@ impl RedisStore {
                 .ignore();
         }
         p.cmd("PEXPIRE").arg(&meta).arg(age).ignore();
-        self.run(async |mut c| p.query_async::<()>(&mut c).await)
+        let p = &p;
+        self.run(|mut c| async move { p.query_async::<()>(&mut c).await })
             .await
     }
 
@@ -351,25 +371,26 @@ impl RedisStore {
     ) -> Result<(), RequestError> {
         let unknown = || RequestError::UnknownEventId(after.to_string());
         let (events, meta) = (events_key(sid, &after.stream), meta_key(sid, &after.stream));
+        let (events_ref, meta_ref) = (&events, &meta);
         let ((owner, rid), first, last): (
             (Option<String>, Option<String>),
             StreamRangeReply,
             StreamRangeReply,
         ) = self
-            .run(async |mut c| {
+            .run(|mut c| async move {
                 ::redis::pipe()
                     .cmd("HMGET")
-                    .arg(&meta)
+                    .arg(meta_ref)
                     .arg("owner")
                     .arg("rid")
                     .cmd("XRANGE")
-                    .arg(&events)
+                    .arg(events_ref)
                     .arg("-")
                     .arg("+")
                     .arg("COUNT")
                     .arg(1)
                     .cmd("XREVRANGE")
-                    .arg(&events)
+                    .arg(events_ref)
                     .arg("+")
                     .arg("-")
                     .arg("COUNT")
@@ -483,10 +504,10 @@ impl RedisStore {
     /// Whether replica `id`'s liveness key exists (an error counts as alive: only a replica
     /// known to have stopped ends a stream).
     async fn alive(&self, id: &str) -> bool {
-        let key = replica_key(id);
-        self.run(async |mut c| {
+        let key = &replica_key(id);
+        self.run(|mut c| async move {
             ::redis::cmd("EXISTS")
-                .arg(&key)
+                .arg(key)
                 .query_async::<i64>(&mut c)
                 .await
         })
@@ -522,11 +543,11 @@ async fn heartbeat(
         let (Some(s), Some(table)) = (store.upgrade(), sessions.upgrade()) else {
             return;
         };
-        let key = replica_key(&s.replica);
+        let key = &replica_key(&s.replica);
         let ok = s
-            .run(async |mut c| {
+            .run(|mut c| async move {
                 ::redis::cmd("SET")
-                    .arg(&key)
+                    .arg(key)
                     .arg(1)
                     .arg("PX")
                     .arg(ms(LIVENESS_TTL))
