@@ -37,7 +37,9 @@
 //! The core spawns the rest of an upstream call whose answer became an SSE stream and the
 //! `notifications/cancelled` of a call that ended unanswered, all on one
 //! `tokio_util::task::TaskTracker` that [`Runtime::cancel_calls`] waits for. It runs no timer:
-//! the sidecar's `Server` (crate `mcp-runtime`) calls [`Runtime::reap_idle_sessions`].
+//! the sidecar's `Server` (crate `mcp-runtime`) calls [`Runtime::reap_idle_sessions`]. The one
+//! exception is the Redis state store ([`state`]): its heartbeat and subscriber tasks, and the
+//! reader of each resumed stream, run on their own and end with the runtime (or the stream).
 //!
 //! # Dependencies
 //!

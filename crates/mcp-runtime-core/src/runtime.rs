@@ -108,7 +108,8 @@ pub struct Health {
 /// Tasks: the core spawns two kinds, both on the runtime's `TaskTracker`: the rest of an
 /// upstream call whose answer became an SSE stream, and the `notifications/cancelled` of a call
 /// that ended unanswered (module `forward`). It runs no timer of its own: the sidecar's
-/// `Server` calls [`Runtime::reap_idle_sessions`]. (reqwest's connection pool spawns its own connection
+/// `Server` calls [`Runtime::reap_idle_sessions`]; only the Redis store runs tasks of its own
+/// (`crate::state`). (reqwest's connection pool spawns its own connection
 /// tasks; they are not the runtime's.)
 #[derive(Debug)]
 pub struct Runtime {
