@@ -14,7 +14,7 @@ PORT ?= 4444
 TEST_EXTRA :=
 include $(sort $(wildcard mk/*.mk))
 
-.PHONY: build rust-lint rust-test feature-gate bench python-venv python-proto python-build python-lint python-format python-typecheck \
+.PHONY: build rust-lint rust-test feature-gate redis-check bench python-venv python-proto python-build python-lint python-format python-typecheck \
         python-test python-binaries test run
 
 # The virtual environment at the repo root, with the gateway installed editable plus dev tools.
@@ -107,8 +107,12 @@ feature-gate:
 	@$(CARGO) tree -p mcp-runtime -e normal --features grpc-uds --prefix none | grep -qE '^tonic ' \
 		|| { echo "grpc-uds build lacks tonic"; exit 1; }
 
+# The replica tests (tests/process/replicas.rs) start a real redis-server of their own.
+redis-check:
+	@command -v redis-server >/dev/null || { echo "redis-server not found: the replica tests need it; install the Debian package redis-server (apt-get install -y redis-server)"; exit 1; }
+
 # Tests run twice: the HTTP/JSON-only build (feature off) and the build with the gRPC adapter.
-rust-test: rust-lint feature-gate
+rust-test: rust-lint feature-gate redis-check
 	$(CARGO) build -p mcp-fixture-server
 	$(CARGO) test --workspace
 	$(CARGO) test --workspace --features mcp-runtime/grpc-uds

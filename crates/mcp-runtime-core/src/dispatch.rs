@@ -26,16 +26,8 @@ use crate::jsonrpc::{self, Incoming};
 use crate::quota::{BodyReservation, Quota};
 use crate::request::{Method, Outcome, Request};
 use crate::runtime::{PROTOCOL_VERSIONS, Runtime};
-use crate::session::{Lookup, Session};
-
-impl From<Lookup> for RequestError {
-    fn from(l: Lookup) -> Self {
-        match l {
-            Lookup::Missing => Self::MissingSessionId,
-            Lookup::NotFound => Self::UnknownSession,
-        }
-    }
-}
+use crate::session::Session;
+use crate::state::{EventId, Store, memory::After};
 
 impl Runtime {
     /// Answers one request; every fault becomes its [`RequestError`] answer here.
@@ -66,19 +58,21 @@ impl Runtime {
         }
         match req.method {
             Method::Post => self.post(req, reserved).await,
-            Method::Get => self.get(&req),
-            Method::Delete => self.delete(&req),
+            Method::Get => self.get(&req).await,
+            Method::Delete => self.delete(&req).await,
         }
     }
 
-    fn delete(&self, req: &Request) -> Result<Outcome, RequestError> {
+    async fn delete(&self, req: &Request) -> Result<Outcome, RequestError> {
         let sid = req.headers.session_id.as_deref();
-        self.sessions
-            .remove(sid, &req.auth.subject_email, req.server_id.as_deref())?;
+        self.end_session(sid, &req.auth.subject_email, req.server_id.as_deref())
+            .await?;
         Ok(Outcome::empty(200))
     }
 
-    fn get(&self, req: &Request) -> Result<Outcome, RequestError> {
+    /// A GET: the standalone stream, or with `Last-Event-ID` the resumption of the stream that
+    /// id belongs to ([`Runtime::resume`]).
+    async fn get(&self, req: &Request) -> Result<Outcome, RequestError> {
         let accepts_sse = req
             .headers
             .accept
@@ -88,7 +82,15 @@ impl Runtime {
             // Not a JSON-RPC fault: an empty 405 naming the methods that remain.
             return Ok(Outcome::empty(405).with_header("allow", "POST, DELETE".to_owned()));
         }
-        let session = self.session(req)?;
+        let session = self.session(req).await?;
+        if let Some(last) = req
+            .headers
+            .last_event_id
+            .as_deref()
+            .filter(|l| !l.is_empty())
+        {
+            return self.resume(&session, last).await;
+        }
         let permit = self.quotas.acquire(&session.subject, Quota::Streams, 1)?;
         // The runtime has no server-initiated messages of its own yet; the stream stays open
         // until the session ends (its sender is dropped) or the client goes away.
@@ -133,45 +135,37 @@ impl Runtime {
             }
             Incoming::Notification { method, params } => {
                 tracing::Span::current().record("method", method.as_str());
-                self.notification(&req, &method, params.as_deref())
+                self.notification(&req, &method, params.as_deref()).await
             }
             Incoming::Response => {
-                self.session(&req)?;
+                self.session(&req).await?;
                 Ok(Outcome::empty(202))
             }
         }
     }
 
-    fn session(&self, req: &Request) -> Result<Arc<Session>, RequestError> {
-        Ok(self.sessions.get(
+    async fn session(&self, req: &Request) -> Result<Arc<Session>, RequestError> {
+        self.find_session(
             req.headers.session_id.as_deref(),
             &req.auth.subject_email,
             req.server_id.as_deref(),
-        )?)
+        )
+        .await
     }
 
-    fn notification(
+    async fn notification(
         &self,
         req: &Request,
         method: &str,
         params: Option<&RawValue>,
     ) -> Result<Outcome, RequestError> {
-        let session = self.session(req)?;
+        let session = self.session(req).await?;
         if method == "notifications/cancelled"
             && let Some(p) = params
             && let Ok(p) = serde_json::from_str::<Map<String, Value>>(p.get())
             && let Some(rid) = p.get("requestId")
         {
-            let key = rid.to_string();
-            let token = session
-                .inflight
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .get(&key)
-                .cloned();
-            if let Some(t) = token {
-                t.cancel();
-            }
+            self.cancel_call(&session, &rid.to_string()).await?;
         }
         Ok(Outcome::empty(202))
     }
@@ -186,12 +180,12 @@ impl Runtime {
         params: Option<Box<RawValue>>,
     ) -> Outcome {
         let answer = match method {
-            "initialize" => self.initialize(id, params.as_deref(), req),
+            "initialize" => self.initialize(id, params.as_deref(), req).await,
             // Clients of the 2026-07-28 revision probe with this first; a correlated
             // "method not found" tells them this server is legacy, so they fall back to
             // `initialize` (rmcp `discover_startup`, MCP 2026-07-28 backward compatibility).
             "server/discover" => Err(RequestError::MethodNotFound(method.to_owned())),
-            _ => match self.session(req) {
+            _ => match self.session(req).await {
                 Ok(session) => self.method(&session, req, id, method, params).await,
                 Err(e) => return e.into_outcome(None),
             },
@@ -202,7 +196,7 @@ impl Runtime {
     /// `initialize`: a new session for the caller's subject and scope, unless the params are
     /// not an `InitializeRequest`'s ([`RequestError::InvalidParams`]) or the subject holds the
     /// most sessions allowed ([`RequestError::TooManySessions`]).
-    fn initialize(
+    async fn initialize(
         &self,
         id: &RawValue,
         params: Option<&RawValue>,
@@ -217,13 +211,15 @@ impl Runtime {
             .unwrap_or(0);
         let version = PROTOCOL_VERSIONS[index];
         let sid = self
-            .sessions
-            .create(&req.auth.subject_email, req.server_id.as_deref())
+            .create_session(&req.auth.subject_email, req.server_id.as_deref(), version)
+            .await
             .inspect_err(|e| {
-                tracing::warn!(
-                    limit = e.limit,
-                    "initialize refused: the subject holds the most sessions allowed"
-                );
+                if let RequestError::TooManySessions { limit } = e {
+                    tracing::warn!(
+                        limit,
+                        "initialize refused: the subject holds the most sessions allowed"
+                    );
+                }
             })?;
         tracing::info!(session = %sid, version, "session created");
         Ok(Outcome::json(
@@ -358,6 +354,46 @@ impl Runtime {
             .is_none_or(|a| a.contains("text/event-stream") || a.contains("*/*"));
         self.forward(session, id, up, method, p, accepts_sse, post)
             .await
+    }
+}
+
+impl Runtime {
+    /// A GET with `Last-Event-ID` `last`: the events of that id's stream after it, once, in
+    /// order, then the stream live until its last event (with Redis: or until the replica
+    /// running its call is found stopped, answered by the call's error). Counts as one of the
+    /// subject's GET streams while open.
+    ///
+    /// # Errors
+    ///
+    /// [`RequestError::UnknownEventId`] for an id that is malformed, names no stream of this
+    /// session, or whose successors are no longer all retained (nobody's events are sent);
+    /// [`RequestError::SubjectQuota`] at the stream quota; [`RequestError::StateUnavailable`]
+    /// when Redis does not answer.
+    async fn resume(&self, session: &Arc<Session>, last: &str) -> Result<Outcome, RequestError> {
+        let unknown = || RequestError::UnknownEventId(last.to_owned());
+        let after = EventId::parse(last).ok_or_else(unknown)?;
+        let permit = self.quotas.acquire(&session.subject, Quota::Streams, 1)?;
+        let (tx, rx) = mpsc::channel(64);
+        let retention = self.config.state.retention;
+        match &self.store {
+            Store::Memory => {
+                let log = session
+                    .streams
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .get(&after.stream)
+                    .cloned()
+                    .ok_or_else(unknown)?;
+                if log.after(after.seq, retention) == After::Unknown {
+                    return Err(unknown());
+                }
+                tokio::spawn(
+                    async move { log.follow(&after.stream, after.seq, retention, tx).await },
+                );
+            }
+            Store::Redis(r) => r.resume(&session.id, after, tx).await?,
+        }
+        Ok(Outcome::events_holding(rx, permit))
     }
 }
 

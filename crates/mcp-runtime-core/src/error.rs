@@ -56,6 +56,22 @@ pub enum RequestError {
     /// is served without policy: 503 with `Retry-After: 1`.
     #[error("Service unavailable: the policy core cannot be reached")]
     PolicyUnavailable,
+    /// The shared state store (Redis, `--state-url`) did not answer within its command timeout
+    /// or refused: nothing that needs shared state is served without it: 503 with
+    /// `Retry-After: 1`. Requests recover by themselves once the store answers again.
+    #[error("Service unavailable: the shared state store cannot be reached")]
+    StateUnavailable,
+    /// A `Last-Event-ID` that is not an event id of this runtime (malformed), or names no
+    /// stream of this session whose events after it are still retained (unknown, another
+    /// session's or stream's, or trimmed by retention): 400; nobody's events are sent.
+    #[error("Bad Request: Last-Event-ID {} names no resumable stream of this session", shown(.0))]
+    UnknownEventId(String),
+    /// The replica running a resumed stream's call stopped before the call was answered: the
+    /// last event of the resumed stream, 200 inside it.
+    #[error(
+        "Internal error: the runtime replica running this call stopped before it answered; send the request again"
+    )]
+    ReplicaStopped,
     /// A hook of the policy core refused the request: 200 with the hook's code and message.
     #[error("{message}")]
     HookDenied {
@@ -204,7 +220,7 @@ impl RequestError {
             Self::Unauthorized(_) => 401,
             Self::HostNotAllowed(_) => 421,
             Self::Forbidden(_) => 403,
-            Self::PolicyUnavailable => 503,
+            Self::PolicyUnavailable | Self::StateUnavailable => 503,
             Self::HeadTooLarge { .. } => 431,
             Self::BodyStalled(_) => 408,
             Self::CallerDenied { status, .. } => *status,
@@ -212,7 +228,8 @@ impl RequestError {
             | Self::BadServerIdInPath
             | Self::UnsupportedProtocolVersion(_)
             | Self::Framing(_)
-            | Self::MissingSessionId => 400,
+            | Self::MissingSessionId
+            | Self::UnknownEventId(_) => 400,
             Self::UnknownPath | Self::UnknownServer(_) | Self::UnknownSession => 404,
             Self::PayloadTooLarge { .. } => 413,
             Self::TooManySessions { .. } | Self::SubjectQuota { .. } => 429,
@@ -227,13 +244,15 @@ impl RequestError {
         match self {
             Self::Unauthorized(_) | Self::CallerDenied { .. } => jsonrpc::UNAUTHORIZED,
             Self::HookDenied { code, .. } => *code,
-            Self::HostNotAllowed(_) | Self::Forbidden(_) | Self::PolicyUnavailable => {
-                jsonrpc::BAD_REQUEST
-            }
+            Self::HostNotAllowed(_)
+            | Self::Forbidden(_)
+            | Self::PolicyUnavailable
+            | Self::StateUnavailable => jsonrpc::BAD_REQUEST,
             Self::BadHeader(_)
             | Self::BadServerIdInPath
             | Self::UnsupportedProtocolVersion(_)
-            | Self::MissingSessionId => jsonrpc::BAD_REQUEST,
+            | Self::MissingSessionId
+            | Self::UnknownEventId(_) => jsonrpc::BAD_REQUEST,
             Self::UnknownPath | Self::UnknownServer(_) | Self::UnknownSession => jsonrpc::NOT_FOUND,
             Self::TooManySessions { .. } | Self::SubjectQuota { .. } | Self::ProcessBusy { .. } => {
                 jsonrpc::LIMIT_REACHED
@@ -249,6 +268,7 @@ impl RequestError {
             Self::ResourceNotFound(_) => jsonrpc::RESOURCE_NOT_FOUND,
             Self::UpstreamTimeout(_) | Self::BodyStalled(_) => jsonrpc::REQUEST_TIMEOUT,
             Self::Cancelled
+            | Self::ReplicaStopped
             | Self::UpstreamUnavailable
             | Self::UpstreamProtocol
             | Self::UpstreamMessageTooLarge { .. }
@@ -286,7 +306,8 @@ impl RequestError {
             Self::TooManySessions { .. } => Some(SESSION_LIMIT_RETRY_AFTER_S),
             Self::SubjectQuota { alone: false, .. }
             | Self::ProcessBusy { alone: false, .. }
-            | Self::PolicyUnavailable => Some(QUOTA_RETRY_AFTER_S),
+            | Self::PolicyUnavailable
+            | Self::StateUnavailable => Some(QUOTA_RETRY_AFTER_S),
             _ => None,
         }
     }

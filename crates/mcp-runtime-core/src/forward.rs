@@ -38,6 +38,7 @@ use crate::quota::{Permit, Quota};
 use crate::request::{Outcome, SseEvent};
 use crate::runtime::Runtime;
 use crate::session::Session;
+use crate::state::StreamWriter;
 use crate::upstream::{MessageStream, Upstream, UpstreamError};
 
 impl Runtime {
@@ -103,12 +104,20 @@ impl Runtime {
                 Step::Notification(_) if !accepts_sse => {}
                 Step::Notification(ev) => {
                     let (tx, rx) = mpsc::channel(64);
-                    let _ = tx.try_send(ev);
                     let post = post.map(|hook| PostHook {
                         hook,
                         runtime: Arc::clone(self),
                     });
-                    let rest = pump(stream, tx, call, relay, bounds, post);
+                    // Every event of the stream gets an id and is stored before it is sent
+                    // (`crate::state`), so the stream can be resumed.
+                    let log = StreamWriter::open(
+                        &self.store,
+                        session,
+                        id.get(),
+                        self.config.state.retention,
+                    );
+                    let out = Out { tx, log };
+                    let rest = pump(stream, out, ev, call, relay, bounds, post);
                     self.tasks.spawn(rest.instrument(tracing::Span::current()));
                     return Ok(Outcome::events(rx));
                 }
@@ -397,34 +406,45 @@ struct PostHook {
 /// hook, before it is sent (a refusal or an unreachable policy becomes the request's error).
 async fn pump(
     mut stream: MessageStream,
-    tx: mpsc::Sender<SseEvent>,
+    mut out: Out,
+    first: SseEvent,
     mut call: Call,
     relay: Relay,
     bounds: Bounds,
     post: Option<PostHook>,
 ) {
+    if out.send(first, false).await.is_err() {
+        out.gone(&relay).await;
+        return;
+    }
     loop {
         let next = tokio::select! {
             r = bounds.run(stream.next()) => r,
-            () = tx.closed() => return,
+            () = out.tx.closed() => {
+                out.gone(&relay).await;
+                return;
+            }
         };
         let step = match next {
             Ok(next) => relay.classify(next),
             // Cancelled by the client, by the end of the session or at shutdown: the stream
             // still ends with an answer to its request, without waiting for room in it.
             Err(e @ RequestError::Cancelled) => {
-                let _ = tx.try_send(event(e.body(Some(&relay.id))));
+                let mut ev = event(e.body(Some(&relay.id)));
+                out.log.record(&mut ev, true).await;
+                let _ = out.tx.try_send(ev);
                 return;
             }
             Err(e) => {
-                let _ = tx.send(event(e.body(Some(&relay.id)))).await;
+                let _ = out.send(event(e.body(Some(&relay.id))), true).await;
                 return;
             }
         };
         match step {
             Step::Skip => {}
             Step::Notification(ev) => {
-                if tx.send(ev).await.is_err() {
+                if out.send(ev, false).await.is_err() {
+                    out.gone(&relay).await;
                     return;
                 }
             }
@@ -438,10 +458,36 @@ async fn pump(
                         .unwrap_or_else(|e| e.body(Some(&relay.id))),
                     None => body,
                 };
-                let _ = tx.send(event(body)).await;
+                let _ = out.send(event(body), true).await;
                 return;
             }
         }
+    }
+}
+
+/// The caller's side of a streamed call and the stream's history.
+struct Out {
+    tx: mpsc::Sender<SseEvent>,
+    log: StreamWriter,
+}
+
+impl Out {
+    /// Numbers and stores `ev` (`end`: the stream's last event), then sends it.
+    ///
+    /// # Errors
+    ///
+    /// The caller went away.
+    async fn send(&mut self, mut ev: SseEvent, end: bool) -> Result<(), ()> {
+        self.log.record(&mut ev, end).await;
+        self.tx.send(ev).await.map_err(|_| ())
+    }
+
+    /// The caller went away: the call is cancelled (its `Call` drops), and the stream's history
+    /// ends with that answer, so a resumption ends instead of waiting for an answer that will
+    /// never come.
+    async fn gone(&mut self, relay: &Relay) {
+        let mut ev = event(RequestError::Cancelled.body(Some(&relay.id)));
+        self.log.record(&mut ev, true).await;
     }
 }
 

@@ -14,7 +14,11 @@
 //! - [`jsonrpc`]: framing of incoming messages, error codes and bodies.
 //! - `error`: [`RequestError`], every fault of a request with its status, JSON-RPC code and
 //!   message, and its one conversion into an [`Outcome`].
-//! - `session`: the session table (ids, ownership, in-flight calls).
+//! - `session`: the session table (ids, ownership, in-flight calls); with Redis, this
+//!   replica's cache of the shared session records.
+//! - [`state`]: the state store (in memory, or Redis shared by several replicas): session
+//!   records, the per-subject limit, SSE event history and resumption, cancellation across
+//!   replicas.
 //! - [`hooks`]: the [`Hooks`] an outside policy registers (pre-invoke, post-invoke,
 //!   post-fetch), implemented by the sidecar; the core calls them only where registered.
 //! - [`quota`]: what one subject may hold (streams, calls, bytes in flight) and the process's
@@ -33,7 +37,9 @@
 //! The core spawns the rest of an upstream call whose answer became an SSE stream and the
 //! `notifications/cancelled` of a call that ended unanswered, all on one
 //! `tokio_util::task::TaskTracker` that [`Runtime::cancel_calls`] waits for. It runs no timer:
-//! the sidecar's `Server` (crate `mcp-runtime`) calls [`Runtime::reap_idle_sessions`].
+//! the sidecar's `Server` (crate `mcp-runtime`) calls [`Runtime::reap_idle_sessions`]. The one
+//! exception is the Redis state store ([`state`]): its heartbeat and subscriber tasks, and the
+//! reader of each resumed stream, run on their own and end with the runtime (or the stream).
 //!
 //! # Dependencies
 //!
@@ -62,6 +68,7 @@ pub mod quota;
 pub mod request;
 pub mod runtime;
 mod session;
+pub mod state;
 mod upstream;
 
 pub use auth::{AuthContext, TeamScope, Visibility};
@@ -71,5 +78,6 @@ pub use hooks::{CallRecord, HookCall, HookDecision, HookError, HookFuture, HookP
 pub use request::{
     Body, Events, McpHeaders, Method, Outcome, Request, ResponseHead, SseEvent, Transport,
 };
-pub use runtime::{Health, Runtime, RuntimeConfig};
+pub use runtime::{Health, Runtime, RuntimeConfig, StartError};
+pub use state::{Retention, StateConfig, StoreHealth};
 pub use upstream::UpstreamError;

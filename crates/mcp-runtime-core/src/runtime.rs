@@ -14,6 +14,18 @@ use crate::catalog::{Catalog, CatalogConfig, CatalogError};
 use crate::quota::{QuotaConfig, Quotas};
 use crate::request::{Outcome, Request};
 use crate::session::Sessions;
+use crate::state::{StateConfig, Store, StoreError, StoreHealth};
+
+/// Why the runtime did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The catalog: a required upstream unreachable, or the catalog inconsistent.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    /// The state store: a `--state-url` the Redis client cannot use.
+    #[error(transparent)]
+    State(#[from] StoreError),
+}
 
 /// MCP protocol versions the runtime speaks, newest first (MCP spec revisions).
 pub const PROTOCOL_VERSIONS: [&str; 3] = ["2025-11-25", "2025-06-18", "2025-03-26"];
@@ -52,6 +64,9 @@ pub struct RuntimeConfig {
     /// Only tests of the version handshake set another (the binary allows that in debug
     /// builds only, through `MCP_RUNTIME_TEST_CONTRACT_VERSION`).
     pub contract_version: String,
+    /// Where shared state lives (memory, or Redis for several replicas) and how much SSE
+    /// event history is kept ([`crate::state`]).
+    pub state: StateConfig,
 }
 
 impl Default for RuntimeConfig {
@@ -64,6 +79,7 @@ impl Default for RuntimeConfig {
             max_sessions_per_subject: DEFAULT_MAX_SESSIONS_PER_SUBJECT,
             quotas: QuotaConfig::default(),
             contract_version: crate::CONTRACT_VERSION.to_owned(),
+            state: StateConfig::default(),
         }
     }
 }
@@ -83,6 +99,8 @@ pub struct Health {
     pub open_sessions: usize,
     /// Spoken MCP protocol versions, newest first.
     pub protocol_versions: Vec<&'static str>,
+    /// The state store: its kind and whether it answers.
+    pub state: StoreHealth,
 }
 
 /// The transport-agnostic MCP runtime. Cheap to share: adapters hold an `Arc<Runtime>`.
@@ -90,12 +108,16 @@ pub struct Health {
 /// Tasks: the core spawns two kinds, both on the runtime's `TaskTracker`: the rest of an
 /// upstream call whose answer became an SSE stream, and the `notifications/cancelled` of a call
 /// that ended unanswered (module `forward`). It runs no timer of its own: the sidecar's
-/// `Server` calls [`Runtime::reap_idle_sessions`]. (reqwest's connection pool spawns its own connection
+/// `Server` calls [`Runtime::reap_idle_sessions`]; only the Redis store runs tasks of its own
+/// (`crate::state`). (reqwest's connection pool spawns its own connection
 /// tasks; they are not the runtime's.)
 #[derive(Debug)]
 pub struct Runtime {
     pub(crate) catalog: Catalog,
-    pub(crate) sessions: Sessions,
+    /// This replica's sessions (with Redis: its cache of the shared records).
+    pub(crate) sessions: Arc<Sessions>,
+    /// Where shared state lives ([`crate::state`]).
+    pub(crate) store: Store,
     /// What each subject holds against its quotas, and the process's bytes in flight.
     pub(crate) quotas: Arc<Quotas>,
     pub(crate) config: RuntimeConfig,
@@ -113,19 +135,34 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// Discovers the catalog and builds the runtime.
+    /// Discovers the catalog, opens the state store and builds the runtime. With Redis the
+    /// store's heartbeat and subscriber tasks start now (on the current tokio runtime; they
+    /// end when the runtime is dropped); Redis need not be up yet: requests that need it are
+    /// answered 503 until it is.
     ///
     /// # Errors
     ///
-    /// [`CatalogError`] when a required upstream is unreachable or the catalog is inconsistent.
-    pub async fn start(
-        catalog: &CatalogConfig,
-        config: RuntimeConfig,
-    ) -> Result<Self, CatalogError> {
+    /// [`StartError::Catalog`] when a required upstream is unreachable or the catalog is
+    /// inconsistent; [`StartError::State`] for a state URL the Redis client cannot use.
+    pub async fn start(catalog: &CatalogConfig, config: RuntimeConfig) -> Result<Self, StartError> {
+        let sessions = Arc::new(Sessions::new(config.max_sessions_per_subject));
+        let store = match &config.state.url {
+            None => Store::Memory,
+            Some(url) => {
+                let r = Arc::new(crate::state::redis::RedisStore::new(
+                    url,
+                    config.state.command_timeout,
+                    config.state.retention,
+                )?);
+                r.spawn_tasks(&sessions, config.session_idle_ttl);
+                Store::Redis(r)
+            }
+        };
         let catalog = Catalog::discover(catalog, config.max_message_bytes).await?;
         Ok(Self {
             catalog,
-            sessions: Sessions::new(config.max_sessions_per_subject),
+            sessions,
+            store,
             quotas: Arc::new(Quotas::new(config.quotas)),
             config,
             draining: AtomicBool::new(false),
@@ -156,6 +193,7 @@ impl Runtime {
             features: self.config.features.clone(),
             open_sessions: self.sessions.len(),
             protocol_versions: PROTOCOL_VERSIONS.to_vec(),
+            state: self.store.health(),
         }
     }
 

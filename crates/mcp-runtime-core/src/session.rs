@@ -1,6 +1,13 @@
 //! MCP sessions: minted by `initialize`, bound to the caller's subject and scope, ended by
 //! DELETE or the idle reaper. Each subject may hold at most a configured number of sessions at
 //! once, so one subject cannot fill the table (or what each session holds) for everyone.
+//!
+//! With the in-memory store the table is the whole truth. With the Redis store
+//! ([`crate::state`]) it is this replica's cache of the shared records: a session is created
+//! in Redis first (the per-subject limit counted there, across replicas), a miss is loaded from
+//! Redis, a hit is served without a round trip while the invalidation channel is up and the
+//! session was checked in the current epoch and renewed within half the idle TTL
+//! ([`Runtime::find_session`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,11 +18,25 @@ use rand::RngCore;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::error::RequestError;
 use crate::request::SseEvent;
+use crate::runtime::Runtime;
+use crate::state::memory::StreamLog;
+use crate::state::redis::Record;
+use crate::state::{self, Store};
+
+/// `checked_epoch` of a session never checked against the invalidation channel's epoch.
+const UNCHECKED: u64 = u64::MAX;
+
+/// How long an ended session's id is remembered, so a load racing with its invalidation
+/// cannot put it back into the cache.
+const TOMBSTONE_MS: u64 = 10_000;
 
 /// One MCP session.
 #[derive(Debug)]
 pub(crate) struct Session {
+    /// Its id (32 hex digits).
+    pub(crate) id: String,
     /// Subject email of the creator; any other subject is answered as if the session did
     /// not exist.
     pub(crate) subject: String,
@@ -31,6 +52,13 @@ pub(crate) struct Session {
     pub(crate) ended: CancellationToken,
     /// Last use, in milliseconds since the table's epoch; read by the idle reaper.
     last_used_ms: AtomicU64,
+    /// The event history of its resumable streams by stream id (in-memory store only).
+    pub(crate) streams: Mutex<HashMap<String, Arc<StreamLog>>>,
+    /// Redis store: the invalidation epoch in which the record was last found in Redis
+    /// ([`UNCHECKED`]: never).
+    checked_epoch: AtomicU64,
+    /// Redis store: when its idle TTL was last renewed in Redis, in ms since the table's epoch.
+    refreshed_ms: AtomicU64,
 }
 
 impl Session {
@@ -57,6 +85,8 @@ impl Session {
 struct Table {
     by_id: HashMap<String, Arc<Session>>,
     per_subject: HashMap<String, usize>,
+    /// Ids ended recently (Redis store), with when, in ms since the table's epoch.
+    tombstones: HashMap<String, u64>,
 }
 
 impl Table {
@@ -96,7 +126,19 @@ pub(crate) struct SubjectLimitReached {
     pub(crate) limit: usize,
 }
 
-/// Why a session lookup failed.
+/// What the local table holds for an id.
+#[derive(Debug)]
+pub(crate) enum Local {
+    /// The caller's session.
+    Hit(Arc<Session>),
+    /// Another subject's or another scope's.
+    Mismatch,
+    /// Nothing.
+    Absent,
+}
+
+/// Why a session lookup failed (the table's own lookup, for its tests).
+#[cfg(test)]
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Lookup {
     /// No `Mcp-Session-Id` header.
@@ -127,17 +169,8 @@ impl Sessions {
         subject: &str,
         scope: Option<&str>,
     ) -> Result<String, SubjectLimitReached> {
-        let mut bytes = [0u8; 16];
-        rand::rng().fill_bytes(&mut bytes);
-        let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        let session = Arc::new(Session {
-            subject: subject.to_owned(),
-            scope: scope.map(str::to_owned),
-            standalone: Mutex::new(None),
-            inflight: Mutex::new(HashMap::new()),
-            ended: CancellationToken::new(),
-            last_used_ms: AtomicU64::new(self.now_ms()),
-        });
+        let id = new_session_id();
+        let session = self.session(&id, subject, scope, UNCHECKED);
         let mut table = self.write();
         if table.per_subject.get(subject).copied().unwrap_or(0) >= self.per_subject_limit {
             return Err(SubjectLimitReached {
@@ -148,7 +181,115 @@ impl Sessions {
         Ok(id)
     }
 
+    fn session(&self, id: &str, subject: &str, scope: Option<&str>, epoch: u64) -> Arc<Session> {
+        let now = self.now_ms();
+        Arc::new(Session {
+            id: id.to_owned(),
+            subject: subject.to_owned(),
+            scope: scope.map(str::to_owned),
+            standalone: Mutex::new(None),
+            inflight: Mutex::new(HashMap::new()),
+            ended: CancellationToken::new(),
+            last_used_ms: AtomicU64::new(now),
+            streams: Mutex::new(HashMap::new()),
+            checked_epoch: AtomicU64::new(epoch),
+            refreshed_ms: AtomicU64::new(now),
+        })
+    }
+
+    /// Caches a session whose record is in Redis (just created, or loaded), checked in
+    /// `epoch`; returns the cached one if another request cached it first. Not counted against
+    /// the local per-subject limit: Redis counts it. `None` when the id ended moments ago.
+    fn insert_shared(&self, id: &str, record: &Record, epoch: Option<u64>) -> Option<Arc<Session>> {
+        let mut table = self.write();
+        let now = self.now_ms();
+        table
+            .tombstones
+            .retain(|_, at| now.saturating_sub(*at) < TOMBSTONE_MS);
+        if table.tombstones.contains_key(id) {
+            return None;
+        }
+        if let Some(s) = table.by_id.get(id) {
+            return Some(Arc::clone(s));
+        }
+        let session = self.session(
+            id,
+            &record.subject,
+            record.scope.as_deref(),
+            epoch.unwrap_or(UNCHECKED),
+        );
+        table.insert(id.to_owned(), Arc::clone(&session));
+        Some(session)
+    }
+
+    /// What the table holds for `id`, for `subject` in `scope`; a hit counts as a use.
+    pub(crate) fn lookup(&self, id: &str, subject: &str, scope: Option<&str>) -> Local {
+        let map = self
+            .map
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match map.by_id.get(id) {
+            Some(s) if s.subject == subject && s.scope.as_deref() == scope => {
+                s.last_used_ms.store(self.now_ms(), Ordering::Relaxed);
+                Local::Hit(Arc::clone(s))
+            }
+            Some(_) => Local::Mismatch,
+            None => Local::Absent,
+        }
+    }
+
+    /// Ends session `id` on this replica (DELETE, an invalidation from another replica, or
+    /// its record found gone): drops it, closes its GET stream, cancels its calls. Remembers
+    /// the id for a moment so a racing load cannot bring it back.
+    pub(crate) fn end_local(&self, id: &str) {
+        let session = {
+            let mut table = self.write();
+            let now = self.now_ms();
+            table.tombstones.insert(id.to_owned(), now);
+            table.remove(id)
+        };
+        if let Some(s) = session {
+            s.ended.cancel();
+            s.standalone
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+        }
+    }
+
+    /// Cancels call `rid` (the caller's raw JSON-RPC id) of session `id` if it runs here;
+    /// returns whether it did.
+    pub(crate) fn cancel_local(&self, id: &str, rid: &str) -> bool {
+        let map = self
+            .map
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let token = map.by_id.get(id).and_then(|s| {
+            s.inflight
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get(rid)
+                .cloned()
+        });
+        token.map(|t| t.cancel()).is_some()
+    }
+
+    /// The sessions with work under way here (id, subject): their idle TTL in Redis is
+    /// renewed by the heartbeat.
+    pub(crate) fn busy(&self) -> Vec<(String, String)> {
+        let map = self
+            .map
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.by_id
+            .iter()
+            .filter(|(_, s)| s.busy())
+            .map(|(id, s)| (id.clone(), s.subject.clone()))
+            .collect()
+    }
+
     /// Finds the caller's session.
+    #[cfg(test)]
     pub(crate) fn get(
         &self,
         id: Option<&str>,
@@ -170,6 +311,7 @@ impl Sessions {
     }
 
     /// Ends the caller's session: removes it, closes its stream and cancels its calls.
+    #[cfg(test)]
     pub(crate) fn remove(
         &self,
         id: Option<&str>,
@@ -188,7 +330,7 @@ impl Sessions {
         Ok(())
     }
 
-    fn now_ms(&self) -> u64 {
+    pub(crate) fn now_ms(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
@@ -268,6 +410,176 @@ impl Sessions {
         self.map
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A new session id: 128 random bits from the OS-seeded CSPRNG, hex-encoded (32 visible
+/// ASCII characters, as the spec requires of session ids).
+fn new_session_id() -> String {
+    let mut bytes = [0u8; 16];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Runtime {
+    /// Creates a session for `subject` in `scope`, speaking protocol `version`; returns its id.
+    ///
+    /// # Errors
+    ///
+    /// [`RequestError::TooManySessions`] when the subject holds the most sessions allowed
+    /// (across every replica with Redis); [`RequestError::StateUnavailable`] when Redis does
+    /// not answer.
+    pub(crate) async fn create_session(
+        &self,
+        subject: &str,
+        scope: Option<&str>,
+        version: &str,
+    ) -> Result<String, RequestError> {
+        let limit = self.config.max_sessions_per_subject.max(1);
+        let Store::Redis(r) = &self.store else {
+            return self
+                .sessions
+                .create(subject, scope)
+                .map_err(|e| RequestError::TooManySessions { limit: e.limit });
+        };
+        let id = new_session_id();
+        let epoch = r.epoch();
+        let ttl = self.config.session_idle_ttl;
+        if !r
+            .create_session(&id, subject, scope, version, ttl, limit)
+            .await?
+        {
+            return Err(RequestError::TooManySessions { limit });
+        }
+        let record = Record {
+            subject: subject.to_owned(),
+            scope: scope.map(str::to_owned),
+        };
+        self.sessions.insert_shared(&id, &record, epoch);
+        Ok(id)
+    }
+
+    /// The caller's session `id`: bound to `subject` and `scope`, else answered exactly like
+    /// an unknown one.
+    ///
+    /// # Errors
+    ///
+    /// [`RequestError::MissingSessionId`] without an id, [`RequestError::UnknownSession`] for
+    /// an unknown, ended, expired, another subject's or another scope's session,
+    /// [`RequestError::StateUnavailable`] when Redis must be asked and does not answer.
+    pub(crate) async fn find_session(
+        &self,
+        id: Option<&str>,
+        subject: &str,
+        scope: Option<&str>,
+    ) -> Result<Arc<Session>, RequestError> {
+        let id = id.ok_or(RequestError::MissingSessionId)?;
+        let local = self.sessions.lookup(id, subject, scope);
+        let r = match (&self.store, local) {
+            (Store::Memory, Local::Hit(s)) => return Ok(s),
+            (_, Local::Mismatch) | (Store::Memory, Local::Absent) => {
+                return Err(RequestError::UnknownSession);
+            }
+            (Store::Redis(r), Local::Hit(s)) => {
+                return self.check_cached(r, s).await;
+            }
+            (Store::Redis(r), Local::Absent) => r,
+        };
+        let epoch = r.epoch();
+        let record = r.load_session(id).await?;
+        let Some(record) =
+            record.filter(|rec| rec.subject == subject && rec.scope.as_deref() == scope)
+        else {
+            return Err(RequestError::UnknownSession);
+        };
+        if !r
+            .touch_session(id, subject, self.config.session_idle_ttl)
+            .await?
+        {
+            return Err(RequestError::UnknownSession);
+        }
+        self.sessions
+            .insert_shared(id, &record, epoch)
+            .ok_or(RequestError::UnknownSession)
+    }
+
+    /// A cached session (Redis store) served as is while the invalidation channel is up, it
+    /// was checked in the current epoch and renewed within half the idle TTL (so its record
+    /// outlives the answer); renewed in the background past an eighth of the TTL. Otherwise
+    /// checked (and renewed) in Redis first.
+    async fn check_cached(
+        &self,
+        r: &Arc<state::redis::RedisStore>,
+        s: Arc<Session>,
+    ) -> Result<Arc<Session>, RequestError> {
+        let ttl = self.config.session_idle_ttl;
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        let now = self.sessions.now_ms();
+        let since = now.saturating_sub(s.refreshed_ms.load(Ordering::Relaxed));
+        let epoch = r.epoch();
+        let checked = epoch.is_some_and(|e| e == s.checked_epoch.load(Ordering::Acquire));
+        if checked && since < ttl_ms / 2 {
+            if since >= ttl_ms / 8 {
+                s.refreshed_ms.store(now, Ordering::Relaxed);
+                let (r, sessions, s) = (Arc::clone(r), Arc::clone(&self.sessions), Arc::clone(&s));
+                tokio::spawn(async move {
+                    if let Ok(false) = r.touch_session(&s.id, &s.subject, ttl).await {
+                        sessions.end_local(&s.id);
+                    }
+                });
+            }
+            return Ok(s);
+        }
+        if r.touch_session(&s.id, &s.subject, ttl).await? {
+            s.refreshed_ms.store(now, Ordering::Relaxed);
+            if let Some(e) = epoch {
+                s.checked_epoch.store(e, Ordering::Release);
+            }
+            Ok(s)
+        } else {
+            self.sessions.end_local(&s.id);
+            Err(RequestError::UnknownSession)
+        }
+    }
+
+    /// Ends the caller's session everywhere: its record in Redis (every replica then drops it
+    /// and cancels its calls), and here.
+    ///
+    /// # Errors
+    ///
+    /// As [`Runtime::find_session`].
+    pub(crate) async fn end_session(
+        &self,
+        id: Option<&str>,
+        subject: &str,
+        scope: Option<&str>,
+    ) -> Result<(), RequestError> {
+        let session = self.find_session(id, subject, scope).await?;
+        if let Store::Redis(r) = &self.store {
+            r.delete_session(&session.id, subject).await?;
+        }
+        self.sessions.end_local(&session.id);
+        Ok(())
+    }
+
+    /// Cancels call `rid` (raw JSON-RPC id) of `session` wherever it runs: here, else (Redis
+    /// store) on the replica that runs it.
+    ///
+    /// # Errors
+    ///
+    /// [`RequestError::StateUnavailable`] when the cancellation cannot be published.
+    pub(crate) async fn cancel_call(
+        &self,
+        session: &Session,
+        rid: &str,
+    ) -> Result<(), RequestError> {
+        if self.sessions.cancel_local(&session.id, rid) {
+            return Ok(());
+        }
+        if let Store::Redis(r) = &self.store {
+            r.publish_cancel(&session.id, rid).await?;
+        }
+        Ok(())
     }
 }
 

@@ -15,7 +15,7 @@ use mcp_runtime::policy::cache::CacheLimits;
 use mcp_runtime::policy::{CoreTransport, Policy, PolicyConfig};
 use mcp_runtime::{Admission, PublicEndpoint, Server, features, socket};
 use mcp_runtime_core::quota::{self, QuotaConfig};
-use mcp_runtime_core::{CatalogConfig, Runtime, RuntimeConfig};
+use mcp_runtime_core::{CatalogConfig, Retention, Runtime, RuntimeConfig, StateConfig};
 
 /// The MCP runtime sidecar: sessions, catalog and upstream calls behind Unix sockets.
 #[derive(Debug, Parser)]
@@ -156,6 +156,25 @@ struct Args {
     #[arg(long, env = "MCP_RUNTIME_MAX_HEADER_BYTES", default_value_t = 64 * 1024)]
     max_header_bytes: usize,
 
+    /// Shared state for several replicas: a Redis URL (`redis://HOST:PORT[/DB]` or
+    /// `unix:///PATH`). Sessions, SSE event history and cancellation are then shared by every
+    /// runtime on the same Redis. Default: in memory, this process only.
+    #[arg(long, env = "MCP_RUNTIME_STATE_URL")]
+    state_url: Option<String>,
+
+    /// Longest wait for one Redis command, connecting included, in milliseconds; a request
+    /// that needs shared state is answered 503 past it.
+    #[arg(long, env = "MCP_RUNTIME_STATE_TIMEOUT_MS", default_value_t = 1000)]
+    state_timeout_ms: u64,
+
+    /// Most SSE events kept per stream for resumption with `Last-Event-ID`.
+    #[arg(long, env = "MCP_RUNTIME_EVENT_RETENTION", default_value_t = mcp_runtime_core::state::DEFAULT_RETENTION_EVENTS)]
+    event_retention: usize,
+
+    /// Longest time an SSE event is kept for resumption, in seconds.
+    #[arg(long, env = "MCP_RUNTIME_EVENT_RETENTION_S", default_value_t = mcp_runtime_core::state::DEFAULT_RETENTION_AGE_S)]
+    event_retention_s: u64,
+
     /// Log format. Which events are logged is set by the environment variable
     /// `MCP_RUNTIME_LOG`, a `tracing` filter directive (`debug`, `mcp_runtime_core=debug`,
     /// ...; default `info`).
@@ -183,6 +202,10 @@ and asks the policy core over the Core SPI who each caller is (cached per creden
 token's expiry, the core's and --auth-cache-max-age-ms, or a revocation on the watch stream) and
 for the hooks it registered. Fail closed: when the core cannot answer, every request is 503 with
 a JSON-RPC error; the runtime reconnects by itself.
+
+Several replicas (--state-url): every runtime on the same Redis serves every session; an SSE
+stream can be resumed on any of them with Last-Event-ID. Redis unreachable: requests that need
+it are answered 503 within --state-timeout-ms; they recover by themselves when it returns.
 
 Exit status: 0 after a clean shutdown, 1 when start-up fails (catalog, upstreams), 2 for a
 usage error (command line, socket path).";
@@ -345,6 +368,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
             max_bytes_in_flight: args.max_bytes_in_flight,
         },
         contract_version: contract_version(),
+        state: StateConfig {
+            url: args.state_url.clone().filter(|u| !u.is_empty()),
+            command_timeout: Duration::from_millis(args.state_timeout_ms.max(1)),
+            retention: Retention {
+                max_events: args.event_retention.max(1),
+                max_age: Duration::from_secs(args.event_retention_s.max(1)),
+            },
+        },
     };
     let policy = match (&args.public_listen, &args.core_uds) {
         (Some(_), Some(socket)) => Some(Arc::new(Policy::new(PolicyConfig {
@@ -413,7 +444,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         );
         tracing::info!(address = %local, core = ?args.core_uds, transport = %args.core_transport, "public endpoint listening (edge mode)");
     }
-    tracing::info!(features = ?features(), "mcp-runtime ready");
+    tracing::info!(features = ?features(), state = server.runtime().health().state.kind, "mcp-runtime ready");
 
     let grace = Duration::from_millis(args.shutdown_grace_ms);
     // From the signal until exit, the sockets keep listening and close each new connection

@@ -94,6 +94,7 @@ pub(crate) fn health_response(rt: &Runtime) -> Response {
         "features": h.features,
         "open_sessions": h.open_sessions,
         "protocol_versions": h.protocol_versions,
+        "state_store": {"kind": h.state.kind, "reachable": h.state.reachable},
     });
     let status = if h.serving {
         StatusCode::OK

@@ -12,6 +12,8 @@
 //! - `peer_creds`: `--allow-uid` against clients of other uids (`setpriv`).
 //! - `shutdown`: SIGTERM drain and the grace period.
 //! - `sessions`: the runtime's RSS with 1,000 open sessions.
+//! - `replicas`: three runtimes sharing one real `redis-server` (`--state-url`): sessions,
+//!   cancellation, limits, isolation, resumption after a SIGKILL, Redis stopped and back.
 //! - `soak`: the ignored soak run of `make soak-runtime`.
 
 #[path = "../support/mod.rs"]
@@ -20,6 +22,7 @@ pub mod support;
 mod runtime_proc;
 
 mod peer_creds;
+mod replicas;
 mod sessions;
 mod shutdown;
 mod soak;

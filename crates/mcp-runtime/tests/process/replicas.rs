@@ -1,0 +1,484 @@
+//! Three runtime processes sharing one real `redis-server` (started here in a temp dir on a
+//! Unix socket, no persistence, killed at the end): a session opened on one is used on the
+//! others, DELETE on one ends it on all, a `notifications/cancelled` sent to another replica
+//! stops the call, the per-subject session limit holds across replicas, two subjects never see
+//! each other's sessions or events (guessed session ids, replayed event ids), a stream resumed
+//! on another replica after its replica was SIGKILLed gets every stored event exactly once and
+//! then the call's error, and Redis stopped answers 503 and recovers once it is back.
+//!
+//! Needs the `redis-server` binary (Debian package `redis-server`).
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt as _;
+use http_body_util::{BodyExt as _, Full};
+use serde_json::{Value, json};
+
+use crate::runtime_proc::{Proc, RuntimeProc};
+use crate::support::*;
+
+/// A `redis-server` on a Unix socket in a temp dir, killed (and the dir removed) on drop.
+struct Redis {
+    dir: tempfile::TempDir,
+    proc: Option<Proc>,
+}
+
+impl Redis {
+    fn start() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("redis")
+            .tempdir_in("/tmp")
+            .expect("tempdir");
+        let mut r = Self { dir, proc: None };
+        r.restart();
+        r
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("redis.sock")
+    }
+
+    /// The `--state-url` of the runtimes.
+    fn url(&self) -> String {
+        format!("unix://{}", self.socket().display())
+    }
+
+    /// Starts the server (again) on the same socket path, with nothing stored.
+    fn restart(&mut self) {
+        let _ = std::fs::remove_file(self.socket());
+        let child = Command::new("redis-server")
+            .args(["--port", "0", "--save", "", "--appendonly", "no"])
+            .arg("--unixsocket")
+            .arg(self.socket())
+            .args(["--unixsocketperm", "700"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start redis-server ({e}): install the Debian package `redis-server`")
+            });
+        self.proc = Some(Proc(child));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.client().get_connection().is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not start in 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills the server (every connection to it is cut).
+    fn stop(&mut self) {
+        self.proc.take();
+    }
+
+    fn client(&self) -> redis::Client {
+        redis::Client::open(self.url()).expect("redis url")
+    }
+}
+
+/// Three runtimes on one Redis, on the fixture upstream.
+struct Replicas {
+    redis: Redis,
+    rts: Vec<RuntimeProc>,
+    http: Vec<Http>,
+    _fx: Fixture,
+}
+
+impl Replicas {
+    fn start(extra: &[&str]) -> Self {
+        let fx = Fixture::start();
+        let redis = Redis::start();
+        let url = redis.url();
+        let mut args = vec!["--state-url", url.as_str(), "--state-timeout-ms", "500"];
+        args.extend_from_slice(extra);
+        let rts: Vec<_> = (0..3)
+            .map(|_| RuntimeProc::start(&simple_catalog(&fx.url), &args))
+            .collect();
+        let http = rts.iter().map(|rt| Http::new(&rt.http)).collect();
+        Self {
+            redis,
+            rts,
+            http,
+            _fx: fx,
+        }
+    }
+
+    /// Waits until every replica reports its store reachable (subscribed and heartbeating).
+    async fn ready(&self) {
+        for h in &self.http {
+            until(Duration::from_secs(10), "the store reachable", async || {
+                h.health().await.1["state_store"]["reachable"] == json!(true)
+            })
+            .await;
+        }
+    }
+}
+
+/// Polls `cond` every 20 ms until it holds; panics naming `what` after `within`.
+async fn until(within: Duration, what: &str, mut cond: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !cond().await {
+        assert!(Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn alice() -> Value {
+    auth("alice@example.com", false, Some(&[]))
+}
+
+fn bob() -> Value {
+    auth("bob@example.com", false, Some(&[]))
+}
+
+fn echo(who: &Value, sid: &str, id: i64) -> Call {
+    Call::post(
+        who,
+        rpc(
+            id,
+            "tools/call",
+            json!({"name": "echo", "arguments": {"text": "hi"}}),
+        ),
+    )
+    .session(sid)
+}
+
+fn cancel(who: &Value, sid: &str, request: i64) -> Call {
+    let body = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+        "params": {"requestId": request, "reason": "test"}});
+    Call::post(who, Bytes::from(body.to_string())).session(sid)
+}
+
+/// A `tools/call` of `progress`: `steps` notifications `interval_ms` apart, then the result.
+fn progress(who: &Value, sid: &str, id: i64, steps: u64, interval_ms: u64) -> Call {
+    Call::post(
+        who,
+        rpc(
+            id,
+            "tools/call",
+            json!({"name": "progress", "arguments": {"steps": steps, "interval_ms": interval_ms},
+                "_meta": {"progressToken": "p"}}),
+        ),
+    )
+    .session(sid)
+}
+
+/// A GET of session `sid` with `Last-Event-ID: last` on its own connection; the response with
+/// its body unread.
+async fn resume(
+    http: &Http,
+    who: &Value,
+    sid: &str,
+    last: &str,
+) -> hyper::Response<hyper::body::Incoming> {
+    let (mut sender, _conn) = http.connect().await;
+    let req = hyper::Request::get("http://localhost/mcp")
+        .header("host", "localhost")
+        .header("x-contextforge-auth-context", auth_header(who))
+        .header("mcp-session-id", sid)
+        .header("accept", "text/event-stream")
+        .header("last-event-id", last)
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    sender.send_request(req).await.expect("send")
+}
+
+/// `(id, data)` of every event of a whole SSE response.
+async fn all_events(resp: hyper::Response<hyper::body::Incoming>) -> Vec<(String, String)> {
+    let body = tokio::time::timeout(Duration::from_secs(30), resp.into_body().collect())
+        .await
+        .expect("the stream ended within 30 s")
+        .expect("body")
+        .to_bytes();
+    sse_stream::SseStream::new(Full::new(body))
+        .map(|e| {
+            let e = e.expect("an SSE event");
+            (e.id.unwrap_or_default(), e.data.unwrap_or_default())
+        })
+        .collect()
+        .await
+}
+
+/// The `seq` of an event id `<stream>-<ms>-<seq>`.
+fn seq(id: &str) -> u64 {
+    id.rsplit('-')
+        .next()
+        .and_then(|s| s.parse().ok())
+        .expect("an event id")
+}
+
+fn stream_of(id: &str) -> &str {
+    id.split('-').next().expect("an event id")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_opened_on_one_replica_is_used_on_the_others_and_delete_ends_it_on_all() {
+    let r = Replicas::start(&[]);
+    r.ready().await;
+    let (a, b, c) = (&r.http[0], &r.http[1], &r.http[2]);
+    let who = alice();
+    let sid = a.initialize(&who, None).await;
+    // Cached on A and C, loaded on B.
+    for (i, h) in r.http.iter().enumerate() {
+        assert_eq!(
+            h.send(&ping(&who, i as i64, &sid)).await.status,
+            200,
+            "replica {i}"
+        );
+    }
+    let answer = c.send(&echo(&who, &sid, 5)).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(
+        answer.json()["result"]["content"][0]["text"],
+        "hi",
+        "{:?}",
+        answer.json()
+    );
+    let (_, health) = b.health().await;
+    assert_eq!(
+        health["state_store"],
+        json!({"kind": "redis", "reachable": true})
+    );
+    // DELETE on B ends it on every replica, also where it is cached.
+    assert_eq!(
+        b.send(&Call::bodyless("DELETE", &who, &sid)).await.status,
+        200
+    );
+    for (i, h) in r.http.iter().enumerate() {
+        until(
+            Duration::from_secs(5),
+            "the deleted session answered 404",
+            async || h.send(&ping(&who, 9, &sid)).await.status == 404,
+        )
+        .await;
+        let _ = i;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_or_delete_sent_to_another_replica_stops_the_call() {
+    let r = Replicas::start(&[]);
+    r.ready().await;
+    let (a, b, c) = (&r.http[0], &r.http[1], &r.http[2]);
+    let who = alice();
+    let sid = a.initialize(&who, None).await;
+    for (stop, what) in [(b, "notifications/cancelled"), (c, "DELETE")] {
+        let call = a.spawn(sleep_call(&who, &sid, 7, 60_000));
+        b.until_inflight(&who, &sid, 1, Duration::from_secs(10))
+            .await;
+        let sent = if what == "DELETE" {
+            stop.send(&Call::bodyless("DELETE", &who, &sid)).await
+        } else {
+            stop.send(&cancel(&who, &sid, 7)).await
+        };
+        assert!(
+            sent.status == 202 || sent.status == 200,
+            "{what}: {}",
+            sent.status
+        );
+        let answer = tokio::time::timeout(Duration::from_secs(10), call)
+            .await
+            .unwrap_or_else(|_| panic!("{what}: the call still runs after 10 s"))
+            .expect("call task");
+        assert_eq!(
+            answer.json()["error"]["message"],
+            "Request cancelled",
+            "{what}"
+        );
+        // The upstream stopped working (counted through another session).
+        let other = c.initialize(&who, None).await;
+        c.until_inflight(&who, &other, 0, Duration::from_secs(10))
+            .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_per_subject_session_limit_holds_across_replicas() {
+    let r = Replicas::start(&["--max-sessions-per-subject", "2"]);
+    r.ready().await;
+    let (a, b, c) = (&r.http[0], &r.http[1], &r.http[2]);
+    let who = alice();
+    let first = a.initialize(&who, None).await;
+    let _second = b.initialize(&who, None).await;
+    let refused = c.send(&Call::post(&who, initialize_body())).await;
+    assert_eq!(refused.status, 429);
+    assert!(refused.session_id.is_none());
+    // Another subject is not affected.
+    let _bobs = c.initialize(&bob(), None).await;
+    // Ending one anywhere frees a slot everywhere.
+    assert_eq!(
+        c.send(&Call::bodyless("DELETE", &who, &first)).await.status,
+        200
+    );
+    let _third = c.initialize(&who, None).await;
+    assert_eq!(
+        a.send(&Call::post(&who, initialize_body())).await.status,
+        429
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_subjects_never_see_each_others_sessions_or_events() {
+    let r = Replicas::start(&[]);
+    r.ready().await;
+    let (a, b, c) = (&r.http[0], &r.http[1], &r.http[2]);
+    let (alice, bob) = (alice(), bob());
+    let alices = a.initialize(&alice, None).await;
+    let bobs = b.initialize(&bob, None).await;
+    // Alice's streamed call: its events carry ids.
+    let streamed = a.send(&progress(&alice, &alices, 3, 3, 10)).await;
+    assert_eq!(streamed.content_type.as_deref(), Some("text/event-stream"));
+    let ids: Vec<String> = sse_stream::SseStream::new(Full::new(streamed.body.clone()))
+        .map(|e| e.expect("event").id.expect("every event has an id"))
+        .collect()
+        .await;
+    let seqs: Vec<u64> = ids.iter().map(|i| seq(i)).collect();
+    assert!(ids.len() >= 4, "{ids:?}");
+    assert_eq!(seqs, (1..=ids.len() as u64).collect::<Vec<_>>());
+    assert!(ids.iter().all(|i| stream_of(i) == stream_of(&ids[0])));
+    // Bob with Alice's session id, on every replica: as an unknown session.
+    for h in &r.http {
+        assert_eq!(h.send(&ping(&bob, 1, &alices)).await.status, 404);
+        let r = resume(h, &bob, &alices, &ids[0]).await;
+        assert_eq!(r.status(), 404);
+    }
+    // A guessed session id.
+    assert_eq!(c.send(&ping(&bob, 1, &"0".repeat(32))).await.status, 404);
+    // Alice's event ids in Bob's session: nothing of hers, on every replica.
+    for h in &r.http {
+        for id in [&ids[0], &ids[2]] {
+            let resp = resume(h, &bob, &bobs, id).await;
+            assert_eq!(resp.status(), 400);
+            let body = resp.into_body().collect().await.expect("body").to_bytes();
+            let text = String::from_utf8_lossy(&body);
+            assert!(text.contains("Last-Event-ID"), "{text}");
+            assert!(!text.contains("progress"), "{text}");
+        }
+        for bad in ["nonsense", "0123456789abcdef-1-1"] {
+            assert_eq!(resume(h, &bob, &bobs, bad).await.status(), 400, "{bad}");
+        }
+    }
+    // Alice herself replays exactly the events after hers, on another replica.
+    let replay = all_events(resume(c, &alice, &alices, &ids[1]).await).await;
+    let replayed: Vec<&str> = replay.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(
+        replayed,
+        ids[2..].iter().map(String::as_str).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_resumed_after_its_replica_was_killed_gets_every_stored_event_once_then_the_error()
+{
+    let mut r = Replicas::start(&[]);
+    r.ready().await;
+    let who = alice();
+    let sid = r.http[0].initialize(&who, None).await;
+    // 1,000 progress notifications 20 ms apart on A: it runs until A is killed.
+    let resp = r.http[0].open(&progress(&who, &sid, 11, 1000, 20)).await;
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let mut events = sse_stream::SseStream::new(resp.into_body());
+    let mut seen = Vec::new();
+    while seen.len() < 5 {
+        let e = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .expect("an event within 10 s")
+            .expect("the stream goes on")
+            .expect("an SSE event");
+        seen.push((e.id.expect("an id"), e.data.unwrap_or_default()));
+    }
+    // SIGKILL: no drain, no goodbye.
+    let pid = r.rts[0].pid().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-KILL", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    r.rts[0].wait();
+    drop(events);
+    // What A stored of the stream before it died.
+    let key = format!("mcp:ev:{sid}:{}", stream_of(&seen[0].0));
+    let stored: usize = redis::cmd("XLEN")
+        .arg(&key)
+        .query(&mut r.redis.client().get_connection().expect("redis"))
+        .expect("XLEN");
+    assert!(stored >= 5, "{stored} events stored");
+    // Resumed on B after the third event: every stored event after it, once, in order, then
+    // the call's error.
+    let replay = all_events(resume(&r.http[1], &who, &sid, &seen[2].0).await).await;
+    let (last, replayed) = replay.split_last().expect("events");
+    let seqs: Vec<u64> = replayed.iter().map(|(id, _)| seq(id)).collect();
+    assert_eq!(seqs, (4..=stored as u64).collect::<Vec<_>>());
+    assert_eq!(
+        &replayed[..2],
+        &seen[3..5],
+        "the events seen on A are replayed as they were"
+    );
+    let error: Value = serde_json::from_str(&last.1).expect("json");
+    assert_eq!(error["id"], 11);
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("replica running this call stopped")),
+        "{error}"
+    );
+    // The same again on C: a resumption is repeatable, never shared with another stream.
+    let again = all_events(resume(&r.http[2], &who, &sid, &seen[2].0).await).await;
+    assert_eq!(again.len(), replay.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_stopped_answers_503_within_the_bound_and_recovers_when_it_is_back() {
+    let mut r = Replicas::start(&[]);
+    r.ready().await;
+    let who = alice();
+    let sid = r.http[0].initialize(&who, None).await;
+    assert_eq!(r.http[1].send(&ping(&who, 1, &sid)).await.status, 200);
+    r.redis.stop();
+    // Every replica notices; a cached session is not served on trust while the invalidation
+    // channel is down.
+    for h in &r.http {
+        until(
+            Duration::from_secs(10),
+            "health reports the store unreachable",
+            async || h.health().await.1["state_store"]["reachable"] == json!(false),
+        )
+        .await;
+        let refused = h.send(&ping(&who, 2, &sid)).await;
+        assert_eq!(refused.status, 503, "{:?}", refused.body);
+        assert_eq!(refused.retry_after.as_deref(), Some("1"));
+        assert!(
+            refused.json()["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("state store")),
+        );
+        assert_eq!(
+            h.send(&Call::post(&who, initialize_body())).await.status,
+            503
+        );
+    }
+    // Back (empty: it kept nothing): the old session is gone everywhere, new ones work.
+    r.redis.restart();
+    for h in &r.http {
+        until(
+            Duration::from_secs(10),
+            "initialize served again",
+            async || h.send(&Call::post(&who, initialize_body())).await.status == 200,
+        )
+        .await;
+    }
+    r.ready().await;
+    for h in &r.http {
+        assert_eq!(h.send(&ping(&who, 3, &sid)).await.status, 404);
+    }
+    let fresh = r.http[2].initialize(&who, None).await;
+    assert_eq!(r.http[0].send(&ping(&who, 4, &fresh)).await.status, 200);
+}
