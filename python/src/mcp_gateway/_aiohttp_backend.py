@@ -37,10 +37,11 @@ from mcp_gateway._errors import GatewayError, RuntimeBusyError, RuntimeTimeoutEr
 from mcp_gateway._http_wire import (
     DEFAULT_KEEPALIVE_S,
     DEFAULT_MAX_CONNECTIONS,
-    HOP_BY_HOP,
     POOL_TIMEOUT_S,
     STREAM_JSON_FROM_BYTES,
     declared_length,
+    health_of,
+    relayed_headers,
     runtime_headers,
     runtime_path,
 )
@@ -167,17 +168,9 @@ class AiohttpUdsBackend(SocketBackend):
         try:
             with anyio.fail_after(min(self._timeout_s, 5.0)):
                 async with session.get("/health") as response:
-                    data = await response.json(content_type=None)
+                    return health_of(await response.json(content_type=None))
         except (aiohttp.ClientError, OSError, ValueError) as e:
             return RuntimeHealth(reachable=False, status="unavailable", detail=f"{type(e).__name__}: {e}")
-        return RuntimeHealth(
-            reachable=True,
-            status=str(data.get("status", "unknown")),
-            runtime_version=data.get("runtime_version"),
-            contract_version=data.get("contract_version"),
-            features=tuple(data.get("features") or ()),
-            open_sessions=data.get("open_sessions"),
-        )
 
     async def _send(self, request: McpRequest) -> aiohttp.ClientResponse:
         """Send the request; once more on a new connection if it cannot have been processed."""
@@ -212,11 +205,7 @@ class AiohttpUdsBackend(SocketBackend):
         try:
             with anyio.fail_after(None if request.streaming else self._timeout_s):
                 response = await self._send(request)
-                headers = [
-                    (k.decode("latin-1").lower(), v.decode("latin-1"))
-                    for k, v in response.raw_headers
-                    if k.decode("latin-1").lower() not in HOP_BY_HOP
-                ]
+                headers = relayed_headers(response.raw_headers)
                 content_type = response.headers.get("content-type", "")
                 if content_type.startswith("text/event-stream"):
                     return McpResponse(status=response.status, headers=headers, stream=_Relay(response))

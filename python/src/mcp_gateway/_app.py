@@ -65,6 +65,8 @@ from mcp_gateway._settings import Mode, Settings
 from mcp_gateway._sse import encode_event
 
 if TYPE_CHECKING:
+    from mcp_gateway._aiohttp_backend import AiohttpUdsBackend
+    from mcp_gateway._http_backend import HttpUdsBackend
     from mcp_gateway._plugins import ProxiedPlugins
 
 __all__ = ["create_app", "make_backend"]
@@ -100,22 +102,15 @@ def make_backend(settings: Settings) -> Backend:
         return GrpcUdsBackend(
             settings.grpc_uds, settings.request_timeout_s, settings.runtime_max_message_bytes
         )
-    if settings.mode is Mode.HTTP and settings.http_client == "httpx":
-        from mcp_gateway._http_backend import HttpUdsBackend
-
-        assert settings.http_uds is not None
-        return HttpUdsBackend(
-            settings.http_uds,
-            settings.request_timeout_s,
-            settings.runtime_max_message_bytes,
-            keepalive_s=settings.runtime_keepalive_s,
-            max_connections=settings.max_concurrent_requests,
-        )
     if settings.mode is Mode.HTTP:
-        from mcp_gateway._aiohttp_backend import AiohttpUdsBackend
+        http_backend: type[AiohttpUdsBackend | HttpUdsBackend]
+        if settings.http_client == "httpx":
+            from mcp_gateway._http_backend import HttpUdsBackend as http_backend
+        else:
+            from mcp_gateway._aiohttp_backend import AiohttpUdsBackend as http_backend
 
         assert settings.http_uds is not None
-        return AiohttpUdsBackend(
+        return http_backend(
             settings.http_uds,
             settings.request_timeout_s,
             settings.runtime_max_message_bytes,

@@ -61,25 +61,17 @@ from mcp_gateway._errors import GatewayError, RuntimeBusyError, RuntimeTimeoutEr
 from mcp_gateway._http_wire import (
     DEFAULT_KEEPALIVE_S,
     DEFAULT_MAX_CONNECTIONS,
-    HOP_BY_HOP,
     POOL_TIMEOUT_S,
     STREAM_JSON_FROM_BYTES,
     declared_length,
+    health_of,
+    relayed_headers,
     runtime_headers,
     runtime_path,
 )
 from mcp_gateway._socket_backend import DEFAULT_MAX_MESSAGE_BYTES, SocketBackend
 
-__all__ = [
-    "DEFAULT_KEEPALIVE_S",
-    "DEFAULT_MAX_CONNECTIONS",
-    "HOP_BY_HOP",
-    "POOL_TIMEOUT_S",
-    "STREAM_JSON_FROM_BYTES",
-    "HttpUdsBackend",
-    "closed_before_response",
-    "runtime_error",
-]
+__all__ = ["HttpUdsBackend", "closed_before_response", "runtime_error"]
 
 logger = logging.getLogger(__name__)
 
@@ -204,17 +196,9 @@ class HttpUdsBackend(SocketBackend):
         try:
             with anyio.fail_after(min(self._timeout_s, 5.0)):
                 response = await client.get("/health")
-            data = response.json()
+            return health_of(response.json())
         except (httpx.HTTPError, TimeoutError, ValueError) as e:
             return RuntimeHealth(reachable=False, status="unavailable", detail=f"{type(e).__name__}: {e}")
-        return RuntimeHealth(
-            reachable=True,
-            status=str(data.get("status", "unknown")),
-            runtime_version=data.get("runtime_version"),
-            contract_version=data.get("contract_version"),
-            features=tuple(data.get("features") or ()),
-            open_sessions=data.get("open_sessions"),
-        )
 
     def _build(self, request: McpRequest, attempt: _Attempt) -> httpx.Request:
         headers = runtime_headers(request)
@@ -267,11 +251,7 @@ class HttpUdsBackend(SocketBackend):
         try:
             with anyio.fail_after(None if request.streaming else self._timeout_s):
                 response = await self._send(request)
-                headers = [
-                    (k.decode("latin-1").lower(), v.decode("latin-1"))
-                    for k, v in response.headers.raw
-                    if k.decode("latin-1").lower() not in HOP_BY_HOP
-                ]
+                headers = relayed_headers(response.headers.raw)
                 content_type = response.headers.get("content-type", "")
                 length = declared_length(response.headers.get("content-length"))
                 if (

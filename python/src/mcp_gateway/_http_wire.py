@@ -10,9 +10,11 @@ size their pools and timeouts with the numbers here. This module imports no clie
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
 from urllib.parse import quote
 
-from mcp_gateway._backend import McpRequest
+from mcp_gateway._backend import McpRequest, RuntimeHealth
 
 __all__ = [
     "DEFAULT_KEEPALIVE_S",
@@ -21,6 +23,8 @@ __all__ = [
     "POOL_TIMEOUT_S",
     "STREAM_JSON_FROM_BYTES",
     "declared_length",
+    "health_of",
+    "relayed_headers",
     "runtime_headers",
     "runtime_path",
 ]
@@ -80,3 +84,27 @@ def declared_length(content_length: str | None) -> int | None:
     """A ``Content-Length`` value in bytes; ``None`` when absent or not a plain number."""
     raw = content_length or ""
     return int(raw) if raw.isdigit() else None
+
+
+def relayed_headers(raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+    """The runtime's response headers as relayed to the client: lower-case names, no hop-by-hop."""
+    headers = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in raw]
+    return [(k, v) for k, v in headers if k not in HOP_BY_HOP]
+
+
+def health_of(data: Any) -> RuntimeHealth:
+    """The runtime's ``GET /health`` JSON object as a reachable :class:`RuntimeHealth`.
+
+    Raises:
+        ValueError: ``data`` is not a JSON object.
+    """
+    if not isinstance(data, dict):
+        raise ValueError(f"health answer is not a JSON object: {type(data).__name__}")
+    return RuntimeHealth(
+        reachable=True,
+        status=str(data.get("status", "unknown")),
+        runtime_version=data.get("runtime_version"),
+        contract_version=data.get("contract_version"),
+        features=tuple(data.get("features") or ()),
+        open_sessions=data.get("open_sessions"),
+    )
