@@ -33,5 +33,6 @@ mod http_semantics;
 mod limits;
 #[cfg(feature = "grpc-uds")]
 mod parity;
+mod stdio;
 mod upstream;
 mod visibility;
