@@ -24,7 +24,7 @@ import pytest
 
 from conftest import MODES, RUNTIME_FLAGS, SECRET, Gateway, Runtime, _socket_dir, gateway_env
 from mcp_gateway.testing import free_port, start_fixture, start_gateway, start_runtime, stop
-from test_server_everything import NODE22, SERVER_EVERYTHING
+from test_server_everything import NODE22, SERVER_EVERYTHING, _wait_port
 
 API_KEY = "key-2c5e81f0a7d3"
 TOKEN = "token-9d04b6e1c8f2"
@@ -184,3 +184,69 @@ def test_a_wrong_credential_stops_the_start_without_showing_it(
     assert "401" in output, output
     assert wrong not in output, output
     assert API_KEY not in output, output
+
+
+@pytest.fixture(scope="module")
+def everything_sse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """server-everything over the legacy HTTP+SSE transport (2024-11-05): its ``/sse`` URL."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("everything-sse") / "server-everything.log"
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [str(NODE22), str(SERVER_EVERYTHING), "sse"],
+            env={**os.environ, "PORT": str(port)},
+            stdout=out,
+            stderr=out,
+        )
+    try:
+        _wait_port(port, process)
+        yield f"http://127.0.0.1:{port}/sse"
+    finally:
+        stop(process)
+
+
+async def test_a_legacy_sse_upstream_in_the_baseline(
+    everything_sse: str, tmp_path: Path, http: httpx.AsyncClient
+) -> None:
+    catalog = tmp_path / "catalog.toml"
+    catalog.write_text(f'[[upstreams]]\nid = "everything"\ntransport = "sse"\nurl = "{everything_sse}"\n')
+    port = free_port()
+    process = start_gateway(gateway_env("python", catalog, None), port, log=tmp_path / "gateway.log")
+    try:
+        gw = Gateway("python", f"http://127.0.0.1:{port}", secret=SECRET)
+        token = gw.token()
+        session = await gw.initialize(http, token)
+        call = {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "tools/call",
+            "params": {"name": "echo", "arguments": {"message": "over sse"}},
+        }
+        r = await http.post(gw.url, json=call, headers=gw.headers(token, session))
+        assert r.status_code == 200, r.text
+        assert "over sse" in r.text, r.text
+    finally:
+        stop(process)
+
+
+def test_the_runtime_refuses_a_legacy_sse_upstream(tmp_path: Path) -> None:
+    """rmcp, the runtime's MCP client library, has no client for the HTTP+SSE transport."""
+    catalog = tmp_path / "catalog.toml"
+    catalog.write_text(
+        '[[upstreams]]\nid = "everything"\ntransport = "sse"\nurl = "http://127.0.0.1:9/sse"\n'
+    )
+    refused = subprocess.run(
+        [
+            str(Path(os.environ["MCP_BIN_DIR"]) / "mcp-runtime"),
+            "--catalog",
+            str(catalog),
+            "--http-uds",
+            str(_socket_dir() / "sse.sock"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert refused.returncode == 1, refused.stderr
+    assert "2024-11-05" in refused.stderr, refused.stderr
