@@ -7,13 +7,16 @@ that names the upstream and never the value, and no log of the runtime (at ``deb
 gateway holds a value.
 
 stdio: server-everything started by the runtime (and by the Python baseline) as a child
-process; what it writes on stderr is in their logs.
+process; what it writes on stderr is in their logs. Legacy HTTP+SSE: server-everything's
+``sse`` mode through the baseline; the runtime refuses it. ``make run CATALOG=...``: the stack
+serves the example catalog, and the README's client (``examples/client.py``) uses it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -23,7 +26,7 @@ import httpx
 import pytest
 
 from conftest import MODES, RUNTIME_FLAGS, SECRET, Gateway, Runtime, _socket_dir, gateway_env
-from mcp_gateway.testing import free_port, start_fixture, start_gateway, start_runtime, stop
+from mcp_gateway.testing import free_port, repo_root, start_fixture, start_gateway, start_runtime, stop
 from test_server_everything import NODE22, SERVER_EVERYTHING, _wait_port
 
 API_KEY = "key-2c5e81f0a7d3"
@@ -250,3 +253,49 @@ def test_the_runtime_refuses_a_legacy_sse_upstream(tmp_path: Path) -> None:
     )
     assert refused.returncode == 1, refused.stderr
     assert "2024-11-05" in refused.stderr, refused.stderr
+
+
+@pytest.mark.parametrize("mode", ["python", "grpc"])
+def test_make_run_serves_the_users_catalog(mode: str) -> None:
+    """``make run CATALOG=examples/catalog.toml``'s command, and the README's client against it."""
+    root = repo_root()
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mcp_gateway",
+            "stack",
+            "--mode",
+            mode,
+            "--port",
+            str(port),
+            "--catalog",
+            str(root / "examples" / "catalog.toml"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        printed: dict[str, str] = {}
+        for line in process.stdout:
+            name, _, value = line.partition(":")
+            printed[name.strip()] = value.strip().split(" ")[0]
+            if name == "header":
+                break
+        assert "token" in printed, printed
+        client = subprocess.run(
+            [sys.executable, str(root / "examples" / "client.py"), printed["MCP URL"], printed["token"]],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert client.returncode == 0, client.stderr
+        assert "everything_echo" in client.stdout, client.stdout
+        assert "echo: {'type': 'text', 'text': 'hello'}" in client.stdout, client.stdout
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(30)

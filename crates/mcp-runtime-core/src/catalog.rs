@@ -179,8 +179,9 @@ pub struct UpstreamConfig {
     /// How the upstream is reached.
     #[serde(default)]
     pub transport: TransportKind,
-    /// Streamable HTTP endpoint, e.g. `http://127.0.0.1:9100/mcp` (HTTP transports).
-    #[serde(default)]
+    /// Streamable HTTP endpoint, e.g. `http://127.0.0.1:9100/mcp` (HTTP transports), written
+    /// as it is or as `{ env = "NAME" }` (the variable read when the catalog is parsed).
+    #[serde(default, deserialize_with = "url_value")]
     pub url: String,
     /// Headers sent with every request to the upstream (HTTP transports).
     #[serde(default)]
@@ -215,6 +216,21 @@ pub struct UpstreamConfig {
     /// Whether an unreachable upstream at start is an error (default) or only a warning.
     #[serde(default = "yes")]
     pub required: bool,
+}
+
+/// An upstream's `url`: a string, or `{ env = "NAME" }` read now.
+fn url_value<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    match Secret::deserialize(d)? {
+        Secret::Literal(url) => Ok(url),
+        Secret::Env(name) => std::env::var(&name).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "url: environment variable {name} is not set (or not UTF-8)"
+            ))
+        }),
+        Secret::File(_) => Err(serde::de::Error::custom(
+            "url: expected \"http://...\" or { env = \"NAME\" }",
+        )),
+    }
 }
 
 fn yes() -> bool {
@@ -972,6 +988,11 @@ bearer = { env = "TOKEN" }
                 "id = \"x\"\nurl = \"http://a/mcp\"\ntoken = \"t\"",
                 "unknown field `token`",
             ),
+            (
+                "id = \"x\"\nurl = { env = \"MCP_RUNTIME_TEST_SURELY_UNSET_URL\" }",
+                "MCP_RUNTIME_TEST_SURELY_UNSET_URL is not set",
+            ),
+            ("id = \"x\"\nurl = { file = \"u\" }", "url: expected"),
         ] {
             let e = invalid(&format!("[[upstreams]]\n{text}\n"));
             assert!(e.contains(words), "{text}: {e}");

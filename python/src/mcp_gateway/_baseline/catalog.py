@@ -87,6 +87,7 @@ class UpstreamConfig:
     Attributes:
         id: Unique id, used in logs and errors.
         url: Endpoint of the upstream MCP server (``streamable-http``, ``sse``); ``""`` for stdio.
+            Written as it is or as ``{ env = "NAME" }`` (read when the catalog is parsed).
         prefix: Prepended to its tool and prompt names.
         team: ``None`` for a public upstream, else the team whose members see it.
         required: Whether being unreachable at start is an error (else its entries are skipped).
@@ -243,6 +244,16 @@ def parse_catalog(text: str) -> CatalogConfig:
             raise CatalogError(f'invalid catalog: upstream `{uid}` has visibility "team" but no team')
         where = f"upstream `{uid}`"
         url, command, cwd = raw.get("url", ""), raw.get("command", ""), raw.get("cwd")
+        if isinstance(url, dict):
+            # `{ env = "NAME" }`: read now, as the runtime does.
+            secret = _secret(
+                url, f'{where}: url must be "http://..." or {{ env = "NAME" }}; it', literal=False
+            )
+            if secret.source != "env":
+                raise CatalogError(
+                    f'invalid catalog: {where}: url must be "http://..." or {{ env = "NAME" }}'
+                )
+            url = secret.resolve(f"invalid catalog: {where}: url")
         args = raw.get("args", [])
         if transport == "stdio":
             if not isinstance(command, str) or not command:
