@@ -430,7 +430,7 @@ impl Supervisor {
                         let _ = route.send(Ok(text));
                     }
                     None => {
-                        tracing::debug!(upstream = %self.config.id, %id, "answer to no call waiting")
+                        tracing::debug!(upstream = %self.config.id, %id, "answer to no call waiting");
                     }
                 }
                 None
