@@ -80,9 +80,13 @@ python-test: python-build python-binaries python-lint python-typecheck
 test: rust-test python-test $(TEST_EXTRA)
 
 # Whole stack for a user: fixture upstream, runtime (both sockets), gateway in MODE; prints the
-# URL and a token. Ctrl-C stops everything.
-run: python-build python-binaries
-	MCP_BIN_DIR=$(CURDIR)/$(PYBIN) $(VPY) -m mcp_gateway stack --mode $(MODE) --port $(PORT)
+# URL and a token. Ctrl-C stops everything. CATALOG=path serves that catalog instead (the
+# fixture only when it names it: url = { env = "MCP_FIXTURE_URL" }); the example's stdio
+# upstream needs node-deps.
+CATALOG ?=
+run: python-build python-binaries $(if $(filter examples/%,$(CATALOG)),node-deps)
+	MCP_BIN_DIR=$(CURDIR)/$(PYBIN) $(VPY) -m mcp_gateway stack --mode $(MODE) --port $(PORT) \
+		$(if $(CATALOG),--catalog $(abspath $(CATALOG)))
 
 # ---------------------------------------------------------------------------------------------
 # Rust: the runtime, its core, the fixture upstream and the benchmark.

@@ -44,7 +44,9 @@ CONFORMANCE_ARGS ?=
 conformance: python-build python-binaries node-deps
 	cd python && MCP_BIN_DIR=$(CURDIR)/$(PYBIN) ../$(VENV)/bin/python ../$(CONFORMANCE_DIR)/run.py $(CONFORMANCE_ARGS)
 
-# The Python tests start server-everything and the Inspector from conformance/node_modules.
+# The Python tests start server-everything and the Inspector from conformance/node_modules;
+# the runtime's tests start server-everything as a stdio upstream (tests/it/stdio.rs).
 python-test: node-deps
+rust-test: node-deps
 
 TEST_EXTRA += conformance

@@ -1,9 +1,11 @@
 """A third-party upstream: ``@modelcontextprotocol/server-everything`` behind the gateway, every mode.
 
 server-everything (npm, pinned in ``conformance/package.json``, installed by ``make node-deps``)
-runs in streamable HTTP mode under Node 22, in a test catalog next to the fixture server (its
-tools and prompts prefixed ``everything_``, since both have an ``echo``). Each test calls it
-through the gateway with the official ``mcp`` client and directly, and compares the content.
+runs under Node 22, in a test catalog next to the fixture server (its tools and prompts prefixed
+``everything_``, since both have an ``echo``), reached over each upstream transport in turn:
+streamable HTTP, and stdio (the runtime, or the Python baseline, starts it as a child process).
+Each test calls it through the gateway with the official ``mcp`` client and directly (its
+streamable HTTP instance), and compares the content.
 
 Its own behaviour, noted and not copied: the dynamic template resources embed the wall-clock
 time, so a static document is compared byte for byte and a template read only by its fixed part.
@@ -70,12 +72,27 @@ def everything_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         stop(process)
 
 
-@pytest.fixture(scope="module")
+def everything_upstream(transport: str, everything_url: str) -> str:
+    """The catalog entry of server-everything: its HTTP instance, or one started over stdio."""
+    if transport == "stdio":
+        return (
+            f'[[upstreams]]\nid = "everything"\ntransport = "stdio"\nprefix = "{PREFIX}"\n'
+            f'command = "{NODE22}"\nargs = ["{SERVER_EVERYTHING}", "stdio"]\n'
+        )
+    return f'[[upstreams]]\nid = "everything"\nurl = "{everything_url}"\nprefix = "{PREFIX}"\n'
+
+
+@pytest.fixture(scope="module", params=["streamable-http", "stdio"])
 def everything_gateways(
-    tmp_path_factory: pytest.TempPathFactory, everything_url: str
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, everything_url: str
 ) -> Iterator[dict[str, Gateway]]:
-    """The fixture server and server-everything in one catalog; runtime; one gateway per mode."""
-    workdir = tmp_path_factory.mktemp("everything-stack")
+    """The fixture server and server-everything in one catalog; runtime; one gateway per mode.
+
+    server-everything is reached over streamable HTTP (the instance of ``everything_url``) or
+    over stdio (a process of its own started by the runtime, and one by each Python baseline).
+    """
+    transport: str = request.param
+    workdir = tmp_path_factory.mktemp(f"everything-{transport}")
     processes: list[subprocess.Popen[bytes]] = []
     try:
         fixture, fixture_url = start_fixture(log=workdir / "fixture.log")
@@ -83,7 +100,7 @@ def everything_gateways(
         catalog = workdir / "catalog.toml"
         catalog.write_text(
             f'[[upstreams]]\nid = "fixture"\nurl = "{fixture_url}"\n\n'
-            f'[[upstreams]]\nid = "everything"\nurl = "{everything_url}"\nprefix = "{PREFIX}"\n'
+            + everything_upstream(transport, everything_url)
         )
         sockets = _socket_dir()
         http_uds, grpc_uds = str(sockets / "se-http.sock"), str(sockets / "se-grpc.sock")

@@ -216,7 +216,7 @@ class TestCatalog:
     def test_names_visibility_scope(self) -> None:
         cat = self._catalog()
         assert list(cat.tools) == ["echo", "t_echo"]
-        assert cat.resources["r://x"].upstream == "pub"  # first upstream wins
+        assert [e.upstream for e in cat.resources["r://x"]] == ["pub", "team"]  # kept for each upstream
         alice = AuthContext("a", teams=("alpha",))
         public = AuthContext("p", teams=())
         assert [t["name"] for t in cat.visible("tool", alice, None)] == ["echo", "t_echo"]
@@ -232,6 +232,30 @@ class TestCatalog:
         assert routed.upstream == "team"
         assert cat.lookup("resource", "team://items/7", public, None) is None
         assert cat.lookup("resource", "team://items/7", alice, "s") is None
+
+    def test_a_uri_or_template_of_several_upstreams_is_listed_once(self) -> None:
+        """A URI and a template of two upstreams, the team's first: each caller sees each once.
+
+        The first upstream the caller may see serves it (a public caller still sees the public one).
+        """
+        cat = Catalog()
+        team = UpstreamConfig("team", "v", prefix="t_", team="alpha")
+        pub = UpstreamConfig("pub", "u")
+        for up in (team, pub):
+            cat.add(up, "resource", [{"uri": "r://x", "name": up.id}, {"uri": f"r://{up.id}"}])
+            cat.add(up, "template", [{"uriTemplate": "r://items/{id}", "name": up.id}])
+        alice = AuthContext("a", teams=("alpha",))
+        public = AuthContext("p", teams=())
+        assert [r["uri"] for r in cat.visible("resource", alice, None)] == ["r://x", "r://team", "r://pub"]
+        assert [r["uri"] for r in cat.visible("resource", public, None)] == ["r://x", "r://pub"]
+        assert [r["name"] for r in cat.visible("resource", public, None) if r["uri"] == "r://x"] == ["pub"]
+        assert [t["name"] for t in cat.visible_templates(alice, None)] == ["team"]
+        assert [t["name"] for t in cat.visible_templates(public, None)] == ["pub"]
+        for who, upstream in ((alice, "team"), (public, "pub")):
+            for uri in ("r://x", "r://items/7"):
+                routed = cat.lookup("resource", uri, who, None)
+                assert routed is not None
+                assert routed.upstream == upstream, (who, uri)
 
     def test_collisions_and_unknown_server_tools(self) -> None:
         cat = Catalog()

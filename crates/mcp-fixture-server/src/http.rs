@@ -73,6 +73,9 @@ pub async fn serve_state(
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
     let generated_tools = state.generated_tools();
+    let required = state
+        .required_header()
+        .map(|(n, v)| (n.to_ascii_lowercase(), v.to_owned()));
     let state = Arc::new(state);
     let cancel = CancellationToken::new();
 
@@ -87,7 +90,28 @@ pub async fn serve_state(
         Arc::new(RequestScopedSessionManager::new(sessions)),
         config,
     );
-    let router = axum::Router::new().route_service(MCP_PATH, service);
+    let mut router = axum::Router::new().route_service(MCP_PATH, service);
+    if let Some((name, value)) = required {
+        // An upstream with credentials: 401 without the header (its value never echoed).
+        router = router.layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                let ok = req
+                    .headers()
+                    .get(name.as_str())
+                    .is_some_and(|v| v.as_bytes() == value.as_bytes());
+                async move {
+                    if ok {
+                        next.run(req).await
+                    } else {
+                        axum::response::IntoResponse::into_response((
+                            axum::http::StatusCode::UNAUTHORIZED,
+                            "missing or wrong credentials",
+                        ))
+                    }
+                }
+            },
+        ));
+    }
 
     tracing::info!(%addr, generated_tools, "serving MCP at {}", mcp_url(addr));
     let stop = cancel.clone();

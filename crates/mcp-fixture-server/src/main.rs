@@ -30,6 +30,18 @@ struct Cli {
     /// prompts) that the MCP conformance suite's server scenarios call.
     #[arg(long, env = "MCP_FIXTURE_CONFORMANCE")]
     conformance: bool,
+
+    /// Answer 401 to every request without this header, `NAME=VALUE` (an upstream that needs
+    /// credentials; give it through the environment to keep the value off the command line).
+    #[arg(long, env = "MCP_FIXTURE_REQUIRE_HEADER", value_parser = name_value, hide_env_values = true)]
+    require_header: Option<(String, String)>,
+}
+
+fn name_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .filter(|(n, v)| !n.is_empty() && !v.is_empty())
+        .map(|(n, v)| (n.to_owned(), v.to_owned()))
+        .ok_or_else(|| "expected NAME=VALUE".to_owned())
 }
 
 /// Log filter used when `RUST_LOG` is not set.
@@ -67,6 +79,9 @@ async fn main() -> anyhow::Result<()> {
     let mut state = mcp_fixture_server::SharedState::new(cli.generated_tools);
     if cli.conformance {
         state = state.with_conformance();
+    }
+    if let Some((name, value)) = &cli.require_header {
+        state = state.with_required_header(name, value);
     }
     mcp_fixture_server::serve_state(listener, state, shutdown_signal())
         .await

@@ -57,6 +57,9 @@ pub struct SharedState {
     inflight_calls: AtomicUsize,
     /// Whether the conformance catalog ([`crate::conformance`]) is served too.
     conformance: bool,
+    /// A header every request must carry (name, value), else 401: an upstream with
+    /// credentials.
+    required_header: Option<(String, String)>,
 }
 
 impl SharedState {
@@ -67,6 +70,7 @@ impl SharedState {
             tools: catalog::tools(generated_tools),
             inflight_calls: AtomicUsize::new(0),
             conformance: false,
+            required_header: None,
         }
     }
 
@@ -78,6 +82,21 @@ impl SharedState {
         self.tools.extend(conformance::tools());
         self.conformance = true;
         self
+    }
+
+    /// The server answers 401 to a request without header `name` set to `value` (an upstream
+    /// that needs credentials).
+    #[must_use]
+    pub fn with_required_header(mut self, name: &str, value: &str) -> Self {
+        self.required_header = Some((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// The header every request must carry, if any.
+    pub fn required_header(&self) -> Option<(&str, &str)> {
+        self.required_header
+            .as_ref()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
     }
 
     /// The number of generated tools (`gen_0000` ..) this server exposes.

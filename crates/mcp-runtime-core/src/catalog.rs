@@ -5,8 +5,8 @@
 //! Discovered entries are kept as raw JSON (already renamed with the upstream's prefix) so that
 //! a `tools/list` answer is assembled by copying bytes, filtered by visibility and scope.
 
-use std::collections::{HashMap, HashSet};
-use std::path::Path;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::Deserialize;
@@ -58,14 +58,152 @@ pub enum VisibilityKind {
     Team,
 }
 
-/// One `[[upstreams]]` entry.
+/// `transport` of an upstream in the TOML file: how the runtime reaches it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TransportKind {
+    /// Streamable HTTP at `url` (protocol 2025-03-26 and later).
+    #[default]
+    StreamableHttp,
+    /// The legacy HTTP+SSE transport (protocol 2024-11-05): refused by the runtime, whose MCP
+    /// client library (rmcp) has no client for it; the Python baseline reaches it.
+    Sse,
+    /// A child process speaking MCP on its stdin and stdout, started and supervised by the
+    /// runtime (`command`, `args`, `env`, `cwd`).
+    Stdio,
+}
+
+impl TransportKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::StreamableHttp => "streamable-http",
+            Self::Sse => "sse",
+            Self::Stdio => "stdio",
+        }
+    }
+}
+
+/// A value that is not written in the catalog, or need not be: the value itself (`"text"`),
+/// an environment variable of the runtime (`{ env = "NAME" }`), or the content of a file
+/// (`{ file = "path" }`, its trailing line break dropped; relative to the catalog file's
+/// directory). Its `Debug` form never shows a value.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Secret {
+    /// Written in the catalog.
+    Literal(String),
+    /// The runtime's environment variable of this name.
+    Env(String),
+    /// The content of this file.
+    File(PathBuf),
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Literal(_) => f.write_str("Literal(..)"),
+            Self::Env(name) => write!(f, "Env({name})"),
+            Self::File(path) => write!(f, "File({})", path.display()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Text(String),
+            Table(HashMap<String, String>),
+        }
+        let bad = || {
+            serde::de::Error::custom(
+                "expected \"value\", { env = \"NAME\" } or { file = \"path\" }",
+            )
+        };
+        match Raw::deserialize(d).map_err(|_| bad())? {
+            Raw::Text(s) => Ok(Self::Literal(s)),
+            Raw::Table(t) if t.len() == 1 => match t.into_iter().next() {
+                Some((k, v)) if k == "env" && !v.is_empty() => Ok(Self::Env(v)),
+                Some((k, v)) if k == "file" && !v.is_empty() => Ok(Self::File(PathBuf::from(v))),
+                _ => Err(bad()),
+            },
+            Raw::Table(_) => Err(bad()),
+        }
+    }
+}
+
+impl Secret {
+    /// The value, read now. `what` names its use in errors (``upstream `x`: header `X-Key` ``).
+    ///
+    /// # Errors
+    ///
+    /// [`CatalogError::Invalid`] naming the variable that is not set or the file that cannot
+    /// be read; never the value.
+    pub fn resolve(&self, what: &str) -> Result<String, CatalogError> {
+        match self {
+            Self::Literal(v) => Ok(v.clone()),
+            Self::Env(name) => std::env::var(name).map_err(|_| {
+                CatalogError::Invalid(format!(
+                    "{what}: environment variable {name} is not set (or not UTF-8)"
+                ))
+            }),
+            Self::File(path) => std::fs::read_to_string(path)
+                .map(|v| v.trim_end_matches(['\r', '\n']).to_owned())
+                .map_err(|e| {
+                    CatalogError::Invalid(format!(
+                        "{what}: cannot read {}: {}",
+                        path.display(),
+                        e.kind()
+                    ))
+                }),
+        }
+    }
+
+    /// A relative file made relative to `base`.
+    fn relative_to(&mut self, base: &Path) {
+        if let Self::File(path) = self
+            && path.is_relative()
+        {
+            *path = base.join(&*path);
+        }
+    }
+}
+
+/// One `[[upstreams]]` entry (`docs/catalog.md`). Which fields apply depends on `transport`:
+/// `url`, `headers` and `bearer` for HTTP, `command`, `args`, `env` and `cwd` for stdio.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     /// Unique id, used in logs and errors.
     pub id: String,
-    /// Streamable HTTP endpoint, e.g. `http://127.0.0.1:9100/mcp`.
+    /// How the upstream is reached.
+    #[serde(default)]
+    pub transport: TransportKind,
+    /// Streamable HTTP endpoint, e.g. `http://127.0.0.1:9100/mcp` (HTTP transports), written
+    /// as it is or as `{ env = "NAME" }` (the variable read when the catalog is parsed).
+    #[serde(default, deserialize_with = "url_value")]
     pub url: String,
+    /// Headers sent with every request to the upstream (HTTP transports).
+    #[serde(default)]
+    pub headers: BTreeMap<String, Secret>,
+    /// Token sent as `Authorization: Bearer <token>` (HTTP transports); never a literal.
+    #[serde(default)]
+    pub bearer: Option<Secret>,
+    /// Program of a stdio upstream: a path when it contains a `/` (relative to `cwd`), else
+    /// looked up on `PATH`.
+    #[serde(default)]
+    pub command: String,
+    /// Its arguments.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Its environment, over the few variables it inherits from the runtime (`HOME`,
+    /// `LOGNAME`, `PATH`, `SHELL`, `TERM`, `USER`).
+    #[serde(default)]
+    pub env: BTreeMap<String, Secret>,
+    /// Its working directory (default: the catalog file's directory, or the runtime's when
+    /// the catalog was not read from a file).
+    #[serde(default)]
+    pub cwd: Option<PathBuf>,
     /// Prepended to the upstream's tool and prompt names.
     #[serde(default)]
     pub prefix: String,
@@ -78,6 +216,21 @@ pub struct UpstreamConfig {
     /// Whether an unreachable upstream at start is an error (default) or only a warning.
     #[serde(default = "yes")]
     pub required: bool,
+}
+
+/// An upstream's `url`: a string, or `{ env = "NAME" }` read now.
+fn url_value<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    match Secret::deserialize(d)? {
+        Secret::Literal(url) => Ok(url),
+        Secret::Env(name) => std::env::var(&name).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "url: environment variable {name} is not set (or not UTF-8)"
+            ))
+        }),
+        Secret::File(_) => Err(serde::de::Error::custom(
+            "url: expected \"http://...\" or { env = \"NAME\" }",
+        )),
+    }
 }
 
 fn yes() -> bool {
@@ -124,7 +277,12 @@ impl CatalogConfig {
             path: path.display().to_string(),
             source,
         })?;
-        Self::parse(&text)
+        let mut cfg = Self::parse(&text)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for u in &mut cfg.upstreams {
+            u.relative_to(base);
+        }
+        Ok(cfg)
     }
 
     /// Parses and validates catalog TOML.
@@ -143,6 +301,7 @@ impl CatalogConfig {
                     u.id
                 )));
             }
+            u.check_transport()?;
             if u.visibility == VisibilityKind::Team && u.team.as_deref().unwrap_or("").is_empty() {
                 return Err(CatalogError::Invalid(format!(
                     "upstream `{}` has visibility \"team\" but no team",
@@ -164,6 +323,126 @@ impl CatalogConfig {
 }
 
 impl UpstreamConfig {
+    /// Checks that the fields given are those of its transport.
+    fn check_transport(&self) -> Result<(), CatalogError> {
+        let stdio = self.transport == TransportKind::Stdio;
+        let given = [
+            ("url", !self.url.is_empty(), false),
+            ("headers", !self.headers.is_empty(), false),
+            ("bearer", self.bearer.is_some(), false),
+            ("command", !self.command.is_empty(), true),
+            ("args", !self.args.is_empty(), true),
+            ("env", !self.env.is_empty(), true),
+            ("cwd", self.cwd.is_some(), true),
+        ];
+        let invalid = |what: String| {
+            Err(CatalogError::Invalid(format!(
+                "upstream `{}` {what}",
+                self.id
+            )))
+        };
+        if let Some((key, ..)) = given
+            .iter()
+            .find(|(_, set, for_stdio)| *set && *for_stdio != stdio)
+        {
+            return invalid(format!(
+                "(transport \"{}\") has unknown field `{key}`",
+                self.transport.as_str()
+            ));
+        }
+        match self.transport {
+            TransportKind::Stdio if self.command.is_empty() => {
+                invalid("(stdio) needs a `command`".into())
+            }
+            TransportKind::StreamableHttp | TransportKind::Sse if self.url.is_empty() => {
+                invalid("needs a `url`".into())
+            }
+            TransportKind::Sse => invalid(
+                "has transport \"sse\" (HTTP+SSE, protocol 2024-11-05): the runtime has no client \
+                 for it (rmcp's client transports are streamable HTTP and stdio); use the \
+                 server's streamable HTTP endpoint, or the gateway's Python baseline"
+                    .into(),
+            ),
+            _ if matches!(self.bearer, Some(Secret::Literal(_))) => invalid(
+                "has a literal `bearer`: write { env = \"NAME\" } or { file = \"path\" }".into(),
+            ),
+            _ => Ok(()),
+        }
+    }
+
+    /// Relative paths made relative to `base`, the catalog file's directory: `cwd` (which
+    /// defaults to `base` for stdio), a secret's file, a `command` with a `/`.
+    fn relative_to(&mut self, base: &Path) {
+        for s in self
+            .headers
+            .values_mut()
+            .chain(self.env.values_mut())
+            .chain(self.bearer.as_mut())
+        {
+            s.relative_to(base);
+        }
+        if self.transport != TransportKind::Stdio {
+            return;
+        }
+        let cwd = base.join(self.cwd.as_deref().unwrap_or(Path::new("")));
+        if self.command.contains('/') && Path::new(&self.command).is_relative() {
+            self.command = cwd.join(&self.command).display().to_string();
+        }
+        self.cwd = Some(cwd);
+    }
+
+    /// The headers sent with every request (`headers`, and `bearer` as `Authorization`), their
+    /// values read now and marked sensitive (never printed by their `Debug`).
+    ///
+    /// # Errors
+    ///
+    /// [`CatalogError::Invalid`] when a value cannot be read or is not a valid header value;
+    /// the error names the header and where its value comes from, never the value.
+    pub fn http_headers(&self) -> Result<reqwest::header::HeaderMap, CatalogError> {
+        use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
+        let mut map = HeaderMap::new();
+        let value = |what: String, secret: &Secret, prefix: &str| {
+            let v = secret.resolve(&what)?;
+            let valid = !v.is_empty() && v.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b));
+            let mut header = HeaderValue::from_str(&format!("{prefix}{v}"))
+                .ok()
+                .filter(|_| valid)
+                .ok_or_else(|| {
+                    CatalogError::Invalid(format!(
+                        "{what}: the value is empty or not a valid header value"
+                    ))
+                })?;
+            header.set_sensitive(true);
+            Ok::<_, CatalogError>(header)
+        };
+        for (name, secret) in &self.headers {
+            let what = format!("upstream `{}`: header `{name}`", self.id);
+            let header = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| CatalogError::Invalid(format!("{what}: not a valid header name")))?;
+            map.insert(header, value(what, secret, "")?);
+        }
+        if let Some(secret) = &self.bearer {
+            let what = format!("upstream `{}`: bearer token", self.id);
+            map.insert(AUTHORIZATION, value(what, secret, "Bearer ")?);
+        }
+        Ok(map)
+    }
+
+    /// The stdio server's own variables (`env`), their values read now.
+    ///
+    /// # Errors
+    ///
+    /// [`CatalogError::Invalid`] when a value cannot be read (naming the variable or file).
+    pub fn process_env(&self) -> Result<Vec<(String, String)>, CatalogError> {
+        self.env
+            .iter()
+            .map(|(name, secret)| {
+                let what = format!("upstream `{}`: env `{name}`", self.id);
+                Ok((name.clone(), secret.resolve(&what)?))
+            })
+            .collect()
+    }
+
     /// The visibility its entries inherit.
     #[must_use]
     pub fn visibility(&self) -> Visibility {
@@ -189,17 +468,40 @@ pub(crate) struct Entry {
     pub(crate) json: Box<RawValue>,
 }
 
-/// An entry kind's list plus its lookup by exposed name.
+/// An entry kind's list plus its lookup by exposed name. A tool or prompt name has one entry; a
+/// resource URI or template may have one per upstream exposing it, in catalog order.
 #[derive(Debug, Default)]
 pub(crate) struct Entries {
     pub(crate) list: Vec<Entry>,
-    pub(crate) by_name: HashMap<String, usize>,
+    pub(crate) by_name: HashMap<String, Vec<usize>>,
 }
 
 impl Entries {
-    pub(crate) fn get(&self, name: &str) -> Option<&Entry> {
-        self.by_name.get(name).map(|&i| &self.list[i])
+    /// The entries named `name`, in catalog order.
+    pub(crate) fn named<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a Entry> + 'a {
+        self.by_name
+            .get(name)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .map(|&i| &self.list[i])
     }
+
+    fn push(&mut self, entry: Entry) {
+        self.by_name
+            .entry(entry.name.clone())
+            .or_default()
+            .push(self.list.len());
+        self.list.push(entry);
+    }
+}
+
+/// Keeps the first of the entries with one name: what a list shows once per caller.
+fn first_of_each_name<'a>(
+    entries: impl Iterator<Item = &'a Entry>,
+) -> impl Iterator<Item = &'a Entry> {
+    let mut seen = HashSet::new();
+    entries.filter(move |e| seen.insert(e.name.as_str()))
 }
 
 /// What a virtual server exposes.
@@ -216,7 +518,7 @@ pub struct Catalog {
     pub(crate) tools: Entries,
     pub(crate) prompts: Entries,
     pub(crate) resources: Entries,
-    /// Resource templates with the literal URI prefix before their first `{`.
+    /// Resource templates, each with the literal URI prefix before its first `{`.
     pub(crate) templates: Vec<(String, Entry)>,
     pub(crate) servers: HashMap<String, VirtualServer>,
 }
@@ -315,7 +617,11 @@ impl Catalog {
             servers: HashMap::new(),
         };
         for (index, uc) in config.upstreams.iter().enumerate() {
-            let up = Arc::new(Upstream::new(uc.clone(), max_message_bytes));
+            // Credentials and a stdio server's environment are read now: one that cannot be
+            // read is a startup error, also for an optional upstream.
+            let headers = uc.http_headers()?;
+            uc.process_env()?;
+            let up = Arc::new(Upstream::new(uc.clone(), max_message_bytes, headers));
             cat.upstreams.push(Arc::clone(&up));
             match discover_one(&up).await {
                 Ok(found) => cat.add(index, uc, found)?,
@@ -345,6 +651,11 @@ impl Catalog {
         }
         tracing::info!(catalog = ?cat, "catalog discovered");
         Ok(cat)
+    }
+
+    /// Stops every stdio upstream's server and waits until each has exited (shutdown).
+    pub async fn stop_upstreams(&self) {
+        futures::future::join_all(self.upstreams.iter().map(|u| u.stop())).await;
     }
 
     fn entries(&self, kind: Kind) -> &Entries {
@@ -388,7 +699,8 @@ impl Catalog {
 
     /// Adds one tool, prompt or resource under its exposed name (the upstream's prefix
     /// applied to tools and prompts). A tool or prompt name exposed twice is an error; a
-    /// resource URI exposed twice keeps the first.
+    /// resource URI exposed by several upstreams is kept for each (a caller sees the first it
+    /// may see, see [`Catalog::list_json`]).
     fn add_entry(
         &mut self,
         kind: Kind,
@@ -410,21 +722,18 @@ impl Catalog {
             Kind::Prompt => &mut self.prompts,
             Kind::Resource => &mut self.resources,
         };
-        if let Some(&i) = entries.by_name.get(&exposed) {
-            if kind == Kind::Resource {
-                tracing::warn!(uri = %exposed, "resource exposed twice; first upstream wins");
-                return Ok(());
-            }
+        if kind != Kind::Resource
+            && let Some(first) = entries.named(&exposed).next()
+        {
             return Err(CatalogError::Collision {
                 kind: kind.as_str(),
                 name: exposed,
-                first: self.upstreams[entries.list[i].upstream].config.id.clone(),
+                first: self.upstreams[first.upstream].config.id.clone(),
                 second: uc.id.clone(),
             });
         }
         item.insert(field.to_owned(), Value::String(exposed.clone()));
-        entries.by_name.insert(exposed.clone(), entries.list.len());
-        entries.list.push(Entry {
+        entries.push(Entry {
             name: exposed,
             upstream: index,
             upstream_name: name,
@@ -455,34 +764,41 @@ impl Catalog {
         }
     }
 
-    /// Assembles `{"<key>":[...]}` from the visible entries of `kind`, in catalog order.
+    /// Assembles `{"<key>":[...]}` from the visible entries of `kind`, in catalog order, each
+    /// name once: a resource URI exposed by several upstreams is the first of them the caller
+    /// may use (the one [`Catalog::route`] reads it from).
     pub(crate) fn list_json(&self, kind: Kind, auth: &AuthContext, scope: Option<&str>) -> String {
         json_array(
             kind.list_key(),
-            self.entries(kind)
-                .list
-                .iter()
-                .filter(|e| self.allowed(kind, e, auth, scope)),
+            first_of_each_name(
+                self.entries(kind)
+                    .list
+                    .iter()
+                    .filter(|e| self.allowed(kind, e, auth, scope)),
+            ),
         )
     }
 
-    /// Assembles `{"resourceTemplates":[...]}`: templates are visible in the federated scope
-    /// only (virtual servers list concrete resources).
+    /// Assembles `{"resourceTemplates":[...]}`, each URI template once (the first visible
+    /// upstream's, as for resources): templates are visible in the federated scope only
+    /// (virtual servers list concrete resources).
     pub(crate) fn templates_json(&self, auth: &AuthContext, scope: Option<&str>) -> String {
         json_array(
             "resourceTemplates",
-            self.templates
-                .iter()
-                .map(|(_, e)| e)
-                .filter(|e| scope.is_none() && auth.can_see(&e.visibility)),
+            first_of_each_name(
+                self.templates
+                    .iter()
+                    .map(|(_, e)| e)
+                    .filter(|e| scope.is_none() && auth.can_see(&e.visibility)),
+            ),
         )
     }
 
     /// Where a call to `name` of `kind` goes, for this caller in this scope; `None` when no
     /// entry the caller may use has that name (not visible is not existing). A tool or prompt
-    /// is looked up by its exposed name; a resource URI is a listed resource, else (federated
-    /// scope only) the visible template with the longest matching literal prefix, which gets
-    /// the URI unchanged.
+    /// is looked up by its exposed name; a resource URI is a listed resource (the first
+    /// upstream exposing it that the caller may use), else (federated scope only) the visible
+    /// template with the longest matching literal prefix, which gets the URI unchanged.
     pub(crate) fn route<'a>(
         &'a self,
         kind: Kind,
@@ -494,22 +810,29 @@ impl Catalog {
             upstream: &self.upstreams[e.upstream],
             upstream_name: &e.upstream_name,
         };
-        if let Some(e) = self.entries(kind).get(name) {
-            return self.allowed(kind, e, auth, scope).then(|| to(e));
+        let mut named = self.entries(kind).named(name).peekable();
+        if named.peek().is_some() {
+            return named.find(|e| self.allowed(kind, e, auth, scope)).map(to);
         }
         if kind != Kind::Resource || scope.is_some() {
             return None;
         }
-        self.templates
-            .iter()
-            .filter(|(p, e)| {
-                !p.is_empty() && name.starts_with(p.as_str()) && auth.can_see(&e.visibility)
-            })
-            .max_by_key(|(p, _)| p.len())
-            .map(|(_, e)| Route {
-                upstream: &self.upstreams[e.upstream],
-                upstream_name: name,
-            })
+        // The longest literal prefix wins; among equal ones (one template exposed by several
+        // upstreams) the first in catalog order, as listed.
+        let mut best: Option<(usize, &Entry)> = None;
+        for (p, e) in &self.templates {
+            if !p.is_empty()
+                && name.starts_with(p.as_str())
+                && auth.can_see(&e.visibility)
+                && best.is_none_or(|(len, _)| p.len() > len)
+            {
+                best = Some((p.len(), e));
+            }
+        }
+        best.map(|(_, e)| Route {
+            upstream: &self.upstreams[e.upstream],
+            upstream_name: name,
+        })
     }
 }
 
@@ -582,4 +905,163 @@ async fn list_all(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn invalid(text: &str) -> String {
+        match CatalogConfig::parse(text) {
+            Err(CatalogError::Invalid(e)) => e,
+            other => panic!("accepted or other error: {other:?}\n{text}"),
+        }
+    }
+
+    #[test]
+    fn each_transport_takes_its_own_fields() {
+        let cfg = CatalogConfig::parse(
+            r#"
+[[upstreams]]
+id = "s"
+transport = "stdio"
+command = "node"
+args = ["index.js", "stdio"]
+env = { LEVEL = "debug", KEY = { env = "SOME_KEY" } }
+cwd = "srv"
+
+[[upstreams]]
+id = "h"
+url = "http://127.0.0.1:1/mcp"
+headers = { "X-Api-Key" = { file = "key.txt" } }
+bearer = { env = "TOKEN" }
+"#,
+        )
+        .unwrap();
+        let (s, h) = (&cfg.upstreams[0], &cfg.upstreams[1]);
+        assert_eq!(s.transport, TransportKind::Stdio);
+        assert_eq!(s.args, ["index.js", "stdio"]);
+        assert_eq!(s.env["KEY"], Secret::Env("SOME_KEY".into()));
+        assert_eq!(h.transport, TransportKind::StreamableHttp);
+        assert_eq!(h.headers["X-Api-Key"], Secret::File("key.txt".into()));
+        assert_eq!(h.bearer, Some(Secret::Env("TOKEN".into())));
+        for (text, words) in [
+            (
+                "id = \"x\"\ntransport = \"stdio\"\nurl = \"http://a/mcp\"\ncommand = \"c\"",
+                "unknown field `url`",
+            ),
+            (
+                "id = \"x\"\nurl = \"http://a/mcp\"\ncommand = \"c\"",
+                "unknown field `command`",
+            ),
+            (
+                "id = \"x\"\nurl = \"http://a/mcp\"\ncwd = \"/\"",
+                "unknown field `cwd`",
+            ),
+            (
+                "id = \"x\"\ntransport = \"stdio\"\nbearer = { env = \"T\" }\ncommand = \"c\"",
+                "unknown field `bearer`",
+            ),
+            ("id = \"x\"\ntransport = \"stdio\"", "needs a `command`"),
+            ("id = \"x\"", "needs a `url`"),
+            (
+                "id = \"x\"\ntransport = \"sse\"\nurl = \"http://a/sse\"",
+                "2024-11-05",
+            ),
+            (
+                "id = \"x\"\nurl = \"http://a/mcp\"\nbearer = \"abc\"",
+                "literal `bearer`",
+            ),
+            (
+                "id = \"x\"\nurl = \"http://a/mcp\"\nheaders = { A = { env = \"B\", file = \"C\" } }",
+                "env = \"NAME\"",
+            ),
+            (
+                "id = \"x\"\nurl = \"http://a/mcp\"\nheaders = { A = { path = \"C\" } }",
+                "file = \"path\"",
+            ),
+            (
+                "id = \"x\"\ntransport = \"ws\"\nurl = \"http://a/mcp\"",
+                "unknown variant",
+            ),
+            (
+                "id = \"x\"\nurl = \"http://a/mcp\"\ntoken = \"t\"",
+                "unknown field `token`",
+            ),
+            (
+                "id = \"x\"\nurl = { env = \"MCP_RUNTIME_TEST_SURELY_UNSET_URL\" }",
+                "MCP_RUNTIME_TEST_SURELY_UNSET_URL is not set",
+            ),
+            ("id = \"x\"\nurl = { file = \"u\" }", "url: expected"),
+        ] {
+            let e = invalid(&format!("[[upstreams]]\n{text}\n"));
+            assert!(e.contains(words), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn relative_paths_are_the_catalog_files_and_secrets_never_print() {
+        let dir = std::env::temp_dir().join(format!("catalog-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("catalog.toml");
+        std::fs::write(
+            &path,
+            "[[upstreams]]\nid = \"s\"\ntransport = \"stdio\"\ncommand = \"bin/server\"\nenv = { K = { file = \"k\" }, L = \"literal-value\" }\n\n\
+             [[upstreams]]\nid = \"t\"\ntransport = \"stdio\"\ncommand = \"node\"\ncwd = \"/srv\"\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("k"), "from-a-file\n").unwrap();
+        let cfg = CatalogConfig::load(&path).unwrap();
+        let (s, t) = (&cfg.upstreams[0], &cfg.upstreams[1]);
+        assert_eq!(s.cwd.as_deref(), Some(dir.as_path()));
+        assert_eq!(s.command, dir.join("bin/server").display().to_string());
+        assert_eq!(
+            (t.command.as_str(), t.cwd.as_deref()),
+            ("node", Some(Path::new("/srv")))
+        );
+        let env = s.process_env().unwrap();
+        assert_eq!(
+            env,
+            [
+                ("K".into(), "from-a-file".into()),
+                ("L".into(), "literal-value".into())
+            ]
+        );
+        let printed = format!("{cfg:?}");
+        assert!(
+            !printed.contains("literal-value") && !printed.contains("from-a-file"),
+            "{printed}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_credential_that_cannot_be_read_is_named_and_never_shown() {
+        let missing = "MCP_RUNTIME_TEST_SURELY_UNSET_VARIABLE";
+        let cfg = CatalogConfig::parse(&format!(
+            "[[upstreams]]\nid = \"h\"\nurl = \"http://a/mcp\"\nbearer = {{ env = \"{missing}\" }}\n\n\
+             [[upstreams]]\nid = \"v\"\nurl = \"http://a/mcp\"\nheaders = {{ X-Key = \"bad\\nsecret-value\" }}\n\n\
+             [[upstreams]]\nid = \"f\"\nurl = \"http://a/mcp\"\nheaders = {{ X-Key = {{ file = \"/nonexistent/key\" }} }}\n"
+        ))
+        .unwrap();
+        let e = cfg.upstreams[0].http_headers().unwrap_err().to_string();
+        assert!(
+            e.contains(missing) && e.contains("upstream `h`: bearer token"),
+            "{e}"
+        );
+        let e = cfg.upstreams[1].http_headers().unwrap_err().to_string();
+        assert!(
+            e.contains("header `X-Key`") && !e.contains("secret-value"),
+            "{e}"
+        );
+        let e = cfg.upstreams[2].http_headers().unwrap_err().to_string();
+        assert!(e.contains("/nonexistent/key"), "{e}");
+        let ok = CatalogConfig::parse(
+            "[[upstreams]]\nid = \"h\"\nurl = \"http://a/mcp\"\nheaders = { X-Key = \"k-value\" }\n",
+        )
+        .unwrap();
+        let headers = ok.upstreams[0].http_headers().unwrap();
+        assert!(headers["x-key"].is_sensitive());
+        assert!(!format!("{headers:?}").contains("k-value"));
+    }
 }

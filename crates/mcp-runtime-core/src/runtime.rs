@@ -229,6 +229,12 @@ impl Runtime {
         n
     }
 
+    /// Stops the upstreams' child processes (stdio upstreams) and waits until each exited:
+    /// the last step of shutdown.
+    pub async fn stop_upstreams(&self) {
+        self.catalog.stop_upstreams().await;
+    }
+
     /// Ends sessions idle for longer than the configured TTL; returns how many. The binary
     /// calls this periodically: the core runs no timer of its own.
     pub fn reap_idle_sessions(&self) -> usize {

@@ -1,5 +1,5 @@
 //! The upstream pool: one reusable MCP client session per upstream server, shared by every
-//! runtime session.
+//! runtime session, over streamable HTTP or stdio.
 //!
 //! Built on rmcp's streamable-HTTP client at the transport level ([`StreamableHttpClient`] on a
 //! `reqwest::Client`) rather than on its service layer: a POST's own response stream is what
@@ -15,9 +15,13 @@
 //!
 //! Request ids and progress tokens are rewritten to be unique within the shared upstream
 //! session; the caller's own values are restored on the way back (see [`crate::forward`]).
-//! The pool spawns no task of its own (reqwest's connection pool runs its connections):
-//! [`Upstream::notify`] returns the future of a notification for the caller to spawn on the
-//! runtime's tracker.
+//! An HTTP upstream spawns no task of its own (reqwest's connection pool runs its
+//! connections): [`Upstream::notify`] returns the future of a notification for the caller to
+//! spawn on the runtime's tracker. A stdio upstream (module `stdio`) is a child process with a
+//! supervisor task of its own, stopped by [`Upstream::stop`].
+//!
+//! Credentials: the upstream's `headers` and `bearer` (read at start, marked sensitive) are
+//! default headers of its `reqwest::Client`, sent with every request.
 //!
 //! Proxies: reqwest honours `HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY` and `NO_PROXY` (and their
 //! lower-case forms). An upstream on a loopback address (`127.0.0.0/8`, `::1`, `localhost`)
@@ -40,7 +44,9 @@ use rmcp::transport::streamable_http_client::{
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
-use crate::catalog::UpstreamConfig;
+use crate::catalog::{TransportKind, UpstreamConfig};
+
+mod stdio;
 
 /// Why a call to an upstream failed. Each becomes a JSON-RPC error for the caller.
 #[derive(Debug, thiserror::Error)]
@@ -93,19 +99,27 @@ pub(crate) struct Upstream {
     /// (re)connecting awaits and concurrent callers must wait for one handshake, not race.
     connection: Mutex<Option<Connection>>,
     /// Source of request ids and progress tokens unique within the upstream session.
-    next_id: AtomicU64,
+    next_id: Arc<AtomicU64>,
     generation: AtomicU64,
     limits: StreamableHttpResponseLimits,
     max_message_bytes: usize,
     /// The environment variable whose proxy requests to this upstream go through, if any.
     proxy: Option<&'static str>,
+    /// A stdio upstream's child process and session (then the HTTP fields are unused).
+    stdio: Option<stdio::Stdio>,
 }
 
 impl Upstream {
-    /// Creates the pool entry; nothing is connected until [`Upstream::connect`] or a call.
-    pub(crate) fn new(config: UpstreamConfig, max_message_bytes: usize) -> Self {
+    /// Creates the pool entry; nothing is connected (or started) until [`Upstream::connect`]
+    /// or a call. `headers` go with every HTTP request (the upstream's credentials).
+    pub(crate) fn new(
+        config: UpstreamConfig,
+        max_message_bytes: usize,
+        headers: reqwest::header::HeaderMap,
+    ) -> Self {
         let loopback = is_loopback(&config.url);
         let mut builder = reqwest::Client::builder()
+            .default_headers(headers)
             .pool_idle_timeout(Duration::from_secs(60))
             .tcp_nodelay(true);
         if loopback {
@@ -127,12 +141,21 @@ impl Upstream {
         // check and anything larger is cut by rmcp before it is buffered whole.
         limits.max_sse_event_size = max_message_bytes.saturating_add(ENVELOPE_SLACK_BYTES);
         limits.max_json_response_size = max_message_bytes.saturating_add(ENVELOPE_SLACK_BYTES);
+        let next_id = Arc::new(AtomicU64::new(1));
+        let stdio = (config.transport == TransportKind::Stdio).then(|| {
+            let ids = Arc::clone(&next_id);
+            stdio::Stdio::new(
+                config.clone(),
+                Arc::new(move || ids.fetch_add(1, Ordering::Relaxed)),
+            )
+        });
         Self {
             uri: Arc::from(config.url.as_str()),
             config,
             client,
             connection: Mutex::new(None),
-            next_id: AtomicU64::new(1),
+            next_id,
+            stdio,
             generation: AtomicU64::new(0),
             limits,
             max_message_bytes,
@@ -175,6 +198,9 @@ impl Upstream {
     ///
     /// [`UpstreamError`] when the upstream is unreachable or answers the handshake badly.
     pub(crate) async fn connect(&self) -> Result<Option<Value>, UpstreamError> {
+        if let Some(s) = &self.stdio {
+            return s.connect().await.map(Some);
+        }
         let mut guard = self.connection.lock().await;
         if guard.is_some() {
             return Ok(None);
@@ -292,6 +318,9 @@ impl Upstream {
         method: &str,
         params: Value,
     ) -> Result<MessageStream, UpstreamError> {
+        if let Some(s) = &self.stdio {
+            return s.request(id, method, params).await;
+        }
         // `params` moves into `body`; the typed message is built from it once per attempt
         // (the retry after a lost session is rare), so a large argument is held twice (the
         // JSON value and the message being sent) rather than three times.
@@ -341,6 +370,9 @@ impl Upstream {
     /// caller goes away or a call times out. The caller spawns the returned future (on the
     /// runtime's tracker, so that shutdown waits for it).
     pub(crate) async fn notify(self: Arc<Self>, method: &'static str, params: Value) {
+        if let Some(s) = &self.stdio {
+            return s.notify(method, params).await;
+        }
         let Ok(conn) = self.current().await else {
             return;
         };
@@ -354,6 +386,14 @@ impl Upstream {
             .await
         {
             tracing::debug!(upstream = %self.config.id, error = %e, method, "notification not delivered");
+        }
+    }
+
+    /// Stops a stdio upstream's server and waits until it has exited (shutdown); nothing for
+    /// an HTTP upstream.
+    pub(crate) async fn stop(&self) {
+        if let Some(s) = &self.stdio {
+            s.stop().await;
         }
     }
 

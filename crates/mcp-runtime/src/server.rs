@@ -105,7 +105,8 @@ pub async fn serve_grpc(
 /// Shutdown ([`Server::drain`]) has one order: health reports not serving and the standalone
 /// GET streams end (the runtime starts draining), every adapter stops accepting and lets its
 /// requests in flight finish for up to the grace period, then the calls still running are
-/// cancelled (their callers get an error, their upstreams `notifications/cancelled`).
+/// cancelled (their callers get an error, their upstreams `notifications/cancelled`), and
+/// last the stdio upstreams' servers are stopped.
 #[derive(Debug)]
 pub struct Server {
     runtime: Arc<Runtime>,
@@ -212,7 +213,8 @@ impl Server {
     }
 
     /// Shuts down in the order described on [`Server`]; returns once every adapter has
-    /// stopped, or the grace period is over and the calls still running were cancelled.
+    /// stopped, or the grace period is over and the calls still running were cancelled, and
+    /// the stdio upstreams' servers have exited.
     pub async fn drain(mut self, grace: Duration) {
         tracing::info!("shutting down: draining in-flight requests");
         self.runtime.start_draining();
@@ -230,6 +232,7 @@ impl Server {
             // error) before the process exits, instead of being cut off silently.
             self.runtime.cancel_calls(Duration::from_secs(2)).await;
         }
+        self.runtime.stop_upstreams().await;
     }
 }
 

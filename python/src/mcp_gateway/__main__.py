@@ -19,6 +19,7 @@ import os
 import socket
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 __all__ = ["main"]
@@ -183,10 +184,12 @@ def _stack(args: argparse.Namespace) -> int:
     # children) stops the stack too: the parent's pid changes when this process is reparented.
     parent = os.getppid()
     try:
-        with stack(args.mode, args.port, secret) as running:
+        with stack(args.mode, args.port, secret, catalog=args.catalog) as running:
             token = mint_token(secret, "alice@example.com", teams=["alpha"])
             admin = mint_token(secret, "admin@example.com", is_admin=True)
             print(f"mode:      {running.mode}")
+            if args.catalog is not None:
+                print(f"catalog:   {args.catalog}")
             print(f"MCP URL:   {running.url}")
             print(f"logs:      {running.workdir}")
             pids = ", ".join(f"{name} {pid}" for pid, (name, _) in running.names.items())
@@ -297,6 +300,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = commands.add_parser("stack", help="bring up fixture upstream, runtime and gateway (make run)")
     run.add_argument("--mode", choices=["grpc", "http", "python", "edge", "edge-http"], default="grpc")
     run.add_argument("--port", type=int, default=4444)
+    run.add_argument(
+        "--catalog",
+        type=Path,
+        help="your catalog file (default: the fixture's); an upstream with "
+        'url = { env = "MCP_FIXTURE_URL" } is the fixture, started then',
+    )
     run.set_defaults(func=_stack)
 
     core = commands.add_parser("core", help="serve the Core SPI of edge mode on Unix sockets")

