@@ -114,12 +114,22 @@ async fn malformed_envelopes_are_invalid_argument() {
     );
 }
 
-/// Replaces session ids in a body so two transports' answers compare equal.
+/// Replaces session ids in a body, and the stream and time parts of each SSE event id
+/// (`id: <stream>-<ms>-<seq>`, see `mcp_runtime_core::state`), so two transports' answers
+/// compare equal; the sequence number stays, so the order of events is still compared.
 fn normalise(r: &Reply, sids: &[&str]) -> Reply {
     let mut text = String::from_utf8_lossy(&r.body).into_owned();
     for s in sids {
         text = text.replace(s, "<session>");
     }
+    let text = text
+        .split('\n')
+        .map(|line| match line.strip_prefix("id: ") {
+            Some(id) => format!("id: <stream>-{}", id.rsplit('-').next().unwrap_or("")),
+            None => line.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
     Reply {
         body: bytes::Bytes::from(text),
         session_id: r.session_id.as_ref().map(|_| "<session>".into()),
