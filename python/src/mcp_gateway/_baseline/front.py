@@ -73,6 +73,7 @@ _KNOWN_METHODS = frozenset(
         "resources/list",
         "resources/templates/list",
         "resources/read",
+        "completion/complete",
     }
 )
 _PARAMS_UNREAD = frozenset(
