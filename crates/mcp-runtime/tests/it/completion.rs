@@ -14,7 +14,7 @@ fn conformance_fixture() -> Fixture {
     )
 }
 
-fn complete(reference: Value, value: &str) -> bytes::Bytes {
+fn complete(reference: &Value, value: &str) -> bytes::Bytes {
     rpc(
         7,
         "completion/complete",
@@ -61,23 +61,23 @@ async fn completion_reaches_the_upstream_of_the_prompt_or_template() {
     // completes only `test_prompt_with_arguments`, and answers nothing for another name.
     let prompt = json!({"type": "ref/prompt", "name": "alpha_test_prompt_with_arguments"});
     let r = http
-        .send(&Call::post(&alice, complete(prompt.clone(), "par")).session(&a))
+        .send(&Call::post(&alice, complete(&prompt, "par")).session(&a))
         .await;
     assert_eq!(values(&r), ["paris", "park", "party"]);
     let own = json!({"type": "ref/prompt", "name": "test_prompt_with_arguments"});
     let r = http
-        .send(&Call::post(&bob, complete(own, "test")).session(&b))
+        .send(&Call::post(&bob, complete(&own, "test")).session(&b))
         .await;
     assert_eq!(values(&r), ["test", "testing", "tested"]);
     let template = json!({"type": "ref/resource", "uri": "test://template/{id}/data"});
     let r = http
-        .send(&Call::post(&bob, complete(template, "pa")).session(&b))
+        .send(&Call::post(&bob, complete(&template, "pa")).session(&b))
         .await;
     assert_eq!(values(&r), ["paris", "park", "party"]);
 
     // A prompt the caller may not see is answered like one that does not exist.
     let r = http
-        .send(&Call::post(&bob, complete(prompt, "par")).session(&b))
+        .send(&Call::post(&bob, complete(&prompt, "par")).session(&b))
         .await;
     let body = r.json();
     assert_eq!(body["error"]["code"], -32602, "{body}");
