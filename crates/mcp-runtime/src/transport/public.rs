@@ -4,7 +4,8 @@
 //!
 //! Order of the checks, as the gateway's: the path (404), the method (405), `Host` (421) and
 //! `Origin` (403) against the allow-lists, the caller (ResolveCaller: 401 with the core's
-//! `WWW-Authenticate`, 403, or 503 when the core cannot answer), then the body and the MCP
+//! `WWW-Authenticate`, 403, or 503 when the core cannot answer or too many resolutions are in
+//! progress, `crate::policy::flood`), then the body and the MCP
 //! request through the same path as the HTTP/JSON adapter ([`super::http::serve_mcp`]). An
 //! `x-contextforge-auth-context` or `x-contextforge-server-id` header from a public client is
 //! never read: the caller is the core's answer and the scope is the path.
@@ -28,7 +29,8 @@ use super::http::{
 };
 use crate::host_origin::{AllowLists, Refusal};
 use crate::listener::Admission;
-use crate::policy::{CallerQuery, Policy, Resolution};
+use crate::policy::flood::Busy;
+use crate::policy::{CallerQuery, Policy, Resolution, ResolveError};
 
 /// The challenge of a 401 when the core gave none (the gateway's realm).
 const DEFAULT_CHALLENGE: &str = "Bearer realm=\"mcp-gateway\"";
@@ -299,9 +301,17 @@ async fn answer(
             }
             return r;
         }
-        Err(e) => {
+        Err(ResolveError::Unavailable(e)) => {
             tracing::warn!(error = %e, %request_id, "request refused: no policy");
             return rpc_error(RequestError::PolicyUnavailable);
+        }
+        Err(ResolveError::Busy(busy)) => {
+            tracing::debug!(%busy, %peer, %request_id, "request refused: resolutions at the cap");
+            let (limit, per_client) = match busy {
+                Busy::Client { limit } => (limit, true),
+                Busy::Total { limit } => (limit, false),
+            };
+            return rpc_error(RequestError::ResolveBusy { limit, per_client });
         }
     };
     let mut auth = (*caller).clone();

@@ -13,7 +13,8 @@ use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 use mcp_runtime::host_origin::AllowLists;
-use mcp_runtime::policy::cache::CacheLimits;
+use mcp_runtime::policy::cache::{CacheLimits, DenialLimits};
+use mcp_runtime::policy::flood::ResolveLimits;
 use mcp_runtime::policy::{CoreTransport, Policy, PolicyConfig};
 use mcp_runtime::{Admission, PublicEndpoint, Server, socket};
 use mcp_runtime_core::{CatalogConfig, Runtime, RuntimeConfig};
@@ -70,6 +71,14 @@ async fn serve(
             cache: CacheLimits {
                 max_entries: 100,
                 max_age: Duration::from_secs(60),
+            },
+            denials: DenialLimits {
+                ttl: Duration::from_secs(5),
+                max_entries: 100,
+            },
+            resolves: ResolveLimits {
+                per_client: 8,
+                total: 64,
             },
             watcher: "it".to_owned(),
         })
