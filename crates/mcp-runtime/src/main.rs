@@ -103,6 +103,17 @@ struct Args {
     )]
     header_read_timeout_ms: u64,
 
+    /// Edge mode: how long a client of the public endpoint may take to send a request head (and
+    /// how long a new or keep-alive public connection may stay silent) before it is closed, in
+    /// milliseconds. Shorter than --header-read-timeout-ms: the public side faces untrusted
+    /// clients, and a half-sent head holds a connection slot.
+    #[arg(
+        long,
+        env = "MCP_RUNTIME_PUBLIC_HEADER_READ_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    public_header_read_timeout_ms: u64,
+
     /// Edge mode: serve the public MCP endpoint (`/mcp`, `/servers/{id}/mcp`, GET/POST/DELETE,
     /// streamable HTTP) on this TCP address (`ADDR:PORT`, port 0 picks one and logs it), with
     /// callers resolved by the policy core at --core-uds. Off by default.
@@ -479,9 +490,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
             }),
             &or_default(args.allowed_origins, default_allowed_origins),
         );
+        let public_timeout = Duration::from_millis(args.public_header_read_timeout_ms.max(1));
         server.serve_public(
             listener,
-            admission("public"),
+            Admission::new("public", &[], args.max_connections, public_timeout),
             PublicEndpoint {
                 policy,
                 allow,
