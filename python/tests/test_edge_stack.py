@@ -490,6 +490,90 @@ async def test_a_repeated_bad_token_reaches_the_core_once_within_the_denial_ttl(
             await anyio.sleep(0.02)
 
 
+# -- hook payloads count in the bytes-in-flight budget -------------------------------------------
+
+RESULT_BYTES = 2 * 1024 * 1024
+"""The ``payload`` result of the budget tests: fits the budget alone, not with the hook's copy."""
+
+BUDGET = RESULT_BYTES * 3 // 2
+"""``--max-bytes-in-flight`` of the budget stacks."""
+
+
+@pytest.fixture(scope="module", params=["edge", "edge-http"])
+def budget_stacks(
+    request: pytest.FixtureRequest, workdir: Path, catalog: Path
+) -> Iterator[dict[str, EdgeStack]]:
+    """Two edge stacks with a small byte budget: the core's redactor (a post hook on every tool) or none."""
+    mode: str = request.param
+    redactor = workdir / f"plugins-redact-{mode}.json"
+    redactor.write_text(json.dumps({"redact": PLUGINS["redact"]}))
+    extra = (*RUNTIME_FLAGS, "--max-bytes-in-flight", str(BUDGET))
+    stacks = {
+        "hook": _edge_stack(
+            mode,
+            workdir,
+            catalog,
+            core_env={"JWT_SECRET_KEY": SECRET},
+            plugins=redactor,
+            runtime_extra=extra,
+            tag="budget-hook-",
+        ),
+        "none": _edge_stack(
+            mode,
+            workdir,
+            catalog,
+            core_env={"JWT_SECRET_KEY": SECRET},
+            plugins=None,
+            runtime_extra=extra,
+            tag="budget-none-",
+        ),
+    }
+    started: dict[str, EdgeStack] = {}
+    try:
+        for name, gen in stacks.items():
+            started[name] = next(gen)
+        yield started
+    finally:
+        for gen in stacks.values():
+            gen.close()
+
+
+async def _payload(stack: EdgeStack, http: httpx.AsyncClient, size: int) -> httpx.Response:
+    token = stack.token("erin@example.com", teams=["beta"])
+    session = await stack.initialize(http, token)
+    return await http.post(
+        stack.url, json=_call("payload", {"size_bytes": size}), headers=stack.headers(token, session)
+    )
+
+
+async def test_a_post_hooks_payloads_count_in_the_byte_budget(budget_stacks: dict[str, EdgeStack]) -> None:
+    async with httpx.AsyncClient(timeout=30.0) as http:
+        # Without a hook the result fits the budget.
+        r = await _payload(budget_stacks["none"], http, RESULT_BYTES)
+        assert r.status_code == 200, r.text[:300]
+        assert len(r.json()["result"]["content"][0]["text"]) == RESULT_BYTES
+        # With the redactor the result and the copy the hook is sent do not: the budget's own
+        # 503 and JSON-RPC error (this request alone exceeds it: no Retry-After), never served
+        # with uncounted copies (before, the hook's copies were not counted and this was 200).
+        hooked = budget_stacks["hook"]
+        r = await _payload(hooked, http, RESULT_BYTES)
+        assert r.status_code == 503, r.text[:300]
+        error = r.json()["error"]
+        assert error["code"] == -32000
+        assert (
+            error["message"]
+            == f"Server busy: this request alone exceeds the budget of {BUDGET} bytes in flight"
+        )
+        assert "retry-after" not in r.headers
+        # Half the size fits with the hook's copy: served, through the hook.
+        r = await _payload(hooked, http, RESULT_BYTES // 2)
+        assert r.status_code == 200, r.text[:300]
+        assert len(r.json()["result"]["content"][0]["text"]) == RESULT_BYTES // 2
+        # Nothing stayed counted: the same call again is served too.
+        r = await _payload(hooked, http, RESULT_BYTES // 2)
+        assert r.status_code == 200, r.text[:300]
+
+
 # -- the core with authentication off, as `make conformance` runs the edge modes ------------------
 
 
