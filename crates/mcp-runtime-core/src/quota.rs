@@ -368,16 +368,16 @@ mod tests {
         let e = a.resize(101).unwrap_err();
         assert!(matches!(e, RequestError::SubjectQuota { alone: true, .. }));
         assert_eq!((a.amount(), q.bytes_in_flight()), (90, 90));
-        // Past the process's budget (another subject holds 50): 503, with Retry-After.
-        let b = q.acquire("b", Quota::Bytes, 50).unwrap();
+        // Past the process's budget (another subject holds 60): 503, with Retry-After.
+        let b = q.acquire("b", Quota::Bytes, 60).unwrap();
         a.resize(80).unwrap();
-        assert_eq!(q.bytes_in_flight(), 130);
+        assert_eq!(q.bytes_in_flight(), 140);
         let e = a.resize(100).unwrap_err();
         assert!(matches!(e, RequestError::ProcessBusy { alone: false, .. }));
         assert_eq!((e.status(), e.retry_after_s()), (503, Some(1)));
-        assert_eq!(q.bytes_in_flight(), 130);
+        assert_eq!(q.bytes_in_flight(), 140);
         a.resize(10).unwrap();
-        assert_eq!(q.bytes_in_flight(), 60);
+        assert_eq!(q.bytes_in_flight(), 70);
         drop((a, b));
         assert_eq!(q.bytes_in_flight(), 0);
         assert!(q.ledger.lock().unwrap().per_subject.is_empty());
