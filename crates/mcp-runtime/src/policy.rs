@@ -201,9 +201,9 @@ impl Client {
 pub struct Policy {
     client: Client,
     config: PolicyConfig,
-    cache: CallerCache,
+    cache: Arc<CallerCache>,
     /// Credentials the core refused, for a short TTL.
-    denials: DenialCache,
+    denials: Arc<DenialCache>,
     /// ResolveCaller calls in progress (single-flight).
     flights: Arc<Flights>,
     /// The caps on ResolveCaller calls in progress.
@@ -248,8 +248,8 @@ impl Policy {
         };
         Ok(Self {
             client,
-            cache: CallerCache::new(config.cache),
-            denials: DenialCache::new(config.denials),
+            cache: Arc::new(CallerCache::new(config.cache)),
+            denials: Arc::new(DenialCache::new(config.denials)),
             flights: Arc::new(Flights::default()),
             slots: Arc::new(ResolveSlots::new(config.resolves)),
             config,
@@ -303,8 +303,10 @@ impl Policy {
         if given && let Some(caller) = self.cache.get(&key, Instant::now()) {
             return Ok(Resolution::Allowed(caller));
         }
-        let denial_key = cache::denial_key(&query.authorization, &query.server_id);
-        if let Some(denial) = self.denials.get(&denial_key, Instant::now()) {
+        if let Some(denial) = self.denials.get(
+            &cache::denial_key(&query.authorization, &query.server_id),
+            Instant::now(),
+        ) {
             return Ok(Resolution::Denied((*denial).clone()));
         }
         let mut answer = self.ask(key, query).await?;
@@ -325,31 +327,14 @@ impl Policy {
                 .into());
             }
         }
-        match &answer.resolution {
-            Resolution::Allowed(caller) if given => {
-                self.cache.insert(
-                    &Credential::of(&query.authorization),
-                    Arc::clone(caller),
-                    answer.generation,
-                    answer.cache_max_age_ms,
-                    Instant::now(),
-                );
-            }
-            Resolution::Allowed(_) => {}
-            Resolution::Denied(denial) => {
-                self.denials.insert(
-                    denial_key,
-                    Arc::new(denial.clone()),
-                    answer.generation,
-                    Instant::now(),
-                );
-            }
-        }
         Ok(answer.resolution)
     }
 
     /// One ResolveCaller answer for `query`: the call in progress for the same credential and
-    /// virtual server, or a new one if a slot is free; bounded by the request deadline.
+    /// virtual server, or a new one if a slot is free; bounded by the request deadline. The
+    /// call caches its answer (allowed: the caller cache, refused: the denial cache) before it
+    /// leaves the table of calls in progress, so a request arriving meanwhile finds one or the
+    /// other and never makes a second call.
     async fn ask(
         &self,
         key: cache::CacheKey,
@@ -368,10 +353,13 @@ impl Policy {
                 let client = self.client.clone();
                 let query = query.clone();
                 let deadline = self.config.request_timeout;
+                let (cache, denials) = (Arc::clone(&self.cache), Arc::clone(&self.denials));
                 Ok((slot, async move {
-                    tokio::time::timeout(deadline, client.resolve(&query))
+                    let answer = tokio::time::timeout(deadline, client.resolve(&query))
                         .await
-                        .map_err(|_| CoreUnavailable("ResolveCaller timed out".to_owned()))?
+                        .map_err(|_| CoreUnavailable("ResolveCaller timed out".to_owned()))??;
+                    remember(&cache, &denials, &query, &answer);
+                    Ok(answer)
                 }))
             })?;
         Ok(flight.await?)
@@ -482,6 +470,37 @@ impl Policy {
             self.denials.clear(None, false);
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(MOST);
+        }
+    }
+}
+
+/// Caches one ResolveCaller answer: an allowed caller of a given credential in the caller cache
+/// (when cacheable: `CallerCache::insert`), a denial in the denial cache; neither when made in a
+/// policy generation older than the one watched.
+fn remember(
+    cache: &CallerCache,
+    denials: &DenialCache,
+    query: &CallerQuery,
+    answer: &ResolveAnswer,
+) {
+    match &answer.resolution {
+        Resolution::Allowed(caller) if !query.authorization.is_empty() => {
+            cache.insert(
+                &Credential::of(&query.authorization),
+                Arc::clone(caller),
+                answer.generation,
+                answer.cache_max_age_ms,
+                Instant::now(),
+            );
+        }
+        Resolution::Allowed(_) => {}
+        Resolution::Denied(denial) => {
+            denials.insert(
+                cache::denial_key(&query.authorization, &query.server_id),
+                Arc::new(denial.clone()),
+                answer.generation,
+                Instant::now(),
+            );
         }
     }
 }
