@@ -389,14 +389,21 @@ impl Runtime {
             let args = p
                 .get("arguments")
                 .map_or_else(|| b"{}".to_vec(), |a| a.to_string().into_bytes());
+            // The serialized arguments and the copy the Core SPI transport sends are counted
+            // while the hook runs, and the changed arguments once it answered.
+            let mut held = self
+                .quotas
+                .acquire(&session.subject, Quota::Bytes, 2 * args.len())?;
             if let Some(new) = hook(HookPoint::PreInvoke)
                 .run(hooks, Bytes::from(args))
                 .await?
             {
+                held.resize(2 * new.len())?;
                 let args: Map<String, Value> =
                     serde_json::from_slice(&new).map_err(|e| hook_broken(&e))?;
                 p.insert("arguments".to_owned(), Value::Object(args));
             }
+            drop(held);
         }
         let post_point = if kind == Kind::Tool {
             HookPoint::PostInvoke

@@ -271,6 +271,17 @@ class Core:
             raise BadRequest("payload must be a JSON object")
         return self.plugins.invoke(point, name, caller, payload)
 
+    def health(self) -> dict[str, Any]:
+        """The ``GET /health`` answer: ``{"status": "serving", "authentication": "enabled"}``.
+
+        ``authentication`` is ``"disabled"`` when the core runs with ``MCP_GATEWAY_AUTH_DISABLED=1``
+        (every caller resolves to the anonymous one), so a probe or an operator sees it.
+        """
+        return {
+            "status": "serving",
+            "authentication": "disabled" if self.policy.auth_disabled else "enabled",
+        }
+
     def record_calls(self, records: list[CallRecord], dropped: int) -> None:
         """Account one batch of finished calls (``ObservabilityService.RecordCalls``)."""
         self.records.add(records, dropped)
@@ -278,12 +289,18 @@ class Core:
             logger.warning("the runtime dropped %d call records", dropped)
 
     def stats(self) -> dict[str, Any]:
-        """The ``GET /admin/stats`` answer: generation, watchers, hooks and record totals."""
+        """The ``GET /admin/stats`` answer: generation, watchers, hooks, ResolveCaller and record totals.
+
+        ``resolve`` counts the ResolveCaller calls that reached the core (``calls``) and those
+        answered with a denial (``denied``), on both transports since the core started.
+        """
         hooks = [{"point": h.point.value, "name": h.name, "plugin": h.plugin} for h in self.plugins.hooks]
         return {
             "generation": self.policy.generation,
             "watchers": self.policy.watchers,
             "hooks": hooks,
+            "authDisabled": self.policy.auth_disabled,
+            "resolve": {"calls": self.policy.resolve_calls, "denied": self.policy.resolve_denials},
             "records": {
                 "batches": self.records.batches,
                 "records": self.records.records,
@@ -378,7 +395,7 @@ class Core:
             yield _dumps(event_to_json(event)) + b"\n"
 
     def _health(self, _query: Mapping[str, str], _body: bytes) -> Reply:
-        return Reply(200, b'{"status":"serving"}')
+        return Reply(200, _dumps(self.health()))
 
     def _revoke(self, _query: Mapping[str, str], body: bytes) -> Reply:
         try:
