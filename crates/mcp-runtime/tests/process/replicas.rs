@@ -435,6 +435,19 @@ async fn a_stream_resumed_after_its_replica_was_killed_gets_every_stored_event_o
     assert_eq!(again.len(), replay.len());
 }
 
+/// `(kind, reachable)` of the state store as the gRPC `HealthCheck` reports it.
+#[cfg(feature = "grpc-uds")]
+async fn grpc_store_health(path: &std::path::Path) -> (String, bool) {
+    let h = crate::support::grpc::connect(path)
+        .await
+        .health_check(mcp_runtime_proto::v1::HealthCheckRequest {})
+        .await
+        .expect("HealthCheck")
+        .into_inner();
+    let s = h.state_store.expect("state_store (contract 1.2)");
+    (s.kind, s.reachable)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_stopped_answers_503_within_the_bound_and_recovers_when_it_is_back() {
     let mut r = Replicas::start(&[]);
@@ -442,16 +455,27 @@ async fn redis_stopped_answers_503_within_the_bound_and_recovers_when_it_is_back
     let who = alice();
     let sid = r.http[0].initialize(&who, None).await;
     assert_eq!(r.http[1].send(&ping(&who, 1, &sid)).await.status, 200);
+    #[cfg(feature = "grpc-uds")]
+    for rt in &r.rts {
+        assert_eq!(grpc_store_health(&rt.grpc).await, ("redis".into(), true));
+    }
     r.redis.stop();
     // Every replica notices; a cached session is not served on trust while the invalidation
     // channel is down.
-    for h in &r.http {
+    for (i, h) in r.http.iter().enumerate() {
         until(
             Duration::from_secs(10),
             "health reports the store unreachable",
             async || h.health().await.1["state_store"]["reachable"] == json!(false),
         )
         .await;
+        // `HealthCheck` says the same as `/health` (contract 1.2).
+        #[cfg(feature = "grpc-uds")]
+        assert_eq!(
+            grpc_store_health(&r.rts[i].grpc).await,
+            ("redis".into(), false)
+        );
+        let _ = i;
         let refused = h.send(&ping(&who, 2, &sid)).await;
         assert_eq!(refused.status, 503, "{:?}", refused.body);
         assert_eq!(refused.retry_after.as_deref(), Some("1"));
@@ -481,4 +505,174 @@ async fn redis_stopped_answers_503_within_the_bound_and_recovers_when_it_is_back
     }
     let fresh = r.http[2].initialize(&who, None).await;
     assert_eq!(r.http[0].send(&ping(&who, 4, &fresh)).await.status, 200);
+}
+
+/// Resumption through the gRPC adapter: `InvokeStream` with `headers.last_event_id`, as the
+/// gateway's gRPC mode relays a `GET` with `Last-Event-ID`.
+#[cfg(feature = "grpc-uds")]
+mod grpc_resumption {
+    use super::*;
+    use crate::support::grpc;
+    use mcp_runtime_proto::v1 as pb;
+    use pb::invoke_stream_response::Part;
+
+    /// `InvokeStream` of `call` (with `Last-Event-ID: last` when given): the head's status and
+    /// a stream of `(id, data)`, read as they come.
+    async fn open(
+        path: &std::path::Path,
+        call: &Call,
+        last: Option<&str>,
+    ) -> (
+        u32,
+        impl futures::Stream<Item = (String, String)> + Unpin + use<>,
+    ) {
+        let mut client = grpc::connect(path).await;
+        let mut envelope = grpc::envelope(call);
+        if let Some(last) = last {
+            envelope.headers.as_mut().expect("headers").last_event_id = last.to_owned();
+        }
+        let mut s = client
+            .invoke_stream(pb::InvokeStreamRequest {
+                envelope: Some(envelope),
+            })
+            .await
+            .expect("InvokeStream")
+            .into_inner();
+        let head = tokio::time::timeout(Duration::from_secs(10), s.message())
+            .await
+            .expect("the head within 10 s")
+            .expect("stream")
+            .and_then(|m| m.part);
+        let Some(Part::Head(head)) = head else {
+            panic!("the first message is not the head: {head:?}")
+        };
+        let events = Box::pin(futures::stream::unfold(s, |mut s| async move {
+            match s.message().await.expect("stream")?.part? {
+                Part::Event(e) => Some(((e.id, e.data), s)),
+                Part::BodyChunk(b) => {
+                    Some(((String::new(), String::from_utf8_lossy(&b).into_owned()), s))
+                }
+                Part::Head(h) => panic!("a second head: {h:?}"),
+            }
+        }));
+        (head.http_status, events)
+    }
+
+    /// Every `(id, data)` of a whole stream, within 30 s.
+    async fn collect(
+        events: impl futures::Stream<Item = (String, String)> + Unpin,
+    ) -> Vec<(String, String)> {
+        tokio::time::timeout(Duration::from_secs(30), events.collect::<Vec<_>>())
+            .await
+            .expect("the stream ended within 30 s")
+    }
+
+    fn get(who: &Value, sid: &str) -> Call {
+        let mut call = Call::bodyless("GET", who, sid);
+        call.accept = Some("text/event-stream".into());
+        call
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stream_is_resumed_on_another_replica_through_grpc_as_through_http() {
+        let r = Replicas::start(&[]);
+        r.ready().await;
+        let (alice, bob) = (alice(), bob());
+        let mut a = grpc::connect(&r.rts[0].grpc).await;
+        let sid = grpc::initialize(&mut a, &alice, None).await;
+        let bobs = grpc::initialize(&mut a, &bob, None).await;
+        // A streamed call over gRPC on A: every event carries an id.
+        let (status, events) = open(&r.rts[0].grpc, &progress(&alice, &sid, 3, 3, 10), None).await;
+        assert_eq!(status, 200);
+        let seen = collect(events).await;
+        assert!(seen.len() >= 4, "{seen:?}");
+        let seqs: Vec<u64> = seen.iter().map(|(id, _)| seq(id)).collect();
+        assert_eq!(seqs, (1..=seen.len() as u64).collect::<Vec<_>>());
+        // Resumed after the second event over gRPC on B: the rest, once, in order, as sent.
+        let (status, events) = open(&r.rts[1].grpc, &get(&alice, &sid), Some(&seen[1].0)).await;
+        assert_eq!(status, 200);
+        assert_eq!(collect(events).await, seen[2..]);
+        // The same id over HTTP on C: the same events (one history for both adapters).
+        let over_http = all_events(resume(&r.http[2], &alice, &sid, &seen[1].0).await).await;
+        assert_eq!(over_http, seen[2..]);
+        // A stream made over HTTP, resumed over gRPC.
+        let streamed = r.http[2].send(&progress(&alice, &sid, 4, 2, 10)).await;
+        let http_ids: Vec<(String, String)> =
+            sse_stream::SseStream::new(Full::new(streamed.body.clone()))
+                .map(|e| {
+                    let e = e.expect("event");
+                    (e.id.expect("an id"), e.data.unwrap_or_default())
+                })
+                .collect()
+                .await;
+        let (status, events) = open(&r.rts[1].grpc, &get(&alice, &sid), Some(&http_ids[0].0)).await;
+        assert_eq!(status, 200);
+        assert_eq!(collect(events).await, http_ids[1..]);
+        // Alice's ids in Bob's session, and malformed ids: 400 with nobody's events, on every
+        // replica; Alice's session as Bob: 404.
+        for rt in &r.rts {
+            for last in [seen[0].0.as_str(), "nonsense", "0123456789abcdef-1-1"] {
+                let (status, events) = open(&rt.grpc, &get(&bob, &bobs), Some(last)).await;
+                assert_eq!(status, 400, "{last}");
+                let body = collect(events).await;
+                let text: String = body.into_iter().map(|(_, d)| d).collect();
+                assert!(text.contains("Last-Event-ID"), "{text}");
+                assert!(!text.contains("progress"), "{text}");
+            }
+            let (status, _) = open(&rt.grpc, &get(&bob, &sid), Some(&seen[0].0)).await;
+            assert_eq!(status, 404);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_grpc_stream_of_a_killed_replica_is_resumed_over_grpc_with_every_stored_event_then_the_error()
+     {
+        let mut r = Replicas::start(&[]);
+        r.ready().await;
+        let who = alice();
+        let mut a = grpc::connect(&r.rts[0].grpc).await;
+        let sid = grpc::initialize(&mut a, &who, None).await;
+        let (status, mut events) =
+            open(&r.rts[0].grpc, &progress(&who, &sid, 11, 1000, 20), None).await;
+        assert_eq!(status, 200);
+        let mut seen = Vec::new();
+        while seen.len() < 5 {
+            let e = tokio::time::timeout(Duration::from_secs(10), events.next())
+                .await
+                .expect("an event within 10 s")
+                .expect("the stream goes on");
+            seen.push(e);
+        }
+        let pid = r.rts[0].pid().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-KILL", &pid])
+                .status()
+                .expect("kill")
+                .success()
+        );
+        r.rts[0].wait();
+        drop(events);
+        let key = format!("mcp:ev:{sid}:{}", stream_of(&seen[0].0));
+        let stored: usize = redis::cmd("XLEN")
+            .arg(&key)
+            .query(&mut r.redis.client().get_connection().expect("redis"))
+            .expect("XLEN");
+        assert!(stored >= 5, "{stored} events stored");
+        let (status, events) = open(&r.rts[1].grpc, &get(&who, &sid), Some(&seen[2].0)).await;
+        assert_eq!(status, 200);
+        let replay = collect(events).await;
+        let (last, replayed) = replay.split_last().expect("events");
+        let seqs: Vec<u64> = replayed.iter().map(|(id, _)| seq(id)).collect();
+        assert_eq!(seqs, (4..=stored as u64).collect::<Vec<_>>());
+        assert_eq!(&replayed[..2], &seen[3..5]);
+        let error: Value = serde_json::from_str(&last.1).expect("json");
+        assert_eq!(error["id"], 11);
+        assert!(
+            error["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("replica running this call stopped")),
+            "{error}"
+        );
+    }
 }
