@@ -253,8 +253,17 @@ class RedisServer:
         log = (self.directory / "redis.log").open("ab")
         try:
             self.process = subprocess.Popen(
-                [binary, "--port", "0", "--save", "", "--appendonly", "no"]
-                + ["--unixsocket", str(self.socket), "--unixsocketperm", "700", "--dir", str(self.directory)],
+                [
+                    *(binary, "--port", "0", "--save", "", "--appendonly", "no"),
+                    *(
+                        "--unixsocket",
+                        str(self.socket),
+                        "--unixsocketperm",
+                        "700",
+                        "--dir",
+                        str(self.directory),
+                    ),
+                ],
                 stdout=log,
                 stderr=log,
             )
