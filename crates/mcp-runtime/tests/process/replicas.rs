@@ -676,3 +676,130 @@ mod grpc_resumption {
         );
     }
 }
+
+/// Redis memory per session, and that expired sessions leave nothing behind (`make
+/// redis-memory`; ignored in `make test`: it waits for the idle TTL). One runtime on a fresh
+/// Redis opens `REDIS_MEMORY_SESSIONS` (default 10,000) sessions for 100 subjects; Redis's
+/// `used_memory` before and after gives the bytes per session (the session hash, its member
+/// in the subject's sorted set, the sets themselves); then, with no request, every session
+/// expires after the idle TTL (`REDIS_MEMORY_TTL_S`, default 30) and the keys left are exactly
+/// those there were before (the replica's liveness key).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "waits for the idle TTL; run by `make redis-memory`"]
+async fn redis_memory_per_session_and_nothing_left_after_expiry() {
+    let env_or = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(default)
+    };
+    let sessions = env_or("REDIS_MEMORY_SESSIONS", 10_000);
+    let ttl_s = env_or("REDIS_MEMORY_TTL_S", 30);
+    let subjects = 100u64;
+    let fx = Fixture::start();
+    let redis = Redis::start();
+    let url = redis.url();
+    let ttl = ttl_s.to_string();
+    let cap = sessions.div_ceil(subjects).to_string();
+    let rt = RuntimeProc::start(
+        &simple_catalog(&fx.url),
+        &[
+            "--state-url",
+            &url,
+            "--session-idle-ttl-s",
+            &ttl,
+            "--max-sessions-per-subject",
+            &cap,
+        ],
+    );
+    let http = Http::new(&rt.http);
+    until(Duration::from_secs(10), "the store reachable", async || {
+        http.health().await.1["state_store"]["reachable"] == json!(true)
+    })
+    .await;
+    let mut con = redis.client().get_connection().expect("redis");
+    let used = |con: &mut redis::Connection| -> u64 {
+        let info: String = redis::cmd("INFO").arg("memory").query(con).expect("INFO");
+        info.lines()
+            .find_map(|l| l.strip_prefix("used_memory:"))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("used_memory")
+    };
+    let keys = |con: &mut redis::Connection| -> Vec<String> {
+        let mut k: Vec<String> = redis::cmd("KEYS").arg("*").query(con).expect("KEYS");
+        k.sort();
+        k
+    };
+    let keys_before = keys(&mut con);
+    let before = used(&mut con);
+    let start = Instant::now();
+    let made: Vec<String> = futures::stream::iter(0..sessions)
+        .map(|i| {
+            let http = &http;
+            async move {
+                let who = auth(
+                    &format!("user{}@example.com", i % subjects),
+                    false,
+                    Some(&[]),
+                );
+                http.initialize(&who, None).await
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let took = start.elapsed();
+    assert!(
+        took < Duration::from_secs(ttl_s) / 2,
+        "opening {sessions} sessions took {took:?}, more than half the idle TTL: raise REDIS_MEMORY_TTL_S"
+    );
+    assert_eq!(made.len() as u64, sessions);
+    let after = used(&mut con);
+    let session_keys = keys(&mut con)
+        .iter()
+        .filter(|k| k.starts_with("mcp:s:"))
+        .count();
+    assert_eq!(session_keys as u64, sessions);
+    let one: u64 = redis::cmd("MEMORY")
+        .arg("USAGE")
+        .arg(format!("mcp:s:{}", made[0]))
+        .query(&mut con)
+        .expect("MEMORY USAGE");
+    let set: u64 = redis::cmd("MEMORY")
+        .arg("USAGE")
+        .arg("mcp:subj:user0@example.com")
+        .query(&mut con)
+        .expect("MEMORY USAGE");
+    eprintln!(
+        "redis used_memory: {before} bytes before, {after} bytes with {sessions} sessions of {subjects} subjects \
+         ({} bytes per session; MEMORY USAGE of one session hash {one} bytes, of one subject's sorted set of {} members {set} bytes); \
+         opened in {took:.1?}",
+        after.saturating_sub(before) / sessions,
+        sessions / subjects,
+    );
+    // No request from now on: every session expires after the idle TTL.
+    let deadline = Instant::now() + Duration::from_secs(ttl_s + 30);
+    loop {
+        let now = keys(&mut con);
+        if now == keys_before {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} keys left {}s after the idle TTL, e.g. {:?}",
+            now.len(),
+            30,
+            now.iter().take(5).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let expired = used(&mut con);
+    eprintln!(
+        "after expiry: {} keys, as before ({keys_before:?}); used_memory {expired} bytes ({} bytes above before)",
+        keys_before.len(),
+        expired as i64 - before as i64
+    );
+    // An expired session answers 404 on the replica that made it.
+    let who = auth("user0@example.com", false, Some(&[]));
+    assert_eq!(http.send(&ping(&who, 1, &made[0])).await.status, 404);
+}
