@@ -803,3 +803,52 @@ async fn redis_memory_per_session_and_nothing_left_after_expiry() {
     let who = auth("user0@example.com", false, Some(&[]));
     assert_eq!(http.send(&ping(&who, 1, &made[0])).await.status, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_a_stream_does_not_cancel_the_call_and_resumes_it_elsewhere_to_the_answer()
+ {
+    let r = Replicas::start(&[]);
+    r.ready().await;
+    let who = alice();
+    let sid = r.http[0].initialize(&who, None).await;
+    // 20 progress notifications 50 ms apart on A; the client reads three, then leaves.
+    let resp = r.http[0].open(&progress(&who, &sid, 12, 20, 50)).await;
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let mut events = sse_stream::SseStream::new(resp.into_body());
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let e = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .expect("an event within 10 s")
+            .expect("the stream goes on")
+            .expect("an SSE event");
+        seen.push((e.id.expect("an id"), e.data.unwrap_or_default()));
+    }
+    drop(events);
+    // The call runs on upstream (MCP: a disconnection SHOULD NOT cancel it).
+    r.http[1]
+        .until_inflight(&who, &sid, 1, Duration::from_secs(10))
+        .await;
+    // Resumed on B after the third event: the rest, once, in order, ending with the result.
+    let replay = all_events(resume(&r.http[1], &who, &sid, &seen[2].0).await).await;
+    let seqs: Vec<u64> = replay.iter().map(|(id, _)| seq(id)).collect();
+    assert_eq!(seqs, (4..4 + replay.len() as u64).collect::<Vec<_>>());
+    let (last, notes) = replay.split_last().expect("events");
+    // Steps 1 to 3 were seen on A; 4 to 20 come with the resumption (then the fixture's log
+    // message and the answer).
+    let steps: Vec<u64> = notes
+        .iter()
+        .filter_map(|(_, d)| {
+            let v: Value = serde_json::from_str(d).ok()?;
+            (v["method"] == "notifications/progress").then(|| v["params"]["progress"].as_f64())?
+        })
+        .map(|p| p as u64)
+        .collect();
+    assert_eq!(steps, (4..=20).collect::<Vec<_>>(), "{notes:?}");
+    let answer: Value = serde_json::from_str(&last.1).expect("json");
+    assert_eq!(answer["id"], 12);
+    assert!(answer.get("result").is_some(), "{answer}");
+    r.http[2]
+        .until_inflight(&who, &sid, 0, Duration::from_secs(10))
+        .await;
+}
