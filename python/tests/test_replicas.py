@@ -287,3 +287,35 @@ async def test_redis_stopped_is_a_503_with_a_json_rpc_error_through_every_gatewa
     # The old session was in the Redis that went away: gone everywhere.
     r = await http.post(b.url, json=_call(3, "echo", {"text": "x"}), headers=b.headers(token, session))
     assert r.status_code == 404, r.text
+
+
+async def test_a_client_that_leaves_a_stream_through_one_gateway_resumes_it_through_another_to_the_answer(
+    replicas: Replicas, http: httpx.AsyncClient
+) -> None:
+    a, b, _ = replicas.gateways
+    token = a.token()
+    session = await a.initialize(http, token)
+    body = _call(12, "progress", {"steps": 20, "interval_ms": 50}, "leave")
+    seen: list[str] = []
+    # Its own client, closed after three events: the connection goes, the call runs on (with
+    # Redis the runtime does not read a disconnection as a cancellation).
+    async with (
+        httpx.AsyncClient(timeout=httpx.Timeout(10.0)) as leaving,
+        leaving.stream("POST", a.url, json=body, headers=a.headers(token, session)) as response,
+    ):
+        assert response.status_code == 200
+        lines = response.aiter_lines()
+        with anyio.fail_after(BOUND_S):
+            async for line in lines:
+                if line.startswith("id:"):
+                    seen.append(line.removeprefix("id:").strip())
+                    if len(seen) == 3:
+                        break
+    resumed = await _resume(http, b, token, session, seen[-1])
+    assert resumed.status_code == 200, resumed.text
+    events = _events(resumed.text)
+    assert [_seq(i) for i, _ in events] == list(range(4, 4 + len(events)))
+    steps = [m["params"]["progress"] for _, m in events if m.get("method") == "notifications/progress"]
+    assert steps == list(range(4, 21))
+    assert events[-1][1]["id"] == 12
+    assert "result" in events[-1][1], events[-1][1]
