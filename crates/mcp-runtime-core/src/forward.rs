@@ -119,7 +119,7 @@ impl Runtime {
                         id.get(),
                         self.config.state.retention,
                     );
-                    let out = Out { tx, log };
+                    let out = Out::new(tx, log);
                     let rest = pump(stream, out, ev, call, relay, bounds, post);
                     self.tasks.spawn(rest.instrument(tracing::Span::current()));
                     return Ok(Outcome::events(rx));
@@ -447,6 +447,10 @@ impl PostHook {
 
 /// Relays the rest of a streamed upstream call into an SSE response, until the answer, the
 /// deadline, a cancel, or the caller going away (then `call` sends `notifications/cancelled`).
+/// With a shared store (Redis, [`StreamWriter::outlives_its_client`]) the caller going away
+/// does not end the call: as the MCP transport says a disconnect SHOULD NOT cancel, the call
+/// runs on and each event is still stored, so the client resumes the stream with
+/// `Last-Event-ID` (on any replica) and gets the answer.
 /// Notifications pass as they come; the answer goes through `post`, when the call has a post
 /// hook, before it is sent (a refusal or an unreachable policy becomes the request's error).
 async fn pump(
@@ -463,11 +467,15 @@ async fn pump(
         return;
     }
     loop {
-        let next = tokio::select! {
-            r = bounds.run(stream.next()) => r,
-            () = out.tx.closed() => {
-                out.gone(&relay).await;
-                return;
+        let next = if out.log.outlives_its_client() {
+            bounds.run(stream.next()).await
+        } else {
+            tokio::select! {
+                r = bounds.run(stream.next()) => r,
+                () = out.tx.closed() => {
+                    out.gone(&relay).await;
+                    return;
+                }
             }
         };
         let step = match next {
@@ -510,17 +518,39 @@ async fn pump(
 struct Out {
     tx: mpsc::Sender<SseEvent>,
     log: StreamWriter,
+    /// The caller went away and the stream outlives it: events are only stored.
+    detached: bool,
 }
 
 impl Out {
-    /// Numbers and stores `ev` (`end`: the stream's last event), then sends it.
+    fn new(tx: mpsc::Sender<SseEvent>, log: StreamWriter) -> Self {
+        Self {
+            tx,
+            log,
+            detached: false,
+        }
+    }
+
+    /// Numbers and stores `ev` (`end`: the stream's last event), then sends it; once the
+    /// caller went away from a stream that outlives its client, only stores it.
     ///
     /// # Errors
     ///
-    /// The caller went away.
+    /// The caller went away (and the stream does not outlive it).
     async fn send(&mut self, mut ev: SseEvent, end: bool) -> Result<(), ()> {
         self.log.record(&mut ev, end).await;
-        self.tx.send(ev).await.map_err(|_| ())
+        if self.detached {
+            return Ok(());
+        }
+        if self.tx.send(ev).await.is_ok() {
+            return Ok(());
+        }
+        if self.log.outlives_its_client() {
+            tracing::debug!("the client left a resumable stream: the call runs on");
+            self.detached = true;
+            return Ok(());
+        }
+        Err(())
     }
 
     /// The caller went away: the call is cancelled (its `Call` drops), and the stream's history

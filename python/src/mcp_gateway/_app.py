@@ -587,6 +587,16 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
                         "contract_version": runtime.contract_version,
                         "features": list(runtime.features),
                         "open_sessions": runtime.open_sessions,
+                        **(
+                            {
+                                "state_store": {
+                                    "kind": runtime.state_store.kind,
+                                    "reachable": runtime.state_store.reachable,
+                                }
+                            }
+                            if runtime.state_store
+                            else {}
+                        ),
                         **({"detail": runtime.detail} if runtime.detail else {}),
                     },
                 }

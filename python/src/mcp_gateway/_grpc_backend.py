@@ -22,7 +22,7 @@ import grpc
 import grpc.aio
 
 from mcp_gateway._auth import AuthContext
-from mcp_gateway._backend import McpRequest, McpResponse, RuntimeHealth
+from mcp_gateway._backend import McpRequest, McpResponse, RuntimeHealth, StateStoreHealth
 from mcp_gateway._errors import GatewayError, RuntimeTimeoutError, RuntimeUnavailableError
 from mcp_gateway._socket_backend import (
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -274,6 +274,11 @@ class GrpcUdsBackend(SocketBackend):
             contract_version=reply.contract_version,
             features=tuple(reply.features),
             open_sessions=int(reply.open_sessions),
+            state_store=(
+                StateStoreHealth(kind=reply.state_store.kind, reachable=reply.state_store.reachable)
+                if reply.HasField("state_store")
+                else None
+            ),
         )
 
     async def _forward(self, request: McpRequest) -> McpResponse:

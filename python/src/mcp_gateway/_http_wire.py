@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import quote
 
-from mcp_gateway._backend import McpRequest, RuntimeHealth
+from mcp_gateway._backend import McpRequest, RuntimeHealth, StateStoreHealth
 
 __all__ = [
     "DEFAULT_KEEPALIVE_S",
@@ -107,4 +107,12 @@ def health_of(data: Any) -> RuntimeHealth:
         contract_version=data.get("contract_version"),
         features=tuple(data.get("features") or ()),
         open_sessions=data.get("open_sessions"),
+        state_store=_state_store_of(data.get("state_store")),
     )
+
+
+def _state_store_of(data: Any) -> StateStoreHealth | None:
+    """The ``state_store`` object of ``GET /health``, ``None`` when absent or malformed."""
+    if not isinstance(data, dict) or not isinstance(data.get("kind"), str):
+        return None
+    return StateStoreHealth(kind=data["kind"], reachable=data.get("reachable") is True)
