@@ -27,7 +27,7 @@ from urllib.parse import parse_qsl
 
 import httptools
 
-from mcp_gateway.core.observe import HTTP_OPERATIONS, CoreObserver, traceparent_in_body
+from mcp_gateway.core.observe import HTTP_OPERATIONS, CoreObserver, field_in_body
 from mcp_gateway.core.service import KEEPALIVE_S, Core, Reply, Stream
 
 __all__ = ["MAX_BODY_BYTES", "HttpServer"]
@@ -131,10 +131,10 @@ class _Connection(asyncio.Protocol):
         if operation is None or self._observer is None:
             answer = self._answer(method, path, query, body)
         else:
-            traceparent = self._traceparent or (
-                traceparent_in_body(body) if operation == "ResolveCaller" else ""
-            )
-            with self._observer.call("http", operation, traceparent) as call:
+            resolve = operation == "ResolveCaller"
+            traceparent = self._traceparent or (field_in_body(body, "traceparent") if resolve else "")
+            request_id = field_in_body(body, "requestId") if resolve else ""
+            with self._observer.call("http", operation, traceparent, request_id) as call:
                 answer = self._answer(method, path, query, body)
                 if isinstance(answer, Reply) and answer.status >= 500:
                     call.ok, call.status = False, str(answer.status)

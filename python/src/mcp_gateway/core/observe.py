@@ -29,7 +29,7 @@ import grpc.aio
 from mcp_gateway._metrics import CoreMetrics
 from mcp_gateway._telemetry import Tracing, trace_id_of, traceparent_of
 
-__all__ = ["ACCESS_LOGGER", "HTTP_OPERATIONS", "Call", "CoreObserver", "GrpcObserver", "traceparent_in_body"]
+__all__ = ["ACCESS_LOGGER", "HTTP_OPERATIONS", "Call", "CoreObserver", "GrpcObserver", "field_in_body"]
 
 ACCESS_LOGGER = logging.getLogger("mcp_gateway.core.access")
 """The per-call line (``msg="request"``), at ``info``."""
@@ -44,12 +44,18 @@ HTTP_OPERATIONS = {
 }
 """The HTTP/JSON routes observed, by the ``operation`` they are; others (health) are not."""
 
-_TRACEPARENT_FIELD = re.compile(rb'"traceparent"\s*:\s*"([^"\\]{0,64})"')
+_FIELDS = {
+    name: re.compile(rb'"' + name.encode() + rb'"\s*:\s*"([^"\\]{0,128})"')
+    for name in ("traceparent", "requestId")
+}
 
 
-def traceparent_in_body(body: bytes) -> str:
-    """The ``traceparent`` field of an HTTP/JSON request body's first 4 KiB, ``""`` if none."""
-    found = _TRACEPARENT_FIELD.search(body[:4096])
+def field_in_body(body: bytes, name: str) -> str:
+    """A string field (``traceparent``, ``requestId``) of a request body's first 4 KiB, ``""`` if none.
+
+    Read without parsing the body (the route parses it once, after).
+    """
+    found = _FIELDS[name].search(body[:4096])
     return found.group(1).decode("ascii", "replace") if found else ""
 
 
