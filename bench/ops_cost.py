@@ -24,7 +24,17 @@ with the load generator, the runtime and the gateway sharing a small machine, re
 with everything else running, while the gateway's CPU per request is what the variant adds.
 ``cost_pct`` compares each variant's medians with ``off``'s.
 
-``--profile VARIANT`` also records the gateway of that variant with py-spy for one measurement
+``--in-process`` measures the gateway's ASGI app alone instead, in this process: the real
+app of ``create_app`` (authentication, the endpoint, the concurrency limit, the observer) in
+front of a backend that answers every call with the same small JSON result at once, called
+``--requests`` times per round with the ASGI messages of a ``tools/call``; reported is the CPU
+time per request (``time.process_time``, every thread of the process: the span exporter's and
+the log handler's included). Nothing else runs in the measured loop, so a loaded machine moves
+it much less than the end-to-end rows; it is the gateway's own cost of each variant. The spans
+go to the same sink process, the log lines to a file. ``--profile VARIANT`` then runs that
+variant under cProfile and prints the functions with the most own time.
+
+``--profile VARIANT`` (end to end) also records the gateway of that variant with py-spy for one measurement
 (``--profile-out``, py-spy's raw collapsed stacks) and prints the functions with the most
 samples (own time).
 
@@ -213,6 +223,155 @@ def top_functions(raw: Path, limit: int = 25) -> list[tuple[str, float]]:
     return [(name, 100 * n / total) for name, n in own.most_common(limit)]
 
 
+class CannedBackend:
+    """A backend answering every request with one small JSON result at once (``--in-process``)."""
+
+    BODY = b'{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"' + b"x" * 100 + b'"}]}}'
+
+    async def handle(self, request: Any) -> Any:
+        from mcp_gateway._backend import McpResponse
+
+        return McpResponse(status=200, headers=[("content-type", "application/json")], body=self.BODY)
+
+    async def start(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+    async def health(self) -> Any:
+        from mcp_gateway._backend import RuntimeHealth
+
+        return RuntimeHealth(reachable=True, status="serving")
+
+
+def in_process_app(variant: str, sink: str, logfile: Path) -> Any:
+    """The gateway app of ``variant`` over :class:`CannedBackend`, logging set for the variant."""
+    import logging
+
+    from mcp_gateway._app import create_app
+    from mcp_gateway._logging import configure
+    from mcp_gateway._metrics import GatewayMetrics
+    from mcp_gateway._settings import Settings
+    from mcp_gateway._telemetry import tracing_from_env
+
+    logs = variant in ("logs", "all")
+    configure("info" if logs else "warning", "json", logfile.open("a", encoding="utf-8"))
+    logging.getLogger("mcp_gateway.access").disabled = False
+    settings = Settings(jwt_secret="bench-ops-secret-0123456789abcdef", grpc_uds="/nonexistent")
+    metrics = GatewayMetrics("grpc") if variant in ("metrics", "all") else None
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": sink} if variant in ("tracing", "all") else {}
+    tracing = tracing_from_env("bench-ops", env)
+    return create_app(settings, CannedBackend(), metrics=metrics, tracing=tracing), tracing  # type: ignore[arg-type]
+
+
+async def drive(app: Any, requests: int, token: str) -> float:
+    """Send ``requests`` ``tools/call`` requests through ``app``; CPU seconds per request."""
+    body = json.dumps(
+        {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "echo", "arguments": {"text": "x" * 100}}}
+    ).encode()
+    headers = [
+        (b"host", b"127.0.0.1:4444"),
+        (b"authorization", f"Bearer {token}".encode()),
+        (b"content-type", b"application/json"),
+        (b"accept", ACCEPT.encode()),
+        (b"mcp-session-id", b"0123456789abcdef0123456789abcdef"),
+        (b"mcp-protocol-version", PROTOCOL.encode()),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+        "path": "/mcp", "raw_path": b"/mcp", "query_string": b"", "root_path": "", "headers": headers,
+        "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 4444),
+    }  # fmt: skip
+    sent: list[int] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            sent.append(message["status"])
+
+    async def one() -> None:
+        delivered = False
+        done = asyncio.Event()
+
+        async def receive() -> dict[str, Any]:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await done.wait()
+            return {"type": "http.disconnect"}
+
+        await app(dict(scope), receive, send)
+        done.set()
+
+    for _ in range(50):
+        await one()
+    sent.clear()
+    cpu0 = time.process_time()
+    for _ in range(requests):
+        await one()
+    cpu = time.process_time() - cpu0
+    assert sent == [200] * requests, sent[:3]
+    return cpu / requests
+
+
+async def in_process(args: argparse.Namespace) -> int:
+    import cProfile
+    import pstats
+
+    sink_port = free_port()
+    sink = subprocess.Popen([sys.executable, "-c", SINK, str(sink_port)])
+    workdir = Path(tempfile.mkdtemp(prefix="ops-cost-"))
+    token = mint_token("bench-ops-secret-0123456789abcdef", "bench@example.com", teams=None, is_admin=True)
+    apps = {v: in_process_app(v, f"http://127.0.0.1:{sink_port}", workdir / f"{v}.log") for v in args.variants}
+    cpu: dict[str, list[float]] = {v: [] for v in args.variants}
+    try:
+        for round_no in range(args.rounds):
+            shift = round_no % len(args.variants)
+            for variant in args.variants[shift:] + args.variants[:shift]:
+                _configure_logs(variant, workdir)
+                per = await drive(apps[variant][0], args.requests, token)
+                cpu[variant].append(per * 1e6)
+                print(f"round {round_no + 1} {variant:8s} {per * 1e6:7.1f} us CPU/request", file=sys.stderr)
+        if args.profile:
+            _configure_logs(args.profile, workdir)
+            profiler = cProfile.Profile()
+            profiler.enable()
+            await drive(apps[args.profile][0], args.requests, token)
+            profiler.disable()
+            print(f"\ncProfile of {args.profile} (own time):", file=sys.stderr)
+            stats = pstats.Stats(profiler, stream=sys.stderr)
+            stats.sort_stats("tottime").print_stats(25)
+            stats.sort_stats("cumulative").print_stats("_observe|_telemetry|_logging|_metrics|opentelemetry|logging", 30)
+    finally:
+        for _app, tracing in apps.values():
+            if tracing is not None:
+                tracing.shutdown()
+        stop(sink)
+        shutil.rmtree(workdir, ignore_errors=True)
+    base = statistics.median(cpu["off"])
+    print(f"\nin-process ASGI app, {args.rounds} rounds x {args.requests} tools/call requests")
+    print("| variant | gateway CPU us/request median (min-max) | cost vs off |")
+    print("|---|---|---|")
+    report = []
+    for variant in args.variants:
+        s = summary(cpu[variant])
+        cost = 100 * (s["median"] / base - 1)
+        report.append({"variant": variant, "cpu_us_per_request": s, "cost_pct": cost, "rounds": cpu[variant]})
+        print(f"| {variant} | {s['median']:.1f} ({s['min']:.1f}-{s['max']:.1f}) | {cost:+.1f}% |")
+    if args.json_out:
+        args.json_out.write_text(json.dumps({"in_process": True, "args": sys.argv[1:], "variants": report}, indent=1))
+    return 0
+
+
+def _configure_logs(variant: str, workdir: Path) -> None:
+    from mcp_gateway._logging import configure
+
+    logs = variant in ("logs", "all")
+    configure("info" if logs else "warning", "json", (workdir / f"{variant}.log").open("a", encoding="utf-8"))
+
+
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     default_bin = ROOT / "target" / ("release" if (ROOT / "target/release/mcp-runtime").exists() else "python-bin")
@@ -226,9 +385,13 @@ async def main() -> int:
     parser.add_argument("--profile", choices=VARIANTS)
     parser.add_argument("--profile-out", type=Path, default=Path("ops-profile.txt"))
     parser.add_argument("--json-out", type=Path)
+    parser.add_argument("--in-process", action="store_true", help="the ASGI app alone (see above)")
+    parser.add_argument("--requests", type=int, default=5000, help="--in-process: requests per round")
     args = parser.parse_args()
     if "off" not in args.variants:
         args.variants.insert(0, "off")
+    if args.in_process:
+        return await in_process(args)
     workdir = Path(tempfile.mkdtemp(prefix="ops-cost-"))
     results: dict[str, list[dict[str, Any]]] = {v: [] for v in args.variants}
     try:

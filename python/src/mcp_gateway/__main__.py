@@ -61,7 +61,9 @@ def _serve(args: argparse.Namespace) -> int:
             from mcp_gateway._baseline.catalog import load_catalog
 
             load_catalog(settings.catalog)
-        tracing: Tracing | None = tracing_from_env("mcp-gateway", env)
+        tracing: Tracing | None = tracing_from_env(
+            "mcp-gateway", env, {"mcp.gateway.mode": settings.mode.value}
+        )
         backend = make_backend(settings)
         readiness = Readiness(backend)
         metrics: GatewayMetrics | None = None
@@ -176,7 +178,9 @@ def app_from_env() -> object:
 
     env = dict(os.environ)
     configure(*level_and_format(None, env, "MCP_GATEWAY"))
-    return create_app(Settings.from_env(env), tracing=tracing_from_env("mcp-gateway", env))
+    settings = Settings.from_env(env)
+    mode = {"mcp.gateway.mode": settings.mode.value}
+    return create_app(settings, tracing=tracing_from_env("mcp-gateway", env, mode))
 
 
 def _token(args: argparse.Namespace) -> int:

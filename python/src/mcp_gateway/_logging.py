@@ -48,11 +48,15 @@ REQUEST_FIELDS = (
 """The fields a per-request line may carry (``extra=`` of the logging call), in output order."""
 
 
+_second: list[Any] = [-1, ""]
+"""The last whole second formatted by :func:`_ts` and its text (one ``strftime`` a second)."""
+
+
 def _ts(created: float) -> str:
     seconds = int(created)
-    return (
-        time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{int((created - seconds) * 1000):03d}Z"
-    )
+    if _second[0] != seconds:
+        _second[:] = [seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))]
+    return f"{_second[1]}.{int((created - seconds) * 1000):03d}Z"
 
 
 class JsonFormatter(logging.Formatter):
@@ -120,7 +124,16 @@ def level_and_format(
 
 
 def configure(level: str, fmt: str, stream: TextIO | None = None) -> None:
-    """Send every logger's records at ``level`` and above to ``stream`` (stderr) in ``fmt``."""
+    """Send every logger's records at ``level`` and above to ``stream`` (stderr) in ``fmt``.
+
+    Also switches off what neither format prints, as the logging HOWTO's "Optimization" section
+    says: the caller's file and line (a walk up the stack for every record), thread, process and
+    multiprocessing names.
+    """
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+    logging._srcfile = None  # documented in logging's source: skips findCaller
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()

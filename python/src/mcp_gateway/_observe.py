@@ -85,11 +85,7 @@ class Observed:
         self.span = span = tracing.start_server_span(
             http_method,
             traceparent,
-            {
-                "http.request.method": http_method,
-                "url.path": path,
-                "mcp.gateway.mode": self.observer.mode,
-            },
+            {"http.request.method": http_method, "url.path": path},
         )
         self.traceparent = traceparent_of(span)
         return self.traceparent
@@ -143,8 +139,9 @@ class Observed:
                 "http.response.status_code": status,
                 "mcp.method.name": self.mcp_method,
                 "mcp.request.id": self.request_id,
-                "mcp.rpc_code": rpc_code,
             }
+            if rpc_code not in _OK_CODES:
+                attributes["mcp.rpc_code"] = rpc_code
             if self.session_id:
                 attributes["mcp.session.id"] = self.session_id
             if status >= 500:

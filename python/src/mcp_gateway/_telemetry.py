@@ -76,9 +76,13 @@ class Tracing:
         service_name: ``service.name`` unless ``OTEL_SERVICE_NAME`` (or
             ``OTEL_RESOURCE_ATTRIBUTES``) says otherwise.
         env: The environment the exporter reads.
+        resource: More resource attributes (sent once per export batch, not per span: the
+            gateway's mode is one).
     """
 
-    def __init__(self, service_name: str, env: Mapping[str, str]) -> None:
+    def __init__(
+        self, service_name: str, env: Mapping[str, str], resource: Mapping[str, str] | None = None
+    ) -> None:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
@@ -87,7 +91,7 @@ class Tracing:
 
         from mcp_gateway import __version__
 
-        attributes: dict[str, Any] = {"service.version": __version__}
+        attributes: dict[str, Any] = {"service.version": __version__, **(resource or {})}
         if not env.get("OTEL_SERVICE_NAME"):
             attributes["service.name"] = service_name
         self._provider: TracerProvider = TracerProvider(resource=Resource.create(attributes))
@@ -118,7 +122,9 @@ class Tracing:
         self._provider.shutdown()
 
 
-def tracing_from_env(service_name: str, env: Mapping[str, str]) -> Tracing | None:
+def tracing_from_env(
+    service_name: str, env: Mapping[str, str], resource: Mapping[str, str] | None = None
+) -> Tracing | None:
     """The process's tracing per the standard variables, ``None`` when off.
 
     Raises:
@@ -132,4 +138,4 @@ def tracing_from_env(service_name: str, env: Mapping[str, str]) -> Tracing | Non
             raise ConfigError(f"{name}={protocol!r}: only http/protobuf is supported")
         if protocol:
             break
-    return Tracing(service_name, env)
+    return Tracing(service_name, env, resource)
