@@ -13,7 +13,9 @@ table. Variants (``docs/operations.md``):
   request to a file;
 - ``tracing``: ``off`` plus ``OTEL_EXPORTER_OTLP_ENDPOINT`` at a sink process that answers every
   OTLP/HTTP export 200 and drops it (every request sampled: one span each);
-- ``all``: the three together.
+- ``tracing-10pct``: ``tracing`` with ``OTEL_TRACES_SAMPLER=parentbased_traceidratio`` and
+  ``OTEL_TRACES_SAMPLER_ARG=0.1`` (one request in ten recorded and exported);
+- ``all``: metrics, logs and tracing (every request) together.
 
 Each measurement: ``--concurrency`` asyncio workers in this process, each with its own
 keep-alive connection (aiohttp) and its own MCP session, send ``tools/call echo`` (100 bytes)
@@ -72,7 +74,9 @@ from mcp_gateway.testing import free_port, start_fixture, start_gateway, start_r
 ROOT = Path(__file__).resolve().parent.parent
 PROTOCOL = "2025-11-25"
 ACCEPT = "application/json, text/event-stream"
-VARIANTS = ("off", "metrics", "logs", "tracing", "all")
+VARIANTS = ("off", "metrics", "logs", "tracing", "tracing-10pct", "all")
+BATCH = 100
+"""``--in-process``: requests of one variant before the next variant's turn."""
 TICK_US = 1_000_000 / os.sysconf("SC_CLK_TCK")
 
 SINK = """
@@ -106,8 +110,10 @@ def variant_env(variant: str, metrics_port: int, sink: str, logdir: Path) -> dic
         env["MCP_GATEWAY_METRICS_LISTEN"] = f"127.0.0.1:{metrics_port}"
     if variant in ("logs", "all"):
         env.update(MCP_GATEWAY_LOG_LEVEL="info", MCP_GATEWAY_LOG_FORMAT="json")
-    if variant in ("tracing", "all"):
+    if variant in ("tracing", "tracing-10pct", "all"):
         env.update(OTEL_EXPORTER_OTLP_ENDPOINT=sink, OTEL_SERVICE_NAME=f"bench-{variant}")
+    if variant == "tracing-10pct":
+        env.update(OTEL_TRACES_SAMPLER="parentbased_traceidratio", OTEL_TRACES_SAMPLER_ARG="0.1")
     return env
 
 
@@ -247,25 +253,27 @@ class CannedBackend:
 
 def in_process_app(variant: str, sink: str, logfile: Path) -> Any:
     """The gateway app of ``variant`` over :class:`CannedBackend`, logging set for the variant."""
-    import logging
-
     from mcp_gateway._app import create_app
-    from mcp_gateway._logging import configure
     from mcp_gateway._metrics import GatewayMetrics
     from mcp_gateway._settings import Settings
     from mcp_gateway._telemetry import tracing_from_env
 
-    logs = variant in ("logs", "all")
-    configure("info" if logs else "warning", "json", logfile.open("a", encoding="utf-8"))
-    logging.getLogger("mcp_gateway.access").disabled = False
+    _configure_logs(variant, logfile.parent)
     settings = Settings(jwt_secret="bench-ops-secret-0123456789abcdef", grpc_uds="/nonexistent")
     metrics = GatewayMetrics("grpc") if variant in ("metrics", "all") else None
-    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": sink} if variant in ("tracing", "all") else {}
-    tracing = tracing_from_env("bench-ops", env)
+    env = variant_env(variant, 0, sink, logfile.parent)
+    # The SDK reads its sampler from os.environ when the provider is made.
+    saved = dict(os.environ)
+    os.environ.update({k: v for k, v in env.items() if k.startswith("OTEL_TRACES_SAMPLER")})
+    try:
+        tracing = tracing_from_env("bench-ops", env)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
     return create_app(settings, CannedBackend(), metrics=metrics, tracing=tracing), tracing  # type: ignore[arg-type]
 
 
-async def drive(app: Any, requests: int, token: str) -> float:
+async def drive(app: Any, requests: int, token: str, warmup: int = 50) -> float:
     """Send ``requests`` ``tools/call`` requests through ``app``; CPU seconds per request."""
     body = json.dumps(
         {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "echo", "arguments": {"text": "x" * 100}}}
@@ -305,7 +313,7 @@ async def drive(app: Any, requests: int, token: str) -> float:
         await app(dict(scope), receive, send)
         done.set()
 
-    for _ in range(50):
+    for _ in range(warmup):
         await one()
     sent.clear()
     cpu0 = time.process_time()
@@ -327,11 +335,20 @@ async def in_process(args: argparse.Namespace) -> int:
     apps = {v: in_process_app(v, f"http://127.0.0.1:{sink_port}", workdir / f"{v}.log") for v in args.variants}
     cpu: dict[str, list[float]] = {v: [] for v in args.variants}
     try:
+        for variant in args.variants:
+            _configure_logs(variant, workdir)
+            await drive(apps[variant][0], 200, token)
         for round_no in range(args.rounds):
-            shift = round_no % len(args.variants)
-            for variant in args.variants[shift:] + args.variants[:shift]:
-                _configure_logs(variant, workdir)
-                per = await drive(apps[variant][0], args.requests, token)
+            # The variants take turns every BATCH requests, so that whatever else loads the
+            # machine weighs on each alike.
+            spent = dict.fromkeys(args.variants, 0.0)
+            for batch in range(max(1, args.requests // BATCH)):
+                shift = (round_no + batch) % len(args.variants)
+                for variant in args.variants[shift:] + args.variants[:shift]:
+                    _configure_logs(variant, workdir)
+                    spent[variant] += await drive(apps[variant][0], BATCH, token, warmup=0)
+            for variant in args.variants:
+                per = spent[variant] / max(1, args.requests // BATCH)
                 cpu[variant].append(per * 1e6)
                 print(f"round {round_no + 1} {variant:8s} {per * 1e6:7.1f} us CPU/request", file=sys.stderr)
         if args.profile:
@@ -365,11 +382,17 @@ async def in_process(args: argparse.Namespace) -> int:
     return 0
 
 
+_LOG_STREAMS: dict[Path, Any] = {}
+
+
 def _configure_logs(variant: str, workdir: Path) -> None:
+    """Root logging as the variant's gateway has it: request lines (JSON, to a file) or none."""
     from mcp_gateway._logging import configure
 
-    logs = variant in ("logs", "all")
-    configure("info" if logs else "warning", "json", (workdir / f"{variant}.log").open("a", encoding="utf-8"))
+    path = workdir / f"{variant}.log"
+    if path not in _LOG_STREAMS:
+        _LOG_STREAMS[path] = path.open("a", encoding="utf-8")
+    configure("info" if variant in ("logs", "all") else "warning", "json", _LOG_STREAMS[path])
 
 
 async def main() -> int:

@@ -6,7 +6,8 @@ exporter is on when ``OTEL_TRACES_EXPORTER`` includes ``otlp``, or when it is un
 ``OTEL_SDK_DISABLED=true`` or ``OTEL_TRACES_EXPORTER=none`` keep it off. Only OTLP/HTTP with
 protobuf is exported (``OTEL_EXPORTER_OTLP_PROTOCOL`` / ``OTEL_EXPORTER_OTLP_TRACES_PROTOCOL``
 unset or ``http/protobuf``; anything else is a :class:`ConfigError`). The exporter reads its
-endpoint, headers and timeout from the same variables itself; spans leave through the SDK's
+headers and timeout from the same variables itself (its endpoint is given:
+:func:`traces_endpoint`); spans leave through the SDK's
 batch processor (``OTEL_BSP_*``), never on the request's path.
 
 When off, :func:`tracing_from_env` returns ``None``, the SDK is not even imported, and callers
@@ -29,7 +30,14 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.trace import Span, Tracer
 
-__all__ = ["Tracing", "parse_traceparent", "trace_id_of", "traceparent_of", "tracing_from_env"]
+__all__ = [
+    "Tracing",
+    "parse_traceparent",
+    "trace_id_of",
+    "traceparent_of",
+    "traces_endpoint",
+    "tracing_from_env",
+]
 
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 
@@ -58,6 +66,20 @@ def traceparent_of(span: Span) -> str:
     """The W3C ``traceparent`` naming ``span`` as the parent (what the next hop is sent)."""
     ctx = span.get_span_context()
     return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
+
+
+def traces_endpoint(env: Mapping[str, str]) -> str:
+    """Where spans are sent: the OTLP exporter specification's rule, read from ``env``.
+
+    ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` as it is, else ``OTEL_EXPORTER_OTLP_ENDPOINT`` plus
+    ``/v1/traces``, else ``http://localhost:4318/v1/traces``. (Given to the exporter explicitly,
+    so that ``env`` and not only ``os.environ`` decides.)
+    """
+    traces = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip()
+    if traces:
+        return traces
+    base = env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip() or "http://localhost:4318"
+    return base.rstrip("/") + "/v1/traces"
 
 
 def _enabled(env: Mapping[str, str]) -> bool:
@@ -95,7 +117,7 @@ class Tracing:
         if not env.get("OTEL_SERVICE_NAME"):
             attributes["service.name"] = service_name
         self._provider: TracerProvider = TracerProvider(resource=Resource.create(attributes))
-        self._provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        self._provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=traces_endpoint(env))))
         self.tracer: Tracer = self._provider.get_tracer("mcp_gateway", __version__)
         self._server_kind = SpanKind.SERVER
         self._span_context = SpanContext
