@@ -116,6 +116,14 @@ def mcp_method_of(http_method: str, body: bytes) -> str:
     """
     if http_method != "POST":
         return http_method if http_method in ("GET", "DELETE") else "unknown"
+    # Fast path: compact JSON (what SDK clients send), no regex, no copy of the body.
+    start = body.find(b'"method":"', 0, _SCAN_BYTES)
+    if start >= 0:
+        end = body.find(b'"', start + 10, start + 80)
+        if end > 0:
+            name = body[start + 10 : end].decode("ascii", "replace")
+            if name in MCP_METHODS:
+                return name
     head = body[:_SCAN_BYTES]
     found = _METHOD.search(head)
     if found is None:
@@ -162,11 +170,10 @@ def rpc_code_of(content_type: str | None, body: bytes) -> str:
         return "stream"
     if not content_type.startswith("application/json") or not body:
         return "none"
-    head = body[:512]
-    result, error = head.find(b'"result"'), head.find(b'"error"')
+    result, error = body.find(b'"result"', 0, 512), body.find(b'"error"', 0, 512)
     if error < 0 or 0 <= result < error:
         return "ok" if result >= 0 else "none"
-    found = _CODE.search(head, error)
+    found = _CODE.search(body, error, 512)
     return rpc_code_class(int(found.group(1))) if found else "other"
 
 

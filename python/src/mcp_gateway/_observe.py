@@ -45,6 +45,7 @@ class Observed:
     """One request's record, filled in by the endpoint and the ``send`` wrapper."""
 
     __slots__ = (
+        "_send",
         "content_type",
         "head_at",
         "mcp_method",
@@ -72,6 +73,7 @@ class Observed:
         self.streaming = False
         self.span: Span | None = None
         self.traceparent = ""
+        self._send: Send | None = None
 
     def begin(self, traceparent: str, http_method: str, path: str) -> str:
         """Start the span (tracing on); returns the ``traceparent`` to send to the runtime.
@@ -98,8 +100,11 @@ class Observed:
 
     def wrap(self, send: Send) -> Send:
         """``send`` that notes the status, the content type and the first body chunk."""
+        self._send = send
+        return self._observed_send
 
-        async def observed_send(message: Message) -> None:
+    async def _observed_send(self, message: Message) -> None:
+        if self.rpc_code is None:
             kind = message["type"]
             if kind == "http.response.start":
                 self.head_at = time.perf_counter()
@@ -114,11 +119,10 @@ class Observed:
                     metrics = self.observer.metrics
                     if metrics is not None:
                         metrics.streams.inc()
-            elif self.rpc_code is None and kind == "http.response.body":
+            elif kind == "http.response.body":
                 self.rpc_code = rpc_code_of(self.content_type, message.get("body", b""))
-            await send(message)
-
-        return observed_send
+        assert self._send is not None
+        await self._send(message)
 
     def finish(self) -> None:
         """Record the request: metrics, the span's end, the log line."""
