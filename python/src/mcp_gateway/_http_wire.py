@@ -53,7 +53,8 @@ def runtime_headers(request: McpRequest) -> dict[str, str]:
     """The headers sent to the runtime: the AuthContext, the request id and the MCP headers present.
 
     Returns:
-        Lower-case names: ``x-contextforge-auth-context``, ``x-request-id``, and those of
+        Lower-case names: ``x-contextforge-auth-context``, ``x-request-id``, ``traceparent``
+        (the AuthContext's, when set: ``docs/operations.md``, Traces), and those of
         ``mcp-session-id``, ``mcp-protocol-version``, ``accept``, ``last-event-id`` and
         ``content-type`` that the client sent.
     """
@@ -61,6 +62,8 @@ def runtime_headers(request: McpRequest) -> dict[str, str]:
         "x-contextforge-auth-context": request.auth.to_header_value(),
         "x-request-id": request.request_id,
     }
+    if request.auth.traceparent:
+        headers["traceparent"] = request.auth.traceparent
     for name, value in (
         ("mcp-session-id", request.session_id),
         ("mcp-protocol-version", request.protocol_version),

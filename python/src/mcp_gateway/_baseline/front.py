@@ -334,6 +334,11 @@ class PythonBaseline:
             stack, self._stack = self._stack, None
             await stack.aclose()
 
+    @property
+    def open_sessions(self) -> int:
+        """Sessions held now (``mcp_sessions_open``)."""
+        return len(self._sessions)
+
     async def health(self) -> RuntimeHealth:
         """Always reachable: the runtime is this process."""
         return RuntimeHealth(

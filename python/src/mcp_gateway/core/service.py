@@ -247,6 +247,12 @@ class Core:
         self.policy = policy
         self.plugins = plugins
         self.records = Records()
+        self.serving = False
+        """Readiness: set once the sockets serve (``/ready``)."""
+        self.draining = False
+        """Set when shutdown begins: ``/ready`` is 503 ``draining`` from then on."""
+        self.on_revoke: Callable[[str], None] | None = None
+        """Told the kind (``token``, ``subject``, ``all``) of each revocation made (metrics)."""
 
     def invoke_hook(
         self, point: HookPoint, name: str, caller: AuthContext, payload: bytes | dict[str, Any]
@@ -397,11 +403,22 @@ class Core:
     def _health(self, _query: Mapping[str, str], _body: bytes) -> Reply:
         return Reply(200, _dumps(self.health()))
 
+    def _ready(self, _query: Mapping[str, str], _body: bytes) -> Reply:
+        if self.draining:
+            return Reply(503, b'{"status":"not_ready","reason":"draining"}')
+        if not self.serving:
+            return Reply(503, b'{"status":"not_ready","reason":"starting"}')
+        return Reply(200, b'{"status":"ready"}')
+
     def _revoke(self, _query: Mapping[str, str], body: bytes) -> Reply:
         try:
-            generation = self.policy.revoke(revocation_from_json(_object(body)))
+            revocation = revocation_from_json(_object(body))
+            generation = self.policy.revoke(revocation)
         except ValueError as e:
             raise BadRequest(str(e)) from e
+        if self.on_revoke is not None:
+            kind = "token" if revocation.token_sha256 else "subject" if revocation.subject_email else "all"
+            self.on_revoke(kind)
         return Reply(200, _dumps({"generation": generation}))
 
     def _stats(self, _query: Mapping[str, str], _body: bytes) -> Reply:
@@ -416,6 +433,7 @@ _ROUTES: dict[str, tuple[str, _Handler]] = {
     "/v1/record-calls": ("POST", Core._record),
     "/v1/watch-policy": ("GET", Core._watch),
     "/health": ("GET", Core._health),
+    "/ready": ("GET", Core._ready),
     "/admin/revoke": ("POST", Core._revoke),
     "/admin/stats": ("GET", Core._stats),
 }
