@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tokio_util::task::TaskTracker;
@@ -300,6 +300,22 @@ impl Runtime {
         req: Request,
         reserved: Option<crate::quota::BodyReservation>,
     ) -> Outcome {
+        self.handle_observed(req, reserved, Instant::now()).await
+    }
+
+    /// [`Runtime::handle_reserved`] for a request whose head arrived at `started`: the
+    /// request is counted in the metrics (`crate::metrics`, when on) and logged in one line
+    /// at `info` on the target `mcp_runtime::access` (request id, trace id, session id,
+    /// surface, MCP method, HTTP status, JSON-RPC code class, outcome, duration in ms; never
+    /// the caller's credentials or the AuthContext). An SSE answer holds the in-flight and
+    /// open-stream gauges until its stream ends.
+    pub async fn handle_observed(
+        self: &Arc<Self>,
+        req: Request,
+        reserved: Option<crate::quota::BodyReservation>,
+        started: Instant,
+    ) -> Outcome {
+        use crate::metrics::{self, Mode, RpcCode};
         // A debug-level span: at the default `info` filter it is disabled and costs nothing;
         // an enabled span costs 8-13 µs per request with the fmt layer (measured with
         // mcp-bench and perf), a quarter of the runtime's CPU for a `ping`.
@@ -311,14 +327,68 @@ impl Runtime {
             session = req.headers.session_id.as_deref().unwrap_or(""),
             request_id = req.request_id.as_deref().unwrap_or(""),
         );
-        async move {
+        let mode = Mode::from(req.transport);
+        let m = metrics::get();
+        let in_flight = m.map(|m| m.in_flight(mode));
+        // What the request line needs, taken only when the line is wanted.
+        let log =
+            tracing::enabled!(target: "mcp_runtime::access", tracing::Level::INFO).then(|| {
+                (
+                    req.request_id.clone(),
+                    req.headers.session_id.clone(),
+                    trace_id_of(&req.auth.traceparent).map(str::to_owned),
+                )
+            });
+        let mut outcome = async move {
             let outcome = self.dispatch(req, reserved).await;
             tracing::debug!(status = outcome.head.status, "answered");
             outcome
         }
         .instrument(span)
-        .await
+        .await;
+        if m.is_none() && log.is_none() {
+            return outcome;
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        let rpc = RpcCode::of_outcome(&outcome);
+        let status = outcome.head.status;
+        if let Some(m) = m {
+            m.record_request(mode, outcome.mcp_method, status, rpc, seconds);
+            if let (crate::request::Body::Events(ev), Some(f)) = (&mut outcome.body, in_flight) {
+                ev._gauges = Some((f, m.stream(mode)));
+            }
+        }
+        if let Some((request_id, session_id, trace_id)) = log {
+            let ok = status < 400 && matches!(rpc, RpcCode::Ok | RpcCode::Stream | RpcCode::None);
+            let session_id = session_id
+                .as_deref()
+                .or(outcome.head.header("mcp-session-id"));
+            tracing::info!(
+                target: "mcp_runtime::access",
+                request_id = request_id.as_deref(),
+                trace_id = trace_id.as_deref(),
+                session_id,
+                mode = mode.as_str(),
+                mcp_method = outcome.mcp_method.as_str(),
+                http_status = status,
+                rpc_code = rpc.as_str(),
+                outcome = if ok { "ok" } else { "error" },
+                duration_ms = (seconds * 1e6).round() / 1e3,
+                "request"
+            );
+        }
+        outcome
     }
+}
+
+/// The trace id (32 lower-case hex digits) of a W3C `traceparent`
+/// (`00-<trace id>-<parent id>-<flags>`), or `None` when the value is not one.
+#[must_use]
+pub fn trace_id_of(traceparent: &str) -> Option<&str> {
+    let mut parts = traceparent.split('-');
+    let (_version, trace, parent) = (parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    (hex(trace, 32) && hex(parent, 16) && trace.bytes().any(|b| b != b'0')).then_some(trace)
 }
 
 /// The `initialize` result for `version`, built with rmcp's model types: tools, resources,

@@ -107,6 +107,8 @@ pub(crate) struct Upstream {
     proxy: Option<&'static str>,
     /// A stdio upstream's child process and session (then the HTTP fields are unused).
     stdio: Option<stdio::Stdio>,
+    /// The catalog id as the `upstream` label of the metrics (shared, not copied per call).
+    pub(crate) label: Arc<str>,
 }
 
 impl Upstream {
@@ -151,6 +153,7 @@ impl Upstream {
         });
         Self {
             uri: Arc::from(config.url.as_str()),
+            label: Arc::from(config.id.as_str()),
             config,
             client,
             connection: Mutex::new(None),
