@@ -351,10 +351,12 @@ pub struct UpstreamMethodLabels {
     pub mcp_method: McpMethod,
 }
 
-/// A label set of one static string label (`reason`, `kind`, `operation`, `grpc_status`).
+/// Labels of `mcp_connections_refused_total`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-pub struct ReasonLabel {
-    /// Why (a snake_case word).
+pub struct RefusedLabels {
+    /// The socket.
+    pub mode: Mode,
+    /// Why: `max_connections`, `peer_uid`, `header_timeout`.
     pub reason: &'static str,
 }
 
@@ -392,18 +394,22 @@ struct VersionLabel {
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
-    /// `[mode][method]`, resolved at [`enable`].
-    durations: Vec<Vec<Histogram>>,
-    in_flight: Vec<Gauge>,
-    streams: Vec<Gauge>,
+    duration_family: Family<MethodLabels, Histogram, fn() -> Histogram>,
+    in_flight_family: Family<ModeLabel, Gauge>,
+    streams_family: Family<ModeLabel, Gauge>,
+    /// `[mode][method]`: each resolved from its family at first use, then one atomic load
+    /// (a series appears in the output once it was used).
+    durations: Vec<Vec<OnceLock<Histogram>>>,
+    in_flight: Vec<OnceLock<Gauge>>,
+    streams: Vec<OnceLock<Gauge>>,
     /// `mcp_sessions_open`, set at each scrape.
     pub sessions_open: Gauge,
     /// `mcp_boundary_errors_total`.
     pub boundary_errors: Family<BoundaryLabels, Counter>,
     /// `mcp_connections_admitted_total`.
-    pub connections_admitted: Counter,
+    pub connections_admitted: Family<ModeLabel, Counter>,
     /// `mcp_connections_refused_total`.
-    pub connections_refused: Family<ReasonLabel, Counter>,
+    pub connections_refused: Family<RefusedLabels, Counter>,
     upstream_requests: Family<UpstreamLabels, Counter>,
     upstream_durations: Family<UpstreamMethodLabels, Histogram, fn() -> Histogram>,
     /// `mcp_policy_cache_hits_total`.
@@ -460,30 +466,10 @@ impl Metrics {
         );
         let durations = Mode::ALL
             .iter()
-            .map(|&mode| {
-                (0..McpMethod::COUNT)
-                    .map(|i| {
-                        let m = if i == McpMethod::COUNT - 1 {
-                            McpMethod::UNKNOWN
-                        } else {
-                            McpMethod(i as u8)
-                        };
-                        duration_family.get_or_create_owned(&MethodLabels {
-                            mode,
-                            mcp_method: m,
-                        })
-                    })
-                    .collect()
-            })
+            .map(|_| (0..McpMethod::COUNT).map(|_| OnceLock::new()).collect())
             .collect();
-        let in_flight = Mode::ALL
-            .iter()
-            .map(|&mode| in_flight_family.get_or_create_owned(&ModeLabel { mode }))
-            .collect();
-        let streams = Mode::ALL
-            .iter()
-            .map(|&mode| streams_family.get_or_create_owned(&ModeLabel { mode }))
-            .collect();
+        let in_flight = Mode::ALL.iter().map(|_| OnceLock::new()).collect();
+        let streams = Mode::ALL.iter().map(|_| OnceLock::new()).collect();
         let sessions_open = Gauge::default();
         registry.register(
             "mcp_sessions_open",
@@ -496,16 +482,16 @@ impl Metrics {
             "Calls over the gateway-runtime boundary answered with a non-OK gRPC status",
             boundary_errors.clone(),
         );
-        let connections_admitted = Counter::default();
+        let connections_admitted = Family::default();
         registry.register(
             "mcp_connections_admitted",
-            "Connections accepted on the runtime's sockets and public listener",
+            "Connections admitted on each socket of the runtime",
             connections_admitted.clone(),
         );
         let connections_refused = Family::default();
         registry.register(
             "mcp_connections_refused",
-            "Connections closed by the listeners' limits",
+            "Connections closed by a socket's admission rules",
             connections_refused.clone(),
         );
         let upstream_requests = Family::default();
@@ -557,6 +543,9 @@ impl Metrics {
         Self {
             registry,
             requests,
+            duration_family,
+            in_flight_family,
+            streams_family,
             durations,
             in_flight,
             streams,
@@ -596,7 +585,12 @@ impl Metrics {
                 rpc_code,
             })
             .inc();
-        self.durations[mode as usize][mcp_method.index()].observe(seconds);
+        self.durations[mode as usize][mcp_method.index()]
+            .get_or_init(|| {
+                self.duration_family
+                    .get_or_create_owned(&MethodLabels { mode, mcp_method })
+            })
+            .observe(seconds);
     }
 
     /// Records one upstream call.
@@ -626,13 +620,19 @@ impl Metrics {
     /// A guard counting one request in flight on `mode` until dropped.
     #[must_use]
     pub fn in_flight(&self, mode: Mode) -> GaugeGuard {
-        GaugeGuard::new(&self.in_flight[mode as usize])
+        GaugeGuard::new(self.in_flight[mode as usize].get_or_init(|| {
+            self.in_flight_family
+                .get_or_create_owned(&ModeLabel { mode })
+        }))
     }
 
     /// A guard counting one SSE answer open on `mode` until dropped.
     #[must_use]
     pub fn stream(&self, mode: Mode) -> GaugeGuard {
-        GaugeGuard::new(&self.streams[mode as usize])
+        GaugeGuard::new(
+            self.streams[mode as usize]
+                .get_or_init(|| self.streams_family.get_or_create_owned(&ModeLabel { mode })),
+        )
     }
 }
 
@@ -674,6 +674,24 @@ pub fn encode(m: &Metrics, out: &mut String) -> std::fmt::Result {
 
 /// The `Content-Type` of [`encode`]'s output.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+/// Counts a connection admitted on `mode`'s socket, when metrics are on.
+pub fn connection_admitted(mode: Mode) {
+    if let Some(m) = get() {
+        m.connections_admitted
+            .get_or_create(&ModeLabel { mode })
+            .inc();
+    }
+}
+
+/// Counts a connection refused on `mode`'s socket for `reason`, when metrics are on.
+pub fn connection_refused(mode: Mode, reason: &'static str) {
+    if let Some(m) = get() {
+        m.connections_refused
+            .get_or_create(&RefusedLabels { mode, reason })
+            .inc();
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -101,6 +101,36 @@ pub struct Health {
     pub protocol_versions: Vec<&'static str>,
     /// The state store: its kind and whether it answers.
     pub state: StoreHealth,
+    /// Upstreams whose last attempt failed at the transport (unreachable), each with whether
+    /// the catalog marks it required; a required one down makes the runtime degraded.
+    pub upstreams_down: Vec<(String, bool)>,
+    /// `true` once shutdown started or [`Runtime::set_not_ready`] was called: `/ready` and
+    /// gRPC health answer not serving (requests are still served until the listeners close).
+    pub not_ready: bool,
+}
+
+impl Health {
+    /// `"degraded"` when a required upstream is down, else `"ok"`.
+    #[must_use]
+    pub fn condition(&self) -> &'static str {
+        if self.upstreams_down.iter().any(|(_, required)| *required) {
+            "degraded"
+        } else {
+            "ok"
+        }
+    }
+
+    /// Why the runtime is not ready (`draining`, `state_unavailable`), or `None` when it is.
+    #[must_use]
+    pub fn not_ready_reason(&self) -> Option<&'static str> {
+        if self.not_ready || !self.serving {
+            Some("draining")
+        } else if !self.state.reachable {
+            Some("state_unavailable")
+        } else {
+            None
+        }
+    }
 }
 
 /// The transport-agnostic MCP runtime. Cheap to share: adapters hold an `Arc<Runtime>`.
@@ -122,6 +152,8 @@ pub struct Runtime {
     pub(crate) quotas: Arc<Quotas>,
     pub(crate) config: RuntimeConfig,
     draining: AtomicBool,
+    /// `true` once [`Runtime::set_not_ready`] was called; watched by the gRPC health service.
+    not_ready: tokio::sync::watch::Sender<bool>,
     /// The `initialize` result for each of [`PROTOCOL_VERSIONS`], encoded once at start.
     pub(crate) initialize_results: Vec<String>,
     /// Upstream calls under way (a call increments it, its drop decrements); only reported,
@@ -166,6 +198,7 @@ impl Runtime {
             quotas: Arc::new(Quotas::new(config.quotas)),
             config,
             draining: AtomicBool::new(false),
+            not_ready: tokio::sync::watch::Sender::new(false),
             initialize_results: PROTOCOL_VERSIONS
                 .iter()
                 .map(|v| initialize_result(v))
@@ -194,7 +227,21 @@ impl Runtime {
             open_sessions: self.sessions.len(),
             protocol_versions: PROTOCOL_VERSIONS.to_vec(),
             state: self.store.health(),
+            upstreams_down: self.catalog.upstreams_down(),
+            not_ready: *self.not_ready.borrow(),
         }
+    }
+
+    /// Marks the runtime not ready (shutdown's first step, before the drain period): `/ready`
+    /// answers 503 and gRPC health `NOT_SERVING` while requests are still served.
+    pub fn set_not_ready(&self) {
+        self.not_ready.send_replace(true);
+    }
+
+    /// A receiver that sees `true` once the runtime is not ready ([`Runtime::set_not_ready`]).
+    #[must_use]
+    pub fn watch_not_ready(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.not_ready.subscribe()
     }
 
     /// Marks the runtime as draining (health reports not serving) and ends the standalone

@@ -31,7 +31,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -109,6 +109,10 @@ pub(crate) struct Upstream {
     stdio: Option<stdio::Stdio>,
     /// The catalog id as the `upstream` label of the metrics (shared, not copied per call).
     pub(crate) label: Arc<str>,
+    /// Set when the last attempt to reach the upstream failed at the transport (unreachable,
+    /// handshake refused), cleared by the next request it answers: what `/health` reports as
+    /// a degraded runtime.
+    down: AtomicBool,
 }
 
 impl Upstream {
@@ -154,6 +158,7 @@ impl Upstream {
         Self {
             uri: Arc::from(config.url.as_str()),
             label: Arc::from(config.id.as_str()),
+            down: AtomicBool::new(false),
             config,
             client,
             connection: Mutex::new(None),
@@ -316,6 +321,40 @@ impl Upstream {
     /// [`UpstreamError`] when the upstream is unreachable or rejects the request at the HTTP
     /// level.
     pub(crate) async fn request(
+        &self,
+        id: u64,
+        method: &str,
+        params: Value,
+    ) -> Result<MessageStream, UpstreamError> {
+        let r = self.send_request(id, method, params).await;
+        self.mark(&r);
+        r
+    }
+
+    /// Whether the last attempt to reach the upstream failed at the transport.
+    pub(crate) fn is_down(&self) -> bool {
+        self.down.load(Ordering::Relaxed)
+    }
+
+    /// Records whether the upstream was reached: an [`UpstreamError::Unavailable`] marks it
+    /// down, anything else (an answer, an answer refused for its size) marks it up.
+    pub(crate) fn mark<T>(&self, r: &Result<T, UpstreamError>) {
+        self.set_down(matches!(r, Err(UpstreamError::Unavailable { .. })));
+    }
+
+    /// Marks the upstream down (unreachable) or up, logging a change.
+    pub(crate) fn set_down(&self, down: bool) {
+        if self.down.load(Ordering::Relaxed) != down {
+            self.down.store(down, Ordering::Relaxed);
+            if down {
+                tracing::warn!(upstream = %self.config.id, "upstream unreachable; health reports degraded");
+            } else {
+                tracing::info!(upstream = %self.config.id, "upstream reachable again");
+            }
+        }
+    }
+
+    async fn send_request(
         &self,
         id: u64,
         method: &str,

@@ -175,11 +175,24 @@ struct Args {
     #[arg(long, env = "MCP_RUNTIME_EVENT_RETENTION_S", default_value_t = mcp_runtime_core::state::DEFAULT_RETENTION_AGE_S)]
     event_retention_s: u64,
 
-    /// Log format. Which events are logged is set by the environment variable
-    /// `MCP_RUNTIME_LOG`, a `tracing` filter directive (`debug`, `mcp_runtime_core=debug`,
-    /// ...; default `info`).
+    /// Log format: `text` for people, `json` for one JSON object per line. Which events are
+    /// logged is set by the environment variable `MCP_RUNTIME_LOG`, a `tracing` filter
+    /// directive (default `info`; `debug`, `mcp_runtime_core=debug`, ...). At `info` each
+    /// request is one line on the target `mcp_runtime::access` (`MCP_RUNTIME_LOG=info,mcp_runtime::access=warn` leaves them out).
     #[arg(long, env = "MCP_RUNTIME_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
+
+    /// Prometheus metrics: serve `GET /metrics` (text format 0.0.4), `/health` and `/ready`
+    /// on this TCP address (`127.0.0.1:9464`; port 0 is refused, a scrape target needs a known
+    /// port). Off by default: no metric is recorded then.
+    #[arg(long, env = "MCP_RUNTIME_METRICS_LISTEN", value_parser = parse_metrics_listen)]
+    metrics_listen: Option<std::net::SocketAddr>,
+
+    /// At SIGTERM or SIGINT, how long the runtime reports not ready (`/ready` 503, gRPC
+    /// health NOT_SERVING) while still serving, before it stops accepting, in milliseconds.
+    /// Set it a little above the load balancer's readiness probe period.
+    #[arg(long, env = "MCP_RUNTIME_DRAIN_MS", default_value_t = 0)]
+    drain_ms: u64,
 
     /// Tokio worker threads (default: one per core).
     #[arg(long, env = "MCP_RUNTIME_WORKER_THREADS")]
@@ -209,6 +222,16 @@ it are answered 503 within --state-timeout-ms; they recover by themselves when i
 
 Exit status: 0 after a clean shutdown, 1 when start-up fails (catalog, upstreams), 2 for a
 usage error (command line, socket path).";
+
+fn parse_metrics_listen(s: &str) -> Result<std::net::SocketAddr, String> {
+    let addr: std::net::SocketAddr = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not ADDR:PORT (127.0.0.1:9464, [::1]:9464)"))?;
+    if addr.port() == 0 {
+        return Err("port 0: a scrape target needs a known port".to_owned());
+    }
+    Ok(addr)
+}
 
 fn parse_mode(s: &str) -> Result<u32, String> {
     let mode = u32::from_str_radix(s.trim_start_matches("0o"), 8)
@@ -283,6 +306,20 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
+    // The metrics port is bound first, so that a port in use fails before the upstreams are
+    // contacted, in one line naming the flag.
+    let metrics_listener = match args.metrics_listen.map(socket::bind_tcp_std).transpose() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!(
+                "mcp-runtime: --metrics-listen (MCP_RUNTIME_METRICS_LISTEN) {}: cannot listen: {e}",
+                args.metrics_listen
+                    .map(|a| a.to_string())
+                    .unwrap_or_default()
+            );
+            return ExitCode::from(2);
+        }
+    };
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
     if let Some(n) = args.worker_threads {
@@ -296,7 +333,7 @@ fn main() -> ExitCode {
         }
     };
     let json_logs = args.log_format == "json";
-    match rt.block_on(run(args)) {
+    match rt.block_on(run(args, metrics_listener)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // Once: a JSON log line when logs are JSON (what a log collector reads), else one
@@ -344,13 +381,24 @@ fn init_logging(format: &str) {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if format == "json" {
-        builder.json().init();
+        // The fields of an event at the top level of its object, beside `timestamp`, `level`,
+        // `target` and `message`; no span lists (the request line carries its own ids).
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init();
     } else {
         builder.init();
     }
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
+async fn run(args: Args, metrics_listener: Option<std::net::TcpListener>) -> anyhow::Result<()> {
+    if metrics_listener.is_some() {
+        // On before the first request, so that every one is counted.
+        mcp_runtime_core::metrics::enable();
+    }
     // Install the handlers before any socket exists, so a SIGTERM that arrives as soon as the
     // sockets appear still shuts down cleanly and removes them.
     let stop_signal = signal()?;
@@ -399,7 +447,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(p) = &policy {
         runtime = runtime.with_hooks(Arc::clone(p) as Arc<dyn mcp_runtime_core::Hooks>);
     }
-    let mut server = Server::new(Arc::new(runtime));
+    let mut server =
+        Server::new(Arc::new(runtime)).with_drain_period(Duration::from_millis(args.drain_ms));
 
     let header_timeout = Duration::from_millis(args.header_read_timeout_ms.max(1));
     if !args.allow_uid.is_empty() {
@@ -443,6 +492,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
             },
         );
         tracing::info!(address = %local, core = ?args.core_uds, transport = %args.core_transport, "public endpoint listening (edge mode)");
+    }
+    if let Some(listener) = metrics_listener {
+        let local = listener.local_addr()?;
+        server.serve_metrics(tokio::net::TcpListener::from_std(listener)?);
+        tracing::info!(address = %local, "metrics listening (/metrics, /health, /ready)");
     }
     tracing::info!(features = ?features(), state = server.runtime().health().state.kind, "mcp-runtime ready");
 

@@ -259,7 +259,13 @@ impl Policy {
                 .cache
                 .get(&cache::key_of(&query.authorization), Instant::now())
         {
+            if let Some(m) = mcp_runtime_core::metrics::get() {
+                m.policy_cache_hits.inc();
+            }
             return Ok(Resolution::Allowed(caller));
+        }
+        if let Some(m) = mcp_runtime_core::metrics::get() {
+            m.policy_cache_misses.inc();
         }
         let deadline = tokio::time::Instant::now() + self.config.request_timeout;
         let ask = || async {
@@ -315,11 +321,17 @@ impl Policy {
                 revocation,
             } => {
                 let dropped = self.cache.revoke(&revocation, generation);
+                revoked(match revocation {
+                    Revocation::TokenSha256(_) => "token",
+                    Revocation::Subject(_) => "subject",
+                    Revocation::All => "all",
+                });
                 tracing::info!(generation, ?revocation, dropped, "policy revocation");
             }
             WatchEvent::Other { generation } => {
                 // Unknown change: drop everything rather than keep what it may invalidate.
                 self.cache.revoke(&Revocation::All, generation);
+                revoked("all");
             }
         }
     }
@@ -483,5 +495,15 @@ mod tests {
         assert!(r.matches(HookPoint::PostInvoke, "anything"));
         assert!(!r.matches(HookPoint::PostFetch, "payload"));
         assert!(!Registrations::default().matches(HookPoint::PreInvoke, "payload"));
+    }
+}
+
+/// Counts a revocation applied to the caller cache (`mcp_policy_revocations_total{kind}`),
+/// when metrics are on.
+fn revoked(kind: &'static str) {
+    if let Some(m) = mcp_runtime_core::metrics::get() {
+        m.policy_revocations
+            .get_or_create(&mcp_runtime_core::metrics::KindLabel { kind })
+            .inc();
     }
 }

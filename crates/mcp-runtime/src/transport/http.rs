@@ -76,6 +76,7 @@ pub(crate) fn router(runtime: Arc<Runtime>) -> Router {
         .route("/mcp", any(mcp))
         .route("/servers/{id}/mcp", any(scoped_mcp))
         .route("/health", get(health))
+        .route("/ready", get(ready))
         .fallback(not_found)
         .with_state(runtime)
 }
@@ -84,11 +85,44 @@ async fn health(State(rt): State<Arc<Runtime>>) -> Response {
     health_response(&rt)
 }
 
+async fn ready(State(rt): State<Arc<Runtime>>) -> Response {
+    ready_response(&rt)
+}
+
+/// `GET /ready`: readiness. 200 `{"status": "ready"}` when the runtime can serve (catalog
+/// discovered and sockets bound, as it is from the moment it answers; the state store
+/// reachable; shutdown not started), else 503 `{"status": "not_ready", "reason": ...}` with
+/// `reason` `draining` or `state_unavailable`.
+pub(crate) fn ready_response(rt: &Runtime) -> Response {
+    let (status, body) = match rt.health().not_ready_reason() {
+        None => (StatusCode::OK, serde_json::json!({"status": "ready"})),
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({"status": "not_ready", "reason": reason}),
+        ),
+    };
+    (
+        status,
+        [("content-type", "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
 /// `GET /health`: the runtime's health as JSON, 200 while serving, 503 while draining.
+/// `health` is `"ok"`, or `"degraded"` while a required upstream is unreachable;
+/// `upstreams_down` names every upstream whose last attempt failed at the transport.
 pub(crate) fn health_response(rt: &Runtime) -> Response {
     let h = rt.health();
+    let down: Vec<serde_json::Value> = h
+        .upstreams_down
+        .iter()
+        .map(|(id, required)| serde_json::json!({"id": id, "required": required}))
+        .collect();
     let body = serde_json::json!({
         "status": if h.serving { "serving" } else { "not_serving" },
+        "health": h.condition(),
+        "upstreams_down": down,
         "runtime_version": h.runtime_version,
         "contract_version": h.contract_version,
         "features": h.features,
@@ -319,6 +353,7 @@ pub(crate) async fn serve_mcp(
     request_id: Option<String>,
     transport: Transport,
 ) -> Response {
+    let started = std::time::Instant::now();
     let limit = rt.max_message_bytes();
     // A declared length (Content-Length) is held against the byte budgets while the body is
     // read, so a body without room is refused unread; over the limit it is the 413 below.
@@ -365,7 +400,7 @@ pub(crate) async fn serve_mcp(
         transport,
     };
     // The core keeps the reservation until the request is answered.
-    into_response(rt.handle_reserved(req, reservation).await)
+    into_response(rt.handle_observed(req, reservation, started).await)
 }
 
 /// Encodes a core outcome as an HTTP response; SSE events are written as they arrive.
