@@ -447,8 +447,7 @@ async fn run(args: Args, metrics_listener: Option<std::net::TcpListener>) -> any
     if let Some(p) = &policy {
         runtime = runtime.with_hooks(Arc::clone(p) as Arc<dyn mcp_runtime_core::Hooks>);
     }
-    let mut server =
-        Server::new(Arc::new(runtime)).with_drain_period(Duration::from_millis(args.drain_ms));
+    let mut server = Server::new(Arc::new(runtime));
 
     let header_timeout = Duration::from_millis(args.header_read_timeout_ms.max(1));
     if !args.allow_uid.is_empty() {
@@ -503,8 +502,22 @@ async fn run(args: Args, metrics_listener: Option<std::net::TcpListener>) -> any
     let grace = Duration::from_millis(args.shutdown_grace_ms);
     // From the signal until exit, the sockets keep listening and close each new connection
     // at once: the paths stay owned while the drain runs (`socket` module doc).
+    // Before that, for the drain period, the runtime reports not ready (`/ready` 503, gRPC
+    // health NOT_SERVING) and serves as before, so a load balancer stops sending first.
+    let runtime = Arc::clone(server.runtime());
+    let drain = Duration::from_millis(args.drain_ms);
     let stop = async {
         stop_signal.await;
+        runtime.set_not_ready();
+        if drain.is_zero() {
+            tokio::task::yield_now().await;
+        } else {
+            tracing::info!(
+                drain_ms = args.drain_ms,
+                "shutting down: not ready; serving for the drain period"
+            );
+            tokio::time::sleep(drain).await;
+        }
         for file in &mut socket_files {
             file.close_new_connections();
         }

@@ -102,9 +102,9 @@ pub async fn serve_grpc(
 
 /// The adapters serving one runtime, the idle-session reaper, and their shutdown.
 ///
-/// Shutdown ([`Server::drain`]) has one order: readiness reports not ready for the drain
-/// period ([`Server::with_drain_period`]) while everything still serves, then health reports
-/// not serving and the standalone
+/// Shutdown ([`Server::drain`]) has one order: readiness reports not ready (the binary first
+/// keeps serving for its drain period, `--drain-ms`), then health reports not serving and the
+/// standalone
 /// GET streams end (the runtime starts draining), every adapter stops accepting and lets its
 /// requests in flight finish for up to the grace period, then the calls still running are
 /// cancelled (their callers get an error, their upstreams `notifications/cancelled`), and
@@ -115,8 +115,6 @@ pub struct Server {
     shutdown: CancellationToken,
     adapters: JoinSet<Result<(), ServeError>>,
     reaper: JoinHandle<()>,
-    /// How long shutdown reports not ready before it stops accepting.
-    drain_period: Duration,
 }
 
 impl Server {
@@ -141,17 +139,7 @@ impl Server {
             shutdown: CancellationToken::new(),
             adapters: JoinSet::new(),
             reaper,
-            drain_period: Duration::ZERO,
         }
-    }
-
-    /// Sets the drain period: at shutdown the runtime reports not ready (`/ready` 503
-    /// `draining`, gRPC health `NOT_SERVING`) and keeps serving for this long before the
-    /// listeners stop accepting (default zero: readiness still flips first).
-    #[must_use]
-    pub fn with_drain_period(mut self, period: Duration) -> Self {
-        self.drain_period = period;
-        self
     }
 
     /// Serves the metrics listener (see [`crate::metrics::serve_metrics`]) until the drain.
@@ -239,17 +227,10 @@ impl Server {
     /// stopped, or the grace period is over and the calls still running were cancelled, and
     /// the stdio upstreams' servers have exited.
     pub async fn drain(mut self, grace: Duration) {
+        // Not ready first (the binary does it at the signal, before its drain period): the
+        // gRPC health watcher sees it before the listeners close.
         self.runtime.set_not_ready();
-        if !self.drain_period.is_zero() {
-            tracing::info!(
-                drain_ms = u64::try_from(self.drain_period.as_millis()).unwrap_or(u64::MAX),
-                "shutting down: not ready; still serving for the drain period"
-            );
-            tokio::time::sleep(self.drain_period).await;
-        } else {
-            // Let the health watchers (gRPC health) see not ready before the listeners close.
-            tokio::task::yield_now().await;
-        }
+        tokio::task::yield_now().await;
         tracing::info!("shutting down: draining in-flight requests");
         self.runtime.start_draining();
         self.shutdown.cancel();
