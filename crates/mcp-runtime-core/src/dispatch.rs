@@ -367,7 +367,13 @@ impl Runtime {
             .accept
             .as_deref()
             .is_none_or(|a| a.contains("text/event-stream") || a.contains("*/*"));
-        self.forward(session, id, up, method, p, accepts_sse, post)
+        // The caller's trace context goes on to the upstream (`traceparent` header): the
+        // runtime's request span when tracing is on (the adapter put it there), else the
+        // context it received.
+        let traceparent = crate::runtime::trace_id_of(&req.auth.traceparent)
+            .is_some()
+            .then_some(req.auth.traceparent.as_str());
+        self.forward(session, id, up, method, p, accepts_sse, post, traceparent)
             .await
     }
 }

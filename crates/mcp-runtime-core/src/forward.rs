@@ -59,6 +59,7 @@ impl Runtime {
         mut params: Map<String, Value>,
         accepts_sse: bool,
         post: Option<Hook>,
+        traceparent: Option<&str>,
     ) -> Result<Outcome, RequestError> {
         check_progress_token(&params)?;
         let uid = up.next_id();
@@ -73,7 +74,7 @@ impl Runtime {
             cancel,
         };
         let mut stream = match bounds
-            .run(up.request(uid, method, Value::Object(params)))
+            .run(up.request(uid, method, Value::Object(params), traceparent))
             .await?
         {
             Ok(s) => s,

@@ -325,8 +325,9 @@ impl Upstream {
         id: u64,
         method: &str,
         params: Value,
+        traceparent: Option<&str>,
     ) -> Result<MessageStream, UpstreamError> {
-        let r = self.send_request(id, method, params).await;
+        let r = self.send_request(id, method, params, traceparent).await;
         self.mark(&r);
         r
     }
@@ -359,6 +360,7 @@ impl Upstream {
         id: u64,
         method: &str,
         params: Value,
+        traceparent: Option<&str>,
     ) -> Result<MessageStream, UpstreamError> {
         if let Some(s) = &self.stdio {
             return s.request(id, method, params).await;
@@ -375,6 +377,12 @@ impl Upstream {
                 Some(m) => m,
                 None => message(&body).map_err(|e| self.protocol(e))?,
             };
+            let mut headers = conn.headers.clone();
+            if let Some(v) =
+                traceparent.and_then(|t| reqwest::header::HeaderValue::from_str(t).ok())
+            {
+                headers.insert(reqwest::header::HeaderName::from_static("traceparent"), v);
+            }
             let res = self
                 .client
                 .post_message_with_response_limits(
@@ -382,7 +390,7 @@ impl Upstream {
                     msg,
                     conn.session_id.clone(),
                     None,
-                    conn.headers.clone(),
+                    headers,
                     self.limits,
                 )
                 .await;
@@ -443,7 +451,7 @@ impl Upstream {
     /// discovery.
     pub(crate) async fn call(&self, method: &str, params: &Value) -> Result<Value, UpstreamError> {
         let id = self.next_id();
-        let mut stream = self.request(id, method, params.clone()).await?;
+        let mut stream = self.request(id, method, params.clone(), None).await?;
         while let Some(msg) = stream.next().await {
             let v: Value = serde_json::from_str(&msg?).map_err(|e| self.protocol(e))?;
             if v.get("id").is_some() && v.get("method").is_none() {

@@ -271,7 +271,20 @@ fn main() -> ExitCode {
     let mut args = Args::parse();
     args.http_uds = given(args.http_uds);
     args.grpc_uds = given(args.grpc_uds);
-    init_logging(&args.log_format);
+    let traces = match mcp_runtime::otel::wanted() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("mcp-runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let otel = match init_logging(&args.log_format, traces) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("mcp-runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
     args.core_uds = given(args.core_uds);
     if args.http_uds.is_none() && args.grpc_uds.is_none() && args.public_listen.is_none() {
         eprintln!(
@@ -333,7 +346,10 @@ fn main() -> ExitCode {
         }
     };
     let json_logs = args.log_format == "json";
-    match rt.block_on(run(args, metrics_listener)) {
+    let result = rt.block_on(run(args, metrics_listener));
+    drop(rt);
+    otel.shutdown();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // Once: a JSON log line when logs are JSON (what a log collector reads), else one
@@ -372,26 +388,44 @@ fn error_chain(e: &anyhow::Error) -> String {
     text
 }
 
-fn init_logging(format: &str) {
+/// Installs the log subscriber: the format's layer filtered by `MCP_RUNTIME_LOG` (never the
+/// request spans' target), and with `otel` the OpenTelemetry layer (`traces`).
+fn init_logging(format: &str, traces: bool) -> Result<mcp_runtime::otel::Guard, String> {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let off = format!("{}=off", mcp_runtime::otel::TARGET)
+        .parse()
+        .map_err(|e| format!("{e}"))?;
     let filter = tracing_subscriber::EnvFilter::try_from_env("MCP_RUNTIME_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+        .add_directive(off);
     use std::io::IsTerminal as _;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
-    if format == "json" {
+    let fmt = if format == "json" {
         // The fields of an event at the top level of its object, beside `timestamp`, `level`,
         // `target` and `message`; no span lists (the request line carries its own ids).
-        builder
-            .json()
+        fmt.json()
             .flatten_event(true)
             .with_current_span(false)
             .with_span_list(false)
-            .init();
+            .with_filter(filter)
+            .boxed()
     } else {
-        builder.init();
+        fmt.with_filter(filter).boxed()
+    };
+    let registry = tracing_subscriber::registry().with(fmt);
+    #[cfg(feature = "otel")]
+    if traces {
+        let (layer, guard) = mcp_runtime::otel::layer()?;
+        registry.with(layer).init();
+        return Ok(guard);
     }
+    let _ = traces;
+    registry.init();
+    Ok(mcp_runtime::otel::Guard::default())
 }
 
 async fn run(args: Args, metrics_listener: Option<std::net::TcpListener>) -> anyhow::Result<()> {

@@ -305,6 +305,42 @@ fn stream(outcome: Outcome) -> PartStream {
     }
 }
 
+/// The `traceparent` metadata of a call, if any.
+fn traceparent<T>(req: &tonic::Request<T>) -> Option<Vec<u8>> {
+    req.metadata()
+        .get("traceparent")
+        .map(|v| v.as_bytes().to_vec())
+}
+
+impl GrpcRuntime {
+    /// Hands `req` to the core inside its request span (tracing on), the trace context taken
+    /// from the `traceparent` metadata, else from the AuthContext.
+    async fn observed(
+        &self,
+        mut req: Request,
+        header: Option<Vec<u8>>,
+        started: std::time::Instant,
+    ) -> Outcome {
+        use tracing::Instrument as _;
+        let span = crate::otel::request_span(
+            mcp_runtime_core::metrics::Mode::Grpc,
+            header.as_deref(),
+            &mut req,
+        );
+        let Some(span) = span else {
+            return self.runtime.handle_observed(req, None, started).await;
+        };
+        let session = req.headers.session_id.clone();
+        let outcome = self
+            .runtime
+            .handle_observed(req, None, started)
+            .instrument(span.clone())
+            .await;
+        crate::otel::finish(&span, &outcome, session.as_deref());
+        outcome
+    }
+}
+
 #[async_trait]
 impl McpRuntime for GrpcRuntime {
     async fn invoke(
@@ -312,6 +348,7 @@ impl McpRuntime for GrpcRuntime {
         req: tonic::Request<pb::InvokeRequest>,
     ) -> Result<tonic::Response<pb::InvokeResponse>, Status> {
         let started = std::time::Instant::now();
+        let header = traceparent(&req);
         let req = request(req.into_inner().envelope, None)?;
         check_size(&req, self.runtime.max_message_bytes())?;
         if req.method == Method::Get {
@@ -321,7 +358,7 @@ impl McpRuntime for GrpcRuntime {
                 "a GET opens a stream: use InvokeStream",
             ));
         }
-        let outcome = self.runtime.handle_observed(req, None, started).await;
+        let outcome = self.observed(req, header, started).await;
         let (h, body) = outcome.collect().await;
         Ok(tonic::Response::new(pb::InvokeResponse {
             head: Some(head(h)),
@@ -336,10 +373,11 @@ impl McpRuntime for GrpcRuntime {
         req: tonic::Request<pb::InvokeStreamRequest>,
     ) -> Result<tonic::Response<Self::InvokeStreamStream>, Status> {
         let started = std::time::Instant::now();
+        let header = traceparent(&req);
         let req = request(req.into_inner().envelope, None)?;
         check_size(&req, self.runtime.max_message_bytes())?;
         Ok(tonic::Response::new(stream(
-            self.runtime.handle_observed(req, None, started).await,
+            self.observed(req, header, started).await,
         )))
     }
 

@@ -17,6 +17,7 @@ use mcp_runtime_core::{
     AuthContext, Body, McpHeaders, Method, Outcome, Request, RequestError, Runtime, TeamScope,
     Transport,
 };
+use tracing::Instrument as _;
 
 /// Header carrying the caller's AuthContext: base64url of its JSON form.
 pub(crate) const AUTH_CONTEXT_HEADER: &str = "x-contextforge-auth-context";
@@ -390,7 +391,7 @@ pub(crate) async fn serve_mcp(
         Ok(h) => h,
         Err(bad) => return rpc_error(bad),
     };
-    let req = Request {
+    let mut req = Request {
         method,
         headers: mcp_headers,
         server_id,
@@ -399,8 +400,22 @@ pub(crate) async fn serve_mcp(
         body,
         transport,
     };
+    let span = crate::otel::request_span(
+        transport.into(),
+        headers.get("traceparent").map(HeaderValue::as_bytes),
+        &mut req,
+    );
     // The core keeps the reservation until the request is answered.
-    into_response(rt.handle_observed(req, reservation, started).await)
+    let Some(span) = span else {
+        return into_response(rt.handle_observed(req, reservation, started).await);
+    };
+    let session = req.headers.session_id.clone();
+    let outcome = rt
+        .handle_observed(req, reservation, started)
+        .instrument(span.clone())
+        .await;
+    crate::otel::finish(&span, &outcome, session.as_deref());
+    into_response(outcome)
 }
 
 /// Encodes a core outcome as an HTTP response; SSE events are written as they arrive.

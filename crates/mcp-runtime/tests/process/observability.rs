@@ -394,3 +394,128 @@ fn a_metrics_port_in_use_is_one_line_and_exit_2() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A real OTLP/HTTP receiver (`POST /v1/traces`, protobuf): every span it receives, decoded
+/// with the OpenTelemetry protocol's own messages.
+#[cfg(feature = "otel")]
+mod otlp {
+    use std::sync::{Arc, Mutex};
+
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::trace::v1::Span;
+    use prost::Message as _;
+
+    /// The receiver's address and what it received (service name, span).
+    pub(super) struct Receiver {
+        pub(super) addr: std::net::SocketAddr,
+        pub(super) spans: Arc<Mutex<Vec<(String, Span)>>>,
+    }
+
+    pub(super) async fn start() -> Receiver {
+        let spans: Arc<Mutex<Vec<(String, Span)>>> = Arc::default();
+        let got = Arc::clone(&spans);
+        let app = axum::Router::new().route(
+            "/v1/traces",
+            axum::routing::post(move |body: axum::body::Bytes| {
+                let got = Arc::clone(&got);
+                async move {
+                    let req = ExportTraceServiceRequest::decode(body).expect("OTLP protobuf");
+                    for rs in req.resource_spans {
+                        let service = rs
+                            .resource
+                            .iter()
+                            .flat_map(|r| &r.attributes)
+                            .find(|kv| kv.key == "service.name")
+                            .and_then(|kv| kv.value.as_ref())
+                            .map(|v| format!("{:?}", v.value))
+                            .unwrap_or_default();
+                        for ss in rs.scope_spans {
+                            for span in ss.spans {
+                                got.lock().unwrap().push((service.clone(), span));
+                            }
+                        }
+                    }
+                    axum::http::StatusCode::OK
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Receiver { addr, spans }
+    }
+}
+
+#[cfg(feature = "otel")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_request_span_reaches_an_otlp_receiver_as_the_child_of_the_traceparent_sent() {
+    let receiver = otlp::start().await;
+    let fx = Fixture::start();
+    let endpoint = format!("http://{}", receiver.addr);
+    let mut rt = RuntimeProc::start_with_env(
+        &simple_catalog(&fx.url),
+        &[],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_BSP_SCHEDULE_DELAY", "50"),
+        ],
+    );
+    let http = Http::new(&rt.http);
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let parent = "00f067aa0ba902b7";
+    let mut who = auth("ops@example.com", false, None);
+    who["traceparent"] = json!(format!("00-{trace}-{parent}-01"));
+    let sid = http.initialize(&who, None).await;
+    let echo = rpc(
+        3,
+        "tools/call",
+        json!({"name": "echo", "arguments": {"text": "x"}}),
+    );
+    assert_eq!(
+        http.send(&Call::post(&who, echo).session(&sid))
+            .await
+            .status,
+        200
+    );
+    // The exporter flushes at exit.
+    assert!(rt.terminate());
+
+    let spans = receiver.spans.lock().unwrap().clone();
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let call = spans
+        .iter()
+        .find(|(_, s)| s.name == "tools/call")
+        .unwrap_or_else(|| panic!("no tools/call span among {spans:?}"));
+    assert!(call.0.contains("mcp-runtime"), "service name: {}", call.0);
+    let span = &call.1;
+    assert_eq!(hex(&span.trace_id), trace);
+    assert_eq!(hex(&span.parent_span_id), parent);
+    // SPAN_KIND_SERVER
+    assert_eq!(span.kind, 2);
+    let attr = |k: &str| {
+        span.attributes
+            .iter()
+            .find(|kv| kv.key == k)
+            .and_then(|kv| kv.value.as_ref())
+            .map(|v| format!("{:?}", v.value))
+    };
+    assert!(
+        attr("mcp.session.id").is_some_and(|v| v.contains(&sid)),
+        "{span:?}"
+    );
+    assert!(
+        attr("mcp.runtime.surface").is_some_and(|v| v.contains("http")),
+        "{span:?}"
+    );
+    assert!(
+        attr("http.response.status_code").is_some_and(|v| v.contains("200")),
+        "{span:?}"
+    );
+    assert!(
+        spans
+            .iter()
+            .any(|(_, s)| s.name == "initialize" && hex(&s.trace_id) == trace)
+    );
+}
