@@ -678,6 +678,7 @@ impl Catalog {
                 Ok(found) => cat.add(index, uc, found)?,
                 Err(e) if uc.required => return Err(CatalogError::Upstream(e)),
                 Err(e) => {
+                    up.set_down(true);
                     tracing::warn!(upstream = %uc.id, error = %e, "optional upstream unavailable at start; its entries are not listed");
                 }
             }
@@ -702,6 +703,16 @@ impl Catalog {
         }
         tracing::info!(catalog = ?cat, "catalog discovered");
         Ok(cat)
+    }
+
+    /// The upstreams whose last attempt failed at the transport, each with whether the
+    /// catalog marks it required.
+    pub(crate) fn upstreams_down(&self) -> Vec<(String, bool)> {
+        self.upstreams
+            .iter()
+            .filter(|u| u.is_down())
+            .map(|u| (u.config.id.clone(), u.config.required))
+            .collect()
     }
 
     /// Stops every stdio upstream's server and waits until each has exited (shutdown).

@@ -23,6 +23,7 @@ use crate::catalog::Kind;
 use crate::error::RequestError;
 use crate::hooks::{CallRecord, HookCall, HookDecision, HookPoint, Hooks};
 use crate::jsonrpc::{self, Incoming};
+use crate::metrics::McpMethod;
 use crate::quota::{BodyReservation, Quota};
 use crate::request::{Method, Outcome, Request};
 use crate::runtime::{PROTOCOL_VERSIONS, Runtime};
@@ -36,15 +37,25 @@ impl Runtime {
         req: Request,
         reserved: Option<BodyReservation>,
     ) -> Outcome {
-        self.checked(req, reserved)
+        let mut label = match req.method {
+            Method::Post => McpMethod::UNKNOWN,
+            Method::Get => McpMethod::GET,
+            Method::Delete => McpMethod::DELETE,
+        };
+        let mut outcome = self
+            .checked(req, reserved, &mut label)
             .await
-            .unwrap_or_else(|e| e.into_outcome(None))
+            .unwrap_or_else(|e| e.into_outcome(None));
+        outcome.mcp_method = label;
+        outcome
     }
 
+    /// Answers `req`; a POST sets `label` to its method's once the body is parsed.
     async fn checked(
         self: &Arc<Self>,
         req: Request,
         reserved: Option<BodyReservation>,
+        label: &mut McpMethod,
     ) -> Result<Outcome, RequestError> {
         if let Some(id) = req.server_id.as_deref()
             && !self.catalog.has_server(id)
@@ -57,7 +68,7 @@ impl Runtime {
             return Err(RequestError::UnsupportedProtocolVersion(v.to_owned()));
         }
         match req.method {
-            Method::Post => self.post(req, reserved).await,
+            Method::Post => self.post(req, reserved, label).await,
             Method::Get => self.get(&req).await,
             Method::Delete => self.delete(&req).await,
         }
@@ -106,6 +117,7 @@ impl Runtime {
         self: &Arc<Self>,
         mut req: Request,
         reserved: Option<BodyReservation>,
+        label: &mut McpMethod,
     ) -> Result<Outcome, RequestError> {
         let limit = self.config.max_message_bytes;
         if req.body.len() > limit {
@@ -130,14 +142,17 @@ impl Runtime {
         drop(body);
         match incoming {
             Incoming::Request { id, method, params } => {
+                *label = McpMethod::of(&method);
                 tracing::Span::current().record("method", method.as_str());
                 Ok(self.request(&req, &id, &method, params).await)
             }
             Incoming::Notification { method, params } => {
+                *label = McpMethod::of(&method);
                 tracing::Span::current().record("method", method.as_str());
                 self.notification(&req, &method, params.as_deref()).await
             }
             Incoming::Response => {
+                *label = McpMethod::RESPONSE;
                 self.session(&req).await?;
                 Ok(Outcome::empty(202))
             }
@@ -355,8 +370,20 @@ impl Runtime {
             Value::String(route.upstream_name.to_owned()),
         );
         let up = Arc::clone(route.upstream);
-        self.forward(session, id, up, "completion/complete", p, false, None)
-            .await
+        let traceparent = crate::runtime::trace_id_of(&req.auth.traceparent)
+            .is_some()
+            .then_some(req.auth.traceparent.as_str());
+        self.forward(
+            session,
+            id,
+            up,
+            "completion/complete",
+            p,
+            false,
+            None,
+            traceparent,
+        )
+        .await
     }
 
     /// Routes a checked call through the catalog, runs its hooks and forwards it.
@@ -420,7 +447,13 @@ impl Runtime {
             .accept
             .as_deref()
             .is_none_or(|a| a.contains("text/event-stream") || a.contains("*/*"));
-        self.forward(session, id, up, method, p, accepts_sse, post)
+        // The caller's trace context goes on to the upstream (`traceparent` header): the
+        // runtime's request span when tracing is on (the adapter put it there), else the
+        // context it received.
+        let traceparent = crate::runtime::trace_id_of(&req.auth.traceparent)
+            .is_some()
+            .then_some(req.auth.traceparent.as_str());
+        self.forward(session, id, up, method, p, accepts_sse, post, traceparent)
             .await
     }
 }

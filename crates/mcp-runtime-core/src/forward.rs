@@ -60,6 +60,7 @@ impl Runtime {
         mut params: Map<String, Value>,
         accepts_sse: bool,
         post: Option<Hook>,
+        traceparent: Option<&str>,
     ) -> Result<Outcome, RequestError> {
         check_progress_token(&params)?;
         let uid = up.next_id();
@@ -67,18 +68,20 @@ impl Runtime {
         let slot = self.quotas.acquire(&session.subject, Quota::Calls, 1)?;
         let cancel = claim(session, id)?;
         let mut call = Call::start(self, Arc::clone(&up), uid, session, id, slot);
+        call.method = crate::metrics::McpMethod::of(method);
         let bounds = Bounds {
             deadline: Instant::now() + self.config.upstream_timeout,
             timeout: self.config.upstream_timeout,
             cancel,
         };
         let mut stream = match bounds
-            .run(up.request(uid, method, Value::Object(params)))
+            .run(up.request(uid, method, Value::Object(params), traceparent))
             .await?
         {
             Ok(s) => s,
             Err(e) => {
                 call.done = true;
+                call.failed = true;
                 return Err(e.into());
             }
         };
@@ -269,6 +272,12 @@ struct Call {
     uid: u64,
     /// Set once the upstream answered (or failed): nothing to cancel then.
     done: bool,
+    /// Set when the upstream could not be reached (the `error` outcome of the metrics, as is
+    /// a call dropped before `done`: timed out or cancelled).
+    failed: bool,
+    /// When the call started and its `mcp_method` label (metrics only).
+    started: Instant,
+    method: crate::metrics::McpMethod,
     session: Arc<Session>,
     /// The caller's raw request id, its key in the session's in-flight table.
     key: String,
@@ -295,6 +304,9 @@ impl Call {
             up,
             uid,
             done: false,
+            failed: false,
+            started: Instant::now(),
+            method: crate::metrics::McpMethod::UNKNOWN,
             session: Arc::clone(session),
             key: id.get().to_owned(),
             counter: Arc::clone(&rt.inflight_upstream),
@@ -310,6 +322,14 @@ impl Call {
 
 impl Drop for Call {
     fn drop(&mut self) {
+        if let Some(m) = crate::metrics::get() {
+            m.record_upstream(
+                &self.up.label,
+                self.method,
+                self.done && !self.failed,
+                self.started.elapsed().as_secs_f64(),
+            );
+        }
         self.session
             .inflight
             .lock()

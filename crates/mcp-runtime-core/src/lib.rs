@@ -64,6 +64,7 @@ mod error;
 mod forward;
 pub mod hooks;
 pub mod jsonrpc;
+pub mod metrics;
 pub mod quota;
 pub mod request;
 pub mod runtime;

@@ -163,6 +163,8 @@ pub enum Body {
 pub struct Events {
     rx: mpsc::Receiver<SseEvent>,
     _permit: Option<Permit>,
+    /// The in-flight and open-stream gauges this stream holds while metrics are on.
+    pub(crate) _gauges: Option<(crate::metrics::GaugeGuard, crate::metrics::GaugeGuard)>,
 }
 
 impl Events {
@@ -187,6 +189,8 @@ pub struct Outcome {
     pub head: ResponseHead,
     /// The body.
     pub body: Body,
+    /// The `mcp_method` label of the request answered (metrics and the request log line).
+    pub mcp_method: crate::metrics::McpMethod,
 }
 
 impl Outcome {
@@ -208,6 +212,7 @@ impl Outcome {
                 headers: vec![("content-type", "application/json".to_owned())],
             },
             body: Body::Full(body.into()),
+            mcp_method: crate::metrics::McpMethod::UNKNOWN,
         }
     }
 
@@ -220,6 +225,7 @@ impl Outcome {
                 headers: Vec::new(),
             },
             body: Body::Full(Bytes::new()),
+            mcp_method: crate::metrics::McpMethod::UNKNOWN,
         }
     }
 
@@ -237,7 +243,9 @@ impl Outcome {
             body: Body::Events(Events {
                 rx: events,
                 _permit: None,
+                _gauges: None,
             }),
+            mcp_method: crate::metrics::McpMethod::UNKNOWN,
         }
     }
 

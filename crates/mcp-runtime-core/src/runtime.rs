@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tokio_util::task::TaskTracker;
@@ -101,6 +101,36 @@ pub struct Health {
     pub protocol_versions: Vec<&'static str>,
     /// The state store: its kind and whether it answers.
     pub state: StoreHealth,
+    /// Upstreams whose last attempt failed at the transport (unreachable), each with whether
+    /// the catalog marks it required; a required one down makes the runtime degraded.
+    pub upstreams_down: Vec<(String, bool)>,
+    /// `true` once shutdown started or [`Runtime::set_not_ready`] was called: `/ready` and
+    /// gRPC health answer not serving (requests are still served until the listeners close).
+    pub not_ready: bool,
+}
+
+impl Health {
+    /// `"degraded"` when a required upstream is down, else `"ok"`.
+    #[must_use]
+    pub fn condition(&self) -> &'static str {
+        if self.upstreams_down.iter().any(|(_, required)| *required) {
+            "degraded"
+        } else {
+            "ok"
+        }
+    }
+
+    /// Why the runtime is not ready (`draining`, `state_unavailable`), or `None` when it is.
+    #[must_use]
+    pub fn not_ready_reason(&self) -> Option<&'static str> {
+        if self.not_ready || !self.serving {
+            Some("draining")
+        } else if !self.state.reachable {
+            Some("state_unavailable")
+        } else {
+            None
+        }
+    }
 }
 
 /// The transport-agnostic MCP runtime. Cheap to share: adapters hold an `Arc<Runtime>`.
@@ -122,6 +152,8 @@ pub struct Runtime {
     pub(crate) quotas: Arc<Quotas>,
     pub(crate) config: RuntimeConfig,
     draining: AtomicBool,
+    /// `true` once [`Runtime::set_not_ready`] was called; watched by the gRPC health service.
+    not_ready: tokio::sync::watch::Sender<bool>,
     /// The `initialize` result for each of [`PROTOCOL_VERSIONS`], encoded once at start.
     pub(crate) initialize_results: Vec<String>,
     /// Upstream calls under way (a call increments it, its drop decrements); only reported,
@@ -166,6 +198,7 @@ impl Runtime {
             quotas: Arc::new(Quotas::new(config.quotas)),
             config,
             draining: AtomicBool::new(false),
+            not_ready: tokio::sync::watch::Sender::new(false),
             initialize_results: PROTOCOL_VERSIONS
                 .iter()
                 .map(|v| initialize_result(v))
@@ -194,7 +227,21 @@ impl Runtime {
             open_sessions: self.sessions.len(),
             protocol_versions: PROTOCOL_VERSIONS.to_vec(),
             state: self.store.health(),
+            upstreams_down: self.catalog.upstreams_down(),
+            not_ready: *self.not_ready.borrow(),
         }
+    }
+
+    /// Marks the runtime not ready (shutdown's first step, before the drain period): `/ready`
+    /// answers 503 and gRPC health `NOT_SERVING` while requests are still served.
+    pub fn set_not_ready(&self) {
+        self.not_ready.send_replace(true);
+    }
+
+    /// A receiver that sees `true` once the runtime is not ready ([`Runtime::set_not_ready`]).
+    #[must_use]
+    pub fn watch_not_ready(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.not_ready.subscribe()
     }
 
     /// Marks the runtime as draining (health reports not serving) and ends the standalone
@@ -300,6 +347,22 @@ impl Runtime {
         req: Request,
         reserved: Option<crate::quota::BodyReservation>,
     ) -> Outcome {
+        self.handle_observed(req, reserved, Instant::now()).await
+    }
+
+    /// [`Runtime::handle_reserved`] for a request whose head arrived at `started`: the
+    /// request is counted in the metrics (`crate::metrics`, when on) and logged in one line
+    /// at `info` on the target `mcp_runtime::access` (request id, trace id, session id,
+    /// surface, MCP method, HTTP status, JSON-RPC code class, outcome, duration in ms; never
+    /// the caller's credentials or the AuthContext). An SSE answer holds the in-flight and
+    /// open-stream gauges until its stream ends.
+    pub async fn handle_observed(
+        self: &Arc<Self>,
+        req: Request,
+        reserved: Option<crate::quota::BodyReservation>,
+        started: Instant,
+    ) -> Outcome {
+        use crate::metrics::{self, Mode, RpcCode};
         // A debug-level span: at the default `info` filter it is disabled and costs nothing;
         // an enabled span costs 8-13 µs per request with the fmt layer (measured with
         // mcp-bench and perf), a quarter of the runtime's CPU for a `ping`.
@@ -311,14 +374,68 @@ impl Runtime {
             session = req.headers.session_id.as_deref().unwrap_or(""),
             request_id = req.request_id.as_deref().unwrap_or(""),
         );
-        async move {
+        let mode = Mode::from(req.transport);
+        let m = metrics::get();
+        let in_flight = m.map(|m| m.in_flight(mode));
+        // What the request line needs, taken only when the line is wanted.
+        let log =
+            tracing::enabled!(target: "mcp_runtime::access", tracing::Level::INFO).then(|| {
+                (
+                    req.request_id.clone(),
+                    req.headers.session_id.clone(),
+                    trace_id_of(&req.auth.traceparent).map(str::to_owned),
+                )
+            });
+        let mut outcome = async move {
             let outcome = self.dispatch(req, reserved).await;
             tracing::debug!(status = outcome.head.status, "answered");
             outcome
         }
         .instrument(span)
-        .await
+        .await;
+        if m.is_none() && log.is_none() {
+            return outcome;
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        let rpc = RpcCode::of_outcome(&outcome);
+        let status = outcome.head.status;
+        if let Some(m) = m {
+            m.record_request(mode, outcome.mcp_method, status, rpc, seconds);
+            if let (crate::request::Body::Events(ev), Some(f)) = (&mut outcome.body, in_flight) {
+                ev._gauges = Some((f, m.stream(mode)));
+            }
+        }
+        if let Some((request_id, session_id, trace_id)) = log {
+            let ok = status < 400 && matches!(rpc, RpcCode::Ok | RpcCode::Stream | RpcCode::None);
+            let session_id = session_id
+                .as_deref()
+                .or(outcome.head.header("mcp-session-id"));
+            tracing::info!(
+                target: "mcp_runtime::access",
+                request_id = request_id.as_deref(),
+                trace_id = trace_id.as_deref(),
+                session_id,
+                mode = mode.as_str(),
+                mcp_method = outcome.mcp_method.as_str(),
+                http_status = status,
+                rpc_code = rpc.as_str(),
+                outcome = if ok { "ok" } else { "error" },
+                duration_ms = (seconds * 1e6).round() / 1e3,
+                "request"
+            );
+        }
+        outcome
     }
+}
+
+/// The trace id (32 lower-case hex digits) of a W3C `traceparent`
+/// (`00-<trace id>-<parent id>-<flags>`), or `None` when the value is not one.
+#[must_use]
+pub fn trace_id_of(traceparent: &str) -> Option<&str> {
+    let mut parts = traceparent.split('-');
+    let (_version, trace, parent) = (parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    (hex(trace, 32) && hex(parent, 16) && trace.bytes().any(|b| b != b'0')).then_some(trace)
 }
 
 /// The `initialize` result for `version`, built with rmcp's model types: tools, resources,

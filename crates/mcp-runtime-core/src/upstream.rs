@@ -31,7 +31,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -107,6 +107,12 @@ pub(crate) struct Upstream {
     proxy: Option<&'static str>,
     /// A stdio upstream's child process and session (then the HTTP fields are unused).
     stdio: Option<stdio::Stdio>,
+    /// The catalog id as the `upstream` label of the metrics (shared, not copied per call).
+    pub(crate) label: Arc<str>,
+    /// Set when the last attempt to reach the upstream failed at the transport (unreachable,
+    /// handshake refused), cleared by the next request it answers: what `/health` reports as
+    /// a degraded runtime.
+    down: AtomicBool,
 }
 
 impl Upstream {
@@ -151,6 +157,8 @@ impl Upstream {
         });
         Self {
             uri: Arc::from(config.url.as_str()),
+            label: Arc::from(config.id.as_str()),
+            down: AtomicBool::new(false),
             config,
             client,
             connection: Mutex::new(None),
@@ -317,6 +325,42 @@ impl Upstream {
         id: u64,
         method: &str,
         params: Value,
+        traceparent: Option<&str>,
+    ) -> Result<MessageStream, UpstreamError> {
+        let r = self.send_request(id, method, params, traceparent).await;
+        self.mark(&r);
+        r
+    }
+
+    /// Whether the last attempt to reach the upstream failed at the transport.
+    pub(crate) fn is_down(&self) -> bool {
+        self.down.load(Ordering::Relaxed)
+    }
+
+    /// Records whether the upstream was reached: an [`UpstreamError::Unavailable`] marks it
+    /// down, anything else (an answer, an answer refused for its size) marks it up.
+    pub(crate) fn mark<T>(&self, r: &Result<T, UpstreamError>) {
+        self.set_down(matches!(r, Err(UpstreamError::Unavailable { .. })));
+    }
+
+    /// Marks the upstream down (unreachable) or up, logging a change.
+    pub(crate) fn set_down(&self, down: bool) {
+        if self.down.load(Ordering::Relaxed) != down {
+            self.down.store(down, Ordering::Relaxed);
+            if down {
+                tracing::warn!(upstream = %self.config.id, "upstream unreachable; health reports degraded");
+            } else {
+                tracing::info!(upstream = %self.config.id, "upstream reachable again");
+            }
+        }
+    }
+
+    async fn send_request(
+        &self,
+        id: u64,
+        method: &str,
+        params: Value,
+        traceparent: Option<&str>,
     ) -> Result<MessageStream, UpstreamError> {
         if let Some(s) = &self.stdio {
             return s.request(id, method, params).await;
@@ -333,6 +377,12 @@ impl Upstream {
                 Some(m) => m,
                 None => message(&body).map_err(|e| self.protocol(e))?,
             };
+            let mut headers = conn.headers.clone();
+            if let Some(v) =
+                traceparent.and_then(|t| reqwest::header::HeaderValue::from_str(t).ok())
+            {
+                headers.insert(reqwest::header::HeaderName::from_static("traceparent"), v);
+            }
             let res = self
                 .client
                 .post_message_with_response_limits(
@@ -340,7 +390,7 @@ impl Upstream {
                     msg,
                     conn.session_id.clone(),
                     None,
-                    conn.headers.clone(),
+                    headers,
                     self.limits,
                 )
                 .await;
@@ -401,7 +451,7 @@ impl Upstream {
     /// discovery.
     pub(crate) async fn call(&self, method: &str, params: &Value) -> Result<Value, UpstreamError> {
         let id = self.next_id();
-        let mut stream = self.request(id, method, params.clone()).await?;
+        let mut stream = self.request(id, method, params.clone(), None).await?;
         while let Some(msg) = stream.next().await {
             let v: Value = serde_json::from_str(&msg?).map_err(|e| self.protocol(e))?;
             if v.get("id").is_some() && v.get("method").is_none() {

@@ -18,6 +18,9 @@
 //!   InvokeHook as the core's [`mcp_runtime_core::Hooks`], the WatchPolicy task) over gRPC or
 //!   HTTP/JSON on the core's Unix socket.
 //! - [`host_origin`]: the public endpoint's `Host`/`Origin` allow-lists.
+//! - [`otel`]: the request spans and their OTLP export (feature `otel`).
+//! - [`metrics`]: the metrics listener (`--metrics-listen`): Prometheus text on `/metrics`,
+//!   `/health` and `/ready` on a TCP port.
 //! - `transport/public.rs`: the public endpoint of edge mode (TCP, `--public-listen`).
 //! - `transport/http.rs`: the HTTP/JSON adapter (axum).
 //! - `transport/grpc.rs`: the gRPC adapter (tonic), with `grpc-uds` only.
@@ -28,6 +31,8 @@
 
 pub mod host_origin;
 pub mod listener;
+pub mod metrics;
+pub mod otel;
 pub mod policy;
 pub mod server;
 pub mod socket;

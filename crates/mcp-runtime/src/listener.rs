@@ -17,11 +17,15 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use mcp_runtime_core::metrics::{self, Mode};
+
 /// The admission rules of one socket.
 #[derive(Debug, Clone)]
 pub struct Admission {
-    /// Socket name for the logs (`http` or `grpc`).
+    /// Socket name for the logs (`http`, `grpc` or `public`).
     name: &'static str,
+    /// The same as the `mode` label of the metrics.
+    mode: Mode,
     /// Uids allowed to connect; empty means any uid the socket's file mode lets in.
     allow_uids: Arc<[u32]>,
     /// One permit per open connection; at zero further connections are closed at once.
@@ -42,8 +46,14 @@ impl Admission {
         max_connections: usize,
         header_read_timeout: Duration,
     ) -> Self {
+        let mode = match name {
+            "grpc" => Mode::Grpc,
+            "public" => Mode::Public,
+            _ => Mode::Http,
+        };
         Self {
             name,
+            mode,
             allow_uids: allow_uids.into(),
             slots: Arc::new(Semaphore::new(max_connections.max(1))),
             header_read_timeout,
@@ -99,6 +109,7 @@ impl Admission {
             let _ = stream.set_nodelay(true);
             match Arc::clone(&self.slots).try_acquire_owned() {
                 Ok(permit) => {
+                    metrics::connection_admitted(self.mode);
                     let conn = Conn {
                         stream,
                         _permit: permit,
@@ -129,6 +140,7 @@ impl Admission {
                             return (conn, peer);
                         }
                     }
+                    metrics::connection_refused(self.mode, "max_connections");
                     tracing::warn!(
                         socket = self.name,
                         %peer,
@@ -143,12 +155,14 @@ impl Admission {
     /// Takes a connection slot for `stream`; `None` (the stream closed) at the cap.
     fn slot<S>(&self, stream: S) -> Option<Conn<S>> {
         let Ok(permit) = Arc::clone(&self.slots).try_acquire_owned() else {
+            metrics::connection_refused(self.mode, "max_connections");
             tracing::warn!(
                 socket = self.name,
                 "connection refused: --max-connections reached"
             );
             return None;
         };
+        metrics::connection_admitted(self.mode);
         Some(Conn {
             stream,
             _permit: permit,
@@ -161,6 +175,7 @@ impl Admission {
             match stream.peer_cred() {
                 Ok(c) if self.allow_uids.contains(&c.uid()) => {}
                 Ok(c) => {
+                    metrics::connection_refused(self.mode, "peer_uid");
                     tracing::warn!(
                         socket = self.name,
                         uid = c.uid(),
@@ -170,6 +185,7 @@ impl Admission {
                     return None;
                 }
                 Err(e) => {
+                    metrics::connection_refused(self.mode, "peer_uid");
                     tracing::warn!(socket = self.name, error = %e, "connection refused: no peer credentials");
                     return None;
                 }

@@ -221,11 +221,24 @@ struct Args {
     #[arg(long, env = "MCP_RUNTIME_EVENT_RETENTION_S", default_value_t = mcp_runtime_core::state::DEFAULT_RETENTION_AGE_S)]
     event_retention_s: u64,
 
-    /// Log format. Which events are logged is set by the environment variable
-    /// `MCP_RUNTIME_LOG`, a `tracing` filter directive (`debug`, `mcp_runtime_core=debug`,
-    /// ...; default `info`).
+    /// Log format: `text` for people, `json` for one JSON object per line. Which events are
+    /// logged is set by the environment variable `MCP_RUNTIME_LOG`, a `tracing` filter
+    /// directive (default `info`; `debug`, `mcp_runtime_core=debug`, ...). At `info` each
+    /// request is one line on the target `mcp_runtime::access` (`MCP_RUNTIME_LOG=info,mcp_runtime::access=warn` leaves them out).
     #[arg(long, env = "MCP_RUNTIME_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
+
+    /// Prometheus metrics: serve `GET /metrics` (text format 0.0.4), `/health` and `/ready`
+    /// on this TCP address (`127.0.0.1:9464`; port 0 is refused, a scrape target needs a known
+    /// port). Off by default: no metric is recorded then.
+    #[arg(long, env = "MCP_RUNTIME_METRICS_LISTEN", value_parser = parse_metrics_listen)]
+    metrics_listen: Option<std::net::SocketAddr>,
+
+    /// At SIGTERM or SIGINT, how long the runtime reports not ready (`/ready` 503, gRPC
+    /// health NOT_SERVING) while still serving, before it stops accepting, in milliseconds.
+    /// Set it a little above the load balancer's readiness probe period.
+    #[arg(long, env = "MCP_RUNTIME_DRAIN_MS", default_value_t = 0)]
+    drain_ms: u64,
 
     /// Tokio worker threads (default: one per core).
     #[arg(long, env = "MCP_RUNTIME_WORKER_THREADS")]
@@ -258,6 +271,16 @@ it are answered 503 within --state-timeout-ms; they recover by themselves when i
 
 Exit status: 0 after a clean shutdown, 1 when start-up fails (catalog, upstreams), 2 for a
 usage error (command line, socket path).";
+
+fn parse_metrics_listen(s: &str) -> Result<std::net::SocketAddr, String> {
+    let addr: std::net::SocketAddr = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not ADDR:PORT (127.0.0.1:9464, [::1]:9464)"))?;
+    if addr.port() == 0 {
+        return Err("port 0: a scrape target needs a known port".to_owned());
+    }
+    Ok(addr)
+}
 
 fn parse_mode(s: &str) -> Result<u32, String> {
     let mode = u32::from_str_radix(s.trim_start_matches("0o"), 8)
@@ -297,7 +320,20 @@ fn main() -> ExitCode {
     let mut args = Args::parse();
     args.http_uds = given(args.http_uds);
     args.grpc_uds = given(args.grpc_uds);
-    init_logging(&args.log_format);
+    let traces = match mcp_runtime::otel::wanted() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("mcp-runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let otel = match init_logging(&args.log_format, traces) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("mcp-runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
     args.core_uds = given(args.core_uds);
     if args.http_uds.is_none() && args.grpc_uds.is_none() && args.public_listen.is_none() {
         eprintln!(
@@ -332,6 +368,20 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
+    // The metrics port is bound first, so that a port in use fails before the upstreams are
+    // contacted, in one line naming the flag.
+    let metrics_listener = match args.metrics_listen.map(socket::bind_tcp_std).transpose() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!(
+                "mcp-runtime: --metrics-listen (MCP_RUNTIME_METRICS_LISTEN) {}: cannot listen: {e}",
+                args.metrics_listen
+                    .map(|a| a.to_string())
+                    .unwrap_or_default()
+            );
+            return ExitCode::from(2);
+        }
+    };
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
     if let Some(n) = args.worker_threads {
@@ -345,7 +395,10 @@ fn main() -> ExitCode {
         }
     };
     let json_logs = args.log_format == "json";
-    match rt.block_on(run(args)) {
+    let result = rt.block_on(run(args, metrics_listener));
+    drop(rt);
+    otel.shutdown();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // Once: a JSON log line when logs are JSON (what a log collector reads), else one
@@ -384,22 +437,51 @@ fn error_chain(e: &anyhow::Error) -> String {
     text
 }
 
-fn init_logging(format: &str) {
+/// Installs the log subscriber: the format's layer filtered by `MCP_RUNTIME_LOG` (never the
+/// request spans' target), and with `otel` the OpenTelemetry layer (`traces`).
+fn init_logging(format: &str, traces: bool) -> Result<mcp_runtime::otel::Guard, String> {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let off = format!("{}=off", mcp_runtime::otel::TARGET)
+        .parse()
+        .map_err(|e| format!("{e}"))?;
     let filter = tracing_subscriber::EnvFilter::try_from_env("MCP_RUNTIME_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+        .add_directive(off);
     use std::io::IsTerminal as _;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
-    if format == "json" {
-        builder.json().init();
+    let fmt = if format == "json" {
+        // The fields of an event at the top level of its object, beside `timestamp`, `level`,
+        // `target` and `message`; no span lists (the request line carries its own ids).
+        fmt.json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .with_filter(filter)
+            .boxed()
     } else {
-        builder.init();
+        fmt.with_filter(filter).boxed()
+    };
+    let registry = tracing_subscriber::registry().with(fmt);
+    #[cfg(feature = "otel")]
+    if traces {
+        let (layer, guard) = mcp_runtime::otel::layer()?;
+        registry.with(layer).init();
+        return Ok(guard);
     }
+    let _ = traces;
+    registry.init();
+    Ok(mcp_runtime::otel::Guard::default())
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
+async fn run(args: Args, metrics_listener: Option<std::net::TcpListener>) -> anyhow::Result<()> {
+    if metrics_listener.is_some() {
+        // On before the first request, so that every one is counted.
+        mcp_runtime_core::metrics::enable();
+    }
     // Install the handlers before any socket exists, so a SIGTERM that arrives as soon as the
     // sockets appear still shuts down cleanly and removes them.
     let stop_signal = signal()?;
@@ -502,13 +584,32 @@ async fn run(args: Args) -> anyhow::Result<()> {
         );
         tracing::info!(address = %local, core = ?args.core_uds, transport = %args.core_transport, "public endpoint listening (edge mode)");
     }
+    if let Some(listener) = metrics_listener {
+        let local = listener.local_addr()?;
+        server.serve_metrics(tokio::net::TcpListener::from_std(listener)?);
+        tracing::info!(address = %local, "metrics listening (/metrics, /health, /ready)");
+    }
     tracing::info!(features = ?features(), state = server.runtime().health().state.kind, "mcp-runtime ready");
 
     let grace = Duration::from_millis(args.shutdown_grace_ms);
     // From the signal until exit, the sockets keep listening and close each new connection
     // at once: the paths stay owned while the drain runs (`socket` module doc).
+    // Before that, for the drain period, the runtime reports not ready (`/ready` 503, gRPC
+    // health NOT_SERVING) and serves as before, so a load balancer stops sending first.
+    let runtime = Arc::clone(server.runtime());
+    let drain = Duration::from_millis(args.drain_ms);
     let stop = async {
         stop_signal.await;
+        runtime.set_not_ready();
+        if drain.is_zero() {
+            tokio::task::yield_now().await;
+        } else {
+            tracing::info!(
+                drain_ms = args.drain_ms,
+                "shutting down: not ready; serving for the drain period"
+            );
+            tokio::time::sleep(drain).await;
+        }
         for file in &mut socket_files {
             file.close_new_connections();
         }

@@ -301,6 +301,9 @@ impl Policy {
         let given = !query.authorization.is_empty();
         let key = cache::key_of(&query.authorization);
         if given && let Some(caller) = self.cache.get(&key, Instant::now()) {
+            if let Some(m) = mcp_runtime_core::metrics::get() {
+                m.policy_cache_hits.inc();
+            }
             return Ok(Resolution::Allowed(caller));
         }
         if let Some(denial) = self.denials.get(
@@ -308,6 +311,9 @@ impl Policy {
             Instant::now(),
         ) {
             return Ok(Resolution::Denied((*denial).clone()));
+        }
+        if let Some(m) = mcp_runtime_core::metrics::get() {
+            m.policy_cache_misses.inc();
         }
         let mut answer = self.ask(key, query).await?;
         // A revocation that reached this runtime while the answer was on its way (the watch
@@ -386,12 +392,18 @@ impl Policy {
             } => {
                 let dropped = self.cache.revoke(&revocation, generation);
                 self.denials.clear(Some(generation), false);
+                revoked(match revocation {
+                    Revocation::TokenSha256(_) => "token",
+                    Revocation::Subject(_) => "subject",
+                    Revocation::All => "all",
+                });
                 tracing::info!(generation, ?revocation, dropped, "policy revocation");
             }
             WatchEvent::Other { generation } => {
                 // Unknown change: drop everything rather than keep what it may invalidate.
                 self.cache.revoke(&Revocation::All, generation);
                 self.denials.clear(Some(generation), false);
+                revoked("all");
             }
         }
     }
@@ -570,6 +582,16 @@ pub(crate) fn point_name(p: HookPoint) -> &'static str {
         HookPoint::PreInvoke => "pre_invoke",
         HookPoint::PostInvoke => "post_invoke",
         HookPoint::PostFetch => "post_fetch",
+    }
+}
+
+/// Counts a revocation applied to the caller cache (`mcp_policy_revocations_total{kind}`),
+/// when metrics are on.
+fn revoked(kind: &'static str) {
+    if let Some(m) = mcp_runtime_core::metrics::get() {
+        m.policy_revocations
+            .get_or_create(&mcp_runtime_core::metrics::KindLabel { kind })
+            .inc();
     }
 }
 

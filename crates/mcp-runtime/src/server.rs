@@ -102,7 +102,9 @@ pub async fn serve_grpc(
 
 /// The adapters serving one runtime, the idle-session reaper, and their shutdown.
 ///
-/// Shutdown ([`Server::drain`]) has one order: health reports not serving and the standalone
+/// Shutdown ([`Server::drain`]) has one order: readiness reports not ready (the binary first
+/// keeps serving for its drain period, `--drain-ms`), then health reports not serving and the
+/// standalone
 /// GET streams end (the runtime starts draining), every adapter stops accepting and lets its
 /// requests in flight finish for up to the grace period, then the calls still running are
 /// cancelled (their callers get an error, their upstreams `notifications/cancelled`), and
@@ -138,6 +140,15 @@ impl Server {
             adapters: JoinSet::new(),
             reaper,
         }
+    }
+
+    /// Serves the metrics listener (see [`crate::metrics::serve_metrics`]) until the drain.
+    pub fn serve_metrics(&mut self, listener: TcpListener) {
+        let (rt, stop) = (Arc::clone(&self.runtime), self.shutdown.clone());
+        self.adapters.spawn(async move {
+            crate::metrics::serve_metrics(rt, listener, stop.cancelled_owned()).await;
+            Ok(())
+        });
     }
 
     /// The runtime served.
@@ -216,6 +227,10 @@ impl Server {
     /// stopped, or the grace period is over and the calls still running were cancelled, and
     /// the stdio upstreams' servers have exited.
     pub async fn drain(mut self, grace: Duration) {
+        // Not ready first (the binary does it at the signal, before its drain period): the
+        // gRPC health watcher sees it before the listeners close.
+        self.runtime.set_not_ready();
+        tokio::task::yield_now().await;
         tracing::info!("shutting down: draining in-flight requests");
         self.runtime.start_draining();
         self.shutdown.cancel();

@@ -319,7 +319,7 @@ fn tempdir_in(parent: &Path) -> io::Result<PathBuf> {
 }
 
 /// Binds the public TCP listener of edge mode (`--public-listen ADDR:PORT`; port 0 picks a free
-/// one, see [`tokio::net::TcpListener::local_addr`]). The only TCP socket the runtime binds.
+/// one, see [`tokio::net::TcpListener::local_addr`]).
 ///
 /// # Errors
 ///
@@ -330,9 +330,20 @@ pub fn bind_tcp(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, S
         path: addr.to_string(),
         source,
     };
-    let listener = std::net::TcpListener::bind(addr).map_err(io)?;
-    listener.set_nonblocking(true).map_err(io)?;
+    let listener = bind_tcp_std(addr).map_err(io)?;
     tokio::net::TcpListener::from_std(listener).map_err(io)
+}
+
+/// Binds a non-blocking TCP listener on `addr` outside an async runtime (the metrics listener,
+/// bound before anything else starts; hand it to `tokio::net::TcpListener::from_std`).
+///
+/// # Errors
+///
+/// The I/O error of `bind` (address in use, not local, no permission).
+pub fn bind_tcp_std(addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let listener = std::net::TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
 }
 
 #[cfg(test)]

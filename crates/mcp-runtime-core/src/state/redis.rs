@@ -180,7 +180,13 @@ impl RedisStore {
     /// an error, and the first command after Redis came back would otherwise fail on the
     /// connection that broke. (Every command here may run twice: a repeated `PUBLISH` cancels
     /// or invalidates twice, a repeated `XADD` of the same entry id is refused and logged.)
-    async fn run<T, F>(&self, f: impl Fn(ConnectionManager) -> F) -> Result<T, StoreError>
+    ///
+    /// A failure is counted in `mcp_state_errors_total{operation}` (metrics on).
+    async fn run<T, F>(
+        &self,
+        operation: &'static str,
+        f: impl Fn(ConnectionManager) -> F,
+    ) -> Result<T, StoreError>
     where
         F: Future<Output = ::redis::RedisResult<T>>,
     {
@@ -196,10 +202,14 @@ impl RedisStore {
                 r => r,
             }
         };
-        match tokio::time::timeout(self.timeout, attempts).await {
-            Ok(r) => Ok(r?),
+        let r = match tokio::time::timeout(self.timeout, attempts).await {
+            Ok(r) => r.map_err(StoreError::from),
             Err(_) => Err(StoreError::Timeout(self.timeout)),
+        };
+        if r.is_err() {
+            crate::metrics::state_error(operation);
         }
+        r
     }
 
     /// Creates the record of session `sid` unless `subject` already holds `limit` sessions
@@ -228,7 +238,9 @@ impl RedisStore {
         };
         let inv = &inv;
         let created: i64 = self
-            .run(|mut c| async move { inv.invoke_async(&mut c).await })
+            .run("create_session", |mut c| async move {
+                inv.invoke_async(&mut c).await
+            })
             .await?;
         Ok(created == 1)
     }
@@ -237,7 +249,7 @@ impl RedisStore {
     pub(crate) async fn load_session(&self, sid: &str) -> Result<Option<Record>, StoreError> {
         let key = &session_key(sid);
         let (sub, scope): (Option<String>, Option<String>) = self
-            .run(|mut c| async move {
+            .run("load_session", |mut c| async move {
                 ::redis::cmd("HMGET")
                     .arg(key)
                     .arg("sub")
@@ -266,7 +278,9 @@ impl RedisStore {
         };
         let inv = &inv;
         let alive: i64 = self
-            .run(|mut c| async move { inv.invoke_async(&mut c).await })
+            .run("touch_session", |mut c| async move {
+                inv.invoke_async(&mut c).await
+            })
             .await?;
         Ok(alive == 1)
     }
@@ -281,7 +295,9 @@ impl RedisStore {
         };
         let inv = &inv;
         let _: i64 = self
-            .run(|mut c| async move { inv.invoke_async(&mut c).await })
+            .run("delete_session", |mut c| async move {
+                inv.invoke_async(&mut c).await
+            })
             .await?;
         Ok(())
     }
@@ -290,7 +306,7 @@ impl RedisStore {
     pub(crate) async fn publish_cancel(&self, sid: &str, rid: &str) -> Result<(), StoreError> {
         let message = &format!("{sid}\n{rid}");
         let _: i64 = self
-            .run(|mut c| async move {
+            .run("publish_cancel", |mut c| async move {
                 ::redis::cmd("PUBLISH")
                     .arg(CANCEL)
                     .arg(message)
@@ -349,8 +365,10 @@ impl RedisStore {
         }
         p.cmd("PEXPIRE").arg(&meta).arg(age).ignore();
         let p = &p;
-        self.run(|mut c| async move { p.query_async::<()>(&mut c).await })
-            .await
+        self.run("append", |mut c| async move {
+            p.query_async::<()>(&mut c).await
+        })
+        .await
     }
 
     /// Checks that the events after `after` of its stream in session `sid` are retained and
@@ -377,7 +395,7 @@ impl RedisStore {
             StreamRangeReply,
             StreamRangeReply,
         ) = self
-            .run(|mut c| async move {
+            .run("resume", |mut c| async move {
                 ::redis::pipe()
                     .cmd("HMGET")
                     .arg(meta_ref)
@@ -505,7 +523,7 @@ impl RedisStore {
     /// known to have stopped ends a stream).
     async fn alive(&self, id: &str) -> bool {
         let key = &replica_key(id);
-        self.run(|mut c| async move {
+        self.run("alive", |mut c| async move {
             ::redis::cmd("EXISTS")
                 .arg(key)
                 .query_async::<i64>(&mut c)
@@ -545,7 +563,7 @@ async fn heartbeat(
         };
         let key = &replica_key(&s.replica);
         let ok = s
-            .run(|mut c| async move {
+            .run("heartbeat", |mut c| async move {
                 ::redis::cmd("SET")
                     .arg(key)
                     .arg(1)

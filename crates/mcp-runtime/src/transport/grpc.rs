@@ -97,8 +97,49 @@ where
                     tonic::codegen::http::HeaderValue::from_static("3"),
                 );
             }
+            // A non-OK status answered at once (Trailers-Only, every refusal of a call):
+            // `mcp_boundary_errors_total{mode="grpc",grpc_status}`.
+            if let Some(m) = mcp_runtime_core::metrics::get()
+                && let Some(code) = h.get("grpc-status")
+                && code != "0"
+            {
+                let code = code
+                    .to_str()
+                    .ok()
+                    .and_then(|c| c.parse::<i32>().ok())
+                    .unwrap_or(2);
+                m.boundary_errors
+                    .get_or_create(&mcp_runtime_core::metrics::BoundaryLabels {
+                        mode: mcp_runtime_core::metrics::Mode::Grpc,
+                        grpc_status: status_name(code),
+                    })
+                    .inc();
+            }
             Ok(resp)
         })
+    }
+}
+
+/// The canonical name of a gRPC status code, upper case (`UNAVAILABLE`).
+fn status_name(code: i32) -> &'static str {
+    match code {
+        0 => "OK",
+        1 => "CANCELLED",
+        3 => "INVALID_ARGUMENT",
+        4 => "DEADLINE_EXCEEDED",
+        5 => "NOT_FOUND",
+        6 => "ALREADY_EXISTS",
+        7 => "PERMISSION_DENIED",
+        8 => "RESOURCE_EXHAUSTED",
+        9 => "FAILED_PRECONDITION",
+        10 => "ABORTED",
+        11 => "OUT_OF_RANGE",
+        12 => "UNIMPLEMENTED",
+        13 => "INTERNAL",
+        14 => "UNAVAILABLE",
+        15 => "DATA_LOSS",
+        16 => "UNAUTHENTICATED",
+        _ => "UNKNOWN",
     }
 }
 
@@ -264,12 +305,50 @@ fn stream(outcome: Outcome) -> PartStream {
     }
 }
 
+/// The `traceparent` metadata of a call, if any.
+fn traceparent<T>(req: &tonic::Request<T>) -> Option<Vec<u8>> {
+    req.metadata()
+        .get("traceparent")
+        .map(|v| v.as_bytes().to_vec())
+}
+
+impl GrpcRuntime {
+    /// Hands `req` to the core inside its request span (tracing on), the trace context taken
+    /// from the `traceparent` metadata, else from the AuthContext.
+    async fn observed(
+        &self,
+        mut req: Request,
+        header: Option<Vec<u8>>,
+        started: std::time::Instant,
+    ) -> Outcome {
+        use tracing::Instrument as _;
+        let span = crate::otel::request_span(
+            mcp_runtime_core::metrics::Mode::Grpc,
+            header.as_deref(),
+            &mut req,
+        );
+        let Some(span) = span else {
+            return self.runtime.handle_observed(req, None, started).await;
+        };
+        let session = req.headers.session_id.clone();
+        let outcome = self
+            .runtime
+            .handle_observed(req, None, started)
+            .instrument(span.clone())
+            .await;
+        crate::otel::finish(&span, &outcome, session.as_deref());
+        outcome
+    }
+}
+
 #[async_trait]
 impl McpRuntime for GrpcRuntime {
     async fn invoke(
         &self,
         req: tonic::Request<pb::InvokeRequest>,
     ) -> Result<tonic::Response<pb::InvokeResponse>, Status> {
+        let started = std::time::Instant::now();
+        let header = traceparent(&req);
         let req = request(req.into_inner().envelope, None)?;
         check_size(&req, self.runtime.max_message_bytes())?;
         if req.method == Method::Get {
@@ -279,7 +358,8 @@ impl McpRuntime for GrpcRuntime {
                 "a GET opens a stream: use InvokeStream",
             ));
         }
-        let (h, body) = self.runtime.handle(req).await.collect().await;
+        let outcome = self.observed(req, header, started).await;
+        let (h, body) = outcome.collect().await;
         Ok(tonic::Response::new(pb::InvokeResponse {
             head: Some(head(h)),
             body,
@@ -292,9 +372,13 @@ impl McpRuntime for GrpcRuntime {
         &self,
         req: tonic::Request<pb::InvokeStreamRequest>,
     ) -> Result<tonic::Response<Self::InvokeStreamStream>, Status> {
+        let started = std::time::Instant::now();
+        let header = traceparent(&req);
         let req = request(req.into_inner().envelope, None)?;
         check_size(&req, self.runtime.max_message_bytes())?;
-        Ok(tonic::Response::new(stream(self.runtime.handle(req).await)))
+        Ok(tonic::Response::new(stream(
+            self.observed(req, header, started).await,
+        )))
     }
 
     async fn close_session(
@@ -370,6 +454,7 @@ pub(crate) async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .ok();
+    let runtime_not_ready = runtime.watch_not_ready();
     let incoming = futures::stream::unfold((listener, admission), |(l, a)| async move {
         let conn = a.accept(&l).await;
         Some((Ok::<_, std::io::Error>(conn), (l, a)))
@@ -382,8 +467,23 @@ pub(crate) async fn serve(
     }
     // Draining: the standard health service says what `HealthCheck` and `/health` say, for
     // the server as a whole ("") and for `McpRuntime`; it was set serving above.
+    // Not ready (shutdown's first step, before the drain period): NOT_SERVING while the
+    // socket still serves.
+    let mut not_ready = runtime_not_ready;
+    let reporter = health_reporter.clone();
+    let watcher = tokio::spawn(async move {
+        if not_ready.wait_for(|n| *n).await.is_ok() {
+            reporter
+                .set_not_serving::<McpRuntimeServer<GrpcRuntime>>()
+                .await;
+            reporter
+                .set_service_status("", tonic_health::ServingStatus::NotServing)
+                .await;
+        }
+    });
     let shutdown = async move {
         shutdown.await;
+        watcher.abort();
         health_reporter
             .set_not_serving::<McpRuntimeServer<GrpcRuntime>>()
             .await;

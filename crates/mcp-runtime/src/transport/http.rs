@@ -17,6 +17,7 @@ use mcp_runtime_core::{
     AuthContext, Body, McpHeaders, Method, Outcome, Request, RequestError, Runtime, TeamScope,
     Transport,
 };
+use tracing::Instrument as _;
 
 /// Header carrying the caller's AuthContext: base64url of its JSON form.
 pub(crate) const AUTH_CONTEXT_HEADER: &str = "x-contextforge-auth-context";
@@ -76,6 +77,7 @@ pub(crate) fn router(runtime: Arc<Runtime>) -> Router {
         .route("/mcp", any(mcp))
         .route("/servers/{id}/mcp", any(scoped_mcp))
         .route("/health", get(health))
+        .route("/ready", get(ready))
         .fallback(not_found)
         .with_state(runtime)
 }
@@ -84,11 +86,44 @@ async fn health(State(rt): State<Arc<Runtime>>) -> Response {
     health_response(&rt)
 }
 
+async fn ready(State(rt): State<Arc<Runtime>>) -> Response {
+    ready_response(&rt)
+}
+
+/// `GET /ready`: readiness. 200 `{"status": "ready"}` when the runtime can serve (catalog
+/// discovered and sockets bound, as it is from the moment it answers; the state store
+/// reachable; shutdown not started), else 503 `{"status": "not_ready", "reason": ...}` with
+/// `reason` `draining` or `state_unavailable`.
+pub(crate) fn ready_response(rt: &Runtime) -> Response {
+    let (status, body) = match rt.health().not_ready_reason() {
+        None => (StatusCode::OK, serde_json::json!({"status": "ready"})),
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({"status": "not_ready", "reason": reason}),
+        ),
+    };
+    (
+        status,
+        [("content-type", "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
 /// `GET /health`: the runtime's health as JSON, 200 while serving, 503 while draining.
+/// `health` is `"ok"`, or `"degraded"` while a required upstream is unreachable;
+/// `upstreams_down` names every upstream whose last attempt failed at the transport.
 pub(crate) fn health_response(rt: &Runtime) -> Response {
     let h = rt.health();
+    let down: Vec<serde_json::Value> = h
+        .upstreams_down
+        .iter()
+        .map(|(id, required)| serde_json::json!({"id": id, "required": required}))
+        .collect();
     let body = serde_json::json!({
         "status": if h.serving { "serving" } else { "not_serving" },
+        "health": h.condition(),
+        "upstreams_down": down,
         "runtime_version": h.runtime_version,
         "contract_version": h.contract_version,
         "features": h.features,
@@ -319,6 +354,7 @@ pub(crate) async fn serve_mcp(
     request_id: Option<String>,
     transport: Transport,
 ) -> Response {
+    let started = std::time::Instant::now();
     let limit = rt.max_message_bytes();
     // A declared length (Content-Length) is held against the byte budgets while the body is
     // read, so a body without room is refused unread; over the limit it is the 413 below.
@@ -355,7 +391,7 @@ pub(crate) async fn serve_mcp(
         Ok(h) => h,
         Err(bad) => return rpc_error(bad),
     };
-    let req = Request {
+    let mut req = Request {
         method,
         headers: mcp_headers,
         server_id,
@@ -364,8 +400,22 @@ pub(crate) async fn serve_mcp(
         body,
         transport,
     };
+    let span = crate::otel::request_span(
+        transport.into(),
+        headers.get("traceparent").map(HeaderValue::as_bytes),
+        &mut req,
+    );
     // The core keeps the reservation until the request is answered.
-    into_response(rt.handle_reserved(req, reservation).await)
+    let Some(span) = span else {
+        return into_response(rt.handle_observed(req, reservation, started).await);
+    };
+    let session = req.headers.session_id.clone();
+    let outcome = rt
+        .handle_observed(req, reservation, started)
+        .instrument(span.clone())
+        .await;
+    crate::otel::finish(&span, &outcome, session.as_deref());
+    into_response(outcome)
 }
 
 /// Encodes a core outcome as an HTTP response; SSE events are written as they arrive.

@@ -25,7 +25,8 @@ use axum::response::Response;
 use mcp_runtime_core::{RequestError, Runtime, Transport};
 
 use super::http::{
-    Stalled, discard_body, health_response, mcp_method, method_not_allowed, rpc_error, serve_mcp,
+    Stalled, discard_body, health_response, mcp_method, method_not_allowed, ready_response,
+    rpc_error, serve_mcp,
 };
 use crate::host_origin::{AllowLists, Refusal};
 use crate::listener::Admission;
@@ -395,6 +396,12 @@ async fn answer(
             return rpc_error(refusal(refused));
         }
         return health_response(&edge.runtime);
+    }
+    if path == "/ready" && method == axum::http::Method::GET {
+        if let Err(refused) = edge.allow.check(text("host"), text("origin")) {
+            return rpc_error(refusal(refused));
+        }
+        return ready_response(&edge.runtime);
     }
     let Some(endpoint) = endpoint(path) else {
         return rpc_error(RequestError::UnknownPath);

@@ -11,6 +11,9 @@
 //! - `sockets`: socket files (mode, stale, live, not a socket, path length) and startup errors.
 //! - `peer_creds`: `--allow-uid` against clients of other uids (`setpriv`).
 //! - `shutdown`: SIGTERM drain and the grace period.
+//! - `observability`: the metrics listener scraped, `/ready` apart from `/health`, health
+//!   degraded with an upstream killed, readiness flipped before the listeners close, the
+//!   JSON request log line, the metrics port in use.
 //! - `sessions`: the runtime's RSS with 1,000 open sessions.
 //! - `replicas`: three runtimes sharing one real `redis-server` (`--state-url`): sessions,
 //!   cancellation, limits, isolation, resumption after a SIGKILL (over HTTP/JSON and gRPC),
@@ -23,6 +26,7 @@ pub mod support;
 
 mod runtime_proc;
 
+mod observability;
 mod peer_creds;
 mod replicas;
 mod sessions;

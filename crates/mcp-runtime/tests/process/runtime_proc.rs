@@ -36,6 +36,17 @@ impl RuntimeProc {
 
     /// As [`RuntimeProc::start`], with extra environment variables.
     pub(crate) fn start_with_env(catalog: &str, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_logged(catalog, extra, env, None)
+    }
+
+    /// As [`RuntimeProc::start_with_env`], with the runtime's stderr written to `log` (a file)
+    /// when given; `env` may set `MCP_RUNTIME_LOG`.
+    pub(crate) fn start_logged(
+        catalog: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        log: Option<std::fs::File>,
+    ) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("rt")
             .tempdir_in("/tmp")
@@ -50,13 +61,13 @@ impl RuntimeProc {
             cmd.arg("--grpc-uds").arg(&grpc);
         }
         cmd.args(extra)
-            .envs(env.iter().copied())
             // TEST_RUNTIME_LOG=debug shows the runtime's log while debugging a test.
             .env(
                 "MCP_RUNTIME_LOG",
                 std::env::var("TEST_RUNTIME_LOG").unwrap_or_else(|_| "error".into()),
             )
-            .stderr(Stdio::inherit());
+            .envs(env.iter().copied())
+            .stderr(log.map_or_else(Stdio::inherit, Stdio::from));
         let proc = Proc(cmd.spawn().expect("spawn runtime"));
         let rt = Self {
             dir,
