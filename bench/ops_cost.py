@@ -123,7 +123,11 @@ async def open_session(http: aiohttp.ClientSession, url: str, token: str) -> dic
         "jsonrpc": "2.0",
         "id": 0,
         "method": "initialize",
-        "params": {"protocolVersion": PROTOCOL, "capabilities": {}, "clientInfo": {"name": "ops", "version": "1"}},
+        "params": {
+            "protocolVersion": PROTOCOL,
+            "capabilities": {},
+            "clientInfo": {"name": "ops", "version": "1"},
+        },
     }
     async with http.post(url, json=init, headers=headers) as r:
         assert r.status == 200, await r.text()
@@ -136,11 +140,18 @@ async def open_session(http: aiohttp.ClientSession, url: str, token: str) -> dic
     return headers
 
 
-async def load(url: str, token: str, concurrency: int, warmup_s: float, duration_s: float, pid: int) -> dict[str, Any]:
+async def load(
+    url: str, token: str, concurrency: int, warmup_s: float, duration_s: float, pid: int
+) -> dict[str, Any]:
     """Run the workload; returns requests, errors, seconds and the gateway's CPU microseconds."""
     text = "x" * 100
     body = json.dumps(
-        {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "echo", "arguments": {"text": text}}}
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "tools/call",
+            "params": {"name": "echo", "arguments": {"text": text}},
+        }
     ).encode()
     counts = {"ok": 0, "errors": 0}
     phase = {"measuring": False, "stop": False}
@@ -205,7 +216,10 @@ def processes(args: argparse.Namespace, workdir: Path) -> Iterator[dict[str, Any
             process = start_gateway(env, port, log=workdir / f"gateway-{variant}.log")
             started.append(process)
             gateways[variant] = {"process": process, "url": f"http://127.0.0.1:{port}/mcp", "env": env}
-        yield {"gateways": gateways, "token": mint_token(secret, "bench@example.com", teams=None, is_admin=True)}
+        yield {
+            "gateways": gateways,
+            "token": mint_token(secret, "bench@example.com", teams=None, is_admin=True),
+        }
     finally:
         for process in reversed(started):
             stop(process)
@@ -276,7 +290,12 @@ def in_process_app(variant: str, sink: str, logfile: Path) -> Any:
 async def drive(app: Any, requests: int, token: str, warmup: int = 50) -> float:
     """Send ``requests`` ``tools/call`` requests through ``app``; CPU seconds per request."""
     body = json.dumps(
-        {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "echo", "arguments": {"text": "x" * 100}}}
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "tools/call",
+            "params": {"name": "echo", "arguments": {"text": "x" * 100}},
+        }
     ).encode()
     headers = [
         (b"host", b"127.0.0.1:4444"),
@@ -332,7 +351,9 @@ async def in_process(args: argparse.Namespace) -> int:
     sink = subprocess.Popen([sys.executable, "-c", SINK, str(sink_port)])
     workdir = Path(tempfile.mkdtemp(prefix="ops-cost-"))
     token = mint_token("bench-ops-secret-0123456789abcdef", "bench@example.com", teams=None, is_admin=True)
-    apps = {v: in_process_app(v, f"http://127.0.0.1:{sink_port}", workdir / f"{v}.log") for v in args.variants}
+    apps = {
+        v: in_process_app(v, f"http://127.0.0.1:{sink_port}", workdir / f"{v}.log") for v in args.variants
+    }
     cpu: dict[str, list[float]] = {v: [] for v in args.variants}
     try:
         for variant in args.variants:
@@ -360,7 +381,9 @@ async def in_process(args: argparse.Namespace) -> int:
             print(f"\ncProfile of {args.profile} (own time):", file=sys.stderr)
             stats = pstats.Stats(profiler, stream=sys.stderr)
             stats.sort_stats("tottime").print_stats(25)
-            stats.sort_stats("cumulative").print_stats("_observe|_telemetry|_logging|_metrics|opentelemetry|logging", 30)
+            stats.sort_stats("cumulative").print_stats(
+                "_observe|_telemetry|_logging|_metrics|opentelemetry|logging", 30
+            )
     finally:
         for _app, tracing in apps.values():
             if tracing is not None:
@@ -378,7 +401,9 @@ async def in_process(args: argparse.Namespace) -> int:
         report.append({"variant": variant, "cpu_us_per_request": s, "cost_pct": cost, "rounds": cpu[variant]})
         print(f"| {variant} | {s['median']:.1f} ({s['min']:.1f}-{s['max']:.1f}) | {cost:+.1f}% |")
     if args.json_out:
-        args.json_out.write_text(json.dumps({"in_process": True, "args": sys.argv[1:], "variants": report}, indent=1))
+        args.json_out.write_text(
+            json.dumps({"in_process": True, "args": sys.argv[1:], "variants": report}, indent=1)
+        )
     return 0
 
 
@@ -397,7 +422,9 @@ def _configure_logs(variant: str, workdir: Path) -> None:
 
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    default_bin = ROOT / "target" / ("release" if (ROOT / "target/release/mcp-runtime").exists() else "python-bin")
+    default_bin = (
+        ROOT / "target" / ("release" if (ROOT / "target/release/mcp-runtime").exists() else "python-bin")
+    )
     parser.add_argument("--bin-dir", type=Path, default=default_bin)
     parser.add_argument("--mode", choices=["grpc", "http", "python"], default="grpc")
     parser.add_argument("--rounds", type=int, default=5)
@@ -421,7 +448,10 @@ async def main() -> int:
         with processes(args, workdir) as running:
             gateways, token = running["gateways"], running["token"]
             for round_no in range(args.rounds):
-                order = args.variants[round_no % len(args.variants) :] + args.variants[: round_no % len(args.variants)]
+                order = (
+                    args.variants[round_no % len(args.variants) :]
+                    + args.variants[: round_no % len(args.variants)]
+                )
                 for variant in order:
                     gw = gateways[variant]
                     row = await load(
@@ -455,7 +485,9 @@ async def main() -> int:
     base_cpu = statistics.median(r["gateway_cpu_us_per_request"] for r in results["off"])
     report = []
     print(f"\nmode {args.mode}, {args.rounds} rounds x {args.duration_s:g} s, concurrency {args.concurrency}")
-    print("| variant | req/s median (min-max) | cost req/s | gateway CPU us/req median (min-max) | cost CPU |")
+    print(
+        "| variant | req/s median (min-max) | cost req/s | gateway CPU us/req median (min-max) | cost CPU |"
+    )
     print("|---|---|---|---|---|")
     for variant in args.variants:
         rps = summary([r["rps"] for r in results[variant]])
@@ -469,7 +501,9 @@ async def main() -> int:
             f"| {cpu['median']:.1f} ({cpu['min']:.1f}-{cpu['max']:.1f}) | {cpu_cost:+.1f}% |"
         )
     if args.json_out:
-        args.json_out.write_text(json.dumps({"mode": args.mode, "args": sys.argv[1:], "variants": report}, indent=1))
+        args.json_out.write_text(
+            json.dumps({"mode": args.mode, "args": sys.argv[1:], "variants": report}, indent=1)
+        )
     return 0
 
 
