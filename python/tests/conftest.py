@@ -56,7 +56,11 @@ INITIALIZE = {
 ACCEPT = "application/json, text/event-stream"
 # A message limit small enough to test 413 cheaply, large enough for the 1 MiB payload test.
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
-RUNTIME_FLAGS = ("--max-message-bytes", str(MAX_MESSAGE_BYTES))
+# The session-scoped runtime serves the whole suite as a handful of subjects, and sessions idle
+# for an hour by default: the per-subject session cap (256) would count every session the suite
+# ever opened. The cap has tests of its own (the runtime's tests/it/limits.rs,
+# test_baseline_sessions.py), so the shared runtime gets room for the suite.
+RUNTIME_FLAGS = ("--max-message-bytes", str(MAX_MESSAGE_BYTES), "--max-sessions-per-subject", "100000")
 
 
 @dataclass

@@ -402,6 +402,17 @@ async def run_case(http: httpx.AsyncClient, base: str, case: Case, expected: Ans
     token = token_of(case.caller)
     url = f"{base}{case.path}"
     session = await open_session(http, url, token)
+    try:
+        await check_case(http, base, url, token, session, case, expected)
+    finally:
+        headers = {"authorization": f"Bearer {token}", "mcp-session-id": session}
+        await http.request("DELETE", url, headers={**headers, "mcp-protocol-version": PROTOCOL})
+
+
+async def check_case(
+    http: httpx.AsyncClient, base: str, url: str, token: str, session: str, case: Case, expected: Answer
+) -> None:
+    """The call of :func:`run_case` in ``session`` and the checks of its answer."""
     params = dict(case.params)
     if case.progress:
         params["_meta"] = {"progressToken": "p"}
