@@ -1,0 +1,44 @@
+# ContextForge, the gateway this project exists to improve on, as an optional peer of the
+# benchmark (issue 19 item 2). Not in `make test`.
+#
+# contextforge       installs mcp-contextforge-gateway $(CONTEXTFORGE_VERSION) (pure Python, needs
+#                    Python >= 3.12) into a venv of its own, $(CONTEXTFORGE_VENV) (git-ignored under
+#                    target/); idempotent (a stamp file). Python 3.12 is looked up as
+#                    $(CONTEXTFORGE_PYTHON), else `python3.12` on PATH, else pyenv's newest 3.12.
+# contextforge-test  starts ContextForge through bench/contextforge.py (stateless and stateful)
+#                    in front of the fixture and makes one tools/call through the official
+#                    `mcp` client (python/tests/test_contextforge.py; the test skips itself when
+#                    the venv is missing, so `make python-test` does not need it).
+#
+# `make bench BENCH_PROFILE=full` needs `contextforge` and adds the `contextforge` layer
+# (--contextforge-python); the quick profile leaves it out.
+
+CONTEXTFORGE_VERSION := 1.1.0
+CONTEXTFORGE_VENV := target/contextforge-venv
+CONTEXTFORGE_PY := $(CONTEXTFORGE_VENV)/bin/python
+CONTEXTFORGE_PYTHON ?=
+
+.PHONY: contextforge contextforge-test
+
+$(CONTEXTFORGE_VENV)/.installed-$(CONTEXTFORGE_VERSION):
+	@py="$(CONTEXTFORGE_PYTHON)"; \
+	if [ -z "$$py" ]; then py=$$(command -v python3.12 || true); fi; \
+	if [ -z "$$py" ] && command -v pyenv >/dev/null; then \
+		v=$$(pyenv versions --bare | grep -E '^3\.12(\.[0-9]+)?$$' | sort -V | tail -1); \
+		[ -n "$$v" ] && py=$$(pyenv root)/versions/$$v/bin/python; fi; \
+	if [ -z "$$py" ] && [ -d "$$HOME/.pyenv/versions" ]; then \
+		v=$$(ls "$$HOME/.pyenv/versions" | grep -E '^3\.12(\.[0-9]+)?$$' | sort -V | tail -1); \
+		[ -n "$$v" ] && py=$$HOME/.pyenv/versions/$$v/bin/python; fi; \
+	if [ -z "$$py" ] || ! "$$py" -c 'import sys; sys.exit(sys.version_info < (3, 12))'; then \
+		echo "contextforge: Python >= 3.12 not found (set CONTEXTFORGE_PYTHON=/path/to/python3.12, put python3.12 on PATH, or install it with pyenv)"; exit 1; fi; \
+	echo "contextforge: $$py ($$("$$py" --version))"; \
+	rm -rf $(CONTEXTFORGE_VENV) && "$$py" -m venv $(CONTEXTFORGE_VENV)
+	$(CONTEXTFORGE_PY) -m pip install --quiet --upgrade pip
+	$(CONTEXTFORGE_PY) -m pip install --quiet 'mcp-contextforge-gateway==$(CONTEXTFORGE_VERSION)'
+	touch $@
+
+contextforge: $(CONTEXTFORGE_VENV)/.installed-$(CONTEXTFORGE_VERSION)
+
+contextforge-test: contextforge python-build python-binaries
+	cd python && MCP_BIN_DIR=$(CURDIR)/$(PYBIN) MCP_CONTEXTFORGE_PYTHON=$(CURDIR)/$(CONTEXTFORGE_PY) \
+		../$(VENV)/bin/pytest -q tests/test_contextforge.py
