@@ -10,15 +10,21 @@
 #                    `mcp` client (python/tests/test_contextforge.py; the test skips itself when
 #                    the venv is missing, so `make python-test` does not need it).
 #
-# `make bench BENCH_PROFILE=full` needs `contextforge` and adds the `contextforge` layer
-# (--contextforge-python); the quick profile leaves it out.
+# bench-contextforge ContextForge alone beside the proxied gateway modes (python, http,
+#                    http-httpx, grpc), on the profile's durations and concurrencies: mcp-bench
+#                    --contextforge-only (no floor, runtime, Python-hop, direct, two-worker or
+#                    edge rows). Results in bench/results/<UTC>-contextforge/.
+#
+# `make bench BENCH_PROFILE=full` needs `contextforge` and adds its rows (modes `contextforge`
+# and `contextforge-stateful` of the gateway layer, --contextforge-python); the quick profile
+# leaves them out.
 
 CONTEXTFORGE_VERSION := 1.1.0
 CONTEXTFORGE_VENV := target/contextforge-venv
 CONTEXTFORGE_PY := $(CONTEXTFORGE_VENV)/bin/python
 CONTEXTFORGE_PYTHON ?=
 
-.PHONY: contextforge contextforge-test
+.PHONY: contextforge contextforge-test bench-contextforge
 
 $(CONTEXTFORGE_VENV)/.installed-$(CONTEXTFORGE_VERSION):
 	@py="$(CONTEXTFORGE_PYTHON)"; \
@@ -42,3 +48,13 @@ contextforge: $(CONTEXTFORGE_VENV)/.installed-$(CONTEXTFORGE_VERSION)
 contextforge-test: contextforge python-build python-binaries
 	cd python && MCP_BIN_DIR=$(CURDIR)/$(PYBIN) MCP_CONTEXTFORGE_PYTHON=$(CURDIR)/$(CONTEXTFORGE_PY) \
 		../$(VENV)/bin/pytest -q tests/test_contextforge.py
+
+bench-contextforge: contextforge python-build
+	@test -n "$(BENCH_ARGS_$(BENCH_PROFILE))" || { echo "BENCH_PROFILE must be quick or full"; exit 2; }
+	$(CARGO) build --release -p mcp-runtime --features grpc-uds -p mcp-fixture-server -p mcp-bench
+	@ts=$$(date -u +%Y%m%dT%H%M%SZ); out=bench/results/$$ts-contextforge; mkdir -p $$out; \
+	./target/release/mcp-bench $(BENCH_ARGS_$(BENCH_PROFILE)) --python $(CURDIR)/$(VPY) \
+		--contextforge-only --contextforge-python $(CURDIR)/$(CONTEXTFORGE_PY) \
+		--gateway-modes python,http,http-httpx,grpc \
+		--repo-root $(CURDIR) --out-dir $$out && \
+	echo "results: $$out/ (profile $(BENCH_PROFILE), ContextForge beside the proxied modes)"
