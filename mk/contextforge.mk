@@ -26,16 +26,12 @@ CONTEXTFORGE_PYTHON ?=
 
 .PHONY: contextforge contextforge-test bench-contextforge
 
+# The first candidate that runs and is >= 3.12 (a pyenv shim of a version not selected fails).
 $(CONTEXTFORGE_VENV)/.installed-$(CONTEXTFORGE_VERSION):
-	@py="$(CONTEXTFORGE_PYTHON)"; \
-	if [ -z "$$py" ]; then py=$$(command -v python3.12 || true); fi; \
-	if [ -z "$$py" ] && command -v pyenv >/dev/null; then \
-		v=$$(pyenv versions --bare | grep -E '^3\.12(\.[0-9]+)?$$' | sort -V | tail -1); \
-		[ -n "$$v" ] && py=$$(pyenv root)/versions/$$v/bin/python; fi; \
-	if [ -z "$$py" ] && [ -d "$$HOME/.pyenv/versions" ]; then \
-		v=$$(ls "$$HOME/.pyenv/versions" | grep -E '^3\.12(\.[0-9]+)?$$' | sort -V | tail -1); \
-		[ -n "$$v" ] && py=$$HOME/.pyenv/versions/$$v/bin/python; fi; \
-	if [ -z "$$py" ] || ! "$$py" -c 'import sys; sys.exit(sys.version_info < (3, 12))'; then \
+	@py=""; for c in $(CONTEXTFORGE_PYTHON) python3.12 \
+		$$(ls -d $$(pyenv root 2>/dev/null || echo $$HOME/.pyenv)/versions/3.12*/bin/python 2>/dev/null | sort -rV); do \
+		if "$$c" -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then py=$$c; break; fi; done; \
+	if [ -z "$$py" ]; then \
 		echo "contextforge: Python >= 3.12 not found (set CONTEXTFORGE_PYTHON=/path/to/python3.12, put python3.12 on PATH, or install it with pyenv)"; exit 1; fi; \
 	echo "contextforge: $$py ($$("$$py" --version))"; \
 	rm -rf $(CONTEXTFORGE_VENV) && "$$py" -m venv $(CONTEXTFORGE_VENV)
