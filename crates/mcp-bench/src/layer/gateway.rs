@@ -177,7 +177,12 @@ pub struct GatewayArgs {
 
     /// ContextForge's session settings, one set of rows each: `stateless` (mode
     /// `contextforge`), `stateful` (`contextforge-stateful`).
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "stateless,stateful")]
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "stateless,stateful"
+    )]
     pub contextforge_modes: Vec<ContextForgeMode>,
 
     /// Workloads of the ContextForge rows (its virtual servers expose the fixture's 10 tools
