@@ -132,7 +132,7 @@ rust-test: rust-lint feature-gate redis-check
 # interleaved in rounds. Results land in bench/results/<UTC timestamp>/ (results.json,
 # report.md, one SVG per layer). BENCH_PROFILE=quick (default, about 9 minutes on 2 cores after the build) or
 # full (concurrency 64 too, 1 MiB and 16 MiB echo through the gateway, and ContextForge as a peer:
-# `make contextforge` installs it, mk/contextforge.mk; about 45 minutes).
+# `make contextforge` installs it, mk/contextforge.mk; about 50 minutes, an estimate).
 BENCH_PROFILE ?= quick
 BENCH_ARGS_quick := --duration 1 --rounds 3 --warmup 30 --concurrency 1,16
 BENCH_ARGS_full := --duration 3 --rounds 3 --warmup 100 --concurrency 1,16,64 \
