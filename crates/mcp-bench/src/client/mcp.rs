@@ -455,6 +455,28 @@ mod tests {
     }
 
     #[test]
+    fn a_foreign_gateway_gets_its_own_paths_and_tool_names() {
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let routes = Routes {
+            default_path: "/servers/a/mcp".to_owned(),
+            scoped: BTreeMap::from([("tools500".to_owned(), "/servers/b/mcp".to_owned())]),
+            tool_prefix: "fixture-".to_owned(),
+        };
+        let cf = Endpoint::foreign(addr, "t", routes).unwrap();
+        assert_eq!(cf.path(None), "/servers/a/mcp");
+        assert_eq!(cf.path(Some("tools10")), "/servers/a/mcp");
+        assert_eq!(cf.path(Some("tools500")), "/servers/b/mcp");
+        let v: serde_json::Value = serde_json::from_str(&cf.body(Workload::Echo(3), 7)).unwrap();
+        assert_eq!(v["params"]["name"], "fixture-echo");
+        assert_eq!(v["params"]["arguments"]["text"], "xxx");
+        assert_eq!(cf.body(Workload::Ping, 1), Workload::Ping.body(1));
+        let ours = Endpoint::new(addr, "t").unwrap();
+        assert_eq!(ours.path(None), "/mcp");
+        assert_eq!(ours.path(Some("tools10")), "/servers/tools10/mcp");
+        assert_eq!(ours.body(Workload::Echo(3), 7), Workload::Echo(3).body(7));
+    }
+
+    #[test]
     fn sse_payload_is_the_last_data_line() {
         let sse = HeaderValue::from_static("text/event-stream");
         let body = b"event: message\r\ndata: {\"a\":1}\r\n\r\nevent: message\ndata: {\"b\":2}\n\n";
