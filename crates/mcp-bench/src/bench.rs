@@ -206,7 +206,8 @@ fn settings(
 /// - python-hop: grpc.aio / httpx and aiohttp / httpx;
 /// - gateway: gRPC / HTTP/JSON, gRPC / Python baseline, HTTP/JSON / Python baseline, and for
 ///   the edge modes: each over the proxied gRPC mode, gRPC over HTTP/JSON callbacks (without
-///   and with the hook), and each with the hook over itself without.
+///   and with the hook), and each with the hook over itself without; each of our proxied and
+///   edge modes over ContextForge (stateless and stateful), and its stateful over stateless.
 #[must_use]
 pub fn compare(rows: &[Row]) -> Vec<Comparison> {
     let mut out = Vec::new();

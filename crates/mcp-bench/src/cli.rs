@@ -231,6 +231,17 @@ impl Cli {
             gateway.gateway_modes.clear();
             gateway.workers_workloads.clear();
         }
+        let mut runtime = self.runtime;
+        let mut upstream = self.upstream;
+        // ContextForge beside the proxied modes only: every other layer and the edge modes off.
+        if gateway.contextforge_only {
+            floor.floor_payloads.clear();
+            python_hop.pyhop_clients.clear();
+            runtime.no_runtime = true;
+            upstream.direct_workloads.clear();
+            gateway.workers_workloads.clear();
+            gateway.gateway_modes.retain(|m| !m.is_edge());
+        }
         gateway.workers_workloads.retain(Option::is_some);
         Ok(Config {
             programs,
@@ -244,10 +255,10 @@ impl Cli {
             fixture_generated_tools: self.fixture_generated_tools,
             command_line,
             floor,
-            runtime: self.runtime,
+            runtime,
             python_hop,
             state: self.state,
-            upstream: self.upstream,
+            upstream,
             gateway,
         })
     }

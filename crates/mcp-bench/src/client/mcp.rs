@@ -9,7 +9,9 @@
 //! `data:` line is the JSON-RPC response. For the `progress` workload the SSE body is read as
 //! it arrives and each stamped progress notification's delivery latency is recorded.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
@@ -60,6 +62,21 @@ pub struct Endpoint {
     pub addr: SocketAddr,
     /// `Bearer <jwt>`, or `None` for a server without auth (an upstream).
     pub authorization: Option<HeaderValue>,
+    /// Paths and tool names of a gateway that names them its own way (ContextForge); `None`:
+    /// this project's (`/mcp`, `/servers/{scope}/mcp`, the upstream's tool names).
+    pub routes: Option<Arc<Routes>>,
+}
+
+/// How a foreign gateway (ContextForge) is addressed: every request goes to a virtual
+/// server's path, its tools carry a prefix, and a stateless server opens no session.
+#[derive(Debug, Clone, Default)]
+pub struct Routes {
+    /// The path of requests without a scope (`/servers/<id>/mcp` of the fixture's tools).
+    pub default_path: String,
+    /// The path for each scope of [`Workload::scope`] (`tools10`, `tools500`).
+    pub scoped: BTreeMap<String, String>,
+    /// Put before the tool name of a `tools/call` (ContextForge: `fixture-`).
+    pub tool_prefix: String,
 }
 
 impl Endpoint {
@@ -75,7 +92,34 @@ impl Endpoint {
                 HeaderValue::from_str(&format!("Bearer {token}"))
                     .context("token is not a header value")?,
             ),
+            routes: None,
         })
+    }
+
+    /// A foreign gateway at `addr` (ContextForge), presenting `token`, addressed by `routes`.
+    ///
+    /// # Errors
+    ///
+    /// When the token is not a valid header value.
+    pub fn foreign(addr: SocketAddr, token: &str, routes: Routes) -> anyhow::Result<Self> {
+        Ok(Self {
+            routes: Some(Arc::new(routes)),
+            ..Self::new(addr, token)?
+        })
+    }
+
+    /// The body of `workload`'s request with id `id`, the tool name prefixed for a foreign
+    /// gateway.
+    #[must_use]
+    pub fn body(&self, workload: Workload, id: u64) -> String {
+        let body = workload.body(id);
+        match &self.routes {
+            Some(r) if !r.tool_prefix.is_empty() && workload.method() == "tools/call" => {
+                const AT: &str = r#""params":{"name":""#;
+                body.replacen(AT, &format!("{AT}{}", r.tool_prefix), 1)
+            }
+            _ => body,
+        }
     }
 
     /// An upstream MCP server at `addr` (path `/mcp`, no auth).
@@ -84,11 +128,19 @@ impl Endpoint {
         Self {
             addr,
             authorization: None,
+            routes: None,
         }
     }
 
-    /// `/mcp`, or `/servers/{scope}/mcp` for a virtual server.
-    fn path(scope: Option<&str>) -> String {
+    /// `/mcp`, or `/servers/{scope}/mcp` for a virtual server (a foreign gateway: its own
+    /// paths).
+    fn path(&self, scope: Option<&str>) -> String {
+        if let Some(r) = &self.routes {
+            return scope
+                .and_then(|s| r.scoped.get(s))
+                .unwrap_or(&r.default_path)
+                .clone();
+        }
         scope.map_or_else(|| "/mcp".to_owned(), |id| format!("/servers/{id}/mcp"))
     }
 
@@ -101,7 +153,7 @@ impl Endpoint {
     ) -> Request<Full<Bytes>> {
         let mut b = Request::builder()
             .method(method)
-            .uri(Self::path(scope))
+            .uri(self.path(scope))
             .header(
                 http::header::HOST,
                 format!("127.0.0.1:{}", self.addr.port()),
@@ -130,13 +182,14 @@ pub async fn get_status(addr: SocketAddr, path: &str) -> anyhow::Result<StatusCo
 }
 
 /// Opens a session on `conn` (scoped to virtual server `scope` when given): `initialize`
-/// with id `id`, then `notifications/initialized`; returns the session id.
+/// with id `id`, then `notifications/initialized`; returns the session id (`None`: a foreign
+/// gateway that serves without sessions, ContextForge's stateless default).
 async fn open_session(
     conn: &mut Conn,
     endpoint: &Endpoint,
     scope: Option<&str>,
     id: u64,
-) -> Result<HeaderValue, CallError> {
+) -> Result<Option<HeaderValue>, CallError> {
     let (status, headers, body) = conn
         .send(endpoint.request(Method::POST, scope, None, Bytes::from(initialize_body(id))))
         .await?;
@@ -148,13 +201,18 @@ async fn open_session(
     }
     let payload = jsonrpc_payload(headers.get(http::header::CONTENT_TYPE), &body);
     check_jsonrpc(payload, id)?;
-    let session = headers
-        .get("mcp-session-id")
-        .ok_or_else(|| CallError::Response("initialize: no mcp-session-id header".to_owned()))?
-        .clone();
+    let session = match headers.get("mcp-session-id") {
+        Some(s) => Some(s.clone()),
+        None if endpoint.routes.is_some() => None,
+        None => {
+            return Err(CallError::Response(
+                "initialize: no mcp-session-id header".to_owned(),
+            ));
+        }
+    };
     let note = Bytes::from_static(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
     let (status, _, body) = conn
-        .send(endpoint.request(Method::POST, scope, Some(&session), note))
+        .send(endpoint.request(Method::POST, scope, session.as_ref(), note))
         .await?;
     if status != StatusCode::ACCEPTED {
         return Err(CallError::Response(format!(
@@ -254,7 +312,7 @@ pub struct McpWorker {
     last_used: std::time::Instant,
     endpoint: Endpoint,
     scope: Option<&'static str>,
-    session: HeaderValue,
+    session: Option<HeaderValue>,
     next_id: u64,
 }
 
@@ -331,7 +389,11 @@ impl McpWorker {
                 .map_err(|e| CallError::Transport(format!("reconnecting: {e:#}")))?;
         }
         if workload == Workload::Session {
-            let session = open_session(&mut self.conn, &self.endpoint, self.scope, id).await?;
+            let Some(session) =
+                open_session(&mut self.conn, &self.endpoint, self.scope, id).await?
+            else {
+                return Ok(Reply::default());
+            };
             let req =
                 self.endpoint
                     .request(Method::DELETE, self.scope, Some(&session), Bytes::new());
@@ -341,11 +403,11 @@ impl McpWorker {
             }
             return Ok(Reply::default());
         }
-        let payload = Bytes::from(workload.body(id));
+        let payload = Bytes::from(self.endpoint.body(workload, id));
         let req = self.endpoint.request(
             Method::POST,
             self.scope,
-            Some(&self.session),
+            self.session.as_ref(),
             payload.clone(),
         );
         if workload == Workload::Progress {
@@ -360,7 +422,7 @@ impl McpWorker {
                     .map_err(|e| CallError::Transport(format!("reconnecting: {e:#}")))?;
                 let req =
                     self.endpoint
-                        .request(Method::POST, self.scope, Some(&self.session), payload);
+                        .request(Method::POST, self.scope, self.session.as_ref(), payload);
                 self.conn.send(req).await?
             }
             other => other?,
@@ -386,12 +448,12 @@ impl McpWorker {
 
     /// Ends the worker's session with `DELETE`; errors are ignored (the row is over).
     pub async fn close(mut self) {
-        let req = self.endpoint.request(
-            Method::DELETE,
-            self.scope,
-            Some(&self.session),
-            Bytes::new(),
-        );
+        let Some(session) = self.session.take() else {
+            return;
+        };
+        let req = self
+            .endpoint
+            .request(Method::DELETE, self.scope, Some(&session), Bytes::new());
         let _ = self.conn.send(req).await;
     }
 }
@@ -406,6 +468,28 @@ mod tests {
         assert_eq!(stamp_of(line), Some(1_700_000_000_123_456_789));
         let result = br#"data: {"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"sent_unix_ns=5"}]}}"#;
         assert_eq!(stamp_of(result), None);
+    }
+
+    #[test]
+    fn a_foreign_gateway_gets_its_own_paths_and_tool_names() {
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let routes = Routes {
+            default_path: "/servers/a/mcp".to_owned(),
+            scoped: BTreeMap::from([("tools500".to_owned(), "/servers/b/mcp".to_owned())]),
+            tool_prefix: "fixture-".to_owned(),
+        };
+        let cf = Endpoint::foreign(addr, "t", routes).unwrap();
+        assert_eq!(cf.path(None), "/servers/a/mcp");
+        assert_eq!(cf.path(Some("tools10")), "/servers/a/mcp");
+        assert_eq!(cf.path(Some("tools500")), "/servers/b/mcp");
+        let v: serde_json::Value = serde_json::from_str(&cf.body(Workload::Echo(3), 7)).unwrap();
+        assert_eq!(v["params"]["name"], "fixture-echo");
+        assert_eq!(v["params"]["arguments"]["text"], "xxx");
+        assert_eq!(cf.body(Workload::Ping, 1), Workload::Ping.body(1));
+        let ours = Endpoint::new(addr, "t").unwrap();
+        assert_eq!(ours.path(None), "/mcp");
+        assert_eq!(ours.path(Some("tools10")), "/servers/tools10/mcp");
+        assert_eq!(ours.body(Workload::Echo(3), 7), Workload::Echo(3).body(7));
     }
 
     #[test]

@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 
 use super::{BIG_PAYLOAD_BYTES, Entry, Layer, measure_mcp};
 use crate::bench::Config;
-use crate::client::mcp::{Endpoint, McpWorker};
+use crate::client::mcp::{Endpoint, McpWorker, Routes};
 use crate::client::{CallError, Workload};
 use crate::harness::{self, ChildGuard, RuntimeProcess};
 use crate::proc::{CpuMeter, ProcTarget};
@@ -69,8 +69,51 @@ pub const ONE_WORKER: Entry = Entry {
         ("edge-grpc+hook", "edge-http-json+hook"),
         ("edge-grpc+hook", "edge-grpc"),
         ("edge-http-json+hook", "edge-http-json"),
+        ("python", CONTEXTFORGE),
+        ("http-json", CONTEXTFORGE),
+        ("http-json-httpx", CONTEXTFORGE),
+        ("grpc", CONTEXTFORGE),
+        ("edge-grpc", CONTEXTFORGE),
+        ("edge-http-json", CONTEXTFORGE),
+        ("python", CONTEXTFORGE_STATEFUL),
+        ("http-json", CONTEXTFORGE_STATEFUL),
+        ("http-json-httpx", CONTEXTFORGE_STATEFUL),
+        ("grpc", CONTEXTFORGE_STATEFUL),
+        ("edge-grpc", CONTEXTFORGE_STATEFUL),
+        ("edge-http-json", CONTEXTFORGE_STATEFUL),
+        (CONTEXTFORGE_STATEFUL, CONTEXTFORGE),
     ],
 };
+
+/// Mode of the rows through ContextForge with its default, stateless streamable HTTP.
+pub const CONTEXTFORGE: &str = "contextforge";
+
+/// Mode of the rows through ContextForge with `USE_STATEFUL_SESSIONS=true`.
+pub const CONTEXTFORGE_STATEFUL: &str = "contextforge-stateful";
+
+/// How long `bench/contextforge.py` gets to start ContextForge and register the upstreams
+/// (its first start migrates a fresh SQLite database: about a minute on a busy machine).
+const CONTEXTFORGE_START_TIMEOUT: Duration = Duration::from_secs(360);
+
+/// ContextForge's streamable-HTTP session setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ContextForgeMode {
+    /// The default (`USE_STATEFUL_SESSIONS=false`): no session id, no event store.
+    Stateless,
+    /// `USE_STATEFUL_SESSIONS=true`.
+    Stateful,
+}
+
+impl ContextForgeMode {
+    /// The rows' mode.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Stateless => CONTEXTFORGE,
+            Self::Stateful => CONTEXTFORGE_STATEFUL,
+        }
+    }
+}
 
 /// The gateway with two workers in the list of layers (no ratios: the Python baseline's
 /// sessions live in one worker, so most of its requests fail there).
@@ -124,6 +167,35 @@ pub struct GatewayArgs {
     /// Skip the end-to-end gateway rows.
     #[arg(long)]
     pub no_gateway: bool,
+
+    /// Python of ContextForge's own venv (`make contextforge`:
+    /// `target/contextforge-venv/bin/python`): adds the `contextforge` rows of the gateway layer
+    /// (ContextForge started by `bench/contextforge.py` in front of the run's fixtures, driven
+    /// through its `/servers/<id>/mcp`). Without it those rows are left out.
+    #[arg(long)]
+    pub contextforge_python: Option<PathBuf>,
+
+    /// ContextForge's session settings, one set of rows each: `stateless` (mode
+    /// `contextforge`), `stateful` (`contextforge-stateful`).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "stateless,stateful"
+    )]
+    pub contextforge_modes: Vec<ContextForgeMode>,
+
+    /// Workloads of the ContextForge rows (its virtual servers expose the fixture's 10 tools
+    /// and the big fixture's 500; server-everything is not registered, and ContextForge
+    /// answers `tools/call` as JSON, so no progress is relayed).
+    #[arg(long, value_delimiter = ',', default_value = "ping,echo:100,echo:1k,echo:10k,tools/list:10,tools/list:500", value_parser = Workload::parse)]
+    pub contextforge_workloads: Vec<Workload>,
+
+    /// Measure ContextForge and the proxied gateway modes only: no floor, runtime,
+    /// Python-hop, direct or two-worker rows and no edge modes (needs
+    /// `--contextforge-python`).
+    #[arg(long, requires = "contextforge_python")]
+    pub contextforge_only: bool,
 }
 
 /// What a row's requests go to: a gateway (proxied modes, in front of the run's runtime) or
@@ -140,8 +212,12 @@ struct Target {
     edge_runtime: Option<RuntimeProcess>,
     /// The core's HTTP/JSON socket (edge modes): its admin routes.
     core_http: Option<PathBuf>,
-    /// Only these workloads (the `+hook` rows); `None`: every workload of the layer.
+    /// Only these workloads (the `+hook` and ContextForge rows); `None`: every workload of the
+    /// layer.
     only: Option<Vec<Workload>>,
+    /// A foreign gateway's endpoint (ContextForge: its token, paths and tool names); `None`:
+    /// this project's, with the layer's token.
+    foreign: Option<Endpoint>,
 }
 
 impl Target {
@@ -158,6 +234,8 @@ struct GatewayLayer {
     workloads: Vec<Workload>,
     targets: Vec<Target>,
     token: String,
+    /// What `bench/contextforge.py` set for each ContextForge mode (the report's settings).
+    contextforge_settings: BTreeMap<String, Value>,
 }
 
 impl GatewayLayer {
@@ -186,8 +264,12 @@ impl GatewayLayer {
             workloads,
             targets: Vec::new(),
             token: String::new(),
+            contextforge_settings: BTreeMap::new(),
         };
-        if cfg.gateway.gateway_modes.is_empty() || (workers > 1 && layer.workloads.is_empty()) {
+        let contextforge = workers == 1 && cfg.gateway.contextforge_python.is_some();
+        if (cfg.gateway.gateway_modes.is_empty() && !contextforge)
+            || (workers > 1 && layer.workloads.is_empty())
+        {
             return Ok(layer);
         }
         let Some(env) = run.python().cloned() else {
@@ -268,9 +350,23 @@ impl GatewayLayer {
                         edge_runtime: None,
                         core_http: None,
                         only: None,
+                        foreign: None,
                     });
                 }
                 Err(e) => run.note(format!("{label} skipped: {e:#}")),
+            }
+        }
+        if let (true, Some(cf_python)) = (contextforge, &cfg.gateway.contextforge_python) {
+            for &mode in &cfg.gateway.contextforge_modes {
+                match start_contextforge(run, &env, cf_python, mode) {
+                    Ok((t, settings)) => {
+                        layer
+                            .contextforge_settings
+                            .insert(mode.name().to_owned(), settings);
+                        layer.targets.push(t);
+                    }
+                    Err(e) => run.note(format!("gateway {} skipped: {e:#}", mode.name())),
+                }
             }
         }
         Ok(layer)
@@ -381,7 +477,127 @@ fn start_edge(
         edge_runtime: Some(runtime),
         core_http: Some(core.http_socket),
         only: None,
+        foreign: None,
     })
+}
+
+/// Starts ContextForge in `mode` through `bench/contextforge.py` (run by ContextForge's own
+/// Python `cf_python`) in front of the run's fixture (virtual server `tools10`, tools
+/// `fixture-<name>`) and big fixture (`tools500`); waits for the launcher's JSON line. The
+/// target's "gateway" columns are the launcher's process tree (ContextForge's uvicorn and the
+/// idle launcher); the "runtime" columns stay the run's runtime, which these rows do not use.
+/// Returns the target and the settings the launcher reports.
+fn start_contextforge(
+    run: &mut Run<'_>,
+    env: &PythonEnv,
+    cf_python: &std::path::Path,
+    mode: ContextForgeMode,
+) -> anyhow::Result<(Target, Value)> {
+    let name = mode.name();
+    let dir = run.dir().to_owned();
+    let script = env.repo_root.join("bench/contextforge.py");
+    let out = dir.join(format!("{name}.json"));
+    let stdout =
+        std::fs::File::create(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    let mut cmd = std::process::Command::new(cf_python);
+    cmd.arg(&script)
+        .arg("--contextforge-python")
+        .arg(cf_python)
+        .arg("--upstream")
+        .arg(format!("tools10={}", run.fixture.url))
+        .arg("--upstream")
+        .arg(format!("tools500={}", run.big.url))
+        .arg("--generated-only")
+        .arg("tools500")
+        .current_dir(&dir)
+        .stdout(stdout);
+    if mode == ContextForgeMode::Stateful {
+        cmd.arg("--stateful");
+    }
+    let command = format!(
+        "{} {} --contextforge-python {} --upstream tools10=FIXTURE_URL --upstream tools500=BIG_FIXTURE_URL --generated-only tools500{}",
+        cf_python.display(),
+        script.display(),
+        cf_python.display(),
+        if mode == ContextForgeMode::Stateful {
+            " --stateful"
+        } else {
+            ""
+        }
+    );
+    let mut guard = harness::spawn_logged(name, &mut cmd, dir.join(format!("{name}.log")))?;
+    let deadline = Instant::now() + CONTEXTFORGE_START_TIMEOUT;
+    let info: Value = loop {
+        guard.check_alive()?;
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        if let Some(line) = text.lines().next()
+            && text.contains('\n')
+        {
+            break serde_json::from_str(line)
+                .with_context(|| format!("{name}: the launcher's line is not JSON: {line}"))?;
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!(
+                "{name} not ready after {CONTEXTFORGE_START_TIMEOUT:?}; see {}",
+                guard.log().display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let port = info["port"]
+        .as_u64()
+        .and_then(|p| u16::try_from(p).ok())
+        .context("launcher: no port")?;
+    let token = info["token"].as_str().context("launcher: no token")?;
+    let path = |server: &str| {
+        info["servers"][server]["mcp_path"]
+            .as_str()
+            .map(str::to_owned)
+            .with_context(|| format!("launcher: no virtual server {server}"))
+    };
+    let ten = path("tools10")?;
+    let routes = Routes {
+        default_path: ten.clone(),
+        scoped: BTreeMap::from([
+            ("tools10".to_owned(), ten),
+            ("tools500".to_owned(), path("tools500")?),
+        ]),
+        tool_prefix: info["tool_prefix"].as_str().unwrap_or_default().to_owned(),
+    };
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    progress(format_args!(
+        "gateway {name} ready on {addr} (launcher pid {}, ContextForge pid {})",
+        guard.pid(),
+        info["pid"]
+    ));
+    run.commands.insert(format!("gateway {name}"), command);
+    run.commands.insert(
+        format!("gateway {name}: ContextForge"),
+        info["command"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_default(),
+    );
+    let settings = json!({
+        "environment (secrets from init_secrets left out)": info["settings"],
+        "tool_prefix": info["tool_prefix"],
+        "virtual_servers": info["servers"],
+    });
+    let t = Target {
+        name: name.to_owned(),
+        addr,
+        front: guard,
+        edge_runtime: None,
+        core_http: None,
+        only: Some(run.cfg.gateway.contextforge_workloads.clone()),
+        foreign: Some(Endpoint::foreign(addr, token, routes)?),
+    };
+    Ok((t, settings))
 }
 
 impl Layer for GatewayLayer {
@@ -428,7 +644,10 @@ impl Layer for GatewayLayer {
                         ("fixture".to_owned(), ProcTarget::pid(upstream_pid)),
                         ("client".to_owned(), ProcTarget::this()),
                     ]);
-                    let endpoint = Endpoint::new(t.addr, &self.token)?;
+                    let endpoint = match &t.foreign {
+                        Some(e) => e.clone(),
+                        None => Endpoint::new(t.addr, &self.token)?,
+                    };
                     match run.rt.block_on(measure_mcp(
                         cfg,
                         &endpoint,
@@ -488,6 +707,20 @@ impl Layer for GatewayLayer {
                 ),
             );
             settings.insert("edge_hook_plugins".to_owned(), json!(HOOK_PLUGINS));
+        }
+        if !self.contextforge_settings.is_empty() {
+            settings.insert(
+                "contextforge".to_owned(),
+                json!({
+                    "modes": self.contextforge_settings,
+                    "workloads": cfg
+                        .gateway
+                        .contextforge_workloads
+                        .iter()
+                        .map(|w| format!("{} ({} B request)", w.name(), w.body(1).len()))
+                        .collect::<Vec<_>>(),
+                }),
+            );
         }
     }
 
