@@ -480,6 +480,16 @@ pub(crate) fn point_name(p: HookPoint) -> &'static str {
     }
 }
 
+/// Counts a revocation applied to the caller cache (`mcp_policy_revocations_total{kind}`),
+/// when metrics are on.
+fn revoked(kind: &'static str) {
+    if let Some(m) = mcp_runtime_core::metrics::get() {
+        m.policy_revocations
+            .get_or_create(&mcp_runtime_core::metrics::KindLabel { kind })
+            .inc();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -495,15 +505,5 @@ mod tests {
         assert!(r.matches(HookPoint::PostInvoke, "anything"));
         assert!(!r.matches(HookPoint::PostFetch, "payload"));
         assert!(!Registrations::default().matches(HookPoint::PreInvoke, "payload"));
-    }
-}
-
-/// Counts a revocation applied to the caller cache (`mcp_policy_revocations_total{kind}`),
-/// when metrics are on.
-fn revoked(kind: &'static str) {
-    if let Some(m) = mcp_runtime_core::metrics::get() {
-        m.policy_revocations
-            .get_or_create(&mcp_runtime_core::metrics::KindLabel { kind })
-            .inc();
     }
 }
