@@ -43,7 +43,11 @@ pub struct RuntimeArgs {
     /// Transports, comma separated, in the order of the first round (later rounds rotate);
     /// `http-nogrpc` needs `--runtime-bin-nogrpc`; `http-metrics` is HTTP/JSON to a runtime of
     /// the default build started with `--metrics-listen`.
-    #[arg(long, value_delimiter = ',', default_value = "http,grpc,http-nogrpc,http-metrics")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "http,grpc,http-nogrpc,http-metrics"
+    )]
     pub transports: Vec<Transport>,
 
     /// An `mcp-runtime` binary built without `grpc-uds`: adds `http-nogrpc` runtime rows (the
@@ -154,7 +158,9 @@ impl RuntimeLayer {
         };
         let with_metrics = if transports.contains(&Transport::HttpJsonMetrics) {
             // A port free now, for the metrics listener (which refuses port 0).
-            let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+            let port = std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port();
             let listen = format!("127.0.0.1:{port}");
             let mut args: Vec<&str> = harness::BENCH_QUOTA_ARGS.to_vec();
             args.extend(["--metrics-listen", &listen]);
