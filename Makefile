@@ -72,7 +72,9 @@ python-binaries:
 	cargo build -p mcp-fixture-server
 	cargo build -p mcp-runtime --features grpc-uds,otel
 	mkdir -p $(PYBIN)
-	cp target/debug/mcp-fixture-server target/debug/mcp-runtime $(PYBIN)/
+	# A new file, not the old one rewritten: a copy still running keeps its own (no "text
+	# file busy").
+	cp --remove-destination target/debug/mcp-fixture-server target/debug/mcp-runtime $(PYBIN)/
 
 python-test: python-build python-binaries python-lint python-typecheck
 	cd python && MCP_BIN_DIR=$(CURDIR)/$(PYBIN) ../$(VENV)/bin/pytest -q

@@ -10,7 +10,7 @@ CARGO_FUZZ := $(CURDIR)/target/tools/bin/cargo-fuzz
 FUZZ_TARGETS := jsonrpc_parse envelope_decode runtime_handle
 FUZZ_SECS ?= 60
 
-.PHONY: fuzz-tools fuzz-smoke fuzz-long soak soak-abuse soak-runtime
+.PHONY: fuzz-tools fuzz-smoke fuzz-long soak soak-abuse soak-runtime redis-memory
 
 $(CARGO_FUZZ):
 	$(CARGO) install --locked --root $(CURDIR)/target/tools cargo-fuzz
@@ -73,3 +73,15 @@ soak-runtime:
 		-- --ignored --nocapture soak
 
 TEST_EXTRA += fuzz-smoke
+
+# Redis memory per session (issue 15): one runtime on a fresh redis-server opens
+# REDIS_MEMORY_SESSIONS sessions (default 10,000, 100 subjects) and prints Redis's used_memory
+# per session, then waits for the idle TTL (REDIS_MEMORY_TTL_S, default 30) and fails unless
+# every key it made is gone (tests/process/replicas.rs, ignored in make test).
+REDIS_MEMORY_SESSIONS ?= 10000
+REDIS_MEMORY_TTL_S ?= 30
+redis-memory: redis-check
+	$(CARGO) build --release -p mcp-fixture-server
+	REDIS_MEMORY_SESSIONS=$(REDIS_MEMORY_SESSIONS) REDIS_MEMORY_TTL_S=$(REDIS_MEMORY_TTL_S) \
+		$(CARGO) test --release -p mcp-runtime --features grpc-uds --test process \
+		-- --ignored --nocapture redis_memory

@@ -485,6 +485,26 @@ async def test_with_auth_disabled_a_revoked_token_is_still_anonymous(open_core: 
         assert after["generation"] == before["generation"] + 2
 
 
+async def test_health_says_whether_authentication_is_disabled(core: Core, open_core: Core) -> None:
+    for running, authentication in ((core, "enabled"), (open_core, "disabled")):
+        transport = httpx.AsyncHTTPTransport(uds=running.http_uds)
+        async with httpx.AsyncClient(transport=transport, base_url="http://core", timeout=10) as http:
+            r = await http.get("/health")
+        assert r.status_code == 200, r.text
+        assert r.json() == {"status": "serving", "authentication": authentication}
+        stats = await asyncio.to_thread(running.admin, "stats")
+        assert stats["authDisabled"] is (authentication == "disabled")
+
+
+async def test_resolve_calls_and_denials_are_counted_in_the_stats(core: Core, client: CoreClient) -> None:
+    before = (await asyncio.to_thread(core.admin, "stats"))["resolve"]
+    good = f"Bearer {mint_token(SECRET, 'dora@example.com')}"
+    for authorization in (good, "Bearer garbage", ""):
+        await client.resolve({"authorization": authorization})
+    after = (await asyncio.to_thread(core.admin, "stats"))["resolve"]
+    assert after == {"calls": before["calls"] + 3, "denied": before["denied"] + 2}
+
+
 def test_with_auth_disabled_the_core_warns_at_start(open_core: Core) -> None:
     log = open_core.log.read_text()
     warnings = [line for line in log.splitlines() if " WARNING " in line]
@@ -730,7 +750,7 @@ async def test_malformed_http_requests_get_a_json_error(
         assert r.headers["content-type"] == "application/json"
         assert isinstance(r.json()["error"], str)
         # The connection and the core carry on.
-        assert (await http.get("/health")).json() == {"status": "serving"}
+        assert (await http.get("/health")).json() == {"status": "serving", "authentication": "enabled"}
 
 
 async def test_a_request_that_is_not_http_is_answered_400_and_closed(core: Core) -> None:
@@ -758,7 +778,7 @@ async def test_pipelined_requests_are_answered_in_order(core: Core) -> None:
     assert b"denial" in await reader.readexactly(length)
     second = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
     length = int(second.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
-    assert await reader.readexactly(length) == b'{"status":"serving"}'
+    assert await reader.readexactly(length) == b'{"status":"serving","authentication":"enabled"}'
     writer.close()
 
 

@@ -34,6 +34,8 @@ async def test_health_reports_mode(gw: Gateway, http: httpx.AsyncClient) -> None
     if gw.mode != "python":
         assert health["runtime"]["contract_version"].startswith("1.")
         assert health["runtime"]["runtime_version"]
+        # The runtime's state store, from `/health` or (contract 1.2) `HealthCheck`.
+        assert health["runtime"]["state_store"] == {"kind": "memory", "reachable": True}
 
 
 async def test_health_tells_only_the_status_to_anyone_but_an_admin(

@@ -9,7 +9,10 @@ printed, bound generous); calls are recorded at the core in batches; the core ki
 request 503 with a JSON-RPC error at once, and the core restarted is used again without
 restarting the runtime; an injected ``x-contextforge-auth-context`` header is ignored; the hooks
 (deny-list, redactor) apply; a stalled body is 408; a non-ASCII token is 401, as in the
-proxied modes. And a core with authentication off (``MCP_GATEWAY_AUTH_DISABLED=1``, as ``make
+proxied modes. A flood of garbage tokens from one client address does not starve valid callers
+from others (single-flight, the per-client cap's 503 with ``Retry-After``), and a repeated bad
+token reaches the core once within the denial cache's TTL (the core's ``/admin/stats``). And a
+core with authentication off (``MCP_GATEWAY_AUTH_DISABLED=1``, as ``make
 conformance`` runs it) makes every caller anonymous and public-only, as the gateway with the same
 variable.
 """
@@ -21,6 +24,7 @@ import base64
 import hashlib
 import json
 import os
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -40,7 +44,10 @@ PLUGINS = {"deny_tools": {"alpha": ["payload"]}, "redact": "sk-[A-Za-z0-9]{8,}"}
 
 
 STALL_MS = 3000
-"""The runtimes' header read timeout here, in milliseconds: also how long a body may stall."""
+"""The runtimes' public header read timeout here, in milliseconds: also how long a body may stall."""
+
+PUBLIC_HEAD_TIMEOUT_S = 10.0
+"""The default of ``--public-header-read-timeout-ms``, in seconds."""
 
 
 @dataclass
@@ -137,7 +144,7 @@ def edge(request: pytest.FixtureRequest, workdir: Path, catalog: Path) -> Iterat
         core_env={"JWT_SECRET_KEY": SECRET},
         plugins=plugins,
         # A short header read timeout, which also bounds a stalled body.
-        runtime_extra=(*RUNTIME_FLAGS, "--header-read-timeout-ms", str(STALL_MS)),
+        runtime_extra=(*RUNTIME_FLAGS, "--public-header-read-timeout-ms", str(STALL_MS)),
         tag="",
     )
 
@@ -377,6 +384,196 @@ async def test_the_core_killed_fails_closed_and_its_return_is_used_without_a_run
         assert edge.runtime.pid == runtime_pid
 
 
+# -- a flood of bad credentials (single-flight, caps per client and in all, the denial cache) ------
+
+FLOOD_WORKERS = 64
+"""Concurrent requests of the flooding client, each with a new garbage token."""
+
+VALID_CALLERS = 14
+"""Valid callers, each from its own loopback address, each with a token the runtime never saw."""
+
+
+def _client_at(address: str, connections: int) -> httpx.AsyncClient:
+    """A client whose connections come from ``address`` (any 127.0.0.0/8 address is local)."""
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    transport = httpx.AsyncHTTPTransport(local_address=address, limits=limits)
+    return httpx.AsyncClient(transport=transport, timeout=30.0)
+
+
+async def test_a_flood_of_bad_tokens_from_one_client_does_not_starve_valid_callers(edge: EdgeStack) -> None:
+    ping = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
+    statuses: dict[int, int] = {}
+    busy_answers: list[httpx.Response] = []
+    stop_flood = anyio.Event()
+    flooding = anyio.Event()
+
+    async def flood_worker(http: httpx.AsyncClient, worker: int) -> None:
+        n = 0
+        while not stop_flood.is_set():
+            n += 1
+            garbage = f"garbage-{worker}-{n}-{os.urandom(6).hex()}"
+            r = await http.post(edge.url, json=ping, headers=edge.headers(garbage))
+            statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+            if r.status_code == 503 and len(busy_answers) < 4:
+                busy_answers.append(r)
+            flooding.set()
+
+    valid: list[int] = []
+
+    async def valid_caller(i: int) -> None:
+        # A token never seen: the runtime must ask the core for it, during the flood.
+        token = edge.token(f"user{i}@example.com")
+        async with _client_at(f"127.0.0.{10 + i}", 1) as http:
+            r = await http.post(edge.url, json=INITIALIZE, headers=edge.headers(token))
+            valid.append(r.status_code)
+            assert r.status_code == 200, f"valid caller {i}: {r.status_code} {r.text}"
+
+    before = edge.stats()["resolve"]
+    async with _client_at("127.0.0.2", FLOOD_WORKERS) as flood, anyio.create_task_group() as tg:
+        for w in range(FLOOD_WORKERS):
+            tg.start_soon(flood_worker, flood, w)
+        await flooding.wait()
+        await anyio.sleep(0.3)  # the flood is in full swing
+        try:
+            async with anyio.create_task_group() as callers:
+                for i in range(VALID_CALLERS):
+                    callers.start_soon(valid_caller, i)
+        finally:
+            stop_flood.set()
+    after = edge.stats()["resolve"]
+    print(
+        f"\n{edge.mode}: flood answers by status {dict(sorted(statuses.items()))}; "
+        f"{after['calls'] - before['calls']} ResolveCaller calls reached the core"
+    )
+    assert valid == [200] * VALID_CALLERS
+    # The flood got refusals only: 401 from the core, or 503 at its client's cap.
+    assert set(statuses) <= {401, 503}, statuses
+    assert statuses.get(503, 0) > 0, statuses
+    for r in busy_answers:
+        assert r.headers["retry-after"] == "1"
+        error = r.json()["error"]
+        assert error["code"] == -32000
+        assert "caller resolutions are in progress from this client" in error["message"]
+    # Calls refused at the cap never reached the core.
+    assert after["calls"] - before["calls"] <= statuses.get(401, 0) + VALID_CALLERS
+
+
+async def test_a_repeated_bad_token_reaches_the_core_once_within_the_denial_ttl(edge: EdgeStack) -> None:
+    ping = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
+    bad = f"garbage-{os.urandom(8).hex()}"
+    before = edge.stats()["resolve"]
+    async with _client_at("127.0.0.3", 32) as http:
+        # Concurrent requests share one call; later ones are answered from the denial cache.
+        concurrent = await asyncio.gather(
+            *(http.post(edge.url, json=ping, headers=edge.headers(bad)) for _ in range(32))
+        )
+        sequential = [await http.post(edge.url, json=ping, headers=edge.headers(bad)) for _ in range(20)]
+    after = edge.stats()["resolve"]
+    for r in [*concurrent, *sequential]:
+        assert r.status_code == 401, r.text
+        assert r.headers["www-authenticate"].startswith('Bearer realm="mcp-gateway", error="invalid_token"')
+        assert r.json()["error"]["code"] == -32001
+        assert bad not in r.text
+    # Well within the 5 s TTL: one call reached the core (its answer served the 52 requests).
+    assert after["calls"] - before["calls"] == 1, (before, after)
+    assert after["denied"] - before["denied"] == 1
+    # A revocation (any watch event) clears the denial cache: the token is asked again.
+    edge.revoke({"subjectEmail": "nobody@example.com"})
+    deadline = time.monotonic() + 5.0
+    async with _client_at("127.0.0.3", 1) as http:
+        while True:
+            r = await http.post(edge.url, json=ping, headers=edge.headers(bad))
+            assert r.status_code == 401
+            if edge.stats()["resolve"]["calls"] > after["calls"]:
+                break
+            assert time.monotonic() < deadline, "the revocation did not clear the denial cache"
+            await anyio.sleep(0.02)
+
+
+# -- hook payloads count in the bytes-in-flight budget -------------------------------------------
+
+RESULT_BYTES = 2 * 1024 * 1024
+"""The ``payload`` result of the budget tests: fits the budget alone, not with the hook's copy."""
+
+BUDGET = RESULT_BYTES * 3 // 2
+"""``--max-bytes-in-flight`` of the budget stacks."""
+
+
+@pytest.fixture(scope="module", params=["edge", "edge-http"])
+def budget_stacks(
+    request: pytest.FixtureRequest, workdir: Path, catalog: Path
+) -> Iterator[dict[str, EdgeStack]]:
+    """Two edge stacks with a small byte budget: the core's redactor (a post hook on every tool) or none."""
+    mode: str = request.param
+    redactor = workdir / f"plugins-redact-{mode}.json"
+    redactor.write_text(json.dumps({"redact": PLUGINS["redact"]}))
+    extra = (*RUNTIME_FLAGS, "--max-bytes-in-flight", str(BUDGET))
+    stacks = {
+        "hook": _edge_stack(
+            mode,
+            workdir,
+            catalog,
+            core_env={"JWT_SECRET_KEY": SECRET},
+            plugins=redactor,
+            runtime_extra=extra,
+            tag="budget-hook-",
+        ),
+        "none": _edge_stack(
+            mode,
+            workdir,
+            catalog,
+            core_env={"JWT_SECRET_KEY": SECRET},
+            plugins=None,
+            runtime_extra=extra,
+            tag="budget-none-",
+        ),
+    }
+    started: dict[str, EdgeStack] = {}
+    try:
+        for name, gen in stacks.items():
+            started[name] = next(gen)
+        yield started
+    finally:
+        for gen in stacks.values():
+            gen.close()
+
+
+async def _payload(stack: EdgeStack, http: httpx.AsyncClient, size: int) -> httpx.Response:
+    token = stack.token("erin@example.com", teams=["beta"])
+    session = await stack.initialize(http, token)
+    return await http.post(
+        stack.url, json=_call("payload", {"size_bytes": size}), headers=stack.headers(token, session)
+    )
+
+
+async def test_a_post_hooks_payloads_count_in_the_byte_budget(budget_stacks: dict[str, EdgeStack]) -> None:
+    async with httpx.AsyncClient(timeout=30.0) as http:
+        # Without a hook the result fits the budget.
+        r = await _payload(budget_stacks["none"], http, RESULT_BYTES)
+        assert r.status_code == 200, r.text[:300]
+        assert len(r.json()["result"]["content"][0]["text"]) == RESULT_BYTES
+        # With the redactor the result and the copy the hook is sent do not: the budget's own
+        # 503 and JSON-RPC error (this request alone exceeds it: no Retry-After), never served
+        # with uncounted copies (before, the hook's copies were not counted and this was 200).
+        hooked = budget_stacks["hook"]
+        r = await _payload(hooked, http, RESULT_BYTES)
+        assert r.status_code == 503, r.text[:300]
+        error = r.json()["error"]
+        assert error["code"] == -32000
+        assert (
+            error["message"]
+            == f"Server busy: this request alone exceeds the budget of {BUDGET} bytes in flight"
+        )
+        assert "retry-after" not in r.headers
+        # Half the size fits with the hook's copy: served, through the hook.
+        r = await _payload(hooked, http, RESULT_BYTES // 2)
+        assert r.status_code == 200, r.text[:300]
+        assert len(r.json()["result"]["content"][0]["text"]) == RESULT_BYTES // 2
+        # Nothing stayed counted: the same call again is served too.
+        r = await _payload(hooked, http, RESULT_BYTES // 2)
+        assert r.status_code == 200, r.text[:300]
+
+
 # -- the core with authentication off, as `make conformance` runs the edge modes ------------------
 
 
@@ -404,6 +601,25 @@ def open_edge(request: pytest.FixtureRequest, workdir: Path, catalog: Path) -> I
         runtime_extra=RUNTIME_FLAGS,
         tag="auth-off-",
     )
+
+
+async def test_a_half_sent_head_is_dropped_after_the_default_public_timeout(open_edge: EdgeStack) -> None:
+    # The stack runs with the runtime's defaults: 10 s for a public head (30 s on its sockets).
+    port = int(open_edge.base.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=PUBLIC_HEAD_TIMEOUT_S * 3) as sock:
+        started = time.monotonic()
+        sock.sendall(b"POST /mcp HTTP/1.1\r\nHost: localhost\r\nContent-Type: applica")
+        try:
+            closed = sock.recv(65536)
+        except ConnectionResetError:
+            closed = b""
+        elapsed = time.monotonic() - started
+    print(f"\n{open_edge.mode}: a half-sent head was dropped after {elapsed:.2f} s")
+    # Dropped (hyper may first answer 408), not kept for the socket timeout of 30 s.
+    assert closed == b"" or closed.startswith(b"HTTP/1.1 408"), closed[:200]
+    assert PUBLIC_HEAD_TIMEOUT_S * 0.9 <= elapsed < PUBLIC_HEAD_TIMEOUT_S * 2
+    async with httpx.AsyncClient(timeout=10.0) as http:
+        assert (await http.get(f"{open_edge.base}/health", headers={"host": "localhost"})).status_code == 200
 
 
 async def _tool_names(gateway: Gateway, http: httpx.AsyncClient, token: str | None) -> list[str]:

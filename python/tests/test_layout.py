@@ -52,7 +52,8 @@ def importers(prefix: str) -> set[str]:
 
 
 def test_only_the_grpc_backend_imports_grpc_and_the_stubs() -> None:
-    assert importers("grpc") == {"_grpc_backend", "core.grpc_server"}
+    # core.observe: the gRPC server interceptor of the core's transport (docs/operations.md).
+    assert importers("grpc") == {"_grpc_backend", "core.grpc_server", "core.observe"}
     assert importers("mcp_gateway._proto") == {"_grpc_backend", "core.grpc_server"}
 
 
@@ -64,7 +65,9 @@ def test_the_core_is_apart_from_the_gateway() -> None:
     borrowed_by_plugins = {m for m in modules["_plugins"] if m.startswith("mcp_gateway.core")}
     assert borrowed_by_plugins == {"mcp_gateway.core.plugins"}
     # What the core takes from the gateway: token verification, errors, the AuthContext's proto
-    # mapping (so both build the very same AuthContext); nothing of the app or the backends' I/O.
+    # mapping (so both build the very same AuthContext), the operations conventions (metric names
+    # and the metrics listener, spans and traceparent: docs/operations.md); nothing of the app or
+    # the backends' I/O.
     borrowed = {
         m
         for name, imported in gateway_modules().items()
@@ -72,7 +75,13 @@ def test_the_core_is_apart_from_the_gateway() -> None:
         for m in imported
         if m.startswith("mcp_gateway.") and not m.startswith(("mcp_gateway.core", "mcp_gateway._proto"))
     }
-    assert borrowed == {"mcp_gateway._auth", "mcp_gateway._errors", "mcp_gateway._grpc_backend"}
+    assert borrowed == {
+        "mcp_gateway._auth",
+        "mcp_gateway._errors",
+        "mcp_gateway._grpc_backend",
+        "mcp_gateway._metrics",
+        "mcp_gateway._telemetry",
+    }
 
 
 def test_only_the_http_backend_imports_httpx_for_the_boundary() -> None:

@@ -59,6 +59,22 @@ def test_an_invalid_baseline_catalog_is_one_line(tmp_path: Path) -> None:
     assert line == "mcp-gateway: invalid catalog: unknown keys ['bogus']"
 
 
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        ("not a url", "has a `url` with no scheme: expected http:// or https://"),
+        ("ftp://example.com/mcp", "has a `url` with scheme `ftp`: expected http:// or https://"),
+        ("http://", "has a `url` with no host"),
+        ("http://127.0.0.1:99999/mcp", "has a `url` that is not a URL (Port out of range 0-65535)"),
+    ],
+)
+def test_a_bad_upstream_url_in_the_baseline_catalog_is_one_line(tmp_path: Path, url: str, words: str) -> None:
+    path = tmp_path / "catalog.toml"
+    path.write_text(f'[[upstreams]]\nid = "u"\nurl = "{url}"\n')
+    line = one_line(serve({"JWT_SECRET_KEY": SECRET, "MCP_RUNTIME_CATALOG": str(path)}))
+    assert line == f"mcp-gateway: invalid catalog: upstream `u` {words}"
+
+
 def test_a_missing_secret_is_one_line(tmp_path: Path) -> None:
     line = one_line(serve({"MCP_RUST_UDS": str(tmp_path / "rt.sock")}))
     assert line == "mcp-gateway: JWT_SECRET_KEY is not set"

@@ -66,9 +66,14 @@ async def test_runtime_killed_mid_call(own_stack: tuple[Gateway, Runtime], http:
     assert_unavailable(r)
     assert time.monotonic() - started < 1.0
     admin = gw.token("admin@example.com", is_admin=True, teams=None)
+    # Alive (liveness, 200) but degraded, and not ready (docs/operations.md, Health).
     health = await http.get(f"{gw.base}/health", headers={"authorization": f"Bearer {admin}"})
-    assert health.status_code == 503
+    assert health.status_code == 200
+    assert health.json()["status"] == "degraded"
     assert health.json()["runtime"]["reachable"] is False
+    ready = await http.get(f"{gw.base}/ready")
+    assert ready.status_code == 503
+    assert ready.json() == {"status": "not_ready", "reason": "runtime_unavailable"}
 
     # Back: the gateway reconnects by itself; the old session died with the runtime.
     rt.restart()
@@ -95,6 +100,7 @@ async def test_runtime_killed_mid_call(own_stack: tuple[Gateway, Runtime], http:
     assert r.status_code == 200
     assert r.json()["result"]["content"][0]["text"] == "back"
     assert (await http.get(f"{gw.base}/health")).status_code == 200
+    assert (await http.get(f"{gw.base}/ready")).json() == {"status": "ready"}
 
 
 async def test_runtime_not_running_at_start(workdir: Path, catalog: Path, http: httpx.AsyncClient) -> None:

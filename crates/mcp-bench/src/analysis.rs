@@ -64,6 +64,7 @@ impl Report {
         self.metrics_cost(&mut out);
         self.two_workers(&mut out);
         self.edge(&mut out);
+        self.state(&mut out);
         out
     }
 
@@ -578,6 +579,70 @@ impl Report {
         }
     }
 
+    /// The state layer: each mode's rows with the spread of req/s over rounds, then the
+    /// ratios to the in-memory store (medians of the per-round ratios, with their range).
+    fn state(&self, out: &mut String) {
+        let rows: Vec<&Row> = self
+            .rows
+            .iter()
+            .filter(|r| r.key.layer == "state")
+            .collect();
+        if rows.is_empty() {
+            return;
+        }
+        out.push_str("\n### Shared state: memory, one replica on Redis, three replicas on Redis\n\nA Rust client over HTTP/JSON to the runtime with its state in memory (`memory`), to one runtime on Redis (`redis-1`) and to three runtimes on one Redis with each request sent to the next replica (`redis-3`, one session used on all three). `echo` is answered as JSON (Redis is touched only to check the session, usually served from the replica's cache); `progress` is an SSE stream whose every event is stored in Redis before it is sent. Runtime CPU of `redis-3` is the three replicas' sum; Redis CPU is the `redis-server` process.\n\n| mode | workload | conc | req/s (min–max over rounds) | p50 µs | runtime CPU/req µs | Redis CPU/req µs |\n|---|---|--:|--:|--:|--:|--:|\n");
+        let cpu = |r: &Row, k: &str| {
+            r.summary
+                .cpu_us_per_request
+                .get(k)
+                .map_or_else(|| "–".to_owned(), |v| format!("{v:.0}"))
+        };
+        for r in &rows {
+            let (lo, hi) = spread(r.rounds.iter().map(|m| m.requests_per_s));
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {:.0} ({lo:.0}–{hi:.0}) | {:.0} | {} | {} |",
+                r.key.transport,
+                r.key.workload,
+                r.key.concurrency,
+                r.summary.requests_per_s,
+                r.summary.latency_us.p50,
+                cpu(r, "runtime"),
+                cpu(r, "redis"),
+            );
+        }
+        let pairs = [
+            ("redis-1", "memory"),
+            ("redis-3", "memory"),
+            ("redis-3", "redis-1"),
+        ];
+        let any = pairs
+            .iter()
+            .any(|(n, d)| !self.comparisons_of("state", n, d).is_empty());
+        if !any {
+            return;
+        }
+        out.push_str("\nRatios (median of the per-round ratios, range over rounds; req/s below 1 means the shared store is slower):\n\n| ratio | workload | conc | req/s | p50 | runtime CPU/req |\n|---|---|--:|--:|--:|--:|\n");
+        for (n, d) in pairs {
+            for c in self.comparisons_of("state", n, d) {
+                let (lo, hi) = spread(c.rounds.iter().map(|r| r.requests_per_s));
+                let cpu = c
+                    .median
+                    .cpu_per_request
+                    .get("runtime")
+                    .map_or_else(|| "–".to_owned(), |v| format!("{v:.2}x"));
+                let _ = writeln!(
+                    out,
+                    "| {n} / {d} | {} | {} | {:.2}x ({lo:.2}–{hi:.2}) | {:.2}x | {cpu} |",
+                    c.numerator.workload,
+                    c.numerator.concurrency,
+                    c.median.requests_per_s,
+                    c.median.p50,
+                );
+            }
+        }
+    }
+
     /// The runtime with its Prometheus metrics on (`--metrics-listen`) over the same build
     /// with them off, measured in the same rounds (issue 18's target: under 3% of req/s).
     fn metrics_cost(&self, out: &mut String) {
@@ -587,15 +652,13 @@ impl Report {
         }
         out.push_str("\n### Cost of the metrics\n\nThe HTTP/JSON path of a runtime started with `--metrics-listen` (every request counted and timed in the Prometheus metrics) over the same binary without it, measured in the same rounds (median of per-round ratios, with their lowest and highest; 1.00 is no difference; target: req/s at least 0.97).\n\n| workload | conc | req/s | min | max | p50 | runtime CPU/req |\n|---|--:|--:|--:|--:|--:|--:|\n");
         for c in cmp {
-            let rps: Vec<f64> = c.rounds.iter().map(|r| r.requests_per_s).collect();
+            let (lo, hi) = spread(c.rounds.iter().map(|r| r.requests_per_s));
             let _ = writeln!(
                 out,
-                "| {} | {} | {:.3} | {:.3} | {:.3} | {:.2} | {} |",
+                "| {} | {} | {:.3} | {lo:.3} | {hi:.3} | {:.2} | {} |",
                 c.numerator.workload,
                 c.numerator.concurrency,
                 c.median.requests_per_s,
-                rps.iter().copied().fold(f64::INFINITY, f64::min),
-                rps.iter().copied().fold(f64::NEG_INFINITY, f64::max),
                 c.median.p50,
                 c.median
                     .cpu_per_request
@@ -641,6 +704,13 @@ impl Report {
             );
         }
     }
+}
+
+/// The smallest and largest of `values` (NaN ignored; `(NaN, NaN)` when there is none).
+fn spread(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    values
+        .filter(|v| !v.is_nan())
+        .fold((f64::NAN, f64::NAN), |(lo, hi), v| (lo.min(v), hi.max(v)))
 }
 
 #[cfg(test)]

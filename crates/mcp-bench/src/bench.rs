@@ -18,6 +18,7 @@ use crate::layer::floor::FloorArgs;
 use crate::layer::gateway::GatewayArgs;
 use crate::layer::python_hop::PythonHopArgs;
 use crate::layer::runtime::RuntimeArgs;
+use crate::layer::state::StateArgs;
 use crate::layer::upstream::UpstreamArgs;
 use crate::layer::{LAYERS, Layer};
 use crate::proc::MachineInfo;
@@ -54,6 +55,8 @@ pub struct Config {
     pub runtime: RuntimeArgs,
     /// The Python-hop layer's options (`--no-python-hop` applied: no clients).
     pub python_hop: PythonHopArgs,
+    /// The state layer's options (`--no-state` skips it).
+    pub state: StateArgs,
     /// The direct-to-upstream layer's options.
     pub upstream: UpstreamArgs,
     /// The gateway layers' options (`--no-gateway` applied: no modes and no two-worker

@@ -12,6 +12,7 @@ use crate::layer::floor::FloorArgs;
 use crate::layer::gateway::GatewayArgs;
 use crate::layer::python_hop::PythonHopArgs;
 use crate::layer::runtime::RuntimeArgs;
+use crate::layer::state::StateArgs;
 use crate::layer::upstream::UpstreamArgs;
 use crate::report::Report;
 
@@ -90,6 +91,10 @@ pub struct Cli {
     /// The Python-hop layer.
     #[command(flatten)]
     pub python_hop: PythonHopArgs,
+
+    /// The state layer (memory, one and three replicas on Redis).
+    #[command(flatten)]
+    pub state: StateArgs,
 
     /// The direct-to-upstream layer.
     #[command(flatten)]
@@ -206,6 +211,10 @@ impl Cli {
             self.concurrency.iter().all(|&c| c > 0),
             "--concurrency levels must be at least 1"
         );
+        anyhow::ensure!(
+            self.state.state_concurrency.iter().all(|&c| c > 0),
+            "--state-concurrency levels must be at least 1"
+        );
         let programs = self.programs.resolve()?;
         // A layer's `--no-...` flag empties the lists it measures (its other options stay,
         // for the settings of the report).
@@ -237,6 +246,7 @@ impl Cli {
             floor,
             runtime: self.runtime,
             python_hop,
+            state: self.state,
             upstream: self.upstream,
             gateway,
         })

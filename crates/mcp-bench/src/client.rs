@@ -59,8 +59,8 @@ pub enum Workload {
     EverythingEcho(usize),
     /// `tools/call progress` with a progress token: [`PROGRESS_STEPS`] notifications
     /// [`PROGRESS_INTERVAL_MS`] apart, each stamped with its send time by the fixture, then the
-    /// result; the time from each send to its arrival at the client is recorded (end to end
-    /// and straight to the upstream only).
+    /// result; the time from each send to its arrival at the client is recorded (end to end,
+    /// straight to the upstream, and over HTTP/JSON in the state layer).
     Progress,
     /// Session open and close: `initialize`, `notifications/initialized`, then `DELETE` of
     /// the new session, counted as one request (end to end only).
@@ -282,6 +282,8 @@ pub enum Worker {
     Grpc(grpc::GrpcWorker),
     /// MCP streamable HTTP to the gateway over TCP, with its own session.
     Mcp(mcp::McpWorker),
+    /// HTTP/1.1 over the HTTP/JSON sockets of several replicas, each request to the next.
+    HttpRoundRobin(http::RoundRobin),
 }
 
 impl Worker {
@@ -293,14 +295,17 @@ impl Worker {
     pub async fn call(&mut self, workload: Workload) -> Result<Reply, CallError> {
         match self {
             Self::Mcp(w) => w.call(workload).await,
+            Self::Http(w) if workload == Workload::Progress => w.call_progress().await,
+            Self::HttpRoundRobin(w) if workload == Workload::Progress => w.call(workload).await,
             _ if matches!(workload, Workload::Session | Workload::Progress) => {
                 Err(CallError::Response(format!(
-                    "the {} workload is measured end to end only",
+                    "the {} workload is measured end to end only (progress: also over HTTP/JSON)",
                     workload.name()
                 )))
             }
             Self::Http(w) => w.call(workload).await.map(Reply::from),
             Self::Grpc(w) => w.call(workload).await.map(Reply::from),
+            Self::HttpRoundRobin(w) => w.call(workload).await,
         }
     }
 }

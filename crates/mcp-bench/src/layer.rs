@@ -15,6 +15,7 @@ pub mod floor;
 pub mod gateway;
 pub mod python_hop;
 pub mod runtime;
+pub mod state;
 pub mod upstream;
 
 use std::collections::BTreeMap;
@@ -64,6 +65,7 @@ pub struct Entry {
 pub const LAYERS: &[Entry] = &[
     floor::LAYER,
     runtime::LAYER,
+    state::LAYER,
     python_hop::LAYER,
     upstream::LAYER,
     gateway::ONE_WORKER,

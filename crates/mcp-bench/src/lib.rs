@@ -35,6 +35,8 @@
 //!   - `runtime.rs`: Rust clients to the runtime over HTTP/JSON and gRPC, and to the build
 //!     without `grpc-uds`;
 //!   - `python_hop.rs`: `bench/pyhop.py` rows (Python clients to the runtime);
+//!   - `state.rs`: the runtime with its state in memory, one replica on Redis and three
+//!     replicas on Redis (each request to the next), over HTTP/JSON;
 //!   - `upstream.rs`: straight to the fixture upstream (no gateway, no runtime);
 //!   - `gateway.rs`: end to end through the gateway in each mode, one and two workers.
 //! - `harness.rs`: starting and stopping the fixture and the runtime (drop guards).

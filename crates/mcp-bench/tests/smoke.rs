@@ -79,6 +79,14 @@ fn tiny_run_writes_the_expected_rows() {
     if !grpc {
         eprintln!("mcp-runtime was built without grpc-uds: checking the HTTP/JSON rows only");
     }
+    // The state layer needs `redis-server` (`make rust-test` checks it is installed).
+    let redis = Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !redis {
+        eprintln!("redis-server not found: the state rows are not checked");
+    }
     let out = tempfile::tempdir().unwrap();
     let json_path = out.path().join("report.json");
     let out_dir = out.path().join("run");
@@ -122,7 +130,12 @@ fn tiny_run_writes_the_expected_rows() {
             "3",
             "--gateway-workloads",
             "ping,echo:100,session,progress",
+            "--state-workloads",
+            "echo:100,progress",
+            "--state-concurrency",
+            "2",
         ])
+        .args(if redis { &[][..] } else { &["--no-state"][..] })
         .arg("--runtime-bin")
         .arg(dir.join("mcp-runtime"))
         .arg("--fixture-bin")
@@ -235,6 +248,19 @@ fn tiny_run_writes_the_expected_rows() {
             c,
             size,
         ));
+    }
+    if redis {
+        for m in ["memory", "redis-1", "redis-3"] {
+            for w in ["tools/call echo", "tools/call progress"] {
+                expected.insert((
+                    "state".to_owned(),
+                    m.to_owned(),
+                    w.to_owned(),
+                    2,
+                    size_of("state", w),
+                ));
+            }
+        }
     }
     if python {
         let clients: &[(&str, &str)] = if grpc {

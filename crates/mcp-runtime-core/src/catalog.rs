@@ -292,7 +292,8 @@ impl CatalogConfig {
     /// [`CatalogError::Invalid`] when the TOML is malformed, ids repeat, or a team upstream
     /// names no team.
     pub fn parse(text: &str) -> Result<Self, CatalogError> {
-        let cfg: Self = toml::from_str(text).map_err(|e| CatalogError::Invalid(e.to_string()))?;
+        let cfg: Self =
+            toml::from_str(text).map_err(|e| CatalogError::Invalid(one_line(text, &e)))?;
         let mut ids = HashSet::new();
         for u in &cfg.upstreams {
             if !ids.insert(u.id.as_str()) {
@@ -319,6 +320,44 @@ impl CatalogConfig {
             }
         }
         Ok(cfg)
+    }
+}
+
+/// A TOML error as one line, `line L, column C: message` (the `toml` crate's `Display` spans
+/// several lines with a source excerpt, which breaks a one-line start-up error).
+fn one_line(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim().replace('\n', " ");
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}: {message}")
+        }
+        None => message,
+    }
+}
+
+/// Checks an HTTP upstream's `url`: an absolute `http://` URL with a host. The value itself is
+/// not repeated in the error (it may come from the environment and carry credentials).
+///
+/// `https://` is refused at start with its reason: this build's HTTP client (reqwest without a
+/// TLS feature) could not connect to it, and failing at the first call would be later and vaguer.
+fn check_url(url: &str) -> Result<(), String> {
+    let parsed =
+        reqwest::Url::parse(url).map_err(|e| format!("has a `url` that is not a URL ({e})"))?;
+    match parsed.scheme() {
+        "http" if parsed.host_str().is_some_and(|h| !h.is_empty()) => Ok(()),
+        "http" => Err("has a `url` with no host".into()),
+        "https" => Err(
+            "has an https:// `url`: this build of the runtime has no TLS client; put a \
+             TLS-terminating proxy on loopback in front of the server, or use the gateway's \
+             Python baseline"
+                .into(),
+        ),
+        other => Err(format!(
+            "has a `url` with scheme `{other}`: expected http://"
+        )),
     }
 }
 
@@ -363,11 +402,23 @@ impl UpstreamConfig {
                  server's streamable HTTP endpoint, or the gateway's Python baseline"
                     .into(),
             ),
-            _ if matches!(self.bearer, Some(Secret::Literal(_))) => invalid(
-                "has a literal `bearer`: write { env = \"NAME\" } or { file = \"path\" }".into(),
-            ),
-            _ => Ok(()),
+            TransportKind::StreamableHttp => match check_url(&self.url) {
+                Err(why) => invalid(why),
+                Ok(()) => self.check_bearer(),
+            },
+            TransportKind::Stdio => Ok(()),
         }
+    }
+
+    /// A bearer token is never written in the catalog itself.
+    fn check_bearer(&self) -> Result<(), CatalogError> {
+        if matches!(self.bearer, Some(Secret::Literal(_))) {
+            return Err(CatalogError::Invalid(format!(
+                "upstream `{}` has a literal `bearer`: write {{ env = \"NAME\" }} or {{ file = \"path\" }}",
+                self.id
+            )));
+        }
+        Ok(())
     }
 
     /// Relative paths made relative to `base`, the catalog file's directory: `cwd` (which
@@ -1004,9 +1055,24 @@ bearer = { env = "TOKEN" }
                 "MCP_RUNTIME_TEST_SURELY_UNSET_URL is not set",
             ),
             ("id = \"x\"\nurl = { file = \"u\" }", "url: expected"),
+            (
+                "id = \"x\"\nurl = \"not a url\"",
+                "upstream `x` has a `url` that is not a URL (relative URL without a base)",
+            ),
+            (
+                "id = \"x\"\nurl = \"ftp://a/mcp\"",
+                "scheme `ftp`: expected http://",
+            ),
+            ("id = \"x\"\nurl = \"https://a/mcp\"", "no TLS client"),
+            ("id = \"x\"\nurl = \"http://\"", "not a URL (empty host)"),
+            (
+                "id = \"x\"\nunknown = 1",
+                "line 3, column 1: unknown field `unknown`, expected one of",
+            ),
         ] {
             let e = invalid(&format!("[[upstreams]]\n{text}\n"));
             assert!(e.contains(words), "{text}: {e}");
+            assert!(!e.contains('\n'), "{text}: one line, not {e}");
         }
     }
 

@@ -261,6 +261,7 @@ impl Runtime {
             "prompts/list" => cat.list_json(Kind::Prompt, auth, scope),
             "resources/list" => cat.list_json(Kind::Resource, auth, scope),
             "resources/templates/list" => cat.templates_json(auth, scope),
+            "completion/complete" => return self.complete(session, req, id, params).await,
             _ => {
                 let kind = Kind::of_call(method)
                     .ok_or_else(|| RequestError::MethodNotFound(method.to_owned()))?;
@@ -313,6 +314,78 @@ impl Runtime {
         answer
     }
 
+    /// `completion/complete`: routed by its `ref` to the upstream owning the prompt
+    /// (`{"type":"ref/prompt","name":...}`, renamed to the upstream's name) or the resource
+    /// template (`{"type":"ref/resource","uri":...}`, matched as `resources/read` matches a URI),
+    /// then forwarded like a call (MCP 2025-06-18 and later, server utilities: completion).
+    ///
+    /// # Errors
+    ///
+    /// [`RequestError::InvalidParams`] for params without a `ref` of a known type or without an
+    /// `argument` object; the same "unknown prompt" / "resource not found" error as
+    /// `prompts/get` / `resources/read` for a name or URI the caller may not see.
+    async fn complete(
+        self: &Arc<Self>,
+        session: &Arc<Session>,
+        req: &Request,
+        id: &RawValue,
+        params: Option<Box<RawValue>>,
+    ) -> Result<Outcome, RequestError> {
+        let mut p = call_params(params)?;
+        if !p.get("argument").is_some_and(Value::is_object) {
+            return Err(RequestError::InvalidParams(
+                "`argument` must be an object".into(),
+            ));
+        }
+        let Some(Value::Object(reference)) = p.get_mut("ref") else {
+            return Err(RequestError::InvalidParams(
+                "`ref` must be an object".into(),
+            ));
+        };
+        let kind = match reference.get("type").and_then(Value::as_str) {
+            Some("ref/prompt") => Kind::Prompt,
+            Some("ref/resource") => Kind::Resource,
+            _ => {
+                return Err(RequestError::InvalidParams(
+                    "`ref.type` must be \"ref/prompt\" or \"ref/resource\"".into(),
+                ));
+            }
+        };
+        let key = kind.key();
+        let Some(name) = reference
+            .get(key)
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+        else {
+            return Err(RequestError::InvalidParams(format!(
+                "`ref.{key}` is required"
+            )));
+        };
+        let route = self
+            .catalog
+            .route(kind, &name, &req.auth, req.server_id.as_deref())
+            .ok_or_else(|| RequestError::not_found(kind, name.clone()))?;
+        reference.insert(
+            key.to_owned(),
+            Value::String(route.upstream_name.to_owned()),
+        );
+        let up = Arc::clone(route.upstream);
+        let traceparent = crate::runtime::trace_id_of(&req.auth.traceparent)
+            .is_some()
+            .then_some(req.auth.traceparent.as_str());
+        self.forward(
+            session,
+            id,
+            up,
+            "completion/complete",
+            p,
+            false,
+            None,
+            traceparent,
+        )
+        .await
+    }
+
     /// Routes a checked call through the catalog, runs its hooks and forwards it.
     #[allow(clippy::too_many_arguments)]
     async fn route(
@@ -343,14 +416,21 @@ impl Runtime {
             let args = p
                 .get("arguments")
                 .map_or_else(|| b"{}".to_vec(), |a| a.to_string().into_bytes());
+            // The serialized arguments and the copy the Core SPI transport sends are counted
+            // while the hook runs, and the changed arguments once it answered.
+            let mut held = self
+                .quotas
+                .acquire(&session.subject, Quota::Bytes, 2 * args.len())?;
             if let Some(new) = hook(HookPoint::PreInvoke)
                 .run(hooks, Bytes::from(args))
                 .await?
             {
+                held.resize(2 * new.len())?;
                 let args: Map<String, Value> =
                     serde_json::from_slice(&new).map_err(|e| hook_broken(&e))?;
                 p.insert("arguments".to_owned(), Value::Object(args));
             }
+            drop(held);
         }
         let post_point = if kind == Kind::Tool {
             HookPoint::PostInvoke

@@ -56,6 +56,16 @@ pub enum RequestError {
     /// is served without policy: 503 with `Retry-After: 1`.
     #[error("Service unavailable: the policy core cannot be reached")]
     PolicyUnavailable,
+    /// Too many caller resolutions (edge mode: ResolveCaller calls to the policy core) are in
+    /// progress, from this client address (`per_client`) or in all: 503 with `Retry-After: 1`.
+    /// The core was not asked; a flood of unknown credentials cannot starve other callers.
+    #[error("Server busy: {limit} caller resolutions are in progress{}; retry shortly", if *.per_client { " from this client" } else { "" })]
+    ResolveBusy {
+        /// The cap that was reached (`--core-max-resolves-per-client` or `--core-max-resolves`).
+        limit: usize,
+        /// The per-client cap (else the global one).
+        per_client: bool,
+    },
     /// The shared state store (Redis, `--state-url`) did not answer within its command timeout
     /// or refused: nothing that needs shared state is served without it: 503 with
     /// `Retry-After: 1`. Requests recover by themselves once the store answers again.
@@ -233,7 +243,7 @@ impl RequestError {
             Self::UnknownPath | Self::UnknownServer(_) | Self::UnknownSession => 404,
             Self::PayloadTooLarge { .. } => 413,
             Self::TooManySessions { .. } | Self::SubjectQuota { .. } => 429,
-            Self::ProcessBusy { .. } => 503,
+            Self::ProcessBusy { .. } | Self::ResolveBusy { .. } => 503,
             _ => 200,
         }
     }
@@ -254,9 +264,10 @@ impl RequestError {
             | Self::MissingSessionId
             | Self::UnknownEventId(_) => jsonrpc::BAD_REQUEST,
             Self::UnknownPath | Self::UnknownServer(_) | Self::UnknownSession => jsonrpc::NOT_FOUND,
-            Self::TooManySessions { .. } | Self::SubjectQuota { .. } | Self::ProcessBusy { .. } => {
-                jsonrpc::LIMIT_REACHED
-            }
+            Self::TooManySessions { .. }
+            | Self::SubjectQuota { .. }
+            | Self::ProcessBusy { .. }
+            | Self::ResolveBusy { .. } => jsonrpc::LIMIT_REACHED,
             Self::PayloadTooLarge { .. } | Self::HeadTooLarge { .. } | Self::DuplicateRequestId => {
                 jsonrpc::INVALID_REQUEST
             }
@@ -306,6 +317,7 @@ impl RequestError {
             Self::TooManySessions { .. } => Some(SESSION_LIMIT_RETRY_AFTER_S),
             Self::SubjectQuota { alone: false, .. }
             | Self::ProcessBusy { alone: false, .. }
+            | Self::ResolveBusy { .. }
             | Self::PolicyUnavailable
             | Self::StateUnavailable => Some(QUOTA_RETRY_AFTER_S),
             _ => None,
@@ -417,6 +429,26 @@ mod tests {
         assert_eq!(
             (e.status(), e.code(), e.retry_after_s()),
             (503, -32000, Some(1))
+        );
+        let e = RequestError::ResolveBusy {
+            limit: 8,
+            per_client: true,
+        };
+        assert_eq!(
+            e.to_string(),
+            "Server busy: 8 caller resolutions are in progress from this client; retry shortly"
+        );
+        assert_eq!(
+            (e.status(), e.code(), e.retry_after_s()),
+            (503, -32000, Some(1))
+        );
+        let e = RequestError::ResolveBusy {
+            limit: 64,
+            per_client: false,
+        };
+        assert_eq!(
+            e.to_string(),
+            "Server busy: 64 caller resolutions are in progress; retry shortly"
         );
         let e = RequestError::CallerDenied {
             status: 401,

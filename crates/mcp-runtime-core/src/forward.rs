@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -93,14 +94,15 @@ impl Runtime {
             match relay.classify(bounds.run(stream.next()).await?) {
                 Step::Final(body) => {
                     call.done = true;
+                    // Counted from here until the adapter has written it (or the caller went
+                    // away); a post hook's payloads are counted while it runs (`post_hook`).
+                    let mut held =
+                        self.quotas
+                            .acquire(&session.subject, Quota::Bytes, body.len())?;
                     let body = match &post {
-                        Some(hook) => self.post_hook(hook, id, body).await?,
-                        None => body,
+                        Some(hook) => self.post_hook(hook, id, body, &mut held).await?,
+                        None => Bytes::from(body),
                     };
-                    // Counted until the adapter has written it (or the caller went away).
-                    let held = self
-                        .quotas
-                        .acquire(&session.subject, Quota::Bytes, body.len())?;
                     return Ok(Outcome::json(200, held.hold_in(body)));
                 }
                 Step::Skip => {}
@@ -110,6 +112,7 @@ impl Runtime {
                     let post = post.map(|hook| PostHook {
                         hook,
                         runtime: Arc::clone(self),
+                        subject: session.subject.clone(),
                     });
                     // Every event of the stream gets an id and is stored before it is sent
                     // (`crate::state`), so the stream can be resumed.
@@ -119,7 +122,7 @@ impl Runtime {
                         id.get(),
                         self.config.state.retention,
                     );
-                    let out = Out { tx, log };
+                    let out = Out::new(tx, log);
                     let rest = pump(stream, out, ev, call, relay, bounds, post);
                     self.tasks.spawn(rest.instrument(tracing::Span::current()));
                     return Ok(Outcome::events(rx));
@@ -133,19 +136,28 @@ impl Runtime {
     /// Runs a post hook on the `result` of a call's answer `body` (an error answer is relayed
     /// as it is) and returns the body to send.
     ///
+    /// `held` counts `body` on entry and what is returned on exit. While the hook runs it also
+    /// counts the payload's copy the Core SPI transport sends, and, once the hook answered, its
+    /// changed payload: a budget with room for the answer but not for the hook's copies refuses
+    /// the request (503 or 429) instead of growing the process. The result is shown to the hook
+    /// as a slice of `body` (no copy in the runtime).
+    ///
     /// # Errors
     ///
-    /// The hook's [`RequestError`] (denied, or the policy unavailable).
+    /// The hook's [`RequestError`] (denied, or the policy unavailable), or the quota's when
+    /// the hook's payloads do not fit.
     async fn post_hook(
         &self,
         hook: &Hook,
         id: &RawValue,
         body: Vec<u8>,
-    ) -> Result<Vec<u8>, RequestError> {
+        held: &mut Permit,
+    ) -> Result<Bytes, RequestError> {
+        let body = Bytes::from(body);
         let result = match serde_json::from_slice::<UpMessage<'_>>(&body) {
             Ok(UpMessage {
                 result: Some(r), ..
-            }) => bytes::Bytes::copy_from_slice(r.get().as_bytes()),
+            }) => body.slice_ref(r.get().as_bytes()),
             // An error answer has no result to show the hook: relayed as it is.
             Ok(_) => return Ok(body),
             // A result the hook cannot be shown is refused, never relayed unchecked.
@@ -154,14 +166,25 @@ impl Runtime {
                 return Err(RequestError::PolicyUnavailable);
             }
         };
-        match hook.run(self.hooks.as_deref(), result).await? {
-            None => Ok(body),
+        held.resize(body.len() + result.len())?;
+        let answer = hook.run(self.hooks.as_deref(), result).await?;
+        match answer {
+            None => {
+                held.resize(body.len())?;
+                Ok(body)
+            }
             Some(new) => {
-                let new: &RawValue = serde_json::from_slice(&new).map_err(|e| hook_broken(&e))?;
-                if !new.get().trim_start().starts_with('{') {
+                // The changed payload and the answer built from it (about as large).
+                held.resize(body.len() + 2 * new.len())?;
+                drop(body);
+                let raw: &RawValue = serde_json::from_slice(&new).map_err(|e| hook_broken(&e))?;
+                if !raw.get().trim_start().starts_with('{') {
                     return Err(RequestError::PolicyUnavailable);
                 }
-                Ok(jsonrpc::result_body(id, new.get()))
+                let out = jsonrpc::result_body(id, raw.get());
+                drop(new);
+                held.resize(out.len())?;
+                Ok(Bytes::from(out))
             }
         }
     }
@@ -418,10 +441,36 @@ impl Relay {
 struct PostHook {
     hook: Hook,
     runtime: Arc<Runtime>,
+    /// The caller's subject, whose bytes quota counts the hook's payloads.
+    subject: String,
+}
+
+impl PostHook {
+    /// The answer `body` after the post hook, or the error answer that replaces it; the bytes
+    /// are counted while the hook runs (then the event channel holds the answer, as it holds
+    /// every event).
+    async fn run(&self, id: &RawValue, body: Vec<u8>) -> Vec<u8> {
+        let counted = async {
+            let mut held = self
+                .runtime
+                .quotas
+                .acquire(&self.subject, Quota::Bytes, body.len())?;
+            let out = self
+                .runtime
+                .post_hook(&self.hook, id, body, &mut held)
+                .await?;
+            Ok::<_, RequestError>(Vec::from(out))
+        };
+        counted.await.unwrap_or_else(|e| e.body(Some(id)))
+    }
 }
 
 /// Relays the rest of a streamed upstream call into an SSE response, until the answer, the
 /// deadline, a cancel, or the caller going away (then `call` sends `notifications/cancelled`).
+/// With a shared store (Redis, [`StreamWriter::outlives_its_client`]) the caller going away
+/// does not end the call: as the MCP transport says a disconnect SHOULD NOT cancel, the call
+/// runs on and each event is still stored, so the client resumes the stream with
+/// `Last-Event-ID` (on any replica) and gets the answer.
 /// Notifications pass as they come; the answer goes through `post`, when the call has a post
 /// hook, before it is sent (a refusal or an unreachable policy becomes the request's error).
 async fn pump(
@@ -438,11 +487,15 @@ async fn pump(
         return;
     }
     loop {
-        let next = tokio::select! {
-            r = bounds.run(stream.next()) => r,
-            () = out.tx.closed() => {
-                out.gone(&relay).await;
-                return;
+        let next = if out.log.outlives_its_client() {
+            bounds.run(stream.next()).await
+        } else {
+            tokio::select! {
+                r = bounds.run(stream.next()) => r,
+                () = out.tx.closed() => {
+                    out.gone(&relay).await;
+                    return;
+                }
             }
         };
         let step = match next {
@@ -471,11 +524,7 @@ async fn pump(
             Step::Final(body) => {
                 call.done = true;
                 let body = match &post {
-                    Some(p) => p
-                        .runtime
-                        .post_hook(&p.hook, &relay.id, body)
-                        .await
-                        .unwrap_or_else(|e| e.body(Some(&relay.id))),
+                    Some(p) => p.run(&relay.id, body).await,
                     None => body,
                 };
                 let _ = out.send(event(body), true).await;
@@ -489,17 +538,39 @@ async fn pump(
 struct Out {
     tx: mpsc::Sender<SseEvent>,
     log: StreamWriter,
+    /// The caller went away and the stream outlives it: events are only stored.
+    detached: bool,
 }
 
 impl Out {
-    /// Numbers and stores `ev` (`end`: the stream's last event), then sends it.
+    fn new(tx: mpsc::Sender<SseEvent>, log: StreamWriter) -> Self {
+        Self {
+            tx,
+            log,
+            detached: false,
+        }
+    }
+
+    /// Numbers and stores `ev` (`end`: the stream's last event), then sends it; once the
+    /// caller went away from a stream that outlives its client, only stores it.
     ///
     /// # Errors
     ///
-    /// The caller went away.
+    /// The caller went away (and the stream does not outlive it).
     async fn send(&mut self, mut ev: SseEvent, end: bool) -> Result<(), ()> {
         self.log.record(&mut ev, end).await;
-        self.tx.send(ev).await.map_err(|_| ())
+        if self.detached {
+            return Ok(());
+        }
+        if self.tx.send(ev).await.is_ok() {
+            return Ok(());
+        }
+        if self.log.outlives_its_client() {
+            tracing::debug!("the client left a resumable stream: the call runs on");
+            self.detached = true;
+            return Ok(());
+        }
+        Err(())
     }
 
     /// The caller went away: the call is cancelled (its `Call` drops), and the stream's history

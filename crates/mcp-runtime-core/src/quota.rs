@@ -141,6 +141,24 @@ impl Quotas {
         quota: Quota,
         amount: usize,
     ) -> Result<Permit, RequestError> {
+        self.take(subject, quota, amount, amount)?;
+        Ok(Permit {
+            quotas: Arc::clone(self),
+            subject: subject.to_owned(),
+            quota,
+            amount,
+        })
+    }
+
+    /// Counts `amount` more of `quota` for `subject`; `total` is what the grant holds with it
+    /// (whether it alone exceeds a limit).
+    fn take(
+        &self,
+        subject: &str,
+        quota: Quota,
+        amount: usize,
+        total: usize,
+    ) -> Result<(), RequestError> {
         let mut ledger = self.ledger.lock().unwrap_or_else(PoisonError::into_inner);
         let held = ledger.per_subject.get(subject).copied().unwrap_or_default();
         let (now, limit) = match quota {
@@ -152,7 +170,7 @@ impl Quotas {
             return Err(RequestError::SubjectQuota {
                 quota,
                 limit,
-                alone: amount > limit,
+                alone: total > limit,
             });
         }
         if quota == Quota::Bytes {
@@ -160,7 +178,7 @@ impl Quotas {
             if ledger.bytes.saturating_add(amount) > budget {
                 return Err(RequestError::ProcessBusy {
                     budget,
-                    alone: amount > budget,
+                    alone: total > budget,
                 });
             }
             ledger.bytes += amount;
@@ -171,13 +189,7 @@ impl Quotas {
             Quota::Calls => entry.calls += amount,
             Quota::Bytes => entry.bytes += amount,
         }
-        drop(ledger);
-        Ok(Permit {
-            quotas: Arc::clone(self),
-            subject: subject.to_owned(),
-            quota,
-            amount,
-        })
+        Ok(())
     }
 
     /// Bytes in flight in the whole process.
@@ -243,7 +255,7 @@ impl Quotas {
 /// A body whose bytes stay counted until the last [`Bytes`] handle to it is dropped (the
 /// adapter has written it, or the caller went away).
 struct Counted {
-    body: Vec<u8>,
+    body: Bytes,
     _permit: Permit,
 }
 
@@ -255,11 +267,37 @@ impl AsRef<[u8]> for Counted {
 
 impl Permit {
     /// `body` as [`Bytes`] that hold this permit: no copy, released with the bytes.
-    pub(crate) fn hold_in(self, body: Vec<u8>) -> Bytes {
+    pub(crate) fn hold_in(self, body: impl Into<Bytes>) -> Bytes {
         Bytes::from_owner(Counted {
-            body,
+            body: body.into(),
             _permit: self,
         })
+    }
+
+    /// What the permit holds now.
+    #[cfg(test)]
+    pub(crate) fn amount(&self) -> usize {
+        self.amount
+    }
+
+    /// Holds `amount` instead: more is checked against the subject's quota and the process's
+    /// budget as [`Quotas::acquire`] checks it (nothing changes when refused; `alone` is judged
+    /// on the whole `amount`), less gives the difference back.
+    ///
+    /// # Errors
+    ///
+    /// [`RequestError::SubjectQuota`] or [`RequestError::ProcessBusy`] when growing past a
+    /// limit.
+    pub(crate) fn resize(&mut self, amount: usize) -> Result<(), RequestError> {
+        if amount > self.amount {
+            self.quotas
+                .take(&self.subject, self.quota, amount - self.amount, amount)?;
+        } else if amount < self.amount {
+            self.quotas
+                .release(&self.subject, self.quota, self.amount - amount);
+        }
+        self.amount = amount;
+        Ok(())
     }
 }
 
@@ -318,6 +356,38 @@ mod tests {
         let e = q.acquire("a", Quota::Bytes, 101).unwrap_err();
         assert!(matches!(e, RequestError::SubjectQuota { alone: true, .. }));
         assert_eq!(e.retry_after_s(), None);
+    }
+
+    #[test]
+    fn a_permit_grows_within_the_limits_and_shrinks() {
+        let q = quotas(1, 1, 100, 150);
+        let mut a = q.acquire("a", Quota::Bytes, 40).unwrap();
+        a.resize(90).unwrap();
+        assert_eq!((a.amount(), q.bytes_in_flight()), (90, 90));
+        // Past the subject's quota: refused, nothing changed; alone judged on the whole amount.
+        let e = a.resize(101).unwrap_err();
+        assert!(matches!(e, RequestError::SubjectQuota { alone: true, .. }));
+        assert_eq!((a.amount(), q.bytes_in_flight()), (90, 90));
+        // Past the process's budget (another subject holds 60): 503, with Retry-After.
+        let b = q.acquire("b", Quota::Bytes, 60).unwrap();
+        a.resize(80).unwrap();
+        assert_eq!(q.bytes_in_flight(), 140);
+        let e = a.resize(100).unwrap_err();
+        assert!(matches!(e, RequestError::ProcessBusy { alone: false, .. }));
+        assert_eq!((e.status(), e.retry_after_s()), (503, Some(1)));
+        assert_eq!(q.bytes_in_flight(), 140);
+        a.resize(10).unwrap();
+        assert_eq!(q.bytes_in_flight(), 70);
+        drop((a, b));
+        assert_eq!(q.bytes_in_flight(), 0);
+        assert!(q.ledger.lock().unwrap().per_subject.is_empty());
+        // A held body keeps what the permit was resized to.
+        let mut p = q.acquire("a", Quota::Bytes, 1).unwrap();
+        p.resize(5).unwrap();
+        let body = p.hold_in(b"hello".to_vec());
+        assert_eq!(q.bytes_in_flight(), 5);
+        drop(body);
+        assert_eq!(q.bytes_in_flight(), 0);
     }
 
     #[test]

@@ -439,7 +439,7 @@ pub fn trace_id_of(traceparent: &str) -> Option<&str> {
 }
 
 /// The `initialize` result for `version`, built with rmcp's model types: tools, resources,
-/// prompts and logging, no list-changed notifications, no subscriptions.
+/// prompts, logging and completions, no list-changed notifications, no subscriptions.
 fn initialize_result(version: &str) -> String {
     use rmcp::model::{
         Implementation, InitializeResult, PromptsCapability, ProtocolVersion, ResourcesCapability,
@@ -450,6 +450,8 @@ fn initialize_result(version: &str) -> String {
     capabilities.resources = Some(ResourcesCapability::default());
     capabilities.prompts = Some(PromptsCapability::default());
     capabilities.logging = Some(serde_json::Map::new());
+    // `completion/complete` is routed to the upstream owning the prompt or template.
+    capabilities.completions = Some(serde_json::Map::new());
     let mut result = InitializeResult::new(capabilities);
     result.protocol_version =
         serde_json::from_value::<ProtocolVersion>(json!(version)).unwrap_or_default();

@@ -197,6 +197,14 @@ impl StreamWriter {
         }
     }
 
+    /// Whether the stream's call runs on when its client goes away: with Redis, where every
+    /// event is stored for a resumption on any replica (MCP 2025-06-18 and 2025-11-25,
+    /// streamable HTTP: a disconnection SHOULD NOT be read as a cancellation). In memory the
+    /// call is cancelled when its client leaves, as before the store existed.
+    pub(crate) fn outlives_its_client(&self) -> bool {
+        matches!(self.target, Target::Redis { .. })
+    }
+
     /// Gives `ev` the stream's next id and stores it (`end`: the stream's last event). A
     /// store that fails is logged and the event sent anyway: the live stream goes on, a
     /// resumption past the missing event is refused as unknown.

@@ -88,11 +88,14 @@ impl Admission {
 
     /// Waits for the next admitted connection on the public TCP listener (edge mode): the
     /// connection cap and the first-byte timeout apply, the uid rule does not (a TCP peer has
-    /// none); a connection over the cap is answered 503 and closed (in a task of its own).
-    /// Returns the connection and the peer's address.
+    /// none). At the cap, `evict_idle` is asked to close the connection that has waited longest
+    /// for a request head; when it did, the new connection takes the slot that frees (waiting
+    /// at most [`EVICT_WAIT`]); when none is idle, the new connection is answered 503 and closed
+    /// (in a task of its own). Returns the connection and the peer's address.
     pub(crate) async fn accept_tcp(
         &self,
         listener: &TcpListener,
+        evict_idle: &(dyn Fn() -> bool + Send + Sync),
     ) -> (Conn<TcpStream>, std::net::SocketAddr) {
         loop {
             let (stream, peer) = match listener.accept().await {
@@ -115,11 +118,33 @@ impl Admission {
                     return (conn, peer);
                 }
                 Err(_) => {
+                    if evict_idle() {
+                        let freed = tokio::time::timeout(
+                            EVICT_WAIT,
+                            Arc::clone(&self.slots).acquire_owned(),
+                        )
+                        .await;
+                        if let Ok(Ok(permit)) = freed {
+                            tracing::info!(
+                                socket = self.name,
+                                %peer,
+                                "--max-connections reached: the connection idle longest was closed for a new one"
+                            );
+                            let conn = Conn {
+                                stream,
+                                _permit: permit,
+                                first_byte: Some(Box::pin(tokio::time::sleep(
+                                    self.header_read_timeout,
+                                ))),
+                            };
+                            return (conn, peer);
+                        }
+                    }
                     metrics::connection_refused(self.mode, "max_connections");
                     tracing::warn!(
                         socket = self.name,
                         %peer,
-                        "connection refused with 503: --max-connections reached"
+                        "connection refused with 503: --max-connections reached, none idle"
                     );
                     tokio::spawn(refuse_busy(stream));
                 }
@@ -169,6 +194,10 @@ impl Admission {
         self.slot(stream)
     }
 }
+
+/// Longest wait for the slot of an evicted idle public connection (its task drops the
+/// connection as soon as it runs; this bounds a runtime too busy to run it).
+pub(crate) const EVICT_WAIT: Duration = Duration::from_millis(500);
 
 /// How long a public connection refused at the cap is kept half-closed, its input read and
 /// dropped, so that its client reads the 503 rather than a reset.

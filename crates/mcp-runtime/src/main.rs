@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use mcp_runtime::host_origin::{AllowLists, DEFAULT_ALLOWED_HOSTS, default_allowed_origins};
-use mcp_runtime::policy::cache::CacheLimits;
+use mcp_runtime::policy::cache::{CacheLimits, DenialLimits};
+use mcp_runtime::policy::flood::ResolveLimits;
 use mcp_runtime::policy::{CoreTransport, Policy, PolicyConfig};
 use mcp_runtime::{Admission, PublicEndpoint, Server, features, socket};
 use mcp_runtime_core::quota::{self, QuotaConfig};
@@ -102,6 +103,17 @@ struct Args {
     )]
     header_read_timeout_ms: u64,
 
+    /// Edge mode: how long a client of the public endpoint may take to send a request head (and
+    /// how long a new or keep-alive public connection may stay silent) before it is closed, in
+    /// milliseconds. Shorter than --header-read-timeout-ms: the public side faces untrusted
+    /// clients, and a half-sent head holds a connection slot.
+    #[arg(
+        long,
+        env = "MCP_RUNTIME_PUBLIC_HEADER_READ_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    public_header_read_timeout_ms: u64,
+
     /// Edge mode: serve the public MCP endpoint (`/mcp`, `/servers/{id}/mcp`, GET/POST/DELETE,
     /// streamable HTTP) on this TCP address (`ADDR:PORT`, port 0 picks one and logs it), with
     /// callers resolved by the policy core at --core-uds. Off by default.
@@ -150,6 +162,40 @@ struct Args {
         default_value_t = 60_000
     )]
     auth_cache_max_age_ms: u64,
+
+    /// Edge mode: how long a credential the core refused is answered 401 (or 403) from a cache
+    /// without asking the core again, in milliseconds (0: no denial cache). Any watch event
+    /// clears it.
+    #[arg(
+        long,
+        env = "MCP_RUNTIME_AUTH_DENY_CACHE_TTL_MS",
+        default_value_t = 5_000
+    )]
+    auth_deny_cache_ttl_ms: u64,
+
+    /// Edge mode: most refused credentials cached at once (0: no denial cache); a full cache
+    /// drops its oldest entry. Keys are SHA-256 hashes, never the token.
+    #[arg(
+        long,
+        env = "MCP_RUNTIME_AUTH_DENY_CACHE_MAX_ENTRIES",
+        default_value_t = 10_000
+    )]
+    auth_deny_cache_max_entries: usize,
+
+    /// Edge mode: most ResolveCaller calls to the core in progress for requests from one
+    /// client IP address (concurrent requests with the same credential share one call); past
+    /// it a request is answered 503 with `Retry-After` and a JSON-RPC error. At least 1.
+    #[arg(
+        long,
+        env = "MCP_RUNTIME_CORE_MAX_RESOLVES_PER_CLIENT",
+        default_value_t = 8
+    )]
+    core_max_resolves_per_client: usize,
+
+    /// Edge mode: most ResolveCaller calls to the core in progress in all; past it a request
+    /// is answered 503 with `Retry-After` and a JSON-RPC error. At least 1.
+    #[arg(long, env = "MCP_RUNTIME_CORE_MAX_RESOLVES", default_value_t = 64)]
+    core_max_resolves: usize,
 
     /// Edge mode: largest request head (request line and headers) on the public endpoint, in
     /// bytes; a longer one is answered 431.
@@ -213,7 +259,10 @@ names the proxy variable in effect.
 Edge mode (--public-listen with --core-uds): the runtime serves the public MCP endpoint itself
 and asks the policy core over the Core SPI who each caller is (cached per credential until the
 token's expiry, the core's and --auth-cache-max-age-ms, or a revocation on the watch stream) and
-for the hooks it registered. Fail closed: when the core cannot answer, every request is 503 with
+for the hooks it registered. A refused credential is answered from a cache for
+--auth-deny-cache-ttl-ms; concurrent requests with one credential share one call to the core,
+and calls in progress are capped per client address (--core-max-resolves-per-client) and in all
+(--core-max-resolves): past a cap, 503 with Retry-After. Fail closed: when the core cannot answer, every request is 503 with
 a JSON-RPC error; the runtime reconnects by itself.
 
 Several replicas (--state-url): every runtime on the same Redis serves every session; an SSE
@@ -479,6 +528,14 @@ async fn run(args: Args, metrics_listener: Option<std::net::TcpListener>) -> any
                 max_entries: args.auth_cache_max_entries,
                 max_age: Duration::from_millis(args.auth_cache_max_age_ms),
             },
+            denials: DenialLimits {
+                ttl: Duration::from_millis(args.auth_deny_cache_ttl_ms),
+                max_entries: args.auth_deny_cache_max_entries,
+            },
+            resolves: ResolveLimits {
+                per_client: args.core_max_resolves_per_client,
+                total: args.core_max_resolves,
+            },
             watcher: format!("mcp-runtime pid {}", std::process::id()),
         })?)),
         _ => None,
@@ -521,9 +578,10 @@ async fn run(args: Args, metrics_listener: Option<std::net::TcpListener>) -> any
             }),
             &or_default(args.allowed_origins, default_allowed_origins),
         );
+        let public_timeout = Duration::from_millis(args.public_header_read_timeout_ms.max(1));
         server.serve_public(
             listener,
-            admission("public"),
+            Admission::new("public", &[], args.max_connections, public_timeout),
             PublicEndpoint {
                 policy,
                 allow,

@@ -4,7 +4,9 @@
 //! (`proto/mcp/core/v1/core.proto`, `docs/core-spi.md`).
 //!
 //! [`Policy`] is the one client over both transports ([`CoreTransport`]). It caches allowed
-//! callers ([`cache`]), keeps the hooks the core registered (it implements the core crate's
+//! callers and, for a short TTL, refused credentials ([`cache`]), shares one ResolveCaller call
+//! among concurrent requests of one credential and caps the calls in progress per client
+//! address and in all ([`flood`]: a flood of bad credentials cannot starve other callers), keeps the hooks the core registered (it implements the core crate's
 //! [`Hooks`]) and runs the watch task ([`Policy::watch`]) that (re)connects with back-off and
 //! applies snapshots and revocations at once.
 //!
@@ -15,6 +17,7 @@
 //! and the last snapshot's hooks stay in force.
 
 pub mod cache;
+pub mod flood;
 #[cfg(feature = "grpc-uds")]
 mod grpc;
 mod http;
@@ -32,7 +35,8 @@ use mcp_runtime_core::{
     AuthContext, HookCall, HookDecision, HookError, HookFuture, HookPoint, Hooks,
 };
 
-use cache::{CacheLimits, CallerCache, Credential, Revocation};
+use cache::{CacheLimits, CallerCache, Credential, DenialCache, DenialLimits, Revocation};
+use flood::{Busy, Flights, ResolveLimits, ResolveSlots};
 
 /// Which transport the core serves the Core SPI on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +60,10 @@ pub struct PolicyConfig {
     pub request_timeout: Duration,
     /// The caller cache's bounds.
     pub cache: CacheLimits,
+    /// The denial cache's bounds.
+    pub denials: DenialLimits,
+    /// The caps on ResolveCaller calls in progress.
+    pub resolves: ResolveLimits,
     /// This runtime's name in the core's logs (WatchPolicy `watcher`).
     pub watcher: String,
 }
@@ -65,6 +73,18 @@ pub struct PolicyConfig {
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("policy core unavailable: {0}")]
 pub struct CoreUnavailable(pub String);
+
+/// Why a caller was not resolved: the public listener answers either with 503 and a JSON-RPC
+/// error (with `Retry-After: 1`).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ResolveError {
+    /// The core could not answer.
+    #[error(transparent)]
+    Unavailable(#[from] CoreUnavailable),
+    /// Too many resolutions in progress (of this client, or in all): the core was not asked.
+    #[error("resolution refused: {0}")]
+    Busy(#[from] Busy),
+}
 
 /// What one public request says about its caller (ResolveCallerRequest).
 #[derive(Debug, Clone, Default)]
@@ -181,7 +201,13 @@ impl Client {
 pub struct Policy {
     client: Client,
     config: PolicyConfig,
-    cache: CallerCache,
+    cache: Arc<CallerCache>,
+    /// Credentials the core refused, for a short TTL.
+    denials: Arc<DenialCache>,
+    /// ResolveCaller calls in progress (single-flight).
+    flights: Arc<Flights>,
+    /// The caps on ResolveCaller calls in progress.
+    slots: Arc<ResolveSlots>,
     /// The hooks of the latest snapshot.
     hooks: RwLock<Arc<Registrations>>,
     /// A snapshot arrived at least once: the hooks are known.
@@ -222,7 +248,10 @@ impl Policy {
         };
         Ok(Self {
             client,
-            cache: CallerCache::new(config.cache),
+            cache: Arc::new(CallerCache::new(config.cache)),
+            denials: Arc::new(DenialCache::new(config.denials)),
+            flights: Arc::new(Flights::default()),
+            slots: Arc::new(ResolveSlots::new(config.resolves)),
             config,
             hooks: RwLock::new(Arc::new(Registrations::default())),
             ready: AtomicBool::new(false),
@@ -236,44 +265,57 @@ impl Policy {
         &self.cache
     }
 
+    /// The denial cache (for observation).
+    #[must_use]
+    pub fn denials(&self) -> &DenialCache {
+        &self.denials
+    }
+
+    /// The caps on ResolveCaller calls in progress (for observation).
+    #[must_use]
+    pub fn resolve_slots(&self) -> &ResolveSlots {
+        &self.slots
+    }
+
     /// Whether the hooks are known (a snapshot arrived).
     #[must_use]
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
     }
 
-    /// The caller of one public request: from the cache, or asked of the core (and cached
-    /// when allowed and cacheable). A denial is never cached.
+    /// The caller of one public request: from the caller cache, from the denial cache, or
+    /// asked of the core. Concurrent requests with the same credential for the same virtual
+    /// server share one ResolveCaller call; a new call needs a slot under the per-client and
+    /// total caps ([`flood`]). An allowed answer is cached when cacheable, a denial for the
+    /// denial cache's TTL.
     ///
     /// # Errors
     ///
-    /// [`CoreUnavailable`] when the core cannot answer within the request deadline, or no
-    /// snapshot has arrived yet (the hooks are unknown).
-    pub async fn resolve(&self, query: &CallerQuery) -> Result<Resolution, CoreUnavailable> {
+    /// [`ResolveError::Unavailable`] when the core cannot answer within the request deadline,
+    /// or no snapshot has arrived yet (the hooks are unknown); [`ResolveError::Busy`] when a
+    /// new call would pass a cap.
+    pub async fn resolve(&self, query: &CallerQuery) -> Result<Resolution, ResolveError> {
         if !self.is_ready() {
-            return Err(CoreUnavailable("no policy snapshot yet".to_owned()));
+            return Err(CoreUnavailable("no policy snapshot yet".to_owned()).into());
         }
         let given = !query.authorization.is_empty();
-        if given
-            && let Some(caller) = self
-                .cache
-                .get(&cache::key_of(&query.authorization), Instant::now())
-        {
+        let key = cache::key_of(&query.authorization);
+        if given && let Some(caller) = self.cache.get(&key, Instant::now()) {
             if let Some(m) = mcp_runtime_core::metrics::get() {
                 m.policy_cache_hits.inc();
             }
             return Ok(Resolution::Allowed(caller));
         }
+        if let Some(denial) = self.denials.get(
+            &cache::denial_key(&query.authorization, &query.server_id),
+            Instant::now(),
+        ) {
+            return Ok(Resolution::Denied((*denial).clone()));
+        }
         if let Some(m) = mcp_runtime_core::metrics::get() {
             m.policy_cache_misses.inc();
         }
-        let deadline = tokio::time::Instant::now() + self.config.request_timeout;
-        let ask = || async {
-            tokio::time::timeout_at(deadline, self.client.resolve(query))
-                .await
-                .map_err(|_| CoreUnavailable("ResolveCaller timed out".to_owned()))?
-        };
-        let mut answer = ask().await?;
+        let mut answer = self.ask(key, query).await?;
         // A revocation that reached this runtime while the answer was on its way (the watch
         // stream and the answer are separate streams) may name this caller: an allowed answer
         // older than the watched generation is asked again, never served (once; a second stale
@@ -281,25 +323,52 @@ impl Policy {
         if matches!(answer.resolution, Resolution::Allowed(_))
             && answer.generation < self.cache.generation()
         {
-            answer = ask().await?;
+            answer = self.ask(key, query).await?;
             if matches!(answer.resolution, Resolution::Allowed(_))
                 && answer.generation < self.cache.generation()
             {
                 return Err(CoreUnavailable(
                     "ResolveCaller answered from an older policy generation twice".to_owned(),
-                ));
+                )
+                .into());
             }
         }
-        if given && let Resolution::Allowed(caller) = &answer.resolution {
-            self.cache.insert(
-                &Credential::of(&query.authorization),
-                Arc::clone(caller),
-                answer.generation,
-                answer.cache_max_age_ms,
-                Instant::now(),
-            );
-        }
         Ok(answer.resolution)
+    }
+
+    /// One ResolveCaller answer for `query`: the call in progress for the same credential and
+    /// virtual server, or a new one if a slot is free; bounded by the request deadline. The
+    /// call caches its answer (allowed: the caller cache, refused: the denial cache) before it
+    /// leaves the table of calls in progress, so a request arriving meanwhile finds one or the
+    /// other and never makes a second call.
+    async fn ask(
+        &self,
+        key: cache::CacheKey,
+        query: &CallerQuery,
+    ) -> Result<ResolveAnswer, ResolveError> {
+        let client_ip = query
+            .client_address
+            .parse::<std::net::SocketAddr>()
+            .map(|a| a.ip())
+            .or_else(|_| query.client_address.parse::<std::net::IpAddr>())
+            .unwrap_or(std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED));
+        let flight = self
+            .flights
+            .join_or_start((key, query.server_id.clone()), || {
+                let slot = self.slots.try_acquire(client_ip)?;
+                let client = self.client.clone();
+                let query = query.clone();
+                let deadline = self.config.request_timeout;
+                let (cache, denials) = (Arc::clone(&self.cache), Arc::clone(&self.denials));
+                Ok((slot, async move {
+                    let answer = tokio::time::timeout(deadline, client.resolve(&query))
+                        .await
+                        .map_err(|_| CoreUnavailable("ResolveCaller timed out".to_owned()))??;
+                    remember(&cache, &denials, &query, &answer);
+                    Ok(answer)
+                }))
+            })?;
+        Ok(flight.await?)
     }
 
     /// Applies one watch event at once: a snapshot replaces the hooks and restarts the cache,
@@ -314,6 +383,7 @@ impl Policy {
                     .unwrap_or_else(std::sync::PoisonError::into_inner) =
                     Arc::new(Registrations::new(hooks));
                 self.cache.watch_started(generation);
+                self.denials.clear(Some(generation), true);
                 self.ready.store(true, Ordering::Release);
             }
             WatchEvent::Revoked {
@@ -321,6 +391,7 @@ impl Policy {
                 revocation,
             } => {
                 let dropped = self.cache.revoke(&revocation, generation);
+                self.denials.clear(Some(generation), false);
                 revoked(match revocation {
                     Revocation::TokenSha256(_) => "token",
                     Revocation::Subject(_) => "subject",
@@ -331,6 +402,7 @@ impl Policy {
             WatchEvent::Other { generation } => {
                 // Unknown change: drop everything rather than keep what it may invalidate.
                 self.cache.revoke(&Revocation::All, generation);
+                self.denials.clear(Some(generation), false);
                 revoked("all");
             }
         }
@@ -374,6 +446,7 @@ impl Policy {
             () = self.watch_loop() => {}
         }
         self.cache.watch_ended();
+        self.denials.clear(None, false);
     }
 
     async fn watch_loop(&self) {
@@ -406,8 +479,40 @@ impl Policy {
                 Err(e) => tracing::debug!(error = %e, "policy watch cannot connect"),
             }
             self.cache.watch_ended();
+            self.denials.clear(None, false);
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(MOST);
+        }
+    }
+}
+
+/// Caches one ResolveCaller answer: an allowed caller of a given credential in the caller cache
+/// (when cacheable: `CallerCache::insert`), a denial in the denial cache; neither when made in a
+/// policy generation older than the one watched.
+fn remember(
+    cache: &CallerCache,
+    denials: &DenialCache,
+    query: &CallerQuery,
+    answer: &ResolveAnswer,
+) {
+    match &answer.resolution {
+        Resolution::Allowed(caller) if !query.authorization.is_empty() => {
+            cache.insert(
+                &Credential::of(&query.authorization),
+                Arc::clone(caller),
+                answer.generation,
+                answer.cache_max_age_ms,
+                Instant::now(),
+            );
+        }
+        Resolution::Allowed(_) => {}
+        Resolution::Denied(denial) => {
+            denials.insert(
+                cache::denial_key(&query.authorization, &query.server_id),
+                Arc::new(denial.clone()),
+                answer.generation,
+                Instant::now(),
+            );
         }
     }
 }

@@ -30,7 +30,7 @@ __version__ = "0.1.0"
 
 from mcp_gateway._app import create_app, make_backend
 from mcp_gateway._auth import AuthContext, authenticate, mint_token
-from mcp_gateway._backend import Backend, McpRequest, McpResponse, RuntimeHealth
+from mcp_gateway._backend import Backend, McpRequest, McpResponse, RuntimeHealth, StateStoreHealth
 from mcp_gateway._errors import (
     AuthError,
     CatalogError,
@@ -57,6 +57,7 @@ __all__ = [
     "RuntimeTimeoutError",
     "RuntimeUnavailableError",
     "Settings",
+    "StateStoreHealth",
     "__version__",
     "authenticate",
     "create_app",

@@ -26,21 +26,30 @@ __all__ = ["main"]
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
     from uvicorn.config import STARTUP_FAILURE
 
-    from mcp_gateway._app import create_app
+    from mcp_gateway._app import Readiness, create_app, make_backend
     from mcp_gateway._errors import ConfigError
-    from mcp_gateway._listener import ListenerLimits, PublicConfig
+    from mcp_gateway._listener import DrainingServer, ListenerLimits, PublicConfig
+    from mcp_gateway._logging import configure, level_and_format
+    from mcp_gateway._metrics import GatewayMetrics, MetricsServer
     from mcp_gateway._settings import Mode, Settings
+    from mcp_gateway._telemetry import Tracing, tracing_from_env
 
     env = dict(os.environ)
     if args.host:
         env["MCP_GATEWAY_HOST"] = args.host
     if args.port is not None:
         env["MCP_GATEWAY_PORT"] = str(args.port)
+    metrics_server: MetricsServer | None = None
     try:
+        log_level, log_format = level_and_format(args.log_level, env, "MCP_GATEWAY")
         settings = Settings.from_env(env)
+        if settings.metrics_listen is not None and args.workers > 1:
+            raise ConfigError(
+                "MCP_GATEWAY_METRICS_LISTEN with --workers above 1 is not supported (each worker "
+                "would count alone): run one worker per process, or leave metrics off"
+            )
         if settings.plugins_file is not None:
             # Checked here too, so that a bad file is one line and status 2 with any --workers.
             from mcp_gateway._plugins import load_plugins
@@ -52,12 +61,21 @@ def _serve(args: argparse.Namespace) -> int:
             from mcp_gateway._baseline.catalog import load_catalog
 
             load_catalog(settings.catalog)
+        tracing: Tracing | None = tracing_from_env(
+            "mcp-gateway", env, {"mcp.gateway.mode": settings.mode.value}
+        )
+        backend = make_backend(settings)
+        readiness = Readiness(backend)
+        metrics: GatewayMetrics | None = None
+        if settings.metrics_listen is not None:
+            metrics = GatewayMetrics(settings.mode.value)
+            metrics_server = MetricsServer(
+                metrics, settings.metrics_listen, "MCP_GATEWAY_METRICS_LISTEN", readiness.check_threadsafe
+            )
     except ConfigError as e:
         print(f"mcp-gateway: {e}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure(log_level, log_format)
     if settings.grpc_uds and settings.http_uds:
         # Not an error: ADR-044's rollout adds the gRPC variable beside the existing one. Said
         # once, so that nobody believes the HTTP/JSON socket is in use.
@@ -71,7 +89,9 @@ def _serve(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
-        "log_level": args.log_level,
+        "log_level": log_level,
+        # The format is _logging's (configured above), for uvicorn's lines too.
+        "log_config": None,
         "server_header": False,
         "access_log": args.access_log,
         "lifespan": "on",
@@ -85,7 +105,10 @@ def _serve(args: argparse.Namespace) -> int:
         # Worker processes build their own app from the environment (uvicorn needs an import
         # string to start several); they share one listening socket bound here, and the kernel
         # spreads connections over them.
+        env["MCP_GATEWAY_LOG_LEVEL"], env["MCP_GATEWAY_LOG_FORMAT"] = log_level, log_format
         os.environ.update(env)
+        if tracing is not None:
+            tracing.shutdown()  # each worker has its own (app_from_env)
         from uvicorn.supervisors import Multiprocess
 
         config = PublicConfig(
@@ -93,8 +116,16 @@ def _serve(args: argparse.Namespace) -> int:
         )
         Multiprocess(config, sockets=[_tcp_listener(config.bind_socket())]).run()
         return 0
-    server = uvicorn.Server(PublicConfig(create_app(settings), **options))
-    server.run()
+    app = create_app(settings, backend, metrics=metrics, tracing=tracing, readiness=readiness)
+    server = DrainingServer(PublicConfig(app, **options), readiness, settings.drain_s)
+    if metrics_server is not None:
+        metrics_server.start()
+        logging.getLogger("mcp_gateway").info("metrics on http://%s/metrics", metrics_server.address)
+    try:
+        server.run()
+    finally:
+        if metrics_server is not None:
+            metrics_server.close()
     return 0 if server.started else STARTUP_FAILURE
 
 
@@ -141,9 +172,15 @@ def app_from_env() -> object:
         ConfigError: when the environment's settings are invalid.
     """
     from mcp_gateway._app import create_app
+    from mcp_gateway._logging import configure, level_and_format
     from mcp_gateway._settings import Settings
+    from mcp_gateway._telemetry import tracing_from_env
 
-    return create_app(Settings.from_env(dict(os.environ)))
+    env = dict(os.environ)
+    configure(*level_and_format(None, env, "MCP_GATEWAY"))
+    settings = Settings.from_env(env)
+    mode = {"mcp.gateway.mode": settings.mode.value}
+    return create_app(settings, tracing=tracing_from_env("mcp-gateway", env, mode))
 
 
 def _token(args: argparse.Namespace) -> int:
@@ -221,17 +258,25 @@ def _stack(args: argparse.Namespace) -> int:
 
 def _core(args: argparse.Namespace) -> int:
     from mcp_gateway._errors import ConfigError
+    from mcp_gateway._logging import configure, level_and_format
+    from mcp_gateway._telemetry import tracing_from_env
     from mcp_gateway.core.server import CoreSettings, run
 
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     try:
-        settings = CoreSettings.from_env(grpc_uds=args.grpc_uds, http_uds=args.http_uds, plugins=args.plugins)
+        level, fmt = level_and_format(args.log_level, os.environ, "MCP_CORE", args.log_format)
+        settings = CoreSettings.from_env(
+            grpc_uds=args.grpc_uds,
+            http_uds=args.http_uds,
+            plugins=args.plugins,
+            metrics_listen=args.metrics_listen,
+            drain_s=args.drain_s,
+        )
+        tracing = tracing_from_env("mcp-core", os.environ)
     except ConfigError as e:
         print(f"mcp-gateway core: {e}", file=sys.stderr)
         return 2
-    return run(settings)
+    configure(level, fmt)
+    return run(settings, tracing)
 
 
 def _core_admin(args: argparse.Namespace) -> int:
@@ -274,8 +319,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve = commands.add_parser("serve", help="run the gateway (mode from MCP_RUST_GRPC_UDS / MCP_RUST_UDS)")
     serve.add_argument("--host", help="listen address (default MCP_GATEWAY_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="listen port (default MCP_GATEWAY_PORT or 4444)")
-    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    serve.add_argument("--access-log", action="store_true", help="log every request")
+    serve.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        help="log level (default MCP_GATEWAY_LOG_LEVEL or info); info logs one line per request",
+    )
+    serve.add_argument("--access-log", action="store_true", help="uvicorn's access log line too")
     serve.add_argument(
         "--workers",
         type=int,
@@ -314,7 +363,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     core.add_argument(
         "--plugins", help="plugin configuration, JSON (default MCP_CORE_PLUGINS_FILE; none: no hooks)"
     )
-    core.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    core.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        help="log level (default MCP_CORE_LOG_LEVEL or info); info logs one line per call",
+    )
+    core.add_argument(
+        "--log-format", choices=["text", "json"], help="log format (default MCP_CORE_LOG_FORMAT or text)"
+    )
+    core.add_argument(
+        "--metrics-listen",
+        help="host:port of /metrics, /health and /ready (default MCP_CORE_METRICS_LISTEN; none: off)",
+    )
+    core.add_argument(
+        "--drain-s",
+        type=float,
+        help="seconds not ready after SIGTERM before the sockets close (default MCP_CORE_DRAIN_S or 0)",
+    )
     core.set_defaults(func=_core)
 
     admin = commands.add_parser("core-admin", help="revoke credentials or read counters of a running core")

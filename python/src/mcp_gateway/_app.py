@@ -17,11 +17,20 @@ With ``MCP_CORE_PLUGINS_FILE`` set, the core's plugins run on the calls relayed
 relay needs.
 
 ``GET /health`` passes the same ``Host``/``Origin`` check; it tells anyone the status, and only
-an admin token the mode, the runtime's versions and the open session count.
+an admin token the mode, the runtime's versions and the open session count. It is liveness: 200
+while the process serves, ``"status": "degraded"`` in the body when the runtime is not serving.
+``GET /ready`` is readiness (``docs/operations.md``, Health): 200 ``{"status": "ready"}`` once the
+runtime handshake passed and while the runtime answers its health check, else 503
+``{"status": "not_ready", "reason": ...}`` (``starting``, ``runtime_unavailable``, ``draining``
+from the first SIGTERM on, see :class:`Readiness`).
+
+Metrics, the request's span and its log line (``_observe``) are recorded only when switched on;
+off, the endpoint runs with no observer at all.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import re
@@ -61,15 +70,18 @@ from mcp_gateway._jsonrpc import (
     error_body,
     request_id_of,
 )
+from mcp_gateway._observe import Observed, Observer
 from mcp_gateway._settings import Mode, Settings
 from mcp_gateway._sse import encode_event
 
 if TYPE_CHECKING:
     from mcp_gateway._aiohttp_backend import AiohttpUdsBackend
     from mcp_gateway._http_backend import HttpUdsBackend
+    from mcp_gateway._metrics import GatewayMetrics
     from mcp_gateway._plugins import ProxiedPlugins
+    from mcp_gateway._telemetry import Tracing
 
-__all__ = ["create_app", "make_backend"]
+__all__ = ["InFlight", "Readiness", "create_app", "make_backend"]
 
 logger = logging.getLogger("mcp_gateway")
 
@@ -283,16 +295,34 @@ class McpEndpoint:
         settings: The gateway settings (JWT key, body limit).
         backend: Where requests go; started by the app lifespan.
         plugins: The core's plugins to run on the relayed calls; ``None`` for none.
+        observer: What records each request (``_observe``); ``None``: nothing is recorded.
     """
 
-    def __init__(self, settings: Settings, backend: Backend, plugins: ProxiedPlugins | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        backend: Backend,
+        plugins: ProxiedPlugins | None = None,
+        observer: Observer | None = None,
+    ) -> None:
         self._settings = settings
         self._backend = backend
         self._plugins = plugins
+        self._observer = observer
         self._budget = ByteBudget(settings.max_bytes_per_subject, settings.max_bytes_in_flight)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Authenticate, build the runtime request, relay the answer."""
+        """Authenticate, build the runtime request, relay the answer (observed when on)."""
+        if self._observer is None:
+            await self._handle(scope, receive, send, None)
+            return
+        observed = Observed(self._observer)
+        try:
+            await self._handle(scope, receive, observed.wrap(send), observed)
+        finally:
+            observed.finish()
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send, observed: Observed | None) -> None:
         method = scope["method"]
         headers = Headers(scope=scope)
         if method not in ("GET", "POST", "DELETE"):
@@ -309,14 +339,18 @@ class McpEndpoint:
             await _send_whole(send, _error_response(rejected[0], BAD_REQUEST, f"Forbidden: {rejected[1]}"))
             return
         trace_id = uuid.uuid4().hex
+        traceparent = headers.get("traceparent", "")
+        if observed is not None:
+            observed.request_id = trace_id
+            traceparent = observed.begin(traceparent, method, scope["path"])
         try:
             if self._settings.auth_disabled:
-                auth = anonymous_context(traceparent=headers.get("traceparent", ""), trace_id=trace_id)
+                auth = anonymous_context(traceparent=traceparent, trace_id=trace_id)
             else:
                 auth = authenticate(
                     headers.get("authorization"),
                     self._settings.jwt_secret,
-                    traceparent=headers.get("traceparent", ""),
+                    traceparent=traceparent,
                     trace_id=trace_id,
                 )
         except AuthError as e:
@@ -330,7 +364,7 @@ class McpEndpoint:
             )
             return
         with contextlib.ExitStack() as held:
-            await self._serve(scope, receive, send, auth, trace_id, held)
+            await self._serve(scope, receive, send, auth, trace_id, held, observed)
 
     async def _serve(
         self,
@@ -340,6 +374,7 @@ class McpEndpoint:
         auth: AuthContext,
         trace_id: str,
         held: contextlib.ExitStack,
+        observed: Observed | None = None,
     ) -> None:
         """Read the body, check the forwarded headers, build the runtime request, relay the answer.
 
@@ -393,6 +428,8 @@ class McpEndpoint:
                 await _send_whole(send, _error_response(400, BAD_REQUEST, message))
                 return
             values[name] = value
+        if observed is not None:
+            observed.read(method, body, values.get("mcp-session-id"), trace_id)
         server_id = scope.get("path_params", {}).get("server_id")
         request = McpRequest(
             method=method,
@@ -451,6 +488,8 @@ class McpEndpoint:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except GatewayError as e:
             logger.warning("stream %s ended early: %s", request.request_id, e)
+            if self._observer is not None:
+                self._observer.boundary_error(e.grpc_status)
             request_id = request_id_of(request.body) if request.method == "POST" else None
             sse = (response.header("content-type") or "").startswith("text/event-stream")
             if request_id is not None and sse:
@@ -464,6 +503,8 @@ class McpEndpoint:
         try:
             return await self._backend.handle(request)
         except GatewayError as e:
+            if self._observer is not None:
+                self._observer.boundary_error(e.grpc_status)
             return _failed(request, e)
 
     async def _call_with_plugins(self, request: McpRequest, plugins: ProxiedPlugins) -> McpResponse:
@@ -480,6 +521,8 @@ class McpEndpoint:
             return await plugins.finish(prepared.post, response)
         except GatewayError as e:
             await response.aclose()
+            if self._observer is not None:
+                self._observer.boundary_error(e.grpc_status)
             return _failed(request, e)
         except BaseException:
             with anyio.CancelScope(shield=True):
@@ -509,38 +552,108 @@ class ConcurrencyLimit:
     Args:
         app: The wrapped ASGI app.
         limit: Requests in progress at once.
+        in_flight: Where the count is kept (read by ``mcp_requests_in_flight`` at each scrape);
+            a new one by default.
     """
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, in_flight: InFlight | None = None) -> None:
         self._app = app
         self._limit = limit
-        self._in_progress = 0
+        self._count = in_flight if in_flight is not None else InFlight()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Count the request, or refuse it past the limit."""
         if scope["type"] != "http":
             await self._app(scope, receive, send)
             return
-        if self._in_progress >= self._limit:
+        count = self._count
+        if count.value >= self._limit:
             logger.warning("503 %s %s: %d requests in progress", scope["method"], scope["path"], self._limit)
             busy = _error_response(503, SERVER_BUSY, "Server busy: too many requests in progress")
             busy.headers.append(("retry-after", "1"))
             await _send_whole(send, busy)
             return
-        self._in_progress += 1
+        count.value += 1
         try:
             await self._app(scope, receive, send)
         finally:
-            self._in_progress -= 1
+            count.value -= 1
 
 
-def create_app(settings: Settings | None = None, backend: Backend | None = None) -> Starlette:
+class InFlight:
+    """The number of HTTP requests in progress (:class:`ConcurrencyLimit` keeps it)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0
+
+
+class Readiness:
+    """The gateway's readiness (``GET /ready``, the metrics listener's ``/ready``).
+
+    Not ready while the app has not started (``starting``), once draining began (``draining``,
+    set by the first SIGTERM/SIGINT, see ``__main__``), or when the runtime does not answer its
+    health check as serving (``runtime_unavailable``; the check is the backend's own probe, the
+    handshake included).
+
+    Args:
+        backend: The backend whose health is asked.
+    """
+
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+        self.started = False
+        self.draining = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The loop the backend runs on (set at start-up): :meth:`check_threadsafe` uses it."""
+        self._loop = loop
+        self.started = True
+
+    async def check(self) -> tuple[bool, str]:
+        """``(ready, reason)``; ``reason`` is empty when ready."""
+        if self.draining:
+            return False, "draining"
+        if not self.started:
+            return False, "starting"
+        health = await self._backend.health()
+        if not (health.reachable and health.status == "serving"):
+            return False, "runtime_unavailable"
+        return True, ""
+
+    def check_threadsafe(self, timeout_s: float = 2.0) -> tuple[bool, str]:
+        """:meth:`check` from another thread (the metrics listener's)."""
+        if self.draining:
+            return False, "draining"
+        loop = self._loop
+        if loop is None or not self.started or loop.is_closed():
+            return False, "starting"
+        try:
+            return asyncio.run_coroutine_threadsafe(self.check(), loop).result(timeout_s)
+        except Exception:
+            return False, "runtime_unavailable"
+
+
+def create_app(
+    settings: Settings | None = None,
+    backend: Backend | None = None,
+    *,
+    metrics: GatewayMetrics | None = None,
+    tracing: Tracing | None = None,
+    readiness: Readiness | None = None,
+) -> Starlette:
     """Build the gateway's ASGI app.
 
     Args:
         settings: Defaults to :meth:`Settings.from_env`. ``/health`` reports ``settings.mode``.
         backend: Defaults to the backend of ``settings.mode`` (see :func:`make_backend`); tests
             and benchmarks may inject any other implementation of :class:`Backend`.
+        metrics: The metrics to keep (the listener serving them is the caller's); ``None``: none.
+        tracing: The tracer of the requests' spans; ``None``: no span.
+        readiness: The readiness state to keep (shared with ``__main__``'s drain and the
+            metrics listener); a new one by default.
 
     Returns:
         A Starlette app whose lifespan starts and closes the backend.
@@ -556,7 +669,17 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
         from mcp_gateway._plugins import load_plugins
 
         plugins = load_plugins(settings.plugins_file)
-    endpoint = McpEndpoint(settings, backend, plugins)
+    observer = Observer(settings.mode.value, metrics, tracing) if Observer.wanted(metrics, tracing) else None
+    endpoint = McpEndpoint(settings, backend, plugins, observer)
+    ready_state = readiness if readiness is not None else Readiness(backend)
+    in_flight = InFlight()
+    if metrics is not None:
+        from mcp_gateway import _metrics
+
+        metrics.watch_in_flight(lambda: in_flight.value)
+        if settings.mode is Mode.PYTHON:
+            metrics.watch_sessions(lambda: getattr(backend, "open_sessions", 0))
+        _metrics.ACTIVE = metrics
 
     async def health(request: Request) -> Response:
         rejected = check_host_origin(
@@ -572,6 +695,8 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
         runtime = await backend.health()
         ok = runtime.reachable and runtime.status == "serving"
         payload: dict[str, Any] = {"status": "ok" if ok else "degraded"}
+        if ready_state.draining:
+            payload["draining"] = True
         if settings.auth_disabled:
             payload.update({"auth": "disabled", "warning": _AUTH_DISABLED_WARNING})
         elif _is_admin(request.headers.get("authorization"), settings.jwt_secret):
@@ -587,15 +712,41 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
                         "contract_version": runtime.contract_version,
                         "features": list(runtime.features),
                         "open_sessions": runtime.open_sessions,
+                        **(
+                            {
+                                "state_store": {
+                                    "kind": runtime.state_store.kind,
+                                    "reachable": runtime.state_store.reachable,
+                                }
+                            }
+                            if runtime.state_store
+                            else {}
+                        ),
                         **({"detail": runtime.detail} if runtime.detail else {}),
                     },
                 }
             )
-        return JSONResponse(payload, status_code=200 if ok else 503)
+        return JSONResponse(payload, status_code=200)
+
+    async def ready(request: Request) -> Response:
+        rejected = check_host_origin(
+            request.headers.get("host"),
+            request.headers.get("origin"),
+            settings.allowed_hosts,
+            settings.allowed_origins,
+        )
+        if rejected is not None:
+            body = error_body(BAD_REQUEST, f"Forbidden: {rejected[1]}")
+            return Response(body, status_code=rejected[0], media_type="application/json")
+        is_ready, reason = await ready_state.check()
+        if is_ready:
+            return JSONResponse({"status": "ready"})
+        return JSONResponse({"status": "not_ready", "reason": reason}, status_code=503)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         await backend.start()
+        ready_state.bind(asyncio.get_running_loop())
         if settings.auth_disabled:
             logger.warning(_AUTH_DISABLED_WARNING)
         if plugins is not None:
@@ -612,16 +763,22 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
         try:
             yield
         finally:
+            ready_state.draining = True
             # No shield scope here: the baseline exits task groups it entered in start().
             await backend.aclose()
+            if tracing is not None:
+                tracing.shutdown()
 
     routes = [
         Route("/health", health, methods=["GET"]),
+        Route("/ready", ready, methods=["GET"]),
         Route("/mcp", endpoint),
         Route("/servers/{server_id}/mcp", endpoint),
     ]
     return Starlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=[Middleware(ConcurrencyLimit, limit=settings.max_concurrent_requests)],
+        middleware=[
+            Middleware(ConcurrencyLimit, limit=settings.max_concurrent_requests, in_flight=in_flight)
+        ],
     )

@@ -144,6 +144,20 @@ class McpResponse:
 
 
 @dataclass(frozen=True, slots=True)
+class StateStoreHealth:
+    """The runtime's state store, as its health probe reports it.
+
+    Attributes:
+        kind: ``"memory"`` (one process) or ``"redis"`` (replicas sharing Redis).
+        reachable: Whether the store answers; while ``False`` the runtime answers requests
+            that need it with 503.
+    """
+
+    kind: str
+    reachable: bool
+
+
+@dataclass(frozen=True, slots=True)
 class RuntimeHealth:
     """What ``GET /health`` reports about the runtime.
 
@@ -154,6 +168,8 @@ class RuntimeHealth:
         contract_version: The contract version ``MAJOR.MINOR``, ``None`` when unreachable.
         features: Enabled runtime features.
         open_sessions: Open MCP sessions, ``None`` when unknown.
+        state_store: The runtime's state store, ``None`` when unknown (unreachable, or a
+            runtime of contract 1.0 or 1.1, whose ``HealthCheck`` does not report it).
         detail: Why the runtime is unavailable, ``None`` otherwise.
     """
 
@@ -163,6 +179,7 @@ class RuntimeHealth:
     contract_version: str | None = None
     features: tuple[str, ...] = ()
     open_sessions: int | None = None
+    state_store: StateStoreHealth | None = None
     detail: str | None = None
 
 

@@ -18,7 +18,16 @@ __all__ = [
 
 
 class GatewayError(Exception):
-    """Base class of every error the gateway raises on purpose."""
+    """Base class of every error the gateway raises on purpose.
+
+    Attributes:
+        grpc_status: The canonical gRPC status name of a failed call to the runtime (the
+            ``grpc_status`` label of ``mcp_boundary_errors_total``, ``docs/operations.md``); the
+            gRPC backend sets the status the call ended with, the HTTP/JSON backends get the
+            class's mapping.
+    """
+
+    grpc_status: str = "INTERNAL"
 
 
 class ConfigError(GatewayError):
@@ -36,10 +45,16 @@ class AuthError(GatewayError):
 class RuntimeUnavailableError(GatewayError):
     """The runtime cannot be reached or went away mid-request (answered with HTTP 502)."""
 
+    grpc_status = "UNAVAILABLE"
+
 
 class RuntimeBusyError(GatewayError):
     """Every connection to the runtime is in use and none freed in time (HTTP 503, Retry-After)."""
 
+    grpc_status = "RESOURCE_EXHAUSTED"
+
 
 class RuntimeTimeoutError(GatewayError):
     """The runtime did not answer within the request timeout (answered with HTTP 504)."""
+
+    grpc_status = "DEADLINE_EXCEEDED"

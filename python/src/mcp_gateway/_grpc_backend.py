@@ -22,7 +22,7 @@ import grpc
 import grpc.aio
 
 from mcp_gateway._auth import AuthContext
-from mcp_gateway._backend import McpRequest, McpResponse, RuntimeHealth
+from mcp_gateway._backend import McpRequest, McpResponse, RuntimeHealth, StateStoreHealth
 from mcp_gateway._errors import GatewayError, RuntimeTimeoutError, RuntimeUnavailableError
 from mcp_gateway._socket_backend import (
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -214,9 +214,13 @@ def runtime_error(error: grpc.aio.AioRpcError) -> GatewayError:
         :class:`RuntimeTimeoutError` for :attr:`Fault.TIMEOUT`, else
         :class:`RuntimeUnavailableError` (naming the status code and details).
     """
+    failure: GatewayError
     if fault_of(error) is Fault.TIMEOUT:
-        return RuntimeTimeoutError("MCP runtime timed out")
-    return RuntimeUnavailableError(f"MCP runtime unavailable: {error.code().name}: {error.details()}")
+        failure = RuntimeTimeoutError("MCP runtime timed out")
+    else:
+        failure = RuntimeUnavailableError(f"MCP runtime unavailable: {error.code().name}: {error.details()}")
+    failure.grpc_status = error.code().name
+    return failure
 
 
 class GrpcUdsBackend(SocketBackend):
@@ -274,6 +278,11 @@ class GrpcUdsBackend(SocketBackend):
             contract_version=reply.contract_version,
             features=tuple(reply.features),
             open_sessions=int(reply.open_sessions),
+            state_store=(
+                StateStoreHealth(kind=reply.state_store.kind, reachable=reply.state_store.reachable)
+                if reply.HasField("state_store")
+                else None
+            ),
         )
 
     async def _forward(self, request: McpRequest) -> McpResponse:
@@ -285,22 +294,29 @@ class GrpcUdsBackend(SocketBackend):
         """
         stub = self._require_stub()
         envelope = _envelope(request)
+        # W3C trace context as gRPC metadata too (docs/operations.md, Traces): the same value as
+        # AuthContext.traceparent.
+        metadata = (("traceparent", request.auth.traceparent),) if request.auth.traceparent else None
         try:
             if request.method == "DELETE":
                 closed = await _unary(
-                    stub.CloseSession(pb.CloseSessionRequest(envelope=envelope), timeout=self._timeout_s)
+                    stub.CloseSession(
+                        pb.CloseSessionRequest(envelope=envelope), timeout=self._timeout_s, metadata=metadata
+                    )
                 )
                 status, headers = _head(closed.head)
                 return McpResponse(status=status, headers=headers, body=closed.body)
             if not request.streaming:
                 reply = await _unary(
-                    stub.Invoke(pb.InvokeRequest(envelope=envelope), timeout=self._timeout_s)
+                    stub.Invoke(
+                        pb.InvokeRequest(envelope=envelope), timeout=self._timeout_s, metadata=metadata
+                    )
                 )
                 status, headers = _head(reply.head)
                 return McpResponse(status=status, headers=headers, body=reply.body)
             # Streaming calls have no deadline (as the httpx path has no read timeout on them):
             # a GET stream lives as long as the session, the runtime bounds a tool call.
-            call = stub.InvokeStream(pb.InvokeStreamRequest(envelope=envelope))
+            call = stub.InvokeStream(pb.InvokeStreamRequest(envelope=envelope), metadata=metadata)
             try:
                 first = await call.read()
             except BaseException:

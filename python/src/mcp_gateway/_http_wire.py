@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import quote
 
-from mcp_gateway._backend import McpRequest, RuntimeHealth
+from mcp_gateway._backend import McpRequest, RuntimeHealth, StateStoreHealth
 
 __all__ = [
     "DEFAULT_KEEPALIVE_S",
@@ -53,7 +53,8 @@ def runtime_headers(request: McpRequest) -> dict[str, str]:
     """The headers sent to the runtime: the AuthContext, the request id and the MCP headers present.
 
     Returns:
-        Lower-case names: ``x-contextforge-auth-context``, ``x-request-id``, and those of
+        Lower-case names: ``x-contextforge-auth-context``, ``x-request-id``, ``traceparent``
+        (the AuthContext's, when set: ``docs/operations.md``, Traces), and those of
         ``mcp-session-id``, ``mcp-protocol-version``, ``accept``, ``last-event-id`` and
         ``content-type`` that the client sent.
     """
@@ -61,6 +62,8 @@ def runtime_headers(request: McpRequest) -> dict[str, str]:
         "x-contextforge-auth-context": request.auth.to_header_value(),
         "x-request-id": request.request_id,
     }
+    if request.auth.traceparent:
+        headers["traceparent"] = request.auth.traceparent
     for name, value in (
         ("mcp-session-id", request.session_id),
         ("mcp-protocol-version", request.protocol_version),
@@ -107,4 +110,12 @@ def health_of(data: Any) -> RuntimeHealth:
         contract_version=data.get("contract_version"),
         features=tuple(data.get("features") or ()),
         open_sessions=data.get("open_sessions"),
+        state_store=_state_store_of(data.get("state_store")),
     )
+
+
+def _state_store_of(data: Any) -> StateStoreHealth | None:
+    """The ``state_store`` object of ``GET /health``, ``None`` when absent or malformed."""
+    if not isinstance(data, dict) or not isinstance(data.get("kind"), str):
+        return None
+    return StateStoreHealth(kind=data["kind"], reachable=data.get("reachable") is True)

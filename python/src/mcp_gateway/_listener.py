@@ -33,17 +33,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
+from mcp_gateway import _metrics
 from mcp_gateway._jsonrpc import INVALID_REQUEST, SERVER_BUSY, error_body
 
-__all__ = ["LimitedHttpToolsProtocol", "ListenerLimits", "PublicConfig"]
+if TYPE_CHECKING:
+    from mcp_gateway._app import Readiness
+
+__all__ = ["DrainingServer", "LimitedHttpToolsProtocol", "ListenerLimits", "PublicConfig"]
 
 logger = logging.getLogger("mcp_gateway.listener")
 
@@ -130,9 +135,13 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             )
             # Never admitted: it does not count while it lingers.
             self.connections.discard(self)
+            if _metrics.ACTIVE is not None:
+                _metrics.ACTIVE.connection_refused("max_connections")
             body = error_body(SERVER_BUSY, "Server busy: too many open connections")
             self._answer_and_close(_raw_response(503, "Service Unavailable", body, b"retry-after: 1\r\n"))
             return
+        if _metrics.ACTIVE is not None:
+            _metrics.ACTIVE.connections_admitted.inc()
         self._await_head()
 
     def _evict_one(self) -> bool:
@@ -148,6 +157,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             return False
         logger.debug("connection cap reached: closing a connection idle since %.3f", oldest._waiting_since)
         oldest._close()
+        if _metrics.ACTIVE is not None:
+            _metrics.ACTIVE.connection_refused("evicted")
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -193,6 +204,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def _head_timed_out(self) -> None:
         self._head_timer = None
         logger.debug("no complete request head within %.1f s: closing", self._limits.header_timeout_s)
+        if _metrics.ACTIVE is not None:
+            _metrics.ACTIVE.connection_refused("header_timeout")
         self._close()
 
     def data_received(self, data: bytes) -> None:
@@ -214,6 +227,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def _refuse_head(self) -> None:
         limit = self._limits.max_header_bytes
         logger.info("request head over %d bytes: 431", limit)
+        if _metrics.ACTIVE is not None:
+            _metrics.ACTIVE.connection_refused("header_too_large")
         body = error_body(INVALID_REQUEST, f"Request head exceeds the limit of {limit} bytes")
         self._answer_and_close(_raw_response(431, "Request Header Fields Too Large", body))
 
@@ -236,3 +251,35 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().on_response_complete()
         if not pipelined and not self._discarding and not self.transport.is_closing():
             self._await_head()
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's ``Server`` that drains on the first SIGTERM/SIGINT before closing the listener.
+
+    The first signal marks ``readiness`` draining at once (``/ready`` answers 503 ``draining``
+    while requests are still served), and uvicorn's own shutdown (listener closed, requests in
+    progress finished) starts ``drain_s`` seconds later; with ``drain_s`` 0 it starts at once. A
+    second signal during the drain shuts down at once.
+
+    Args:
+        config: The server's configuration.
+        readiness: The app's readiness state.
+        drain_s: The drain period, in seconds (``MCP_GATEWAY_DRAIN_S``).
+    """
+
+    def __init__(self, config: uvicorn.Config, readiness: Readiness, drain_s: float) -> None:
+        super().__init__(config)
+        self._readiness = readiness
+        self._drain_s = drain_s
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        """Start draining, or shut down when draining already (or no drain period)."""
+        if self._readiness.draining or self._drain_s <= 0:
+            self._readiness.draining = True
+            super().handle_exit(sig, frame)
+            return
+        self._readiness.draining = True
+        logger.info("draining: not ready; closing the listener in %g s", self._drain_s)
+        timer = threading.Timer(self._drain_s, super().handle_exit, (sig, None))
+        timer.daemon = True
+        timer.start()

@@ -30,6 +30,11 @@ variable                           default                    meaning
 ``MCP_GATEWAY_MAX_BYTES_PER_SUBJECT``  ``134217728`` (128 MiB)  request bytes in flight per subject (429)
 ``MCP_GATEWAY_MAX_BYTES_IN_FLIGHT``  ``536870912`` (512 MiB)  request bytes in flight per worker (503)
 ``MCP_CORE_PLUGINS_FILE``          unset                      the core's plugin file, applied here
+``MCP_GATEWAY_METRICS_LISTEN``     unset (no metrics)         ``host:port`` of ``/metrics``
+``MCP_GATEWAY_DRAIN_S``            ``0``                      not ready this long before closing (s)
+``MCP_GATEWAY_LOG_LEVEL``          ``info``                   log level (``--log-level`` wins)
+``MCP_GATEWAY_LOG_FORMAT``         ``text``                   ``text`` or ``json`` (one object a line)
+``OTEL_*``                         unset (no traces)          OTLP/HTTP trace export (operations.md)
 =================================  =========================  =====================================
 
 ``JWT_SECRET_KEY`` is optional only when ``MCP_GATEWAY_AUTH_DISABLED=1``.
@@ -178,6 +183,10 @@ class Settings:
             the runtime's ``--max-bytes-in-flight``.
         plugins_file: The core's plugin configuration (``MCP_CORE_PLUGINS_FILE``), applied by
             the gateway to the calls it relays; ``None``: no plugins.
+        metrics_listen: ``host:port`` of the metrics listener (``MCP_GATEWAY_METRICS_LISTEN``,
+            ``docs/operations.md``); ``None``: no metrics.
+        drain_s: Seconds between the first SIGTERM/SIGINT (``/ready`` turns 503) and the
+            listener's closing (``MCP_GATEWAY_DRAIN_S``; 0: at once).
     """
 
     jwt_secret: str
@@ -206,6 +215,8 @@ class Settings:
     max_bytes_per_subject: int = 128 * 1024 * 1024
     max_bytes_in_flight: int = 512 * 1024 * 1024
     plugins_file: Path | None = None
+    metrics_listen: str | None = None
+    drain_s: float = 0.0
 
     @property
     def mode(self) -> Mode:
@@ -264,6 +275,18 @@ class Settings:
         if http_client not in HTTP_CLIENTS:
             raise ConfigError(f"MCP_RUST_HTTP_CLIENT={http_client!r} is not one of {', '.join(HTTP_CLIENTS)}")
         plugins_file = env.get("MCP_CORE_PLUGINS_FILE") or None
+        metrics_listen = (env.get("MCP_GATEWAY_METRICS_LISTEN") or "").strip() or None
+        if metrics_listen is not None:
+            from mcp_gateway._metrics import parse_listen
+
+            parse_listen(metrics_listen, "MCP_GATEWAY_METRICS_LISTEN")
+        drain_raw = env.get("MCP_GATEWAY_DRAIN_S", "").strip()
+        try:
+            drain_s = float(drain_raw) if drain_raw else 0.0
+        except ValueError as e:
+            raise ConfigError(f"MCP_GATEWAY_DRAIN_S={drain_raw!r} is not a number") from e
+        if not 0 <= drain_s <= 3600:
+            raise ConfigError("MCP_GATEWAY_DRAIN_S must be between 0 and 3600 seconds")
         settings = cls(
             jwt_secret=secret,
             http_uds=socket_path("MCP_RUST_UDS"),
@@ -291,6 +314,8 @@ class Settings:
             max_bytes_per_subject=int(number("MCP_GATEWAY_MAX_BYTES_PER_SUBJECT", 128 * 1024 * 1024)),
             max_bytes_in_flight=int(number("MCP_GATEWAY_MAX_BYTES_IN_FLIGHT", 512 * 1024 * 1024)),
             plugins_file=Path(plugins_file) if plugins_file else None,
+            metrics_listen=metrics_listen,
+            drain_s=drain_s,
         )
         if settings.mode is Mode.PYTHON and settings.catalog is None:
             raise ConfigError("no runtime socket configured and MCP_RUNTIME_CATALOG is not set")

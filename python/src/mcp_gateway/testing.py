@@ -29,6 +29,7 @@ import httpx
 __all__ = [
     "EDGE_MODES",
     "FIXTURE_URL_VARIABLE",
+    "RedisServer",
     "Stack",
     "fixture_binary",
     "free_port",
@@ -41,6 +42,7 @@ __all__ = [
     "start_edge_runtime",
     "start_fixture",
     "start_gateway",
+    "start_redis",
     "start_runtime",
     "stop",
     "write_catalog",
@@ -206,6 +208,140 @@ def start_runtime(
         stop(process)
         raise
     return process
+
+
+class RedisServer:
+    """A ``redis-server`` of the tests on a Unix socket in a temporary directory of its own.
+
+    No persistence (``--save ""``, no append-only file), no TCP port. :meth:`stop` kills it
+    (every connection to it is cut, as when Redis goes away), :meth:`start` starts it again on
+    the same socket with nothing stored, :meth:`close` stops it and removes its directory. A
+    context manager: leaving the ``with`` block closes it, however the block ends.
+
+    Attributes:
+        directory: Its temporary directory (socket, log).
+        process: The running server, ``None`` while stopped.
+    """
+
+    def __init__(self, directory: Path, timeout_s: float = 10.0) -> None:
+        self.directory = directory
+        self.process: subprocess.Popen[bytes] | None = None
+        self._timeout_s = timeout_s
+
+    @property
+    def socket(self) -> Path:
+        """Path of its Unix socket."""
+        return self.directory / "redis.sock"
+
+    @property
+    def url(self) -> str:
+        """The runtime's ``--state-url`` for it: ``unix:///path/redis.sock``."""
+        return f"unix://{self.socket}"
+
+    def start(self) -> None:
+        """Start the server (again) on :attr:`socket`, empty, and wait until it answers PING.
+
+        Raises:
+            RuntimeError: ``redis-server`` is not installed (Debian package ``redis-server``),
+                exited, or did not answer within the timeout given to :func:`start_redis`.
+        """
+        self.stop()
+        self.socket.unlink(missing_ok=True)
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server not found: install the Debian package `redis-server`")
+        log = (self.directory / "redis.log").open("ab")
+        try:
+            self.process = subprocess.Popen(
+                [
+                    *(binary, "--port", "0", "--save", "", "--appendonly", "no"),
+                    *(
+                        "--unixsocket",
+                        str(self.socket),
+                        "--unixsocketperm",
+                        "700",
+                        "--dir",
+                        str(self.directory),
+                    ),
+                ],
+                stdout=log,
+                stderr=log,
+            )
+        finally:
+            log.close()
+        deadline = time.monotonic() + self._timeout_s
+        while not self.ping():
+            if self.process.poll() is not None:
+                raise RuntimeError(f"redis-server exited with status {self.process.returncode}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"redis-server did not answer on {self.socket} within {self._timeout_s} s")
+            time.sleep(0.02)
+
+    def ping(self) -> bool:
+        """Whether the server answers ``PING`` with ``+PONG`` on its socket within 1 s."""
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.settimeout(1.0)
+                s.connect(str(self.socket))
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def command(self, *args: str) -> bytes:
+        """Send one command (RESP array of bulk strings); returns the raw reply's first 64 KiB.
+
+        Raises:
+            OSError: The server is not reachable.
+        """
+        frame = f"*{len(args)}\r\n".encode() + b"".join(
+            f"${len(a.encode())}\r\n".encode() + a.encode() + b"\r\n" for a in args
+        )
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(5.0)
+            s.connect(str(self.socket))
+            s.sendall(frame)
+            return s.recv(65536)
+
+    def stop(self) -> None:
+        """Kill the server (SIGKILL: no goodbye to its clients). Safe when it is not running."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    def close(self) -> None:
+        """Stop the server and remove its directory."""
+        self.stop()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def __enter__(self) -> RedisServer:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+def start_redis(timeout_s: float = 10.0) -> RedisServer:
+    """Start a :class:`RedisServer` in a new short temporary directory under ``/tmp``.
+
+    Use it as a context manager (or call :meth:`RedisServer.close`) so that it always stops.
+
+    Args:
+        timeout_s: How long to wait for it to answer, in seconds.
+
+    Raises:
+        RuntimeError: As :meth:`RedisServer.start`; the directory is removed first.
+    """
+    # Unix socket paths must stay under ~100 bytes: a short directory.
+    server = RedisServer(Path(tempfile.mkdtemp(prefix="redis-", dir="/tmp")), timeout_s)
+    try:
+        server.start()
+    except BaseException:
+        server.close()
+        raise
+    return server
 
 
 def start_core(

@@ -13,7 +13,8 @@ use tokio::net::UnixStream;
 
 use super::h1::Conn;
 use super::{
-    ACCEPT, CallError, PROTOCOL_VERSION, SUBJECT_EMAIL, Workload, check_jsonrpc, initialize_body,
+    ACCEPT, CallError, PROTOCOL_VERSION, Reply, SUBJECT_EMAIL, Workload, check_jsonrpc,
+    initialize_body,
 };
 
 /// Header carrying the caller's AuthContext (base64url of its JSON form).
@@ -176,5 +177,59 @@ impl HttpWorker {
         }
         check_jsonrpc(&body, id)?;
         Ok(body.len())
+    }
+
+    /// POSTs one `tools/call progress` ([`Workload::Progress`]) and reads its SSE answer as it
+    /// comes, timing each stamped progress notification (as the end-to-end client does).
+    ///
+    /// # Errors
+    ///
+    /// [`CallError`] for a transport failure, a status other than 200, a non-result answer or
+    /// missing notifications.
+    pub async fn call_progress(&mut self) -> Result<Reply, CallError> {
+        let id = super::next_request_id();
+        let req = post(
+            &self.auth,
+            Workload::Progress.scope(),
+            Some(&self.session),
+            Workload::Progress.body(id),
+        );
+        super::mcp::read_progress(&mut self.conn, req, id).await
+    }
+}
+
+/// Workers on several runtimes (replicas sharing one session through Redis), used in turn:
+/// each request goes to the next one, as a per-request round-robin balancer would send it.
+#[derive(Debug)]
+pub struct RoundRobin {
+    workers: Vec<HttpWorker>,
+    next: usize,
+}
+
+impl RoundRobin {
+    /// Requests go to `workers` in this order, starting with the first.
+    #[must_use]
+    pub fn new(workers: Vec<HttpWorker>) -> Self {
+        Self { workers, next: 0 }
+    }
+
+    /// Sends one request of `workload` to the next runtime ([`HttpWorker::call`], or
+    /// [`HttpWorker::call_progress`] for [`Workload::Progress`]).
+    ///
+    /// # Errors
+    ///
+    /// As the worker's call; [`CallError::Response`] when there is no worker.
+    pub async fn call(&mut self, workload: Workload) -> Result<Reply, CallError> {
+        if self.workers.is_empty() {
+            return Err(CallError::Response("no runtime to send to".to_owned()));
+        }
+        let i = self.next % self.workers.len();
+        self.next = self.next.wrapping_add(1);
+        let w = &mut self.workers[i];
+        if workload == Workload::Progress {
+            w.call_progress().await
+        } else {
+            w.call(workload).await.map(Reply::from)
+        }
     }
 }

@@ -188,6 +188,61 @@ fn stamp_of(line: &[u8]) -> Option<u128> {
     std::str::from_utf8(&digits).ok()?.parse().ok()
 }
 
+/// Sends `req` (a `tools/call progress`, [`Workload::Progress`]) on `conn` and reads its SSE
+/// answer frame by frame, timing each stamped progress notification on the arrival of the
+/// frame that completes its line (the MCP client here, the runtime's HTTP/JSON client in
+/// `http.rs`).
+///
+/// # Errors
+///
+/// [`CallError`] for a transport failure, a status other than 200, an answer that is not the
+/// call's result, or not [`super::PROGRESS_STEPS`] stamped notifications.
+pub(crate) async fn read_progress(
+    conn: &mut Conn,
+    req: Request<Full<Bytes>>,
+    id: u64,
+) -> Result<Reply, CallError> {
+    let (status, headers, mut body) = conn.send_streaming(req).await?;
+    if status != StatusCode::OK {
+        let _ = body.collect().await;
+        return Err(CallError::Status(status.as_u16()));
+    }
+    let mut all: Vec<u8> = Vec::new();
+    let mut scanned = 0;
+    let mut latencies = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| CallError::Transport(e.to_string()))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        let now = unix_ns();
+        all.extend_from_slice(&data);
+        while let Some(nl) = all[scanned..].iter().position(|&b| b == b'\n') {
+            let line = &all[scanned..scanned + nl];
+            if let Some(sent) = stamp_of(line) {
+                let ns = now.saturating_sub(sent);
+                latencies.push(Duration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX)));
+            }
+            scanned += nl + 1;
+        }
+    }
+    check_jsonrpc(
+        jsonrpc_payload(headers.get(http::header::CONTENT_TYPE), &all),
+        id,
+    )?;
+    if latencies.len() != super::PROGRESS_STEPS as usize {
+        return Err(CallError::Response(format!(
+            "{} stamped progress notifications, expected {}",
+            latencies.len(),
+            super::PROGRESS_STEPS
+        )));
+    }
+    Ok(Reply {
+        bytes: all.len(),
+        notification_latencies: latencies,
+    })
+}
+
 /// A connection idle this long is replaced before its next request (uvicorn closes idle
 /// keep-alive connections after 5 s).
 const IDLE_RECONNECT: Duration = Duration::from_secs(2);
@@ -320,52 +375,13 @@ impl McpWorker {
         Ok(Reply::from(body.len()))
     }
 
-    /// Sends `req` and reads its answer frame by frame, timing each stamped progress
-    /// notification on the arrival of the frame that completes its line.
+    /// Sends `req` and reads its answer frame by frame ([`read_progress`]).
     async fn call_streaming(
         &mut self,
         req: Request<Full<Bytes>>,
         id: u64,
     ) -> Result<Reply, CallError> {
-        let (status, headers, mut body) = self.conn.send_streaming(req).await?;
-        if status != StatusCode::OK {
-            let _ = body.collect().await;
-            return Err(CallError::Status(status.as_u16()));
-        }
-        let mut all: Vec<u8> = Vec::new();
-        let mut scanned = 0;
-        let mut latencies = Vec::new();
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| CallError::Transport(e.to_string()))?;
-            let Ok(data) = frame.into_data() else {
-                continue;
-            };
-            let now = unix_ns();
-            all.extend_from_slice(&data);
-            while let Some(nl) = all[scanned..].iter().position(|&b| b == b'\n') {
-                let line = &all[scanned..scanned + nl];
-                if let Some(sent) = stamp_of(line) {
-                    let ns = now.saturating_sub(sent);
-                    latencies.push(Duration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX)));
-                }
-                scanned += nl + 1;
-            }
-        }
-        check_jsonrpc(
-            jsonrpc_payload(headers.get(http::header::CONTENT_TYPE), &all),
-            id,
-        )?;
-        if latencies.len() != super::PROGRESS_STEPS as usize {
-            return Err(CallError::Response(format!(
-                "{} stamped progress notifications, expected {}",
-                latencies.len(),
-                super::PROGRESS_STEPS
-            )));
-        }
-        Ok(Reply {
-            bytes: all.len(),
-            notification_latencies: latencies,
-        })
+        read_progress(&mut self.conn, req, id).await
     }
 
     /// Ends the worker's session with `DELETE`; errors are ignored (the row is over).

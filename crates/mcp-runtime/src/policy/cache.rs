@@ -8,11 +8,13 @@
 //! in an older policy generation than the one watched is not cached. At most `max_entries`
 //! entries: a full cache first drops what expired, then the entry closest to its expiry.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mcp_runtime_core::AuthContext;
+
+use super::Denial;
 use sha2::{Digest, Sha256};
 
 /// The key of one credential: SHA-256 of the whole `Authorization` value.
@@ -259,6 +261,150 @@ impl CallerCache {
     }
 }
 
+/// The denial cache's bounds (`--auth-deny-cache-ttl-ms`, `--auth-deny-cache-max-entries`).
+#[derive(Debug, Clone, Copy)]
+pub struct DenialLimits {
+    /// How long a refused credential is answered from the cache; zero disables the cache.
+    pub ttl: Duration,
+    /// Most entries at once; 0 disables the cache. A full cache drops its oldest entry.
+    pub max_entries: usize,
+}
+
+/// The key of one refused credential in one scope: SHA-256 of the virtual server id's length
+/// (8 bytes, little endian), the id and the whole `Authorization` value. Never the token.
+#[must_use]
+pub fn denial_key(authorization: &str, server_id: &str) -> CacheKey {
+    let mut h = Sha256::new();
+    h.update((server_id.len() as u64).to_le_bytes());
+    h.update(server_id.as_bytes());
+    h.update(authorization.as_bytes());
+    h.finalize().into()
+}
+
+#[derive(Debug, Default)]
+struct DenialState {
+    entries: HashMap<CacheKey, (Arc<Denial>, Instant)>,
+    /// Keys in insertion order with their expiry (all entries live the same TTL, so this is
+    /// also expiry order); an item whose key was since replaced or dropped is skipped.
+    order: VecDeque<(CacheKey, Instant)>,
+    /// The newest policy generation seen on the watch stream.
+    generation: u64,
+}
+
+/// Credentials the core refused, answered from here (the same 401 or 403, the same challenge)
+/// for a short TTL, so that a client repeating a bad credential does not reach the core with
+/// every request. Bounded: at most `max_entries`, the oldest dropped first, in O(1) per insert.
+/// Every watch event (snapshot, revocation, unknown change) and the watch stream ending clear
+/// it, as they clear the allowed callers' cache.
+#[derive(Debug)]
+pub struct DenialCache {
+    limits: DenialLimits,
+    state: Mutex<DenialState>,
+}
+
+impl DenialCache {
+    /// An empty cache.
+    #[must_use]
+    pub fn new(limits: DenialLimits) -> Self {
+        Self {
+            limits,
+            state: Mutex::new(DenialState::default()),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, DenialState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn enabled(&self) -> bool {
+        self.limits.max_entries > 0 && !self.limits.ttl.is_zero()
+    }
+
+    /// The cached denial of `key`, if one is valid at `now`.
+    #[must_use]
+    pub fn get(&self, key: &CacheKey, now: Instant) -> Option<Arc<Denial>> {
+        if !self.enabled() {
+            return None;
+        }
+        let mut st = self.state();
+        match st.entries.get(key) {
+            Some((d, expires)) if *expires > now => Some(Arc::clone(d)),
+            Some(_) => {
+                st.entries.remove(key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Caches a denial made in `generation` for the TTL from `now`; returns whether it was
+    /// cached (not when disabled, not for an answer older than the watched generation).
+    pub fn insert(
+        &self,
+        key: CacheKey,
+        denial: Arc<Denial>,
+        generation: u64,
+        now: Instant,
+    ) -> bool {
+        if !self.enabled() {
+            return false;
+        }
+        let mut st = self.state();
+        if generation < st.generation {
+            return false;
+        }
+        // Drop what expired or was replaced from the front, then the oldest while full.
+        while let Some(&(k, expires)) = st.order.front() {
+            let live = st.entries.get(&k).is_some_and(|(_, e)| *e == expires);
+            let full =
+                st.entries.len() >= self.limits.max_entries && !st.entries.contains_key(&key);
+            if !live || expires <= now || full {
+                st.order.pop_front();
+                if live {
+                    st.entries.remove(&k);
+                }
+            } else {
+                break;
+            }
+        }
+        if st.order.len() >= self.limits.max_entries.saturating_mul(2) {
+            // Keys replaced before they expired: keep only the items of live entries.
+            let DenialState { entries, order, .. } = &mut *st;
+            order.retain(|(k, e)| entries.get(k).is_some_and(|(_, x)| x == e));
+        }
+        let expires = now + self.limits.ttl;
+        st.entries.insert(key, (denial, expires));
+        st.order.push_back((key, expires));
+        true
+    }
+
+    /// Drops everything (a watch event, or the watch stream ended) and raises the generation
+    /// to `generation` (`None`: keep it; a snapshot sets it, also lower, as a restarted core
+    /// counts from the start again).
+    pub fn clear(&self, generation: Option<u64>, snapshot: bool) {
+        let mut st = self.state();
+        st.entries.clear();
+        st.order.clear();
+        if let Some(g) = generation {
+            st.generation = if snapshot { g } else { st.generation.max(g) };
+        }
+    }
+
+    /// Entries held now (expired ones not yet dropped included).
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.state().entries.len()
+    }
+
+    /// Whether the cache holds nothing.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -404,5 +550,100 @@ mod tests {
         assert!(c.get(&b.key, now).is_some());
         assert_eq!(c.revoke(&Revocation::All, 4), 1);
         assert!(c.is_empty());
+    }
+
+    fn denial(reason: &str) -> Arc<Denial> {
+        Arc::new(Denial {
+            http_status: 401,
+            www_authenticate: String::new(),
+            reason: reason.to_owned(),
+        })
+    }
+
+    fn denials(max_entries: usize, ttl_ms: u64) -> DenialCache {
+        DenialCache::new(DenialLimits {
+            ttl: Duration::from_millis(ttl_ms),
+            max_entries,
+        })
+    }
+
+    #[test]
+    fn a_denial_key_hashes_credential_and_scope_never_holding_the_token() {
+        let k = denial_key("Bearer secret-token", "");
+        assert_ne!(k, denial_key("Bearer secret-token", "echo-only"));
+        assert_ne!(k, denial_key("Bearer other", ""));
+        // The scope's length is part of the key: no two (scope, header) pairs run together.
+        assert_ne!(denial_key("bc", "a"), denial_key("c", "ab"));
+        assert_eq!(k, denial_key("Bearer secret-token", ""));
+    }
+
+    #[test]
+    fn a_denial_is_served_for_the_ttl_only() {
+        let now = Instant::now();
+        let c = denials(10, 5000);
+        let k = denial_key("Bearer bad", "");
+        assert!(c.get(&k, now).is_none());
+        assert!(c.insert(k, denial("Unauthorized: bad"), 1, now));
+        assert_eq!(
+            c.get(&k, now + Duration::from_millis(4999)).unwrap().reason,
+            "Unauthorized: bad"
+        );
+        assert!(c.get(&k, now + Duration::from_millis(5000)).is_none());
+        assert!(c.is_empty(), "an expired entry is dropped when seen");
+        // Disabled by either bound at zero.
+        assert!(!denials(0, 5000).insert(k, denial("x"), 1, now));
+        assert!(!denials(10, 0).insert(k, denial("x"), 1, now));
+    }
+
+    #[test]
+    fn a_full_denial_cache_drops_its_oldest_entry() {
+        let now = Instant::now();
+        let c = denials(3, 60_000);
+        let keys: Vec<_> = (0..5)
+            .map(|i| denial_key(&format!("Bearer {i}"), ""))
+            .collect();
+        for (i, k) in keys.iter().enumerate() {
+            let at = now + Duration::from_millis(u64::try_from(i).unwrap());
+            assert!(c.insert(*k, denial(&i.to_string()), 1, at));
+            assert!(c.len() <= 3);
+        }
+        assert!(c.get(&keys[0], now).is_none());
+        assert!(c.get(&keys[1], now).is_none());
+        for k in &keys[2..] {
+            assert!(c.get(k, now).is_some());
+        }
+        // Re-inserting a key replaces it without growing the cache past its bound.
+        for _ in 0..10 {
+            assert!(c.insert(keys[4], denial("again"), 1, now));
+        }
+        assert_eq!(c.len(), 3);
+        assert_eq!(c.get(&keys[4], now).unwrap().reason, "again");
+        // Many distinct keys (a flood of garbage tokens) never hold more than the bound.
+        let big = denials(100, 60_000);
+        for i in 0..10_000 {
+            big.insert(denial_key(&format!("Bearer g{i}"), ""), denial("g"), 1, now);
+        }
+        assert_eq!(big.len(), 100);
+        assert!(big.state().order.len() <= 101);
+    }
+
+    #[test]
+    fn a_watch_event_clears_the_denials_and_older_answers_are_not_cached() {
+        let now = Instant::now();
+        let c = denials(10, 60_000);
+        let k = denial_key("Bearer bad", "");
+        assert!(c.insert(k, denial("x"), 1, now));
+        c.clear(Some(3), false);
+        assert!(c.get(&k, now).is_none());
+        assert!(
+            !c.insert(k, denial("x"), 2, now),
+            "made before the revocation"
+        );
+        assert!(c.insert(k, denial("x"), 3, now));
+        c.clear(None, false);
+        assert!(c.is_empty());
+        // A snapshot of a restarted core sets the generation back.
+        c.clear(Some(1), true);
+        assert!(c.insert(k, denial("x"), 1, now));
     }
 }

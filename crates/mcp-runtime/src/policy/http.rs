@@ -81,9 +81,10 @@ struct HookIn<'a> {
 }
 
 #[derive(Deserialize)]
-struct ProceedJson {
-    #[serde(default)]
-    payload: Option<Box<RawValue>>,
+struct ProceedJson<'a> {
+    /// Borrowed from the answer's bytes: the changed payload is a slice of them, not a copy.
+    #[serde(default, borrow)]
+    payload: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -94,9 +95,9 @@ struct DenyJson {
 }
 
 #[derive(Deserialize)]
-struct HookOut {
-    #[serde(default)]
-    proceed: Option<ProceedJson>,
+struct HookOut<'a> {
+    #[serde(default, borrow)]
+    proceed: Option<ProceedJson<'a>>,
     #[serde(default)]
     deny: Option<DenyJson>,
 }
@@ -228,11 +229,11 @@ impl HttpCore {
             payload,
         })
         .map_err(unavailable)?;
-        let out: HookOut = serde_json::from_slice(&self.post("/v1/invoke-hook", body).await?)
-            .map_err(unavailable)?;
+        let reply = self.post("/v1/invoke-hook", body).await?;
+        let out: HookOut<'_> = serde_json::from_slice(&reply).map_err(unavailable)?;
         match (out.proceed, out.deny) {
             (Some(p), None) => Ok(HookDecision::Proceed(
-                p.payload.map(|raw| Bytes::from(raw.get().to_owned())),
+                p.payload.map(|raw| reply.slice_ref(raw.get().as_bytes())),
             )),
             (None, Some(d)) => Ok(HookDecision::Deny {
                 code: d.code,

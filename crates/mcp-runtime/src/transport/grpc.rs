@@ -423,6 +423,10 @@ impl McpRuntime for GrpcRuntime {
                 .iter()
                 .map(|v| (*v).to_owned())
                 .collect(),
+            state_store: Some(pb::StateStoreHealth {
+                kind: h.state.kind.to_owned(),
+                reachable: h.state.reachable,
+            }),
         }))
     }
 }

@@ -4,7 +4,8 @@
 //!
 //! Order of the checks, as the gateway's: the path (404), the method (405), `Host` (421) and
 //! `Origin` (403) against the allow-lists, the caller (ResolveCaller: 401 with the core's
-//! `WWW-Authenticate`, 403, or 503 when the core cannot answer), then the body and the MCP
+//! `WWW-Authenticate`, 403, or 503 when the core cannot answer or too many resolutions are in
+//! progress, `crate::policy::flood`), then the body and the MCP
 //! request through the same path as the HTTP/JSON adapter ([`super::http::serve_mcp`]). An
 //! `x-contextforge-auth-context` or `x-contextforge-server-id` header from a public client is
 //! never read: the caller is the core's answer and the scope is the path.
@@ -29,7 +30,8 @@ use super::http::{
 };
 use crate::host_origin::{AllowLists, Refusal};
 use crate::listener::Admission;
-use crate::policy::{CallerQuery, Policy, Resolution};
+use crate::policy::flood::Busy;
+use crate::policy::{CallerQuery, Policy, Resolution, ResolveError};
 
 /// The challenge of a 401 when the core gave none (the gateway's realm).
 const DEFAULT_CHALLENGE: &str = "Bearer realm=\"mcp-gateway\"";
@@ -81,12 +83,15 @@ pub(crate) async fn serve(
     use hyper_util::rt::{TokioIo, TokioTimer};
     let header_read_timeout: Duration = admission.header_read_timeout();
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let idle = Arc::new(IdleConnections::default());
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
+        let evict = || idle.evict_oldest();
         let (conn, peer) = tokio::select! {
-            c = admission.accept_tcp(&listener) => c,
+            c = admission.accept_tcp(&listener, &evict) => c,
             () = &mut shutdown => break,
         };
+        let (conn_id, close) = idle.open();
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
             .timer(TokioTimer::new())
@@ -96,8 +101,11 @@ pub(crate) async fn serve(
             // holds more than about that much memory.
             .max_header_size(max_header_bytes.saturating_mul(2));
         let edge = Arc::clone(&edge);
+        let conns = Arc::clone(&idle);
         let service = hyper::service::service_fn(move |req: HttpRequest<hyper::body::Incoming>| {
             let edge = Arc::clone(&edge);
+            // Busy from the complete head until the answer's body is written (or dropped).
+            let busy = conns.busy(conn_id);
             async move {
                 let (parts, body) = req.into_parts();
                 let head = head_bytes(&parts.method, &parts.uri, &parts.headers);
@@ -107,31 +115,165 @@ pub(crate) async fn serve(
                     });
                     r.headers_mut()
                         .insert("connection", HeaderValue::from_static("close"));
-                    return Ok(r);
+                    return Ok(r.map(|b| Guarded {
+                        body: b,
+                        _busy: busy,
+                    }));
                 }
-                Ok::<_, Infallible>(
-                    route(
-                        edge,
-                        peer,
-                        parts.uri.path(),
-                        &parts.method,
-                        &parts.headers,
-                        stall_bounded(HttpBody::new(body), header_read_timeout),
-                    )
-                    .await,
+                let r = route(
+                    edge,
+                    peer,
+                    parts.uri.path(),
+                    &parts.method,
+                    &parts.headers,
+                    stall_bounded(HttpBody::new(body), header_read_timeout),
                 )
+                .await;
+                Ok::<_, Infallible>(r.map(|b| Guarded {
+                    body: b,
+                    _busy: busy,
+                }))
             }
         });
         let served = builder.serve_connection(TokioIo::new(conn), service);
         let watched = graceful.watch(served);
+        let conns = Arc::clone(&idle);
         tokio::spawn(async move {
-            if let Err(e) = watched.await {
-                tracing::debug!(error = %e, "public connection ended with an error");
+            tokio::select! {
+                r = watched => if let Err(e) = r {
+                    tracing::debug!(error = %e, "public connection ended with an error");
+                },
+                () = close.cancelled() => {
+                    tracing::debug!(%peer, "idle public connection closed for a new one at the cap");
+                }
             }
+            conns.closed(conn_id);
         });
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// The open public connections and which of them wait for a request head (idle: before the
+/// first request, and between an answer written and the next head), so that a new connection
+/// at `--max-connections` can close the one idle longest instead of being refused, as the
+/// gateway's listener does. A connection with a request in progress (its head read, its answer
+/// not yet written) is never chosen.
+#[derive(Debug, Default)]
+struct IdleConnections {
+    conns: std::sync::Mutex<std::collections::HashMap<u64, ConnState>>,
+    next_id: AtomicU64,
+}
+
+#[derive(Debug)]
+struct ConnState {
+    /// Since when it waits for a request head; `None` while requests are in progress.
+    idle_since: Option<std::time::Instant>,
+    /// Requests in progress (more than one only with pipelining).
+    in_progress: usize,
+    /// Cancelled to close it.
+    close: tokio_util::sync::CancellationToken,
+}
+
+/// A request in progress on one connection; dropped with the answer's body.
+#[derive(Debug)]
+struct InProgress {
+    conns: Arc<IdleConnections>,
+    id: u64,
+}
+
+impl IdleConnections {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u64, ConnState>> {
+        self.conns
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A new connection, idle from now; returns its id and what closes it.
+    fn open(&self) -> (u64, tokio_util::sync::CancellationToken) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let close = tokio_util::sync::CancellationToken::new();
+        self.lock().insert(
+            id,
+            ConnState {
+                idle_since: Some(std::time::Instant::now()),
+                in_progress: 0,
+                close: close.clone(),
+            },
+        );
+        (id, close)
+    }
+
+    /// A request of connection `id` is in progress until the guard is dropped.
+    fn busy(self: &Arc<Self>, id: u64) -> InProgress {
+        if let Some(c) = self.lock().get_mut(&id) {
+            c.in_progress += 1;
+            c.idle_since = None;
+        }
+        InProgress {
+            conns: Arc::clone(self),
+            id,
+        }
+    }
+
+    /// Connection `id` ended.
+    fn closed(&self, id: u64) {
+        self.lock().remove(&id);
+    }
+
+    /// Closes the connection idle longest; `false` when none is idle.
+    fn evict_oldest(&self) -> bool {
+        let mut conns = self.lock();
+        let oldest = conns
+            .iter()
+            .filter_map(|(id, c)| c.idle_since.map(|t| (t, *id)))
+            .min();
+        let Some((_, id)) = oldest else {
+            return false;
+        };
+        if let Some(c) = conns.remove(&id) {
+            c.close.cancel();
+        }
+        true
+    }
+}
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        if let Some(c) = self.conns.lock().get_mut(&self.id) {
+            c.in_progress = c.in_progress.saturating_sub(1);
+            if c.in_progress == 0 {
+                c.idle_since = Some(std::time::Instant::now());
+            }
+        }
+    }
+}
+
+/// An answer's body holding its request's [`InProgress`] until written or dropped; frames, end and
+/// size hint are the body's own (a `content-length` stays).
+struct Guarded {
+    body: HttpBody,
+    _busy: InProgress,
+}
+
+impl hyper::body::Body for Guarded {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// `body`, failing with [`Stalled`] when no byte of it arrives for `after` (the header read
@@ -306,9 +448,17 @@ async fn answer(
             }
             return r;
         }
-        Err(e) => {
+        Err(ResolveError::Unavailable(e)) => {
             tracing::warn!(error = %e, %request_id, "request refused: no policy");
             return rpc_error(RequestError::PolicyUnavailable);
+        }
+        Err(ResolveError::Busy(busy)) => {
+            tracing::debug!(%busy, %peer, %request_id, "request refused: resolutions at the cap");
+            let (limit, per_client) = match busy {
+                Busy::Client { limit } => (limit, true),
+                Busy::Total { limit } => (limit, false),
+            };
+            return rpc_error(RequestError::ResolveBusy { limit, per_client });
         }
     };
     let mut auth = (*caller).clone();
@@ -344,6 +494,34 @@ mod tests {
         assert_eq!(percent_decode("a%20b").as_deref(), Some("a b"));
         assert_eq!(percent_decode("%ff"), None);
         assert_eq!(percent_decode("%2"), None);
+    }
+
+    #[tokio::test]
+    async fn the_connection_idle_longest_is_evicted_never_a_busy_one() {
+        let conns = Arc::new(IdleConnections::default());
+        let (a, close_a) = conns.open();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let (b, close_b) = conns.open();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let (_c, close_c) = conns.open();
+        // `a` is busy: `b` has waited longest for a head.
+        let busy_a = conns.busy(a);
+        assert!(conns.evict_oldest());
+        assert!(close_b.is_cancelled());
+        assert!(!close_a.is_cancelled() && !close_c.is_cancelled());
+        conns.closed(b);
+        // `a` answered: idle again, since now, so `c` goes first.
+        drop(busy_a);
+        assert!(conns.evict_oldest());
+        assert!(close_c.is_cancelled());
+        assert!(conns.evict_oldest());
+        assert!(close_a.is_cancelled());
+        assert!(!conns.evict_oldest(), "none left");
+        // Nothing idle: a busy connection is never chosen.
+        let (d, close_d) = conns.open();
+        let _busy = conns.busy(d);
+        assert!(!conns.evict_oldest());
+        assert!(!close_d.is_cancelled());
     }
 
     #[test]

@@ -13,7 +13,8 @@ use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 use mcp_runtime::host_origin::AllowLists;
-use mcp_runtime::policy::cache::CacheLimits;
+use mcp_runtime::policy::cache::{CacheLimits, DenialLimits};
+use mcp_runtime::policy::flood::ResolveLimits;
 use mcp_runtime::policy::{CoreTransport, Policy, PolicyConfig};
 use mcp_runtime::{Admission, PublicEndpoint, Server, socket};
 use mcp_runtime_core::{CatalogConfig, Runtime, RuntimeConfig};
@@ -70,6 +71,14 @@ async fn serve(
             cache: CacheLimits {
                 max_entries: 100,
                 max_age: Duration::from_secs(60),
+            },
+            denials: DenialLimits {
+                ttl: Duration::from_secs(5),
+                max_entries: 100,
+            },
+            resolves: ResolveLimits {
+                per_client: 8,
+                total: 64,
             },
             watcher: "it".to_owned(),
         })
@@ -215,27 +224,89 @@ async fn path_method_host_and_origin_are_checked_before_the_core_is_asked() {
     assert_eq!(status, 503);
 }
 
-#[tokio::test]
-async fn a_connection_over_the_cap_is_answered_503() {
+/// A connection with a request in progress: its head is sent, its body stalls (the request is
+/// refused without a core, and its unread body is drained until the stall timeout, 10 s here).
+async fn busy_connection(addr: SocketAddr) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt as _;
+    let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    conn.write_all(
+        b"POST /mcp HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n\
+          content-length: 1000\r\n\r\n{\"jsonrpc\":",
+    )
+    .await
+    .expect("send");
+    conn
+}
+
+/// Everything until the runtime closes `conn` (within 5 s).
+async fn read_to_close(conn: &mut tokio::net::TcpStream) -> String {
     use tokio::io::AsyncReadExt as _;
-    let edge = start_with(CoreTransport::Http, 1).await;
-    let _held = tokio::net::TcpStream::connect(edge.addr)
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut answer))
         .await
-        .expect("first");
-    // Let the first be admitted before the second arrives.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+        .expect("closed in time")
+        .expect("read");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn a_connection_over_the_cap_is_answered_503_when_none_is_idle() {
+    let edge = start_with(CoreTransport::Http, 1).await;
+    let _held = busy_connection(edge.addr).await;
+    // Let the first request be in progress before the second connection arrives.
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let mut second = tokio::net::TcpStream::connect(edge.addr)
         .await
         .expect("second");
-    let mut answer = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), second.read_to_end(&mut answer))
-        .await
-        .expect("answered in time")
-        .expect("read");
-    let text = String::from_utf8_lossy(&answer);
+    let text = read_to_close(&mut second).await;
     assert!(text.starts_with("HTTP/1.1 503"), "{text}");
     assert!(text.contains("retry-after: 1"), "{text}");
     assert!(text.contains(r#""code":-32000"#), "{text}");
+}
+
+#[tokio::test]
+async fn at_the_cap_the_connection_idle_longest_is_closed_for_a_new_one() {
+    let edge = start_with(CoreTransport::Http, 3).await;
+    // Three open: the oldest idle (connected, silent), one busy, one idle since later.
+    let mut oldest = tokio::net::TcpStream::connect(edge.addr)
+        .await
+        .expect("oldest");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let _busy = busy_connection(edge.addr).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut younger = tokio::net::TcpStream::connect(edge.addr)
+        .await
+        .expect("younger");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // A fourth is served: the oldest idle connection made room.
+    let (status, _, body) = send(
+        edge.addr,
+        "GET",
+        "/health",
+        &[("host", "localhost")],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        read_to_close(&mut oldest).await,
+        "",
+        "closed without an answer"
+    );
+    // The younger idle one is still open and usable.
+    {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        younger
+            .write_all(b"GET /health HTTP/1.1\r\nhost: localhost\r\n\r\n")
+            .await
+            .expect("send");
+        let mut head = [0u8; 12];
+        tokio::time::timeout(Duration::from_secs(5), younger.read_exact(&mut head))
+            .await
+            .expect("answered in time")
+            .expect("read");
+        assert_eq!(&head, b"HTTP/1.1 200");
+    }
 }
 
 /// A scripted HTTP/JSON core for the race of a revocation with an answer in flight: the watch

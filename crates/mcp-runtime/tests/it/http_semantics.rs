@@ -75,7 +75,7 @@ async fn health_reports_version_and_sessions() {
     let (status, body) = http.health().await;
     assert_eq!(status, 200);
     assert_eq!(body["status"], "serving");
-    assert_eq!(body["contract_version"], "1.1");
+    assert_eq!(body["contract_version"], mcp_runtime_core::CONTRACT_VERSION);
     assert_eq!(body["open_sessions"], 1);
     assert_eq!(
         body["features"],

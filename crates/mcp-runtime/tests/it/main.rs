@@ -13,6 +13,7 @@
 //!   boundary answers.
 //! - `upstream`, `faults`: timeouts, cancellation, limits, upstreams that die or hang.
 //! - `stdio`: a stdio upstream (server-everything as the runtime's child process).
+//! - `completion`: `completion/complete` routed by its reference.
 //! - `credentials`: upstreams that need a header or a bearer token.
 //! - `admission`: connection cap and header read timeout.
 //! - `limits`: per-subject limits (open sessions).
@@ -28,6 +29,7 @@ mod sidecar;
 mod admission;
 mod bad_input;
 mod cases;
+mod completion;
 mod credentials;
 mod edge;
 mod faults;

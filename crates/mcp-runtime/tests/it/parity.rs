@@ -108,6 +108,14 @@ async fn malformed_envelopes_are_invalid_argument() {
         .into_inner();
     assert_eq!(h.status(), pb::ServingStatus::Serving);
     assert_eq!(h.contract_version, mcp_runtime_core::CONTRACT_VERSION);
+    // The state store, as `/health` reports it (contract 1.2).
+    assert_eq!(
+        h.state_store,
+        Some(pb::StateStoreHealth {
+            kind: "memory".into(),
+            reachable: true
+        })
+    );
     assert_eq!(
         h.open_sessions, 0,
         "no session minted by a malformed envelope"

@@ -16,7 +16,9 @@
 //!   JSON request log line, the metrics port in use.
 //! - `sessions`: the runtime's RSS with 1,000 open sessions.
 //! - `replicas`: three runtimes sharing one real `redis-server` (`--state-url`): sessions,
-//!   cancellation, limits, isolation, resumption after a SIGKILL, Redis stopped and back.
+//!   cancellation, limits, isolation, resumption after a SIGKILL (over HTTP/JSON and gRPC),
+//!   Redis stopped and back (both health surfaces), and the ignored Redis memory per session
+//!   (`make redis-memory`).
 //! - `soak`: the ignored soak run of `make soak-runtime`.
 
 #[path = "../support/mod.rs"]

@@ -435,6 +435,19 @@ async fn a_stream_resumed_after_its_replica_was_killed_gets_every_stored_event_o
     assert_eq!(again.len(), replay.len());
 }
 
+/// `(kind, reachable)` of the state store as the gRPC `HealthCheck` reports it.
+#[cfg(feature = "grpc-uds")]
+async fn grpc_store_health(path: &std::path::Path) -> (String, bool) {
+    let h = crate::support::grpc::connect(path)
+        .await
+        .health_check(mcp_runtime_proto::v1::HealthCheckRequest {})
+        .await
+        .expect("HealthCheck")
+        .into_inner();
+    let s = h.state_store.expect("state_store (contract 1.2)");
+    (s.kind, s.reachable)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_stopped_answers_503_within_the_bound_and_recovers_when_it_is_back() {
     let mut r = Replicas::start(&[]);
@@ -442,16 +455,27 @@ async fn redis_stopped_answers_503_within_the_bound_and_recovers_when_it_is_back
     let who = alice();
     let sid = r.http[0].initialize(&who, None).await;
     assert_eq!(r.http[1].send(&ping(&who, 1, &sid)).await.status, 200);
+    #[cfg(feature = "grpc-uds")]
+    for rt in &r.rts {
+        assert_eq!(grpc_store_health(&rt.grpc).await, ("redis".into(), true));
+    }
     r.redis.stop();
     // Every replica notices; a cached session is not served on trust while the invalidation
     // channel is down.
-    for h in &r.http {
+    for (i, h) in r.http.iter().enumerate() {
         until(
             Duration::from_secs(10),
             "health reports the store unreachable",
             async || h.health().await.1["state_store"]["reachable"] == json!(false),
         )
         .await;
+        // `HealthCheck` says the same as `/health` (contract 1.2).
+        #[cfg(feature = "grpc-uds")]
+        assert_eq!(
+            grpc_store_health(&r.rts[i].grpc).await,
+            ("redis".into(), false)
+        );
+        let _ = i;
         let refused = h.send(&ping(&who, 2, &sid)).await;
         assert_eq!(refused.status, 503, "{:?}", refused.body);
         assert_eq!(refused.retry_after.as_deref(), Some("1"));
@@ -481,4 +505,350 @@ async fn redis_stopped_answers_503_within_the_bound_and_recovers_when_it_is_back
     }
     let fresh = r.http[2].initialize(&who, None).await;
     assert_eq!(r.http[0].send(&ping(&who, 4, &fresh)).await.status, 200);
+}
+
+/// Resumption through the gRPC adapter: `InvokeStream` with `headers.last_event_id`, as the
+/// gateway's gRPC mode relays a `GET` with `Last-Event-ID`.
+#[cfg(feature = "grpc-uds")]
+mod grpc_resumption {
+    use super::*;
+    use crate::support::grpc;
+    use mcp_runtime_proto::v1 as pb;
+    use pb::invoke_stream_response::Part;
+
+    /// `InvokeStream` of `call` (with `Last-Event-ID: last` when given): the head's status and
+    /// a stream of `(id, data)`, read as they come.
+    async fn open(
+        path: &std::path::Path,
+        call: &Call,
+        last: Option<&str>,
+    ) -> (
+        u32,
+        impl futures::Stream<Item = (String, String)> + Unpin + use<>,
+    ) {
+        let mut client = grpc::connect(path).await;
+        let mut envelope = grpc::envelope(call);
+        if let Some(last) = last {
+            envelope.headers.as_mut().expect("headers").last_event_id = last.to_owned();
+        }
+        let mut s = client
+            .invoke_stream(pb::InvokeStreamRequest {
+                envelope: Some(envelope),
+            })
+            .await
+            .expect("InvokeStream")
+            .into_inner();
+        let head = tokio::time::timeout(Duration::from_secs(10), s.message())
+            .await
+            .expect("the head within 10 s")
+            .expect("stream")
+            .and_then(|m| m.part);
+        let Some(Part::Head(head)) = head else {
+            panic!("the first message is not the head: {head:?}")
+        };
+        let events = Box::pin(futures::stream::unfold(s, |mut s| async move {
+            match s.message().await.expect("stream")?.part? {
+                Part::Event(e) => Some(((e.id, e.data), s)),
+                Part::BodyChunk(b) => {
+                    Some(((String::new(), String::from_utf8_lossy(&b).into_owned()), s))
+                }
+                Part::Head(h) => panic!("a second head: {h:?}"),
+            }
+        }));
+        (head.http_status, events)
+    }
+
+    /// Every `(id, data)` of a whole stream, within 30 s.
+    async fn collect(
+        events: impl futures::Stream<Item = (String, String)> + Unpin,
+    ) -> Vec<(String, String)> {
+        tokio::time::timeout(Duration::from_secs(30), events.collect::<Vec<_>>())
+            .await
+            .expect("the stream ended within 30 s")
+    }
+
+    fn get(who: &Value, sid: &str) -> Call {
+        let mut call = Call::bodyless("GET", who, sid);
+        call.accept = Some("text/event-stream".into());
+        call
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stream_is_resumed_on_another_replica_through_grpc_as_through_http() {
+        let r = Replicas::start(&[]);
+        r.ready().await;
+        let (alice, bob) = (alice(), bob());
+        let mut a = grpc::connect(&r.rts[0].grpc).await;
+        let sid = grpc::initialize(&mut a, &alice, None).await;
+        let bobs = grpc::initialize(&mut a, &bob, None).await;
+        // A streamed call over gRPC on A: every event carries an id.
+        let (status, events) = open(&r.rts[0].grpc, &progress(&alice, &sid, 3, 3, 10), None).await;
+        assert_eq!(status, 200);
+        let seen = collect(events).await;
+        assert!(seen.len() >= 4, "{seen:?}");
+        let seqs: Vec<u64> = seen.iter().map(|(id, _)| seq(id)).collect();
+        assert_eq!(seqs, (1..=seen.len() as u64).collect::<Vec<_>>());
+        // Resumed after the second event over gRPC on B: the rest, once, in order, as sent.
+        let (status, events) = open(&r.rts[1].grpc, &get(&alice, &sid), Some(&seen[1].0)).await;
+        assert_eq!(status, 200);
+        assert_eq!(collect(events).await, seen[2..]);
+        // The same id over HTTP on C: the same events (one history for both adapters).
+        let over_http = all_events(resume(&r.http[2], &alice, &sid, &seen[1].0).await).await;
+        assert_eq!(over_http, seen[2..]);
+        // A stream made over HTTP, resumed over gRPC.
+        let streamed = r.http[2].send(&progress(&alice, &sid, 4, 2, 10)).await;
+        let http_ids: Vec<(String, String)> =
+            sse_stream::SseStream::new(Full::new(streamed.body.clone()))
+                .map(|e| {
+                    let e = e.expect("event");
+                    (e.id.expect("an id"), e.data.unwrap_or_default())
+                })
+                .collect()
+                .await;
+        let (status, events) = open(&r.rts[1].grpc, &get(&alice, &sid), Some(&http_ids[0].0)).await;
+        assert_eq!(status, 200);
+        assert_eq!(collect(events).await, http_ids[1..]);
+        // Alice's ids in Bob's session, and malformed ids: 400 with nobody's events, on every
+        // replica; Alice's session as Bob: 404.
+        for rt in &r.rts {
+            for last in [seen[0].0.as_str(), "nonsense", "0123456789abcdef-1-1"] {
+                let (status, events) = open(&rt.grpc, &get(&bob, &bobs), Some(last)).await;
+                assert_eq!(status, 400, "{last}");
+                let body = collect(events).await;
+                let text: String = body.into_iter().map(|(_, d)| d).collect();
+                assert!(text.contains("Last-Event-ID"), "{text}");
+                assert!(!text.contains("progress"), "{text}");
+            }
+            let (status, _) = open(&rt.grpc, &get(&bob, &sid), Some(&seen[0].0)).await;
+            assert_eq!(status, 404);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_grpc_stream_of_a_killed_replica_is_resumed_over_grpc_with_every_stored_event_then_the_error()
+     {
+        let mut r = Replicas::start(&[]);
+        r.ready().await;
+        let who = alice();
+        let mut a = grpc::connect(&r.rts[0].grpc).await;
+        let sid = grpc::initialize(&mut a, &who, None).await;
+        let (status, mut events) =
+            open(&r.rts[0].grpc, &progress(&who, &sid, 11, 1000, 20), None).await;
+        assert_eq!(status, 200);
+        let mut seen = Vec::new();
+        while seen.len() < 5 {
+            let e = tokio::time::timeout(Duration::from_secs(10), events.next())
+                .await
+                .expect("an event within 10 s")
+                .expect("the stream goes on");
+            seen.push(e);
+        }
+        let pid = r.rts[0].pid().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-KILL", &pid])
+                .status()
+                .expect("kill")
+                .success()
+        );
+        r.rts[0].wait();
+        drop(events);
+        let key = format!("mcp:ev:{sid}:{}", stream_of(&seen[0].0));
+        let stored: usize = redis::cmd("XLEN")
+            .arg(&key)
+            .query(&mut r.redis.client().get_connection().expect("redis"))
+            .expect("XLEN");
+        assert!(stored >= 5, "{stored} events stored");
+        let (status, events) = open(&r.rts[1].grpc, &get(&who, &sid), Some(&seen[2].0)).await;
+        assert_eq!(status, 200);
+        let replay = collect(events).await;
+        let (last, replayed) = replay.split_last().expect("events");
+        let seqs: Vec<u64> = replayed.iter().map(|(id, _)| seq(id)).collect();
+        assert_eq!(seqs, (4..=stored as u64).collect::<Vec<_>>());
+        assert_eq!(&replayed[..2], &seen[3..5]);
+        let error: Value = serde_json::from_str(&last.1).expect("json");
+        assert_eq!(error["id"], 11);
+        assert!(
+            error["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("replica running this call stopped")),
+            "{error}"
+        );
+    }
+}
+
+/// Redis memory per session, and that expired sessions leave nothing behind (`make
+/// redis-memory`; ignored in `make test`: it waits for the idle TTL). One runtime on a fresh
+/// Redis opens `REDIS_MEMORY_SESSIONS` (default 10,000) sessions for 100 subjects; Redis's
+/// `used_memory` before and after gives the bytes per session (the session hash, its member
+/// in the subject's sorted set, the sets themselves); then, with no request, every session
+/// expires after the idle TTL (`REDIS_MEMORY_TTL_S`, default 30) and the keys left are exactly
+/// those there were before (the replica's liveness key).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "waits for the idle TTL; run by `make redis-memory`"]
+async fn redis_memory_per_session_and_nothing_left_after_expiry() {
+    let env_or = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(default)
+    };
+    let sessions = env_or("REDIS_MEMORY_SESSIONS", 10_000);
+    let ttl_s = env_or("REDIS_MEMORY_TTL_S", 30);
+    let subjects = 100u64;
+    let fx = Fixture::start();
+    let redis = Redis::start();
+    let url = redis.url();
+    let ttl = ttl_s.to_string();
+    let cap = sessions.div_ceil(subjects).to_string();
+    let rt = RuntimeProc::start(
+        &simple_catalog(&fx.url),
+        &[
+            "--state-url",
+            &url,
+            "--session-idle-ttl-s",
+            &ttl,
+            "--max-sessions-per-subject",
+            &cap,
+        ],
+    );
+    let http = Http::new(&rt.http);
+    until(Duration::from_secs(10), "the store reachable", async || {
+        http.health().await.1["state_store"]["reachable"] == json!(true)
+    })
+    .await;
+    let mut con = redis.client().get_connection().expect("redis");
+    let used = |con: &mut redis::Connection| -> u64 {
+        let info: String = redis::cmd("INFO").arg("memory").query(con).expect("INFO");
+        info.lines()
+            .find_map(|l| l.strip_prefix("used_memory:"))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("used_memory")
+    };
+    let keys = |con: &mut redis::Connection| -> Vec<String> {
+        let mut k: Vec<String> = redis::cmd("KEYS").arg("*").query(con).expect("KEYS");
+        k.sort();
+        k
+    };
+    let keys_before = keys(&mut con);
+    let before = used(&mut con);
+    let start = Instant::now();
+    let made: Vec<String> = futures::stream::iter(0..sessions)
+        .map(|i| {
+            let http = &http;
+            async move {
+                let who = auth(
+                    &format!("user{}@example.com", i % subjects),
+                    false,
+                    Some(&[]),
+                );
+                http.initialize(&who, None).await
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let took = start.elapsed();
+    assert!(
+        took < Duration::from_secs(ttl_s) / 2,
+        "opening {sessions} sessions took {took:?}, more than half the idle TTL: raise REDIS_MEMORY_TTL_S"
+    );
+    assert_eq!(made.len() as u64, sessions);
+    let after = used(&mut con);
+    let session_keys = keys(&mut con)
+        .iter()
+        .filter(|k| k.starts_with("mcp:s:"))
+        .count();
+    assert_eq!(session_keys as u64, sessions);
+    let one: u64 = redis::cmd("MEMORY")
+        .arg("USAGE")
+        .arg(format!("mcp:s:{}", made[0]))
+        .query(&mut con)
+        .expect("MEMORY USAGE");
+    let set: u64 = redis::cmd("MEMORY")
+        .arg("USAGE")
+        .arg("mcp:subj:user0@example.com")
+        .query(&mut con)
+        .expect("MEMORY USAGE");
+    eprintln!(
+        "redis used_memory: {before} bytes before, {after} bytes with {sessions} sessions of {subjects} subjects \
+         ({} bytes per session; MEMORY USAGE of one session hash {one} bytes, of one subject's sorted set of {} members {set} bytes); \
+         opened in {took:.1?}",
+        after.saturating_sub(before) / sessions,
+        sessions / subjects,
+    );
+    // No request from now on: every session expires after the idle TTL.
+    let deadline = Instant::now() + Duration::from_secs(ttl_s + 30);
+    loop {
+        let now = keys(&mut con);
+        if now == keys_before {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} keys left {}s after the idle TTL, e.g. {:?}",
+            now.len(),
+            30,
+            now.iter().take(5).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let expired = used(&mut con);
+    eprintln!(
+        "after expiry: {} keys, as before ({keys_before:?}); used_memory {expired} bytes ({} bytes above before)",
+        keys_before.len(),
+        expired as i64 - before as i64
+    );
+    // An expired session answers 404 on the replica that made it.
+    let who = auth("user0@example.com", false, Some(&[]));
+    assert_eq!(http.send(&ping(&who, 1, &made[0])).await.status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_a_stream_does_not_cancel_the_call_and_resumes_it_elsewhere_to_the_answer()
+ {
+    let r = Replicas::start(&[]);
+    r.ready().await;
+    let who = alice();
+    let sid = r.http[0].initialize(&who, None).await;
+    // 20 progress notifications 50 ms apart on A; the client reads three, then leaves.
+    let resp = r.http[0].open(&progress(&who, &sid, 12, 20, 50)).await;
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let mut events = sse_stream::SseStream::new(resp.into_body());
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let e = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .expect("an event within 10 s")
+            .expect("the stream goes on")
+            .expect("an SSE event");
+        seen.push((e.id.expect("an id"), e.data.unwrap_or_default()));
+    }
+    drop(events);
+    // The call runs on upstream (MCP: a disconnection SHOULD NOT cancel it).
+    r.http[1]
+        .until_inflight(&who, &sid, 1, Duration::from_secs(10))
+        .await;
+    // Resumed on B after the third event: the rest, once, in order, ending with the result.
+    let replay = all_events(resume(&r.http[1], &who, &sid, &seen[2].0).await).await;
+    let seqs: Vec<u64> = replay.iter().map(|(id, _)| seq(id)).collect();
+    assert_eq!(seqs, (4..4 + replay.len() as u64).collect::<Vec<_>>());
+    let (last, notes) = replay.split_last().expect("events");
+    // Steps 1 to 3 were seen on A; 4 to 20 come with the resumption (then the fixture's log
+    // message and the answer).
+    let steps: Vec<u64> = notes
+        .iter()
+        .filter_map(|(_, d)| {
+            let v: Value = serde_json::from_str(d).ok()?;
+            (v["method"] == "notifications/progress").then(|| v["params"]["progress"].as_f64())?
+        })
+        .map(|p| p as u64)
+        .collect();
+    assert_eq!(steps, (4..=20).collect::<Vec<_>>(), "{notes:?}");
+    let answer: Value = serde_json::from_str(&last.1).expect("json");
+    assert_eq!(answer["id"], 12);
+    assert!(answer.get("result").is_some(), "{answer}");
+    r.http[2]
+        .until_inflight(&who, &sid, 0, Duration::from_secs(10))
+        .await;
 }

@@ -216,6 +216,23 @@ fn startup_errors_are_one_line_that_names_each_cause_once() {
         "{err}"
     );
     assert_eq!(err.matches("error sending request").count(), 1, "{err}");
+    // A bad URL and an unknown key: the catalog's own words, on one line, before any connection.
+    for (text, want) in [
+        (
+            "[[upstreams]]\nid = \"u\"\nurl = \"not a url\"\n",
+            "mcp-runtime: invalid catalog: upstream `u` has a `url` that is not a URL \
+             (relative URL without a base)\n",
+        ),
+        (
+            "[[upstreams]]\nid = \"u\"\nurl = \"http://127.0.0.1:9/mcp\"\nbogus = 1\n",
+            "mcp-runtime: invalid catalog: line 4, column 1: unknown field `bogus`, expected one \
+             of `id`, `transport`, `url`, `headers`, `bearer`, `command`, `args`, `env`, `cwd`, \
+             `prefix`, `visibility`, `team`, `required`\n",
+        ),
+    ] {
+        std::fs::write(&cat, text).unwrap();
+        assert_eq!(start_fails(&cat, &dir.path().join("h.sock")), want);
+    }
 }
 
 #[tokio::test]

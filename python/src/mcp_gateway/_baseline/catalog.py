@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
+import urllib.parse
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -264,6 +265,8 @@ def parse_catalog(text: str) -> CatalogConfig:
                 raise CatalogError(f"invalid catalog: {where}: `cwd` must be a string")
         elif not isinstance(url, str) or not url:
             raise CatalogError(f"invalid catalog: {where} needs a string `url`")
+        else:
+            _check_url(url, where)
         bearer = raw.get("bearer")
         upstreams.append(
             UpstreamConfig(
@@ -479,3 +482,25 @@ class Catalog:
             ):
                 best = (len(prefix), e)
         return None if best is None else best[1]
+
+
+def _check_url(url: str, where: str) -> None:
+    """Refuse an upstream ``url`` that is not an absolute ``http://`` or ``https://`` URL.
+
+    The value is not repeated in the message: it may come from the environment and carry
+    credentials. The runtime checks the same and also refuses ``https://`` (no TLS client).
+
+    Raises:
+        CatalogError: naming the upstream and what is wrong.
+    """
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
+    except ValueError as e:
+        raise CatalogError(f"invalid catalog: {where} has a `url` that is not a URL ({e})") from None
+    if parts.scheme not in ("http", "https"):
+        what = f"scheme `{parts.scheme}`" if parts.scheme else "no scheme"
+        raise CatalogError(f"invalid catalog: {where} has a `url` with {what}: expected http:// or https://")
+    if not host:
+        raise CatalogError(f"invalid catalog: {where} has a `url` with no host")

@@ -73,6 +73,7 @@ _KNOWN_METHODS = frozenset(
         "resources/list",
         "resources/templates/list",
         "resources/read",
+        "completion/complete",
     }
 )
 _PARAMS_UNREAD = frozenset(
@@ -332,6 +333,11 @@ class PythonBaseline:
         if self._stack is not None:
             stack, self._stack = self._stack, None
             await stack.aclose()
+
+    @property
+    def open_sessions(self) -> int:
+        """Sessions held now (``mcp_sessions_open``)."""
+        return len(self._sessions)
 
     async def health(self) -> RuntimeHealth:
         """Always reachable: the runtime is this process."""

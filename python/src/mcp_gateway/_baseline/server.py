@@ -83,8 +83,9 @@ def build_server(catalog: Catalog, upstreams: Mapping[str, Upstream], max_messag
 
     Returns:
         A low-level server with handlers for the lists, ``tools/call``, ``prompts/get``,
-        ``resources/read`` and ``logging/setLevel``. An unknown or invisible name is answered
-        ``-32602`` (tools, prompts) or ``-32002`` (resources), the name cut to 128 bytes.
+        ``resources/read``, ``completion/complete`` and ``logging/setLevel``. An unknown or
+        invisible name is answered ``-32602`` (tools, prompts) or ``-32002`` (resources), the
+        name cut to 128 bytes.
     """
     limit = max_message_bytes
 
@@ -207,6 +208,30 @@ def build_server(catalog: Catalog, upstreams: Mapping[str, Upstream], max_messag
             lambda _forward: upstream.call(lambda client: client.session.read_resource(str(params.uri))),
         )
 
+    async def complete(ctx: Any, params: types.CompleteRequestParams) -> Any:
+        """Route ``completion/complete`` as the runtime does (``dispatch.rs``).
+
+        To the upstream owning the referenced prompt (renamed to the upstream's name) or
+        resource template; one the caller may not see is answered like an unknown one.
+        """
+        ref: types.PromptReference | types.ResourceTemplateReference = params.ref
+        if isinstance(ref, types.PromptReference):
+            upstream = route(ctx, "prompt", ref.name)
+            auth, scope = caller(ctx)
+            entry = catalog.lookup("prompt", ref.name, auth, scope)
+            assert entry is not None
+            ref = types.PromptReference(type="ref/prompt", name=entry.upstream_name)
+        else:
+            upstream = route(ctx, "resource", str(ref.uri))
+        argument = {"name": params.argument.name, "value": params.argument.value}
+        context = params.context.arguments if params.context is not None else None
+        return await forwarding(
+            ctx,
+            lambda _forward: upstream.call(
+                lambda client: client.session.complete(ref, argument, context_arguments=context)
+            ),
+        )
+
     async def set_level(ctx: Any, params: Any) -> types.EmptyResult:
         return types.EmptyResult()
 
@@ -223,4 +248,5 @@ def build_server(catalog: Catalog, upstreams: Mapping[str, Upstream], max_messag
             on_list_resource_templates=list_templates,
             on_read_resource=read_resource,
             on_set_logging_level=set_level,
+            on_completion=complete,
         )

@@ -27,6 +27,7 @@ from mcp_gateway._grpc_backend import auth_to_proto
 from mcp_gateway._proto.mcp.core.v1 import core_pb2 as pb
 from mcp_gateway._proto.mcp.core.v1 import core_pb2_grpc as pb_grpc
 from mcp_gateway._proto.mcp.runtime.v1 import runtime_pb2 as rpb
+from mcp_gateway.core.observe import CoreObserver, GrpcObserver
 from mcp_gateway.core.plugins import HookPoint
 from mcp_gateway.core.policy import WatchEvent
 from mcp_gateway.core.service import BadRequest, CallRecord, Core
@@ -191,8 +192,9 @@ class GrpcServer:
         core: The Core SPI.
     """
 
-    def __init__(self, core: Core) -> None:
+    def __init__(self, core: Core, observer: CoreObserver | None = None) -> None:
         self._core = core
+        self._observer = observer
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
 
@@ -203,10 +205,11 @@ class GrpcServer:
             ConfigError: grpc could not bind the socket.
         """
         server = grpc.aio.server(
+            interceptors=[GrpcObserver(self._observer)] if self._observer is not None else None,
             options=[
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ]
+            ],
         )
         pb_grpc.add_AuthPolicyServiceServicer_to_server(_AuthPolicy(self._core), server)
         pb_grpc.add_PluginServiceServicer_to_server(_Plugins(self._core), server)
@@ -218,6 +221,11 @@ class GrpcServer:
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         await server.start()
         self._server = server
+
+    async def not_serving(self) -> None:
+        """Report ``NOT_SERVING`` for every service while still serving calls (the drain)."""
+        for name in ("", *SERVICES):
+            await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
 
     async def stop(self, grace_s: float = 1.0) -> None:
         """Report ``NOT_SERVING``, then stop; calls still running after ``grace_s`` are cancelled."""

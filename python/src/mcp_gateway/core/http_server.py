@@ -27,6 +27,7 @@ from urllib.parse import parse_qsl
 
 import httptools
 
+from mcp_gateway.core.observe import HTTP_OPERATIONS, CoreObserver, field_in_body
 from mcp_gateway.core.service import KEEPALIVE_S, Core, Reply, Stream
 
 __all__ = ["MAX_BODY_BYTES", "HttpServer"]
@@ -50,8 +51,16 @@ def _head(status: int, content_type: str, length: int | None, close: bool) -> by
 class _Connection(asyncio.Protocol):
     """One client connection: parse requests, answer each in order."""
 
-    def __init__(self, core: Core, streams: set[asyncio.Task[None]], keepalive_s: float) -> None:
+    def __init__(
+        self,
+        core: Core,
+        streams: set[asyncio.Task[None]],
+        keepalive_s: float,
+        observer: CoreObserver | None = None,
+    ) -> None:
         self._core = core
+        self._observer = observer
+        self._traceparent = ""
         self._streams = streams
         self._keepalive_s = keepalive_s
         self._task: asyncio.Task[None] | None = None
@@ -98,6 +107,7 @@ class _Connection(asyncio.Protocol):
         self._url = b""
         self._body = []
         self._size = 0
+        self._traceparent = ""
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -116,11 +126,18 @@ class _Connection(asyncio.Protocol):
         path = parsed.path.decode("latin-1")
         query = dict(parse_qsl(parsed.query.decode("latin-1"))) if parsed.query else {}
         method = self._parser.get_method().decode("latin-1")
-        try:
-            answer = self._core.route(method, path, query, b"".join(self._body))
-        except Exception:  # a bug, not bad input (that is a 400 from route): log it, answer 500
-            logger.exception("%s %s failed", method, path[:128])
-            answer = Reply(500, b'{"error":"internal error"}')
+        body = b"".join(self._body)
+        operation = HTTP_OPERATIONS.get(path) if self._observer is not None else None
+        if operation is None or self._observer is None:
+            answer = self._answer(method, path, query, body)
+        else:
+            resolve = operation == "ResolveCaller"
+            traceparent = self._traceparent or (field_in_body(body, "traceparent") if resolve else "")
+            request_id = field_in_body(body, "requestId") if resolve else ""
+            with self._observer.call("http", operation, traceparent, request_id) as call:
+                answer = self._answer(method, path, query, body)
+                if isinstance(answer, Reply) and answer.status >= 500:
+                    call.ok, call.status = False, str(answer.status)
         keep_alive = self._parser.should_keep_alive()
         if isinstance(answer, Reply):
             self._transport.write(
@@ -136,6 +153,13 @@ class _Connection(asyncio.Protocol):
         task.add_done_callback(self._streams.discard)
 
     # helpers
+
+    def _answer(self, method: str, path: str, query: dict[str, str], body: bytes) -> Reply | Stream:
+        try:
+            return self._core.route(method, path, query, body)
+        except Exception:  # a bug, not bad input (that is a 400 from route): log it, answer 500
+            logger.exception("%s %s failed", method, path[:128])
+            return Reply(500, b'{"error":"internal error"}')
 
     def _fail(self, status: int, message: str) -> None:
         if self._transport is not None and not self._transport.is_closing():
@@ -171,6 +195,18 @@ class _Connection(asyncio.Protocol):
                 transport.close()
 
 
+class _ObservedConnection(_Connection):
+    """A connection that also reads the ``traceparent`` header.
+
+    Only when observed: httptools calls ``on_header`` for every header of every request once the
+    method exists.
+    """
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if name.lower() == b"traceparent":
+            self._traceparent = value.decode("ascii", "replace")
+
+
 class HttpServer:
     """The HTTP/JSON transport of one core: start on a listening socket, stop with its streams.
 
@@ -179,8 +215,11 @@ class HttpServer:
         keepalive_s: Seconds without an event after which a watch stream gets an empty line.
     """
 
-    def __init__(self, core: Core, keepalive_s: float = KEEPALIVE_S) -> None:
+    def __init__(
+        self, core: Core, keepalive_s: float = KEEPALIVE_S, observer: CoreObserver | None = None
+    ) -> None:
         self._core = core
+        self._observer = observer
         self._keepalive_s = keepalive_s
         self._streams: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
@@ -188,8 +227,9 @@ class HttpServer:
     async def start(self, sock: socket.socket) -> None:
         """Serve on ``sock``, a bound, listening Unix socket (its file is the caller's)."""
         loop = asyncio.get_running_loop()
+        connection = _Connection if self._observer is None else _ObservedConnection
         self._server = await loop.create_unix_server(
-            lambda: _Connection(self._core, self._streams, self._keepalive_s), sock=sock
+            lambda: connection(self._core, self._streams, self._keepalive_s, self._observer), sock=sock
         )
 
     async def stop(self) -> None:

@@ -199,6 +199,10 @@ class Policy:
         self._revoked_subjects: dict[str, int] = {}
         self._watchers: dict[int, tuple[str, asyncio.Queue[WatchEvent | None]]] = {}
         self._next_watcher = 0
+        self.resolve_calls = 0
+        """ResolveCaller calls answered (both transports), since start."""
+        self.resolve_denials = 0
+        """Of those, the ones answered with a denial."""
 
     @property
     def generation(self) -> int:
@@ -231,6 +235,7 @@ class Policy:
             The allowed caller or a 401 denial, with the generation it was made in; with
             authentication off always the anonymous caller.
         """
+        self.resolve_calls += 1
         if self._auth_disabled:
             caller = anonymous_context(traceparent=traceparent, trace_id=request_id)
             return Resolved(
@@ -252,6 +257,7 @@ class Policy:
             if authorization:
                 challenge += f', error="invalid_token", error_description="{_description(reason)}"'
             denial = Denial(http_status=401, www_authenticate=challenge, reason=f"Unauthorized: {reason}")
+            self.resolve_denials += 1
             return Resolved(caller=None, denial=denial, cache_max_age_ms=0, generation=self._generation)
         return Resolved(
             caller=caller, denial=None, cache_max_age_ms=self._cache_max_age_ms, generation=self._generation

@@ -247,6 +247,12 @@ class Core:
         self.policy = policy
         self.plugins = plugins
         self.records = Records()
+        self.serving = False
+        """Readiness: set once the sockets serve (``/ready``)."""
+        self.draining = False
+        """Set when shutdown begins: ``/ready`` is 503 ``draining`` from then on."""
+        self.on_revoke: Callable[[str], None] | None = None
+        """Told the kind (``token``, ``subject``, ``all``) of each revocation made (metrics)."""
 
     def invoke_hook(
         self, point: HookPoint, name: str, caller: AuthContext, payload: bytes | dict[str, Any]
@@ -271,6 +277,17 @@ class Core:
             raise BadRequest("payload must be a JSON object")
         return self.plugins.invoke(point, name, caller, payload)
 
+    def health(self) -> dict[str, Any]:
+        """The ``GET /health`` answer: ``{"status": "serving", "authentication": "enabled"}``.
+
+        ``authentication`` is ``"disabled"`` when the core runs with ``MCP_GATEWAY_AUTH_DISABLED=1``
+        (every caller resolves to the anonymous one), so a probe or an operator sees it.
+        """
+        return {
+            "status": "serving",
+            "authentication": "disabled" if self.policy.auth_disabled else "enabled",
+        }
+
     def record_calls(self, records: list[CallRecord], dropped: int) -> None:
         """Account one batch of finished calls (``ObservabilityService.RecordCalls``)."""
         self.records.add(records, dropped)
@@ -278,12 +295,18 @@ class Core:
             logger.warning("the runtime dropped %d call records", dropped)
 
     def stats(self) -> dict[str, Any]:
-        """The ``GET /admin/stats`` answer: generation, watchers, hooks and record totals."""
+        """The ``GET /admin/stats`` answer: generation, watchers, hooks, ResolveCaller and record totals.
+
+        ``resolve`` counts the ResolveCaller calls that reached the core (``calls``) and those
+        answered with a denial (``denied``), on both transports since the core started.
+        """
         hooks = [{"point": h.point.value, "name": h.name, "plugin": h.plugin} for h in self.plugins.hooks]
         return {
             "generation": self.policy.generation,
             "watchers": self.policy.watchers,
             "hooks": hooks,
+            "authDisabled": self.policy.auth_disabled,
+            "resolve": {"calls": self.policy.resolve_calls, "denied": self.policy.resolve_denials},
             "records": {
                 "batches": self.records.batches,
                 "records": self.records.records,
@@ -378,13 +401,24 @@ class Core:
             yield _dumps(event_to_json(event)) + b"\n"
 
     def _health(self, _query: Mapping[str, str], _body: bytes) -> Reply:
-        return Reply(200, b'{"status":"serving"}')
+        return Reply(200, _dumps(self.health()))
+
+    def _ready(self, _query: Mapping[str, str], _body: bytes) -> Reply:
+        if self.draining:
+            return Reply(503, b'{"status":"not_ready","reason":"draining"}')
+        if not self.serving:
+            return Reply(503, b'{"status":"not_ready","reason":"starting"}')
+        return Reply(200, b'{"status":"ready"}')
 
     def _revoke(self, _query: Mapping[str, str], body: bytes) -> Reply:
         try:
-            generation = self.policy.revoke(revocation_from_json(_object(body)))
+            revocation = revocation_from_json(_object(body))
+            generation = self.policy.revoke(revocation)
         except ValueError as e:
             raise BadRequest(str(e)) from e
+        if self.on_revoke is not None:
+            kind = "token" if revocation.token_sha256 else "subject" if revocation.subject_email else "all"
+            self.on_revoke(kind)
         return Reply(200, _dumps({"generation": generation}))
 
     def _stats(self, _query: Mapping[str, str], _body: bytes) -> Reply:
@@ -399,6 +433,7 @@ _ROUTES: dict[str, tuple[str, _Handler]] = {
     "/v1/record-calls": ("POST", Core._record),
     "/v1/watch-policy": ("GET", Core._watch),
     "/health": ("GET", Core._health),
+    "/ready": ("GET", Core._ready),
     "/admin/revoke": ("POST", Core._revoke),
     "/admin/stats": ("GET", Core._stats),
 }

@@ -1,0 +1,570 @@
+"""Operations (issue 18, docs/operations.md): metrics, traces, request logs, readiness and drain.
+
+Real processes throughout: the gateway (``python -m mcp_gateway serve``) before the session's
+runtime, and the core (``python -m mcp_gateway core``), each scraped on its metrics listener,
+probed on ``/ready`` and ``/health``, and stopped with SIGTERM. The trace test runs a real OTLP/HTTP
+receiver (protobuf ``ExportTraceServiceRequest`` decoded with ``opentelemetry-proto``) and
+checks the spans the gateway and the core export.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import grpc.aio
+import httpx
+import pytest
+from aiohttp import web
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import INITIALIZE, SECRET, Gateway, Runtimes, _socket_dir, gateway_env
+from mcp_gateway._metrics import mcp_method_of, rpc_code_of
+from mcp_gateway._proto.mcp.core.v1 import core_pb2 as pb
+from mcp_gateway._proto.mcp.core.v1 import core_pb2_grpc as pb_grpc
+from mcp_gateway.testing import (
+    free_port,
+    start_core,
+    start_edge_runtime,
+    start_gateway,
+    stop,
+)
+
+CHANNEL_OPTIONS = [("grpc.default_authority", "localhost"), ("grpc.enable_http_proxy", 0)]
+CALL = {
+    "jsonrpc": "2.0",
+    "id": 3,
+    "method": "tools/call",
+    "params": {"name": "echo", "arguments": {"text": "hi"}},
+}
+
+
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of ``GET /metrics`` on ``port``: (name, sorted labels) -> value."""
+    r = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5.0)
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/plain")
+    samples = {}
+    for family in text_string_to_metric_families(r.text):
+        for s in family.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return samples
+
+
+def value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def request_lines(log: Path) -> list[dict[str, Any]]:
+    """The log's lines, each parsed as JSON (every line must be), that are request lines."""
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    return [line for line in lines if line.get("msg") == "request"]
+
+
+@contextlib.contextmanager
+def gateway(
+    mode: str, workdir: Path, catalog: Path, runtimes: Runtimes, **extra: str
+) -> Iterator[tuple[Gateway, subprocess.Popen[bytes], Path]]:
+    env = gateway_env(mode, catalog, runtimes.get() if mode != "python" else None)
+    env.update(extra)
+    port = free_port()
+    log = workdir / f"gateway-ops-{mode}-{port}.log"
+    process = start_gateway(env, port, log=log)
+    try:
+        yield Gateway(mode, f"http://127.0.0.1:{port}", SECRET, [process]), process, log
+    finally:
+        stop(process)
+
+
+# -- labels (pure functions) -------------------------------------------------------------------
+
+
+def test_mcp_method_label() -> None:
+    assert mcp_method_of("POST", json.dumps(CALL).encode()) == "tools/call"
+    assert mcp_method_of("POST", b'{"jsonrpc":"2.0","id":1,"method":"x/unknown"}') == "other"
+    assert mcp_method_of("POST", b'{"jsonrpc":"2.0","id":1,"result":{}}') == "response"
+    assert mcp_method_of("POST", b"{not json") == "unknown"
+    assert mcp_method_of("GET", b"") == "GET"
+    assert mcp_method_of("DELETE", b"") == "DELETE"
+
+
+def test_rpc_code_label() -> None:
+    assert rpc_code_of("application/json", b'{"jsonrpc":"2.0","id":1,"result":{"x":"error"}}') == "ok"
+    body = b'{"jsonrpc":"2.0","id":1,"error":{"code":-32601,"message":"no"}}'
+    assert rpc_code_of("application/json", body) == "method_not_found"
+    assert rpc_code_of("application/json", b'{"jsonrpc":"2.0","id":null,"error":{"code":-32001}}') == (
+        "server_error"
+    )
+    assert rpc_code_of("application/json", b'{"jsonrpc":"2.0","id":1,"error":{"code":7}}') == "other"
+    assert rpc_code_of("text/event-stream", b"") == "stream"
+    assert rpc_code_of(None, b"") == "none"
+
+
+# -- gateway metrics and request logs ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["python", "http", "grpc"])
+async def test_gateway_metrics_and_request_logs(
+    mode: str, workdir: Path, catalog: Path, runtimes: Runtimes, http: httpx.AsyncClient
+) -> None:
+    metrics_port = free_port()
+    with gateway(
+        mode,
+        workdir,
+        catalog,
+        runtimes,
+        MCP_GATEWAY_METRICS_LISTEN=f"127.0.0.1:{metrics_port}",
+        MCP_GATEWAY_LOG_FORMAT="json",
+    ) as (gw, _process, log):
+        token = gw.token()
+        before = scrape(metrics_port)
+        session = await gw.initialize(http, token)
+        r = await http.post(gw.url, json=CALL, headers=gw.headers(token, session))
+        assert r.status_code == 200
+        unknown = {"jsonrpc": "2.0", "id": 4, "method": "no/such", "params": {}}
+        r = await http.post(gw.url, json=unknown, headers=gw.headers(token, session))
+        r = await http.post(gw.url, json=CALL, headers=gw.headers(None))
+        assert r.status_code == 401
+        after = scrape(metrics_port)
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    ok = {"mode": mode, "http_status": "200", "rpc_code": "ok"}
+    assert delta("mcp_requests_total", mcp_method="initialize", **ok) == 1
+    assert (
+        delta(
+            "mcp_requests_total",
+            mode=mode,
+            mcp_method="notifications/initialized",
+            http_status="202",
+            rpc_code="none",
+        )
+        == 1
+    )
+    calls = sum(
+        delta("mcp_requests_total", mode=mode, mcp_method="tools/call", http_status="200", rpc_code=code)
+        for code in ("ok", "stream")
+    )
+    assert calls == 1
+    assert (
+        delta(
+            "mcp_requests_total",
+            mode=mode,
+            mcp_method="other",
+            http_status="200",
+            rpc_code="method_not_found",
+        )
+        == 1
+    )
+    # Refused before the body was read: the method is unknown; -32001 is a server error.
+    assert (
+        delta(
+            "mcp_requests_total", mode=mode, mcp_method="unknown", http_status="401", rpc_code="server_error"
+        )
+        == 1
+    )
+    assert delta("mcp_request_duration_seconds_count", mode=mode, mcp_method="tools/call") == 1
+    assert value(after, "mcp_requests_in_flight", mode=mode) == 0
+    assert delta("mcp_connections_admitted_total") >= 1
+    assert any(name == "mcp_build_info" for name, _ in after)
+    assert value(after, "mcp_boundary_errors_total", mode=mode, grpc_status="UNAVAILABLE") == 0
+
+    lines = request_lines(log)
+    call_lines = [line for line in lines if line["mcp_method"] == "tools/call"]
+    assert len(call_lines) == 1
+    good = call_lines[0]
+    assert good["session_id"] == session
+    assert len(good["request_id"]) == 32
+    assert good["outcome"] == "ok"
+    assert good["mode"] == mode
+    assert isinstance(good["duration_ms"], float | int)
+    unauthorized = [line for line in lines if line["http_status"] == 401]
+    assert unauthorized
+    assert unauthorized[0]["outcome"] == "error"
+    text = log.read_text()
+    assert token not in text
+    assert "authorization" not in text.lower()
+    assert "x-contextforge-auth-context" not in text
+
+
+async def test_gateway_boundary_errors_and_readiness_without_runtime(
+    workdir: Path, catalog: Path, http: httpx.AsyncClient
+) -> None:
+    """No runtime behind the socket: alive (``/health`` 200) but not ready, and failures counted."""
+    metrics_port = free_port()
+    env = gateway_env("python", catalog, None)
+    env.update(
+        MCP_RUST_GRPC_UDS=str(_socket_dir() / "nobody.sock"),
+        MCP_GATEWAY_METRICS_LISTEN=f"127.0.0.1:{metrics_port}",
+    )
+    port = free_port()
+    process = start_gateway(env, port, log=workdir / f"gateway-ops-noruntime-{port}.log")
+    try:
+        gw = Gateway("grpc", f"http://127.0.0.1:{port}", SECRET, [process])
+        health = await http.get(f"{gw.base}/health")
+        assert health.status_code == 200
+        assert health.json()["status"] == "degraded"
+        ready = await http.get(f"{gw.base}/ready")
+        assert ready.status_code == 503
+        assert ready.json() == {"status": "not_ready", "reason": "runtime_unavailable"}
+        assert (await http.get(f"http://127.0.0.1:{metrics_port}/ready")).json()[
+            "reason"
+        ] == "runtime_unavailable"
+        r = await http.post(gw.url, json=INITIALIZE, headers=gw.headers(gw.token()))
+        assert r.status_code == 502
+        samples = scrape(metrics_port)
+        assert value(samples, "mcp_boundary_errors_total", mode="grpc", grpc_status="UNAVAILABLE") == 1
+        assert (
+            value(
+                samples,
+                "mcp_requests_total",
+                mode="grpc",
+                mcp_method="initialize",
+                http_status="502",
+                rpc_code="server_error",
+            )
+            == 1
+        )
+    finally:
+        stop(process)
+
+
+async def test_gateway_ready_flips_during_drain(
+    workdir: Path, catalog: Path, runtimes: Runtimes, http: httpx.AsyncClient
+) -> None:
+    """SIGTERM: ``/ready`` says draining at once while requests are still served, then it exits 0."""
+    metrics_port = free_port()
+    with gateway(
+        "grpc",
+        workdir,
+        catalog,
+        runtimes,
+        MCP_GATEWAY_DRAIN_S="30",
+        MCP_GATEWAY_METRICS_LISTEN=f"127.0.0.1:{metrics_port}",
+    ) as (gw, process, _log):
+        token = gw.token()
+        session = await gw.initialize(http, token)
+        assert (await http.get(f"{gw.base}/ready")).json() == {"status": "ready"}
+        process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while (r := await http.get(f"{gw.base}/ready")).status_code == 200:
+            assert time.monotonic() < deadline, "still ready after SIGTERM"
+            await asyncio.sleep(0.05)
+        assert r.status_code == 503
+        assert r.json() == {"status": "not_ready", "reason": "draining"}
+        assert (await http.get(f"http://127.0.0.1:{metrics_port}/ready")).status_code == 503
+        # Still serving while draining: alive, and MCP requests answered.
+        assert (await http.get(f"{gw.base}/health")).status_code == 200
+        r = await http.post(gw.url, json=CALL, headers=gw.headers(token, session))
+        assert r.status_code == 200
+        # A second signal ends the drain at once (uvicorn re-raises the signal once shut down).
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(15) in (0, -signal.SIGTERM)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value_of", "message"),
+    [
+        ("MCP_GATEWAY_METRICS_LISTEN", "in-use", "cannot listen there"),
+        ("MCP_GATEWAY_METRICS_LISTEN", "nonsense", "is not host:port"),
+        ("MCP_GATEWAY_LOG_FORMAT", "xml", "is not one of text, json"),
+        ("MCP_GATEWAY_DRAIN_S", "-1", "between 0 and 3600"),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc", "only http/protobuf"),
+    ],
+)
+def test_gateway_misconfiguration_is_one_line(
+    variable: str, value_of: str, message: str, catalog: Path
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        env = {**os.environ, **gateway_env("python", catalog, None), "MCP_GATEWAY_PORT": str(free_port())}
+        if value_of == "in-use":
+            value_of = f"127.0.0.1:{taken.getsockname()[1]}"
+        env[variable] = value_of
+        if variable.startswith("OTEL_"):
+            env["OTEL_EXPORTER_OTLP_ENDPOINT"] = "http://127.0.0.1:9"
+        done = subprocess.run(
+            [sys.executable, "-m", "mcp_gateway", "serve"],
+            env=env,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.decode().strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("mcp-gateway: ")
+    assert message in lines[0]
+    if value_of.startswith("127.0.0.1:"):
+        assert f"{variable}={value_of}" in lines[0]
+        assert "in use" in lines[0]
+
+
+# -- the core ----------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def core(workdir: Path, **extra: str) -> Iterator[tuple[subprocess.Popen[bytes], str, str, Path]]:
+    sockets = _socket_dir() / secrets.token_hex(3)
+    sockets.mkdir()
+    http_uds, grpc_uds = str(sockets / "core-http.sock"), str(sockets / "core-grpc.sock")
+    log = workdir / f"core-ops-{secrets.token_hex(3)}.log"
+    process = start_core(
+        http_uds=http_uds, grpc_uds=grpc_uds, env={"JWT_SECRET_KEY": SECRET, **extra}, log=log
+    )
+    try:
+        yield process, http_uds, grpc_uds, log
+    finally:
+        stop(process)
+
+
+def uds(path: str) -> httpx.Client:
+    return httpx.Client(transport=httpx.HTTPTransport(uds=path), base_url="http://core", timeout=5.0)
+
+
+async def test_core_metrics_logs_readiness_and_drain(workdir: Path, http: httpx.AsyncClient) -> None:
+    metrics_port = free_port()
+    token = Gateway("grpc", "").token()
+    with core(
+        workdir,
+        MCP_CORE_METRICS_LISTEN=f"127.0.0.1:{metrics_port}",
+        MCP_CORE_DRAIN_S="30",
+        MCP_CORE_LOG_FORMAT="json",
+    ) as (process, http_uds, grpc_uds, log):
+        with uds(http_uds) as client:
+            assert client.get("/ready").json() == {"status": "ready"}
+            r = client.post(
+                "/v1/resolve-caller", json={"authorization": f"Bearer {token}", "requestId": "r-1"}
+            )
+            assert r.status_code == 200
+            assert "caller" in r.json()
+            r = client.post("/admin/revoke", json={"subjectEmail": "bob@example.com"})
+            assert r.status_code == 200
+        async with grpc.aio.insecure_channel(f"unix:{grpc_uds}", options=CHANNEL_OPTIONS) as channel:
+            stub = pb_grpc.AuthPolicyServiceStub(channel)
+            answer = await stub.ResolveCaller(
+                pb.ResolveCallerRequest(authorization=f"Bearer {token}", request_id="r-2"), timeout=5
+            )
+            assert answer.WhichOneof("outcome") == "caller"
+            samples = scrape(metrics_port)
+            for mode in ("http", "grpc"):
+                assert (
+                    value(
+                        samples, "mcp_core_requests_total", mode=mode, operation="ResolveCaller", outcome="ok"
+                    )
+                    == 1
+                )
+                assert (
+                    value(
+                        samples,
+                        "mcp_core_request_duration_seconds_count",
+                        mode=mode,
+                        operation="ResolveCaller",
+                    )
+                    == 1
+                )
+            assert value(samples, "mcp_policy_revocations_total", kind="subject") == 1
+            assert value(samples, "mcp_core_watchers_open") == 0
+            assert (await http.get(f"http://127.0.0.1:{metrics_port}/ready")).json() == {"status": "ready"}
+
+            health = health_pb2_grpc.HealthStub(channel)
+            serving = await health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+            assert serving.status == health_pb2.HealthCheckResponse.SERVING
+            process.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + 10
+            with uds(http_uds) as client:
+                while (r := client.get("/ready")).status_code == 200:
+                    assert time.monotonic() < deadline, "still ready after SIGTERM"
+                    await asyncio.sleep(0.05)
+                assert r.json() == {"status": "not_ready", "reason": "draining"}
+                assert client.get("/health").status_code == 200
+                # Still serving calls while draining.
+                r = client.post("/v1/resolve-caller", json={"authorization": f"Bearer {token}"})
+                assert r.status_code == 200
+            draining = await health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+            assert draining.status == health_pb2.HealthCheckResponse.NOT_SERVING
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(15) == 0
+    lines = request_lines(log)
+    resolved = [line for line in lines if line["operation"] == "ResolveCaller"]
+    assert {line["mode"] for line in resolved} == {"http", "grpc"}
+    assert {line.get("request_id") for line in resolved} >= {"r-1", "r-2"}
+    assert all(line["outcome"] == "ok" for line in resolved)
+    text = log.read_text()
+    assert token not in text
+    assert "authorization" not in text.lower()
+
+
+def test_core_metrics_port_in_use_is_one_line(workdir: Path) -> None:
+    sockets = _socket_dir() / secrets.token_hex(3)
+    sockets.mkdir()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "mcp_gateway",
+                "core",
+                "--http-uds",
+                str(sockets / "h.sock"),
+                "--metrics-listen",
+                address,
+            ],
+            env={**os.environ, "JWT_SECRET_KEY": SECRET},
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.decode().strip().splitlines()
+    assert len(lines) == 1, lines
+    assert f"--metrics-listen={address}: cannot listen there" in lines[0]
+    assert not (sockets / "h.sock").exists()
+
+
+# -- traces ------------------------------------------------------------------------------------
+
+
+class OtlpReceiver:
+    """A real OTLP/HTTP receiver: ``POST /v1/traces`` with a protobuf ``ExportTraceServiceRequest``."""
+
+    def __init__(self) -> None:
+        self.spans: list[dict[str, Any]] = []
+        self.arrived = asyncio.Event()
+
+    async def handle(self, request: web.Request) -> web.Response:
+        assert request.content_type == "application/x-protobuf"
+        message = ExportTraceServiceRequest()
+        message.ParseFromString(await request.read())
+        for resource_spans in message.resource_spans:
+            service = next(
+                a.value.string_value for a in resource_spans.resource.attributes if a.key == "service.name"
+            )
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    self.spans.append(
+                        {
+                            "service": service,
+                            "name": span.name,
+                            "kind": span.kind,
+                            "trace_id": span.trace_id.hex(),
+                            "span_id": span.span_id.hex(),
+                            "parent_span_id": span.parent_span_id.hex(),
+                            "attributes": {a.key: a.value for a in span.attributes},
+                        }
+                    )
+        self.arrived.set()
+        return web.Response(body=b"", content_type="application/x-protobuf")
+
+    async def wait_for(self, check: Any, timeout_s: float = 20.0) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            found = [s for s in self.spans if check(s)]
+            if found:
+                return found
+            assert time.monotonic() < deadline, f"no such span among {self.spans}"
+            self.arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.arrived.wait(), 0.5)
+
+
+@pytest.fixture
+async def otlp() -> AsyncIterator[tuple[OtlpReceiver, str]]:
+    receiver = OtlpReceiver()
+    app = web.Application()
+    app.router.add_post("/v1/traces", receiver.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    try:
+        yield receiver, f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+def otel_env(endpoint: str) -> dict[str, str]:
+    return {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_BSP_SCHEDULE_DELAY": "100"}
+
+
+async def test_traces_follow_a_request_through_gateway_and_core(
+    otlp: tuple[OtlpReceiver, str], workdir: Path, catalog: Path, runtimes: Runtimes, http: httpx.AsyncClient
+) -> None:
+    receiver, endpoint = otlp
+    trace_id, client_span = secrets.token_hex(16), secrets.token_hex(8)
+    traceparent = f"00-{trace_id}-{client_span}-01"
+
+    # Client -> gateway (gRPC mode) -> runtime: the gateway's span is the client's child.
+    with gateway("grpc", workdir, catalog, runtimes, **otel_env(endpoint)) as (gw, _process, _log):
+        token = gw.token()
+        session = await gw.initialize(http, token)
+        r = await http.post(gw.url, json=CALL, headers=gw.headers(token, session, traceparent=traceparent))
+        assert r.status_code == 200
+        spans = await receiver.wait_for(lambda s: s["service"] == "mcp-gateway" and s["trace_id"] == trace_id)
+    (span,) = spans
+    assert span["name"] == "tools/call"
+    assert span["parent_span_id"] == client_span
+    assert span["kind"] == 2  # SPAN_KIND_SERVER
+    assert span["attributes"]["mcp.session.id"].string_value == session
+    assert span["attributes"]["http.response.status_code"].int_value == 200
+    # A request without traceparent starts a trace of its own.
+    assert all(s["trace_id"] == trace_id for s in receiver.spans if s["name"] == "tools/call")
+
+    # Client -> runtime (edge) -> core: the core's ResolveCaller span is in the client's trace,
+    # the child of the client's span or of a span the runtime exported in the same trace.
+    sockets = _socket_dir() / secrets.token_hex(3)
+    sockets.mkdir()
+    core_env = {"JWT_SECRET_KEY": SECRET, "OTEL_SERVICE_NAME": "mcp-core", **otel_env(endpoint)}
+    core_grpc = str(sockets / "core-grpc.sock")
+    core_process = start_core(http_uds=None, grpc_uds=core_grpc, env=core_env, log=workdir / "core-trace.log")
+    port = free_port()
+    try:
+        runtime = start_edge_runtime(
+            catalog,
+            str(sockets / "rt.sock"),
+            port=port,
+            core_uds=core_grpc,
+            core_transport="grpc",
+            log=workdir / "runtime-edge-trace.log",
+        )
+        try:
+            edge = Gateway("edge", f"http://127.0.0.1:{port}", SECRET)
+            other_span = secrets.token_hex(8)
+            edge_traceparent = f"00-{trace_id}-{other_span}-01"
+            r = await http.post(
+                edge.url, json=INITIALIZE, headers=edge.headers(token, traceparent=edge_traceparent)
+            )
+            assert r.status_code == 200, r.text
+            core_spans = await receiver.wait_for(
+                lambda s: s["service"] == "mcp-core" and s["trace_id"] == trace_id
+            )
+        finally:
+            stop(runtime)
+    finally:
+        stop(core_process)
+    resolve = next(s for s in core_spans if s["name"] == "mcp.core.v1.Core/ResolveCaller")
+    assert resolve["kind"] == 2
+    runtime_spans = {
+        s["span_id"] for s in receiver.spans if s["trace_id"] == trace_id and s["service"] == "mcp-runtime"
+    }
+    assert resolve["parent_span_id"] in {other_span, *runtime_spans}
