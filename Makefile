@@ -70,7 +70,7 @@ python-typecheck: python-build
 PYBIN := target/python-bin
 python-binaries:
 	cargo build -p mcp-fixture-server
-	cargo build -p mcp-runtime --features grpc-uds
+	cargo build -p mcp-runtime --features grpc-uds,otel
 	mkdir -p $(PYBIN)
 	# A new file, not the old one rewritten: a copy still running keeps its own (no "text
 	# file busy").
@@ -98,14 +98,15 @@ CARGO ?= cargo
 # Debug builds of every crate, with and without the gRPC adapter.
 build:
 	$(CARGO) build --workspace
-	$(CARGO) build -p mcp-runtime --features grpc-uds
+	$(CARGO) build -p mcp-runtime --features grpc-uds,otel
 
 rust-lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --all-features -- -D warnings
 	$(CARGO) clippy -p mcp-runtime --all-targets -- -D warnings
 
-# Without `grpc-uds`, no tonic or prost crate may be in the runtime's normal dependency tree.
+# Without `grpc-uds` (and `otel`, whose OTLP messages are prost types), no tonic or prost crate
+# may be in the runtime's normal dependency tree.
 feature-gate:
 	@if $(CARGO) tree -p mcp-runtime -e normal --prefix none | grep -E '^(tonic|prost)'; then \
 		echo "feature gate broken: tonic/prost in mcp-runtime without grpc-uds"; exit 1; \
@@ -117,11 +118,12 @@ feature-gate:
 redis-check:
 	@command -v redis-server >/dev/null || { echo "redis-server not found: the replica tests need it; install the Debian package redis-server (apt-get install -y redis-server)"; exit 1; }
 
-# Tests run twice: the HTTP/JSON-only build (feature off) and the build with the gRPC adapter.
+# Tests run twice: the HTTP/JSON-only build (features off) and the build with the gRPC adapter
+# and OTLP tracing (`otel`).
 rust-test: rust-lint feature-gate redis-check
 	$(CARGO) build -p mcp-fixture-server
 	$(CARGO) test --workspace
-	$(CARGO) test --workspace --features mcp-runtime/grpc-uds
+	$(CARGO) test --workspace --features mcp-runtime/grpc-uds,mcp-runtime/otel
 
 # The main job: release binaries (the runtime with grpc-uds, and a copy built without it for the
 # zero-overhead rows), Node 22 with server-everything (node-deps, mk/conformance.mk) and the
@@ -145,7 +147,7 @@ bench: python-build node-deps $(if $(filter full,$(BENCH_PROFILE)),contextforge)
 	@test -n "$(BENCH_ARGS_$(BENCH_PROFILE))" || { echo "BENCH_PROFILE must be quick or full"; exit 2; }
 	$(CARGO) build --release -p mcp-runtime
 	mkdir -p $(BENCH_BIN) && cp target/release/mcp-runtime $(BENCH_BIN)/mcp-runtime-nogrpc
-	$(CARGO) build --release -p mcp-runtime --features grpc-uds -p mcp-fixture-server -p mcp-bench
+	$(CARGO) build --release -p mcp-runtime --features grpc-uds,otel -p mcp-fixture-server -p mcp-bench
 	@ts=$$(date -u +%Y%m%dT%H%M%SZ); out=bench/results/$$ts; mkdir -p $$out; \
 	./target/release/mcp-bench $(BENCH_ARGS_$(BENCH_PROFILE)) $(BENCH_ARGS_CF_$(BENCH_PROFILE)) --python $(CURDIR)/$(VPY) \
 		--runtime-bin-nogrpc $(CURDIR)/$(BENCH_BIN)/mcp-runtime-nogrpc \

@@ -61,6 +61,7 @@ impl Report {
         self.progress_latency(&mut out);
         self.breakdown(&mut out);
         self.zero_overhead(&mut out);
+        self.metrics_cost(&mut out);
         self.two_workers(&mut out);
         self.edge(&mut out);
         self.state(&mut out);
@@ -639,6 +640,31 @@ impl Report {
                     c.median.p50,
                 );
             }
+        }
+    }
+
+    /// The runtime with its Prometheus metrics on (`--metrics-listen`) over the same build
+    /// with them off, measured in the same rounds (issue 18's target: under 3% of req/s).
+    fn metrics_cost(&self, out: &mut String) {
+        let cmp = self.comparisons_of("runtime", "http-json-metrics", "http-json");
+        if cmp.is_empty() {
+            return;
+        }
+        out.push_str("\n### Cost of the metrics\n\nThe HTTP/JSON path of a runtime started with `--metrics-listen` (every request counted and timed in the Prometheus metrics) over the same binary without it, measured in the same rounds (median of per-round ratios, with their lowest and highest; 1.00 is no difference; target: req/s at least 0.97).\n\n| workload | conc | req/s | min | max | p50 | runtime CPU/req |\n|---|--:|--:|--:|--:|--:|--:|\n");
+        for c in cmp {
+            let (lo, hi) = spread(c.rounds.iter().map(|r| r.requests_per_s));
+            let _ = writeln!(
+                out,
+                "| {} | {} | {:.3} | {lo:.3} | {hi:.3} | {:.2} | {} |",
+                c.numerator.workload,
+                c.numerator.concurrency,
+                c.median.requests_per_s,
+                c.median.p50,
+                c.median
+                    .cpu_per_request
+                    .get("runtime")
+                    .map_or_else(|| "–".to_owned(), |v| format!("{v:.2}")),
+            );
         }
     }
 

@@ -269,8 +269,14 @@ Several replicas (--state-url): every runtime on the same Redis serves every ses
 stream can be resumed on any of them with Last-Event-ID. Redis unreachable: requests that need
 it are answered 503 within --state-timeout-ms; they recover by themselves when it returns.
 
+Operating (docs/operations.md): --metrics-listen serves Prometheus /metrics, /health and
+/ready on TCP; /ready answers 503 from SIGTERM on, for --drain-ms before the sockets close.
+Logs: MCP_RUNTIME_LOG (a tracing filter, default info; one line per request at info on
+mcp_runtime::access) and --log-format. Traces (a build with the `otel` feature):
+OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_TRACES_EXPORTER=otlp switch OTLP/HTTP export on.
+
 Exit status: 0 after a clean shutdown, 1 when start-up fails (catalog, upstreams), 2 for a
-usage error (command line, socket path).";
+usage error (command line, socket path, metrics port, OTEL_* settings).";
 
 fn parse_metrics_listen(s: &str) -> Result<std::net::SocketAddr, String> {
     let addr: std::net::SocketAddr = s

@@ -26,8 +26,9 @@ pub const TARGET: &str = "mcp_otel";
 /// # Errors
 ///
 /// A one-line message for a setting this runtime cannot honour: an `OTEL_EXPORTER_OTLP_PROTOCOL`
-/// (or `..._TRACES_PROTOCOL`) other than `http/protobuf`, or tracing asked of a binary built
-/// without the `otel` feature.
+/// (or `..._TRACES_PROTOCOL`) other than `http/protobuf`. A binary built without the `otel`
+/// feature prints one warning line and runs without traces (variables set for every process of
+/// a deployment must not stop it).
 pub fn wanted() -> Result<bool, String> {
     let var = |n: &str| std::env::var(n).ok().filter(|v| !v.trim().is_empty());
     if var("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
@@ -56,11 +57,12 @@ pub fn wanted() -> Result<bool, String> {
             break;
         }
     }
-    if cfg!(feature = "otel") {
-        Ok(true)
-    } else {
-        Err("OTLP tracing is switched on (OTEL_* variables) but this binary was built without the `otel` feature; rebuild with `cargo build -p mcp-runtime --features otel` or unset the variables".to_owned())
+    if !cfg!(feature = "otel") {
+        eprintln!(
+            "mcp-runtime: warning: OTEL_* variables switch OTLP tracing on, but this binary was built without the `otel` feature: no traces (rebuild with `cargo build -p mcp-runtime --features otel`)"
+        );
     }
+    Ok(cfg!(feature = "otel"))
 }
 
 /// The request span of one MCP request on `mode`, child of the trace context received

@@ -1,6 +1,8 @@
 //! A Rust client straight to the runtime over each adapter: hyper over the HTTP/JSON socket,
 //! tonic over the gRPC socket, and hyper to a second runtime process built without the
-//! `grpc-uds` feature (what compiling the adapter in costs the default path). Rows: layer
+//! `grpc-uds` feature (what compiling the adapter in costs the default path), and hyper to a
+//! third runtime process of the default build with its metrics on (`--metrics-listen`: what
+//! recording the Prometheus metrics costs the hot path). Rows: layer
 //! `runtime`, one per workload, concurrency and transport, the transport order rotating every
 //! round; each row gets fresh connections on one session per transport and scope.
 
@@ -23,7 +25,11 @@ use crate::run::{Run, progress};
 pub const LAYER: Entry = Entry {
     name: "runtime",
     start: |run| Ok(Box::new(RuntimeLayer::start(run)?)),
-    ratios: &[("grpc", "http-json"), ("http-json", "http-json-nogrpc")],
+    ratios: &[
+        ("grpc", "http-json"),
+        ("http-json", "http-json-nogrpc"),
+        ("http-json-metrics", "http-json"),
+    ],
 };
 
 /// The runtime layer's options.
@@ -35,8 +41,13 @@ pub struct RuntimeArgs {
     pub workloads: Vec<Workload>,
 
     /// Transports, comma separated, in the order of the first round (later rounds rotate);
-    /// `http-nogrpc` needs `--runtime-bin-nogrpc`.
-    #[arg(long, value_delimiter = ',', default_value = "http,grpc,http-nogrpc")]
+    /// `http-nogrpc` needs `--runtime-bin-nogrpc`; `http-metrics` is HTTP/JSON to a runtime of
+    /// the default build started with `--metrics-listen`.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "http,grpc,http-nogrpc,http-metrics"
+    )]
     pub transports: Vec<Transport>,
 
     /// An `mcp-runtime` binary built without `grpc-uds`: adds `http-nogrpc` runtime rows (the
@@ -65,6 +76,10 @@ pub enum Transport {
     /// (`--runtime-bin-nogrpc`): what the feature costs the default path when it is compiled in.
     #[value(name = "http-nogrpc")]
     HttpJsonNoGrpc,
+    /// HTTP/1.1 + JSON to a second runtime process of the default build with its Prometheus
+    /// metrics on (`--metrics-listen`): what recording them costs per request.
+    #[value(name = "http-metrics")]
+    HttpJsonMetrics,
 }
 
 impl Transport {
@@ -75,6 +90,7 @@ impl Transport {
             Self::HttpJson => "http-json",
             Self::Grpc => "grpc",
             Self::HttpJsonNoGrpc => "http-json-nogrpc",
+            Self::HttpJsonMetrics => "http-json-metrics",
         }
     }
 }
@@ -95,6 +111,8 @@ struct RuntimeLayer {
     transports: Vec<Transport>,
     meter: CpuMeter,
     nogrpc: Option<(RuntimeProcess, CpuMeter)>,
+    /// The runtime with `--metrics-listen`, when its rows are measured.
+    with_metrics: Option<(RuntimeProcess, CpuMeter)>,
     sessions: Sessions,
 }
 
@@ -138,6 +156,33 @@ impl RuntimeLayer {
             }
             _ => None,
         };
+        let with_metrics = if transports.contains(&Transport::HttpJsonMetrics) {
+            // A port free now, for the metrics listener (which refuses port 0).
+            let port = std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port();
+            let listen = format!("127.0.0.1:{port}");
+            let mut args: Vec<&str> = harness::BENCH_QUOTA_ARGS.to_vec();
+            args.extend(["--metrics-listen", &listen]);
+            let r = run.rt.block_on(harness::start_runtime(
+                &cfg.programs.runtime_bin,
+                run.dir(),
+                "runtime-metrics",
+                &run.runtime.catalog,
+                cfg.runtime_worker_threads,
+                false,
+                &args,
+            ))?;
+            progress(format_args!(
+                "runtime with --metrics-listen {listen} ready (pid {})",
+                r.guard.pid()
+            ));
+            run.commands
+                .insert("runtime (metrics on)".to_owned(), r.command.clone());
+            Some(r)
+        } else {
+            None
+        };
         let meter_of = |runtime: &RuntimeProcess| {
             CpuMeter::new(vec![
                 ("runtime".to_owned(), ProcTarget::pid(runtime.guard.pid())),
@@ -152,6 +197,10 @@ impl RuntimeLayer {
             transports,
             meter: meter_of(&run.runtime),
             nogrpc: nogrpc.map(|r| {
+                let m = meter_of(&r);
+                (r, m)
+            }),
+            with_metrics: with_metrics.map(|r| {
                 let m = meter_of(&r);
                 (r, m)
             }),
@@ -170,7 +219,9 @@ async fn measure(
     concurrency: usize,
 ) -> anyhow::Result<(RowKey, Metrics)> {
     let client = match (transport, cfg.runtime.grpc_channel) {
-        (Transport::HttpJson | Transport::HttpJsonNoGrpc, _) => "hyper",
+        (Transport::HttpJson | Transport::HttpJsonNoGrpc | Transport::HttpJsonMetrics, _) => {
+            "hyper"
+        }
         (Transport::Grpc, GrpcChannel::PerWorker) => "tonic",
         (Transport::Grpc, GrpcChannel::Shared) => "tonic (shared channel)",
     };
@@ -201,7 +252,7 @@ async fn measure(
     };
     for _ in 0..concurrency.max(1) {
         workers.push(match transport {
-            Transport::HttpJson | Transport::HttpJsonNoGrpc => {
+            Transport::HttpJson | Transport::HttpJsonNoGrpc | Transport::HttpJsonMetrics => {
                 Worker::Http(client::http::HttpWorker::connect(socket, &session).await?)
             }
             Transport::Grpc => {
@@ -247,6 +298,13 @@ impl Layer for RuntimeLayer {
                                 .nogrpc
                                 .as_ref()
                                 .context("no runtime built without grpc-uds was given")?;
+                            (r, m)
+                        }
+                        Transport::HttpJsonMetrics => {
+                            let (r, m) = self
+                                .with_metrics
+                                .as_ref()
+                                .context("no runtime with metrics was started")?;
                             (r, m)
                         }
                         _ => (&run.runtime, &self.meter),

@@ -519,3 +519,29 @@ async fn the_request_span_reaches_an_otlp_receiver_as_the_child_of_the_tracepare
             .any(|(_, s)| s.name == "initialize" && hex(&s.trace_id) == trace)
     );
 }
+
+#[test]
+fn an_otlp_protocol_other_than_http_protobuf_is_one_line_and_exit_2() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cat = dir.path().join("catalog.toml");
+    std::fs::write(&cat, simple_catalog("http://127.0.0.1:9/mcp")).expect("catalog");
+    let out = Command::new(runtime_bin())
+        .arg("--catalog")
+        .arg(&cat)
+        .arg("--http-uds")
+        .arg(dir.path().join("h.sock"))
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(
+        lines.last().copied(),
+        Some(
+            "mcp-runtime: OTEL_EXPORTER_OTLP_PROTOCOL=grpc: this runtime exports traces over http/protobuf only"
+        ),
+        "{err}"
+    );
+}
