@@ -70,7 +70,7 @@ soak-abuse: python-build
 soak-runtime:
 	$(CARGO) build --release -p mcp-fixture-server
 	SOAK_SECS=$(SOAK_SECS) $(CARGO) test --release -p mcp-runtime --features grpc-uds --test process \
-		-- --ignored --nocapture soak
+		-- --ignored --nocapture soak::soak_mixed
 
 TEST_EXTRA += fuzz-smoke
 
