@@ -74,6 +74,10 @@ struct Counts {
     /// Failed calls not in flight on a replica that was killed.
     failed_unexplained: Vec<String>,
     resumes: u64,
+    /// Calls resumed more than once (a resumption cut or refused in turn).
+    resumed_again: u64,
+    /// Calls answered with their result after a resumption.
+    completed_after_resume: u64,
     streams: u64,
     /// Events with ids: the sum over streams of the highest sequence number seen.
     events_expected: u64,
@@ -85,6 +89,8 @@ struct Counts {
     steps_expected: u64,
     steps_received: u64,
     kills: u64,
+    /// Calls running on a replica when it was killed (summed over the kills).
+    in_flight_at_kills: u64,
 }
 
 /// State shared by the clients and the killer.
@@ -94,6 +100,8 @@ struct Shared {
     up: Vec<AtomicBool>,
     /// How many times each replica was killed.
     generation: Vec<AtomicU64>,
+    /// Calls running on each replica (started there and not yet ended).
+    in_flight: Vec<AtomicU64>,
     next: AtomicUsize,
     stop: AtomicBool,
     counts: Mutex<Counts>,
@@ -278,10 +286,13 @@ async fn client(s: Arc<Shared>, n: usize) {
         let on = s.pick(None).await;
         let generation = s.generation[on].load(Ordering::SeqCst);
         s.counts.lock().expect("counts").started += 1;
+        s.in_flight[on].fetch_add(1, Ordering::SeqCst);
         let (outcome, log, resumes) = call(&s, &who, &sid, id, on).await;
+        s.in_flight[on].fetch_sub(1, Ordering::SeqCst);
         let killed = s.generation[on].load(Ordering::SeqCst) != generation;
         let mut c = s.counts.lock().expect("counts");
         c.resumes += resumes;
+        c.resumed_again += u64::from(resumes > 1);
         if !log.seqs.is_empty() {
             c.streams += 1;
             let max = *log.seqs.keys().next_back().expect("a seq");
@@ -293,6 +304,7 @@ async fn client(s: Arc<Shared>, n: usize) {
         match outcome {
             Outcome::Completed => {
                 c.completed += 1;
+                c.completed_after_resume += u64::from(resumes > 0);
                 c.steps_expected += STEPS;
                 c.steps_received += log.steps.len() as u64;
                 c.duplicated += log.steps.values().map(|n| n - 1).sum::<u64>();
@@ -317,6 +329,7 @@ async fn soak(cfg: SoakConfig) {
         sockets: r.rts.iter().map(|rt| rt.http.clone()).collect(),
         up: (0..n).map(|_| AtomicBool::new(true)).collect(),
         generation: (0..n).map(|_| AtomicU64::new(0)).collect(),
+        in_flight: (0..n).map(|_| AtomicU64::new(0)).collect(),
         next: AtomicUsize::new(0),
         stop: AtomicBool::new(false),
         counts: Mutex::new(Counts::default()),
@@ -327,6 +340,7 @@ async fn soak(cfg: SoakConfig) {
     let start = Instant::now();
     let mut kills = 0;
     let mut downtime = Duration::ZERO;
+    let mut in_flight_at_kills = 0;
     loop {
         let next_kill = start + cfg.kill_every * (kills as u32 + 1);
         if next_kill >= start + cfg.duration {
@@ -337,6 +351,8 @@ async fn soak(cfg: SoakConfig) {
         shared.up[victim].store(false, Ordering::SeqCst);
         shared.generation[victim].fetch_add(1, Ordering::SeqCst);
         let down = Instant::now();
+        let running = shared.in_flight[victim].load(Ordering::SeqCst);
+        in_flight_at_kills += running;
         tokio::task::block_in_place(|| {
             r.kill(victim);
             r.restart(victim);
@@ -344,14 +360,18 @@ async fn soak(cfg: SoakConfig) {
         let h = Http::new(&r.rts[victim].http);
         let deadline = Instant::now() + Duration::from_secs(30);
         while h.health().await.1["state_store"]["reachable"] != json!(true) {
-            assert!(Instant::now() < deadline, "replica {victim} not back in 30 s");
+            assert!(
+                Instant::now() < deadline,
+                "replica {victim} not back in 30 s"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         downtime += down.elapsed();
         shared.up[victim].store(true, Ordering::SeqCst);
         kills += 1;
         eprintln!(
-            "replica soak: t={:.1}s killed and restarted replica {victim} (back in {:.2} s)",
+            "replica soak: t={:.1}s killed replica {victim} with {running} calls in flight, \
+             restarted it (back in {:.2} s)",
             start.elapsed().as_secs_f64(),
             down.elapsed().as_secs_f64()
         );
@@ -364,6 +384,7 @@ async fn soak(cfg: SoakConfig) {
     let secs = start.elapsed().as_secs_f64();
     let mut c = shared.counts.lock().expect("counts");
     c.kills = kills as u64;
+    c.in_flight_at_kills = in_flight_at_kills;
     eprintln!(
         "replica soak: {secs:.1} s, {} clients, {} replicas on one redis-server, a kill every {:.1} s \
          ({kills} kills, {:.2} s mean time to back)",
@@ -377,11 +398,15 @@ async fn soak(cfg: SoakConfig) {
         }
     );
     eprintln!(
-        "  calls: {} started, {} completed, {} failed; {} resumptions",
+        "  calls: {} started, {} completed, {} failed ({} were in flight on a replica when it was \
+         killed); {} resumptions ({} calls answered after one, {} calls resumed more than once)",
         c.started,
         c.completed,
         c.failed.values().sum::<u64>(),
-        c.resumes
+        c.in_flight_at_kills,
+        c.resumes,
+        c.completed_after_resume,
+        c.resumed_again
     );
     for (e, k) in &c.failed {
         eprintln!("  failed x{k}: {e}");
@@ -417,6 +442,10 @@ async fn soak(cfg: SoakConfig) {
             "a failure without a clear error: {e}"
         );
     }
+    assert!(
+        c.failed.values().sum::<u64>() <= c.in_flight_at_kills,
+        "more calls failed than were in flight on the killed replicas: {c:?}"
+    );
     assert!(c.kills >= 1, "{c:?}");
     assert!(c.completed > 0, "{c:?}");
     assert_eq!(
