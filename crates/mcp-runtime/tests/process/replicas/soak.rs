@@ -111,13 +111,13 @@ impl Shared {
     /// The next replica in the round robin that is up, other than `not`.
     async fn pick(&self, not: Option<usize>) -> usize {
         loop {
-            let i = self.next.fetch_add(1, Ordering::Relaxed) % self.sockets.len();
-            if Some(i) != not && self.up[i].load(Ordering::SeqCst) {
-                return i;
+            for _ in 0..self.sockets.len() {
+                let i = self.next.fetch_add(1, Ordering::Relaxed) % self.sockets.len();
+                if Some(i) != not && self.up[i].load(Ordering::SeqCst) {
+                    return i;
+                }
             }
-            if self.next.load(Ordering::Relaxed) % self.sockets.len() == 0 {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 }
