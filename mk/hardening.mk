@@ -10,7 +10,7 @@ CARGO_FUZZ := $(CURDIR)/target/tools/bin/cargo-fuzz
 FUZZ_TARGETS := jsonrpc_parse envelope_decode runtime_handle
 FUZZ_SECS ?= 60
 
-.PHONY: fuzz-tools fuzz-smoke fuzz-long soak soak-abuse soak-runtime redis-memory
+.PHONY: fuzz-tools fuzz-smoke fuzz-long soak soak-abuse soak-runtime redis-memory soak-replicas
 
 $(CARGO_FUZZ):
 	$(CARGO) install --locked --root $(CURDIR)/target/tools cargo-fuzz
@@ -65,12 +65,12 @@ soak-abuse: python-build
 	echo "results: $$out/"; exit $$rc
 
 # The same mix straight at the runtime's two sockets from Rust clients (no gateway):
-# crates/mcp-runtime/tests/process/soak.rs (the one ignored test of the process suite),
+# crates/mcp-runtime/tests/process/soak.rs (an ignored test of the process suite),
 # SOAK_SECS per socket.
 soak-runtime:
 	$(CARGO) build --release -p mcp-fixture-server
 	SOAK_SECS=$(SOAK_SECS) $(CARGO) test --release -p mcp-runtime --features grpc-uds --test process \
-		-- --ignored --nocapture soak
+		-- --ignored --nocapture soak::soak_mixed
 
 TEST_EXTRA += fuzz-smoke
 
@@ -85,3 +85,18 @@ redis-memory: redis-check
 	REDIS_MEMORY_SESSIONS=$(REDIS_MEMORY_SESSIONS) REDIS_MEMORY_TTL_S=$(REDIS_MEMORY_TTL_S) \
 		$(CARGO) test --release -p mcp-runtime --features grpc-uds --test process \
 		-- --ignored --nocapture redis_memory
+
+# The replica soak (issue 15): three runtimes on one redis-server, CLIENTS clients (default 8)
+# streaming the fixture's progress tool round robin over them, one replica SIGKILLed and started
+# again on its sockets every KILL_EVERY seconds (default 10) for DURATION seconds (default 60);
+# cut streams are resumed on another replica with Last-Event-ID. Prints calls started, completed
+# and failed (by error), events expected, received, lost and duplicated; fails when an event is
+# lost or duplicated or a call fails that was not in flight on a killed replica
+# (tests/process/replicas/soak.rs; a 12 s variant runs in make test).
+DURATION ?= 60
+KILL_EVERY ?= 10
+CLIENTS ?= 8
+soak-replicas: redis-check
+	REPLICA_SOAK_SECS=$(DURATION) REPLICA_SOAK_KILL_EVERY_S=$(KILL_EVERY) REPLICA_SOAK_CLIENTS=$(CLIENTS) \
+		$(CARGO) test --release -p mcp-runtime --features grpc-uds --test process \
+		-- --ignored --nocapture --exact replicas::soak::soak_replicas

@@ -87,6 +87,9 @@ struct Replicas {
     redis: Redis,
     rts: Vec<RuntimeProc>,
     http: Vec<Http>,
+    /// The replicas' catalog and flags (a replica is restarted with the same).
+    catalog: String,
+    args: Vec<String>,
     _fx: Fixture,
 }
 
@@ -97,16 +100,38 @@ impl Replicas {
         let url = redis.url();
         let mut args = vec!["--state-url", url.as_str(), "--state-timeout-ms", "500"];
         args.extend_from_slice(extra);
+        let catalog = simple_catalog(&fx.url);
         let rts: Vec<_> = (0..3)
-            .map(|_| RuntimeProc::start(&simple_catalog(&fx.url), &args))
+            .map(|_| RuntimeProc::start(&catalog, &args))
             .collect();
         let http = rts.iter().map(|rt| Http::new(&rt.http)).collect();
         Self {
             redis,
             rts,
             http,
+            catalog,
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
             _fx: fx,
         }
+    }
+
+    /// SIGKILLs replica `i` (no drain, no goodbye) and waits for it to exit.
+    fn kill(&mut self, i: usize) {
+        let pid = self.rts[i].pid().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-KILL", &pid])
+                .status()
+                .expect("kill")
+                .success()
+        );
+        self.rts[i].wait();
+    }
+
+    /// Starts replica `i` again on the same sockets, with the same catalog and flags.
+    fn restart(&mut self, i: usize) {
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        self.rts[i].restart(&self.catalog, &args);
     }
 
     /// Waits until every replica reports its store reachable (subscribed and heartbeating).
@@ -852,3 +877,5 @@ async fn a_client_that_leaves_a_stream_does_not_cancel_the_call_and_resumes_it_e
         .until_inflight(&who, &sid, 0, Duration::from_secs(10))
         .await;
 }
+
+mod soak;

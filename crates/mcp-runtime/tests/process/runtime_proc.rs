@@ -51,14 +51,42 @@ impl RuntimeProc {
             .prefix("rt")
             .tempdir_in("/tmp")
             .expect("tempdir");
-        let cat = dir.path().join("catalog.toml");
-        std::fs::write(&cat, catalog).expect("write catalog");
         let http = dir.path().join("http.sock");
         let grpc = dir.path().join("grpc.sock");
+        let mut rt = Self {
+            dir,
+            http,
+            grpc,
+            proc: None,
+        };
+        rt.spawn(catalog, extra, env, log);
+        rt
+    }
+
+    /// Starts the runtime again in the same directory, on the same socket paths (after it
+    /// exited or was killed; the stale socket files are removed first), with `catalog` and
+    /// `extra` flags; waits until its sockets are bound.
+    pub(crate) fn restart(&mut self, catalog: &str, extra: &[&str]) {
+        assert!(self.proc.is_none(), "restart of a running runtime");
+        let _ = std::fs::remove_file(&self.http);
+        let _ = std::fs::remove_file(&self.grpc);
+        self.spawn(catalog, extra, &[], None);
+    }
+
+    fn spawn(
+        &mut self,
+        catalog: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        log: Option<std::fs::File>,
+    ) {
+        let cat = self.dir.path().join("catalog.toml");
+        std::fs::write(&cat, catalog).expect("write catalog");
+        let (http, grpc) = (&self.http, &self.grpc);
         let mut cmd = Command::new(runtime_bin());
-        cmd.arg("--catalog").arg(&cat).arg("--http-uds").arg(&http);
+        cmd.arg("--catalog").arg(&cat).arg("--http-uds").arg(http);
         if cfg!(feature = "grpc-uds") {
-            cmd.arg("--grpc-uds").arg(&grpc);
+            cmd.arg("--grpc-uds").arg(grpc);
         }
         cmd.args(extra)
             // TEST_RUNTIME_LOG=debug shows the runtime's log while debugging a test.
@@ -68,15 +96,8 @@ impl RuntimeProc {
             )
             .envs(env.iter().copied())
             .stderr(log.map_or_else(Stdio::inherit, Stdio::from));
-        let proc = Proc(cmd.spawn().expect("spawn runtime"));
-        let rt = Self {
-            dir,
-            http,
-            grpc,
-            proc: Some(proc),
-        };
-        rt.wait_ready();
-        rt
+        self.proc = Some(Proc(cmd.spawn().expect("spawn runtime")));
+        self.wait_ready();
     }
 
     fn wait_ready(&self) {
