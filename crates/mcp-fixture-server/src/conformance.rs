@@ -362,6 +362,12 @@ impl Subscriptions {
     pub fn unsubscribe(&mut self, uri: &str) {
         self.0.remove(uri);
     }
+
+    /// Whether this session is subscribed to `uri`.
+    #[must_use]
+    pub fn contains(&self, uri: &str) -> bool {
+        self.0.contains(uri)
+    }
 }
 
 /// Runs a conformance tool. `log` sends one `notifications/message` tied to the request.

@@ -145,7 +145,7 @@ pub struct FixtureServer {
     log_level: Mutex<Option<LoggingLevel>>,
     /// Resources this session subscribed to (conformance catalog only). A std mutex, held
     /// only to update the set.
-    subscriptions: Mutex<conformance::Subscriptions>,
+    subscriptions: Arc<Mutex<conformance::Subscriptions>>,
 }
 
 /// Arguments of `echo`.
@@ -189,7 +189,7 @@ impl FixtureServer {
         Self {
             state,
             log_level: Mutex::new(None),
-            subscriptions: Mutex::new(conformance::Subscriptions::default()),
+            subscriptions: Arc::new(Mutex::new(conformance::Subscriptions::default())),
         }
     }
 
@@ -465,17 +465,46 @@ impl ServerHandler for FixtureServer {
     async fn subscribe(
         &self,
         request: SubscribeRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
         if !self.state.conformance {
             return Err(ErrorData::method_not_found::<
                 rmcp::model::SubscribeRequestMethod,
             >());
         }
-        self.subscriptions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .subscribe(&request.uri)
+        let newly = {
+            let mut subs = self.subscriptions.lock().unwrap_or_else(|e| e.into_inner());
+            let newly = !subs.contains(&request.uri);
+            subs.subscribe(&request.uri)?;
+            newly
+        };
+        if newly {
+            // The watched resource "changes" every UPDATE_PERIOD while subscribed: each
+            // change is one `notifications/resources/updated` on the session's standalone
+            // stream, until the session unsubscribes or goes away.
+            let (subs, peer, uri) = (
+                Arc::clone(&self.subscriptions),
+                context.peer.clone(),
+                request.uri.clone(),
+            );
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(UPDATE_PERIOD).await;
+                    if !subs
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .contains(&uri)
+                    {
+                        break;
+                    }
+                    let params = rmcp::model::ResourceUpdatedNotificationParam::new(uri.clone());
+                    if peer.notify_resource_updated(params).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        Ok(())
     }
 
     async fn unsubscribe(
@@ -490,6 +519,9 @@ impl ServerHandler for FixtureServer {
         Ok(())
     }
 }
+
+/// How often a subscribed resource of the conformance catalog reports a change.
+const UPDATE_PERIOD: Duration = Duration::from_millis(200);
 
 /// `payload`: `size_bytes` ASCII bytes (`x`) in one text item.
 fn payload(size_bytes: u64) -> Result<CallToolResult, ErrorData> {

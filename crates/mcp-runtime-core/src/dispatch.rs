@@ -262,6 +262,10 @@ impl Runtime {
             "resources/list" => cat.list_json(Kind::Resource, auth, scope),
             "resources/templates/list" => cat.templates_json(auth, scope),
             "completion/complete" => return self.complete(session, req, id, params).await,
+            "resources/subscribe" => return self.subscribe(session, req, id, params, true).await,
+            "resources/unsubscribe" => {
+                return self.subscribe(session, req, id, params, false).await;
+            }
             _ => {
                 let kind = Kind::of_call(method)
                     .ok_or_else(|| RequestError::MethodNotFound(method.to_owned()))?;
@@ -384,6 +388,71 @@ impl Runtime {
             traceparent,
         )
         .await
+    }
+
+    /// `resources/subscribe` (`on`) or `resources/unsubscribe`: the URI is routed as
+    /// `resources/read` routes it; the upstream is told once per (upstream, URI) however many
+    /// sessions subscribe, and told to unsubscribe when the last one leaves (here, or when its
+    /// session ends). Answers `{}`. See [`crate::subscribe`].
+    ///
+    /// # Errors
+    ///
+    /// [`RequestError::InvalidParams`] without a string `uri`; the same "resource not found"
+    /// (-32002) as `resources/read` for a URI the caller may not see; the upstream's error
+    /// when its own `resources/subscribe` fails (nothing is recorded then).
+    async fn subscribe(
+        self: &Arc<Self>,
+        session: &Arc<Session>,
+        req: &Request,
+        id: &RawValue,
+        params: Option<Box<RawValue>>,
+        on: bool,
+    ) -> Result<Outcome, RequestError> {
+        let p = call_params(params)?;
+        let Some(uri) = p.get("uri").and_then(Value::as_str) else {
+            return Err(RequestError::InvalidParams("`uri` is required".into()));
+        };
+        let route = self
+            .catalog
+            .route(Kind::Resource, uri, &req.auth, req.server_id.as_deref())
+            .ok_or_else(|| RequestError::not_found(Kind::Resource, uri.to_owned()))?;
+        let up = Arc::clone(route.upstream);
+        let upstream_uri = route.upstream_name.to_owned();
+        let subs = &self.subscriptions;
+        if on {
+            let added = subs.add(&up.config.id, &upstream_uri, session, uri);
+            if added.first_of_resource
+                && let Err(e) =
+                    crate::subscribe::tell(&up, "resources/subscribe", &upstream_uri).await
+            {
+                subs.remove(&up.config.id, &upstream_uri, &session.id);
+                return Err(e.into());
+            }
+            if added.first_of_session {
+                // The session's end (DELETE, expiry) drops its subscriptions.
+                let (rt, s) = (Arc::downgrade(self), Arc::clone(session));
+                tokio::spawn(async move {
+                    s.ended.cancelled().await;
+                    let Some(rt) = rt.upgrade() else { return };
+                    for (upstream, uri) in rt.subscriptions.drop_session(&s.id) {
+                        if let Some(up) = rt
+                            .catalog
+                            .upstreams
+                            .iter()
+                            .find(|u| u.config.id == upstream)
+                        {
+                            let r = crate::subscribe::tell(up, "resources/unsubscribe", &uri).await;
+                            if let Err(e) = r {
+                                tracing::debug!(upstream, uri, error = %e, "unsubscribe failed");
+                            }
+                        }
+                    }
+                });
+            }
+        } else if subs.remove(&up.config.id, &upstream_uri, &session.id) {
+            crate::subscribe::tell(&up, "resources/unsubscribe", &upstream_uri).await?;
+        }
+        Ok(Outcome::json(200, jsonrpc::result_body(id, "{}")))
     }
 
     /// Routes a checked call through the catalog, runs its hooks and forwards it.

@@ -70,6 +70,7 @@ pub mod request;
 pub mod runtime;
 mod session;
 pub mod state;
+mod subscribe;
 mod upstream;
 
 pub use auth::{AuthContext, TeamScope, Visibility};

@@ -164,6 +164,12 @@ pub struct Runtime {
     pub(crate) tasks: TaskTracker,
     /// The outside policy's hooks (edge mode), if any: see [`crate::hooks`].
     pub(crate) hooks: Option<Arc<dyn crate::hooks::Hooks>>,
+    /// The sessions' resource subscriptions ([`crate::subscribe`]).
+    pub(crate) subscriptions: Arc<crate::subscribe::Subscriptions>,
+    /// Stops the upstream listeners ([`crate::subscribe::listen`]); cancelled when the
+    /// runtime is dropped or its upstreams stopped.
+    listening: tokio_util::sync::CancellationToken,
+    _listening: tokio_util::sync::DropGuard,
 }
 
 impl Runtime {
@@ -191,7 +197,21 @@ impl Runtime {
             }
         };
         let catalog = Catalog::discover(catalog, config.max_message_bytes).await?;
+        let subscriptions = Arc::new(crate::subscribe::Subscriptions::default());
+        let listening = tokio_util::sync::CancellationToken::new();
+        for up in &catalog.upstreams {
+            if up.notifies.load(std::sync::atomic::Ordering::Relaxed) {
+                tokio::spawn(crate::subscribe::listen(
+                    Arc::clone(up),
+                    Arc::downgrade(&subscriptions),
+                    listening.clone(),
+                ));
+            }
+        }
         Ok(Self {
+            subscriptions,
+            _listening: listening.clone().drop_guard(),
+            listening,
             catalog,
             sessions,
             store,
@@ -279,6 +299,7 @@ impl Runtime {
     /// Stops the upstreams' child processes (stdio upstreams) and waits until each exited:
     /// the last step of shutdown.
     pub async fn stop_upstreams(&self) {
+        self.listening.cancel();
         self.catalog.stop_upstreams().await;
     }
 
@@ -439,7 +460,7 @@ pub fn trace_id_of(traceparent: &str) -> Option<&str> {
 }
 
 /// The `initialize` result for `version`, built with rmcp's model types: tools, resources,
-/// prompts, logging and completions, no list-changed notifications, no subscriptions.
+/// prompts, logging, completions and resource subscriptions, no list-changed notifications.
 fn initialize_result(version: &str) -> String {
     use rmcp::model::{
         Implementation, InitializeResult, PromptsCapability, ProtocolVersion, ResourcesCapability,
@@ -447,7 +468,10 @@ fn initialize_result(version: &str) -> String {
     };
     let mut capabilities = ServerCapabilities::default();
     capabilities.tools = Some(ToolsCapability::default());
-    capabilities.resources = Some(ResourcesCapability::default());
+    // `resources/subscribe` is routed like `resources/read` (crate::subscribe).
+    let mut resources = ResourcesCapability::default();
+    resources.subscribe = Some(true);
+    capabilities.resources = Some(resources);
     capabilities.prompts = Some(PromptsCapability::default());
     capabilities.logging = Some(serde_json::Map::new());
     // `completion/complete` is routed to the upstream owning the prompt or template.

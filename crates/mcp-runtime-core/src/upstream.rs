@@ -113,6 +113,10 @@ pub(crate) struct Upstream {
     /// handshake refused), cleared by the next request it answers: what `/health` reports as
     /// a degraded runtime.
     down: AtomicBool,
+    /// Set by a handshake whose server declared `resources.subscribe` or any `listChanged`:
+    /// the runtime then keeps this upstream's standalone GET stream open
+    /// ([`crate::subscribe::listen`]).
+    pub(crate) notifies: AtomicBool,
 }
 
 impl Upstream {
@@ -159,6 +163,7 @@ impl Upstream {
             uri: Arc::from(config.url.as_str()),
             label: Arc::from(config.id.as_str()),
             down: AtomicBool::new(false),
+            notifies: AtomicBool::new(false),
             config,
             client,
             connection: Mutex::new(None),
@@ -250,6 +255,18 @@ impl Upstream {
                 value,
             );
         }
+        let caps = result.get("capabilities");
+        let declares = |kind: &str, flag: &str| {
+            caps.and_then(|c| c.get(kind))
+                .and_then(|k| k.get(flag))
+                .and_then(Value::as_bool)
+                .unwrap_or(false)
+        };
+        let notifies = declares("resources", "subscribe")
+            || ["tools", "prompts", "resources"]
+                .iter()
+                .any(|k| declares(k, "listChanged"));
+        self.notifies.store(notifies, Ordering::Relaxed);
         let conn = Connection {
             session_id: session_id.map(Arc::from),
             headers,
@@ -436,6 +453,65 @@ impl Upstream {
             .await
         {
             tracing::debug!(upstream = %self.config.id, error = %e, method, "notification not delivered");
+        }
+    }
+
+    /// Opens the upstream session's standalone GET stream (MCP streamable HTTP, "Listening
+    /// for messages from the server"), establishing the session first if there is none.
+    /// Returns the session's generation (it changes when the session is re-established) and
+    /// the stream of JSON-RPC messages as text. A session the upstream no longer knows is
+    /// dropped here, so the next call re-establishes it.
+    ///
+    /// # Errors
+    ///
+    /// [`UpstreamError::Unavailable`] when the upstream cannot be reached or lost the session;
+    /// [`UpstreamError::Protocol`] when it does not offer a GET stream (HTTP 405) or is a
+    /// stdio upstream (whose notifications are not read here).
+    pub(crate) async fn open_stream(&self) -> Result<(u64, MessageStream), UpstreamError> {
+        if self.stdio.is_some() {
+            return Err(self.protocol("a stdio upstream has no GET stream"));
+        }
+        let conn = self.current().await?;
+        let id = self.config.id.clone();
+        let limit = self.max_message_bytes;
+        match self
+            .client
+            .get_stream(
+                self.uri.clone(),
+                conn.session_id.clone(),
+                None,
+                None,
+                conn.headers.clone(),
+            )
+            .await
+        {
+            Ok(events) => {
+                let stream = events
+                    .filter_map(move |ev| {
+                        let id = id.clone();
+                        async move {
+                            match ev {
+                                Ok(sse) => sse.data.filter(|d| !d.trim().is_empty()).map(Ok),
+                                Err(e) if is_event_too_large(&e) => {
+                                    Some(Err(UpstreamError::TooLarge { limit }))
+                                }
+                                Err(e) => Some(Err(UpstreamError::Unavailable {
+                                    upstream: id,
+                                    detail: format!("GET stream broke: {e}"),
+                                })),
+                            }
+                        }
+                    })
+                    .boxed();
+                Ok((conn.generation, stream))
+            }
+            Err(StreamableHttpError::ServerDoesNotSupportSse) => {
+                Err(self.protocol("the upstream offers no GET stream"))
+            }
+            Err(e) => {
+                self.invalidate(conn.generation).await;
+                Err(self.unavailable(e))
+            }
         }
     }
 

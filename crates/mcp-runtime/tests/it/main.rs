@@ -39,5 +39,6 @@ mod limits;
 #[cfg(feature = "grpc-uds")]
 mod parity;
 mod stdio;
+mod subscribe;
 mod upstream;
 mod visibility;

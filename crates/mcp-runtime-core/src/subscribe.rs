@@ -1,0 +1,257 @@
+//! Resource subscriptions (`resources/subscribe`, `resources/unsubscribe`, MCP 2025-06-18 and
+//! later, server features: resources) over upstream sessions shared by every downstream
+//! session, and the upstream listener that delivers what upstreams send on their own.
+//!
+//! One upstream subscription per (upstream, upstream URI), counted over the downstream
+//! sessions subscribed to it: the first subscriber sends `resources/subscribe` upstream, the
+//! last one to leave (unsubscribe, DELETE, idle expiry) sends `resources/unsubscribe`.
+//!
+//! The listener ([`listen`]) keeps the standalone GET stream of each HTTP upstream whose
+//! server declared `resources.subscribe` or a `listChanged` open: on loss it reconnects with
+//! back-off (100 ms doubling to 5 s), re-establishing the upstream session when the upstream
+//! no longer knows it, and then subscribes again to every URI with subscribers (a new upstream
+//! session has none). A `notifications/resources/updated` it reads goes to the standalone GET
+//! stream of each downstream session subscribed to that URI, with the URI the session
+//! subscribed to; a session without an open GET stream misses it (the specification allows
+//! it). A stdio upstream is not listened to.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::jsonrpc;
+use crate::request::SseEvent;
+use crate::session::Session;
+use crate::upstream::{Upstream, UpstreamError};
+
+/// (upstream id, URI as the upstream names it).
+type Key = (String, String);
+
+/// The subscribers of one upstream resource: session id to (session, URI the session used).
+type Subscribers = HashMap<String, (Weak<Session>, String)>;
+
+/// Every resource subscription of this runtime's sessions.
+#[derive(Debug, Default)]
+pub(crate) struct Subscriptions {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    by_resource: HashMap<Key, Subscribers>,
+    by_session: HashMap<String, HashSet<Key>>,
+}
+
+/// What [`Subscriptions::add`] changed.
+pub(crate) struct Added {
+    /// The first subscriber of this resource: subscribe upstream.
+    pub(crate) first_of_resource: bool,
+    /// The session's first subscription: watch for its end.
+    pub(crate) first_of_session: bool,
+}
+
+impl Subscriptions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records `session`'s subscription to `upstream_uri` of `upstream`, named `uri` by the
+    /// session.
+    pub(crate) fn add(
+        &self,
+        upstream: &str,
+        upstream_uri: &str,
+        session: &Arc<Session>,
+        uri: &str,
+    ) -> Added {
+        let key = (upstream.to_owned(), upstream_uri.to_owned());
+        let mut inner = self.lock();
+        let subs = inner.by_resource.entry(key.clone()).or_default();
+        let first_of_resource = subs.is_empty();
+        subs.insert(
+            session.id.clone(),
+            (Arc::downgrade(session), uri.to_owned()),
+        );
+        let mine = inner.by_session.entry(session.id.clone()).or_default();
+        let first_of_session = mine.is_empty();
+        mine.insert(key);
+        Added {
+            first_of_resource,
+            first_of_session,
+        }
+    }
+
+    /// Removes session `sid`'s subscription; returns whether it was the resource's last
+    /// subscriber (then unsubscribe upstream).
+    pub(crate) fn remove(&self, upstream: &str, upstream_uri: &str, sid: &str) -> bool {
+        let key = (upstream.to_owned(), upstream_uri.to_owned());
+        let mut inner = self.lock();
+        if let Some(mine) = inner.by_session.get_mut(sid) {
+            mine.remove(&key);
+            if mine.is_empty() {
+                inner.by_session.remove(sid);
+            }
+        }
+        remove_subscriber(&mut inner, &key, sid)
+    }
+
+    /// Drops every subscription of session `sid`; returns the resources left without a
+    /// subscriber.
+    pub(crate) fn drop_session(&self, sid: &str) -> Vec<(String, String)> {
+        let mut inner = self.lock();
+        let keys = inner.by_session.remove(sid).unwrap_or_default();
+        keys.into_iter()
+            .filter(|k| remove_subscriber(&mut inner, k, sid))
+            .collect()
+    }
+
+    /// The URIs of `upstream` with at least one subscriber (as the upstream names them).
+    fn uris_of(&self, upstream: &str) -> Vec<String> {
+        self.lock()
+            .by_resource
+            .keys()
+            .filter(|(u, _)| u == upstream)
+            .map(|(_, uri)| uri.clone())
+            .collect()
+    }
+
+    /// Sends `notifications/resources/updated` for `upstream_uri` of `upstream` to the
+    /// standalone stream of each subscribed session that has one open; returns how many got
+    /// it.
+    pub(crate) fn deliver_updated(&self, upstream: &str, upstream_uri: &str) -> usize {
+        let key = (upstream.to_owned(), upstream_uri.to_owned());
+        let targets: Vec<(Arc<Session>, String)> = self
+            .lock()
+            .by_resource
+            .get(&key)
+            .map(|subs| {
+                subs.values()
+                    .filter_map(|(s, uri)| s.upgrade().map(|s| (s, uri.clone())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut sent = 0;
+        for (session, uri) in targets {
+            let tx = session
+                .standalone
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
+            let Some(tx) = tx else { continue };
+            let body =
+                jsonrpc::notification_body("notifications/resources/updated", &json!({"uri": uri}));
+            // A full stream (a client not reading) misses the update rather than holding
+            // the listener of every other session.
+            if tx.try_send(SseEvent::message(body)).is_ok() {
+                sent += 1;
+            }
+        }
+        sent
+    }
+}
+
+fn remove_subscriber(inner: &mut Inner, key: &Key, sid: &str) -> bool {
+    let Some(subs) = inner.by_resource.get_mut(key) else {
+        return false;
+    };
+    if subs.remove(sid).is_none() {
+        return false;
+    }
+    if subs.is_empty() {
+        inner.by_resource.remove(key);
+        return true;
+    }
+    false
+}
+
+/// Sends `method` (`resources/subscribe` or `resources/unsubscribe`) for `uri` to `up`.
+///
+/// # Errors
+///
+/// The upstream's [`UpstreamError`].
+pub(crate) async fn tell(up: &Upstream, method: &str, uri: &str) -> Result<(), UpstreamError> {
+    up.call(method, &json!({"uri": uri})).await.map(|_| ())
+}
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Keeps `up`'s standalone GET stream open until `stop` and dispatches what arrives to
+/// `subs` (see the module documentation). Ends early when the upstream offers no GET stream
+/// or the runtime is gone.
+pub(crate) async fn listen(up: Arc<Upstream>, subs: Weak<Subscriptions>, stop: CancellationToken) {
+    let mut backoff = FIRST_BACKOFF;
+    let mut generation = None;
+    loop {
+        let opened = tokio::select! {
+            () = stop.cancelled() => return,
+            r = up.open_stream() => r,
+        };
+        let (g, mut stream) = match opened {
+            Ok(s) => s,
+            Err(UpstreamError::Protocol { detail, .. }) => {
+                tracing::info!(upstream = %up.config.id, detail, "upstream notifications not followed");
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(upstream = %up.config.id, error = %e, ?backoff, "upstream GET stream not open; retrying");
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+        };
+        if generation.is_some_and(|old| old != g) {
+            // A new upstream session has no subscriptions: make them again.
+            let Some(s) = subs.upgrade() else { return };
+            for uri in s.uris_of(&up.config.id) {
+                if let Err(e) = tell(&up, "resources/subscribe", &uri).await {
+                    tracing::warn!(upstream = %up.config.id, uri, error = %e, "resubscribe failed");
+                }
+            }
+        }
+        generation = Some(g);
+        tracing::debug!(upstream = %up.config.id, "upstream GET stream open");
+        loop {
+            let next = tokio::select! {
+                () = stop.cancelled() => return,
+                n = stream.next() => n,
+            };
+            let Some(Ok(text)) = next else { break };
+            backoff = FIRST_BACKOFF;
+            let Some(s) = subs.upgrade() else { return };
+            dispatch(&up, &s, &text);
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// One message of an upstream's GET stream.
+fn dispatch(up: &Upstream, subs: &Subscriptions, text: &str) {
+    let Ok(v) = serde_json::from_str::<Value>(text) else {
+        tracing::debug!(upstream = %up.config.id, "GET stream message is not JSON; ignored");
+        return;
+    };
+    match v.get("method").and_then(Value::as_str) {
+        Some("notifications/resources/updated") => {
+            if let Some(uri) = v.pointer("/params/uri").and_then(Value::as_str) {
+                let n = subs.deliver_updated(&up.config.id, uri);
+                tracing::debug!(upstream = %up.config.id, uri, sessions = n, "resource updated");
+            }
+        }
+        Some(m) => {
+            tracing::debug!(upstream = %up.config.id, method = m, "upstream notification not relayed")
+        }
+        None => {}
+    }
+}
