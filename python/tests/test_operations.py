@@ -32,7 +32,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import INITIALIZE, SECRET, Gateway, Runtimes, _socket_dir, gateway_env
+from conftest import INITIALIZE, RUNTIME_FLAGS, SECRET, Gateway, Runtime, Runtimes, _socket_dir, gateway_env
 from mcp_gateway._metrics import mcp_method_of, rpc_code_of
 from mcp_gateway._proto.mcp.core.v1 import core_pb2 as pb
 from mcp_gateway._proto.mcp.core.v1 import core_pb2_grpc as pb_grpc
@@ -41,6 +41,7 @@ from mcp_gateway.testing import (
     start_core,
     start_edge_runtime,
     start_gateway,
+    start_runtime,
     stop,
 )
 
@@ -568,3 +569,59 @@ async def test_traces_follow_a_request_through_gateway_and_core(
         s["span_id"] for s in receiver.spans if s["trace_id"] == trace_id and s["service"] == "mcp-runtime"
     }
     assert resolve["parent_span_id"] in {other_span, *runtime_spans}
+
+
+@pytest.mark.parametrize("mode", ["http", "grpc"])
+async def test_one_trace_runs_from_the_client_through_the_gateway_into_the_runtime(
+    mode: str,
+    otlp: tuple[OtlpReceiver, str],
+    workdir: Path,
+    catalog: Path,
+    http: httpx.AsyncClient,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Client -> gateway -> runtime (over either socket) is one trace.
+
+    Each span is the child of the hop before it: the gateway's SERVER span of the client's
+    span, the runtime's of the gateway's.
+    """
+    receiver, endpoint = otlp
+    trace_id, client_span = secrets.token_hex(16), secrets.token_hex(8)
+    sockets = _socket_dir() / secrets.token_hex(3)
+    sockets.mkdir()
+    log = workdir / f"runtime-trace-{mode}.log"
+    with monkeypatch.context() as env:
+        for name, value in otel_env(endpoint).items():
+            env.setenv(name, value)
+        process = start_runtime(
+            catalog, str(sockets / "h.sock"), str(sockets / "g.sock"), extra=RUNTIME_FLAGS, log=log
+        )
+    rt = Runtime(process, str(sockets / "h.sock"), str(sockets / "g.sock"), catalog, log)
+    try:
+        env_vars = {**gateway_env(mode, catalog, rt), **otel_env(endpoint)}
+        port = free_port()
+        gateway_process = start_gateway(env_vars, port, log=workdir / f"gateway-trace-{mode}-{port}.log")
+        try:
+            gw = Gateway(mode, f"http://127.0.0.1:{port}", SECRET, [gateway_process])
+            token = gw.token()
+            session = await gw.initialize(http, token)
+            traceparent = f"00-{trace_id}-{client_span}-01"
+            r = await http.post(
+                gw.url, json=CALL, headers=gw.headers(token, session, traceparent=traceparent)
+            )
+            assert r.status_code == 200, r.text
+
+            def in_trace(service: str) -> Any:
+                return lambda s: (
+                    s["service"] == service and s["trace_id"] == trace_id and s["name"] == "tools/call"
+                )
+
+            (outer,) = await receiver.wait_for(in_trace("mcp-gateway"))
+            (inner,) = await receiver.wait_for(in_trace("mcp-runtime"))
+        finally:
+            stop(gateway_process)
+    finally:
+        stop(process)
+    assert outer["parent_span_id"] == client_span
+    assert inner["parent_span_id"] == outer["span_id"], (outer, inner)
+    assert inner["kind"] == 2  # SPAN_KIND_SERVER
