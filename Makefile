@@ -134,17 +134,21 @@ rust-test: rust-lint feature-gate redis-check
 # plus the Python core; and their revocation latency), straight to the upstream, two gateway
 # workers),
 # interleaved in rounds. Results land in bench/results/<UTC timestamp>/ (results.json,
-# report.md, one SVG per layer). BENCH_PROFILE=quick (default, about 9 minutes on 2 cores after the build) or
+# report.md, one SVG per layer). BENCH_PROFILE=quick (default, about 9 minutes on 2 cores after the build),
+# reference (what the committed reference run bench/results/reference/ used: the quick workloads at
+# 2 s per row and round, with ContextForge, which `make contextforge` installs) or
 # full (concurrency 64 too, 1 MiB and 16 MiB echo through the gateway, and ContextForge as a peer:
 # `make contextforge` installs it, mk/contextforge.mk; about 50 minutes, an estimate).
 BENCH_PROFILE ?= quick
 BENCH_ARGS_quick := --duration 1 --rounds 3 --warmup 30 --concurrency 1,16
 BENCH_ARGS_full := --duration 3 --rounds 3 --warmup 100 --concurrency 1,16,64 \
 	--gateway-workloads ping,echo:100,echo:1k,echo:10k,echo:1m,echo:16m,tools/list:10,tools/list:500,progress,everything:100,session
+BENCH_ARGS_reference := --duration 2 --rounds 3 --warmup 50 --concurrency 1,16
 BENCH_ARGS_CF_full := --contextforge-python $(CURDIR)/$(CONTEXTFORGE_PY)
+BENCH_ARGS_CF_reference := $(BENCH_ARGS_CF_full)
 BENCH_BIN := target/bench-bin
-bench: python-build node-deps $(if $(filter full,$(BENCH_PROFILE)),contextforge)
-	@test -n "$(BENCH_ARGS_$(BENCH_PROFILE))" || { echo "BENCH_PROFILE must be quick or full"; exit 2; }
+bench: python-build node-deps $(if $(filter full reference,$(BENCH_PROFILE)),contextforge)
+	@test -n "$(BENCH_ARGS_$(BENCH_PROFILE))" || { echo "BENCH_PROFILE must be quick, reference or full"; exit 2; }
 	$(CARGO) build --release -p mcp-runtime
 	mkdir -p $(BENCH_BIN) && cp target/release/mcp-runtime $(BENCH_BIN)/mcp-runtime-nogrpc
 	$(CARGO) build --release -p mcp-runtime --features grpc-uds,otel -p mcp-fixture-server -p mcp-bench

@@ -482,11 +482,7 @@ impl ServerHandler for FixtureServer {
             // The watched resource "changes" every UPDATE_PERIOD while subscribed: each
             // change is one `notifications/resources/updated` on the session's standalone
             // stream, until the session unsubscribes or goes away.
-            let (subs, peer, uri) = (
-                Arc::clone(&self.subscriptions),
-                context.peer.clone(),
-                request.uri.clone(),
-            );
+            let (subs, peer, uri) = (Arc::clone(&self.subscriptions), context.peer, request.uri);
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(UPDATE_PERIOD).await;

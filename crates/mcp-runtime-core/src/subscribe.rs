@@ -250,7 +250,7 @@ fn dispatch(up: &Upstream, subs: &Subscriptions, text: &str) {
             }
         }
         Some(m) => {
-            tracing::debug!(upstream = %up.config.id, method = m, "upstream notification not relayed")
+            tracing::debug!(upstream = %up.config.id, method = m, "upstream notification not relayed");
         }
         None => {}
     }
