@@ -117,23 +117,25 @@ async fn updates_reach_the_sessions_subscribed_to_that_resource_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_or_invisible_uri_is_refused_as_resources_read_refuses_it() {
+    // The conformance resources (`test://`) are only on the team upstream, which bob cannot
+    // see; the public one is the plain fixture.
     let (public, alpha) = (
+        Fixture::start(),
         Fixture::start_with(
             "127.0.0.1:0".parse().expect("address"),
             SharedState::new(0).with_conformance(),
         ),
-        Fixture::start(),
     );
     let rt = Sidecar::start(&format!(
         "[[upstreams]]\nid = \"public\"\nurl = \"{}\"\n\n[[upstreams]]\nid = \"alpha\"\n\
-         url = \"{}\"\nvisibility = \"team\"\nteam = \"alpha\"\n",
+         url = \"{}\"\nprefix = \"alpha_\"\nvisibility = \"team\"\nteam = \"alpha\"\n",
         public.url, alpha.url
     ))
     .await;
     let http = Http::new(&rt.http);
     let bob = auth("bob@example.com", false, Some(&[]));
     let b = http.initialize(&bob, None).await;
-    for uri in ["test://nope", "fixture://readme", "fixture://items/1"] {
+    for uri in ["test://nope", STATIC, WATCHED] {
         let read = http
             .send(&Call::post(&bob, rpc(2, "resources/read", json!({"uri": uri}))).session(&b))
             .await
