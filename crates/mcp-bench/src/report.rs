@@ -138,6 +138,13 @@ pub struct Metrics {
     /// CPU time (user plus system) per request of each process, in microseconds, by process
     /// name (`gateway`, `runtime`, `fixture` (the upstream), `client`).
     pub cpu_us_per_request: BTreeMap<String, f64>,
+    /// The clock each `cpu_us_per_request` figure came from, by process name: `schedstat`
+    /// (per-thread nanoseconds), `ticks` (`/proc/PID/stat` clock ticks: no schedstat, or
+    /// threads exited during the phase), `getrusage` (the Python client's own reading); in a
+    /// summary, the distinct clocks of the rounds joined by `+`. Empty in runs before it was
+    /// recorded (those used ticks).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub cpu_clock: BTreeMap<String, String>,
     /// Peak RSS of each process at the end of the phase, in KiB.
     pub peak_rss_kib: BTreeMap<String, u64>,
     /// Body size of a response, in bytes.
@@ -165,6 +172,16 @@ impl Metrics {
                 Some((n.clone(), median(&v)?))
             })
             .collect();
+        let mut clocks: BTreeMap<String, std::collections::BTreeSet<&str>> = BTreeMap::new();
+        for m in rounds {
+            for (n, c) in &m.cpu_clock {
+                clocks.entry(n.clone()).or_default().extend(c.split('+'));
+            }
+        }
+        let cpu_clock = clocks
+            .into_iter()
+            .map(|(n, set)| (n, set.into_iter().collect::<Vec<_>>().join("+")))
+            .collect();
         let mut rss = BTreeMap::new();
         for m in rounds {
             for (n, &v) in &m.peak_rss_kib {
@@ -188,6 +205,7 @@ impl Metrics {
                 (!n.is_empty()).then(|| LatencySummary::median_of(&n))
             },
             cpu_us_per_request: cpu,
+            cpu_clock,
             peak_rss_kib: rss,
             response_bytes: rounds.last().map_or(0, |m| m.response_bytes),
         }
