@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 
 use crate::proc::MachineInfo;
-use crate::stats::{LatencySummary, median};
+use crate::stats::{LatencySummary, median, spread};
 
 /// Version of the JSON layout below.
 pub const SCHEMA: &str = "mcp-bench/1";
@@ -376,10 +376,21 @@ impl Report {
         }
         if !self.comparisons.is_empty() {
             out.push_str(
-                "\n### Ratios (median of per-round ratios; req/s above 1 means the first is faster)\n\n| layer | ratio | workload | req B | conc | req/s | p50 | p99 | gateway CPU/req | runtime CPU/req | client CPU/req |\n|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|\n",
+                "\n### Ratios (median of per-round ratios, req/s with the lowest and highest of its rounds; req/s above 1 means the first is faster)\n\n| layer | ratio | workload | req B | conc | req/s | p50 | p99 | gateway CPU/req | runtime CPU/req | client CPU/req |\n|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|\n",
             );
             for c in &self.comparisons {
                 let r = &c.median;
+                let (lo, hi) = spread(
+                    c.rounds
+                        .iter()
+                        .map(|r| r.requests_per_s)
+                        .filter(|v| v.is_finite()),
+                );
+                let rps = if lo.is_nan() {
+                    cell(Some(r.requests_per_s), 2)
+                } else {
+                    format!("{} ({lo:.2}–{hi:.2})", cell(Some(r.requests_per_s), 2))
+                };
                 let _ = writeln!(
                     out,
                     "| {} | {} / {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
@@ -389,7 +400,7 @@ impl Report {
                     c.numerator.workload,
                     c.numerator.payload_bytes,
                     c.numerator.concurrency,
-                    cell(Some(r.requests_per_s), 2),
+                    rps,
                     cell(Some(r.p50), 2),
                     cell(Some(r.p99), 2),
                     cell(r.cpu_per_request.get("gateway").copied(), 2),
