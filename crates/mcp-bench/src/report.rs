@@ -386,11 +386,15 @@ impl Report {
                         .map(|r| r.requests_per_s)
                         .filter(|v| v.is_finite()),
                 );
-                let rps = if lo.is_nan() {
+                let mut rps = if lo.is_nan() {
                     cell(Some(r.requests_per_s), 2)
                 } else {
                     format!("{} ({lo:.2}–{hi:.2})", cell(Some(r.requests_per_s), 2))
                 };
+                let errors = self.errors_in(&c.numerator) + self.errors_in(&c.denominator);
+                if errors > 0 {
+                    let _ = write!(rps, " — {errors} errors, not comparable");
+                }
                 let _ = writeln!(
                     out,
                     "| {} | {} / {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
@@ -417,6 +421,14 @@ impl Report {
             }
         }
         out
+    }
+
+    /// Errors of the row with `key`, 0 when there is none.
+    fn errors_in(&self, key: &RowKey) -> u64 {
+        self.rows
+            .iter()
+            .find(|r| &r.key == key)
+            .map_or(0, |r| r.summary.errors)
     }
 
     /// The full Markdown report: [`Report::to_markdown`] plus the machine, versions, settings
@@ -477,16 +489,27 @@ impl Report {
     }
 }
 
-/// A horizontal bar chart of the rows' median requests/s.
+/// A horizontal bar chart of the rows' median requests/s. A row with errors (failed or
+/// non-200 answers counted as requests) is drawn as failed: a hatched red bar labelled with its
+/// error count, and it does not set the scale, so it never looks like the fastest.
 fn bar_chart(layer: &str, rows: &[&Row]) -> String {
     const BAR: usize = 18;
     const LABEL_W: usize = 380;
     const PLOT_W: usize = 420;
-    let max = rows
+    let clean_max = rows
         .iter()
+        .filter(|r| r.summary.errors == 0)
         .map(|r| r.summary.requests_per_s)
-        .fold(0.0_f64, f64::max)
-        .max(1.0);
+        .fold(0.0_f64, f64::max);
+    let max = if clean_max > 0.0 {
+        clean_max
+    } else {
+        rows.iter()
+            .map(|r| r.summary.requests_per_s)
+            .fold(0.0_f64, f64::max)
+    }
+    .max(1.0);
+    let any_failed = rows.iter().any(|r| r.summary.errors > 0);
     let height = 40 + rows.len() * (BAR + 6) + 10;
     let width = LABEL_W + PLOT_W + 90;
     let mut svg = format!(
@@ -495,6 +518,10 @@ fn bar_chart(layer: &str, rows: &[&Row]) -> String {
 "#,
         xml(layer)
     );
+    if any_failed {
+        svg.push_str(r##"<defs><pattern id="failed" width="6" height="6" patternUnits="userSpaceOnUse" patternTransform="rotate(45)"><rect width="6" height="6" fill="#fde0e0"/><line x1="0" y1="0" x2="0" y2="6" stroke="#c0392b" stroke-width="3"/></pattern></defs>
+"##);
+    }
     let palette = |mode: &str| match mode {
         "grpc" | "grpc.aio" => "#2a9d8f",
         "http-json" | "httpx" | "hyper" => "#e76f51",
@@ -513,21 +540,43 @@ fn bar_chart(layer: &str, rows: &[&Row]) -> String {
             k.concurrency
         );
         let rps = r.summary.requests_per_s;
-        let w = (rps / max * PLOT_W as f64).round().max(1.0);
+        let w = (rps / max * PLOT_W as f64)
+            .round()
+            .clamp(1.0, PLOT_W as f64);
+        let errors = r.summary.errors;
+        let (fill, stroke, value) = if errors > 0 {
+            (
+                "url(#failed)".to_owned(),
+                r##" stroke="#c0392b""##,
+                format!("{rps:.0} · failed: {errors} errors"),
+            )
+        } else {
+            (
+                palette(if k.layer == "python-hop" {
+                    &k.client
+                } else {
+                    &k.transport
+                })
+                .to_owned(),
+                "",
+                format!("{rps:.0}"),
+            )
+        };
         let _ = writeln!(
             svg,
-            r#"<text x="{}" y="{}" text-anchor="end">{}</text><rect x="{}" y="{y}" width="{w}" height="{BAR}" fill="{}"/><text x="{}" y="{}">{rps:.0}</text>"#,
+            r#"<text x="{}" y="{}" text-anchor="end">{}</text><rect x="{}" y="{y}" width="{w}" height="{BAR}" fill="{fill}"{stroke}/><text x="{}" y="{}"{}>{}</text>"#,
             LABEL_W - 6,
             y + BAR - 5,
             xml(&label),
             LABEL_W,
-            palette(if k.layer == "python-hop" {
-                &k.client
-            } else {
-                &k.transport
-            }),
             LABEL_W as f64 + w + 4.0,
             y + BAR - 5,
+            if errors > 0 {
+                r##" fill="#c0392b""##
+            } else {
+                ""
+            },
+            xml(&value),
         );
     }
     svg.push_str("</svg>\n");
@@ -602,6 +651,50 @@ mod tests {
         .to_markdown();
         assert!(
             md.contains("| runtime | grpc / http-json | ping | 40 | 1 |"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn rows_with_errors_are_drawn_as_failed() {
+        let clean = row("http-json", vec![metrics(100.0, 1.0)]);
+        let mut failed = row("grpc", vec![metrics(400.0, 1.0)]);
+        failed.rounds[0].errors = 7;
+        failed.summary = Metrics::summarize(&failed.rounds);
+        let svg = bar_chart("runtime", &[&clean, &failed]);
+        // The clean row sets the scale: the full plot width, though the failed row counted
+        // more answers per second.
+        assert!(
+            svg.contains(r##"width="420" height="18" fill="#e76f51"/>"##),
+            "{svg}"
+        );
+        assert!(svg.contains(r#"<pattern id="failed""#), "{svg}");
+        assert!(
+            svg.contains(r##"width="420" height="18" fill="url(#failed)" stroke="#c0392b"/>"##),
+            "{svg}"
+        );
+        assert!(svg.contains("400 · failed: 7 errors</text>"), "{svg}");
+        // Without errors, no pattern and no failure label.
+        let svg = bar_chart("runtime", &[&clean]);
+        assert!(!svg.contains("failed"), "{svg}");
+
+        let c = Comparison::between(&failed, &clean);
+        let md = Report {
+            schema: SCHEMA.into(),
+            started_unix_s: 0,
+            command_line: vec![],
+            machine: MachineInfo::collect(),
+            versions: BTreeMap::new(),
+            settings: BTreeMap::new(),
+            commands: BTreeMap::new(),
+            notes: vec![],
+            rows: vec![clean, failed],
+            comparisons: vec![c],
+            revocations: vec![],
+        }
+        .to_markdown();
+        assert!(
+            md.contains("| 4.00 (4.00–4.00) — 7 errors, not comparable |"),
             "{md}"
         );
     }
