@@ -314,6 +314,15 @@ fn size(bytes: usize) -> String {
     }
 }
 
+/// A settings value as plain text: strings without quotes, arrays joined by `, `.
+fn plain(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Array(a) => a.iter().map(plain).collect::<Vec<_>>().join(", "),
+        other => other.to_string(),
+    }
+}
+
 /// Escapes text for SVG.
 fn xml(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -330,14 +339,21 @@ impl Report {
         let m = &self.machine;
         let _ = writeln!(
             out,
-            "## mcp-bench\n\n{} CPUs ({}), Linux {}; {} rounds, medians across rounds; latency and CPU in µs, peak RSS in MiB; `upstream` is the fixture server, except rows marked (server-everything).\n",
+            "## mcp-bench\n\n{} CPUs ({}), Linux {}; {}; medians across rounds; latency and CPU in µs, peak RSS in MiB; `upstream` is the fixture server, except rows marked (server-everything).\n",
             m.nproc,
             m.cpu_model,
             m.kernel,
-            self.settings
-                .get("rounds")
-                .map_or_else(|| "?".to_owned(), ToString::to_string),
+            self.settings_header(),
         );
+        for line in [self.workloads_header(), Some(self.cpu_clock_header())]
+            .into_iter()
+            .flatten()
+        {
+            let _ = writeln!(out, "{line}\n");
+        }
+        if !self.command_line.is_empty() {
+            let _ = writeln!(out, "Command line: `{}`\n", self.command_line.join(" "));
+        }
         out.push_str(
             "| layer | mode | client | workload | conc | req B | resp B | req/s | p50 | p95 | p99 | max | errors | CPU/req client | gateway | runtime | upstream | RSS gateway | runtime | upstream |\n",
         );
@@ -421,6 +437,84 @@ impl Report {
             }
         }
         out
+    }
+
+    /// The run's rounds, stop rule, warm-up and concurrency levels as recorded in `settings`
+    /// (the command line's values, defaults applied; `?` for what the run did not record),
+    /// with the caps the layers apply to progress rows and rows of 1 MiB and more.
+    fn settings_header(&self) -> String {
+        let get = |k: &str| self.settings.get(k);
+        let text = |v: Option<&serde_json::Value>| v.map_or_else(|| "?".to_owned(), plain);
+        let stop = if let Some(d) = get("duration_s_per_round") {
+            format!(
+                "each row measured for {} s per round (`--duration`)",
+                plain(d)
+            )
+        } else if let Some(n) = get("requests_per_round") {
+            format!(
+                "each row measured for {} requests per round (`--requests`; rows of 1 MiB and more at most 8 per worker)",
+                plain(n)
+            )
+        } else {
+            "each row measured for ? per round".to_owned()
+        };
+        format!(
+            "{} rounds (`--rounds`); {stop} after {} warm-up requests (`--warmup`; progress rows at most 2 per worker, rows of 1 MiB and more at most 1 per worker); concurrency {} (`--concurrency`)",
+            text(get("rounds")),
+            text(get("warmup_requests")),
+            text(get("concurrency")),
+        )
+    }
+
+    /// Each layer's workloads (and modes or clients) as recorded in `settings`; `None` when
+    /// the run recorded none. Layers whose lists are empty measured nothing and are left out.
+    fn workloads_header(&self) -> Option<String> {
+        let list = |k: &str| {
+            self.settings
+                .get(k)
+                .filter(|v| v.as_array().is_some_and(|a| !a.is_empty()))
+                .map(plain)
+        };
+        let mut parts = Vec::new();
+        for (key, label, with) in [
+            ("floor_payloads", "floor payloads (B)", None),
+            ("workloads", "runtime", None),
+            ("pyhop_workloads", "Python hop", Some("pyhop_clients")),
+            ("direct_workloads", "direct to the upstream", None),
+            ("gateway_workloads", "gateway", Some("gateway_modes")),
+            ("state_workloads", "state", Some("state_concurrency")),
+        ] {
+            if let Some(w) = list(key) {
+                match with.and_then(list) {
+                    Some(m) => parts.push(format!("{label} ({m}): {w}")),
+                    None => parts.push(format!("{label}: {w}")),
+                }
+            }
+        }
+        (!parts.is_empty()).then(|| format!("Workloads: {}.", parts.join("; ")))
+    }
+
+    /// Which clocks the CPU-per-request figures came from, with how many figures (row and
+    /// process) each; runs that recorded no clock used `/proc/PID/stat` ticks.
+    fn cpu_clock_header(&self) -> String {
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for r in &self.rows {
+            for c in r.summary.cpu_clock.values() {
+                *counts.entry(c.as_str()).or_default() += 1;
+            }
+        }
+        if counts.is_empty() {
+            return format!(
+                "CPU per request: `/proc/PID/stat` clock ticks ({} per second; this run did not record its clocks).",
+                self.machine.clock_ticks_per_second
+            );
+        }
+        let each: Vec<String> = counts.iter().map(|(c, n)| format!("{c} {n}")).collect();
+        format!(
+            "CPU per request, figures (row × process) by clock: {}. `schedstat` is per-thread nanoseconds (`/proc/PID/task/TID/schedstat`); `ticks` is `/proc/PID/stat` in clock ticks ({} per second), used where schedstat is not kept or threads exited during the phase; `getrusage` is the Python client's own reading; `a+b`: rounds differed.",
+            each.join(", "),
+            self.machine.clock_ticks_per_second
+        )
     }
 
     /// Errors of the row with `key`, 0 when there is none.
@@ -697,6 +791,52 @@ mod tests {
             md.contains("| 4.00 (4.00–4.00) — 7 errors, not comparable |"),
             "{md}"
         );
+    }
+
+    #[test]
+    fn the_header_lists_workloads_and_cpu_clocks() {
+        let mut a = metrics(100.0, 1.0);
+        a.cpu_clock = [("runtime".to_owned(), "schedstat".to_owned())].into();
+        let mut b = metrics(100.0, 1.0);
+        b.cpu_clock = [("runtime".to_owned(), "ticks".to_owned())].into();
+        let mixed = row("http-json", vec![a.clone(), b]);
+        assert_eq!(mixed.summary.cpu_clock["runtime"], "schedstat+ticks");
+        let fine = row("grpc", vec![a]);
+        let settings = [
+            ("workloads", serde_json::json!(["ping"])),
+            ("gateway_workloads", serde_json::json!([])),
+            ("pyhop_workloads", serde_json::json!(["ping", "echo1k"])),
+            ("pyhop_clients", serde_json::json!(["httpx"])),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        let md = Report {
+            schema: SCHEMA.into(),
+            started_unix_s: 0,
+            command_line: vec![],
+            machine: MachineInfo::collect(),
+            versions: BTreeMap::new(),
+            settings,
+            commands: BTreeMap::new(),
+            notes: vec![],
+            rows: vec![mixed, fine],
+            comparisons: vec![],
+            revocations: vec![],
+        }
+        .to_markdown();
+        assert!(
+            md.contains("Workloads: runtime: ping; Python hop (httpx): ping, echo1k.\n"),
+            "{md}"
+        );
+        assert!(!md.contains("gateway:"), "{md}");
+        assert!(
+            md.contains(
+                "CPU per request, figures (row × process) by clock: schedstat 1, schedstat+ticks 1."
+            ),
+            "{md}"
+        );
+        assert!(md.contains("? rounds (`--rounds`)"), "{md}");
     }
 
     #[test]
