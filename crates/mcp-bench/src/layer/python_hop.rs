@@ -152,16 +152,17 @@ impl Layer for PythonHop {
             "pyhop_clients".to_owned(),
             json!(self.clients.iter().map(|c| c.name()).collect::<Vec<_>>()),
         );
-        settings.insert(
-            "pyhop_workloads".to_owned(),
-            json!(
-                cfg.python_hop
-                    .pyhop_workloads
-                    .iter()
-                    .map(|w| w.arg())
-                    .collect::<Vec<_>>()
-            ),
-        );
+        // Without clients (--no-python-hop, or no Python) the layer measures nothing.
+        let workloads: Vec<&str> = if self.clients.is_empty() {
+            Vec::new()
+        } else {
+            cfg.python_hop
+                .pyhop_workloads
+                .iter()
+                .map(|w| w.arg())
+                .collect()
+        };
+        settings.insert("pyhop_workloads".to_owned(), json!(workloads));
     }
 }
 
