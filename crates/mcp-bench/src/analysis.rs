@@ -771,12 +771,12 @@ impl Report {
         if cmp.is_empty() {
             return;
         }
-        out.push_str("\n### Cost of the metrics\n\nThe HTTP/JSON path of a runtime started with `--metrics-listen` (every request counted and timed in the Prometheus metrics) over the same binary without it, measured in the same rounds (median of per-round ratios, with their lowest and highest; 1.00 is no difference; target: req/s at least 0.97).\n\n| workload | conc | req/s | min | max | p50 | runtime CPU/req |\n|---|--:|--:|--:|--:|--:|--:|\n");
+        out.push_str("\n### Cost of the metrics\n\nThe HTTP/JSON path of a runtime started with `--metrics-listen` (every request counted and timed in the Prometheus metrics) over the same binary without it, measured in the same rounds (median of per-round ratios, with their lowest and highest; 1.00 is no difference; target: req/s at least 0.97, judged on the lowest and highest: **met** when both are at least 0.97, **missed** when both are below, **even** otherwise).\n\n| workload | conc | req/s | min | max | p50 | runtime CPU/req | target |\n|---|--:|--:|--:|--:|--:|--:|---|\n");
         for c in cmp {
-            let (lo, hi) = spread(c.rounds.iter().map(|r| r.requests_per_s));
+            let (lo, hi) = rps_spread(c);
             let _ = writeln!(
                 out,
-                "| {} | {} | {:.3} | {lo:.3} | {hi:.3} | {:.2} | {} |",
+                "| {} | {} | {:.3} | {lo:.3} | {hi:.3} | {:.2} | {} | {} |",
                 c.numerator.workload,
                 c.numerator.concurrency,
                 c.median.requests_per_s,
@@ -785,6 +785,7 @@ impl Report {
                     .cpu_per_request
                     .get("runtime")
                     .map_or_else(|| "–".to_owned(), |v| format!("{v:.2}")),
+                Verdict::at_least(lo, hi, 0.97).markdown(),
             );
         }
     }
@@ -1037,6 +1038,39 @@ mod tests {
         let md = report(rows, vec![]).analysis_markdown();
         assert!(
             md.contains("end to end at every concurrency and payload: **missed**; lowest gRPC / HTTP/JSON req/s ratio 0.85x (0.80–0.90) (tools/call echo 1119 B c=16) over 2 row pairs; every round below 1: tools/call echo 1119 B c=16 (0.85x (0.80–0.90)); rounds on both sides of 1: tools/call echo 1119 B c=1"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn the_metrics_cost_is_judged_on_its_spread() {
+        let rows = vec![
+            row("runtime", "http-json", "ping", 16, &[1000.0; 3], 10.0),
+            row(
+                "runtime",
+                "http-json-metrics",
+                "ping",
+                16,
+                &[990.0, 960.0, 1000.0],
+                10.0,
+            ),
+            row("runtime", "http-json", "ping", 1, &[1000.0; 3], 10.0),
+            row(
+                "runtime",
+                "http-json-metrics",
+                "ping",
+                1,
+                &[980.0, 975.0, 990.0],
+                10.0,
+            ),
+        ];
+        let md = report(rows, vec![]).analysis_markdown();
+        assert!(
+            md.contains("| ping | 16 | 0.990 | 0.960 | 1.000 | NaN | – | **even** |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| ping | 1 | 0.980 | 0.975 | 0.990 | NaN | – | **met** |"),
             "{md}"
         );
     }
