@@ -6,10 +6,96 @@
 use std::fmt::Write as _;
 
 use crate::report::{Comparison, Report, Row, RowKey};
-use crate::stats::LatencySummary;
+use crate::stats::{LatencySummary, spread};
 
 /// `tools/call echo` with a 1 KiB text: the request size of the breakdown rows.
 const ECHO_1K: &str = "tools/call echo";
+
+/// How a target stands given the spread of its measure over the rounds: noise within that
+/// spread cannot flip a verdict, because a target is only judged where the whole spread is on
+/// one side of its threshold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verdict {
+    /// The whole spread is on the good side of the threshold.
+    Met,
+    /// The spread crosses the threshold (or is unknown): neither met nor missed.
+    Even,
+    /// The whole spread is on the bad side of the threshold (or the rows cannot be compared).
+    Missed,
+}
+
+impl Verdict {
+    /// A target "at least `threshold`" against the spread `lo..=hi` of its rounds (e.g. a
+    /// ratio's lowest and highest per-round value): met when `lo >= threshold`, missed when
+    /// `hi < threshold`, even otherwise (also when either bound is NaN).
+    #[must_use]
+    pub fn at_least(lo: f64, hi: f64, threshold: f64) -> Self {
+        if lo.is_nan() || hi.is_nan() {
+            Self::Even
+        } else if lo >= threshold {
+            Self::Met
+        } else if hi < threshold {
+            Self::Missed
+        } else {
+            Self::Even
+        }
+    }
+
+    /// A target "under `threshold`" against the spread `lo..=hi` of its rounds: met when
+    /// `hi < threshold`, missed when `lo >= threshold`, even otherwise (also with a NaN bound).
+    #[must_use]
+    pub fn under(lo: f64, hi: f64, threshold: f64) -> Self {
+        if lo.is_nan() || hi.is_nan() {
+            Self::Even
+        } else if hi < threshold {
+            Self::Met
+        } else if lo >= threshold {
+            Self::Missed
+        } else {
+            Self::Even
+        }
+    }
+
+    /// A target that must hold for every item: missed when any item is missed, else even when
+    /// any is even, else met (also when there is no item).
+    #[must_use]
+    pub fn all(items: impl IntoIterator<Item = Self>) -> Self {
+        items.into_iter().max().unwrap_or(Self::Met)
+    }
+
+    /// `**met**`, `**even**` or `**missed**`.
+    #[must_use]
+    pub fn markdown(self) -> &'static str {
+        match self {
+            Self::Met => "**met**",
+            Self::Even => "**even**",
+            Self::Missed => "**missed**",
+        }
+    }
+}
+
+/// The lowest and highest finite per-round req/s ratio of `c`.
+fn rps_spread(c: &Comparison) -> (f64, f64) {
+    spread(
+        c.rounds
+            .iter()
+            .map(|r| r.requests_per_s)
+            .filter(|v| v.is_finite()),
+    )
+}
+
+/// `c`'s median req/s ratio with the spread of its rounds: `0.80x (0.50–0.90)`, with
+/// `decimals` digits.
+fn rps_text(c: &Comparison, decimals: usize) -> String {
+    let (lo, hi) = rps_spread(c);
+    format!(
+        "{:.decimals$}x ({lo:.decimals$}–{hi:.decimals$})",
+        c.median.requests_per_s
+    )
+}
+
+/// (mode, concurrency, added p50 µs, lowest and highest per-round added p50 µs).
+type Added = (String, usize, f64, f64, f64);
 
 impl Report {
     /// The row of `layer` whose mode (the client for the Python hop, else the transport) is
@@ -79,32 +165,44 @@ impl Report {
                 .filter(|c| c.median.requests_per_s.is_finite())
                 .min_by(|a, b| a.median.requests_per_s.total_cmp(&b.median.requests_per_s));
             if let Some(w) = worst {
-                let below: Vec<String> = e2e
+                let judged: Vec<(Verdict, &&Comparison)> = e2e
                     .iter()
-                    .filter(|c| c.median.requests_per_s < 1.0)
                     .map(|c| {
-                        format!(
-                            "{} {} B c={} ({:.2}x)",
-                            c.numerator.workload,
-                            c.numerator.payload_bytes,
-                            c.numerator.concurrency,
-                            c.median.requests_per_s
-                        )
+                        let (lo, hi) = rps_spread(c);
+                        (Verdict::at_least(lo, hi, 1.0), c)
                     })
                     .collect();
+                let list = |v: Verdict| -> Vec<String> {
+                    judged
+                        .iter()
+                        .filter(|(j, _)| *j == v)
+                        .map(|(_, c)| {
+                            format!(
+                                "{} {} B c={} ({})",
+                                c.numerator.workload,
+                                c.numerator.payload_bytes,
+                                c.numerator.concurrency,
+                                rps_text(c, 2)
+                            )
+                        })
+                        .collect()
+                };
+                let (missed, even) = (list(Verdict::Missed), list(Verdict::Even));
+                let mut tail = String::new();
+                if !missed.is_empty() {
+                    let _ = write!(tail, "; every round below 1: {}", missed.join(", "));
+                }
+                if !even.is_empty() {
+                    let _ = write!(tail, "; rounds on both sides of 1: {}", even.join(", "));
+                }
                 lines.push(format!(
-                    "gRPC at least matches HTTP/JSON end to end at every concurrency and payload: {}; lowest gRPC / HTTP/JSON req/s ratio {:.2}x ({} {} B c={}) over {} row pairs{}",
-                    verdict(below.is_empty()),
-                    w.median.requests_per_s,
+                    "gRPC at least matches HTTP/JSON end to end at every concurrency and payload: {}; lowest gRPC / HTTP/JSON req/s ratio {} ({} {} B c={}) over {} row pairs{tail}",
+                    Verdict::all(judged.iter().map(|(v, _)| *v)).markdown(),
+                    rps_text(w, 2),
                     w.numerator.workload,
                     w.numerator.payload_bytes,
                     w.numerator.concurrency,
                     e2e.len(),
-                    if below.is_empty() {
-                        String::new()
-                    } else {
-                        format!("; below 1: {}", below.join(", "))
-                    }
                 ));
             }
         }
@@ -115,14 +213,17 @@ impl Report {
             .filter(|c| c.numerator.concurrency == 16)
             .collect();
         if !hop.is_empty() {
-            let ok = hop.iter().all(|c| c.median.requests_per_s >= 2.0);
+            let v = Verdict::all(hop.iter().map(|c| {
+                let (lo, hi) = rps_spread(c);
+                Verdict::at_least(lo, hi, 2.0)
+            }));
             let each: Vec<String> = hop
                 .iter()
-                .map(|c| format!("{} {:.1}x", c.numerator.workload, c.median.requests_per_s))
+                .map(|c| format!("{} {}", c.numerator.workload, rps_text(c, 1)))
                 .collect();
             lines.push(format!(
                 "grpc.aio beats httpx by at least 2x at concurrency 16 on the Python hop: {}; {}",
-                verdict(ok),
+                v.markdown(),
                 each.join(", ")
             ));
         }
@@ -147,7 +248,10 @@ impl Report {
                 .iter()
                 .filter(|(_, c)| errors(&c.numerator) == 0 && errors(&c.denominator) == 0)
                 .collect();
-            let ok = clean.iter().all(|(_, c)| c.median.requests_per_s >= 2.0);
+            let v = Verdict::all(clean.iter().map(|(_, c)| {
+                let (lo, hi) = rps_spread(c);
+                Verdict::at_least(lo, hi, 2.0)
+            }));
             let each: Vec<String> = sidecar
                 .iter()
                 .map(|(m, c)| {
@@ -158,16 +262,13 @@ impl Report {
                             c.numerator.payload_bytes
                         )
                     } else {
-                        format!(
-                            "{m} {} B {:.2}x",
-                            c.numerator.payload_bytes, c.median.requests_per_s
-                        )
+                        format!("{m} {} B {}", c.numerator.payload_bytes, rps_text(c, 2))
                     }
                 })
                 .collect();
             lines.push(format!(
                 "the Rust-sidecar modes serve tools/call echo at least 2x the Python baseline's req/s at concurrency 16: {}; {}",
-                verdict(ok),
+                v.markdown(),
                 each.join(", ")
             ));
         }
@@ -206,28 +307,28 @@ impl Report {
         }
 
         let added = self.progress_added();
-        let mut levels: Vec<usize> = added.iter().map(|(_, c, _)| *c).collect();
+        let mut levels: Vec<usize> = added.iter().map(|a| a.1).collect();
         levels.sort_unstable();
         levels.dedup();
         for c in levels {
             // The target is about the gateway plus the boundary: the two proxied socket modes
             // (the edge modes are listed, not judged).
-            let socket: Vec<&(String, usize, f64)> = added
+            let socket: Vec<&Added> = added
                 .iter()
-                .filter(|(m, cc, _)| *cc == c && (m == "http-json" || m == "grpc"))
+                .filter(|a| a.1 == c && (a.0 == "http-json" || a.0 == "grpc"))
                 .collect();
             if socket.is_empty() {
                 continue;
             }
-            let ok = socket.iter().all(|(_, _, a)| *a < 1000.0);
+            let v = Verdict::all(socket.iter().map(|a| Verdict::under(a.3, a.4, 1000.0)));
             let each: Vec<String> = added
                 .iter()
-                .filter(|(_, cc, _)| *cc == c)
-                .map(|(m, _, a)| format!("{m} {a:.0} µs"))
+                .filter(|a| a.1 == c)
+                .map(|(m, _, a, lo, hi)| format!("{m} {a:.0} µs ({lo:.0}–{hi:.0})"))
                 .collect();
             lines.push(format!(
-                "the gateway plus boundary add under 1 ms p50 to each progress notification, concurrency {c}: {} (socket modes); added p50 over the direct path: {}",
-                verdict(ok),
+                "the gateway plus boundary add under 1 ms p50 to each progress notification, concurrency {c}: {} (socket modes); added p50 over the direct path (range over rounds): {}",
+                v.markdown(),
                 each.join(", ")
             ));
         }
@@ -254,7 +355,6 @@ impl Report {
     /// `tools/call echo` at concurrency 16 (at least 3x); with the hook, gRPC against HTTP/JSON
     /// callbacks (reported, no target).
     fn edge_targets(&self, lines: &mut Vec<String>) {
-        let verdict = |ok: bool| if ok { "**met**" } else { "**missed**" };
         let label =
             |k: &RowKey| format!("{} {} B c={}", k.workload, k.payload_bytes, k.concurrency);
         for mode in ["edge-grpc", "edge-http-json"] {
@@ -266,7 +366,7 @@ impl Report {
             if rows.is_empty() {
                 continue;
             }
-            let (mut each, mut missing, mut ok) = (Vec::new(), Vec::new(), true);
+            let (mut each, mut missing, mut verdicts) = (Vec::new(), Vec::new(), Vec::new());
             for r in &rows {
                 let k = &r.key;
                 let Some(rt) = self.row(
@@ -281,7 +381,7 @@ impl Report {
                 };
                 let (en, ed) = (self.errors_of(k), self.errors_of(&rt.key));
                 if en + ed > 0 {
-                    ok = false;
+                    verdicts.push(Verdict::Missed);
                     each.push(format!(
                         "{} not comparable ({en} errors in {mode}, {ed} in the runtime row)",
                         label(k)
@@ -289,11 +389,12 @@ impl Report {
                     continue;
                 }
                 let c = Comparison::between(r, rt);
-                ok &= c.median.requests_per_s >= 0.75;
+                let (lo, hi) = rps_spread(&c);
+                verdicts.push(Verdict::at_least(lo, hi, 0.75));
                 each.push(format!(
-                    "{} {:.2}x ({:.0} / {:.0} req/s)",
+                    "{} {} ({:.0} / {:.0} req/s)",
                     label(k),
-                    c.median.requests_per_s,
+                    rps_text(&c, 2),
                     r.summary.requests_per_s,
                     rt.summary.requests_per_s
                 ));
@@ -313,7 +414,7 @@ impl Report {
             } else {
                 lines.push(format!(
                     "{mode} without hooks serves at least 0.75x the req/s of the runtime layer's Rust-client row (hyper, HTTP/JSON over its Unix socket) of the same workload, size and concurrency: {}; {}{no_match}",
-                    verdict(ok),
+                    Verdict::all(verdicts).markdown(),
                     each.join(", ")
                 ));
             }
@@ -328,30 +429,28 @@ impl Report {
                     "{mode} without hooks serves at least 3x the proxied gRPC mode on tools/call echo at concurrency 16: not measured (no pair of rows in this run)"
                 ));
             } else {
-                let mut ok = true;
+                let mut verdicts = Vec::new();
                 let each: Vec<String> = vs_grpc
                     .iter()
                     .map(|c| {
                         let (en, ed) =
                             (self.errors_of(&c.numerator), self.errors_of(&c.denominator));
                         if en + ed > 0 {
-                            ok = false;
+                            verdicts.push(Verdict::Missed);
                             format!(
                                 "{} B not comparable ({en} errors in {mode}, {ed} in grpc)",
                                 c.numerator.payload_bytes
                             )
                         } else {
-                            ok &= c.median.requests_per_s >= 3.0;
-                            format!(
-                                "{} B {:.2}x",
-                                c.numerator.payload_bytes, c.median.requests_per_s
-                            )
+                            let (lo, hi) = rps_spread(c);
+                            verdicts.push(Verdict::at_least(lo, hi, 3.0));
+                            format!("{} B {}", c.numerator.payload_bytes, rps_text(c, 2))
                         }
                     })
                     .collect();
                 lines.push(format!(
                     "{mode} without hooks serves at least 3x the proxied gRPC mode's req/s on tools/call echo at concurrency 16: {}; {}",
-                    verdict(ok),
+                    Verdict::all(verdicts).markdown(),
                     each.join(", ")
                 ));
             }
@@ -362,9 +461,9 @@ impl Report {
                 .iter()
                 .map(|c| {
                     format!(
-                        "{}: req/s {:.2}x, core CPU per call {:.2}x",
+                        "{}: req/s {}, core CPU per call {:.2}x",
                         label(&c.numerator),
-                        c.median.requests_per_s,
+                        rps_text(c, 2),
                         c.median
                             .cpu_per_request
                             .get("gateway")
@@ -427,8 +526,10 @@ impl Report {
         .and_then(|d| d.summary.notification_latency_us)
     }
 
-    /// (mode, concurrency, p50 added over the direct row in µs) for each gateway progress row.
-    fn progress_added(&self) -> Vec<(String, usize, f64)> {
+    /// (mode, concurrency, p50 added over the direct row in µs, and the lowest and highest
+    /// per-round added p50 (round `i` of the row minus round `i` of the direct row)) for each
+    /// gateway progress row.
+    fn progress_added(&self) -> Vec<Added> {
         let mut v = Vec::new();
         for r in self
             .rows
@@ -437,7 +538,26 @@ impl Report {
         {
             let direct = self.direct_progress(r.key.concurrency);
             if let (Some(n), Some(d)) = (r.summary.notification_latency_us, direct) {
-                v.push((r.key.transport.clone(), r.key.concurrency, n.p50 - d.p50));
+                let direct_rounds = self
+                    .row(
+                        "direct",
+                        "upstream",
+                        "tools/call progress",
+                        None,
+                        r.key.concurrency,
+                    )
+                    .map(|d| d.rounds.as_slice())
+                    .unwrap_or_default();
+                let (lo, hi) = spread(r.rounds.iter().zip(direct_rounds).filter_map(|(a, b)| {
+                    Some(a.notification_latency_us?.p50 - b.notification_latency_us?.p50)
+                }));
+                v.push((
+                    r.key.transport.clone(),
+                    r.key.concurrency,
+                    n.p50 - d.p50,
+                    lo,
+                    hi,
+                ));
             }
         }
         v
@@ -547,11 +667,12 @@ impl Report {
         if cmp.is_empty() && builds.is_none() {
             return;
         }
-        out.push_str("\n### Zero overhead when disabled\n\nThe HTTP/JSON path of the runtime built with `grpc-uds` (the benchmarked binary) over the same path of a build without it, measured in the same rounds (median of per-round ratios; 1.00 is no difference).\n\n| workload | conc | req/s | p50 | runtime CPU/req |\n|---|--:|--:|--:|--:|\n");
+        out.push_str("\n### Zero overhead when disabled\n\nThe HTTP/JSON path of the runtime built with `grpc-uds` (the benchmarked binary) over the same path of a build without it, measured in the same rounds (median of per-round ratios, req/s with their lowest and highest; 1.00 is no difference).\n\n| workload | conc | req/s (min–max) | p50 | runtime CPU/req |\n|---|--:|--:|--:|--:|\n");
         for c in cmp {
+            let (lo, hi) = rps_spread(c);
             let _ = writeln!(
                 out,
-                "| {} | {} | {:.2} | {:.2} | {} |",
+                "| {} | {} | {:.2} ({lo:.2}–{hi:.2}) | {:.2} | {} |",
                 c.numerator.workload,
                 c.numerator.concurrency,
                 c.median.requests_per_s,
@@ -650,12 +771,12 @@ impl Report {
         if cmp.is_empty() {
             return;
         }
-        out.push_str("\n### Cost of the metrics\n\nThe HTTP/JSON path of a runtime started with `--metrics-listen` (every request counted and timed in the Prometheus metrics) over the same binary without it, measured in the same rounds (median of per-round ratios, with their lowest and highest; 1.00 is no difference; target: req/s at least 0.97).\n\n| workload | conc | req/s | min | max | p50 | runtime CPU/req |\n|---|--:|--:|--:|--:|--:|--:|\n");
+        out.push_str("\n### Cost of the metrics\n\nThe HTTP/JSON path of a runtime started with `--metrics-listen` (every request counted and timed in the Prometheus metrics) over the same binary without it, measured in the same rounds (median of per-round ratios, with their lowest and highest; 1.00 is no difference; target: req/s at least 0.97, judged on the lowest and highest: **met** when both are at least 0.97, **missed** when both are below, **even** otherwise).\n\n| workload | conc | req/s | min | max | p50 | runtime CPU/req | target |\n|---|--:|--:|--:|--:|--:|--:|---|\n");
         for c in cmp {
-            let (lo, hi) = spread(c.rounds.iter().map(|r| r.requests_per_s));
+            let (lo, hi) = rps_spread(c);
             let _ = writeln!(
                 out,
-                "| {} | {} | {:.3} | {lo:.3} | {hi:.3} | {:.2} | {} |",
+                "| {} | {} | {:.3} | {lo:.3} | {hi:.3} | {:.2} | {} | {} |",
                 c.numerator.workload,
                 c.numerator.concurrency,
                 c.median.requests_per_s,
@@ -664,6 +785,7 @@ impl Report {
                     .cpu_per_request
                     .get("runtime")
                     .map_or_else(|| "–".to_owned(), |v| format!("{v:.2}")),
+                Verdict::at_least(lo, hi, 0.97).markdown(),
             );
         }
     }
@@ -704,13 +826,6 @@ impl Report {
             );
         }
     }
-}
-
-/// The smallest and largest of `values` (NaN ignored; `(NaN, NaN)` when there is none).
-fn spread(values: impl Iterator<Item = f64>) -> (f64, f64) {
-    values
-        .filter(|v| !v.is_nan())
-        .fold((f64::NAN, f64::NAN), |(lo, hi), v| (lo.min(v), hi.max(v)))
 }
 
 #[cfg(test)]
@@ -827,9 +942,10 @@ mod tests {
             failures: vec![],
         };
         let md = report(rows, vec![revocation]).analysis_markdown();
-        // Per-round ratios 0.9, 0.8, 0.5 against the runtime row: median 0.8.
+        // Per-round ratios 0.9, 0.8, 0.5 against the runtime row: median 0.8, but the rounds
+        // lie on both sides of 0.75, so the target is neither met nor missed.
         assert!(
-            md.contains("edge-grpc without hooks serves at least 0.75x the req/s of the runtime layer's Rust-client row (hyper, HTTP/JSON over its Unix socket) of the same workload, size and concurrency: **met**; tools/call echo 1119 B c=16 0.80x"),
+            md.contains("edge-grpc without hooks serves at least 0.75x the req/s of the runtime layer's Rust-client row (hyper, HTTP/JSON over its Unix socket) of the same workload, size and concurrency: **even**; tools/call echo 1119 B c=16 0.80x (0.50–0.90) (3200 / 4000 req/s)"),
             "{md}"
         );
         assert!(
@@ -837,18 +953,145 @@ mod tests {
             "{md}"
         );
         assert!(
-            md.contains("edge-grpc without hooks serves at least 3x the proxied gRPC mode's req/s on tools/call echo at concurrency 16: **met**; 1119 B 3.20x"),
+            md.contains("edge-grpc without hooks serves at least 3x the proxied gRPC mode's req/s on tools/call echo at concurrency 16: **even**; 1119 B 3.20x (2.00–3.60)"),
             "{md}"
         );
-        assert!(md.contains("edge-http-json without hooks serves at least 0.75x the req/s of the runtime layer's Rust-client row (hyper, HTTP/JSON over its Unix socket) of the same workload, size and concurrency: **missed**; tools/call echo 1119 B c=16 0.50x"), "{md}");
+        assert!(md.contains("edge-http-json without hooks serves at least 0.75x the req/s of the runtime layer's Rust-client row (hyper, HTTP/JSON over its Unix socket) of the same workload, size and concurrency: **missed**; tools/call echo 1119 B c=16 0.50x (0.50–0.50)"), "{md}");
         assert!(
-            md.contains("tools/call echo 1119 B c=16: req/s 2.00x, core CPU per call 0.50x"),
+            md.contains(
+                "tools/call echo 1119 B c=16: req/s 2.00x (2.00–2.00), core CPU per call 0.50x"
+            ),
             "{md}"
         );
         assert!(
             md.contains("| edge-grpc | 50 | 25.00 | 50.00 | 50.00 | 0 |"),
             "{md}"
         );
+    }
+
+    #[test]
+    fn a_target_is_met_only_when_every_round_is_on_the_good_side() {
+        let rows = vec![
+            row("runtime", "http-json", ECHO_1K, 16, &[4000.0; 3], 0.0),
+            row("gateway", "grpc", ECHO_1K, 16, &[1000.0; 3], 500.0),
+            // 0.90, 0.85, 0.80 of the runtime row; 3.6, 3.4, 3.2 of gRPC.
+            row(
+                "gateway",
+                "edge-grpc",
+                ECHO_1K,
+                16,
+                &[3600.0, 3400.0, 3200.0],
+                50.0,
+            ),
+            // 0.74, 0.70, 0.60 of the runtime row: every round below 0.75.
+            row(
+                "gateway",
+                "edge-http-json",
+                ECHO_1K,
+                16,
+                &[2960.0, 2800.0, 2400.0],
+                50.0,
+            ),
+        ];
+        let md = report(rows, vec![]).analysis_markdown();
+        assert!(
+            md.contains("edge-grpc without hooks serves at least 0.75x the req/s of the runtime layer's Rust-client row (hyper, HTTP/JSON over its Unix socket) of the same workload, size and concurrency: **met**; tools/call echo 1119 B c=16 0.85x (0.80–0.90)"),
+            "{md}"
+        );
+        assert!(
+            md.contains("edge-grpc without hooks serves at least 3x the proxied gRPC mode's req/s on tools/call echo at concurrency 16: **met**; 1119 B 3.40x (3.20–3.60)"),
+            "{md}"
+        );
+        assert!(
+            md.contains("edge-http-json without hooks serves at least 0.75x the req/s of the runtime layer's Rust-client row (hyper, HTTP/JSON over its Unix socket) of the same workload, size and concurrency: **missed**; tools/call echo 1119 B c=16 0.70x (0.60–0.74)"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn end_to_end_ratios_straddling_one_are_even() {
+        let rows = vec![
+            row("gateway", "http-json", ECHO_1K, 1, &[1000.0; 3], 0.0),
+            row("gateway", "grpc", ECHO_1K, 1, &[950.0, 1020.0, 1100.0], 0.0),
+            row("gateway", "http-json", ECHO_1K, 16, &[1000.0; 3], 0.0),
+            row(
+                "gateway",
+                "grpc",
+                ECHO_1K,
+                16,
+                &[1200.0, 1300.0, 1250.0],
+                0.0,
+            ),
+        ];
+        let md = report(rows, vec![]).analysis_markdown();
+        assert!(
+            md.contains("gRPC at least matches HTTP/JSON end to end at every concurrency and payload: **even**; lowest gRPC / HTTP/JSON req/s ratio 1.02x (0.95–1.10) (tools/call echo 1119 B c=1) over 2 row pairs; rounds on both sides of 1: tools/call echo 1119 B c=1 (1.02x (0.95–1.10))"),
+            "{md}"
+        );
+        // One pair wholly below 1 makes it missed, whatever the others say.
+        let rows = vec![
+            row("gateway", "http-json", ECHO_1K, 1, &[1000.0; 3], 0.0),
+            row("gateway", "grpc", ECHO_1K, 1, &[950.0, 1020.0, 1100.0], 0.0),
+            row("gateway", "http-json", ECHO_1K, 16, &[1000.0; 3], 0.0),
+            row("gateway", "grpc", ECHO_1K, 16, &[800.0, 900.0, 850.0], 0.0),
+        ];
+        let md = report(rows, vec![]).analysis_markdown();
+        assert!(
+            md.contains("end to end at every concurrency and payload: **missed**; lowest gRPC / HTTP/JSON req/s ratio 0.85x (0.80–0.90) (tools/call echo 1119 B c=16) over 2 row pairs; every round below 1: tools/call echo 1119 B c=16 (0.85x (0.80–0.90)); rounds on both sides of 1: tools/call echo 1119 B c=1"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn the_metrics_cost_is_judged_on_its_spread() {
+        let rows = vec![
+            row("runtime", "http-json", "ping", 16, &[1000.0; 3], 10.0),
+            row(
+                "runtime",
+                "http-json-metrics",
+                "ping",
+                16,
+                &[990.0, 960.0, 1000.0],
+                10.0,
+            ),
+            row("runtime", "http-json", "ping", 1, &[1000.0; 3], 10.0),
+            row(
+                "runtime",
+                "http-json-metrics",
+                "ping",
+                1,
+                &[980.0, 975.0, 990.0],
+                10.0,
+            ),
+        ];
+        let md = report(rows, vec![]).analysis_markdown();
+        assert!(
+            md.contains("| ping | 16 | 0.990 | 0.960 | 1.000 | NaN | – | **even** |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| ping | 1 | 0.980 | 0.975 | 0.990 | NaN | – | **met** |"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn verdicts_from_spreads() {
+        assert_eq!(Verdict::at_least(0.8, 0.9, 0.75), Verdict::Met);
+        assert_eq!(Verdict::at_least(0.75, 0.9, 0.75), Verdict::Met);
+        assert_eq!(Verdict::at_least(0.7, 0.9, 0.75), Verdict::Even);
+        assert_eq!(Verdict::at_least(0.6, 0.74, 0.75), Verdict::Missed);
+        assert_eq!(Verdict::at_least(f64::NAN, f64::NAN, 0.75), Verdict::Even);
+        assert_eq!(Verdict::under(500.0, 900.0, 1000.0), Verdict::Met);
+        assert_eq!(Verdict::under(900.0, 1000.0, 1000.0), Verdict::Even);
+        assert_eq!(Verdict::under(1000.0, 1200.0, 1000.0), Verdict::Missed);
+        assert_eq!(Verdict::all([]), Verdict::Met);
+        assert_eq!(Verdict::all([Verdict::Met, Verdict::Even]), Verdict::Even);
+        assert_eq!(
+            Verdict::all([Verdict::Even, Verdict::Missed, Verdict::Met]),
+            Verdict::Missed
+        );
+        assert_eq!(Verdict::Even.markdown(), "**even**");
     }
 
     #[test]

@@ -162,16 +162,8 @@ fn settings(
     } else {
         "mcp-fixture-server for every row (`tools/list (500 tools)`: a second process with 500 generated tools); no third-party upstream in this run"
     };
-    let stop = match cfg.stop {
-        Stop::Requests(n) => ("requests_per_round", json!(n)),
-        Stop::Duration(d) => ("duration_s_per_round", json!(d.as_secs_f64())),
-    };
-    let mut settings: BTreeMap<String, Value> = [
-        ("rounds", json!(cfg.rounds)),
-        stop,
-        ("warmup_requests", json!(cfg.warmup)),
-        ("concurrency", json!(cfg.concurrency)),
-        ("runtime_worker_threads", json!(cfg.runtime_worker_threads)),
+    let mut settings = command_line_settings(cfg);
+    let more: BTreeMap<String, Value> = [
         (
             "runtime_worker_threads_effective",
             json!(cfg.runtime_worker_threads.unwrap_or(machine.nproc)),
@@ -181,21 +173,43 @@ fn settings(
             "runtime_quota_args",
             json!(crate::harness::BENCH_QUOTA_ARGS.join(" ")),
         ),
-        ("client_worker_threads", json!(cfg.client_worker_threads)),
-        (
-            "fixture_generated_tools",
-            json!(cfg.fixture_generated_tools),
-        ),
         ("upstream", json!(upstream)),
         ("builds", build_info(cfg)),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
+    settings.extend(more);
     for layer in layers {
         layer.settings(cfg, &mut settings);
     }
     settings
+}
+
+/// The general settings taken from the command line as parsed into `cfg` (defaults applied):
+/// rounds, the stop rule (`requests_per_round` or `duration_s_per_round`, in seconds),
+/// `warmup_requests`, the `concurrency` levels and the thread and tool counts.
+#[must_use]
+pub fn command_line_settings(cfg: &Config) -> BTreeMap<String, Value> {
+    let stop = match cfg.stop {
+        Stop::Requests(n) => ("requests_per_round", json!(n)),
+        Stop::Duration(d) => ("duration_s_per_round", json!(d.as_secs_f64())),
+    };
+    [
+        ("rounds", json!(cfg.rounds)),
+        stop,
+        ("warmup_requests", json!(cfg.warmup)),
+        ("concurrency", json!(cfg.concurrency)),
+        ("runtime_worker_threads", json!(cfg.runtime_worker_threads)),
+        ("client_worker_threads", json!(cfg.client_worker_threads)),
+        (
+            "fixture_generated_tools",
+            json!(cfg.fixture_generated_tools),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
 }
 
 /// The ratios the layers declare in [`LAYERS`], each computed round by round between rows of
@@ -299,4 +313,69 @@ fn build_info(cfg: &Config) -> serde_json::Value {
         }),
     );
     serde_json::Value::Object(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+    use crate::cli::Cli;
+
+    fn header(args: &[&str]) -> String {
+        let cli = Cli::try_parse_from(
+            ["mcp-bench", "--runtime-bin", "rt", "--fixture-bin", "fx"]
+                .iter()
+                .chain(args),
+        )
+        .unwrap();
+        let cfg = cli
+            .into_config(args.iter().map(ToString::to_string).collect())
+            .unwrap();
+        Report {
+            schema: SCHEMA.into(),
+            started_unix_s: 0,
+            command_line: cfg.command_line.clone(),
+            machine: MachineInfo::collect(),
+            versions: BTreeMap::new(),
+            settings: command_line_settings(&cfg),
+            commands: BTreeMap::new(),
+            notes: vec![],
+            rows: vec![],
+            comparisons: vec![],
+            revocations: vec![],
+        }
+        .to_markdown()
+    }
+
+    /// The report's header states the rounds, stop rule, warm-up and concurrency the command
+    /// line gave, not the defaults.
+    #[test]
+    fn the_header_states_the_command_line_settings() {
+        let md = header(&[
+            "--duration",
+            "2.5",
+            "--rounds",
+            "5",
+            "--warmup",
+            "50",
+            "--concurrency",
+            "4,8",
+        ]);
+        assert!(
+            md.contains("5 rounds (`--rounds`); each row measured for 2.5 s per round (`--duration`) after 50 warm-up requests"),
+            "{md}"
+        );
+        assert!(md.contains("concurrency 4, 8 (`--concurrency`)"), "{md}");
+        assert!(
+            md.contains("Command line: `--duration 2.5 --rounds 5 --warmup 50 --concurrency 4,8`"),
+            "{md}"
+        );
+        let md = header(&["--requests", "300"]);
+        assert!(
+            md.contains("3 rounds (`--rounds`); each row measured for 300 requests per round (`--requests`; rows of 1 MiB and more at most 8 per worker) after 200 warm-up requests"),
+            "{md}"
+        );
+        assert!(md.contains("concurrency 1, 16 (`--concurrency`)"), "{md}");
+    }
 }

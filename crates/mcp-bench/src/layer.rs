@@ -19,13 +19,12 @@ pub mod state;
 pub mod upstream;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::bench::Config;
 use crate::client::{self, LoadResult, Stop, Worker, Workload};
-use crate::proc::{CpuMeter, CpuSample};
+use crate::proc::{CpuMeter, CpuSample, CpuUsed};
 use crate::report::{Metrics, RowKey};
 use crate::run::{Run, progress};
 
@@ -89,6 +88,7 @@ pub fn rotated<T: Copy>(items: &[T], round: usize) -> Vec<T> {
 #[must_use]
 pub fn metrics(result: &LoadResult, meter: &CpuMeter, before: &CpuSample) -> Metrics {
     let after = meter.sample();
+    let (cpu, cpu_clock) = per_request(meter.used(before, &after), result.requests);
     let elapsed = result.elapsed.as_secs_f64();
     if let Some(e) = &result.first_error {
         progress(format_args!("  first error: {e}"));
@@ -105,25 +105,37 @@ pub fn metrics(result: &LoadResult, meter: &CpuMeter, before: &CpuSample) -> Met
         latency_us: result.latencies.summary(),
         notification_latency_us: (!result.notifications.is_empty())
             .then(|| result.notifications.summary()),
-        cpu_us_per_request: per_request(meter.used(before, &after), result.requests),
+        cpu_us_per_request: cpu,
+        cpu_clock,
         peak_rss_kib: meter.peak_rss_kib(),
         response_bytes: result.response_bytes,
     }
 }
 
-/// CPU time of each process divided by `requests`, in microseconds (0 without requests).
+/// CPU time of each process divided by `requests`, in microseconds (0 without requests),
+/// and the name of the clock each came from ([`crate::proc::CpuClock::name`]), both by
+/// process name.
 #[must_use]
-pub fn per_request(used: BTreeMap<String, Duration>, requests: u64) -> BTreeMap<String, f64> {
-    used.into_iter()
-        .map(|(k, d)| {
+pub fn per_request(
+    used: BTreeMap<String, CpuUsed>,
+    requests: u64,
+) -> (BTreeMap<String, f64>, BTreeMap<String, String>) {
+    let clocks = used
+        .iter()
+        .map(|(k, u)| (k.clone(), u.clock.name().to_owned()))
+        .collect();
+    let cpu = used
+        .into_iter()
+        .map(|(k, u)| {
             let v = if requests == 0 {
                 0.0
             } else {
-                d.as_secs_f64() * 1e6 / requests as f64
+                u.time.as_secs_f64() * 1e6 / requests as f64
             };
             (k, v)
         })
-        .collect()
+        .collect();
+    (cpu, clocks)
 }
 
 /// Measures one MCP row over TCP: through a gateway, or straight to an upstream. `row` is

@@ -1,8 +1,17 @@
 //! CPU time and memory of processes, read from `/proc`, and a description of the machine.
 //!
-//! CPU time is `utime + stime` of `/proc/PID/stat` (all threads, including exited ones), in
-//! clock ticks of `getconf CLK_TCK` (usually 100 per second, so 10 ms resolution: rows must run
-//! long enough for the per-request figure to mean something). Peak RSS is `VmHWM` of
+//! CPU time comes from two clocks, read at the same instants:
+//!
+//! - `schedstat`: the first field of `/proc/PID/task/TID/schedstat` (nanoseconds on the CPU,
+//!   `proc(5)`), summed over the live threads. Nanosecond resolution, but a thread that exits
+//!   during a phase takes its time with it (only its time before the phase start was seen).
+//! - `ticks`: `utime + stime` of `/proc/PID/stat` (all threads, including exited ones), in clock
+//!   ticks of `getconf CLK_TCK` (usually 100 per second, so 10 ms resolution).
+//!
+//! A phase's CPU time is the `schedstat` delta unless the `ticks` delta exceeds it by more than
+//! the ticks' own rounding (two ticks): then threads exited during the phase (or schedstat is
+//! not kept) and the `ticks` delta is used; see [`choose_cpu`]. Which clock each figure came
+//! from is recorded ([`CpuClock`]). Peak RSS is `VmHWM` of
 //! `/proc/PID/status`, reset when a measured phase starts (`/proc/PID/clear_refs`), so a row's
 //! peak is the peak of its own phase where the kernel allows the reset.
 
@@ -112,6 +121,52 @@ impl ProcTarget {
         self.sum("stat", "unexpected /proc/PID/stat format", parse_cpu_ticks)
     }
 
+    /// Nanoseconds on the CPU of each live thread, by thread id: the first field of
+    /// `/proc/PID/task/TID/schedstat` of the process (and of its descendants for a tree).
+    ///
+    /// # Errors
+    ///
+    /// The I/O error when the process's `task` directory cannot be read (the process is gone),
+    /// or `InvalidData` when a `schedstat` file does not parse or every thread reads zero (a
+    /// kernel that keeps no schedstats prints `0 0 0`). Threads (and descendants) that exit
+    /// between the directory scan and the read are skipped.
+    pub fn thread_cpu_ns(&self) -> io::Result<BTreeMap<u32, u64>> {
+        let mut out = BTreeMap::new();
+        for (i, dir) in self.dirs().into_iter().enumerate() {
+            let tasks = match std::fs::read_dir(dir.join("task")) {
+                Ok(t) => t,
+                Err(_) if i > 0 => continue,
+                Err(e) => return Err(e),
+            };
+            for entry in tasks.filter_map(Result::ok) {
+                let Some(tid) = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|s| s.parse::<u32>().ok())
+                else {
+                    continue;
+                };
+                let Ok(text) = std::fs::read_to_string(entry.path().join("schedstat")) else {
+                    continue;
+                };
+                let ns = parse_schedstat_ns(&text).ok_or_else(|| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "unexpected /proc/PID/task/TID/schedstat format",
+                    )
+                })?;
+                out.insert(tid, ns);
+            }
+        }
+        if out.values().all(|&ns| ns == 0) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "schedstat reads zero for every thread (no schedstats on this kernel)",
+            ));
+        }
+        Ok(out)
+    }
+
     /// Peak resident set size (`VmHWM`), in KiB.
     ///
     /// # Errors
@@ -189,6 +244,91 @@ fn parse_cpu_ticks(stat: &str) -> Option<u64> {
     Some(utime + stime)
 }
 
+/// Nanoseconds on the CPU: the first of the three fields of a `schedstat` line
+/// (`proc(5)`: time on the CPU, time waiting on a run queue, timeslices run). `None` unless
+/// the line has exactly three unsigned integers.
+fn parse_schedstat_ns(line: &str) -> Option<u64> {
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    (fields.len() == 3).then(|| fields[0])
+}
+
+/// CPU nanoseconds used between two per-thread readings ([`ProcTarget::thread_cpu_ns`]): each
+/// thread's increase, a thread new in `after` counting from zero (as does a thread id reused
+/// by a new thread, seen as a decrease). Threads gone from `after` count nothing.
+#[must_use]
+pub fn thread_ns_delta(before: &BTreeMap<u32, u64>, after: &BTreeMap<u32, u64>) -> u64 {
+    after
+        .iter()
+        .map(|(tid, &a)| match before.get(tid) {
+            Some(&b) if b <= a => a - b,
+            _ => a,
+        })
+        .sum()
+}
+
+/// The clock a CPU figure came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum CpuClock {
+    /// Per-thread nanoseconds of `/proc/PID/task/TID/schedstat`.
+    Schedstat,
+    /// `utime + stime` of `/proc/PID/stat` in clock ticks (schedstat unavailable, or threads
+    /// exited during the phase).
+    Ticks,
+}
+
+impl CpuClock {
+    /// The name recorded in the report: `schedstat` or `ticks`.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Schedstat => "schedstat",
+            Self::Ticks => "ticks",
+        }
+    }
+}
+
+/// CPU time one process used in a phase, and the clock it was read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuUsed {
+    /// User plus system time on the CPU.
+    pub time: Duration,
+    /// Where `time` came from.
+    pub clock: CpuClock,
+}
+
+/// Picks a phase's CPU time from its two readings: `ticks` (the `/proc/PID/stat` delta, in
+/// clock ticks of `ticks_per_second`) and `ns` (the per-thread schedstat delta, nanoseconds).
+///
+/// The schedstat delta is used when present, unless the tick delta exceeds it by more than
+/// two ticks: `/proc/PID/stat` counts threads that exited during the phase and schedstat does
+/// not, and each tick reading is the exact total rounded down to a tick, so a delta differs by
+/// less than two ticks from the truth. Then the tick delta (the larger, complete one) is used.
+/// `None` when neither reading is there.
+#[must_use]
+pub fn choose_cpu(ticks: Option<u64>, ns: Option<u64>, ticks_per_second: u64) -> Option<CpuUsed> {
+    let tps = u128::from(ticks_per_second.max(1));
+    let ticks_ns =
+        ticks.map(|t| u64::try_from(u128::from(t) * 1_000_000_000 / tps).unwrap_or(u64::MAX));
+    let tick_ns = u64::try_from(1_000_000_000 / tps).unwrap_or(u64::MAX);
+    let from_ticks = |t_ns: u64| CpuUsed {
+        time: Duration::from_nanos(t_ns),
+        clock: CpuClock::Ticks,
+    };
+    match (ticks_ns, ns) {
+        (Some(t), Some(n)) if t > n.saturating_add(2 * tick_ns) => Some(from_ticks(t)),
+        (_, Some(n)) => Some(CpuUsed {
+            time: Duration::from_nanos(n),
+            clock: CpuClock::Schedstat,
+        }),
+        (Some(t), None) => Some(from_ticks(t)),
+        (None, None) => None,
+    }
+}
+
 /// The parent pid (field 4) of a `/proc/PID/stat` line.
 fn parse_ppid(stat: &str) -> Option<u32> {
     let rest = &stat[stat.rfind(')')? + 1..];
@@ -210,10 +350,12 @@ pub struct CpuMeter {
     targets: Vec<(String, ProcTarget)>,
 }
 
-/// CPU ticks of each process of a [`CpuMeter`] at one instant.
+/// CPU readings of each process of a [`CpuMeter`] at one instant: its clock ticks and its
+/// threads' schedstat nanoseconds (`None` where unreadable).
 #[derive(Debug, Clone)]
 pub struct CpuSample {
     ticks: Vec<Option<u64>>,
+    thread_ns: Vec<Option<BTreeMap<u32, u64>>>,
 }
 
 impl CpuMeter {
@@ -233,7 +375,7 @@ impl CpuMeter {
     }
 
     /// Starts a measured phase: resets every process's peak RSS (see
-    /// [`ProcTarget::reset_peak_rss`]) and reads its CPU ticks.
+    /// [`ProcTarget::reset_peak_rss`]) and reads its CPU clocks.
     #[must_use]
     pub fn start(&self) -> CpuSample {
         for (_, t) in &self.targets {
@@ -242,7 +384,8 @@ impl CpuMeter {
         self.sample()
     }
 
-    /// Reads every process's CPU ticks now; a process that cannot be read is `None`.
+    /// Reads every process's CPU clocks now (ticks and per-thread schedstat); a reading that
+    /// fails is `None`.
     #[must_use]
     pub fn sample(&self) -> CpuSample {
         CpuSample {
@@ -251,23 +394,32 @@ impl CpuMeter {
                 .iter()
                 .map(|(_, t)| t.cpu_ticks().ok())
                 .collect(),
+            thread_ns: self
+                .targets
+                .iter()
+                .map(|(_, t)| t.thread_cpu_ns().ok())
+                .collect(),
         }
     }
 
-    /// CPU time each process used between two samples, by name. Processes that could not be
-    /// read in either sample are left out.
+    /// CPU time each process used between two samples, by name, with the clock it came from
+    /// (see [`choose_cpu`]). Processes that could not be read on either clock in both samples
+    /// are left out.
     #[must_use]
-    pub fn used(&self, before: &CpuSample, after: &CpuSample) -> BTreeMap<String, Duration> {
-        let tick = Duration::from_secs(1) / u32::try_from(self.ticks_per_second).unwrap_or(100);
+    pub fn used(&self, before: &CpuSample, after: &CpuSample) -> BTreeMap<String, CpuUsed> {
         self.targets
             .iter()
-            .zip(before.ticks.iter().zip(&after.ticks))
-            .filter_map(|((name, _), (b, a))| {
-                let delta = a.as_ref()?.saturating_sub(*b.as_ref()?);
-                Some((
-                    name.clone(),
-                    tick * u32::try_from(delta).unwrap_or(u32::MAX),
-                ))
+            .enumerate()
+            .filter_map(|(i, (name, _))| {
+                let ticks = match (before.ticks.get(i)?, after.ticks.get(i)?) {
+                    (Some(b), Some(a)) => Some(a.saturating_sub(*b)),
+                    _ => None,
+                };
+                let ns = match (before.thread_ns.get(i)?, after.thread_ns.get(i)?) {
+                    (Some(b), Some(a)) => Some(thread_ns_delta(b, a)),
+                    _ => None,
+                };
+                Some((name.clone(), choose_cpu(ticks, ns, self.ticks_per_second)?))
             })
             .collect()
     }
@@ -335,6 +487,58 @@ mod tests {
         let me = ProcTarget::this();
         assert!(me.cpu_ticks().is_ok());
         assert!(me.peak_rss_kib().unwrap() > 0);
+    }
+
+    #[test]
+    fn parses_schedstat() {
+        assert_eq!(parse_schedstat_ns("123456789 2000 17\n"), Some(123_456_789));
+        assert_eq!(parse_schedstat_ns("0 0 0\n"), Some(0));
+        assert_eq!(parse_schedstat_ns(""), None);
+        assert_eq!(parse_schedstat_ns("12 34\n"), None);
+        assert_eq!(parse_schedstat_ns("12 x 3\n"), None);
+        assert_eq!(parse_schedstat_ns("-1 2 3\n"), None);
+    }
+
+    #[test]
+    fn thread_deltas_count_new_and_reused_threads() {
+        let before: BTreeMap<u32, u64> = [(1, 100), (2, 50), (3, 70)].into();
+        // 1 ran 10 ns; 2 exited; 3's id was reused by a thread that ran 5 ns; 4 is new.
+        let after: BTreeMap<u32, u64> = [(1, 110), (3, 5), (4, 20)].into();
+        assert_eq!(thread_ns_delta(&before, &after), 10 + 5 + 20);
+    }
+
+    #[test]
+    fn chooses_schedstat_unless_ticks_say_threads_exited() {
+        let ms = |n: u64| Duration::from_millis(n);
+        // 3 ticks at 100 Hz = 30 ms; schedstat 25.3 ms: within rounding, schedstat wins.
+        let c = choose_cpu(Some(3), Some(25_300_000), 100).unwrap();
+        assert_eq!(c.clock, CpuClock::Schedstat);
+        assert_eq!(c.time, Duration::from_nanos(25_300_000));
+        // 0 ticks but schedstat saw 4 ms: the finer clock.
+        assert_eq!(
+            choose_cpu(Some(0), Some(4_000_000), 100).unwrap().clock,
+            CpuClock::Schedstat
+        );
+        // 50 ticks = 500 ms against 100 ms of live threads: threads exited, ticks win.
+        let c = choose_cpu(Some(50), Some(100_000_000), 100).unwrap();
+        assert_eq!((c.time, c.clock), (ms(500), CpuClock::Ticks));
+        // No schedstat: ticks.
+        let c = choose_cpu(Some(7), None, 100).unwrap();
+        assert_eq!((c.time, c.clock), (ms(70), CpuClock::Ticks));
+        assert_eq!(choose_cpu(None, None, 100), None);
+        assert_eq!(
+            choose_cpu(None, Some(9), 100).unwrap().clock,
+            CpuClock::Schedstat
+        );
+    }
+
+    #[test]
+    fn reads_own_threads() {
+        // Either schedstat is kept (some thread has run) or the error says why.
+        match ProcTarget::this().thread_cpu_ns() {
+            Ok(m) => assert!(!m.is_empty()),
+            Err(e) => assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}"),
+        }
     }
 
     #[test]

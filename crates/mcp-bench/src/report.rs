@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 
 use crate::proc::MachineInfo;
-use crate::stats::{LatencySummary, median};
+use crate::stats::{LatencySummary, median, spread};
 
 /// Version of the JSON layout below.
 pub const SCHEMA: &str = "mcp-bench/1";
@@ -138,6 +138,13 @@ pub struct Metrics {
     /// CPU time (user plus system) per request of each process, in microseconds, by process
     /// name (`gateway`, `runtime`, `fixture` (the upstream), `client`).
     pub cpu_us_per_request: BTreeMap<String, f64>,
+    /// The clock each `cpu_us_per_request` figure came from, by process name: `schedstat`
+    /// (per-thread nanoseconds), `ticks` (`/proc/PID/stat` clock ticks: no schedstat, or
+    /// threads exited during the phase), `getrusage` (the Python client's own reading); in a
+    /// summary, the distinct clocks of the rounds joined by `+`. Empty in runs before it was
+    /// recorded (those used ticks).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub cpu_clock: BTreeMap<String, String>,
     /// Peak RSS of each process at the end of the phase, in KiB.
     pub peak_rss_kib: BTreeMap<String, u64>,
     /// Body size of a response, in bytes.
@@ -165,6 +172,16 @@ impl Metrics {
                 Some((n.clone(), median(&v)?))
             })
             .collect();
+        let mut clocks: BTreeMap<String, std::collections::BTreeSet<&str>> = BTreeMap::new();
+        for m in rounds {
+            for (n, c) in &m.cpu_clock {
+                clocks.entry(n.clone()).or_default().extend(c.split('+'));
+            }
+        }
+        let cpu_clock = clocks
+            .into_iter()
+            .map(|(n, set)| (n, set.into_iter().collect::<Vec<_>>().join("+")))
+            .collect();
         let mut rss = BTreeMap::new();
         for m in rounds {
             for (n, &v) in &m.peak_rss_kib {
@@ -188,6 +205,7 @@ impl Metrics {
                 (!n.is_empty()).then(|| LatencySummary::median_of(&n))
             },
             cpu_us_per_request: cpu,
+            cpu_clock,
             peak_rss_kib: rss,
             response_bytes: rounds.last().map_or(0, |m| m.response_bytes),
         }
@@ -296,6 +314,15 @@ fn size(bytes: usize) -> String {
     }
 }
 
+/// A settings value as plain text: strings without quotes, arrays joined by `, `.
+fn plain(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Array(a) => a.iter().map(plain).collect::<Vec<_>>().join(", "),
+        other => other.to_string(),
+    }
+}
+
 /// Escapes text for SVG.
 fn xml(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -312,14 +339,21 @@ impl Report {
         let m = &self.machine;
         let _ = writeln!(
             out,
-            "## mcp-bench\n\n{} CPUs ({}), Linux {}; {} rounds, medians across rounds; latency and CPU in µs, peak RSS in MiB; `upstream` is the fixture server, except rows marked (server-everything).\n",
+            "## mcp-bench\n\n{} CPUs ({}), Linux {}; {}; medians across rounds; latency and CPU in µs, peak RSS in MiB; `upstream` is the fixture server, except rows marked (server-everything).\n",
             m.nproc,
             m.cpu_model,
             m.kernel,
-            self.settings
-                .get("rounds")
-                .map_or_else(|| "?".to_owned(), ToString::to_string),
+            self.settings_header(),
         );
+        for line in [self.workloads_header(), Some(self.cpu_clock_header())]
+            .into_iter()
+            .flatten()
+        {
+            let _ = writeln!(out, "{line}\n");
+        }
+        if !self.command_line.is_empty() {
+            let _ = writeln!(out, "Command line: `{}`\n", self.command_line.join(" "));
+        }
         out.push_str(
             "| layer | mode | client | workload | conc | req B | resp B | req/s | p50 | p95 | p99 | max | errors | CPU/req client | gateway | runtime | upstream | RSS gateway | runtime | upstream |\n",
         );
@@ -358,10 +392,25 @@ impl Report {
         }
         if !self.comparisons.is_empty() {
             out.push_str(
-                "\n### Ratios (median of per-round ratios; req/s above 1 means the first is faster)\n\n| layer | ratio | workload | req B | conc | req/s | p50 | p99 | gateway CPU/req | runtime CPU/req | client CPU/req |\n|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|\n",
+                "\n### Ratios (median of per-round ratios, req/s with the lowest and highest of its rounds; req/s above 1 means the first is faster)\n\n| layer | ratio | workload | req B | conc | req/s | p50 | p99 | gateway CPU/req | runtime CPU/req | client CPU/req |\n|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|\n",
             );
             for c in &self.comparisons {
                 let r = &c.median;
+                let (lo, hi) = spread(
+                    c.rounds
+                        .iter()
+                        .map(|r| r.requests_per_s)
+                        .filter(|v| v.is_finite()),
+                );
+                let mut rps = if lo.is_nan() {
+                    cell(Some(r.requests_per_s), 2)
+                } else {
+                    format!("{} ({lo:.2}–{hi:.2})", cell(Some(r.requests_per_s), 2))
+                };
+                let errors = self.errors_in(&c.numerator) + self.errors_in(&c.denominator);
+                if errors > 0 {
+                    let _ = write!(rps, " — {errors} errors, not comparable");
+                }
                 let _ = writeln!(
                     out,
                     "| {} | {} / {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
@@ -371,7 +420,7 @@ impl Report {
                     c.numerator.workload,
                     c.numerator.payload_bytes,
                     c.numerator.concurrency,
-                    cell(Some(r.requests_per_s), 2),
+                    rps,
                     cell(Some(r.p50), 2),
                     cell(Some(r.p99), 2),
                     cell(r.cpu_per_request.get("gateway").copied(), 2),
@@ -388,6 +437,92 @@ impl Report {
             }
         }
         out
+    }
+
+    /// The run's rounds, stop rule, warm-up and concurrency levels as recorded in `settings`
+    /// (the command line's values, defaults applied; `?` for what the run did not record),
+    /// with the caps the layers apply to progress rows and rows of 1 MiB and more.
+    fn settings_header(&self) -> String {
+        let get = |k: &str| self.settings.get(k);
+        let text = |v: Option<&serde_json::Value>| v.map_or_else(|| "?".to_owned(), plain);
+        let stop = if let Some(d) = get("duration_s_per_round") {
+            format!(
+                "each row measured for {} s per round (`--duration`)",
+                plain(d)
+            )
+        } else if let Some(n) = get("requests_per_round") {
+            format!(
+                "each row measured for {} requests per round (`--requests`; rows of 1 MiB and more at most 8 per worker)",
+                plain(n)
+            )
+        } else {
+            "each row measured for ? per round".to_owned()
+        };
+        format!(
+            "{} rounds (`--rounds`); {stop} after {} warm-up requests (`--warmup`; progress rows at most 2 per worker, rows of 1 MiB and more at most 1 per worker); concurrency {} (`--concurrency`)",
+            text(get("rounds")),
+            text(get("warmup_requests")),
+            text(get("concurrency")),
+        )
+    }
+
+    /// Each layer's workloads (and modes or clients) as recorded in `settings`; `None` when
+    /// the run recorded none. Layers whose lists are empty measured nothing and are left out.
+    fn workloads_header(&self) -> Option<String> {
+        let list = |k: &str| {
+            self.settings
+                .get(k)
+                .filter(|v| v.as_array().is_some_and(|a| !a.is_empty()))
+                .map(plain)
+        };
+        let mut parts = Vec::new();
+        for (key, label, with) in [
+            ("floor_payloads", "floor payloads (B)", None),
+            ("workloads", "runtime", None),
+            ("pyhop_workloads", "Python hop", Some("pyhop_clients")),
+            ("direct_workloads", "direct to the upstream", None),
+            ("gateway_workloads", "gateway", Some("gateway_modes")),
+            ("state_workloads", "state", Some("state_concurrency")),
+        ] {
+            if let Some(w) = list(key) {
+                match with.and_then(list) {
+                    Some(m) => parts.push(format!("{label} ({m}): {w}")),
+                    None => parts.push(format!("{label}: {w}")),
+                }
+            }
+        }
+        (!parts.is_empty()).then(|| format!("Workloads: {}.", parts.join("; ")))
+    }
+
+    /// Which clocks the CPU-per-request figures came from, with how many figures (row and
+    /// process) each; runs that recorded no clock used `/proc/PID/stat` ticks.
+    fn cpu_clock_header(&self) -> String {
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for r in &self.rows {
+            for c in r.summary.cpu_clock.values() {
+                *counts.entry(c.as_str()).or_default() += 1;
+            }
+        }
+        if counts.is_empty() {
+            return format!(
+                "CPU per request: `/proc/PID/stat` clock ticks ({} per second; this run did not record its clocks).",
+                self.machine.clock_ticks_per_second
+            );
+        }
+        let each: Vec<String> = counts.iter().map(|(c, n)| format!("{c} {n}")).collect();
+        format!(
+            "CPU per request, figures (row × process) by clock: {}. `schedstat` is per-thread nanoseconds (`/proc/PID/task/TID/schedstat`); `ticks` is `/proc/PID/stat` in clock ticks ({} per second), used where schedstat is not kept or threads exited during the phase; `getrusage` is the Python client's own reading; `a+b`: rounds differed.",
+            each.join(", "),
+            self.machine.clock_ticks_per_second
+        )
+    }
+
+    /// Errors of the row with `key`, 0 when there is none.
+    fn errors_in(&self, key: &RowKey) -> u64 {
+        self.rows
+            .iter()
+            .find(|r| &r.key == key)
+            .map_or(0, |r| r.summary.errors)
     }
 
     /// The full Markdown report: [`Report::to_markdown`] plus the machine, versions, settings
@@ -448,16 +583,27 @@ impl Report {
     }
 }
 
-/// A horizontal bar chart of the rows' median requests/s.
+/// A horizontal bar chart of the rows' median requests/s. A row with errors (failed or
+/// non-200 answers counted as requests) is drawn as failed: a hatched red bar labelled with its
+/// error count, and it does not set the scale, so it never looks like the fastest.
 fn bar_chart(layer: &str, rows: &[&Row]) -> String {
     const BAR: usize = 18;
     const LABEL_W: usize = 380;
     const PLOT_W: usize = 420;
-    let max = rows
+    let clean_max = rows
         .iter()
+        .filter(|r| r.summary.errors == 0)
         .map(|r| r.summary.requests_per_s)
-        .fold(0.0_f64, f64::max)
-        .max(1.0);
+        .fold(0.0_f64, f64::max);
+    let max = if clean_max > 0.0 {
+        clean_max
+    } else {
+        rows.iter()
+            .map(|r| r.summary.requests_per_s)
+            .fold(0.0_f64, f64::max)
+    }
+    .max(1.0);
+    let any_failed = rows.iter().any(|r| r.summary.errors > 0);
     let height = 40 + rows.len() * (BAR + 6) + 10;
     let width = LABEL_W + PLOT_W + 90;
     let mut svg = format!(
@@ -466,6 +612,10 @@ fn bar_chart(layer: &str, rows: &[&Row]) -> String {
 "#,
         xml(layer)
     );
+    if any_failed {
+        svg.push_str(r##"<defs><pattern id="failed" width="6" height="6" patternUnits="userSpaceOnUse" patternTransform="rotate(45)"><rect width="6" height="6" fill="#fde0e0"/><line x1="0" y1="0" x2="0" y2="6" stroke="#c0392b" stroke-width="3"/></pattern></defs>
+"##);
+    }
     let palette = |mode: &str| match mode {
         "grpc" | "grpc.aio" => "#2a9d8f",
         "http-json" | "httpx" | "hyper" => "#e76f51",
@@ -484,21 +634,43 @@ fn bar_chart(layer: &str, rows: &[&Row]) -> String {
             k.concurrency
         );
         let rps = r.summary.requests_per_s;
-        let w = (rps / max * PLOT_W as f64).round().max(1.0);
+        let w = (rps / max * PLOT_W as f64)
+            .round()
+            .clamp(1.0, PLOT_W as f64);
+        let errors = r.summary.errors;
+        let (fill, stroke, value) = if errors > 0 {
+            (
+                "url(#failed)".to_owned(),
+                r##" stroke="#c0392b""##,
+                format!("{rps:.0} · failed: {errors} errors"),
+            )
+        } else {
+            (
+                palette(if k.layer == "python-hop" {
+                    &k.client
+                } else {
+                    &k.transport
+                })
+                .to_owned(),
+                "",
+                format!("{rps:.0}"),
+            )
+        };
         let _ = writeln!(
             svg,
-            r#"<text x="{}" y="{}" text-anchor="end">{}</text><rect x="{}" y="{y}" width="{w}" height="{BAR}" fill="{}"/><text x="{}" y="{}">{rps:.0}</text>"#,
+            r#"<text x="{}" y="{}" text-anchor="end">{}</text><rect x="{}" y="{y}" width="{w}" height="{BAR}" fill="{fill}"{stroke}/><text x="{}" y="{}"{}>{}</text>"#,
             LABEL_W - 6,
             y + BAR - 5,
             xml(&label),
             LABEL_W,
-            palette(if k.layer == "python-hop" {
-                &k.client
-            } else {
-                &k.transport
-            }),
             LABEL_W as f64 + w + 4.0,
             y + BAR - 5,
+            if errors > 0 {
+                r##" fill="#c0392b""##
+            } else {
+                ""
+            },
+            xml(&value),
         );
     }
     svg.push_str("</svg>\n");
@@ -575,6 +747,96 @@ mod tests {
             md.contains("| runtime | grpc / http-json | ping | 40 | 1 |"),
             "{md}"
         );
+    }
+
+    #[test]
+    fn rows_with_errors_are_drawn_as_failed() {
+        let clean = row("http-json", vec![metrics(100.0, 1.0)]);
+        let mut failed = row("grpc", vec![metrics(400.0, 1.0)]);
+        failed.rounds[0].errors = 7;
+        failed.summary = Metrics::summarize(&failed.rounds);
+        let svg = bar_chart("runtime", &[&clean, &failed]);
+        // The clean row sets the scale: the full plot width, though the failed row counted
+        // more answers per second.
+        assert!(
+            svg.contains(r##"width="420" height="18" fill="#e76f51"/>"##),
+            "{svg}"
+        );
+        assert!(svg.contains(r#"<pattern id="failed""#), "{svg}");
+        assert!(
+            svg.contains(r##"width="420" height="18" fill="url(#failed)" stroke="#c0392b"/>"##),
+            "{svg}"
+        );
+        assert!(svg.contains("400 · failed: 7 errors</text>"), "{svg}");
+        // Without errors, no pattern and no failure label.
+        let svg = bar_chart("runtime", &[&clean]);
+        assert!(!svg.contains("failed"), "{svg}");
+
+        let c = Comparison::between(&failed, &clean);
+        let md = Report {
+            schema: SCHEMA.into(),
+            started_unix_s: 0,
+            command_line: vec![],
+            machine: MachineInfo::collect(),
+            versions: BTreeMap::new(),
+            settings: BTreeMap::new(),
+            commands: BTreeMap::new(),
+            notes: vec![],
+            rows: vec![clean, failed],
+            comparisons: vec![c],
+            revocations: vec![],
+        }
+        .to_markdown();
+        assert!(
+            md.contains("| 4.00 (4.00–4.00) — 7 errors, not comparable |"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn the_header_lists_workloads_and_cpu_clocks() {
+        let mut a = metrics(100.0, 1.0);
+        a.cpu_clock = [("runtime".to_owned(), "schedstat".to_owned())].into();
+        let mut b = metrics(100.0, 1.0);
+        b.cpu_clock = [("runtime".to_owned(), "ticks".to_owned())].into();
+        let mixed = row("http-json", vec![a.clone(), b]);
+        assert_eq!(mixed.summary.cpu_clock["runtime"], "schedstat+ticks");
+        let fine = row("grpc", vec![a]);
+        let settings = [
+            ("workloads", serde_json::json!(["ping"])),
+            ("gateway_workloads", serde_json::json!([])),
+            ("pyhop_workloads", serde_json::json!(["ping", "echo1k"])),
+            ("pyhop_clients", serde_json::json!(["httpx"])),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        let md = Report {
+            schema: SCHEMA.into(),
+            started_unix_s: 0,
+            command_line: vec![],
+            machine: MachineInfo::collect(),
+            versions: BTreeMap::new(),
+            settings,
+            commands: BTreeMap::new(),
+            notes: vec![],
+            rows: vec![mixed, fine],
+            comparisons: vec![],
+            revocations: vec![],
+        }
+        .to_markdown();
+        assert!(
+            md.contains("Workloads: runtime: ping; Python hop (httpx): ping, echo1k.\n"),
+            "{md}"
+        );
+        assert!(!md.contains("gateway:"), "{md}");
+        assert!(
+            md.contains(
+                "CPU per request, figures (row × process) by clock: schedstat 1, schedstat+ticks 1."
+            ),
+            "{md}"
+        );
+        assert!(md.contains("? rounds (`--rounds`)"), "{md}");
     }
 
     #[test]

@@ -122,9 +122,25 @@ pub fn median(values: &[f64]) -> Option<f64> {
     })
 }
 
+/// The smallest and largest of `values` (NaN ignored; `(NaN, NaN)` when there is none).
+#[must_use]
+pub fn spread(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    values
+        .filter(|v| !v.is_nan())
+        .fold((f64::NAN, f64::NAN), |(lo, hi), v| (lo.min(v), hi.max(v)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spread_ignores_nan() {
+        let (lo, hi) = spread([2.0, f64::NAN, 0.5, 1.0].into_iter());
+        assert_eq!((lo, hi), (0.5, 2.0));
+        let (lo, hi) = spread(std::iter::empty());
+        assert!(lo.is_nan() && hi.is_nan());
+    }
 
     #[test]
     fn median_of_odd_and_even_counts() {

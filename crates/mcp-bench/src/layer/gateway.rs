@@ -684,16 +684,17 @@ impl Layer for GatewayLayer {
             "gateway_modes".to_owned(),
             json!(self.targets.iter().map(|t| &t.name).collect::<Vec<_>>()),
         );
-        settings.insert(
-            "gateway_workloads".to_owned(),
-            json!(
-                cfg.gateway
-                    .gateway_workloads
-                    .iter()
-                    .map(|w| format!("{} ({} B request)", w.name(), w.body(1).len()))
-                    .collect::<Vec<_>>()
-            ),
-        );
+        // Without modes (--no-gateway) the layer measures nothing: no workloads.
+        let workloads: Vec<String> = if self.targets.is_empty() {
+            Vec::new()
+        } else {
+            cfg.gateway
+                .gateway_workloads
+                .iter()
+                .map(|w| format!("{} ({} B request)", w.name(), w.body(1).len()))
+                .collect()
+        };
+        settings.insert("gateway_workloads".to_owned(), json!(workloads));
         if self.targets.iter().any(|t| t.edge_runtime.is_some()) {
             settings.insert(
                 "edge_hook_workloads".to_owned(),

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use super::{Entry, Layer, per_request, rotated};
 use crate::bench::Config;
 use crate::client::{Stop, Workload};
-use crate::proc::{CpuMeter, ProcTarget};
+use crate::proc::{CpuClock, CpuMeter, ProcTarget};
 use crate::python::PythonEnv;
 use crate::report::{Metrics, RowKey};
 use crate::run::{Run, progress};
@@ -152,16 +152,17 @@ impl Layer for PythonHop {
             "pyhop_clients".to_owned(),
             json!(self.clients.iter().map(|c| c.name()).collect::<Vec<_>>()),
         );
-        settings.insert(
-            "pyhop_workloads".to_owned(),
-            json!(
-                cfg.python_hop
-                    .pyhop_workloads
-                    .iter()
-                    .map(|w| w.arg())
-                    .collect::<Vec<_>>()
-            ),
-        );
+        // Without clients (--no-python-hop, or no Python) the layer measures nothing.
+        let workloads: Vec<&str> = if self.clients.is_empty() {
+            Vec::new()
+        } else {
+            cfg.python_hop
+                .pyhop_workloads
+                .iter()
+                .map(|w| w.arg())
+                .collect()
+        };
+        settings.insert("pyhop_workloads".to_owned(), json!(workloads));
     }
 }
 
@@ -209,11 +210,15 @@ fn measure(
     if let Some(e) = &row.first_error {
         progress(format_args!("  first error: {e}"));
     }
-    let mut cpu = per_request(meter.used(&before, &after), row.requests + cfg.warmup);
+    let (mut cpu, mut cpu_clock) =
+        per_request(meter.used(&before, &after), row.requests + cfg.warmup);
     if let Some(v) = row.runtime_cpu_us_per_req {
+        // bench/pyhop.py reads the runtime's /proc/PID/stat ticks around its own phase.
         cpu.insert("runtime".to_owned(), v);
+        cpu_clock.insert("runtime".to_owned(), CpuClock::Ticks.name().to_owned());
     }
     cpu.insert("client".to_owned(), row.client_cpu_us_per_req);
+    cpu_clock.insert("client".to_owned(), "getrusage".to_owned());
     Ok((
         key,
         Metrics {
@@ -224,6 +229,7 @@ fn measure(
             latency_us: row.latency_us,
             notification_latency_us: None,
             cpu_us_per_request: cpu,
+            cpu_clock,
             peak_rss_kib: meter.peak_rss_kib(),
             response_bytes: 0,
         },

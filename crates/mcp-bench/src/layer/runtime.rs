@@ -326,16 +326,13 @@ impl Layer for RuntimeLayer {
     }
 
     fn settings(&self, cfg: &Config, settings: &mut BTreeMap<String, Value>) {
-        settings.insert(
-            "workloads".to_owned(),
-            json!(
-                cfg.runtime
-                    .workloads
-                    .iter()
-                    .map(|w| w.name())
-                    .collect::<Vec<_>>()
-            ),
-        );
+        // With --no-runtime the layer measures nothing: no workloads, whatever the list says.
+        let workloads: Vec<&str> = if cfg.runtime.no_runtime {
+            Vec::new()
+        } else {
+            cfg.runtime.workloads.iter().map(|w| w.name()).collect()
+        };
+        settings.insert("workloads".to_owned(), json!(workloads));
         settings.insert(
             "grpc_channel".to_owned(),
             json!(format!("{:?}", cfg.runtime.grpc_channel)),

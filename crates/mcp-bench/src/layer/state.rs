@@ -280,6 +280,13 @@ fn merge_runtimes(m: &mut Metrics) {
                 .entry("runtime".to_owned())
                 .or_default() += v;
         }
+        if let Some(c) = m.cpu_clock.remove(&k) {
+            let e = m.cpu_clock.entry("runtime".to_owned()).or_default();
+            let mut set: std::collections::BTreeSet<&str> =
+                e.split('+').filter(|s| !s.is_empty()).collect();
+            set.extend(c.split('+'));
+            *e = set.into_iter().collect::<Vec<_>>().join("+");
+        }
         if let Some(v) = m.peak_rss_kib.remove(&k) {
             let rss = m.peak_rss_kib.entry("runtime".to_owned()).or_default();
             *rss = (*rss).max(v);

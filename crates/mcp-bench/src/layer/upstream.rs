@@ -2,9 +2,11 @@
 //! reference of the breakdown and of the progress notification latency. Rows: layer `direct`,
 //! transport `upstream`, one per workload and concurrency.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use anyhow::Context as _;
+use serde_json::{Value, json};
 
 use super::{Entry, Layer, measure_mcp};
 use crate::client::Workload;
@@ -33,6 +35,19 @@ pub struct UpstreamArgs {
 struct Upstream;
 
 impl Layer for Upstream {
+    fn settings(&self, cfg: &crate::bench::Config, settings: &mut BTreeMap<String, Value>) {
+        settings.insert(
+            "direct_workloads".to_owned(),
+            json!(
+                cfg.upstream
+                    .direct_workloads
+                    .iter()
+                    .map(|w| w.name())
+                    .collect::<Vec<_>>()
+            ),
+        );
+    }
+
     fn round(&mut self, run: &mut Run<'_>) -> anyhow::Result<()> {
         let cfg = run.cfg;
         for &workload in &cfg.upstream.direct_workloads {
