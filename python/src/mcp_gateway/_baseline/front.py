@@ -74,6 +74,8 @@ _KNOWN_METHODS = frozenset(
         "resources/templates/list",
         "resources/read",
         "completion/complete",
+        "resources/subscribe",
+        "resources/unsubscribe",
     }
 )
 _PARAMS_UNREAD = frozenset(
@@ -240,6 +242,7 @@ class PythonBaseline:
         self._stack: contextlib.AsyncExitStack | None = None
         self._task_group: TaskGroup | None = None
         self._manager: StreamableHTTPSessionManager | None = None
+        self._session_ended: list[Callable[[str], Awaitable[None]]] = []
 
     async def start(self) -> None:
         """Load the catalog, discover every upstream, start the SDK session manager.
@@ -300,7 +303,9 @@ class PythonBaseline:
             catalog.add_servers(config.servers)
             self._catalog = catalog
             manager = StreamableHTTPSessionManager(
-                app=build_server(catalog, self._upstreams, self._max_message_bytes),
+                app=build_server(
+                    catalog, self._upstreams, self._max_message_bytes, session_ended=self._session_ended
+                ),
                 json_response=False,
                 stateless=False,
                 security_settings=None,
@@ -376,6 +381,12 @@ class PythonBaseline:
             await call.start()
             await call.read_all()
         call.release()
+        await self._ended(session_id)
+
+    async def _ended(self, session_id: str) -> None:
+        """Tell the server's hooks (its resource subscriptions) that ``session_id`` ended."""
+        for hook in self._session_ended:
+            await hook(session_id)
 
     # --- the front layer: the runtime's checks, then the SDK --------------------------------
 
@@ -455,6 +466,7 @@ class PythonBaseline:
         await call.start()
         await call.read_all()
         call.release()
+        await self._ended(request.session_id)
         return McpResponse(status=200)
 
     async def _get(self, request: McpRequest) -> McpResponse:

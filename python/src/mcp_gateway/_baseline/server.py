@@ -11,8 +11,9 @@ through two keys of the ASGI scope that the front layer sets (:data:`AUTH_KEY`,
 from __future__ import annotations
 
 import contextlib
+import functools
 import warnings
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import anyio
@@ -73,17 +74,26 @@ def check_result_size(result: Any, limit: int, method: str, version: str | None)
         )
 
 
-def build_server(catalog: Catalog, upstreams: Mapping[str, Upstream], max_message_bytes: int) -> Server[Any]:
+def build_server(
+    catalog: Catalog,
+    upstreams: Mapping[str, Upstream],
+    max_message_bytes: int,
+    session_ended: list[Callable[[str], Awaitable[None]]] | None = None,
+) -> Server[Any]:
     """The SDK server that serves ``catalog`` through ``upstreams``.
 
     Args:
         catalog: The discovered entries and virtual servers.
         upstreams: Every upstream by id (the ids of ``catalog``'s entries).
         max_message_bytes: The message size limit applied to upstream results, in bytes.
+        session_ended: The server appends the hook its owner calls with the id of each MCP
+            session that ended (DELETE, idle expiry): it drops that session's subscriptions.
 
     Returns:
         A low-level server with handlers for the lists, ``tools/call``, ``prompts/get``,
-        ``resources/read``, ``completion/complete`` and ``logging/setLevel``. An unknown or
+        ``resources/read``, ``completion/complete``, ``resources/subscribe`` and
+        ``unsubscribe`` (updates from the upstream reach the subscribed sessions' standalone
+        streams) and ``logging/setLevel``. An unknown or
         invisible name is answered ``-32602`` (tools, prompts) or ``-32002`` (resources), the
         name cut to 128 bytes.
     """
@@ -232,6 +242,66 @@ def build_server(catalog: Catalog, upstreams: Mapping[str, Upstream], max_messag
             ),
         )
 
+    # (upstream id, URI) -> the downstream sessions subscribed to it, by MCP session id (the
+    # SDK hands each request its own ServerSession object over the session's connection: the
+    # newest one is kept). A session whose send fails (it ended, its stream is closed) is
+    # dropped. The upstream is told to subscribe on the first subscriber and to unsubscribe
+    # when the last one leaves.
+    subscribers: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def session_id(ctx: Any) -> str:
+        return str(ctx.request.headers.get("mcp-session-id", ""))
+
+    async def on_updated(upstream: Upstream, uri: str) -> None:
+        sessions = subscribers.get((upstream.config.id, uri), {})
+        for sid, session in list(sessions.items()):
+            try:
+                await session.send_resource_updated(uri)
+            except Exception:
+                await drop(upstream, uri, sid)
+
+    async def drop(upstream: Upstream, uri: str, sid: str) -> None:
+        """Remove the subscription of session ``sid``; the last one leaving unsubscribes upstream."""
+        sessions = subscribers.get((upstream.config.id, uri))
+        if sessions is None or sessions.pop(sid, None) is None:
+            return
+        if not sessions:
+            del subscribers[(upstream.config.id, uri)]
+            upstream.subscribed.discard(uri)
+            with contextlib.suppress(Exception):
+                await upstream.call(lambda client: client.unsubscribe_resource(uri))
+
+    for each in upstreams.values():
+        each.on_resource_updated = functools.partial(on_updated, each)
+
+    async def ended(sid: str) -> None:
+        for upstream_id, uri in [key for key, sessions in subscribers.items() if sid in sessions]:
+            await drop(upstreams[upstream_id], uri, sid)
+
+    if session_ended is not None:
+        session_ended.append(ended)
+
+    async def subscribe(ctx: Any, params: types.SubscribeRequestParams) -> types.EmptyResult:
+        """``resources/subscribe``, routed as ``resources/read`` routes the URI.
+
+        As the runtime's ``dispatch.rs`` does: an unknown or invisible URI gets -32002; the
+        upstream's error when its own subscribe fails (nothing recorded then).
+        """
+        uri = str(params.uri)
+        upstream = route(ctx, "resource", uri)
+        key = (upstream.config.id, uri)
+        if key not in subscribers:
+            await upstream.call(lambda client: client.subscribe_resource(uri))
+            upstream.subscribed.add(uri)
+        subscribers.setdefault(key, {})[session_id(ctx)] = ctx.session
+        return types.EmptyResult()
+
+    async def unsubscribe(ctx: Any, params: types.UnsubscribeRequestParams) -> types.EmptyResult:
+        """``resources/unsubscribe``: routed and refused like ``resources/subscribe``."""
+        uri = str(params.uri)
+        await drop(route(ctx, "resource", uri), uri, session_id(ctx))
+        return types.EmptyResult()
+
     async def set_level(ctx: Any, params: Any) -> types.EmptyResult:
         return types.EmptyResult()
 
@@ -249,4 +319,6 @@ def build_server(catalog: Catalog, upstreams: Mapping[str, Upstream], max_messag
             on_read_resource=read_resource,
             on_set_logging_level=set_level,
             on_completion=complete,
+            on_subscribe_resource=subscribe,
+            on_unsubscribe_resource=unsubscribe,
         )

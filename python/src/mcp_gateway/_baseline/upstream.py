@@ -30,6 +30,7 @@ import httpx2
 import mcp_types as types
 from anyio.abc import TaskGroup, TaskStatus
 from mcp import Client
+from mcp.client.session import IncomingMessage, MessageHandlerFnT
 from mcp.client.sse import sse_client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
@@ -227,9 +228,14 @@ class _Connection:
     """
 
     def __init__(
-        self, config: UpstreamConfig, http_client: httpx2.AsyncClient, max_sse_event_size: int | None
+        self,
+        config: UpstreamConfig,
+        http_client: httpx2.AsyncClient,
+        max_sse_event_size: int | None,
+        message_handler: MessageHandlerFnT | None = None,
     ) -> None:
         self.config = config
+        self._message_handler = message_handler
         self.client: Client | None = None
         self._max_sse_event_size = max_sse_event_size
         self.broken = anyio.Event()
@@ -256,7 +262,12 @@ class _Connection:
         try:
             transport = self._transport(stderr)
             async with Client(
-                transport, mode="legacy", cache=None, logging_callback=_forward_log, raise_exceptions=False
+                transport,
+                mode="legacy",
+                cache=None,
+                logging_callback=_forward_log,
+                message_handler=self._message_handler,
+                raise_exceptions=False,
             ) as client:
                 if stderr is not None:
                     stderr.close_writer()
@@ -320,6 +331,15 @@ class Upstream:
         self._lock = anyio.Lock()
         self._last_start: float | None = None
         self._backoff_s = RESTART_BACKOFF_MIN_S
+        self.on_resource_updated: Callable[[str], Awaitable[None]] | None = None
+        """Called with the URI of each ``notifications/resources/updated`` the upstream sends."""
+        self.subscribed: set[str] = set()
+        """The URIs subscribed upstream, subscribed again on each new upstream session."""
+
+    async def _on_message(self, message: IncomingMessage) -> None:
+        """The SDK client's message handler: resource updates go to :attr:`on_resource_updated`."""
+        if isinstance(message, types.ResourceUpdatedNotification) and self.on_resource_updated is not None:
+            await self.on_resource_updated(str(message.params.uri))
 
     async def _space_starts(self) -> None:
         """A stdio server is started again no sooner than the back-off after its last start.
@@ -352,7 +372,8 @@ class Upstream:
                     # Its task may still wait for the close (a session the upstream forgot).
                     conn.close()
                     self._connection = None
-                conn = _Connection(self.config, self._http_client, self._cap)
+                replaced = conn is not None
+                conn = _Connection(self.config, self._http_client, self._cap, self._on_message)
                 if self.config.transport == "stdio":
                     await self._space_starts()
                 try:
@@ -363,6 +384,16 @@ class Upstream:
                         f"upstream {self.config.id} unavailable: connect timed out"
                     ) from e
                 self._connection = conn
+                if replaced and self.subscribed and conn.client is not None:
+                    # A new upstream session knows none of the old one's subscriptions.
+                    for uri in sorted(self.subscribed):
+                        try:
+                            with anyio.fail_after(self._timeout_s):
+                                await conn.client.subscribe_resource(uri)
+                        except Exception as e:
+                            logger.warning(
+                                "upstream %s: subscribing %s again failed: %s", self.config.id, uri, e
+                            )
             assert conn.client is not None
             return conn, conn.client
 
