@@ -14,7 +14,7 @@ fuzz_target!(|data: &[u8]| {
             let body = jsonrpc::error_body(Some(&id), jsonrpc::INVALID_REQUEST, "x");
             serde_json::from_slice::<serde_json::Value>(&body).expect("error body is JSON");
         }
-        Ok(Incoming::Notification { .. } | Incoming::Response) => {}
+        Ok(Incoming::Notification { .. } | Incoming::Response { .. }) => {}
         Err(e) => assert!(matches!(e.code(), jsonrpc::PARSE_ERROR | jsonrpc::INVALID_REQUEST)),
     }
 });

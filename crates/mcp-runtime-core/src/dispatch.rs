@@ -151,9 +151,11 @@ impl Runtime {
                 tracing::Span::current().record("method", method.as_str());
                 self.notification(&req, &method, params.as_deref()).await
             }
-            Incoming::Response => {
+            Incoming::Response { id, result, error } => {
                 *label = McpMethod::RESPONSE;
-                self.session(&req).await?;
+                let session = self.session(&req).await?;
+                self.client_response(&session, &id, result.as_deref(), error.as_deref())
+                    .await?;
                 Ok(Outcome::empty(202))
             }
         }
@@ -180,7 +182,12 @@ impl Runtime {
             && let Ok(p) = serde_json::from_str::<Map<String, Value>>(p.get())
             && let Some(rid) = p.get("requestId")
         {
-            self.cancel_call(&session, &rid.to_string()).await?;
+            // The client's own calls first (a cancellation names a request of its sender);
+            // else a relayed upstream request with that id is declined.
+            let key = rid.to_string();
+            if session.has_call(&key) || !self.decline(&session, rid) {
+                self.cancel_call(&session, &key).await?;
+            }
         }
         Ok(Outcome::empty(202))
     }
@@ -225,6 +232,7 @@ impl Runtime {
             .position(|p| *p == requested)
             .unwrap_or(0);
         let version = PROTOCOL_VERSIONS[index];
+        let caps = crate::server_requests::declared(params);
         let sid = self
             .create_session(&req.auth.subject_email, req.server_id.as_deref(), version)
             .await
@@ -236,6 +244,12 @@ impl Runtime {
                     );
                 }
             })?;
+        if let crate::session::Local::Hit(s) =
+            self.sessions
+                .lookup(&sid, &req.auth.subject_email, req.server_id.as_deref())
+        {
+            s.caps.store(caps, std::sync::atomic::Ordering::Relaxed);
+        }
         tracing::info!(session = %sid, version, "session created");
         Ok(Outcome::json(
             200,

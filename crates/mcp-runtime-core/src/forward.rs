@@ -2,7 +2,8 @@
 //! progress token unique within the shared upstream session, bounded by the upstream timeout
 //! and by cancellation, and relayed back under the caller's id and token, as one JSON answer
 //! when the response comes first or as an SSE stream when notifications (progress, logging)
-//! precede it.
+//! precede it. A request the upstream sends on the call's stream (sampling, elicitation, roots)
+//! goes to the caller on that stream too ([`crate::server_requests`]).
 //!
 //! Tasks: a call that turns into an SSE stream continues in a task ([`pump`]) spawned on the
 //! runtime's [`TaskTracker`]; a call that ends unanswered (caller gone, deadline, cancel)
@@ -38,6 +39,7 @@ use crate::jsonrpc;
 use crate::quota::{Permit, Quota};
 use crate::request::{Outcome, SseEvent};
 use crate::runtime::Runtime;
+use crate::server_requests::CallRequests;
 use crate::session::Session;
 use crate::state::StreamWriter;
 use crate::upstream::{MessageStream, Upstream, UpstreamError};
@@ -89,6 +91,13 @@ impl Runtime {
             id: id.to_owned(),
             caller_token,
             limit: self.config.max_message_bytes,
+            requests: CallRequests {
+                session: Arc::clone(session),
+                up: Arc::clone(&up),
+                call: id.get().to_owned(),
+                tasks: self.tasks.clone(),
+            },
+            streams: accepts_sse,
         };
         loop {
             match relay.classify(bounds.run(stream.next()).await?) {
@@ -106,8 +115,8 @@ impl Runtime {
                     return Ok(Outcome::json(200, held.hold_in(body)));
                 }
                 Step::Skip => {}
-                Step::Notification(_) if !accepts_sse => {}
-                Step::Notification(ev) => {
+                Step::Event(_) if !accepts_sse => {}
+                Step::Event(ev) => {
                     let (tx, rx) = mpsc::channel(64);
                     let post = post.map(|hook| PostHook {
                         hook,
@@ -335,6 +344,8 @@ impl Drop for Call {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(&self.key);
+        // The upstream requests of the call still awaiting the client get an error answer.
+        crate::server_requests::abandon(&self.session, &self.key, self.tracker());
         if !self.done {
             tracing::debug!(upstream = %self.up.config.id, request = self.uid, "cancelling upstream call");
             let cancelled = Arc::clone(&self.up).notify(
@@ -347,19 +358,24 @@ impl Drop for Call {
     }
 }
 
-/// Restores the caller's id and progress token on messages coming back from upstream.
+/// Restores the caller's id and progress token on messages coming back from upstream, and
+/// passes the upstream's requests to the caller under the runtime's ids.
 struct Relay {
     id: Box<RawValue>,
     caller_token: Option<Value>,
     limit: usize,
+    /// The upstream requests of this call ([`crate::server_requests`]).
+    requests: CallRequests,
+    /// The caller takes an SSE answer: only then can an upstream request reach it.
+    streams: bool,
 }
 
 /// What one upstream message means for the caller.
 enum Step {
     /// The call's answer (its response, or the error that ends it): a JSON-RPC body.
     Final(Vec<u8>),
-    /// A notification to relay.
-    Notification(SseEvent),
+    /// A notification, or an upstream request under the runtime's id, to relay.
+    Event(SseEvent),
     /// Nothing to relay.
     Skip,
 }
@@ -391,8 +407,14 @@ impl Relay {
         };
         let (member, value) = match (m.method, m.id) {
             (Some(method), None) => return self.notification(&method, m.params),
-            // A server-to-client request (sampling, elicitation, roots): not relayed yet.
-            (Some(_), Some(_)) => return Step::Skip,
+            // A server-to-client request (sampling, elicitation, roots, ...): relayed under
+            // the runtime's id, or answered by the runtime (`crate::server_requests`).
+            (Some(method), Some(id)) => {
+                return match self.requests.request(&method, id, m.params, self.streams) {
+                    Some(ev) => Step::Event(ev),
+                    None => Step::Skip,
+                };
+            }
             (None, _) => match (m.result, m.error) {
                 (Some(result), _) if result.get().len() > self.limit => {
                     return self.fail(&RequestError::ResultTooLarge {
@@ -427,7 +449,20 @@ impl Relay {
                 _ => return Step::Skip,
             }
         }
-        Step::Notification(SseEvent::message(jsonrpc::notification_body(
+        if method == "notifications/cancelled" {
+            // The upstream cancels one of its own requests: relayed under the runtime's id
+            // when it reached the client, else there is nothing to tell the client.
+            let ours = params
+                .get("requestId")
+                .and_then(|rid| self.requests.cancelled(rid));
+            match (ours, params.as_object_mut()) {
+                (Some(ours), Some(p)) => {
+                    p.insert("requestId".to_owned(), ours);
+                }
+                _ => return Step::Skip,
+            }
+        }
+        Step::Event(SseEvent::message(jsonrpc::notification_body(
             method, &params,
         )))
     }
@@ -515,7 +550,7 @@ async fn pump(
         };
         match step {
             Step::Skip => {}
-            Step::Notification(ev) => {
+            Step::Event(ev) => {
                 if out.send(ev, false).await.is_err() {
                     out.gone(&relay).await;
                     return;

@@ -59,8 +59,16 @@ pub enum Incoming {
         /// Raw `params`, if present.
         params: Option<Box<RawValue>>,
     },
-    /// A response to a server-initiated request (`result` or `error`, with `id`).
-    Response,
+    /// A response to a server-initiated request (`result` or `error`, with `id`): the client's
+    /// answer to a request the runtime relayed from an upstream (`crate::server_requests`).
+    Response {
+        /// The id the runtime gave the request, as the client echoed it (raw JSON).
+        id: Box<RawValue>,
+        /// Raw `result`, for a success.
+        result: Option<Box<RawValue>>,
+        /// Raw `error`, for a failure.
+        error: Option<Box<RawValue>>,
+    },
 }
 
 /// Why a body is not a single JSON-RPC message; each maps to one JSON-RPC error code.
@@ -165,7 +173,11 @@ pub fn parse(body: &[u8]) -> Result<Incoming, FramingError> {
             method,
             params: env.params,
         }),
-        (None, Some(_)) if env.result.is_some() != env.error.is_some() => Ok(Incoming::Response),
+        (None, Some(id)) if env.result.is_some() != env.error.is_some() => Ok(Incoming::Response {
+            id,
+            result: env.result.map(RawValue::to_owned),
+            error: env.error.map(RawValue::to_owned),
+        }),
         _ => Err(FramingError::Invalid(
             "not a request, notification or response".into(),
         )),
@@ -314,7 +326,7 @@ mod tests {
         ));
         assert!(matches!(
             parse(br#"{"jsonrpc":"2.0","id":"a","result":{}}"#),
-            Ok(Incoming::Response)
+            Ok(Incoming::Response { .. })
         ));
     }
 

@@ -31,6 +31,8 @@
 //!   request passes to the method it names.
 //! - `forward`: the life of one upstream call (ids, progress tokens, deadline, cancellation,
 //!   relay as JSON or SSE).
+//! - `server_requests`: requests an upstream sends during a call (sampling, elicitation,
+//!   roots) relayed to the client on that call's stream, and the client's answer taken back.
 //!
 //! # Tasks
 //!
@@ -68,6 +70,7 @@ pub mod metrics;
 pub mod quota;
 pub mod request;
 pub mod runtime;
+mod server_requests;
 mod session;
 pub mod state;
 mod subscribe;

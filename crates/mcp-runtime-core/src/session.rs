@@ -10,7 +10,7 @@
 //! ([`Runtime::find_session`]).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::RequestError;
 use crate::request::SseEvent;
 use crate::runtime::Runtime;
+use crate::server_requests::PendingTable;
 use crate::state::memory::StreamLog;
 use crate::state::redis::Record;
 use crate::state::{self, Store};
@@ -59,9 +60,34 @@ pub(crate) struct Session {
     checked_epoch: AtomicU64,
     /// Redis store: when its idle TTL was last renewed in Redis, in ms since the table's epoch.
     refreshed_ms: AtomicU64,
+    /// The client capabilities declared at `initialize`, as the bits of
+    /// [`crate::server_requests`] (`SAMPLING`, `ELICITATION_FORM`, ...): which upstream requests
+    /// are relayed to this session's client.
+    pub(crate) caps: AtomicU8,
+    /// Source of the ids the runtime gives the upstream requests it relays to this client.
+    pub(crate) next_server_request: AtomicU64,
+    /// Upstream requests relayed to this client and not yet answered, by the runtime's id. A
+    /// std mutex: held only to insert, find or remove.
+    pending: Mutex<PendingTable>,
 }
 
 impl Session {
+    /// The table of relayed upstream requests awaiting the client's answer
+    /// ([`crate::server_requests`]).
+    pub(crate) fn pending_table(&self) -> std::sync::MutexGuard<'_, PendingTable> {
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether a call of the client with raw request id `key` is in flight here.
+    pub(crate) fn has_call(&self, key: &str) -> bool {
+        self.inflight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains_key(key)
+    }
+
     /// Whether the session has work under way: an in-flight call or an open GET stream.
     fn busy(&self) -> bool {
         let calls = !self
@@ -194,6 +220,9 @@ impl Sessions {
             streams: Mutex::new(HashMap::new()),
             checked_epoch: AtomicU64::new(epoch),
             refreshed_ms: AtomicU64::new(now),
+            caps: AtomicU8::new(0),
+            next_server_request: AtomicU64::new(1),
+            pending: Mutex::new(PendingTable::new()),
         })
     }
 

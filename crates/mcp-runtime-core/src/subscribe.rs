@@ -237,7 +237,7 @@ pub(crate) async fn listen(up: Arc<Upstream>, subs: Weak<Subscriptions>, stop: C
 }
 
 /// One message of an upstream's GET stream.
-fn dispatch(up: &Upstream, subs: &Subscriptions, text: &str) {
+fn dispatch(up: &Arc<Upstream>, subs: &Subscriptions, text: &str) {
     let Ok(v) = serde_json::from_str::<Value>(text) else {
         tracing::debug!(upstream = %up.config.id, "GET stream message is not JSON; ignored");
         return;
@@ -248,6 +248,11 @@ fn dispatch(up: &Upstream, subs: &Subscriptions, text: &str) {
                 let n = subs.deliver_updated(&up.config.id, uri);
                 tracing::debug!(upstream = %up.config.id, uri, sessions = n, "resource updated");
             }
+        }
+        // A request outside any call: no client to ask, refused (never dropped unanswered).
+        Some(m) if v.get("id").is_some() => {
+            tracing::debug!(upstream = %up.config.id, method = m, "upstream request outside a call refused");
+            crate::server_requests::refuse(up, &v);
         }
         Some(m) => {
             tracing::debug!(upstream = %up.config.id, method = m, "upstream notification not relayed");

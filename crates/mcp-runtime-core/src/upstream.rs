@@ -297,7 +297,10 @@ impl Upstream {
             "jsonrpc": "2.0", "id": id, "method": "initialize",
             "params": {
                 "protocolVersion": ProtocolVersion::LATEST_WITH_INITIALIZE.to_string(),
-                "capabilities": {},
+                // Everything the runtime can relay: the session is shared by every client,
+                // so each request is checked against its own client's capabilities when it
+                // arrives (`crate::server_requests`).
+                "capabilities": crate::server_requests::upstream_capabilities(),
                 "clientInfo": {"name": "mcp-runtime", "version": env!("CARGO_PKG_VERSION")},
             }
         }))
@@ -453,6 +456,27 @@ impl Upstream {
             .await
         {
             tracing::debug!(upstream = %self.config.id, error = %e, method, "notification not delivered");
+        }
+    }
+
+    /// Sends a JSON-RPC response to a request the upstream sent (MCP streamable HTTP,
+    /// "Sending Messages to the Server": a POST of the response, answered `202`), errors only
+    /// logged. The caller spawns it or awaits it. A stdio upstream's requests are answered by
+    /// its supervisor, never relayed, so there is nothing to send to one here.
+    pub(crate) async fn respond(self: Arc<Self>, msg: ClientJsonRpcMessage) {
+        if self.stdio.is_some() {
+            tracing::debug!(upstream = %self.config.id, "response for a stdio upstream not sent");
+            return;
+        }
+        let Ok(conn) = self.current().await else {
+            return;
+        };
+        if let Err(e) = self
+            .client
+            .post_message(self.uri.clone(), msg, conn.session_id, None, conn.headers)
+            .await
+        {
+            tracing::debug!(upstream = %self.config.id, error = %e, "response not delivered");
         }
     }
 

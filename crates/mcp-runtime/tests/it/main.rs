@@ -14,6 +14,8 @@
 //! - `upstream`, `faults`: timeouts, cancellation, limits, upstreams that die or hang.
 //! - `stdio`: a stdio upstream (server-everything as the runtime's child process).
 //! - `completion`: `completion/complete` routed by its reference.
+//! - `server_requests`: sampling and elicitation asked by an upstream during a call, relayed
+//!   to the caller and answered back.
 //! - `credentials`: upstreams that need a header or a bearer token.
 //! - `admission`: connection cap and header read timeout.
 //! - `limits`: per-subject limits (open sessions).
@@ -38,6 +40,7 @@ mod http_semantics;
 mod limits;
 #[cfg(feature = "grpc-uds")]
 mod parity;
+mod server_requests;
 mod stdio;
 mod subscribe;
 mod upstream;
