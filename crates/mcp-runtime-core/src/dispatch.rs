@@ -154,8 +154,9 @@ impl Runtime {
             Incoming::Response { id, result, error } => {
                 *label = McpMethod::RESPONSE;
                 let session = self.session(&req).await?;
+                // Accepted either way (202): a response no relayed request awaits is ignored.
                 self.client_response(&session, &id, result.as_deref(), error.as_deref())
-                    .await?;
+                    .await;
                 Ok(Outcome::empty(202))
             }
         }

@@ -76,12 +76,6 @@ pub enum RequestError {
     /// session's or stream's, or trimmed by retention): 400; nobody's events are sent.
     #[error("Bad Request: Last-Event-ID {} names no resumable stream of this session", shown(.0))]
     UnknownEventId(String),
-    /// A client's JSON-RPC response whose id names no request the runtime relayed to this
-    /// session and still awaits (never sent, already answered, or its call ended): 400 (MCP
-    /// streamable HTTP: a server that cannot accept a POSTed response "MUST return an HTTP
-    /// error status code").
-    #[error("Bad Request: no request of this session awaits a response with this id")]
-    UnknownResponseId,
     /// The replica running a resumed stream's call stopped before the call was answered: the
     /// last event of the resumed stream, 200 inside it.
     #[error(
@@ -245,8 +239,7 @@ impl RequestError {
             | Self::UnsupportedProtocolVersion(_)
             | Self::Framing(_)
             | Self::MissingSessionId
-            | Self::UnknownEventId(_)
-            | Self::UnknownResponseId => 400,
+            | Self::UnknownEventId(_) => 400,
             Self::UnknownPath | Self::UnknownServer(_) | Self::UnknownSession => 404,
             Self::PayloadTooLarge { .. } => 413,
             Self::TooManySessions { .. } | Self::SubjectQuota { .. } => 429,
@@ -269,8 +262,7 @@ impl RequestError {
             | Self::BadServerIdInPath
             | Self::UnsupportedProtocolVersion(_)
             | Self::MissingSessionId
-            | Self::UnknownEventId(_)
-            | Self::UnknownResponseId => jsonrpc::BAD_REQUEST,
+            | Self::UnknownEventId(_) => jsonrpc::BAD_REQUEST,
             Self::UnknownPath | Self::UnknownServer(_) | Self::UnknownSession => jsonrpc::NOT_FOUND,
             Self::TooManySessions { .. }
             | Self::SubjectQuota { .. }

@@ -23,7 +23,7 @@
 //! 4. The client POSTs its response to the session ([`crate::jsonrpc::Incoming::Response`]);
 //!    [`Runtime::client_response`] takes the entry out of the table, puts the upstream's own id
 //!    back and POSTs the response to the upstream session; the client gets `202`. A response
-//!    whose id no pending request has is refused with `400` ([`RequestError::UnknownResponseId`]).
+//!    whose id no pending request has is accepted (`202`) and ignored.
 //!
 //! # Capabilities
 //!
@@ -46,7 +46,7 @@
 //! is taken as the client declining it: the upstream gets an error answer.
 //!
 //! With the Redis store the table is this replica's: a response POSTed to another replica
-//! finds no pending request there (`400`), and a session loaded from Redis by another replica
+//! finds no pending request there (ignored; the call ends at its deadline), and a session loaded from Redis by another replica
 //! declares no client capability there (its upstream requests are refused).
 
 use std::collections::HashMap;
@@ -61,7 +61,6 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 use tokio_util::task::TaskTracker;
 
-use crate::error::RequestError;
 use crate::jsonrpc;
 use crate::request::SseEvent;
 use crate::runtime::Runtime;
@@ -331,27 +330,31 @@ pub(crate) fn abandon(session: &Session, call: &str, tasks: &TaskTracker) {
 
 impl Runtime {
     /// The client's response to a relayed request (a POSTed JSON-RPC response, MCP streamable
-    /// HTTP "Sending Messages to the Server"): the pending entry of `id` is taken out and the
-    /// response sent to its upstream under the upstream's own id. `result` and `error` are the
-    /// raw members (exactly one is present); an `error` that is not a JSON-RPC error object
-    /// reaches the upstream as an internal error.
+    /// HTTP "Sending Messages to the Server", answered `202 Accepted` by the caller): the
+    /// pending entry of `id` is taken out and the response sent to its upstream under the
+    /// upstream's own id. `result` and `error` are the raw members (exactly one is present); an
+    /// `error` that is not a JSON-RPC error object reaches the upstream as an internal error.
     ///
-    /// # Errors
-    ///
-    /// [`RequestError::UnknownResponseId`] (400) when no request of this session awaits a
-    /// response with this id (never sent, already answered, or its call ended). An upstream
-    /// that does not take the response is only logged: the client's part is done.
+    /// Returns whether a relayed request awaited this response. One that none awaits (never
+    /// sent, already answered, its call ended, another session's, or sent to another replica)
+    /// is ignored, as a response to nothing has nobody to go to: the transport accepts it all
+    /// the same (the shared boundary vector "client response accepted"). An upstream that does
+    /// not take the response is only logged: the client's part is done.
     pub(crate) async fn client_response(
         &self,
         session: &Session,
         id: &RawValue,
         result: Option<&RawValue>,
         error: Option<&RawValue>,
-    ) -> Result<(), RequestError> {
+    ) -> bool {
         let key = serde_json::from_str::<String>(id.get()).ok();
         let pending = key.and_then(|k| session.pending_table().remove(&k));
         let Some(pending) = pending else {
-            return Err(RequestError::UnknownResponseId);
+            tracing::debug!(
+                id = id.get(),
+                "client response for no pending request: ignored"
+            );
+            return false;
         };
         let answer = match (result, error) {
             (Some(r), _) => serde_json::from_str::<Value>(r.get()).map_err(|_| internal()),
@@ -363,7 +366,7 @@ impl Runtime {
         if let Some(msg) = response(&pending.upstream_id, answer) {
             Arc::clone(&pending.up).respond(msg).await;
         }
-        Ok(())
+        true
     }
 
     /// The client's `notifications/cancelled` for `request_id` when no call of its own has that
@@ -438,6 +441,65 @@ mod tests {
             ELICITATION_URL
         );
         assert!(needs("custom/thing", None).is_none());
+    }
+
+    #[tokio::test]
+    async fn the_end_of_a_call_removes_its_pending_requests_only() {
+        let config = crate::catalog::CatalogConfig::parse(
+            "[[upstreams]]\nid = \"u\"\nurl = \"http://127.0.0.1:9/mcp\"\n",
+        )
+        .unwrap();
+        let up = Arc::new(Upstream::new(
+            config.upstreams[0].clone(),
+            1 << 20,
+            reqwest::header::HeaderMap::new(),
+        ));
+        let sessions = crate::session::Sessions::new(4);
+        let sid = sessions.create("s@example.com", None).unwrap();
+        let crate::session::Local::Hit(session) = sessions.lookup(&sid, "s@example.com", None)
+        else {
+            panic!("no session");
+        };
+        session.caps.store(SAMPLING, Ordering::Relaxed);
+        let tasks = TaskTracker::new();
+        let of_call = |call: &str| CallRequests {
+            session: Arc::clone(&session),
+            up: Arc::clone(&up),
+            call: call.to_owned(),
+            tasks: tasks.clone(),
+        };
+        let (one, two) = (of_call("1"), of_call("\"two\""));
+        let sample = raw(r#"{"messages":[],"maxTokens":1}"#);
+        let ev = one
+            .request("sampling/createMessage", &raw("10"), Some(&sample), true)
+            .expect("relayed");
+        let relayed: Value = serde_json::from_str(&ev.data).unwrap();
+        assert_eq!(relayed["id"], "s2c-1", "{relayed}");
+        assert_eq!(relayed["params"]["maxTokens"], 1, "{relayed}");
+        assert!(
+            one.request("sampling/createMessage", &raw("11"), None, true)
+                .is_some()
+        );
+        assert!(two.request("custom/ask", &raw("12"), None, true).is_some());
+        // Refused (capability, no stream) and answered (ping) requests are not recorded.
+        assert!(one.request("roots/list", &raw("13"), None, true).is_none());
+        assert!(
+            one.request("sampling/createMessage", &raw("14"), None, false)
+                .is_none()
+        );
+        assert!(one.request("ping", &raw("15"), None, true).is_none());
+        assert_eq!(session.pending_table().len(), 3);
+
+        // The upstream's cancellation of its request 11 names the runtime's id.
+        assert_eq!(one.cancelled(&json!(11)), Some(json!("s2c-2")));
+        assert_eq!(one.cancelled(&json!(12)), None, "another call's request");
+        abandon(&session, "1", &tasks);
+        let left: Vec<String> = session.pending_table().keys().cloned().collect();
+        assert_eq!(left, ["s2c-3"]);
+        abandon(&session, "\"two\"", &tasks);
+        assert!(session.pending_table().is_empty());
+        tasks.close();
+        tasks.wait().await;
     }
 
     #[test]
