@@ -42,15 +42,9 @@ async fn session_with(http: &Http, who: &Value, capabilities: Value) -> String {
 }
 
 fn tool_call(who: &Value, sid: &str, id: i64, name: &str, arguments: Value) -> Call {
-    Call::post(
-        who,
-        rpc(
-            id,
-            "tools/call",
-            json!({"name": name, "arguments": arguments}),
-        ),
-    )
-    .session(sid)
+    let mut params = json!({"name": name});
+    params["arguments"] = arguments;
+    Call::post(who, rpc(id, "tools/call", params)).session(sid)
 }
 
 /// Opens `call` and returns its SSE stream as JSON-RPC messages.
