@@ -378,3 +378,68 @@ async fn the_end_of_the_session_or_the_call_forgets_what_is_pending() {
     assert_eq!(r.status, 202);
     assert_eq!(text_of(&last(&mut events).await), "LLM response: fine");
 }
+
+/// Over gRPC the relayed request is one `event` of `InvokeStream` (no contract change: an
+/// event's data is the JSON-RPC message) and the client's response one `Invoke`, answered 202.
+#[cfg(feature = "grpc-uds")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_grpc_the_request_is_an_event_of_invoke_stream() {
+    use mcp_runtime_proto::v1 as pb;
+    use pb::invoke_stream_response::Part;
+
+    let (_fx, rt, _http) = runtime().await;
+    let mut g = grpc::connect(&rt.grpc).await;
+    let frank = auth("frank@example.com", false, Some(&[]));
+    let init = rpc(
+        0,
+        "initialize",
+        json!({"protocolVersion": "2025-11-25", "capabilities": {"sampling": {}},
+               "clientInfo": {"name": "test", "version": "1"}}),
+    );
+    let r = grpc::send(&mut g, &Call::post(&frank, init)).await;
+    let sid = r.session_id.expect("mcp-session-id");
+
+    let call = tool_call(&frank, &sid, 9, "test_sampling", json!({"prompt": "grpc"}));
+    let mut s = g
+        .clone()
+        .invoke_stream(pb::InvokeStreamRequest {
+            envelope: Some(grpc::envelope(&call)),
+        })
+        .await
+        .expect("InvokeStream")
+        .into_inner();
+    let mut next = async || -> Option<Part> {
+        tokio::time::timeout(GUARD, s.message())
+            .await
+            .expect("a message before the guard")
+            .expect("stream")
+            .map(|m| m.part.expect("part"))
+    };
+    let Some(Part::Head(head)) = next().await else {
+        panic!("no head first");
+    };
+    assert_eq!(head.http_status, 200);
+    let Some(Part::Event(event)) = next().await else {
+        panic!("no event");
+    };
+    let request: Value = serde_json::from_str(&event.data).expect("JSON event");
+    assert_eq!(request["method"], "sampling/createMessage", "{request}");
+
+    let answer = json!({"jsonrpc": "2.0", "id": request["id"], "result": sampled("over grpc")});
+    let r = grpc::send(
+        &mut g,
+        &Call::post(&frank, answer.to_string()).session(&sid),
+    )
+    .await;
+    assert_eq!(r.status, 202, "{:?}", r.body);
+
+    let mut last = None;
+    while let Some(part) = next().await {
+        if let Part::Event(e) = part {
+            last = Some(serde_json::from_str::<Value>(&e.data).expect("JSON event"));
+        }
+    }
+    let last = last.expect("the answer");
+    assert_eq!(last["id"], 9, "{last}");
+    assert_eq!(text_of(&last), "LLM response: over grpc");
+}
