@@ -228,6 +228,19 @@ async fn a_request_the_client_did_not_declare_is_refused_to_the_upstream() {
         assert_eq!(r.events().len(), 1, "{:?}", r.events());
     }
 
+    // A caller that takes no stream cannot be asked, whatever it declared.
+    let both = session_with(&http, &carol, json!({"sampling": {}, "elicitation": {}})).await;
+    let mut json_only = tool_call(&carol, &both, 3, "test_sampling", json!({"prompt": "x"}));
+    json_only.accept = Some("application/json".into());
+    let r = http.send(&json_only).await;
+    assert_eq!(r.content_type.as_deref(), Some("application/json"));
+    let answer = r.json();
+    assert_eq!(answer["result"]["isError"], true, "{answer}");
+    assert!(
+        text_of(&answer).contains("does not take a streamed answer"),
+        "{answer}"
+    );
+
     // A session that declared nothing: elicitation is refused as well.
     let bare = session_with(&http, &carol, json!({})).await;
     let answer = http
