@@ -511,9 +511,9 @@ class PythonBaseline:
             message = parse_message(request.body)
         except FramingError as e:
             return _error(400, e.code, str(e))
-        if message.kind == "response":
-            return self._lookup(request) or McpResponse(status=202)
-        if message.kind == "notification":
+        # A client's response (to a server-to-client request relayed during a call) goes to
+        # the SDK like a notification: it resolves the request waiting for it.
+        if message.kind in ("response", "notification"):
             if (refused := self._lookup(request)) is not None:
                 return refused
             call = self._call(request)

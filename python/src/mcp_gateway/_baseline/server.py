@@ -21,13 +21,14 @@ import mcp_types as types
 import pydantic_core
 from mcp.server.lowlevel.server import Server
 from mcp.shared.exceptions import MCPError
+from mcp.shared.message import ServerMessageMetadata
 from mcp_types.methods import serialize_server_result
 from pydantic import BaseModel
 
 from mcp_gateway import __version__
 from mcp_gateway._auth import AuthContext
 from mcp_gateway._baseline.catalog import Catalog, Kind
-from mcp_gateway._baseline.upstream import Upstream, log_sink
+from mcp_gateway._baseline.upstream import Upstream, log_sink, request_sink
 from mcp_gateway._jsonrpc import INTERNAL_ERROR, INVALID_PARAMS, RESOURCE_NOT_FOUND, shown
 
 __all__ = ["AUTH_KEY", "SCOPE_KEY", "SERVER_NAME", "build_server", "check_result_size"]
@@ -155,10 +156,33 @@ def build_server(
         async def on_log(params: types.LoggingMessageNotificationParams) -> None:
             await forward(types.LoggingMessageNotification(params=params))
 
+        async def ask(capability: str, request: Any, result_type: Any) -> Any:
+            """Relays an upstream's request to this call's client, on this call's stream.
+
+            Refused (-32601 to the upstream) when the client did not declare ``capability``
+            at initialize; the client's error answer goes back as it came.
+            """
+            caps = ctx.session.client_capabilities
+            if caps is None or getattr(caps, capability, None) is None:
+                return types.ErrorData(
+                    code=types.METHOD_NOT_FOUND,
+                    message=f"the client did not declare the {capability} capability",
+                )
+            try:
+                return await ctx.session.send_request(
+                    request=request,
+                    result_type=result_type,
+                    metadata=ServerMessageMetadata(related_request_id=ctx.request_id),
+                )
+            except MCPError as e:
+                return e.error
+
         token = log_sink.set(on_log)
+        asking = request_sink.set(ask)
         try:
             result = await fn(forward)
         finally:
+            request_sink.reset(asking)
             log_sink.reset(token)
         # Callbacks of notifications that preceded the response were spawned before it
         # resolved: let them reach the stream first.

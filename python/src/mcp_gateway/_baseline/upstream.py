@@ -30,7 +30,7 @@ import httpx2
 import mcp_types as types
 from anyio.abc import TaskGroup, TaskStatus
 from mcp import Client
-from mcp.client.session import IncomingMessage, MessageHandlerFnT
+from mcp.client.session import ClientRequestContext, IncomingMessage, MessageHandlerFnT
 from mcp.client.sse import sse_client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
@@ -50,6 +50,7 @@ __all__ = [
     "Upstream",
     "UpstreamUnavailableError",
     "log_sink",
+    "request_sink",
     "sdk_failure",
 ]
 
@@ -63,6 +64,17 @@ LogSink = Callable[[types.LoggingMessageNotificationParams], Awaitable[None]]
 log_sink: contextvars.ContextVar[LogSink | None] = contextvars.ContextVar(
     "mcp_gateway_log_sink", default=None
 )
+
+
+ClientRequestSink = Callable[[str, Any, Any], Awaitable[Any]]
+"""Asks the downstream client of the current call: ``(capability, request, result_type)`` ->
+the client's result, or the ``ErrorData`` to answer the upstream with."""
+
+request_sink: contextvars.ContextVar[ClientRequestSink | None] = contextvars.ContextVar(
+    "mcp_gateway_request_sink", default=None
+)
+"""Where a server-to-client request an upstream sends during a call goes: set by the server
+around each upstream call (the downstream session that made it); ``None`` outside a call."""
 """Set around an upstream call to receive its logging notifications."""
 
 
@@ -267,6 +279,12 @@ class _Connection:
                 cache=None,
                 logging_callback=_forward_log,
                 message_handler=self._message_handler,
+                # One upstream session serves every downstream one: it declares what any
+                # client may answer; each request is checked against the calling client's
+                # capabilities when it is relayed (server.py).
+                sampling_callback=_sampling,
+                elicitation_callback=_elicitation,
+                list_roots_callback=_list_roots,
                 raise_exceptions=False,
             ) as client:
                 if stderr is not None:
@@ -287,6 +305,33 @@ class _Connection:
 
     def close(self) -> None:
         self._close.set()
+
+
+async def _relay(capability: str, request: Any, result_type: Any) -> Any:
+    """A server-to-client request of an upstream, relayed to the client of the current call.
+
+    Outside a call (no :data:`request_sink`) nobody can answer it: -32601 to the upstream, as
+    the runtime answers (``server_requests.rs``); never sent to another client.
+    """
+    sink = request_sink.get()
+    if sink is None:
+        return types.ErrorData(
+            code=types.METHOD_NOT_FOUND, message="no client to ask: the request is not part of a call"
+        )
+    return await sink(capability, request, result_type)
+
+
+async def _sampling(context: ClientRequestContext, params: types.CreateMessageRequestParams) -> Any:
+    result_type = types.CreateMessageResultWithTools if params.tools else types.CreateMessageResult
+    return await _relay("sampling", types.CreateMessageRequest(params=params), result_type)
+
+
+async def _elicitation(context: ClientRequestContext, params: types.ElicitRequestParams) -> Any:
+    return await _relay("elicitation", types.ElicitRequest(params=params), types.ElicitResult)
+
+
+async def _list_roots(context: ClientRequestContext) -> Any:
+    return await _relay("roots", types.ListRootsRequest(), types.ListRootsResult)
 
 
 async def _forward_log(params: types.LoggingMessageNotificationParams) -> None:
