@@ -32,6 +32,7 @@ fn request(headers: McpHeaders, server_id: Option<String>, body: Bytes) -> Reque
         auth: AuthContext::anonymous(),
         body,
         transport: Transport::Http,
+        live_events: true,
     }
 }
 

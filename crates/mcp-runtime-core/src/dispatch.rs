@@ -398,7 +398,7 @@ impl Runtime {
             up,
             "completion/complete",
             p,
-            false,
+            (false, false),
             None,
             traceparent,
         )
@@ -537,7 +537,8 @@ impl Runtime {
         let traceparent = crate::runtime::trace_id_of(&req.auth.traceparent)
             .is_some()
             .then_some(req.auth.traceparent.as_str());
-        self.forward(session, id, up, method, p, accepts_sse, post, traceparent)
+        let live = accepts_sse && req.live_events;
+        self.forward(session, id, up, method, p, (accepts_sse, live), post, traceparent)
             .await
     }
 }

@@ -48,6 +48,11 @@ impl Runtime {
     /// Calls an upstream and relays its answer: JSON when the response comes first, an SSE
     /// stream when notifications precede it and the caller accepts SSE.
     ///
+    /// `(accepts_sse, live)`: whether the caller takes an SSE answer, and whether it reads its
+    /// events as they come ([`crate::request::Request::live_events`]); a server-to-client
+    /// request of the upstream is relayed only to a live caller, and refused to the upstream
+    /// otherwise.
+    ///
     /// # Errors
     ///
     /// The [`RequestError`] the caller is answered with (under its request id) when the call
@@ -60,7 +65,7 @@ impl Runtime {
         up: Arc<Upstream>,
         method: &str,
         mut params: Map<String, Value>,
-        accepts_sse: bool,
+        (accepts_sse, live): (bool, bool),
         post: Option<Hook>,
         traceparent: Option<&str>,
     ) -> Result<Outcome, RequestError> {
@@ -97,7 +102,7 @@ impl Runtime {
                 call: id.get().to_owned(),
                 tasks: self.tasks.clone(),
             },
-            streams: accepts_sse,
+            streams: live,
         };
         loop {
             match relay.classify(bounds.run(stream.next()).await?) {

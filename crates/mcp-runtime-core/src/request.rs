@@ -81,6 +81,12 @@ pub struct Request {
     pub body: Bytes,
     /// The adapter it came through.
     pub transport: Transport,
+    /// Whether the caller reads the answer's events as they come (HTTP, `InvokeStream`, the
+    /// public endpoint, in-process callers). `false` for unary `Invoke`, which returns the
+    /// answer whole once the call has ended: a server-to-client request relayed to such a
+    /// caller could never be answered in time, so the runtime refuses it to the upstream at
+    /// once (-32601, `server_requests.rs`) instead of holding the call until its timeout.
+    pub live_events: bool,
 }
 
 /// One server-sent event of a `text/event-stream` response.

@@ -503,6 +503,7 @@ mod tests {
             auth: AuthContext::anonymous(),
             body: Bytes::from(body.to_string()),
             transport: Transport::InProcess,
+            live_events: true,
         }
     }
 

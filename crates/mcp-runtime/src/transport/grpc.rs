@@ -234,6 +234,7 @@ fn request(env: Option<pb::RequestEnvelope>, forced: Option<Method>) -> Result<R
         auth: auth(env.auth)?,
         body: env.body,
         transport: Transport::Grpc,
+        live_events: true,
     })
 }
 
@@ -349,7 +350,9 @@ impl McpRuntime for GrpcRuntime {
     ) -> Result<tonic::Response<pb::InvokeResponse>, Status> {
         let started = std::time::Instant::now();
         let header = traceparent(&req);
-        let req = request(req.into_inner().envelope, None)?;
+        let mut req = request(req.into_inner().envelope, None)?;
+        // The answer goes back whole: nothing relayed during the call can be answered.
+        req.live_events = false;
         check_size(&req, self.runtime.max_message_bytes())?;
         if req.method == Method::Get {
             // A GET opens a standalone stream that lasts as long as the session: it has no

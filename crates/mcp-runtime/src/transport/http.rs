@@ -399,6 +399,7 @@ pub(crate) async fn serve_mcp(
         auth,
         body,
         transport,
+        live_events: true,
     };
     let span = crate::otel::request_span(
         transport.into(),

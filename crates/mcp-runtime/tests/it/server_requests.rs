@@ -456,3 +456,30 @@ async fn over_grpc_the_request_is_an_event_of_invoke_stream() {
     assert_eq!(last["id"], 9, "{last}");
     assert_eq!(text_of(&last), "LLM response: over grpc");
 }
+
+/// Unary `Invoke` returns the answer whole, once the call has ended: a request relayed to that
+/// caller could never be answered, so the upstream is refused at once and the call ends with
+/// the tool's own error instead of waiting for its timeout.
+#[cfg(feature = "grpc-uds")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unary_invoke_caller_is_not_asked_and_the_call_ends() {
+    let (_fx, rt, _http) = runtime().await;
+    let mut g = grpc::connect(&rt.grpc).await;
+    let frank = auth("frank@example.com", false, Some(&[]));
+    let init = rpc(
+        0,
+        "initialize",
+        json!({"protocolVersion": "2025-11-25", "capabilities": {"sampling": {}},
+               "clientInfo": {"name": "test", "version": "1"}}),
+    );
+    let r = grpc::send(&mut g, &Call::post(&frank, init)).await;
+    let sid = r.session_id.expect("mcp-session-id");
+    let call = tool_call(&frank, &sid, 9, "test_sampling", json!({"prompt": "unary"}));
+    let r = tokio::time::timeout(GUARD, grpc::send(&mut g, &call))
+        .await
+        .expect("an answer before the guard");
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let body = String::from_utf8_lossy(&r.body).into_owned();
+    assert!(body.contains("sampling failed"), "{body}");
+    assert!(body.contains("\"isError\":true"), "{body}");
+}
