@@ -538,8 +538,17 @@ impl Runtime {
             .is_some()
             .then_some(req.auth.traceparent.as_str());
         let live = accepts_sse && req.live_events;
-        self.forward(session, id, up, method, p, (accepts_sse, live), post, traceparent)
-            .await
+        self.forward(
+            session,
+            id,
+            up,
+            method,
+            p,
+            (accepts_sse, live),
+            post,
+            traceparent,
+        )
+        .await
     }
 }
 
