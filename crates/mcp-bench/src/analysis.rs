@@ -75,6 +75,14 @@ impl Verdict {
 }
 
 /// The lowest and highest finite per-round req/s ratio of `c`.
+/// The runtime's CPU-per-request ratio of `c`, two decimals, or "–" without one.
+fn runtime_cpu(c: &Comparison) -> String {
+    c.median
+        .cpu_per_request
+        .get("runtime")
+        .map_or_else(|| "–".to_owned(), |v| format!("{v:.2}"))
+}
+
 fn rps_spread(c: &Comparison) -> (f64, f64) {
     spread(
         c.rounds
@@ -677,10 +685,7 @@ impl Report {
                 c.numerator.concurrency,
                 c.median.requests_per_s,
                 c.median.p50,
-                c.median
-                    .cpu_per_request
-                    .get("runtime")
-                    .map_or_else(|| "–".to_owned(), |v| format!("{v:.2}")),
+                runtime_cpu(c),
             );
         }
         if let Some(serde_json::Value::Object(b)) = builds {
@@ -781,10 +786,7 @@ impl Report {
                 c.numerator.concurrency,
                 c.median.requests_per_s,
                 c.median.p50,
-                c.median
-                    .cpu_per_request
-                    .get("runtime")
-                    .map_or_else(|| "–".to_owned(), |v| format!("{v:.2}")),
+                runtime_cpu(c),
                 Verdict::at_least(lo, hi, 0.97).markdown(),
             );
         }

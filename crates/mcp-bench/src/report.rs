@@ -681,6 +681,28 @@ fn bar_chart(layer: &str, rows: &[&Row]) -> String {
 mod tests {
     use super::*;
 
+    /// The Markdown report of `rows` and `comparisons` with `settings`, everything else empty.
+    fn markdown_of(
+        rows: Vec<Row>,
+        comparisons: Vec<Comparison>,
+        settings: BTreeMap<String, serde_json::Value>,
+    ) -> String {
+        Report {
+            schema: SCHEMA.into(),
+            started_unix_s: 0,
+            command_line: vec![],
+            machine: MachineInfo::collect(),
+            versions: BTreeMap::new(),
+            settings,
+            commands: BTreeMap::new(),
+            notes: vec![],
+            rows,
+            comparisons,
+            revocations: vec![],
+        }
+        .to_markdown()
+    }
+
     fn metrics(rps: f64, cpu: f64) -> Metrics {
         Metrics {
             requests: 10,
@@ -729,20 +751,7 @@ mod tests {
         // Per-round rps ratios 0.5, 2.0, 0.5 -> median 0.5 (not 250/200).
         assert!((c.median.requests_per_s - 0.5).abs() < 1e-9);
         assert!((c.median.cpu_per_request["runtime"] - 1.0).abs() < 1e-9);
-        let md = Report {
-            schema: SCHEMA.into(),
-            started_unix_s: 0,
-            command_line: vec![],
-            machine: MachineInfo::collect(),
-            versions: BTreeMap::new(),
-            settings: BTreeMap::new(),
-            commands: BTreeMap::new(),
-            notes: vec![],
-            rows: vec![http, grpc],
-            comparisons: vec![c],
-            revocations: vec![],
-        }
-        .to_markdown();
+        let md = markdown_of(vec![http, grpc], vec![c], BTreeMap::new());
         assert!(
             md.contains("| runtime | grpc / http-json | ping | 40 | 1 |"),
             "{md}"
@@ -773,20 +782,7 @@ mod tests {
         assert!(!svg.contains("failed"), "{svg}");
 
         let c = Comparison::between(&failed, &clean);
-        let md = Report {
-            schema: SCHEMA.into(),
-            started_unix_s: 0,
-            command_line: vec![],
-            machine: MachineInfo::collect(),
-            versions: BTreeMap::new(),
-            settings: BTreeMap::new(),
-            commands: BTreeMap::new(),
-            notes: vec![],
-            rows: vec![clean, failed],
-            comparisons: vec![c],
-            revocations: vec![],
-        }
-        .to_markdown();
+        let md = markdown_of(vec![clean, failed], vec![c], BTreeMap::new());
         assert!(
             md.contains("| 4.00 (4.00–4.00) — 7 errors, not comparable |"),
             "{md}"
@@ -811,20 +807,7 @@ mod tests {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
-        let md = Report {
-            schema: SCHEMA.into(),
-            started_unix_s: 0,
-            command_line: vec![],
-            machine: MachineInfo::collect(),
-            versions: BTreeMap::new(),
-            settings,
-            commands: BTreeMap::new(),
-            notes: vec![],
-            rows: vec![mixed, fine],
-            comparisons: vec![],
-            revocations: vec![],
-        }
-        .to_markdown();
+        let md = markdown_of(vec![mixed, fine], vec![], settings);
         assert!(
             md.contains("Workloads: runtime: ping; Python hop (httpx): ping, echo1k.\n"),
             "{md}"

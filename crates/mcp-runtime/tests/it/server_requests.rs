@@ -392,6 +392,22 @@ async fn the_end_of_the_session_or_the_call_forgets_what_is_pending() {
     assert_eq!(text_of(&last(&mut events).await), "LLM response: fine");
 }
 
+/// A session opened over gRPC (`Invoke` of `initialize`) whose client declared sampling.
+#[cfg(feature = "grpc-uds")]
+async fn grpc_session_with_sampling(
+    g: &mut mcp_runtime_proto::v1::mcp_runtime_client::McpRuntimeClient<tonic::transport::Channel>,
+    who: &Value,
+) -> String {
+    let init = rpc(
+        0,
+        "initialize",
+        json!({"protocolVersion": "2025-11-25", "capabilities": {"sampling": {}},
+               "clientInfo": {"name": "test", "version": "1"}}),
+    );
+    let r = grpc::send(g, &Call::post(who, init)).await;
+    r.session_id.expect("mcp-session-id")
+}
+
 /// Over gRPC the relayed request is one `event` of `InvokeStream` (no contract change: an
 /// event's data is the JSON-RPC message) and the client's response one `Invoke`, answered 202.
 #[cfg(feature = "grpc-uds")]
@@ -403,14 +419,7 @@ async fn over_grpc_the_request_is_an_event_of_invoke_stream() {
     let (_fx, rt, _http) = runtime().await;
     let mut g = grpc::connect(&rt.grpc).await;
     let frank = auth("frank@example.com", false, Some(&[]));
-    let init = rpc(
-        0,
-        "initialize",
-        json!({"protocolVersion": "2025-11-25", "capabilities": {"sampling": {}},
-               "clientInfo": {"name": "test", "version": "1"}}),
-    );
-    let r = grpc::send(&mut g, &Call::post(&frank, init)).await;
-    let sid = r.session_id.expect("mcp-session-id");
+    let sid = grpc_session_with_sampling(&mut g, &frank).await;
 
     let call = tool_call(&frank, &sid, 9, "test_sampling", json!({"prompt": "grpc"}));
     let mut s = g
@@ -466,14 +475,7 @@ async fn a_unary_invoke_caller_is_not_asked_and_the_call_ends() {
     let (_fx, rt, _http) = runtime().await;
     let mut g = grpc::connect(&rt.grpc).await;
     let frank = auth("frank@example.com", false, Some(&[]));
-    let init = rpc(
-        0,
-        "initialize",
-        json!({"protocolVersion": "2025-11-25", "capabilities": {"sampling": {}},
-               "clientInfo": {"name": "test", "version": "1"}}),
-    );
-    let r = grpc::send(&mut g, &Call::post(&frank, init)).await;
-    let sid = r.session_id.expect("mcp-session-id");
+    let sid = grpc_session_with_sampling(&mut g, &frank).await;
     let call = tool_call(&frank, &sid, 9, "test_sampling", json!({"prompt": "unary"}));
     let r = tokio::time::timeout(GUARD, grpc::send(&mut g, &call))
         .await
