@@ -146,6 +146,33 @@ BENCH_ARGS_full := --duration 3 --rounds 3 --warmup 100 --concurrency 1,16,64 \
 BENCH_ARGS_reference := --duration 2 --rounds 3 --warmup 50 --concurrency 1,16
 BENCH_ARGS_CF_full := --contextforge-python $(CURDIR)/$(CONTEXTFORGE_PY)
 BENCH_ARGS_CF_reference := $(BENCH_ARGS_CF_full)
+# The gRPC adapter's server settings, each against tonic's defaults in the same rounds (issue 19,
+# item 3; docs/grpc-settings.md): the runtime layer only, one runtime process per variant.
+# About 12 minutes on 2 cores after the build (3 rounds of 4 workloads x 2 concurrencies x 13 modes); results in bench/results/<UTC timestamp>-grpc-settings/.
+# `control` changes nothing (tonic's default codec buffer, 8 KiB) in a runtime process of its own:
+# its spread is how far a variant moves by chance.
+GRPC_VARIANTS := \
+	--grpc-variant 'control=--grpc-codec-buffer-size 8192' \
+	--grpc-variant 'windows-64k=--grpc-initial-stream-window-size 65535 --grpc-initial-connection-window-size 65535' \
+	--grpc-variant 'windows-16m=--grpc-initial-stream-window-size 16777216 --grpc-initial-connection-window-size 16777216' \
+	--grpc-variant 'adaptive-window=--grpc-adaptive-window' \
+	--grpc-variant 'frame-1m=--grpc-max-frame-size 1048576' \
+	--grpc-variant 'max-streams-100=--grpc-max-concurrent-streams 100' \
+	--grpc-variant 'concurrency-1=--grpc-concurrency-per-connection 1' \
+	--grpc-variant 'timeout-30s=--grpc-timeout-ms 30000' \
+	--grpc-variant 'codec-1k=--grpc-codec-buffer-size 1024' \
+	--grpc-variant 'codec-128k=--grpc-codec-buffer-size 131072 --grpc-codec-yield-threshold 262144' \
+	--grpc-variant 'shared-channel=client:shared-channel'
+.PHONY: bench-grpc-settings
+bench-grpc-settings:
+	$(CARGO) build --release -p mcp-runtime --features grpc-uds,otel -p mcp-fixture-server -p mcp-bench
+	@ts=$$(date -u +%Y%m%dT%H%M%SZ); out=bench/results/$$ts-grpc-settings; mkdir -p $$out; \
+	./target/release/mcp-bench --no-floor --no-python-hop --no-state --no-gateway --no-direct \
+		--transports http,grpc --workloads ping,tools/list:500,echo:1k,echo:100k \
+		--duration 2 --rounds 3 --warmup 50 --concurrency 1,16 $(GRPC_VARIANTS) \
+		--repo-root $(CURDIR) --out-dir $$out && \
+	echo "results: $$out/"
+
 BENCH_BIN := target/bench-bin
 bench: python-build node-deps $(if $(filter full reference,$(BENCH_PROFILE)),contextforge)
 	@test -n "$(BENCH_ARGS_$(BENCH_PROFILE))" || { echo "BENCH_PROFILE must be quick, reference or full"; exit 2; }

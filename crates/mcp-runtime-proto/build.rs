@@ -29,6 +29,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         // `bytes` fields as `bytes::Bytes`: bodies of up to 64 MiB are sliced, not copied.
         .bytes(".")
+        // tonic-prost's codec with buffer settings a process may set (src/codec.rs).
+        .codec_path("crate::codec::BufferedCodec")
         .build_client(true)
         .build_server(true)
         .compile_fds(fds)?;

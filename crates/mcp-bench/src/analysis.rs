@@ -5,6 +5,8 @@
 
 use std::fmt::Write as _;
 
+use serde_json::Value;
+
 use crate::report::{Comparison, Report, Row, RowKey};
 use crate::stats::{LatencySummary, spread};
 
@@ -156,6 +158,7 @@ impl Report {
         self.breakdown(&mut out);
         self.zero_overhead(&mut out);
         self.metrics_cost(&mut out);
+        self.grpc_settings(&mut out);
         self.two_workers(&mut out);
         self.edge(&mut out);
         self.state(&mut out);
@@ -792,6 +795,68 @@ impl Report {
         }
     }
 
+    /// Each gRPC variant of the runtime layer (`grpc@NAME`: other server settings, or the
+    /// client's shared channel) over the `grpc` rows, measured in the same rounds (issue 19,
+    /// item 3). The variant named `control` is tonic's defaults in a runtime process of its
+    /// own: how far a variant moves with no setting changed. With a control, a variant is
+    /// faster only when its lowest round is above the control's highest (slower: its highest
+    /// below the control's lowest); without one, against 1.
+    fn grpc_settings(&self, out: &mut String) {
+        let cmp: Vec<&Comparison> = self
+            .comparisons
+            .iter()
+            .filter(|c| {
+                c.numerator.layer == "runtime"
+                    && c.numerator.mode().starts_with("grpc@")
+                    && c.denominator.mode() == "grpc"
+            })
+            .collect();
+        if cmp.is_empty() {
+            return;
+        }
+        let flags = self.settings.get("grpc_variants");
+        out.push_str("\n### gRPC server settings\n\nThe runtime's gRPC adapter served with other HTTP/2 and tonic settings (a runtime process of the same build per variant, started with the flags shown) or reached by all workers over one shared channel, over the `grpc` rows (tonic's defaults, one channel per worker), measured in the same rounds: median of per-round ratios with the lowest and highest; req/s above 1 and CPU below 1 mean the variant is cheaper. `control` changes no setting (tonic's defaults in a process of its own): its spread is what a variant moves by chance. **faster** when every round's req/s ratio is above the control's highest (without a control: above 1), **slower** when every one is below the control's lowest (below 1), even otherwise.\n\n| variant | flags | workload | conc | req/s | min | max | p50 | runtime CPU/req | effect |\n|---|---|---|--:|--:|--:|--:|--:|--:|---|\n");
+        let control = |c: &Comparison| {
+            cmp.iter()
+                .find(|k| {
+                    k.numerator.mode() == "grpc@control"
+                        && k.numerator.workload == c.numerator.workload
+                        && k.numerator.concurrency == c.numerator.concurrency
+                        && k.numerator.payload_bytes == c.numerator.payload_bytes
+                })
+                .map_or((1.0, 1.0), |k| rps_spread(k))
+        };
+        for &c in &cmp {
+            let mode = c.numerator.mode();
+            let (lo, hi) = rps_spread(c);
+            let (control_lo, control_hi) = control(c);
+            let effect = if mode == "grpc@control" {
+                "(control)"
+            } else if lo > control_hi {
+                "**faster**"
+            } else if hi < control_lo {
+                "**slower**"
+            } else {
+                "even"
+            };
+            let f = flags
+                .and_then(|v| v.get(mode))
+                .and_then(Value::as_str)
+                .map_or_else(|| "–".to_owned(), |f| format!("`{f}`"));
+            let _ = writeln!(
+                out,
+                "| {} | {f} | {} {} B | {} | {:.3} | {lo:.3} | {hi:.3} | {:.2} | {} | {effect} |",
+                mode.trim_start_matches("grpc@"),
+                c.numerator.workload,
+                c.numerator.payload_bytes,
+                c.numerator.concurrency,
+                c.median.requests_per_s,
+                c.median.p50,
+                runtime_cpu(c),
+            );
+        }
+    }
+
     fn two_workers(&self, out: &mut String) {
         let rows: Vec<&Row> = self
             .rows
@@ -876,6 +941,126 @@ mod tests {
             rows,
             revocations,
         }
+    }
+
+    /// A `grpc@NAME` row is compared with the `grpc` row of its workload and concurrency (and
+    /// nothing else), and its effect is judged on the spread of its rounds.
+    #[test]
+    fn grpc_variants_are_compared_with_grpc_and_judged_on_their_spread() {
+        let rows = vec![
+            row("runtime", "grpc", "ping", 1, &[1000.0, 1000.0, 1000.0], 0.0),
+            row(
+                "runtime",
+                "grpc",
+                "ping",
+                16,
+                &[1000.0, 1000.0, 1000.0],
+                0.0,
+            ),
+            row("runtime", "http-json", "ping", 1, &[2000.0; 3], 0.0),
+            row(
+                "runtime",
+                "grpc@a",
+                "ping",
+                1,
+                &[1100.0, 1050.0, 1200.0],
+                0.0,
+            ),
+            row(
+                "runtime",
+                "grpc@a",
+                "ping",
+                16,
+                &[900.0, 1100.0, 1000.0],
+                0.0,
+            ),
+            row("runtime", "grpc@b", "ping", 1, &[900.0, 950.0, 800.0], 0.0),
+        ];
+        let mut r = report(rows, vec![]);
+        r.settings.insert(
+            "grpc_variants".into(),
+            serde_json::json!({"grpc@a": "--grpc-adaptive-window"}),
+        );
+        let variants: Vec<(&str, &str, usize)> = r
+            .comparisons
+            .iter()
+            .filter(|c| c.numerator.mode().contains('@'))
+            .map(|c| {
+                (
+                    c.numerator.mode(),
+                    c.denominator.mode(),
+                    c.numerator.concurrency,
+                )
+            })
+            .collect();
+        assert_eq!(
+            variants,
+            [
+                ("grpc@a", "grpc", 1),
+                ("grpc@a", "grpc", 16),
+                ("grpc@b", "grpc", 1)
+            ]
+        );
+        let md = r.analysis_markdown();
+        assert!(
+            md.contains(
+                "| a | `--grpc-adaptive-window` | ping 1119 B | 1 | 1.100 | 1.050 | 1.200 |"
+            ),
+            "{md}"
+        );
+        assert!(md.contains("| **faster** |"), "{md}");
+        assert!(md.contains("| a | `--grpc-adaptive-window` | ping 1119 B | 16 | 1.000 | 0.900 | 1.100 | NaN | – | even |"), "{md}");
+        assert!(
+            md.contains("| b | – | ping 1119 B | 1 | 0.900 | 0.800 | 0.950 |"),
+            "{md}"
+        );
+        assert!(md.contains("| **slower** |"), "{md}");
+    }
+
+    /// With a `control` variant (no setting changed), a variant is judged against the
+    /// control's spread, not against 1.
+    #[test]
+    fn grpc_variants_are_judged_against_the_control_when_there_is_one() {
+        let rows = vec![
+            row("runtime", "grpc", "ping", 1, &[1000.0; 3], 0.0),
+            row(
+                "runtime",
+                "grpc@control",
+                "ping",
+                1,
+                &[950.0, 1100.0, 1150.0],
+                0.0,
+            ),
+            row(
+                "runtime",
+                "grpc@a",
+                "ping",
+                1,
+                &[1100.0, 1120.0, 1140.0],
+                0.0,
+            ),
+            row(
+                "runtime",
+                "grpc@b",
+                "ping",
+                1,
+                &[1160.0, 1200.0, 1300.0],
+                0.0,
+            ),
+            row("runtime", "grpc@c", "ping", 1, &[900.0, 920.0, 940.0], 0.0),
+        ];
+        let md = report(rows, vec![]).analysis_markdown();
+        let effect = |name: &str| {
+            md.lines()
+                .find(|l| l.starts_with(&format!("| {name} |")))
+                .and_then(|l| l.trim_end_matches(" |").rsplit("| ").next())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        assert_eq!(effect("control"), "(control)", "{md}");
+        assert_eq!(effect("a"), "even", "{md}");
+        assert_eq!(effect("b"), "**faster**", "{md}");
+        assert_eq!(effect("c"), "**slower**", "{md}");
     }
 
     #[test]

@@ -221,27 +221,41 @@ pub fn command_line_settings(cfg: &Config) -> BTreeMap<String, Value> {
 /// - gateway: gRPC / HTTP/JSON, gRPC / Python baseline, HTTP/JSON / Python baseline, and for
 ///   the edge modes: each over the proxied gRPC mode, gRPC over HTTP/JSON callbacks (without
 ///   and with the hook), and each with the hook over itself without; each of our proxied and
-///   edge modes over ContextForge (stateless and stateful), and its stateful over stateless.
+///   edge modes over ContextForge (stateless and stateful), and its stateful over stateless;
+///
+/// and in any layer, a variant of a mode (`MODE@NAME`, such as the runtime layer's
+/// `grpc@adaptive-window`) over the mode itself.
 #[must_use]
 pub fn compare(rows: &[Row]) -> Vec<Comparison> {
     let mut out = Vec::new();
     let pairs = LAYERS
         .iter()
         .flat_map(|l| l.ratios.iter().map(|&(n, d)| (l.name, n, d)));
+    let denominator = |n: &Row, layer: &str, den: &str| {
+        rows.iter().find(|d| {
+            d.key.layer == layer
+                && d.key.mode() == den
+                && d.key.workload == n.key.workload
+                && d.key.concurrency == n.key.concurrency
+                && d.key.payload_bytes == n.key.payload_bytes
+        })
+    };
     for (layer, num, den) in pairs {
         for n in rows
             .iter()
             .filter(|r| r.key.layer == layer && r.key.mode() == num)
         {
-            if let Some(d) = rows.iter().find(|d| {
-                d.key.layer == layer
-                    && d.key.mode() == den
-                    && d.key.workload == n.key.workload
-                    && d.key.concurrency == n.key.concurrency
-                    && d.key.payload_bytes == n.key.payload_bytes
-            }) {
+            if let Some(d) = denominator(n, layer, den) {
                 out.push(Comparison::between(n, d));
             }
+        }
+    }
+    for n in rows {
+        let mode = n.key.mode();
+        if let Some((base, _)) = mode.split_once('@')
+            && let Some(d) = denominator(n, &n.key.layer, base)
+        {
+            out.push(Comparison::between(n, d));
         }
     }
     out

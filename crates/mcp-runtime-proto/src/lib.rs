@@ -7,6 +7,8 @@
 //! [`mcp::core::v1`]), so the Core SPI's messages use the runtime's `AuthContext`; [`v1`] is
 //! `mcp::runtime::v1` under its older path.
 
+pub mod codec;
+
 /// The packages under `mcp`.
 pub mod mcp {
     /// Package prefix `mcp.runtime`.

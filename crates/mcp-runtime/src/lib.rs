@@ -40,7 +40,7 @@ mod transport;
 
 pub use listener::Admission;
 #[cfg(feature = "grpc-uds")]
-pub use server::serve_grpc;
+pub use server::{GrpcSettings, serve_grpc};
 pub use server::{PublicEndpoint, ServeError, Server, serve_http, serve_public};
 pub use transport::http::{AuthHeaderError, decode_auth_context};
 

@@ -10,6 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+#[cfg(feature = "grpc-uds")]
+use mcp_runtime::GrpcSettings;
 use mcp_runtime::host_origin::{AllowLists, DEFAULT_ALLOWED_HOSTS, default_allowed_origins};
 use mcp_runtime::policy::cache::{CacheLimits, DenialLimits};
 use mcp_runtime::policy::flood::ResolveLimits;
@@ -243,6 +245,92 @@ struct Args {
     /// Tokio worker threads (default: one per core).
     #[arg(long, env = "MCP_RUNTIME_WORKER_THREADS")]
     worker_threads: Option<usize>,
+
+    /// HTTP/2 and tonic settings of the gRPC adapter.
+    #[cfg(feature = "grpc-uds")]
+    #[command(
+        flatten,
+        next_help_heading = "gRPC server settings (default: tonic's own)"
+    )]
+    grpc_settings: GrpcSettingsArgs,
+}
+
+/// The gRPC adapter's HTTP/2 and tonic settings on the command line ([`GrpcSettings`]); every
+/// one defaults to tonic's own. docs/grpc-settings.md says what each measured.
+#[cfg(feature = "grpc-uds")]
+#[derive(Debug, clap::Args)]
+struct GrpcSettingsArgs {
+    /// HTTP/2 initial stream window, in bytes (hyper's default: 1 MiB).
+    #[arg(long, env = "MCP_RUNTIME_GRPC_INITIAL_STREAM_WINDOW_SIZE")]
+    grpc_initial_stream_window_size: Option<u32>,
+
+    /// HTTP/2 initial connection window, in bytes (hyper's default: 1 MiB).
+    #[arg(long, env = "MCP_RUNTIME_GRPC_INITIAL_CONNECTION_WINDOW_SIZE")]
+    grpc_initial_connection_window_size: Option<u32>,
+
+    /// HTTP/2 adaptive flow-control window (overrides both window sizes).
+    #[arg(long, env = "MCP_RUNTIME_GRPC_ADAPTIVE_WINDOW")]
+    grpc_adaptive_window: bool,
+
+    /// HTTP/2 largest frame the runtime accepts, in bytes, 16,384 to 16,777,215 (hyper's default: 16,384).
+    #[arg(long, env = "MCP_RUNTIME_GRPC_MAX_FRAME_SIZE", value_parser = clap::value_parser!(u32).range(16_384..=16_777_215))]
+    grpc_max_frame_size: Option<u32>,
+
+    /// HTTP/2 streams open at once per connection (tonic: no limit).
+    #[arg(long, env = "MCP_RUNTIME_GRPC_MAX_CONCURRENT_STREAMS", value_parser = clap::value_parser!(u32).range(1..))]
+    grpc_max_concurrent_streams: Option<u32>,
+
+    /// Calls served at once per connection; more wait (tonic: no limit).
+    #[arg(long, env = "MCP_RUNTIME_GRPC_CONCURRENCY_PER_CONNECTION", value_parser = clap::value_parser!(u64).range(1..))]
+    grpc_concurrency_per_connection: Option<u64>,
+
+    /// A deadline for calls that carry no `grpc-timeout`, in milliseconds (tonic: none).
+    #[arg(long, env = "MCP_RUNTIME_GRPC_TIMEOUT_MS", value_parser = clap::value_parser!(u64).range(1..))]
+    grpc_timeout_ms: Option<u64>,
+
+    /// The protobuf codec's buffer: first allocation per message and growth step, in bytes
+    /// (tonic: 8,192).
+    #[arg(long, env = "MCP_RUNTIME_GRPC_CODEC_BUFFER_SIZE", value_parser = clap::value_parser!(u64).range(1..=(64 << 20)))]
+    grpc_codec_buffer_size: Option<u64>,
+
+    /// Bytes of ready stream messages the codec batches into one send (tonic: 32,768).
+    #[arg(long, env = "MCP_RUNTIME_GRPC_CODEC_YIELD_THRESHOLD", value_parser = clap::value_parser!(u64).range(1..=(64 << 20)))]
+    grpc_codec_yield_threshold: Option<u64>,
+}
+
+#[cfg(feature = "grpc-uds")]
+impl GrpcSettingsArgs {
+    fn settings(&self) -> GrpcSettings {
+        GrpcSettings {
+            initial_stream_window_size: self.grpc_initial_stream_window_size,
+            initial_connection_window_size: self.grpc_initial_connection_window_size,
+            adaptive_window: self.grpc_adaptive_window,
+            max_frame_size: self.grpc_max_frame_size,
+            max_concurrent_streams: self.grpc_max_concurrent_streams,
+            concurrency_limit_per_connection: self
+                .grpc_concurrency_per_connection
+                .and_then(|n| usize::try_from(n).ok()),
+            timeout: self.grpc_timeout_ms.map(Duration::from_millis),
+        }
+    }
+
+    /// Sets the codec's buffer settings for the process when either flag is given (the other
+    /// keeps tonic's default).
+    fn apply_codec_settings(&self) {
+        if self.grpc_codec_buffer_size.is_none() && self.grpc_codec_yield_threshold.is_none() {
+            return;
+        }
+        let bytes = |v: Option<u64>, default: usize| {
+            v.and_then(|n| usize::try_from(n).ok()).unwrap_or(default)
+        };
+        let set = mcp_runtime_proto::codec::set_buffer_settings(
+            bytes(self.grpc_codec_buffer_size, 8 * 1024),
+            bytes(self.grpc_codec_yield_threshold, 32 * 1024),
+        );
+        if let Err(e) = set {
+            tracing::warn!(error = %e, "gRPC codec buffer settings not applied");
+        }
+    }
 }
 
 /// What `--help` says after the flags.
@@ -563,7 +651,12 @@ async fn run(args: Args, metrics_listener: Option<std::net::TcpListener>) -> any
     if let Some(path) = &args.grpc_uds {
         let bound = socket::bind(path, args.socket_mode)?;
         socket_files.push(bound.guard);
-        server.serve_grpc(bound.listener, admission("grpc"));
+        args.grpc_settings.apply_codec_settings();
+        server.serve_grpc(
+            bound.listener,
+            admission("grpc"),
+            args.grpc_settings.settings(),
+        );
         tracing::info!(path = %path.display(), "gRPC adapter listening");
     }
     if let (Some(addr), Some(policy)) = (args.public_listen, policy) {

@@ -15,6 +15,8 @@ use crate::host_origin::AllowLists;
 use crate::listener::Admission;
 use crate::policy::Policy;
 use crate::transport;
+#[cfg(feature = "grpc-uds")]
+pub use crate::transport::grpc::GrpcSettings;
 
 /// Why serving stopped before shutdown was asked for.
 #[derive(Debug, thiserror::Error)]
@@ -95,9 +97,10 @@ pub async fn serve_grpc(
     runtime: Arc<Runtime>,
     listener: UnixListener,
     admission: Admission,
+    settings: GrpcSettings,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
-    Ok(transport::grpc::serve(runtime, listener, admission, shutdown).await?)
+    Ok(transport::grpc::serve(runtime, listener, admission, settings, shutdown).await?)
 }
 
 /// The adapters serving one runtime, the idle-session reaper, and their shutdown.
@@ -195,10 +198,20 @@ impl Server {
 
     /// Serves the gRPC adapter on `listener` (see [`serve_grpc`]) until the drain.
     #[cfg(feature = "grpc-uds")]
-    pub fn serve_grpc(&mut self, listener: UnixListener, admission: Admission) {
+    pub fn serve_grpc(
+        &mut self,
+        listener: UnixListener,
+        admission: Admission,
+        settings: GrpcSettings,
+    ) {
         let (rt, stop) = (Arc::clone(&self.runtime), self.shutdown.clone());
-        self.adapters
-            .spawn(serve_grpc(rt, listener, admission, stop.cancelled_owned()));
+        self.adapters.spawn(serve_grpc(
+            rt,
+            listener,
+            admission,
+            settings,
+            stop.cancelled_owned(),
+        ));
     }
 
     /// Serves until `signal` completes, then drains within `grace` ([`Server::drain`]).

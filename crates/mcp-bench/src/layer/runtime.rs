@@ -2,12 +2,13 @@
 //! tonic over the gRPC socket, and hyper to a second runtime process built without the
 //! `grpc-uds` feature (what compiling the adapter in costs the default path), and hyper to a
 //! third runtime process of the default build with its metrics on (`--metrics-listen`: what
-//! recording the Prometheus metrics costs the hot path). Rows: layer
-//! `runtime`, one per workload, concurrency and transport, the transport order rotating every
-//! round; each row gets fresh connections on one session per transport and scope.
+//! recording the Prometheus metrics costs the hot path), and tonic to runtimes started with
+//! other gRPC server settings (`--grpc-variant`: mode `grpc@NAME`, compared with `grpc`).
+//! Rows: layer `runtime`, one per workload, concurrency and mode, the mode order rotating
+//! every round; each row gets fresh connections on one session per mode and scope.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context as _;
 use serde_json::{Value, json};
@@ -59,6 +60,15 @@ pub struct RuntimeArgs {
     #[arg(long, value_enum, default_value = "per-worker")]
     pub grpc_channel: GrpcChannel,
 
+    /// More gRPC rows, each `NAME=FLAGS`: tonic to a runtime of the default build started
+    /// with the runtime flags FLAGS (split on spaces, e.g.
+    /// `adaptive=--grpc-adaptive-window`), mode `grpc@NAME`, compared with `grpc` in the same
+    /// rounds. The flag `client:shared-channel` is this client's, not the runtime's: all
+    /// workers share one channel (one HTTP/2 connection); a variant with no runtime flags uses
+    /// the runtime the `grpc` rows use. Repeatable.
+    #[arg(long = "grpc-variant", value_parser = GrpcVariant::parse)]
+    pub grpc_variants: Vec<GrpcVariant>,
+
     /// Skip the Rust client to runtime rows.
     #[arg(long)]
     pub no_runtime: bool,
@@ -95,6 +105,79 @@ impl Transport {
     }
 }
 
+/// A gRPC row variant (`--grpc-variant NAME=FLAGS`): other server settings, or the shared
+/// channel on the client side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrpcVariant {
+    /// The name after `grpc@` in the row's mode.
+    pub name: String,
+    /// Flags added to the runtime's command line (none: the `grpc` rows' runtime).
+    pub runtime_flags: Vec<String>,
+    /// How the workers share connections.
+    pub channel: GrpcChannel,
+}
+
+impl GrpcVariant {
+    /// The client flag that makes all workers share one channel.
+    const SHARED: &'static str = "client:shared-channel";
+
+    /// Parses `NAME=FLAGS`.
+    ///
+    /// # Errors
+    ///
+    /// Without `=`, with an empty name or one other than letters, digits, `-` and `_`, or
+    /// with a `client:` flag other than `client:shared-channel`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (name, flags) = s
+            .split_once('=')
+            .ok_or_else(|| format!("`{s}` is not NAME=FLAGS"))?;
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(format!(
+                "variant name `{name}`: letters, digits, `-` and `_` only"
+            ));
+        }
+        let mut channel = GrpcChannel::PerWorker;
+        let mut runtime_flags = Vec::new();
+        for flag in flags.split_whitespace() {
+            if flag == Self::SHARED {
+                channel = GrpcChannel::Shared;
+            } else if flag.starts_with("client:") {
+                return Err(format!(
+                    "unknown client flag `{flag}` (only `{}`)",
+                    Self::SHARED
+                ));
+            } else {
+                runtime_flags.push(flag.to_owned());
+            }
+        }
+        Ok(Self {
+            name: name.to_owned(),
+            runtime_flags,
+            channel,
+        })
+    }
+
+    /// The row's mode: `grpc@NAME`.
+    #[must_use]
+    pub fn mode(&self) -> String {
+        format!("grpc@{}", self.name)
+    }
+
+    /// The flags as given, for the report's settings.
+    #[must_use]
+    pub fn flags(&self) -> String {
+        let mut f = self.runtime_flags.clone();
+        if self.channel == GrpcChannel::Shared {
+            f.push(Self::SHARED.to_owned());
+        }
+        f.join(" ")
+    }
+}
+
 /// How gRPC workers share connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum GrpcChannel {
@@ -105,7 +188,8 @@ pub enum GrpcChannel {
 }
 
 /// The runtime layer: the transports measured, the runtime built without `grpc-uds` (with
-/// its meter) when measured, and the sessions opened so far.
+/// its meter) when measured, the gRPC variants with their runtimes, and the sessions opened
+/// so far.
 #[derive(Debug)]
 struct RuntimeLayer {
     transports: Vec<Transport>,
@@ -113,15 +197,43 @@ struct RuntimeLayer {
     nogrpc: Option<(RuntimeProcess, CpuMeter)>,
     /// The runtime with `--metrics-listen`, when its rows are measured.
     with_metrics: Option<(RuntimeProcess, CpuMeter)>,
+    /// Each `--grpc-variant` with its own runtime (none when it has no runtime flags).
+    variants: Vec<(GrpcVariant, Option<(RuntimeProcess, CpuMeter)>)>,
     sessions: Sessions,
 }
 
-/// The session of each transport and scope, opened on first use.
-type Sessions = HashMap<(Transport, Option<&'static str>), String>;
+/// The session of each mode and scope, opened on first use.
+type Sessions = HashMap<(String, Option<&'static str>), String>;
+
+/// One mode of the layer's rows: a transport, or a gRPC variant (its index).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Transport(Transport),
+    Variant(usize),
+}
+
+/// What a row is measured with: its mode's name, client and connections.
+#[derive(Debug)]
+struct RowSpec {
+    mode: String,
+    /// `None` for HTTP/JSON (hyper), else how the tonic workers share channels.
+    grpc: Option<GrpcChannel>,
+}
+
+impl RowSpec {
+    fn client(&self) -> &'static str {
+        match self.grpc {
+            None => "hyper",
+            Some(GrpcChannel::PerWorker) => "tonic",
+            Some(GrpcChannel::Shared) => "tonic (shared channel)",
+        }
+    }
+}
 
 impl RuntimeLayer {
     /// Starts the runtime built without `grpc-uds` when its rows are asked for and its binary
-    /// is given (else drops those rows, with a note).
+    /// is given (else drops those rows, with a note), the runtime with metrics, and one
+    /// runtime per gRPC variant with runtime flags.
     fn start(run: &mut Run<'_>) -> anyhow::Result<Self> {
         let cfg = run.cfg;
         let mut transports = cfg.runtime.transports.clone();
@@ -183,6 +295,34 @@ impl RuntimeLayer {
         } else {
             None
         };
+        let mut variants = Vec::with_capacity(cfg.runtime.grpc_variants.len());
+        for v in &cfg.runtime.grpc_variants {
+            let process = if v.runtime_flags.is_empty() {
+                None
+            } else {
+                let mut args: Vec<&str> = harness::BENCH_QUOTA_ARGS.to_vec();
+                args.extend(v.runtime_flags.iter().map(String::as_str));
+                let r = run.rt.block_on(harness::start_runtime(
+                    &cfg.programs.runtime_bin,
+                    run.dir(),
+                    &format!("runtime-grpc-{}", v.name),
+                    &run.runtime.catalog,
+                    cfg.runtime_worker_threads,
+                    true,
+                    &args,
+                ))?;
+                progress(format_args!(
+                    "runtime for {} ({}) ready (pid {})",
+                    v.mode(),
+                    v.flags(),
+                    r.guard.pid()
+                ));
+                run.commands
+                    .insert(format!("runtime ({})", v.mode()), r.command.clone());
+                Some(r)
+            };
+            variants.push((v.clone(), process));
+        }
         let meter_of = |runtime: &RuntimeProcess| {
             CpuMeter::new(vec![
                 ("runtime".to_owned(), ProcTarget::pid(runtime.guard.pid())),
@@ -193,19 +333,76 @@ impl RuntimeLayer {
                 ("client".to_owned(), ProcTarget::this()),
             ])
         };
+        let with_meter = |r: RuntimeProcess| {
+            let m = meter_of(&r);
+            (r, m)
+        };
         Ok(Self {
             transports,
             meter: meter_of(&run.runtime),
-            nogrpc: nogrpc.map(|r| {
-                let m = meter_of(&r);
-                (r, m)
-            }),
-            with_metrics: with_metrics.map(|r| {
-                let m = meter_of(&r);
-                (r, m)
-            }),
+            nogrpc: nogrpc.map(with_meter),
+            with_metrics: with_metrics.map(with_meter),
+            variants: variants
+                .into_iter()
+                .map(|(v, r)| (v, r.map(with_meter)))
+                .collect(),
             sessions: HashMap::new(),
         })
+    }
+
+    /// The layer's modes in the order of the first round: the transports, then the variants.
+    fn modes(&self) -> Vec<Mode> {
+        self.transports
+            .iter()
+            .map(|&t| Mode::Transport(t))
+            .chain((0..self.variants.len()).map(Mode::Variant))
+            .collect()
+    }
+
+    /// The row spec of `mode` and the runtime (with its meter) it is measured against.
+    fn target<'a>(
+        &'a self,
+        shared: &'a RuntimeProcess,
+        mode: Mode,
+        channel: GrpcChannel,
+    ) -> anyhow::Result<(RowSpec, &'a RuntimeProcess, &'a CpuMeter)> {
+        let main = (shared, &self.meter);
+        let (spec, (runtime, meter)) = match mode {
+            Mode::Transport(t) => {
+                let target = match t {
+                    Transport::HttpJsonNoGrpc => self
+                        .nogrpc
+                        .as_ref()
+                        .map(|(r, m)| (r, m))
+                        .context("no runtime built without grpc-uds was given")?,
+                    Transport::HttpJsonMetrics => self
+                        .with_metrics
+                        .as_ref()
+                        .map(|(r, m)| (r, m))
+                        .context("no runtime with metrics was started")?,
+                    _ => main,
+                };
+                let grpc = (t == Transport::Grpc).then_some(channel);
+                (
+                    RowSpec {
+                        mode: t.name().to_owned(),
+                        grpc,
+                    },
+                    target,
+                )
+            }
+            Mode::Variant(i) => {
+                let (v, process) = &self.variants[i];
+                (
+                    RowSpec {
+                        mode: v.mode(),
+                        grpc: Some(v.channel),
+                    },
+                    process.as_ref().map_or(main, |(r, m)| (r, m)),
+                )
+            }
+        };
+        Ok((spec, runtime, meter))
     }
 }
 
@@ -214,48 +411,47 @@ async fn measure(
     cfg: &Config,
     sessions: &mut Sessions,
     (runtime, meter): (&RuntimeProcess, &CpuMeter),
-    transport: Transport,
+    spec: RowSpec,
     workload: Workload,
     concurrency: usize,
 ) -> anyhow::Result<(RowKey, Metrics)> {
-    let client = match (transport, cfg.runtime.grpc_channel) {
-        (Transport::HttpJson | Transport::HttpJsonNoGrpc | Transport::HttpJsonMetrics, _) => {
-            "hyper"
-        }
-        (Transport::Grpc, GrpcChannel::PerWorker) => "tonic",
-        (Transport::Grpc, GrpcChannel::Shared) => "tonic (shared channel)",
-    };
     let key = RowKey {
         layer: LAYER.name.to_owned(),
-        transport: transport.name().to_owned(),
-        client: client.to_owned(),
+        transport: spec.mode.clone(),
+        client: spec.client().to_owned(),
         workload: workload.name().to_owned(),
         concurrency,
         payload_bytes: workload.body(1).len(),
     };
-    let socket = socket(runtime, transport)?;
-    let session = match sessions.get(&(transport, workload.scope())) {
+    let socket = if spec.grpc.is_some() {
+        runtime
+            .grpc_socket
+            .as_deref()
+            .context("the runtime was started without its gRPC socket")?
+    } else {
+        &runtime.http_socket
+    };
+    let session_key = (spec.mode.clone(), workload.scope());
+    let session = match sessions.get(&session_key) {
         Some(s) => s.clone(),
         None => {
-            let s = match transport {
-                Transport::Grpc => client::grpc::initialize(socket, workload.scope()).await?,
-                _ => client::http::initialize(socket, workload.scope()).await?,
+            let s = match spec.grpc {
+                Some(_) => client::grpc::initialize(socket, workload.scope()).await?,
+                None => client::http::initialize(socket, workload.scope()).await?,
             };
-            sessions.insert((transport, workload.scope()), s.clone());
+            sessions.insert(session_key, s.clone());
             s
         }
     };
     let mut workers = Vec::with_capacity(concurrency);
-    let shared = match (transport, cfg.runtime.grpc_channel) {
-        (Transport::Grpc, GrpcChannel::Shared) => Some(client::grpc::connect(socket).await?),
+    let shared = match spec.grpc {
+        Some(GrpcChannel::Shared) => Some(client::grpc::connect(socket).await?),
         _ => None,
     };
     for _ in 0..concurrency.max(1) {
-        workers.push(match transport {
-            Transport::HttpJson | Transport::HttpJsonNoGrpc | Transport::HttpJsonMetrics => {
-                Worker::Http(client::http::HttpWorker::connect(socket, &session).await?)
-            }
-            Transport::Grpc => {
+        workers.push(match spec.grpc {
+            None => Worker::Http(client::http::HttpWorker::connect(socket, &session).await?),
+            Some(_) => {
                 let channel = match &shared {
                     Some(ch) => ch.clone(),
                     None => client::grpc::connect(socket).await?,
@@ -272,17 +468,6 @@ async fn measure(
     Ok((key, m))
 }
 
-/// The socket of `transport` on `runtime`.
-fn socket(runtime: &RuntimeProcess, transport: Transport) -> anyhow::Result<&Path> {
-    match transport {
-        Transport::Grpc => runtime
-            .grpc_socket
-            .as_deref()
-            .context("the runtime was started without its gRPC socket"),
-        _ => Ok(&runtime.http_socket),
-    }
-}
-
 impl Layer for RuntimeLayer {
     fn round(&mut self, run: &mut Run<'_>) -> anyhow::Result<()> {
         let cfg = run.cfg;
@@ -291,32 +476,20 @@ impl Layer for RuntimeLayer {
         }
         for &workload in &cfg.runtime.workloads {
             for &c in &cfg.concurrency {
-                for t in rotated(&self.transports, run.round) {
-                    let target = match t {
-                        Transport::HttpJsonNoGrpc => {
-                            let (r, m) = self
-                                .nogrpc
-                                .as_ref()
-                                .context("no runtime built without grpc-uds was given")?;
-                            (r, m)
-                        }
-                        Transport::HttpJsonMetrics => {
-                            let (r, m) = self
-                                .with_metrics
-                                .as_ref()
-                                .context("no runtime with metrics was started")?;
-                            (r, m)
-                        }
-                        _ => (&run.runtime, &self.meter),
-                    };
-                    let (key, m) = run.rt.block_on(measure(
+                for mode in rotated(&self.modes(), run.round) {
+                    let mut sessions = std::mem::take(&mut self.sessions);
+                    let (spec, runtime, meter) =
+                        self.target(&run.runtime, mode, cfg.runtime.grpc_channel)?;
+                    let measured = run.rt.block_on(measure(
                         cfg,
-                        &mut self.sessions,
-                        target,
-                        t,
+                        &mut sessions,
+                        (runtime, meter),
+                        spec,
                         workload,
                         c,
-                    ))?;
+                    ));
+                    self.sessions = sessions;
+                    let (key, m) = measured?;
                     run.runtime.guard.check_alive()?;
                     run.record(key, m);
                 }
@@ -337,5 +510,57 @@ impl Layer for RuntimeLayer {
             "grpc_channel".to_owned(),
             json!(format!("{:?}", cfg.runtime.grpc_channel)),
         );
+        if !cfg.runtime.grpc_variants.is_empty() {
+            let variants: BTreeMap<String, String> = cfg
+                .runtime
+                .grpc_variants
+                .iter()
+                .map(|v| (v.mode(), v.flags()))
+                .collect();
+            settings.insert("grpc_variants".to_owned(), json!(variants));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_grpc_variant_is_a_name_and_runtime_flags_with_client_flags_apart() {
+        let v = GrpcVariant::parse(
+            "windows=--grpc-initial-stream-window-size 65535  client:shared-channel",
+        )
+        .unwrap();
+        assert_eq!(v.name, "windows");
+        assert_eq!(
+            v.runtime_flags,
+            ["--grpc-initial-stream-window-size", "65535"]
+        );
+        assert_eq!(v.channel, GrpcChannel::Shared);
+        assert_eq!(v.mode(), "grpc@windows");
+        assert_eq!(
+            v.flags(),
+            "--grpc-initial-stream-window-size 65535 client:shared-channel"
+        );
+        let plain = GrpcVariant::parse("default=").unwrap();
+        assert!(plain.runtime_flags.is_empty());
+        assert_eq!(plain.channel, GrpcChannel::PerWorker);
+    }
+
+    #[test]
+    fn a_bad_grpc_variant_is_refused_with_the_reason() {
+        for (spec, reason) in [
+            ("--grpc-adaptive-window", "is not NAME=FLAGS"),
+            ("=--grpc-adaptive-window", "letters, digits"),
+            ("a@b=--grpc-adaptive-window", "letters, digits"),
+            (
+                "x=client:one-channel",
+                "unknown client flag `client:one-channel`",
+            ),
+        ] {
+            let err = GrpcVariant::parse(spec).unwrap_err();
+            assert!(err.contains(reason), "{spec}: {err}");
+        }
     }
 }

@@ -28,6 +28,19 @@ pub struct UpstreamArgs {
     /// separated; the reference of the breakdown and of the progress notification latency.
     #[arg(long, value_delimiter = ',', default_value = "echo:1k,progress", value_parser = Workload::parse)]
     pub direct_workloads: Vec<Workload>,
+
+    /// Skip the straight-to-upstream rows.
+    #[arg(long)]
+    pub no_direct: bool,
+}
+
+/// The workloads measured: none with `--no-direct`.
+fn workloads(cfg: &crate::bench::Config) -> &[Workload] {
+    if cfg.upstream.no_direct {
+        &[]
+    } else {
+        &cfg.upstream.direct_workloads
+    }
 }
 
 /// The layer: everything it needs is in the [`Run`].
@@ -38,19 +51,13 @@ impl Layer for Upstream {
     fn settings(&self, cfg: &crate::bench::Config, settings: &mut BTreeMap<String, Value>) {
         settings.insert(
             "direct_workloads".to_owned(),
-            json!(
-                cfg.upstream
-                    .direct_workloads
-                    .iter()
-                    .map(|w| w.name())
-                    .collect::<Vec<_>>()
-            ),
+            json!(workloads(cfg).iter().map(|w| w.name()).collect::<Vec<_>>()),
         );
     }
 
     fn round(&mut self, run: &mut Run<'_>) -> anyhow::Result<()> {
         let cfg = run.cfg;
-        for &workload in &cfg.upstream.direct_workloads {
+        for &workload in workloads(cfg) {
             for &c in &cfg.concurrency {
                 let meter = CpuMeter::new(vec![
                     (

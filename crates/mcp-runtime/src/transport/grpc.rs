@@ -32,6 +32,31 @@ const BODY_CHUNK_BYTES: usize = 1 << 20;
 /// Room for the envelope around a body of the maximum size (headers, ids, AuthContext).
 pub(crate) const ENVELOPE_SLACK_BYTES: usize = 64 * 1024;
 
+/// The HTTP/2 and tonic settings the gRPC adapter is served with (`mcp-runtime --grpc-*`).
+/// `Default` leaves every one to tonic 0.14 and hyper 1 (1 MiB stream and connection windows
+/// without adaptive sizing, 16 KiB frames, no stream cap, no per-connection concurrency limit,
+/// no server-side timeout beyond the client's `grpc-timeout`; hyper's `proto/h2/server.rs`),
+/// which is what the adapter has always used. They exist so `make bench-grpc-settings` can measure each one's effect on
+/// the boundary's cost (issue 19); docs/grpc-settings.md gives the results.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GrpcSettings {
+    /// HTTP/2 `SETTINGS_INITIAL_WINDOW_SIZE` (per stream), in bytes.
+    pub initial_stream_window_size: Option<u32>,
+    /// The connection-level flow-control window, in bytes.
+    pub initial_connection_window_size: Option<u32>,
+    /// hyper's adaptive window (BDP estimation); overrides both windows when on.
+    pub adaptive_window: bool,
+    /// HTTP/2 `SETTINGS_MAX_FRAME_SIZE`, in bytes (16,384 to 16,777,215).
+    pub max_frame_size: Option<u32>,
+    /// HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS` per connection.
+    pub max_concurrent_streams: Option<u32>,
+    /// Requests served at once per connection (tower's concurrency limit); more wait.
+    pub concurrency_limit_per_connection: Option<usize>,
+    /// A server-side deadline for calls without a `grpc-timeout` (tonic's timeout layer; the
+    /// shorter of the two applies otherwise); a call past it ends with `CANCELLED`.
+    pub timeout: Option<std::time::Duration>,
+}
+
 /// The `McpRuntime` service over a shared core.
 #[derive(Debug, Clone)]
 pub(crate) struct GrpcRuntime {
@@ -446,6 +471,7 @@ pub(crate) async fn serve(
     runtime: Arc<Runtime>,
     listener: tokio::net::UnixListener,
     admission: Admission,
+    settings: GrpcSettings,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -462,7 +488,19 @@ pub(crate) async fn serve(
         let conn = a.accept(&l).await;
         Some((Ok::<_, std::io::Error>(conn), (l, a)))
     });
-    let mut router = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder()
+        .initial_stream_window_size(settings.initial_stream_window_size)
+        .initial_connection_window_size(settings.initial_connection_window_size)
+        .http2_adaptive_window(Some(settings.adaptive_window))
+        .max_frame_size(settings.max_frame_size)
+        .max_concurrent_streams(settings.max_concurrent_streams);
+    if let Some(limit) = settings.concurrency_limit_per_connection {
+        builder = builder.concurrency_limit_per_connection(limit);
+    }
+    if let Some(timeout) = settings.timeout {
+        builder = builder.timeout(timeout);
+    }
+    let mut router = builder
         .add_service(health_service)
         .add_service(DecodeErrorIsInvalidArgument(service(runtime)));
     if let Some(r) = reflection {

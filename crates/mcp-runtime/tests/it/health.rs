@@ -52,6 +52,7 @@ async fn every_health_surface_reports_not_serving_while_a_call_keeps_the_drain_o
             runtime,
             second.listener,
             admission("grpc"),
+            mcp_runtime::GrpcSettings::default(),
             std::future::pending(),
         ));
         let mut g = grpc::connect(&path).await;

@@ -87,7 +87,11 @@ impl Sidecar {
         {
             let bound = socket::bind(&grpc, 0o600).expect("bind grpc");
             files.push(bound.guard);
-            server.serve_grpc(bound.listener, admission("grpc"));
+            server.serve_grpc(
+                bound.listener,
+                admission("grpc"),
+                mcp_runtime::GrpcSettings::default(),
+            );
         }
         Self {
             http,

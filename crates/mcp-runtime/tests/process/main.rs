@@ -11,6 +11,7 @@
 //! - `sockets`: socket files (mode, stale, live, not a socket, path length) and startup errors.
 //! - `peer_creds`: `--allow-uid` against clients of other uids (`setpriv`).
 //! - `shutdown`: SIGTERM drain and the grace period.
+//! - `grpc_settings`: the gRPC adapter's `--grpc-*` server settings.
 //! - `observability`: the metrics listener scraped, `/ready` apart from `/health`, health
 //!   degraded with an upstream killed, readiness flipped before the listeners close, the
 //!   JSON request log line, the metrics port in use.
@@ -26,6 +27,8 @@ pub mod support;
 
 mod runtime_proc;
 
+#[cfg(feature = "grpc-uds")]
+mod grpc_settings;
 mod observability;
 mod peer_creds;
 mod replicas;
