@@ -344,26 +344,25 @@ pub fn main() -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
-    /// The committed reference run (`bench/results/reference`) renders again to exactly its
-    /// committed `results.json` (the data layout has not changed what a run recorded), and to
-    /// the same set of files. The SVGs and `report.md` are not compared byte for byte: the
-    /// report now prints each ratio's spread over rounds, judges targets `**even**` when that
-    /// spread crosses the threshold and draws rows with errors as failed, so the committed
-    /// renderings are those of the earlier report code until they are rendered again
-    /// (`mcp-bench --render bench/results/reference/results.json --out-dir
-    /// bench/results/reference`).
+    /// The committed reference runs (`bench/results/reference`, and the gRPC settings sweep
+    /// in its `grpc-settings/`) render again to exactly their committed files: the data layout
+    /// and the report code have not changed what a run says. After a change to the report
+    /// code, render them again (`mcp-bench --render DIR/results.json --out-dir DIR`).
     #[test]
     fn the_reference_run_renders_to_its_committed_files() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/results/reference");
-        let report = read_results(&dir.join("results.json")).unwrap();
-        let files = out_dir_files(&report).unwrap();
-        assert!(files.len() > 2, "{files:?}");
-        for (name, text) in files {
-            let committed = std::fs::read_to_string(dir.join(&name)).unwrap();
-            assert!(
-                text == committed,
-                "{name} differs from the committed reference (re-render it with --render)"
-            );
+        let reference = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/results/reference");
+        for dir in [reference.clone(), reference.join("grpc-settings")] {
+            let report = read_results(&dir.join("results.json")).unwrap();
+            let files = out_dir_files(&report).unwrap();
+            assert!(files.len() >= 2, "{files:?}");
+            for (name, text) in files {
+                let committed = std::fs::read_to_string(dir.join(&name)).unwrap();
+                assert!(
+                    text == committed,
+                    "{}/{name} differs from the committed run (re-render it with --render)",
+                    dir.display()
+                );
+            }
         }
     }
 }
