@@ -189,6 +189,11 @@ pub struct UpstreamConfig {
     /// Token sent as `Authorization: Bearer <token>` (HTTP transports); never a literal.
     #[serde(default)]
     pub bearer: Option<Secret>,
+    /// PEM file of the certificate authorities an `https://` upstream's certificate must chain
+    /// to, instead of the system's roots (as curl's `--cacert`); relative to the catalog file's
+    /// directory.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     /// Program of a stdio upstream: a path when it contains a `/` (relative to `cwd`), else
     /// looked up on `PATH`.
     #[serde(default)]
@@ -338,25 +343,22 @@ fn one_line(text: &str, e: &toml::de::Error) -> String {
     }
 }
 
-/// Checks an HTTP upstream's `url`: an absolute `http://` URL with a host. The value itself is
-/// not repeated in the error (it may come from the environment and carry credentials).
-///
-/// `https://` is refused at start with its reason: this build's HTTP client (reqwest without a
-/// TLS feature) could not connect to it, and failing at the first call would be later and vaguer.
-fn check_url(url: &str) -> Result<(), String> {
+/// Checks an HTTP upstream's `url`: an absolute `http://` or `https://` URL with a host, and
+/// a `ca_file` only with `https://`. The value itself is not repeated in the error (it may come
+/// from the environment and carry credentials).
+fn check_url(url: &str, ca_file: bool) -> Result<(), String> {
     let parsed =
         reqwest::Url::parse(url).map_err(|e| format!("has a `url` that is not a URL ({e})"))?;
     match parsed.scheme() {
-        "http" if parsed.host_str().is_some_and(|h| !h.is_empty()) => Ok(()),
-        "http" => Err("has a `url` with no host".into()),
-        "https" => Err(
-            "has an https:// `url`: this build of the runtime has no TLS client; put a \
-             TLS-terminating proxy on loopback in front of the server, or use the gateway's \
-             Python baseline"
-                .into(),
-        ),
+        "http" | "https" if parsed.host_str().is_none_or(str::is_empty) => {
+            Err("has a `url` with no host".into())
+        }
+        "http" if ca_file => {
+            Err("has a `ca_file` but an http:// `url` (a CA is for https:// only)".into())
+        }
+        "http" | "https" => Ok(()),
         other => Err(format!(
-            "has a `url` with scheme `{other}`: expected http://"
+            "has a `url` with scheme `{other}`: expected http:// or https://"
         )),
     }
 }
@@ -369,6 +371,7 @@ impl UpstreamConfig {
             ("url", !self.url.is_empty(), false),
             ("headers", !self.headers.is_empty(), false),
             ("bearer", self.bearer.is_some(), false),
+            ("ca_file", self.ca_file.is_some(), false),
             ("command", !self.command.is_empty(), true),
             ("args", !self.args.is_empty(), true),
             ("env", !self.env.is_empty(), true),
@@ -402,7 +405,7 @@ impl UpstreamConfig {
                  server's streamable HTTP endpoint, or the gateway's Python baseline"
                     .into(),
             ),
-            TransportKind::StreamableHttp => match check_url(&self.url) {
+            TransportKind::StreamableHttp => match check_url(&self.url, self.ca_file.is_some()) {
                 Err(why) => invalid(why),
                 Ok(()) => self.check_bearer(),
             },
@@ -431,6 +434,9 @@ impl UpstreamConfig {
             .chain(self.bearer.as_mut())
         {
             s.relative_to(base);
+        }
+        if let Some(ca) = &mut self.ca_file {
+            *ca = base.join(&*ca);
         }
         if self.transport != TransportKind::Stdio {
             return;
@@ -477,6 +483,32 @@ impl UpstreamConfig {
             map.insert(AUTHORIZATION, value(what, secret, "Bearer ")?);
         }
         Ok(map)
+    }
+
+    /// The certificate authorities of `ca_file`, read now; empty without one (the system's
+    /// roots are used).
+    ///
+    /// # Errors
+    ///
+    /// [`CatalogError::Invalid`] when the file cannot be read or holds no PEM certificate.
+    pub fn tls_roots(&self) -> Result<Vec<reqwest::Certificate>, CatalogError> {
+        let Some(path) = &self.ca_file else {
+            return Ok(Vec::new());
+        };
+        let invalid = |why: String| {
+            CatalogError::Invalid(format!(
+                "upstream `{}`: ca_file {}: {why}",
+                self.id,
+                path.display()
+            ))
+        };
+        let pem = std::fs::read(path).map_err(|e| invalid(e.to_string()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| invalid(format!("not PEM certificates ({e})")))?;
+        if certs.is_empty() {
+            return Err(invalid("no PEM certificate in it".into()));
+        }
+        Ok(certs)
     }
 
     /// The stdio server's own variables (`env`), their values read now.
@@ -671,8 +703,9 @@ impl Catalog {
             // Credentials and a stdio server's environment are read now: one that cannot be
             // read is a startup error, also for an optional upstream.
             let headers = uc.http_headers()?;
+            let roots = uc.tls_roots()?;
             uc.process_env()?;
-            let up = Arc::new(Upstream::new(uc.clone(), max_message_bytes, headers));
+            let up = Arc::new(Upstream::new(uc.clone(), max_message_bytes, headers, roots));
             cat.upstreams.push(Arc::clone(&up));
             match discover_one(&up).await {
                 Ok(found) => cat.add(index, uc, found)?,
@@ -1063,7 +1096,10 @@ bearer = { env = "TOKEN" }
                 "id = \"x\"\nurl = \"ftp://a/mcp\"",
                 "scheme `ftp`: expected http://",
             ),
-            ("id = \"x\"\nurl = \"https://a/mcp\"", "no TLS client"),
+            (
+                "id = \"x\"\nurl = \"http://a/mcp\"\nca_file = \"ca.pem\"",
+                "has a `ca_file` but an http:// `url`",
+            ),
             ("id = \"x\"\nurl = \"http://\"", "not a URL (empty host)"),
             (
                 "id = \"x\"\nunknown = 1",

@@ -121,11 +121,14 @@ pub(crate) struct Upstream {
 
 impl Upstream {
     /// Creates the pool entry; nothing is connected (or started) until [`Upstream::connect`]
-    /// or a call. `headers` go with every HTTP request (the upstream's credentials).
+    /// or a call. `headers` go with every HTTP request (the upstream's credentials); `roots`,
+    /// when not empty, are the only certificate authorities an `https://` upstream may chain
+    /// to (its `ca_file`), else the system's roots are.
     pub(crate) fn new(
         config: UpstreamConfig,
         max_message_bytes: usize,
         headers: reqwest::header::HeaderMap,
+        roots: Vec<reqwest::Certificate>,
     ) -> Self {
         let loopback = is_loopback(&config.url);
         let mut builder = reqwest::Client::builder()
@@ -134,6 +137,9 @@ impl Upstream {
             .tcp_nodelay(true);
         if loopback {
             builder = builder.no_proxy();
+        }
+        if !roots.is_empty() {
+            builder = builder.tls_certs_only(roots);
         }
         let client = builder.build().unwrap_or_default();
         let https = config
@@ -183,13 +189,34 @@ impl Upstream {
 
     /// The upstream could not be reached: the detail names the proxy variable in effect, if
     /// any, since an unreachable proxy looks like an unreachable upstream.
-    fn unavailable(&self, detail: impl std::fmt::Display) -> UpstreamError {
+    /// The upstream could not be reached: `error` with its causes (a TLS certificate error is
+    /// three levels under reqwest's "error sending request"), each said once.
+    fn unavailable(&self, error: impl std::error::Error + 'static) -> UpstreamError {
+        let error: &(dyn std::error::Error + 'static) = &error;
+        let mut detail = error.to_string();
+        // rmcp's `Client(reqwest::Error)` shows the reqwest error but does not name it as its
+        // source: follow the reqwest error's own causes.
+        let mut cause = match error
+            .downcast_ref::<rmcp::transport::streamable_http_client::StreamableHttpError<reqwest::Error>>()
+        {
+            Some(rmcp::transport::streamable_http_client::StreamableHttpError::Client(inner)) => {
+                std::error::Error::source(inner)
+            }
+            _ => error.source(),
+        };
+        while let Some(c) = cause {
+            let text = c.to_string();
+            if !detail.contains(&text) {
+                detail = format!("{detail}: {text}");
+            }
+            cause = c.source();
+        }
         let detail = match self.proxy {
             Some(var) => format!(
                 "{detail} (requests to this upstream go through the proxy set by {var} unless \
                  NO_PROXY lists its host; loopback upstreams never use a proxy)"
             ),
-            None => detail.to_string(),
+            None => detail,
         };
         UpstreamError::Unavailable {
             upstream: self.config.id.clone(),

@@ -17,6 +17,7 @@
 //! - `server_requests`: sampling and elicitation asked by an upstream during a call, relayed
 //!   to the caller and answered back.
 //! - `credentials`: upstreams that need a header or a bearer token.
+//! - `https_upstream`: an `https://` upstream and its `ca_file`.
 //! - `admission`: connection cap and header read timeout.
 //! - `limits`: per-subject limits (open sessions).
 //! - `health`: health while draining, server reflection.
@@ -37,6 +38,7 @@ mod edge;
 mod faults;
 mod health;
 mod http_semantics;
+mod https_upstream;
 mod limits;
 #[cfg(feature = "grpc-uds")]
 mod parity;
