@@ -317,6 +317,7 @@ async fn handle(
         auth,
         None,
         Transport::Http,
+        None,
     )
     .await
 }
@@ -342,7 +343,8 @@ pub(crate) fn method_not_allowed() -> Response {
 /// Reads the body of an authenticated MCP request (held against the byte budgets from its
 /// declared length, 413 over the message limit), hands the request to the core and encodes its
 /// outcome. Shared by this adapter and the public listener (edge mode); `request_id` replaces
-/// the `x-request-id` header when given.
+/// the `x-request-id` header when given; `span` is the request span the public listener
+/// started before resolving the caller (`None`: one is started here when tracing is on).
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn serve_mcp(
     rt: Arc<Runtime>,
@@ -353,6 +355,7 @@ pub(crate) async fn serve_mcp(
     auth: AuthContext,
     request_id: Option<String>,
     transport: Transport,
+    span: Option<tracing::Span>,
 ) -> Response {
     let started = std::time::Instant::now();
     let limit = rt.max_message_bytes();
@@ -401,11 +404,17 @@ pub(crate) async fn serve_mcp(
         transport,
         live_events: true,
     };
-    let span = crate::otel::request_span(
-        transport.into(),
-        headers.get("traceparent").map(HeaderValue::as_bytes),
-        &mut req,
-    );
+    let span = match span {
+        Some(span) => {
+            crate::otel::adopt(&span, &mut req.auth);
+            Some(span)
+        }
+        None => crate::otel::request_span(
+            transport.into(),
+            headers.get("traceparent").map(HeaderValue::as_bytes),
+            &mut req,
+        ),
+    };
     // The core keeps the reservation until the request is answered.
     let Some(span) = span else {
         return into_response(rt.handle_observed(req, reservation, started).await);
