@@ -172,7 +172,7 @@ fn span_name(request: &mcp_runtime_core::Request) -> &'static str {
 /// the session (the request's `session`, else the one an `initialize` created), and an ERROR
 /// status for a 5xx.
 pub fn finish(span: &tracing::Span, outcome: &Outcome, session: Option<&str>) {
-    span.record("otel.name", outcome.mcp_method.as_str());
+    imp::rename(span, outcome.mcp_method.as_str());
     span.record("mcp.method.name", outcome.mcp_method.as_str());
     finish_status(span, outcome.head.status);
     if let Some(sid) = session.or_else(|| outcome.head.header("mcp-session-id")) {
@@ -298,6 +298,14 @@ mod imp {
         Some(span)
     }
 
+    /// Names the span `name` (a span whose context was read is started already: recording
+    /// `otel.name` no longer renames it).
+    pub(super) fn rename(span: &tracing::Span, name: &'static str) {
+        if !span.is_disabled() {
+            span.context().span().update_name(name);
+        }
+    }
+
     /// The W3C `traceparent` of a span's OpenTelemetry context; `None` when it has none.
     fn traceparent(span: &tracing::Span) -> Option<String> {
         let cx = span.context();
@@ -320,6 +328,8 @@ mod imp {
     pub(super) fn on() -> bool {
         false
     }
+
+    pub(super) fn rename(_span: &tracing::Span, _name: &'static str) {}
 
     pub(super) fn server_span(
         _mode: Mode,
