@@ -367,7 +367,11 @@ impl Drop for Call {
             span.record("otel.status_code", "ERROR");
             span.record(
                 "error.type",
-                if self.failed { "unavailable" } else { "cancelled" },
+                if self.failed {
+                    "unavailable"
+                } else {
+                    "cancelled"
+                },
             );
         }
         if let Some(m) = crate::metrics::get() {

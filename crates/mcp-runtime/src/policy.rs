@@ -448,18 +448,21 @@ impl Policy {
                 let span = call.span.clone();
                 let deadline = self.config.request_timeout;
                 let (cache, denials) = (Arc::clone(&self.cache), Arc::clone(&self.denials));
-                Ok((slot, async move {
-                    let answer = tokio::time::timeout(deadline, client.resolve(&query))
-                        .await
-                        .unwrap_or_else(|_| {
-                            Err(CoreUnavailable("ResolveCaller timed out".to_owned()))
-                        });
-                    call.finish(&answer);
-                    let answer = answer?;
-                    remember(&cache, &denials, &query, &answer);
-                    Ok(answer)
-                }
-                .instrument(span)))
+                Ok((
+                    slot,
+                    async move {
+                        let answer = tokio::time::timeout(deadline, client.resolve(&query))
+                            .await
+                            .unwrap_or_else(|_| {
+                                Err(CoreUnavailable("ResolveCaller timed out".to_owned()))
+                            });
+                        call.finish(&answer);
+                        let answer = answer?;
+                        remember(&cache, &denials, &query, &answer);
+                        Ok(answer)
+                    }
+                    .instrument(span),
+                ))
             })?;
         Ok(flight.await?)
     }

@@ -177,8 +177,8 @@ impl HttpCore {
         )
         .body(body)
         .send()
-            .await
-            .map_err(unavailable)?;
+        .await
+        .map_err(unavailable)?;
         let status = response.status();
         let bytes = response.bytes().await.map_err(unavailable)?;
         if status != reqwest::StatusCode::OK {
@@ -274,8 +274,8 @@ impl HttpCore {
         )
         .body(body)
         .send()
-            .await
-            .map_err(unavailable)?;
+        .await
+        .map_err(unavailable)?;
         match response.status() {
             reqwest::StatusCode::NO_CONTENT | reqwest::StatusCode::OK => Ok(()),
             status => Err(CoreUnavailable(format!("record-calls answered {status}"))),

@@ -328,7 +328,10 @@ async fn json_request_log_line_has_the_ids_and_no_credentials() {
     assert_eq!(line["logger"], "mcp_runtime::access");
     let ts = line["ts"].as_str().expect("ts");
     assert!(
-        ts.len() == 24 && ts.ends_with('Z') && ts.as_bytes()[10] == b'T' && ts.as_bytes()[19] == b'.',
+        ts.len() == 24
+            && ts.ends_with('Z')
+            && ts.as_bytes()[10] == b'T'
+            && ts.as_bytes()[19] == b'.',
         "RFC 3339 UTC with milliseconds: {ts}"
     );
     // Tracing is off: no span of the runtime's own.
