@@ -785,7 +785,7 @@ impl Report {
         if cmp.is_empty() {
             return;
         }
-        out.push_str("\n### Cost of the gateway's metrics\n\nEnd to end through the gateway in gRPC mode started with `MCP_GATEWAY_METRICS_LISTEN` (every request counted and timed in its Prometheus metrics) over the same gateway without it, against the same runtime, measured in the same rounds (median of per-round ratios, with their lowest and highest; 1.00 is no difference; the gateway's CPU per request is the steadier measure on a busy machine; target and verdict as above).\n\n| workload | conc | req/s | min | max | p50 | gateway CPU/req | target |\n|---|--:|--:|--:|--:|--:|--:|---|\n");
+        out.push_str("\n### Cost of the gateway's metrics\n\nEnd to end through the gateway in gRPC mode started with `MCP_GATEWAY_METRICS_LISTEN` (every request counted and timed in its Prometheus metrics) over the same gateway without it, against the same runtime, measured in the same rounds (median of per-round ratios, with their lowest and highest; 1.00 is no difference; the gateway's CPU per request is the steadier measure on a busy machine; target: req/s at least 0.97, judged on the lowest and highest: **met** when both are at least 0.97, **missed** when both are below, **even** otherwise).\n\n| workload | conc | req/s | min | max | p50 | gateway CPU/req | target |\n|---|--:|--:|--:|--:|--:|--:|---|\n");
         for c in cmp {
             let (lo, hi) = rps_spread(c);
             let _ = writeln!(

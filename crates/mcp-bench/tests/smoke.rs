@@ -126,6 +126,8 @@ fn tiny_run_writes_the_expected_rows() {
             },
             "--edge-hook-workloads",
             "echo:100",
+            "--gateway-metrics-workloads",
+            "echo:100",
             "--revocations",
             "3",
             "--gateway-workloads",

@@ -156,7 +156,8 @@ pub struct GatewayArgs {
 
     /// Workloads of the `grpc+metrics` rows: the gRPC mode's gateway with its Prometheus
     /// metrics on (`MCP_GATEWAY_METRICS_LISTEN`), beside the `grpc` rows in the same rounds
-    /// (the report's "Cost of the metrics"); `none` skips them.
+    /// (the report's "Cost of the gateway's metrics"); only those also in
+    /// `--gateway-workloads` run; `none` skips them.
     #[arg(long, value_delimiter = ',', default_value = "echo:1k", value_parser = parse_optional_workload)]
     pub gateway_metrics_workloads: Vec<Option<Workload>>,
 
@@ -306,7 +307,7 @@ impl GatewayLayer {
             .iter()
             .flatten()
             .copied()
-            .filter(|w| run.everything.is_some() || !w.uses_everything())
+            .filter(|w| layer.workloads.contains(w))
             .collect();
         for &mode in &cfg.gateway.gateway_modes {
             if workers > 1 && mode == GatewayMode::HttpJsonHttpx {
