@@ -1127,7 +1127,10 @@ mod tests {
             md.contains("| echo | 16 | 0.950 | 0.940 | 0.960 | NaN | 1.00 | **missed** |"),
             "{md}"
         );
-        assert!(!md.contains("### Cost of the metrics\n"), "no runtime rows: {md}");
+        assert!(
+            !md.contains("### Cost of the metrics\n"),
+            "no runtime rows: {md}"
+        );
     }
 
     #[test]
