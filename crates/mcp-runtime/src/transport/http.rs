@@ -318,6 +318,7 @@ async fn handle(
         None,
         Transport::Http,
         None,
+        None,
     )
     .await
 }
@@ -344,7 +345,9 @@ pub(crate) fn method_not_allowed() -> Response {
 /// declared length, 413 over the message limit), hands the request to the core and encodes its
 /// outcome. Shared by this adapter and the public listener (edge mode); `request_id` replaces
 /// the `x-request-id` header when given; `span` is the request span the public listener
-/// started before resolving the caller (`None`: one is started here when tracing is on).
+/// started before resolving the caller (`None`: one is started here when tracing is on), and
+/// `arrived` when its head arrived (the request's duration in the metrics and the log line
+/// counts from there; `None`: now).
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn serve_mcp(
     rt: Arc<Runtime>,
@@ -356,8 +359,9 @@ pub(crate) async fn serve_mcp(
     request_id: Option<String>,
     transport: Transport,
     span: Option<tracing::Span>,
+    arrived: Option<std::time::Instant>,
 ) -> Response {
-    let started = std::time::Instant::now();
+    let started = arrived.unwrap_or_else(std::time::Instant::now);
     let limit = rt.max_message_bytes();
     // A declared length (Content-Length) is held against the byte budgets while the body is
     // read, so a body without room is refused unread; over the limit it is the 413 below.

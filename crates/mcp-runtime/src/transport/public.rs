@@ -385,6 +385,7 @@ async fn answer(
     headers: &HeaderMap,
     body: &mut Option<HttpBody>,
 ) -> Response {
+    let arrived = std::time::Instant::now();
     let text = |name| {
         headers
             .get(name)
@@ -493,6 +494,7 @@ async fn answer(
         Some(request_id),
         Transport::Public,
         span,
+        Some(arrived),
     )
     .await
 }
