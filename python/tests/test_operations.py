@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -625,3 +626,243 @@ async def test_one_trace_runs_from_the_client_through_the_gateway_into_the_runti
     assert outer["parent_span_id"] == client_span
     assert inner["parent_span_id"] == outer["span_id"], (outer, inner)
     assert inner["kind"] == 2  # SPAN_KIND_SERVER
+
+
+@pytest.mark.parametrize("core_transport", ["grpc", "http"])
+async def test_the_edge_runtime_traces_and_counts_its_calls_to_the_core_and_the_upstream(
+    core_transport: str,
+    otlp: tuple[OtlpReceiver, str],
+    workdir: Path,
+    catalog: Path,
+    http: httpx.AsyncClient,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Client -> edge runtime -> core (either transport) and upstream is one trace.
+
+    The runtime's SERVER span is the child of the client's span; its ResolveCaller and upstream
+    calls are CLIENT spans under it; the core's ResolveCaller SERVER span is the child of the
+    runtime's CLIENT span (the ``traceparent`` the runtime sent). The runtime counts its calls
+    to the core in ``mcp_core_requests_total`` and ``mcp_core_request_duration_seconds``.
+    """
+    receiver, endpoint = otlp
+    trace_id, first_span, second_span = secrets.token_hex(16), secrets.token_hex(8), secrets.token_hex(8)
+    sockets = _socket_dir() / secrets.token_hex(3)
+    sockets.mkdir()
+    core_env = {"JWT_SECRET_KEY": SECRET, **otel_env(endpoint)}
+    core_uds = str(sockets / f"core-{core_transport}.sock")
+    core_process = start_core(
+        http_uds=core_uds if core_transport == "http" else None,
+        grpc_uds=core_uds if core_transport == "grpc" else None,
+        env=core_env,
+        log=workdir / f"core-edge-trace-{core_transport}.log",
+    )
+    port, metrics_port = free_port(), free_port()
+    try:
+        with monkeypatch.context() as env:
+            for name, value_ in otel_env(endpoint).items():
+                env.setenv(name, value_)
+            runtime = start_edge_runtime(
+                catalog,
+                str(sockets / "rt.sock"),
+                port=port,
+                core_uds=core_uds,
+                core_transport=core_transport,
+                extra=("--metrics-listen", f"127.0.0.1:{metrics_port}"),
+                log=workdir / f"runtime-edge-trace-{core_transport}.log",
+            )
+        try:
+            edge = Gateway("edge", f"http://127.0.0.1:{port}", SECRET)
+            token = edge.token()
+            r = await http.post(
+                edge.url,
+                json=INITIALIZE,
+                headers=edge.headers(token, traceparent=f"00-{trace_id}-{first_span}-01"),
+            )
+            assert r.status_code == 200, r.text
+            session = r.headers["mcp-session-id"]
+            r = await http.post(
+                edge.url,
+                json=CALL,
+                headers=edge.headers(token, session, traceparent=f"00-{trace_id}-{second_span}-01"),
+            )
+            assert r.status_code == 200, r.text
+            samples = scrape(metrics_port)
+            assert (
+                value(
+                    samples,
+                    "mcp_core_requests_total",
+                    mode=core_transport,
+                    operation="ResolveCaller",
+                    outcome="ok",
+                )
+                >= 1
+            ), samples
+            assert (
+                value(
+                    samples,
+                    "mcp_core_request_duration_seconds_count",
+                    mode=core_transport,
+                    operation="ResolveCaller",
+                )
+                >= 1
+            )
+            # The first request asked the core, the second found its caller in the cache.
+            assert value(samples, "mcp_policy_cache_misses_total") >= 1
+            assert value(samples, "mcp_policy_cache_hits_total") >= 1
+            if core_transport == "http":
+                # A revocation made at the core reaches the runtime's cache on the watch stream.
+                with uds(core_uds) as admin:
+                    assert (
+                        admin.post("/admin/revoke", json={"subjectEmail": "nobody@example.com"}).status_code
+                        == 200
+                    )
+                deadline = time.monotonic() + 10
+                while value(scrape(metrics_port), "mcp_policy_revocations_total", kind="subject") < 1:
+                    assert time.monotonic() < deadline, "the revocation never reached the runtime"
+                    await asyncio.sleep(0.05)
+
+            def runtime_span(name: str, kind: int) -> Any:
+                return lambda s: (
+                    s["service"] == "mcp-runtime"
+                    and s["trace_id"] == trace_id
+                    and s["name"] == name
+                    and s["kind"] == kind
+                )
+
+            resolve_out = await receiver.wait_for(runtime_span("mcp.core.v1.Core/ResolveCaller", 3))
+            upstream_out = await receiver.wait_for(runtime_span("tools/call fixture", 3))
+            servers = await receiver.wait_for(lambda s: s["service"] == "mcp-runtime" and s["kind"] == 2)
+            resolve_in = await receiver.wait_for(
+                lambda s: (
+                    s["service"] == "mcp-core"
+                    and s["trace_id"] == trace_id
+                    and s["name"] == "mcp.core.v1.Core/ResolveCaller"
+                )
+            )
+        finally:
+            stop(runtime)
+    finally:
+        stop(core_process)
+    by_parent = {s["parent_span_id"]: s for s in servers if s["trace_id"] == trace_id}
+    # Each public request's SERVER span is the child of the client's span, named by its method.
+    initialize, call = by_parent[first_span], by_parent[second_span]
+    assert (initialize["name"], call["name"]) == ("initialize", "tools/call")
+    # The caller was resolved inside the first request (the second found it in the cache).
+    (resolve,) = resolve_out
+    assert resolve["parent_span_id"] == initialize["span_id"]
+    assert resolve["attributes"]["rpc.system"].string_value == core_transport
+    # The core's span continues the runtime's CLIENT span.
+    (served,) = resolve_in
+    assert served["kind"] == 2
+    assert served["parent_span_id"] == resolve["span_id"]
+    # The upstream call is a CLIENT span under the tools/call request.
+    (upstream,) = upstream_out
+    assert upstream["parent_span_id"] == call["span_id"]
+    assert upstream["attributes"]["mcp.upstream"].string_value == "fixture"
+
+
+# -- logs ---------------------------------------------------------------------------------------
+
+
+SHARED_LOG_KEYS = ("ts", "level", "logger", "msg", "request_id", "trace_id", "mode", "outcome", "duration_ms")
+"""The keys every process's JSON request line has (docs/operations.md, "Logs")."""
+
+
+async def test_request_lines_use_the_same_keys_in_every_process(
+    workdir: Path, catalog: Path, http: httpx.AsyncClient
+) -> None:
+    """One JSON request line from each of the gateway, the runtime and the core, parsed.
+
+    One runtime serves both ways: the gateway (HTTP/JSON mode) in front of its socket, and its
+    public endpoint (edge mode) asking the core. The same facts have the same keys and formats
+    in the three lines; the ids of one request agree across the processes.
+    """
+    sockets = _socket_dir() / secrets.token_hex(3)
+    sockets.mkdir()
+    core_uds = str(sockets / "core.sock")
+    core_log = workdir / "core-log-keys.log"
+    core_process = start_core(
+        http_uds=core_uds,
+        grpc_uds=None,
+        env={"JWT_SECRET_KEY": SECRET, "MCP_CORE_LOG_FORMAT": "json"},
+        log=core_log,
+    )
+    runtime_log = workdir / "runtime-log-keys.log"
+    port = free_port()
+    trace_id = secrets.token_hex(16)
+    try:
+        runtime = start_edge_runtime(
+            catalog,
+            str(sockets / "rt.sock"),
+            port=port,
+            core_uds=core_uds,
+            core_transport="http",
+            extra=(*RUNTIME_FLAGS, "--log-format", "json"),
+            log=runtime_log,
+        )
+        try:
+            rt = Runtime(runtime, str(sockets / "rt.sock"), "", catalog, runtime_log)
+            gateway_port = free_port()
+            gateway_log = workdir / f"gateway-log-keys-{gateway_port}.log"
+            gateway_process = start_gateway(
+                {**gateway_env("http", catalog, rt), "MCP_GATEWAY_LOG_FORMAT": "json"},
+                gateway_port,
+                log=gateway_log,
+            )
+            try:
+                gw = Gateway("http", f"http://127.0.0.1:{gateway_port}", SECRET, [gateway_process])
+                token = gw.token()
+                session = await gw.initialize(http, token)
+                r = await http.post(
+                    gw.url,
+                    json=CALL,
+                    headers=gw.headers(
+                        token, session, traceparent=f"00-{trace_id}-{secrets.token_hex(8)}-01"
+                    ),
+                )
+                assert r.status_code == 200, r.text
+            finally:
+                stop(gateway_process)
+            edge = Gateway("edge", f"http://127.0.0.1:{port}", SECRET)
+            r = await http.post(
+                edge.url,
+                json=INITIALIZE,
+                headers=edge.headers(token, traceparent=f"00-{trace_id}-{secrets.token_hex(8)}-01"),
+            )
+            assert r.status_code == 200, r.text
+        finally:
+            stop(runtime)
+    finally:
+        stop(core_process)
+
+    (gw_line,) = [line for line in request_lines(gateway_log) if line.get("mcp_method") == "tools/call"]
+    runtime_lines = request_lines(runtime_log)
+    (rt_line,) = [
+        line for line in runtime_lines if line["mode"] == "http" and line["mcp_method"] == "tools/call"
+    ]
+    (public_line,) = [line for line in runtime_lines if line["mode"] == "public"]
+    core_lines = [line for line in request_lines(core_log) if line["operation"] == "ResolveCaller"]
+    (core_line,) = [line for line in core_lines if line.get("request_id") == public_line["request_id"]]
+    for line in (gw_line, rt_line, public_line, core_line):
+        missing = [key for key in SHARED_LOG_KEYS if key not in line]
+        assert not missing, (missing, line)
+        assert line["msg"] == "request"
+        assert line["level"] == "info"
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", line["ts"]), line
+        assert isinstance(line["duration_ms"], (int, float))
+        assert line["outcome"] == "ok"
+        assert len(line["trace_id"]) == 32
+    assert gw_line["logger"] == "mcp_gateway.access"
+    assert rt_line["logger"] == "mcp_runtime::access"
+    assert core_line["logger"] == "mcp_gateway.core.access"
+    # One request, one id and one trace across the gateway and the runtime; the public request's
+    # id and trace reach the core.
+    assert (gw_line["request_id"], gw_line["trace_id"]) == (rt_line["request_id"], rt_line["trace_id"])
+    assert gw_line["trace_id"] == trace_id
+    assert (gw_line["session_id"], gw_line["mcp_method"], gw_line["http_status"], gw_line["rpc_code"]) == (
+        rt_line["session_id"],
+        rt_line["mcp_method"],
+        rt_line["http_status"],
+        rt_line["rpc_code"],
+    )
+    assert core_line["trace_id"] == public_line["trace_id"] == trace_id

@@ -79,9 +79,15 @@ impl Verdict {
 /// The lowest and highest finite per-round req/s ratio of `c`.
 /// The runtime's CPU-per-request ratio of `c`, two decimals, or "–" without one.
 fn runtime_cpu(c: &Comparison) -> String {
+    cpu_ratio(c, "runtime")
+}
+
+/// The median ratio of `process`'s CPU per request (`runtime`, `gateway`), `–` when not
+/// measured.
+fn cpu_ratio(c: &Comparison, process: &str) -> String {
     c.median
         .cpu_per_request
-        .get("runtime")
+        .get(process)
         .map_or_else(|| "–".to_owned(), |v| format!("{v:.2}"))
 }
 
@@ -773,8 +779,32 @@ impl Report {
     }
 
     /// The runtime with its Prometheus metrics on (`--metrics-listen`) over the same build
-    /// with them off, measured in the same rounds (issue 18's target: under 3% of req/s).
+    /// with them off, and the gRPC mode's gateway with its metrics on
+    /// (`MCP_GATEWAY_METRICS_LISTEN`, mode `grpc+metrics`) over `grpc`, each measured in the
+    /// same rounds (issue 18's target: under 3% of req/s).
     fn metrics_cost(&self, out: &mut String) {
+        self.runtime_metrics_cost(out);
+        let cmp = self.comparisons_of("gateway", "grpc+metrics", "grpc");
+        if cmp.is_empty() {
+            return;
+        }
+        out.push_str("\n### Cost of the gateway's metrics\n\nEnd to end through the gateway in gRPC mode started with `MCP_GATEWAY_METRICS_LISTEN` (every request counted and timed in its Prometheus metrics) over the same gateway without it, against the same runtime, measured in the same rounds (median of per-round ratios, with their lowest and highest; 1.00 is no difference; the gateway's CPU per request is the steadier measure on a busy machine; target: req/s at least 0.97, judged on the lowest and highest: **met** when both are at least 0.97, **missed** when both are below, **even** otherwise).\n\n| workload | conc | req/s | min | max | p50 | gateway CPU/req | target |\n|---|--:|--:|--:|--:|--:|--:|---|\n");
+        for c in cmp {
+            let (lo, hi) = rps_spread(c);
+            let _ = writeln!(
+                out,
+                "| {} | {} | {:.3} | {lo:.3} | {hi:.3} | {:.2} | {} | {} |",
+                c.numerator.workload,
+                c.numerator.concurrency,
+                c.median.requests_per_s,
+                c.median.p50,
+                cpu_ratio(c, "gateway"),
+                Verdict::at_least(lo, hi, 0.97).markdown(),
+            );
+        }
+    }
+
+    fn runtime_metrics_cost(&self, out: &mut String) {
         let cmp = self.comparisons_of("runtime", "http-json-metrics", "http-json");
         if cmp.is_empty() {
             return;
@@ -1259,6 +1289,32 @@ mod tests {
         assert!(
             md.contains("| ping | 1 | 0.980 | 0.975 | 0.990 | NaN | – | **met** |"),
             "{md}"
+        );
+        assert!(!md.contains("gateway's metrics"), "no gateway rows: {md}");
+    }
+
+    #[test]
+    fn the_gateway_metrics_cost_has_a_table_of_its_own() {
+        let rows = vec![
+            row("gateway", "grpc", "echo", 16, &[1000.0; 3], 10.0),
+            row(
+                "gateway",
+                "grpc+metrics",
+                "echo",
+                16,
+                &[950.0, 940.0, 960.0],
+                10.0,
+            ),
+        ];
+        let md = report(rows, vec![]).analysis_markdown();
+        assert!(md.contains("### Cost of the gateway's metrics"), "{md}");
+        assert!(
+            md.contains("| echo | 16 | 0.950 | 0.940 | 0.960 | NaN | 1.00 | **missed** |"),
+            "{md}"
+        );
+        assert!(
+            !md.contains("### Cost of the metrics\n"),
+            "no runtime rows: {md}"
         );
     }
 

@@ -250,6 +250,9 @@ pub struct GatewayEnv<'a> {
     pub secret: &'a str,
     /// More variables (as [`BENCH_GATEWAY_ENV`]); empty for the defaults.
     pub extra: &'a [(&'a str, &'a str)],
+    /// Added to the log file's name (`gateway-{mode}-{workers}w{tag}.log`), so that two
+    /// gateways of one mode keep separate logs; empty for the usual one.
+    pub tag: &'a str,
 }
 
 /// Starts `python -m mcp_gateway serve --workers N` in `mode` on a free loopback port with
@@ -315,7 +318,11 @@ pub async fn start_gateway(
         "{shown} {} -m mcp_gateway serve --host 127.0.0.1 --port {port} --log-level warning --workers {workers}",
         env.python.display()
     );
-    let log = dir.join(format!("gateway-{}-{workers}w.log", mode.name()));
+    let log = dir.join(format!(
+        "gateway-{}-{workers}w{}.log",
+        mode.name(),
+        gateway_env.tag
+    ));
     let mut guard = harness::spawn_logged("mcp-gateway", &mut cmd, log)?;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let deadline = Instant::now() + GATEWAY_START_TIMEOUT;

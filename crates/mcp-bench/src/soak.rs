@@ -337,6 +337,7 @@ pub async fn soak_mode(
         python::GatewayEnv {
             secret: &secret,
             extra: &[],
+            tag: "",
         },
         dir.path(),
     )

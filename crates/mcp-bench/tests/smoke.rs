@@ -126,6 +126,8 @@ fn tiny_run_writes_the_expected_rows() {
             },
             "--edge-hook-workloads",
             "echo:100",
+            "--gateway-metrics-workloads",
+            "echo:100",
             "--revocations",
             "3",
             "--gateway-workloads",
@@ -312,6 +314,17 @@ fn tiny_run_writes_the_expected_rows() {
                     size_of("gateway", w),
                 ));
             }
+            if grpc {
+                // The gateway's metrics-on row runs --gateway-metrics-workloads only.
+                let w = "tools/call echo";
+                expected.insert((
+                    "gateway".to_owned(),
+                    "grpc+metrics".to_owned(),
+                    w.to_owned(),
+                    c,
+                    size_of("gateway", w),
+                ));
+            }
             for &m in modes {
                 expected.insert(("gateway".to_owned(), m.to_owned(), "ping".to_owned(), c, 40));
                 for w in [
@@ -387,9 +400,9 @@ fn tiny_run_writes_the_expected_rows() {
         // grpc/http-json, grpc/python, http-json/python (with gRPC), four workloads, two
         // levels; none for the two-worker rows (the baseline there mostly fails). Edge: with
         // gRPC, edge-grpc/grpc, edge-http-json/grpc, edge-grpc/edge-http-json (four workloads,
-        // two levels) and the three +hook pairs (echo, two levels); without, the
-        // edge-http-json+hook/edge-http-json pair.
-        assert_eq!(count("gateway"), if grpc { 24 + 24 + 6 } else { 8 + 2 });
+        // two levels) and the three +hook pairs (echo, two levels), and grpc+metrics/grpc
+        // (echo, two levels); without, the edge-http-json+hook/edge-http-json pair.
+        assert_eq!(count("gateway"), if grpc { 24 + 24 + 6 + 2 } else { 8 + 2 });
         let revocations = report["revocations"].as_array().unwrap();
         assert_eq!(
             revocations.len(),

@@ -76,6 +76,7 @@ pub async fn serve_state(
     let required = state
         .required_header()
         .map(|(n, v)| (n.to_ascii_lowercase(), v.to_owned()));
+    let traceparents = state.traceparent_log().cloned();
     let state = Arc::new(state);
     let cancel = CancellationToken::new();
 
@@ -109,6 +110,23 @@ pub async fn serve_state(
                         ))
                     }
                 }
+            },
+        ));
+    }
+
+    if let Some(log) = traceparents {
+        router = router.layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                if let Some(v) = req
+                    .headers()
+                    .get("traceparent")
+                    .and_then(|v| v.to_str().ok())
+                {
+                    log.lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .push(v.to_owned());
+                }
+                next.run(req)
             },
         ));
     }

@@ -41,4 +41,4 @@ pub mod server;
 mod session;
 
 pub use http::{MCP_PATH, mcp_url, serve, serve_state};
-pub use server::{FixtureServer, SharedState};
+pub use server::{FixtureServer, SharedState, TraceparentLog};

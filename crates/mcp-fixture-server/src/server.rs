@@ -60,7 +60,13 @@ pub struct SharedState {
     /// A header every request must carry (name, value), else 401: an upstream with
     /// credentials.
     required_header: Option<(String, String)>,
+    /// Where the `traceparent` header of every request is written (`None`: not kept).
+    traceparents: Option<TraceparentLog>,
 }
+
+/// The `traceparent` headers a fixture received, in order (a request without one adds
+/// nothing); shared with the test that reads them ([`SharedState::with_traceparent_log`]).
+pub type TraceparentLog = Arc<std::sync::Mutex<Vec<String>>>;
 
 impl SharedState {
     /// State for a server exposing `generated_tools` generated tools.
@@ -71,6 +77,7 @@ impl SharedState {
             inflight_calls: AtomicUsize::new(0),
             conformance: false,
             required_header: None,
+            traceparents: None,
         }
     }
 
@@ -90,6 +97,20 @@ impl SharedState {
     pub fn with_required_header(mut self, name: &str, value: &str) -> Self {
         self.required_header = Some((name.to_owned(), value.to_owned()));
         self
+    }
+
+    /// The server writes the W3C `traceparent` header of every HTTP request it receives (as
+    /// sent, when present) to `log`: what a test reads to see the trace context an upstream
+    /// is given.
+    #[must_use]
+    pub fn with_traceparent_log(mut self, log: TraceparentLog) -> Self {
+        self.traceparents = Some(log);
+        self
+    }
+
+    /// The log of [`SharedState::with_traceparent_log`], if any.
+    pub fn traceparent_log(&self) -> Option<&TraceparentLog> {
+        self.traceparents.as_ref()
     }
 
     /// The header every request must carry, if any.

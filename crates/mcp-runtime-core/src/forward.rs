@@ -76,13 +76,34 @@ impl Runtime {
         let cancel = claim(session, id)?;
         let mut call = Call::start(self, Arc::clone(&up), uid, session, id, slot);
         call.method = crate::metrics::McpMethod::of(method);
+        // The CLIENT span of the call (tracing on: the child of the request span), whose
+        // context the upstream receives as `traceparent`; with tracing off the context the
+        // request arrived with goes on unchanged.
+        let span = tracing::info_span!(
+            target: crate::trace::TARGET,
+            "upstream call",
+            otel.name = %format_args!("{} {}", call.method.as_str(), up.config.id),
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            mcp.method.name = call.method.as_str(),
+            mcp.upstream = up.config.id.as_str(),
+            error.type = tracing::field::Empty,
+        );
+        let own = crate::trace::traceparent_of(&span);
+        let traceparent = own.as_deref().or(traceparent);
+        if !span.is_disabled() {
+            call.span = Some(span.clone());
+        }
         let bounds = Bounds {
             deadline: Instant::now() + self.config.upstream_timeout,
             timeout: self.config.upstream_timeout,
             cancel,
         };
         let mut stream = match bounds
-            .run(up.request(uid, method, Value::Object(params), traceparent))
+            .run(
+                up.request(uid, method, Value::Object(params), traceparent)
+                    .instrument(span),
+            )
             .await?
         {
             Ok(s) => s,
@@ -297,6 +318,9 @@ struct Call {
     key: String,
     /// [`Runtime::inflight_upstream_calls`]: observability only.
     counter: Arc<AtomicUsize>,
+    /// The call's CLIENT span (tracing on), ended when the call ends; ERROR when `failed` or
+    /// dropped before `done`.
+    span: Option<tracing::Span>,
     /// The call's place in its subject's quota of calls in flight.
     _slot: Permit,
     /// Counts the call as a task of the runtime's tracker. A field, so it is released after
@@ -324,6 +348,7 @@ impl Call {
             session: Arc::clone(session),
             key: id.get().to_owned(),
             counter: Arc::clone(&rt.inflight_upstream),
+            span: None,
             _slot: slot,
             tracked: rt.tasks.token(),
         }
@@ -336,6 +361,19 @@ impl Call {
 
 impl Drop for Call {
     fn drop(&mut self) {
+        if let Some(span) = &self.span
+            && (self.failed || !self.done)
+        {
+            span.record("otel.status_code", "ERROR");
+            span.record(
+                "error.type",
+                if self.failed {
+                    "unavailable"
+                } else {
+                    "cancelled"
+                },
+            );
+        }
         if let Some(m) = crate::metrics::get() {
             m.record_upstream(
                 &self.up.label,

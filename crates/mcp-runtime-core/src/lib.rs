@@ -74,6 +74,7 @@ mod server_requests;
 mod session;
 pub mod state;
 mod subscribe;
+pub mod trace;
 mod upstream;
 
 pub use auth::{AuthContext, TeamScope, Visibility};

@@ -383,6 +383,27 @@ pub struct BoundaryLabels {
     pub grpc_status: &'static str,
 }
 
+/// Labels of `mcp_core_requests_total`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct CoreLabels {
+    /// The Core SPI's transport: `grpc` or `http`.
+    pub mode: Mode,
+    /// The RPC of `core.proto` (`ResolveCaller`, `InvokeHook`, `RecordCalls`, `WatchPolicy`).
+    pub operation: &'static str,
+    /// `ok`, or `error`: no answer, a non-OK gRPC status, an HTTP status other than the
+    /// route's success, an answer that breaks the Core SPI, or the deadline passed.
+    pub outcome: Outcome2,
+}
+
+/// Labels of `mcp_core_request_duration_seconds`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct CoreOperationLabels {
+    /// The Core SPI's transport: `grpc` or `http`.
+    pub mode: Mode,
+    /// The RPC of `core.proto`.
+    pub operation: &'static str,
+}
+
 /// Labels of `mcp_build_info`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct VersionLabel {
@@ -420,6 +441,8 @@ pub struct Metrics {
     pub policy_revocations: Family<KindLabel, Counter>,
     /// `mcp_state_errors_total`.
     pub state_errors: Family<OperationLabel, Counter>,
+    core_requests: Family<CoreLabels, Counter>,
+    core_durations: Family<CoreOperationLabels, Histogram, fn() -> Histogram>,
 }
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
@@ -533,6 +556,21 @@ impl Metrics {
             "Shared-state store (Redis) operations that failed",
             state_errors.clone(),
         );
+        let core_requests = Family::default();
+        registry.register(
+            "mcp_core_requests",
+            "Edge mode: Core SPI calls made to the policy core (a watch stream: when it ends)",
+            core_requests.clone(),
+        );
+        let core_durations =
+            Family::<CoreOperationLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                histogram,
+            );
+        registry.register(
+            "mcp_core_request_duration_seconds",
+            "Edge mode: latency of Core SPI calls to the policy core (a watch stream: its life)",
+            core_durations.clone(),
+        );
         let build_info = Family::<VersionLabel, Gauge>::default();
         build_info
             .get_or_create(&VersionLabel {
@@ -559,6 +597,8 @@ impl Metrics {
             policy_cache_misses,
             policy_revocations,
             state_errors,
+            core_requests,
+            core_durations,
         }
     }
 
@@ -612,6 +652,21 @@ impl Metrics {
             .get_or_create(&UpstreamLabels {
                 upstream,
                 mcp_method,
+                outcome: if ok { Outcome2::Ok } else { Outcome2::Error },
+            })
+            .inc();
+    }
+
+    /// Records one Core SPI call made to the policy core (edge mode): `mode` is its transport
+    /// (`Grpc` or `Http`), `operation` the RPC's name in `core.proto`, `seconds` its latency.
+    pub fn record_core(&self, mode: Mode, operation: &'static str, ok: bool, seconds: f64) {
+        self.core_durations
+            .get_or_create(&CoreOperationLabels { mode, operation })
+            .observe(seconds);
+        self.core_requests
+            .get_or_create(&CoreLabels {
+                mode,
+                operation,
                 outcome: if ok { Outcome2::Ok } else { Outcome2::Error },
             })
             .inc();

@@ -373,7 +373,8 @@ impl Runtime {
 
     /// [`Runtime::handle_reserved`] for a request whose head arrived at `started`: the
     /// request is counted in the metrics (`crate::metrics`, when on) and logged in one line
-    /// at `info` on the target `mcp_runtime::access` (request id, trace id, session id,
+    /// at `info` on the target `mcp_runtime::access` (request id, trace id, span id with
+    /// tracing on, session id,
     /// surface, MCP method, HTTP status, JSON-RPC code class, outcome, duration in ms; never
     /// the caller's credentials or the AuthContext). An SSE answer holds the in-flight and
     /// open-stream gauges until its stream ends.
@@ -401,10 +402,17 @@ impl Runtime {
         // What the request line needs, taken only when the line is wanted.
         let log =
             tracing::enabled!(target: "mcp_runtime::access", tracing::Level::INFO).then(|| {
+                let tp = &req.auth.traceparent;
+                let trace_id = trace_id_of(tp);
+                // With tracing on the adapter made the context the request span's own.
+                let span_id = (crate::trace::is_on() && trace_id.is_some())
+                    .then(|| tp.get(36..52).map(str::to_owned))
+                    .flatten();
                 (
                     req.request_id.clone(),
                     req.headers.session_id.clone(),
-                    trace_id_of(&req.auth.traceparent).map(str::to_owned),
+                    trace_id.map(str::to_owned),
+                    span_id,
                 )
             });
         let mut outcome = async move {
@@ -426,7 +434,7 @@ impl Runtime {
                 ev._gauges = Some((f, m.stream(mode)));
             }
         }
-        if let Some((request_id, session_id, trace_id)) = log {
+        if let Some((request_id, session_id, trace_id, span_id)) = log {
             let ok = status < 400 && matches!(rpc, RpcCode::Ok | RpcCode::Stream | RpcCode::None);
             let session_id = session_id
                 .as_deref()
@@ -435,6 +443,7 @@ impl Runtime {
                 target: "mcp_runtime::access",
                 request_id = request_id.as_deref(),
                 trace_id = trace_id.as_deref(),
+                span_id = span_id.as_deref(),
                 session_id,
                 mode = mode.as_str(),
                 mcp_method = outcome.mcp_method.as_str(),

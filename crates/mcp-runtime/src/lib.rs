@@ -18,7 +18,9 @@
 //!   InvokeHook as the core's [`mcp_runtime_core::Hooks`], the WatchPolicy task) over gRPC or
 //!   HTTP/JSON on the core's Unix socket.
 //! - [`host_origin`]: the public endpoint's `Host`/`Origin` allow-lists.
-//! - [`otel`]: the request spans and their OTLP export (feature `otel`).
+//! - [`otel`]: the request spans, the Core SPI CLIENT spans and their OTLP export (feature
+//!   `otel`).
+//! - [`log_json`]: `--log-format json`, with the log keys of every process of the project.
 //! - [`metrics`]: the metrics listener (`--metrics-listen`): Prometheus text on `/metrics`,
 //!   `/health` and `/ready` on a TCP port.
 //! - `transport/public.rs`: the public endpoint of edge mode (TCP, `--public-listen`).
@@ -31,6 +33,7 @@
 
 pub mod host_origin;
 pub mod listener;
+pub mod log_json;
 pub mod metrics;
 pub mod otel;
 pub mod policy;

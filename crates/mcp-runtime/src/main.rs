@@ -548,12 +548,9 @@ fn init_logging(format: &str, traces: bool) -> Result<mcp_runtime::otel::Guard, 
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let fmt = if format == "json" {
-        // The fields of an event at the top level of its object, beside `timestamp`, `level`,
-        // `target` and `message`; no span lists (the request line carries its own ids).
-        fmt.json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(false)
+        // The keys of every process (`ts`, `level`, `logger`, `msg`, then the event's
+        // fields): `mcp_runtime::log_json`.
+        fmt.event_format(mcp_runtime::log_json::JsonLines)
             .with_filter(filter)
             .boxed()
     } else {

@@ -1,13 +1,15 @@
 //! Traces (`docs/operations.md`, "Traces"): one OpenTelemetry SERVER span per MCP request,
-//! child of the W3C `traceparent` received, exported over OTLP/HTTP (protobuf) by
-//! `opentelemetry-otlp` through `tracing-opentelemetry`. Built with the `otel` feature only;
-//! off at run time unless the standard variables switch it on ([`wanted`]).
+//! child of the W3C `traceparent` received, and under it one CLIENT span per outgoing call
+//! (to an upstream: made by the core crate, `mcp_runtime_core::trace`; to the policy core in
+//! edge mode: [`core_span`]), exported over OTLP/HTTP (protobuf) by `opentelemetry-otlp`
+//! through `tracing-opentelemetry`. Built with the `otel` feature only; off at run time unless
+//! the standard variables switch it on ([`wanted`]).
 //!
 //! Propagation: the request's `traceparent` is read from the HTTP header (HTTP/JSON socket,
 //! public endpoint) or gRPC metadata first, else from the AuthContext's `traceparent`. With
-//! tracing on, the AuthContext handed to the core carries the runtime span's own context, so
-//! the upstream call (header `traceparent`, added by the core) is the span's child; with
-//! tracing off the context received is passed on unchanged.
+//! tracing on, the AuthContext handed to the core carries the runtime span's own context, and
+//! each outgoing call sends its CLIENT span's context as `traceparent` (so the receiver's span
+//! is that span's child); with tracing off the context received is passed on unchanged.
 //!
 //! Spans are `tracing` spans on the target [`TARGET`], which the log filter never enables (so
 //! an `MCP_RUNTIME_LOG` of `trace` does not make every request pay for a span); only the
@@ -16,8 +18,8 @@
 use mcp_runtime_core::metrics::Mode;
 use mcp_runtime_core::request::Outcome;
 
-/// The `tracing` target of the request spans.
-pub const TARGET: &str = "mcp_otel";
+/// The `tracing` target of every span meant for OpenTelemetry.
+pub use mcp_runtime_core::trace::TARGET;
 
 /// Whether the standard variables switch the OTLP trace exporter on: `OTEL_SDK_DISABLED=true`
 /// or `OTEL_TRACES_EXPORTER=none` keep it off; `OTEL_TRACES_EXPORTER` including `otlp` switches
@@ -82,12 +84,67 @@ pub fn request_span(
     {
         h.clone_into(&mut auth.traceparent);
     }
-    imp::request_span(mode, request)
+    if !imp::on() {
+        return None;
+    }
+    let span = imp::server_span(
+        mode,
+        span_name(request),
+        request.request_id.as_deref(),
+        &request.auth.traceparent,
+    )?;
+    adopt(&span, &mut request.auth);
+    Some(span)
+}
+
+/// The request span of a public request (edge mode), started when the request arrives, before
+/// its caller is resolved (so that the ResolveCaller call is its child) and before its body is
+/// read (named `unknown` until [`finish`] names it by its `mcp_method`); child of `traceparent`
+/// (the header received; `None`: a new trace). `None` when tracing is off.
+#[must_use]
+pub fn public_span(request_id: &str, traceparent: Option<&str>) -> Option<tracing::Span> {
+    imp::server_span(
+        Mode::Public,
+        mcp_runtime_core::metrics::McpMethod::UNKNOWN.as_str(),
+        Some(request_id),
+        traceparent.unwrap_or_default(),
+    )
+}
+
+/// Makes `span` the trace context the request's calls pass on: `auth.traceparent` becomes the
+/// span's own context (unchanged when the span has none).
+pub fn adopt(span: &tracing::Span, auth: &mut mcp_runtime_core::AuthContext) {
+    if let Some(tp) = mcp_runtime_core::trace::traceparent_of(span) {
+        auth.traceparent = tp;
+    }
+}
+
+/// The CLIENT span of one Core SPI call (edge mode), named `mcp.core.v1.Core/{operation}`
+/// with `rpc.system` (`grpc` or `http`) and `rpc.method` (`operation`); the child of the
+/// current span (the request's), a new trace for a call made outside a request (RecordCalls).
+/// Disabled (nothing created) when tracing is off.
+#[must_use]
+pub fn core_span(operation: &'static str, system: &'static str) -> tracing::Span {
+    tracing::info_span!(
+        target: TARGET,
+        "core call",
+        otel.name = format_args!("mcp.core.v1.Core/{operation}"),
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        rpc.system = system,
+        rpc.method = operation,
+        error.type = tracing::field::Empty,
+    )
+}
+
+/// Marks a CLIENT span failed: status ERROR and `error.type` (`unavailable`, `timeout`).
+pub fn failed(span: &tracing::Span, error_type: &'static str) {
+    span.record("otel.status_code", "ERROR");
+    span.record("error.type", error_type);
 }
 
 /// The span's name: the `mcp_method` label of the request, the JSON-RPC method read from the
 /// body (only when tracing is on: the span is named when it starts, before the core parses).
-#[cfg_attr(not(feature = "otel"), allow(dead_code))]
 fn span_name(request: &mcp_runtime_core::Request) -> &'static str {
     use mcp_runtime_core::Method;
     use mcp_runtime_core::metrics::McpMethod;
@@ -115,7 +172,21 @@ fn span_name(request: &mcp_runtime_core::Request) -> &'static str {
 /// the session (the request's `session`, else the one an `initialize` created), and an ERROR
 /// status for a 5xx.
 pub fn finish(span: &tracing::Span, outcome: &Outcome, session: Option<&str>) {
-    imp::finish(span, outcome, session);
+    imp::rename(span, outcome.mcp_method.as_str());
+    span.record("mcp.method.name", outcome.mcp_method.as_str());
+    finish_status(span, outcome.head.status);
+    if let Some(sid) = session.or_else(|| outcome.head.header("mcp-session-id")) {
+        span.record("mcp.session.id", sid);
+    }
+}
+
+/// Records an HTTP status on a request span (ERROR for a 5xx): for a public request refused
+/// before the core saw it (401, 403, 503), through [`finish`] for the others.
+pub fn finish_status(span: &tracing::Span, status: u16) {
+    span.record("http.response.status_code", status);
+    if status >= 500 {
+        span.record("otel.status_code", "ERROR");
+    }
 }
 
 /// The installed exporter; [`Guard::shutdown`] flushes the spans not yet sent.
@@ -151,7 +222,6 @@ mod imp {
 
     use super::{Guard, TARGET};
     use mcp_runtime_core::metrics::Mode;
-    use mcp_runtime_core::request::Outcome;
 
     static ON: AtomicBool = AtomicBool::new(false);
 
@@ -182,6 +252,7 @@ mod imp {
             .build();
         let tracer = provider.tracer("mcp-runtime");
         ON.store(true, Ordering::Relaxed);
+        mcp_runtime_core::trace::install(traceparent);
         let layer = tracing_opentelemetry::layer()
             .with_tracer(tracer)
             .with_filter(Targets::new().with_target(TARGET, tracing::Level::INFO));
@@ -193,68 +264,79 @@ mod imp {
         ))
     }
 
-    pub(super) fn request_span(
+    pub(super) fn on() -> bool {
+        ON.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn server_span(
         mode: Mode,
-        request: &mut mcp_runtime_core::Request,
+        name: &'static str,
+        request_id: Option<&str>,
+        parent: &str,
     ) -> Option<tracing::Span> {
-        if !ON.load(Ordering::Relaxed) {
+        if !on() {
             return None;
         }
         let span = tracing::info_span!(
             target: TARGET,
             "mcp request",
-            otel.name = super::span_name(request),
+            otel.name = name,
             otel.kind = "server",
             otel.status_code = tracing::field::Empty,
             mcp.runtime.surface = mode.as_str(),
             mcp.method.name = tracing::field::Empty,
             mcp.session.id = tracing::field::Empty,
-            mcp.request.id = request.request_id.as_deref(),
+            mcp.request.id = request_id,
             http.response.status_code = tracing::field::Empty,
         );
-        let auth = &mut request.auth;
-        if !auth.traceparent.is_empty() {
+        if !parent.is_empty() {
             let carrier: std::collections::HashMap<String, String> =
-                [("traceparent".to_owned(), auth.traceparent.clone())].into();
-            let parent = TraceContextPropagator::new().extract(&carrier);
-            let _ = span.set_parent(parent);
-        }
-        let cx = span.context();
-        let sc = cx.span().span_context().clone();
-        if sc.is_valid() {
-            auth.traceparent = format!(
-                "00-{}-{}-{:02x}",
-                sc.trace_id(),
-                sc.span_id(),
-                sc.trace_flags().to_u8()
-            );
+                [("traceparent".to_owned(), parent.to_owned())].into();
+            let cx = TraceContextPropagator::new().extract(&carrier);
+            let _ = span.set_parent(cx);
         }
         Some(span)
     }
 
-    pub(super) fn finish(span: &tracing::Span, outcome: &Outcome, session: Option<&str>) {
-        span.record("mcp.method.name", outcome.mcp_method.as_str());
-        span.record("http.response.status_code", outcome.head.status);
-        if let Some(sid) = session.or_else(|| outcome.head.header("mcp-session-id")) {
-            span.record("mcp.session.id", sid);
+    /// Names the span `name` (a span whose context was read is started already: recording
+    /// `otel.name` no longer renames it).
+    pub(super) fn rename(span: &tracing::Span, name: &'static str) {
+        if !span.is_disabled() {
+            span.context().span().update_name(name);
         }
-        if outcome.head.status >= 500 {
-            span.record("otel.status_code", "ERROR");
-        }
+    }
+
+    /// The W3C `traceparent` of a span's OpenTelemetry context; `None` when it has none.
+    fn traceparent(span: &tracing::Span) -> Option<String> {
+        let cx = span.context();
+        let sc = cx.span().span_context().clone();
+        sc.is_valid().then(|| {
+            format!(
+                "00-{}-{}-{:02x}",
+                sc.trace_id(),
+                sc.span_id(),
+                sc.trace_flags().to_u8()
+            )
+        })
     }
 }
 
 #[cfg(not(feature = "otel"))]
 mod imp {
     use mcp_runtime_core::metrics::Mode;
-    use mcp_runtime_core::request::Outcome;
 
-    pub(super) fn request_span(
+    pub(super) fn on() -> bool {
+        false
+    }
+
+    pub(super) fn rename(_span: &tracing::Span, _name: &'static str) {}
+
+    pub(super) fn server_span(
         _mode: Mode,
-        _request: &mut mcp_runtime_core::Request,
+        _name: &'static str,
+        _request_id: Option<&str>,
+        _parent: &str,
     ) -> Option<tracing::Span> {
         None
     }
-
-    pub(super) fn finish(_span: &tracing::Span, _outcome: &Outcome, _session: Option<&str>) {}
 }

@@ -29,8 +29,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use tracing::Instrument as _;
+
 use futures::StreamExt;
 use futures::stream::BoxStream;
+use mcp_runtime_core::metrics::Mode;
 use mcp_runtime_core::{
     AuthContext, HookCall, HookDecision, HookError, HookFuture, HookPoint, Hooks,
 };
@@ -159,6 +162,16 @@ enum Client {
 }
 
 impl Client {
+    /// The `mode` label of this transport's calls.
+    fn mode(&self) -> Mode {
+        match self {
+            #[cfg(feature = "grpc-uds")]
+            Self::Grpc(_) => Mode::Grpc,
+            Self::Http(_) => Mode::Http,
+        }
+    }
+
+    /// `q.traceparent` goes in the gRPC metadata or HTTP header and in the message.
     async fn resolve(&self, q: &CallerQuery) -> Result<ResolveAnswer, CoreUnavailable> {
         match self {
             #[cfg(feature = "grpc-uds")]
@@ -167,11 +180,16 @@ impl Client {
         }
     }
 
-    async fn invoke_hook(&self, call: &HookCall<'_>) -> Result<HookDecision, CoreUnavailable> {
+    /// `traceparent` (empty: none) goes in the gRPC metadata or HTTP header.
+    async fn invoke_hook(
+        &self,
+        call: &HookCall<'_>,
+        traceparent: &str,
+    ) -> Result<HookDecision, CoreUnavailable> {
         match self {
             #[cfg(feature = "grpc-uds")]
-            Self::Grpc(c) => c.invoke_hook(call).await,
-            Self::Http(c) => c.invoke_hook(call).await,
+            Self::Grpc(c) => c.invoke_hook(call, traceparent).await,
+            Self::Http(c) => c.invoke_hook(call, traceparent).await,
         }
     }
 
@@ -187,11 +205,76 @@ impl Client {
         &self,
         records: Vec<records::Record>,
         dropped: u64,
+        traceparent: &str,
     ) -> Result<(), CoreUnavailable> {
         match self {
             #[cfg(feature = "grpc-uds")]
-            Self::Grpc(c) => c.record_calls(records, dropped).await,
-            Self::Http(c) => c.record_calls(records, dropped).await,
+            Self::Grpc(c) => c.record_calls(records, dropped, traceparent).await,
+            Self::Http(c) => c.record_calls(records, dropped, traceparent).await,
+        }
+    }
+}
+
+/// One Core SPI call being observed: its CLIENT span (tracing on; the child of the current
+/// span) and, when it ends, its metrics (`mcp_core_requests_total`,
+/// `mcp_core_request_duration_seconds`, when metrics are on). A call dropped before
+/// [`CoreCall::finish`] (its deadline passed, or the runtime stopped) counts as an error.
+struct CoreCall {
+    mode: Mode,
+    operation: &'static str,
+    started: Instant,
+    finished: bool,
+    span: tracing::Span,
+}
+
+impl CoreCall {
+    fn start(mode: Mode, operation: &'static str, traced: bool) -> Self {
+        let system = mode.as_str();
+        Self {
+            mode,
+            operation,
+            started: Instant::now(),
+            finished: false,
+            span: if traced {
+                crate::otel::core_span(operation, system)
+            } else {
+                tracing::Span::none()
+            },
+        }
+    }
+
+    /// The `traceparent` the call sends: its span's context when tracing is on, else
+    /// `received` (the public request's, passed on unchanged; empty: none).
+    fn traceparent(&self, received: &str) -> String {
+        mcp_runtime_core::trace::traceparent_of(&self.span).unwrap_or_else(|| received.to_owned())
+    }
+
+    /// Records the call's end; an `Err` marks its span failed.
+    fn finish<T>(mut self, result: &Result<T, CoreUnavailable>) {
+        self.finished = true;
+        if result.is_err() {
+            crate::otel::failed(&self.span, "unavailable");
+        }
+        self.record(result.is_ok());
+    }
+
+    fn record(&self, ok: bool) {
+        if let Some(m) = mcp_runtime_core::metrics::get() {
+            m.record_core(
+                self.mode,
+                self.operation,
+                ok,
+                self.started.elapsed().as_secs_f64(),
+            );
+        }
+    }
+}
+
+impl Drop for CoreCall {
+    fn drop(&mut self) {
+        if !self.finished {
+            crate::otel::failed(&self.span, "timeout");
+            self.record(false);
         }
     }
 }
@@ -357,16 +440,29 @@ impl Policy {
             .join_or_start((key, query.server_id.clone()), || {
                 let slot = self.slots.try_acquire(client_ip)?;
                 let client = self.client.clone();
-                let query = query.clone();
+                // Started here, in the request's span (the call itself runs in a task of
+                // its own, shared by the requests that join it).
+                let call = CoreCall::start(client.mode(), "ResolveCaller", true);
+                let mut query = query.clone();
+                query.traceparent = call.traceparent(&query.traceparent);
+                let span = call.span.clone();
                 let deadline = self.config.request_timeout;
                 let (cache, denials) = (Arc::clone(&self.cache), Arc::clone(&self.denials));
-                Ok((slot, async move {
-                    let answer = tokio::time::timeout(deadline, client.resolve(&query))
-                        .await
-                        .map_err(|_| CoreUnavailable("ResolveCaller timed out".to_owned()))??;
-                    remember(&cache, &denials, &query, &answer);
-                    Ok(answer)
-                }))
+                Ok((
+                    slot,
+                    async move {
+                        let answer = tokio::time::timeout(deadline, client.resolve(&query))
+                            .await
+                            .unwrap_or_else(|_| {
+                                Err(CoreUnavailable("ResolveCaller timed out".to_owned()))
+                            });
+                        call.finish(&answer);
+                        let answer = answer?;
+                        remember(&cache, &denials, &query, &answer);
+                        Ok(answer)
+                    }
+                    .instrument(span),
+                ))
             })?;
         Ok(flight.await?)
     }
@@ -421,14 +517,21 @@ impl Policy {
     pub async fn send_records(self: Arc<Self>, shutdown: impl Future<Output = ()>) {
         let send = |batch, dropped| {
             let this = Arc::clone(&self);
+            // No request is its parent: a trace of its own (tracing on).
+            let call = CoreCall::start(this.client.mode(), "RecordCalls", true);
+            let traceparent = call.traceparent("");
+            let span = call.span.clone();
             async move {
-                tokio::time::timeout(
+                let sent = tokio::time::timeout(
                     this.config.request_timeout,
-                    this.client.record_calls(batch, dropped),
+                    this.client.record_calls(batch, dropped, &traceparent),
                 )
                 .await
-                .map_err(|_| CoreUnavailable("RecordCalls timed out".to_owned()))?
+                .unwrap_or_else(|_| Err(CoreUnavailable("RecordCalls timed out".to_owned())));
+                call.finish(&sent);
+                sent
             }
+            .instrument(span)
         };
         tokio::select! {
             () = shutdown => {}
@@ -454,6 +557,10 @@ impl Policy {
         const MOST: Duration = Duration::from_secs(1);
         let mut backoff = FIRST;
         loop {
+            // The watch stream is counted (`mcp_core_requests_total`) when it ends: `ok` when
+            // the core ended it, `error` when it could not be opened or broke. No span: it
+            // lasts as long as the runtime.
+            let call = CoreCall::start(self.client.mode(), "WatchPolicy", false);
             let opened = tokio::time::timeout(
                 self.config.connect_timeout + self.config.request_timeout,
                 self.client.watch(&self.config.watcher),
@@ -462,6 +569,7 @@ impl Policy {
             .unwrap_or_else(|_| Err(CoreUnavailable("WatchPolicy timed out".to_owned())));
             match opened {
                 Ok(mut stream) => {
+                    let mut ended = Ok(());
                     while let Some(event) = stream.next().await {
                         match event {
                             Ok(event) => {
@@ -470,13 +578,18 @@ impl Policy {
                             }
                             Err(e) => {
                                 tracing::warn!(error = %e, "policy watch broke");
+                                ended = Err(e);
                                 break;
                             }
                         }
                     }
+                    call.finish(&ended);
                     tracing::warn!("policy watch ended; caching disabled until it is back");
                 }
-                Err(e) => tracing::debug!(error = %e, "policy watch cannot connect"),
+                Err(e) => {
+                    tracing::debug!(error = %e, "policy watch cannot connect");
+                    call.finish(&Err::<(), _>(e));
+                }
             }
             self.cache.watch_ended();
             self.denials.clear(None, false);
@@ -530,12 +643,23 @@ impl Hooks for Policy {
     }
 
     fn invoke<'a>(&'a self, call: HookCall<'a>) -> HookFuture<'a> {
-        Box::pin(async move {
-            tokio::time::timeout(self.config.request_timeout, self.client.invoke_hook(&call))
+        // Started here, in the request's span (the core calls hooks inside it).
+        let observed = CoreCall::start(self.client.mode(), "InvokeHook", true);
+        let traceparent = observed.traceparent(&call.caller.traceparent);
+        let span = observed.span.clone();
+        Box::pin(
+            async move {
+                let decided = tokio::time::timeout(
+                    self.config.request_timeout,
+                    self.client.invoke_hook(&call, &traceparent),
+                )
                 .await
-                .map_err(|_| HookError("InvokeHook timed out".to_owned()))?
-                .map_err(|e| HookError(e.0))
-        })
+                .unwrap_or_else(|_| Err(CoreUnavailable("InvokeHook timed out".to_owned())));
+                observed.finish(&decided);
+                decided.map_err(|e| HookError(e.0))
+            }
+            .instrument(span),
+        )
     }
 }
 

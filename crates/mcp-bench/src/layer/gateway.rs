@@ -16,6 +16,10 @@
 //! "gateway" CPU and RSS columns are the core's, the "runtime" columns the edge runtime's.
 //! After the rounds, the layer measures the revocation latency of each edge mode without hooks
 //! ([`measure_revocation`]).
+//!
+//! The gRPC mode also runs with the gateway's Prometheus metrics on (`grpc+metrics`, one
+//! worker, `--gateway-metrics-workloads`): the report compares it with `grpc` round by round,
+//! as the runtime's `http-json-metrics` with `http-json`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -45,6 +49,10 @@ pub const HOOK_PLUGINS: &str =
 /// Suffix of the mode of an edge row with the hook.
 pub const HOOK_SUFFIX: &str = "+hook";
 
+/// Suffix of the mode of a gateway row with the gateway's Prometheus metrics on
+/// (`MCP_GATEWAY_METRICS_LISTEN`): `grpc+metrics`, compared with `grpc` in the same rounds.
+pub const METRICS_SUFFIX: &str = "+metrics";
+
 /// How long the edge runtime's public endpoint gets to answer `GET /health`.
 const EDGE_START_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -69,6 +77,7 @@ pub const ONE_WORKER: Entry = Entry {
         ("edge-grpc+hook", "edge-http-json+hook"),
         ("edge-grpc+hook", "edge-grpc"),
         ("edge-http-json+hook", "edge-http-json"),
+        ("grpc+metrics", "grpc"),
         ("python", CONTEXTFORGE),
         ("http-json", CONTEXTFORGE),
         ("http-json-httpx", CONTEXTFORGE),
@@ -144,6 +153,13 @@ pub struct GatewayArgs {
     /// `edge-http-json+hook`); `none` skips those rows.
     #[arg(long, value_delimiter = ',', default_value = "echo:100,echo:1k,echo:10k", value_parser = parse_optional_workload)]
     pub edge_hook_workloads: Vec<Option<Workload>>,
+
+    /// Workloads of the `grpc+metrics` rows: the gRPC mode's gateway with its Prometheus
+    /// metrics on (`MCP_GATEWAY_METRICS_LISTEN`), beside the `grpc` rows in the same rounds
+    /// (the report's "Cost of the gateway's metrics"); only those also in
+    /// `--gateway-workloads` run; `none` skips them.
+    #[arg(long, value_delimiter = ',', default_value = "echo:1k", value_parser = parse_optional_workload)]
+    pub gateway_metrics_workloads: Vec<Option<Workload>>,
 
     /// Revocations measured per edge mode without hooks after the rounds (0: none).
     #[arg(long, default_value_t = 50)]
@@ -285,6 +301,14 @@ impl GatewayLayer {
             .copied()
             .filter(|w| run.everything.is_some() || !w.uses_everything())
             .collect();
+        let metrics_workloads: Vec<Workload> = cfg
+            .gateway
+            .gateway_metrics_workloads
+            .iter()
+            .flatten()
+            .copied()
+            .filter(|w| layer.workloads.contains(w))
+            .collect();
         for &mode in &cfg.gateway.gateway_modes {
             if workers > 1 && mode == GatewayMode::HttpJsonHttpx {
                 continue;
@@ -312,48 +336,71 @@ impl GatewayLayer {
                 }
                 continue;
             }
-            let socket = match mode {
+            let socket: Option<PathBuf> = match mode {
                 GatewayMode::HttpJson | GatewayMode::HttpJsonHttpx => {
-                    Some(run.runtime.http_socket.as_path())
+                    Some(run.runtime.http_socket.clone())
                 }
-                GatewayMode::Grpc => run.runtime.grpc_socket.as_deref(),
+                GatewayMode::Grpc => run.runtime.grpc_socket.clone(),
                 _ => None,
             };
-            let label = if workers == 1 {
-                format!("gateway {}", mode.name())
-            } else {
-                format!("gateway {} ({workers} workers)", mode.name())
-            };
-            match run.rt.block_on(python::start_gateway(
-                &env,
-                mode,
-                workers,
-                socket,
-                &run.runtime.catalog,
-                python::GatewayEnv {
-                    secret: &secret,
-                    extra: &python::BENCH_GATEWAY_ENV,
-                },
-                run.dir(),
-            )) {
-                Ok(g) => {
-                    progress(format_args!(
-                        "{label} ready on {} (pid {})",
-                        g.addr,
-                        g.guard.pid()
-                    ));
-                    run.commands.insert(label, g.command.clone());
-                    layer.targets.push(Target {
-                        name: g.mode.name().to_owned(),
-                        addr: g.addr,
-                        front: g.guard,
-                        edge_runtime: None,
-                        core_http: None,
-                        only: None,
-                        foreign: None,
-                    });
+            // The gRPC mode runs twice with one worker: as usual, and with its Prometheus
+            // metrics on (`grpc+metrics`, the `--gateway-metrics-workloads` only).
+            let mut variants = vec![(false, None)];
+            if workers == 1 && mode == GatewayMode::Grpc && !metrics_workloads.is_empty() {
+                variants.push((true, Some(metrics_workloads.clone())));
+            }
+            for (metrics, only) in variants {
+                let name = if metrics {
+                    format!("{}{METRICS_SUFFIX}", mode.name())
+                } else {
+                    mode.name().to_owned()
+                };
+                let label = if workers == 1 {
+                    format!("gateway {name}")
+                } else {
+                    format!("gateway {name} ({workers} workers)")
+                };
+                let mut extra: Vec<(&str, &str)> = python::BENCH_GATEWAY_ENV.to_vec();
+                let listen;
+                if metrics {
+                    let l = std::net::TcpListener::bind("127.0.0.1:0")
+                        .context("cannot bind a loopback port")?;
+                    listen = l.local_addr()?.to_string();
+                    drop(l);
+                    extra.push(("MCP_GATEWAY_METRICS_LISTEN", &listen));
                 }
-                Err(e) => run.note(format!("{label} skipped: {e:#}")),
+                match run.rt.block_on(python::start_gateway(
+                    &env,
+                    mode,
+                    workers,
+                    socket.as_deref(),
+                    &run.runtime.catalog,
+                    python::GatewayEnv {
+                        secret: &secret,
+                        extra: &extra,
+                        tag: if metrics { "-metrics" } else { "" },
+                    },
+                    run.dir(),
+                )) {
+                    Ok(g) => {
+                        progress(format_args!(
+                            "{label} ready on {} (pid {})",
+                            g.addr,
+                            g.guard.pid()
+                        ));
+                        run.commands.insert(label, g.command.clone());
+                        layer.targets.push(Target {
+                            name,
+                            addr: g.addr,
+                            front: g.guard,
+                            edge_runtime: None,
+                            core_http: None,
+                            only,
+                            foreign: None,
+                        });
+                    }
+                    Err(e) => run.note(format!("{label} skipped: {e:#}")),
+                }
             }
         }
         if let (true, Some(cf_python)) = (contextforge, &cfg.gateway.contextforge_python) {

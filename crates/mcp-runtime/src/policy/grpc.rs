@@ -33,6 +33,18 @@ pub(crate) struct GrpcCore {
     records: ObservabilityServiceClient<Channel>,
 }
 
+/// `message` with `traceparent` in its metadata (left out when empty or not a W3C
+/// traceparent).
+fn traced<T>(message: T, traceparent: &str) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(message);
+    if mcp_runtime_core::runtime::trace_id_of(traceparent).is_some()
+        && let Ok(v) = tonic::metadata::MetadataValue::try_from(traceparent)
+    {
+        req.metadata_mut().insert("traceparent", v);
+    }
+    req
+}
+
 fn unavailable(s: &tonic::Status) -> CoreUnavailable {
     CoreUnavailable(format!("{:?}: {}", s.code(), s.message()))
 }
@@ -70,13 +82,16 @@ impl GrpcCore {
         let out = self
             .auth
             .clone()
-            .resolve_caller(pb::ResolveCallerRequest {
-                authorization: q.authorization.clone(),
-                client_address: q.client_address.clone(),
-                server_id: q.server_id.clone(),
-                request_id: q.request_id.clone(),
-                traceparent: q.traceparent.clone(),
-            })
+            .resolve_caller(traced(
+                pb::ResolveCallerRequest {
+                    authorization: q.authorization.clone(),
+                    client_address: q.client_address.clone(),
+                    server_id: q.server_id.clone(),
+                    request_id: q.request_id.clone(),
+                    traceparent: q.traceparent.clone(),
+                },
+                &q.traceparent,
+            ))
             .await
             .map_err(|s| unavailable(&s))?
             .into_inner();
@@ -105,20 +120,24 @@ impl GrpcCore {
     pub(crate) async fn invoke_hook(
         &self,
         call: &HookCall<'_>,
+        traceparent: &str,
     ) -> Result<HookDecision, CoreUnavailable> {
         let out = self
             .plugins
             .clone()
-            .invoke_hook(pb::InvokeHookRequest {
-                point: point(call.point).into(),
-                name: call.name.to_owned(),
-                method: call.method.to_owned(),
-                caller: Some(to_proto(call.caller)),
-                server_id: call.server_id.unwrap_or_default().to_owned(),
-                session_id: call.session_id.to_owned(),
-                request_id: call.request_id.unwrap_or_default().to_owned(),
-                payload: call.payload.clone(),
-            })
+            .invoke_hook(traced(
+                pb::InvokeHookRequest {
+                    point: point(call.point).into(),
+                    name: call.name.to_owned(),
+                    method: call.method.to_owned(),
+                    caller: Some(to_proto(call.caller)),
+                    server_id: call.server_id.unwrap_or_default().to_owned(),
+                    session_id: call.session_id.to_owned(),
+                    request_id: call.request_id.unwrap_or_default().to_owned(),
+                    payload: call.payload.clone(),
+                },
+                traceparent,
+            ))
             .await
             .map_err(|s| unavailable(&s))?
             .into_inner();
@@ -140,6 +159,7 @@ impl GrpcCore {
         &self,
         records: Vec<super::records::Record>,
         dropped: u64,
+        traceparent: &str,
     ) -> Result<(), CoreUnavailable> {
         let records = records
             .into_iter()
@@ -157,7 +177,10 @@ impl GrpcCore {
             .collect();
         self.records
             .clone()
-            .record_calls(pb::RecordCallsRequest { records, dropped })
+            .record_calls(traced(
+                pb::RecordCallsRequest { records, dropped },
+                traceparent,
+            ))
             .await
             .map_err(|s| unavailable(&s))?;
         Ok(())

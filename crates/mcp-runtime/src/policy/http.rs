@@ -162,15 +162,23 @@ impl HttpCore {
         })
     }
 
-    async fn post(&self, route: &str, body: Vec<u8>) -> Result<Bytes, CoreUnavailable> {
-        let response = self
-            .client
-            .post(format!("{BASE}{route}"))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .map_err(unavailable)?;
+    /// `POST route` with `body` and `traceparent` (empty: none) as a header.
+    async fn post(
+        &self,
+        route: &str,
+        body: Vec<u8>,
+        traceparent: &str,
+    ) -> Result<Bytes, CoreUnavailable> {
+        let response = traced(
+            self.client
+                .post(format!("{BASE}{route}"))
+                .header("content-type", "application/json"),
+            traceparent,
+        )
+        .body(body)
+        .send()
+        .await
+        .map_err(unavailable)?;
         let status = response.status();
         let bytes = response.bytes().await.map_err(unavailable)?;
         if status != reqwest::StatusCode::OK {
@@ -191,8 +199,12 @@ impl HttpCore {
             traceparent: &q.traceparent,
         })
         .map_err(unavailable)?;
-        let out: ResolveOut = serde_json::from_slice(&self.post("/v1/resolve-caller", body).await?)
-            .map_err(unavailable)?;
+        let out: ResolveOut = serde_json::from_slice(
+            &self
+                .post("/v1/resolve-caller", body, &q.traceparent)
+                .await?,
+        )
+        .map_err(unavailable)?;
         let resolution = match (out.caller, out.denial) {
             (Some(c), None) => Resolution::Allowed(Arc::new(AuthContext::from(c))),
             (None, Some(d)) => Resolution::Denied(Denial {
@@ -216,6 +228,7 @@ impl HttpCore {
     pub(crate) async fn invoke_hook(
         &self,
         call: &HookCall<'_>,
+        traceparent: &str,
     ) -> Result<HookDecision, CoreUnavailable> {
         let payload: &RawValue = serde_json::from_slice(&call.payload).map_err(unavailable)?;
         let body = serde_json::to_vec(&HookIn {
@@ -229,7 +242,7 @@ impl HttpCore {
             payload,
         })
         .map_err(unavailable)?;
-        let reply = self.post("/v1/invoke-hook", body).await?;
+        let reply = self.post("/v1/invoke-hook", body, traceparent).await?;
         let out: HookOut<'_> = serde_json::from_slice(&reply).map_err(unavailable)?;
         match (out.proceed, out.deny) {
             (Some(p), None) => Ok(HookDecision::Proceed(
@@ -249,17 +262,20 @@ impl HttpCore {
         &self,
         records: Vec<super::records::Record>,
         dropped: u64,
+        traceparent: &str,
     ) -> Result<(), CoreUnavailable> {
         let body = serde_json::to_vec(&serde_json::json!({"records": records, "dropped": dropped}))
             .map_err(unavailable)?;
-        let response = self
-            .client
-            .post(format!("{BASE}/v1/record-calls"))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .map_err(unavailable)?;
+        let response = traced(
+            self.client
+                .post(format!("{BASE}/v1/record-calls"))
+                .header("content-type", "application/json"),
+            traceparent,
+        )
+        .body(body)
+        .send()
+        .await
+        .map_err(unavailable)?;
         match response.status() {
             reqwest::StatusCode::NO_CONTENT | reqwest::StatusCode::OK => Ok(()),
             status => Err(CoreUnavailable(format!("record-calls answered {status}"))),
@@ -319,6 +335,15 @@ impl HttpCore {
             },
         );
         Ok(stream.boxed())
+    }
+}
+
+/// `request` with the `traceparent` header (left out when empty or not a W3C traceparent).
+fn traced(request: reqwest::RequestBuilder, traceparent: &str) -> reqwest::RequestBuilder {
+    if mcp_runtime_core::runtime::trace_id_of(traceparent).is_some() {
+        request.header("traceparent", traceparent)
+    } else {
+        request
     }
 }
 

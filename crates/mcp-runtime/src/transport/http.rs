@@ -317,6 +317,8 @@ async fn handle(
         auth,
         None,
         Transport::Http,
+        None,
+        None,
     )
     .await
 }
@@ -342,7 +344,10 @@ pub(crate) fn method_not_allowed() -> Response {
 /// Reads the body of an authenticated MCP request (held against the byte budgets from its
 /// declared length, 413 over the message limit), hands the request to the core and encodes its
 /// outcome. Shared by this adapter and the public listener (edge mode); `request_id` replaces
-/// the `x-request-id` header when given.
+/// the `x-request-id` header when given; `span` is the request span the public listener
+/// started before resolving the caller (`None`: one is started here when tracing is on), and
+/// `arrived` when its head arrived (the request's duration in the metrics and the log line
+/// counts from there; `None`: now).
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn serve_mcp(
     rt: Arc<Runtime>,
@@ -353,8 +358,10 @@ pub(crate) async fn serve_mcp(
     auth: AuthContext,
     request_id: Option<String>,
     transport: Transport,
+    span: Option<tracing::Span>,
+    arrived: Option<std::time::Instant>,
 ) -> Response {
-    let started = std::time::Instant::now();
+    let started = arrived.unwrap_or_else(std::time::Instant::now);
     let limit = rt.max_message_bytes();
     // A declared length (Content-Length) is held against the byte budgets while the body is
     // read, so a body without room is refused unread; over the limit it is the 413 below.
@@ -401,11 +408,17 @@ pub(crate) async fn serve_mcp(
         transport,
         live_events: true,
     };
-    let span = crate::otel::request_span(
-        transport.into(),
-        headers.get("traceparent").map(HeaderValue::as_bytes),
-        &mut req,
-    );
+    let span = match span {
+        Some(span) => {
+            crate::otel::adopt(&span, &mut req.auth);
+            Some(span)
+        }
+        None => crate::otel::request_span(
+            transport.into(),
+            headers.get("traceparent").map(HeaderValue::as_bytes),
+            &mut req,
+        ),
+    };
     // The core keeps the reservation until the request is answered.
     let Some(span) = span else {
         return into_response(rt.handle_observed(req, reservation, started).await);

@@ -385,6 +385,7 @@ async fn answer(
     headers: &HeaderMap,
     body: &mut Option<HttpBody>,
 ) -> Response {
+    let arrived = std::time::Instant::now();
     let text = |name| {
         headers
             .get(name)
@@ -424,6 +425,9 @@ async fn answer(
         .map(|v| latin1(v.as_bytes()))
         .unwrap_or_default();
     let request_id = edge.request_id();
+    // The request span starts before the caller is resolved: the ResolveCaller call is its
+    // child (tracing on).
+    let span = crate::otel::public_span(&request_id, text("traceparent"));
     let query = CallerQuery {
         authorization,
         client_address: peer.to_string(),
@@ -431,7 +435,20 @@ async fn answer(
         request_id: request_id.clone(),
         traceparent: text("traceparent").unwrap_or_default().to_owned(),
     };
-    let caller = match edge.policy.resolve(&query).await {
+    let resolved = match &span {
+        Some(span) => {
+            use tracing::Instrument as _;
+            edge.policy.resolve(&query).instrument(span.clone()).await
+        }
+        None => edge.policy.resolve(&query).await,
+    };
+    let refused = |r: Response| {
+        if let Some(span) = &span {
+            crate::otel::finish_status(span, r.status().as_u16());
+        }
+        r
+    };
+    let caller = match resolved {
         Ok(Resolution::Allowed(caller)) => caller,
         Ok(Resolution::Denied(d)) => {
             let status = if d.http_status == 403 { 403 } else { 401 };
@@ -446,11 +463,11 @@ async fn answer(
                     .unwrap_or_else(|| HeaderValue::from_static(DEFAULT_CHALLENGE));
                 r.headers_mut().insert("www-authenticate", value);
             }
-            return r;
+            return refused(r);
         }
         Err(ResolveError::Unavailable(e)) => {
             tracing::warn!(error = %e, %request_id, "request refused: no policy");
-            return rpc_error(RequestError::PolicyUnavailable);
+            return refused(rpc_error(RequestError::PolicyUnavailable));
         }
         Err(ResolveError::Busy(busy)) => {
             tracing::debug!(%busy, %peer, %request_id, "request refused: resolutions at the cap");
@@ -458,7 +475,7 @@ async fn answer(
                 Busy::Client { limit } => (limit, true),
                 Busy::Total { limit } => (limit, false),
             };
-            return rpc_error(RequestError::ResolveBusy { limit, per_client });
+            return refused(rpc_error(RequestError::ResolveBusy { limit, per_client }));
         }
     };
     let mut auth = (*caller).clone();
@@ -476,6 +493,8 @@ async fn answer(
         auth,
         Some(request_id),
         Transport::Public,
+        span,
+        Some(arrived),
     )
     .await
 }

@@ -28,6 +28,23 @@ async fn closed_within(s: &mut UnixStream, within: Duration) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_over_the_cap_are_closed_and_served_again_once_one_ends() {
+    // The process's metrics (shared by the tests of this binary: counts only grow).
+    let metrics = mcp_runtime_core::metrics::enable();
+    let refused = || {
+        let mut text = String::new();
+        mcp_runtime_core::metrics::encode(metrics, &mut text).expect("encode");
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(
+                    r#"mcp_connections_refused_total{mode="http",reason="max_connections"} "#,
+                )?
+                .trim()
+                .parse::<u64>()
+                .ok()
+            })
+            .unwrap_or(0)
+    };
+    let before = refused();
     let fx = Fixture::start();
     let rt = Sidecar::with(
         &simple_catalog(&fx.url),
@@ -48,6 +65,10 @@ async fn connections_over_the_cap_are_closed_and_served_again_once_one_ends() {
     assert!(
         closed_within(&mut fifth, Duration::from_secs(5)).await,
         "the fifth connection was served"
+    );
+    assert!(
+        refused() > before,
+        "the refusal is counted in mcp_connections_refused_total"
     );
     drop(idle.pop());
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -321,10 +321,21 @@ async fn json_request_log_line_has_the_ids_and_no_credentials() {
         .collect();
     let line = lines
         .iter()
-        .find(|l| l["message"] == "request" && l["mcp_method"] == "ping")
+        .find(|l| l["msg"] == "request" && l["mcp_method"] == "ping")
         .unwrap_or_else(|| panic!("no request line for the ping:\n{text}"));
-    assert_eq!(line["level"], "INFO");
-    assert_eq!(line["target"], "mcp_runtime::access");
+    // The keys of every process's JSON lines (docs/operations.md, "Logs").
+    assert_eq!(line["level"], "info");
+    assert_eq!(line["logger"], "mcp_runtime::access");
+    let ts = line["ts"].as_str().expect("ts");
+    assert!(
+        ts.len() == 24
+            && ts.ends_with('Z')
+            && ts.as_bytes()[10] == b'T'
+            && ts.as_bytes()[19] == b'.',
+        "RFC 3339 UTC with milliseconds: {ts}"
+    );
+    // Tracing is off: no span of the runtime's own.
+    assert!(line.get("span_id").is_none(), "{line}");
     assert_eq!(line["trace_id"], trace);
     assert_eq!(line["session_id"], sid.as_str());
     assert_eq!(line["mode"], "http");
@@ -452,7 +463,13 @@ mod otlp {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_request_span_reaches_an_otlp_receiver_as_the_child_of_the_traceparent_sent() {
     let receiver = otlp::start().await;
-    let fx = Fixture::start();
+    // The upstream keeps the `traceparent` of every request it receives.
+    let upstream_saw = mcp_fixture_server::TraceparentLog::default();
+    let fx = Fixture::start_with(
+        "127.0.0.1:0".parse().expect("address"),
+        mcp_fixture_server::SharedState::new(0)
+            .with_traceparent_log(std::sync::Arc::clone(&upstream_saw)),
+    );
     let endpoint = format!("http://{}", receiver.addr);
     let mut rt = RuntimeProc::start_with_env(
         &simple_catalog(&fx.url),
@@ -517,6 +534,28 @@ async fn the_request_span_reaches_an_otlp_receiver_as_the_child_of_the_tracepare
         spans
             .iter()
             .any(|(_, s)| s.name == "initialize" && hex(&s.trace_id) == trace)
+    );
+
+    // The upstream call: a CLIENT span, child of the request span, whose context the upstream
+    // received as its `traceparent` (the trace of the client's request).
+    let client = spans
+        .iter()
+        .map(|(_, s)| s)
+        .find(|s| s.name == "tools/call fixture")
+        .unwrap_or_else(|| panic!("no upstream CLIENT span among {spans:?}"));
+    // SPAN_KIND_CLIENT
+    assert_eq!(client.kind, 3);
+    assert_eq!(hex(&client.trace_id), trace);
+    assert_eq!(client.parent_span_id, span.span_id);
+    let sent = format!("00-{trace}-{}-01", hex(&client.span_id));
+    let saw = upstream_saw.lock().unwrap().clone();
+    assert!(
+        saw.contains(&sent),
+        "the upstream received {saw:?}, not the CLIENT span's {sent}"
+    );
+    assert!(
+        saw.iter().all(|tp| tp.split('-').nth(1) == Some(trace)),
+        "every traceparent the upstream received is in the client's trace: {saw:?}"
     );
 }
 

@@ -235,6 +235,43 @@ fn startup_errors_are_one_line_that_names_each_cause_once() {
     }
 }
 
+#[test]
+fn an_unreadable_catalog_is_one_line_naming_it() {
+    // A directory where the catalog file should be: unreadable as a file whatever the uid
+    // (a mode-000 file is readable by root).
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    let err = start_fails(dir.path(), &dir.path().join("h.sock"));
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with(&format!(
+            "mcp-runtime: cannot read catalog {}: ",
+            dir.path().display()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("directory"), "{err}");
+}
+
+#[test]
+fn help_names_every_log_and_operations_setting() {
+    let out = Command::new(runtime_bin())
+        .arg("--help")
+        .output()
+        .expect("run");
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for setting in [
+        "MCP_RUNTIME_LOG ",
+        "MCP_RUNTIME_LOG_FORMAT",
+        "mcp_runtime::access",
+        "MCP_RUNTIME_METRICS_LISTEN",
+        "MCP_RUNTIME_DRAIN_MS",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+    ] {
+        assert!(help.contains(setting), "{setting} not in --help:\n{help}");
+    }
+}
+
 #[tokio::test]
 async fn missing_socket_directories_are_created_owner_only() {
     let fx = Fixture::start();
