@@ -66,6 +66,7 @@ mod error;
 mod forward;
 pub mod hooks;
 pub mod jsonrpc;
+pub mod live;
 pub mod metrics;
 pub mod quota;
 pub mod request;
@@ -80,6 +81,7 @@ pub use auth::{AuthContext, TeamScope, Visibility};
 pub use catalog::{CatalogConfig, CatalogError};
 pub use error::RequestError;
 pub use hooks::{CallRecord, HookCall, HookDecision, HookError, HookFuture, HookPoint, Hooks};
+pub use live::{CatalogChange, ChangeCause, ListKind};
 pub use request::{
     Body, Events, McpHeaders, Method, Outcome, Request, ResponseHead, SseEvent, Transport,
 };

@@ -10,7 +10,8 @@ use serde_json::json;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::catalog::{Catalog, CatalogConfig, CatalogError};
+use crate::catalog::{CatalogConfig, CatalogError};
+use crate::live::{CatalogChange, LiveCatalog};
 use crate::quota::{QuotaConfig, Quotas};
 use crate::request::{Outcome, Request};
 use crate::session::Sessions;
@@ -143,7 +144,8 @@ impl Health {
 /// tasks; they are not the runtime's.)
 #[derive(Debug)]
 pub struct Runtime {
-    pub(crate) catalog: Catalog,
+    /// The current catalog version and how it changes ([`crate::live`]).
+    pub(crate) catalog: Arc<LiveCatalog>,
     /// This replica's sessions (with Redis: its cache of the shared records).
     pub(crate) sessions: Arc<Sessions>,
     /// Where shared state lives ([`crate::state`]).
@@ -196,18 +198,16 @@ impl Runtime {
                 Store::Redis(r)
             }
         };
-        let catalog = Catalog::discover(catalog, config.max_message_bytes).await?;
         let subscriptions = Arc::new(crate::subscribe::Subscriptions::default());
         let listening = tokio_util::sync::CancellationToken::new();
-        for up in &catalog.upstreams {
-            if up.notifies.load(std::sync::atomic::Ordering::Relaxed) {
-                tokio::spawn(crate::subscribe::listen(
-                    Arc::clone(up),
-                    Arc::downgrade(&subscriptions),
-                    listening.clone(),
-                ));
-            }
-        }
+        let catalog = LiveCatalog::start(
+            catalog,
+            config.max_message_bytes,
+            &sessions,
+            &subscriptions,
+            listening.clone(),
+        )
+        .await?;
         Ok(Self {
             subscriptions,
             _listening: listening.clone().drop_guard(),
@@ -247,7 +247,7 @@ impl Runtime {
             open_sessions: self.sessions.len(),
             protocol_versions: PROTOCOL_VERSIONS.to_vec(),
             state: self.store.health(),
-            upstreams_down: self.catalog.upstreams_down(),
+            upstreams_down: self.catalog.load().upstreams_down(),
             not_ready: *self.not_ready.borrow(),
         }
     }
@@ -300,7 +300,33 @@ impl Runtime {
     /// the last step of shutdown.
     pub async fn stop_upstreams(&self) {
         self.listening.cancel();
-        self.catalog.stop_upstreams().await;
+        self.catalog.load().stop_upstreams().await;
+    }
+
+    /// Replaces the catalog by `config` (the sidecar calls it on `SIGHUP`): upstreams whose
+    /// entry is unchanged keep their sessions and calls; new and changed ones are started and
+    /// discovered; removed and changed ones are stopped. Sessions whose view of a list
+    /// changed get `notifications/*/list_changed` on their standalone stream; watchers get the
+    /// change. Returns the change, `None` when the new catalog is the old one.
+    ///
+    /// # Errors
+    ///
+    /// The new catalog's [`CatalogError`] (a name exposed twice, a required upstream
+    /// unreachable, a credential that cannot be read, a virtual server naming an unknown
+    /// tool): nothing changed, the old catalog is still served.
+    pub async fn reload(
+        &self,
+        config: &CatalogConfig,
+    ) -> Result<Option<CatalogChange>, CatalogError> {
+        self.catalog.reload(&self.sessions, config).await
+    }
+
+    /// The current catalog version (1 at start, one more per change) and a receiver of every
+    /// later [`CatalogChange`]. A receiver that falls more than 64 changes behind gets
+    /// `Lagged` from it (then the watcher should list again).
+    #[must_use]
+    pub fn watch_catalog(&self) -> (u64, tokio::sync::broadcast::Receiver<CatalogChange>) {
+        self.catalog.watch()
     }
 
     /// Ends sessions idle for longer than the configured TTL; returns how many. The binary
@@ -460,19 +486,25 @@ pub fn trace_id_of(traceparent: &str) -> Option<&str> {
 }
 
 /// The `initialize` result for `version`, built with rmcp's model types: tools, resources,
-/// prompts, logging, completions and resource subscriptions, no list-changed notifications.
+/// prompts (each with `listChanged`: [`crate::live`]), logging, completions and resource
+/// subscriptions.
 fn initialize_result(version: &str) -> String {
     use rmcp::model::{
         Implementation, InitializeResult, PromptsCapability, ProtocolVersion, ResourcesCapability,
         ServerCapabilities, ToolsCapability,
     };
     let mut capabilities = ServerCapabilities::default();
-    capabilities.tools = Some(ToolsCapability::default());
+    let mut tools = ToolsCapability::default();
+    tools.list_changed = Some(true);
+    capabilities.tools = Some(tools);
     // `resources/subscribe` is routed like `resources/read` (crate::subscribe).
     let mut resources = ResourcesCapability::default();
     resources.subscribe = Some(true);
+    resources.list_changed = Some(true);
     capabilities.resources = Some(resources);
-    capabilities.prompts = Some(PromptsCapability::default());
+    let mut prompts = PromptsCapability::default();
+    prompts.list_changed = Some(true);
+    capabilities.prompts = Some(prompts);
     capabilities.logging = Some(serde_json::Map::new());
     // `completion/complete` is routed to the upstream owning the prompt or template.
     capabilities.completions = Some(serde_json::Map::new());

@@ -453,6 +453,7 @@ mod tests {
             config.upstreams[0].clone(),
             1 << 20,
             reqwest::header::HeaderMap::new(),
+            crate::live::Notices::none(),
         ));
         let sessions = crate::session::Sessions::new(4);
         let sid = sessions.create("s@example.com", None).unwrap();

@@ -117,16 +117,26 @@ pub(crate) struct Upstream {
     /// the runtime then keeps this upstream's standalone GET stream open
     /// ([`crate::subscribe::listen`]).
     pub(crate) notifies: AtomicBool,
+    /// Unique in the process: tells this upstream from one a reload put in its place.
+    pub(crate) instance: u64,
+    /// Where its `list_changed` notifications go ([`crate::live`]).
+    pub(crate) notices: crate::live::Notices,
+    /// Cancelled when a reload removed or replaced it: stops its listener.
+    pub(crate) retired: tokio_util::sync::CancellationToken,
 }
 
 impl Upstream {
     /// Creates the pool entry; nothing is connected (or started) until [`Upstream::connect`]
-    /// or a call. `headers` go with every HTTP request (the upstream's credentials).
+    /// or a call. `headers` go with every HTTP request (the upstream's credentials); its
+    /// `list_changed` notifications go to `notices`.
     pub(crate) fn new(
         config: UpstreamConfig,
         max_message_bytes: usize,
         headers: reqwest::header::HeaderMap,
+        notices: crate::live::Notices,
     ) -> Self {
+        static INSTANCES: AtomicU64 = AtomicU64::new(1);
+        let instance = INSTANCES.fetch_add(1, Ordering::Relaxed);
         let loopback = is_loopback(&config.url);
         let mut builder = reqwest::Client::builder()
             .default_headers(headers)
@@ -157,6 +167,7 @@ impl Upstream {
             stdio::Stdio::new(
                 config.clone(),
                 Arc::new(move || ids.fetch_add(1, Ordering::Relaxed)),
+                (instance, notices.clone()),
             )
         });
         Self {
@@ -164,6 +175,9 @@ impl Upstream {
             label: Arc::from(config.id.as_str()),
             down: AtomicBool::new(false),
             notifies: AtomicBool::new(false),
+            instance,
+            notices,
+            retired: tokio_util::sync::CancellationToken::new(),
             config,
             client,
             connection: Mutex::new(None),

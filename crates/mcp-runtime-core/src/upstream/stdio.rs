@@ -20,7 +20,8 @@
 //!
 //! Multiplexing: many callers share the one session. A response is routed by its id, a
 //! progress notification by its progress token (the runtime makes both the call's unique id,
-//! see [`crate::forward`]); other notifications (logging) cannot be told apart per call on a
+//! see [`crate::forward`]); a `notifications/*/list_changed` is a notice to the live catalog
+//! ([`crate::live`]); other notifications (logging) cannot be told apart per call on a
 //! shared stdio session and are only logged at `debug`. A request from the server is answered
 //! by the runtime: `ping` with an empty result, anything else with "method not found".
 
@@ -88,13 +89,20 @@ pub(crate) struct Stdio {
     stop: CancellationToken,
     supervisor: Mutex<Option<tokio::task::JoinHandle<()>>>,
     next_id: Arc<dyn Fn() -> u64 + Send + Sync>,
+    /// The upstream's instance and where its `list_changed` notices go.
+    notices: (u64, crate::live::Notices),
 }
 
 impl Stdio {
     /// The upstream of `config`; nothing is started until [`Stdio::connect`]. `next_id` gives
     /// the ids of the runtime's own requests (`initialize`), unique in the upstream session.
-    pub(crate) fn new(config: UpstreamConfig, next_id: Arc<dyn Fn() -> u64 + Send + Sync>) -> Self {
+    pub(crate) fn new(
+        config: UpstreamConfig,
+        next_id: Arc<dyn Fn() -> u64 + Send + Sync>,
+        notices: (u64, crate::live::Notices),
+    ) -> Self {
         Self {
+            notices,
             config,
             state: watch::Sender::new(State::Starting),
             stop: CancellationToken::new(),
@@ -129,6 +137,7 @@ impl Stdio {
                     state: self.state.clone(),
                     stop: self.stop.clone(),
                     next_id: Arc::clone(&self.next_id),
+                    notices: self.notices.clone(),
                 };
                 *supervisor = Some(tokio::spawn(run.supervise()));
             }
@@ -242,6 +251,7 @@ struct Supervisor {
     state: watch::Sender<State>,
     stop: CancellationToken,
     next_id: Arc<dyn Fn() -> u64 + Send + Sync>,
+    notices: (u64, crate::live::Notices),
 }
 
 impl Supervisor {
@@ -449,6 +459,12 @@ impl Supervisor {
                 let route = token.and_then(|t| link.routes().get(&t).cloned());
                 if let Some(route) = route {
                     let _ = route.send(Ok(text));
+                }
+                None
+            }
+            (None, Some(m)) if crate::live::ListKind::of_notification(m).is_some() => {
+                if let Some(kind) = crate::live::ListKind::of_notification(m) {
+                    self.notices.1.send(self.notices.0, kind);
                 }
                 None
             }
