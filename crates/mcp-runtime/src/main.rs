@@ -491,6 +491,8 @@ async fn run(args: Args, metrics_listener: Option<std::net::TcpListener>) -> any
     // Install the handlers before any socket exists, so a SIGTERM that arrives as soon as the
     // sockets appear still shuts down cleanly and removes them.
     let stop_signal = signal()?;
+    // SIGHUP reloads the catalog (installed now: its default action would end the process).
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let catalog = CatalogConfig::load(&args.catalog)?;
     let config = RuntimeConfig {
         max_message_bytes: args.max_message_bytes,
@@ -545,6 +547,17 @@ async fn run(args: Args, metrics_listener: Option<std::net::TcpListener>) -> any
         runtime = runtime.with_hooks(Arc::clone(p) as Arc<dyn mcp_runtime_core::Hooks>);
     }
     let mut server = Server::new(Arc::new(runtime));
+    {
+        let (runtime, path) = (Arc::downgrade(server.runtime()), args.catalog.clone());
+        tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                let Some(runtime) = runtime.upgrade() else {
+                    return;
+                };
+                reload(&runtime, &path).await;
+            }
+        });
+    }
 
     let header_timeout = Duration::from_millis(args.header_read_timeout_ms.max(1));
     if !args.allow_uid.is_empty() {
@@ -624,6 +637,32 @@ async fn run(args: Args, metrics_listener: Option<std::net::TcpListener>) -> any
     drop(socket_files);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Reloads the catalog file at `path` (SIGHUP) and logs the outcome in one line: what changed,
+/// or why the new catalog was refused (the old one is still served then).
+async fn reload(runtime: &Runtime, path: &std::path::Path) {
+    tracing::info!(path = %path.display(), "SIGHUP: reloading the catalog");
+    let result = match CatalogConfig::load(path) {
+        Ok(config) => runtime.reload(&config).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(Some(change)) => tracing::info!(
+            version = change.version,
+            added = ?change.upstreams_added,
+            removed = ?change.upstreams_removed,
+            changed = ?change.upstreams_changed,
+            lists = ?change.lists.iter().map(|k| k.as_str()).collect::<Vec<_>>(),
+            "catalog reloaded"
+        ),
+        Ok(None) => tracing::info!("catalog reloaded: nothing changed"),
+        Err(e) => tracing::error!(
+            path = %path.display(),
+            error = %e,
+            "catalog reload refused; the old catalog is kept"
+        ),
+    }
 }
 
 /// `list` without empty entries, or `default()` when that leaves nothing.

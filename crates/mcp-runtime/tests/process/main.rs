@@ -14,6 +14,8 @@
 //! - `observability`: the metrics listener scraped, `/ready` apart from `/health`, health
 //!   degraded with an upstream killed, readiness flipped before the listeners close, the
 //!   JSON request log line, the metrics port in use.
+//! - `reload`: SIGHUP reloads the catalog: upstreams added and removed, what stays kept, a bad
+//!   catalog refused.
 //! - `sessions`: the runtime's RSS with 1,000 open sessions.
 //! - `replicas`: three runtimes sharing one real `redis-server` (`--state-url`): sessions,
 //!   cancellation, limits, isolation, resumption after a SIGKILL (over HTTP/JSON and gRPC),
@@ -28,6 +30,7 @@ mod runtime_proc;
 
 mod observability;
 mod peer_creds;
+mod reload;
 mod replicas;
 mod sessions;
 mod shutdown;
