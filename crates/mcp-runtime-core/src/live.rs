@@ -510,3 +510,76 @@ async fn refresher(
         }
     }
 }
+
+/// One message of a catalog watch ([`crate::Runtime::catalog_events`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogEvent {
+    /// The catalog version now.
+    pub version: u64,
+    /// The change that made it; `None` for the first event of a watch (the version when the
+    /// watch began) and after `lagged`.
+    pub change: Option<CatalogChange>,
+    /// The watcher fell behind and missed changes: whatever it cached about the catalog must
+    /// be read again.
+    pub lagged: bool,
+}
+
+impl CatalogEvent {
+    /// The event as the HTTP/JSON twin sends it: `{"version": N, "cause": "reload" | ...,
+    /// "upstreams_added": [...], "upstreams_removed": [...], "upstreams_changed": [...],
+    /// "lists": ["tools", ...], "lagged": false}` (`cause` null and the lists empty for the
+    /// first event and after a lag).
+    #[must_use]
+    pub fn to_json(&self) -> serde_json::Value {
+        let c = self.change.as_ref();
+        let list =
+            |f: fn(&CatalogChange) -> &Vec<String>| c.map_or_else(Vec::new, |c| f(c).clone());
+        serde_json::json!({
+            "version": self.version,
+            "cause": c.map(|c| c.cause.as_str()),
+            "upstreams_added": list(|c| &c.upstreams_added),
+            "upstreams_removed": list(|c| &c.upstreams_removed),
+            "upstreams_changed": list(|c| &c.upstreams_changed),
+            "lists": c.map_or_else(Vec::new, |c| c.lists.iter().map(|k| k.as_str()).collect()),
+            "lagged": self.lagged,
+        })
+    }
+}
+
+/// The events of one watch: the current version first, then each change, until `end`.
+pub(crate) fn events(
+    version: u64,
+    rx: broadcast::Receiver<CatalogChange>,
+    end: CancellationToken,
+) -> futures::stream::BoxStream<'static, CatalogEvent> {
+    use futures::StreamExt as _;
+    let first = CatalogEvent {
+        version,
+        change: None,
+        lagged: false,
+    };
+    let rest = futures::stream::unfold((rx, end, version), |(mut rx, end, last)| async move {
+        let next = tokio::select! {
+            () = end.cancelled() => return None,
+            n = rx.recv() => n,
+        };
+        let event = match next {
+            Ok(change) => CatalogEvent {
+                version: change.version,
+                change: Some(change),
+                lagged: false,
+            },
+            Err(broadcast::error::RecvError::Lagged(_)) => CatalogEvent {
+                version: last,
+                change: None,
+                lagged: true,
+            },
+            Err(broadcast::error::RecvError::Closed) => return None,
+        };
+        let last = event.version;
+        Some((event, (rx, end, last)))
+    });
+    futures::stream::once(async move { first })
+        .chain(rest)
+        .boxed()
+}

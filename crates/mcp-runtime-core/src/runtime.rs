@@ -172,6 +172,8 @@ pub struct Runtime {
     /// runtime is dropped or its upstreams stopped.
     listening: tokio_util::sync::CancellationToken,
     _listening: tokio_util::sync::DropGuard,
+    /// Cancelled when shutdown starts: ends the catalog watches ([`Runtime::catalog_events`]).
+    watches_end: tokio_util::sync::CancellationToken,
 }
 
 impl Runtime {
@@ -226,6 +228,7 @@ impl Runtime {
             inflight_upstream: Arc::new(AtomicUsize::new(0)),
             tasks: TaskTracker::new(),
             hooks: None,
+            watches_end: tokio_util::sync::CancellationToken::new(),
         })
     }
 
@@ -255,6 +258,7 @@ impl Runtime {
     /// Marks the runtime not ready (shutdown's first step, before the drain period): `/ready`
     /// answers 503 and gRPC health `NOT_SERVING` while requests are still served.
     pub fn set_not_ready(&self) {
+        self.watches_end.cancel();
         self.not_ready.send_replace(true);
     }
 
@@ -268,6 +272,7 @@ impl Runtime {
     /// GET streams, which would otherwise never finish; requests still in flight finish.
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::Relaxed);
+        self.watches_end.cancel();
         self.sessions.close_streams();
     }
 
@@ -327,6 +332,16 @@ impl Runtime {
     #[must_use]
     pub fn watch_catalog(&self) -> (u64, tokio::sync::broadcast::Receiver<CatalogChange>) {
         self.catalog.watch()
+    }
+
+    /// A watch of the catalog as a stream (the `WatchCatalog` RPC and `GET /catalog/watch`):
+    /// the current version first, then one event per change, an event with `lagged` set when
+    /// the watcher fell more than 64 changes behind. Ends when shutdown starts
+    /// ([`Runtime::set_not_ready`] or [`Runtime::start_draining`]).
+    #[must_use]
+    pub fn catalog_events(&self) -> futures::stream::BoxStream<'static, crate::live::CatalogEvent> {
+        let (version, rx) = self.catalog.watch();
+        crate::live::events(version, rx, self.watches_end.clone())
     }
 
     /// Ends sessions idle for longer than the configured TTL; returns how many. The binary

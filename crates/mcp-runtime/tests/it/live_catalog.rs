@@ -169,3 +169,96 @@ async fn a_changed_tool_list_reaches_the_sessions_that_can_see_it() {
         .await;
     assert!(gone.error_code().is_some(), "{:?}", gone.body);
 }
+
+/// `GET /catalog/watch` on the HTTP socket, as the `data` of its `catalog` events.
+async fn watch_http(http: &Http) -> Events {
+    let (mut sender, conn) = http.connect().await;
+    let request = hyper::Request::get("/catalog/watch")
+        .header("host", "localhost")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .expect("request");
+    let response = sender.send_request(request).await.expect("send");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let stream = sse_stream::SseStream::new(response.into_body())
+        .filter_map(|e| async move {
+            let e = e.ok()?;
+            assert_eq!(e.event.as_deref(), Some("catalog"));
+            e.data.and_then(|d| serde_json::from_str(&d).ok())
+        })
+        .boxed();
+    // The connection task lives as long as the stream is read.
+    futures::stream::unfold((stream, conn), |(mut s, c)| async move {
+        s.next().await.map(|v| (v, (s, c)))
+    })
+    .boxed()
+}
+
+/// The next item of `events`, within 10 s.
+async fn next(events: &mut Events) -> Value {
+    tokio::time::timeout(Duration::from_secs(10), events.next())
+        .await
+        .expect("an event within 10 s")
+        .expect("the stream stays open")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalog_watchers_see_each_change_with_its_version() {
+    let fx = Fixture::start_with(
+        "127.0.0.1:0".parse().expect("address"),
+        SharedState::new(0).with_dynamic_tools(),
+    );
+    let rt = Sidecar::start(&format!(
+        "[[upstreams]]\nid = \"dyn\"\nurl = \"{}\"\n",
+        fx.url
+    ))
+    .await;
+    let http = Http::new(&rt.http);
+    let mut watch = watch_http(&http).await;
+    assert_eq!(
+        next(&mut watch).await,
+        json!({"version": 1, "cause": null, "upstreams_added": [], "upstreams_removed": [],
+               "upstreams_changed": [], "lists": [], "lagged": false})
+    );
+    #[cfg(feature = "grpc-uds")]
+    let mut grpc_watch = {
+        let mut c = crate::support::grpc::connect(&rt.grpc).await;
+        let mut s = c
+            .watch_catalog(mcp_runtime_proto::v1::WatchCatalogRequest {})
+            .await
+            .expect("WatchCatalog")
+            .into_inner();
+        let first = s.message().await.expect("message").expect("first");
+        assert_eq!((first.version, first.cause, first.lagged), (1, 0, false));
+        s
+    };
+    let bob = auth("bob@example.com", false, Some(&[]));
+    let sid = http.initialize(&bob, None).await;
+    call(&http, &bob, &sid, "add_tool", json!({"name": "one"})).await;
+    assert_eq!(
+        next(&mut watch).await,
+        json!({"version": 2, "cause": "list_changed", "upstreams_added": [],
+               "upstreams_removed": [], "upstreams_changed": ["dyn"], "lists": ["tools"],
+               "lagged": false})
+    );
+    #[cfg(feature = "grpc-uds")]
+    {
+        let m = tokio::time::timeout(Duration::from_secs(10), grpc_watch.message())
+            .await
+            .expect("a message within 10 s")
+            .expect("message")
+            .expect("open");
+        assert_eq!(m.version, 2);
+        assert_eq!(
+            m.cause,
+            mcp_runtime_proto::v1::CatalogChangeCause::ListChanged as i32
+        );
+        assert_eq!(
+            (m.upstreams_changed, m.lists),
+            (vec!["dyn".to_owned()], vec!["tools".to_owned()])
+        );
+    }
+    // A second watcher starts at the version now.
+    let mut late = watch_http(&http).await;
+    assert_eq!(next(&mut late).await["version"], 2);
+}
