@@ -46,6 +46,7 @@ use tokio::sync::Mutex;
 
 use crate::catalog::{TransportKind, UpstreamConfig};
 
+mod child;
 mod stdio;
 
 /// Why a call to an upstream failed. Each becomes a JSON-RPC error for the caller.
@@ -168,6 +169,7 @@ impl Upstream {
                 config.clone(),
                 Arc::new(move || ids.fetch_add(1, Ordering::Relaxed)),
                 (instance, notices.clone()),
+                max_message_bytes.saturating_add(ENVELOPE_SLACK_BYTES),
             )
         });
         Self {
