@@ -262,3 +262,55 @@ async fn catalog_watchers_see_each_change_with_its_version() {
     let mut late = watch_http(&http).await;
     assert_eq!(next(&mut late).await["version"], 2);
 }
+
+/// A stdio MCP server in Python (a real child process of the runtime): tool `grow` lists a
+/// new tool `grown` and then sends `notifications/tools/list_changed` on stdout.
+const GROWING_SERVER: &str = r#"
+import json, sys
+tools = [{"name": "grow", "inputSchema": {"type": "object"}}]
+def send(m):
+    sys.stdout.write(json.dumps(m) + "\n")
+    sys.stdout.flush()
+for line in sys.stdin:
+    m = json.loads(line)
+    method, rid = m.get("method"), m.get("id")
+    if rid is None:
+        continue
+    if method == "initialize":
+        result = {"protocolVersion": m["params"]["protocolVersion"],
+                  "capabilities": {"tools": {"listChanged": True}},
+                  "serverInfo": {"name": "growing", "version": "0"}}
+    elif method == "tools/list":
+        result = {"tools": tools}
+    elif method == "tools/call":
+        name = m["params"]["name"]
+        if name == "grow" and len(tools) == 1:
+            tools.append({"name": "grown", "inputSchema": {"type": "object"}})
+        result = {"content": [{"type": "text", "text": name}]}
+    else:
+        result = {}
+    send({"jsonrpc": "2.0", "id": rid, "result": result})
+    if method == "tools/call" and m["params"]["name"] == "grow":
+        send({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"})
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stdio_upstreams_list_changed_refreshes_the_catalog() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("growing.py"), GROWING_SERVER).expect("write server");
+    let rt = Sidecar::start(&format!(
+        "[[upstreams]]\nid = \"growing\"\ntransport = \"stdio\"\ncommand = \"python3\"\n\
+         args = [\"growing.py\"]\ncwd = \"{}\"\nprefix = \"g_\"\n",
+        dir.path().display()
+    ))
+    .await;
+    let http = Http::new(&rt.http);
+    let bob = auth("bob@example.com", false, Some(&[]));
+    let sid = http.initialize(&bob, None).await;
+    let mut events = standalone(&http, &bob, &sid).await;
+    assert_eq!(tool_names(&http, &bob, &sid).await, ["g_grow"]);
+    assert_eq!(call(&http, &bob, &sid, "g_grow", json!({})).await, "grow");
+    next_tools_changed(&mut events).await;
+    assert_eq!(tool_names(&http, &bob, &sid).await, ["g_grow", "g_grown"]);
+    assert_eq!(call(&http, &bob, &sid, "g_grown", json!({})).await, "grown");
+}
