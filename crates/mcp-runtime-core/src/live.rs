@@ -8,8 +8,8 @@
 //!   on an HTTP upstream's standalone GET stream ([`crate::subscribe::listen`]) or on a stdio
 //!   server's stdout; notices of one upstream that arrive together are handled once;
 //! - [`crate::Runtime::reload`] (the sidecar calls it on `SIGHUP`): a new catalog file.
-//!   Upstreams whose entry is unchanged are kept as they are (their sessions, calls and
-//!   listeners go on); new and changed ones are started and discovered, removed and changed
+//!   Upstreams whose entry is unchanged (and whose credentials and environment read the same
+//!   values again) are kept as they are (their sessions, calls and listeners go on); new and changed ones are started and discovered, removed and changed
 //!   ones are stopped once the new version is in place. A catalog that fails (a name exposed
 //!   twice, a required upstream unreachable, a credential that cannot be read) is refused and
 //!   the old one stays.
@@ -310,7 +310,14 @@ impl LiveCatalog {
         let mut found = Vec::new();
         let mut started = Vec::new();
         for uc in &config.upstreams {
-            if let Some(i) = old.upstreams.iter().position(|u| u.config == *uc) {
+            // The same entry, and the same values read from its environment variables and
+            // files (a rotated token file replaces the upstream).
+            let same = |u: &Arc<Upstream>| {
+                u.config == *uc
+                    && uc.http_headers().ok().as_ref() == Some(&u.resolved.0)
+                    && uc.process_env().ok().as_ref() == Some(&u.resolved.1)
+            };
+            if let Some(i) = old.upstreams.iter().position(same) {
                 upstreams.push(Arc::clone(&old.upstreams[i]));
                 found.push(old.found[i].clone());
                 continue;

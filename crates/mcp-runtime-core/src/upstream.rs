@@ -124,6 +124,9 @@ pub(crate) struct Upstream {
     pub(crate) notices: crate::live::Notices,
     /// Cancelled when a reload removed or replaced it: stops its listener.
     pub(crate) retired: tokio_util::sync::CancellationToken,
+    /// Its credentials and a stdio server's environment as read when it was created: a reload
+    /// that reads other values replaces the upstream ([`crate::live`]).
+    pub(crate) resolved: (reqwest::header::HeaderMap, Vec<(String, String)>),
 }
 
 impl Upstream {
@@ -139,6 +142,7 @@ impl Upstream {
         static INSTANCES: AtomicU64 = AtomicU64::new(1);
         let instance = INSTANCES.fetch_add(1, Ordering::Relaxed);
         let loopback = is_loopback(&config.url);
+        let resolved = (headers.clone(), config.process_env().unwrap_or_default());
         let mut builder = reqwest::Client::builder()
             .default_headers(headers)
             .pool_idle_timeout(Duration::from_secs(60))
@@ -180,6 +184,7 @@ impl Upstream {
             instance,
             notices,
             retired: tokio_util::sync::CancellationToken::new(),
+            resolved,
             config,
             client,
             connection: Mutex::new(None),

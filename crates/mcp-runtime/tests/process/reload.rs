@@ -157,3 +157,42 @@ async fn sighup_reloads_the_catalog_and_keeps_what_stays() {
     assert_eq!(tool_names(&http, &alice, &sid).await, names);
     sleeping.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_token_file_replaces_the_upstream_at_sighup() {
+    let fx = Fixture::start_with(
+        "127.0.0.1:0".parse().expect("address"),
+        mcp_fixture_server::SharedState::new(0).with_required_header("x-key", "new-key"),
+    );
+    let catalog = format!(
+        "[[upstreams]]\nid = \"keyed\"\nurl = \"{}\"\nrequired = false\n\
+         headers = {{ X-Key = {{ file = \"key\" }} }}\n",
+        fx.url
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log_path = dir.path().join("runtime.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
+    // The key file sits beside the catalog file (the runtime's temp dir): written before the
+    // start through a first catalog without the upstream, then the real one is reloaded.
+    let rt = RuntimeProc::start_logged("", &[], &[("MCP_RUNTIME_LOG", "info")], Some(log));
+    std::fs::write(rt.dir.path().join("key"), "old-key\n").expect("key");
+    reload(&rt, &catalog);
+    log_lines(&log_path, "catalog reloaded");
+    let http = Http::new(&rt.http);
+    let alice = auth("alice@example.com", false, Some(&[]));
+    let sid = http.initialize(&alice, None).await;
+    assert_eq!(tool_names(&http, &alice, &sid).await, Vec::<String>::new());
+    // The same catalog, the file rotated: the upstream is replaced and now listed.
+    std::fs::write(rt.dir.path().join("key"), "new-key\n").expect("key");
+    reload(&rt, &catalog);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while log_lines(&log_path, "catalog reloaded").len() < 2 {
+        assert!(Instant::now() < deadline, "second reload not logged");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        tool_names(&http, &alice, &sid)
+            .await
+            .contains(&"echo".to_owned())
+    );
+}
