@@ -1,7 +1,8 @@
 //! `mcp-runtime`: the MCP runtime sidecar binary.
 //!
 //! Wiring only: parses the command line, sets up logging, binds the sockets, starts the
-//! runtime, serves it with the library's [`Server`] and drains it on SIGTERM or SIGINT. What
+//! runtime, serves it with the library's [`Server`], reloads the catalog on SIGHUP and drains
+//! it on SIGTERM or SIGINT. What
 //! is served, and how, lives in the library (`lib.rs`).
 
 use std::path::PathBuf;
@@ -271,6 +272,8 @@ it are answered 503 within --state-timeout-ms; they recover by themselves when i
 
 Operating (docs/operations.md): --metrics-listen serves Prometheus /metrics, /health and
 /ready on TCP; /ready answers 503 from SIGTERM on, for --drain-ms before the sockets close.
+SIGHUP reloads the catalog file (docs/catalog.md, \"Live catalog\"); a catalog that cannot be
+used is refused in one log line and the old one kept.
 Logs: MCP_RUNTIME_LOG (a tracing filter, default info; one line per request at info on
 mcp_runtime::access) and --log-format. Traces (a build with the `otel` feature):
 OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_TRACES_EXPORTER=otlp switch OTLP/HTTP export on.
