@@ -22,6 +22,12 @@ pub const INFLIGHT: &str = "inflight";
 pub const PROGRESS: &str = "progress";
 /// `fail {message}`: a tool result with `isError: true`.
 pub const FAIL: &str = "fail";
+/// `add_tool {name}` (dynamic fixture only): lists a new tool `name` (which answers
+/// `added tool {name}`) and sends `notifications/tools/list_changed` to every session.
+pub const ADD_TOOL: &str = "add_tool";
+/// `remove_tool {name}` (dynamic fixture only): unlists a tool `add_tool` added and sends
+/// `notifications/tools/list_changed` to every session.
+pub const REMOVE_TOOL: &str = "remove_tool";
 /// Prefix of the generated tools `gen_0000`, `gen_0001`, ...
 pub const GENERATED_PREFIX: &str = "gen_";
 
@@ -157,6 +163,37 @@ pub fn prompts() -> Vec<Prompt> {
 }
 
 /// A JSON Schema `object` with the given properties and required names.
+/// The tools of the dynamic fixture: `add_tool` and `remove_tool`.
+pub fn dynamic_tools() -> Vec<Tool> {
+    let name = || {
+        object_schema(
+            json!({"name": {"type": "string", "description": "The tool's name."}}),
+            &["name"],
+        )
+    };
+    vec![
+        Tool::new(
+            ADD_TOOL,
+            "List a new tool of this name and tell every session the tool list changed.",
+            name(),
+        ),
+        Tool::new(
+            REMOVE_TOOL,
+            "Unlist a tool add_tool added and tell every session the tool list changed.",
+            name(),
+        ),
+    ]
+}
+
+/// A tool `add_tool` adds: no arguments, answers `added tool {name}`.
+pub fn added_tool(name: &str) -> Tool {
+    Tool::new(
+        name.to_owned(),
+        "A tool added at run time by add_tool.",
+        object_schema(json!({}), &[]),
+    )
+}
+
 fn object_schema(properties: Value, required: &[&str]) -> Arc<JsonObject> {
     let mut schema = JsonObject::new();
     schema.insert("type".to_owned(), Value::from("object"));

@@ -31,6 +31,11 @@ struct Cli {
     #[arg(long, env = "MCP_FIXTURE_CONFORMANCE")]
     conformance: bool,
 
+    /// Also serve `add_tool {name}` and `remove_tool {name}`, which change the tool list at
+    /// run time and send `notifications/tools/list_changed` to every session.
+    #[arg(long, env = "MCP_FIXTURE_DYNAMIC_TOOLS")]
+    dynamic_tools: bool,
+
     /// Answer 401 to every request without this header, `NAME=VALUE` (an upstream that needs
     /// credentials; give it through the environment to keep the value off the command line).
     #[arg(long, env = "MCP_FIXTURE_REQUIRE_HEADER", value_parser = name_value, hide_env_values = true)]
@@ -79,6 +84,9 @@ async fn main() -> anyhow::Result<()> {
     let mut state = mcp_fixture_server::SharedState::new(cli.generated_tools);
     if cli.conformance {
         state = state.with_conformance();
+    }
+    if cli.dynamic_tools {
+        state = state.with_dynamic_tools();
     }
     if let Some((name, value)) = &cli.require_header {
         state = state.with_required_header(name, value);

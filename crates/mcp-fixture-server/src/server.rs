@@ -11,7 +11,7 @@
 
 use std::{
     sync::{
-        Arc, Mutex,
+        Arc, Mutex, PoisonError,
         atomic::{AtomicUsize, Ordering},
     },
     time::Duration,
@@ -62,6 +62,13 @@ pub struct SharedState {
     required_header: Option<(String, String)>,
     /// Where the `traceparent` header of every request is written (`None`: not kept).
     traceparents: Option<TraceparentLog>,
+    /// Whether `add_tool` and `remove_tool` are served ([`SharedState::with_dynamic_tools`]).
+    dynamic: bool,
+    /// Tools `add_tool` added, listed after the others. A std mutex, held only to copy or
+    /// change the list.
+    added: Mutex<Vec<Tool>>,
+    /// The peers of the initialized sessions (dynamic fixture only), told of list changes.
+    peers: Mutex<Vec<rmcp::Peer<RoleServer>>>,
 }
 
 /// The `traceparent` headers a fixture received, in order (a request without one adds
@@ -78,7 +85,87 @@ impl SharedState {
             conformance: false,
             required_header: None,
             traceparents: None,
+            dynamic: false,
+            added: Mutex::new(Vec::new()),
+            peers: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The same state with a tool list that changes at run time: tools `add_tool {name}` and
+    /// `remove_tool {name}`, each followed by `notifications/tools/list_changed` to every
+    /// initialized session (on its standalone GET stream); the server declares
+    /// `tools.listChanged`.
+    #[must_use]
+    pub fn with_dynamic_tools(mut self) -> Self {
+        self.tools.extend(catalog::dynamic_tools());
+        self.dynamic = true;
+        self
+    }
+
+    /// The tools listed now: the fixed ones, then those `add_tool` added.
+    fn listed_tools(&self) -> Vec<Tool> {
+        let mut tools = self.tools.clone();
+        tools.extend(
+            self.added
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .cloned(),
+        );
+        tools
+    }
+
+    /// Whether `name` is a tool `add_tool` added.
+    fn is_added(&self, name: &str) -> bool {
+        self.added
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .any(|t| t.name == name)
+    }
+
+    /// `add_tool` (`add`) or `remove_tool`: changes the list, then tells every session.
+    async fn change_tools(&self, name: &str, add: bool) -> Result<CallToolResult, ErrorData> {
+        let known = self.tools.iter().any(|t| t.name == name) || self.is_generated_tool(name);
+        {
+            let mut added = self.added.lock().unwrap_or_else(PoisonError::into_inner);
+            let present = added.iter().position(|t| t.name == name);
+            match (add, present) {
+                (true, None) if !known && !name.is_empty() => added.push(catalog::added_tool(name)),
+                (false, Some(i)) => {
+                    added.remove(i);
+                }
+                _ => {
+                    return Err(ErrorData::invalid_params(
+                        format!("cannot {} tool {name}", if add { "add" } else { "remove" }),
+                        None,
+                    ));
+                }
+            }
+        }
+        let peers = self
+            .peers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let mut gone = Vec::new();
+        for (i, peer) in peers.iter().enumerate() {
+            if peer.notify_tool_list_changed().await.is_err() {
+                gone.push(i);
+            }
+        }
+        if !gone.is_empty() {
+            let mut peers = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut i = 0;
+            peers.retain(|_| {
+                i += 1;
+                !gone.contains(&(i - 1))
+            });
+        }
+        Ok(text_result(format!(
+            "{} tool {name}",
+            if add { "added" } else { "removed" }
+        )))
     }
 
     /// The same state serving the conformance catalog ([`crate::conformance`]) as well:
@@ -198,6 +285,12 @@ struct ProgressArgs {
     stamp: bool,
 }
 
+/// Arguments of `add_tool` and `remove_tool`.
+#[derive(Deserialize)]
+struct NameArgs {
+    name: String,
+}
+
 /// Arguments of `fail`.
 #[derive(Deserialize)]
 struct FailArgs {
@@ -312,6 +405,11 @@ impl ServerHandler for FixtureServer {
             .enable_resources()
             .enable_tools()
             .build();
+        if self.state.dynamic
+            && let Some(tools) = capabilities.tools.as_mut()
+        {
+            tools.list_changed = Some(true);
+        }
         if self.state.conformance {
             capabilities.completions = Some(JsonObject::new());
             if let Some(resources) = capabilities.resources.as_mut() {
@@ -328,12 +426,22 @@ impl ServerHandler for FixtureServer {
             )
     }
 
+    async fn on_initialized(&self, context: rmcp::service::NotificationContext<RoleServer>) {
+        if self.state.dynamic {
+            self.state
+                .peers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(context.peer);
+        }
+    }
+
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        Ok(ListToolsResult::with_all_items(self.state.tools.clone()))
+        Ok(ListToolsResult::with_all_items(self.state.listed_tools()))
     }
 
     async fn call_tool(
@@ -353,6 +461,15 @@ impl ServerHandler for FixtureServer {
                 parse_args::<FailArgs>(name, args)?.message,
             )]),
             generated if self.state.is_generated_tool(generated) => text_result(generated),
+            catalog::ADD_TOOL | catalog::REMOVE_TOOL if self.state.dynamic => {
+                let args: NameArgs = parse_args(name, args)?;
+                self.state
+                    .change_tools(&args.name, name == catalog::ADD_TOOL)
+                    .await?
+            }
+            added if self.state.dynamic && self.state.is_added(added) => {
+                text_result(format!("added tool {added}"))
+            }
             test if self.state.conformance && conformance::is_tool(test) => {
                 conformance::call_tool(test, &args, &context, |level, message| {
                     self.log(&context, level, message)

@@ -7,7 +7,7 @@ use serde::Deserialize;
 /// Mirrors the proto enum `mcp.runtime.v1.TeamScope`; the HTTP/JSON boundary encodes it as the
 /// JSON `teams` field (`null` = unrestricted, `[]` = public only, a list = those teams). Each
 /// adapter decodes its wire form into it; the core knows neither.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum TeamScope {
     /// No team restriction. Grants everything only together with `is_admin`.
     Unrestricted,

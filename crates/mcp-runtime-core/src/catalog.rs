@@ -171,7 +171,8 @@ impl Secret {
 
 /// One `[[upstreams]]` entry (`docs/catalog.md`). Which fields apply depends on `transport`:
 /// `url`, `headers` and `bearer` for HTTP, `command`, `args`, `env` and `cwd` for stdio.
-#[derive(Debug, Clone, Deserialize)]
+/// Two entries are equal when every field is (a reload keeps such an upstream as it is).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     /// Unique id, used in logs and errors.
@@ -243,7 +244,7 @@ fn yes() -> bool {
 }
 
 /// One `[[servers]]` entry: a virtual server exposing a subset of the catalog.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VirtualServerConfig {
     /// The id in `/servers/{id}/mcp`.
@@ -595,9 +596,14 @@ pub(crate) struct VirtualServer {
     pub(crate) prompts: HashSet<String>,
 }
 
-/// The live catalog: upstream pool plus discovered entries.
+/// One version of the catalog: upstream pool plus discovered entries. Immutable once built;
+/// a change (an upstream's `list_changed`, a reload) builds a new one ([`crate::live`]).
 pub struct Catalog {
     pub(crate) upstreams: Vec<Arc<Upstream>>,
+    /// What discovery found at each upstream (same index; `None`: unreachable optional one).
+    pub(crate) found: Vec<Option<Arc<Found>>>,
+    /// The virtual servers as configured (kept to assemble the next version).
+    pub(crate) servers_config: Vec<VirtualServerConfig>,
     pub(crate) tools: Entries,
     pub(crate) prompts: Entries,
     pub(crate) resources: Entries,
@@ -691,40 +697,81 @@ impl Catalog {
         config: &CatalogConfig,
         max_message_bytes: usize,
     ) -> Result<Self, CatalogError> {
+        Self::discover_with(config, max_message_bytes, &crate::live::Notices::none()).await
+    }
+
+    /// [`Catalog::discover`] with the upstreams reporting their `list_changed` notifications
+    /// to `notices`.
+    pub(crate) async fn discover_with(
+        config: &CatalogConfig,
+        max_message_bytes: usize,
+        notices: &crate::live::Notices,
+    ) -> Result<Self, CatalogError> {
+        let mut upstreams = Vec::new();
+        let mut found = Vec::new();
+        for uc in &config.upstreams {
+            let (up, f) = match start_upstream(uc, max_message_bytes, notices).await {
+                Ok(started) => started,
+                Err(e) => {
+                    stop_all(&upstreams).await;
+                    return Err(e);
+                }
+            };
+            upstreams.push(up);
+            found.push(f);
+        }
+        let cat = match Self::assemble(config.servers.clone(), upstreams.clone(), found, true) {
+            Ok(cat) => cat,
+            Err(e) => {
+                stop_all(&upstreams).await;
+                return Err(e);
+            }
+        };
+        tracing::info!(catalog = ?cat, "catalog discovered");
+        Ok(cat)
+    }
+
+    /// Builds a catalog version from upstreams and what each listed. `strict` (start,
+    /// reload): a virtual server naming a tool no upstream exposes is an error; otherwise (an
+    /// upstream's list changed) that tool is only not listed.
+    ///
+    /// # Errors
+    ///
+    /// [`CatalogError::Collision`] for a tool or prompt name exposed twice;
+    /// [`CatalogError::Invalid`] for a virtual server naming an unknown tool (`strict`).
+    pub(crate) fn assemble(
+        servers: Vec<VirtualServerConfig>,
+        upstreams: Vec<Arc<Upstream>>,
+        found: Vec<Option<Arc<Found>>>,
+        strict: bool,
+    ) -> Result<Self, CatalogError> {
         let mut cat = Self {
-            upstreams: Vec::new(),
+            upstreams,
+            found,
+            servers_config: servers,
             tools: Entries::default(),
             prompts: Entries::default(),
             resources: Entries::default(),
             templates: Vec::new(),
             servers: HashMap::new(),
         };
-        for (index, uc) in config.upstreams.iter().enumerate() {
-            // Credentials and a stdio server's environment are read now: one that cannot be
-            // read is a startup error, also for an optional upstream.
-            let headers = uc.http_headers()?;
-            let roots = uc.tls_roots()?;
-            uc.process_env()?;
-            let up = Arc::new(Upstream::new(uc.clone(), max_message_bytes, headers, roots));
-            cat.upstreams.push(Arc::clone(&up));
-            match discover_one(&up).await {
-                Ok(found) => cat.add(index, uc, found)?,
-                Err(e) if uc.required => return Err(CatalogError::Upstream(e)),
-                Err(e) => {
-                    up.set_down(true);
-                    tracing::warn!(upstream = %uc.id, error = %e, "optional upstream unavailable at start; its entries are not listed");
-                }
+        for index in 0..cat.upstreams.len() {
+            if let Some(found) = cat.found[index].clone() {
+                let uc = cat.upstreams[index].config.clone();
+                cat.add(index, &uc, &found)?;
             }
         }
-        for s in &config.servers {
+        for s in &cat.servers_config {
             for t in &s.tools {
-                if !cat.tools.by_name.contains_key(t) {
+                if strict && !cat.tools.by_name.contains_key(t) {
                     return Err(CatalogError::Invalid(format!(
                         "server `{}` names unknown tool `{t}`",
                         s.id
                     )));
                 }
             }
+        }
+        for s in &cat.servers_config {
             cat.servers.insert(
                 s.id.clone(),
                 VirtualServer {
@@ -734,7 +781,6 @@ impl Catalog {
                 },
             );
         }
-        tracing::info!(catalog = ?cat, "catalog discovered");
         Ok(cat)
     }
 
@@ -750,7 +796,7 @@ impl Catalog {
 
     /// Stops every stdio upstream's server and waits until each has exited (shutdown).
     pub async fn stop_upstreams(&self) {
-        futures::future::join_all(self.upstreams.iter().map(|u| u.stop())).await;
+        stop_all(&self.upstreams).await;
     }
 
     fn entries(&self, kind: Kind) -> &Entries {
@@ -762,18 +808,23 @@ impl Catalog {
     }
 
     /// Adds what discovery found at upstream `index`.
-    fn add(&mut self, index: usize, uc: &UpstreamConfig, found: Found) -> Result<(), CatalogError> {
+    fn add(
+        &mut self,
+        index: usize,
+        uc: &UpstreamConfig,
+        found: &Found,
+    ) -> Result<(), CatalogError> {
         for (kind, items) in [
-            (Kind::Tool, found.tools),
-            (Kind::Prompt, found.prompts),
-            (Kind::Resource, found.resources),
+            (Kind::Tool, &found.tools),
+            (Kind::Prompt, &found.prompts),
+            (Kind::Resource, &found.resources),
         ] {
             for item in items {
-                self.add_entry(kind, index, uc, item)?;
+                self.add_entry(kind, index, uc, item.clone())?;
             }
         }
         let vis = uc.visibility();
-        for item in found.templates {
+        for item in &found.templates {
             let Some(t) = item.get("uriTemplate").and_then(Value::as_str) else {
                 continue;
             };
@@ -785,7 +836,7 @@ impl Catalog {
                     upstream: index,
                     upstream_name: t.to_owned(),
                     visibility: vis.clone(),
-                    json: raw(&item),
+                    json: raw(item),
                 },
             ));
         }
@@ -836,6 +887,31 @@ impl Catalog {
             json: raw(&item),
         });
         Ok(())
+    }
+
+    /// Every entry of `kind` (templates with resources) with its upstream and visibility, as
+    /// one string: equal for two versions exactly when no caller can list them differently.
+    pub(crate) fn everything(&self, kind: crate::live::ListKind) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        let mut add = |e: &Entry| {
+            let _ = writeln!(
+                out,
+                "{}\u{0}{:?}\u{0}{}",
+                self.upstreams[e.upstream].config.id,
+                e.visibility,
+                e.json.get()
+            );
+        };
+        match kind {
+            crate::live::ListKind::Tools => self.tools.list.iter().for_each(&mut add),
+            crate::live::ListKind::Prompts => self.prompts.list.iter().for_each(&mut add),
+            crate::live::ListKind::Resources => {
+                self.resources.list.iter().for_each(&mut add);
+                self.templates.iter().for_each(|(_, e)| add(e));
+            }
+        }
+        out
     }
 
     /// Whether a virtual server id exists.
@@ -953,15 +1029,62 @@ fn raw(v: &Map<String, Value>) -> Box<RawValue> {
     })
 }
 
-#[derive(Default)]
-struct Found {
-    tools: Vec<Map<String, Value>>,
-    prompts: Vec<Map<String, Value>>,
-    resources: Vec<Map<String, Value>>,
-    templates: Vec<Map<String, Value>>,
+/// The tools, prompts, resources and templates one upstream listed, as it named them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Found {
+    pub(crate) tools: Vec<Map<String, Value>>,
+    pub(crate) prompts: Vec<Map<String, Value>>,
+    pub(crate) resources: Vec<Map<String, Value>>,
+    pub(crate) templates: Vec<Map<String, Value>>,
 }
 
-async fn discover_one(up: &Upstream) -> Result<Found, UpstreamError> {
+/// Creates the upstream of `uc` and discovers it: its credentials and a stdio server's
+/// environment are read now (one that cannot be read is an error, also for an optional
+/// upstream); an optional upstream that cannot be reached is marked down and lists nothing.
+///
+/// # Errors
+///
+/// [`CatalogError`]: a credential that cannot be read, a required upstream unreachable.
+pub(crate) async fn start_upstream(
+    uc: &UpstreamConfig,
+    max_message_bytes: usize,
+    notices: &crate::live::Notices,
+) -> Result<(Arc<Upstream>, Option<Arc<Found>>), CatalogError> {
+    let headers = uc.http_headers()?;
+    let roots = uc.tls_roots()?;
+    uc.process_env()?;
+    let up = Arc::new(Upstream::new(
+        uc.clone(),
+        max_message_bytes,
+        headers,
+        roots,
+        notices.clone(),
+    ));
+    match discover_one(&up).await {
+        Ok(found) => Ok((up, Some(Arc::new(found)))),
+        Err(e) if uc.required => {
+            up.stop().await;
+            Err(CatalogError::Upstream(e))
+        }
+        Err(e) => {
+            up.set_down(true);
+            tracing::warn!(upstream = %uc.id, error = %e, "optional upstream unavailable at start; its entries are not listed");
+            Ok((up, None))
+        }
+    }
+}
+
+/// Stops every upstream of `ups` (their stdio servers) and waits until each has exited.
+pub(crate) async fn stop_all(ups: &[Arc<Upstream>]) {
+    futures::future::join_all(ups.iter().map(|u| u.stop())).await;
+}
+
+/// Connects to `up` and lists everything its server declares.
+///
+/// # Errors
+///
+/// The upstream's [`UpstreamError`].
+pub(crate) async fn discover_one(up: &Upstream) -> Result<Found, UpstreamError> {
     let init = up.connect().await?.unwrap_or(Value::Null);
     let caps = init.get("capabilities").cloned().unwrap_or(Value::Null);
     let mut found = Found::default();
@@ -978,7 +1101,12 @@ async fn discover_one(up: &Upstream) -> Result<Found, UpstreamError> {
     Ok(found)
 }
 
-async fn list_all(
+/// Every item of a paginated list (`tools/list` with key `tools`, ...), at most 10,000 pages.
+///
+/// # Errors
+///
+/// The upstream's [`UpstreamError`].
+pub(crate) async fn list_all(
     up: &Upstream,
     method: &str,
     key: &str,

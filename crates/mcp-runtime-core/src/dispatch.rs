@@ -58,7 +58,7 @@ impl Runtime {
         label: &mut McpMethod,
     ) -> Result<Outcome, RequestError> {
         if let Some(id) = req.server_id.as_deref()
-            && !self.catalog.has_server(id)
+            && !self.catalog.load().has_server(id)
         {
             return Err(RequestError::UnknownServer(id.to_owned()));
         }
@@ -103,9 +103,14 @@ impl Runtime {
             return self.resume(&session, last).await;
         }
         let permit = self.quotas.acquire(&session.subject, Quota::Streams, 1)?;
-        // The runtime has no server-initiated messages of its own yet; the stream stays open
-        // until the session ends (its sender is dropped) or the client goes away.
+        // The stream carries resource updates and list changes (`crate::subscribe`,
+        // `crate::live`); it stays open until the session ends (its sender is dropped) or the
+        // client goes away.
         let (tx, rx) = mpsc::channel(16);
+        *session
+            .viewer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(req.auth.clone());
         *session
             .standalone
             .lock()
@@ -269,7 +274,7 @@ impl Runtime {
         params: Option<Box<RawValue>>,
     ) -> Result<Outcome, RequestError> {
         let (auth, scope) = (&req.auth, req.server_id.as_deref());
-        let cat = &self.catalog;
+        let cat = self.catalog.load();
         let result = match method {
             "ping" | "logging/setLevel" => "{}".to_owned(),
             "tools/list" => cat.list_json(Kind::Tool, auth, scope),
@@ -380,8 +385,8 @@ impl Runtime {
                 "`ref.{key}` is required"
             )));
         };
-        let route = self
-            .catalog
+        let cat = self.catalog.load();
+        let route = cat
             .route(kind, &name, &req.auth, req.server_id.as_deref())
             .ok_or_else(|| RequestError::not_found(kind, name.clone()))?;
         reference.insert(
@@ -427,8 +432,8 @@ impl Runtime {
         let Some(uri) = p.get("uri").and_then(Value::as_str) else {
             return Err(RequestError::InvalidParams("`uri` is required".into()));
         };
-        let route = self
-            .catalog
+        let cat = self.catalog.load();
+        let route = cat
             .route(Kind::Resource, uri, &req.auth, req.server_id.as_deref())
             .ok_or_else(|| RequestError::not_found(Kind::Resource, uri.to_owned()))?;
         let up = Arc::clone(route.upstream);
@@ -450,12 +455,8 @@ impl Runtime {
                     s.ended.cancelled().await;
                     let Some(rt) = rt.upgrade() else { return };
                     for (upstream, uri) in rt.subscriptions.drop_session(&s.id) {
-                        if let Some(up) = rt
-                            .catalog
-                            .upstreams
-                            .iter()
-                            .find(|u| u.config.id == upstream)
-                        {
+                        let cat = rt.catalog.load();
+                        if let Some(up) = cat.upstreams.iter().find(|u| u.config.id == upstream) {
                             let r = crate::subscribe::tell(up, "resources/unsubscribe", &uri).await;
                             if let Err(e) = r {
                                 tracing::debug!(upstream, uri, error = %e, "unsubscribe failed");
@@ -483,9 +484,8 @@ impl Runtime {
         name: String,
     ) -> Result<Outcome, RequestError> {
         let key = kind.key();
-        let route = self
-            .catalog
-            .route(kind, &name, &req.auth, req.server_id.as_deref());
+        let cat = self.catalog.load();
+        let route = cat.route(kind, &name, &req.auth, req.server_id.as_deref());
         let Some(route) = route else {
             return Err(RequestError::not_found(kind, name));
         };

@@ -51,7 +51,7 @@
 /// Version `MAJOR.MINOR` of the boundary contract (`proto/mcp/runtime/v1` and
 /// `docs/http-boundary.md`), reported by both health endpoints. The major equals the proto
 /// package suffix (`v1`); the minor grows with each additive change.
-pub const CONTRACT_VERSION: &str = "1.2";
+pub const CONTRACT_VERSION: &str = "1.3";
 
 /// Version `MAJOR.MINOR` of the Core SPI (`proto/mcp/core/v1`, the callbacks the runtime makes
 /// to the Python core in edge mode; `docs/core-spi.md`). Versioned apart from
@@ -66,6 +66,7 @@ mod error;
 mod forward;
 pub mod hooks;
 pub mod jsonrpc;
+pub mod live;
 pub mod metrics;
 pub mod quota;
 pub mod request;
@@ -81,6 +82,7 @@ pub use auth::{AuthContext, TeamScope, Visibility};
 pub use catalog::{CatalogConfig, CatalogError};
 pub use error::RequestError;
 pub use hooks::{CallRecord, HookCall, HookDecision, HookError, HookFuture, HookPoint, Hooks};
+pub use live::{CatalogChange, CatalogEvent, ChangeCause, ListKind};
 pub use request::{
     Body, Events, McpHeaders, Method, Outcome, Request, ResponseHead, SseEvent, Transport,
 };

@@ -10,7 +10,8 @@ use serde_json::json;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::catalog::{Catalog, CatalogConfig, CatalogError};
+use crate::catalog::{CatalogConfig, CatalogError};
+use crate::live::{CatalogChange, LiveCatalog};
 use crate::quota::{QuotaConfig, Quotas};
 use crate::request::{Outcome, Request};
 use crate::session::Sessions;
@@ -143,7 +144,8 @@ impl Health {
 /// tasks; they are not the runtime's.)
 #[derive(Debug)]
 pub struct Runtime {
-    pub(crate) catalog: Catalog,
+    /// The current catalog version and how it changes ([`crate::live`]).
+    pub(crate) catalog: Arc<LiveCatalog>,
     /// This replica's sessions (with Redis: its cache of the shared records).
     pub(crate) sessions: Arc<Sessions>,
     /// Where shared state lives ([`crate::state`]).
@@ -170,6 +172,8 @@ pub struct Runtime {
     /// runtime is dropped or its upstreams stopped.
     listening: tokio_util::sync::CancellationToken,
     _listening: tokio_util::sync::DropGuard,
+    /// Cancelled when shutdown starts: ends the catalog watches ([`Runtime::catalog_events`]).
+    watches_end: tokio_util::sync::CancellationToken,
 }
 
 impl Runtime {
@@ -196,18 +200,16 @@ impl Runtime {
                 Store::Redis(r)
             }
         };
-        let catalog = Catalog::discover(catalog, config.max_message_bytes).await?;
         let subscriptions = Arc::new(crate::subscribe::Subscriptions::default());
         let listening = tokio_util::sync::CancellationToken::new();
-        for up in &catalog.upstreams {
-            if up.notifies.load(std::sync::atomic::Ordering::Relaxed) {
-                tokio::spawn(crate::subscribe::listen(
-                    Arc::clone(up),
-                    Arc::downgrade(&subscriptions),
-                    listening.clone(),
-                ));
-            }
-        }
+        let catalog = LiveCatalog::start(
+            catalog,
+            config.max_message_bytes,
+            &sessions,
+            &subscriptions,
+            listening.clone(),
+        )
+        .await?;
         Ok(Self {
             subscriptions,
             _listening: listening.clone().drop_guard(),
@@ -226,6 +228,7 @@ impl Runtime {
             inflight_upstream: Arc::new(AtomicUsize::new(0)),
             tasks: TaskTracker::new(),
             hooks: None,
+            watches_end: tokio_util::sync::CancellationToken::new(),
         })
     }
 
@@ -247,7 +250,7 @@ impl Runtime {
             open_sessions: self.sessions.len(),
             protocol_versions: PROTOCOL_VERSIONS.to_vec(),
             state: self.store.health(),
-            upstreams_down: self.catalog.upstreams_down(),
+            upstreams_down: self.catalog.load().upstreams_down(),
             not_ready: *self.not_ready.borrow(),
         }
     }
@@ -255,6 +258,7 @@ impl Runtime {
     /// Marks the runtime not ready (shutdown's first step, before the drain period): `/ready`
     /// answers 503 and gRPC health `NOT_SERVING` while requests are still served.
     pub fn set_not_ready(&self) {
+        self.watches_end.cancel();
         self.not_ready.send_replace(true);
     }
 
@@ -268,6 +272,7 @@ impl Runtime {
     /// GET streams, which would otherwise never finish; requests still in flight finish.
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::Relaxed);
+        self.watches_end.cancel();
         self.sessions.close_streams();
     }
 
@@ -300,7 +305,43 @@ impl Runtime {
     /// the last step of shutdown.
     pub async fn stop_upstreams(&self) {
         self.listening.cancel();
-        self.catalog.stop_upstreams().await;
+        self.catalog.load().stop_upstreams().await;
+    }
+
+    /// Replaces the catalog by `config` (the sidecar calls it on `SIGHUP`): upstreams whose
+    /// entry is unchanged keep their sessions and calls; new and changed ones are started and
+    /// discovered; removed and changed ones are stopped. Sessions whose view of a list
+    /// changed get `notifications/*/list_changed` on their standalone stream; watchers get the
+    /// change. Returns the change, `None` when the new catalog is the old one.
+    ///
+    /// # Errors
+    ///
+    /// The new catalog's [`CatalogError`] (a name exposed twice, a required upstream
+    /// unreachable, a credential that cannot be read, a virtual server naming an unknown
+    /// tool): nothing changed, the old catalog is still served.
+    pub async fn reload(
+        &self,
+        config: &CatalogConfig,
+    ) -> Result<Option<CatalogChange>, CatalogError> {
+        self.catalog.reload(&self.sessions, config).await
+    }
+
+    /// The current catalog version (1 at start, one more per change) and a receiver of every
+    /// later [`CatalogChange`]. A receiver that falls more than 64 changes behind gets
+    /// `Lagged` from it (then the watcher should list again).
+    #[must_use]
+    pub fn watch_catalog(&self) -> (u64, tokio::sync::broadcast::Receiver<CatalogChange>) {
+        self.catalog.watch()
+    }
+
+    /// A watch of the catalog as a stream (the `WatchCatalog` RPC and `GET /catalog/watch`):
+    /// the current version first, then one event per change, an event with `lagged` set when
+    /// the watcher fell more than 64 changes behind. Ends when shutdown starts
+    /// ([`Runtime::set_not_ready`] or [`Runtime::start_draining`]).
+    #[must_use]
+    pub fn catalog_events(&self) -> futures::stream::BoxStream<'static, crate::live::CatalogEvent> {
+        let (version, rx) = self.catalog.watch();
+        crate::live::events(version, rx, self.watches_end.clone())
     }
 
     /// Ends sessions idle for longer than the configured TTL; returns how many. The binary
@@ -469,19 +510,25 @@ pub fn trace_id_of(traceparent: &str) -> Option<&str> {
 }
 
 /// The `initialize` result for `version`, built with rmcp's model types: tools, resources,
-/// prompts, logging, completions and resource subscriptions, no list-changed notifications.
+/// prompts (each with `listChanged`: [`crate::live`]), logging, completions and resource
+/// subscriptions.
 fn initialize_result(version: &str) -> String {
     use rmcp::model::{
         Implementation, InitializeResult, PromptsCapability, ProtocolVersion, ResourcesCapability,
         ServerCapabilities, ToolsCapability,
     };
     let mut capabilities = ServerCapabilities::default();
-    capabilities.tools = Some(ToolsCapability::default());
+    let mut tools = ToolsCapability::default();
+    tools.list_changed = Some(true);
+    capabilities.tools = Some(tools);
     // `resources/subscribe` is routed like `resources/read` (crate::subscribe).
     let mut resources = ResourcesCapability::default();
     resources.subscribe = Some(true);
+    resources.list_changed = Some(true);
     capabilities.resources = Some(resources);
-    capabilities.prompts = Some(PromptsCapability::default());
+    let mut prompts = PromptsCapability::default();
+    prompts.list_changed = Some(true);
+    capabilities.prompts = Some(prompts);
     capabilities.logging = Some(serde_json::Map::new());
     // `completion/complete` is routed to the upstream owning the prompt or template.
     capabilities.completions = Some(serde_json::Map::new());

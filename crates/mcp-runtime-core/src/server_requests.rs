@@ -454,6 +454,7 @@ mod tests {
             1 << 20,
             reqwest::header::HeaderMap::new(),
             Vec::new(),
+            crate::live::Notices::none(),
         ));
         let sessions = crate::session::Sessions::new(4);
         let sid = sessions.create("s@example.com", None).unwrap();

@@ -46,6 +46,9 @@ pub(crate) struct Session {
     /// Sender of the standalone GET stream, if one is open. Dropping it ends that stream.
     /// A std mutex: held only to swap the value, never across an await.
     pub(crate) standalone: Mutex<Option<mpsc::Sender<SseEvent>>>,
+    /// The caller that opened the standalone stream: whose view of the catalog decides which
+    /// `list_changed` notifications it gets ([`crate::live`]).
+    pub(crate) viewer: Mutex<Option<crate::auth::AuthContext>>,
     /// In-flight requests by the caller's raw JSON-RPC id, so `notifications/cancelled` and
     /// DELETE can stop them. A std mutex: held only to insert or remove.
     pub(crate) inflight: Mutex<HashMap<String, CancellationToken>>,
@@ -72,6 +75,24 @@ pub(crate) struct Session {
 }
 
 impl Session {
+    /// The open standalone stream and the caller that opened it, if there is one.
+    pub(crate) fn notification_stream(
+        &self,
+    ) -> Option<(mpsc::Sender<SseEvent>, crate::auth::AuthContext)> {
+        let tx = self
+            .standalone
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+            .filter(|tx| !tx.is_closed())?;
+        let auth = self
+            .viewer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()?;
+        Some((tx, auth))
+    }
+
     /// The table of relayed upstream requests awaiting the client's answer
     /// ([`crate::server_requests`]).
     pub(crate) fn pending_table(&self) -> std::sync::MutexGuard<'_, PendingTable> {
@@ -214,6 +235,7 @@ impl Sessions {
             subject: subject.to_owned(),
             scope: scope.map(str::to_owned),
             standalone: Mutex::new(None),
+            viewer: Mutex::new(None),
             inflight: Mutex::new(HashMap::new()),
             ended: CancellationToken::new(),
             last_used_ms: AtomicU64::new(now),
@@ -424,6 +446,17 @@ impl Sessions {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .take();
         }
+    }
+
+    /// Every session of this replica, at this moment.
+    pub(crate) fn all(&self) -> Vec<Arc<Session>> {
+        self.map
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .by_id
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// Number of open sessions.

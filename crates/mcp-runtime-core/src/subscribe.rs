@@ -13,7 +13,9 @@
 //! session has none). A `notifications/resources/updated` it reads goes to the standalone GET
 //! stream of each downstream session subscribed to that URI, with the URI the session
 //! subscribed to; a session without an open GET stream misses it (the specification allows
-//! it). A stdio upstream is not listened to.
+//! it). A `notifications/*/list_changed` becomes a notice to the live catalog
+//! ([`crate::live`]), which lists the upstream again. A stdio upstream is not listened to
+//! here: its supervisor reads its notifications (module `upstream::stdio`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
@@ -184,6 +186,18 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// `subs` (see the module documentation). Ends early when the upstream offers no GET stream
 /// or the runtime is gone.
 pub(crate) async fn listen(up: Arc<Upstream>, subs: Weak<Subscriptions>, stop: CancellationToken) {
+    // A reload that removes or replaces the upstream stops its listener too.
+    let stop = {
+        let either = stop.child_token();
+        let (retired, cancel) = (up.retired.clone(), either.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                () = retired.cancelled() => cancel.cancel(),
+                () = cancel.cancelled() => {}
+            }
+        });
+        either
+    };
     let mut backoff = FIRST_BACKOFF;
     let mut generation = None;
     loop {
@@ -243,6 +257,12 @@ fn dispatch(up: &Arc<Upstream>, subs: &Subscriptions, text: &str) {
         return;
     };
     match v.get("method").and_then(Value::as_str) {
+        Some(m) if crate::live::ListKind::of_notification(m).is_some() => {
+            if let Some(kind) = crate::live::ListKind::of_notification(m) {
+                tracing::debug!(upstream = %up.config.id, list = kind.as_str(), "upstream list changed");
+                up.notices.send(up.instance, kind);
+            }
+        }
         Some("notifications/resources/updated") => {
             if let Some(uri) = v.pointer("/params/uri").and_then(Value::as_str) {
                 let n = subs.deliver_updated(&up.config.id, uri);

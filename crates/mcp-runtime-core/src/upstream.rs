@@ -46,6 +46,7 @@ use tokio::sync::Mutex;
 
 use crate::catalog::{TransportKind, UpstreamConfig};
 
+mod child;
 mod stdio;
 
 /// Why a call to an upstream failed. Each becomes a JSON-RPC error for the caller.
@@ -117,20 +118,34 @@ pub(crate) struct Upstream {
     /// the runtime then keeps this upstream's standalone GET stream open
     /// ([`crate::subscribe::listen`]).
     pub(crate) notifies: AtomicBool,
+    /// Unique in the process: tells this upstream from one a reload put in its place.
+    pub(crate) instance: u64,
+    /// Where its `list_changed` notifications go ([`crate::live`]).
+    pub(crate) notices: crate::live::Notices,
+    /// Cancelled when a reload removed or replaced it: stops its listener.
+    pub(crate) retired: tokio_util::sync::CancellationToken,
+    /// Its credentials and a stdio server's environment as read when it was created: a reload
+    /// that reads other values replaces the upstream ([`crate::live`]).
+    pub(crate) resolved: (reqwest::header::HeaderMap, Vec<(String, String)>),
 }
 
 impl Upstream {
     /// Creates the pool entry; nothing is connected (or started) until [`Upstream::connect`]
     /// or a call. `headers` go with every HTTP request (the upstream's credentials); `roots`,
     /// when not empty, are the only certificate authorities an `https://` upstream may chain
-    /// to (its `ca_file`), else the system's roots are.
+    /// to (its `ca_file`), else the system's roots are; its `list_changed` notifications go
+    /// to `notices`.
     pub(crate) fn new(
         config: UpstreamConfig,
         max_message_bytes: usize,
         headers: reqwest::header::HeaderMap,
         roots: Vec<reqwest::Certificate>,
+        notices: crate::live::Notices,
     ) -> Self {
+        static INSTANCES: AtomicU64 = AtomicU64::new(1);
+        let instance = INSTANCES.fetch_add(1, Ordering::Relaxed);
         let loopback = is_loopback(&config.url);
+        let resolved = (headers.clone(), config.process_env().unwrap_or_default());
         let mut builder = reqwest::Client::builder()
             .default_headers(headers)
             .pool_idle_timeout(Duration::from_secs(60))
@@ -163,6 +178,8 @@ impl Upstream {
             stdio::Stdio::new(
                 config.clone(),
                 Arc::new(move || ids.fetch_add(1, Ordering::Relaxed)),
+                (instance, notices.clone()),
+                max_message_bytes.saturating_add(ENVELOPE_SLACK_BYTES),
             )
         });
         Self {
@@ -170,6 +187,10 @@ impl Upstream {
             label: Arc::from(config.id.as_str()),
             down: AtomicBool::new(false),
             notifies: AtomicBool::new(false),
+            instance,
+            notices,
+            retired: tokio_util::sync::CancellationToken::new(),
+            resolved,
             config,
             client,
             connection: Mutex::new(None),

@@ -1,7 +1,8 @@
 //! `mcp-runtime`: the MCP runtime sidecar binary.
 //!
 //! Wiring only: parses the command line, sets up logging, binds the sockets, starts the
-//! runtime, serves it with the library's [`Server`] and drains it on SIGTERM or SIGINT. What
+//! runtime, serves it with the library's [`Server`], reloads the catalog on SIGHUP and drains
+//! it on SIGTERM or SIGINT. What
 //! is served, and how, lives in the library (`lib.rs`).
 
 use std::path::PathBuf;
@@ -359,6 +360,8 @@ it are answered 503 within --state-timeout-ms; they recover by themselves when i
 
 Operating (docs/operations.md): --metrics-listen serves Prometheus /metrics, /health and
 /ready on TCP; /ready answers 503 from SIGTERM on, for --drain-ms before the sockets close.
+SIGHUP reloads the catalog file (docs/catalog.md, \"Live catalog\"); a catalog that cannot be
+used is refused in one log line and the old one kept.
 Logs: MCP_RUNTIME_LOG (a tracing filter, default info; one line per request at info on
 mcp_runtime::access) and --log-format. Traces (a build with the `otel` feature):
 OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_TRACES_EXPORTER=otlp switch OTLP/HTTP export on.
@@ -576,6 +579,8 @@ async fn run(args: Args, metrics_listener: Option<std::net::TcpListener>) -> any
     // Install the handlers before any socket exists, so a SIGTERM that arrives as soon as the
     // sockets appear still shuts down cleanly and removes them.
     let stop_signal = signal()?;
+    // SIGHUP reloads the catalog (installed now: its default action would end the process).
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let catalog = CatalogConfig::load(&args.catalog)?;
     let config = RuntimeConfig {
         max_message_bytes: args.max_message_bytes,
@@ -630,6 +635,17 @@ async fn run(args: Args, metrics_listener: Option<std::net::TcpListener>) -> any
         runtime = runtime.with_hooks(Arc::clone(p) as Arc<dyn mcp_runtime_core::Hooks>);
     }
     let mut server = Server::new(Arc::new(runtime));
+    {
+        let (runtime, path) = (Arc::downgrade(server.runtime()), args.catalog.clone());
+        tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                let Some(runtime) = runtime.upgrade() else {
+                    return;
+                };
+                reload(&runtime, &path).await;
+            }
+        });
+    }
 
     let header_timeout = Duration::from_millis(args.header_read_timeout_ms.max(1));
     if !args.allow_uid.is_empty() {
@@ -714,6 +730,32 @@ async fn run(args: Args, metrics_listener: Option<std::net::TcpListener>) -> any
     drop(socket_files);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Reloads the catalog file at `path` (SIGHUP) and logs the outcome in one line: what changed,
+/// or why the new catalog was refused (the old one is still served then).
+async fn reload(runtime: &Runtime, path: &std::path::Path) {
+    tracing::info!(path = %path.display(), "SIGHUP: reloading the catalog");
+    let result = match CatalogConfig::load(path) {
+        Ok(config) => runtime.reload(&config).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(Some(change)) => tracing::info!(
+            version = change.version,
+            added = ?change.upstreams_added,
+            removed = ?change.upstreams_removed,
+            changed = ?change.upstreams_changed,
+            lists = ?change.lists.iter().map(|k| k.as_str()).collect::<Vec<_>>(),
+            "catalog reloaded"
+        ),
+        Ok(None) => tracing::info!("catalog reloaded: nothing changed"),
+        Err(e) => tracing::error!(
+            path = %path.display(),
+            error = %e,
+            "catalog reload refused; the old catalog is kept"
+        ),
+    }
 }
 
 /// `list` without empty entries, or `default()` when that leaves nothing.

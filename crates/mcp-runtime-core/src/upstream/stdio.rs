@@ -1,6 +1,8 @@
 //! A stdio upstream: an MCP server that is a child process of the runtime, speaking
-//! newline-delimited JSON-RPC on its stdin and stdout (rmcp's child-process transport,
-//! [`TokioChildProcess`]).
+//! newline-delimited JSON-RPC on its stdin and stdout (rmcp's transport over the child's pipes,
+//! module `child`, which also caps the length of a line the server writes: a server writing a
+//! line longer than the runtime's message limit plus 1 MiB is stopped, the calls waiting on it
+//! fail with that reason, and it is started again like a server that exited).
 //!
 //! Supervision: the server is started on first use (discovery) by a supervisor task of its
 //! own, which holds the process and its transport. When the process exits, every call still
@@ -9,7 +11,7 @@
 //! (reset once a run lasted [`BACKOFF_RESET`]); calls during the back-off fail at once. Each
 //! start is a new MCP session (`initialize`, `notifications/initialized`). [`Stdio::stop`]
 //! (shutdown) ends the supervisor and stops the server the way the MCP specification says:
-//! stdin closed, then `SIGTERM`, then `SIGKILL` (rmcp's `graceful_shutdown`), to its whole
+//! stdin closed, then `SIGTERM`, then `SIGKILL` (`child::Child::graceful_shutdown`), to its whole
 //! process group (it leads one, so a wrapper such as `npx` takes its children with it); a
 //! runtime that is dropped without a stop kills the group.
 //!
@@ -20,7 +22,8 @@
 //!
 //! Multiplexing: many callers share the one session. A response is routed by its id, a
 //! progress notification by its progress token (the runtime makes both the call's unique id,
-//! see [`crate::forward`]); other notifications (logging) cannot be told apart per call on a
+//! see [`crate::forward`]); a `notifications/*/list_changed` is a notice to the live catalog
+//! ([`crate::live`]); other notifications (logging) cannot be told apart per call on a
 //! shared stdio session and are only logged at `debug`. A request from the server is answered
 //! by the runtime: `ping` with an empty result, anything else with "method not found".
 
@@ -32,12 +35,12 @@ use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
 use process_wrap::tokio::{CommandWrap, KillOnDrop, ProcessGroup};
 use rmcp::model::{ClientJsonRpcMessage, ProtocolVersion};
-use rmcp::transport::{TokioChildProcess, Transport as _};
 use serde_json::{Value, json};
 use tokio::io::AsyncBufReadExt as _;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::child::Child;
 use super::{MessageStream, UpstreamError, message};
 use crate::catalog::UpstreamConfig;
 
@@ -88,13 +91,24 @@ pub(crate) struct Stdio {
     stop: CancellationToken,
     supervisor: Mutex<Option<tokio::task::JoinHandle<()>>>,
     next_id: Arc<dyn Fn() -> u64 + Send + Sync>,
+    /// The upstream's instance and where its `list_changed` notices go.
+    notices: (u64, crate::live::Notices),
+    /// The longest line the server may write, in bytes ([`child`](super::child)).
+    max_line: usize,
 }
 
 impl Stdio {
     /// The upstream of `config`; nothing is started until [`Stdio::connect`]. `next_id` gives
     /// the ids of the runtime's own requests (`initialize`), unique in the upstream session.
-    pub(crate) fn new(config: UpstreamConfig, next_id: Arc<dyn Fn() -> u64 + Send + Sync>) -> Self {
+    pub(crate) fn new(
+        config: UpstreamConfig,
+        next_id: Arc<dyn Fn() -> u64 + Send + Sync>,
+        notices: (u64, crate::live::Notices),
+        max_line: usize,
+    ) -> Self {
         Self {
+            notices,
+            max_line,
             config,
             state: watch::Sender::new(State::Starting),
             stop: CancellationToken::new(),
@@ -129,6 +143,8 @@ impl Stdio {
                     state: self.state.clone(),
                     stop: self.stop.clone(),
                     next_id: Arc::clone(&self.next_id),
+                    notices: self.notices.clone(),
+                    max_line: self.max_line,
                 };
                 *supervisor = Some(tokio::spawn(run.supervise()));
             }
@@ -242,6 +258,8 @@ struct Supervisor {
     state: watch::Sender<State>,
     stop: CancellationToken,
     next_id: Arc<dyn Fn() -> u64 + Send + Sync>,
+    notices: (u64, crate::live::Notices),
+    max_line: usize,
 }
 
 impl Supervisor {
@@ -297,10 +315,7 @@ impl Supervisor {
             Ok(cmd) => cmd,
             Err(e) => return e,
         };
-        let (mut child, stderr) = match TokioChildProcess::builder(cmd)
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-        {
+        let (mut child, stderr) = match Child::spawn(cmd, self.max_line) {
             Ok(spawned) => spawned,
             Err(e) => return format!("cannot start `{}`: {e}", self.config.command),
         };
@@ -321,6 +336,11 @@ impl Supervisor {
         let init = match init {
             Ok(init) => init,
             Err(why) => {
+                let why = if child.over_cap() {
+                    self.over_cap()
+                } else {
+                    why
+                };
                 let _ = child.graceful_shutdown().await;
                 return why;
             }
@@ -348,6 +368,7 @@ impl Supervisor {
                             sending.push(child.send(answer));
                         }
                     }
+                    None if child.over_cap() => break self.over_cap(),
                     None => break "the server exited".to_owned(),
                 },
                 () = self.stop.cancelled() => break "stopped".to_owned(),
@@ -367,8 +388,16 @@ impl Supervisor {
         why
     }
 
+    /// Why a server whose line went over the cap was stopped.
+    fn over_cap(&self) -> String {
+        format!(
+            "the server wrote a line longer than {} bytes (the runtime's message limit plus 1 MiB); stopped, to be started again",
+            self.max_line
+        )
+    }
+
     /// `initialize`, its answer, `notifications/initialized`; returns the `initialize` result.
-    async fn handshake(&self, child: &mut TokioChildProcess) -> Result<Value, String> {
+    async fn handshake(&self, child: &mut Child) -> Result<Value, String> {
         let id = (self.next_id)();
         let init = message(&json!({
             "jsonrpc": "2.0", "id": id, "method": "initialize",
@@ -449,6 +478,12 @@ impl Supervisor {
                 let route = token.and_then(|t| link.routes().get(&t).cloned());
                 if let Some(route) = route {
                     let _ = route.send(Ok(text));
+                }
+                None
+            }
+            (None, Some(m)) if crate::live::ListKind::of_notification(m).is_some() => {
+                if let Some(kind) = crate::live::ListKind::of_notification(m) {
+                    self.notices.1.send(self.notices.0, kind);
                 }
                 None
             }

@@ -331,6 +331,28 @@ fn stream(outcome: Outcome) -> PartStream {
     }
 }
 
+/// One `WatchCatalog` message of a catalog event.
+fn watch_message(e: mcp_runtime_core::CatalogEvent) -> pb::WatchCatalogResponse {
+    use mcp_runtime_core::ChangeCause;
+    let mut m = pb::WatchCatalogResponse {
+        version: e.version,
+        lagged: e.lagged,
+        ..Default::default()
+    };
+    if let Some(c) = e.change {
+        m.cause = match c.cause {
+            ChangeCause::ListChanged => pb::CatalogChangeCause::ListChanged,
+            ChangeCause::Reload => pb::CatalogChangeCause::Reload,
+        }
+        .into();
+        m.upstreams_added = c.upstreams_added;
+        m.upstreams_removed = c.upstreams_removed;
+        m.upstreams_changed = c.upstreams_changed;
+        m.lists = c.lists.iter().map(|k| k.as_str().to_owned()).collect();
+    }
+    m
+}
+
 /// The `traceparent` metadata of a call, if any.
 fn traceparent<T>(req: &tonic::Request<T>) -> Option<Vec<u8>> {
     req.metadata()
@@ -428,6 +450,17 @@ impl McpRuntime for GrpcRuntime {
             head: Some(head(h)),
             body,
         }))
+    }
+
+    type WatchCatalogStream =
+        Pin<Box<dyn Stream<Item = Result<pb::WatchCatalogResponse, Status>> + Send>>;
+
+    async fn watch_catalog(
+        &self,
+        _req: tonic::Request<pb::WatchCatalogRequest>,
+    ) -> Result<tonic::Response<Self::WatchCatalogStream>, Status> {
+        let events = self.runtime.catalog_events().map(|e| Ok(watch_message(e)));
+        Ok(tonic::Response::new(Box::pin(events)))
     }
 
     async fn health_check(

@@ -78,8 +78,25 @@ pub(crate) fn router(runtime: Arc<Runtime>) -> Router {
         .route("/servers/{id}/mcp", any(scoped_mcp))
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .route("/catalog/watch", get(watch_catalog))
         .fallback(not_found)
         .with_state(runtime)
+}
+
+/// `GET /catalog/watch`: the HTTP/JSON twin of the `WatchCatalog` RPC (contract 1.3), a
+/// `text/event-stream` of `event: catalog` events whose data is
+/// [`mcp_runtime_core::CatalogEvent::to_json`]: the current version first, then one event per
+/// change; the stream ends when shutdown starts.
+async fn watch_catalog(State(rt): State<Arc<Runtime>>) -> Response {
+    use futures::StreamExt as _;
+    let events = rt.catalog_events().map(|e| {
+        Ok::<_, std::convert::Infallible>(
+            axum::response::sse::Event::default()
+                .event("catalog")
+                .data(e.to_json().to_string()),
+        )
+    });
+    axum::response::sse::Sse::new(events).into_response()
 }
 
 async fn health(State(rt): State<Arc<Runtime>>) -> Response {

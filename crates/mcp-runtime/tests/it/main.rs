@@ -13,6 +13,8 @@
 //!   boundary answers.
 //! - `upstream`, `faults`: timeouts, cancellation, limits, upstreams that die or hang.
 //! - `stdio`: a stdio upstream (server-everything as the runtime's child process).
+//! - `live_catalog`: upstream `list_changed` refreshing the catalog and reaching the sessions
+//!   that can see the change.
 //! - `completion`: `completion/complete` routed by its reference.
 //! - `server_requests`: sampling and elicitation asked by an upstream during a call, relayed
 //!   to the caller and answered back.
@@ -40,6 +42,7 @@ mod health;
 mod http_semantics;
 mod https_upstream;
 mod limits;
+mod live_catalog;
 #[cfg(feature = "grpc-uds")]
 mod parity;
 mod server_requests;

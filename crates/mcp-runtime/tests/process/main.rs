@@ -15,6 +15,9 @@
 //! - `observability`: the metrics listener scraped, `/ready` apart from `/health`, health
 //!   degraded with an upstream killed, readiness flipped before the listeners close, the
 //!   JSON request log line, the metrics port in use.
+//! - `reload`: SIGHUP reloads the catalog: upstreams added and removed, what stays kept, a bad
+//!   catalog refused.
+//! - `stdio_cap`: a stdio upstream writing an endless line is cut, logged and started again.
 //! - `sessions`: the runtime's RSS with 1,000 open sessions.
 //! - `replicas`: three runtimes sharing one real `redis-server` (`--state-url`): sessions,
 //!   cancellation, limits, isolation, resumption after a SIGKILL (over HTTP/JSON and gRPC),
@@ -31,8 +34,10 @@ mod runtime_proc;
 mod grpc_settings;
 mod observability;
 mod peer_creds;
+mod reload;
 mod replicas;
 mod sessions;
 mod shutdown;
 mod soak;
 mod sockets;
+mod stdio_cap;
