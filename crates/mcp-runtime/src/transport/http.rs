@@ -192,6 +192,9 @@ fn mcp_headers(headers: &HeaderMap) -> Result<(McpHeaders, Option<String>), Requ
             protocol_version: header(headers, "mcp-protocol-version")?,
             accept: header(headers, "accept")?,
             last_event_id: header(headers, "last-event-id")?,
+            mcp_method: header(headers, "mcp-method")?,
+            mcp_name: header(headers, "mcp-name")?,
+            standard_headers_checked: false,
         },
         header(headers, "x-request-id")?,
     ))

@@ -14,6 +14,7 @@
 //! - `upstream`, `faults`: timeouts, cancellation, limits, upstreams that die or hang.
 //! - `stdio`: a stdio upstream (server-everything as the runtime's child process).
 //! - `completion`: `completion/complete` routed by its reference.
+//! - `era2026`: MCP 2026-07-28 (no session) beside 2025-11-25 on the same endpoint.
 //! - `server_requests`: sampling and elicitation asked by an upstream during a call, relayed
 //!   to the caller and answered back.
 //! - `credentials`: upstreams that need a header or a bearer token.
@@ -34,6 +35,7 @@ mod cases;
 mod completion;
 mod credentials;
 mod edge;
+mod era2026;
 mod faults;
 mod health;
 mod http_semantics;
