@@ -103,6 +103,7 @@ impl Runtime {
                 tasks: self.tasks.clone(),
             },
             streams: live,
+            result_type: session.sessionless,
         };
         loop {
             match relay.classify(bounds.run(stream.next()).await?) {
@@ -373,6 +374,10 @@ struct Relay {
     requests: CallRequests,
     /// The caller takes an SSE answer: only then can an upstream request reach it.
     streams: bool,
+    /// The caller speaks MCP 2026-07-28 (a sessionless request): a result without
+    /// `resultType` gets `"complete"` (that revision's clients require it; the upstream may
+    /// speak 2025-11-25, which has none).
+    result_type: bool,
 }
 
 /// What one upstream message means for the caller.
@@ -427,6 +432,12 @@ impl Relay {
                         limit: self.limit,
                     });
                 }
+                (Some(result), _) if self.result_type => {
+                    if let Some(completed) = with_result_type(result.get()) {
+                        return Step::Final(jsonrpc::response_body(&self.id, "result", &completed));
+                    }
+                    ("result", result.get())
+                }
                 (Some(result), _) => ("result", result.get()),
                 (None, Some(err)) => ("error", err.get()),
                 (None, None) => return Step::Skip,
@@ -475,6 +486,29 @@ impl Relay {
     fn fail(&self, e: &RequestError) -> Step {
         Step::Final(e.body(Some(&self.id)))
     }
+}
+
+/// `result` (a result object) with `"resultType":"complete"` first, when it has no
+/// `resultType` of its own (MCP 2026-07-28: every result names its type; a 2025 upstream's
+/// results have none); `None` when it needs none (it has one, or it is not an object).
+fn with_result_type(result: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Typed {
+        #[serde(rename = "resultType", default)]
+        result_type: Option<serde::de::IgnoredAny>,
+    }
+    let trimmed = result.trim_start();
+    let rest = trimmed.strip_prefix('{')?;
+    let typed: Typed = serde_json::from_str(result).ok()?;
+    if typed.result_type.is_some() {
+        return None;
+    }
+    let sep = if rest.trim_start().starts_with('}') {
+        ""
+    } else {
+        ","
+    };
+    Some(format!(r#"{{"resultType":"complete"{sep}{rest}"#))
 }
 
 /// The post hook of a streamed call and the runtime that asks it, moved into [`pump`].
@@ -624,4 +658,23 @@ impl Out {
 
 fn event(body: Vec<u8>) -> SseEvent {
     SseEvent::message(String::from_utf8(body).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_result_without_a_type_is_complete() {
+        assert_eq!(
+            with_result_type(r#"{"content":[]}"#).as_deref(),
+            Some(r#"{"resultType":"complete","content":[]}"#)
+        );
+        assert_eq!(
+            with_result_type("{ }").as_deref(),
+            Some(r#"{"resultType":"complete" }"#)
+        );
+        assert_eq!(with_result_type(r#"{"resultType":"input_required"}"#), None);
+        assert_eq!(with_result_type("[]"), None);
+    }
 }

@@ -225,6 +225,7 @@ async fn a_2025_session_and_a_2026_client_at_the_same_time() {
     assert!(names(&listed, "tools").contains(&"alpha_echo".to_owned()));
     let (old, new) = (old.await.unwrap(), new.await.unwrap());
     assert!(old.json()["result"].is_object(), "{:?}", old.body);
+    assert!(old.json()["result"].get("resultType").is_none());
     assert!(new.json()["result"].is_object(), "{:?}", new.body);
     // The 2025 session's list has no cache fields; its ping still works.
     let r = http
