@@ -17,10 +17,14 @@ import binascii
 
 from mcp_gateway._jsonrpc import FramingError, parse_message, shown
 
-__all__ = ["HEADER_MISMATCH", "SESSIONLESS_PROTOCOL_VERSIONS", "standard_header_fault"]
+__all__ = ["HEADER_MISMATCH", "LIST_TTL_MS", "SESSIONLESS_PROTOCOL_VERSIONS", "standard_header_fault"]
 
 SESSIONLESS_PROTOCOL_VERSIONS = frozenset({"2026-07-28"})
 """Protocol versions without sessions (every request carries its version in ``_meta``)."""
+
+LIST_TTL_MS = 60_000
+"""``ttlMs`` of a list result of MCP 2026-07-28 in the Python baseline, in milliseconds: the
+runtime's (``era.rs``), since the catalog is fixed once discovered in both."""
 
 HEADER_MISMATCH = -32020
 """MCP 2026-07-28: a standard header missing or not matching the body (HTTP 400)."""
