@@ -1,13 +1,12 @@
-"""MCP 2026-07-28 beside 2025-11-25 on one endpoint, in every mode that proxies to the runtime.
+"""MCP 2026-07-28 beside 2025-11-25 on one endpoint, in every mode.
 
 The official SDK client in 2026-07-28 mode (no session: ``server/discover``, lists with
 ``ttlMs``/``cacheScope``, calls) and in legacy mode (the ``initialize`` session) at the same
 time through the same gateway or edge endpoint; the fixture upstream speaks only 2025-11-25,
 reached through the runtime's own session. Then the standard headers: a request whose
 ``Mcp-Method`` or ``Mcp-Name`` is missing or does not match the body is HTTP 400 with -32020
-(checked by the gateway in gRPC mode, by the runtime otherwise), a version nobody speaks -32022.
-The Python baseline does not serve 2026-07-28 yet (its ``server/discover`` answers -32601, so
-the SDK's ``auto`` mode falls back to ``initialize``); it is not in :data:`MODES`.
+(checked by the gateway in gRPC mode, by the runtime over HTTP/JSON and in the edge modes, by
+the SDK in the Python baseline), a version nobody speaks -32022.
 """
 
 from __future__ import annotations

@@ -71,7 +71,10 @@ impl Runtime {
                     return Err(RequestError::NoSessionInThisRevision);
                 }
             } else if crate::era::is_newer_unknown(v) {
-                return Err(RequestError::UnsupportedVersion(v.to_owned()));
+                // A POST is answered once its id is read (`era::of`).
+                if req.method != Method::Post {
+                    return Err(RequestError::UnsupportedVersion(v.to_owned()));
+                }
             } else {
                 return Err(RequestError::UnsupportedProtocolVersion(v.to_owned()));
             }
@@ -243,8 +246,8 @@ impl Runtime {
     /// session and forwarded in the runtime's own session with the upstream (which may speak
     /// only 2025-11-25), in a session of their own that ends with the request
     /// ([`crate::session::Sessions::sessionless`]). What that revision removed (`ping`,
-    /// `logging/setLevel`, `resources/subscribe`) and what is not served yet
-    /// (`subscriptions/listen`) answer -32601.
+    /// `logging/setLevel`, `resources/subscribe`, `initialize`) and what is not served yet
+    /// (`subscriptions/listen`) answer -32601 with HTTP 404.
     async fn sessionless(
         self: &Arc<Self>,
         req: &Request,
@@ -282,7 +285,15 @@ impl Runtime {
             }
             _ => Err(RequestError::MethodNotFound(method.to_owned())),
         };
-        answer.unwrap_or_else(|e| e.into_outcome(Some(id)))
+        answer.unwrap_or_else(|e| {
+            // MCP 2026-07-28, transports: a method the server does not implement is HTTP 404.
+            let not_found = matches!(e, RequestError::MethodNotFound(_));
+            let mut outcome = e.into_outcome(Some(id));
+            if not_found {
+                outcome.head.status = 404;
+            }
+            outcome
+        })
     }
 
     /// The `server/discover` result (MCP 2026-07-28) for this caller in this scope: every

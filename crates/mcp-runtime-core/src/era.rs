@@ -74,10 +74,17 @@ pub(crate) fn of(
     params: Option<&RawValue>,
 ) -> Result<Option<Sessionless>, RequestError> {
     let header = headers.protocol_version.as_deref();
+    if let Some(h) = header
+        && is_newer_unknown(h)
+    {
+        // Answered here, not before the body is read, so the error carries the request's id.
+        return Err(RequestError::UnsupportedVersion(h.to_owned()));
+    }
     let header_sessionless = header.and_then(sessionless_version);
     if method == "initialize" {
-        // The handshake exists only in the session era, whatever version it names.
-        return Ok(None);
+        // The handshake exists only in the session era: named with a sessionless version it
+        // is a method that revision removed (`Runtime::sessionless` answers it 404, -32601).
+        return Ok(header_sessionless.map(|version| Sessionless { version }));
     }
     // The session era's requests (no 2026-07-28 header, no reserved `_meta` key) are not
     // parsed here: their params are read once, by their method.
@@ -322,7 +329,8 @@ mod tests {
         );
         let h25 = headers(Some("2025-11-25"), None, None);
         assert!(of(&h25, "tools/call", Some(&old)).unwrap().is_none());
-        assert!(of(&h, "initialize", Some(&call)).unwrap().is_none());
+        assert!(of(&h25, "initialize", Some(&call)).unwrap().is_none());
+        assert!(of(&h, "initialize", Some(&call)).unwrap().is_some());
         let code = |r: Result<Option<Sessionless>, RequestError>| r.unwrap_err().code();
         // Mismatches.
         let wrong_name = headers(Some("2026-07-28"), Some("tools/call"), Some("other"));

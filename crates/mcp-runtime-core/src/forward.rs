@@ -103,7 +103,19 @@ impl Runtime {
                 tasks: self.tasks.clone(),
             },
             streams: live,
-            result_type: session.sessionless,
+            result_fields: if !session.sessionless {
+                &[]
+            } else if method == "resources/read" {
+                // A read says how long it may be cached: not at all, since the upstream told
+                // nothing (0: immediately stale), and only by this caller.
+                &[
+                    ("resultType", r#""complete""#),
+                    ("ttlMs", "0"),
+                    ("cacheScope", r#""private""#),
+                ]
+            } else {
+                &[("resultType", r#""complete""#)]
+            },
         };
         loop {
             match relay.classify(bounds.run(stream.next()).await?) {
@@ -374,10 +386,10 @@ struct Relay {
     requests: CallRequests,
     /// The caller takes an SSE answer: only then can an upstream request reach it.
     streams: bool,
-    /// The caller speaks MCP 2026-07-28 (a sessionless request): a result without
-    /// `resultType` gets `"complete"` (that revision's clients require it; the upstream may
-    /// speak 2025-11-25, which has none).
-    result_type: bool,
+    /// The caller speaks MCP 2026-07-28 (a sessionless request): the members that revision
+    /// requires of this call's result and a 2025-11-25 upstream does not send, with the value
+    /// each gets when absent (`with_fields`).
+    result_fields: &'static [(&'static str, &'static str)],
 }
 
 /// What one upstream message means for the caller.
@@ -432,8 +444,8 @@ impl Relay {
                         limit: self.limit,
                     });
                 }
-                (Some(result), _) if self.result_type => {
-                    if let Some(completed) = with_result_type(result.get()) {
+                (Some(result), _) if !self.result_fields.is_empty() => {
+                    if let Some(completed) = with_fields(result.get(), self.result_fields) {
                         return Step::Final(jsonrpc::response_body(&self.id, "result", &completed));
                     }
                     ("result", result.get())
@@ -488,19 +500,19 @@ impl Relay {
     }
 }
 
-/// `result` (a result object) with `"resultType":"complete"` first, when it has no
-/// `resultType` of its own (MCP 2026-07-28: every result names its type; a 2025 upstream's
-/// results have none); `None` when it needs none (it has one, or it is not an object).
-fn with_result_type(result: &str) -> Option<String> {
-    #[derive(Deserialize)]
-    struct Typed {
-        #[serde(rename = "resultType", default)]
-        result_type: Option<serde::de::IgnoredAny>,
-    }
-    let trimmed = result.trim_start();
-    let rest = trimmed.strip_prefix('{')?;
-    let typed: Typed = serde_json::from_str(result).ok()?;
-    if typed.result_type.is_some() {
+/// `result` (a result object) with each of `fields` (name, encoded value) it lacks put first
+/// (MCP 2026-07-28: every result names its `resultType`, a read its `ttlMs` and `cacheScope`;
+/// a 2025 upstream's results have none); `None` when it lacks none or is not an object.
+fn with_fields(result: &str, fields: &[(&str, &str)]) -> Option<String> {
+    let rest = result.trim_start().strip_prefix('{')?;
+    let present: std::collections::HashMap<String, serde::de::IgnoredAny> =
+        serde_json::from_str(result).ok()?;
+    let missing: Vec<String> = fields
+        .iter()
+        .filter(|(name, _)| !present.contains_key(*name))
+        .map(|(name, value)| format!("\"{name}\":{value}"))
+        .collect();
+    if missing.is_empty() {
         return None;
     }
     let sep = if rest.trim_start().starts_with('}') {
@@ -508,7 +520,7 @@ fn with_result_type(result: &str) -> Option<String> {
     } else {
         ","
     };
-    Some(format!(r#"{{"resultType":"complete"{sep}{rest}"#))
+    Some(format!("{{{}{sep}{rest}", missing.join(",")))
 }
 
 /// The post hook of a streamed call and the runtime that asks it, moved into [`pump`].
@@ -665,16 +677,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_result_without_a_type_is_complete() {
+    fn a_result_gets_the_fields_it_lacks() {
+        let typed = &[("resultType", r#""complete""#)];
         assert_eq!(
-            with_result_type(r#"{"content":[]}"#).as_deref(),
+            with_fields(r#"{"content":[]}"#, typed).as_deref(),
             Some(r#"{"resultType":"complete","content":[]}"#)
         );
         assert_eq!(
-            with_result_type("{ }").as_deref(),
+            with_fields("{ }", typed).as_deref(),
             Some(r#"{"resultType":"complete" }"#)
         );
-        assert_eq!(with_result_type(r#"{"resultType":"input_required"}"#), None);
-        assert_eq!(with_result_type("[]"), None);
+        assert_eq!(
+            with_fields(r#"{"resultType":"input_required"}"#, typed),
+            None
+        );
+        assert_eq!(with_fields("[]", typed), None);
+        let read = &[("resultType", r#""complete""#), ("ttlMs", "0")];
+        assert_eq!(
+            with_fields(r#"{"ttlMs":5,"contents":[]}"#, read).as_deref(),
+            Some(r#"{"resultType":"complete","ttlMs":5,"contents":[]}"#)
+        );
     }
 }

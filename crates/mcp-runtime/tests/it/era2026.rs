@@ -123,8 +123,30 @@ async fn a_2026_client_is_served_without_a_session() {
         .await;
     assert_eq!(r.error_code(), Some(-32602));
     // Removed by the revision: ping.
-    let r = http.send(&modern(&bob, 7, "ping", json!({}))).await;
-    assert_eq!(r.error_code(), Some(-32601));
+    for (n, method) in ["ping", "initialize", "subscriptions/listen"]
+        .into_iter()
+        .enumerate()
+    {
+        let r = http
+            .send(&modern(&bob, 7 + n as i64, method, json!({})))
+            .await;
+        assert_eq!((r.status, r.error_code()), (404, Some(-32601)), "{method}");
+    }
+    // A read says it may not be cached.
+    let r = http
+        .send(&modern(
+            &bob,
+            8,
+            "resources/read",
+            json!({"uri": "fixture://readme"}),
+        ))
+        .await;
+    let read = r.json()["result"].clone();
+    assert_eq!(
+        (read["ttlMs"].clone(), read["cacheScope"].clone()),
+        (json!(0), json!("private")),
+        "{read}"
+    );
     // The same id twice at once is fine: no session relates them.
     let slow = |id| {
         modern(
@@ -179,6 +201,7 @@ async fn headers_are_checked_before_any_work() {
     let r = http.send(&c).await;
     check(&r, 400, -32022);
     assert!(r.json()["error"]["data"]["supported"].is_array());
+    assert_eq!(r.json()["id"], 1);
     let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": {
         "io.modelcontextprotocol/protocolVersion": "2099-01-01",
         "io.modelcontextprotocol/clientCapabilities": {}}}});
