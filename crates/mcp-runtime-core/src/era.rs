@@ -188,8 +188,14 @@ fn missing_meta(meta: Option<&Map<String, Value>>) -> RequestError {
     RequestError::MissingRequestMeta(missing.join(", "))
 }
 
+/// A header value without the whitespace around it (RFC 9110 section 5.5: it is not part of
+/// the value).
+fn ows_trimmed(value: Option<&str>) -> Option<&str> {
+    value.map(|v| v.trim_matches([' ', '\t']))
+}
+
 fn check_method_header(headers: &McpHeaders, method: &str) -> Result<(), RequestError> {
-    match headers.mcp_method.as_deref() {
+    match ows_trimmed(headers.mcp_method.as_deref()) {
         None => Err(RequestError::HeaderMismatch(
             "missing required Mcp-Method header".into(),
         )),
@@ -219,7 +225,7 @@ fn check_standard_headers(
     let Some(expected) = expected else {
         return Ok(());
     };
-    let Some(raw) = headers.mcp_name.as_deref() else {
+    let Some(raw) = ows_trimmed(headers.mcp_name.as_deref()) else {
         return Err(RequestError::HeaderMismatch(format!(
             "missing required Mcp-Name header for `{method}`"
         )));
@@ -342,7 +348,9 @@ mod tests {
         assert_eq!(code(of(&h25, "tools/call", Some(&call))), -32020);
         let no_header = headers(None, Some("tools/call"), Some("echo"));
         assert_eq!(code(of(&no_header, "tools/call", Some(&call))), -32020);
-        // A base64-wrapped name is decoded.
+        // Whitespace around a value is not part of it; a base64-wrapped name is decoded.
+        let spaced = headers(Some("2026-07-28"), Some(" tools/call"), Some("  echo\t"));
+        assert!(of(&spaced, "tools/call", Some(&call)).unwrap().is_some());
         let wrapped = headers(
             Some("2026-07-28"),
             Some("tools/call"),

@@ -51,7 +51,7 @@ def standard_header_fault(
         protocol_version: ``MCP-Protocol-Version``; only a sessionless version (2026-07-28) is
             checked, every other request passes unread.
         mcp_method: ``Mcp-Method``, ``None`` when absent.
-        mcp_name: ``Mcp-Name``, ``None`` when absent.
+        mcp_name: ``Mcp-Name``, ``None`` when absent (both read without surrounding whitespace).
         body: The raw body; one that is not a JSON-RPC request or notification passes (the
             runtime answers its framing).
 
@@ -60,6 +60,9 @@ def standard_header_fault(
     """
     if protocol_version not in SESSIONLESS_PROTOCOL_VERSIONS:
         return None
+    # RFC 9110 section 5.5: a field value's leading and trailing whitespace is not part of it.
+    mcp_method = None if mcp_method is None else mcp_method.strip(" \t")
+    mcp_name = None if mcp_name is None else mcp_name.strip(" \t")
     try:
         message = parse_message(body)
     except FramingError:
