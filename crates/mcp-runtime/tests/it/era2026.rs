@@ -290,3 +290,39 @@ async fn a_2026_request_over_grpc() {
         crate::support::grpc::send(&mut c, &modern(&who, 2, "server/discover", json!({}))).await;
     assert_eq!(r.json()["result"]["supportedVersions"][0], V2026);
 }
+
+/// An upstream that asks the client something during a sessionless call (sampling) is refused
+/// at once: nobody could answer it (no session to POST the answer to; `input_required` is not
+/// relayed yet). The call ends with the tool's own answer, and the client gets no request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_request_during_a_sessionless_call_is_refused_to_the_upstream() {
+    let fx = Fixture::start_with(
+        "127.0.0.1:0".parse().expect("address"),
+        mcp_fixture_server::SharedState::new(0).with_conformance(),
+    );
+    let rt = Sidecar::start(&simple_catalog(&fx.url)).await;
+    let http = Http::new(&rt.http);
+    let who = auth("carol@example.com", false, Some(&[]));
+    let mut call = modern(
+        &who,
+        1,
+        "tools/call",
+        json!({"name": "test_sampling", "arguments": {"prompt": "x"}}),
+    );
+    // Even a client that declares sampling cannot be asked without a session.
+    let mut body: Value = serde_json::from_slice(&call.body).unwrap();
+    body["params"]["_meta"]["io.modelcontextprotocol/clientCapabilities"] = json!({"sampling": {}});
+    call.body = body.to_string().into();
+    let r = http.send(&call).await;
+    let answer = r.json();
+    assert_eq!(answer["id"], 1, "{answer}");
+    assert_eq!(answer["result"]["isError"], true, "{answer}");
+    assert_eq!(answer["result"]["resultType"], "complete", "{answer}");
+    if r.content_type.as_deref() == Some("text/event-stream") {
+        assert!(
+            r.events().iter().all(|e| e.get("method").is_none()),
+            "no request reached the client: {:?}",
+            r.events()
+        );
+    }
+}
