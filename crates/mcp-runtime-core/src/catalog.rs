@@ -950,6 +950,24 @@ impl Catalog {
         )
     }
 
+    /// Whether the caller may use at least one entry of `kind` in `scope`.
+    pub(crate) fn sees_any(&self, kind: Kind, auth: &AuthContext, scope: Option<&str>) -> bool {
+        self.entries(kind)
+            .list
+            .iter()
+            .any(|e| self.allowed(kind, e, auth, scope))
+    }
+
+    /// Whether the caller sees at least one resource template in `scope` (the federated scope
+    /// only, as [`Catalog::templates_json`] lists them).
+    pub(crate) fn sees_any_template(&self, auth: &AuthContext, scope: Option<&str>) -> bool {
+        scope.is_none()
+            && self
+                .templates
+                .iter()
+                .any(|(_, e)| auth.can_see(&e.visibility))
+    }
+
     /// Assembles `{"resourceTemplates":[...]}`, each URI template once (the first visible
     /// upstream's, as for resources): templates are visible in the federated scope only
     /// (virtual servers list concrete resources).

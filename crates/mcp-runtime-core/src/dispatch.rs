@@ -65,7 +65,19 @@ impl Runtime {
         if let Some(v) = req.headers.protocol_version.as_deref()
             && !PROTOCOL_VERSIONS.contains(&v)
         {
-            return Err(RequestError::UnsupportedProtocolVersion(v.to_owned()));
+            if crate::era::sessionless_version(v).is_some() {
+                // MCP 2026-07-28 has no GET stream and no session to end.
+                if req.method != Method::Post {
+                    return Err(RequestError::NoSessionInThisRevision);
+                }
+            } else if crate::era::is_newer_unknown(v) {
+                // A POST is answered once its id is read (`era::of`).
+                if req.method != Method::Post {
+                    return Err(RequestError::UnsupportedVersion(v.to_owned()));
+                }
+            } else {
+                return Err(RequestError::UnsupportedProtocolVersion(v.to_owned()));
+            }
         }
         match req.method {
             Method::Post => self.post(req, reserved, label).await,
@@ -149,11 +161,22 @@ impl Runtime {
             Incoming::Request { id, method, params } => {
                 *label = McpMethod::of(&method);
                 tracing::Span::current().record("method", method.as_str());
-                Ok(self.request(&req, &id, &method, params).await)
+                // The era's own checks come first, before any work (MCP 2026-07-28: header
+                // validation).
+                match crate::era::of(&req.headers, &method, params.as_deref()) {
+                    Err(e) => Ok(e.into_outcome(Some(&id))),
+                    Ok(Some(era)) => Ok(self.sessionless(&req, &id, &method, params, era).await),
+                    Ok(None) => Ok(self.request(&req, &id, &method, params).await),
+                }
             }
             Incoming::Notification { method, params } => {
                 *label = McpMethod::of(&method);
                 tracing::Span::current().record("method", method.as_str());
+                if crate::era::notification_of(&req.headers, &method)? {
+                    // No session to deliver it to: a sessionless client cancels a request by
+                    // closing its response stream.
+                    return Ok(Outcome::empty(202));
+                }
                 self.notification(&req, &method, params.as_deref()).await
             }
             Incoming::Response { id, result, error } => {
@@ -219,6 +242,102 @@ impl Runtime {
             },
         };
         answer.unwrap_or_else(|e| e.into_outcome(Some(id)))
+    }
+
+    /// A request of the sessionless era (MCP 2026-07-28, its headers and `_meta` checked by
+    /// [`crate::era::of`]): served without a session. `server/discover` and the lists from
+    /// the catalog (what the caller may see; lists with `ttlMs` and `cacheScope`); calls
+    /// (`tools/call`, `prompts/get`, `resources/read`, `completion/complete`) routed as in a
+    /// session and forwarded in the runtime's own session with the upstream (which may speak
+    /// only 2025-11-25), in a session of their own that ends with the request
+    /// ([`crate::session::Sessions::sessionless`]). What that revision removed (`ping`,
+    /// `logging/setLevel`, `resources/subscribe`, `initialize`) and what is not served yet
+    /// (`subscriptions/listen`) answer -32601 with HTTP 404.
+    async fn sessionless(
+        self: &Arc<Self>,
+        req: &Request,
+        id: &RawValue,
+        method: &str,
+        params: Option<Box<RawValue>>,
+        era: crate::era::Sessionless,
+    ) -> Outcome {
+        let (auth, scope) = (&req.auth, req.server_id.as_deref());
+        let cat = &self.catalog;
+        let list = |json: String| {
+            Ok(Outcome::json(
+                200,
+                jsonrpc::result_body(id, &crate::era::with_cache_fields(json)),
+            ))
+        };
+        let answer = match method {
+            "server/discover" => Ok(Outcome::json(
+                200,
+                jsonrpc::result_body(id, &self.discover_json(auth, scope)),
+            )),
+            "tools/list" => list(cat.list_json(Kind::Tool, auth, scope)),
+            "prompts/list" => list(cat.list_json(Kind::Prompt, auth, scope)),
+            "resources/list" => list(cat.list_json(Kind::Resource, auth, scope)),
+            "resources/templates/list" => list(cat.templates_json(auth, scope)),
+            "completion/complete" | "tools/call" | "prompts/get" | "resources/read" => {
+                tracing::debug!(version = era.version, "sessionless call");
+                let session = self.sessions.sessionless(&auth.subject_email, scope);
+                let answer = match Kind::of_call(method) {
+                    Some(kind) => self.call(&session, req, id, kind, method, params).await,
+                    None => self.complete(&session, req, id, params).await,
+                };
+                drop(session);
+                answer
+            }
+            _ => Err(RequestError::MethodNotFound(method.to_owned())),
+        };
+        answer.unwrap_or_else(|e| {
+            // MCP 2026-07-28, transports: a method the server does not implement is HTTP 404.
+            let not_found = matches!(e, RequestError::MethodNotFound(_));
+            let mut outcome = e.into_outcome(Some(id));
+            if not_found {
+                outcome.head.status = 404;
+            }
+            outcome
+        })
+    }
+
+    /// The `server/discover` result (MCP 2026-07-28) for this caller in this scope: every
+    /// version the runtime speaks, the capabilities of what the caller may see across the
+    /// upstreams (`tools`, `prompts`, `resources` only when the catalog shows it at least
+    /// one; `completions` with prompts or resources), the runtime as `serverInfo` in `_meta`;
+    /// `ttlMs` [`crate::era::LIST_TTL_MS`], `cacheScope` `private` (it depends on the caller).
+    fn discover_json(&self, auth: &AuthContext, scope: Option<&str>) -> String {
+        let cat = &self.catalog;
+        let sees = |kind| cat.sees_any(kind, auth, scope);
+        let (tools, prompts) = (sees(Kind::Tool), sees(Kind::Prompt));
+        let resources = sees(Kind::Resource) || cat.sees_any_template(auth, scope);
+        let mut caps = Map::new();
+        if tools {
+            caps.insert("tools".into(), serde_json::json!({}));
+        }
+        if prompts {
+            caps.insert("prompts".into(), serde_json::json!({}));
+        }
+        if resources {
+            caps.insert("resources".into(), serde_json::json!({}));
+        }
+        if prompts || resources {
+            caps.insert("completions".into(), serde_json::json!({}));
+        }
+        serde_json::json!({
+            "resultType": "complete",
+            "supportedVersions": crate::runtime::all_protocol_versions(),
+            "capabilities": caps,
+            "ttlMs": crate::era::LIST_TTL_MS,
+            "cacheScope": "private",
+            "_meta": {
+                "io.modelcontextprotocol/serverInfo": {
+                    "name": "mcp-runtime",
+                    "version": env!("CARGO_PKG_VERSION"),
+                },
+            },
+        })
+        .to_string()
     }
 
     /// `initialize`: a new session for the caller's subject and scope, unless the params are
@@ -308,7 +427,8 @@ impl Runtime {
     ) -> Result<Outcome, RequestError> {
         // The raw params go once parsed: a large call holds its arguments once (the parsed
         // map), not twice, while it runs.
-        let p = call_params(params)?;
+        let mut p = call_params(params)?;
+        crate::era::strip_reserved_meta(&mut p);
         let key = kind.key();
         let Some(name) = p.get(key).and_then(Value::as_str).map(str::to_owned) else {
             return Err(RequestError::InvalidParams(format!("`{key}` is required")));
@@ -356,6 +476,7 @@ impl Runtime {
         params: Option<Box<RawValue>>,
     ) -> Result<Outcome, RequestError> {
         let mut p = call_params(params)?;
+        crate::era::strip_reserved_meta(&mut p);
         if !p.get("argument").is_some_and(Value::is_object) {
             return Err(RequestError::InvalidParams(
                 "`argument` must be an object".into(),

@@ -120,6 +120,23 @@ pub enum RequestError {
         supported = crate::runtime::PROTOCOL_VERSIONS.join(", ")
     )]
     UnsupportedProtocolVersion(String),
+    /// MCP 2026-07-28: a request of that revision names a protocol version the runtime does
+    /// not speak (in `_meta` or `MCP-Protocol-Version`): 400, -32022, `data` = `{"requested",
+    /// "supported"}`.
+    #[error("Unsupported protocol version: {}", shown(.0))]
+    UnsupportedVersion(String),
+    /// MCP 2026-07-28: `Mcp-Method`, `Mcp-Name` or `MCP-Protocol-Version` missing, repeated
+    /// or not matching the body: 400, -32020, checked before any work is done.
+    #[error("Header mismatch: {0}")]
+    HeaderMismatch(String),
+    /// MCP 2026-07-28: a request of that revision whose `_meta` lacks
+    /// `io.modelcontextprotocol/protocolVersion` or `io.modelcontextprotocol/clientCapabilities`
+    /// (an object): 400, -32602.
+    #[error("Invalid params: request _meta is missing or has malformed required fields: {0}")]
+    MissingRequestMeta(String),
+    /// MCP 2026-07-28 has no session: a GET stream or a DELETE named that revision: 405.
+    #[error("Method Not Allowed: protocol version 2026-07-28 has no GET stream or session")]
+    NoSessionInThisRevision,
     /// The body is not one JSON-RPC message: 400.
     #[error(transparent)]
     Framing(#[from] FramingError),
@@ -237,9 +254,13 @@ impl RequestError {
             Self::BadHeader(_)
             | Self::BadServerIdInPath
             | Self::UnsupportedProtocolVersion(_)
+            | Self::UnsupportedVersion(_)
+            | Self::HeaderMismatch(_)
+            | Self::MissingRequestMeta(_)
             | Self::Framing(_)
             | Self::MissingSessionId
             | Self::UnknownEventId(_) => 400,
+            Self::NoSessionInThisRevision => 405,
             Self::UnknownPath | Self::UnknownServer(_) | Self::UnknownSession => 404,
             Self::PayloadTooLarge { .. } => 413,
             Self::TooManySessions { .. } | Self::SubjectQuota { .. } => 429,
@@ -272,6 +293,10 @@ impl RequestError {
                 jsonrpc::INVALID_REQUEST
             }
             Self::Framing(e) => e.code(),
+            Self::UnsupportedVersion(_) => jsonrpc::UNSUPPORTED_PROTOCOL_VERSION,
+            Self::HeaderMismatch(_) => jsonrpc::HEADER_MISMATCH,
+            Self::MissingRequestMeta(_) => jsonrpc::INVALID_PARAMS,
+            Self::NoSessionInThisRevision => jsonrpc::BAD_REQUEST,
             Self::MethodNotFound(_) => jsonrpc::METHOD_NOT_FOUND,
             Self::InvalidParams(_) | Self::UnknownTool(_) | Self::UnknownPrompt(_) => {
                 jsonrpc::INVALID_PARAMS
@@ -304,6 +329,18 @@ impl RequestError {
     /// is sent.
     #[must_use]
     pub fn body(&self, id: Option<&RawValue>) -> Vec<u8> {
+        if let Self::UnsupportedVersion(requested) = self {
+            let data = serde_json::json!({
+                "requested": shown(requested),
+                "supported": crate::runtime::all_protocol_versions(),
+            });
+            return jsonrpc::error_body_with_data(
+                id,
+                self.code(),
+                &self.to_string(),
+                &data.to_string(),
+            );
+        }
         jsonrpc::error_body(id, self.code(), &self.to_string())
     }
 

@@ -124,6 +124,19 @@ impl Runtime {
                 tasks: self.tasks.clone(),
             },
             streams: live,
+            result_fields: if !session.sessionless {
+                &[]
+            } else if method == "resources/read" {
+                // A read says how long it may be cached: not at all, since the upstream told
+                // nothing (0: immediately stale), and only by this caller.
+                &[
+                    ("resultType", r#""complete""#),
+                    ("ttlMs", "0"),
+                    ("cacheScope", r#""private""#),
+                ]
+            } else {
+                &[("resultType", r#""complete""#)]
+            },
         };
         loop {
             match relay.classify(bounds.run(stream.next()).await?) {
@@ -411,6 +424,10 @@ struct Relay {
     requests: CallRequests,
     /// The caller takes an SSE answer: only then can an upstream request reach it.
     streams: bool,
+    /// The caller speaks MCP 2026-07-28 (a sessionless request): the members that revision
+    /// requires of this call's result and a 2025-11-25 upstream does not send, with the value
+    /// each gets when absent (`with_fields`).
+    result_fields: &'static [(&'static str, &'static str)],
 }
 
 /// What one upstream message means for the caller.
@@ -465,6 +482,12 @@ impl Relay {
                         limit: self.limit,
                     });
                 }
+                (Some(result), _) if !self.result_fields.is_empty() => {
+                    if let Some(completed) = with_fields(result.get(), self.result_fields) {
+                        return Step::Final(jsonrpc::response_body(&self.id, "result", &completed));
+                    }
+                    ("result", result.get())
+                }
                 (Some(result), _) => ("result", result.get()),
                 (None, Some(err)) => ("error", err.get()),
                 (None, None) => return Step::Skip,
@@ -513,6 +536,29 @@ impl Relay {
     fn fail(&self, e: &RequestError) -> Step {
         Step::Final(e.body(Some(&self.id)))
     }
+}
+
+/// `result` (a result object) with each of `fields` (name, encoded value) it lacks put first
+/// (MCP 2026-07-28: every result names its `resultType`, a read its `ttlMs` and `cacheScope`;
+/// a 2025 upstream's results have none); `None` when it lacks none or is not an object.
+fn with_fields(result: &str, fields: &[(&str, &str)]) -> Option<String> {
+    let rest = result.trim_start().strip_prefix('{')?;
+    let present: std::collections::HashMap<String, serde::de::IgnoredAny> =
+        serde_json::from_str(result).ok()?;
+    let missing: Vec<String> = fields
+        .iter()
+        .filter(|(name, _)| !present.contains_key(*name))
+        .map(|(name, value)| format!("\"{name}\":{value}"))
+        .collect();
+    if missing.is_empty() {
+        return None;
+    }
+    let sep = if rest.trim_start().starts_with('}') {
+        ""
+    } else {
+        ","
+    };
+    Some(format!("{{{}{sep}{rest}", missing.join(",")))
 }
 
 /// The post hook of a streamed call and the runtime that asks it, moved into [`pump`].
@@ -662,4 +708,32 @@ impl Out {
 
 fn event(body: Vec<u8>) -> SseEvent {
     SseEvent::message(String::from_utf8(body).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_result_gets_the_fields_it_lacks() {
+        let typed = &[("resultType", r#""complete""#)];
+        assert_eq!(
+            with_fields(r#"{"content":[]}"#, typed).as_deref(),
+            Some(r#"{"resultType":"complete","content":[]}"#)
+        );
+        assert_eq!(
+            with_fields("{ }", typed).as_deref(),
+            Some(r#"{"resultType":"complete" }"#)
+        );
+        assert_eq!(
+            with_fields(r#"{"resultType":"input_required"}"#, typed),
+            None
+        );
+        assert_eq!(with_fields("[]", typed), None);
+        let read = &[("resultType", r#""complete""#), ("ttlMs", "0")];
+        assert_eq!(
+            with_fields(r#"{"ttlMs":5,"contents":[]}"#, read).as_deref(),
+            Some(r#"{"resultType":"complete","ttlMs":5,"contents":[]}"#)
+        );
+    }
 }

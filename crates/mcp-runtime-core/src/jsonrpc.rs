@@ -25,6 +25,12 @@ pub const INTERNAL_ERROR: i64 = -32603;
 /// Transport-level bad request (missing session id, unsupported protocol version, unreadable
 /// header), as in the MCP TypeScript SDK's streamable HTTP server.
 pub const BAD_REQUEST: i64 = -32000;
+/// MCP 2026-07-28: a standard header (`Mcp-Method`, `Mcp-Name`, `MCP-Protocol-Version`)
+/// missing or not matching the body (HTTP 400).
+pub const HEADER_MISMATCH: i64 = -32020;
+/// MCP 2026-07-28: the request names a protocol version the server does not speak (HTTP 400,
+/// `data` lists the supported ones).
+pub const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
 /// A per-subject limit reached (HTTP 429, e.g. too many open sessions): a transport-level
 /// refusal like [`BAD_REQUEST`], with the same number.
 pub const LIMIT_REACHED: i64 = -32000;
@@ -212,6 +218,22 @@ pub fn error_body(id: Option<&RawValue>, code: i64, message: &str) -> Vec<u8> {
     let msg = serde_json::to_string(message).unwrap_or_else(|_| "\"error\"".to_owned());
     format!(r#"{{"jsonrpc":"2.0","id":{id},"error":{{"code":{code},"message":{msg}}}}}"#)
         .into_bytes()
+}
+
+/// [`error_body`] with a `data` member (already encoded JSON).
+#[must_use]
+pub fn error_body_with_data(
+    id: Option<&RawValue>,
+    code: i64,
+    message: &str,
+    data: &str,
+) -> Vec<u8> {
+    let id: &str = id.map_or("null", RawValue::get);
+    let msg = serde_json::to_string(message).unwrap_or_else(|_| "\"error\"".to_owned());
+    format!(
+        r#"{{"jsonrpc":"2.0","id":{id},"error":{{"code":{code},"message":{msg},"data":{data}}}}}"#
+    )
+    .into_bytes()
 }
 
 /// Encodes a JSON-RPC success response around an already-encoded `result`.

@@ -62,6 +62,7 @@ pub const CORE_SPI_VERSION: &str = "1.0";
 pub mod auth;
 pub mod catalog;
 mod dispatch;
+mod era;
 mod error;
 mod forward;
 pub mod hooks;

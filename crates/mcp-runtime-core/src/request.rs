@@ -62,6 +62,17 @@ pub struct McpHeaders {
     pub accept: Option<String>,
     /// `Last-Event-ID`.
     pub last_event_id: Option<String>,
+    /// `Mcp-Method` (MCP 2026-07-28, transports: standard headers): the JSON-RPC method of the
+    /// body, required on every request of that revision.
+    pub mcp_method: Option<String>,
+    /// `Mcp-Name` (MCP 2026-07-28): `params.name` of `tools/call` and `prompts/get`,
+    /// `params.uri` of `resources/read`; verbatim (a value in the `=?base64?...?=` form is
+    /// decoded by the core).
+    pub mcp_name: Option<String>,
+    /// Whether the adapter's caller already checked `Mcp-Method` and `Mcp-Name` against the
+    /// body, so the core does not (the gRPC adapter: the envelope carries no such headers; the
+    /// gateway checks them at its public endpoint before it builds the envelope).
+    pub standard_headers_checked: bool,
 }
 
 /// One MCP request, as the gateway received it, minus transport details.

@@ -31,6 +31,22 @@ pub enum StartError {
 /// MCP protocol versions the runtime speaks, newest first (MCP spec revisions).
 pub const PROTOCOL_VERSIONS: [&str; 3] = ["2025-11-25", "2025-06-18", "2025-03-26"];
 
+/// MCP protocol versions without sessions the runtime speaks (MCP 2026-07-28: every request
+/// carries its version and client capabilities in `_meta`), served on the same endpoint as
+/// [`PROTOCOL_VERSIONS`] (`dispatch.rs`, `Era`).
+pub const SESSIONLESS_PROTOCOL_VERSIONS: [&str; 1] = ["2026-07-28"];
+
+/// Every version the runtime speaks, newest first: [`SESSIONLESS_PROTOCOL_VERSIONS`] then
+/// [`PROTOCOL_VERSIONS`] (the `supported` list of `server/discover` and of -32022).
+#[must_use]
+pub fn all_protocol_versions() -> Vec<&'static str> {
+    SESSIONLESS_PROTOCOL_VERSIONS
+        .iter()
+        .chain(PROTOCOL_VERSIONS.iter())
+        .copied()
+        .collect()
+}
+
 /// The version assumed when a request carries no `MCP-Protocol-Version` header (MCP spec
 /// 2025-06-18, transports: "the server SHOULD assume protocol version 2025-03-26").
 pub const DEFAULT_PROTOCOL_VERSION: &str = "2025-03-26";

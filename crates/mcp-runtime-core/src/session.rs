@@ -72,6 +72,10 @@ pub(crate) struct Session {
     /// Upstream requests relayed to this client and not yet answered, by the runtime's id. A
     /// std mutex: held only to insert, find or remove.
     pending: Mutex<PendingTable>,
+    /// A request of the sessionless era (MCP 2026-07-28) runs in a session of its own that is
+    /// in no table ([`Sessions::sessionless`]): nothing of it outlives the request, its
+    /// streams are never stored for resumption (that revision has none).
+    pub(crate) sessionless: bool,
 }
 
 impl Session {
@@ -164,6 +168,9 @@ pub(crate) struct Sessions {
     per_subject_limit: usize,
     /// Epoch of `last_used_ms`.
     epoch: Instant,
+    /// Parent of the `ended` token of every sessionless request's session: cancelled by
+    /// [`Sessions::cancel_calls`] at shutdown, as the tabled sessions' calls are.
+    sessionless_ended: CancellationToken,
 }
 
 /// `initialize` of a subject that already holds the most sessions allowed.
@@ -202,6 +209,7 @@ impl Sessions {
             map: RwLock::default(),
             per_subject_limit: per_subject_limit.max(1),
             epoch: Instant::now(),
+            sessionless_ended: CancellationToken::new(),
         }
     }
 
@@ -228,16 +236,43 @@ impl Sessions {
         Ok(id)
     }
 
+    /// The session one request of the sessionless era (MCP 2026-07-28) runs in: bound to its
+    /// caller's subject and scope, in no table (nobody can name it: a client response or a
+    /// `notifications/cancelled` cannot reach it), declaring no client capability (an
+    /// upstream's sampling, elicitation or roots request during the call is refused to the
+    /// upstream: nobody could answer it), gone with the request.
+    pub(crate) fn sessionless(&self, subject: &str, scope: Option<&str>) -> Arc<Session> {
+        self.build(
+            "",
+            subject,
+            scope,
+            UNCHECKED,
+            Some(self.sessionless_ended.child_token()),
+        )
+    }
+
     fn session(&self, id: &str, subject: &str, scope: Option<&str>, epoch: u64) -> Arc<Session> {
+        self.build(id, subject, scope, epoch, None)
+    }
+
+    fn build(
+        &self,
+        id: &str,
+        subject: &str,
+        scope: Option<&str>,
+        epoch: u64,
+        sessionless: Option<CancellationToken>,
+    ) -> Arc<Session> {
         let now = self.now_ms();
         Arc::new(Session {
+            sessionless: sessionless.is_some(),
             id: id.to_owned(),
             subject: subject.to_owned(),
             scope: scope.map(str::to_owned),
             standalone: Mutex::new(None),
             viewer: Mutex::new(None),
             inflight: Mutex::new(HashMap::new()),
-            ended: CancellationToken::new(),
+            ended: sessionless.unwrap_or_default(),
             last_used_ms: AtomicU64::new(now),
             streams: Mutex::new(HashMap::new()),
             checked_epoch: AtomicU64::new(epoch),
@@ -413,8 +448,10 @@ impl Sessions {
 
     /// Cancels every in-flight call of every session (at shutdown, once the grace period is
     /// over); each call then answers its caller with an error and sends
-    /// `notifications/cancelled` upstream. Sessions stay open.
+    /// `notifications/cancelled` upstream. Sessions stay open. Also the calls of sessionless
+    /// requests, and of any sessionless request still to come (the runtime is stopping).
     pub(crate) fn cancel_calls(&self) -> usize {
+        self.sessionless_ended.cancel();
         let map = self
             .map
             .read()

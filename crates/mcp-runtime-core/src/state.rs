@@ -172,6 +172,8 @@ impl StreamWriter {
     ) -> Self {
         let stream = new_stream_id();
         let target = match store {
+            // A sessionless request's stream is never resumed: kept in its own session only.
+            _ if session.sessionless => Target::Memory(Arc::new(memory::StreamLog::default())),
             Store::Memory => {
                 let log = Arc::new(memory::StreamLog::default());
                 let mut logs = session

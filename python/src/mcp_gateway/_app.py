@@ -51,6 +51,7 @@ from mcp_gateway import __version__
 from mcp_gateway._auth import AuthContext, anonymous_context, authenticate
 from mcp_gateway._backend import Backend, McpRequest, McpResponse
 from mcp_gateway._byte_budget import ByteBudget, BytesRefused
+from mcp_gateway._era import HEADER_MISMATCH, standard_header_fault
 from mcp_gateway._errors import (
     AuthError,
     GatewayError,
@@ -87,7 +88,15 @@ logger = logging.getLogger("mcp_gateway")
 
 _JSON = ("content-type", "application/json")
 
-FORWARDED_HEADERS = ("mcp-session-id", "mcp-protocol-version", "accept", "last-event-id", "content-type")
+FORWARDED_HEADERS = (
+    "mcp-session-id",
+    "mcp-protocol-version",
+    "accept",
+    "last-event-id",
+    "content-type",
+    "mcp-method",
+    "mcp-name",
+)
 """The client's headers the runtime gets (each checked to be visible ASCII first)."""
 
 _AUTH_DISABLED_WARNING = (
@@ -428,6 +437,16 @@ class McpEndpoint:
                 await _send_whole(send, _error_response(400, BAD_REQUEST, message))
                 return
             values[name] = value
+        if method == "POST" and not getattr(self._backend, "carries_standard_headers", True):
+            # MCP 2026-07-28: a backend that cannot carry Mcp-Method / Mcp-Name (gRPC) gets
+            # them checked here, before any work, as the runtime checks them over HTTP/JSON.
+            fault = standard_header_fault(
+                values.get("mcp-protocol-version"), values.get("mcp-method"), values.get("mcp-name"), body
+            )
+            if fault is not None:
+                answer = error_body(HEADER_MISMATCH, fault, request_id_of(body))
+                await _send_whole(send, McpResponse(status=400, headers=[_JSON], body=answer))
+                return
         if observed is not None:
             observed.read(method, body, values.get("mcp-session-id"), trace_id)
         server_id = scope.get("path_params", {}).get("server_id")
@@ -442,6 +461,8 @@ class McpEndpoint:
             accept=values.get("accept"),
             last_event_id=values.get("last-event-id"),
             content_type=values.get("content-type"),
+            mcp_method=values.get("mcp-method"),
+            mcp_name=values.get("mcp-name"),
         )
         await self._relay(request, receive, send)
 

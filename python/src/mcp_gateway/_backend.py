@@ -56,6 +56,8 @@ class McpRequest:
         accept: ``Accept`` verbatim, ``None`` when absent.
         last_event_id: ``Last-Event-ID``, ``None`` when absent.
         content_type: ``Content-Type`` verbatim, ``None`` when absent.
+        mcp_method: ``Mcp-Method`` (MCP 2026-07-28), ``None`` when absent.
+        mcp_name: ``Mcp-Name`` (MCP 2026-07-28), verbatim, ``None`` when absent.
     """
 
     method: str
@@ -68,6 +70,8 @@ class McpRequest:
     accept: str | None = None
     last_event_id: str | None = None
     content_type: str | None = None
+    mcp_method: str | None = None
+    mcp_name: str | None = None
 
     @property
     def wants_progress(self) -> bool:

@@ -232,7 +232,13 @@ class GrpcUdsBackend(SocketBackend):
             seconds; ``InvokeStream`` calls have none.
         max_message_bytes: The runtime's message limit, in bytes; sizes the channel (see
             :func:`channel_options`).
+
+    The envelope has no field for ``Mcp-Method`` and ``Mcp-Name`` (MCP 2026-07-28):
+    ``carries_standard_headers`` is ``False``, so the gateway checks them before it forwards
+    (:mod:`mcp_gateway._era`).
     """
+
+    carries_standard_headers = False
 
     def __init__(
         self, uds_path: str, request_timeout_s: float, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES

@@ -55,8 +55,9 @@ def runtime_headers(request: McpRequest) -> dict[str, str]:
     Returns:
         Lower-case names: ``x-contextforge-auth-context``, ``x-request-id``, ``traceparent``
         (the AuthContext's, when set: ``docs/operations.md``, Traces), and those of
-        ``mcp-session-id``, ``mcp-protocol-version``, ``accept``, ``last-event-id`` and
-        ``content-type`` that the client sent.
+        ``mcp-session-id``, ``mcp-protocol-version``, ``accept``, ``last-event-id``,
+        ``content-type``, ``mcp-method`` and ``mcp-name`` that the client sent (the runtime checks
+        the last two against the body for MCP 2026-07-28).
     """
     headers = {
         "x-contextforge-auth-context": request.auth.to_header_value(),
@@ -70,6 +71,8 @@ def runtime_headers(request: McpRequest) -> dict[str, str]:
         ("accept", request.accept),
         ("last-event-id", request.last_event_id),
         ("content-type", request.content_type),
+        ("mcp-method", request.mcp_method),
+        ("mcp-name", request.mcp_name),
     ):
         if value is not None:
             headers[name] = value

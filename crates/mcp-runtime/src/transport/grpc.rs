@@ -282,6 +282,11 @@ fn mcp_headers(h: pb::McpHeaders) -> McpHeaders {
         protocol_version: field(protocol_version, "mcp-protocol-version"),
         accept: field(accept, "accept"),
         last_event_id: field(last_event_id, "last-event-id"),
+        // The envelope has no `Mcp-Method` / `Mcp-Name` fields: the gateway checked them at
+        // its public endpoint (docs/http-boundary.md, MCP 2026-07-28).
+        mcp_method: None,
+        mcp_name: None,
+        standard_headers_checked: true,
     }
 }
 

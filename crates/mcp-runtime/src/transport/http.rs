@@ -201,6 +201,18 @@ pub(crate) fn header(
     }
 }
 
+/// A header MCP 2026-07-28 routes on (`Mcp-Method`, `Mcp-Name`): sent more than once it is
+/// refused (400, -32020), since a proxy that read another of its values would route the
+/// request elsewhere than it is served.
+fn single_header(headers: &HeaderMap, name: &'static str) -> Result<Option<String>, RequestError> {
+    if headers.get_all(name).iter().nth(1).is_some() {
+        return Err(RequestError::HeaderMismatch(format!(
+            "duplicate {name} header"
+        )));
+    }
+    header(headers, name)
+}
+
 /// The MCP headers and the request id.
 fn mcp_headers(headers: &HeaderMap) -> Result<(McpHeaders, Option<String>), RequestError> {
     Ok((
@@ -209,6 +221,9 @@ fn mcp_headers(headers: &HeaderMap) -> Result<(McpHeaders, Option<String>), Requ
             protocol_version: header(headers, "mcp-protocol-version")?,
             accept: header(headers, "accept")?,
             last_event_id: header(headers, "last-event-id")?,
+            mcp_method: single_header(headers, "mcp-method")?,
+            mcp_name: single_header(headers, "mcp-name")?,
+            standard_headers_checked: false,
         },
         header(headers, "x-request-id")?,
     ))

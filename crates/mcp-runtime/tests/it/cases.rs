@@ -105,6 +105,7 @@ pub(crate) fn table(auth: &Value, sid: &str, scoped: &str) -> Vec<Case> {
                 ),
                 auth: auth.clone(),
                 body: body_of(req),
+                extra: Vec::new(),
             };
             let e = &c["expect"];
             Case {

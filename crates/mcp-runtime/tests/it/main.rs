@@ -16,6 +16,7 @@
 //! - `live_catalog`: upstream `list_changed` refreshing the catalog and reaching the sessions
 //!   that can see the change.
 //! - `completion`: `completion/complete` routed by its reference.
+//! - `era2026`: MCP 2026-07-28 (no session) beside 2025-11-25 on the same endpoint.
 //! - `server_requests`: sampling and elicitation asked by an upstream during a call, relayed
 //!   to the caller and answered back.
 //! - `credentials`: upstreams that need a header or a bearer token.
@@ -37,6 +38,7 @@ mod cases;
 mod completion;
 mod credentials;
 mod edge;
+mod era2026;
 mod faults;
 mod health;
 mod http_semantics;

@@ -176,6 +176,9 @@ pub struct Call {
     pub auth: Value,
     /// The JSON-RPC body.
     pub body: Bytes,
+    /// Other headers (`mcp-method`, `mcp-name` of MCP 2026-07-28), in order; over gRPC only
+    /// those the envelope carries.
+    pub extra: Vec<(&'static str, String)>,
 }
 
 impl Call {
@@ -189,7 +192,14 @@ impl Call {
             accept: Some("application/json, text/event-stream".into()),
             auth: auth.clone(),
             body: body.into(),
+            extra: Vec::new(),
         }
+    }
+
+    /// Adds header `name: value`.
+    pub fn header(mut self, name: &'static str, value: &str) -> Self {
+        self.extra.push((name, value.to_owned()));
+        self
     }
 
     /// A body-less `method` (GET or DELETE) in session `sid`.
@@ -264,6 +274,9 @@ fn http_request(call: &Call, auth: Option<&str>) -> Request<Full<Bytes>> {
     }
     if call.method == "POST" {
         b = b.header("content-type", "application/json");
+    }
+    for (name, value) in &call.extra {
+        b = b.header(*name, value);
     }
     b.body(Full::new(call.body.clone())).expect("request")
 }

@@ -39,6 +39,7 @@ from mcp_gateway._baseline.upstream import (
     Upstream,
     UpstreamUnavailableError,
 )
+from mcp_gateway._era import SESSIONLESS_PROTOCOL_VERSIONS
 from mcp_gateway._errors import CatalogError
 from mcp_gateway._jsonrpc import (
     BAD_REQUEST,
@@ -51,6 +52,7 @@ from mcp_gateway._jsonrpc import (
     FramingError,
     error_body,
     parse_message,
+    request_id_of,
     shown,
 )
 from mcp_gateway._sse import SseEvent, encode_event
@@ -99,6 +101,14 @@ MAX_PARAMS_DEPTH = 128
 
 _JSON = ("content-type", "application/json")
 _SSE_HEADERS = [("content-type", "text/event-stream"), ("cache-control", "no-cache")]
+
+
+def _sessionless(version: str) -> bool:
+    """Whether ``version`` is served without a session: MCP 2026-07-28, or any newer one.
+
+    The SDK answers a newer one ``-32022`` with the versions it speaks.
+    """
+    return version in SESSIONLESS_PROTOCOL_VERSIONS or version > PROTOCOL_VERSIONS[0]
 
 
 def _error(status: int, code: int, message: str, request_id: Any = None) -> McpResponse:
@@ -415,6 +425,9 @@ class PythonBaseline:
             headers.append((b"mcp-session-id", request.session_id.encode("latin-1")))
         if request.protocol_version is not None:
             headers.append((b"mcp-protocol-version", request.protocol_version.encode("latin-1")))
+        for name, value in ((b"mcp-method", request.mcp_method), (b"mcp-name", request.mcp_name)):
+            if value is not None:
+                headers.append((name, value.encode("latin-1")))
         scope: dict[str, Any] = {
             "type": "http",
             "asgi": {"version": "3.0", "spec_version": "2.3"},
@@ -444,6 +457,8 @@ class PythonBaseline:
         if scope is not None and scope not in self._catalog.servers:
             return _error(404, NOT_FOUND, f"Server not found: {shown(scope)}")
         version = request.protocol_version
+        if version is not None and _sessionless(version):
+            return await self._sessionless(request)
         if version is not None and version not in PROTOCOL_VERSIONS:
             return _error(
                 400,
@@ -456,6 +471,29 @@ class PythonBaseline:
         if request.method == "GET":
             return await self._get(request)
         return await self._post(request)
+
+    async def _sessionless(self, request: McpRequest) -> McpResponse:
+        """A request of MCP 2026-07-28 (or of a newer version): no session, handed to the SDK.
+
+        The SDK's session manager serves a version other than the handshake era's on its
+        single-exchange path (``server/discover``, the lists with ``ttlMs``/``cacheScope``,
+        calls through this server's handlers, the ``_meta``, header and version checks with
+        ``-32020``/``-32022``); a GET or DELETE of that revision is 405, as the runtime answers.
+        """
+        if request.method != "POST":
+            message = "Method Not Allowed: protocol version 2026-07-28 has no GET stream or session"
+            return _error(405, BAD_REQUEST, message)
+        if len(request.body) > self._max_message_bytes:
+            return _error(
+                413,
+                INVALID_REQUEST,
+                f"Request body of {len(request.body)} bytes exceeds the limit of "
+                f"{self._max_message_bytes} bytes",
+            )
+        accept = request.accept
+        accepts_sse = accept is None or "text/event-stream" in accept or "*/*" in accept
+        call = self._call(request, session=False)
+        return await self._answer(request, accepts_sse, call=call, request_id=request_id_of(request.body))
 
     async def _delete(self, request: McpRequest) -> McpResponse:
         if (refused := self._lookup(request)) is not None:

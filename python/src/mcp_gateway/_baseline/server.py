@@ -29,6 +29,7 @@ from mcp_gateway import __version__
 from mcp_gateway._auth import AuthContext
 from mcp_gateway._baseline.catalog import Catalog, Kind
 from mcp_gateway._baseline.upstream import Upstream, log_sink, request_sink
+from mcp_gateway._era import LIST_TTL_MS, SESSIONLESS_PROTOCOL_VERSIONS
 from mcp_gateway._jsonrpc import INTERNAL_ERROR, INVALID_PARAMS, RESOURCE_NOT_FOUND, shown
 
 __all__ = ["AUTH_KEY", "SCOPE_KEY", "SERVER_NAME", "build_server", "check_result_size"]
@@ -104,23 +105,30 @@ def build_server(
         scope = ctx.request.scope
         return scope[AUTH_KEY], scope[SCOPE_KEY]
 
+    def listed(ctx: Any, result: dict[str, Any]) -> dict[str, Any]:
+        # MCP 2026-07-28 lists say how long and by whom they may be cached (as the runtime:
+        # `era.rs`); the handshake era's have no such fields.
+        if ctx.protocol_version in SESSIONLESS_PROTOCOL_VERSIONS:
+            result.update(ttlMs=LIST_TTL_MS, cacheScope="private", resultType="complete")
+        return result
+
     # The list handlers return plain JSON objects (the runner accepts dicts, HandlerResult):
     # the catalog keeps the upstreams' JSON, no model round trip per listing.
     async def list_tools(ctx: Any, params: Any) -> Any:
         auth, scope = caller(ctx)
-        return {"tools": list(catalog.visible("tool", auth, scope))}
+        return listed(ctx, {"tools": list(catalog.visible("tool", auth, scope))})
 
     async def list_prompts(ctx: Any, params: Any) -> Any:
         auth, scope = caller(ctx)
-        return {"prompts": list(catalog.visible("prompt", auth, scope))}
+        return listed(ctx, {"prompts": list(catalog.visible("prompt", auth, scope))})
 
     async def list_resources(ctx: Any, params: Any) -> Any:
         auth, scope = caller(ctx)
-        return {"resources": list(catalog.visible("resource", auth, scope))}
+        return listed(ctx, {"resources": list(catalog.visible("resource", auth, scope))})
 
     async def list_templates(ctx: Any, params: Any) -> Any:
         auth, scope = caller(ctx)
-        return {"resourceTemplates": list(catalog.visible_templates(auth, scope))}
+        return listed(ctx, {"resourceTemplates": list(catalog.visible_templates(auth, scope))})
 
     def route(ctx: Any, kind: Kind, name: str) -> Upstream:
         auth, scope = caller(ctx)

@@ -1,0 +1,328 @@
+//! MCP 2026-07-28 beside 2025-11-25 on the same endpoint: requests without a session
+//! (`server/discover`, lists with `ttlMs` and `cacheScope`, calls routed to fixture upstreams
+//! that speak only 2025-11-25), the standard headers checked before any work (-32020), an
+//! unsupported version (-32022), and a 2025 session client served at the same time. Two
+//! fixture upstreams: one public, one of team alpha with the prefix `alpha_`.
+
+use crate::sidecar::Sidecar;
+use crate::support::*;
+use serde_json::{Value, json};
+
+const V2026: &str = "2026-07-28";
+
+/// A 2026-07-28 request: version and capabilities in `_meta`, with the standard headers
+/// (`Mcp-Name` from `name` or `uri` when the method has one).
+fn modern(who: &Value, id: i64, method: &str, mut params: Value) -> Call {
+    params["_meta"] = json!({
+        "io.modelcontextprotocol/protocolVersion": V2026,
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": {"name": "test", "version": "1"},
+    });
+    let name = params
+        .get("name")
+        .or_else(|| params.get("uri"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let mut call = Call::post(who, rpc(id, method, params)).header("mcp-method", method);
+    if let Some(n) = name {
+        call = call.header("mcp-name", &n);
+    }
+    call.protocol_version = Some(V2026.to_owned());
+    call
+}
+
+fn names(r: &Reply, key: &str) -> Vec<String> {
+    let body = r.json();
+    body["result"][key]
+        .as_array()
+        .unwrap_or_else(|| panic!("no {key}: {body}"))
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn two_upstreams() -> (Fixture, Fixture, Sidecar) {
+    let (public, alpha) = (Fixture::start(), Fixture::start());
+    let rt = Sidecar::start(&format!(
+        "[[upstreams]]\nid = \"public\"\nurl = \"{}\"\n\n[[upstreams]]\nid = \"alpha\"\n\
+         url = \"{}\"\nprefix = \"alpha_\"\nvisibility = \"team\"\nteam = \"alpha\"\n",
+        public.url, alpha.url
+    ))
+    .await;
+    (public, alpha, rt)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_2026_client_is_served_without_a_session() {
+    let (_p, _a, rt) = two_upstreams().await;
+    let http = Http::new(&rt.http);
+    let alice = auth("alice@example.com", false, Some(&["alpha"]));
+    let bob = auth("bob@example.com", false, Some(&[]));
+
+    // server/discover: every version, the capabilities of what the caller sees.
+    let r = http
+        .send(&modern(&alice, 1, "server/discover", json!({})))
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.session_id, None);
+    let d = r.json()["result"].clone();
+    assert_eq!(d["supportedVersions"][0], V2026, "{d}");
+    assert!(
+        d["supportedVersions"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("2025-11-25"))
+    );
+    assert!(d["capabilities"]["tools"].is_object(), "{d}");
+    assert_eq!(d["cacheScope"], "private");
+    assert!(d["ttlMs"].is_u64());
+    assert_eq!(
+        d["_meta"]["io.modelcontextprotocol/serverInfo"]["name"],
+        "mcp-runtime"
+    );
+
+    // tools/list: merged across the upstreams, filtered by visibility, with cache fields.
+    let r = http.send(&modern(&alice, 2, "tools/list", json!({}))).await;
+    let seen = names(&r, "tools");
+    assert!(seen.contains(&"echo".to_owned()) && seen.contains(&"alpha_echo".to_owned()));
+    let list = r.json()["result"].clone();
+    assert_eq!(list["cacheScope"], "private", "{list}");
+    assert!(list["ttlMs"].is_u64(), "{list}");
+    let r = http.send(&modern(&bob, 3, "tools/list", json!({}))).await;
+    let seen = names(&r, "tools");
+    assert!(seen.contains(&"echo".to_owned()) && !seen.iter().any(|n| n.starts_with("alpha_")));
+    for method in ["prompts/list", "resources/list"] {
+        let r = http.send(&modern(&bob, 4, method, json!({}))).await;
+        assert_eq!(r.json()["result"]["cacheScope"], "private", "{method}");
+    }
+
+    // Calls reach the 2025-only upstreams through the runtime's own sessions.
+    let r = http
+        .send(&modern(
+            &alice,
+            5,
+            "tools/call",
+            json!({"name": "alpha_echo", "arguments": {"text": "hi"}}),
+        ))
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.json()["result"]["content"][0]["text"],
+        "hi",
+        "{:?}",
+        r.body
+    );
+    // Not visible is not existing, as in a session.
+    let r = http
+        .send(&modern(
+            &bob,
+            6,
+            "tools/call",
+            json!({"name": "alpha_echo", "arguments": {"text": "hi"}}),
+        ))
+        .await;
+    assert_eq!(r.error_code(), Some(-32602));
+    // Removed by the revision: ping.
+    for (n, method) in ["ping", "initialize", "subscriptions/listen"]
+        .into_iter()
+        .enumerate()
+    {
+        let r = http
+            .send(&modern(&bob, 7 + n as i64, method, json!({})))
+            .await;
+        assert_eq!((r.status, r.error_code()), (404, Some(-32601)), "{method}");
+    }
+    // A read says it may not be cached.
+    let r = http
+        .send(&modern(
+            &bob,
+            8,
+            "resources/read",
+            json!({"uri": "fixture://readme"}),
+        ))
+        .await;
+    let read = r.json()["result"].clone();
+    assert_eq!(
+        (read["ttlMs"].clone(), read["cacheScope"].clone()),
+        (json!(0), json!("private")),
+        "{read}"
+    );
+    // The same id twice at once is fine: no session relates them.
+    let slow = |id| {
+        modern(
+            &alice,
+            id,
+            "tools/call",
+            json!({"name": "sleep", "arguments": {"ms": 200}}),
+        )
+    };
+    let (a, b) = (http.spawn(slow(9)), http.spawn(slow(9)));
+    for r in [a.await.unwrap(), b.await.unwrap()] {
+        assert_eq!(r.status, 200);
+        assert!(r.json()["result"].is_object(), "{:?}", r.body);
+    }
+    // Nothing was left behind: no session was opened.
+    assert_eq!(http.health().await.1["open_sessions"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_are_checked_before_any_work() {
+    let (_p, _a, rt) = two_upstreams().await;
+    let http = Http::new(&rt.http);
+    let who = auth("alice@example.com", false, Some(&["alpha"]));
+    let echo = json!({"name": "echo", "arguments": {"text": "x"}});
+    let check = |r: &Reply, status: u16, code: i64| {
+        assert_eq!(r.status, status, "{:?}", r.body);
+        assert_eq!(r.error_code(), Some(code), "{:?}", r.body);
+    };
+
+    // Mcp-Method missing, Mcp-Method not the body's, Mcp-Name not the body's, Mcp-Name missing.
+    let mut c = modern(&who, 1, "tools/call", echo.clone());
+    c.extra.retain(|(n, _)| *n != "mcp-method");
+    check(&http.send(&c).await, 400, -32020);
+    let mut c = modern(&who, 1, "tools/call", echo.clone());
+    c.extra[0].1 = "tools/list".into();
+    check(&http.send(&c).await, 400, -32020);
+    let mut c = modern(&who, 1, "tools/call", echo.clone());
+    c.extra[1].1 = "sleep".into();
+    let r = http.send(&c).await;
+    check(&r, 400, -32020);
+    assert_eq!(r.json()["id"], 1);
+    let mut c = modern(&who, 1, "tools/call", echo.clone());
+    c.extra.truncate(1);
+    check(&http.send(&c).await, 400, -32020);
+    // The header version must be `_meta`'s.
+    let mut c = modern(&who, 1, "tools/call", echo.clone());
+    c.protocol_version = Some("2025-11-25".into());
+    check(&http.send(&c).await, 400, -32020);
+    // A version the runtime does not speak.
+    let mut c = modern(&who, 1, "tools/list", json!({}));
+    c.protocol_version = Some("2099-01-01".into());
+    let r = http.send(&c).await;
+    check(&r, 400, -32022);
+    assert!(r.json()["error"]["data"]["supported"].is_array());
+    assert_eq!(r.json()["id"], 1);
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": {
+        "io.modelcontextprotocol/protocolVersion": "2099-01-01",
+        "io.modelcontextprotocol/clientCapabilities": {}}}});
+    let mut c = Call::post(&who, body.to_string()).header("mcp-method", "tools/list");
+    c.protocol_version = Some("2099-01-01".into());
+    check(&http.send(&c).await, 400, -32022);
+    // A 2026-07-28 header without the `_meta` that revision requires.
+    let mut c =
+        Call::post(&who, rpc(1, "tools/list", json!({}))).header("mcp-method", "tools/list");
+    c.protocol_version = Some(V2026.into());
+    check(&http.send(&c).await, 400, -32602);
+    // No GET stream and no session to end in that revision.
+    for method in ["GET", "DELETE"] {
+        let mut c = Call::post(&who, bytes::Bytes::new());
+        c.method = method;
+        c.accept = Some("text/event-stream".into());
+        c.protocol_version = Some(V2026.into());
+        assert_eq!(http.send(&c).await.status, 405, "{method}");
+    }
+    // A Base64-wrapped name is the name.
+    let mut c = modern(&who, 1, "tools/call", echo.clone());
+    c.extra[1].1 = "=?base64?ZWNobw==?=".into();
+    assert_eq!(
+        http.send(&c).await.json()["result"]["content"][0]["text"],
+        "x"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_2025_session_and_a_2026_client_at_the_same_time() {
+    let (_p, _a, rt) = two_upstreams().await;
+    let http = Http::new(&rt.http);
+    let who = auth("alice@example.com", false, Some(&["alpha"]));
+    let sid = http.initialize(&who, None).await;
+    // A 2025 call under way while the 2026 client works.
+    let old = http.spawn(sleep_call(&who, &sid, 1, 300));
+    let new = http.spawn(modern(
+        &who,
+        1,
+        "tools/call",
+        json!({"name": "sleep", "arguments": {"ms": 300}}),
+    ));
+    let listed = http.send(&modern(&who, 2, "tools/list", json!({}))).await;
+    assert!(names(&listed, "tools").contains(&"alpha_echo".to_owned()));
+    let (old, new) = (old.await.unwrap(), new.await.unwrap());
+    assert!(old.json()["result"].is_object(), "{:?}", old.body);
+    assert!(old.json()["result"].get("resultType").is_none());
+    assert!(new.json()["result"].is_object(), "{:?}", new.body);
+    // The 2025 session's list has no cache fields; its ping still works.
+    let r = http
+        .send(&Call::post(&who, rpc(3, "tools/list", json!({}))).session(&sid))
+        .await;
+    assert!(r.json()["result"].get("ttlMs").is_none());
+    assert!(http.send(&ping(&who, 4, &sid)).await.json()["result"].is_object());
+    // The legacy probe still gets "method not found" without `_meta`, so 2026 clients that
+    // probe fall back to initialize only where they must.
+    let r = http
+        .send(&Call::post(&who, rpc(5, "server/discover", json!({}))))
+        .await;
+    assert_eq!(r.error_code(), Some(-32601));
+}
+
+/// Over gRPC the envelope carries no `Mcp-Method` / `Mcp-Name`: the gateway checked them; the
+/// runtime serves the request from `_meta` and `MCP-Protocol-Version`.
+#[cfg(feature = "grpc-uds")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_2026_request_over_grpc() {
+    let (_p, _a, rt) = two_upstreams().await;
+    let mut c = crate::support::grpc::connect(&rt.grpc).await;
+    let who = auth("alice@example.com", false, Some(&["alpha"]));
+    let mut call = modern(
+        &who,
+        1,
+        "tools/call",
+        json!({"name": "alpha_echo", "arguments": {"text": "g"}}),
+    );
+    call.extra.clear();
+    let r = crate::support::grpc::send(&mut c, &call).await;
+    assert_eq!(
+        r.json()["result"]["content"][0]["text"],
+        "g",
+        "{:?}",
+        r.body
+    );
+    let r =
+        crate::support::grpc::send(&mut c, &modern(&who, 2, "server/discover", json!({}))).await;
+    assert_eq!(r.json()["result"]["supportedVersions"][0], V2026);
+}
+
+/// An upstream that asks the client something during a sessionless call (sampling) is refused
+/// at once: nobody could answer it (no session to POST the answer to; `input_required` is not
+/// relayed yet). The call ends with the tool's own answer, and the client gets no request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_request_during_a_sessionless_call_is_refused_to_the_upstream() {
+    let fx = Fixture::start_with(
+        "127.0.0.1:0".parse().expect("address"),
+        mcp_fixture_server::SharedState::new(0).with_conformance(),
+    );
+    let rt = Sidecar::start(&simple_catalog(&fx.url)).await;
+    let http = Http::new(&rt.http);
+    let who = auth("carol@example.com", false, Some(&[]));
+    let mut call = modern(
+        &who,
+        1,
+        "tools/call",
+        json!({"name": "test_sampling", "arguments": {"prompt": "x"}}),
+    );
+    // Even a client that declares sampling cannot be asked without a session.
+    let mut body: Value = serde_json::from_slice(&call.body).unwrap();
+    body["params"]["_meta"]["io.modelcontextprotocol/clientCapabilities"] = json!({"sampling": {}});
+    call.body = body.to_string().into();
+    let r = http.send(&call).await;
+    let answer = r.json();
+    assert_eq!(answer["id"], 1, "{answer}");
+    assert_eq!(answer["result"]["isError"], true, "{answer}");
+    assert_eq!(answer["result"]["resultType"], "complete", "{answer}");
+    if r.content_type.as_deref() == Some("text/event-stream") {
+        assert!(
+            r.events().iter().all(|e| e.get("method").is_none()),
+            "no request reached the client: {:?}",
+            r.events()
+        );
+    }
+}
