@@ -32,10 +32,11 @@ pub(crate) const META_CLIENT_CAPABILITIES: &str = "io.modelcontextprotocol/clien
 /// goes to an upstream, which the runtime speaks to in its own session (2025-11-25).
 pub(crate) const RESERVED_META_PREFIX: &str = "io.modelcontextprotocol/";
 
-/// How long a list result of the sessionless era may be reused, in milliseconds (`ttlMs`): the
-/// catalog is fixed once discovered (`catalog.rs`), so a minute is safe; once the catalog
-/// follows upstreams' `list_changed`, this becomes the period of that refresh.
-pub(crate) const LIST_TTL_MS: u64 = 60_000;
+/// How long a list result of the sessionless era may be reused, in milliseconds (`ttlMs`). The
+/// catalog changes at run time (an upstream's `list_changed`, a SIGHUP reload: `live.rs`) and a
+/// 2026 client has no stream to hear of it (`subscriptions/listen` is not served yet), so the
+/// hint is short: a client sees a change within five seconds.
+pub(crate) const LIST_TTL_MS: u64 = 5_000;
 
 /// A request of the sessionless era: its protocol version (one of
 /// [`SESSIONLESS_PROTOCOL_VERSIONS`]).

@@ -22,9 +22,10 @@ __all__ = ["HEADER_MISMATCH", "LIST_TTL_MS", "SESSIONLESS_PROTOCOL_VERSIONS", "s
 SESSIONLESS_PROTOCOL_VERSIONS = frozenset({"2026-07-28"})
 """Protocol versions without sessions (every request carries its version in ``_meta``)."""
 
-LIST_TTL_MS = 60_000
+LIST_TTL_MS = 5_000
 """``ttlMs`` of a list result of MCP 2026-07-28 in the Python baseline, in milliseconds: the
-runtime's (``era.rs``), since the catalog is fixed once discovered in both."""
+runtime's (``era.rs``; its catalog changes at run time, and a 2026 client has no stream to hear
+of it)."""
 
 HEADER_MISMATCH = -32020
 """MCP 2026-07-28: a standard header missing or not matching the body (HTTP 400)."""
