@@ -262,7 +262,7 @@ impl Runtime {
         era: crate::era::Sessionless,
     ) -> Outcome {
         let (auth, scope) = (&req.auth, req.server_id.as_deref());
-        let cat = &self.catalog;
+        let cat = self.catalog.load();
         let list = |json: String| {
             Ok(Outcome::json(
                 200,
@@ -307,7 +307,7 @@ impl Runtime {
     /// one; `completions` with prompts or resources), the runtime as `serverInfo` in `_meta`;
     /// `ttlMs` [`crate::era::LIST_TTL_MS`], `cacheScope` `private` (it depends on the caller).
     fn discover_json(&self, auth: &AuthContext, scope: Option<&str>) -> String {
-        let cat = &self.catalog;
+        let cat = self.catalog.load();
         let sees = |kind| cat.sees_any(kind, auth, scope);
         let (tools, prompts) = (sees(Kind::Tool), sees(Kind::Prompt));
         let resources = sees(Kind::Resource) || cat.sees_any_template(auth, scope);
