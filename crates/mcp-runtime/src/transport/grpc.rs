@@ -33,10 +33,10 @@ const BODY_CHUNK_BYTES: usize = 1 << 20;
 pub(crate) const ENVELOPE_SLACK_BYTES: usize = 64 * 1024;
 
 /// The HTTP/2 and tonic settings the gRPC adapter is served with (`mcp-runtime --grpc-*`).
-/// `Default` leaves every one to tonic 0.14 and hyper 1 (1 MiB stream and connection windows
-/// without adaptive sizing, 16 KiB frames, no stream cap, no per-connection concurrency limit,
-/// no server-side timeout beyond the client's `grpc-timeout`; hyper's `proto/h2/server.rs`),
-/// which is what the adapter has always used. They exist so `make bench-grpc-settings` can measure each one's effect on
+/// `Default` leaves every one to tonic 0.14 and the HTTP/2 server under it (1 MiB stream and
+/// connection windows without adaptive sizing, 16 KiB frames, no stream cap, no per-connection
+/// concurrency limit, no server-side timeout beyond the client's `grpc-timeout`: the defaults of
+/// the HTTP/2 server's `proto/h2/server.rs`), which is what the adapter has always used. They exist so `make bench-grpc-settings` can measure each one's effect on
 /// the boundary's cost (issue 19); docs/grpc-settings.md gives the results.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GrpcSettings {
@@ -44,7 +44,7 @@ pub struct GrpcSettings {
     pub initial_stream_window_size: Option<u32>,
     /// The connection-level flow-control window, in bytes.
     pub initial_connection_window_size: Option<u32>,
-    /// hyper's adaptive window (BDP estimation); overrides both windows when on.
+    /// The HTTP/2 server's adaptive window (BDP estimation); overrides both windows when on.
     pub adaptive_window: bool,
     /// HTTP/2 `SETTINGS_MAX_FRAME_SIZE`, in bytes (16,384 to 16,777,215).
     pub max_frame_size: Option<u32>,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import ssl
 import tomllib
 import urllib.parse
 from collections.abc import Iterable, Iterator
@@ -101,6 +102,8 @@ class UpstreamConfig:
         cwd: Its working directory (``None``: the catalog file's directory).
         headers: Headers sent with every HTTP request to it.
         bearer: The token sent as ``Authorization: Bearer ...``.
+        ca_file: PEM file of the certificate authorities an ``https://`` upstream's
+            certificate must chain to, instead of the system's (as curl's ``--cacert``).
     """
 
     id: str
@@ -115,6 +118,25 @@ class UpstreamConfig:
     cwd: str | None = None
     headers: tuple[tuple[str, Secret], ...] = ()
     bearer: Secret | None = None
+    ca_file: str | None = None
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """The TLS context of an upstream with a ``ca_file``; ``None`` without one.
+
+        Without one, httpx's default applies: the system's roots.
+
+        Raises:
+            CatalogError: The file cannot be read or holds no PEM certificate (naming the
+                upstream and the file).
+        """
+        if self.ca_file is None:
+            return None
+        try:
+            return ssl.create_default_context(cafile=self.ca_file)
+        except (OSError, ssl.SSLError) as e:
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            where = f"upstream `{self.id}`: ca_file {self.ca_file}"
+            raise CatalogError(f"invalid catalog: {where}: {reason}") from None
 
     def http_headers(self) -> dict[str, str]:
         """The headers and bearer token with their values read.
@@ -168,8 +190,8 @@ class CatalogConfig:
 
 _COMMON_KEYS = {"id", "transport", "prefix", "visibility", "team", "required"}
 _TRANSPORT_KEYS: dict[str, set[str]] = {
-    "streamable-http": {"url", "headers", "bearer"},
-    "sse": {"url", "headers", "bearer"},
+    "streamable-http": {"url", "headers", "bearer", "ca_file"},
+    "sse": {"url", "headers", "bearer", "ca_file"},
     "stdio": {"command", "args", "env", "cwd"},
 }
 
@@ -267,6 +289,13 @@ def parse_catalog(text: str) -> CatalogConfig:
             raise CatalogError(f"invalid catalog: {where} needs a string `url`")
         else:
             _check_url(url, where)
+        ca_file = raw.get("ca_file")
+        if ca_file is not None and not isinstance(ca_file, str):
+            raise CatalogError(f"invalid catalog: {where}: `ca_file` must be a string")
+        if ca_file is not None and not url.lower().startswith("https://"):
+            raise CatalogError(
+                f"invalid catalog: {where} has a `ca_file` but an http:// `url` (a CA is for https:// only)"
+            )
         bearer = raw.get("bearer")
         upstreams.append(
             UpstreamConfig(
@@ -282,6 +311,7 @@ def parse_catalog(text: str) -> CatalogConfig:
                 cwd=cwd,
                 headers=_secrets(raw.get("headers", {}), f"{where}: headers"),
                 bearer=None if bearer is None else _secret(bearer, f"{where}: bearer", literal=False),
+                ca_file=ca_file,
             )
         )
     servers: list[VirtualServer] = []
@@ -343,6 +373,7 @@ def relative_to(config: CatalogConfig, base: Path) -> CatalogConfig:
                 env=tuple((k, file(v)) for k, v in u.env),
                 headers=tuple((k, file(v)) for k, v in u.headers),
                 bearer=None if u.bearer is None else file(u.bearer),
+                ca_file=None if u.ca_file is None else str(base / u.ca_file),
             )
         )
     return CatalogConfig(upstreams=tuple(upstreams), servers=config.servers)
@@ -488,7 +519,7 @@ def _check_url(url: str, where: str) -> None:
     """Refuse an upstream ``url`` that is not an absolute ``http://`` or ``https://`` URL.
 
     The value is not repeated in the message: it may come from the environment and carry
-    credentials. The runtime checks the same and also refuses ``https://`` (no TLS client).
+    credentials. The runtime checks the same.
 
     Raises:
         CatalogError: naming the upstream and what is wrong.

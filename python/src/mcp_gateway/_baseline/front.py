@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import ssl
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -267,10 +268,11 @@ class PythonBaseline:
         try:
             # No JSON response from an upstream is read past the message limit plus slack (the
             # SDK caps SSE events, see Upstream), as the runtime's upstream client does.
-            def http_client(headers: dict[str, str]) -> httpx2.AsyncClient:
+            def http_client(headers: dict[str, str], tls: ssl.SSLContext | None = None) -> httpx2.AsyncClient:
                 transport = SizeCappedTransport(
                     httpx2.AsyncHTTPTransport(
-                        limits=httpx2.Limits(max_connections=1024, max_keepalive_connections=128)
+                        limits=httpx2.Limits(max_connections=1024, max_keepalive_connections=128),
+                        verify=True if tls is None else tls,
                     ),
                     self._max_message_bytes + ENVELOPE_SLACK_BYTES,
                 )
@@ -286,10 +288,11 @@ class PythonBaseline:
                 # Credentials and a stdio server's environment are read now: one that cannot be
                 # read is a misconfiguration (CatalogError), also for an optional upstream.
                 headers = upstream_config.http_headers()
+                tls = upstream_config.tls_context()
                 upstream_config.process_env()
                 client = http
-                if headers and upstream_config.transport == "streamable-http":
-                    client = await stack.enter_async_context(http_client(headers))
+                if (headers or tls is not None) and upstream_config.transport == "streamable-http":
+                    client = await stack.enter_async_context(http_client(headers, tls))
                 upstream = Upstream(
                     upstream_config, client, task_group, self._upstream_timeout_s, self._max_message_bytes
                 )

@@ -263,7 +263,25 @@ class _Connection:
             )
             return stdio_client(params, errlog=stderr.writer)
         if config.transport == "sse":
-            return sse_client(config.url, headers=config.http_headers())
+            tls = config.tls_context()
+            if tls is None:
+                return sse_client(config.url, headers=config.http_headers())
+
+            def with_ca(
+                headers: dict[str, str] | None = None,
+                timeout: httpx2.Timeout | None = None,
+                auth: httpx2.Auth | None = None,
+            ) -> httpx2.AsyncClient:
+                # The SDK's own client factory (mcp.shared._httpx_utils) with the CA: its
+                # timeouts (30 s, reads 300 s) when the transport gives none.
+                return httpx2.AsyncClient(
+                    headers=headers,
+                    timeout=timeout or httpx2.Timeout(30.0, read=300.0),
+                    auth=auth,
+                    verify=tls,
+                )
+
+            return sse_client(config.url, headers=config.http_headers(), httpx_client_factory=with_ca)
         return streamable_http_client(
             config.url, http_client=self._http_client, max_sse_event_size=self._max_sse_event_size
         )
