@@ -72,8 +72,8 @@ python-binaries:
 	cargo build -p mcp-fixture-server
 	cargo build -p mcp-runtime --features grpc-uds,otel
 	mkdir -p $(PYBIN)
-	# A new file, not the old one rewritten: a copy still running keeps its own (no "text
-	# file busy").
+	@# A new file, not the old one rewritten: a copy still running keeps its own (no "text
+	@# file busy").
 	cp --remove-destination target/debug/mcp-fixture-server target/debug/mcp-runtime $(PYBIN)/
 
 python-test: python-build python-binaries python-lint python-typecheck
@@ -82,13 +82,12 @@ python-test: python-build python-binaries python-lint python-typecheck
 test: rust-test python-test $(TEST_EXTRA)
 
 # Whole stack for a user: fixture upstream, runtime (both sockets), gateway in MODE; prints the
-# URL and a token. Ctrl-C stops everything. CATALOG=path serves that catalog instead (the
+# URL and a token. Ctrl-C (or SIGTERM to make) stops everything. CATALOG=path serves that catalog instead (the
 # fixture only when it names it: url = { env = "MCP_FIXTURE_URL" }); the example's stdio
 # upstream needs node-deps.
 CATALOG ?=
 run: python-build python-binaries $(if $(filter examples/%,$(CATALOG)),node-deps)
-	MCP_BIN_DIR=$(CURDIR)/$(PYBIN) $(VPY) -m mcp_gateway stack --mode $(MODE) --port $(PORT) \
-		$(if $(CATALOG),--catalog $(abspath $(CATALOG)))
+	MCP_BIN_DIR=$(CURDIR)/$(PYBIN) $(VPY) -m mcp_gateway stack --mode $(MODE) --port $(PORT)$(if $(CATALOG), --catalog $(abspath $(CATALOG)))
 
 # ---------------------------------------------------------------------------------------------
 # Rust: the runtime, its core, the fixture upstream and the benchmark.

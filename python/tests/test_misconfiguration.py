@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -101,6 +102,23 @@ def test_the_stack_refuses_a_port_in_use_before_starting_anything() -> None:
     assert out.stderr.strip() == (
         f"mcp-gateway stack: port {port} on 127.0.0.1 is in use: choose another (PORT=N with make run)"
     )
+
+
+def test_the_stack_refuses_a_catalog_it_cannot_read_before_starting_anything(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.toml"
+    before = set(Path(tempfile.gettempdir()).glob("mcp-stack-*"))
+    out = subprocess.run(
+        [*stack_command(free_port()), "--catalog", str(missing)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 2, out
+    assert "MCP URL" not in out.stdout
+    expected = f"mcp-gateway stack: cannot read catalog {missing}: No such file or directory"
+    assert out.stderr.strip() == expected
+    assert set(Path(tempfile.gettempdir()).glob("mcp-stack-*")) == before, "a log directory was left behind"
 
 
 def banner(process: subprocess.Popen[str]) -> dict[str, str]:

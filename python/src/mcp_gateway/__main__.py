@@ -217,9 +217,18 @@ def _stack(args: argparse.Namespace) -> int:
     secret = os.environ.get("JWT_SECRET_KEY") or secrets.token_urlsafe(32)
     # SIGTERM (make interrupted, a supervisor) stops the stack like Ctrl-C does.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    # A parent that goes away (SIGINT to `make` alone: make exits without signalling its
-    # children) stops the stack too: the parent's pid changes when this process is reparented.
+    # A parent that goes away (SIGTERM to `make`: GNU make passes SIGTERM to the recipe's shell,
+    # which dies; make killed outright) stops the stack too: the parent's pid changes when this
+    # process is reparented. SIGINT to `make` alone reaches nobody: make passes SIGINT on to no
+    # child (a terminal's Ctrl-C signals the whole group) and waits for the recipe (README).
     parent = os.getppid()
+    if args.catalog is not None:
+        # Checked before anything starts: no process, no log directory for a mistyped path.
+        try:
+            Path(args.catalog).read_bytes()
+        except OSError as e:
+            print(f"mcp-gateway stack: cannot read catalog {args.catalog}: {e.strerror}", file=sys.stderr)
+            return 2
     try:
         with stack(args.mode, args.port, secret, catalog=args.catalog) as running:
             token = mint_token(secret, "alice@example.com", teams=["alpha"])
