@@ -14,13 +14,13 @@ use crate::runtime_proc::{RuntimeProc, runtime_bin};
 use crate::support::{Call, Fixture, Http, auth, ping, rpc, simple_catalog};
 
 /// A loopback address with a port free right now (the metrics listener refuses port 0).
-fn free_addr() -> SocketAddr {
+pub(crate) fn free_addr() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("address")
 }
 
 /// `GET path` on the metrics listener: the status and the body.
-async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+pub(crate) async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut s = tokio::net::TcpStream::connect(addr)
         .await
         .expect("connect metrics listener");
@@ -51,7 +51,7 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 
 /// Waits until the metrics listener answers `/ready` (the runtime binds it before its
 /// sockets, so it answers once the runtime is up).
-async fn until_listening(addr: SocketAddr) {
+pub(crate) async fn until_listening(addr: SocketAddr) {
     for _ in 0..500 {
         if tokio::net::TcpStream::connect(addr).await.is_ok() {
             return;

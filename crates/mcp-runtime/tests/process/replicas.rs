@@ -532,6 +532,55 @@ async fn redis_stopped_answers_503_within_the_bound_and_recovers_when_it_is_back
     assert_eq!(r.http[0].send(&ping(&who, 4, &fresh)).await.status, 200);
 }
 
+/// A request refused because Redis is down is counted in `mcp_state_errors_total` by the
+/// operation that failed (one runtime on Redis, its metrics listener scraped).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_store_failure_is_counted_by_its_operation() {
+    use crate::observability::{free_addr, get, until_listening};
+    let fx = Fixture::start();
+    let mut redis = Redis::start();
+    let url = redis.url();
+    let addr = free_addr();
+    let a = addr.to_string();
+    let rt = RuntimeProc::start(
+        &simple_catalog(&fx.url),
+        &[
+            "--state-url",
+            &url,
+            "--state-timeout-ms",
+            "500",
+            "--metrics-listen",
+            &a,
+        ],
+    );
+    until_listening(addr).await;
+    let http = Http::new(&rt.http);
+    let who = alice();
+    let sid = http.initialize(&who, None).await;
+    let (_, before) = get(addr, "/metrics").await;
+    assert!(
+        !before.contains("mcp_state_errors_total{"),
+        "no state error yet:\n{before}"
+    );
+    redis.stop();
+    until(Duration::from_secs(10), "a request refused", async || {
+        http.send(&Call::post(&who, initialize_body())).await.status == 503
+    })
+    .await;
+    let _ = sid;
+    let (_, text) = get(addr, "/metrics").await;
+    let counted: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("mcp_state_errors_total{operation="))
+        .collect();
+    assert!(
+        counted
+            .iter()
+            .any(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) >= Some(1.0)),
+        "state store failures counted by operation:\n{text}"
+    );
+}
+
 /// Resumption through the gRPC adapter: `InvokeStream` with `headers.last_event_id`, as the
 /// gateway's gRPC mode relays a `GET` with `Last-Event-ID`.
 #[cfg(feature = "grpc-uds")]
