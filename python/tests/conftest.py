@@ -304,6 +304,31 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             report.sections.append((f"log {log.name}", "\n".join(tail)))
 
 
+def serve_catalog(
+    catalog: Path, workdir: Path, name: str, processes: list[subprocess.Popen[bytes]]
+) -> dict[str, Gateway]:
+    """A runtime on ``catalog`` and one gateway per mode of ``MODES``.
+
+    The runtime's sockets are ``<name>-http.sock`` and ``<name>-grpc.sock``, its log
+    ``runtime.log`` in ``workdir``; the Python baseline serves the catalog itself; gateway logs
+    are ``gateway-<mode>.log``. Every process started is appended to ``processes``, also when
+    a later one fails to start: the caller stops them, last first.
+    """
+    sockets = _socket_dir()
+    http_uds, grpc_uds = str(sockets / f"{name}-http.sock"), str(sockets / f"{name}-grpc.sock")
+    log = workdir / "runtime.log"
+    process = start_runtime(catalog, http_uds, grpc_uds, extra=RUNTIME_FLAGS, log=log)
+    processes.append(process)
+    rt = Runtime(process, http_uds, grpc_uds, catalog, log)
+    gateways = {}
+    for mode in MODES:
+        port = free_port()
+        env = gateway_env(mode, catalog, rt if mode != "python" else None)
+        processes.append(start_gateway(env, port, log=workdir / f"gateway-{mode}.log"))
+        gateways[mode] = Gateway(mode, f"http://127.0.0.1:{port}", secret=SECRET)
+    return gateways
+
+
 @pytest.fixture(params=SOCKET_MODES)
 def own_stack(
     request: pytest.FixtureRequest, workdir: Path, catalog: Path

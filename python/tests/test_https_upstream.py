@@ -22,10 +22,10 @@ import httpx
 import pytest
 import trustme
 
-from conftest import MODES, RUNTIME_FLAGS, SECRET, Gateway, Runtime, _socket_dir, gateway_env
+from conftest import Gateway, serve_catalog
 from mcp_gateway._baseline.catalog import load_catalog
 from mcp_gateway._errors import CatalogError
-from mcp_gateway.testing import free_port, start_fixture, start_gateway, start_runtime, stop
+from mcp_gateway.testing import free_port, start_fixture, stop
 
 
 @contextlib.contextmanager
@@ -90,19 +90,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Gatewa
             catalog.write_text(
                 f'[[upstreams]]\nid = "tls"\nurl = "https://localhost:{tls_port}/mcp"\nca_file = "ca.pem"\n'
             )
-            sockets = _socket_dir()
-            http_uds, grpc_uds = str(sockets / "tls-http.sock"), str(sockets / "tls-grpc.sock")
-            log = workdir / "runtime.log"
-            process = start_runtime(catalog, http_uds, grpc_uds, extra=RUNTIME_FLAGS, log=log)
-            processes.append(process)
-            rt = Runtime(process, http_uds, grpc_uds, catalog, log)
-            gateways = {}
-            for mode in MODES:
-                port = free_port()
-                env = gateway_env(mode, catalog, rt if mode != "python" else None)
-                processes.append(start_gateway(env, port, log=workdir / f"gateway-{mode}.log"))
-                gateways[mode] = Gateway(mode, f"http://127.0.0.1:{port}", secret=SECRET)
-            yield gateways
+            yield serve_catalog(catalog, workdir, "tls", processes)
     finally:
         for process in reversed(processes):
             stop(process)

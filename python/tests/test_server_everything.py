@@ -30,8 +30,8 @@ import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from conftest import MODES, RUNTIME_FLAGS, SECRET, Gateway, Runtime, _socket_dir, gateway_env
-from mcp_gateway.testing import free_port, repo_root, start_fixture, start_gateway, start_runtime, stop
+from conftest import MODES, Gateway, serve_catalog
+from mcp_gateway.testing import free_port, repo_root, start_fixture, stop
 
 PREFIX = "everything_"
 NODE_MODULES = repo_root() / "conformance" / "node_modules"
@@ -102,20 +102,7 @@ def everything_gateways(
             f'[[upstreams]]\nid = "fixture"\nurl = "{fixture_url}"\n\n'
             + everything_upstream(transport, everything_url)
         )
-        sockets = _socket_dir()
-        http_uds, grpc_uds = str(sockets / "se-http.sock"), str(sockets / "se-grpc.sock")
-        log = workdir / "runtime.log"
-        process = start_runtime(catalog, http_uds, grpc_uds, extra=RUNTIME_FLAGS, log=log)
-        processes.append(process)
-        rt = Runtime(process, http_uds, grpc_uds, catalog, log)
-        gateways = {}
-        for mode in MODES:
-            port = free_port()
-            env = gateway_env(mode, catalog, rt if mode != "python" else None)
-            process = start_gateway(env, port, log=workdir / f"gateway-{mode}.log")
-            processes.append(process)
-            gateways[mode] = Gateway(mode, f"http://127.0.0.1:{port}", secret=SECRET)
-        yield gateways
+        yield serve_catalog(catalog, workdir, "se", processes)
     finally:
         for process in reversed(processes):
             stop(process)

@@ -25,8 +25,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import MODES, RUNTIME_FLAGS, SECRET, Gateway, Runtime, _socket_dir, gateway_env
-from mcp_gateway.testing import free_port, repo_root, start_fixture, start_gateway, start_runtime, stop
+from conftest import SECRET, Gateway, _socket_dir, gateway_env, serve_catalog
+from mcp_gateway.testing import free_port, repo_root, start_fixture, start_gateway, stop
 from test_server_everything import NODE22, SERVER_EVERYTHING, _wait_port
 
 API_KEY = "key-2c5e81f0a7d3"
@@ -88,18 +88,7 @@ def stack(guarded: tuple[Path, str, str]) -> Iterator[tuple[Path, dict[str, Gate
     processes: list[subprocess.Popen[bytes]] = []
     try:
         with _environ(**{KEY_VARIABLE: API_KEY, "MCP_RUNTIME_LOG": "debug"}):
-            sockets = _socket_dir()
-            http_uds, grpc_uds = str(sockets / "up-http.sock"), str(sockets / "up-grpc.sock")
-            log = workdir / "runtime.log"
-            process = start_runtime(catalog, http_uds, grpc_uds, extra=RUNTIME_FLAGS, log=log)
-            processes.append(process)
-            rt = Runtime(process, http_uds, grpc_uds, catalog, log)
-            gateways = {}
-            for mode in MODES:
-                port = free_port()
-                env = gateway_env(mode, catalog, rt if mode != "python" else None)
-                processes.append(start_gateway(env, port, log=workdir / f"gateway-{mode}.log"))
-                gateways[mode] = Gateway(mode, f"http://127.0.0.1:{port}", secret=SECRET)
+            gateways = serve_catalog(catalog, workdir, "up", processes)
         yield workdir, gateways
     finally:
         for process in reversed(processes):

@@ -91,6 +91,25 @@ fn cpu_ratio(c: &Comparison, process: &str) -> String {
         .map_or_else(|| "–".to_owned(), |v| format!("{v:.2}"))
 }
 
+/// The rows of a metrics-cost table: workload, concurrency, the req/s ratio with its lowest and
+/// highest round, the p50 ratio, `process`'s CPU-per-request ratio, and the 0.97 target judged
+/// on the spread.
+fn cost_rows(out: &mut String, cmp: &[&Comparison], process: &str) {
+    for c in cmp {
+        let (lo, hi) = rps_spread(c);
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.3} | {lo:.3} | {hi:.3} | {:.2} | {} | {} |",
+            c.numerator.workload,
+            c.numerator.concurrency,
+            c.median.requests_per_s,
+            c.median.p50,
+            cpu_ratio(c, process),
+            Verdict::at_least(lo, hi, 0.97).markdown(),
+        );
+    }
+}
+
 fn rps_spread(c: &Comparison) -> (f64, f64) {
     spread(
         c.rounds
@@ -789,19 +808,7 @@ impl Report {
             return;
         }
         out.push_str("\n### Cost of the gateway's metrics\n\nEnd to end through the gateway in gRPC mode started with `MCP_GATEWAY_METRICS_LISTEN` (every request counted and timed in its Prometheus metrics) over the same gateway without it, against the same runtime, measured in the same rounds (median of per-round ratios, with their lowest and highest; 1.00 is no difference; the gateway's CPU per request is the steadier measure on a busy machine; target: req/s at least 0.97, judged on the lowest and highest: **met** when both are at least 0.97, **missed** when both are below, **even** otherwise).\n\n| workload | conc | req/s | min | max | p50 | gateway CPU/req | target |\n|---|--:|--:|--:|--:|--:|--:|---|\n");
-        for c in cmp {
-            let (lo, hi) = rps_spread(c);
-            let _ = writeln!(
-                out,
-                "| {} | {} | {:.3} | {lo:.3} | {hi:.3} | {:.2} | {} | {} |",
-                c.numerator.workload,
-                c.numerator.concurrency,
-                c.median.requests_per_s,
-                c.median.p50,
-                cpu_ratio(c, "gateway"),
-                Verdict::at_least(lo, hi, 0.97).markdown(),
-            );
-        }
+        cost_rows(out, &cmp, "gateway");
     }
 
     fn runtime_metrics_cost(&self, out: &mut String) {
@@ -810,19 +817,7 @@ impl Report {
             return;
         }
         out.push_str("\n### Cost of the metrics\n\nThe HTTP/JSON path of a runtime started with `--metrics-listen` (every request counted and timed in the Prometheus metrics) over the same binary without it, measured in the same rounds (median of per-round ratios, with their lowest and highest; 1.00 is no difference; target: req/s at least 0.97, judged on the lowest and highest: **met** when both are at least 0.97, **missed** when both are below, **even** otherwise).\n\n| workload | conc | req/s | min | max | p50 | runtime CPU/req | target |\n|---|--:|--:|--:|--:|--:|--:|---|\n");
-        for c in cmp {
-            let (lo, hi) = rps_spread(c);
-            let _ = writeln!(
-                out,
-                "| {} | {} | {:.3} | {lo:.3} | {hi:.3} | {:.2} | {} | {} |",
-                c.numerator.workload,
-                c.numerator.concurrency,
-                c.median.requests_per_s,
-                c.median.p50,
-                runtime_cpu(c),
-                Verdict::at_least(lo, hi, 0.97).markdown(),
-            );
-        }
+        cost_rows(out, &cmp, "runtime");
     }
 
     /// Each gRPC variant of the runtime layer (`grpc@NAME`: other server settings, or the
