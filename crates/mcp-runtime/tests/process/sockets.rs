@@ -226,7 +226,7 @@ fn startup_errors_are_one_line_that_names_each_cause_once() {
         (
             "[[upstreams]]\nid = \"u\"\nurl = \"http://127.0.0.1:9/mcp\"\nbogus = 1\n",
             "mcp-runtime: invalid catalog: line 4, column 1: unknown field `bogus`, expected one \
-             of `id`, `transport`, `url`, `headers`, `bearer`, `command`, `args`, `env`, `cwd`, \
+             of `id`, `transport`, `url`, `headers`, `bearer`, `ca_file`, `command`, `args`, `env`, `cwd`, \
              `prefix`, `visibility`, `team`, `required`\n",
         ),
     ] {
