@@ -19,8 +19,10 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import httpx
 import pytest
@@ -246,7 +248,12 @@ def test_the_runtime_refuses_a_legacy_sse_upstream(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("mode", ["python", "grpc"])
 def test_make_run_serves_the_users_catalog(mode: str) -> None:
-    """``make run CATALOG=examples/catalog.toml``'s command, and the README's client against it."""
+    """``make run CATALOG=examples/catalog.toml``'s command, and the README's client against it.
+
+    The stack's output is read to the end by a thread (a pipe nobody reads would block it), and
+    the stack runs in a process group of its own: if it has not stopped 90 s after SIGINT, the
+    group is killed and the test fails with what the stack printed.
+    """
     root = repo_root()
     port = free_port()
     process = subprocess.Popen(
@@ -265,16 +272,28 @@ def test_make_run_serves_the_users_catalog(mode: str) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        start_new_session=True,
     )
+    assert process.stdout is not None
+    output: list[str] = []
+    banner_done = threading.Event()
+
+    def read(stream: IO[str]) -> None:
+        for line in stream:
+            output.append(line)
+            if line.startswith("header"):
+                banner_done.set()
+        banner_done.set()
+
+    reader = threading.Thread(target=read, args=(process.stdout,), daemon=True)
+    reader.start()
     try:
-        assert process.stdout is not None
+        assert banner_done.wait(180), "".join(output)
         printed: dict[str, str] = {}
-        for line in process.stdout:
+        for line in output:
             name, _, value = line.partition(":")
             printed[name.strip()] = value.strip().split(" ")[0]
-            if name == "header":
-                break
-        assert "token" in printed, printed
+        assert "token" in printed, "".join(output)
         client = subprocess.run(
             [sys.executable, str(root / "examples" / "client.py"), printed["MCP URL"], printed["token"]],
             capture_output=True,
@@ -287,4 +306,12 @@ def test_make_run_serves_the_users_catalog(mode: str) -> None:
         assert "echo: {'type': 'text', 'text': 'hello'}" in client.stdout, client.stdout
     finally:
         process.send_signal(signal.SIGINT)
-        process.wait(30)
+        try:
+            process.wait(90)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
+            raise AssertionError(
+                "the stack did not stop within 90 s of SIGINT:\n" + "".join(output)
+            ) from None
+        reader.join(10)
