@@ -79,6 +79,7 @@ fuzz_target!(|data: &[u8]| {
         protocol_version: (sel & 2 == 2).then(|| "2025-06-18".to_owned()),
         accept: (sel & 4 == 4).then(|| "application/json, text/event-stream".to_owned()),
         last_event_id: None,
+        ..McpHeaders::default()
     };
     let scope = (sel & 8 == 8).then(|| "nope".to_owned());
     let out = w.rt.block_on(
