@@ -250,9 +250,10 @@ def test_the_runtime_refuses_a_legacy_sse_upstream(tmp_path: Path) -> None:
 def test_make_run_serves_the_users_catalog(mode: str) -> None:
     """``make run CATALOG=examples/catalog.toml``'s command, and the README's client against it.
 
-    The stack's output is read to the end by a thread (a pipe nobody reads would block it), and
-    the stack runs in a process group of its own: if it has not stopped 90 s after SIGINT, the
-    group is killed and the test fails with what the stack printed.
+    The stack starts with SIGINT ignored, as a background job of a non-interactive shell does (a
+    stack that kept it ignored never stopped on Ctrl-C or SIGINT). Its output is read to the end
+    by a thread, and it runs in a process group of its own: if it has not stopped 90 s after
+    SIGINT, the group is killed and the test fails with what the stack printed.
     """
     root = repo_root()
     port = free_port()
@@ -273,6 +274,9 @@ def test_make_run_serves_the_users_catalog(mode: str) -> None:
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
+        # As a background job of a non-interactive shell starts (CI, scripts): SIGINT ignored,
+        # which the stack must undo for itself.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     assert process.stdout is not None
     output: list[str] = []

@@ -217,6 +217,10 @@ def _stack(args: argparse.Namespace) -> int:
     secret = os.environ.get("JWT_SECRET_KEY") or secrets.token_urlsafe(32)
     # SIGTERM (make interrupted, a supervisor) stops the stack like Ctrl-C does.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # SIGINT stops the stack even when this process was started with SIGINT ignored (a
+    # background job of a non-interactive shell inherits it ignored, and Python then installs no
+    # handler of its own).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     # A parent that goes away (SIGTERM to `make`: GNU make passes SIGTERM to the recipe's shell,
     # which dies; make killed outright) stops the stack too: the parent's pid changes when this
     # process is reparented. SIGINT to `make` alone reaches nobody: make passes SIGINT on to no
