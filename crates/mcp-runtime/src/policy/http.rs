@@ -162,14 +162,15 @@ impl HttpCore {
         })
     }
 
-    /// `POST route` with `body` and `traceparent` (empty: none) as a header.
-    async fn post(
+    /// Sends `POST route` with the JSON `body` and `traceparent` (empty: none) as a header; the
+    /// response whatever its status.
+    async fn send_json(
         &self,
         route: &str,
         body: Vec<u8>,
         traceparent: &str,
-    ) -> Result<Bytes, CoreUnavailable> {
-        let response = traced(
+    ) -> Result<reqwest::Response, CoreUnavailable> {
+        traced(
             self.client
                 .post(format!("{BASE}{route}"))
                 .header("content-type", "application/json"),
@@ -178,7 +179,17 @@ impl HttpCore {
         .body(body)
         .send()
         .await
-        .map_err(unavailable)?;
+        .map_err(unavailable)
+    }
+
+    /// `POST route` with `body` and `traceparent` (empty: none) as a header.
+    async fn post(
+        &self,
+        route: &str,
+        body: Vec<u8>,
+        traceparent: &str,
+    ) -> Result<Bytes, CoreUnavailable> {
+        let response = self.send_json(route, body, traceparent).await?;
         let status = response.status();
         let bytes = response.bytes().await.map_err(unavailable)?;
         if status != reqwest::StatusCode::OK {
@@ -266,16 +277,9 @@ impl HttpCore {
     ) -> Result<(), CoreUnavailable> {
         let body = serde_json::to_vec(&serde_json::json!({"records": records, "dropped": dropped}))
             .map_err(unavailable)?;
-        let response = traced(
-            self.client
-                .post(format!("{BASE}/v1/record-calls"))
-                .header("content-type", "application/json"),
-            traceparent,
-        )
-        .body(body)
-        .send()
-        .await
-        .map_err(unavailable)?;
+        let response = self
+            .send_json("/v1/record-calls", body, traceparent)
+            .await?;
         match response.status() {
             reqwest::StatusCode::NO_CONTENT | reqwest::StatusCode::OK => Ok(()),
             status => Err(CoreUnavailable(format!("record-calls answered {status}"))),

@@ -12,23 +12,6 @@ use futures::StreamExt;
 use mcp_fixture_server::SharedState;
 use serde_json::{Value, json};
 
-type Events = futures::stream::BoxStream<'static, Value>;
-
-/// The session's standalone GET stream, as its JSON-RPC messages.
-async fn standalone(http: &Http, who: &Value, sid: &str) -> Events {
-    let mut get = Call::bodyless("GET", who, sid);
-    get.accept = Some("text/event-stream".into());
-    let response = http.open(&get).await;
-    assert_eq!(response.status(), 200);
-    sse_stream::SseStream::new(response.into_body())
-        .filter_map(|e| async move {
-            e.ok()
-                .and_then(|e| e.data)
-                .and_then(|d| serde_json::from_str(&d).ok())
-        })
-        .boxed()
-}
-
 /// The next message of `events`, which must be a tools `list_changed`.
 async fn next_tools_changed(events: &mut Events) {
     let m = tokio::time::timeout(Duration::from_secs(10), events.next())

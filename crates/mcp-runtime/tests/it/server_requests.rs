@@ -13,8 +13,6 @@ use futures::StreamExt;
 use mcp_fixture_server::SharedState;
 use serde_json::{Value, json};
 
-type Events = futures::stream::BoxStream<'static, Value>;
-
 /// A hang guard, not a timing assertion: every awaited message comes within this.
 const GUARD: Duration = Duration::from_secs(20);
 

@@ -9,27 +9,10 @@ use crate::sidecar::Sidecar;
 use crate::support::*;
 use futures::StreamExt;
 use mcp_fixture_server::SharedState;
-use serde_json::{Value, json};
+use serde_json::json;
 
 const WATCHED: &str = "test://watched-resource";
 const STATIC: &str = "test://static-text";
-
-type Events = futures::stream::BoxStream<'static, Value>;
-
-/// The session's standalone GET stream, as its JSON-RPC messages.
-async fn standalone(http: &Http, who: &Value, sid: &str) -> Events {
-    let mut get = Call::bodyless("GET", who, sid);
-    get.accept = Some("text/event-stream".into());
-    let response = http.open(&get).await;
-    assert_eq!(response.status(), 200);
-    sse_stream::SseStream::new(response.into_body())
-        .filter_map(|e| async move {
-            e.ok()
-                .and_then(|e| e.data)
-                .and_then(|d| serde_json::from_str(&d).ok())
-        })
-        .boxed()
-}
 
 /// The URIs of the next `n` messages of `events` (each must be a resource update).
 async fn next_updates(events: &mut Events, n: usize) -> Vec<String> {

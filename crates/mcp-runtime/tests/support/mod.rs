@@ -414,3 +414,21 @@ impl Http {
         start.elapsed()
     }
 }
+
+/// JSON-RPC messages read from an SSE stream as they come.
+pub type Events = futures::stream::BoxStream<'static, Value>;
+
+/// The session's standalone GET stream, as its JSON-RPC messages (asserts it opens with 200).
+pub async fn standalone(http: &Http, who: &Value, sid: &str) -> Events {
+    let mut get = Call::bodyless("GET", who, sid);
+    get.accept = Some("text/event-stream".into());
+    let response = http.open(&get).await;
+    assert_eq!(response.status(), 200);
+    sse_stream::SseStream::new(response.into_body())
+        .filter_map(|e| async move {
+            e.ok()
+                .and_then(|e| e.data)
+                .and_then(|d| serde_json::from_str(&d).ok())
+        })
+        .boxed()
+}
