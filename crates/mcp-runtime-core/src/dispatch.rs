@@ -561,15 +561,12 @@ impl Runtime {
         let upstream_uri = route.upstream_name.to_owned();
         let subs = &self.subscriptions;
         if on {
-            let added = subs.add(&up.config.id, &upstream_uri, session, uri);
-            if added.first_of_resource
-                && let Err(e) =
-                    crate::subscribe::tell(&up, "resources/subscribe", &upstream_uri).await
-            {
+            let first_of_session = subs.add(&up.config.id, &upstream_uri, session, uri);
+            if let Err(e) = subs.sync(&up, &upstream_uri).await {
                 subs.remove(&up.config.id, &upstream_uri, &session.id);
                 return Err(e.into());
             }
-            if added.first_of_session {
+            if first_of_session {
                 // The session's end (DELETE, expiry) drops its subscriptions.
                 let (rt, s) = (Arc::downgrade(self), Arc::clone(session));
                 tokio::spawn(async move {
@@ -577,17 +574,17 @@ impl Runtime {
                     let Some(rt) = rt.upgrade() else { return };
                     for (upstream, uri) in rt.subscriptions.drop_session(&s.id) {
                         let cat = rt.catalog.load();
-                        if let Some(up) = cat.upstreams.iter().find(|u| u.config.id == upstream) {
-                            let r = crate::subscribe::tell(up, "resources/unsubscribe", &uri).await;
-                            if let Err(e) = r {
-                                tracing::debug!(upstream, uri, error = %e, "unsubscribe failed");
-                            }
+                        if let Some(up) = cat.upstreams.iter().find(|u| u.config.id == upstream)
+                            && let Err(e) = rt.subscriptions.sync(up, &uri).await
+                        {
+                            tracing::debug!(upstream, uri, error = %e, "unsubscribe failed");
                         }
                     }
                 });
             }
-        } else if subs.remove(&up.config.id, &upstream_uri, &session.id) {
-            crate::subscribe::tell(&up, "resources/unsubscribe", &upstream_uri).await?;
+        } else {
+            subs.remove(&up.config.id, &upstream_uri, &session.id);
+            subs.sync(&up, &upstream_uri).await?;
         }
         Ok(Outcome::json(200, jsonrpc::result_body(id, "{}")))
     }

@@ -48,48 +48,36 @@ struct Inner {
     by_session: HashMap<String, HashSet<Key>>,
 }
 
-/// What [`Subscriptions::add`] changed.
-pub(crate) struct Added {
-    /// The first subscriber of this resource: subscribe upstream.
-    pub(crate) first_of_resource: bool,
-    /// The session's first subscription: watch for its end.
-    pub(crate) first_of_session: bool,
-}
-
 impl Subscriptions {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Records `session`'s subscription to `upstream_uri` of `upstream`, named `uri` by the
-    /// session.
+    /// session; returns whether it is the session's first (then watch for its end). The
+    /// upstream is told by [`Subscriptions::sync`].
     pub(crate) fn add(
         &self,
         upstream: &str,
         upstream_uri: &str,
         session: &Arc<Session>,
         uri: &str,
-    ) -> Added {
+    ) -> bool {
         let key = (upstream.to_owned(), upstream_uri.to_owned());
         let mut inner = self.lock();
-        let subs = inner.by_resource.entry(key.clone()).or_default();
-        let first_of_resource = subs.is_empty();
-        subs.insert(
+        inner.by_resource.entry(key.clone()).or_default().insert(
             session.id.clone(),
             (Arc::downgrade(session), uri.to_owned()),
         );
         let mine = inner.by_session.entry(session.id.clone()).or_default();
         let first_of_session = mine.is_empty();
         mine.insert(key);
-        Added {
-            first_of_resource,
-            first_of_session,
-        }
+        first_of_session
     }
 
-    /// Removes session `sid`'s subscription; returns whether it was the resource's last
-    /// subscriber (then unsubscribe upstream).
-    pub(crate) fn remove(&self, upstream: &str, upstream_uri: &str, sid: &str) -> bool {
+    /// Removes session `sid`'s subscription (the upstream is told by
+    /// [`Subscriptions::sync`]).
+    pub(crate) fn remove(&self, upstream: &str, upstream_uri: &str, sid: &str) {
         let key = (upstream.to_owned(), upstream_uri.to_owned());
         let mut inner = self.lock();
         if let Some(mine) = inner.by_session.get_mut(sid) {
@@ -98,7 +86,40 @@ impl Subscriptions {
                 inner.by_session.remove(sid);
             }
         }
-        remove_subscriber(&mut inner, &key, sid)
+        remove_subscriber(&mut inner, &key, sid);
+    }
+
+    /// Brings `up`'s subscription to `upstream_uri` in line with the subscribers recorded
+    /// now: `resources/subscribe` when there are some and the upstream session was not told,
+    /// `resources/unsubscribe` when there are none and it was. Calls for one upstream are
+    /// serialised (its [`Upstream::subscribed`] lock is held across the call) and each reads
+    /// the subscribers only once it holds the lock, so a session's end racing another
+    /// session's subscribe can never leave the upstream unsubscribed under a subscriber.
+    ///
+    /// # Errors
+    ///
+    /// The upstream's [`UpstreamError`]; after a failed unsubscribe the runtime no longer
+    /// counts the upstream as subscribed (an update it still sends reaches nobody).
+    pub(crate) async fn sync(
+        &self,
+        up: &Upstream,
+        upstream_uri: &str,
+    ) -> Result<(), UpstreamError> {
+        let mut told = up.subscribed.lock().await;
+        let key = (up.config.id.clone(), upstream_uri.to_owned());
+        let wanted = self.lock().by_resource.contains_key(&key);
+        match (wanted, told.contains(upstream_uri)) {
+            (true, false) => {
+                tell(up, "resources/subscribe", upstream_uri).await?;
+                told.insert(upstream_uri.to_owned());
+            }
+            (false, true) => {
+                told.remove(upstream_uri);
+                tell(up, "resources/unsubscribe", upstream_uri).await?;
+            }
+            _ => {}
+        }
+        Ok(())
     }
 
     /// Drops every subscription of session `sid`; returns the resources left without a
@@ -175,7 +196,7 @@ fn remove_subscriber(inner: &mut Inner, key: &Key, sid: &str) -> bool {
 /// # Errors
 ///
 /// The upstream's [`UpstreamError`].
-pub(crate) async fn tell(up: &Upstream, method: &str, uri: &str) -> Result<(), UpstreamError> {
+async fn tell(up: &Upstream, method: &str, uri: &str) -> Result<(), UpstreamError> {
     up.call(method, &json!({"uri": uri})).await.map(|_| ())
 }
 
@@ -224,9 +245,16 @@ pub(crate) async fn listen(up: Arc<Upstream>, subs: Weak<Subscriptions>, stop: C
         if generation.is_some_and(|old| old != g) {
             // A new upstream session has no subscriptions: make them again.
             let Some(s) = subs.upgrade() else { return };
+            let mut told = up.subscribed.lock().await;
+            told.clear();
             for uri in s.uris_of(&up.config.id) {
-                if let Err(e) = tell(&up, "resources/subscribe", &uri).await {
-                    tracing::warn!(upstream = %up.config.id, uri, error = %e, "resubscribe failed");
+                match tell(&up, "resources/subscribe", &uri).await {
+                    Ok(()) => {
+                        told.insert(uri);
+                    }
+                    Err(e) => {
+                        tracing::warn!(upstream = %up.config.id, uri, error = %e, "resubscribe failed");
+                    }
                 }
             }
         }

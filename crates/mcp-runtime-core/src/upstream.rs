@@ -127,6 +127,11 @@ pub(crate) struct Upstream {
     /// Its credentials and a stdio server's environment as read when it was created: a reload
     /// that reads other values replaces the upstream ([`crate::live`]).
     pub(crate) resolved: (reqwest::header::HeaderMap, Vec<(String, String)>),
+    /// The URIs the current upstream session has been told to subscribe to. Held across the
+    /// `resources/subscribe` / `resources/unsubscribe` it sends, so that what one session's
+    /// end unsubscribes and what another session subscribes reach the upstream in the order
+    /// the runtime decided them ([`crate::subscribe::Subscriptions::sync`]).
+    pub(crate) subscribed: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Upstream {
@@ -194,6 +199,7 @@ impl Upstream {
             config,
             client,
             connection: Mutex::new(None),
+            subscribed: Mutex::default(),
             next_id,
             stdio,
             generation: AtomicU64::new(0),
@@ -208,10 +214,10 @@ impl Upstream {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// The upstream could not be reached: the detail names the proxy variable in effect, if
-    /// any, since an unreachable proxy looks like an unreachable upstream.
     /// The upstream could not be reached: `error` with its causes (a TLS certificate error is
-    /// three levels under reqwest's "error sending request"), each said once.
+    /// three levels under reqwest's "error sending request"), each said once, and the proxy
+    /// variable in effect, if any, since an unreachable proxy looks like an unreachable
+    /// upstream.
     fn unavailable(&self, error: impl std::error::Error + 'static) -> UpstreamError {
         let error: &(dyn std::error::Error + 'static) = &error;
         let mut detail = error.to_string();

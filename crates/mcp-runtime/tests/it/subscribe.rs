@@ -138,3 +138,39 @@ async fn an_unknown_or_invisible_uri_is_refused_as_resources_read_refuses_it() {
         .json();
     assert_eq!(r["error"]["code"], -32602, "{r}");
 }
+
+/// A session's end unsubscribes upstream in a task of its own; a subscribe made by another
+/// session right after (the DELETE answered, the unsubscribe maybe not sent yet) must still
+/// leave the upstream subscribed. Several rounds, since the unfixed order was a race (it
+/// failed a CI run of the test above).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscribe_right_after_the_last_subscriber_ends_stays_subscribed() {
+    let fx = Fixture::start_with(
+        "127.0.0.1:0".parse().expect("address"),
+        SharedState::new(0).with_conformance(),
+    );
+    let rt = Sidecar::start(&simple_catalog(&fx.url)).await;
+    let http = Http::new(&rt.http);
+    let alice = auth("alice@example.com", false, Some(&[]));
+    let ok = |r: Reply| {
+        let body = r.json();
+        assert_eq!(body["result"], json!({}), "{body}");
+    };
+    let mut last = http.initialize(&alice, None).await;
+    ok(http
+        .send(&Call::post(&alice, subscribe("resources/subscribe", WATCHED)).session(&last))
+        .await);
+    for _ in 0..8 {
+        let next = http.initialize(&alice, None).await;
+        let mut events = standalone(&http, &alice, &next).await;
+        let ended = http.send(&Call::bodyless("DELETE", &alice, &last)).await;
+        assert_eq!(ended.status, 200);
+        ok(http
+            .send(&Call::post(&alice, subscribe("resources/subscribe", WATCHED)).session(&next))
+            .await);
+        let mut seen = next_updates(&mut events, 2).await;
+        seen.dedup();
+        assert_eq!(seen, [WATCHED]);
+        last = next;
+    }
+}
