@@ -83,12 +83,19 @@ impl ListKind {
     }
 }
 
-/// An upstream's `list_changed`: which upstream (its instance number, so that a notice of an
-/// upstream a reload replaced is ignored) and which list.
+/// What an upstream tells the runtime outside any call, with which upstream (its instance
+/// number, so that a notice of an upstream a reload replaced is ignored).
 #[derive(Debug, Clone)]
-pub(crate) struct Notice {
-    pub(crate) instance: u64,
-    pub(crate) kind: ListKind,
+pub(crate) enum Notice {
+    /// Its `notifications/*/list_changed`: list it again.
+    ListChanged { instance: u64, kind: ListKind },
+    /// Its `notifications/resources/updated` for `uri` (as it names it), read by a stdio
+    /// supervisor: deliver it to the subscribed sessions ([`crate::subscribe`]). An HTTP
+    /// upstream's updates are delivered by its listener directly.
+    ResourceUpdated { instance: u64, uri: String },
+    /// A stdio server started again (a new MCP session, which has no subscriptions): make
+    /// the subscriptions with subscribers again.
+    SessionStarted { instance: u64 },
 }
 
 /// Where upstreams send their notices: the runtime's refresher, or nowhere (a catalog
@@ -104,8 +111,13 @@ impl Notices {
 
     /// Reports that `kind` of upstream `instance` changed.
     pub(crate) fn send(&self, instance: u64, kind: ListKind) {
+        self.tell(Notice::ListChanged { instance, kind });
+    }
+
+    /// Reports `notice`.
+    pub(crate) fn tell(&self, notice: Notice) {
         if let Some(tx) = &self.0 {
-            let _ = tx.send(Notice { instance, kind });
+            let _ = tx.send(notice);
         }
     }
 }
@@ -228,6 +240,32 @@ impl LiveCatalog {
                     self.listening.clone(),
                 ));
             }
+        }
+    }
+
+    /// Delivers upstream `instance`'s `notifications/resources/updated` for `uri` to the
+    /// sessions subscribed to it.
+    fn resource_updated(&self, instance: u64, uri: &str) {
+        let Some(subs) = self.subscriptions.upgrade() else {
+            return;
+        };
+        let cat = self.load();
+        if let Some(up) = cat.upstreams.iter().find(|u| u.instance == instance) {
+            let n = subs.deliver_updated(&up.config.id, uri);
+            tracing::debug!(upstream = %up.config.id, uri, sessions = n, "resource updated");
+        }
+    }
+
+    /// Upstream `instance` has a new session: subscribes it again to what has subscribers
+    /// (in a task of its own: the upstream answers while notices keep coming).
+    fn session_started(&self, instance: u64) {
+        let Some(subs) = self.subscriptions.upgrade() else {
+            return;
+        };
+        let cat = self.load();
+        if let Some(up) = cat.upstreams.iter().find(|u| u.instance == instance) {
+            let up = Arc::clone(up);
+            tokio::spawn(async move { subs.resubscribe(&up).await });
         }
     }
 
@@ -501,14 +539,22 @@ async fn refresher(
             n = rx.recv() => n,
         };
         let Some(first) = first else { return };
-        let mut due: HashMap<u64, BTreeSet<ListKind>> = HashMap::new();
-        due.entry(first.instance).or_default().insert(first.kind);
-        while let Ok(n) = rx.try_recv() {
-            due.entry(n.instance).or_default().insert(n.kind);
-        }
         let (Some(live), Some(sessions)) = (live.upgrade(), sessions.upgrade()) else {
             return;
         };
+        // List changes are coalesced per upstream (one listing for a burst); the rest is
+        // handled as it comes.
+        let mut due: HashMap<u64, BTreeSet<ListKind>> = HashMap::new();
+        let mut next = Some(first);
+        while let Some(notice) = next.take().or_else(|| rx.try_recv().ok()) {
+            match notice {
+                Notice::ListChanged { instance, kind } => {
+                    due.entry(instance).or_default().insert(kind);
+                }
+                Notice::ResourceUpdated { instance, uri } => live.resource_updated(instance, &uri),
+                Notice::SessionStarted { instance } => live.session_started(instance),
+            }
+        }
         for (instance, kinds) in due {
             tokio::select! {
                 () = stop.cancelled() => return,

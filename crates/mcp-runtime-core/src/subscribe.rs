@@ -15,7 +15,10 @@
 //! subscribed to; a session without an open GET stream misses it (the specification allows
 //! it). A `notifications/*/list_changed` becomes a notice to the live catalog
 //! ([`crate::live`]), which lists the upstream again. A stdio upstream is not listened to
-//! here: its supervisor reads its notifications (module `upstream::stdio`).
+//! here: its supervisor reads its notifications (module `upstream::stdio`) and sends its
+//! updates and each new session of the server as notices to the live catalog's task
+//! ([`crate::live`]), which delivers them here ([`Subscriptions::deliver_updated`],
+//! [`Subscriptions::resubscribe`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
@@ -132,6 +135,24 @@ impl Subscriptions {
             .collect()
     }
 
+    /// Makes again, on `up`'s new upstream session (which has none), each subscription that
+    /// has subscribers; one that fails is logged at `warn` and left unmade (a later
+    /// subscribe to the URI tries again).
+    pub(crate) async fn resubscribe(&self, up: &Upstream) {
+        let mut told = up.subscribed.lock().await;
+        told.clear();
+        for uri in self.uris_of(&up.config.id) {
+            match tell(up, "resources/subscribe", &uri).await {
+                Ok(()) => {
+                    told.insert(uri);
+                }
+                Err(e) => {
+                    tracing::warn!(upstream = %up.config.id, uri, error = %e, "resubscribe failed");
+                }
+            }
+        }
+    }
+
     /// The URIs of `upstream` with at least one subscriber (as the upstream names them).
     fn uris_of(&self, upstream: &str) -> Vec<String> {
         self.lock()
@@ -243,20 +264,8 @@ pub(crate) async fn listen(up: Arc<Upstream>, subs: Weak<Subscriptions>, stop: C
             }
         };
         if generation.is_some_and(|old| old != g) {
-            // A new upstream session has no subscriptions: make them again.
             let Some(s) = subs.upgrade() else { return };
-            let mut told = up.subscribed.lock().await;
-            told.clear();
-            for uri in s.uris_of(&up.config.id) {
-                match tell(&up, "resources/subscribe", &uri).await {
-                    Ok(()) => {
-                        told.insert(uri);
-                    }
-                    Err(e) => {
-                        tracing::warn!(upstream = %up.config.id, uri, error = %e, "resubscribe failed");
-                    }
-                }
-            }
+            s.resubscribe(&up).await;
         }
         generation = Some(g);
         tracing::debug!(upstream = %up.config.id, "upstream GET stream open");

@@ -22,8 +22,10 @@
 //!
 //! Multiplexing: many callers share the one session. A response is routed by its id, a
 //! progress notification by its progress token (the runtime makes both the call's unique id,
-//! see [`crate::forward`]); a `notifications/*/list_changed` is a notice to the live catalog
-//! ([`crate::live`]); other notifications (logging) cannot be told apart per call on a
+//! see [`crate::forward`]); a `notifications/*/list_changed` and a
+//! `notifications/resources/updated` are notices to the live catalog ([`crate::live`]), as is
+//! each start of the server after the first (its new session has no resource subscriptions:
+//! the runtime makes them again); other notifications (logging) cannot be told apart per call on a
 //! shared stdio session and are only logged at `debug`. A request from the server is answered
 //! by the runtime: `ping` with an empty result, anything else with "method not found".
 
@@ -145,6 +147,7 @@ impl Stdio {
                     next_id: Arc::clone(&self.next_id),
                     notices: self.notices.clone(),
                     max_line: self.max_line,
+                    sessions: std::sync::atomic::AtomicU64::new(0),
                 };
                 *supervisor = Some(tokio::spawn(run.supervise()));
             }
@@ -260,6 +263,8 @@ struct Supervisor {
     next_id: Arc<dyn Fn() -> u64 + Send + Sync>,
     notices: (u64, crate::live::Notices),
     max_line: usize,
+    /// MCP sessions established so far (one per start of the server).
+    sessions: std::sync::atomic::AtomicU64,
 }
 
 impl Supervisor {
@@ -346,6 +351,15 @@ impl Supervisor {
             }
         };
         tracing::info!(upstream = %id, "upstream session established");
+        if self
+            .sessions
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            > 0
+        {
+            self.notices.1.tell(crate::live::Notice::SessionStarted {
+                instance: self.notices.0,
+            });
+        }
         let (out, mut out_rx) = mpsc::unbounded_channel();
         let link = Arc::new(Link {
             out,
@@ -478,6 +492,15 @@ impl Supervisor {
                 let route = token.and_then(|t| link.routes().get(&t).cloned());
                 if let Some(route) = route {
                     let _ = route.send(Ok(text));
+                }
+                None
+            }
+            (None, Some("notifications/resources/updated")) => {
+                if let Some(uri) = v.pointer("/params/uri").and_then(Value::as_str) {
+                    self.notices.1.tell(crate::live::Notice::ResourceUpdated {
+                        instance: self.notices.0,
+                        uri: uri.to_owned(),
+                    });
                 }
                 None
             }

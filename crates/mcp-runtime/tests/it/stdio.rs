@@ -214,3 +214,87 @@ async fn a_stdio_upstream_that_dies_is_started_again_and_stopped_at_shutdown() {
     rt.drain(Duration::from_secs(2)).await.expect("drained");
     assert_eq!(pids_with(&marker), Vec::<u32>::new(), "stopped at shutdown");
 }
+
+/// The next message of `events`, which must be an update of `uri` (within 20 s: the server
+/// sends one every 5 s).
+async fn next_update(events: &mut Events, uri: &str) {
+    let m = tokio::time::timeout(Duration::from_secs(20), futures::StreamExt::next(events))
+        .await
+        .expect("an update within 20 s")
+        .expect("the stream stays open");
+    assert_eq!(m["method"], "notifications/resources/updated", "{m}");
+    assert_eq!(m["params"]["uri"], uri, "{m}");
+}
+
+/// A stdio server's `notifications/resources/updated` reaches the GET stream of the session
+/// subscribed to that resource; after the server is killed and started again (a new MCP
+/// session, without subscriptions), the runtime subscribes it again and the updates go on.
+/// server-everything sends one at once when its `toggle-subscriber-updates` tool starts them,
+/// then one every 5 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stdio_servers_resource_updates_reach_subscribers_across_its_restarts() {
+    const URI: &str = "demo://resource/dynamic/text/7";
+    let marker = marker("updates");
+    let rt = Sidecar::start(&catalog(&marker)).await;
+    let http = Http::new(&rt.http);
+    let who = auth("alice@example.com", false, Some(&[]));
+    let sid = http.initialize(&who, None).await;
+    let mut events = standalone(&http, &who, &sid).await;
+    let subscribed = http
+        .send(&Call::post(&who, rpc(2, "resources/subscribe", json!({"uri": URI}))).session(&sid))
+        .await
+        .json();
+    assert_eq!(subscribed["result"], json!({}), "{subscribed}");
+    let toggle = || async {
+        let r = http
+            .send(
+                &Call::post(
+                    &who,
+                    rpc(
+                        3,
+                        "tools/call",
+                        json!({"name": "everything_toggle-subscriber-updates", "arguments": {}}),
+                    ),
+                )
+                .session(&sid),
+            )
+            .await;
+        r.json().pointer("/result/content/0/text").is_some()
+    };
+    assert!(toggle().await, "updates started");
+    next_update(&mut events, URI).await;
+
+    let first = pids_with(&marker);
+    assert_eq!(first.len(), 1);
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &first[0].to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let mut served = false;
+    for _ in 0..120 {
+        if echo(&http, &who, &sid, "again")
+            .await
+            .json()
+            .pointer("/result/content/0/text")
+            .is_some()
+        {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(served, "never served again");
+    assert_ne!(pids_with(&marker), first, "a new process");
+    // Whatever the old process sent is read before the new one's updates begin.
+    while let Ok(Some(_)) = tokio::time::timeout(
+        Duration::from_millis(300),
+        futures::StreamExt::next(&mut events),
+    )
+    .await
+    {}
+    // The new process sends updates only for what its session subscribed to: they reach the
+    // session only if the runtime subscribed the new session again.
+    assert!(toggle().await, "updates started again");
+    next_update(&mut events, URI).await;
+}
