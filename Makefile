@@ -172,6 +172,19 @@ bench-grpc-settings:
 		--repo-root $(CURDIR) --out-dir $$out && \
 	echo "results: $$out/"
 
+# The runtime's tracing cost alone (docs/operations.md "What it costs"): HTTP/JSON untraced,
+# every request traced, and 1% sampled, each a runtime process exporting to a sink in mcp-bench.
+# About 6 minutes on 2 cores after the build; results in bench/results/<UTC timestamp>-tracing/.
+.PHONY: bench-tracing
+bench-tracing:
+	$(CARGO) build --release -p mcp-runtime --features grpc-uds,otel -p mcp-fixture-server -p mcp-bench
+	@ts=$$(date -u +%Y%m%dT%H%M%SZ); out=bench/results/$$ts-tracing; mkdir -p $$out; \
+	./target/release/mcp-bench --no-floor --no-python-hop --no-state --no-gateway --no-direct \
+		--transports http,http-traced,http-sampled --workloads ping,tools/list:10,echo:1k \
+		--duration 2 --rounds 5 --warmup 100 --concurrency 1,16 \
+		--repo-root $(CURDIR) --out-dir $$out && \
+	echo "results: $$out/"
+
 BENCH_BIN := target/bench-bin
 bench: python-build node-deps $(if $(filter full reference,$(BENCH_PROFILE)),contextforge)
 	@test -n "$(BENCH_ARGS_$(BENCH_PROFILE))" || { echo "BENCH_PROFILE must be quick, reference or full"; exit 2; }

@@ -183,6 +183,7 @@ impl Report {
         self.breakdown(&mut out);
         self.zero_overhead(&mut out);
         self.metrics_cost(&mut out);
+        self.tracing_cost(&mut out);
         self.grpc_settings(&mut out);
         self.two_workers(&mut out);
         self.edge(&mut out);
@@ -820,6 +821,48 @@ impl Report {
         cost_rows(out, &cmp, "runtime");
     }
 
+    /// Runtimes exporting OpenTelemetry traces (`OTEL_*` set) over the same binary with
+    /// tracing off, measured in the same rounds: one tracing every request (mode
+    /// `http-json-traced`), one sampling 1% (`http-json-sampled`). Issue 18 sets a target for
+    /// the metrics only (3% of req/s); the same target is applied here.
+    fn tracing_cost(&self, out: &mut String) {
+        let kinds = [
+            ("http-json-traced", "Every request traced"),
+            (
+                "http-json-sampled",
+                "1% of requests traced (`OTEL_TRACES_SAMPLER=parentbased_traceidratio`, `OTEL_TRACES_SAMPLER_ARG=0.01`)",
+            ),
+        ];
+        let tables: Vec<(&str, Vec<&Comparison>)> = kinds
+            .iter()
+            .map(|&(mode, title)| (title, self.comparisons_of("runtime", mode, "http-json")))
+            .filter(|(_, cmp)| !cmp.is_empty())
+            .collect();
+        if tables.is_empty() {
+            return;
+        }
+        let sink = self.settings.get("otlp_sink");
+        let received = match (
+            sink.and_then(|s| s.get("export_requests")).and_then(Value::as_u64),
+            sink.and_then(|s| s.get("bytes")).and_then(Value::as_u64),
+        ) {
+            (Some(0), _) => " The sink received no export: this runtime binary exports nothing (built without the `otel` feature?), so these rows measure tracing off.".to_owned(),
+            (Some(n), Some(b)) => format!(" The sink received {n} export requests ({:.1} MiB of spans) by the end of the rounds.", b as f64 / 1_048_576.0),
+            _ => String::new(),
+        };
+        let _ = write!(
+            out,
+            "\n### Cost of tracing\n\nThe HTTP/JSON path of a runtime exporting OpenTelemetry traces (`OTEL_EXPORTER_OTLP_ENDPOINT` set: a server span per request and a client span per upstream call, batched and sent over OTLP/HTTP to a sink in the bench process that keeps nothing) over the same binary with tracing off, measured in the same rounds (median of per-round ratios, with their lowest and highest; 1.00 is no difference; target: req/s at least 0.97, judged on the lowest and highest: **met** when both are at least 0.97, **missed** when both are below, **even** otherwise).{received}\n"
+        );
+        for (title, cmp) in tables {
+            let _ = write!(
+                out,
+                "\n{title}:\n\n| workload | conc | req/s | min | max | p50 | runtime CPU/req | target |\n|---|--:|--:|--:|--:|--:|--:|---|\n"
+            );
+            cost_rows(out, &cmp, "runtime");
+        }
+    }
+
     /// Each gRPC variant of the runtime layer (`grpc@NAME`: other server settings, or the
     /// client's shared channel) over the `grpc` rows, measured in the same rounds (issue 19,
     /// item 3). The variant named `control` is tonic's defaults in a runtime process of its
@@ -1251,6 +1294,59 @@ mod tests {
         assert!(
             md.contains("end to end at every concurrency and payload: **missed**; lowest gRPC / HTTP/JSON req/s ratio 0.85x (0.80–0.90) (tools/call echo 1119 B c=16) over 2 row pairs; every round below 1: tools/call echo 1119 B c=16 (0.85x (0.80–0.90)); rounds on both sides of 1: tools/call echo 1119 B c=1"),
             "{md}"
+        );
+    }
+
+    #[test]
+    fn the_tracing_cost_has_its_table_and_says_what_the_sink_received() {
+        let rows = vec![
+            row("runtime", "http-json", "ping", 16, &[1000.0; 3], 10.0),
+            row(
+                "runtime",
+                "http-json-traced",
+                "ping",
+                16,
+                &[900.0, 880.0, 950.0],
+                10.0,
+            ),
+        ];
+        let mut rows = rows;
+        rows.extend([
+            row("runtime", "http-json", "ping", 1, &[1000.0; 3], 10.0),
+            row(
+                "runtime",
+                "http-json-sampled",
+                "ping",
+                1,
+                &[990.0, 980.0, 1000.0],
+                10.0,
+            ),
+        ]);
+        let mut r = report(rows.clone(), vec![]);
+        r.settings.insert(
+            "otlp_sink".into(),
+            serde_json::json!({"export_requests": 12, "bytes": 3 * 1_048_576}),
+        );
+        let md = r.analysis_markdown();
+        assert!(md.contains("### Cost of tracing"), "{md}");
+        assert!(
+            md.contains("| ping | 16 | 0.900 | 0.880 | 0.950 | NaN | – | **missed** |"),
+            "{md}"
+        );
+        assert!(md.contains("12 export requests (3.0 MiB"), "{md}");
+        assert!(md.contains("1% of requests traced"), "{md}");
+        assert!(
+            md.contains("| ping | 1 | 0.990 | 0.980 | 1.000 | NaN | – | **met** |"),
+            "{md}"
+        );
+        let mut off = report(rows, vec![]);
+        off.settings.insert(
+            "otlp_sink".into(),
+            serde_json::json!({"export_requests": 0, "bytes": 0}),
+        );
+        assert!(
+            off.analysis_markdown().contains("received no export"),
+            "a build without tracing is named"
         );
     }
 

@@ -344,14 +344,19 @@ pub fn main() -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
-    /// The committed reference runs (`bench/results/reference`, and the gRPC settings sweep
-    /// in its `grpc-settings/`) render again to exactly their committed files: the data layout
+    /// The committed reference runs (`bench/results/reference`, and the gRPC settings sweep,
+    /// the gateway's metrics and the runtime's tracing in its subdirectories) render again to exactly their committed files: the data layout
     /// and the report code have not changed what a run says. After a change to the report
     /// code, render them again (`mcp-bench --render DIR/results.json --out-dir DIR`).
     #[test]
     fn the_reference_run_renders_to_its_committed_files() {
         let reference = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/results/reference");
-        for dir in [reference.clone(), reference.join("grpc-settings")] {
+        for dir in [
+            reference.clone(),
+            reference.join("grpc-settings"),
+            reference.join("gateway-metrics"),
+            reference.join("tracing"),
+        ] {
             let report = read_results(&dir.join("results.json")).unwrap();
             let files = out_dir_files(&report).unwrap();
             assert!(files.len() >= 2, "{files:?}");

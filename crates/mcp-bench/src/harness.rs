@@ -314,6 +314,46 @@ pub async fn start_runtime(
     grpc: bool,
     quota_args: &[&str],
 ) -> anyhow::Result<RuntimeProcess> {
+    start_runtime_with(
+        bin,
+        dir,
+        name,
+        catalog,
+        worker_threads,
+        &Launch {
+            grpc,
+            args: quota_args,
+            env: &[],
+        },
+    )
+    .await
+}
+
+/// How [`start_runtime_with`] starts a runtime beyond its catalog and sockets.
+#[derive(Debug, Clone, Copy)]
+pub struct Launch<'a> {
+    /// Whether to serve the gRPC adapter too (`--grpc-uds`).
+    pub grpc: bool,
+    /// More command-line arguments (quotas, settings).
+    pub args: &'a [&'a str],
+    /// Environment variables set for the process (name, value), e.g. the `OTEL_*` ones.
+    pub env: &'a [(&'a str, &'a str)],
+}
+
+/// [`start_runtime`] with environment variables of its own (`launch`).
+///
+/// # Errors
+///
+/// As [`start_runtime`].
+pub async fn start_runtime_with(
+    bin: &Path,
+    dir: &Path,
+    name: &str,
+    catalog: &Path,
+    worker_threads: Option<usize>,
+    launch: &Launch<'_>,
+) -> anyhow::Result<RuntimeProcess> {
+    let (grpc, quota_args) = (launch.grpc, launch.args);
     let catalog = catalog.to_path_buf();
     let http_socket = dir.join(format!("{name}-http.sock"));
     let grpc_socket = grpc.then(|| dir.join(format!("{name}-grpc.sock")));
@@ -331,9 +371,16 @@ pub async fn start_runtime(
     if let Some(n) = worker_threads {
         cmd.args(["--worker-threads", &n.to_string()]);
     }
-    let command = std::iter::once(cmd.get_program())
-        .chain(cmd.get_args())
-        .map(|a| a.to_string_lossy().into_owned())
+    cmd.envs(launch.env.iter().copied());
+    let command = launch
+        .env
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .chain(
+            std::iter::once(cmd.get_program())
+                .chain(cmd.get_args())
+                .map(|a| a.to_string_lossy().into_owned()),
+        )
         .collect::<Vec<_>>()
         .join(" ");
     let mut guard = spawn_logged(name, &mut cmd, dir.join(format!("{name}.log")))?;
@@ -380,4 +427,71 @@ pub fn version_of(bin: &Path) -> String {
         .and_then(|o| String::from_utf8(o.stdout).ok())
         .and_then(|s| s.lines().next().map(str::to_owned))
         .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// An OTLP/HTTP trace receiver that keeps nothing (`POST /v1/traces` answered 200 with an
+/// empty `ExportTraceServiceResponse`, per the OpenTelemetry protocol specification's
+/// OTLP/HTTP section): where a runtime measured with tracing on exports its spans, so that
+/// the export is real (serialised and sent) without a collector's cost on the machine.
+#[derive(Debug)]
+pub struct OtlpSink {
+    /// Its `http://127.0.0.1:PORT` base, for `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    pub endpoint: String,
+    /// Export requests received.
+    pub requests: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Body bytes received.
+    pub bytes: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// Starts an [`OtlpSink`] on a loopback port, served by tasks of the current tokio runtime.
+///
+/// # Errors
+///
+/// When no loopback port can be bound.
+pub async fn start_otlp_sink() -> anyhow::Result<OtlpSink> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use http_body_util::BodyExt as _;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let endpoint = format!("http://{}", listener.local_addr()?);
+    let (requests, bytes) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let (r, b) = (Arc::clone(&requests), Arc::clone(&bytes));
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (r, b) = (Arc::clone(&r), Arc::clone(&b));
+            let service =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let (r, b) = (Arc::clone(&r), Arc::clone(&b));
+                    async move {
+                        let n = req
+                            .into_body()
+                            .collect()
+                            .await
+                            .map_or(0, |c| c.to_bytes().len());
+                        r.fetch_add(1, Ordering::Relaxed);
+                        b.fetch_add(n as u64, Ordering::Relaxed);
+                        let mut resp =
+                            hyper::Response::new(http_body_util::Full::new(bytes::Bytes::new()));
+                        resp.headers_mut().insert(
+                            hyper::header::CONTENT_TYPE,
+                            hyper::header::HeaderValue::from_static("application/x-protobuf"),
+                        );
+                        Ok::<_, std::convert::Infallible>(resp)
+                    }
+                });
+            tokio::spawn(async move {
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, service)
+                    .await;
+            });
+        }
+    });
+    Ok(OtlpSink {
+        endpoint,
+        requests,
+        bytes,
+    })
 }

@@ -2,7 +2,9 @@
 //! tonic over the gRPC socket, and hyper to a second runtime process built without the
 //! `grpc-uds` feature (what compiling the adapter in costs the default path), and hyper to a
 //! third runtime process of the default build with its metrics on (`--metrics-listen`: what
-//! recording the Prometheus metrics costs the hot path), and tonic to runtimes started with
+//! recording the Prometheus metrics costs the hot path), and hyper to a fourth with its
+//! OpenTelemetry traces exported over OTLP/HTTP to a sink in this process (`OTEL_*`: what
+//! tracing every request costs), and tonic to runtimes started with
 //! other gRPC server settings (`--grpc-variant`: mode `grpc@NAME`, compared with `grpc`).
 //! Rows: layer `runtime`, one per workload, concurrency and mode, the mode order rotating
 //! every round; each row gets fresh connections on one session per mode and scope.
@@ -30,6 +32,8 @@ pub const LAYER: Entry = Entry {
         ("grpc", "http-json"),
         ("http-json", "http-json-nogrpc"),
         ("http-json-metrics", "http-json"),
+        ("http-json-traced", "http-json"),
+        ("http-json-sampled", "http-json"),
     ],
 };
 
@@ -43,11 +47,13 @@ pub struct RuntimeArgs {
 
     /// Transports, comma separated, in the order of the first round (later rounds rotate);
     /// `http-nogrpc` needs `--runtime-bin-nogrpc`; `http-metrics` is HTTP/JSON to a runtime of
-    /// the default build started with `--metrics-listen`.
+    /// the default build started with `--metrics-listen`; `http-traced` is HTTP/JSON to a
+    /// runtime of the default build exporting its traces (`OTEL_EXPORTER_OTLP_ENDPOINT`), and
+    /// `http-sampled` the same sampling 1% of the traces it starts.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "http,grpc,http-nogrpc,http-metrics"
+        default_value = "http,grpc,http-nogrpc,http-metrics,http-traced"
     )]
     pub transports: Vec<Transport>,
 
@@ -90,10 +96,22 @@ pub enum Transport {
     /// metrics on (`--metrics-listen`): what recording them costs per request.
     #[value(name = "http-metrics")]
     HttpJsonMetrics,
+    /// HTTP/1.1 + JSON to a runtime process of the default build with OpenTelemetry tracing
+    /// on (`OTEL_EXPORTER_OTLP_ENDPOINT` set to a sink in the bench process, every request
+    /// sampled, spans batched and exported over OTLP/HTTP): what tracing costs per request.
+    /// A build without the `otel` feature exports nothing (the report says so).
+    #[value(name = "http-traced")]
+    HttpJsonTraced,
+    /// As `http-traced`, but the runtime starts a trace for 1% of the requests
+    /// (`OTEL_TRACES_SAMPLER=parentbased_traceidratio`, `OTEL_TRACES_SAMPLER_ARG=0.01`, the
+    /// OpenTelemetry SDK environment variables): what an operator who samples pays.
+    #[value(name = "http-sampled")]
+    HttpJsonSampled,
 }
 
 impl Transport {
-    /// Name in reports: `http-json`, `grpc` or `http-json-nogrpc`.
+    /// Name in reports: `http-json`, `grpc`, `http-json-nogrpc`, `http-json-metrics` or
+    /// `http-json-traced`, `http-json-sampled`.
     #[must_use]
     pub fn name(self) -> &'static str {
         match self {
@@ -101,6 +119,8 @@ impl Transport {
             Self::Grpc => "grpc",
             Self::HttpJsonNoGrpc => "http-json-nogrpc",
             Self::HttpJsonMetrics => "http-json-metrics",
+            Self::HttpJsonTraced => "http-json-traced",
+            Self::HttpJsonSampled => "http-json-sampled",
         }
     }
 }
@@ -197,6 +217,10 @@ struct RuntimeLayer {
     nogrpc: Option<(RuntimeProcess, CpuMeter)>,
     /// The runtime with `--metrics-listen`, when its rows are measured.
     with_metrics: Option<(RuntimeProcess, CpuMeter)>,
+    /// The runtimes exporting their traces (`http-traced`, `http-sampled`), and the sink
+    /// they export to, when their rows are measured.
+    traced: Vec<(Transport, RuntimeProcess, CpuMeter)>,
+    sink: Option<harness::OtlpSink>,
     /// Each `--grpc-variant` with its own runtime (none when it has no runtime flags).
     variants: Vec<(GrpcVariant, Option<(RuntimeProcess, CpuMeter)>)>,
     sessions: Sessions,
@@ -295,6 +319,49 @@ impl RuntimeLayer {
         } else {
             None
         };
+        let tracing: Vec<Transport> = [Transport::HttpJsonTraced, Transport::HttpJsonSampled]
+            .into_iter()
+            .filter(|t| transports.contains(t))
+            .collect();
+        let sink = if tracing.is_empty() {
+            None
+        } else {
+            Some(run.rt.block_on(harness::start_otlp_sink())?)
+        };
+        let mut traced = Vec::new();
+        for (t, sink) in tracing.iter().filter_map(|t| Some((t, sink.as_ref()?))) {
+            let mut env = vec![
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", sink.endpoint.as_str()),
+                ("OTEL_SERVICE_NAME", "mcp-runtime-bench"),
+            ];
+            if *t == Transport::HttpJsonSampled {
+                env.extend([
+                    ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+                    ("OTEL_TRACES_SAMPLER_ARG", "0.01"),
+                ]);
+            }
+            let r = run.rt.block_on(harness::start_runtime_with(
+                &cfg.programs.runtime_bin,
+                run.dir(),
+                &format!("runtime-{}", t.name()),
+                &run.runtime.catalog,
+                cfg.runtime_worker_threads,
+                &harness::Launch {
+                    grpc: false,
+                    args: &harness::BENCH_QUOTA_ARGS,
+                    env: &env,
+                },
+            ))?;
+            progress(format_args!(
+                "runtime for {} exporting traces to {} ready (pid {})",
+                t.name(),
+                sink.endpoint,
+                r.guard.pid()
+            ));
+            run.commands
+                .insert(format!("runtime ({})", t.name()), r.command.clone());
+            traced.push((*t, r));
+        }
         let mut variants = Vec::with_capacity(cfg.runtime.grpc_variants.len());
         for v in &cfg.runtime.grpc_variants {
             let process = if v.runtime_flags.is_empty() {
@@ -342,6 +409,14 @@ impl RuntimeLayer {
             meter: meter_of(&run.runtime),
             nogrpc: nogrpc.map(with_meter),
             with_metrics: with_metrics.map(with_meter),
+            traced: traced
+                .into_iter()
+                .map(|(t, r)| {
+                    let m = meter_of(&r);
+                    (t, r, m)
+                })
+                .collect(),
+            sink,
             variants: variants
                 .into_iter()
                 .map(|(v, r)| (v, r.map(with_meter)))
@@ -380,6 +455,12 @@ impl RuntimeLayer {
                         .as_ref()
                         .map(|(r, m)| (r, m))
                         .context("no runtime with metrics was started")?,
+                    Transport::HttpJsonTraced | Transport::HttpJsonSampled => self
+                        .traced
+                        .iter()
+                        .find(|(traced, _, _)| *traced == t)
+                        .map(|(_, r, m)| (r, m))
+                        .context("no runtime with tracing was started")?,
                     _ => main,
                 };
                 let grpc = (t == Transport::Grpc).then_some(channel);
@@ -518,6 +599,17 @@ impl Layer for RuntimeLayer {
                 .map(|v| (v.mode(), v.flags()))
                 .collect();
             settings.insert("grpc_variants".to_owned(), json!(variants));
+        }
+        if let Some(sink) = &self.sink {
+            use std::sync::atomic::Ordering;
+            // Spans still batched in the runtime when the rounds end are not counted.
+            settings.insert(
+                "otlp_sink".to_owned(),
+                json!({
+                    "export_requests": sink.requests.load(Ordering::Relaxed),
+                    "bytes": sink.bytes.load(Ordering::Relaxed),
+                }),
+            );
         }
     }
 }
