@@ -168,7 +168,9 @@ async def _settled(http: httpx.AsyncClient, limited: Limited) -> float:
 
 async def _session_asking(http: httpx.AsyncClient, gw: Gateway, token: str) -> str:
     """A raw session whose client declared ``sampling``; returns its id."""
-    body = {**INITIALIZE, "params": {**INITIALIZE["params"], "capabilities": {"sampling": {}}}}
+    params = INITIALIZE["params"]
+    assert isinstance(params, dict)
+    body = {**INITIALIZE, "params": {**params, "capabilities": {"sampling": {}}}}
     r = await http.post(gw.url, json=body, headers=gw.headers(token))
     assert r.status_code == 200, r.text
     session = r.headers["mcp-session-id"]
