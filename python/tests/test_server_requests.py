@@ -248,7 +248,7 @@ async def _never_answer(limited: Limited) -> None:
         ) as response:
             assert response.status_code == 200
             lines = response.aiter_lines()
-            await _until_asked(lines)
+            asked = await _until_asked(lines)
             messages = [
                 json.loads(line.removeprefix("data:")) async for line in lines if line.startswith("data:")
             ]
@@ -261,7 +261,7 @@ async def _never_answer(limited: Limited) -> None:
         # Its relayed request is gone: a late answer is accepted and goes nowhere.
         late = {
             "jsonrpc": "2.0",
-            "id": "s2c-1",
+            "id": asked["id"],
             "result": {"role": "assistant", "model": "m", "content": {"type": "text", "text": "late"}},
         }
         r = await http.post(gw.url, json=late, headers=gw.headers(token, session))
