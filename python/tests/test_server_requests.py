@@ -1,7 +1,8 @@
-"""Server-to-client requests (sampling, elicitation) relayed during a call, with the SDK client.
+"""Server-to-client requests (sampling, elicitation, roots) relayed during a call, with the SDK client.
 
 The conformance fixture's ``test_sampling`` asks its client ``sampling/createMessage`` and
-answers with the reply's text; ``test_elicitation`` asks ``elicitation/create``. Through the
+answers with the reply's text; ``test_elicitation`` asks ``elicitation/create``,
+``test_list_roots`` ``roots/list``. Through the
 chain, the request must reach the client that made the call (on that call's stream) and its
 answer must go back to the upstream. A client that did not declare the capability gets the
 tool's error, never another client's answer. A client that is asked and never answers does not
@@ -90,6 +91,18 @@ async def test_elicitation_reaches_the_calling_client(gw: Gateway) -> None:
         result = await client.call_tool("test_elicitation", {"message": "who are you?"})
     assert not result.is_error, (gw.mode, result)
     assert "accept" in text(result), (gw.mode, text(result))
+
+
+async def test_roots_list_reaches_the_calling_client(gw: Gateway) -> None:
+    uris = ["file:///srv/project-a", "file:///srv/project-b"]
+
+    async def roots(context: ClientRequestContext) -> Any:
+        return types.ListRootsResult(roots=[types.Root.model_validate({"uri": uri}) for uri in uris])
+
+    async with gw.client(gw.token(), list_roots_callback=roots) as client:
+        result = await client.call_tool("test_list_roots", {})
+    assert not result.is_error, (gw.mode, result)
+    assert text(result) == "Roots: " + "\n".join(uris), gw.mode
 
 
 async def test_a_client_without_the_capability_is_not_asked(gw: Gateway) -> None:
