@@ -455,6 +455,37 @@ def test_every_spelling_of_progress_token_streams(body: bytes, wanted: bool) -> 
     assert request.streaming is wanted
 
 
+@pytest.mark.parametrize(
+    ("method", "body", "accept", "asks"),
+    [
+        ("POST", b'{"method":"tools/call","params":{"name":"t"}}', None, True),
+        (
+            "POST",
+            b'{"method":"prompts/get","params":{"name":"p"}}',
+            "application/json, text/event-stream",
+            True,
+        ),
+        ("POST", b'{"method":"resources/read","params":{"uri":"u"}}', "*/*", True),
+        ("POST", b'{"method":"tools\\/call","params":{"name":"t"}}', None, True),
+        ("POST", b'{"method":"\\u0074ools/call","params":{"name":"t"}}', None, True),
+        ("POST", b'{"method":"tools/list","params":{"cursor":"\\u0041"}}', None, False),
+        ("POST", b'{"method":"completion/complete","params":{}}', None, False),
+        ("POST", b'{"method":"tools/call","params":{"name":"t"}}', "application/json", False),
+        ("GET", b"", None, False),
+    ],
+)
+def test_a_call_the_upstream_may_ask_during_is_told_apart(
+    method: str, body: bytes, accept: str | None, asks: bool
+) -> None:
+    from mcp_gateway._backend import McpRequest
+
+    request = McpRequest(
+        method=method, server_id=None, auth=AuthContext("a@x"), request_id="r", body=body, accept=accept
+    )
+    assert request.may_ask_client is asks
+    assert not request.wants_progress
+
+
 def test_a_long_name_is_cut_to_128_bytes_as_the_runtime_cuts_it() -> None:
     assert shown("echo") == "echo"
     assert shown("x" * 128) == "x" * 128

@@ -8,9 +8,10 @@
 //! description asks for (texts, MIME types and URIs copied from the suite), built as JSON so
 //! that a reader can compare it with the suite line by line.
 //!
-//! Two tools ask the client for something (`test_sampling`: `sampling/createMessage`,
-//! `test_elicitation*`: `elicitation/create`); they answer a tool error when the client did not
-//! declare the capability, as the suite's descriptions require.
+//! Some tools ask the client for something (`test_sampling`: `sampling/createMessage`,
+//! `test_elicitation*`: `elicitation/create`, and `test_list_roots`: `roots/list`, which no
+//! scenario calls: this project's tests relay it); they answer a tool error when the client did
+//! not declare the capability, as the suite's descriptions require.
 
 // Sampling and `resources/subscribe` are deprecated by SEP-2577 for the 2026-07-28 protocol;
 // the suite checks them for the 2025-06-18 and 2025-11-25 revisions.
@@ -60,6 +61,7 @@ pub const TOOLS: &[&str] = &[
     "test_elicitation_sep1034_defaults",
     "test_elicitation_sep1330_enums",
     "json_schema_2020_12_tool",
+    "test_list_roots",
 ];
 
 /// Whether `name` is one of the conformance tools.
@@ -167,6 +169,11 @@ pub fn tools() -> Vec<Tool> {
                 },
                 "additionalProperties": false
             })),
+        ),
+        Tool::new(
+            TOOLS[13],
+            "Asks the client for its roots (roots/list) and returns their URIs.",
+            empty_schema(),
         ),
     ]
 }
@@ -446,6 +453,7 @@ where
         | "test_elicitation_sep1330_enums" => {
             return elicitation(name, args, context).await;
         }
+        "test_list_roots" => return list_roots(context).await,
         "json_schema_2020_12_tool" => {
             json!([{"type": "text", "text": Value::Object(args.clone()).to_string()}])
         }
@@ -544,6 +552,26 @@ fn elicitation_request(name: &str, args: &JsonObject) -> Result<Value, ErrorData
             }}
         }),
     })
+}
+
+/// `test_list_roots`: one `roots/list` to the client; the URIs of its roots as text, one per
+/// line, after `Roots:`.
+async fn list_roots(context: &RequestContext<RoleServer>) -> Result<CallToolResult, ErrorData> {
+    let supported = context
+        .peer
+        .peer_info()
+        .is_some_and(|info| info.capabilities.roots.is_some());
+    if !supported {
+        return tool_error("the client does not support roots");
+    }
+    match context.peer.list_roots().await {
+        Ok(result) => {
+            let uris: Vec<&str> = result.roots.iter().map(|r| r.uri.as_str()).collect();
+            from_json(json!({"content": [{"type": "text",
+                "text": format!("Roots: {}", uris.join("\n"))}]}))
+        }
+        Err(e) => tool_error(&format!("roots/list failed: {e}")),
+    }
 }
 
 /// The elicitation tools: one `elicitation/create` to the client, its answer as text.

@@ -87,6 +87,28 @@ class McpRequest:
         return b"\\u" in self.body and _has_progress_token(self.body)
 
     @property
+    def may_ask_client(self) -> bool:
+        r"""Whether the upstream may ask the client something while this request runs.
+
+        A POSTed ``tools/call``, ``prompts/get`` or ``resources/read`` (the calls the runtime
+        forwards upstream and relays server-to-client requests of: sampling, elicitation,
+        roots; ``docs/http-boundary.md``, "Server-to-client requests") whose ``Accept`` allows
+        SSE, read as the runtime reads it (absent, or naming ``text/event-stream`` or ``*/*``):
+        without SSE the runtime has no stream to ask on. A bytes check first (no parse): the
+        method spelled plainly anywhere in the body (a false positive costs only a streamed
+        call). Only a body holding a ``\/`` or ``\u`` escape, which can spell the method
+        otherwise, is parsed to read ``method``.
+        """
+        if self.method != "POST":
+            return False
+        accept = self.accept
+        if accept is not None and "text/event-stream" not in accept and "*/*" not in accept:
+            return False
+        if any(method in self.body for method in _ASKING_METHODS):
+            return True
+        return (b"\\/" in self.body or b"\\u" in self.body) and _method_of(self.body) in _ASKING_NAMES
+
+    @property
     def streaming(self) -> bool:
         """Whether the answer may be a long stream: a GET, or a POST asking for progress.
 
@@ -95,6 +117,20 @@ class McpRequest:
         ``InvokeStream`` calls.
         """
         return self.method == "GET" or self.wants_progress
+
+
+_ASKING_NAMES = frozenset({"tools/call", "prompts/get", "resources/read"})
+"""The methods during which the runtime relays an upstream's requests to the client."""
+_ASKING_METHODS = tuple(f'"{name}"'.encode() for name in sorted(_ASKING_NAMES))
+
+
+def _method_of(body: bytes) -> object:
+    """The ``method`` member of the JSON object ``body``; ``None`` when it has none or is not JSON."""
+    try:
+        message = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    return message.get("method") if isinstance(message, dict) else None
 
 
 def _has_progress_token(body: bytes) -> bool:

@@ -2,10 +2,13 @@
 
 One ``grpc.aio`` channel per process, created in the app lifespan (inside the running loop) and
 closed on shutdown. POSTs go to ``Invoke`` unless their body carries a ``progressToken``, however
-spelled (``McpRequest.wants_progress``; then ``InvokeStream``, relayed event by event); GETs go
-to ``InvokeStream``; DELETEs to ``CloseSession``. MCP-level outcomes arrive inside OK responses
-and are relayed exactly; non-OK gRPC status codes are contract and transport faults, classified
-in one place, :func:`fault_of`.
+spelled (``McpRequest.wants_progress``; then ``InvokeStream``, relayed event by event), or is a
+call during which the upstream may ask the client something (``McpRequest.may_ask_client``:
+``InvokeStream`` under the unary deadline, relayed event by event once the runtime answers SSE,
+else read whole, so that an upstream's sampling, elicitation or roots request reaches the client
+during the call). GETs go to ``InvokeStream``; DELETEs to ``CloseSession``. MCP-level outcomes
+arrive inside OK responses and are relayed exactly; non-OK gRPC status codes are contract and
+transport faults, classified in one place, :func:`fault_of`.
 """
 
 from __future__ import annotations
@@ -312,7 +315,8 @@ class GrpcUdsBackend(SocketBackend):
                 )
                 status, headers = _head(closed.head)
                 return McpResponse(status=status, headers=headers, body=closed.body)
-            if not request.streaming:
+            asks = not request.streaming and request.may_ask_client
+            if not request.streaming and not asks:
                 reply = await _unary(
                     stub.Invoke(
                         pb.InvokeRequest(envelope=envelope), timeout=self._timeout_s, metadata=metadata
@@ -321,8 +325,15 @@ class GrpcUdsBackend(SocketBackend):
                 status, headers = _head(reply.head)
                 return McpResponse(status=status, headers=headers, body=reply.body)
             # Streaming calls have no deadline (as the httpx path has no read timeout on them):
-            # a GET stream lives as long as the session, the runtime bounds a tool call.
-            call = stub.InvokeStream(pb.InvokeStreamRequest(envelope=envelope), metadata=metadata)
+            # a GET stream lives as long as the session, the runtime bounds a tool call. A call
+            # the upstream may ask the client something during goes to InvokeStream too (the
+            # request is relayed as one event of it; Invoke would answer only once the call
+            # ended), under the deadline it would have had with Invoke.
+            call = stub.InvokeStream(
+                pb.InvokeStreamRequest(envelope=envelope),
+                timeout=self._timeout_s if asks else None,
+                metadata=metadata,
+            )
             try:
                 first = await call.read()
             except BaseException:
@@ -345,7 +356,50 @@ class GrpcUdsBackend(SocketBackend):
                 "MCP runtime broke the contract: InvokeStream did not start with a head"
             )
         status, headers = _head(first.head)
+        sse = any(name == "content-type" and value.startswith("text/event-stream") for name, value in headers)
+        if asks and not sse:
+            # Nothing was asked: the answer goes back whole, as Invoke would have returned it.
+            return await self._whole(call, request, status, headers)
         return McpResponse(status=status, headers=headers, stream=_relay(call, request, self))
+
+    async def _whole(
+        self,
+        call: grpc.aio.UnaryStreamCall[pb.InvokeStreamRequest, pb.InvokeStreamResponse],
+        request: McpRequest,
+        status: int,
+        headers: list[tuple[str, str]],
+    ) -> McpResponse:
+        """The body chunks of an ``InvokeStream`` call joined into one body.
+
+        At most :attr:`max_response_bytes`; over it, the runtime's error for a result over the
+        limit (:meth:`result_too_large_response`).
+
+        Raises:
+            RuntimeUnavailableError: The call broke.
+            RuntimeTimeoutError: The deadline passed.
+        """
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            while True:
+                message = await call.read()
+                if not isinstance(message, pb.InvokeStreamResponse):  # grpc.aio.EOF
+                    break
+                if message.WhichOneof("part") != "body_chunk":
+                    raise RuntimeUnavailableError(
+                        "MCP runtime broke the contract: an event in a response that is not SSE"
+                    )
+                size += len(message.body_chunk)
+                if size > self.max_response_bytes:
+                    return self.result_too_large_response(request, "a JSON body")
+                chunks.append(message.body_chunk)
+        except grpc.aio.AioRpcError as e:
+            if fault_of(e) is Fault.RECEIVE_LIMIT:
+                return self.result_too_large_response(request, f"{e.details()}")
+            raise runtime_error(e) from e
+        finally:
+            call.cancel()
+        return McpResponse(status=status, headers=headers, body=b"".join(chunks))
 
 
 async def _relay(

@@ -143,7 +143,9 @@ class Settings:
         host: Listen address of the public endpoint.
         port: Listen port of the public endpoint.
         request_timeout_s: Deadline of one non-streaming runtime call, in seconds (the gRPC
-            deadline, the httpx timeout; open SSE streams have no read timeout). Keep it above
+            deadline, also of the whole ``InvokeStream`` of a call the upstream may ask the
+            client something during; the httpx timeout; open SSE streams have no read timeout).
+            Keep it above
             the runtime's upstream timeout (60 s by default), so that an upstream timeout
             reaches the client as the runtime's JSON-RPC error rather than as a gateway 504.
         max_body_bytes: Largest request body the gateway accepts, in bytes (larger: 413).
