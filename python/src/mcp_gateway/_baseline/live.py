@@ -272,7 +272,9 @@ class LiveCatalog:
                 return
             try:
                 fresh = await upstream.list_kinds((kind,))
-            except MCPError as e:
+            except Exception as e:
+                # MCPError as a call's (the SDK maps its transport's failures to it); anything
+                # else is logged too, never raised into the baseline's task group.
                 logger.warning("upstream %s: %s list_changed: listing failed: %s", uid, kind, e)
                 return
             members = {
@@ -295,14 +297,17 @@ class LiveCatalog:
 
         ``catalog reloaded`` with the upstreams added, removed and changed (or ``catalog
         reloaded: nothing changed``), or ``catalog reload refused; the old catalog is kept``
-        with the reason (then nothing changed). Never raises a :class:`CatalogError`.
+        with the reason (then nothing changed). Never raises (any error refuses the new catalog).
         """
         async with self._lock:
             try:
                 config = load_catalog(self._path)
                 change = await self._reload(config)
-            except CatalogError as e:
-                logger.error("catalog reload refused; the old catalog is kept: %s: %s", self._path, e)
+            except Exception as e:
+                # A CatalogError says what is wrong; anything else is refused the same way (it
+                # must not end the baseline's task group), with its type.
+                reason = str(e) if isinstance(e, CatalogError) else f"{type(e).__name__}: {e}"
+                logger.error("catalog reload refused; the old catalog is kept: %s: %s", self._path, reason)
                 return
         old, catalog, added, removed, changed = change
         if added or removed or changed or old is not catalog:
