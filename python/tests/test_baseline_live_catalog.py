@@ -20,11 +20,15 @@ from typing import Any
 
 import anyio
 import httpx
+import mcp_types as types
 import pytest
+from mcp.client.session import IncomingMessage
 
 from conftest import INITIALIZE, SECRET, Gateway, gateway_env
 from mcp_gateway.testing import free_port, start_fixture, start_gateway, stop
 
+WATCHED = "test://watched-resource"
+"""A resource of the conformance fixture that reports an update every 200 ms once subscribed."""
 BOUND_S = 30.0
 """The longest wait for an eventual state (a notification, a log line), in seconds."""
 
@@ -278,3 +282,53 @@ async def _until_inflight(gw: Gateway, http: httpx.AsyncClient, token: str, sess
     with anyio.fail_after(BOUND_S):
         while await gw.inflight(http, token, session) != n:
             await anyio.sleep(0.05)
+
+
+async def test_a_changed_upstream_keeps_the_sessions_resource_subscriptions(workdir: Path) -> None:
+    conformance, url = start_fixture("--conformance", log=workdir / "fixture-conformance.log")
+    try:
+        with baseline(workdir, "changed", upstream("watched", url, "w_")) as (gw, process, log):
+            updates = Updates()
+            async with gw.client(gw.token("alice@example.com", teams=[]), message_handler=updates) as client:
+                await client.subscribe_resource(WATCHED)
+                assert await updates.next(2) == [WATCHED] * 2
+
+                # The same id with another prefix: a changed upstream, replaced by a new one.
+                (workdir / "changed.toml").write_text(upstream("watched", url, "x_"))
+                process.send_signal(signal.SIGHUP)
+                line = await log_lines(log, "catalog reloaded")
+                assert 'changed ["watched"]' in line[0], line
+                names = [t.name for t in (await client.list_tools()).tools]
+                assert "x_echo" in names, names
+                assert "w_echo" not in names, names
+                # The old upstream is stopped before the line is logged: what arrives after the
+                # updates already queued comes from the new one.
+                updates.drain()
+                assert await updates.next(2) == [WATCHED] * 2
+    finally:
+        stop(conformance)
+
+
+class Updates:
+    """The URIs of the ``notifications/resources/updated`` an SDK client receives, in order."""
+
+    def __init__(self) -> None:
+        self.send, self.receive = anyio.create_memory_object_stream[str](1000)
+
+    async def __call__(self, message: IncomingMessage) -> None:
+        if isinstance(message, types.ResourceUpdatedNotification):
+            self.send.send_nowait(str(message.params.uri))
+
+    def drain(self) -> None:
+        """Forget the updates received so far."""
+        with contextlib.suppress(anyio.WouldBlock):
+            while True:
+                self.receive.receive_nowait()
+
+    async def next(self, n: int) -> list[str]:
+        """The next ``n`` updated URIs (each within :data:`BOUND_S`)."""
+        out = []
+        for _ in range(n):
+            with anyio.fail_after(BOUND_S):
+                out.append(await self.receive.receive())
+        return out

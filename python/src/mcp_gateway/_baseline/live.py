@@ -14,7 +14,9 @@ things change it:
   again. Upstreams whose entry is unchanged and whose credentials and environment read the
   same values again are kept as they are (their upstream session, calls and subscriptions go
   on); new and changed ones are started and discovered; removed ones, and the old form of
-  changed ones, are stopped once the new version is in place. A catalog that fails (not TOML,
+  changed ones, are stopped once the new version is in place (the new form of a changed one is
+  subscribed to the URIs the old one was, so the sessions' subscriptions go on). A catalog
+  that fails (not TOML,
   a name exposed twice, a required upstream unreachable, a credential that cannot be read, a
   virtual server naming an unknown tool) is refused with one log line and the old one stays.
 
@@ -44,6 +46,7 @@ from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
+from mcp import Client
 from mcp.shared.exceptions import MCPError
 
 from mcp_gateway._auth import AuthContext
@@ -97,6 +100,10 @@ def _values(config: UpstreamConfig) -> tuple[Any, ...]:
         sorted(config.process_env().items()),
         None if tls is None else tls.get_ca_certs(binary_form=True),
     )
+
+
+async def _subscribe(uri: str, client: Client) -> None:
+    await client.subscribe_resource(uri)
 
 
 def _view(catalog: Catalog, kind: ListKind, auth: AuthContext, scope: str | None) -> list[Any]:
@@ -361,9 +368,28 @@ class LiveCatalog:
         added = [uid for uid in started if uid not in old_members]
         changed = [uid for uid in started if uid in old_members]
         removed = [uid for uid in old_members if uid not in members]
+        for uid in changed:
+            await self._carry_subscriptions(old_members[uid].upstream, members[uid].upstream)
         for uid in removed + changed:
             await self._stop(old_members[uid])
         return old, catalog, added, removed, changed
+
+    @staticmethod
+    async def _carry_subscriptions(old: Upstream, new: Upstream) -> None:
+        """Subscribe the new form of a changed upstream to the URIs its old form was subscribed to.
+
+        The downstream subscriptions are kept by upstream id and URI (:mod:`.server`), so the
+        sessions subscribed go on receiving ``notifications/resources/updated``. A subscribe
+        that fails is logged; that URI's subscribers then get no updates.
+        """
+        for uri in sorted(old.subscribed):
+            try:
+                await new.call(functools.partial(_subscribe, uri))
+                new.subscribed.add(uri)
+            except Exception as e:
+                logger.warning(
+                    "upstream %s: subscribing %s again after the reload failed: %s", new.config.id, uri, e
+                )
 
     # --- telling the sessions --------------------------------------------------------------
 

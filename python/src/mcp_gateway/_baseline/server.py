@@ -367,7 +367,8 @@ def build_server(
         uri = str(params.uri)
         upstream, _ = route(ctx, "resource", uri)
         key = (upstream.config.id, uri)
-        if key not in subscribers:
+        # Asked of this upstream instance (a reload may have replaced the one of the same id).
+        if uri not in upstream.subscribed:
             await upstream.call(lambda client: client.subscribe_resource(uri))
             upstream.subscribed.add(uri)
         subscribers.setdefault(key, {})[session_id(ctx)] = ctx.session
