@@ -309,6 +309,36 @@ async def test_a_changed_upstream_keeps_the_sessions_resource_subscriptions(work
         stop(conformance)
 
 
+async def test_a_rotated_token_file_replaces_the_upstream_at_sighup(
+    workdir: Path, http: httpx.AsyncClient
+) -> None:
+    keyed, url = start_fixture("--require-header", "x-key=new-key", log=workdir / "fixture-keyed.log")
+    try:
+        (workdir / "key").write_text("old-key\n")
+        catalog = (
+            f'[[upstreams]]\nid = "keyed"\nurl = "{url}"\nrequired = false\n'
+            'headers = { X-Key = { file = "key" } }\n'
+        )
+        with baseline(workdir, "rotated", catalog) as (gw, process, log):
+            alice = gw.token("alice@example.com", teams=[])
+            sid = await gw.initialize(http, alice)
+            assert await tool_names(gw, http, alice, sid) == []
+
+            # The same file, the same value: nothing changes.
+            process.send_signal(signal.SIGHUP)
+            await log_lines(log, "catalog reloaded: nothing changed")
+            # The same catalog, the file rotated: the upstream is replaced and now listed.
+            (workdir / "key").write_text("new-key\n")
+            process.send_signal(signal.SIGHUP)
+            line = await log_lines(log, 'changed ["keyed"]')
+            assert len(line) == 1, line
+            assert "echo" in await tool_names(gw, http, alice, sid)
+            # The value is never logged.
+            assert "new-key" not in await anyio.Path(log).read_text()
+    finally:
+        stop(keyed)
+
+
 class Updates:
     """The URIs of the ``notifications/resources/updated`` an SDK client receives, in order."""
 
