@@ -131,7 +131,9 @@ def build_server(
     def caller(ctx: Any) -> tuple[AuthContext, str | None]:
         scope = ctx.request.scope
         sid = session_id(ctx)
-        if sid:
+        if sid and sid not in live.sessions:
+            # A client that sent no `notifications/initialized`: any request's server session
+            # sends on the same standalone stream (the connection's).
             live.sessions[sid] = ctx.session
         return scope[AUTH_KEY], scope[SCOPE_KEY]
 
