@@ -11,6 +11,8 @@ Layout:
 - ``asgi``: driving the SDK's session manager for one request, in process;
 - ``sessions``: the session table: owners, idle expiry, the per-subject limits;
 - ``catalog``: the catalog file and the entries discovered from the upstreams;
+- ``live``: the live catalog: the current version, re-listed on an upstream's
+  ``list_changed``, reloaded on ``SIGHUP``; the sessions whose view changed are told;
 - ``upstream``: one shared SDK client session per upstream, with the message size caps and
   one reconnect when the upstream forgot the session.
 """

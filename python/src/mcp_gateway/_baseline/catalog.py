@@ -448,14 +448,20 @@ class Catalog:
             table.setdefault(exposed, []).append(entry)
             self._order[table_kind].append((exposed, entry))
 
-    def add_servers(self, servers: Iterable[VirtualServer]) -> None:
+    def add_servers(self, servers: Iterable[VirtualServer], *, strict: bool = True) -> None:
         """Register the virtual servers.
 
+        Args:
+            servers: The ``[[servers]]`` of the catalog file.
+            strict: Whether a server naming a tool no upstream exposes is an error (at start and
+                at a reload); after an upstream's ``list_changed`` it is not (the server just
+                does not list it).
+
         Raises:
-            CatalogError: A server names a tool no upstream exposes.
+            CatalogError: A server names a tool no upstream exposes (``strict`` only).
         """
         for server in servers:
-            for tool in sorted(server.tools):
+            for tool in sorted(server.tools) if strict else ():
                 if tool not in self.tools:
                     raise CatalogError(f"invalid catalog: server `{server.id}` names unknown tool `{tool}`")
             self.servers[server.id] = server

@@ -12,10 +12,12 @@ response becomes an ``application/json`` body, as the runtime answers.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import json
 import logging
+import signal
 import ssl
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -25,23 +27,21 @@ import anyio
 import httpx2
 from anyio.abc import TaskGroup
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
-from mcp.shared.exceptions import MCPError
 
 from mcp_gateway import __version__
 from mcp_gateway._auth import anonymous_context
 from mcp_gateway._backend import McpRequest, McpResponse, RuntimeHealth
 from mcp_gateway._baseline.asgi import AsgiCall, sse_events
-from mcp_gateway._baseline.catalog import Catalog, load_catalog
+from mcp_gateway._baseline.catalog import UpstreamConfig, load_catalog
+from mcp_gateway._baseline.live import LiveCatalog
 from mcp_gateway._baseline.server import AUTH_KEY, SCOPE_KEY, build_server
 from mcp_gateway._baseline.sessions import LimitReached, Session, Sessions
 from mcp_gateway._baseline.upstream import (
     ENVELOPE_SLACK_BYTES,
     SizeCappedTransport,
     Upstream,
-    UpstreamUnavailableError,
 )
 from mcp_gateway._era import SESSIONLESS_PROTOCOL_VERSIONS
-from mcp_gateway._errors import CatalogError
 from mcp_gateway._jsonrpc import (
     BAD_REQUEST,
     INTERNAL_ERROR,
@@ -247,8 +247,7 @@ class PythonBaseline:
         self._catalog_path = catalog_path
         self._max_message_bytes = max_message_bytes
         self._upstream_timeout_s = upstream_timeout_s
-        self._catalog = Catalog()
-        self._upstreams: dict[str, Upstream] = {}
+        self._live: LiveCatalog | None = None
         self._sessions = Sessions() if sessions is None else sessions
         self._stack: contextlib.AsyncExitStack | None = None
         self._task_group: TaskGroup | None = None
@@ -283,42 +282,26 @@ class PythonBaseline:
             http = await stack.enter_async_context(http_client({}))
             task_group = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(task_group.cancel_scope.cancel)
-            catalog = Catalog()
-            for upstream_config in config.upstreams:
-                # Credentials and a stdio server's environment are read now: one that cannot be
-                # read is a misconfiguration (CatalogError), also for an optional upstream.
-                headers = upstream_config.http_headers()
-                tls = upstream_config.tls_context()
-                upstream_config.process_env()
+
+            async def open_upstream(
+                upstream_config: UpstreamConfig, held: contextlib.AsyncExitStack
+            ) -> Upstream:
                 client = http
+                headers, tls = upstream_config.http_headers(), upstream_config.tls_context()
                 if (headers or tls is not None) and upstream_config.transport == "streamable-http":
-                    client = await stack.enter_async_context(http_client(headers, tls))
-                upstream = Upstream(
+                    client = await held.enter_async_context(http_client(headers, tls))
+                return Upstream(
                     upstream_config, client, task_group, self._upstream_timeout_s, self._max_message_bytes
                 )
-                self._upstreams[upstream_config.id] = upstream
-                try:
-                    found = await upstream.list_all()
-                except MCPError as e:
-                    # A caller's error names no upstream; the operator's does (the cause).
-                    cause = e.__cause__
-                    detail = (
-                        str(cause)
-                        if isinstance(cause, UpstreamUnavailableError)
-                        else f"upstream {upstream_config.id} unavailable: {cause or e.error.message}"
-                    )
-                    if upstream_config.required:
-                        raise CatalogError(f"required upstream unavailable at start: {detail}") from e
-                    logger.warning("optional upstream %s unavailable at start: %s", upstream_config.id, e)
-                    continue
-                for kind in ("tool", "prompt", "resource", "template"):
-                    catalog.add(upstream_config, kind, found[kind])
-            catalog.add_servers(config.servers)
-            self._catalog = catalog
+
+            live = LiveCatalog(self._catalog_path, open_upstream, task_group)
+            await live.start(config)
+            # Its upstreams are stopped before the task group and the shared HTTP client go.
+            stack.push_async_callback(live.aclose)
+            self._live = live
+            catalog = live.catalog
             manager = StreamableHTTPSessionManager(
-                app=build_server(
-                    catalog, self._upstreams, self._max_message_bytes, session_ended=self._session_ended
-                ),
+                app=build_server(live, self._max_message_bytes, session_ended=self._session_ended),
                 json_response=False,
                 stateless=False,
                 security_settings=None,
@@ -329,6 +312,7 @@ class PythonBaseline:
             await stack.enter_async_context(manager.run())
             # The reaper runs in the lifespan's task group: cancelled with it in aclose().
             task_group.start_soon(self._reap_forever)
+            self._reload_on_sighup(stack, task_group)
         except BaseException:
             await stack.aclose()
             raise
@@ -344,10 +328,51 @@ class PythonBaseline:
             len(catalog.servers),
         )
 
+    def _reload_on_sighup(self, stack: contextlib.AsyncExitStack, task_group: TaskGroup) -> None:
+        """Reload the catalog on each ``SIGHUP`` (:meth:`LiveCatalog.reload`), one reload at a time.
+
+        Signals that arrive during a reload make one more. Only where asyncio's signal handling
+        works (the main thread of a Unix process); elsewhere the catalog stays fixed (logged).
+        """
+        send, receive = anyio.create_memory_object_stream[None](1)
+
+        def on_sighup() -> None:
+            with contextlib.suppress(anyio.WouldBlock):
+                send.send_nowait(None)
+
+        try:
+            loop = asyncio.get_running_loop()
+            loop.add_signal_handler(signal.SIGHUP, on_sighup)
+        except (RuntimeError, ValueError, NotImplementedError, AttributeError) as e:
+            logger.info("python baseline: no catalog reload on SIGHUP here: %s", e)
+            send.close()
+            receive.close()
+            return
+        stack.callback(loop.remove_signal_handler, signal.SIGHUP)
+        stack.callback(send.close)
+
+        async def reload_forever() -> None:
+            async with receive:
+                async for _ in receive:
+                    logger.info("SIGHUP: reloading the catalog %s", self._catalog_path)
+                    await self.reload()
+
+        task_group.start_soon(reload_forever)
+
+    async def reload(self) -> None:
+        """Read the catalog file again and serve it (:meth:`LiveCatalog.reload`; ``SIGHUP`` calls it).
+
+        Logs one line: ``catalog reloaded`` with what changed, or ``catalog reload refused; the
+        old catalog is kept`` with the reason. Never raises for a bad catalog.
+        """
+        if self._live is not None:
+            await self._live.reload()
+
     async def aclose(self) -> None:
         """Stop the session manager, the upstream sessions and the HTTP client."""
-        for upstream in self._upstreams.values():
-            upstream.close()
+        if self._live is not None:
+            for upstream in self._live.upstreams.values():
+                upstream.close()
         if self._stack is not None:
             stack, self._stack = self._stack, None
             await stack.aclose()
@@ -457,7 +482,7 @@ class PythonBaseline:
         with the runtime's status and code.
         """
         scope = request.server_id
-        if scope is not None and scope not in self._catalog.servers:
+        if scope is not None and (self._live is None or scope not in self._live.catalog.servers):
             return _error(404, NOT_FOUND, f"Server not found: {shown(scope)}")
         version = request.protocol_version
         if version is not None and _sessionless(version):
@@ -532,6 +557,12 @@ class PythonBaseline:
                 call.release()
                 return McpResponse(status=status, headers=[_JSON] if body else [], body=body)
             events = sse_events(call)
+            if self._live is not None:
+                # The session hears of catalog changes it can see while its stream is open.
+                live, session_id = self._live, request.session_id
+                assert session_id is not None
+                live.streams[session_id] = (request.auth, request.server_id)
+                grants.callback(live.streams.pop, session_id, None)
             stream = _Held(
                 self._relay(None, events, call, request),
                 grants.pop_all(),

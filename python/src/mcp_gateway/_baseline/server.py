@@ -13,13 +13,14 @@ from __future__ import annotations
 import contextlib
 import functools
 import warnings
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
 import mcp_types as types
 import pydantic_core
-from mcp.server.lowlevel.server import Server
+from mcp.server.lowlevel.server import NotificationOptions, Server
+from mcp.server.models import InitializationOptions
 from mcp.shared.exceptions import MCPError
 from mcp.shared.message import ServerMessageMetadata
 from mcp_types.methods import serialize_server_result
@@ -27,7 +28,8 @@ from pydantic import BaseModel
 
 from mcp_gateway import __version__
 from mcp_gateway._auth import AuthContext
-from mcp_gateway._baseline.catalog import Catalog, Kind
+from mcp_gateway._baseline.catalog import Entry, Kind
+from mcp_gateway._baseline.live import LiveCatalog
 from mcp_gateway._baseline.upstream import Upstream, log_sink, request_sink
 from mcp_gateway._era import LIST_TTL_MS, SESSIONLESS_PROTOCOL_VERSIONS
 from mcp_gateway._jsonrpc import INTERNAL_ERROR, INVALID_PARAMS, RESOURCE_NOT_FOUND, shown
@@ -76,20 +78,45 @@ def check_result_size(result: Any, limit: int, method: str, version: str | None)
         )
 
 
+class _Server(Server[Any]):
+    """The low-level server, declaring ``listChanged`` for tools, prompts and resources.
+
+    The SDK derives the other capabilities from the handlers; ``listChanged`` it takes only
+    from ``NotificationOptions`` at ``create_initialization_options``, which the session
+    manager calls without any.
+    """
+
+    def create_initialization_options(
+        self,
+        notification_options: NotificationOptions | None = None,
+        experimental_capabilities: dict[str, dict[str, Any]] | None = None,
+        extensions: dict[str, dict[str, Any]] | None = None,
+    ) -> InitializationOptions:
+        """The SDK's, with every ``listChanged`` declared unless told otherwise."""
+        changes = notification_options or NotificationOptions(
+            prompts_changed=True, resources_changed=True, tools_changed=True
+        )
+        return super().create_initialization_options(changes, experimental_capabilities, extensions)
+
+
 def build_server(
-    catalog: Catalog,
-    upstreams: Mapping[str, Upstream],
+    live: LiveCatalog,
     max_message_bytes: int,
     session_ended: list[Callable[[str], Awaitable[None]]] | None = None,
 ) -> Server[Any]:
-    """The SDK server that serves ``catalog`` through ``upstreams``.
+    """The SDK server that serves the current version of ``live`` through its upstreams.
+
+    Each request reads the version current when it arrives (``live.catalog`` and
+    ``live.upstreams``). The server keeps ``live.sessions``, the SDK's server session of each
+    MCP session (from its ``notifications/initialized`` and its requests), through which the
+    live catalog tells a session's standalone stream that a list changed.
 
     Args:
-        catalog: The discovered entries and virtual servers.
-        upstreams: Every upstream by id (the ids of ``catalog``'s entries).
+        live: The live catalog: the discovered entries, the virtual servers, the upstreams.
         max_message_bytes: The message size limit applied to upstream results, in bytes.
         session_ended: The server appends the hook its owner calls with the id of each MCP
-            session that ended (DELETE, idle expiry): it drops that session's subscriptions.
+            session that ended (DELETE, idle expiry): it drops that session's subscriptions
+            and forgets its server session.
 
     Returns:
         A low-level server with handlers for the lists, ``tools/call``, ``prompts/get``,
@@ -103,7 +130,21 @@ def build_server(
 
     def caller(ctx: Any) -> tuple[AuthContext, str | None]:
         scope = ctx.request.scope
+        sid = session_id(ctx)
+        if sid and sid not in live.sessions:
+            # A client that sent no `notifications/initialized`: any request's server session
+            # sends on the same standalone stream (the connection's).
+            live.sessions[sid] = ctx.session
         return scope[AUTH_KEY], scope[SCOPE_KEY]
+
+    def session_id(ctx: Any) -> str:
+        return str(ctx.request.headers.get("mcp-session-id", "")) if ctx.request is not None else ""
+
+    async def initialized(ctx: Any, params: Any) -> None:
+        """A session's ``notifications/initialized``: keep its server session."""
+        sid = session_id(ctx)
+        if sid:
+            live.sessions[sid] = ctx.session
 
     def listed(ctx: Any, result: dict[str, Any]) -> dict[str, Any]:
         # MCP 2026-07-28 lists say how long and by whom they may be cached (as the runtime:
@@ -116,29 +157,35 @@ def build_server(
     # the catalog keeps the upstreams' JSON, no model round trip per listing.
     async def list_tools(ctx: Any, params: Any) -> Any:
         auth, scope = caller(ctx)
-        return listed(ctx, {"tools": list(catalog.visible("tool", auth, scope))})
+        return listed(ctx, {"tools": list(live.catalog.visible("tool", auth, scope))})
 
     async def list_prompts(ctx: Any, params: Any) -> Any:
         auth, scope = caller(ctx)
-        return listed(ctx, {"prompts": list(catalog.visible("prompt", auth, scope))})
+        return listed(ctx, {"prompts": list(live.catalog.visible("prompt", auth, scope))})
 
     async def list_resources(ctx: Any, params: Any) -> Any:
         auth, scope = caller(ctx)
-        return listed(ctx, {"resources": list(catalog.visible("resource", auth, scope))})
+        return listed(ctx, {"resources": list(live.catalog.visible("resource", auth, scope))})
 
     async def list_templates(ctx: Any, params: Any) -> Any:
         auth, scope = caller(ctx)
-        return listed(ctx, {"resourceTemplates": list(catalog.visible_templates(auth, scope))})
+        return listed(ctx, {"resourceTemplates": list(live.catalog.visible_templates(auth, scope))})
 
-    def route(ctx: Any, kind: Kind, name: str) -> Upstream:
+    def route(ctx: Any, kind: Kind, name: str) -> tuple[Upstream, Entry]:
+        """The upstream and entry ``name`` routes to in the current version.
+
+        Read together, with no await in between: a version replaced later does not matter to
+        this call (an upstream a reload removed fails it).
+        """
         auth, scope = caller(ctx)
-        entry = catalog.lookup(kind, name, auth, scope)
-        if entry is None:
+        entry = live.catalog.lookup(kind, name, auth, scope)
+        upstream = None if entry is None else live.upstreams.get(entry.upstream)
+        if entry is None or upstream is None:
             # Not visible is answered exactly like not existing.
             if kind == "resource":
                 raise MCPError(code=RESOURCE_NOT_FOUND, message=f"Resource not found: {shown(name)}")
             raise MCPError(code=INVALID_PARAMS, message=f"Unknown {kind}: {shown(name)}")
-        return upstreams[entry.upstream]
+        return upstream, entry
 
     async def forwarding(ctx: Any, fn: Any) -> Any:
         """Run an upstream call, forwarding its notifications onto this request's stream.
@@ -204,10 +251,7 @@ def build_server(
         return meta.get("progressToken") if isinstance(meta, dict) else None
 
     async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> Any:
-        auth, scope = caller(ctx)
-        entry = catalog.lookup("tool", params.name, auth, scope)
-        upstream = route(ctx, "tool", params.name)
-        assert entry is not None
+        upstream, entry = route(ctx, "tool", params.name)
         token = progress_token(ctx)
 
         async def run(forward: Any) -> Any:
@@ -232,10 +276,7 @@ def build_server(
         return await forwarding(ctx, run)
 
     async def get_prompt(ctx: Any, params: types.GetPromptRequestParams) -> Any:
-        auth, scope = caller(ctx)
-        upstream = route(ctx, "prompt", params.name)
-        entry = catalog.lookup("prompt", params.name, auth, scope)
-        assert entry is not None
+        upstream, entry = route(ctx, "prompt", params.name)
         return await forwarding(
             ctx,
             lambda _forward: upstream.call(
@@ -244,7 +285,7 @@ def build_server(
         )
 
     async def read_resource(ctx: Any, params: types.ReadResourceRequestParams) -> Any:
-        upstream = route(ctx, "resource", str(params.uri))
+        upstream, _ = route(ctx, "resource", str(params.uri))
         return await forwarding(
             ctx,
             lambda _forward: upstream.call(lambda client: client.session.read_resource(str(params.uri))),
@@ -258,13 +299,10 @@ def build_server(
         """
         ref: types.PromptReference | types.ResourceTemplateReference = params.ref
         if isinstance(ref, types.PromptReference):
-            upstream = route(ctx, "prompt", ref.name)
-            auth, scope = caller(ctx)
-            entry = catalog.lookup("prompt", ref.name, auth, scope)
-            assert entry is not None
+            upstream, entry = route(ctx, "prompt", ref.name)
             ref = types.PromptReference(type="ref/prompt", name=entry.upstream_name)
         else:
-            upstream = route(ctx, "resource", str(ref.uri))
+            upstream, _ = route(ctx, "resource", str(ref.uri))
         argument = {"name": params.argument.name, "value": params.argument.value}
         context = params.context.arguments if params.context is not None else None
         return await forwarding(
@@ -280,9 +318,6 @@ def build_server(
     # dropped. The upstream is told to subscribe on the first subscriber and to unsubscribe
     # when the last one leaves.
     subscribers: dict[tuple[str, str], dict[str, Any]] = {}
-
-    def session_id(ctx: Any) -> str:
-        return str(ctx.request.headers.get("mcp-session-id", ""))
 
     async def on_updated(upstream: Upstream, uri: str) -> None:
         sessions = subscribers.get((upstream.config.id, uri), {})
@@ -303,12 +338,24 @@ def build_server(
             with contextlib.suppress(Exception):
                 await upstream.call(lambda client: client.unsubscribe_resource(uri))
 
-    for each in upstreams.values():
-        each.on_resource_updated = functools.partial(on_updated, each)
+    def wire(upstream: Upstream) -> None:
+        upstream.on_resource_updated = functools.partial(on_updated, upstream)
+
+    for each in live.upstreams.values():
+        wire(each)
+    live.on_upstream = wire
 
     async def ended(sid: str) -> None:
+        live.sessions.pop(sid, None)
         for upstream_id, uri in [key for key, sessions in subscribers.items() if sid in sessions]:
-            await drop(upstreams[upstream_id], uri, sid)
+            upstream = live.upstreams.get(upstream_id)
+            if upstream is None:
+                # Its upstream left at a reload: nothing to unsubscribe there.
+                subscribers[(upstream_id, uri)].pop(sid, None)
+                if not subscribers[(upstream_id, uri)]:
+                    del subscribers[(upstream_id, uri)]
+                continue
+            await drop(upstream, uri, sid)
 
     if session_ended is not None:
         session_ended.append(ended)
@@ -320,9 +367,10 @@ def build_server(
         upstream's error when its own subscribe fails (nothing recorded then).
         """
         uri = str(params.uri)
-        upstream = route(ctx, "resource", uri)
+        upstream, _ = route(ctx, "resource", uri)
         key = (upstream.config.id, uri)
-        if key not in subscribers:
+        # Asked of this upstream instance (a reload may have replaced the one of the same id).
+        if uri not in upstream.subscribed:
             await upstream.call(lambda client: client.subscribe_resource(uri))
             upstream.subscribed.add(uri)
         subscribers.setdefault(key, {})[session_id(ctx)] = ctx.session
@@ -331,7 +379,7 @@ def build_server(
     async def unsubscribe(ctx: Any, params: types.UnsubscribeRequestParams) -> types.EmptyResult:
         """``resources/unsubscribe``: routed and refused like ``resources/subscribe``."""
         uri = str(params.uri)
-        await drop(route(ctx, "resource", uri), uri, session_id(ctx))
+        await drop(route(ctx, "resource", uri)[0], uri, session_id(ctx))
         return types.EmptyResult()
 
     async def set_level(ctx: Any, params: Any) -> types.EmptyResult:
@@ -339,7 +387,7 @@ def build_server(
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return Server(
+        server = _Server(
             SERVER_NAME,
             version=__version__,
             on_list_tools=list_tools,
@@ -354,3 +402,5 @@ def build_server(
             on_subscribe_resource=subscribe,
             on_unsubscribe_resource=unsubscribe,
         )
+    server.add_notification_handler("notifications/initialized", types.NotificationParams, initialized)
+    return server

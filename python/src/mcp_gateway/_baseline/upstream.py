@@ -23,7 +23,7 @@ import os
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TextIO, TypeVar
+from typing import Any, Literal, TextIO, TypeVar
 
 import anyio
 import httpx2
@@ -43,6 +43,7 @@ from mcp_gateway._jsonrpc import INTERNAL_ERROR, REQUEST_TIMEOUT, result_too_lar
 __all__ = [
     "ENVELOPE_SLACK_BYTES",
     "UPSTREAM_UNAVAILABLE",
+    "ListKind",
     "LogSink",
     "ResponseTooLargeError",
     "SdkFailure",
@@ -57,6 +58,16 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+ListKind = Literal["tools", "prompts", "resources"]
+"""A list an upstream may say changed (``notifications/<kind>/list_changed``); ``resources``
+covers the resources and the resource templates."""
+
+_LIST_CHANGED: dict[type[Any], ListKind] = {
+    types.ToolListChangedNotification: "tools",
+    types.PromptListChangedNotification: "prompts",
+    types.ResourceListChangedNotification: "resources",
+}
 
 LogSink = Callable[[types.LoggingMessageNotificationParams], Awaitable[None]]
 """Receives the logging notifications an upstream sends while serving the current call."""
@@ -398,11 +409,23 @@ class Upstream:
         """Called with the URI of each ``notifications/resources/updated`` the upstream sends."""
         self.subscribed: set[str] = set()
         """The URIs subscribed upstream, subscribed again on each new upstream session."""
+        self.on_list_changed: Callable[[ListKind], None] | None = None
+        """Called with the list of each ``notifications/*/list_changed`` the upstream sends.
+
+        It must not wait for the upstream (the SDK calls the message handler from its read
+        loop): the live catalog schedules the listing in a task of its own."""
 
     async def _on_message(self, message: IncomingMessage) -> None:
-        """The SDK client's message handler: resource updates go to :attr:`on_resource_updated`."""
+        """The SDK client's message handler.
+
+        Resource updates go to :attr:`on_resource_updated`, ``list_changed`` notifications to
+        :attr:`on_list_changed`; anything else (the SDK's transport errors) is ignored here.
+        """
         if isinstance(message, types.ResourceUpdatedNotification) and self.on_resource_updated is not None:
             await self.on_resource_updated(str(message.params.uri))
+        kind = _LIST_CHANGED.get(type(message))
+        if kind is not None and self.on_list_changed is not None:
+            self.on_list_changed(kind)
 
     async def _space_starts(self) -> None:
         """A stdio server is started again no sooner than the back-off after its last start.
@@ -536,42 +559,54 @@ class Upstream:
         Raises:
             MCPError: As :meth:`call`.
         """
+        return await self.list_kinds(("tools", "prompts", "resources"))
+
+    async def list_kinds(self, kinds: tuple[ListKind, ...]) -> dict[str, list[dict[str, Any]]]:
+        """List ``kinds`` of the upstream (all pages) as JSON objects; ``resources`` also lists templates.
+
+        A kind whose capability the upstream did not declare is listed as empty.
+
+        Returns:
+            The catalog kinds listed: ``tool`` (for ``tools``), ``prompt``, ``resource`` and
+            ``template`` (both for ``resources``), each a list of JSON objects.
+
+        Raises:
+            MCPError: As :meth:`call`.
+        """
 
         async def discover(client: Client) -> dict[str, list[dict[str, Any]]]:
             caps = client.server_capabilities
-            found: dict[str, list[dict[str, Any]]] = {
-                "tool": [],
-                "prompt": [],
-                "resource": [],
-                "template": [],
-            }
+            found: dict[str, list[dict[str, Any]]] = {}
 
             def dump(items: list[Any]) -> list[dict[str, Any]]:
                 return [i.model_dump(by_alias=True, mode="json", exclude_none=True) for i in items]
 
-            if caps.tools is not None:
+            if "tools" in kinds:
+                found["tool"] = []
                 cursor: str | None = None
-                while True:
+                while caps.tools is not None:
                     tools = await client.list_tools(cursor=cursor)
                     found["tool"] += dump(tools.tools)
                     if not (cursor := tools.next_cursor):
                         break
-            if caps.prompts is not None:
+            if "prompts" in kinds:
+                found["prompt"] = []
                 cursor = None
-                while True:
+                while caps.prompts is not None:
                     prompts = await client.list_prompts(cursor=cursor)
                     found["prompt"] += dump(prompts.prompts)
                     if not (cursor := prompts.next_cursor):
                         break
-            if caps.resources is not None:
+            if "resources" in kinds:
+                found["resource"], found["template"] = [], []
                 cursor = None
-                while True:
+                while caps.resources is not None:
                     resources = await client.list_resources(cursor=cursor)
                     found["resource"] += dump(resources.resources)
                     if not (cursor := resources.next_cursor):
                         break
                 cursor = None
-                while True:
+                while caps.resources is not None:
                     templates = await client.list_resource_templates(cursor=cursor)
                     found["template"] += dump(templates.resource_templates)
                     if not (cursor := templates.next_cursor):
@@ -584,3 +619,15 @@ class Upstream:
         """Ask the connection task to end (it sends DELETE upstream on its way out)."""
         if self._connection is not None:
             self._connection.close()
+
+    async def aclose(self, timeout_s: float = 5.0) -> None:
+        """Close the connection (:meth:`close`) and wait, at most ``timeout_s`` seconds, until it ended.
+
+        For an upstream that leaves while the baseline runs (a catalog reload): its HTTP client
+        can then be closed without cutting its goodbye short. Calls still running on it fail.
+        """
+        conn = self._connection
+        self.close()
+        if conn is not None:
+            with anyio.move_on_after(timeout_s):
+                await conn.broken.wait()
