@@ -528,3 +528,52 @@ def test_baseline_sessions_count_per_subject_and_reap_only_idle_ones() -> None:
     assert len(table) == 0
     assert table.held("a") == 0
     assert table.reap_period_s == 5
+
+
+def test_grpc_mode_streams_only_the_calls_of_sessions_that_may_be_asked() -> None:
+    """A session initialized here without sampling, elicitation or roots stays on unary Invoke."""
+    from mcp_gateway._backend import McpRequest
+    from mcp_gateway._grpc_backend import GrpcUdsBackend, declares_askable
+
+    def init(capabilities: str) -> bytes:
+        return (
+            b'{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25",'
+            b'"capabilities":' + capabilities.encode() + b',"clientInfo":{"name":"t","version":"1"}}}'
+        )
+
+    assert declares_askable(init("{}")) is False
+    assert declares_askable(init('{"sampling":{}}')) is True
+    assert declares_askable(init('{"roots":{"listChanged":true}}')) is True
+    assert declares_askable(b'{"jsonrpc":"2.0","id":1,"method":"ping"}') is None
+    assert declares_askable(b"initialize, not JSON") is None
+
+    backend = GrpcUdsBackend("/nonexistent.sock", 5.0)
+    call = b'{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{}}}'
+
+    def request(body: bytes, session: str | None, method: str = "POST") -> McpRequest:
+        return McpRequest(
+            method=method,
+            server_id=None,
+            auth=AuthContext("a@x"),
+            request_id="r",
+            body=body,
+            session_id=session,
+            accept="application/json, text/event-stream",
+        )
+
+    answered = [("content-type", "application/json"), ("mcp-session-id", "plain")]
+    backend._remember(request(init("{}"), None), 200, answered)
+    backend._remember(request(init('{"elicitation":{}}'), None), 200, [("mcp-session-id", "asks")])
+    backend._remember(request(init("{}"), None), 429, [("mcp-session-id", "refused")])
+    assert not backend._may_be_asked(request(call, "plain"))
+    assert backend._may_be_asked(request(call, "asks"))
+    assert backend._may_be_asked(request(call, "refused"))
+    # Unknown here (another worker, a restart): streamed, which is always correct.
+    assert backend._may_be_asked(request(call, "elsewhere"))
+    assert backend._may_be_asked(request(call, None))
+    # The memory is bounded: the oldest session is forgotten (and streamed again).
+    backend.NEVER_ASKED_CAPACITY = 2
+    for sid in ("s1", "s2"):
+        backend._remember(request(init("{}"), None), 200, [("mcp-session-id", sid)])
+    assert backend._may_be_asked(request(call, "plain"))
+    assert not backend._may_be_asked(request(call, "s2"))

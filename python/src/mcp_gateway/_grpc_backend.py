@@ -6,9 +6,12 @@ spelled (``McpRequest.wants_progress``; then ``InvokeStream``, relayed event by 
 call during which the upstream may ask the client something (``McpRequest.may_ask_client``:
 ``InvokeStream`` under the unary deadline, relayed event by event once the runtime answers SSE,
 else read whole, so that an upstream's sampling, elicitation or roots request reaches the client
-during the call). GETs go to ``InvokeStream``; DELETEs to ``CloseSession``. MCP-level outcomes
-arrive inside OK responses and are relayed exactly; non-OK gRPC status codes are contract and
-transport faults, classified in one place, :func:`fault_of`.
+during the call) and its session may be asked: a session this process saw initialized without
+declaring ``sampling``, ``elicitation`` or ``roots`` is never asked by the runtime
+(``docs/http-boundary.md``, "Server-to-client requests"), so its calls stay unary. GETs go
+to ``InvokeStream``; DELETEs to ``CloseSession``. MCP-level outcomes arrive inside OK responses
+and are relayed exactly; non-OK gRPC status codes are contract and transport faults,
+classified in one place, :func:`fault_of`.
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import json
 import logging
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
@@ -226,6 +231,36 @@ def runtime_error(error: grpc.aio.AioRpcError) -> GatewayError:
     return failure
 
 
+#: The client capabilities under which the runtime relays an upstream's requests to the client
+#: (MCP 2025-11-25, client features): without any of them a session is never asked.
+_ASKABLE_CAPABILITIES = ("sampling", "elicitation", "roots")
+
+
+def declares_askable(initialize_body: bytes) -> bool | None:
+    """Whether an ``initialize`` request declares a capability the runtime may ask under.
+
+    Args:
+        initialize_body: A POST body.
+
+    Returns:
+        ``None`` when the body is not an ``initialize`` request (or not JSON); else whether its
+        ``params.capabilities`` names ``sampling``, ``elicitation`` or ``roots``.
+    """
+    if b"initialize" not in initialize_body:
+        return None
+    try:
+        message = json.loads(initialize_body)
+    except ValueError:
+        return None
+    if not isinstance(message, dict) or message.get("method") != "initialize":
+        return None
+    params = message.get("params")
+    capabilities = params.get("capabilities") if isinstance(params, dict) else None
+    if not isinstance(capabilities, dict):
+        return False
+    return any(name in capabilities for name in _ASKABLE_CAPABILITIES)
+
+
 class GrpcUdsBackend(SocketBackend):
     """Reaches the runtime's gRPC adapter on ``uds_path`` (``HealthCheck`` is the probe).
 
@@ -243,6 +278,10 @@ class GrpcUdsBackend(SocketBackend):
 
     carries_standard_headers = False
 
+    #: Sessions remembered as never asked (see :meth:`_may_be_asked`); the oldest is forgotten
+    #: beyond this many, and a forgotten session's calls are streamed again.
+    NEVER_ASKED_CAPACITY = 65_536
+
     def __init__(
         self, uds_path: str, request_timeout_s: float, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     ) -> None:
@@ -250,6 +289,29 @@ class GrpcUdsBackend(SocketBackend):
         self._target = f"unix:{uds_path}"
         self._channel: grpc.aio.Channel | None = None
         self._stub: pb_grpc.McpRuntimeAsyncStub | None = None
+        self._never_asked: OrderedDict[str, None] = OrderedDict()
+
+    def _may_be_asked(self, request: McpRequest) -> bool:
+        """Whether the upstream may ask the client something during ``request``.
+
+        :attr:`McpRequest.may_ask_client`, unless its session was initialized through this
+        process without an askable capability (then the runtime never asks it). A session
+        initialized elsewhere (another worker, before a restart) or forgotten counts as
+        askable: streamed, which is always correct, only slower.
+        """
+        if not request.may_ask_client:
+            return False
+        return request.session_id is None or request.session_id not in self._never_asked
+
+    def _remember(self, request: McpRequest, status: int, headers: list[tuple[str, str]]) -> None:
+        """Note a session initialized by ``request`` without an askable capability."""
+        if status != 200 or request.method != "POST" or declares_askable(request.body) is not False:
+            return
+        session = next((value for name, value in headers if name == "mcp-session-id"), None)
+        if session:
+            self._never_asked[session] = None
+            if len(self._never_asked) > self.NEVER_ASKED_CAPACITY:
+                self._never_asked.popitem(last=False)
 
     async def _open(self) -> None:
         # The channel connects lazily: the runtime may start later.
@@ -314,8 +376,10 @@ class GrpcUdsBackend(SocketBackend):
                     )
                 )
                 status, headers = _head(closed.head)
+                if request.session_id is not None:
+                    self._never_asked.pop(request.session_id, None)
                 return McpResponse(status=status, headers=headers, body=closed.body)
-            asks = not request.streaming and request.may_ask_client
+            asks = not request.streaming and self._may_be_asked(request)
             if not request.streaming and not asks:
                 reply = await _unary(
                     stub.Invoke(
@@ -323,6 +387,7 @@ class GrpcUdsBackend(SocketBackend):
                     )
                 )
                 status, headers = _head(reply.head)
+                self._remember(request, status, headers)
                 return McpResponse(status=status, headers=headers, body=reply.body)
             # Streaming calls have no deadline (as the httpx path has no read timeout on them):
             # a GET stream lives as long as the session, the runtime bounds a tool call. A call
