@@ -8,8 +8,9 @@ gateway holds a value.
 
 stdio: server-everything started by the runtime (and by the Python baseline) as a child
 process; what it writes on stderr is in their logs. Legacy HTTP+SSE: server-everything's
-``sse`` mode through the baseline; the runtime refuses it. ``make run CATALOG=...``: the stack
-serves the example catalog, and the README's client (``examples/client.py``) uses it.
+``sse`` mode in every mode (the baseline through the SDK's client, the runtime through its
+own). ``make run CATALOG=...``: the stack serves the example catalog, and the README's client
+(``examples/client.py``) uses it.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ from typing import IO
 import httpx
 import pytest
 
-from conftest import SECRET, Gateway, _socket_dir, gateway_env, serve_catalog
-from mcp_gateway.testing import free_port, repo_root, start_fixture, start_gateway, stop
+from conftest import SECRET, Gateway, _socket_dir, serve_catalog
+from mcp_gateway.testing import free_port, repo_root, start_fixture, stop
 from test_server_everything import NODE22, SERVER_EVERYTHING, _wait_port
 
 API_KEY = "key-2c5e81f0a7d3"
@@ -199,51 +200,30 @@ def everything_sse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         stop(process)
 
 
-async def test_a_legacy_sse_upstream_in_the_baseline(
+async def test_a_legacy_sse_upstream_in_every_mode(
     everything_sse: str, tmp_path: Path, http: httpx.AsyncClient
 ) -> None:
+    """The baseline through the SDK's ``sse_client``, the runtime through its own client."""
     catalog = tmp_path / "catalog.toml"
     catalog.write_text(f'[[upstreams]]\nid = "everything"\ntransport = "sse"\nurl = "{everything_sse}"\n')
-    port = free_port()
-    process = start_gateway(gateway_env("python", catalog, None), port, log=tmp_path / "gateway.log")
+    processes: list[subprocess.Popen[bytes]] = []
     try:
-        gw = Gateway("python", f"http://127.0.0.1:{port}", secret=SECRET)
-        token = gw.token()
-        session = await gw.initialize(http, token)
-        call = {
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "tools/call",
-            "params": {"name": "echo", "arguments": {"message": "over sse"}},
-        }
-        r = await http.post(gw.url, json=call, headers=gw.headers(token, session))
-        assert r.status_code == 200, r.text
-        assert "over sse" in r.text, r.text
+        gateways = serve_catalog(catalog, tmp_path, "sse", processes)
+        for mode, gw in gateways.items():
+            token = gw.token()
+            session = await gw.initialize(http, token)
+            call = {
+                "jsonrpc": "2.0",
+                "id": 1,
+                "method": "tools/call",
+                "params": {"name": "echo", "arguments": {"message": f"over sse, {mode}"}},
+            }
+            r = await http.post(gw.url, json=call, headers=gw.headers(token, session))
+            assert r.status_code == 200, f"{mode}: {r.text}"
+            assert f"over sse, {mode}" in r.text, f"{mode}: {r.text}"
     finally:
-        stop(process)
-
-
-def test_the_runtime_refuses_a_legacy_sse_upstream(tmp_path: Path) -> None:
-    """rmcp, the runtime's MCP client library, has no client for the HTTP+SSE transport."""
-    catalog = tmp_path / "catalog.toml"
-    catalog.write_text(
-        '[[upstreams]]\nid = "everything"\ntransport = "sse"\nurl = "http://127.0.0.1:9/sse"\n'
-    )
-    refused = subprocess.run(
-        [
-            str(Path(os.environ["MCP_BIN_DIR"]) / "mcp-runtime"),
-            "--catalog",
-            str(catalog),
-            "--http-uds",
-            str(_socket_dir() / "sse.sock"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert refused.returncode == 1, refused.stderr
-    assert "2024-11-05" in refused.stderr, refused.stderr
+        for process in reversed(processes):
+            stop(process)
 
 
 @pytest.mark.parametrize("mode", ["python", "grpc"])

@@ -65,8 +65,9 @@ pub enum TransportKind {
     /// Streamable HTTP at `url` (protocol 2025-03-26 and later).
     #[default]
     StreamableHttp,
-    /// The legacy HTTP+SSE transport (protocol 2024-11-05): refused by the runtime, whose MCP
-    /// client library (rmcp) has no client for it; the Python baseline reaches it.
+    /// The legacy HTTP+SSE transport (protocol 2024-11-05) at `url`, the server's SSE
+    /// endpoint: a client of the runtime's own (`upstream/sse.rs`; rmcp has none), the
+    /// Python baseline through the SDK's `sse_client`.
     Sse,
     /// A child process speaking MCP on its stdin and stdout, started and supervised by the
     /// runtime (`command`, `args`, `env`, `cwd`).
@@ -400,16 +401,12 @@ impl UpstreamConfig {
             TransportKind::StreamableHttp | TransportKind::Sse if self.url.is_empty() => {
                 invalid("needs a `url`".into())
             }
-            TransportKind::Sse => invalid(
-                "has transport \"sse\" (HTTP+SSE, protocol 2024-11-05): the runtime has no client \
-                 for it (rmcp's client transports are streamable HTTP and stdio); use the \
-                 server's streamable HTTP endpoint, or the gateway's Python baseline"
-                    .into(),
-            ),
-            TransportKind::StreamableHttp => match check_url(&self.url, self.ca_file.is_some()) {
-                Err(why) => invalid(why),
-                Ok(()) => self.check_bearer(),
-            },
+            TransportKind::StreamableHttp | TransportKind::Sse => {
+                match check_url(&self.url, self.ca_file.is_some()) {
+                    Err(why) => invalid(why),
+                    Ok(()) => self.check_bearer(),
+                }
+            }
             TransportKind::Stdio => Ok(()),
         }
     }
@@ -1206,9 +1203,10 @@ bearer = { env = "TOKEN" }
             ("id = \"x\"\ntransport = \"stdio\"", "needs a `command`"),
             ("id = \"x\"", "needs a `url`"),
             (
-                "id = \"x\"\ntransport = \"sse\"\nurl = \"http://a/sse\"",
-                "2024-11-05",
+                "id = \"x\"\ntransport = \"sse\"\nurl = \"http://a/sse\"\ncommand = \"c\"",
+                "unknown field `command`",
             ),
+            ("id = \"x\"\ntransport = \"sse\"", "needs a `url`"),
             (
                 "id = \"x\"\nurl = \"http://a/mcp\"\nbearer = \"abc\"",
                 "literal `bearer`",

@@ -47,6 +47,7 @@ use tokio::sync::Mutex;
 use crate::catalog::{TransportKind, UpstreamConfig};
 
 mod child;
+mod sse;
 mod stdio;
 
 /// Why a call to an upstream failed. Each becomes a JSON-RPC error for the caller.
@@ -178,15 +179,17 @@ impl Upstream {
         limits.max_sse_event_size = max_message_bytes.saturating_add(ENVELOPE_SLACK_BYTES);
         limits.max_json_response_size = max_message_bytes.saturating_add(ENVELOPE_SLACK_BYTES);
         let next_id = Arc::new(AtomicU64::new(1));
-        let stdio = (config.transport == TransportKind::Stdio).then(|| {
-            let ids = Arc::clone(&next_id);
-            stdio::Stdio::new(
-                config.clone(),
-                Arc::new(move || ids.fetch_add(1, Ordering::Relaxed)),
-                (instance, notices.clone()),
-                max_message_bytes.saturating_add(ENVELOPE_SLACK_BYTES),
-            )
-        });
+        let stdio =
+            matches!(config.transport, TransportKind::Stdio | TransportKind::Sse).then(|| {
+                let ids = Arc::clone(&next_id);
+                stdio::Stdio::new(
+                    config.clone(),
+                    Arc::new(move || ids.fetch_add(1, Ordering::Relaxed)),
+                    (instance, notices.clone()),
+                    max_message_bytes.saturating_add(ENVELOPE_SLACK_BYTES),
+                    (config.transport == TransportKind::Sse).then(|| client.clone()),
+                )
+            });
         Self {
             uri: Arc::from(config.url.as_str()),
             label: Arc::from(config.id.as_str()),

@@ -2,7 +2,10 @@
 //! newline-delimited JSON-RPC on its stdin and stdout (rmcp's transport over the child's pipes,
 //! module `child`, which also caps the length of a line the server writes: a server writing a
 //! line longer than the runtime's message limit plus 1 MiB is stopped, the calls waiting on it
-//! fail with that reason, and it is started again like a server that exited).
+//! fail with that reason, and it is started again like a server that exited). The same
+//! supervisor runs a legacy HTTP+SSE upstream (module [`sse`](super::sse)): its connection
+//! takes the place of the process, "started" meaning connected and "exited" its event stream
+//! ending.
 //!
 //! Supervision: the server is started on first use (discovery) by a supervisor task of its
 //! own, which holds the process and its transport. When the process exits, every call still
@@ -43,6 +46,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::child::Child;
+use super::sse::SseConn;
 use super::{MessageStream, UpstreamError, message};
 use crate::catalog::UpstreamConfig;
 
@@ -95,20 +99,28 @@ pub(crate) struct Stdio {
     next_id: Arc<dyn Fn() -> u64 + Send + Sync>,
     /// The upstream's instance and where its `list_changed` notices go.
     notices: (u64, crate::live::Notices),
-    /// The longest line the server may write, in bytes ([`child`](super::child)).
+    /// The longest line the server may write, in bytes ([`child`](super::child)); for a
+    /// legacy SSE upstream, the longest event.
     max_line: usize,
+    /// A legacy SSE upstream's HTTP client (its credentials and roots; module
+    /// [`sse`](super::sse)); `None` for a stdio server.
+    http: Option<reqwest::Client>,
 }
 
 impl Stdio {
     /// The upstream of `config`; nothing is started until [`Stdio::connect`]. `next_id` gives
     /// the ids of the runtime's own requests (`initialize`), unique in the upstream session.
+    /// With `http`, the upstream is a legacy SSE server at the config's `url` reached with that
+    /// client, supervised the same way (module [`sse`](super::sse)).
     pub(crate) fn new(
         config: UpstreamConfig,
         next_id: Arc<dyn Fn() -> u64 + Send + Sync>,
         notices: (u64, crate::live::Notices),
         max_line: usize,
+        http: Option<reqwest::Client>,
     ) -> Self {
         Self {
+            http,
             notices,
             max_line,
             config,
@@ -147,6 +159,7 @@ impl Stdio {
                     next_id: Arc::clone(&self.next_id),
                     notices: self.notices.clone(),
                     max_line: self.max_line,
+                    http: self.http.clone(),
                     sessions: std::sync::atomic::AtomicU64::new(0),
                 };
                 *supervisor = Some(tokio::spawn(run.supervise()));
@@ -263,6 +276,7 @@ struct Supervisor {
     next_id: Arc<dyn Fn() -> u64 + Send + Sync>,
     notices: (u64, crate::live::Notices),
     max_line: usize,
+    http: Option<reqwest::Client>,
     /// MCP sessions established so far (one per start of the server).
     sessions: std::sync::atomic::AtomicU64,
 }
@@ -281,7 +295,7 @@ impl Supervisor {
             if started.elapsed() >= BACKOFF_RESET {
                 backoff = BACKOFF_MIN;
             }
-            tracing::warn!(upstream = %id, reason = %why, retry_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX), "stdio upstream down; starting it again after the back-off");
+            tracing::warn!(upstream = %id, transport = self.kind(), reason = %why, retry_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX), "upstream down; starting it again after the back-off");
             self.state.send_replace(State::Down(why));
             tokio::select! {
                 () = tokio::time::sleep(backoff) => {}
@@ -290,7 +304,39 @@ impl Supervisor {
             backoff = (backoff * 2).min(BACKOFF_MAX);
         }
         self.state.send_replace(State::Stopped);
-        tracing::info!(upstream = %id, "stdio upstream stopped");
+        tracing::info!(upstream = %id, transport = self.kind(), "upstream stopped");
+    }
+
+    /// `stdio` or `sse`, for the log.
+    fn kind(&self) -> &'static str {
+        if self.http.is_some() { "sse" } else { "stdio" }
+    }
+
+    /// Starts the server (stdio) or opens its event stream (SSE).
+    async fn open(&self) -> Result<Conn, String> {
+        let id = &self.config.id;
+        if let Some(client) = &self.http {
+            let conn = tokio::select! {
+                r = SseConn::connect(client.clone(), &self.config.url, self.max_line) => r?,
+                () = self.stop.cancelled() => return Err("stopped".to_owned()),
+            };
+            tracing::info!(upstream = %id, "SSE upstream stream open");
+            return Ok(Conn::Sse(conn));
+        }
+        let cmd = self.command()?;
+        let (child, stderr) = Child::spawn(cmd, self.max_line)
+            .map_err(|e| format!("cannot start `{}`: {e}", self.config.command))?;
+        tracing::info!(upstream = %id, pid = child.id(), "stdio upstream started");
+        if let Some(stderr) = stderr {
+            let id = id.clone();
+            tokio::spawn(async move {
+                let mut lines = tokio::io::BufReader::new(stderr).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    tracing::info!(upstream = %id, stderr = %line, "stdio upstream stderr");
+                }
+            });
+        }
+        Ok(Conn::Child(child))
     }
 
     /// The command of the server, its environment reduced to [`INHERITED_ENV`] plus `env`.
@@ -316,24 +362,10 @@ impl Supervisor {
     /// returns why it ended.
     async fn run_once(&self) -> String {
         let id = &self.config.id;
-        let cmd = match self.command() {
-            Ok(cmd) => cmd,
-            Err(e) => return e,
+        let mut child = match self.open().await {
+            Ok(conn) => conn,
+            Err(why) => return why,
         };
-        let (mut child, stderr) = match Child::spawn(cmd, self.max_line) {
-            Ok(spawned) => spawned,
-            Err(e) => return format!("cannot start `{}`: {e}", self.config.command),
-        };
-        tracing::info!(upstream = %id, pid = child.id(), "stdio upstream started");
-        if let Some(stderr) = stderr {
-            let id = id.clone();
-            tokio::spawn(async move {
-                let mut lines = tokio::io::BufReader::new(stderr).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    tracing::info!(upstream = %id, stderr = %line, "stdio upstream stderr");
-                }
-            });
-        }
         let init = tokio::select! {
             r = self.handshake(&mut child) => r,
             () = self.stop.cancelled() => Err("stopped".to_owned()),
@@ -383,6 +415,7 @@ impl Supervisor {
                         }
                     }
                     None if child.over_cap() => break self.over_cap(),
+                    None if self.http.is_some() => break "the SSE stream ended".to_owned(),
                     None => break "the server exited".to_owned(),
                 },
                 () = self.stop.cancelled() => break "stopped".to_owned(),
@@ -397,13 +430,19 @@ impl Supervisor {
             }));
         }
         if let Err(e) = child.graceful_shutdown().await {
-            tracing::warn!(upstream = %id, error = %e, "stdio upstream did not stop cleanly");
+            tracing::warn!(upstream = %id, error = %e, "upstream did not stop cleanly");
         }
         why
     }
 
     /// Why a server whose line went over the cap was stopped.
     fn over_cap(&self) -> String {
+        if self.http.is_some() {
+            return format!(
+                "the server sent an event longer than {} bytes (the runtime's message limit plus 1 MiB); disconnected, to connect again",
+                self.max_line
+            );
+        }
         format!(
             "the server wrote a line longer than {} bytes (the runtime's message limit plus 1 MiB); stopped, to be started again",
             self.max_line
@@ -411,7 +450,7 @@ impl Supervisor {
     }
 
     /// `initialize`, its answer, `notifications/initialized`; returns the `initialize` result.
-    async fn handshake(&self, child: &mut Child) -> Result<Value, String> {
+    async fn handshake(&self, child: &mut Conn) -> Result<Value, String> {
         let id = (self.next_id)();
         let init = message(&json!({
             "jsonrpc": "2.0", "id": id, "method": "initialize",
@@ -513,6 +552,48 @@ impl Supervisor {
             (None, method) => {
                 tracing::debug!(upstream = %self.config.id, method = method.unwrap_or(""), "notification not tied to a call; not relayed");
                 None
+            }
+        }
+    }
+}
+
+/// A supervised session's transport: a stdio server's pipes or a legacy SSE connection.
+enum Conn {
+    Child(Child),
+    Sse(SseConn),
+}
+
+impl Conn {
+    fn send(
+        &mut self,
+        msg: ClientJsonRpcMessage,
+    ) -> futures::future::BoxFuture<'static, std::io::Result<()>> {
+        match self {
+            Self::Child(c) => Box::pin(c.send(msg)),
+            Self::Sse(s) => Box::pin(s.send(&msg)),
+        }
+    }
+
+    async fn receive(&mut self) -> Option<rmcp::model::ServerJsonRpcMessage> {
+        match self {
+            Self::Child(c) => c.receive().await,
+            Self::Sse(s) => s.receive().await,
+        }
+    }
+
+    fn over_cap(&self) -> bool {
+        match self {
+            Self::Child(c) => c.over_cap(),
+            Self::Sse(s) => s.over_cap(),
+        }
+    }
+
+    async fn graceful_shutdown(&mut self) -> std::io::Result<()> {
+        match self {
+            Self::Child(c) => c.graceful_shutdown().await,
+            Self::Sse(s) => {
+                s.close();
+                Ok(())
             }
         }
     }

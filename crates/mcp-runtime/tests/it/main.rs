@@ -48,6 +48,7 @@ mod live_catalog;
 #[cfg(feature = "grpc-uds")]
 mod parity;
 mod server_requests;
+mod sse_upstream;
 mod stdio;
 mod subscribe;
 mod upstream;
