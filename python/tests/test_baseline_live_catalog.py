@@ -4,7 +4,8 @@ Real processes: dynamic fixtures (``--dynamic-tools``: ``add_tool`` / ``remove_t
 the tool list and send ``notifications/tools/list_changed``) and plain ones as upstreams, and a
 gateway in mode ``python`` of its own per test, signalled with ``SIGHUP``. Each session's
 standalone GET stream is read as raw SSE, opened before anything changes (its ``200`` means the
-baseline will tell it). Eventual states are polled with a bound, never timed.
+baseline will tell it). Eventual states are polled with a bound, never timed. The last test
+checks the runtime's ``list_changed`` relayed through the gateway's socket modes too.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import mcp_types as types
 import pytest
 from mcp.client.session import IncomingMessage
 
-from conftest import INITIALIZE, SECRET, Gateway, gateway_env
+from conftest import INITIALIZE, SECRET, Gateway, gateway_env, serve_catalog
 from mcp_gateway.testing import free_port, start_fixture, start_gateway, stop
 
 WATCHED = "test://watched-resource"
@@ -362,3 +363,35 @@ class Updates:
             with anyio.fail_after(BOUND_S):
                 out.append(await self.receive.receive())
         return out
+
+
+async def test_an_upstream_list_changed_reaches_clients_in_every_mode(
+    workdir: Path, http: httpx.AsyncClient
+) -> None:
+    """The runtime's list_changed, relayed on the GET stream through the gateway's socket modes.
+
+    One runtime and a gateway per mode (the baseline serving the same catalog itself) in front of
+    a dynamic fixture of this test's own; in each mode in turn, a session's change of the tool
+    list reaches its own GET stream, and the new tool is listed and callable.
+    """
+    fixture, url = start_fixture("--dynamic-tools", log=workdir / "fixture-every-mode.log")
+    processes: list[subprocess.Popen[bytes]] = [fixture]
+    try:
+        path = workdir / "every-mode.toml"
+        path.write_text(upstream("dyn", url))
+        gateways = serve_catalog(path, workdir, "every-mode", processes)
+        for mode, gw in gateways.items():
+            token = gw.token("alice@example.com", teams=[])
+            sid = await gw.initialize(http, token)
+            async with standalone(gw, http, token, sid) as events:
+                name = f"fresh_{mode.replace('-', '_')}"
+                assert await call_text(gw, http, token, sid, "add_tool", name=name) == f"added tool {name}"
+                assert await events.next_method() == "notifications/tools/list_changed", mode
+                deadline = time.monotonic() + BOUND_S
+                while name not in await tool_names(gw, http, token, sid):
+                    assert time.monotonic() < deadline, f"{mode}: {name} never listed"
+                    await anyio.sleep(0.05)
+                assert await call_text(gw, http, token, sid, name) == f"added tool {name}", mode
+    finally:
+        for process in reversed(processes):
+            stop(process)
