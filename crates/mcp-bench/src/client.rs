@@ -79,6 +79,28 @@ impl Workload {
         }
     }
 
+    /// The tool a `tools/call` workload calls (its `Mcp-Name` in MCP 2026-07-28).
+    #[must_use]
+    pub fn tool(self) -> Option<&'static str> {
+        match self {
+            Self::Echo(_) => Some("echo"),
+            Self::EverythingEcho(_) => Some("everything_echo"),
+            Self::Progress => Some("progress"),
+            _ => None,
+        }
+    }
+
+    /// Whether a client of MCP 2026-07-28 (no session, `_meta` in the body) can send it:
+    /// `ping`, `initialize` and session open/close do not exist there, and `progress` carries
+    /// a `_meta` of its own.
+    #[must_use]
+    pub fn sessionless(self) -> bool {
+        matches!(
+            self,
+            Self::Echo(_) | Self::EverythingEcho(_) | Self::ToolsList(_)
+        )
+    }
+
     /// The workload's name in reports: `ping`, `tools/list (10 tools)`, `tools/call echo`
     /// (the size is the row's payload), `tools/call echo (server-everything)`,
     /// `tools/call progress` or `session open/close`.

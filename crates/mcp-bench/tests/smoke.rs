@@ -128,6 +128,8 @@ fn tiny_run_writes_the_expected_rows() {
             "echo:100",
             "--gateway-metrics-workloads",
             "echo:100",
+            "--gateway-2026-workloads",
+            "echo:100",
             "--revocations",
             "3",
             "--gateway-workloads",
@@ -306,6 +308,14 @@ fn tiny_run_writes_the_expected_rows() {
                 }
                 // The +hook rows run --edge-hook-workloads only.
                 let w = "tools/call echo";
+                // MCP 2026-07-28 (no session) beside it: --gateway-2026-workloads.
+                expected.insert((
+                    "gateway".to_owned(),
+                    format!("{m}@2026"),
+                    w.to_owned(),
+                    c,
+                    size_of("gateway", w),
+                ));
                 expected.insert((
                     "gateway".to_owned(),
                     format!("{m}+hook"),
@@ -336,6 +346,13 @@ fn tiny_run_writes_the_expected_rows() {
                     expected.insert(("gateway".to_owned(), m.to_owned(), w.to_owned(), c, size));
                 }
                 let w = "tools/call echo";
+                expected.insert((
+                    "gateway".to_owned(),
+                    format!("{m}@2026"),
+                    w.to_owned(),
+                    c,
+                    size_of("gateway", w),
+                ));
                 let size = size_of("gateway-2-workers", w);
                 expected.insert((
                     "gateway-2-workers".to_owned(),
@@ -401,8 +418,16 @@ fn tiny_run_writes_the_expected_rows() {
         // levels; none for the two-worker rows (the baseline there mostly fails). Edge: with
         // gRPC, edge-grpc/grpc, edge-http-json/grpc, edge-grpc/edge-http-json (four workloads,
         // two levels) and the three +hook pairs (echo, two levels), and grpc+metrics/grpc
-        // (echo, two levels); without, the edge-http-json+hook/edge-http-json pair.
-        assert_eq!(count("gateway"), if grpc { 24 + 24 + 6 + 2 } else { 8 + 2 });
+        // (echo, two levels); without, the edge-http-json+hook/edge-http-json pair. And each
+        // MODE@2026 over MODE (echo, two levels): five modes with gRPC, three without.
+        assert_eq!(
+            count("gateway"),
+            if grpc {
+                24 + 24 + 6 + 2 + 10
+            } else {
+                8 + 2 + 6
+            }
+        );
         let revocations = report["revocations"].as_array().unwrap();
         assert_eq!(
             revocations.len(),

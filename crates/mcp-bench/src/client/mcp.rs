@@ -65,7 +65,17 @@ pub struct Endpoint {
     /// Paths and tool names of a gateway that names them its own way (ContextForge); `None`:
     /// this project's (`/mcp`, `/servers/{scope}/mcp`, the upstream's tool names).
     pub routes: Option<Arc<Routes>>,
+    /// Requests of MCP 2026-07-28: no session, the version and capabilities in each body's
+    /// `_meta`, `MCP-Protocol-Version: 2026-07-28` and the `Mcp-Method` / `Mcp-Name` headers.
+    pub sessionless: bool,
 }
+
+/// The protocol version without sessions (MCP 2026-07-28).
+pub const SESSIONLESS_VERSION: &str = "2026-07-28";
+
+/// The `_meta` every request of MCP 2026-07-28 carries (SEP-2575: its version and the
+/// client's capabilities, none here).
+const SESSIONLESS_META: &str = r#""_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}"#;
 
 /// How a foreign gateway (ContextForge) is addressed: every request goes to a virtual
 /// server's path, its tools carry a prefix, and a stateless server opens no session.
@@ -93,7 +103,17 @@ impl Endpoint {
                     .context("token is not a header value")?,
             ),
             routes: None,
+            sessionless: false,
         })
+    }
+
+    /// The same endpoint, spoken to in MCP 2026-07-28 (no session).
+    #[must_use]
+    pub fn sessionless(self) -> Self {
+        Self {
+            sessionless: true,
+            ..self
+        }
     }
 
     /// A foreign gateway at `addr` (ContextForge), presenting `token`, addressed by `routes`.
@@ -113,6 +133,17 @@ impl Endpoint {
     #[must_use]
     pub fn body(&self, workload: Workload, id: u64) -> String {
         let body = workload.body(id);
+        let body = if self.sessionless {
+            const PARAMS: &str = r#""params":{"#;
+            if body.contains(PARAMS) {
+                body.replacen(PARAMS, &format!("{PARAMS}{SESSIONLESS_META},"), 1)
+            } else {
+                let open = body.strip_suffix('}').unwrap_or(&body);
+                format!(r#"{open},"params":{{{SESSIONLESS_META}}}}}"#)
+            }
+        } else {
+            body
+        };
         match &self.routes {
             Some(r) if !r.tool_prefix.is_empty() && workload.method() == "tools/call" => {
                 const AT: &str = r#""params":{"name":""#;
@@ -129,6 +160,7 @@ impl Endpoint {
             addr,
             authorization: None,
             routes: None,
+            sessionless: false,
         }
     }
 
@@ -160,7 +192,14 @@ impl Endpoint {
             )
             .header(http::header::ACCEPT, ACCEPT)
             .header(http::header::CONTENT_TYPE, "application/json")
-            .header("mcp-protocol-version", PROTOCOL_VERSION);
+            .header(
+                "mcp-protocol-version",
+                if self.sessionless {
+                    SESSIONLESS_VERSION
+                } else {
+                    PROTOCOL_VERSION
+                },
+            );
         if let Some(s) = session {
             b = b.header("mcp-session-id", s.clone());
         }
@@ -347,9 +386,13 @@ impl McpWorker {
         split: bool,
     ) -> anyhow::Result<Self> {
         let mut conn = connect(endpoint.addr).await?;
-        let session = open_session(&mut conn, endpoint, scope, 0)
-            .await
-            .map_err(|e| anyhow::anyhow!("opening a session on {}: {e}", endpoint.addr))?;
+        let session = if endpoint.sessionless {
+            None
+        } else {
+            open_session(&mut conn, endpoint, scope, 0)
+                .await
+                .map_err(|e| anyhow::anyhow!("opening a session on {}: {e}", endpoint.addr))?
+        };
         if split {
             drop(conn);
             conn = connect(endpoint.addr).await?;
@@ -404,11 +447,14 @@ impl McpWorker {
             return Ok(Reply::default());
         }
         let payload = Bytes::from(self.endpoint.body(workload, id));
-        let req = self.endpoint.request(
-            Method::POST,
-            self.scope,
-            self.session.as_ref(),
-            payload.clone(),
+        let req = self.with_era_headers(
+            self.endpoint.request(
+                Method::POST,
+                self.scope,
+                self.session.as_ref(),
+                payload.clone(),
+            ),
+            workload,
         );
         if workload == Workload::Progress {
             return self.call_streaming(req, id).await;
@@ -420,9 +466,11 @@ impl McpWorker {
                 self.conn = connect(self.endpoint.addr)
                     .await
                     .map_err(|e| CallError::Transport(format!("reconnecting: {e:#}")))?;
-                let req =
+                let req = self.with_era_headers(
                     self.endpoint
-                        .request(Method::POST, self.scope, self.session.as_ref(), payload);
+                        .request(Method::POST, self.scope, self.session.as_ref(), payload),
+                    workload,
+                );
                 self.conn.send(req).await?
             }
             other => other?,
@@ -438,6 +486,22 @@ impl McpWorker {
     }
 
     /// Sends `req` and reads its answer frame by frame ([`read_progress`]).
+    /// `req` with MCP 2026-07-28's `Mcp-Method` and `Mcp-Name` when the endpoint speaks it.
+    fn with_era_headers(
+        &self,
+        mut req: Request<Full<Bytes>>,
+        workload: Workload,
+    ) -> Request<Full<Bytes>> {
+        if self.endpoint.sessionless {
+            let h = req.headers_mut();
+            h.insert("mcp-method", HeaderValue::from_static(workload.method()));
+            if let Some(tool) = workload.tool() {
+                h.insert("mcp-name", HeaderValue::from_static(tool));
+            }
+        }
+        req
+    }
+
     async fn call_streaming(
         &mut self,
         req: Request<Full<Bytes>>,

@@ -53,6 +53,10 @@ pub const HOOK_SUFFIX: &str = "+hook";
 /// (`MCP_GATEWAY_METRICS_LISTEN`): `grpc+metrics`, compared with `grpc` in the same rounds.
 pub const METRICS_SUFFIX: &str = "+metrics";
 
+/// Suffix of the mode of a row sent in MCP 2026-07-28 (no session): `grpc@2026`, compared
+/// with `grpc` in the same rounds.
+pub const SESSIONLESS_SUFFIX: &str = "@2026";
+
 /// How long the edge runtime's public endpoint gets to answer `GET /health`.
 const EDGE_START_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -160,6 +164,15 @@ pub struct GatewayArgs {
     /// `--gateway-workloads` run; `none` skips them.
     #[arg(long, value_delimiter = ',', default_value = "echo:1k", value_parser = parse_optional_workload)]
     pub gateway_metrics_workloads: Vec<Option<Workload>>,
+
+    /// Workloads sent also in MCP 2026-07-28 (no session; `_meta` and the `Mcp-Method` /
+    /// `Mcp-Name` headers on every request) through each mode of this project without a hook
+    /// or metrics: rows `MODE@2026`, compared with `MODE` in the same rounds (the cost of the
+    /// stateless era against the session era); only `echo:BYTES`, `everything:BYTES` and
+    /// `tools/list` exist there, and only those also in `--gateway-workloads` run; `none`
+    /// skips them.
+    #[arg(long = "gateway-2026-workloads", value_delimiter = ',', default_value = "echo:1k", value_parser = parse_optional_workload)]
+    pub gateway_2026_workloads: Vec<Option<Workload>>,
 
     /// Revocations measured per edge mode without hooks after the rounds (0: none).
     #[arg(long, default_value_t = 50)]
@@ -672,15 +685,32 @@ impl Layer for GatewayLayer {
                     _ => run.fixture.guard.pid(),
                 };
                 let listed = self.workloads.contains(&workload);
-                let chosen: Vec<usize> = (0..self.targets.len())
-                    .filter(|&i| {
+                // Each target in the session era, and the plain modes of this project also
+                // in MCP 2026-07-28 (`MODE@2026`) for `--gateway-2026-workloads`.
+                let sessionless = self.workers == 1
+                    && listed
+                    && workload.sessionless()
+                    && cfg.gateway.gateway_2026_workloads.contains(&Some(workload));
+                let chosen: Vec<(usize, bool)> = (0..self.targets.len())
+                    .flat_map(|i| [(i, false), (i, true)])
+                    .filter(|&(i, era2026)| {
                         let t = &self.targets[i];
-                        t.runs(workload) && (listed || t.only.is_some())
+                        if era2026 {
+                            sessionless && t.foreign.is_none() && t.only.is_none()
+                        } else {
+                            t.runs(workload) && (listed || t.only.is_some())
+                        }
                     })
                     .collect();
                 let n = chosen.len();
                 for i in 0..n {
-                    let t = &mut self.targets[chosen[(i + run.round) % n]];
+                    let (index, era2026) = chosen[(i + run.round) % n];
+                    let t = &mut self.targets[index];
+                    let mode = if era2026 {
+                        format!("{}{SESSIONLESS_SUFFIX}", t.name)
+                    } else {
+                        t.name.clone()
+                    };
                     let runtime_pid = t
                         .edge_runtime
                         .as_ref()
@@ -693,12 +723,13 @@ impl Layer for GatewayLayer {
                     ]);
                     let endpoint = match &t.foreign {
                         Some(e) => e.clone(),
+                        None if era2026 => Endpoint::new(t.addr, &self.token)?.sessionless(),
                         None => Endpoint::new(t.addr, &self.token)?,
                     };
                     match run.rt.block_on(measure_mcp(
                         cfg,
                         &endpoint,
-                        (layer, &t.name, split),
+                        (layer, &mode, split),
                         &meter,
                         workload,
                         c,
@@ -707,7 +738,7 @@ impl Layer for GatewayLayer {
                         Err(e) => run.note(format!(
                             "{} {layer} {} {} {} B c={c} failed: {e:#}",
                             run.tag(),
-                            t.name,
+                            mode,
                             workload.name(),
                             payload
                         )),
