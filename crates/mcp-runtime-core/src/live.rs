@@ -89,6 +89,9 @@ impl ListKind {
 pub(crate) struct Notice {
     pub(crate) instance: u64,
     pub(crate) kind: ListKind,
+    /// Heard by another replica (Redis): the upstream by id (`instance` is that replica's
+    /// numbering, unused), and not published again.
+    pub(crate) peer: Option<String>,
 }
 
 /// Where upstreams send their notices: the runtime's refresher, or nowhere (a catalog
@@ -105,7 +108,22 @@ impl Notices {
     /// Reports that `kind` of upstream `instance` changed.
     pub(crate) fn send(&self, instance: u64, kind: ListKind) {
         if let Some(tx) = &self.0 {
-            let _ = tx.send(Notice { instance, kind });
+            let _ = tx.send(Notice {
+                instance,
+                kind,
+                peer: None,
+            });
+        }
+    }
+
+    /// Reports that another replica heard upstream `upstream` say its `kind` list changed.
+    pub(crate) fn send_from_peer(&self, upstream: String, kind: ListKind) {
+        if let Some(tx) = &self.0 {
+            let _ = tx.send(Notice {
+                instance: 0,
+                kind,
+                peer: Some(upstream),
+            });
         }
     }
 }
@@ -154,7 +172,7 @@ pub(crate) struct LiveCatalog {
     changes: broadcast::Sender<CatalogChange>,
     /// Held while a change is built: one at a time.
     update: tokio::sync::Mutex<()>,
-    notices: Notices,
+    pub(crate) notices: Notices,
     max_message_bytes: usize,
     /// Stops the listeners and the refresher (the runtime's stop, or its drop).
     listening: CancellationToken,
@@ -180,6 +198,7 @@ impl LiveCatalog {
         sessions: &Arc<Sessions>,
         subscriptions: &Arc<Subscriptions>,
         listening: CancellationToken,
+        store: Option<Arc<crate::state::redis::RedisStore>>,
     ) -> Result<Arc<Self>, CatalogError> {
         let (tx, rx) = mpsc::unbounded_channel();
         let notices = Notices(Some(tx));
@@ -200,6 +219,7 @@ impl LiveCatalog {
             Arc::downgrade(sessions),
             rx,
             live.listening.clone(),
+            store,
         ));
         Ok(live)
     }
@@ -489,11 +509,15 @@ fn changed_for(
 
 /// Turns upstream notices into refreshes until `stop` (or the runtime is gone). Notices that
 /// are already waiting are taken together: one refresh per upstream with every kind named.
+/// With Redis (`store`), a notice this replica heard is published first, so every replica
+/// lists that upstream again (one whose own upstream stream missed it included) and tells the
+/// standalone streams it holds; a replica that heard it too finds nothing new the second time.
 async fn refresher(
     live: Weak<LiveCatalog>,
     sessions: Weak<Sessions>,
     mut rx: mpsc::UnboundedReceiver<Notice>,
     stop: CancellationToken,
+    store: Option<Arc<crate::state::redis::RedisStore>>,
 ) {
     loop {
         let first = tokio::select! {
@@ -501,14 +525,37 @@ async fn refresher(
             n = rx.recv() => n,
         };
         let Some(first) = first else { return };
-        let mut due: HashMap<u64, BTreeSet<ListKind>> = HashMap::new();
-        due.entry(first.instance).or_default().insert(first.kind);
+        let mut notices = vec![first];
         while let Ok(n) = rx.try_recv() {
-            due.entry(n.instance).or_default().insert(n.kind);
+            notices.push(n);
         }
         let (Some(live), Some(sessions)) = (live.upgrade(), sessions.upgrade()) else {
             return;
         };
+        let current = live.load();
+        let mut due: HashMap<u64, BTreeSet<ListKind>> = HashMap::new();
+        for n in notices {
+            let instance = match &n.peer {
+                Some(id) => current
+                    .upstreams
+                    .iter()
+                    .find(|u| &u.config.id == id)
+                    .map(|u| u.instance),
+                None => {
+                    let up = current.upstreams.iter().find(|u| u.instance == n.instance);
+                    if let (Some(store), Some(up)) = (&store, up)
+                        && let Err(e) = store.publish_notice(&up.config.id, n.kind).await
+                    {
+                        tracing::warn!(upstream = %up.config.id, error = %e, "list change not published to the other replicas");
+                    }
+                    Some(n.instance)
+                }
+            };
+            if let Some(instance) = instance {
+                due.entry(instance).or_default().insert(n.kind);
+            }
+        }
+        drop(current);
         for (instance, kinds) in due {
             tokio::select! {
                 () = stop.cancelled() => return,

@@ -36,10 +36,14 @@ type Key = (String, String);
 /// The subscribers of one upstream resource: session id to (session, URI the session used).
 type Subscribers = HashMap<String, (Weak<Session>, String)>;
 
-/// Every resource subscription of this runtime's sessions.
+/// Every resource subscription of this runtime's sessions (with Redis: those this replica's
+/// upstream sessions hold).
 #[derive(Debug, Default)]
 pub(crate) struct Subscriptions {
     inner: Mutex<Inner>,
+    /// With Redis: where an update for a session whose standalone stream another replica
+    /// holds is handed over.
+    store: Option<Arc<crate::state::redis::RedisStore>>,
 }
 
 #[derive(Debug, Default)]
@@ -49,6 +53,14 @@ struct Inner {
 }
 
 impl Subscriptions {
+    /// No subscriptions yet; with `store`, updates reach streams other replicas hold.
+    pub(crate) fn new(store: Option<Arc<crate::state::redis::RedisStore>>) -> Self {
+        Self {
+            inner: Mutex::default(),
+            store,
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -143,8 +155,10 @@ impl Subscriptions {
     }
 
     /// Sends `notifications/resources/updated` for `upstream_uri` of `upstream` to the
-    /// standalone stream of each subscribed session that has one open; returns how many got
-    /// it.
+    /// standalone stream of each subscribed session that has one open here; returns how many
+    /// got it. With Redis, the update of a session without an open stream here is handed to
+    /// the replica holding its stream, if another one does (in a task of its own; not
+    /// counted).
     pub(crate) fn deliver_updated(&self, upstream: &str, upstream_uri: &str) -> usize {
         let key = (upstream.to_owned(), upstream_uri.to_owned());
         let targets: Vec<(Arc<Session>, String)> = self
@@ -158,20 +172,37 @@ impl Subscriptions {
             })
             .unwrap_or_default();
         let mut sent = 0;
+        let mut elsewhere = Vec::new();
         for (session, uri) in targets {
             let tx = session
                 .standalone
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .clone();
-            let Some(tx) = tx else { continue };
+                .clone()
+                .filter(|tx| !tx.is_closed());
             let body =
                 jsonrpc::notification_body("notifications/resources/updated", &json!({"uri": uri}));
+            let Some(tx) = tx else {
+                if self.store.is_some() && !session.sessionless {
+                    elsewhere.push((session.id.clone(), body));
+                }
+                continue;
+            };
             // A full stream (a client not reading) misses the update rather than holding
             // the listener of every other session.
             if tx.try_send(SseEvent::message(body)).is_ok() {
                 sent += 1;
             }
+        }
+        if let (Some(store), false) = (&self.store, elsewhere.is_empty()) {
+            let store = Arc::clone(store);
+            tokio::spawn(async move {
+                for (sid, body) in elsewhere {
+                    if let Err(e) = store.route(&sid, &body).await {
+                        tracing::warn!(error = %e, "resource update not handed to the replica holding the stream");
+                    }
+                }
+            });
         }
         sent
     }
