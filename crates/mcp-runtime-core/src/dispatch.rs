@@ -684,11 +684,19 @@ impl Runtime {
             }
             if first_of_session {
                 // The session's end (DELETE, expiry) drops its subscriptions.
-                let (rt, s) = (Arc::downgrade(self), Arc::clone(session));
+                // With Redis, only this replica's copy may have gone (the idle reaper): while
+                // the record lives, its subscriptions stay (updates go to it by id).
+                let rt = Arc::downgrade(self);
+                let (sid, ended) = (session.id.clone(), session.ended.clone());
                 tokio::spawn(async move {
-                    s.ended.cancelled().await;
+                    ended.cancelled().await;
                     let Some(rt) = rt.upgrade() else { return };
-                    for (upstream, uri) in rt.subscriptions.drop_session(&s.id) {
+                    if let Store::Redis(r) = &rt.store
+                        && !matches!(r.load_session(&sid).await, Ok(None))
+                    {
+                        return;
+                    }
+                    for (upstream, uri) in rt.subscriptions.drop_session(&sid) {
                         let cat = rt.catalog.load();
                         if let Some(up) = cat.upstreams.iter().find(|u| u.config.id == upstream)
                             && let Err(e) = rt.subscriptions.sync(up, &uri).await

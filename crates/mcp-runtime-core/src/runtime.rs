@@ -569,6 +569,35 @@ fn initialize_result(version: &str) -> String {
     serde_json::to_string(&result).unwrap_or_else(|_| "{}".to_owned())
 }
 
+/// What other replicas ask of this one (Redis store): an upstream's `list_changed` they
+/// heard goes to the refresher as if heard here; a session's unsubscription made there ends
+/// the subscription this replica's upstream session holds for it.
+async fn from_peers(
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<crate::state::redis::Peer>,
+    live: std::sync::Weak<LiveCatalog>,
+    subscriptions: std::sync::Weak<crate::subscribe::Subscriptions>,
+) {
+    while let Some(peer) = rx.recv().await {
+        let (Some(live), Some(subs)) = (live.upgrade(), subscriptions.upgrade()) else {
+            return;
+        };
+        match peer {
+            crate::state::redis::Peer::Notice { upstream, kind } => {
+                live.notices.send_from_peer(upstream, kind);
+            }
+            crate::state::redis::Peer::Unsubscribe { sid, upstream, uri } => {
+                subs.remove(&upstream, &uri, &sid);
+                let cat = live.load();
+                if let Some(up) = cat.upstreams.iter().find(|u| u.config.id == upstream)
+                    && let Err(e) = subs.sync(up, &uri).await
+                {
+                    tracing::debug!(upstream, uri, error = %e, "unsubscribe failed");
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -693,34 +722,5 @@ mod tests {
         let answer: Value = serde_json::from_slice(&answer).unwrap();
         assert_eq!(answer["error"]["message"], "Request cancelled", "{answer}");
         upstream.block_on(until(0)).unwrap();
-    }
-}
-
-/// What other replicas ask of this one (Redis store): an upstream's `list_changed` they
-/// heard goes to the refresher as if heard here; a session's unsubscription made there ends
-/// the subscription this replica's upstream session holds for it.
-async fn from_peers(
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<crate::state::redis::Peer>,
-    live: std::sync::Weak<LiveCatalog>,
-    subscriptions: std::sync::Weak<crate::subscribe::Subscriptions>,
-) {
-    while let Some(peer) = rx.recv().await {
-        let (Some(live), Some(subs)) = (live.upgrade(), subscriptions.upgrade()) else {
-            return;
-        };
-        match peer {
-            crate::state::redis::Peer::Notice { upstream, kind } => {
-                live.notices.send_from_peer(upstream, kind);
-            }
-            crate::state::redis::Peer::Unsubscribe { sid, upstream, uri } => {
-                subs.remove(&upstream, &uri, &sid);
-                let cat = live.load();
-                if let Some(up) = cat.upstreams.iter().find(|u| u.config.id == upstream)
-                    && let Err(e) = subs.sync(up, &uri).await
-                {
-                    tracing::debug!(upstream, uri, error = %e, "unsubscribe failed");
-                }
-            }
-        }
     }
 }

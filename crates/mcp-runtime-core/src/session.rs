@@ -606,18 +606,15 @@ impl Runtime {
         let id = new_session_id();
         let epoch = r.epoch();
         let ttl = self.config.session_idle_ttl;
-        if !r
-            .create_session(&id, subject, scope, version, caps, ttl, limit)
-            .await?
-        {
-            return Err(RequestError::TooManySessions { limit });
-        }
         let record = Record {
             subject: subject.to_owned(),
             scope: scope.map(str::to_owned),
             caps,
             level: 0,
         };
+        if !r.create_session(&id, &record, version, ttl, limit).await? {
+            return Err(RequestError::TooManySessions { limit });
+        }
         self.sessions.insert_shared(&id, &record, epoch);
         Ok(id)
     }

@@ -159,32 +159,41 @@ impl Subscriptions {
     /// got it. With Redis, the update of a session without an open stream here is handed to
     /// the replica holding its stream, if another one does (in a task of its own; not
     /// counted).
-    pub(crate) fn deliver_updated(&self, upstream: &str, upstream_uri: &str) -> usize {
-        let key = (upstream.to_owned(), upstream_uri.to_owned());
-        let targets: Vec<(Arc<Session>, String)> = self
+    ///
+    /// With Redis a subscriber whose copy this replica no longer caches (the session is used
+    /// elsewhere) is handed the update by id; one whose record is gone loses its
+    /// subscriptions here (the upstream is told when nobody is left).
+    pub(crate) fn deliver_updated(
+        self: &Arc<Self>,
+        up: &Arc<Upstream>,
+        upstream_uri: &str,
+    ) -> usize {
+        let key = (up.config.id.clone(), upstream_uri.to_owned());
+        let targets: Vec<(String, Option<Arc<Session>>, String)> = self
             .lock()
             .by_resource
             .get(&key)
             .map(|subs| {
-                subs.values()
-                    .filter_map(|(s, uri)| s.upgrade().map(|s| (s, uri.clone())))
+                subs.iter()
+                    .map(|(sid, (s, uri))| (sid.clone(), s.upgrade(), uri.clone()))
                     .collect()
             })
             .unwrap_or_default();
         let mut sent = 0;
         let mut elsewhere = Vec::new();
-        for (session, uri) in targets {
-            let tx = session
-                .standalone
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone()
-                .filter(|tx| !tx.is_closed());
+        for (sid, session, uri) in targets {
+            let tx = session.as_ref().and_then(|s| {
+                s.standalone
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone()
+                    .filter(|tx| !tx.is_closed())
+            });
             let body =
                 jsonrpc::notification_body("notifications/resources/updated", &json!({"uri": uri}));
             let Some(tx) = tx else {
-                if self.store.is_some() && !session.sessionless {
-                    elsewhere.push((session.id.clone(), body));
+                if self.store.is_some() && !session.is_some_and(|s| s.sessionless) {
+                    elsewhere.push((sid, body));
                 }
                 continue;
             };
@@ -195,11 +204,24 @@ impl Subscriptions {
             }
         }
         if let (Some(store), false) = (&self.store, elsewhere.is_empty()) {
-            let store = Arc::clone(store);
+            let (store, subs, up) = (Arc::clone(store), Arc::downgrade(self), Arc::clone(up));
             tokio::spawn(async move {
                 for (sid, body) in elsewhere {
-                    if let Err(e) = store.route(&sid, &body).await {
-                        tracing::warn!(error = %e, "resource update not handed to the replica holding the stream");
+                    match store.route(&sid, &body).await {
+                        Ok(Some(_)) => {}
+                        Ok(None) => {
+                            let Some(subs) = subs.upgrade() else { return };
+                            for (upstream, uri) in subs.drop_session(&sid) {
+                                if upstream == up.config.id
+                                    && let Err(e) = subs.sync(&up, &uri).await
+                                {
+                                    tracing::debug!(upstream, uri, error = %e, "unsubscribe failed");
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "resource update not handed to the replica holding the stream");
+                        }
                     }
                 }
             });
@@ -310,7 +332,7 @@ pub(crate) async fn listen(up: Arc<Upstream>, subs: Weak<Subscriptions>, stop: C
 }
 
 /// One message of an upstream's GET stream.
-fn dispatch(up: &Arc<Upstream>, subs: &Subscriptions, text: &str) {
+fn dispatch(up: &Arc<Upstream>, subs: &Arc<Subscriptions>, text: &str) {
     let Ok(v) = serde_json::from_str::<Value>(text) else {
         tracing::debug!(upstream = %up.config.id, "GET stream message is not JSON; ignored");
         return;
@@ -324,7 +346,7 @@ fn dispatch(up: &Arc<Upstream>, subs: &Subscriptions, text: &str) {
         }
         Some("notifications/resources/updated") => {
             if let Some(uri) = v.pointer("/params/uri").and_then(Value::as_str) {
-                let n = subs.deliver_updated(&up.config.id, uri);
+                let n = subs.deliver_updated(up, uri);
                 tracing::debug!(upstream = %up.config.id, uri, sessions = n, "resource updated");
             }
         }

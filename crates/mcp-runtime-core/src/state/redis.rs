@@ -68,8 +68,9 @@ pub(crate) enum Peer {
 
 /// Hands a notification to the replica holding a session's standalone GET stream. KEYS:
 /// session hash. ARGV: message (`{sid}\n{body}`), this replica. Returns 1 when published to
-/// another replica, 0 when no other replica holds one.
+/// another replica, 0 when no other replica holds one, -1 when the session is gone.
 const ROUTE: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 local r = redis.call('HGET', KEYS[1], 'gr')
 if r and r ~= ARGV[2] then
   redis.call('PUBLISH', 'mcp:note:' .. r, ARGV[1])
@@ -283,30 +284,29 @@ impl RedisStore {
         r
     }
 
-    /// Creates the record of session `sid` unless `subject` already holds `limit` sessions
+    /// Creates `record` as session `sid`'s unless its subject already holds `limit` sessions
     /// (counted across every replica); `Ok(false)` at the limit.
     pub(crate) async fn create_session(
         &self,
         sid: &str,
-        subject: &str,
-        scope: Option<&str>,
+        record: &Record,
         version: &str,
-        caps: u8,
         ttl: Duration,
         limit: usize,
     ) -> Result<bool, StoreError> {
+        let scope = record.scope.as_deref();
         let inv = {
             let mut inv = self.create.key(session_key(sid));
-            inv.key(subject_key(subject))
+            inv.key(subject_key(&record.subject))
                 .arg(unix_ms())
                 .arg(ms(ttl))
                 .arg(limit)
                 .arg(sid)
-                .arg(subject)
+                .arg(&record.subject)
                 .arg(scope.unwrap_or(""))
                 .arg(u8::from(scope.is_some()))
                 .arg(version)
-                .arg(caps);
+                .arg(record.caps);
             inv
         };
         let inv = &inv;
@@ -426,8 +426,9 @@ impl RedisStore {
     }
 
     /// Hands notification `body` (one JSON-RPC message) to the replica holding session
-    /// `sid`'s standalone GET stream; `Ok(false)` when no other replica holds one.
-    pub(crate) async fn route(&self, sid: &str, body: &str) -> Result<bool, StoreError> {
+    /// `sid`'s standalone GET stream; `Ok(None)` when the session is gone, `Ok(Some(false))`
+    /// when no other replica holds a stream of it.
+    pub(crate) async fn route(&self, sid: &str, body: &str) -> Result<Option<bool>, StoreError> {
         let inv = {
             let mut inv = self.route.key(session_key(sid));
             inv.arg(format!("{sid}\n{body}")).arg(&self.replica);
@@ -435,9 +436,12 @@ impl RedisStore {
         };
         let inv = &inv;
         let sent: i64 = self
-            .run("route", |mut c| async move { inv.invoke_async(&mut c).await })
+            .run(
+                "route",
+                |mut c| async move { inv.invoke_async(&mut c).await },
+            )
             .await?;
-        Ok(sent == 1)
+        Ok((sent >= 0).then_some(sent == 1))
     }
 
     /// The replica whose upstream session holds session `sid`'s subscription to `uri` (as the
@@ -464,7 +468,11 @@ impl RedisStore {
     }
 
     /// Records session `sid`'s subscription to `uri`, held by this replica's upstream session.
-    pub(crate) async fn record_subscription(&self, sid: &str, uri: &str) -> Result<bool, StoreError> {
+    pub(crate) async fn record_subscription(
+        &self,
+        sid: &str,
+        uri: &str,
+    ) -> Result<bool, StoreError> {
         self.set_field(sid, &format!("r:{uri}"), &self.replica, "")
             .await
     }
@@ -817,7 +825,7 @@ struct Follow {
 impl RedisStore {
     /// A `mcp:notice` or `mcp:unsub` message: handed to the runtime unless this replica sent
     /// it.
-    fn from_peer(&self, channel: &str, payload: &str) {
+    fn hand_to_runtime(&self, channel: &str, payload: &str) {
         let Some(tx) = self.peers.get() else { return };
         let mut parts = payload.split('\n');
         if parts.next() == Some(self.replica.as_str()) {
@@ -947,7 +955,7 @@ async fn subscriber(store: std::sync::Weak<RedisStore>, sessions: std::sync::Wea
                             }
                             NOTICE | UNSUBSCRIBE => {
                                 let Some(s) = store.upgrade() else { return };
-                                s.from_peer(msg.get_channel_name(), &payload);
+                                s.hand_to_runtime(msg.get_channel_name(), &payload);
                             }
                             channel if channel == note => {
                                 if let Some((sid, body)) = payload.split_once('\n') {

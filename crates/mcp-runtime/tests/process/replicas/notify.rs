@@ -59,16 +59,9 @@ fn method(m: &Value) -> &str {
     m["method"].as_str().unwrap_or_default()
 }
 
-fn call(who: &Value, sid: &str, id: i64, name: &str, arguments: Value) -> Call {
-    Call::post(
-        who,
-        rpc(
-            id,
-            "tools/call",
-            json!({"name": name, "arguments": arguments}),
-        ),
-    )
-    .session(sid)
+fn call(who: &Value, sid: &str, id: i64, name: &str, arguments: &Value) -> Call {
+    let params = json!({"name": name, "arguments": arguments});
+    Call::post(who, rpc(id, "tools/call", params)).session(sid)
 }
 
 fn ok(reply: &Reply) {
@@ -79,7 +72,10 @@ fn ok(reply: &Reply) {
 /// Asserts the ids of `events` are one stream's, numbered one after another from `first`.
 fn consecutive(events: &[(String, Value)], first: u64) {
     let ids: Vec<&str> = events.iter().map(|(id, _)| id.as_str()).collect();
-    assert!(ids.iter().all(|id| stream_of(id) == stream_of(ids[0])), "{ids:?}");
+    assert!(
+        ids.iter().all(|id| stream_of(id) == stream_of(ids[0])),
+        "{ids:?}"
+    );
     let seqs: Vec<u64> = ids.iter().map(|id| seq(id)).collect();
     let expected: Vec<u64> = (first..first + seqs.len() as u64).collect();
     assert_eq!(seqs, expected, "{ids:?}");
@@ -109,7 +105,13 @@ async fn notifications_reach_the_stream_on_another_replica_and_resume_there_exac
     }
     // A list change: every upstream session hears it; B's stream gets it once.
     ok(&a
-        .send(&call(&alice, &sid, 3, "add_tool", json!({"name": "fresh"})))
+        .send(&call(
+            &alice,
+            &sid,
+            3,
+            "add_tool",
+            &json!({"name": "fresh"}),
+        ))
         .await);
     while !seen
         .iter()
@@ -119,7 +121,13 @@ async fn notifications_reach_the_stream_on_another_replica_and_resume_there_exac
     }
     // A second change as a marker: no second copy of the first before it.
     ok(&a
-        .send(&call(&alice, &sid, 4, "add_tool", json!({"name": "fresher"})))
+        .send(&call(
+            &alice,
+            &sid,
+            4,
+            "add_tool",
+            &json!({"name": "fresher"}),
+        ))
         .await);
     let before = seen.len();
     loop {
@@ -135,9 +143,11 @@ async fn notifications_reach_the_stream_on_another_replica_and_resume_there_exac
         .filter(|(_, m)| method(m) == "notifications/tools/list_changed")
         .count();
     assert_eq!(changes, 2, "{seen:?}");
-    assert!(seen[before..seen.len() - 1]
-        .iter()
-        .all(|(_, m)| method(m) == "notifications/resources/updated"));
+    assert!(
+        seen[before..seen.len() - 1]
+            .iter()
+            .all(|(_, m)| method(m) == "notifications/resources/updated")
+    );
     // Every event has an id: one stream, each event once, in order.
     consecutive(&seen, 1);
     // Bob's stream on C: the list changes (his view changed too), none of Alice's updates.
@@ -240,7 +250,7 @@ async fn initialize_with(http: &Http, who: &Value, caps: Value) -> String {
 /// The `notifications/message` of `test_tool_with_logging` called in `sid` on `http`.
 async fn log_messages(http: &Http, who: &Value, sid: &str, id: i64) -> usize {
     let reply = http
-        .send(&call(who, sid, id, "test_tool_with_logging", json!({})))
+        .send(&call(who, sid, id, "test_tool_with_logging", &json!({})))
         .await;
     assert_eq!(reply.status, 200, "{:?}", reply.body);
     assert!(reply.json().get("result").is_some(), "{:?}", reply.json());
@@ -263,7 +273,13 @@ async fn capabilities_and_log_level_set_on_one_replica_hold_on_the_others() {
     // Sampling declared on A: B relays the upstream's sampling request to the client.
     let sid = initialize_with(a, &who, json!({"sampling": {}})).await;
     let response = b
-        .open(&call(&who, &sid, 1, "test_sampling", json!({"prompt": "hi"})))
+        .open(&call(
+            &who,
+            &sid,
+            1,
+            "test_sampling",
+            &json!({"prompt": "hi"}),
+        ))
         .await;
     assert_eq!(response.status(), 200);
     let mut events = sse_stream::SseStream::new(response.into_body())
@@ -301,9 +317,20 @@ async fn capabilities_and_log_level_set_on_one_replica_hold_on_the_others() {
     // Without the capability the upstream's request is refused on every replica.
     let plain = initialize_with(a, &who, json!({})).await;
     let refused = c
-        .send(&call(&who, &plain, 2, "test_sampling", json!({"prompt": "hi"})))
+        .send(&call(
+            &who,
+            &plain,
+            2,
+            "test_sampling",
+            &json!({"prompt": "hi"}),
+        ))
         .await;
-    assert_eq!(refused.json()["result"]["isError"], true, "{:?}", refused.json());
+    assert_eq!(
+        refused.json()["result"]["isError"],
+        true,
+        "{:?}",
+        refused.json()
+    );
     // The log level: every message passes until `logging/setLevel` on A; then neither B
     // (caching the session already) nor C (loading it) relays the info messages.
     assert_eq!(log_messages(b, &who, &plain, 3).await, 3);
