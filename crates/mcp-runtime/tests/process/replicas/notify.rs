@@ -349,4 +349,48 @@ async fn capabilities_and_log_level_set_on_one_replica_hold_on_the_others() {
     assert_eq!(log_messages(c, &who, &plain, 9).await, 0);
     // Another session of the same subject is not affected.
     assert_eq!(log_messages(c, &who, &sid, 10).await, 3);
+    // A record written before these fields existed (no `caps`, `lvl`, `gr`) still loads:
+    // no capability, no level, and a stream and a level can be set on it.
+    let old = "0123456789abcdef0123456789abcdef";
+    let mut redis = r.redis.client().get_connection().expect("redis");
+    let () = redis::pipe()
+        .cmd("HSET")
+        .arg(format!("mcp:s:{old}"))
+        .arg("sub")
+        .arg(who["email"].as_str().expect("email"))
+        .arg("ver")
+        .arg("2025-11-25")
+        .arg("created")
+        .arg(1)
+        .ignore()
+        .cmd("PEXPIRE")
+        .arg(format!("mcp:s:{old}"))
+        .arg(600_000)
+        .ignore()
+        .query(&mut redis)
+        .expect("an old record");
+    assert_eq!(log_messages(b, &who, old, 11).await, 3);
+    let refused = b
+        .send(&call(
+            &who,
+            old,
+            12,
+            "test_sampling",
+            &json!({"prompt": "hi"}),
+        ))
+        .await;
+    assert_eq!(
+        refused.json()["result"]["isError"],
+        true,
+        "{:?}",
+        refused.json()
+    );
+    let stream = open_stream(c, &who, old, None).await;
+    let set = rpc(13, "logging/setLevel", json!({"level": "error"}));
+    ok(&b.send(&Call::post(&who, set).session(old)).await);
+    until(Duration::from_secs(10), "C applies the level", async || {
+        log_messages(c, &who, old, 14).await == 0
+    })
+    .await;
+    drop(stream);
 }
