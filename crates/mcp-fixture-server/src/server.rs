@@ -69,6 +69,9 @@ pub struct SharedState {
     added: Mutex<Vec<Tool>>,
     /// The peers of the initialized sessions (dynamic fixture only), told of list changes.
     peers: Mutex<Vec<rmcp::Peer<RoleServer>>>,
+    /// Tell only the session that called `add_tool` / `remove_tool` (an upstream that
+    /// notifies per session; several runtime replicas then hear it on one of them only).
+    caller_only: bool,
 }
 
 /// The `traceparent` headers a fixture received, in order (a request without one adds
@@ -88,6 +91,7 @@ impl SharedState {
             dynamic: false,
             added: Mutex::new(Vec::new()),
             peers: Mutex::new(Vec::new()),
+            caller_only: false,
         }
     }
 
@@ -99,6 +103,14 @@ impl SharedState {
     pub fn with_dynamic_tools(mut self) -> Self {
         self.tools.extend(catalog::dynamic_tools());
         self.dynamic = true;
+        self
+    }
+
+    /// The same, but a list change is told only to the session that made it (dynamic tools
+    /// only).
+    #[must_use]
+    pub fn with_list_changes_to_the_caller_only(mut self) -> Self {
+        self.caller_only = true;
         self
     }
 
@@ -125,7 +137,12 @@ impl SharedState {
     }
 
     /// `add_tool` (`add`) or `remove_tool`: changes the list, then tells every session.
-    async fn change_tools(&self, name: &str, add: bool) -> Result<CallToolResult, ErrorData> {
+    async fn change_tools(
+        &self,
+        name: &str,
+        add: bool,
+        caller: &rmcp::Peer<RoleServer>,
+    ) -> Result<CallToolResult, ErrorData> {
         let known = self.tools.iter().any(|t| t.name == name) || self.is_generated_tool(name);
         {
             let mut added = self.added.lock().unwrap_or_else(PoisonError::into_inner);
@@ -142,6 +159,13 @@ impl SharedState {
                     ));
                 }
             }
+        }
+        if self.caller_only {
+            let _ = caller.notify_tool_list_changed().await;
+            return Ok(text_result(format!(
+                "{} tool {name}",
+                if add { "added" } else { "removed" }
+            )));
         }
         let peers = self
             .peers
@@ -464,7 +488,7 @@ impl ServerHandler for FixtureServer {
             catalog::ADD_TOOL | catalog::REMOVE_TOOL if self.state.dynamic => {
                 let args: NameArgs = parse_args(name, args)?;
                 self.state
-                    .change_tools(&args.name, name == catalog::ADD_TOOL)
+                    .change_tools(&args.name, name == catalog::ADD_TOOL, &context.peer)
                     .await?
             }
             added if self.state.dynamic && self.state.is_added(added) => {

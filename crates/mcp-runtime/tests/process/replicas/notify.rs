@@ -394,3 +394,35 @@ async fn capabilities_and_log_level_set_on_one_replica_hold_on_the_others() {
     .await;
     drop(stream);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_change_heard_by_one_replica_reaches_a_stream_on_another() {
+    // The upstream tells only the upstream session that called `add_tool`: A's.
+    let state = SharedState::new(0)
+        .with_dynamic_tools()
+        .with_list_changes_to_the_caller_only();
+    let r = Replicas::start_on(state, 2, &[]);
+    r.ready().await;
+    let (a, b) = (&r.http[0], &r.http[1]);
+    let who = alice();
+    let sid = a.initialize(&who, None).await;
+    let mut on_b = open_stream(b, &who, &sid, None).await;
+    ok(&a
+        .send(&call(&who, &sid, 1, "add_tool", &json!({"name": "fresh"})))
+        .await);
+    let (id, m) = next(&mut on_b).await;
+    assert_eq!(method(&m), "notifications/tools/list_changed", "{m}");
+    assert_eq!(seq(&id), 1, "{id}");
+    // B listed the upstream again: its tools/list has the new tool.
+    let list = b
+        .send(&Call::post(&who, rpc(2, "tools/list", json!({}))).session(&sid))
+        .await
+        .json();
+    let names: Vec<&str> = list["result"]["tools"]
+        .as_array()
+        .expect("tools")
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert!(names.contains(&"fresh"), "{names:?}");
+}
