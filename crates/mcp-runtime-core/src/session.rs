@@ -748,6 +748,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn log_levels_are_numbered_by_severity_and_nothing_else_is_one() {
+        assert_eq!(log_level("debug"), Some(1));
+        assert_eq!(log_level("warning"), Some(4));
+        assert_eq!(log_level("emergency"), Some(8));
+        for bad in ["", "Debug", "warn", "fatal", "debug "] {
+            assert_eq!(log_level(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
     fn sessions_are_bound_to_subject_and_scope() {
         let s = Sessions::new(16);
         let id = s.create("alice", None).unwrap();
