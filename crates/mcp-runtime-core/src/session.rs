@@ -652,9 +652,9 @@ impl Runtime {
         else {
             return Err(RequestError::UnknownSession);
         };
-        if !r
-            .touch_session(id, subject, self.config.session_idle_ttl)
+        if r.touch_session(id, subject, self.config.session_idle_ttl)
             .await?
+            .is_none()
         {
             return Err(RequestError::UnknownSession);
         }
@@ -683,14 +683,18 @@ impl Runtime {
                 s.refreshed_ms.store(now, Ordering::Relaxed);
                 let (r, sessions, s) = (Arc::clone(r), Arc::clone(&self.sessions), Arc::clone(&s));
                 tokio::spawn(async move {
-                    if let Ok(false) = r.touch_session(&s.id, &s.subject, ttl).await {
-                        sessions.end_local(&s.id);
+                    match r.touch_session(&s.id, &s.subject, ttl).await {
+                        Ok(None) => sessions.end_local(&s.id),
+                        Ok(Some(level)) => s.log_level.store(level, Ordering::Relaxed),
+                        Err(_) => {}
                     }
                 });
             }
             return Ok(s);
         }
-        if r.touch_session(&s.id, &s.subject, ttl).await? {
+        // A level set elsewhere while this replica's channel was down is read here.
+        if let Some(level) = r.touch_session(&s.id, &s.subject, ttl).await? {
+            s.log_level.store(level, Ordering::Relaxed);
             s.refreshed_ms.store(now, Ordering::Relaxed);
             if let Some(e) = epoch {
                 s.checked_epoch.store(e, Ordering::Release);

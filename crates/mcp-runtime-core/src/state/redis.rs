@@ -104,7 +104,8 @@ return 1
 ";
 
 /// Extends a session's idle TTL. KEYS: session hash, subject set. ARGV: now ms, ttl ms, sid.
-/// Returns 1, or 0 when the session is gone (then its slot is freed too).
+/// Returns 1 + the session's log level (`lvl`, 0 when none), or 0 when the session is gone
+/// (then its slot is freed too).
 const TOUCH: &str = r"
 if redis.call('PEXPIRE', KEYS[1], ARGV[2]) == 0 then
   redis.call('ZREM', KEYS[2], ARGV[3])
@@ -112,7 +113,7 @@ if redis.call('PEXPIRE', KEYS[1], ARGV[2]) == 0 then
 end
 redis.call('ZADD', KEYS[2], tonumber(ARGV[1]) + tonumber(ARGV[2]), ARGV[3])
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
-return 1
+return 1 + (tonumber(redis.call('HGET', KEYS[1], 'lvl')) or 0)
 ";
 
 /// Ends a session and tells every replica. KEYS: session hash, subject set. ARGV: sid.
@@ -348,13 +349,14 @@ impl RedisStore {
         }))
     }
 
-    /// Extends the idle TTL of session `sid`; `Ok(false)` when it is gone.
+    /// Extends the idle TTL of session `sid`; its log level as the record has it now (0:
+    /// none), or `Ok(None)` when it is gone.
     pub(crate) async fn touch_session(
         &self,
         sid: &str,
         subject: &str,
         ttl: Duration,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<u8>, StoreError> {
         let inv = {
             let mut inv = self.touch.key(session_key(sid));
             inv.key(subject_key(subject))
@@ -369,7 +371,7 @@ impl RedisStore {
                 inv.invoke_async(&mut c).await
             })
             .await?;
-        Ok(alive == 1)
+        Ok((alive >= 1).then(|| u8::try_from(alive - 1).unwrap_or(0)))
     }
 
     /// Removes session `sid`'s record and frees its slot; every replica drops it and cancels
@@ -899,7 +901,7 @@ async fn heartbeat(
         if ok.is_ok() && last_refresh.elapsed() >= every {
             last_refresh = tokio::time::Instant::now();
             for (sid, subject) in table.busy() {
-                if let Ok(false) = s.touch_session(&sid, &subject, ttl).await {
+                if let Ok(None) = s.touch_session(&sid, &subject, ttl).await {
                     table.end_local(&sid);
                 }
             }
