@@ -62,6 +62,9 @@ pub struct SharedState {
     required_header: Option<(String, String)>,
     /// Where the `traceparent` header of every request is written (`None`: not kept).
     traceparents: Option<TraceparentLog>,
+    /// How many sessions are subscribed to some resource now, if a test counts them
+    /// ([`SharedState::with_subscription_count`]).
+    subscribed: Option<Arc<AtomicUsize>>,
     /// Whether `add_tool` and `remove_tool` are served ([`SharedState::with_dynamic_tools`]).
     dynamic: bool,
     /// Tools `add_tool` added, listed after the others. A std mutex, held only to copy or
@@ -88,6 +91,7 @@ impl SharedState {
             conformance: false,
             required_header: None,
             traceparents: None,
+            subscribed: None,
             dynamic: false,
             added: Mutex::new(Vec::new()),
             peers: Mutex::new(Vec::new()),
@@ -216,6 +220,15 @@ impl SharedState {
     #[must_use]
     pub fn with_traceparent_log(mut self, log: TraceparentLog) -> Self {
         self.traceparents = Some(log);
+        self
+    }
+
+    /// The same, counting in `count` the (session, URI) subscriptions held now: one more at
+    /// each `resources/subscribe` of a URI the session was not subscribed to, one fewer at each
+    /// `resources/unsubscribe` of one it was (conformance catalog only).
+    #[must_use]
+    pub fn with_subscription_count(mut self, count: Arc<AtomicUsize>) -> Self {
+        self.subscribed = Some(count);
         self
     }
 
@@ -640,6 +653,9 @@ impl ServerHandler for FixtureServer {
             subs.subscribe(&request.uri)?;
             newly
         };
+        if newly && let Some(count) = &self.state.subscribed {
+            count.fetch_add(1, Ordering::SeqCst);
+        }
         if newly {
             // The watched resource "changes" every UPDATE_PERIOD while subscribed: each
             // change is one `notifications/resources/updated` on the session's standalone
@@ -670,10 +686,15 @@ impl ServerHandler for FixtureServer {
         request: UnsubscribeRequestParams,
         _context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
-        self.subscriptions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .unsubscribe(&request.uri);
+        let was = {
+            let mut subs = self.subscriptions.lock().unwrap_or_else(|e| e.into_inner());
+            let was = subs.contains(&request.uri);
+            subs.unsubscribe(&request.uri);
+            was
+        };
+        if was && let Some(count) = &self.state.subscribed {
+            count.fetch_sub(1, Ordering::SeqCst);
+        }
         Ok(())
     }
 }

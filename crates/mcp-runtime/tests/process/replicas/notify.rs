@@ -4,7 +4,8 @@
 //! are stored once in order, and a `Last-Event-ID` on a third replica replays exactly the
 //! missed ones before the stream goes on live there (and the updates follow it); another
 //! subject's session never sees them; an unsubscribe on a replica other than the one holding
-//! the subscription ends it; the client capabilities declared at `initialize` and the log
+//! the subscription ends it upstream, and a second subscribe elsewhere does not subscribe the
+//! upstream twice; the client capabilities declared at `initialize` and the log
 //! level set by `logging/setLevel` on one replica hold on the others (cached there or not).
 //!
 //! The conformance fixture sends `notifications/resources/updated` every 200 ms while a session
@@ -12,6 +13,8 @@
 //! session subscribed hears it), and `add_tool` tells every upstream session its tool list
 //! changed.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -83,7 +86,12 @@ fn consecutive(events: &[(String, Value)], first: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notifications_reach_the_stream_on_another_replica_and_resume_there_exactly_once() {
-    let state = SharedState::new(0).with_conformance().with_dynamic_tools();
+    let subscribed = Arc::new(AtomicUsize::new(0));
+    let state = SharedState::new(0)
+        .with_conformance()
+        .with_dynamic_tools()
+        .with_subscription_count(Arc::clone(&subscribed));
+    let upstream_subscriptions = || subscribed.load(Ordering::SeqCst);
     let r = Replicas::start_on(state, 3, &[]);
     r.ready().await;
     let (a, b, c) = (&r.http[0], &r.http[1], &r.http[2]);
@@ -204,9 +212,18 @@ async fn notifications_reach_the_stream_on_another_replica_and_resume_there_exac
         live_events.push(next(&mut on_c).await);
     }
     consecutive(&live_events, 1);
-    // Unsubscribing on B (A's upstream session holds it) ends it: gone from the record.
+    // One upstream session (A's) is subscribed.
+    assert_eq!(upstream_subscriptions(), 1);
+    // Unsubscribing on B (A's upstream session holds it) ends it: A unsubscribes upstream,
+    // and it is gone from the record.
     let unsubscribe = rpc(5, "resources/unsubscribe", json!({"uri": WATCHED}));
     ok(&b.send(&Call::post(&alice, unsubscribe).session(&sid)).await);
+    until(
+        Duration::from_secs(10),
+        "the upstream unsubscribed",
+        async || upstream_subscriptions() == 0,
+    )
+    .await;
     let mut redis = r.redis.client().get_connection().expect("redis");
     let fields: Vec<String> = redis::cmd("HKEYS")
         .arg(format!("mcp:s:{sid}"))
@@ -222,6 +239,11 @@ async fn notifications_reach_the_stream_on_another_replica_and_resume_there_exac
         .query(&mut redis)
         .expect("HGET");
     assert!(holder.is_some(), "{fields:?}");
+    assert_eq!(upstream_subscriptions(), 1);
+    // A subscribe on C while B (alive) holds it changes nothing upstream.
+    let subscribe = rpc(7, "resources/subscribe", json!({"uri": WATCHED}));
+    ok(&c.send(&Call::post(&alice, subscribe).session(&sid)).await);
+    assert_eq!(upstream_subscriptions(), 1);
     let mut more = Vec::new();
     while !more
         .iter()
