@@ -6,7 +6,9 @@
 //! subject's session never sees them; an unsubscribe on a replica other than the one holding
 //! the subscription ends it upstream, and a second subscribe elsewhere does not subscribe the
 //! upstream twice; the client capabilities declared at `initialize` and the log
-//! level set by `logging/setLevel` on one replica hold on the others (cached there or not).
+//! level set by `logging/setLevel` on one replica hold on the others (cached there or not); a
+//! subscription outlives the idle reaping of its replica's copy of the session, and ends
+//! upstream once the session does.
 //!
 //! The conformance fixture sends `notifications/resources/updated` every 200 ms while a session
 //! of it is subscribed, on that upstream session only (so only the replica whose upstream
@@ -26,6 +28,7 @@ use super::{Replicas, alice, bob, resume, seq, stream_of, until};
 use crate::support::*;
 
 const WATCHED: &str = "test://watched-resource";
+const UPDATED_METHOD: &str = "notifications/resources/updated";
 
 /// `(id, message)` of the events of a standalone GET stream as they come.
 type Stream = futures::stream::BoxStream<'static, (String, Value)>;
@@ -447,4 +450,43 @@ async fn a_list_change_heard_by_one_replica_reaches_a_stream_on_another() {
         .filter_map(|t| t["name"].as_str())
         .collect();
     assert!(names.contains(&"fresh"), "{names:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_outlives_the_reaping_of_its_replicas_idle_copy_of_the_session() {
+    // A 2 s idle TTL: A's copy of the session, idle there, is reaped while the session lives
+    // on (B holds its GET stream, and renews its record).
+    let subscribed = Arc::new(AtomicUsize::new(0));
+    let state = SharedState::new(0)
+        .with_conformance()
+        .with_subscription_count(Arc::clone(&subscribed));
+    let r = Replicas::start_on(state, 2, &["--session-idle-ttl-s", "2"]);
+    r.ready().await;
+    let (a, b) = (&r.http[0], &r.http[1]);
+    let who = alice();
+    let sid = a.initialize(&who, None).await;
+    let mut on_b = open_stream(b, &who, &sid, None).await;
+    let subscribe = rpc(1, "resources/subscribe", json!({"uri": WATCHED}));
+    ok(&a.send(&Call::post(&who, subscribe).session(&sid)).await);
+    let (_, m) = next(&mut on_b).await;
+    assert_eq!(method(&m), UPDATED_METHOD, "{m}");
+    until(Duration::from_secs(20), "A reaped its copy", async || {
+        a.health().await.1["open_sessions"] == json!(0)
+    })
+    .await;
+    // The subscription A's upstream session holds goes on: updates still reach B.
+    let (_, m) = next(&mut on_b).await;
+    assert_eq!(method(&m), UPDATED_METHOD, "{m}");
+    assert_eq!(subscribed.load(Ordering::SeqCst), 1);
+    // The session ends (DELETE on B): A's upstream session unsubscribes at the next update.
+    assert_eq!(
+        b.send(&Call::bodyless("DELETE", &who, &sid)).await.status,
+        200
+    );
+    until(
+        Duration::from_secs(10),
+        "the upstream unsubscribed",
+        async || subscribed.load(Ordering::SeqCst) == 0,
+    )
+    .await;
 }
