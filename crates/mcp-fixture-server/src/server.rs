@@ -62,6 +62,9 @@ pub struct SharedState {
     required_header: Option<(String, String)>,
     /// Where the `traceparent` header of every request is written (`None`: not kept).
     traceparents: Option<TraceparentLog>,
+    /// How many sessions are subscribed to some resource now, if a test counts them
+    /// ([`SharedState::with_subscription_count`]).
+    subscribed: Option<Arc<AtomicUsize>>,
     /// Whether `add_tool` and `remove_tool` are served ([`SharedState::with_dynamic_tools`]).
     dynamic: bool,
     /// Tools `add_tool` added, listed after the others. A std mutex, held only to copy or
@@ -69,6 +72,9 @@ pub struct SharedState {
     added: Mutex<Vec<Tool>>,
     /// The peers of the initialized sessions (dynamic fixture only), told of list changes.
     peers: Mutex<Vec<rmcp::Peer<RoleServer>>>,
+    /// Tell only the session that called `add_tool` / `remove_tool` (an upstream that
+    /// notifies per session; several runtime replicas then hear it on one of them only).
+    caller_only: bool,
 }
 
 /// The `traceparent` headers a fixture received, in order (a request without one adds
@@ -85,9 +91,11 @@ impl SharedState {
             conformance: false,
             required_header: None,
             traceparents: None,
+            subscribed: None,
             dynamic: false,
             added: Mutex::new(Vec::new()),
             peers: Mutex::new(Vec::new()),
+            caller_only: false,
         }
     }
 
@@ -99,6 +107,14 @@ impl SharedState {
     pub fn with_dynamic_tools(mut self) -> Self {
         self.tools.extend(catalog::dynamic_tools());
         self.dynamic = true;
+        self
+    }
+
+    /// The same, but a list change is told only to the session that made it (dynamic tools
+    /// only).
+    #[must_use]
+    pub fn with_list_changes_to_the_caller_only(mut self) -> Self {
+        self.caller_only = true;
         self
     }
 
@@ -125,7 +141,12 @@ impl SharedState {
     }
 
     /// `add_tool` (`add`) or `remove_tool`: changes the list, then tells every session.
-    async fn change_tools(&self, name: &str, add: bool) -> Result<CallToolResult, ErrorData> {
+    async fn change_tools(
+        &self,
+        name: &str,
+        add: bool,
+        caller: &rmcp::Peer<RoleServer>,
+    ) -> Result<CallToolResult, ErrorData> {
         let known = self.tools.iter().any(|t| t.name == name) || self.is_generated_tool(name);
         {
             let mut added = self.added.lock().unwrap_or_else(PoisonError::into_inner);
@@ -142,6 +163,13 @@ impl SharedState {
                     ));
                 }
             }
+        }
+        if self.caller_only {
+            let _ = caller.notify_tool_list_changed().await;
+            return Ok(text_result(format!(
+                "{} tool {name}",
+                if add { "added" } else { "removed" }
+            )));
         }
         let peers = self
             .peers
@@ -192,6 +220,15 @@ impl SharedState {
     #[must_use]
     pub fn with_traceparent_log(mut self, log: TraceparentLog) -> Self {
         self.traceparents = Some(log);
+        self
+    }
+
+    /// The same, counting in `count` the (session, URI) subscriptions held now: one more at
+    /// each `resources/subscribe` of a URI the session was not subscribed to, one fewer at each
+    /// `resources/unsubscribe` of one it was (conformance catalog only).
+    #[must_use]
+    pub fn with_subscription_count(mut self, count: Arc<AtomicUsize>) -> Self {
+        self.subscribed = Some(count);
         self
     }
 
@@ -464,7 +501,7 @@ impl ServerHandler for FixtureServer {
             catalog::ADD_TOOL | catalog::REMOVE_TOOL if self.state.dynamic => {
                 let args: NameArgs = parse_args(name, args)?;
                 self.state
-                    .change_tools(&args.name, name == catalog::ADD_TOOL)
+                    .change_tools(&args.name, name == catalog::ADD_TOOL, &context.peer)
                     .await?
             }
             added if self.state.dynamic && self.state.is_added(added) => {
@@ -616,6 +653,9 @@ impl ServerHandler for FixtureServer {
             subs.subscribe(&request.uri)?;
             newly
         };
+        if newly && let Some(count) = &self.state.subscribed {
+            count.fetch_add(1, Ordering::SeqCst);
+        }
         if newly {
             // The watched resource "changes" every UPDATE_PERIOD while subscribed: each
             // change is one `notifications/resources/updated` on the session's standalone
@@ -646,10 +686,15 @@ impl ServerHandler for FixtureServer {
         request: UnsubscribeRequestParams,
         _context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
-        self.subscriptions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .unsubscribe(&request.uri);
+        let was = {
+            let mut subs = self.subscriptions.lock().unwrap_or_else(|e| e.into_inner());
+            let was = subs.contains(&request.uri);
+            subs.unsubscribe(&request.uri);
+            was
+        };
+        if was && let Some(count) = &self.state.subscribed {
+            count.fetch_sub(1, Ordering::SeqCst);
+        }
         Ok(())
     }
 }

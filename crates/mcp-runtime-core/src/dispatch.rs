@@ -25,7 +25,7 @@ use crate::hooks::{CallRecord, HookCall, HookDecision, HookPoint, Hooks};
 use crate::jsonrpc::{self, Incoming};
 use crate::metrics::McpMethod;
 use crate::quota::{BodyReservation, Quota};
-use crate::request::{Method, Outcome, Request};
+use crate::request::{Method, Outcome, Request, SseEvent};
 use crate::runtime::{PROTOCOL_VERSIONS, Runtime};
 use crate::session::Session;
 use crate::state::{EventId, Store, memory::After};
@@ -112,22 +112,76 @@ impl Runtime {
             .as_deref()
             .filter(|l| !l.is_empty())
         {
-            return self.resume(&session, last).await;
+            return self.resume(&session, &req.auth, last).await;
         }
         let permit = self.quotas.acquire(&session.subject, Quota::Streams, 1)?;
-        // The stream carries resource updates and list changes (`crate::subscribe`,
-        // `crate::live`); it stays open until the session ends (its sender is dropped) or the
-        // client goes away.
+        let rx = self.open_standalone(&session, &req.auth, None).await?;
+        Ok(Outcome::events_holding(rx, permit))
+    }
+
+    /// Opens `session`'s standalone stream here for the caller `auth`. It carries resource
+    /// updates and list changes (`crate::subscribe`, `crate::live`) and stays open until the
+    /// session ends (its sender is dropped) or the client goes away. In memory its events are
+    /// sent as they come, without ids. With Redis this replica is recorded as the stream's
+    /// holder (other replicas hand it the session's notifications); then, for a resumption,
+    /// the events of the old stream after `after` go first (read once the holder is recorded,
+    /// so a notification produced meanwhile is either among them or comes here), and every
+    /// new event is stored in the stream's history with an id before it is sent, so a
+    /// `Last-Event-ID` on any replica replays what the client missed.
+    ///
+    /// # Errors
+    ///
+    /// [`RequestError::StateUnavailable`] when Redis does not answer;
+    /// [`RequestError::UnknownSession`] when its record is gone.
+    async fn open_standalone(
+        &self,
+        session: &Arc<Session>,
+        auth: &AuthContext,
+        after: Option<&EventId>,
+    ) -> Result<mpsc::Receiver<SseEvent>, RequestError> {
         let (tx, rx) = mpsc::channel(16);
         *session
             .viewer
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(req.auth.clone());
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(auth.clone());
+        let Store::Redis(r) = &self.store else {
+            *session
+                .standalone
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(tx);
+            return Ok(rx);
+        };
+        // Notifications wait here until the replay is sent.
+        let (input, events) = mpsc::channel(16);
         *session
             .standalone
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(tx);
-        Ok(Outcome::events_holding(rx, permit))
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(input);
+        let replay = async {
+            if !r.claim_stream(&session.id).await? {
+                self.sessions.end_local(&session.id);
+                return Err(RequestError::UnknownSession);
+            }
+            match after {
+                Some(after) => Ok(r.replay(&session.id, after).await?),
+                None => Ok(Vec::new()),
+            }
+        };
+        let replay = match replay.await {
+            Ok(events) => events,
+            Err(e) => {
+                session
+                    .standalone
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .take();
+                return Err(e);
+            }
+        };
+        let writer =
+            crate::state::StreamWriter::open(&self.store, session, "", self.config.state.retention);
+        tokio::spawn(writer.pump(replay, events, tx));
+        Ok(rx)
     }
 
     async fn post(
@@ -359,7 +413,12 @@ impl Runtime {
         let version = PROTOCOL_VERSIONS[index];
         let caps = crate::server_requests::declared(params);
         let sid = self
-            .create_session(&req.auth.subject_email, req.server_id.as_deref(), version)
+            .create_session(
+                &req.auth.subject_email,
+                req.server_id.as_deref(),
+                version,
+                caps,
+            )
             .await
             .inspect_err(|e| {
                 if let RequestError::TooManySessions { limit } = e {
@@ -395,7 +454,11 @@ impl Runtime {
         let (auth, scope) = (&req.auth, req.server_id.as_deref());
         let cat = self.catalog.load();
         let result = match method {
-            "ping" | "logging/setLevel" => "{}".to_owned(),
+            "ping" => "{}".to_owned(),
+            "logging/setLevel" => {
+                self.set_level(session, params).await?;
+                "{}".to_owned()
+            }
             "tools/list" => cat.list_json(Kind::Tool, auth, scope),
             "prompts/list" => cat.list_json(Kind::Prompt, auth, scope),
             "resources/list" => cat.list_json(Kind::Resource, auth, scope),
@@ -412,6 +475,42 @@ impl Runtime {
             }
         };
         Ok(Outcome::json(200, jsonrpc::result_body(id, &result)))
+    }
+
+    /// `logging/setLevel`: the session's upstream `notifications/message` below `level` are
+    /// no longer relayed to its client, on every replica (the level is in the session record
+    /// with Redis, and replicas caching the session are told).
+    ///
+    /// # Errors
+    ///
+    /// [`RequestError::InvalidParams`] without a `level` naming one of the eight MCP log
+    /// levels; [`RequestError::StateUnavailable`] when Redis does not answer.
+    async fn set_level(
+        &self,
+        session: &Session,
+        params: Option<Box<RawValue>>,
+    ) -> Result<(), RequestError> {
+        let p = call_params(params)?;
+        let level = p
+            .get("level")
+            .and_then(Value::as_str)
+            .and_then(crate::session::log_level)
+            .ok_or_else(|| {
+                RequestError::InvalidParams(
+                    "`level` must be one of debug, info, notice, warning, error, critical, \
+                     alert, emergency"
+                        .into(),
+                )
+            })?;
+        if let Store::Redis(r) = &self.store
+            && !session.sessionless
+        {
+            r.set_level(&session.id, level).await?;
+        }
+        session
+            .log_level
+            .store(level, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
     }
 
     /// `tools/call`, `prompts/get` or `resources/read`: checks the params, routes the name
@@ -560,19 +659,44 @@ impl Runtime {
         let up = Arc::clone(route.upstream);
         let upstream_uri = route.upstream_name.to_owned();
         let subs = &self.subscriptions;
+        let shared = match &self.store {
+            Store::Redis(r) if !session.sessionless => Some(r),
+            _ => None,
+        };
+        if on
+            && let Some(r) = shared
+            && r.subscription_holder(&session.id, uri)
+                .await?
+                .is_some_and(|h| h != r.replica())
+        {
+            // Another live replica's upstream session already holds it: its updates reach
+            // the session's stream wherever it is.
+            return Ok(Outcome::json(200, jsonrpc::result_body(id, "{}")));
+        }
         if on {
             let first_of_session = subs.add(&up.config.id, &upstream_uri, session, uri);
             if let Err(e) = subs.sync(&up, &upstream_uri).await {
                 subs.remove(&up.config.id, &upstream_uri, &session.id);
                 return Err(e.into());
             }
+            if let Some(r) = shared {
+                r.record_subscription(&session.id, uri).await?;
+            }
             if first_of_session {
                 // The session's end (DELETE, expiry) drops its subscriptions.
-                let (rt, s) = (Arc::downgrade(self), Arc::clone(session));
+                // With Redis, only this replica's copy may have gone (the idle reaper): while
+                // the record lives, its subscriptions stay (updates go to it by id).
+                let rt = Arc::downgrade(self);
+                let (sid, ended) = (session.id.clone(), session.ended.clone());
                 tokio::spawn(async move {
-                    s.ended.cancelled().await;
+                    ended.cancelled().await;
                     let Some(rt) = rt.upgrade() else { return };
-                    for (upstream, uri) in rt.subscriptions.drop_session(&s.id) {
+                    if let Store::Redis(r) = &rt.store
+                        && !matches!(r.load_session(&sid).await, Ok(None))
+                    {
+                        return;
+                    }
+                    for (upstream, uri) in rt.subscriptions.drop_session(&sid) {
                         let cat = rt.catalog.load();
                         if let Some(up) = cat.upstreams.iter().find(|u| u.config.id == upstream)
                             && let Err(e) = rt.subscriptions.sync(up, &uri).await
@@ -585,6 +709,11 @@ impl Runtime {
         } else {
             subs.remove(&up.config.id, &upstream_uri, &session.id);
             subs.sync(&up, &upstream_uri).await?;
+            if let Some(r) = shared {
+                // Wherever the subscription is held, that replica ends it.
+                r.drop_subscription(&session.id, uri, &up.config.id, &upstream_uri)
+                    .await?;
+            }
         }
         Ok(Outcome::json(200, jsonrpc::result_body(id, "{}")))
     }
@@ -682,7 +811,12 @@ impl Runtime {
     /// session, or whose successors are no longer all retained (nobody's events are sent);
     /// [`RequestError::SubjectQuota`] at the stream quota; [`RequestError::StateUnavailable`]
     /// when Redis does not answer.
-    async fn resume(&self, session: &Arc<Session>, last: &str) -> Result<Outcome, RequestError> {
+    async fn resume(
+        &self,
+        session: &Arc<Session>,
+        auth: &AuthContext,
+        last: &str,
+    ) -> Result<Outcome, RequestError> {
         let unknown = || RequestError::UnknownEventId(last.to_owned());
         let after = EventId::parse(last).ok_or_else(unknown)?;
         let permit = self.quotas.acquire(&session.subject, Quota::Streams, 1)?;
@@ -704,7 +838,16 @@ impl Runtime {
                     async move { log.follow(&after.stream, after.seq, retention, tx).await },
                 );
             }
-            Store::Redis(r) => r.resume(&session.id, after, tx).await?,
+            Store::Redis(r) => {
+                if r.resume(&session.id, after.clone(), tx).await?
+                    == crate::state::redis::Resumed::Standalone
+                {
+                    // The session's standalone stream: it moves here, replays what was
+                    // missed and goes on live.
+                    let rx = self.open_standalone(session, auth, Some(&after)).await?;
+                    return Ok(Outcome::events_holding(rx, permit));
+                }
+            }
         }
         Ok(Outcome::events_holding(rx, permit))
     }

@@ -515,6 +515,22 @@ impl Relay {
                 _ => return Step::Skip,
             }
         }
+        if method == "notifications/message" {
+            // Below the level the client set (`logging/setLevel`): not relayed.
+            let floor = self
+                .requests
+                .session
+                .log_level
+                .load(std::sync::atomic::Ordering::Relaxed);
+            let level = params
+                .get("level")
+                .and_then(Value::as_str)
+                .and_then(crate::session::log_level)
+                .unwrap_or(u8::MAX);
+            if level < floor {
+                return Step::Skip;
+            }
+        }
         if method == "notifications/cancelled" {
             // The upstream cancels one of its own requests: relayed under the runtime's id
             // when it reached the client, else there is nothing to tell the client.

@@ -87,8 +87,14 @@ impl ListKind {
 /// number, so that a notice of an upstream a reload replaced is ignored).
 #[derive(Debug, Clone)]
 pub(crate) enum Notice {
-    /// Its `notifications/*/list_changed`: list it again.
-    ListChanged { instance: u64, kind: ListKind },
+    /// Its `notifications/*/list_changed`: list it again. `peer`: heard by another replica
+    /// (Redis): the upstream by id (`instance` is that replica's numbering, unused), and not
+    /// published again.
+    ListChanged {
+        instance: u64,
+        kind: ListKind,
+        peer: Option<String>,
+    },
     /// Its `notifications/resources/updated` for `uri` (as it names it), read by a stdio
     /// supervisor: deliver it to the subscribed sessions ([`crate::subscribe`]). An HTTP
     /// upstream's updates are delivered by its listener directly.
@@ -111,7 +117,11 @@ impl Notices {
 
     /// Reports that `kind` of upstream `instance` changed.
     pub(crate) fn send(&self, instance: u64, kind: ListKind) {
-        self.tell(Notice::ListChanged { instance, kind });
+        self.tell(Notice::ListChanged {
+            instance,
+            kind,
+            peer: None,
+        });
     }
 
     /// Reports `notice`.
@@ -119,6 +129,15 @@ impl Notices {
         if let Some(tx) = &self.0 {
             let _ = tx.send(notice);
         }
+    }
+
+    /// Reports that another replica heard upstream `upstream` say its `kind` list changed.
+    pub(crate) fn send_from_peer(&self, upstream: String, kind: ListKind) {
+        self.tell(Notice::ListChanged {
+            instance: 0,
+            kind,
+            peer: Some(upstream),
+        });
     }
 }
 
@@ -166,7 +185,7 @@ pub(crate) struct LiveCatalog {
     changes: broadcast::Sender<CatalogChange>,
     /// Held while a change is built: one at a time.
     update: tokio::sync::Mutex<()>,
-    notices: Notices,
+    pub(crate) notices: Notices,
     max_message_bytes: usize,
     /// Stops the listeners and the refresher (the runtime's stop, or its drop).
     listening: CancellationToken,
@@ -192,6 +211,7 @@ impl LiveCatalog {
         sessions: &Arc<Sessions>,
         subscriptions: &Arc<Subscriptions>,
         listening: CancellationToken,
+        store: Option<Arc<crate::state::redis::RedisStore>>,
     ) -> Result<Arc<Self>, CatalogError> {
         let (tx, rx) = mpsc::unbounded_channel();
         let notices = Notices(Some(tx));
@@ -212,6 +232,7 @@ impl LiveCatalog {
             Arc::downgrade(sessions),
             rx,
             live.listening.clone(),
+            store,
         ));
         Ok(live)
     }
@@ -251,7 +272,7 @@ impl LiveCatalog {
         };
         let cat = self.load();
         if let Some(up) = cat.upstreams.iter().find(|u| u.instance == instance) {
-            let n = subs.deliver_updated(&up.config.id, uri);
+            let n = subs.deliver_updated(up, uri);
             tracing::debug!(upstream = %up.config.id, uri, sessions = n, "resource updated");
         }
     }
@@ -527,11 +548,15 @@ fn changed_for(
 
 /// Turns upstream notices into refreshes until `stop` (or the runtime is gone). Notices that
 /// are already waiting are taken together: one refresh per upstream with every kind named.
+/// With Redis (`store`), a notice this replica heard is published first, so every replica
+/// lists that upstream again (one whose own upstream stream missed it included) and tells the
+/// standalone streams it holds; a replica that heard it too finds nothing new the second time.
 async fn refresher(
     live: Weak<LiveCatalog>,
     sessions: Weak<Sessions>,
     mut rx: mpsc::UnboundedReceiver<Notice>,
     stop: CancellationToken,
+    store: Option<Arc<crate::state::redis::RedisStore>>,
 ) {
     loop {
         let first = tokio::select! {
@@ -539,22 +564,54 @@ async fn refresher(
             n = rx.recv() => n,
         };
         let Some(first) = first else { return };
+        let mut notices = vec![first];
+        while let Ok(n) = rx.try_recv() {
+            notices.push(n);
+        }
         let (Some(live), Some(sessions)) = (live.upgrade(), sessions.upgrade()) else {
             return;
         };
+        let current = live.load();
         // List changes are coalesced per upstream (one listing for a burst); the rest is
         // handled as it comes.
         let mut due: HashMap<u64, BTreeSet<ListKind>> = HashMap::new();
-        let mut next = Some(first);
-        while let Some(notice) = next.take().or_else(|| rx.try_recv().ok()) {
-            match notice {
-                Notice::ListChanged { instance, kind } => {
-                    due.entry(instance).or_default().insert(kind);
+        for n in notices {
+            let (instance, kind, peer) = match n {
+                Notice::ResourceUpdated { instance, uri } => {
+                    live.resource_updated(instance, &uri);
+                    continue;
                 }
-                Notice::ResourceUpdated { instance, uri } => live.resource_updated(instance, &uri),
-                Notice::SessionStarted { instance } => live.session_started(instance),
+                Notice::SessionStarted { instance } => {
+                    live.session_started(instance);
+                    continue;
+                }
+                Notice::ListChanged {
+                    instance,
+                    kind,
+                    peer,
+                } => (instance, kind, peer),
+            };
+            let instance = match &peer {
+                Some(id) => current
+                    .upstreams
+                    .iter()
+                    .find(|u| &u.config.id == id)
+                    .map(|u| u.instance),
+                None => {
+                    let up = current.upstreams.iter().find(|u| u.instance == instance);
+                    if let (Some(store), Some(up)) = (&store, up)
+                        && let Err(e) = store.publish_notice(&up.config.id, kind).await
+                    {
+                        tracing::warn!(upstream = %up.config.id, error = %e, "list change not published to the other replicas");
+                    }
+                    Some(instance)
+                }
+            };
+            if let Some(instance) = instance {
+                due.entry(instance).or_default().insert(kind);
             }
         }
+        drop(current);
         for (instance, kinds) in due {
             tokio::select! {
                 () = stop.cancelled() => return,

@@ -216,7 +216,11 @@ impl Runtime {
                 Store::Redis(r)
             }
         };
-        let subscriptions = Arc::new(crate::subscribe::Subscriptions::default());
+        let redis = match &store {
+            Store::Redis(r) => Some(Arc::clone(r)),
+            Store::Memory => None,
+        };
+        let subscriptions = Arc::new(crate::subscribe::Subscriptions::new(redis.clone()));
         let listening = tokio_util::sync::CancellationToken::new();
         let catalog = LiveCatalog::start(
             catalog,
@@ -224,8 +228,18 @@ impl Runtime {
             &sessions,
             &subscriptions,
             listening.clone(),
+            redis.clone(),
         )
         .await?;
+        if let Some(r) = &redis {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            r.set_peers(tx);
+            tokio::spawn(listening.clone().run_until_cancelled_owned(from_peers(
+                rx,
+                Arc::downgrade(&catalog),
+                Arc::downgrade(&subscriptions),
+            )));
+        }
         Ok(Self {
             subscriptions,
             _listening: listening.clone().drop_guard(),
@@ -553,6 +567,35 @@ fn initialize_result(version: &str) -> String {
         serde_json::from_value::<ProtocolVersion>(json!(version)).unwrap_or_default();
     result.server_info = Implementation::new("mcp-runtime", env!("CARGO_PKG_VERSION"));
     serde_json::to_string(&result).unwrap_or_else(|_| "{}".to_owned())
+}
+
+/// What other replicas ask of this one (Redis store): an upstream's `list_changed` they
+/// heard goes to the refresher as if heard here; a session's unsubscription made there ends
+/// the subscription this replica's upstream session holds for it.
+async fn from_peers(
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<crate::state::redis::Peer>,
+    live: std::sync::Weak<LiveCatalog>,
+    subscriptions: std::sync::Weak<crate::subscribe::Subscriptions>,
+) {
+    while let Some(peer) = rx.recv().await {
+        let (Some(live), Some(subs)) = (live.upgrade(), subscriptions.upgrade()) else {
+            return;
+        };
+        match peer {
+            crate::state::redis::Peer::Notice { upstream, kind } => {
+                live.notices.send_from_peer(upstream, kind);
+            }
+            crate::state::redis::Peer::Unsubscribe { sid, upstream, uri } => {
+                subs.remove(&upstream, &uri, &sid);
+                let cat = live.load();
+                if let Some(up) = cat.upstreams.iter().find(|u| u.config.id == upstream)
+                    && let Err(e) = subs.sync(up, &uri).await
+                {
+                    tracing::debug!(upstream, uri, error = %e, "unsubscribe failed");
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

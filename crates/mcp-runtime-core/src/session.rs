@@ -67,6 +67,10 @@ pub(crate) struct Session {
     /// [`crate::server_requests`] (`SAMPLING`, `ELICITATION_FORM`, ...): which upstream requests
     /// are relayed to this session's client.
     pub(crate) caps: AtomicU8,
+    /// The log level the client set with `logging/setLevel` ([`log_level`] numbering; 0:
+    /// none set, every message passes): upstream `notifications/message` below it are not
+    /// relayed to this client.
+    pub(crate) log_level: AtomicU8,
     /// Source of the ids the runtime gives the upstream requests it relays to this client.
     pub(crate) next_server_request: AtomicU64,
     /// Upstream requests relayed to this client and not yet answered, by the runtime's id. A
@@ -278,6 +282,7 @@ impl Sessions {
             checked_epoch: AtomicU64::new(epoch),
             refreshed_ms: AtomicU64::new(now),
             caps: AtomicU8::new(0),
+            log_level: AtomicU8::new(0),
             next_server_request: AtomicU64::new(1),
             pending: Mutex::new(PendingTable::new()),
         })
@@ -304,6 +309,8 @@ impl Sessions {
             record.scope.as_deref(),
             epoch.unwrap_or(UNCHECKED),
         );
+        session.caps.store(record.caps, Ordering::Relaxed);
+        session.log_level.store(record.level, Ordering::Relaxed);
         table.insert(id.to_owned(), Arc::clone(&session));
         Some(session)
     }
@@ -358,6 +365,39 @@ impl Sessions {
                 .cloned()
         });
         token.map(|t| t.cancel()).is_some()
+    }
+
+    /// Another replica set session `id`'s log level: the cached copy follows.
+    pub(crate) fn set_level_local(&self, id: &str, level: u8) {
+        let map = self
+            .map
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(s) = map.by_id.get(id) {
+            s.log_level.store(level, Ordering::Relaxed);
+        }
+    }
+
+    /// Another replica's notification (`body`, one JSON-RPC message) for session `id`'s
+    /// standalone GET stream, held here: sent on it (stored in its history first). Dropped
+    /// when the stream is gone or full, as a local one would be.
+    pub(crate) fn deliver_local(&self, id: &str, body: &str) {
+        let session = self
+            .map
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .by_id
+            .get(id)
+            .cloned();
+        let tx = session.and_then(|s| {
+            s.standalone
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone()
+        });
+        if let Some(tx) = tx {
+            let _ = tx.try_send(SseEvent::message(body.to_owned()));
+        }
     }
 
     /// The sessions with work under way here (id, subject): their idle TTL in Redis is
@@ -512,6 +552,26 @@ impl Sessions {
     }
 }
 
+/// The number of an MCP log level (`logging/setLevel`, RFC 5424 severities, MCP 2025-06-18
+/// and later, server utilities: logging): `debug` 1 up to `emergency` 8; `None` for any other
+/// name.
+pub(crate) fn log_level(name: &str) -> Option<u8> {
+    const LEVELS: [&str; 8] = [
+        "debug",
+        "info",
+        "notice",
+        "warning",
+        "error",
+        "critical",
+        "alert",
+        "emergency",
+    ];
+    LEVELS
+        .iter()
+        .position(|l| *l == name)
+        .and_then(|i| u8::try_from(i + 1).ok())
+}
+
 /// A new session id: 128 random bits from the OS-seeded CSPRNG, hex-encoded (32 visible
 /// ASCII characters, as the spec requires of session ids).
 fn new_session_id() -> String {
@@ -521,7 +581,8 @@ fn new_session_id() -> String {
 }
 
 impl Runtime {
-    /// Creates a session for `subject` in `scope`, speaking protocol `version`; returns its id.
+    /// Creates a session for `subject` in `scope`, speaking protocol `version`, whose client
+    /// declared capabilities `caps` (bits of [`crate::server_requests`]); returns its id.
     ///
     /// # Errors
     ///
@@ -533,6 +594,7 @@ impl Runtime {
         subject: &str,
         scope: Option<&str>,
         version: &str,
+        caps: u8,
     ) -> Result<String, RequestError> {
         let limit = self.config.max_sessions_per_subject.max(1);
         let Store::Redis(r) = &self.store else {
@@ -544,16 +606,15 @@ impl Runtime {
         let id = new_session_id();
         let epoch = r.epoch();
         let ttl = self.config.session_idle_ttl;
-        if !r
-            .create_session(&id, subject, scope, version, ttl, limit)
-            .await?
-        {
-            return Err(RequestError::TooManySessions { limit });
-        }
         let record = Record {
             subject: subject.to_owned(),
             scope: scope.map(str::to_owned),
+            caps,
+            level: 0,
         };
+        if !r.create_session(&id, &record, version, ttl, limit).await? {
+            return Err(RequestError::TooManySessions { limit });
+        }
         self.sessions.insert_shared(&id, &record, epoch);
         Ok(id)
     }
@@ -591,9 +652,9 @@ impl Runtime {
         else {
             return Err(RequestError::UnknownSession);
         };
-        if !r
-            .touch_session(id, subject, self.config.session_idle_ttl)
+        if r.touch_session(id, subject, self.config.session_idle_ttl)
             .await?
+            .is_none()
         {
             return Err(RequestError::UnknownSession);
         }
@@ -622,14 +683,18 @@ impl Runtime {
                 s.refreshed_ms.store(now, Ordering::Relaxed);
                 let (r, sessions, s) = (Arc::clone(r), Arc::clone(&self.sessions), Arc::clone(&s));
                 tokio::spawn(async move {
-                    if let Ok(false) = r.touch_session(&s.id, &s.subject, ttl).await {
-                        sessions.end_local(&s.id);
+                    match r.touch_session(&s.id, &s.subject, ttl).await {
+                        Ok(None) => sessions.end_local(&s.id),
+                        Ok(Some(level)) => s.log_level.store(level, Ordering::Relaxed),
+                        Err(_) => {}
                     }
                 });
             }
             return Ok(s);
         }
-        if r.touch_session(&s.id, &s.subject, ttl).await? {
+        // A level set elsewhere while this replica's channel was down is read here.
+        if let Some(level) = r.touch_session(&s.id, &s.subject, ttl).await? {
+            s.log_level.store(level, Ordering::Relaxed);
             s.refreshed_ms.store(now, Ordering::Relaxed);
             if let Some(e) = epoch {
                 s.checked_epoch.store(e, Ordering::Release);
@@ -685,6 +750,16 @@ impl Runtime {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_levels_are_numbered_by_severity_and_nothing_else_is_one() {
+        assert_eq!(log_level("debug"), Some(1));
+        assert_eq!(log_level("warning"), Some(4));
+        assert_eq!(log_level("emergency"), Some(8));
+        for bad in ["", "Debug", "warn", "fatal", "debug "] {
+            assert_eq!(log_level(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn sessions_are_bound_to_subject_and_scope() {

@@ -234,6 +234,36 @@ impl StreamWriter {
     }
 }
 
+impl StreamWriter {
+    /// The standalone GET stream of a session on the Redis store: sends `replay` (the events
+    /// a resumption replays, already numbered) into `tx`, then each notification that arrives
+    /// on `rx` (produced here or handed over by another replica), stored in the stream's
+    /// history first. Ends when the client goes away or the session's sender is dropped.
+    pub(crate) async fn pump(
+        mut self,
+        replay: Vec<crate::request::SseEvent>,
+        mut rx: tokio::sync::mpsc::Receiver<crate::request::SseEvent>,
+        tx: tokio::sync::mpsc::Sender<crate::request::SseEvent>,
+    ) {
+        for ev in replay {
+            if tx.send(ev).await.is_err() {
+                return;
+            }
+        }
+        loop {
+            let next = tokio::select! {
+                ev = rx.recv() => ev,
+                () = tx.closed() => return,
+            };
+            let Some(mut ev) = next else { return };
+            self.record(&mut ev, false).await;
+            if tx.send(ev).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
 /// The id of one SSE event of a resumable stream: `<stream>-<ms>-<seq>` (module doc).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct EventId {

@@ -39,10 +39,14 @@ type Key = (String, String);
 /// The subscribers of one upstream resource: session id to (session, URI the session used).
 type Subscribers = HashMap<String, (Weak<Session>, String)>;
 
-/// Every resource subscription of this runtime's sessions.
+/// Every resource subscription of this runtime's sessions (with Redis: those this replica's
+/// upstream sessions hold).
 #[derive(Debug, Default)]
 pub(crate) struct Subscriptions {
     inner: Mutex<Inner>,
+    /// With Redis: where an update for a session whose standalone stream another replica
+    /// holds is handed over.
+    store: Option<Arc<crate::state::redis::RedisStore>>,
 }
 
 #[derive(Debug, Default)]
@@ -52,6 +56,14 @@ struct Inner {
 }
 
 impl Subscriptions {
+    /// No subscriptions yet; with `store`, updates reach streams other replicas hold.
+    pub(crate) fn new(store: Option<Arc<crate::state::redis::RedisStore>>) -> Self {
+        Self {
+            inner: Mutex::default(),
+            store,
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -164,35 +176,76 @@ impl Subscriptions {
     }
 
     /// Sends `notifications/resources/updated` for `upstream_uri` of `upstream` to the
-    /// standalone stream of each subscribed session that has one open; returns how many got
-    /// it.
-    pub(crate) fn deliver_updated(&self, upstream: &str, upstream_uri: &str) -> usize {
-        let key = (upstream.to_owned(), upstream_uri.to_owned());
-        let targets: Vec<(Arc<Session>, String)> = self
+    /// standalone stream of each subscribed session that has one open here; returns how many
+    /// got it. With Redis, the update of a session without an open stream here is handed to
+    /// the replica holding its stream, if another one does (in a task of its own; not
+    /// counted).
+    ///
+    /// With Redis a subscriber whose copy this replica no longer caches (the session is used
+    /// elsewhere) is handed the update by id; one whose record is gone loses its
+    /// subscriptions here (the upstream is told when nobody is left).
+    pub(crate) fn deliver_updated(
+        self: &Arc<Self>,
+        up: &Arc<Upstream>,
+        upstream_uri: &str,
+    ) -> usize {
+        let key = (up.config.id.clone(), upstream_uri.to_owned());
+        let targets: Vec<(String, Option<Arc<Session>>, String)> = self
             .lock()
             .by_resource
             .get(&key)
             .map(|subs| {
-                subs.values()
-                    .filter_map(|(s, uri)| s.upgrade().map(|s| (s, uri.clone())))
+                subs.iter()
+                    .map(|(sid, (s, uri))| (sid.clone(), s.upgrade(), uri.clone()))
                     .collect()
             })
             .unwrap_or_default();
         let mut sent = 0;
-        for (session, uri) in targets {
-            let tx = session
-                .standalone
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone();
-            let Some(tx) = tx else { continue };
+        let mut elsewhere = Vec::new();
+        for (sid, session, uri) in targets {
+            let tx = session.as_ref().and_then(|s| {
+                s.standalone
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone()
+                    .filter(|tx| !tx.is_closed())
+            });
             let body =
                 jsonrpc::notification_body("notifications/resources/updated", &json!({"uri": uri}));
+            let Some(tx) = tx else {
+                if self.store.is_some() && !session.is_some_and(|s| s.sessionless) {
+                    elsewhere.push((sid, body));
+                }
+                continue;
+            };
             // A full stream (a client not reading) misses the update rather than holding
             // the listener of every other session.
             if tx.try_send(SseEvent::message(body)).is_ok() {
                 sent += 1;
             }
+        }
+        if let (Some(store), false) = (&self.store, elsewhere.is_empty()) {
+            let (store, subs, up) = (Arc::clone(store), Arc::downgrade(self), Arc::clone(up));
+            tokio::spawn(async move {
+                for (sid, body) in elsewhere {
+                    match store.route(&sid, &body).await {
+                        Ok(Some(_)) => {}
+                        Ok(None) => {
+                            let Some(subs) = subs.upgrade() else { return };
+                            for (upstream, uri) in subs.drop_session(&sid) {
+                                if upstream == up.config.id
+                                    && let Err(e) = subs.sync(&up, &uri).await
+                                {
+                                    tracing::debug!(upstream, uri, error = %e, "unsubscribe failed");
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "resource update not handed to the replica holding the stream");
+                        }
+                    }
+                }
+            });
         }
         sent
     }
@@ -288,7 +341,7 @@ pub(crate) async fn listen(up: Arc<Upstream>, subs: Weak<Subscriptions>, stop: C
 }
 
 /// One message of an upstream's GET stream.
-fn dispatch(up: &Arc<Upstream>, subs: &Subscriptions, text: &str) {
+fn dispatch(up: &Arc<Upstream>, subs: &Arc<Subscriptions>, text: &str) {
     let Ok(v) = serde_json::from_str::<Value>(text) else {
         tracing::debug!(upstream = %up.config.id, "GET stream message is not JSON; ignored");
         return;
@@ -302,7 +355,7 @@ fn dispatch(up: &Arc<Upstream>, subs: &Subscriptions, text: &str) {
         }
         Some("notifications/resources/updated") => {
             if let Some(uri) = v.pointer("/params/uri").and_then(Value::as_str) {
-                let n = subs.deliver_updated(&up.config.id, uri);
+                let n = subs.deliver_updated(up, uri);
                 tracing::debug!(upstream = %up.config.id, uri, sessions = n, "resource updated");
             }
         }

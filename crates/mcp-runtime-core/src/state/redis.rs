@@ -6,12 +6,19 @@
 //! (its blocking `XREAD` must not hold up the shared connection).
 //!
 //! Keys (`docs/deployment.md` has the table): `mcp:s:{sid}` (hash: `sub`, `scope`, `ver`,
-//! `created`; idle TTL), `mcp:subj:{subject}` (sorted set of the subject's session ids scored
+//! `created`, `caps` client capability bits, `lvl` log level set by `logging/setLevel`, `gr`
+//! the replica holding its standalone GET stream, `r:{uri}` one per resource subscription
+//! with the replica whose upstream session holds it; idle TTL; a record without the newer
+//! fields loads with their defaults), `mcp:subj:{subject}` (sorted set of the subject's session ids scored
 //! by expiry, Unix ms; idle TTL), `mcp:ev:{sid}:{stream}` (stream of events, entry id
 //! `<ms>-<seq>`, fields `d` data and `e` on the last event; retention), `mcp:st:{sid}:{stream}`
 //! (hash: `owner` replica, `rid` caller's request id; retention), `mcp:replica:{id}` (liveness,
 //! [`LIVENESS_TTL`]). Channels: `mcp:inv` (a session id: it ended), `mcp:cancel` (`{sid}\n{raw
-//! request id}`: cancel that call wherever it runs).
+//! request id}`: cancel that call wherever it runs), `mcp:note:{replica}` (`{sid}\n{JSON-RPC
+//! notification}`: for the session's standalone GET stream that replica holds), `mcp:upd`
+//! (`{sid}\nlvl\n{level}`: a session's log level changed), `mcp:notice` (`{replica}\n{upstream
+//! id}\n{list}`: that replica heard an upstream's `list_changed`), `mcp:unsub` (`{replica}\n{sid}\n{upstream
+//! id}\n{upstream URI}`: the session unsubscribed there).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -39,23 +46,66 @@ const FOLLOW_BLOCK: Duration = Duration::from_secs(1);
 
 const INVALIDATE: &str = "mcp:inv";
 const CANCEL: &str = "mcp:cancel";
+const UPDATE: &str = "mcp:upd";
+const NOTICE: &str = "mcp:notice";
+const UNSUBSCRIBE: &str = "mcp:unsub";
+
+/// What another replica asks of this one's runtime (the subscriber hands it over).
+#[derive(Debug)]
+pub(crate) enum Peer {
+    /// Upstream `upstream` said its `kind` list changed (heard by another replica).
+    Notice {
+        upstream: String,
+        kind: crate::live::ListKind,
+    },
+    /// Session `sid` unsubscribed from `uri` of `upstream` (as the upstream names it).
+    Unsubscribe {
+        sid: String,
+        upstream: String,
+        uri: String,
+    },
+}
+
+/// Hands a notification to the replica holding a session's standalone GET stream. KEYS:
+/// session hash. ARGV: message (`{sid}\n{body}`), this replica. Returns 1 when published to
+/// another replica, 0 when no other replica holds one, -1 when the session is gone.
+const ROUTE: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local r = redis.call('HGET', KEYS[1], 'gr')
+if r and r ~= ARGV[2] then
+  redis.call('PUBLISH', 'mcp:note:' .. r, ARGV[1])
+  return 1
+end
+return 0
+";
+
+/// Sets one field of an existing session record, and publishes a message on `mcp:upd` if one
+/// is given. KEYS: session hash. ARGV: field, value, message ('' for none). Returns 1, or 0
+/// when the record is gone.
+const SET_FIELD: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+if ARGV[3] ~= '' then redis.call('PUBLISH', 'mcp:upd', ARGV[3]) end
+return 1
+";
 
 /// Creates a session if its subject holds fewer than the limit. KEYS: session hash, subject
-/// set. ARGV: now ms, ttl ms, limit, sid, subject, scope, has scope (1/0), version. Returns 1
-/// (created) or 0 (at the limit).
+/// set. ARGV: now ms, ttl ms, limit, sid, subject, scope, has scope (1/0), version, client
+/// capability bits. Returns 1 (created) or 0 (at the limit).
 const CREATE: &str = r"
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
 if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[3]) then return 0 end
 redis.call('ZADD', KEYS[2], tonumber(ARGV[1]) + tonumber(ARGV[2]), ARGV[4])
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
-redis.call('HSET', KEYS[1], 'sub', ARGV[5], 'ver', ARGV[8], 'created', ARGV[1])
+redis.call('HSET', KEYS[1], 'sub', ARGV[5], 'ver', ARGV[8], 'created', ARGV[1], 'caps', ARGV[9])
 if ARGV[7] == '1' then redis.call('HSET', KEYS[1], 'scope', ARGV[6]) end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
 ";
 
 /// Extends a session's idle TTL. KEYS: session hash, subject set. ARGV: now ms, ttl ms, sid.
-/// Returns 1, or 0 when the session is gone (then its slot is freed too).
+/// Returns 1 + the session's log level (`lvl`, 0 when none), or 0 when the session is gone
+/// (then its slot is freed too).
 const TOUCH: &str = r"
 if redis.call('PEXPIRE', KEYS[1], ARGV[2]) == 0 then
   redis.call('ZREM', KEYS[2], ARGV[3])
@@ -63,7 +113,7 @@ if redis.call('PEXPIRE', KEYS[1], ARGV[2]) == 0 then
 end
 redis.call('ZADD', KEYS[2], tonumber(ARGV[1]) + tonumber(ARGV[2]), ARGV[3])
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
-return 1
+return 1 + (tonumber(redis.call('HGET', KEYS[1], 'lvl')) or 0)
 ";
 
 /// Ends a session and tells every replica. KEYS: session hash, subject set. ARGV: sid.
@@ -81,6 +131,11 @@ pub(crate) struct Record {
     pub(crate) subject: String,
     /// The virtual server it was created on.
     pub(crate) scope: Option<String>,
+    /// The client capabilities declared at `initialize` (bits of [`crate::server_requests`];
+    /// 0 in a record written before the field existed).
+    pub(crate) caps: u8,
+    /// The log level `logging/setLevel` set ([`crate::session::log_level`] numbering; 0: none).
+    pub(crate) level: u8,
 }
 
 /// The Redis store of one replica.
@@ -105,6 +160,10 @@ pub(crate) struct RedisStore {
     create: Script,
     touch: Script,
     delete: Script,
+    route: Script,
+    set_field: Script,
+    /// Where the subscriber hands what other replicas ask of this runtime (set once at start).
+    peers: std::sync::OnceLock<mpsc::UnboundedSender<Peer>>,
 }
 
 impl Drop for RedisStore {
@@ -146,6 +205,9 @@ impl RedisStore {
             create: Script::new(CREATE),
             touch: Script::new(TOUCH),
             delete: Script::new(DELETE),
+            route: Script::new(ROUTE),
+            set_field: Script::new(SET_FIELD),
+            peers: std::sync::OnceLock::new(),
         })
     }
 
@@ -161,6 +223,17 @@ impl RedisStore {
             ttl,
         )));
         tokio::spawn(stop.run_until_cancelled_owned(subscriber(weak, table)));
+    }
+
+    /// Hands what other replicas ask of this runtime (list changes, unsubscriptions) to
+    /// `tx` from now on (once; a second call is ignored).
+    pub(crate) fn set_peers(&self, tx: mpsc::UnboundedSender<Peer>) {
+        let _ = self.peers.set(tx);
+    }
+
+    /// This replica's id.
+    pub(crate) fn replica(&self) -> &str {
+        &self.replica
     }
 
     /// Whether the store answers (health).
@@ -212,28 +285,29 @@ impl RedisStore {
         r
     }
 
-    /// Creates the record of session `sid` unless `subject` already holds `limit` sessions
+    /// Creates `record` as session `sid`'s unless its subject already holds `limit` sessions
     /// (counted across every replica); `Ok(false)` at the limit.
     pub(crate) async fn create_session(
         &self,
         sid: &str,
-        subject: &str,
-        scope: Option<&str>,
+        record: &Record,
         version: &str,
         ttl: Duration,
         limit: usize,
     ) -> Result<bool, StoreError> {
+        let scope = record.scope.as_deref();
         let inv = {
             let mut inv = self.create.key(session_key(sid));
-            inv.key(subject_key(subject))
+            inv.key(subject_key(&record.subject))
                 .arg(unix_ms())
                 .arg(ms(ttl))
                 .arg(limit)
                 .arg(sid)
-                .arg(subject)
+                .arg(&record.subject)
                 .arg(scope.unwrap_or(""))
                 .arg(u8::from(scope.is_some()))
-                .arg(version);
+                .arg(version)
+                .arg(record.caps);
             inv
         };
         let inv = &inv;
@@ -248,26 +322,41 @@ impl RedisStore {
     /// The record of session `sid`, `None` when there is none (unknown, ended or expired).
     pub(crate) async fn load_session(&self, sid: &str) -> Result<Option<Record>, StoreError> {
         let key = &session_key(sid);
-        let (sub, scope): (Option<String>, Option<String>) = self
+        let (sub, scope, caps, level): (
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        ) = self
             .run("load_session", |mut c| async move {
                 ::redis::cmd("HMGET")
                     .arg(key)
                     .arg("sub")
                     .arg("scope")
+                    .arg("caps")
+                    .arg("lvl")
                     .query_async(&mut c)
                     .await
             })
             .await?;
-        Ok(sub.map(|subject| Record { subject, scope }))
+        // A field missing (a record of an older runtime) or unreadable takes its default.
+        let number = |v: Option<String>| v.and_then(|v| v.parse::<u8>().ok()).unwrap_or(0);
+        Ok(sub.map(|subject| Record {
+            subject,
+            scope,
+            caps: number(caps),
+            level: number(level),
+        }))
     }
 
-    /// Extends the idle TTL of session `sid`; `Ok(false)` when it is gone.
+    /// Extends the idle TTL of session `sid`; its log level as the record has it now (0:
+    /// none), or `Ok(None)` when it is gone.
     pub(crate) async fn touch_session(
         &self,
         sid: &str,
         subject: &str,
         ttl: Duration,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<u8>, StoreError> {
         let inv = {
             let mut inv = self.touch.key(session_key(sid));
             inv.key(subject_key(subject))
@@ -282,7 +371,7 @@ impl RedisStore {
                 inv.invoke_async(&mut c).await
             })
             .await?;
-        Ok(alive == 1)
+        Ok((alive >= 1).then(|| u8::try_from(alive - 1).unwrap_or(0)))
     }
 
     /// Removes session `sid`'s record and frees its slot; every replica drops it and cancels
@@ -297,6 +386,140 @@ impl RedisStore {
         let _: i64 = self
             .run("delete_session", |mut c| async move {
                 inv.invoke_async(&mut c).await
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Sets `field` of session `sid`'s record to `value` (and publishes `message` on `mcp:upd`
+    /// unless it is empty); `Ok(false)` when the record is gone.
+    pub(crate) async fn set_field(
+        &self,
+        sid: &str,
+        field: &str,
+        value: &str,
+        message: &str,
+    ) -> Result<bool, StoreError> {
+        let inv = {
+            let mut inv = self.set_field.key(session_key(sid));
+            inv.arg(field).arg(value).arg(message);
+            inv
+        };
+        let inv = &inv;
+        let done: i64 = self
+            .run("set_field", |mut c| async move {
+                inv.invoke_async(&mut c).await
+            })
+            .await?;
+        Ok(done == 1)
+    }
+
+    /// Records that this replica holds session `sid`'s standalone GET stream: notifications
+    /// other replicas produce for the session come here ([`RedisStore::route`]).
+    pub(crate) async fn claim_stream(&self, sid: &str) -> Result<bool, StoreError> {
+        self.set_field(sid, "gr", &self.replica, "").await
+    }
+
+    /// Sets session `sid`'s log level (every replica caching it is told).
+    pub(crate) async fn set_level(&self, sid: &str, level: u8) -> Result<bool, StoreError> {
+        let level = level.to_string();
+        self.set_field(sid, "lvl", &level, &format!("{sid}\nlvl\n{level}"))
+            .await
+    }
+
+    /// Hands notification `body` (one JSON-RPC message) to the replica holding session
+    /// `sid`'s standalone GET stream; `Ok(None)` when the session is gone, `Ok(Some(false))`
+    /// when no other replica holds a stream of it.
+    pub(crate) async fn route(&self, sid: &str, body: &str) -> Result<Option<bool>, StoreError> {
+        let inv = {
+            let mut inv = self.route.key(session_key(sid));
+            inv.arg(format!("{sid}\n{body}")).arg(&self.replica);
+            inv
+        };
+        let inv = &inv;
+        let sent: i64 = self
+            .run(
+                "route",
+                |mut c| async move { inv.invoke_async(&mut c).await },
+            )
+            .await?;
+        Ok((sent >= 0).then_some(sent == 1))
+    }
+
+    /// The replica whose upstream session holds session `sid`'s subscription to `uri` (as the
+    /// session named it), if one is recorded and alive.
+    pub(crate) async fn subscription_holder(
+        &self,
+        sid: &str,
+        uri: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let (key, field) = (&session_key(sid), &format!("r:{uri}"));
+        let holder: Option<String> = self
+            .run("subscription", |mut c| async move {
+                ::redis::cmd("HGET")
+                    .arg(key)
+                    .arg(field)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        match holder {
+            Some(h) if h == self.replica || self.alive(&h).await => Ok(Some(h)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Records session `sid`'s subscription to `uri`, held by this replica's upstream session.
+    pub(crate) async fn record_subscription(
+        &self,
+        sid: &str,
+        uri: &str,
+    ) -> Result<bool, StoreError> {
+        self.set_field(sid, &format!("r:{uri}"), &self.replica, "")
+            .await
+    }
+
+    /// Removes session `sid`'s subscription to `uri` from its record and tells every other
+    /// replica (the one whose upstream session holds it unsubscribes: [`Peer::Unsubscribe`]).
+    pub(crate) async fn drop_subscription(
+        &self,
+        sid: &str,
+        uri: &str,
+        upstream: &str,
+        upstream_uri: &str,
+    ) -> Result<(), StoreError> {
+        let (key, field) = (&session_key(sid), &format!("r:{uri}"));
+        let message = &format!("{}\n{sid}\n{upstream}\n{upstream_uri}", self.replica);
+        self.run("unsubscribe", |mut c| async move {
+            ::redis::pipe()
+                .cmd("HDEL")
+                .arg(key)
+                .arg(field)
+                .ignore()
+                .cmd("PUBLISH")
+                .arg(UNSUBSCRIBE)
+                .arg(message)
+                .ignore()
+                .query_async::<()>(&mut c)
+                .await
+        })
+        .await
+    }
+
+    /// Tells every other replica that upstream `upstream` said its `kind` list changed.
+    pub(crate) async fn publish_notice(
+        &self,
+        upstream: &str,
+        kind: crate::live::ListKind,
+    ) -> Result<(), StoreError> {
+        let message = &format!("{}\n{upstream}\n{}", self.replica, kind.as_str());
+        let _: i64 = self
+            .run("publish_notice", |mut c| async move {
+                ::redis::cmd("PUBLISH")
+                    .arg(NOTICE)
+                    .arg(message)
+                    .query_async(&mut c)
+                    .await
             })
             .await?;
         Ok(())
@@ -376,6 +599,10 @@ impl RedisStore {
     /// its last event; if the replica running the call stops first, the stream ends with the
     /// call's [`RequestError::ReplicaStopped`].
     ///
+    /// A standalone GET stream's history (its `rid` is empty) is not followed here: the
+    /// answer is [`Resumed::Standalone`], and the caller replays it ([`RedisStore::replay`])
+    /// and opens the session's standalone stream on this replica.
+    ///
     /// # Errors
     ///
     /// [`RequestError::UnknownEventId`] when the stream is not one of this session's, or the
@@ -386,7 +613,7 @@ impl RedisStore {
         sid: &str,
         after: EventId,
         tx: mpsc::Sender<SseEvent>,
-    ) -> Result<(), RequestError> {
+    ) -> Result<Resumed, RequestError> {
         let unknown = || RequestError::UnknownEventId(after.to_string());
         let (events, meta) = (events_key(sid, &after.stream), meta_key(sid, &after.stream));
         let (events_ref, meta_ref) = (&events, &meta);
@@ -427,6 +654,9 @@ impl RedisStore {
         if after.seq > last || first > after.seq + 1 {
             return Err(unknown());
         }
+        if rid.is_empty() {
+            return Ok(Resumed::Standalone);
+        }
         let store = Arc::clone(self);
         let follow = Follow {
             events,
@@ -436,7 +666,48 @@ impl RedisStore {
             from: format!("{}-{}", after.ms, after.seq),
         };
         tokio::spawn(async move { store.follow(follow, tx).await });
-        Ok(())
+        Ok(Resumed::Following)
+    }
+
+    /// The retained events of session `sid`'s stream after `after`, in order (at most the
+    /// retention's count), each with its id.
+    pub(crate) async fn replay(
+        &self,
+        sid: &str,
+        after: &EventId,
+    ) -> Result<Vec<SseEvent>, StoreError> {
+        let events = &events_key(sid, &after.stream);
+        let from = &format!("({}-{}", after.ms, after.seq);
+        let count = self.retention.max_events.max(1) * 2;
+        let range: StreamRangeReply = self
+            .run("replay", |mut c| async move {
+                ::redis::cmd("XRANGE")
+                    .arg(events)
+                    .arg(from)
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(count)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(range
+            .ids
+            .into_iter()
+            .filter_map(|e| {
+                let (at_ms, seq) = position(&e.id)?;
+                let mut ev = SseEvent::message(e.get::<String>("d").unwrap_or_default());
+                ev.id = Some(
+                    EventId {
+                        stream: after.stream.clone(),
+                        ms: at_ms,
+                        seq,
+                    }
+                    .to_string(),
+                );
+                Some(ev)
+            })
+            .collect())
     }
 
     /// The reader of a resumed stream (see [`RedisStore::resume`]).
@@ -534,6 +805,15 @@ impl RedisStore {
     }
 }
 
+/// How [`RedisStore::resume`] went on.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Resumed {
+    /// A call's stream: its reader is sending into the channel.
+    Following,
+    /// A standalone GET stream's: the caller replays it.
+    Standalone,
+}
+
 /// What the reader of a resumed stream follows.
 struct Follow {
     events: String,
@@ -542,6 +822,45 @@ struct Follow {
     rid: String,
     /// The entry id it read up to.
     from: String,
+}
+
+impl RedisStore {
+    /// A `mcp:notice` or `mcp:unsub` message: handed to the runtime unless this replica sent
+    /// it.
+    fn hand_to_runtime(&self, channel: &str, payload: &str) {
+        let Some(tx) = self.peers.get() else { return };
+        let mut parts = payload.split('\n');
+        if parts.next() == Some(self.replica.as_str()) {
+            return;
+        }
+        let peer = if channel == NOTICE {
+            let (Some(upstream), Some(kind)) = (parts.next(), parts.next()) else {
+                return;
+            };
+            let Some(kind) = crate::live::ListKind::ALL
+                .into_iter()
+                .find(|k| k.as_str() == kind)
+            else {
+                return;
+            };
+            Peer::Notice {
+                upstream: upstream.to_owned(),
+                kind,
+            }
+        } else {
+            let (Some(sid), Some(upstream)) = (parts.next(), parts.next()) else {
+                return;
+            };
+            // The URI is the rest (it may hold no newline, but it is taken whole).
+            let uri = parts.collect::<Vec<_>>().join("\n");
+            Peer::Unsubscribe {
+                sid: sid.to_owned(),
+                upstream: upstream.to_owned(),
+                uri,
+            }
+        };
+        let _ = tx.send(peer);
+    }
 }
 
 /// Renews the liveness key every [`HEARTBEAT`] and, every `ttl / 8`, the idle TTL of the
@@ -582,7 +901,7 @@ async fn heartbeat(
         if ok.is_ok() && last_refresh.elapsed() >= every {
             last_refresh = tokio::time::Instant::now();
             for (sid, subject) in table.busy() {
-                if let Ok(false) = s.touch_session(&sid, &subject, ttl).await {
+                if let Ok(None) = s.touch_session(&sid, &subject, ttl).await {
                     table.end_local(&sid);
                 }
             }
@@ -598,10 +917,13 @@ async fn subscriber(store: std::sync::Weak<RedisStore>, sessions: std::sync::Wea
         let Some(s) = store.upgrade() else { return };
         let timeout = s.timeout;
         let client = s.client.clone();
+        let note = format!("mcp:note:{}", s.replica);
         drop(s);
         let connected = tokio::time::timeout(timeout, async {
             let (mut sink, stream) = client.get_async_pubsub().await?.split();
-            sink.subscribe(&[INVALIDATE, CANCEL]).await?;
+            sink.subscribe(&[INVALIDATE, CANCEL, UPDATE, NOTICE, UNSUBSCRIBE])
+                .await?;
+            sink.subscribe(&note).await?;
             ::redis::RedisResult::Ok((sink, stream))
         })
         .await;
@@ -623,6 +945,23 @@ async fn subscriber(store: std::sync::Weak<RedisStore>, sessions: std::sync::Wea
                             CANCEL => {
                                 if let Some((sid, rid)) = payload.split_once('\n') {
                                     table.cancel_local(sid, rid);
+                                }
+                            }
+                            UPDATE => {
+                                let mut parts = payload.splitn(3, '\n');
+                                if let (Some(sid), Some("lvl"), Some(level)) =
+                                    (parts.next(), parts.next(), parts.next())
+                                {
+                                    table.set_level_local(sid, level.parse().unwrap_or(0));
+                                }
+                            }
+                            NOTICE | UNSUBSCRIBE => {
+                                let Some(s) = store.upgrade() else { return };
+                                s.hand_to_runtime(msg.get_channel_name(), &payload);
+                            }
+                            channel if channel == note => {
+                                if let Some((sid, body)) = payload.split_once('\n') {
+                                    table.deliver_local(sid, body);
                                 }
                             }
                             _ => {}

@@ -3,7 +3,9 @@
 //! relays each request on that call's SSE stream under an id of its own, takes the client's
 //! POSTed response (202) back to the upstream under the upstream's id, refuses what the
 //! client did not declare, ignores a response nothing awaits, and forgets what is pending
-//! when the call or the session ends.
+//! when the call or the session ends. Also `logging/setLevel`: the upstream's
+//! `notifications/message` below the session's level are not relayed (in memory here; across
+//! replicas in `tests/process/replicas/notify.rs`).
 
 use std::time::Duration;
 
@@ -482,4 +484,62 @@ async fn a_unary_invoke_caller_is_not_asked_and_the_call_ends() {
     let body = String::from_utf8_lossy(&r.body).into_owned();
     assert!(body.contains("sampling failed"), "{body}");
     assert!(body.contains("\"isError\":true"), "{body}");
+}
+
+/// The `notifications/message` of `test_tool_with_logging` (three at `info`) relayed in `sid`.
+async fn log_messages(http: &Http, who: &Value, sid: &str, id: i64) -> usize {
+    let reply = http
+        .send(&tool_call(
+            who,
+            sid,
+            id,
+            "test_tool_with_logging",
+            json!({}),
+        ))
+        .await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    assert!(reply.json().get("result").is_some(), "{:?}", reply.json());
+    if reply.content_type.as_deref() != Some("text/event-stream") {
+        return 0;
+    }
+    reply
+        .events()
+        .iter()
+        .filter(|m| m["method"] == "notifications/message")
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_level_stops_the_log_messages_below_it_in_that_session_only() {
+    let (_fx, _rt, http) = runtime().await;
+    let who = auth("alice@example.com", false, Some(&[]));
+    let (quiet, chatty) = (
+        session_with(&http, &who, json!({})).await,
+        session_with(&http, &who, json!({})).await,
+    );
+    assert_eq!(log_messages(&http, &who, &quiet, 1).await, 3);
+    let set = |level: &str| rpc(2, "logging/setLevel", json!({"level": level}));
+    let r = http
+        .send(&Call::post(&who, set("info")).session(&quiet))
+        .await;
+    assert_eq!(r.json()["result"], json!({}), "{:?}", r.json());
+    assert_eq!(log_messages(&http, &who, &quiet, 3).await, 3);
+    let r = http
+        .send(&Call::post(&who, set("warning")).session(&quiet))
+        .await;
+    assert_eq!(r.json()["result"], json!({}), "{:?}", r.json());
+    assert_eq!(log_messages(&http, &who, &quiet, 4).await, 0);
+    assert_eq!(log_messages(&http, &who, &chatty, 5).await, 3);
+    // A level that is not one of the eight, or none: -32602, the level unchanged.
+    for params in [json!({"level": "loud"}), json!({}), json!({"level": 3})] {
+        let bad = rpc(6, "logging/setLevel", params.clone());
+        let r = http.send(&Call::post(&who, bad).session(&quiet)).await;
+        assert_eq!(r.error_code(), Some(-32602), "{params}: {:?}", r.json());
+    }
+    assert_eq!(log_messages(&http, &who, &quiet, 7).await, 0);
+    let r = http
+        .send(&Call::post(&who, set("debug")).session(&quiet))
+        .await;
+    assert_eq!(r.json()["result"], json!({}), "{:?}", r.json());
+    assert_eq!(log_messages(&http, &who, &quiet, 8).await, 3);
 }

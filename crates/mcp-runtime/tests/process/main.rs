@@ -22,7 +22,8 @@
 //! - `replicas`: three runtimes sharing one real `redis-server` (`--state-url`): sessions,
 //!   cancellation, limits, isolation, resumption after a SIGKILL (over HTTP/JSON and gRPC),
 //!   Redis stopped and back (both health surfaces), and the ignored Redis memory per session
-//!   (`make redis-memory`).
+//!   (`make redis-memory`); `replicas/notify.rs`: notifications for a GET stream another
+//!   replica holds, its resumption, and the session record's capabilities and log level.
 //! - `soak`: the ignored soak run of `make soak-runtime`.
 
 #[path = "../support/mod.rs"]

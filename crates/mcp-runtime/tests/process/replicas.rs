@@ -95,13 +95,18 @@ struct Replicas {
 
 impl Replicas {
     fn start(extra: &[&str]) -> Self {
-        let fx = Fixture::start();
+        Self::start_on(mcp_fixture_server::SharedState::new(0), 3, extra)
+    }
+
+    /// `n` runtimes on a fixture serving `state`.
+    fn start_on(state: mcp_fixture_server::SharedState, n: usize, extra: &[&str]) -> Self {
+        let fx = Fixture::start_with("127.0.0.1:0".parse().expect("address"), state);
         let redis = Redis::start();
         let url = redis.url();
         let mut args = vec!["--state-url", url.as_str(), "--state-timeout-ms", "500"];
         args.extend_from_slice(extra);
         let catalog = simple_catalog(&fx.url);
-        let rts: Vec<_> = (0..3)
+        let rts: Vec<_> = (0..n)
             .map(|_| RuntimeProc::start(&catalog, &args))
             .collect();
         let http = rts.iter().map(|rt| Http::new(&rt.http)).collect();
@@ -927,4 +932,5 @@ async fn a_client_that_leaves_a_stream_does_not_cancel_the_call_and_resumes_it_e
         .await;
 }
 
+mod notify;
 mod soak;
