@@ -114,6 +114,20 @@ class Gateway:
         assert r.status_code == 202, r.text
         return session
 
+    async def call_tool(self, http: httpx.AsyncClient, name: str, arguments: dict[str, Any]) -> str:
+        """``tools/call`` of ``name`` in a new session of alice's; asserts a 200 and returns the body."""
+        token = self.token()
+        session = await self.initialize(http, token)
+        call = {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "tools/call",
+            "params": {"name": name, "arguments": arguments},
+        }
+        r = await http.post(self.url, json=call, headers=self.headers(token, session))
+        assert r.status_code == 200, f"{self.mode}: {r.text}"
+        return r.text
+
     async def inflight(self, http: httpx.AsyncClient, token: str, session: str) -> int:
         """The fixture's count of its running ``sleep`` and ``progress`` calls (tool ``inflight``)."""
         call = {

@@ -128,17 +128,8 @@ async def test_a_stdio_servers_stderr_is_in_the_log(
 ) -> None:
     workdir, gateways = stack
     for mode, gw in gateways.items():
-        token = gw.token()
-        session = await gw.initialize(http, token)
-        call = {
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "tools/call",
-            "params": {"name": "everything_echo", "arguments": {"message": f"via {mode}"}},
-        }
-        r = await http.post(gw.url, json=call, headers=gw.headers(token, session))
-        assert r.status_code == 200, f"{mode}: {r.text}"
-        assert f"via {mode}" in r.text, f"{mode}: {r.text}"
+        text = await gw.call_tool(http, "everything_echo", {"message": f"via {mode}"})
+        assert f"via {mode}" in text, f"{mode}: {text}"
     # server-everything says so on its stderr when it starts over stdio.
     said = "Starting default (STDIO) server"
     runtime_log = (workdir / "runtime.log").read_text(errors="replace")
@@ -210,17 +201,8 @@ async def test_a_legacy_sse_upstream_in_every_mode(
     try:
         gateways = serve_catalog(catalog, tmp_path, "sse", processes)
         for mode, gw in gateways.items():
-            token = gw.token()
-            session = await gw.initialize(http, token)
-            call = {
-                "jsonrpc": "2.0",
-                "id": 1,
-                "method": "tools/call",
-                "params": {"name": "echo", "arguments": {"message": f"over sse, {mode}"}},
-            }
-            r = await http.post(gw.url, json=call, headers=gw.headers(token, session))
-            assert r.status_code == 200, f"{mode}: {r.text}"
-            assert f"over sse, {mode}" in r.text, f"{mode}: {r.text}"
+            text = await gw.call_tool(http, "echo", {"message": f"over sse, {mode}"})
+            assert f"over sse, {mode}" in text, f"{mode}: {text}"
     finally:
         for process in reversed(processes):
             stop(process)

