@@ -69,8 +69,8 @@ python-typecheck: python-build
 # the feature (rust-test, another shell) rewrites target/debug/mcp-runtime without gRPC.
 PYBIN := target/python-bin
 python-binaries:
-	cargo build -p mcp-fixture-server
-	cargo build -p mcp-runtime --features grpc-uds,otel
+	$(CARGO) build -p mcp-fixture-server
+	$(CARGO) build -p mcp-runtime --features grpc-uds,otel
 	mkdir -p $(PYBIN)
 	@# A new file, not the old one rewritten: a copy still running keeps its own (no "text
 	@# file busy").

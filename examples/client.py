@@ -26,6 +26,8 @@ async def main(url: str, token: str) -> None:
         print("tools:", ", ".join(sorted(tool.name for tool in tools.tools)))
         result = await client.call_tool("echo", {"text": "hello"})
         print("echo:", result.content[0].model_dump(mode="json", exclude_none=True))
+        # with CATALOG=examples/catalog.toml, server-everything's tools too:
+        # await client.call_tool("everything_echo", {"message": "hello"})
 
 
 if __name__ == "__main__":

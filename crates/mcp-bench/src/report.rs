@@ -339,7 +339,7 @@ impl Report {
         let m = &self.machine;
         let _ = writeln!(
             out,
-            "## mcp-bench\n\n{} CPUs ({}), Linux {}; {}; medians across rounds; latency and CPU in µs, peak RSS in MiB; `upstream` is the fixture server, except rows marked (server-everything).\n",
+            "## mcp-bench\n\nWhere to look: the verdicts are in the \"Targets\" section after the tables; what each layer, mode and row measures is in `bench/README.md`; what the runs add up to is in `docs/findings.md`. A short run on a busy machine moves ratios by 10-30% from round to round: a target judged on one such run is a hint, not a finding. Rows with errors are named in the sections after the tables (the Python baseline behind two gateway workers fails by design: its sessions live in one worker).\n\n{} CPUs ({}), Linux {}; {}; medians across rounds; latency and CPU in µs, peak RSS in MiB; `upstream` is the fixture server, except rows marked (server-everything).\n",
             m.nproc,
             m.cpu_model,
             m.kernel,
