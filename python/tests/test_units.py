@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 
 import jwt
@@ -571,6 +572,9 @@ def test_grpc_mode_streams_only_the_calls_of_sessions_that_may_be_asked() -> Non
     # Unknown here (another worker, a restart): streamed, which is always correct.
     assert backend._may_be_asked(request(call, "elsewhere"))
     assert backend._may_be_asked(request(call, None))
+    # MCP 2026-07-28 asks the client nothing (input_required results instead): unary.
+    sessionless = dataclasses.replace(request(call, None), protocol_version="2026-07-28")
+    assert not backend._may_be_asked(sessionless)
     # The memory is bounded: the oldest session is forgotten (and streamed again).
     backend.NEVER_ASKED_CAPACITY = 2
     for sid in ("s1", "s2"):

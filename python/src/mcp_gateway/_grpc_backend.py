@@ -31,6 +31,7 @@ import grpc.aio
 
 from mcp_gateway._auth import AuthContext
 from mcp_gateway._backend import McpRequest, McpResponse, RuntimeHealth, StateStoreHealth
+from mcp_gateway._era import SESSIONLESS_PROTOCOL_VERSIONS
 from mcp_gateway._errors import GatewayError, RuntimeTimeoutError, RuntimeUnavailableError
 from mcp_gateway._socket_backend import (
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -295,11 +296,13 @@ class GrpcUdsBackend(SocketBackend):
         """Whether the upstream may ask the client something during ``request``.
 
         :attr:`McpRequest.may_ask_client`, unless its session was initialized through this
-        process without an askable capability (then the runtime never asks it). A session
-        initialized elsewhere (another worker, before a restart) or forgotten counts as
+        process without an askable capability (then the runtime never asks it), or it is a
+        request of the sessionless era (MCP 2026-07-28, which replaces server-to-client
+        requests with ``input_required`` results: the runtime asks such a request nothing). A
+        session initialized elsewhere (another worker, before a restart) or forgotten counts as
         askable: streamed, which is always correct, only slower.
         """
-        if not request.may_ask_client:
+        if not request.may_ask_client or request.protocol_version in SESSIONLESS_PROTOCOL_VERSIONS:
             return False
         return request.session_id is None or request.session_id not in self._never_asked
 
