@@ -345,7 +345,8 @@ mod tests {
     use super::*;
 
     /// The committed reference runs (`bench/results/reference`, and the gRPC settings sweep,
-    /// the gateway's metrics and the runtime's tracing in its subdirectories) render again to exactly their committed files: the data layout
+    /// the gateway's metrics, the runtime's tracing and the 2026 era in its subdirectories)
+    /// render again to exactly their committed files: the data layout
     /// and the report code have not changed what a run says. After a change to the report
     /// code, render them again (`mcp-bench --render DIR/results.json --out-dir DIR`).
     #[test]
@@ -356,6 +357,7 @@ mod tests {
             reference.join("grpc-settings"),
             reference.join("gateway-metrics"),
             reference.join("tracing"),
+            reference.join("era2026"),
         ] {
             let report = read_results(&dir.join("results.json")).unwrap();
             let files = out_dir_files(&report).unwrap();
