@@ -79,22 +79,7 @@ async fn server_everything_over_legacy_sse_is_served_and_reconnected_after_a_res
     assert!(text.contains("over sse ✓"), "{r}");
 
     // Progress comes on the one SSE stream, routed to the call by its token.
-    let progress = http
-        .send(
-            &Call::post(
-                &who,
-                rpc(
-                    4,
-                    "tools/call",
-                    json!({"name": "everything_trigger-long-running-operation",
-                           "arguments": {"duration": 0.3, "steps": 3},
-                           "_meta": {"progressToken": "mine"}}),
-                ),
-            )
-            .session(&sid),
-        )
-        .await;
-    let events = progress.events();
+    let events = everything_progress(&http, &who, &sid).await;
     let steps = events
         .iter()
         .filter(|e| {

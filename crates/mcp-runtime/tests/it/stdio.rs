@@ -39,6 +39,19 @@ fn pids_with(marker: &str) -> Vec<u32> {
     pids
 }
 
+/// SIGKILLs the one live server process marked `marker`; returns its pid, as `pids_with`
+/// gives it.
+fn kill_the_server(marker: &str) -> Vec<u32> {
+    let first = pids_with(marker);
+    assert_eq!(first.len(), 1);
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &first[0].to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    first
+}
+
 fn marker(name: &str) -> String {
     format!("{name}-{}-{}", std::process::id(), rand_suffix())
 }
@@ -85,22 +98,7 @@ async fn server_everything_over_stdio_lists_calls_reads_and_reports_progress() {
         String::from_utf8_lossy(&r.body)
     );
 
-    let progress = http
-        .send(
-            &Call::post(
-                &who,
-                rpc(
-                    4,
-                    "tools/call",
-                    json!({"name": "everything_trigger-long-running-operation",
-                           "arguments": {"duration": 0.3, "steps": 3},
-                           "_meta": {"progressToken": "mine"}}),
-                ),
-            )
-            .session(&sid),
-        )
-        .await;
-    let events = progress.events();
+    let events = everything_progress(&http, &who, &sid).await;
     // The caller's own token on each; rmcp's typed model re-encodes the numbers (`1.0`).
     let tokens: Vec<(&Value, Option<f64>)> = events
         .iter()
@@ -155,13 +153,7 @@ async fn a_stdio_upstream_that_dies_is_started_again_and_stopped_at_shutdown() {
         everything_echo(&http, &who, &sid, "before").await.status,
         200
     );
-    let first = pids_with(&marker);
-    assert_eq!(first.len(), 1);
-    let killed = std::process::Command::new("kill")
-        .args(["-KILL", &first[0].to_string()])
-        .status()
-        .expect("kill");
-    assert!(killed.success());
+    let first = kill_the_server(&marker);
     // Calls fail while it is down, then succeed once it was started again.
     let mut answered = None;
     for _ in 0..120 {
@@ -236,13 +228,7 @@ async fn a_stdio_servers_resource_updates_reach_subscribers_across_its_restarts(
     assert!(toggle().await, "updates started");
     next_update(&mut events, URI).await;
 
-    let first = pids_with(&marker);
-    assert_eq!(first.len(), 1);
-    let killed = std::process::Command::new("kill")
-        .args(["-KILL", &first[0].to_string()])
-        .status()
-        .expect("kill");
-    assert!(killed.success());
+    let first = kill_the_server(&marker);
     let mut served = false;
     for _ in 0..120 {
         if everything_echo(&http, &who, &sid, "again")

@@ -464,3 +464,23 @@ pub async fn everything_echo(http: &Http, who: &Value, sid: &str, text: &str) ->
     )
     .await
 }
+
+/// `tools/call` of server-everything's `trigger-long-running-operation` (0.3 s, 3 steps) with
+/// the progress token `"mine"`: the events of its answer.
+pub async fn everything_progress(http: &Http, who: &Value, sid: &str) -> Vec<Value> {
+    http.send(
+        &Call::post(
+            who,
+            rpc(
+                4,
+                "tools/call",
+                json!({"name": "everything_trigger-long-running-operation",
+                       "arguments": {"duration": 0.3, "steps": 3},
+                       "_meta": {"progressToken": "mine"}}),
+            ),
+        )
+        .session(sid),
+    )
+    .await
+    .events()
+}
