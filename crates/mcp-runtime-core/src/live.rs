@@ -264,15 +264,23 @@ impl LiveCatalog {
         }
     }
 
+    /// The subscriptions and upstream `instance` of the current catalog, if both are there.
+    fn subscriptions_and(&self, instance: u64) -> Option<(Arc<Subscriptions>, Arc<Upstream>)> {
+        let subs = self.subscriptions.upgrade()?;
+        let up = self
+            .load()
+            .upstreams
+            .iter()
+            .find(|u| u.instance == instance)
+            .cloned()?;
+        Some((subs, up))
+    }
+
     /// Delivers upstream `instance`'s `notifications/resources/updated` for `uri` to the
     /// sessions subscribed to it.
     fn resource_updated(&self, instance: u64, uri: &str) {
-        let Some(subs) = self.subscriptions.upgrade() else {
-            return;
-        };
-        let cat = self.load();
-        if let Some(up) = cat.upstreams.iter().find(|u| u.instance == instance) {
-            let n = subs.deliver_updated(up, uri);
+        if let Some((subs, up)) = self.subscriptions_and(instance) {
+            let n = subs.deliver_updated(&up, uri);
             tracing::debug!(upstream = %up.config.id, uri, sessions = n, "resource updated");
         }
     }
@@ -280,12 +288,7 @@ impl LiveCatalog {
     /// Upstream `instance` has a new session: subscribes it again to what has subscribers
     /// (in a task of its own: the upstream answers while notices keep coming).
     fn session_started(&self, instance: u64) {
-        let Some(subs) = self.subscriptions.upgrade() else {
-            return;
-        };
-        let cat = self.load();
-        if let Some(up) = cat.upstreams.iter().find(|u| u.instance == instance) {
-            let up = Arc::clone(up);
+        if let Some((subs, up)) = self.subscriptions_and(instance) {
             tokio::spawn(async move { subs.resubscribe(&up).await });
         }
     }

@@ -135,6 +135,22 @@ pub(crate) struct Upstream {
     pub(crate) subscribed: Mutex<std::collections::HashSet<String>>,
 }
 
+/// `detail` followed by each of `cause` and its sources that it does not already say, joined
+/// with `: ` (reqwest's "error sending request" hides the reason two or three levels down).
+pub(crate) fn with_causes(
+    mut detail: String,
+    mut cause: Option<&(dyn std::error::Error + 'static)>,
+) -> String {
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !detail.contains(&text) {
+            detail = format!("{detail}: {text}");
+        }
+        cause = c.source();
+    }
+    detail
+}
+
 impl Upstream {
     /// Creates the pool entry; nothing is connected (or started) until [`Upstream::connect`]
     /// or a call. `headers` go with every HTTP request (the upstream's credentials); `roots`,
@@ -223,10 +239,9 @@ impl Upstream {
     /// upstream.
     fn unavailable(&self, error: impl std::error::Error + 'static) -> UpstreamError {
         let error: &(dyn std::error::Error + 'static) = &error;
-        let mut detail = error.to_string();
         // rmcp's `Client(reqwest::Error)` shows the reqwest error but does not name it as its
         // source: follow the reqwest error's own causes.
-        let mut cause = match error
+        let causes = match error
             .downcast_ref::<rmcp::transport::streamable_http_client::StreamableHttpError<reqwest::Error>>()
         {
             Some(rmcp::transport::streamable_http_client::StreamableHttpError::Client(inner)) => {
@@ -234,13 +249,7 @@ impl Upstream {
             }
             _ => error.source(),
         };
-        while let Some(c) = cause {
-            let text = c.to_string();
-            if !detail.contains(&text) {
-                detail = format!("{detail}: {text}");
-            }
-            cause = c.source();
-        }
+        let detail = with_causes(error.to_string(), causes);
         let detail = match self.proxy {
             Some(var) => format!(
                 "{detail} (requests to this upstream go through the proxy set by {var} unless \

@@ -308,7 +308,10 @@ class GrpcUdsBackend(SocketBackend):
 
     def _remember(self, request: McpRequest, status: int, headers: list[tuple[str, str]]) -> None:
         """Note a session initialized by ``request`` without an askable capability."""
-        if status != 200 or request.method != "POST" or declares_askable(request.body) is not False:
+        # An initialize carries no session id: every other request returns before the body scan.
+        if request.session_id is not None or status != 200 or request.method != "POST":
+            return
+        if declares_askable(request.body) is not False:
             return
         session = next((value for name, value in headers if name == "mcp-session-id"), None)
         if session:

@@ -162,18 +162,9 @@ impl SseConn {
     }
 }
 
-/// `e` with its causes, each said once (reqwest's "error sending request" hides the reason).
+/// `e` with its causes, each said once.
 fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !out.contains(&text) {
-            out = format!("{out}: {text}");
-        }
-        cause = c.source();
-    }
-    out
+    super::with_causes(e.to_string(), e.source())
 }
 
 /// Passes `body` on, ending it with an error (and setting `over`) once more than `max` bytes
