@@ -526,8 +526,9 @@ impl Runtime {
     ) -> Result<Outcome, RequestError> {
         // The raw params go once parsed: a large call holds its arguments once (the parsed
         // map), not twice, while it runs.
-        let mut p = call_params(params)?;
-        crate::era::strip_reserved_meta(&mut p);
+        // MCP's reserved `_meta` keys stay until `forward` knows which era the upstream is
+        // spoken to in.
+        let p = call_params(params)?;
         let key = kind.key();
         let Some(name) = p.get(key).and_then(Value::as_str).map(str::to_owned) else {
             return Err(RequestError::InvalidParams(format!("`{key}` is required")));

@@ -70,11 +70,24 @@ impl Runtime {
         traceparent: Option<&str>,
     ) -> Result<Outcome, RequestError> {
         check_progress_token(&params)?;
+        // A sessionless client's call that may need its input (SEP-2322) goes to an upstream
+        // of its era as a request of that era, its `_meta` (protocol version, the client's
+        // capabilities) kept, so the upstream may answer `input_required` and the client's
+        // retry reaches the same upstream the same way. Anything else goes through the
+        // runtime's own session with the upstream, which the reserved `_meta` keys are not
+        // for.
+        let sessionless = session.sessionless
+            && matches!(method, "tools/call" | "prompts/get" | "resources/read")
+            && up.speaks_sessionless().await;
+        if !sessionless {
+            crate::era::strip_reserved_meta(&mut params);
+        }
         let uid = up.next_id();
         let caller_token = swap_progress_token(&mut params, uid);
         let slot = self.quotas.acquire(&session.subject, Quota::Calls, 1)?;
         let cancel = claim(session, id)?;
         let mut call = Call::start(self, Arc::clone(&up), uid, session, id, slot);
+        call.sessionless = sessionless;
         call.method = crate::metrics::McpMethod::of(method);
         // The CLIENT span of the call (tracing on: the child of the request span), whose
         // context the upstream receives as `traceparent`; with tracing off the context the
@@ -101,7 +114,7 @@ impl Runtime {
         };
         let mut stream = match bounds
             .run(
-                up.request(uid, method, Value::Object(params), traceparent)
+                up.request(uid, method, Value::Object(params), traceparent, sessionless)
                     .instrument(span),
             )
             .await?
@@ -334,6 +347,9 @@ struct Call {
     /// The call's CLIENT span (tracing on), ended when the call ends; ERROR when `failed` or
     /// dropped before `done`.
     span: Option<tracing::Span>,
+    /// Sent as a request of the sessionless era: no session to send
+    /// `notifications/cancelled` in; closing the request (dropping its stream) cancels it.
+    sessionless: bool,
     /// The call's place in its subject's quota of calls in flight.
     _slot: Permit,
     /// Counts the call as a task of the runtime's tracker. A field, so it is released after
@@ -356,6 +372,7 @@ impl Call {
             uid,
             done: false,
             failed: false,
+            sessionless: false,
             started: Instant::now(),
             method: crate::metrics::McpMethod::UNKNOWN,
             session: Arc::clone(session),
@@ -402,7 +419,7 @@ impl Drop for Call {
             .remove(&self.key);
         // The upstream requests of the call still awaiting the client get an error answer.
         crate::server_requests::abandon(&self.session, &self.key, self.tracker());
-        if !self.done {
+        if !self.done && !self.sessionless {
             tracing::debug!(upstream = %self.up.config.id, request = self.uid, "cancelling upstream call");
             let cancelled = Arc::clone(&self.up).notify(
                 "notifications/cancelled",

@@ -31,7 +31,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -133,7 +133,30 @@ pub(crate) struct Upstream {
     /// end unsubscribes and what another session subscribes reach the upstream in the order
     /// the runtime decided them ([`crate::subscribe::Subscriptions::sync`]).
     pub(crate) subscribed: Mutex<std::collections::HashSet<String>>,
+    /// Which era the upstream serves for a sessionless client's calls ([`Era`] as a number),
+    /// learned once with `server/discover` ([`Upstream::speaks_sessionless`]).
+    era: AtomicU8,
+    /// Held while `server/discover` is asked, so concurrent first calls ask once.
+    era_probe: Mutex<()>,
 }
+
+/// What an upstream serves, as far as a client of the sessionless era (MCP 2026-07-28) is
+/// concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Era {
+    /// Not asked yet.
+    Unknown = 0,
+    /// Only the session era (2025-11-25 and earlier): a 2026 client's calls go through the
+    /// runtime's session with it.
+    Session = 1,
+    /// The sessionless era too: a 2026 client's `tools/call`, `prompts/get` and
+    /// `resources/read` go to it as 2026-07-28 requests, so it may answer `input_required`.
+    Sessionless = 2,
+}
+
+/// The protocol version of the requests sent to an upstream in the sessionless era.
+const SESSIONLESS_VERSION: &str = crate::runtime::SESSIONLESS_PROTOCOL_VERSIONS[0];
 
 /// `detail` followed by each of `cause` and its sources that it does not already say, joined
 /// with `: ` (reqwest's "error sending request" hides the reason two or three levels down).
@@ -225,6 +248,131 @@ impl Upstream {
             limits,
             max_message_bytes,
             proxy,
+            era: AtomicU8::new(Era::Unknown as u8),
+            era_probe: Mutex::new(()),
+        }
+    }
+
+    /// Whether a sessionless client's call should reach this upstream as a request of the
+    /// sessionless era (MCP 2026-07-28, SEP-2575): true when the upstream's `server/discover`
+    /// lists that version in `supportedVersions`. Asked once per upstream, on the first call
+    /// that needs it; an upstream that answers anything else (an error, HTTP 400/404, no
+    /// such version) is served through the runtime's session with it from then on. Stdio and
+    /// legacy SSE upstreams are always spoken to in their session. An unreachable upstream is
+    /// not remembered as either (the call then fails as any call to it does).
+    pub(crate) async fn speaks_sessionless(&self) -> bool {
+        if self.stdio.is_some() {
+            return false;
+        }
+        match self.era.load(Ordering::Relaxed) {
+            x if x == Era::Session as u8 => return false,
+            x if x == Era::Sessionless as u8 => return true,
+            _ => {}
+        }
+        let _probe = self.era_probe.lock().await;
+        if self.era.load(Ordering::Relaxed) != Era::Unknown as u8 {
+            return self.era.load(Ordering::Relaxed) == Era::Sessionless as u8;
+        }
+        let params = json!({"_meta": {
+            crate::era::META_PROTOCOL_VERSION: SESSIONLESS_VERSION,
+            crate::era::META_CLIENT_CAPABILITIES: {},
+        }});
+        let era = match self.discover(params).await {
+            Ok(result) => {
+                let speaks = result
+                    .get("supportedVersions")
+                    .and_then(Value::as_array)
+                    .is_some_and(|v| v.iter().any(|v| v.as_str() == Some(SESSIONLESS_VERSION)));
+                if speaks {
+                    Era::Sessionless
+                } else {
+                    Era::Session
+                }
+            }
+            // Not reached: nothing learned, the call goes the way every call went.
+            Err(UpstreamError::Unavailable { .. }) => return false,
+            // Answered, but not as a server of that era: an HTTP status or a JSON-RPC error.
+            Err(_) => Era::Session,
+        };
+        tracing::info!(upstream = %self.config.id, ?era, "upstream era for sessionless clients");
+        self.era.store(era as u8, Ordering::Relaxed);
+        era == Era::Sessionless
+    }
+
+    /// `server/discover` as a request of the sessionless era; its result.
+    async fn discover(&self, params: Value) -> Result<Value, UpstreamError> {
+        let id = self.next_id();
+        let mut stream = self
+            .send_sessionless(id, "server/discover", params, None)
+            .await?;
+        while let Some(msg) = stream.next().await {
+            let v: Value = serde_json::from_str(&msg?).map_err(|e| self.protocol(e))?;
+            if v.get("id").is_some() && v.get("method").is_none() {
+                if let Some(err) = v.get("error") {
+                    return Err(self.protocol(format!("server/discover failed: {err}")));
+                }
+                return Ok(v.get("result").cloned().unwrap_or(Value::Null));
+            }
+        }
+        Err(self.protocol("server/discover: stream ended without a response"))
+    }
+
+    /// Sends one request of the sessionless era (MCP 2026-07-28): no session id; the
+    /// `MCP-Protocol-Version`, `Mcp-Method` and `Mcp-Name` headers the revision requires
+    /// (`Mcp-Name`: the params' `name`, or `uri` for `resources/read`); `params` must carry
+    /// the `_meta` protocol version and client capabilities. Never retried: a request of
+    /// this era has no session to lose.
+    async fn send_sessionless(
+        &self,
+        id: u64,
+        method: &str,
+        params: Value,
+        traceparent: Option<&str>,
+    ) -> Result<MessageStream, UpstreamError> {
+        use reqwest::header::{HeaderName, HeaderValue};
+        let mut headers = HashMap::new();
+        headers.insert(
+            HeaderName::from_static("mcp-protocol-version"),
+            HeaderValue::from_static(SESSIONLESS_VERSION),
+        );
+        if let Ok(v) = HeaderValue::from_str(method) {
+            headers.insert(HeaderName::from_static("mcp-method"), v);
+        }
+        let name = params
+            .get(if method == "resources/read" {
+                "uri"
+            } else {
+                "name"
+            })
+            .and_then(Value::as_str);
+        if let Some(v) = name.and_then(|n| HeaderValue::from_str(n).ok()) {
+            headers.insert(HeaderName::from_static("mcp-name"), v);
+        }
+        if let Some(v) = traceparent.and_then(|t| HeaderValue::from_str(t).ok()) {
+            headers.insert(HeaderName::from_static("traceparent"), v);
+        }
+        let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        let msg = message(&body).map_err(|e| self.protocol(e))?;
+        match self
+            .client
+            .post_message_with_response_limits(
+                self.uri.clone(),
+                msg,
+                None,
+                None,
+                headers,
+                self.limits,
+            )
+            .await
+        {
+            Ok(response) => Ok(into_stream(self, response)),
+            Err(StreamableHttpError::ResponseBodyTooLarge { .. }) => Err(UpstreamError::TooLarge {
+                limit: self.max_message_bytes,
+            }),
+            // The upstream answered with an HTTP error status (400, 404, ...): reached, and
+            // refusing the request.
+            Err(e @ StreamableHttpError::HttpStatus(_)) => Err(self.protocol(e)),
+            Err(e) => Err(self.unavailable(e)),
         }
     }
 
@@ -406,14 +554,22 @@ impl Upstream {
     ///
     /// [`UpstreamError`] when the upstream is unreachable or rejects the request at the HTTP
     /// level.
+    ///
+    /// `sessionless`: send it as a request of the sessionless era instead (no session; see
+    /// [`Upstream::speaks_sessionless`]); `params` then carry its `_meta`.
     pub(crate) async fn request(
         &self,
         id: u64,
         method: &str,
         params: Value,
         traceparent: Option<&str>,
+        sessionless: bool,
     ) -> Result<MessageStream, UpstreamError> {
-        let r = self.send_request(id, method, params, traceparent).await;
+        let r = if sessionless {
+            self.send_sessionless(id, method, params, traceparent).await
+        } else {
+            self.send_request(id, method, params, traceparent).await
+        };
         self.mark(&r);
         r
     }
@@ -617,7 +773,9 @@ impl Upstream {
     /// discovery.
     pub(crate) async fn call(&self, method: &str, params: &Value) -> Result<Value, UpstreamError> {
         let id = self.next_id();
-        let mut stream = self.request(id, method, params.clone(), None).await?;
+        let mut stream = self
+            .request(id, method, params.clone(), None, false)
+            .await?;
         while let Some(msg) = stream.next().await {
             let v: Value = serde_json::from_str(&msg?).map_err(|e| self.protocol(e))?;
             if v.get("id").is_some() && v.get("method").is_none() {
