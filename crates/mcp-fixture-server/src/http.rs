@@ -77,6 +77,7 @@ pub async fn serve_state(
         .required_header()
         .map(|(n, v)| (n.to_ascii_lowercase(), v.to_owned()));
     let traceparents = state.traceparent_log().cloned();
+    let conformance = state.conformance();
     let state = Arc::new(state);
     let cancel = CancellationToken::new();
 
@@ -92,6 +93,14 @@ pub async fn serve_state(
         config,
     );
     let mut router = axum::Router::new().route_service(MCP_PATH, service);
+    if conformance {
+        let pending = crate::reconnect::Pending::default();
+        router = router.layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                crate::reconnect::layer(pending.clone(), req, next)
+            },
+        ));
+    }
     if let Some((name, value)) = required {
         // An upstream with credentials: 401 without the header (its value never echoed).
         router = router.layer(axum::middleware::from_fn(

@@ -14,6 +14,9 @@
 //! - [`conformance`]: the `test_*` tools, `test://` resources and `test_*` prompts the
 //!   official MCP conformance suite calls, served only with `--conformance`
 //!   ([`SharedState::with_conformance`]).
+//! - [`reconnect`]: `test_reconnection` (conformance catalog), served in front of rmcp at the
+//!   HTTP layer: its stream closes before the answer, which the client gets by resuming with
+//!   `Last-Event-ID`.
 //! - [`server`]: [`FixtureServer`], the `rmcp` `ServerHandler` that implements them, and
 //!   [`SharedState`], the state shared by every session (the counter of `sleep` and
 //!   `progress` calls in flight).
@@ -37,6 +40,7 @@
 pub mod catalog;
 pub mod conformance;
 pub mod http;
+pub mod reconnect;
 pub mod server;
 mod session;
 

@@ -202,8 +202,14 @@ impl SharedState {
     #[must_use]
     pub fn with_conformance(mut self) -> Self {
         self.tools.extend(conformance::tools());
+        self.tools.push(crate::reconnect::tool());
         self.conformance = true;
         self
+    }
+
+    /// Whether the conformance catalog is served ([`SharedState::with_conformance`]).
+    pub fn conformance(&self) -> bool {
+        self.conformance
     }
 
     /// The server answers 401 to a request without header `name` set to `value` (an upstream
@@ -506,6 +512,11 @@ impl ServerHandler for FixtureServer {
             }
             added if self.state.dynamic && self.state.is_added(added) => {
                 text_result(format!("added tool {added}"))
+            }
+            // Reached only where its stream cannot be resumed (a request of the sessionless
+            // era); otherwise `crate::reconnect` answers it in front of rmcp.
+            crate::reconnect::TOOL if self.state.conformance => {
+                text_result(crate::reconnect::ANSWER)
             }
             test if self.state.conformance && conformance::is_tool(test) => {
                 conformance::call_tool(test, &args, &context, |level, message| {

@@ -396,6 +396,8 @@ impl From<UpstreamError> for RequestError {
             UpstreamError::Unavailable { .. } => Self::UpstreamUnavailable,
             UpstreamError::Protocol { .. } => Self::UpstreamProtocol,
             UpstreamError::TooLarge { limit } => Self::UpstreamMessageTooLarge { limit },
+            // Resumed where it is read (`forward.rs`); anywhere else the stream just ended.
+            UpstreamError::Polled { .. } => Self::UpstreamStreamEnded,
         }
     }
 }

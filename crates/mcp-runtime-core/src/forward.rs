@@ -151,8 +151,33 @@ impl Runtime {
                 &[("resultType", r#""complete""#)]
             },
         };
-        loop {
-            match relay.classify(bounds.run(stream.next()).await?) {
+        let first = loop {
+            let next = bounds.run(stream.next()).await?;
+            let next = match next {
+                Some(Err(UpstreamError::Polled {
+                    last_event_id,
+                    retry_ms,
+                })) => {
+                    if accepts_sse && !session.sessionless {
+                        // The caller's stream is closed the same way (`pump`).
+                        stream = futures::stream::iter([Err(UpstreamError::Polled {
+                            last_event_id,
+                            retry_ms,
+                        })])
+                        .boxed();
+                        break None;
+                    }
+                    match bounds.run(repoll(&up, last_event_id, retry_ms)).await? {
+                        Ok(s) => {
+                            stream = s;
+                            continue;
+                        }
+                        Err(e) => Some(Err(e)),
+                    }
+                }
+                next => next,
+            };
+            match relay.classify(next) {
                 Step::Final(body) => {
                     call.done = true;
                     // Counted from here until the adapter has written it (or the caller went
@@ -168,29 +193,41 @@ impl Runtime {
                 }
                 Step::Skip => {}
                 Step::Event(_) if !accepts_sse => {}
-                Step::Event(ev) => {
-                    let (tx, rx) = mpsc::channel(64);
-                    let post = post.map(|hook| PostHook {
-                        hook,
-                        runtime: Arc::clone(self),
-                        subject: session.subject.clone(),
-                    });
-                    // Every event of the stream gets an id and is stored before it is sent
-                    // (`crate::state`), so the stream can be resumed.
-                    let log = StreamWriter::open(
-                        &self.store,
-                        session,
-                        id.get(),
-                        self.config.state.retention,
-                    );
-                    let out = Out::new(tx, log);
-                    let rest = pump(stream, out, ev, call, relay, bounds, post);
-                    self.tasks.spawn(rest.instrument(tracing::Span::current()));
-                    return Ok(Outcome::events(rx));
-                }
+                Step::Event(ev) => break Some(ev),
             }
-        }
+        };
+        let (tx, rx) = mpsc::channel(64);
+        let post = post.map(|hook| PostHook {
+            hook,
+            runtime: Arc::clone(self),
+            subject: session.subject.clone(),
+        });
+        // Every event of the stream gets an id and is stored before it is sent
+        // (`crate::state`), so the stream can be resumed.
+        let log = StreamWriter::open(&self.store, session, id.get(), self.config.state.retention);
+        let out = Out::new(tx, log);
+        let rest = pump(stream, out, first, call, relay, bounds, post);
+        self.tasks.spawn(rest.instrument(tracing::Span::current()));
+        Ok(Outcome::events(rx))
     }
+}
+
+/// How long to wait before resuming an upstream stream closed to be polled: the `retry` it
+/// asked for, within 10 ms and 5 s (1 s when it sent none), so that neither a zero nor a
+/// day-long value holds the call; the call's deadline bounds the polling as a whole.
+fn poll_delay(retry_ms: Option<u64>) -> Duration {
+    Duration::from_millis(retry_ms.unwrap_or(1_000).clamp(10, 5_000))
+}
+
+/// Resumes a call whose stream `up` closed after `last_event_id`, after [`poll_delay`].
+async fn repoll(
+    up: &Upstream,
+    last_event_id: String,
+    retry_ms: Option<u64>,
+) -> Result<MessageStream, UpstreamError> {
+    tokio::time::sleep(poll_delay(retry_ms)).await;
+    tracing::debug!(upstream = %up.config.id, %last_event_id, "resuming a call's stream the upstream closed");
+    up.resume(last_event_id).await
 }
 
 impl Runtime {
@@ -630,21 +667,28 @@ impl PostHook {
 /// `Last-Event-ID` (on any replica) and gets the answer.
 /// Notifications pass as they come; the answer goes through `post`, when the call has a post
 /// hook, before it is sent (a refusal or an unreachable policy becomes the request's error).
+///
+/// An upstream that closes the call's stream to be polled (SEP-1699) is resumed with
+/// `Last-Event-ID`; a caller of the session era is treated the same way: it gets a priming
+/// event (an id, `retry`) and its stream closes, the call runs on with its events stored, and
+/// the caller resumes with `Last-Event-ID` as the upstream asked the runtime to.
 async fn pump(
     mut stream: MessageStream,
     mut out: Out,
-    first: SseEvent,
+    first: Option<SseEvent>,
     mut call: Call,
     relay: Relay,
     bounds: Bounds,
     post: Option<PostHook>,
 ) {
-    if out.send(first, false).await.is_err() {
+    if let Some(first) = first
+        && out.send(first, false).await.is_err()
+    {
         out.gone(&relay).await;
         return;
     }
     loop {
-        let next = if out.log.outlives_its_client() {
+        let next = if out.log.outlives_its_client() || out.detached {
             bounds.run(stream.next()).await
         } else {
             tokio::select! {
@@ -654,6 +698,25 @@ async fn pump(
                     return;
                 }
             }
+        };
+        let next = match next {
+            Ok(Some(Err(UpstreamError::Polled {
+                last_event_id,
+                retry_ms,
+            }))) => {
+                if !relay.requests.session.sessionless && !out.detached {
+                    out.close_for_polling(poll_delay(retry_ms)).await;
+                }
+                match bounds.run(repoll(&call.up, last_event_id, retry_ms)).await {
+                    Ok(Ok(s)) => {
+                        stream = s;
+                        continue;
+                    }
+                    Ok(Err(e)) => Ok(Some(Err(e))),
+                    Err(e) => Err(e),
+                }
+            }
+            next => next,
         };
         let step = match next {
             Ok(next) => relay.classify(next),
@@ -728,6 +791,19 @@ impl Out {
             return Ok(());
         }
         Err(())
+    }
+
+    /// Closes the caller's stream to be polled (SEP-1699): a priming event (the next id,
+    /// `retry`) is stored and sent, then the stream ends; the call runs on, its events stored
+    /// for the caller's `Last-Event-ID`.
+    async fn close_for_polling(&mut self, retry: Duration) {
+        let retry_ms = u64::try_from(retry.as_millis()).unwrap_or(u64::MAX);
+        let mut ev = SseEvent::priming(retry_ms);
+        self.log.record(&mut ev, false).await;
+        let _ = self.tx.send(ev).await;
+        self.detached = true;
+        // Dropping the caller's sender ends its stream.
+        self.tx = mpsc::channel(1).0;
     }
 
     /// The caller went away: the call is cancelled (its `Call` drops), and the stream's history

@@ -107,8 +107,13 @@ pub struct SseEvent {
     pub id: Option<String>,
     /// `event:` field; `None` means the default `message`.
     pub event: Option<String>,
-    /// `data:` field: one JSON-RPC message.
+    /// `data:` field: one JSON-RPC message (empty in a priming event, which only gives the
+    /// client an id to resume from).
     pub data: String,
+    /// `retry:` field, in milliseconds: how long the client should wait before it reconnects
+    /// once the stream closes (sent with the priming event of a stream the runtime closes to
+    /// be polled, SEP-1699).
+    pub retry: Option<u64>,
 }
 
 impl SseEvent {
@@ -119,6 +124,19 @@ impl SseEvent {
             id: None,
             event: Some("message".to_owned()),
             data,
+            retry: None,
+        }
+    }
+
+    /// A priming event (MCP 2025-11-25, transports, SEP-1699): empty data, so the client has
+    /// an event id to resume from, and `retry` in milliseconds.
+    #[must_use]
+    pub fn priming(retry_ms: u64) -> Self {
+        Self {
+            id: None,
+            event: None,
+            data: String::new(),
+            retry: Some(retry_ms),
         }
     }
 
@@ -129,6 +147,9 @@ impl SseEvent {
             out.extend_from_slice(b"id: ");
             out.extend_from_slice(id.as_bytes());
             out.push(b'\n');
+        }
+        if let Some(retry) = self.retry {
+            out.extend_from_slice(format!("retry: {retry}\n").as_bytes());
         }
         if let Some(event) = &self.event {
             out.extend_from_slice(b"event: ");
@@ -300,6 +321,7 @@ mod tests {
             id: Some("7".into()),
             event: None,
             data: "a\nb".into(),
+            retry: None,
         }
         .encode_into(&mut out);
         assert_eq!(out, b"id: 7\ndata: a\ndata: b\n\n");

@@ -67,6 +67,17 @@ pub enum UpstreamError {
         /// The limit, in bytes.
         limit: usize,
     },
+    /// The upstream closed a call's SSE stream before its answer, after an event with an id:
+    /// it means to be polled (MCP 2025-11-25, transports, SEP-1699: the client reconnects
+    /// with `Last-Event-ID` after `retry`). The last item of such a stream; the caller resumes
+    /// the call with [`Upstream::resume`].
+    #[error("upstream closed the call's stream after event {last_event_id}: to be resumed")]
+    Polled {
+        /// The id of the last event received.
+        last_event_id: String,
+        /// The `retry` the upstream asked for, in milliseconds, if it sent one.
+        retry_ms: Option<u64>,
+    },
     /// The upstream answered something that is not MCP.
     #[error("upstream {upstream} protocol error: {detail}")]
     Protocol {
@@ -315,6 +326,46 @@ impl Upstream {
             }
         }
         Err(self.protocol("server/discover: stream ended without a response"))
+    }
+
+    /// Resumes a call whose SSE stream the upstream closed ([`UpstreamError::Polled`]): a GET
+    /// in the current session with `Last-Event-ID` (MCP 2025-11-25, transports: resumability
+    /// and redelivery), whose stream carries the rest of the call's messages.
+    ///
+    /// # Errors
+    ///
+    /// [`UpstreamError`] when the upstream cannot be reached or refuses the GET (for example
+    /// when the session it was in has ended).
+    pub(crate) async fn resume(
+        &self,
+        last_event_id: String,
+    ) -> Result<MessageStream, UpstreamError> {
+        if self.stdio.is_some() {
+            return Err(self.protocol("a stdio upstream's call cannot be resumed"));
+        }
+        let conn = self.current().await?;
+        let r = self
+            .client
+            .get_stream_with_max_sse_event_size(
+                self.uri.clone(),
+                conn.session_id.clone(),
+                Some(last_event_id),
+                None,
+                conn.headers.clone(),
+                self.limits.max_sse_event_size,
+            )
+            .await;
+        let r = match r {
+            Ok(stream) => Ok(sse_messages(
+                self.config.id.clone(),
+                self.max_message_bytes,
+                stream,
+            )),
+            Err(e @ StreamableHttpError::HttpStatus(_)) => Err(self.protocol(e)),
+            Err(e) => Err(self.unavailable(e)),
+        };
+        self.mark(&r);
+        r
     }
 
     /// Sends one request of the sessionless era (MCP 2026-07-28): no session id; the
@@ -814,23 +865,7 @@ fn into_stream(up: &Upstream, response: StreamableHttpPostResponse) -> MessageSt
             });
             futures::stream::once(async move { r }).boxed()
         }
-        StreamableHttpPostResponse::Sse(stream, _) => stream
-            .filter_map(move |ev| {
-                let id = id.clone();
-                async move {
-                    match ev {
-                        Ok(sse) => sse.data.filter(|d| !d.trim().is_empty()).map(Ok),
-                        Err(e) if is_event_too_large(&e) => {
-                            Some(Err(UpstreamError::TooLarge { limit }))
-                        }
-                        Err(e) => Some(Err(UpstreamError::Unavailable {
-                            upstream: id,
-                            detail: format!("event stream broke: {e}"),
-                        })),
-                    }
-                }
-            })
-            .boxed(),
+        StreamableHttpPostResponse::Sse(stream, _) => sse_messages(id, limit, stream),
         _ => futures::stream::once(async move {
             Err(UpstreamError::Protocol {
                 upstream: id,
@@ -839,6 +874,64 @@ fn into_stream(up: &Upstream, response: StreamableHttpPostResponse) -> MessageSt
         })
         .boxed(),
     }
+}
+
+/// The messages of an upstream's SSE stream (a call's POST answer, or its resumption). When
+/// the stream ends after an event with an id, a last [`UpstreamError::Polled`] follows: a
+/// reader that has not had its answer by then resumes the call ([`Upstream::resume`]); a
+/// reader that had it never asks for that item.
+fn sse_messages(
+    id: String,
+    limit: usize,
+    stream: BoxStream<'static, Result<sse_stream::Sse, sse_stream::Error>>,
+) -> MessageStream {
+    let last = Arc::new(std::sync::Mutex::new((None::<String>, None::<u64>)));
+    let seen = Arc::clone(&last);
+    let polled = futures::stream::once(async move {
+        let (last_event_id, retry_ms) = seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        last_event_id.map(|last_event_id| {
+            Err(UpstreamError::Polled {
+                last_event_id,
+                retry_ms,
+            })
+        })
+    })
+    .filter_map(futures::future::ready);
+    stream
+        .filter_map(move |ev| {
+            let id = id.clone();
+            let last = Arc::clone(&last);
+            async move {
+                match ev {
+                    Ok(sse) => {
+                        if sse.id.is_some() || sse.retry.is_some() {
+                            let mut last = last
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner);
+                            if let Some(event_id) = sse.id {
+                                last.0 = Some(event_id);
+                            }
+                            if let Some(retry) = sse.retry {
+                                last.1 = Some(retry);
+                            }
+                        }
+                        sse.data.filter(|d| !d.trim().is_empty()).map(Ok)
+                    }
+                    Err(e) if is_event_too_large(&e) => {
+                        Some(Err(UpstreamError::TooLarge { limit }))
+                    }
+                    Err(e) => Some(Err(UpstreamError::Unavailable {
+                        upstream: id,
+                        detail: format!("event stream broke: {e}"),
+                    })),
+                }
+            }
+        })
+        .chain(polled)
+        .boxed()
 }
 
 /// Whether an error of an upstream's SSE stream is rmcp's cap on the size of one event

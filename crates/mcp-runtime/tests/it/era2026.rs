@@ -435,9 +435,8 @@ async fn an_upstream_of_the_session_era_serves_a_2026_client_through_the_session
     );
     for meta in log.call_metas.lock().unwrap().iter() {
         assert!(
-            meta.as_object().is_none_or(|m| m
-                .keys()
-                .all(|k| !k.starts_with("io.modelcontextprotocol/"))),
+            meta.as_object()
+                .is_none_or(|m| m.keys().all(|k| !k.starts_with("io.modelcontextprotocol/"))),
             "reserved _meta keys are not sent in the session: {meta}"
         );
     }

@@ -16,6 +16,7 @@
 //! - `live_catalog`: upstream `list_changed` refreshing the catalog and reaching the sessions
 //!   that can see the change.
 //! - `completion`: `completion/complete` routed by its reference.
+//! - `polling`: an upstream that closes a call's stream to be polled (SEP-1699), resumed.
 //! - `era2026`: MCP 2026-07-28 (no session) beside 2025-11-25 on the same endpoint.
 //! - `server_requests`: sampling and elicitation asked by an upstream during a call, relayed
 //!   to the caller and answered back.
@@ -47,6 +48,7 @@ mod limits;
 mod live_catalog;
 #[cfg(feature = "grpc-uds")]
 mod parity;
+mod polling;
 mod server_requests;
 mod sse_upstream;
 mod stdio;

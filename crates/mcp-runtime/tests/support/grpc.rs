@@ -151,6 +151,7 @@ pub async fn send_stream(c: &mut McpRuntimeClient<Channel>, call: &Call) -> (Rep
                     id: non_empty(e.id),
                     event: non_empty(e.event),
                     data: e.data,
+                    retry: None,
                 }
                 .encode_into(&mut body);
             }

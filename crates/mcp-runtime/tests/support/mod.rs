@@ -103,7 +103,8 @@ pub fn auth(email: &str, admin: bool, teams: Option<&[&str]>) -> Value {
     json!({"email": email, "is_admin": admin, "teams": teams})
 }
 
-/// The `data` of each event of an SSE body, in order (events without data are skipped).
+/// The `data` of each event of an SSE body, in order (events without data, such as a
+/// priming event's empty one, are skipped).
 pub fn sse_data(body: &Bytes) -> Vec<String> {
     sse_stream::SseStream::new(Full::new(body.clone()))
         .map(|e| e.expect("an SSE event").data)
@@ -112,6 +113,7 @@ pub fn sse_data(body: &Bytes) -> Vec<String> {
         .expect("a whole body parses at once")
         .into_iter()
         .flatten()
+        .filter(|d| !d.is_empty())
         .collect()
 }
 
