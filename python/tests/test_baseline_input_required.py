@@ -157,7 +157,8 @@ async def test_the_raw_wire_is_relayed_unchanged(baseline: Gateway, http: httpx.
     assert done["resultType"] == "complete", done
     assert done["content"][0]["text"] == "raw: no"
 
-    # A client that declared no elicitation is not asked for one: the upstream says so.
+    # The capabilities the upstream sees are this client's: one that declared no elicitation
+    # is not asked for one, the upstream refuses the call.
     call["params"] = {
         "name": "m_confirm",
         "arguments": {"text": "raw"},
@@ -165,8 +166,8 @@ async def test_the_raw_wire_is_relayed_unchanged(baseline: Gateway, http: httpx.
     }
     r = await http.post(baseline.url, json=call, headers=headers)
     answer = r.json()
-    assert "error" in answer or answer["result"].get("isError"), answer
-    assert answer.get("result", {}).get("resultType") != "input_required", answer
+    assert answer["error"]["code"] == types.MISSING_REQUIRED_CLIENT_CAPABILITY, answer
+    assert "elicitation" in answer["error"]["message"], answer
 
 
 async def test_a_tampered_request_state_is_refused_by_the_upstream(baseline: Gateway) -> None:

@@ -386,8 +386,10 @@ def keep_declared_capabilities(session: ClientSession) -> None:
     so a request instead declares the capabilities of the client it is made for, given in
     its ``_meta`` (``io.modelcontextprotocol/clientCapabilities``): what the upstream may ask
     for in an ``input_required`` result. A request without them keeps the SDK's (none).
-    The SDK has no public hook for this; ``test_sdk_words`` pins the one used (the session's
-    request stamp, replaced by each ``adopt``, so this runs after it).
+    The SDK has no public hook for this: the session's request stamp (private, replaced by
+    each ``adopt``, so this runs after it) is wrapped. Should the SDK change it, the connection
+    fails and the upstream is served in 2025-11-25 only; ``test_baseline_input_required``
+    (a client declaring no elicitation is refused by the upstream) fails then.
     """
     stamp = session._stamp
 
