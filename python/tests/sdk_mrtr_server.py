@@ -7,8 +7,8 @@ Started by ``test_baseline_input_required.py`` as ``python sdk_mrtr_server.py MO
   Its ``confirm`` tool asks an elicitation through the SDK's resolvers: to a 2026-07-28 request
   it answers ``resultType: "input_required"`` (``requestState`` sealed by the SDK, so a
   tampered one is refused with -32602), to a 2025-11-25 session it sends ``elicitation/create``
-  mid-call. Its ``approval`` prompt does the same by hand (an ``InputRequiredResult`` until
-  the retry carries the answer).
+  mid-call. Its ``approval`` prompt and its ``mrtr://vault/{item}`` resource template do the
+  same by hand (an ``InputRequiredResult`` until the retry carries the answer).
 - ``legacy``: the same server behind a check that refuses any request whose
   ``MCP-Protocol-Version`` is not of the handshake era (HTTP 400, ``-32000``
   "Bad Request: Unsupported protocol version ...", as a server written before 2026-07-28
@@ -85,6 +85,21 @@ def approval(topic: str, ctx: Context) -> Any:
         )
     )
     return InputRequiredResult(input_requests={"who": request}, request_state=f"prompt:{topic}")
+
+
+@server.resource("mrtr://vault/{item}")
+def vault(item: str, ctx: Context) -> Any:
+    """A resource template whose read needs a passphrase first (MCP 2026-07-28 only)."""
+    given = (ctx.input_responses or {}).get("pass")
+    if isinstance(given, ElicitResult) and given.action == "accept" and given.content:
+        return f"{item} opened with {given.content.get('phrase')}"
+    request = ElicitRequest(
+        params=ElicitRequestFormParams(
+            message=f"Passphrase for {item}?",
+            requested_schema={"type": "object", "properties": {"phrase": {"type": "string"}}},
+        )
+    )
+    return InputRequiredResult(input_requests={"pass": request}, request_state=f"vault:{item}")
 
 
 def legacy_only(app: Any) -> Any:

@@ -120,6 +120,21 @@ async def test_input_required_is_relayed_and_the_retry_reaches_the_upstream(base
         assert isinstance(text, types.TextContent)
         assert text.text == "ada approves merge (state prompt:merge)"
 
+        # resources/read of a template's resource: the same again.
+        read = await client.session.read_resource("mrtr://vault/gold", allow_input_required=True)
+        assert isinstance(read, types.InputRequiredResult), read
+        assert set(read.input_requests) == {"pass"}
+        opened = await client.session.read_resource(
+            "mrtr://vault/gold",
+            input_responses={"pass": types.ElicitResult(action="accept", content={"phrase": "sesame"})},
+            request_state=read.request_state,
+            allow_input_required=True,
+        )
+        assert isinstance(opened, types.ReadResourceResult), opened
+        contents = opened.contents[0]
+        assert isinstance(contents, types.TextResourceContents)
+        assert contents.text == "gold opened with sesame"
+
 
 async def test_the_raw_wire_is_relayed_unchanged(baseline: Gateway, http: httpx.AsyncClient) -> None:
     """``resultType``, ``inputRequests`` and ``requestState`` as the upstream wrote them."""
