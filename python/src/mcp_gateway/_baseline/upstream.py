@@ -379,17 +379,22 @@ class _Connection:
 
 
 def keep_declared_capabilities(session: ClientSession) -> None:
-    """Make ``session``'s MCP 2026-07-28 requests carry the capabilities their caller gives.
+    """Adapt ``session``, an SDK client session of MCP 2026-07-28, to serving many clients.
 
-    The SDK client stamps every request of that era with its own capabilities (those of its
-    callbacks); the baseline's upstream client has one session for every downstream client,
-    so a request instead declares the capabilities of the client it is made for, given in
-    its ``_meta`` (``io.modelcontextprotocol/clientCapabilities``): what the upstream may ask
-    for in an ``input_required`` result. A request without them keeps the SDK's (none).
-    The SDK has no public hook for this: the session's request stamp (private, replaced by
-    each ``adopt``, so this runs after it) is wrapped. Should the SDK change it, the connection
-    fails and the upstream is served in 2025-11-25 only; ``test_baseline_input_required``
-    (a client declaring no elicitation is refused by the upstream) fails then.
+    - The SDK client stamps every request of that era with its own capabilities (those of its
+      callbacks); the baseline's upstream client serves every downstream client, so a request
+      instead declares the capabilities of the client it is made for, given in its ``_meta``
+      (``io.modelcontextprotocol/clientCapabilities``): what the upstream may ask for in an
+      ``input_required`` result. A request without them keeps the SDK's (none).
+    - A result without ``resultType`` (required in that era; some servers that answer
+      ``server/discover`` with it still leave it out) is taken as ``"complete"``, as the runtime
+      takes it, instead of failing the SDK's validation.
+
+    The SDK has no public hook for either: the session's request stamp (replaced by each
+    ``adopt``, so this runs after it) and its dispatcher's ``send_raw_request`` are wrapped.
+    Should the SDK change them, the connection fails and the upstream is served in 2025-11-25
+    only; ``test_baseline_input_required`` (a client declaring no elicitation is refused by the
+    upstream) and the conformance run of 2026-07-28 in mode python fail then.
     """
     stamp = session._stamp
 
@@ -402,6 +407,19 @@ def keep_declared_capabilities(session: ClientSession) -> None:
             data["params"]["_meta"][types.CLIENT_CAPABILITIES_META_KEY] = declared
 
     session._stamp = declared_stamp
+    if getattr(session, "_lenient_results", False):
+        return
+    dispatcher = session._dispatcher
+    send_raw_request = dispatcher.send_raw_request
+
+    async def lenient(method: str, params: Any, opts: Any = None) -> dict[str, Any]:
+        raw = await send_raw_request(method, params, opts)
+        if isinstance(raw, dict) and "resultType" not in raw:
+            raw["resultType"] = "complete"
+        return raw
+
+    dispatcher.send_raw_request = lenient  # type: ignore[method-assign]
+    session._lenient_results = True  # type: ignore[attr-defined]
 
 
 async def _relay(capability: str, request: Any, result_type: Any) -> Any:
