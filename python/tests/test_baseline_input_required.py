@@ -8,7 +8,8 @@ same upstream; a tampered ``requestState`` is the upstream's to refuse. A 2025-1
 calling the same tool at the same time is asked mid-call as before and never sees
 ``input_required``. A tool of the 2025-only upstream works for a 2026 client, and when it asks
 that client something mid-call, the ask is refused to the upstream with a JSON-RPC error
-(-32601), which the upstream's SDK makes the call's error answer to the client.
+(-32601), which the upstream's SDK makes the call's error answer to the client. Last, an
+upstream of 2026-07-28 whose results lack ``resultType`` (the fixture's conformance tools).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
 from conftest import SECRET, Gateway, gateway_env
-from mcp_gateway.testing import free_port, start_gateway, stop
+from mcp_gateway.testing import free_port, start_fixture, start_gateway, stop
 from test_server_everything import _wait_port
 
 SERVER = Path(__file__).with_name("sdk_mrtr_server.py")
@@ -258,6 +259,35 @@ async def test_a_2025_only_upstream_serves_a_2026_client(baseline: Gateway) -> N
     async with http, legacy:
         result = await legacy.call_tool("l_confirm", {"text": "y"})
         assert result.content[0].text == "y: yes"
+
+
+async def test_a_result_without_result_type_is_complete(tmp_path: Path) -> None:
+    """An upstream that answers ``server/discover`` with 2026-07-28 but leaves ``resultType`` out.
+
+    The fixture's conformance tools did when this was written: the SDK client refuses such a
+    result, the baseline takes it as ``"complete"`` (as the runtime does).
+    """
+    fixture, url = start_fixture("--conformance", log=tmp_path / "fixture.log")
+    processes = [fixture]
+    try:
+        catalog = tmp_path / "catalog.toml"
+        catalog.write_text(f'[[upstreams]]\nid = "fixture"\nurl = "{url}"\n')
+        port = free_port()
+        processes.append(
+            start_gateway(gateway_env("python", catalog, None), port, log=tmp_path / "gateway.log")
+        )
+        gw = Gateway("python", f"http://127.0.0.1:{port}", SECRET)
+        http, client = _client(gw, V2026)
+        async with http, client:
+            for _ in range(2):
+                result = await client.call_tool("test_simple_text", {})
+                assert result.result_type == "complete"
+                assert result.content[0].text == "This is a simple text response for testing."
+            prompt = await client.get_prompt("test_simple_prompt")
+            assert prompt.messages
+    finally:
+        for process in reversed(processes):
+            stop(process)
 
 
 async def _yes(context: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
