@@ -7,7 +7,8 @@ Started by ``test_baseline_input_required.py`` as ``python sdk_mrtr_server.py MO
   Its ``confirm`` tool asks an elicitation through the SDK's resolvers: to a 2026-07-28 request
   it answers ``resultType: "input_required"`` (``requestState`` sealed by the SDK, so a
   tampered one is refused with -32602), to a 2025-11-25 session it sends ``elicitation/create``
-  mid-call. Its ``approval`` prompt and its ``mrtr://vault/{item}`` resource template do the
+  mid-call; ``plan`` asks a sampling and the client's roots the same way, both in one round.
+  Its ``approval`` prompt and its ``mrtr://vault/{item}`` resource template do the
   same by hand (an ``InputRequiredResult`` until the retry carries the answer).
 - ``legacy``: the same server behind a check that refuses any request whose
   ``MCP-Protocol-Version`` is not of the handshake era (HTTP 400, ``-32000``
@@ -25,12 +26,16 @@ import sys
 from typing import Annotated, Any
 
 import uvicorn
-from mcp.server.mcpserver import Context, Elicit, MCPServer, Resolve
+from mcp.server.mcpserver import Context, Elicit, ListRoots, MCPServer, Resolve, Sample
 from mcp_types import (
+    CreateMessageResult,
     ElicitRequest,
     ElicitRequestFormParams,
     ElicitResult,
     InputRequiredResult,
+    ListRootsResult,
+    SamplingMessage,
+    TextContent,
 )
 from pydantic import BaseModel
 
@@ -57,6 +62,27 @@ def confirm(text: str, answer: Annotated[Answer, Resolve(ask)]) -> str:
     global completed
     completed += 1
     return f"{text}: {'yes' if answer.ok else 'no'}"
+
+
+def draft(goal: str) -> Sample:
+    """A resolver of ``plan``: one sampling request naming the goal."""
+    return Sample([SamplingMessage(role="user", content=TextContent(type="text", text=goal))], max_tokens=20)
+
+
+def places() -> ListRoots:
+    """A resolver of ``plan``: the client's roots."""
+    return ListRoots()
+
+
+@server.tool()
+def plan(
+    goal: str,
+    sampled: Annotated[CreateMessageResult, Resolve(draft)],
+    roots: Annotated[ListRootsResult, Resolve(places)],
+) -> str:
+    """Asks for a sampling and the roots in one round; answers with both."""
+    text = sampled.content.text if isinstance(sampled.content, TextContent) else "?"
+    return f"{goal}: {text} in {','.join(str(r.uri) for r in roots.roots)}"
 
 
 @server.tool()

@@ -78,7 +78,13 @@ def _accept(requests: dict[str, Any], content: dict[str, Any]) -> dict[str, Any]
 
 
 async def test_input_required_is_relayed_and_the_retry_reaches_the_upstream(baseline: Gateway) -> None:
-    http, client = _client(baseline, V2026, elicitation_callback=_never_asked)
+    http, client = _client(
+        baseline,
+        V2026,
+        elicitation_callback=_never_asked,
+        sampling_callback=_never_asked,
+        list_roots_callback=_never_asked,
+    )
     async with http, client:
         assert client.protocol_version == V2026
         first = await client.session.call_tool("m_confirm", {"text": "deploy"}, allow_input_required=True)
@@ -98,6 +104,29 @@ async def test_input_required_is_relayed_and_the_retry_reaches_the_upstream(base
         assert isinstance(done, types.CallToolResult), done
         assert not done.is_error, done
         assert done.content[0].text == "deploy: yes"
+
+        # Two requests in one round, a sampling and the roots, answered together.
+        plan = await client.session.call_tool("m_plan", {"goal": "ship"}, allow_input_required=True)
+        assert isinstance(plan, types.InputRequiredResult), plan
+        kinds = {type(r) for r in plan.input_requests.values()}
+        assert kinds == {types.CreateMessageRequest, types.ListRootsRequest}, plan
+        answers: dict[str, Any] = {}
+        for key, asked in plan.input_requests.items():
+            if isinstance(asked, types.CreateMessageRequest):
+                answers[key] = types.CreateMessageResult(
+                    role="assistant", content=types.TextContent(type="text", text="fast"), model="m"
+                )
+            else:
+                answers[key] = types.ListRootsResult(roots=[types.Root(uri="file:///srv")])
+        shipped = await client.session.call_tool(
+            "m_plan",
+            {"goal": "ship"},
+            input_responses=answers,
+            request_state=plan.request_state,
+            allow_input_required=True,
+        )
+        assert isinstance(shipped, types.CallToolResult), shipped
+        assert shipped.content[0].text == "ship: fast in file:///srv", shipped
 
         # The SDK client's own driver (call_tool fulfils the requests through its callback).
         http2, driven = _client(baseline, V2026, elicitation_callback=_yes)
@@ -294,5 +323,5 @@ async def _yes(context: Any, params: types.ElicitRequestParams) -> types.ElicitR
     return types.ElicitResult(action="accept", content={"ok": True})
 
 
-async def _never_asked(context: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
+async def _never_asked(context: Any, params: Any = None) -> Any:
     raise AssertionError("a 2026-07-28 client is never asked mid-call")
