@@ -595,6 +595,10 @@ class Upstream:
         async with self._modern_lock:
             if self.speaks_modern is not None:
                 return self.speaks_modern
+            if self._modern is not None:
+                # Asked again (the upstream answered -32022): its old client goes.
+                self._modern.close()
+                self._modern = None
             conn = _Connection(
                 self.config,
                 self._http_client,
