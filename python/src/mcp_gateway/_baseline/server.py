@@ -3,7 +3,13 @@
 Lists are filtered by the caller's AuthContext and virtual server; ``tools/call``,
 ``prompts/get`` and ``resources/read`` are routed to their upstream (:mod:`.upstream`), with the
 upstream's progress and logging notifications forwarded onto the caller's stream and a result
-over the message limit refused (:func:`check_result_size`). The caller reaches the handlers
+over the message limit refused (:func:`check_result_size`). A caller of MCP 2026-07-28 whose
+upstream speaks that version too is served in it (multi-round-trip requests, SEP-2322): the
+upstream's ``input_required`` result is relayed unchanged and the caller's retry, routed by the
+same name, reaches the same upstream with its ``inputResponses`` and ``requestState``; a
+caller of that era is never asked anything mid-call (an upstream of 2025-11-25 only that asks is
+refused, -32601), and a caller of 2025-11-25 never gets an ``input_required`` result (its calls
+go through the upstream's session of that era). The caller reaches the handlers
 through two keys of the ASGI scope that the front layer sets (:data:`AUTH_KEY`,
 :data:`SCOPE_KEY`).
 """
@@ -14,7 +20,7 @@ import contextlib
 import functools
 import warnings
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import mcp_types as types
@@ -215,8 +221,18 @@ def build_server(
             """Relays an upstream's request to this call's client, on this call's stream.
 
             Refused (-32601 to the upstream) when the client did not declare ``capability``
-            at initialize; the client's error answer goes back as it came.
+            at initialize, or speaks MCP 2026-07-28 (that era has no server-to-client request:
+            an upstream of 2025-11-25 only cannot ask such a client anything); the client's
+            error answer goes back as it came.
             """
+            if ctx.protocol_version in SESSIONLESS_PROTOCOL_VERSIONS:
+                return types.ErrorData(
+                    code=types.METHOD_NOT_FOUND,
+                    message=(
+                        f"the client of this call speaks MCP {ctx.protocol_version}, "
+                        f"which takes no {request.method} request during a call"
+                    ),
+                )
             caps = ctx.session.client_capabilities
             if caps is None or getattr(caps, capability, None) is None:
                 return types.ErrorData(
@@ -250,9 +266,32 @@ def build_server(
         meta = (ctx.params or {}).get("_meta") or {}
         return meta.get("progressToken") if isinstance(meta, dict) else None
 
+    async def modern_meta(ctx: Any, upstream: Upstream) -> types.RequestParamsMeta | None:
+        """The ``_meta`` of the MCP 2026-07-28 request to send ``upstream``, or ``None``.
+
+        ``None`` (the call goes through the upstream's 2025-11-25 session) unless both the
+        caller and the upstream speak MCP 2026-07-28 (:meth:`Upstream.probe_era`). Otherwise:
+        the caller's capabilities (what the upstream may ask it for in an ``input_required``
+        result) and its log level opt-in, if any; the SDK client adds the version.
+        """
+        if ctx.protocol_version not in SESSIONLESS_PROTOCOL_VERSIONS or not await upstream.probe_era():
+            return None
+        caps = ctx.session.client_capabilities
+        meta: dict[str, Any] = {
+            types.CLIENT_CAPABILITIES_META_KEY: {}
+            if caps is None
+            else caps.model_dump(by_alias=True, mode="json", exclude_none=True)
+        }
+        given = (ctx.params or {}).get("_meta")
+        if isinstance(given, dict) and isinstance(level := given.get(types.LOG_LEVEL_META_KEY), str):
+            meta[types.LOG_LEVEL_META_KEY] = level
+        # An open map of the reserved keys (the TypedDict's extra items, which mypy cannot see).
+        return cast("types.RequestParamsMeta", meta)
+
     async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> Any:
         upstream, entry = route(ctx, "tool", params.name)
         token = progress_token(ctx)
+        meta = await modern_meta(ctx, upstream)
 
         async def run(forward: Any) -> Any:
             async def on_progress(progress: float, total: float | None, message: str | None) -> None:
@@ -264,6 +303,22 @@ def build_server(
                     )
                 )
 
+            if meta is not None:
+                # The caller's retry (`inputResponses`, `requestState`) goes as it came; an
+                # `input_required` answer comes back to be relayed unchanged.
+                return await upstream.call(
+                    lambda client: client.session.call_tool(
+                        entry.upstream_name,
+                        params.arguments,
+                        read_timeout_seconds=upstream.timeout_s,
+                        progress_callback=on_progress if token is not None else None,
+                        input_responses=params.input_responses,
+                        request_state=params.request_state,
+                        meta=meta,
+                        allow_input_required=True,
+                    ),
+                    modern=True,
+                )
             return await upstream.call(
                 lambda client: client.session.call_tool(
                     entry.upstream_name,
@@ -277,6 +332,22 @@ def build_server(
 
     async def get_prompt(ctx: Any, params: types.GetPromptRequestParams) -> Any:
         upstream, entry = route(ctx, "prompt", params.name)
+        meta = await modern_meta(ctx, upstream)
+        if meta is not None:
+            return await forwarding(
+                ctx,
+                lambda _forward: upstream.call(
+                    lambda client: client.session.get_prompt(
+                        entry.upstream_name,
+                        params.arguments,
+                        input_responses=params.input_responses,
+                        request_state=params.request_state,
+                        meta=meta,
+                        allow_input_required=True,
+                    ),
+                    modern=True,
+                ),
+            )
         return await forwarding(
             ctx,
             lambda _forward: upstream.call(
@@ -286,6 +357,21 @@ def build_server(
 
     async def read_resource(ctx: Any, params: types.ReadResourceRequestParams) -> Any:
         upstream, _ = route(ctx, "resource", str(params.uri))
+        meta = await modern_meta(ctx, upstream)
+        if meta is not None:
+            return await forwarding(
+                ctx,
+                lambda _forward: upstream.call(
+                    lambda client: client.session.read_resource(
+                        str(params.uri),
+                        input_responses=params.input_responses,
+                        request_state=params.request_state,
+                        meta=meta,
+                        allow_input_required=True,
+                    ),
+                    modern=True,
+                ),
+            )
         return await forwarding(
             ctx,
             lambda _forward: upstream.call(lambda client: client.session.read_resource(str(params.uri))),

@@ -6,6 +6,14 @@ notifications are correlated with a context variable: the SDK's streamable HTTP 
 each POST, and the callbacks for the messages on its response stream, in the context of the
 task that sent the request, so the callback finds the sink of the call that caused it.
 
+MCP 2026-07-28 (SEP-2322): a streamable HTTP upstream that answers ``server/discover`` with
+that version (:meth:`Upstream.probe_era`, learnt once) also gets a sessionless client of that
+era, through which the server sends the ``tools/call``, ``prompts/get`` and ``resources/read``
+of clients of that era: each request carries the calling client's capabilities
+(:func:`keep_declared_capabilities`), and an ``input_required`` result comes back as the SDK's
+``InputRequiredResult`` for the server to relay. Everything else, and every request to an
+upstream of 2025-11-25 only, goes through the shared session.
+
 Message size: like the runtime's upstream client, no single message from an upstream is read
 past the message limit plus :data:`ENVELOPE_SLACK_BYTES` (an SSE event through the SDK's
 ``max_sse_event_size``, a JSON response body through :class:`SizeCappedTransport`); the call
@@ -30,18 +38,21 @@ import httpx2
 import mcp_types as types
 from anyio.abc import TaskGroup, TaskStatus
 from mcp import Client
-from mcp.client.session import ClientRequestContext, IncomingMessage, MessageHandlerFnT
+from mcp.client.session import ClientRequestContext, ClientSession, IncomingMessage, MessageHandlerFnT
 from mcp.client.sse import sse_client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
-from mcp_types import CONNECTION_CLOSED
+from mcp_types import CONNECTION_CLOSED, UNSUPPORTED_PROTOCOL_VERSION
+from mcp_types.version import LATEST_MODERN_VERSION
+from pydantic import ValidationError
 
 from mcp_gateway._baseline.catalog import UpstreamConfig
 from mcp_gateway._jsonrpc import INTERNAL_ERROR, REQUEST_TIMEOUT, result_too_large
 
 __all__ = [
     "ENVELOPE_SLACK_BYTES",
+    "MODERN_VERSION",
     "UPSTREAM_UNAVAILABLE",
     "ListKind",
     "LogSink",
@@ -50,6 +61,7 @@ __all__ = [
     "SizeCappedTransport",
     "Upstream",
     "UpstreamUnavailableError",
+    "keep_declared_capabilities",
     "log_sink",
     "request_sink",
     "sdk_failure",
@@ -102,6 +114,10 @@ RESTART_BACKOFF_MAX_S = 30.0
 """The longest wait between two starts of a stdio server, in seconds (the runtime's)."""
 RESTART_BACKOFF_RESET_S = 60.0
 """A stdio server that ran this long since its last start starts again at once, in seconds."""
+
+MODERN_VERSION = LATEST_MODERN_VERSION
+"""The sessionless protocol version the baseline speaks to an upstream that speaks it (MCP
+2026-07-28), for the requests of clients of that version that may get ``input_required``."""
 
 ENVELOPE_SLACK_BYTES = 1024 * 1024
 """Room for the JSON-RPC envelope around a result of the maximum size (the runtime's slack)."""
@@ -248,6 +264,10 @@ class _Connection:
     (on ``http_client``, which carries the upstream's headers), ``sse_client`` (its own
     client, the same headers) or ``stdio_client`` (the server started as a child process,
     stopped when the connection ends: stdin closed, then SIGTERM, then SIGKILL).
+
+    ``modern``: the client speaks MCP 2026-07-28 (:data:`MODERN_VERSION`) without a session,
+    adopting ``discovered`` (the upstream's ``server/discover`` result; ``None``: a minimal one
+    of the SDK's, for the probe itself); otherwise it opens a 2025-11-25 session.
     """
 
     def __init__(
@@ -256,9 +276,14 @@ class _Connection:
         http_client: httpx2.AsyncClient,
         max_sse_event_size: int | None,
         message_handler: MessageHandlerFnT | None = None,
+        *,
+        modern: bool = False,
+        discovered: types.DiscoverResult | None = None,
     ) -> None:
         self.config = config
         self._message_handler = message_handler
+        self._modern = modern
+        self._discovered = discovered
         self.client: Client | None = None
         self._max_sse_event_size = max_sse_event_size
         self.broken = anyio.Event()
@@ -302,22 +327,11 @@ class _Connection:
         stderr = _StderrLog(self.config.id) if self.config.transport == "stdio" else None
         try:
             transport = self._transport(stderr)
-            async with Client(
-                transport,
-                mode="legacy",
-                cache=None,
-                logging_callback=_forward_log,
-                message_handler=self._message_handler,
-                # One upstream session serves every downstream one: it declares what any
-                # client may answer; each request is checked against the calling client's
-                # capabilities when it is relayed (server.py).
-                sampling_callback=_sampling,
-                elicitation_callback=_elicitation,
-                list_roots_callback=_list_roots,
-                raise_exceptions=False,
-            ) as client:
+            async with self._client(transport) as client:
                 if stderr is not None:
                     stderr.close_writer()
+                if self._modern:
+                    keep_declared_capabilities(client.session)
                 self.client = client
                 started = True
                 task_status.started()
@@ -332,8 +346,80 @@ class _Connection:
             self.client = None
             self.broken.set()
 
+    def _client(self, transport: Any) -> Client:
+        if self._modern:
+            # MCP 2026-07-28: no session, every request a POST of its own carrying the version
+            # and the calling client's capabilities (keep_declared_capabilities); the upstream
+            # asks through input_required results, never mid-call.
+            return Client(
+                transport,
+                mode=MODERN_VERSION,
+                prior_discover=self._discovered,
+                cache=None,
+                logging_callback=_forward_log,
+                raise_exceptions=False,
+            )
+        return Client(
+            transport,
+            mode="legacy",
+            cache=None,
+            logging_callback=_forward_log,
+            message_handler=self._message_handler,
+            # One upstream session serves every downstream one: it declares what any
+            # client may answer; each request is checked against the calling client's
+            # capabilities when it is relayed (server.py).
+            sampling_callback=_sampling,
+            elicitation_callback=_elicitation,
+            list_roots_callback=_list_roots,
+            raise_exceptions=False,
+        )
+
     def close(self) -> None:
         self._close.set()
+
+
+def keep_declared_capabilities(session: ClientSession) -> None:
+    """Adapt ``session``, an SDK client session of MCP 2026-07-28, to serving many clients.
+
+    - The SDK client stamps every request of that era with its own capabilities (those of its
+      callbacks); the baseline's upstream client serves every downstream client, so a request
+      instead declares the capabilities of the client it is made for, given in its ``_meta``
+      (``io.modelcontextprotocol/clientCapabilities``): what the upstream may ask for in an
+      ``input_required`` result. A request without them keeps the SDK's (none).
+    - A result without ``resultType`` (required in that era; some servers that answer
+      ``server/discover`` with it still leave it out) is taken as ``"complete"``, as the runtime
+      takes it, instead of failing the SDK's validation.
+
+    The SDK has no public hook for either: the session's request stamp (replaced by each
+    ``adopt``, so this runs after it) and its dispatcher's ``send_raw_request`` are wrapped.
+    Should the SDK change them, the connection fails and the upstream is served in 2025-11-25
+    only; ``test_baseline_input_required`` (a client declaring no elicitation is refused by the
+    upstream) and the conformance run of 2026-07-28 in mode python fail then.
+    """
+    stamp = session._stamp
+
+    def declared_stamp(data: dict[str, Any], opts: Any) -> None:
+        params = data.get("params")
+        meta = params.get("_meta") if isinstance(params, dict) else None
+        declared = meta.get(types.CLIENT_CAPABILITIES_META_KEY) if isinstance(meta, dict) else None
+        stamp(data, opts)
+        if declared is not None:
+            data["params"]["_meta"][types.CLIENT_CAPABILITIES_META_KEY] = declared
+
+    session._stamp = declared_stamp
+    if getattr(session, "_lenient_results", False):
+        return
+    dispatcher = session._dispatcher
+    send_raw_request = dispatcher.send_raw_request
+
+    async def lenient(method: str, params: Any, opts: Any = None) -> dict[str, Any]:
+        raw = await send_raw_request(method, params, opts)
+        if isinstance(raw, dict) and "resultType" not in raw:
+            raw["resultType"] = "complete"
+        return raw
+
+    dispatcher.send_raw_request = lenient  # type: ignore[method-assign]
+    session._lenient_results = True  # type: ignore[attr-defined]
 
 
 async def _relay(capability: str, request: Any, result_type: Any) -> Any:
@@ -403,6 +489,11 @@ class Upstream:
         self._connection: _Connection | None = None
         self._scope: anyio.CancelScope | None = None
         self._lock = anyio.Lock()
+        self._modern: _Connection | None = None
+        self._modern_lock = anyio.Lock()
+        self._discovered: types.DiscoverResult | None = None
+        self.speaks_modern: bool | None = None
+        """Whether the upstream speaks MCP 2026-07-28 (:meth:`probe_era`); ``None`` until known."""
         self._last_start: float | None = None
         self._backoff_s = RESTART_BACKOFF_MIN_S
         self.on_resource_updated: Callable[[str], Awaitable[None]] | None = None
@@ -483,6 +574,94 @@ class Upstream:
             assert conn.client is not None
             return conn, conn.client
 
+    async def probe_era(self) -> bool:
+        """Whether requests of MCP 2026-07-28 may be sent to this upstream, learnt once.
+
+        Only a streamable HTTP upstream is asked (stdio would need a second server process, the
+        legacy HTTP+SSE transport predates that era): one ``server/discover`` at
+        :data:`MODERN_VERSION`, as the SDK client's own ``auto`` negotiation probes. A result
+        naming that version makes the upstream modern (its sessionless client is kept, see
+        :meth:`call`); an error answer (``-32601``, ``-32022``, an HTTP 400 of a server written
+        before that era) or a result naming only handshake versions makes it one of 2025-11-25,
+        remembered for this upstream's life. A failure to reach it decides nothing (``False``
+        this time, asked again next time). A modern upstream that later answers ``-32022`` is
+        asked again (:meth:`call`).
+        """
+        if self.speaks_modern is not None:
+            return self.speaks_modern
+        if self.config.transport != "streamable-http":
+            self.speaks_modern = False
+            return False
+        async with self._modern_lock:
+            if self.speaks_modern is not None:
+                return self.speaks_modern
+            if self._modern is not None:
+                # Asked again (the upstream answered -32022): its old client goes.
+                self._modern.close()
+                self._modern = None
+            conn = _Connection(
+                self.config,
+                self._http_client,
+                self._cap,
+                modern=True,
+            )
+            try:
+                with anyio.fail_after(self._timeout_s):
+                    await self._task_group.start(conn.run)
+                    assert conn.client is not None
+                    session = conn.client.session
+                    raw = await session.send_discover(MODERN_VERSION)
+                result = types.DiscoverResult.model_validate(raw)
+            except MCPError as e:
+                conn.close()
+                if sdk_failure(e, self._cap) is not None:
+                    logger.info("upstream %s: era unknown: %s", self.config.id, e.error.message)
+                    return False
+                logger.info("upstream %s speaks only the handshake era: %s", self.config.id, e.error.message)
+                self.speaks_modern = False
+                return False
+            except ValidationError:
+                conn.close()
+                self.speaks_modern = False
+                return False
+            except Exception as e:
+                conn.close()
+                logger.info("upstream %s: era unknown: %s: %s", self.config.id, type(e).__name__, e)
+                return False
+            if MODERN_VERSION not in result.supported_versions:
+                conn.close()
+                self.speaks_modern = False
+                return False
+            session.adopt(result)
+            keep_declared_capabilities(session)
+            self._discovered = result
+            self._modern = conn
+            self.speaks_modern = True
+            logger.info("upstream %s speaks %s", self.config.id, MODERN_VERSION)
+            return True
+
+    async def _modern_client(self) -> tuple[_Connection, Client]:
+        """The live sessionless connection (:meth:`probe_era` said yes), opened again if broken."""
+        async with self._modern_lock:
+            conn = self._modern
+            if conn is None or conn.broken.is_set() or conn.client is None:
+                if conn is not None:
+                    conn.close()
+                    self._modern = None
+                conn = _Connection(
+                    self.config, self._http_client, self._cap, modern=True, discovered=self._discovered
+                )
+                try:
+                    with anyio.fail_after(self._timeout_s):
+                        await self._task_group.start(conn.run)
+                except TimeoutError as e:
+                    raise UpstreamUnavailableError(
+                        f"upstream {self.config.id} unavailable: connect timed out"
+                    ) from e
+                self._modern = conn
+            assert conn.client is not None
+            return conn, conn.client
+
     def _unavailable(self, detail: object) -> MCPError:
         """The caller's error for an unreachable upstream: the runtime's words, no upstream id.
 
@@ -491,7 +670,7 @@ class Upstream:
         logger.warning("upstream %s unavailable: %s", self.config.id, detail)
         return MCPError(code=INTERNAL_ERROR, message=UPSTREAM_UNAVAILABLE)
 
-    async def call(self, fn: Callable[[Client], Awaitable[T]]) -> T:
+    async def call(self, fn: Callable[[Client], Awaitable[T]], *, modern: bool = False) -> T:
         """Run ``fn`` with the upstream's client, within the upstream timeout.
 
         Like the runtime's upstream client: when the upstream no longer knows the shared
@@ -501,6 +680,10 @@ class Upstream:
 
         Args:
             fn: The call, given the SDK client; it may run twice (see above).
+            modern: Use the upstream's MCP 2026-07-28 client instead of its session (only
+                once :meth:`probe_era` said the upstream speaks that version): no session, so
+                nothing to reconnect; an upstream answering ``-32022`` (it no longer speaks
+                that version) is probed again by the next call.
 
         Raises:
             MCPError: The upstream's own JSON-RPC error (passed through as is), a timeout
@@ -512,13 +695,15 @@ class Upstream:
         retried = False
         while True:
             try:
-                conn, client = await self._client()
+                conn, client = await (self._modern_client() if modern else self._client())
             except UpstreamUnavailableError as e:
                 logger.warning("%s", e)
                 raise MCPError(code=INTERNAL_ERROR, message=UPSTREAM_UNAVAILABLE) from e
             try:
                 return await fn(client)
             except MCPError as e:
+                if modern and e.code == UNSUPPORTED_PROTOCOL_VERSION:
+                    self.speaks_modern = None
                 failure = sdk_failure(e, self._cap)
                 if failure is SdkFailure.TOO_LARGE and self._limit is not None:
                     logger.info("upstream %s: %s", self.config.id, e.error.message)
@@ -616,18 +801,19 @@ class Upstream:
         return await self.call(discover)
 
     def close(self) -> None:
-        """Ask the connection task to end (it sends DELETE upstream on its way out)."""
-        if self._connection is not None:
-            self._connection.close()
+        """Ask the connection tasks to end (the session's sends DELETE upstream on its way out)."""
+        for conn in (self._connection, self._modern):
+            if conn is not None:
+                conn.close()
 
     async def aclose(self, timeout_s: float = 5.0) -> None:
-        """Close the connection (:meth:`close`) and wait, at most ``timeout_s`` seconds, until it ended.
+        """Close the connections (:meth:`close`) and wait, at most ``timeout_s`` seconds, until they ended.
 
         For an upstream that leaves while the baseline runs (a catalog reload): its HTTP client
         can then be closed without cutting its goodbye short. Calls still running on it fail.
         """
-        conn = self._connection
+        conns = [conn for conn in (self._connection, self._modern) if conn is not None]
         self.close()
-        if conn is not None:
-            with anyio.move_on_after(timeout_s):
+        with anyio.move_on_after(timeout_s):
+            for conn in conns:
                 await conn.broken.wait()
