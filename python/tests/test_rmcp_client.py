@@ -11,7 +11,9 @@ the fixture's conformance catalog (``mcp-fixture-server --conformance``: the ord
 * 2026-07-28 (``server/discover``, no session, rmcp's ``Discover`` lifecycle that never falls
   back to ``initialize``): the tool list and ``echo``; and, where the upstream lists
   ``test_input_required_result_elicitation``, an ``input_required`` round trip that rmcp's
-  ``call_tool`` fulfils through the same handler and retries.
+  ``call_tool`` fulfils through the same handler and retries. ``test_sampling`` from this
+  client ends with an error result and the client is not asked (the era has no
+  server-to-client request outside ``input_required``).
 * A wrong token: the client does not start, exits 1 and says why.
 """
 
@@ -120,8 +122,11 @@ def test_the_stateless_era_discovers_lists_and_calls(gw: Gateway) -> None:
     assert "tools/list" not in steps, (gw.mode, steps)
     assert {"echo", "test_sampling"} <= set(result["tools"]), gw.mode
     assert steps["echo"] == {"text": "hello from rmcp", "isError": False}, gw.mode
-    # No server-to-client request outside a call's input_required result in this era.
-    assert result["asked"]["sampling"] == [], gw.mode
+    # No server-to-client request outside a call's input_required result in this era: a tool
+    # whose upstream asks one ends (its error or an error result), and the client is not asked.
+    sampled = steps["test_sampling"]
+    assert "error" in sampled or sampled["isError"], (gw.mode, sampled)
+    assert result["asked"] == {"sampling": [], "elicitation": []}, gw.mode
 
 
 def test_the_stateless_era_input_required_round_trip(gw: Gateway) -> None:

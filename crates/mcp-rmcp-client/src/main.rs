@@ -15,7 +15,9 @@
 //!   does not fall back to `initialize`), then the tool list, `echo`, and — when listed —
 //!   `test_input_required_result_elicitation`: the server answers `resultType:
 //!   "input_required"`, rmcp's `call_tool` fulfils the `inputRequests` through the same handler
-//!   and retries with `inputResponses`.
+//!   and retries with `inputResponses`; and `test_sampling`, whose upstream asks a
+//!   server-to-client request this era does not have outside `input_required`: the call must
+//!   end (an error or an error result), and the handler is not asked.
 //!
 //! Output (one line of JSON): `era`, `protocolVersion` (negotiated), `serverName` (or null),
 //! `tools` (names, sorted), and one entry per step under `steps`: `{"text": ...,
@@ -280,9 +282,17 @@ async fn run(args: Args) -> Result<Value> {
             .await;
             steps.insert(ELICITATION_TOOL.into(), step);
         }
-    } else if listed(INPUT_REQUIRED_TOOL) {
-        let step = call(&client, INPUT_REQUIRED_TOOL, json!({})).await;
-        steps.insert(INPUT_REQUIRED_TOOL.into(), step);
+    } else {
+        if listed(INPUT_REQUIRED_TOOL) {
+            let step = call(&client, INPUT_REQUIRED_TOOL, json!({})).await;
+            steps.insert(INPUT_REQUIRED_TOOL.into(), step);
+        }
+        if listed(SAMPLING_TOOL) {
+            // 2026-07-28 has no server-to-client request outside an `input_required` result:
+            // an upstream that asks one anyway must end the call, never hold it.
+            let step = call(&client, SAMPLING_TOOL, json!({"prompt": "the answer?"})).await;
+            steps.insert(SAMPLING_TOOL.into(), step);
+        }
     }
     // Ends the session (DELETE) in the session era; closes the transport in both.
     if let Err(e) = client.cancel().await {
