@@ -14,6 +14,8 @@
 //! - [`conformance`]: the `test_*` tools, `test://` resources and `test_*` prompts the
 //!   official MCP conformance suite calls, served only with `--conformance`
 //!   ([`SharedState::with_conformance`]).
+//! - [`mrtr`]: the conformance catalog's multi-round-trip tools and prompt (MCP
+//!   2026-07-28 `input_required` results with an integrity-protected `requestState`).
 //! - [`server`]: [`FixtureServer`], the `rmcp` `ServerHandler` that implements them, and
 //!   [`SharedState`], the state shared by every session (the counter of `sleep` and
 //!   `progress` calls in flight).
@@ -37,6 +39,7 @@
 pub mod catalog;
 pub mod conformance;
 pub mod http;
+pub mod mrtr;
 pub mod server;
 mod session;
 
