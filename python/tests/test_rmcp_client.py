@@ -3,17 +3,18 @@
 ``mcp-rmcp-client`` (crates/mcp-rmcp-client, built by ``make python-binaries``) is rmcp's own
 client driven by a fixed script; it prints one JSON object of what came back. Every mode serves
 the fixture's conformance catalog (``mcp-fixture-server --conformance``: the ordinary tools plus
-``test_sampling`` and ``test_elicitation``) from one public upstream.
+``test_sampling``, ``test_elicitation`` and the ``test_input_required_result_*`` tools) from one
+public upstream.
 
 * 2025-11-25 (``initialize``, a session): the tool list, ``echo``, and a sampling and an
   elicitation round trip: the upstream's ``sampling/createMessage`` and ``elicitation/create``
   reach rmcp's ``ClientHandler`` on the call's stream and its answers go back to the upstream.
 * 2026-07-28 (``server/discover``, no session, rmcp's ``Discover`` lifecycle that never falls
-  back to ``initialize``): the tool list and ``echo``; and, where the upstream lists
-  ``test_input_required_result_elicitation``, an ``input_required`` round trip that rmcp's
-  ``call_tool`` fulfils through the same handler and retries. ``test_sampling`` from this
-  client ends with an error result and the client is not asked (the era has no
-  server-to-client request outside ``input_required``).
+  back to ``initialize``): the tool list and ``echo``; an elicitation and a sampling round trip
+  as ``input_required`` results (``test_input_required_result_elicitation``, ``..._sampling``)
+  that rmcp's ``call_tool`` fulfils through the same handler and retries. ``test_sampling``
+  from this client ends with an error result and the client is not asked for it (the era has
+  no server-to-client request outside ``input_required``).
 * A wrong token: the client does not start, exits 1 and says why.
 """
 
@@ -34,7 +35,8 @@ from mcp_gateway.testing import EDGE_MODES, free_port, rmcp_client_binary, stack
 MODES = [*GATEWAY_MODES, *EDGE_MODES]
 V2025 = "2025-11-25"
 V2026 = "2026-07-28"
-INPUT_REQUIRED_TOOL = "test_input_required_result_elicitation"
+INPUT_REQUIRED_ELICITATION = "test_input_required_result_elicitation"
+INPUT_REQUIRED_SAMPLING = "test_input_required_result_sampling"
 # Generous, for a loaded machine: the whole script of one run.
 RUN_TIMEOUT_S = 120.0
 
@@ -126,19 +128,28 @@ def test_the_stateless_era_discovers_lists_and_calls(gw: Gateway) -> None:
     # whose upstream asks one ends (its error or an error result), and the client is not asked.
     sampled = steps["test_sampling"]
     assert "error" in sampled or sampled["isError"], (gw.mode, sampled)
-    assert result["asked"] == {"sampling": [], "elicitation": []}, gw.mode
+    assert "the answer?" not in result["asked"]["sampling"], gw.mode
 
 
-def test_the_stateless_era_input_required_round_trip(gw: Gateway) -> None:
+# The Python baseline reaches the upstream through its one 2025-11-25 session, where the fixture
+# refuses to answer input_required (-32600); its 2026 relay is being added on branch pymrtr.
+BASELINE_MRTR = "the Python baseline does not relay input_required to a 2026-07-28 upstream yet"
+
+
+def test_the_stateless_era_input_required_round_trips(gw: Gateway, request: pytest.FixtureRequest) -> None:
+    if gw.mode == "python":
+        request.applymarker(pytest.mark.xfail(reason=BASELINE_MRTR))
     result = report(gw, V2026)
-    if INPUT_REQUIRED_TOOL not in result["tools"]:
-        pytest.skip(
-            f"the fixture does not serve {INPUT_REQUIRED_TOOL} yet (being added on branch fix26): "
-            "no upstream here answers input_required"
-        )
-    step = result["steps"][INPUT_REQUIRED_TOOL]
-    assert not step.get("isError", True), (gw.mode, step)
-    assert result["asked"]["elicitation"], (gw.mode, result)
+    assert {INPUT_REQUIRED_ELICITATION, INPUT_REQUIRED_SAMPLING} <= set(result["tools"]), gw.mode
+    steps = result["steps"]
+    # The first answer is input_required; rmcp's call_tool asks the handler and retries.
+    assert steps[INPUT_REQUIRED_ELICITATION] == {"text": "Hello, rmcp!", "isError": False}, (gw.mode, steps)
+    assert result["asked"]["elicitation"] == ["What is your name?"], gw.mode
+    assert steps[INPUT_REQUIRED_SAMPLING] == {"text": "LLM response: forty-two", "isError": False}, (
+        gw.mode,
+        steps,
+    )
+    assert result["asked"]["sampling"] == ["What is the capital of France?"], gw.mode
 
 
 @pytest.mark.parametrize("era", [V2025, V2026])

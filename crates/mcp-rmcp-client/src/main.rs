@@ -13,9 +13,10 @@
 //!   the call's stream.
 //! * `--era 2026-07-28`: no session. `server/discover` first (rmcp's `Discover` lifecycle, which
 //!   does not fall back to `initialize`), then the tool list, `echo`, and — when listed —
-//!   `test_input_required_result_elicitation`: the server answers `resultType:
-//!   "input_required"`, rmcp's `call_tool` fulfils the `inputRequests` through the same handler
-//!   and retries with `inputResponses`; and `test_sampling`, whose upstream asks a
+//!   `test_input_required_result_elicitation` and `test_input_required_result_sampling`: the
+//!   server answers `resultType: "input_required"`, rmcp's `call_tool` fulfils the
+//!   `inputRequests` through the same handler and retries with `inputResponses`; and
+//!   `test_sampling`, whose upstream asks a
 //!   server-to-client request this era does not have outside `input_required`: the call must
 //!   end (an error or an error result), and the handler is not asked.
 //!
@@ -54,8 +55,12 @@ const SAMPLING_ANSWER: &str = "forty-two";
 /// The session-era tools the script calls when listed (the fixture's conformance catalog).
 const SAMPLING_TOOL: &str = "test_sampling";
 const ELICITATION_TOOL: &str = "test_elicitation";
-/// The 2026-era multi-round-trip tool the script calls when listed.
-const INPUT_REQUIRED_TOOL: &str = "test_input_required_result_elicitation";
+/// The 2026-era multi-round-trip tools the script calls when listed: each answers
+/// `input_required` with one input request (an elicitation, a sampling) first.
+const INPUT_REQUIRED_TOOLS: &[&str] = &[
+    "test_input_required_result_elicitation",
+    "test_input_required_result_sampling",
+];
 
 #[derive(Parser, Debug)]
 #[command(about = "Run rmcp's client through an MCP endpoint and print what came back as JSON")]
@@ -283,9 +288,9 @@ async fn run(args: Args) -> Result<Value> {
             steps.insert(ELICITATION_TOOL.into(), step);
         }
     } else {
-        if listed(INPUT_REQUIRED_TOOL) {
-            let step = call(&client, INPUT_REQUIRED_TOOL, json!({})).await;
-            steps.insert(INPUT_REQUIRED_TOOL.into(), step);
+        for tool in INPUT_REQUIRED_TOOLS.iter().filter(|t| listed(t)) {
+            let step = call(&client, tool, json!({})).await;
+            steps.insert((*tool).into(), step);
         }
         if listed(SAMPLING_TOOL) {
             // 2026-07-28 has no server-to-client request outside an `input_required` result:
