@@ -6,15 +6,17 @@ the fixture's conformance catalog (``mcp-fixture-server --conformance``: the ord
 ``test_sampling``, ``test_elicitation`` and the ``test_input_required_result_*`` tools) from one
 public upstream.
 
-* 2025-11-25 (``initialize``, a session): the tool list, ``echo``, and a sampling and an
-  elicitation round trip: the upstream's ``sampling/createMessage`` and ``elicitation/create``
-  reach rmcp's ``ClientHandler`` on the call's stream and its answers go back to the upstream.
+* 2025-11-25 (``initialize``, a session): the tool list, ``echo``, and a sampling, an
+  elicitation and a roots round trip: the upstream's ``sampling/createMessage``,
+  ``elicitation/create`` and ``roots/list`` reach rmcp's ``ClientHandler`` on the call's stream
+  and its answers go back to the upstream.
 * 2026-07-28 (``server/discover``, no session, rmcp's ``Discover`` lifecycle that never falls
-  back to ``initialize``): the tool list and ``echo``; an elicitation and a sampling round trip
-  as ``input_required`` results (``test_input_required_result_elicitation``, ``..._sampling``)
-  that rmcp's ``call_tool`` fulfils through the same handler and retries. ``test_sampling``
-  from this client ends with an error result and the client is not asked for it (the era has
-  no server-to-client request outside ``input_required``).
+  back to ``initialize``): the tool list and ``echo``; an elicitation, a sampling and a roots
+  round trip as ``input_required`` results (``test_input_required_result_elicitation``,
+  ``..._sampling``, ``..._list_roots``) that rmcp's ``call_tool`` fulfils through the same
+  handler and retries. ``test_sampling`` from this client ends with an error result and the
+  client is not asked for it (the era has no server-to-client request outside
+  ``input_required``).
 * A wrong token: the client does not start, exits 1 and says why.
 """
 
@@ -37,6 +39,9 @@ V2025 = "2025-11-25"
 V2026 = "2026-07-28"
 INPUT_REQUIRED_ELICITATION = "test_input_required_result_elicitation"
 INPUT_REQUIRED_SAMPLING = "test_input_required_result_sampling"
+INPUT_REQUIRED_ROOTS = "test_input_required_result_list_roots"
+# The one root mcp-rmcp-client's handler answers roots/list with.
+ROOT_URI = "file:///srv/rmcp-client"
 # Generous, for a loaded machine: the whole script of one run.
 RUN_TIMEOUT_S = 120.0
 
@@ -100,12 +105,12 @@ def report(gw: Gateway, era: str) -> dict[str, Any]:
     return result
 
 
-def test_the_session_era_with_sampling_and_elicitation(gw: Gateway) -> None:
+def test_the_session_era_with_sampling_elicitation_and_roots(gw: Gateway) -> None:
     result = report(gw, V2025)
     assert result["protocolVersion"] == V2025, gw.mode
     steps = result["steps"]
     assert "tools/list" not in steps, (gw.mode, steps)
-    assert {"echo", "test_sampling", "test_elicitation"} <= set(result["tools"]), gw.mode
+    assert {"echo", "test_sampling", "test_elicitation", "test_list_roots"} <= set(result["tools"]), gw.mode
     assert steps["echo"] == {"text": "hello from rmcp", "isError": False}, gw.mode
     assert steps["test_sampling"] == {"text": "LLM response: forty-two", "isError": False}, gw.mode
     assert result["asked"]["sampling"] == ["the answer?"], gw.mode
@@ -114,6 +119,8 @@ def test_the_session_era_with_sampling_and_elicitation(gw: Gateway) -> None:
     assert 'action="accept"' in elicited["text"], (gw.mode, elicited)
     assert "rmcp@example.com" in elicited["text"], (gw.mode, elicited)
     assert result["asked"]["elicitation"] == ["who are you?"], gw.mode
+    assert steps["test_list_roots"] == {"text": f"Roots: {ROOT_URI}", "isError": False}, gw.mode
+    assert result["asked"]["roots"] == 1, gw.mode
     assert "close" not in steps, (gw.mode, steps)
 
 
@@ -140,7 +147,8 @@ def test_the_stateless_era_input_required_round_trips(gw: Gateway, request: pyte
     if gw.mode == "python":
         request.applymarker(pytest.mark.xfail(reason=BASELINE_MRTR))
     result = report(gw, V2026)
-    assert {INPUT_REQUIRED_ELICITATION, INPUT_REQUIRED_SAMPLING} <= set(result["tools"]), gw.mode
+    listed = set(result["tools"])
+    assert {INPUT_REQUIRED_ELICITATION, INPUT_REQUIRED_SAMPLING, INPUT_REQUIRED_ROOTS} <= listed, gw.mode
     steps = result["steps"]
     # The first answer is input_required; rmcp's call_tool asks the handler and retries.
     assert steps[INPUT_REQUIRED_ELICITATION] == {"text": "Hello, rmcp!", "isError": False}, (gw.mode, steps)
@@ -150,6 +158,8 @@ def test_the_stateless_era_input_required_round_trips(gw: Gateway, request: pyte
         steps,
     )
     assert result["asked"]["sampling"] == ["What is the capital of France?"], gw.mode
+    assert steps[INPUT_REQUIRED_ROOTS] == {"text": f"Roots: {ROOT_URI}", "isError": False}, gw.mode
+    assert result["asked"]["roots"] == 1, gw.mode
 
 
 @pytest.mark.parametrize("era", [V2025, V2026])

@@ -6,27 +6,27 @@
 //! prints. rmcp drives the protocol; this program only chooses the lifecycle, answers what the
 //! server asks and reports what came back.
 //!
-//! * `--era 2025-11-25`: the `initialize` session. The client declares `sampling` and
-//!   `elicitation`; the script lists the tools, calls `echo`, then — when the endpoint lists them
-//!   (the fixture's conformance catalog, `mcp-fixture-server --conformance`) — `test_sampling`
-//!   and `test_elicitation`, whose server-to-client requests the [`Answers`] handler answers on
-//!   the call's stream.
+//! * `--era 2025-11-25`: the `initialize` session. The client declares `sampling`,
+//!   `elicitation` and `roots`; the script lists the tools, calls `echo`, then — when the
+//!   endpoint lists them (the fixture's conformance catalog, `mcp-fixture-server --conformance`)
+//!   — `test_sampling`, `test_elicitation` and `test_list_roots`, whose server-to-client
+//!   requests the [`Answers`] handler answers on the call's stream.
 //! * `--era 2026-07-28`: no session. `server/discover` first (rmcp's `Discover` lifecycle, which
 //!   does not fall back to `initialize`), then the tool list, `echo`, and — when listed —
-//!   `test_input_required_result_elicitation` and `test_input_required_result_sampling`: the
-//!   server answers `resultType: "input_required"`, rmcp's `call_tool` fulfils the
-//!   `inputRequests` through the same handler and retries with `inputResponses`; and
-//!   `test_sampling`, whose upstream asks a
-//!   server-to-client request this era does not have outside `input_required`: the call must
-//!   end (an error or an error result), and the handler is not asked.
+//!   `test_input_required_result_elicitation`, `..._sampling` and `..._list_roots`: the server
+//!   answers `resultType: "input_required"`, rmcp's `call_tool` fulfils the `inputRequests`
+//!   through the same handler and retries with `inputResponses`; and `test_sampling`, whose
+//!   upstream asks a server-to-client request this era does not have outside
+//!   `input_required`: the call must end (an error or an error result), and the handler is not
+//!   asked for it.
 //!
 //! Output (one line of JSON): `era`, `protocolVersion` (negotiated), `serverName` (or null),
 //! `tools` (names, sorted), and one entry per step under `steps`: `{"text": ...,
 //! "isError": bool}` for a call that returned a result, `{"error": "..."}` for one that failed,
 //! absent for a step whose tool is not listed. `asked` records what the handler was asked:
-//! `sampling` (the prompts' texts) and `elicitation` (the messages). Exit status 0 once the
-//! script ran (whatever its steps returned), 1 when the client could not start (the error on
-//! stderr), 2 for bad arguments.
+//! `sampling` (the prompts' texts), `elicitation` (the messages) and `roots` (how many times).
+//! Exit status 0 once the script ran (whatever its steps returned), 1 when the client could not
+//! start (the error on stderr), 2 for bad arguments.
 
 // Sampling is deprecated in rmcp (SEP-2577 removes it from 2026-07-28); this client still
 // answers it, since a 2025-11-25 server may ask it, and the tests check that it does.
@@ -41,7 +41,8 @@ use rmcp::{
     model::{
         CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig,
         CreateMessageRequestParams, CreateMessageResult, ElicitRequestParams, ElicitResult,
-        ElicitationAction, ErrorData, Implementation, ProtocolVersion, SamplingMessage,
+        ElicitationAction, ErrorData, Implementation, ListRootsResult, ProtocolVersion, Root,
+        SamplingMessage,
     },
     service::{RequestContext, RoleClient, RunningService},
     transport::{
@@ -52,14 +53,18 @@ use serde_json::{Map, Value, json};
 
 /// The text the sampling handler answers with.
 const SAMPLING_ANSWER: &str = "forty-two";
+/// The root the `roots/list` handler answers with.
+const ROOT_URI: &str = "file:///srv/rmcp-client";
 /// The session-era tools the script calls when listed (the fixture's conformance catalog).
 const SAMPLING_TOOL: &str = "test_sampling";
 const ELICITATION_TOOL: &str = "test_elicitation";
+const ROOTS_TOOL: &str = "test_list_roots";
 /// The 2026-era multi-round-trip tools the script calls when listed: each answers
-/// `input_required` with one input request (an elicitation, a sampling) first.
+/// `input_required` with one input request (an elicitation, a sampling, a `roots/list`) first.
 const INPUT_REQUIRED_TOOLS: &[&str] = &[
     "test_input_required_result_elicitation",
     "test_input_required_result_sampling",
+    "test_input_required_result_list_roots",
 ];
 
 #[derive(Parser, Debug)]
@@ -82,10 +87,12 @@ struct Args {
 struct Asked {
     sampling: Vec<String>,
     elicitation: Vec<String>,
+    roots: usize,
 }
 
-/// The client's handler: answers sampling with [`SAMPLING_ANSWER`] and accepts every form
-/// elicitation with a value for each property of the requested schema (see [`fill`]).
+/// The client's handler: answers sampling with [`SAMPLING_ANSWER`], `roots/list` with
+/// [`ROOT_URI`], and accepts every form elicitation with a value for each property of the
+/// requested schema (see [`fill`]).
 #[derive(Clone)]
 struct Answers {
     info: ClientConfig,
@@ -147,6 +154,14 @@ impl ClientHandler for Answers {
             }
             _ => Ok(ElicitResult::new(ElicitationAction::Decline)),
         }
+    }
+
+    async fn list_roots(
+        &self,
+        _context: RequestContext<RoleClient>,
+    ) -> Result<ListRootsResult, ErrorData> {
+        self.record(|a| a.roots += 1);
+        Ok(ListRootsResult::new(vec![Root::new(ROOT_URI)]))
     }
 
     fn get_info(&self) -> ClientConfig {
@@ -218,7 +233,7 @@ async fn run(args: Args) -> Result<Value> {
     let session_era = args.era == "2025-11-25";
     // rmcp's capability builders come with its server feature; the JSON is the same.
     let capabilities: ClientCapabilities =
-        serde_json::from_value(json!({"sampling": {}, "elicitation": {"form": {}}}))
+        serde_json::from_value(json!({"sampling": {}, "elicitation": {"form": {}}, "roots": {}}))
             .context("client capabilities")?;
     let version = if session_era {
         ProtocolVersion::V_2025_11_25
@@ -287,6 +302,10 @@ async fn run(args: Args) -> Result<Value> {
             .await;
             steps.insert(ELICITATION_TOOL.into(), step);
         }
+        if listed(ROOTS_TOOL) {
+            let step = call(&client, ROOTS_TOOL, json!({})).await;
+            steps.insert(ROOTS_TOOL.into(), step);
+        }
     } else {
         for tool in INPUT_REQUIRED_TOOLS.iter().filter(|t| listed(t)) {
             let step = call(&client, tool, json!({})).await;
@@ -310,7 +329,11 @@ async fn run(args: Args) -> Result<Value> {
         "serverName": server_name,
         "tools": tools,
         "steps": steps,
-        "asked": {"sampling": asked.sampling, "elicitation": asked.elicitation},
+        "asked": {
+            "sampling": asked.sampling,
+            "elicitation": asked.elicitation,
+            "roots": asked.roots,
+        },
     }))
 }
 
