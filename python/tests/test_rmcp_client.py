@@ -17,7 +17,8 @@ public upstream.
   handler and retries. ``test_sampling`` from this client ends with an error result and the
   client is not asked for it (the era has no server-to-client request outside
   ``input_required``).
-* A wrong token: the client does not start, exits 1 and says why.
+* A wrong token: the client does not start, exits 1 and says why (rmcp's "Auth required": the
+  401 and its ``WWW-Authenticate`` challenge).
 """
 
 from __future__ import annotations
@@ -167,4 +168,6 @@ def test_a_wrong_token_stops_the_client_with_its_reason(gw: Gateway, era: str) -
     done = run_client(gw, era, token="not-a-token")
     assert done.returncode == 1, (gw.mode, era, done.stdout, done.stderr)
     assert done.stdout == "", (gw.mode, era)
-    assert "starting the" in done.stderr, (gw.mode, era, done.stderr)
+    # rmcp reads the 401 and its WWW-Authenticate challenge as "Auth required".
+    assert f"starting the {era} client" in done.stderr, (gw.mode, era, done.stderr)
+    assert "Auth required" in done.stderr, (gw.mode, era, done.stderr)

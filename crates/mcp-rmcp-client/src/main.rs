@@ -32,7 +32,10 @@
 // answers it, since a 2025-11-25 server may ask it, and the tests check that it does.
 #![allow(deprecated)]
 
-use std::sync::{Arc, Mutex};
+use std::{
+    process::ExitCode,
+    sync::{Arc, Mutex},
+};
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
@@ -230,6 +233,9 @@ async fn call(client: &RunningService<RoleClient, Answers>, name: &str, argument
 }
 
 async fn run(args: Args) -> Result<Value> {
+    if args.url.is_empty() {
+        bail!("--url must not be empty");
+    }
     let session_era = args.era == "2025-11-25";
     // rmcp's capability builders come with its server feature; the JSON is the same.
     let capabilities: ClientCapabilities =
@@ -338,12 +344,17 @@ async fn run(args: Args) -> Result<Value> {
 }
 
 #[tokio::main]
-async fn main() -> Result<()> {
+async fn main() -> ExitCode {
     let args = Args::parse();
-    if args.url.is_empty() {
-        bail!("--url must not be empty");
+    match run(args).await {
+        Ok(report) => {
+            println!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            // The whole cause chain on one line, without a backtrace whatever RUST_BACKTRACE says.
+            eprintln!("mcp-rmcp-client: {e:#}");
+            ExitCode::from(1)
+        }
     }
-    let report = run(args).await?;
-    println!("{report}");
-    Ok(())
 }
