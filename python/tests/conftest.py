@@ -90,14 +90,20 @@ class Gateway:
         return headers
 
     @contextlib.asynccontextmanager
-    async def client(self, token: str | None, path: str = "/mcp", **kw: Any) -> AsyncIterator[Client]:
-        """An official mcp SDK client over streamable HTTP (initialize handshake)."""
+    async def client(
+        self, token: str | None, path: str = "/mcp", mode: str = "legacy", **kw: Any
+    ) -> AsyncIterator[Client]:
+        """An official mcp SDK client over streamable HTTP.
+
+        ``mode``: ``legacy`` (the ``initialize`` session) or a version of the sessionless era
+        (``2026-07-28``).
+        """
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         async with (
             httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30.0, read=60.0)) as http,
             Client(
                 streamable_http_client(f"{self.base}{path}", http_client=http),
-                mode="legacy",
+                mode=mode,
                 cache=None,
                 **kw,
             ) as client,

@@ -279,3 +279,98 @@ async def _never_answer(limited: Limited) -> None:
         }
         r = await http.post(gw.url, json=late, headers=gw.headers(token, session))
         assert r.status_code == 202, r.text
+
+
+# MCP 2026-07-28 has no server-to-client requests: a tool that needs the client's input answers
+# `resultType: "input_required"` (SEP-2322) and the client retries with `inputResponses` and the
+# echoed `requestState`. The conformance fixture's `test_input_required_result_*` tools do that;
+# the chain relays the result unchanged and routes the retry to the same upstream.
+V2026 = "2026-07-28"
+
+
+def _meta_2026(capabilities: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "io.modelcontextprotocol/protocolVersion": V2026,
+        "io.modelcontextprotocol/clientCapabilities": capabilities,
+        "io.modelcontextprotocol/clientInfo": {"name": "test", "version": "1"},
+    }
+
+
+async def test_a_2026_client_is_asked_for_input_and_its_retry_completes_the_call(gw: Gateway) -> None:
+    asked: list[str] = []
+
+    async def elicitation(context: ClientRequestContext, params: types.ElicitRequestParams) -> Any:
+        asked.append(params.message)
+        return types.ElicitResult(action="accept", content={"name": "Alice"})
+
+    async with gw.client(gw.token(), mode=V2026, elicitation_callback=elicitation) as client:
+        assert client.protocol_version == V2026, gw.mode
+        result = await client.call_tool("test_input_required_result_elicitation", {})
+    assert not result.is_error, (gw.mode, result)
+    assert result.content, (gw.mode, result)
+    assert len(asked) == 1, (gw.mode, asked)
+
+
+async def test_the_input_required_result_reaches_a_2026_client_unchanged(gw: Gateway) -> None:
+    """The upstream's ``input_required`` answer reaches the client as the upstream sent it.
+
+    Raw HTTP: the first answer has the ``inputRequests`` (and ``requestState``, if any); the retry
+    carrying them and the client's answer gets the complete result.
+    """
+    headers = {
+        "Authorization": f"Bearer {gw.token()}",
+        "Accept": "application/json, text/event-stream",
+        "MCP-Protocol-Version": V2026,
+        "Mcp-Method": "tools/call",
+        "Mcp-Name": "test_input_required_result_elicitation",
+    }
+    params: dict[str, Any] = {
+        "name": "test_input_required_result_elicitation",
+        "arguments": {},
+        "_meta": _meta_2026({"elicitation": {"form": {}}}),
+    }
+    async with httpx.AsyncClient(timeout=httpx.Timeout(30.0)) as http:
+        first = await _answer(
+            http,
+            f"{gw.base}/mcp",
+            headers,
+            {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params},
+        )
+        result = first["result"]
+        assert result["resultType"] == "input_required", (gw.mode, first)
+        assert result["inputRequests"]["user_name"]["method"] == "elicitation/create", (gw.mode, first)
+        retry = dict(params, inputResponses={"user_name": {"action": "accept", "content": {"name": "Alice"}}})
+        if "requestState" in result:
+            retry["requestState"] = result["requestState"]
+        second = await _answer(
+            http,
+            f"{gw.base}/mcp",
+            headers,
+            {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": retry},
+        )
+    assert second["result"].get("resultType", "complete") == "complete", (gw.mode, second)
+    assert second["result"]["content"], (gw.mode, second)
+
+
+async def test_a_2025_client_never_gets_an_input_required_result(gw: Gateway) -> None:
+    async with gw.client(gw.token()) as client:
+        with contextlib.suppress(Exception):
+            result = await client.session.call_tool("test_input_required_result_elicitation", {})
+            assert result.is_error, (gw.mode, result)
+
+
+async def _answer(
+    http: httpx.AsyncClient, url: str, headers: dict[str, str], body: dict[str, Any]
+) -> dict[str, Any]:
+    """The JSON-RPC response to ``body``, from a JSON or an SSE answer."""
+    r = await http.post(url, json=body, headers=headers)
+    assert r.status_code == 200, (r.status_code, r.text)
+    if r.headers.get("content-type", "").startswith("text/event-stream"):
+        for line in r.text.splitlines():
+            if line.startswith("data:") and line[5:].strip():
+                message: dict[str, Any] = json.loads(line[5:])
+                if message.get("id") == body["id"]:
+                    return message
+        raise AssertionError(f"no response in {r.text!r}")
+    answer: dict[str, Any] = r.json()
+    return answer

@@ -1,8 +1,10 @@
 //! MCP 2026-07-28 beside 2025-11-25 on the same endpoint: requests without a session
-//! (`server/discover`, lists with `ttlMs` and `cacheScope`, calls routed to fixture upstreams
-//! that speak only 2025-11-25), the standard headers checked before any work (-32020), an
-//! unsupported version (-32022), and a 2025 session client served at the same time. Two
-//! fixture upstreams: one public, one of team alpha with the prefix `alpha_`.
+//! (`server/discover`, lists with `ttlMs` and `cacheScope`, calls routed to fixture upstreams,
+//! which rmcp lets speak both eras, so the calls reach them as 2026-07-28 requests; an upstream
+//! of the test's own that speaks only 2025-11-25, reached through the runtime's session), the
+//! standard headers checked before any work (-32020), an unsupported version (-32022), and a
+//! 2025 session client served at the same time. Two fixture upstreams: one public, one of team
+//! alpha with the prefix `alpha_`.
 
 use crate::sidecar::Sidecar;
 use crate::support::*;
@@ -291,9 +293,11 @@ async fn a_2026_request_over_grpc() {
     assert_eq!(r.json()["result"]["supportedVersions"][0], V2026);
 }
 
-/// An upstream that asks the client something during a sessionless call (sampling) is refused
-/// at once: nobody could answer it (no session to POST the answer to; `input_required` is not
-/// relayed yet). The call ends with the tool's own answer, and the client gets no request.
+/// A tool that asks the client something with a server-to-client request (sampling) during a
+/// sessionless call gets no answer from the client: the 2026-07-28 request reaching the
+/// fixture has no channel for one (a 2025-only upstream asking in the runtime's session is
+/// refused by the runtime: nobody could answer it). The call ends with the tool's own answer,
+/// and the client gets no request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_request_during_a_sessionless_call_is_refused_to_the_upstream() {
     let fx = Fixture::start_with(
@@ -323,6 +327,118 @@ async fn a_server_request_during_a_sessionless_call_is_refused_to_the_upstream()
             r.events().iter().all(|e| e.get("method").is_none()),
             "no request reached the client: {:?}",
             r.events()
+        );
+    }
+}
+
+/// What the upstream of [`session_era_upstream`] saw: requests that named 2026-07-28, and the
+/// `_meta` of the calls it served.
+#[derive(Default)]
+struct OldUpstreamLog {
+    sessionless_requests: std::sync::atomic::AtomicUsize,
+    call_metas: std::sync::Mutex<Vec<Value>>,
+}
+
+/// An upstream of the test's own that speaks only the session era (as an SDK older than
+/// 2026-07-28 does): `initialize` opens a session, a request naming 2026-07-28 in its
+/// `MCP-Protocol-Version` header is HTTP 400, `tools/call` of `old_echo` echoes its `text`.
+/// Returns its URL.
+async fn session_era_upstream(log: std::sync::Arc<OldUpstreamLog>) -> String {
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::response::IntoResponse;
+    let app = axum::Router::new().route(
+        "/mcp",
+        axum::routing::post(
+            move |headers: HeaderMap, axum::Json(body): axum::Json<Value>| {
+                let log = std::sync::Arc::clone(&log);
+                async move {
+                    let version = headers
+                        .get("mcp-protocol-version")
+                        .and_then(|v| v.to_str().ok());
+                    if version == Some(V2026) {
+                        log.sessionless_requests
+                            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        return (StatusCode::BAD_REQUEST, "Unsupported protocol version")
+                            .into_response();
+                    }
+                    let id = body["id"].clone();
+                    let result = match body["method"].as_str().unwrap_or_default() {
+                        "initialize" => json!({
+                            "protocolVersion": "2025-11-25",
+                            "capabilities": {"tools": {}},
+                            "serverInfo": {"name": "old", "version": "1"},
+                        }),
+                        "tools/list" => json!({"tools": [{
+                            "name": "old_echo",
+                            "inputSchema": {"type": "object"},
+                        }]}),
+                        "tools/call" => {
+                            log.call_metas
+                                .lock()
+                                .unwrap()
+                                .push(body["params"]["_meta"].clone());
+                            let text = body["params"]["arguments"]["text"].clone();
+                            json!({"content": [{"type": "text", "text": text}]})
+                        }
+                        _ if id.is_null() => return StatusCode::ACCEPTED.into_response(),
+                        _ => json!({}),
+                    };
+                    (
+                        [("mcp-session-id", "old-session")],
+                        axum::Json(json!({"jsonrpc": "2.0", "id": id, "result": result})),
+                    )
+                        .into_response()
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/mcp", listener.local_addr().expect("address"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+/// An upstream that speaks only 2025-11-25 stays reachable from a 2026 client: it is asked
+/// `server/discover` once, refuses it, and from then on every sessionless call goes through
+/// the runtime's session with it, MCP's reserved `_meta` keys removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_of_the_session_era_serves_a_2026_client_through_the_session() {
+    let log = std::sync::Arc::new(OldUpstreamLog::default());
+    let url = session_era_upstream(std::sync::Arc::clone(&log)).await;
+    let rt = Sidecar::start(&format!("[[upstreams]]\nid = \"old\"\nurl = \"{url}\"\n")).await;
+    let http = Http::new(&rt.http);
+    let who = auth("dave@example.com", false, Some(&[]));
+    for id in 1..=3 {
+        let r = http
+            .send(&modern(
+                &who,
+                id,
+                "tools/call",
+                json!({"name": "old_echo", "arguments": {"text": format!("t{id}")}}),
+            ))
+            .await;
+        let answer = r.json();
+        assert_eq!(
+            answer["result"]["content"][0]["text"],
+            format!("t{id}"),
+            "{answer}"
+        );
+        assert_eq!(answer["result"]["resultType"], "complete", "{answer}");
+    }
+    assert_eq!(
+        log.sessionless_requests
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "server/discover is asked once, then remembered"
+    );
+    for meta in log.call_metas.lock().unwrap().iter() {
+        assert!(
+            meta.as_object().is_none_or(|m| m
+                .keys()
+                .all(|k| !k.starts_with("io.modelcontextprotocol/"))),
+            "reserved _meta keys are not sent in the session: {meta}"
         );
     }
 }
