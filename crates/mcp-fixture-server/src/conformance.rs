@@ -1,12 +1,20 @@
 //! The conformance catalog: the `test_*` tools, `test://` resources and `test_*` prompts that
 //! the server scenarios of the official MCP conformance suite (npm
-//! `@modelcontextprotocol/conformance`, pinned in `conformance/package.json`) call.
+//! `@modelcontextprotocol/conformance`, pinned in `conformance/package.json`, and its
+//! prerelease run with `--spec-version 2026-07-28`) call. The multi-round-trip tools of the
+//! 2026-07-28 scenarios are in [`crate::mrtr`].
 //!
 //! Served only when the fixture is started with `--conformance` (see
 //! [`crate::SharedState::with_conformance`]), so the default catalog, which the tests and the
 //! benchmark predict exactly, does not change. Each entry returns what its scenario's
 //! description asks for (texts, MIME types and URIs copied from the suite), built as JSON so
 //! that a reader can compare it with the suite line by line.
+//!
+//! Results carry `resultType: "complete"` (MCP 2026-07-28 requires it; rmcp drops it for
+//! 2025-11-25 peers). `test_logging_tool` logs only as the request allows (in 2026-07-28: its
+//! `_meta` `logLevel`); `test_custom_headers` and `test_custom_headers_null` annotate
+//! arguments with `x-mcp-header`, which rmcp's HTTP service checks against the
+//! `Mcp-Param-*` headers (SEP-2243) through [`crate::FixtureServer`]'s `get_tool`.
 //!
 //! Some tools ask the client for something (`test_sampling`: `sampling/createMessage`,
 //! `test_elicitation*`: `elicitation/create`, and `test_list_roots`: `roots/list`, which no

@@ -1,7 +1,8 @@
 //! An upstream MCP server for the tests and benchmarks of the runtime sidecar.
 //!
 //! The fixture speaks MCP over streamable HTTP (stateful sessions, POST answered as
-//! `text/event-stream`) using the official Rust SDK `rmcp`. It exposes a small, fixed
+//! `text/event-stream`) using the official Rust SDK `rmcp`, which also serves MCP
+//! 2026-07-28 requests (no session, `_meta` on each request) on the same endpoint. It exposes a small, fixed
 //! catalog whose behaviour the tests can predict exactly (echo, payload of a given size,
 //! cancellable sleep, progress, tool error), one resource, one resource template and one
 //! prompt, plus an optional number of generated tools so benchmarks can measure catalogs
