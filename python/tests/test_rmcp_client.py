@@ -17,6 +17,8 @@ public upstream.
   handler and retries. ``test_sampling`` from this client ends with an error result and the
   client is not asked for it (the era has no server-to-client request outside
   ``input_required``).
+* Both eras at once through the same endpoint: each client's handler is asked only what its
+  own calls asked.
 * A wrong token: the client does not start, exits 1 and says why (rmcp's "Auth required": the
   401 and its ``WWW-Authenticate`` challenge).
 """
@@ -26,6 +28,7 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -162,6 +165,21 @@ def test_the_stateless_era_input_required_round_trips(gw: Gateway, request: pyte
     assert result["asked"]["sampling"] == ["What is the capital of France?"], gw.mode
     assert steps[INPUT_REQUIRED_ROOTS] == {"text": f"Roots: {ROOT_URI}", "isError": False}, gw.mode
     assert result["asked"]["roots"] == 1, gw.mode
+
+
+def test_both_eras_at_the_same_time_each_asked_only_its_own(gw: Gateway) -> None:
+    """A 2025 and a 2026 client run their scripts at once: each handler gets only its own asks."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        legacy_run = pool.submit(report, gw, V2025)
+        modern_run = pool.submit(report, gw, V2026)
+        legacy, modern = legacy_run.result(), modern_run.result()
+    assert (legacy["protocolVersion"], modern["protocolVersion"]) == (V2025, V2026), gw.mode
+    assert legacy["steps"]["test_sampling"]["text"] == "LLM response: forty-two", (gw.mode, legacy)
+    assert legacy["asked"]["sampling"] == ["the answer?"], (gw.mode, legacy)
+    assert legacy["asked"]["elicitation"] == ["who are you?"], (gw.mode, legacy)
+    assert modern["steps"]["echo"] == {"text": "hello from rmcp", "isError": False}, gw.mode
+    assert "the answer?" not in modern["asked"]["sampling"], (gw.mode, modern)
+    assert "who are you?" not in modern["asked"]["elicitation"], (gw.mode, modern)
 
 
 @pytest.mark.parametrize("era", [V2025, V2026])
