@@ -64,17 +64,20 @@ python-format: python-venv
 python-typecheck: python-build
 	cd python && ../$(VENV)/bin/mypy src
 
-# The real processes the Python tests start: the fixture upstream and the runtime with gRPC.
+# The real processes the Python tests start: the fixture upstream, the runtime with gRPC and
+# rmcp's client (mcp-rmcp-client, test_rmcp_client.py).
 # Copied out of target/debug right after the build: a later `cargo build`/`cargo test` without
 # the feature (rust-test, another shell) rewrites target/debug/mcp-runtime without gRPC.
 PYBIN := target/python-bin
 python-binaries:
 	$(CARGO) build -p mcp-fixture-server
+	$(CARGO) build -p mcp-rmcp-client
 	$(CARGO) build -p mcp-runtime --features grpc-uds,otel
 	mkdir -p $(PYBIN)
 	@# A new file, not the old one rewritten: a copy still running keeps its own (no "text
 	@# file busy").
-	cp --remove-destination target/debug/mcp-fixture-server target/debug/mcp-runtime $(PYBIN)/
+	cp --remove-destination target/debug/mcp-fixture-server target/debug/mcp-rmcp-client \
+		target/debug/mcp-runtime $(PYBIN)/
 
 python-test: python-build python-binaries python-lint python-typecheck
 	cd python && MCP_BIN_DIR=$(CURDIR)/$(PYBIN) ../$(VENV)/bin/pytest -q

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use rmcp::model::{JsonObject, Prompt, PromptArgument, Resource, ResourceTemplate, Tool};
 use serde_json::{Value, json};
 
-/// `echo {text}`: returns `text` as one text content item.
+/// `echo {text}`: returns `text` as one text content item (`text` left out: an empty one).
 pub const ECHO: &str = "echo";
 /// `payload {size_bytes}`: returns one text item of exactly `size_bytes` ASCII bytes.
 pub const PAYLOAD: &str = "payload";
@@ -58,8 +58,8 @@ pub fn tools(generated: usize) -> Vec<Tool> {
             ECHO,
             "Return the given text unchanged as one text content item.",
             object_schema(
-                json!({"text": {"type": "string", "description": "Text to return."}}),
-                &["text"],
+                json!({"text": {"type": "string", "description": "Text to return (default: empty)."}}),
+                &[],
             ),
         ),
         Tool::new(

@@ -1,12 +1,20 @@
 //! The conformance catalog: the `test_*` tools, `test://` resources and `test_*` prompts that
 //! the server scenarios of the official MCP conformance suite (npm
-//! `@modelcontextprotocol/conformance`, pinned in `conformance/package.json`) call.
+//! `@modelcontextprotocol/conformance`, pinned in `conformance/package.json`, and its
+//! prerelease run with `--spec-version 2026-07-28`) call. The multi-round-trip tools of the
+//! 2026-07-28 scenarios are in [`crate::mrtr`].
 //!
 //! Served only when the fixture is started with `--conformance` (see
 //! [`crate::SharedState::with_conformance`]), so the default catalog, which the tests and the
 //! benchmark predict exactly, does not change. Each entry returns what its scenario's
 //! description asks for (texts, MIME types and URIs copied from the suite), built as JSON so
 //! that a reader can compare it with the suite line by line.
+//!
+//! Results carry `resultType: "complete"` (MCP 2026-07-28 requires it; rmcp drops it for
+//! 2025-11-25 peers). `test_logging_tool` logs only as the request allows (in 2026-07-28: its
+//! `_meta` `logLevel`); `test_custom_headers` and `test_custom_headers_null` annotate
+//! arguments with `x-mcp-header`, which rmcp's HTTP service checks against the
+//! `Mcp-Param-*` headers (SEP-2243) through [`crate::FixtureServer`]'s `get_tool`.
 //!
 //! Some tools ask the client for something (`test_sampling`: `sampling/createMessage`,
 //! `test_elicitation*`: `elicitation/create`, and `test_list_roots`: `roots/list`, which no
@@ -24,7 +32,7 @@ use rmcp::{
     model::{
         CallToolResult, CompleteRequestParams, CompleteResult, CompletionInfo, GetPromptResult,
         JsonObject, LoggingLevel, ProgressNotificationParam, Prompt, PromptArgument,
-        ReadResourceResult, Reference, Resource, ResourceTemplate, ServerRequest, Tool,
+        ReadResourceResult, Reference, Resource, ResourceTemplate, ResultType, ServerRequest, Tool,
     },
     service::RequestContext,
 };
@@ -62,16 +70,47 @@ pub const TOOLS: &[&str] = &[
     "test_elicitation_sep1330_enums",
     "json_schema_2020_12_tool",
     "test_list_roots",
+    "test_logging_tool",
+    "test_custom_headers",
+    "test_custom_headers_null",
 ];
 
-/// Whether `name` is one of the conformance tools.
+/// Whether `name` is one of the conformance tools of this module (the multi-round-trip
+/// ones are [`crate::mrtr::TOOLS`]).
 pub fn is_tool(name: &str) -> bool {
     TOOLS.contains(&name)
 }
 
-/// Whether `name` is one of the conformance prompts.
+/// Whether `name` is one of the conformance prompts of this module (not
+/// [`crate::mrtr::PROMPT`]).
 pub fn is_prompt(name: &str) -> bool {
-    name.starts_with("test_") && prompts().iter().any(|p| p.name == name)
+    name.starts_with("test_")
+        && name != crate::mrtr::PROMPT
+        && prompts().iter().any(|p| p.name == name)
+}
+
+/// A result type whose `resultType` MCP 2026-07-28 requires. The results here are decoded
+/// from JSON literals, which leaves it absent; rmcp removes it again for 2025-11-25 peers.
+trait Complete {
+    /// The same result marked `resultType: "complete"`.
+    fn complete(self) -> Self;
+}
+
+macro_rules! complete_results {
+    ($($t:ty),*) => {$(
+        impl Complete for $t {
+            fn complete(mut self) -> Self {
+                self.result_type = Some(ResultType::COMPLETE);
+                self
+            }
+        }
+    )*};
+}
+complete_results!(CallToolResult, GetPromptResult, ReadResourceResult);
+
+/// Decodes a JSON literal into a result type, marked complete ([`Complete`]).
+fn result_from_json<T: DeserializeOwned + Complete>(value: Value) -> Result<T, ErrorData> {
+    from_json::<T>(value).map(Complete::complete)
 }
 
 /// Decodes a JSON literal into an rmcp model type. The literals are fixed, so failing is a bug
@@ -159,14 +198,22 @@ pub fn tools() -> Vec<Tool> {
                 "type": "object",
                 "$defs": {
                     "address": {
+                        "$anchor": "addressDef",
                         "type": "object",
                         "properties": {"street": {"type": "string"}, "city": {"type": "string"}}
                     }
                 },
                 "properties": {
                     "name": {"type": "string"},
-                    "address": {"$ref": "#/$defs/address"}
+                    "address": {"$ref": "#/$defs/address"},
+                    "contactMethod": {"type": "string", "enum": ["phone", "email"]},
+                    "phone": {"type": "string"},
+                    "email": {"type": "string"}
                 },
+                "allOf": [{"anyOf": [{"required": ["phone"]}, {"required": ["email"]}]}],
+                "if": {"properties": {"contactMethod": {"const": "phone"}}, "required": ["contactMethod"]},
+                "then": {"required": ["phone"]},
+                "else": {"required": ["email"]},
                 "additionalProperties": false
             })),
         ),
@@ -175,7 +222,49 @@ pub fn tools() -> Vec<Tool> {
             "Asks the client for its roots (roots/list) and returns their URIs.",
             empty_schema(),
         ),
+        Tool::new(
+            TOOLS[14],
+            "Sends three info log messages, then returns. In MCP 2026-07-28 only when the \
+             request's _meta sets io.modelcontextprotocol/logLevel.",
+            empty_schema(),
+        ),
+        Tool::new(
+            TOOLS[15],
+            "Echoes its arguments; region and priority travel as Mcp-Param-* headers too.",
+            custom_header_schema(false),
+        ),
+        Tool::new(
+            TOOLS[16],
+            "Echoes its arguments; verbose (a header too) may be null or left out.",
+            custom_header_schema(true),
+        ),
     ]
+}
+
+/// The input schema of the `x-mcp-header` tools (SEP-2243): `region` (string, header
+/// `Mcp-Param-Region`), `priority` (integer, `Mcp-Param-Priority`), `verbose` (boolean,
+/// `Mcp-Param-Verbose`; never required, and described as nullable for
+/// `test_custom_headers_null`) and `query` (string, no header); `region`, `priority` and
+/// `query` are required. rmcp's HTTP service checks each annotated argument against
+/// its header (missing, different or badly Base64-encoded: HTTP 400, `-32020`) before the
+/// call reaches the tool.
+fn custom_header_schema(nullable_verbose: bool) -> Arc<JsonObject> {
+    let verbose = if nullable_verbose {
+        json!({"type": "boolean", "description": "May be null or absent (no header then).",
+               "x-mcp-header": "Verbose"})
+    } else {
+        json!({"type": "boolean", "description": "A boolean header.", "x-mcp-header": "Verbose"})
+    };
+    schema(json!({
+        "type": "object",
+        "properties": {
+            "region": {"type": "string", "description": "A string header.", "x-mcp-header": "Region"},
+            "priority": {"type": "integer", "description": "An integer header.", "x-mcp-header": "Priority"},
+            "verbose": verbose,
+            "query": {"type": "string", "description": "Not a header."}
+        },
+        "required": ["region", "priority", "query"]
+    }))
 }
 
 /// The direct resources.
@@ -267,7 +356,7 @@ pub fn read_resource(uri: &str) -> Result<Option<ReadResourceResult>, ErrorData>
             json!({"uri": uri, "mimeType": "application/json", "text": data.to_string()})
         }
     };
-    from_json(json!({"contents": [contents]})).map(Some)
+    result_from_json(json!({"contents": [contents]})).map(Some)
 }
 
 /// Answers `prompts/get` for a conformance prompt.
@@ -319,7 +408,7 @@ pub fn get_prompt(
             ));
         }
     };
-    from_json(json!({"messages": messages}))
+    result_from_json(json!({"messages": messages}))
 }
 
 /// Answers `completion/complete`: the values of a fixed word list that start with the typed
@@ -443,7 +532,7 @@ where
             json!([{"type": "text", "text": "Tool with progress executed successfully"}])
         }
         "test_error_handling" => {
-            return from_json(json!({"isError": true, "content": [
+            return result_from_json(json!({"isError": true, "content": [
                 {"type": "text", "text": "This tool intentionally returns an error for testing"}
             ]}));
         }
@@ -454,6 +543,15 @@ where
             return elicitation(name, args, context).await;
         }
         "test_list_roots" => return list_roots(context).await,
+        "test_logging_tool" => {
+            for n in 1..=3 {
+                log(LoggingLevel::Info, format!("test_logging_tool message {n}")).await?;
+            }
+            json!([{"type": "text", "text": "Logging tool executed"}])
+        }
+        "test_custom_headers" | "test_custom_headers_null" => {
+            json!([{"type": "text", "text": Value::Object(args.clone()).to_string()}])
+        }
         "json_schema_2020_12_tool" => {
             json!([{"type": "text", "text": Value::Object(args.clone()).to_string()}])
         }
@@ -464,12 +562,12 @@ where
             ));
         }
     };
-    from_json(json!({"content": content}))
+    result_from_json(json!({"content": content}))
 }
 
 /// A tool error with one text item.
 fn tool_error(text: &str) -> Result<CallToolResult, ErrorData> {
-    from_json(json!({"isError": true, "content": [{"type": "text", "text": text}]}))
+    result_from_json(json!({"isError": true, "content": [{"type": "text", "text": text}]}))
 }
 
 /// `test_sampling`: one `sampling/createMessage` to the client, its answer as text.
@@ -498,7 +596,7 @@ async fn sampling(
                 .ok()
                 .and_then(|c| c.get("text").and_then(Value::as_str).map(str::to_owned))
                 .unwrap_or_default();
-            from_json(
+            result_from_json(
                 json!({"content": [{"type": "text", "text": format!("LLM response: {answer}")}]}),
             )
         }
@@ -567,7 +665,7 @@ async fn list_roots(context: &RequestContext<RoleServer>) -> Result<CallToolResu
     match context.peer.list_roots().await {
         Ok(result) => {
             let uris: Vec<&str> = result.roots.iter().map(|r| r.uri.as_str()).collect();
-            from_json(json!({"content": [{"type": "text",
+            result_from_json(json!({"content": [{"type": "text",
                 "text": format!("Roots: {}", uris.join("\n"))}]}))
         }
         Err(e) => tool_error(&format!("roots/list failed: {e}")),
@@ -602,7 +700,7 @@ async fn elicitation(
             } else {
                 "Elicitation completed"
             };
-            from_json(json!({"content": [{"type": "text",
+            result_from_json(json!({"content": [{"type": "text",
                 "text": format!("{prefix}: action={action}, content={content}")}]}))
         }
         Err(e) => tool_error(&format!("elicitation failed: {e}")),

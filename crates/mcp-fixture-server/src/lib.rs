@@ -1,7 +1,8 @@
 //! An upstream MCP server for the tests and benchmarks of the runtime sidecar.
 //!
 //! The fixture speaks MCP over streamable HTTP (stateful sessions, POST answered as
-//! `text/event-stream`) using the official Rust SDK `rmcp`. It exposes a small, fixed
+//! `text/event-stream`) using the official Rust SDK `rmcp`, which also serves MCP
+//! 2026-07-28 requests (no session, `_meta` on each request) on the same endpoint. It exposes a small, fixed
 //! catalog whose behaviour the tests can predict exactly (echo, payload of a given size,
 //! cancellable sleep, progress, tool error), one resource, one resource template and one
 //! prompt, plus an optional number of generated tools so benchmarks can measure catalogs
@@ -17,6 +18,8 @@
 //! - [`reconnect`]: `test_reconnection` (conformance catalog), served in front of rmcp at the
 //!   HTTP layer: its stream closes before the answer, which the client gets by resuming with
 //!   `Last-Event-ID`.
+//! - [`mrtr`]: the conformance catalog's multi-round-trip tools and prompt (MCP
+//!   2026-07-28 `input_required` results with an integrity-protected `requestState`).
 //! - [`server`]: [`FixtureServer`], the `rmcp` `ServerHandler` that implements them, and
 //!   [`SharedState`], the state shared by every session (the counter of `sleep` and
 //!   `progress` calls in flight).
@@ -40,6 +43,7 @@
 pub mod catalog;
 pub mod conformance;
 pub mod http;
+pub mod mrtr;
 pub mod reconnect;
 pub mod server;
 mod session;

@@ -27,14 +27,15 @@ use rmcp::{
         LoggingMessageNotificationParam, PaginatedRequestParams, ProgressNotificationParam,
         PromptMessage, ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult,
         RequestId, ResourceContents, Role, ServerCapabilities, ServerConfig, ServerNotification,
-        SetLevelRequestParams, SubscribeRequestParams, Tool, UnsubscribeRequestParams,
+        SetLevelRequestParams, SubscribeRequestParams, SubscriptionFilter, Tool,
+        UnsubscribeRequestParams,
     },
-    service::RequestContext,
+    service::{RequestContext, SubscriptionContext},
 };
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use crate::{catalog, conformance};
+use crate::{catalog, conformance, mrtr};
 
 /// Marks a server notification as part of the handling of one client request.
 ///
@@ -55,8 +56,12 @@ pub struct SharedState {
     /// A guard decrements it when a call ends in any way (finished, cancelled, or its future
     /// dropped), so tests can see that a cancelled call, streaming or not, really stopped.
     inflight_calls: AtomicUsize,
-    /// Whether the conformance catalog ([`crate::conformance`]) is served too.
+    /// Whether the conformance catalog ([`crate::conformance`], [`crate::mrtr`]) is served
+    /// too.
     conformance: bool,
+    /// The multi-round-trip tools of the conformance catalog and the key sealing their
+    /// `requestState` (conformance catalog only).
+    mrtr: Option<mrtr::Mrtr>,
     /// A header every request must carry (name, value), else 401: an upstream with
     /// credentials.
     required_header: Option<(String, String)>,
@@ -89,6 +94,7 @@ impl SharedState {
             tools: catalog::tools(generated_tools),
             inflight_calls: AtomicUsize::new(0),
             conformance: false,
+            mrtr: None,
             required_header: None,
             traceparents: None,
             subscribed: None,
@@ -203,7 +209,9 @@ impl SharedState {
     pub fn with_conformance(mut self) -> Self {
         self.tools.extend(conformance::tools());
         self.tools.push(crate::reconnect::tool());
+        self.tools.extend(mrtr::tools());
         self.conformance = true;
+        self.mrtr = Some(mrtr::Mrtr::new());
         self
     }
 
@@ -299,9 +307,10 @@ pub struct FixtureServer {
     subscriptions: Arc<Mutex<conformance::Subscriptions>>,
 }
 
-/// Arguments of `echo`.
+/// Arguments of `echo` (no `text`: an empty text).
 #[derive(Deserialize)]
 struct EchoArgs {
+    #[serde(default)]
     text: String,
 }
 
@@ -415,14 +424,23 @@ impl FixtureServer {
     }
 
     /// Sends one `notifications/message` tied to the request being handled, unless the
-    /// client asked for a higher minimum level.
+    /// client asked for a higher minimum level: a 2025-11-25 session with `logging/setLevel`
+    /// (none set: every level), an MCP 2026-07-28 request with
+    /// `_meta['io.modelcontextprotocol/logLevel']` (none set: nothing is sent).
     async fn log(
         &self,
         context: &RequestContext<RoleServer>,
         level: LoggingLevel,
         message: String,
     ) -> Result<(), ErrorData> {
-        let minimum = *self.log_level.lock().unwrap_or_else(|e| e.into_inner());
+        let minimum = if is_2026_request(context) {
+            let Some(minimum) = context.meta.log_level() else {
+                return Ok(());
+            };
+            Some(minimum)
+        } else {
+            *self.log_level.lock().unwrap_or_else(|e| e.into_inner())
+        };
         if minimum.is_some_and(|minimum| severity(level) < severity(minimum)) {
             return Ok(());
         }
@@ -487,11 +505,25 @@ impl ServerHandler for FixtureServer {
         Ok(ListToolsResult::with_all_items(self.state.listed_tools()))
     }
 
+    fn get_tool(&self, name: &str) -> Option<Tool> {
+        // What rmcp's HTTP service checks `Mcp-Param-*` headers against (SEP-2243); only
+        // conformance tools carry `x-mcp-header` annotations, so no other lookup is needed.
+        if !(self.state.conformance && conformance::is_tool(name)) {
+            return None;
+        }
+        self.state.tools.iter().find(|t| t.name == name).cloned()
+    }
+
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
+        if let Some(mrtr) = &self.state.mrtr
+            && mrtr::is_tool(&request.name)
+        {
+            return mrtr.call_tool(&request, &context);
+        }
         let name = request.name.as_ref();
         let args = request.arguments.unwrap_or_default();
         let result = match name {
@@ -594,6 +626,7 @@ impl ServerHandler for FixtureServer {
         let mut prompts = catalog::prompts();
         if self.state.conformance {
             prompts.extend(conformance::prompts());
+            prompts.push(mrtr::prompt());
         }
         Ok(ListPromptsResult::with_all_items(prompts))
     }
@@ -601,8 +634,13 @@ impl ServerHandler for FixtureServer {
     async fn get_prompt(
         &self,
         request: GetPromptRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, ErrorData> {
+        if let Some(mrtr) = &self.state.mrtr
+            && request.name == mrtr::PROMPT
+        {
+            return mrtr.get_prompt(&request, &context);
+        }
         if self.state.conformance && conformance::is_prompt(&request.name) {
             return Ok(conformance::get_prompt(&request.name, request.arguments.as_ref())?.into());
         }
@@ -692,6 +730,40 @@ impl ServerHandler for FixtureServer {
         Ok(())
     }
 
+    fn accepted_subscription_filter(
+        &self,
+        requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        // `subscriptions/listen` (MCP 2026-07-28) for the conformance catalog only; rmcp
+        // narrows the filter to what the server advertises (resource subscriptions; tool
+        // list changes with dynamic tools) and sends the acknowledgment.
+        self.state.conformance.then(|| requested.clone())
+    }
+
+    async fn listen(&self, context: SubscriptionContext) -> Result<(), ErrorData> {
+        // The watched resource "changes" every UPDATE_PERIOD, as for a 2025-11-25
+        // `resources/subscribe`, until the client closes the stream.
+        let watched = context
+            .accepted()
+            .resource_subscriptions
+            .as_ref()
+            .is_some_and(|uris| uris.iter().any(|uri| uri == conformance::WATCHED_URI));
+        if !watched {
+            context.cancelled().await;
+            return Ok(());
+        }
+        loop {
+            tokio::select! {
+                () = context.cancelled() => return Ok(()),
+                () = tokio::time::sleep(UPDATE_PERIOD) => {
+                    if context.sink().notify_resource_updated(conformance::WATCHED_URI).await.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
     async fn unsubscribe(
         &self,
         request: UnsubscribeRequestParams,
@@ -708,6 +780,15 @@ impl ServerHandler for FixtureServer {
         }
         Ok(())
     }
+}
+
+/// Whether `context` is a request of MCP 2026-07-28 or later (by its `_meta`; a 2025-11-25
+/// session's requests carry no protocol version there).
+fn is_2026_request(context: &RequestContext<RoleServer>) -> bool {
+    context
+        .meta
+        .protocol_version()
+        .is_some_and(|v| v.as_str() >= rmcp::model::ProtocolVersion::V_2026_07_28.as_str())
 }
 
 /// How often a subscribed resource of the conformance catalog reports a change.

@@ -193,6 +193,9 @@ async fn serves_the_catalog_resources_and_prompt() {
     let echo = call(&client, "echo", json!({"text": "hello fixture"})).await;
     assert_eq!(only_text(&echo), "hello fixture");
     assert_ne!(echo.is_error, Some(true));
+    // `text` is optional (the conformance suite's header scenario calls echo with no arguments).
+    let empty = call(&client, "echo", json!({})).await;
+    assert_eq!(only_text(&empty), "");
 
     let size = 1024 * 1024;
     let payload = call(&client, "payload", json!({"size_bytes": size})).await;

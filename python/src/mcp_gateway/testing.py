@@ -35,6 +35,7 @@ __all__ = [
     "free_port",
     "names_fixture",
     "repo_root",
+    "rmcp_client_binary",
     "runtime_binary",
     "stack",
     "start_core",
@@ -71,6 +72,11 @@ def runtime_binary() -> Path:
 def fixture_binary() -> Path:
     """Path of the cargo-built ``mcp-fixture-server``."""
     return _binary("mcp-fixture-server")
+
+
+def rmcp_client_binary() -> Path:
+    """Path of the cargo-built ``mcp-rmcp-client`` (rmcp's client; ``cargo build -p mcp-rmcp-client``)."""
+    return _binary("mcp-rmcp-client")
 
 
 def free_port() -> int:
