@@ -84,9 +84,7 @@ pub fn is_tool(name: &str) -> bool {
 /// Whether `name` is one of the conformance prompts of this module (not
 /// [`crate::mrtr::PROMPT`]).
 pub fn is_prompt(name: &str) -> bool {
-    name.starts_with("test_")
-        && name != crate::mrtr::PROMPT
-        && prompts().iter().any(|p| p.name == name)
+    name.starts_with("test_") && prompts().iter().any(|p| p.name == name)
 }
 
 /// A result type whose `resultType` MCP 2026-07-28 requires. The results here are decoded
