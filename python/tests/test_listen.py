@@ -24,7 +24,15 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.subscriptions import ResourceUpdated, ServerEvent, ToolsListChanged
 
 from conftest import SECRET, Gateway, Runtime, gateway_env
-from mcp_gateway.testing import EDGE_MODES, free_port, stack, start_fixture, start_gateway, start_runtime, stop
+from mcp_gateway.testing import (
+    EDGE_MODES,
+    free_port,
+    stack,
+    start_fixture,
+    start_gateway,
+    start_runtime,
+    stop,
+)
 
 SOCKET_MODES = ["http", "http-httpx", "grpc"]
 MODES = [*SOCKET_MODES, *EDGE_MODES]
@@ -55,7 +63,8 @@ def catalog(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture(scope="module")
 def runtime(catalog: Path) -> Iterator[Runtime]:
     sockets = catalog.parent
-    rt = Runtime(None, str(sockets / "http.sock"), str(sockets / "grpc.sock"), catalog, sockets / "runtime.log")
+    http_uds, grpc_uds = str(sockets / "http.sock"), str(sockets / "grpc.sock")
+    rt = Runtime(None, http_uds, grpc_uds, catalog, sockets / "runtime.log")
     rt.process = start_runtime(catalog, rt.http_uds, rt.grpc_uds, log=rt.log)
     try:
         yield rt
@@ -109,7 +118,8 @@ async def test_a_listen_stream_through_the_gateway(gw: Gateway) -> None:
             assert his.honored.tools_list_changed is True, mode
             assert not his.honored.resource_subscriptions, mode
             updated = await _until(mine, ResourceUpdated)
-            assert isinstance(updated, ResourceUpdated) and updated.uri == WATCHED, mode
+            assert isinstance(updated, ResourceUpdated), mode
+            assert updated.uri == WATCHED, mode
             # Past the gateway's deadline of a unary call, the stream is still open.
             await anyio.sleep(DEADLINE_S + 1)
             added = await alice.call_tool("alpha_add_tool", {"name": f"fresh_{mode.replace('-', '_')}"})
@@ -134,7 +144,8 @@ def test_a_bad_filter_is_invalid_params(gw: Gateway) -> None:
         "mcp-protocol-version": V2026,
         "mcp-method": "subscriptions/listen",
     }
-    for notifications in ({"toolsListChanged": "yes"}, {"resourceSubscriptions": [1]}, []):
+    bad: list[object] = [{"toolsListChanged": "yes"}, {"resourceSubscriptions": [1]}, []]
+    for notifications in bad:
         body = {
             "jsonrpc": "2.0",
             "id": 1,

@@ -116,7 +116,8 @@ struct Filter {
 /// object, a flag is neither a boolean nor null, `resourceSubscriptions` is not an array of
 /// strings, or names more than [`MAX_RESOURCE_SUBSCRIPTIONS`] URIs.
 fn filter(params: Option<&RawValue>) -> Result<Filter, RequestError> {
-    let invalid = |what: String| RequestError::InvalidParams(format!("subscriptions/listen: {what}"));
+    let invalid =
+        |what: String| RequestError::InvalidParams(format!("subscriptions/listen: {what}"));
     let p: Map<String, Value> = params
         .and_then(|p| serde_json::from_str(p.get()).ok())
         .ok_or_else(|| invalid("params must be an object".into()))?;
@@ -218,11 +219,18 @@ impl Runtime {
             prompts: filter.prompts,
             resources: filter.resources,
         };
-        *session.viewer.lock().unwrap_or_else(PoisonError::into_inner) = Some(auth.clone());
+        *session
+            .viewer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(auth.clone());
         // The watcher holds the stream's sender from here: whatever ends the stream (the
         // client, this future dropped before it answered, the drain) ends the subscriptions.
         let (tx, rx) = mpsc::channel(STREAM_CAPACITY);
-        tokio::spawn(watch(Arc::downgrade(self), Arc::clone(&session), tx.clone()));
+        tokio::spawn(watch(
+            Arc::downgrade(self),
+            Arc::clone(&session),
+            tx.clone(),
+        ));
         let mut honoured = Vec::new();
         let cat = self.catalog.load();
         for uri in &filter.uris {

@@ -123,10 +123,7 @@ async fn a_2026_client_is_served_without_a_session() {
         .await;
     assert_eq!(r.error_code(), Some(-32602));
     // Removed by the revision: ping.
-    for (n, method) in ["ping", "initialize"]
-        .into_iter()
-        .enumerate()
-    {
+    for (n, method) in ["ping", "initialize"].into_iter().enumerate() {
         let r = http
             .send(&modern(&bob, 7 + n as i64, method, json!({})))
             .await;

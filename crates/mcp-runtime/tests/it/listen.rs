@@ -59,7 +59,10 @@ async fn next(events: &mut Events) -> Option<Value> {
 /// The acknowledgement, which must be the first message: its `notifications`.
 async fn acknowledged(events: &mut Events, id: i64) -> Value {
     let m = next(events).await.expect("the acknowledgement");
-    assert_eq!(m["method"], "notifications/subscriptions/acknowledged", "{m}");
+    assert_eq!(
+        m["method"], "notifications/subscriptions/acknowledged",
+        "{m}"
+    );
     assert_eq!(m["params"]["_meta"][SUBSCRIPTION_ID], id, "{m}");
     m["params"]["notifications"].clone()
 }
@@ -108,7 +111,10 @@ async fn call(http: &Http, who: &Value, name: &str, arguments: Value) -> String 
         .to_owned()
 }
 
-async fn two_upstreams(subscribed: &Arc<AtomicUsize>, options: Options) -> (Fixture, Fixture, Sidecar) {
+async fn two_upstreams(
+    subscribed: &Arc<AtomicUsize>,
+    options: Options,
+) -> (Fixture, Fixture, Sidecar) {
     let public = Fixture::start_with(
         "127.0.0.1:0".parse().expect("address"),
         SharedState::new(0).with_dynamic_tools(),
@@ -219,7 +225,10 @@ async fn a_listen_stream_carries_only_what_it_opted_in_to_and_its_caller_may_see
     let seen = carols.lock().unwrap().len();
     let start = Instant::now();
     while carols.lock().unwrap().len() < seen + 2 {
-        assert!(start.elapsed() < Duration::from_secs(10), "no update for carol");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no update for carol"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     for m in carols.lock().unwrap().iter() {
@@ -233,7 +242,10 @@ async fn a_listen_stream_carries_only_what_it_opted_in_to_and_its_caller_may_see
     let c_updates = carols.lock().unwrap().len();
     let start = Instant::now();
     while carols.lock().unwrap().len() < c_updates + 2 {
-        assert!(start.elapsed() < Duration::from_secs(10), "carol's updates stopped");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "carol's updates stopped"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(subscribed.load(Ordering::SeqCst), 1);
@@ -296,7 +308,13 @@ async fn bad_filters_the_stream_cap_and_the_drain() {
 
     // One stream per subject here: a second is 429 while the first is open; its client
     // leaving frees the slot.
-    let first = listen(&http, &alice, 3, json!({"resourceSubscriptions": [WATCHED]})).await;
+    let first = listen(
+        &http,
+        &alice,
+        3,
+        json!({"resourceSubscriptions": [WATCHED]}),
+    )
+    .await;
     let r = http
         .send(&modern(
             &alice,
@@ -326,7 +344,10 @@ async fn bad_filters_the_stream_cap_and_the_drain() {
                 })
                 .boxed();
         }
-        assert!(start.elapsed() < Duration::from_secs(10), "the slot was never freed");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the slot was never freed"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(
@@ -379,7 +400,10 @@ async fn a_listen_stream_over_grpc() {
             other => panic!("{other:?}"),
         }
     }
-    assert_eq!(data[0]["method"], "notifications/subscriptions/acknowledged");
+    assert_eq!(
+        data[0]["method"],
+        "notifications/subscriptions/acknowledged"
+    );
     assert_eq!(data[1]["method"], "notifications/resources/updated");
     assert_eq!(data[1]["params"]["_meta"][SUBSCRIPTION_ID], 7);
     assert_eq!(subscribed.load(Ordering::SeqCst), 1);
