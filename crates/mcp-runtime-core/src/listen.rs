@@ -234,6 +234,9 @@ impl Runtime {
         let mut honoured = Vec::new();
         let cat = self.catalog.load();
         for uri in &filter.uris {
+            if session.ended.is_cancelled() {
+                break;
+            }
             let Some(route) = cat.route(Kind::Resource, uri, auth, scope) else {
                 continue;
             };
@@ -251,6 +254,11 @@ impl Runtime {
             }
         }
         drop(cat);
+        if session.ended.is_cancelled() {
+            // The drain began meanwhile and the watcher may have dropped the subscriptions
+            // before the last ones were made: dropped again (idempotent).
+            self.unsubscribe_listener(&session.id).await;
+        }
         let mut accepted = Map::new();
         for (key, on) in [
             ("toolsListChanged", filter.tools),
@@ -307,15 +315,23 @@ async fn watch(rt: Weak<Runtime>, session: Arc<Session>, tx: mpsc::Sender<SseEve
         .take();
     let Some(rt) = rt.upgrade() else { return };
     rt.sessions.end_listener(&session.id);
-    for (upstream, uri) in rt.subscriptions.drop_session(&session.id) {
-        let cat = rt.catalog.load();
-        if let Some(up) = cat.upstreams.iter().find(|u| u.config.id == upstream)
-            && let Err(e) = rt.subscriptions.sync(up, &uri).await
-        {
-            tracing::debug!(upstream, uri, error = %e, "unsubscribe failed");
+    rt.unsubscribe_listener(&session.id).await;
+    tracing::debug!(listener = %session.id, "listen stream ended");
+}
+
+impl Runtime {
+    /// Drops every resource subscription of listen stream `id`, telling each upstream left
+    /// without a subscriber (a failure is logged at `debug`: the upstream may be gone).
+    async fn unsubscribe_listener(&self, id: &str) {
+        for (upstream, uri) in self.subscriptions.drop_session(id) {
+            let cat = self.catalog.load();
+            if let Some(up) = cat.upstreams.iter().find(|u| u.config.id == upstream)
+                && let Err(e) = self.subscriptions.sync(up, &uri).await
+            {
+                tracing::debug!(upstream, uri, error = %e, "unsubscribe failed");
+            }
         }
     }
-    tracing::debug!(listener = %session.id, "listen stream ended");
 }
 
 #[cfg(test)]
