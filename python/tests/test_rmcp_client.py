@@ -145,12 +145,7 @@ def test_the_stateless_era_discovers_lists_and_calls(gw: Gateway) -> None:
 # The Python baseline reaches the upstream through its one 2025-11-25 session, where the fixture
 # refuses to answer input_required (-32600). Not strict: once the baseline relays 2026-07-28
 # input_required results this passes (XPASS), and the mark goes.
-BASELINE_MRTR = "the Python baseline does not relay input_required to a 2026-07-28 upstream yet"
-
-
-def test_the_stateless_era_input_required_round_trips(gw: Gateway, request: pytest.FixtureRequest) -> None:
-    if gw.mode == "python":
-        request.applymarker(pytest.mark.xfail(reason=BASELINE_MRTR))
+def test_the_stateless_era_input_required_round_trips(gw: Gateway) -> None:
     result = report(gw, V2026)
     listed = set(result["tools"])
     assert {INPUT_REQUIRED_ELICITATION, INPUT_REQUIRED_SAMPLING, INPUT_REQUIRED_ROOTS} <= listed, gw.mode

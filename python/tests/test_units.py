@@ -487,6 +487,28 @@ def test_a_call_the_upstream_may_ask_during_is_told_apart(
     assert not request.wants_progress
 
 
+@pytest.mark.parametrize(
+    ("method", "body", "listens"),
+    [
+        ("POST", b'{"method":"subscriptions/listen","params":{"notifications":{}}}', True),
+        ("POST", b'{"method":"subscriptions\\/listen","params":{}}', True),
+        ("POST", b'{"method":"\\u0073ubscriptions/listen","params":{}}', True),
+        ("POST", b'{"method":"tools/list","params":{"cursor":"\\u0041"}}', False),
+        # The documented false positive of the bytes check: only the gateway's deadline is lost.
+        ("POST", b'{"method":"tools/call","params":{"name":"subscriptions/listen"}}', True),
+        ("POST", b'{"method":"tools/call","params":{"name":"subscriptions"}}', False),
+        ("GET", b"", False),
+    ],
+)
+def test_a_listen_is_a_streamed_call(method: str, body: bytes, listens: bool) -> None:
+    """A ``subscriptions/listen`` POST, however its method is spelled, is streamed (no deadline)."""
+    from mcp_gateway._backend import McpRequest
+
+    request = McpRequest(method=method, server_id=None, auth=AuthContext("a@x"), request_id="r", body=body)
+    assert request.listens is listens
+    assert request.streaming is (listens or method == "GET")
+
+
 def test_a_long_name_is_cut_to_128_bytes_as_the_runtime_cuts_it() -> None:
     assert shown("echo") == "echo"
     assert shown("x" * 128) == "x" * 128

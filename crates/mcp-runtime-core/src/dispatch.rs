@@ -304,9 +304,10 @@ impl Runtime {
     /// (`tools/call`, `prompts/get`, `resources/read`, `completion/complete`) routed as in a
     /// session and forwarded in the runtime's own session with the upstream (which may speak
     /// only 2025-11-25), in a session of their own that ends with the request
-    /// ([`crate::session::Sessions::sessionless`]). What that revision removed (`ping`,
-    /// `logging/setLevel`, `resources/subscribe`, `initialize`) and what is not served yet
-    /// (`subscriptions/listen`) answer -32601 with HTTP 404.
+    /// ([`crate::session::Sessions::sessionless`]). `subscriptions/listen` opens the stream of
+    /// notifications the caller opted in to ([`crate::listen`]). What that revision removed
+    /// (`ping`, `logging/setLevel`, `resources/subscribe`, `initialize`) answers -32601 with
+    /// HTTP 404.
     async fn sessionless(
         self: &Arc<Self>,
         req: &Request,
@@ -332,6 +333,7 @@ impl Runtime {
             "prompts/list" => list(cat.list_json(Kind::Prompt, auth, scope)),
             "resources/list" => list(cat.list_json(Kind::Resource, auth, scope)),
             "resources/templates/list" => list(cat.templates_json(auth, scope)),
+            "subscriptions/listen" => self.listen(req, id, params).await,
             "completion/complete" | "tools/call" | "prompts/get" | "resources/read" => {
                 tracing::debug!(version = era.version, "sessionless call");
                 let session = self.sessions.sessionless(&auth.subject_email, scope);
@@ -358,22 +360,27 @@ impl Runtime {
     /// The `server/discover` result (MCP 2026-07-28) for this caller in this scope: every
     /// version the runtime speaks, the capabilities of what the caller may see across the
     /// upstreams (`tools`, `prompts`, `resources` only when the catalog shows it at least
-    /// one; `completions` with prompts or resources), the runtime as `serverInfo` in `_meta`;
+    /// one, each with `listChanged`, `resources` with `subscribe`: what `subscriptions/listen`
+    /// delivers; `completions` with prompts or resources), the runtime as `serverInfo` in `_meta`;
     /// `ttlMs` [`crate::era::LIST_TTL_MS`], `cacheScope` `private` (it depends on the caller).
     fn discover_json(&self, auth: &AuthContext, scope: Option<&str>) -> String {
         let cat = self.catalog.load();
         let sees = |kind| cat.sees_any(kind, auth, scope);
         let (tools, prompts) = (sees(Kind::Tool), sees(Kind::Prompt));
         let resources = sees(Kind::Resource) || cat.sees_any_template(auth, scope);
+        // What `subscriptions/listen` delivers (`crate::listen`), as `initialize` declares it.
         let mut caps = Map::new();
         if tools {
-            caps.insert("tools".into(), serde_json::json!({}));
+            caps.insert("tools".into(), serde_json::json!({"listChanged": true}));
         }
         if prompts {
-            caps.insert("prompts".into(), serde_json::json!({}));
+            caps.insert("prompts".into(), serde_json::json!({"listChanged": true}));
         }
         if resources {
-            caps.insert("resources".into(), serde_json::json!({}));
+            caps.insert(
+                "resources".into(),
+                serde_json::json!({"listChanged": true, "subscribe": true}),
+            );
         }
         if prompts || resources {
             caps.insert("completions".into(), serde_json::json!({}));

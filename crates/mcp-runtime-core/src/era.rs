@@ -33,9 +33,10 @@ pub(crate) const META_CLIENT_CAPABILITIES: &str = "io.modelcontextprotocol/clien
 pub(crate) const RESERVED_META_PREFIX: &str = "io.modelcontextprotocol/";
 
 /// How long a list result of the sessionless era may be reused, in milliseconds (`ttlMs`). The
-/// catalog changes at run time (an upstream's `list_changed`, a SIGHUP reload: `live.rs`) and a
-/// 2026 client has no stream to hear of it (`subscriptions/listen` is not served yet), so the
-/// hint is short: a client sees a change within five seconds.
+/// catalog changes at run time (an upstream's `list_changed`, a SIGHUP reload: `live.rs`); a
+/// 2026 client that holds a `subscriptions/listen` stream hears of it there (`listen.rs`), one
+/// that does not has only this hint, so it is short: such a client sees a change within five
+/// seconds.
 pub(crate) const LIST_TTL_MS: u64 = 5_000;
 
 /// A request of the sessionless era: its protocol version (one of

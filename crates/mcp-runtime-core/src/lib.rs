@@ -67,6 +67,7 @@ mod error;
 mod forward;
 pub mod hooks;
 pub mod jsonrpc;
+mod listen;
 pub mod live;
 pub mod metrics;
 pub mod quota;

@@ -17,8 +17,9 @@
 //! After a change, every downstream session with an open standalone GET stream whose view
 //! (its caller's visibility and its scope, as `tools/list` would answer) of a list changed
 //! gets the matching `notifications/*/list_changed` there (one each, dropped for a stream
-//! that is full); a session without a GET stream misses it, as the specification allows. The
-//! change is also published, with the new catalog version, to the watchers of
+//! that is full); a session without a GET stream misses it, as the specification allows. So
+//! does each `subscriptions/listen` stream (MCP 2026-07-28) that opted in to that list, tagged
+//! with its subscription id ([`crate::listen`]). The change is also published, with the new catalog version, to the watchers of
 //! [`crate::Runtime::watch_catalog`] (the `WatchCatalog` RPC and its HTTP/JSON twin).
 //!
 //! Each change takes one lock, so a refresh and a reload never build on the same old version;
@@ -495,13 +496,14 @@ impl LiveCatalog {
     }
 }
 
-/// Sends `notifications/<kind>/list_changed` to each session with an open standalone stream
-/// whose caller sees `kind` differently in `new` than in `old`; returns how many
-/// notifications were sent. Views are compared once per (visibility, scope).
+/// Sends `notifications/<kind>/list_changed` to each session with an open standalone stream,
+/// and each `subscriptions/listen` stream that opted in to `kind` ([`crate::listen`]), whose
+/// caller sees `kind` differently in `new` than in `old`; returns how many notifications were
+/// sent. Views are compared once per (visibility, scope).
 fn notify_sessions(sessions: &Sessions, old: &Catalog, new: &Catalog, kinds: &[ListKind]) -> usize {
     let mut views: HashMap<(bool, TeamScope, Option<String>), Vec<ListKind>> = HashMap::new();
     let mut sent = 0;
-    for session in sessions.all() {
+    for session in sessions.all().into_iter().chain(sessions.listeners()) {
         let Some((tx, auth)) = session.notification_stream() else {
             continue;
         };
@@ -513,9 +515,8 @@ fn notify_sessions(sessions: &Sessions, old: &Catalog, new: &Catalog, kinds: &[L
         let changed = views
             .entry(key)
             .or_insert_with(|| changed_for(old, new, kinds, &auth, session.scope.as_deref()));
-        for kind in changed.iter() {
-            let body =
-                crate::jsonrpc::notification_body(kind.notification(), &serde_json::json!({}));
+        for kind in changed.iter().filter(|k| session.wants(**k)) {
+            let body = session.notification_body(kind.notification(), serde_json::json!({}));
             if tx.try_send(SseEvent::message(body)).is_ok() {
                 sent += 1;
             }

@@ -1,7 +1,8 @@
 //! Quotas: what one subject (the AuthContext's email) may hold of what all subjects share, and
 //! the process's budget of bytes in flight.
 //!
-//! Three things are counted per subject: open standalone GET streams, upstream calls in flight,
+//! Three things are counted per subject: open streams (standalone GET streams and MCP
+//! 2026-07-28 `subscriptions/listen` streams, `crate::listen`), upstream calls in flight,
 //! and bytes in flight (request bodies while their request is handled, results while they are
 //! written to the caller). Bytes are also counted for the whole process. A [`Permit`] holds
 //! what it counts and gives it back when dropped, so every path that ends a request (its
@@ -60,7 +61,7 @@ impl Default for QuotaConfig {
 /// What a subject holds of a shared resource; the name of a quota in error messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Quota {
-    /// Open standalone GET streams.
+    /// Open standalone GET streams and `subscriptions/listen` streams.
     Streams,
     /// Upstream calls in flight.
     Calls,

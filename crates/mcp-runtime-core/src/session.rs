@@ -80,9 +80,27 @@ pub(crate) struct Session {
     /// in no table ([`Sessions::sessionless`]): nothing of it outlives the request, its
     /// streams are never stored for resumption (that revision has none).
     pub(crate) sessionless: bool,
+    /// Set on the session of a `subscriptions/listen` stream ([`crate::listen`]): what it
+    /// opted in to and the id its messages carry.
+    pub(crate) listen: std::sync::OnceLock<crate::listen::Opted>,
 }
 
 impl Session {
+    /// A notification for this session's stream: `params` (an object) as given, tagged with
+    /// the listen request's id on a listen stream ([`crate::listen`]).
+    pub(crate) fn notification_body(&self, method: &str, mut params: serde_json::Value) -> String {
+        if let Some(opted) = self.listen.get() {
+            opted.tag(&mut params);
+        }
+        crate::jsonrpc::notification_body(method, &params)
+    }
+
+    /// Whether this session's stream takes `kind`'s `list_changed`: every GET stream does, a
+    /// listen stream only when it opted in.
+    pub(crate) fn wants(&self, kind: crate::live::ListKind) -> bool {
+        self.listen.get().is_none_or(|o| o.wants(kind))
+    }
+
     /// The open standalone stream and the caller that opened it, if there is one.
     pub(crate) fn notification_stream(
         &self,
@@ -175,6 +193,10 @@ pub(crate) struct Sessions {
     /// Parent of the `ended` token of every sessionless request's session: cancelled by
     /// [`Sessions::cancel_calls`] at shutdown, as the tabled sessions' calls are.
     sessionless_ended: CancellationToken,
+    /// The open `subscriptions/listen` streams' sessions ([`Sessions::listener`]), by id.
+    listeners: Mutex<HashMap<String, std::sync::Weak<Session>>>,
+    /// Source of the listen streams' session ids.
+    next_listener: AtomicU64,
 }
 
 /// `initialize` of a subject that already holds the most sessions allowed.
@@ -214,6 +236,8 @@ impl Sessions {
             per_subject_limit: per_subject_limit.max(1),
             epoch: Instant::now(),
             sessionless_ended: CancellationToken::new(),
+            listeners: Mutex::default(),
+            next_listener: AtomicU64::new(1),
         }
     }
 
@@ -255,6 +279,44 @@ impl Sessions {
         )
     }
 
+    /// The session of one `subscriptions/listen` stream ([`crate::listen`]): sessionless (in
+    /// no table, nobody can name it, no client capability, never stored with Redis), with an
+    /// id of its own (`listen-<n>`, which keys its resource subscriptions), listed by
+    /// [`Sessions::listeners`] until [`Sessions::end_listener`].
+    pub(crate) fn listener(&self, subject: &str, scope: Option<&str>) -> Arc<Session> {
+        let n = self.next_listener.fetch_add(1, Ordering::Relaxed);
+        let session = self.build(
+            &format!("listen-{n}"),
+            subject,
+            scope,
+            UNCHECKED,
+            Some(self.sessionless_ended.child_token()),
+        );
+        self.listeners
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(session.id.clone(), Arc::downgrade(&session));
+        session
+    }
+
+    /// Forgets listen stream `id` (its stream ended).
+    pub(crate) fn end_listener(&self, id: &str) {
+        self.listeners
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(id);
+    }
+
+    /// The sessions of the open `subscriptions/listen` streams, at this moment.
+    pub(crate) fn listeners(&self) -> Vec<Arc<Session>> {
+        self.listeners
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .filter_map(std::sync::Weak::upgrade)
+            .collect()
+    }
+
     fn session(&self, id: &str, subject: &str, scope: Option<&str>, epoch: u64) -> Arc<Session> {
         self.build(id, subject, scope, epoch, None)
     }
@@ -285,6 +347,7 @@ impl Sessions {
             log_level: AtomicU8::new(0),
             next_server_request: AtomicU64::new(1),
             pending: Mutex::new(PendingTable::new()),
+            listen: std::sync::OnceLock::new(),
         })
     }
 
@@ -511,8 +574,20 @@ impl Sessions {
         n
     }
 
-    /// Ends every standalone GET stream (at shutdown, so connections can drain).
+    /// Ends every standalone GET stream (at shutdown, so connections can drain), and every
+    /// listen stream, whose last message is then its request's result ([`crate::listen`]).
     pub(crate) fn close_streams(&self) {
+        for s in self.listeners() {
+            let tx = s
+                .standalone
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+            if let (Some(tx), Some(opted)) = (tx, s.listen.get()) {
+                let _ = tx.try_send(SseEvent::message(opted.final_result()));
+            }
+            s.ended.cancel();
+        }
         let map = self
             .map
             .read()

@@ -13,7 +13,9 @@
 //! session has none). A `notifications/resources/updated` it reads goes to the standalone GET
 //! stream of each downstream session subscribed to that URI, with the URI the session
 //! subscribed to; a session without an open GET stream misses it (the specification allows
-//! it). A `notifications/*/list_changed` becomes a notice to the live catalog
+//! it). A `subscriptions/listen` stream (MCP 2026-07-28) is a subscriber like a session (a
+//! session of its own, [`crate::listen`]): its updates carry its subscription id, and its end
+//! leaves like a session's end. A `notifications/*/list_changed` becomes a notice to the live catalog
 //! ([`crate::live`]), which lists the upstream again. A stdio upstream is not listened to
 //! here: its supervisor reads its notifications (module `upstream::stdio`) and sends its
 //! updates and each new session of the server as notices to the live catalog's task
@@ -210,8 +212,11 @@ impl Subscriptions {
                     .clone()
                     .filter(|tx| !tx.is_closed())
             });
-            let body =
-                jsonrpc::notification_body("notifications/resources/updated", &json!({"uri": uri}));
+            let params = json!({"uri": uri});
+            let body = match &session {
+                Some(s) => s.notification_body("notifications/resources/updated", params),
+                None => jsonrpc::notification_body("notifications/resources/updated", &params),
+            };
             let Some(tx) = tx else {
                 if self.store.is_some() && !session.is_some_and(|s| s.sessionless) {
                     elsewhere.push((sid, body));

@@ -64,8 +64,9 @@ struct Args {
     #[arg(long, env = "MCP_RUNTIME_MAX_SESSIONS_PER_SUBJECT", default_value_t = mcp_runtime_core::runtime::DEFAULT_MAX_SESSIONS_PER_SUBJECT)]
     max_sessions_per_subject: usize,
 
-    /// Most standalone GET (SSE) streams one subject may hold open at once; a GET beyond it is
-    /// answered 429 with a JSON-RPC error and `Retry-After: 1`.
+    /// Most streams one subject may hold open at once: standalone GET (SSE) streams and MCP
+    /// 2026-07-28 `subscriptions/listen` streams together; one beyond it is answered 429 with a
+    /// JSON-RPC error and `Retry-After: 1`.
     #[arg(long, env = "MCP_RUNTIME_MAX_STREAMS_PER_SUBJECT", default_value_t = quota::DEFAULT_MAX_STREAMS_PER_SUBJECT)]
     max_streams_per_subject: usize,
 

@@ -109,19 +109,39 @@ class McpRequest:
         return (b"\\/" in self.body or b"\\u" in self.body) and _method_of(self.body) in _ASKING_NAMES
 
     @property
-    def streaming(self) -> bool:
-        """Whether the answer may be a long stream: a GET, or a POST asking for progress.
+    def listens(self) -> bool:
+        r"""Whether this is a POSTed ``subscriptions/listen`` (MCP 2026-07-28).
 
-        Streaming calls get no deadline in the socket modes (a GET stream may stay silent for
-        hours; the runtime's upstream timeout bounds a tool call); in gRPC mode they are the
-        ``InvokeStream`` calls.
+        Its answer is a stream that stays open until the client leaves or the runtime drains
+        (``docs/http-boundary.md``, "subscriptions/listen"). A bytes check first (no parse):
+        the method spelled plainly anywhere in the body (a false positive, such as a tool
+        argument holding that text, costs only a call without the gateway's deadline: the
+        runtime's upstream timeout still bounds it). Only a body holding a ``\/`` or ``\u``
+        escape, which can spell the method otherwise, is parsed to read ``method``.
         """
-        return self.method == "GET" or self.wants_progress
+        if self.method != "POST":
+            return False
+        if _LISTEN_METHOD in self.body:
+            return True
+        return (b"\\/" in self.body or b"\\u" in self.body) and _method_of(self.body) == _LISTEN_NAME
+
+    @property
+    def streaming(self) -> bool:
+        """Whether the answer may be a long stream: a GET, a POST asking for progress, or a listen.
+
+        Streaming calls get no deadline in the socket modes (a GET or listen stream may stay
+        silent for hours; the runtime's upstream timeout bounds a tool call); in gRPC mode they
+        are the ``InvokeStream`` calls.
+        """
+        return self.method == "GET" or self.wants_progress or self.listens
 
 
 _ASKING_NAMES = frozenset({"tools/call", "prompts/get", "resources/read"})
 """The methods during which the runtime relays an upstream's requests to the client."""
 _ASKING_METHODS = tuple(f'"{name}"'.encode() for name in sorted(_ASKING_NAMES))
+_LISTEN_NAME = "subscriptions/listen"
+"""The method whose answer is a stream that stays open (MCP 2026-07-28)."""
+_LISTEN_METHOD = f'"{_LISTEN_NAME}"'.encode()
 
 
 def _method_of(body: bytes) -> object:

@@ -2,7 +2,9 @@
 
 One ``grpc.aio`` channel per process, created in the app lifespan (inside the running loop) and
 closed on shutdown. POSTs go to ``Invoke`` unless their body carries a ``progressToken``, however
-spelled (``McpRequest.wants_progress``; then ``InvokeStream``, relayed event by event), or is a
+spelled (``McpRequest.wants_progress``), or is a ``subscriptions/listen`` of MCP 2026-07-28
+(``McpRequest.listens``: a stream that stays open) (both: ``InvokeStream`` without a deadline,
+relayed event by event), or is a
 call during which the upstream may ask the client something (``McpRequest.may_ask_client``:
 ``InvokeStream`` under the unary deadline, relayed event by event once the runtime answers SSE,
 else read whole, so that an upstream's sampling, elicitation or roots request reaches the client

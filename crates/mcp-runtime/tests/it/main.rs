@@ -18,6 +18,8 @@
 //! - `completion`: `completion/complete` routed by its reference.
 //! - `polling`: an upstream that closes a call's stream to be polled (SEP-1699), resumed.
 //! - `era2026`: MCP 2026-07-28 (no session) beside 2025-11-25 on the same endpoint.
+//! - `listen`: `subscriptions/listen` of MCP 2026-07-28 (list changes and resource updates on
+//!   the stream a client without a session opens).
 //! - `server_requests`: sampling and elicitation asked by an upstream during a call, relayed
 //!   to the caller and answered back.
 //! - `credentials`: upstreams that need a header or a bearer token.
@@ -45,6 +47,7 @@ mod health;
 mod http_semantics;
 mod https_upstream;
 mod limits;
+mod listen;
 mod live_catalog;
 #[cfg(feature = "grpc-uds")]
 mod parity;

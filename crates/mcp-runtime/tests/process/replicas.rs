@@ -932,5 +932,6 @@ async fn a_client_that_leaves_a_stream_does_not_cancel_the_call_and_resumes_it_e
         .await;
 }
 
+mod listen;
 mod notify;
 mod soak;

@@ -1,0 +1,157 @@
+"""``subscriptions/listen`` (MCP 2026-07-28) through the gateway's proxied modes and the edge modes.
+
+The official SDK client in 2026-07-28 mode opens a listen stream (``Client.listen``): the
+acknowledgement says what is honoured (only what the caller may see), resource updates and tool
+list changes arrive on it, and it outlives the gateway's deadline of a unary call (2 s here): the
+gateway streams it through to the runtime and back like a streamed ``tools/call``. A bad filter
+is -32602. Upstreams: a public fixture and one of team alpha (prefix ``alpha_``) serving the
+conformance resources, both with a tool list that changes (``add_tool``). The Python baseline
+does not serve listen (``_baseline``) and is not run here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import httpx2
+import pytest
+from mcp.client.client import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.subscriptions import ResourceUpdated, ServerEvent, ToolsListChanged
+
+from conftest import SECRET, Gateway, Runtime, gateway_env
+from mcp_gateway.testing import (
+    EDGE_MODES,
+    free_port,
+    stack,
+    start_fixture,
+    start_gateway,
+    start_runtime,
+    stop,
+)
+
+SOCKET_MODES = ["http", "http-httpx", "grpc"]
+MODES = [*SOCKET_MODES, *EDGE_MODES]
+V2026 = "2026-07-28"
+WATCHED = "test://watched-resource"
+DEADLINE_S = 2
+"""The gateway's deadline of a unary runtime call here, in seconds: a listen stream outlives it."""
+
+
+@pytest.fixture(scope="module")
+def catalog(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    workdir = tmp_path_factory.mktemp("listen")
+    alpha, alpha_url = start_fixture("--conformance", "--dynamic-tools", log=workdir / "alpha.log")
+    public, public_url = start_fixture("--dynamic-tools", log=workdir / "public.log")
+    path = workdir / "catalog.toml"
+    path.write_text(
+        f'[[upstreams]]\nid = "public"\nurl = "{public_url}"\n\n'
+        f'[[upstreams]]\nid = "alpha"\nurl = "{alpha_url}"\nprefix = "alpha_"\n'
+        'visibility = "team"\nteam = "alpha"\n'
+    )
+    try:
+        yield path
+    finally:
+        stop(alpha)
+        stop(public)
+
+
+@pytest.fixture(scope="module")
+def runtime(catalog: Path) -> Iterator[Runtime]:
+    sockets = catalog.parent
+    http_uds, grpc_uds = str(sockets / "http.sock"), str(sockets / "grpc.sock")
+    rt = Runtime(None, http_uds, grpc_uds, catalog, sockets / "runtime.log")
+    rt.process = start_runtime(catalog, rt.http_uds, rt.grpc_uds, log=rt.log)
+    try:
+        yield rt
+    finally:
+        stop(rt.process)
+
+
+@pytest.fixture(params=MODES)
+def gw(request: pytest.FixtureRequest, catalog: Path, runtime: Runtime) -> Iterator[Gateway]:
+    mode: str = request.param
+    port = free_port()
+    if mode in EDGE_MODES:
+        with stack(mode, port, SECRET, catalog=catalog):
+            yield Gateway(mode, f"http://127.0.0.1:{port}", SECRET, [])
+        return
+    env = {**gateway_env(mode, catalog, runtime), "MCP_GATEWAY_REQUEST_TIMEOUT_S": str(DEADLINE_S)}
+    process = start_gateway(env, port, log=catalog.parent / f"gateway-{mode}.log")
+    try:
+        yield Gateway(mode, f"http://127.0.0.1:{port}", SECRET, [process])
+    finally:
+        stop(process)
+
+
+def _client(gw: Gateway, token: str) -> tuple[httpx2.AsyncClient, Any]:
+    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=httpx2.Timeout(30.0))
+    return http, Client(streamable_http_client(gw.url, http_client=http), mode=V2026, cache=None)
+
+
+async def _until(events: Any, kind: type[ServerEvent]) -> ServerEvent:
+    """The next event of ``kind`` (others may come first), within 10 s."""
+    with anyio.fail_after(10):
+        async for event in events:
+            if isinstance(event, kind):
+                return event
+    raise AssertionError(f"the stream ended before a {kind.__name__}")
+
+
+async def test_a_listen_stream_through_the_gateway(gw: Gateway) -> None:
+    mode = gw.mode
+    alice_http, alice = _client(gw, gw.token("alice@example.com", teams=["alpha"]))
+    bob_http, bob = _client(gw, gw.token("bob@example.com", teams=[]))
+    async with alice_http, alice, bob_http, bob:
+        assert alice.protocol_version == V2026, mode
+        async with (
+            alice.listen(tools_list_changed=True, resource_subscriptions=[WATCHED, "test://nope"]) as mine,
+            bob.listen(tools_list_changed=True, resource_subscriptions=[WATCHED]) as his,
+        ):
+            # Honoured: what each caller may see (bob cannot see the team's resources).
+            assert mine.honored.tools_list_changed is True, mode
+            assert mine.honored.resource_subscriptions == [WATCHED], mode
+            assert his.honored.tools_list_changed is True, mode
+            assert not his.honored.resource_subscriptions, mode
+            updated = await _until(mine, ResourceUpdated)
+            assert isinstance(updated, ResourceUpdated), mode
+            assert updated.uri == WATCHED, mode
+            # Past the gateway's deadline of a unary call, the stream is still open.
+            await anyio.sleep(DEADLINE_S + 1)
+            added = await alice.call_tool("alpha_add_tool", {"name": f"fresh_{mode.replace('-', '_')}"})
+            assert not added.is_error, (mode, added)
+            await _until(mine, ToolsListChanged)
+            added = await bob.call_tool("add_tool", {"name": f"public_{mode.replace('-', '_')}"})
+            assert not added.is_error, (mode, added)
+            await _until(his, ToolsListChanged)
+            names = {t.name for t in (await alice.list_tools()).tools}
+            assert f"alpha_fresh_{mode.replace('-', '_')}" in names, mode
+
+
+def test_a_bad_filter_is_invalid_params(gw: Gateway) -> None:
+    token = gw.token("bob@example.com", teams=[])
+    meta = {
+        "io.modelcontextprotocol/protocolVersion": V2026,
+        "io.modelcontextprotocol/clientCapabilities": {},
+    }
+    headers = {
+        "authorization": f"Bearer {token}",
+        "accept": "application/json, text/event-stream",
+        "mcp-protocol-version": V2026,
+        "mcp-method": "subscriptions/listen",
+    }
+    bad: list[object] = [{"toolsListChanged": "yes"}, {"resourceSubscriptions": [1]}, []]
+    for notifications in bad:
+        body = {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "subscriptions/listen",
+            "params": {"_meta": meta, "notifications": notifications},
+        }
+        r = httpx.post(gw.url, json=body, headers=headers, timeout=30.0)
+        assert r.status_code == 200, (gw.mode, r.text)
+        assert r.json()["error"]["code"] == -32602, (gw.mode, r.text)
