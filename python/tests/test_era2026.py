@@ -11,6 +11,8 @@ the SDK in the Python baseline), a version nobody speaks -32022.
 
 from __future__ import annotations
 
+import http.client
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -113,6 +115,18 @@ async def test_discover_lists_and_header_checks(gw: Gateway) -> None:
     good = {"mcp-protocol-version": V2026, "mcp-method": "tools/call", "mcp-name": "echo"}
     r = post(call, **good)
     assert r.status_code == 200, (gw.mode, r.text)
+    # The whitespace around a field value is not part of it (RFC 9110, 5.5); httpx refuses to
+    # send such a value, the standard library's client does not.
+    url = httpx.URL(gw.url)
+    conn = http.client.HTTPConnection(url.host, url.port, timeout=30.0)
+    try:
+        conn.request(
+            "POST", url.raw_path.decode(), json.dumps(call), {**base, **good, "mcp-name": "  echo\t"}
+        )
+        answer = conn.getresponse()
+        assert answer.status == 200, (gw.mode, answer.read())
+    finally:
+        conn.close()
     for bad in (
         {"mcp-method": "tools/list"},
         {"mcp-name": "sleep"},

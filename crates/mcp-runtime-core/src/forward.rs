@@ -189,7 +189,12 @@ impl Runtime {
                         Some(hook) => self.post_hook(hook, id, body, &mut held).await?,
                         None => Bytes::from(body),
                     };
-                    return Ok(Outcome::json(200, held.hold_in(body)));
+                    let status = if session.sessionless {
+                        sessionless_status(&body)
+                    } else {
+                        200
+                    };
+                    return Ok(Outcome::json(status, held.hold_in(body)));
                 }
                 Step::Skip => {}
                 Step::Event(_) if !accepts_sse => {}
@@ -209,6 +214,33 @@ impl Runtime {
         let rest = pump(stream, out, first, call, relay, bounds, post);
         self.tasks.spawn(rest.instrument(tracing::Span::current()));
         Ok(Outcome::events(rx))
+    }
+}
+
+/// The HTTP status of a sessionless call's JSON answer `body`: 400 for the errors MCP
+/// 2026-07-28 sends with it (transports: `-32020` a header that does not match the body,
+/// `-32021` a capability the request did not declare, `-32022` an unsupported version), as
+/// the upstream sent them; 200 for anything else.
+fn sessionless_status(body: &[u8]) -> u16 {
+    #[derive(Deserialize)]
+    struct Answer {
+        error: Option<Code>,
+    }
+    #[derive(Deserialize)]
+    struct Code {
+        code: i64,
+    }
+    // Only an error answer is read, and it is small.
+    if body.len() > 64 * 1024 || !body.windows(8).any(|w| w == b"\"error\":") {
+        return 200;
+    }
+    match serde_json::from_slice::<Answer>(body) {
+        Ok(Answer {
+            error: Some(Code {
+                code: -32022..=-32020,
+            }),
+        }) => 400,
+        _ => 200,
     }
 }
 
@@ -822,6 +854,23 @@ fn event(body: Vec<u8>) -> SseEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_2026_errors_that_mean_a_bad_request_are_400() {
+        let error = |code: i64| {
+            format!(r#"{{"jsonrpc":"2.0","id":1,"error":{{"code":{code},"message":"m"}}}}"#)
+        };
+        for code in [-32020, -32021, -32022] {
+            assert_eq!(sessionless_status(error(code).as_bytes()), 400, "{code}");
+        }
+        for code in [-32019, -32023, -32602, -32603] {
+            assert_eq!(sessionless_status(error(code).as_bytes()), 200, "{code}");
+        }
+        assert_eq!(
+            sessionless_status(br#"{"jsonrpc":"2.0","id":1,"result":{"error":-32021}}"#),
+            200
+        );
+    }
 
     #[test]
     fn a_result_gets_the_fields_it_lacks() {

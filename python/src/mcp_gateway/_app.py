@@ -431,6 +431,10 @@ class McpEndpoint:
             value = headers.get(name)
             if value is None:
                 continue
+            # A field value excludes the whitespace around it (RFC 9110, 5.5); the server
+            # leaves it, and neither the SDK's comparison (baseline) nor httpx (which refuses
+            # to send such a value) removes it.
+            value = value.strip(" \t")
             if not _VISIBLE_ASCII.fullmatch(value):
                 # As the runtime's HTTP adapter answers it; never read as absent.
                 message = f"Bad Request: header {name} is not visible ASCII"
