@@ -312,20 +312,7 @@ impl Upstream {
 
     /// `server/discover` as a request of the sessionless era; its result.
     async fn discover(&self, params: Value) -> Result<Value, UpstreamError> {
-        let id = self.next_id();
-        let mut stream = self
-            .send_sessionless(id, "server/discover", params, None)
-            .await?;
-        while let Some(msg) = stream.next().await {
-            let v: Value = serde_json::from_str(&msg?).map_err(|e| self.protocol(e))?;
-            if v.get("id").is_some() && v.get("method").is_none() {
-                if let Some(err) = v.get("error") {
-                    return Err(self.protocol(format!("server/discover failed: {err}")));
-                }
-                return Ok(v.get("result").cloned().unwrap_or(Value::Null));
-            }
-        }
-        Err(self.protocol("server/discover: stream ended without a response"))
+        self.call_in("server/discover", &params, true).await
     }
 
     /// Resumes a call whose SSE stream the upstream closed ([`UpstreamError::Polled`]): a GET
@@ -823,9 +810,19 @@ impl Upstream {
     /// Sends a request and waits for its response message, ignoring notifications; used at
     /// discovery.
     pub(crate) async fn call(&self, method: &str, params: &Value) -> Result<Value, UpstreamError> {
+        self.call_in(method, params, false).await
+    }
+
+    /// [`Upstream::call`] in the runtime's session, or as a request of the sessionless era.
+    async fn call_in(
+        &self,
+        method: &str,
+        params: &Value,
+        sessionless: bool,
+    ) -> Result<Value, UpstreamError> {
         let id = self.next_id();
         let mut stream = self
-            .request(id, method, params.clone(), None, false)
+            .request(id, method, params.clone(), None, sessionless)
             .await?;
         while let Some(msg) = stream.next().await {
             let v: Value = serde_json::from_str(&msg?).map_err(|e| self.protocol(e))?;

@@ -518,6 +518,18 @@ class Upstream:
         if kind is not None and self.on_list_changed is not None:
             self.on_list_changed(kind)
 
+    async def _start(self, conn: _Connection) -> None:
+        """Starts ``conn``'s task, within the connect timeout.
+
+        Raises:
+            UpstreamUnavailableError: it did not connect in time.
+        """
+        try:
+            with anyio.fail_after(self._timeout_s):
+                await self._task_group.start(conn.run)
+        except TimeoutError as e:
+            raise UpstreamUnavailableError(f"upstream {self.config.id} unavailable: connect timed out") from e
+
     async def _space_starts(self) -> None:
         """A stdio server is started again no sooner than the back-off after its last start.
 
@@ -553,13 +565,7 @@ class Upstream:
                 conn = _Connection(self.config, self._http_client, self._cap, self._on_message)
                 if self.config.transport == "stdio":
                     await self._space_starts()
-                try:
-                    with anyio.fail_after(self._timeout_s):
-                        await self._task_group.start(conn.run)
-                except TimeoutError as e:
-                    raise UpstreamUnavailableError(
-                        f"upstream {self.config.id} unavailable: connect timed out"
-                    ) from e
+                await self._start(conn)
                 self._connection = conn
                 if replaced and self.subscribed and conn.client is not None:
                     # A new upstream session knows none of the old one's subscriptions.
@@ -651,13 +657,7 @@ class Upstream:
                 conn = _Connection(
                     self.config, self._http_client, self._cap, modern=True, discovered=self._discovered
                 )
-                try:
-                    with anyio.fail_after(self._timeout_s):
-                        await self._task_group.start(conn.run)
-                except TimeoutError as e:
-                    raise UpstreamUnavailableError(
-                        f"upstream {self.config.id} unavailable: connect timed out"
-                    ) from e
+                await self._start(conn)
                 self._modern = conn
             assert conn.client is not None
             return conn, conn.client
