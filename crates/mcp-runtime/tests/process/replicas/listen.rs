@@ -89,14 +89,22 @@ async fn a_listen_stream_on_one_replica_hears_a_change_another_one_heard() {
     );
     assert_eq!(update["params"]["_meta"][SUBSCRIPTION_ID], 9);
     assert_eq!(subscribed.load(Ordering::SeqCst), 1);
-    // A tool added through A: only A's upstream session is told; B's stream hears of it.
+    // A tool added through a session on A: only A's upstream session is told (the fixture tells
+    // the session that made the change; a 2026 call would reach it without one); B's stream
+    // hears of it.
+    let sid = a.initialize(&alice, None).await;
     let added = a
-        .send(&modern(
-            &alice,
-            10,
-            "tools/call",
-            json!({"name": "add_tool", "arguments": {"name": "fresh"}}),
-        ))
+        .send(
+            &Call::post(
+                &alice,
+                rpc(
+                    10,
+                    "tools/call",
+                    json!({"name": "add_tool", "arguments": {"name": "fresh"}}),
+                ),
+            )
+            .session(&sid),
+        )
         .await;
     assert_eq!(
         added.json()["result"]["content"][0]["text"],
@@ -104,7 +112,13 @@ async fn a_listen_stream_on_one_replica_hears_a_change_another_one_heard() {
         "{:?}",
         added.body
     );
+    // Resource updates keep coming meanwhile: the wait for the list change is bounded.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no tools/list_changed within 20 s"
+        );
         let m = next(&mut events).await;
         assert_eq!(m["params"]["_meta"][SUBSCRIPTION_ID], 9, "{m}");
         if m["method"] == "notifications/tools/list_changed" {
