@@ -454,13 +454,14 @@ async fn a_list_change_heard_by_one_replica_reaches_a_stream_on_another() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscription_outlives_the_reaping_of_its_replicas_idle_copy_of_the_session() {
-    // A 2 s idle TTL: A's copy of the session, idle there, is reaped while the session lives
-    // on (B holds its GET stream, and renews its record).
+    // A 5 s idle TTL: A's copy of the session, idle there, is reaped while the session lives
+    // on (B holds its GET stream, and renews its record every second: a shorter TTL left too
+    // little room for a heartbeat delayed on a loaded machine, and the record expired).
     let subscribed = Arc::new(AtomicUsize::new(0));
     let state = SharedState::new(0)
         .with_conformance()
         .with_subscription_count(Arc::clone(&subscribed));
-    let r = Replicas::start_on(state, 2, &["--session-idle-ttl-s", "2"]);
+    let r = Replicas::start_on(state, 2, &["--session-idle-ttl-s", "5"]);
     r.ready().await;
     let (a, b) = (&r.http[0], &r.http[1]);
     let who = alice();
