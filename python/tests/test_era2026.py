@@ -125,6 +125,19 @@ async def test_discover_lists_and_header_checks(gw: Gateway) -> None:
         )
         answer = conn.getresponse()
         assert answer.status == 200, (gw.mode, answer.read())
+        answer.read()
+        # A header a request carries once, sent twice: refused, whichever value a proxy reads.
+        for name, second in (("mcp-method", "tools/list"), ("mcp-protocol-version", "2025-11-25")):
+            conn.putrequest("POST", url.raw_path.decode(), skip_accept_encoding=True)
+            payload = json.dumps(call).encode()
+            for key, value in {**base, **good, "content-type": "application/json"}.items():
+                conn.putheader(key, value)
+            conn.putheader(name, second)
+            conn.putheader("content-length", str(len(payload)))
+            conn.endheaders(payload)
+            answer = conn.getresponse()
+            body = json.loads(answer.read())
+            assert (answer.status, body["error"]["code"]) == (400, -32020), (gw.mode, name, body)
     finally:
         conn.close()
     for bad in (

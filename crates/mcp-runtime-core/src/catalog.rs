@@ -680,6 +680,8 @@ pub(crate) struct Route<'a> {
     pub(crate) upstream: &'a Arc<Upstream>,
     /// The name (tools, prompts) or URI (resources) to send upstream.
     pub(crate) upstream_name: &'a str,
+    /// The entry's JSON as listed (`None` for a URI matched by a resource template).
+    pub(crate) json: Option<&'a RawValue>,
 }
 
 impl Catalog {
@@ -995,6 +997,7 @@ impl Catalog {
         let to = |e: &'a Entry| Route {
             upstream: &self.upstreams[e.upstream],
             upstream_name: &e.upstream_name,
+            json: Some(&e.json),
         };
         let mut named = self.entries(kind).named(name).peekable();
         if named.peek().is_some() {
@@ -1018,6 +1021,7 @@ impl Catalog {
         best.map(|(_, e)| Route {
             upstream: &self.upstreams[e.upstream],
             upstream_name: name,
+            json: None,
         })
     }
 }

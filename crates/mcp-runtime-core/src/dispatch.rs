@@ -536,6 +536,7 @@ impl Runtime {
         // MCP's reserved `_meta` keys stay until `forward` knows which era the upstream is
         // spoken to in.
         let p = call_params(params)?;
+        check_input_responses(&p, session.sessionless)?;
         let key = kind.key();
         let Some(name) = p.get(key).and_then(Value::as_str).map(str::to_owned) else {
             return Err(RequestError::InvalidParams(format!("`{key}` is required")));
@@ -633,7 +634,7 @@ impl Runtime {
             p,
             (false, false),
             None,
-            traceparent,
+            (traceparent, Vec::new()),
         )
         .await
     }
@@ -744,6 +745,20 @@ impl Runtime {
         let Some(route) = route else {
             return Err(RequestError::not_found(kind, name));
         };
+        // MCP 2026-07-28 (SEP-2243): the arguments the tool marks with `x-mcp-header` come in
+        // `Mcp-Param-*` headers too, checked here before any work (when the adapter's caller
+        // forwarded them), and sent on to the upstream (`forward`).
+        let annotations = match route.json {
+            Some(json) if kind == Kind::Tool && session.sessionless => {
+                crate::era::param_annotations(json.get())
+            }
+            _ => Vec::new(),
+        };
+        if let Some(sent) = &req.headers.params
+            && !annotations.is_empty()
+        {
+            crate::era::check_params(sent, p.get("arguments"), &annotations)?;
+        }
         p.insert(
             key.to_owned(),
             Value::String(route.upstream_name.to_owned()),
@@ -793,6 +808,8 @@ impl Runtime {
             .is_some()
             .then_some(req.auth.traceparent.as_str());
         let live = accepts_sse && req.live_events;
+        // After the pre-invoke hook: the headers say what the upstream gets.
+        let param_headers = crate::era::param_headers(p.get("arguments"), &annotations);
         self.forward(
             session,
             id,
@@ -801,7 +818,7 @@ impl Runtime {
             p,
             (accepts_sse, live),
             post,
-            traceparent,
+            (traceparent, param_headers),
         )
         .await
     }
@@ -964,6 +981,38 @@ fn initialize_params(params: Option<&RawValue>) -> Result<String, RequestError> 
 /// The params of a call as an object, checked here so that a malformed call never reaches the
 /// upstream: `arguments` and `_meta`, when present, must be objects. Takes the raw params and
 /// drops them once parsed.
+/// The multi-round-trip members of a call's params (MCP 2026-07-28, SEP-2322): only in a
+/// request of that era (a session-era call carrying them is refused, never passed into the
+/// runtime's session with the upstream), `inputResponses` an object and `requestState` a
+/// string.
+///
+/// # Errors
+///
+/// [`RequestError::InvalidParams`] (-32602) for either member in a session-era call, or of
+/// another type.
+fn check_input_responses(p: &Map<String, Value>, sessionless: bool) -> Result<(), RequestError> {
+    let responses = p.get("inputResponses");
+    let state = p.get("requestState");
+    if !sessionless && (responses.is_some() || state.is_some()) {
+        return Err(RequestError::InvalidParams(
+            "`inputResponses` and `requestState` belong to requests of MCP 2026-07-28, not to \
+             a session"
+                .into(),
+        ));
+    }
+    if responses.is_some_and(|r| !r.is_object()) {
+        return Err(RequestError::InvalidParams(
+            "`inputResponses` must be an object".into(),
+        ));
+    }
+    if state.is_some_and(|s| !s.is_string()) {
+        return Err(RequestError::InvalidParams(
+            "`requestState` must be a string".into(),
+        ));
+    }
+    Ok(())
+}
+
 fn call_params(params: Option<Box<RawValue>>) -> Result<Map<String, Value>, RequestError> {
     let p: Map<String, Value> = params
         .map(|p| serde_json::from_str(p.get()))

@@ -261,6 +261,146 @@ fn decode_header_value(raw: &str) -> Option<Cow<'_, str>> {
     String::from_utf8(bytes).ok().map(Cow::Owned)
 }
 
+/// The `x-mcp-header` annotations of a tool's listed JSON (MCP 2026-07-28, SEP-2243): for
+/// each argument of its `inputSchema` (nested objects' properties too) whose schema names a
+/// header, the argument's path and the header's `<Name>` (of `Mcp-Param-<Name>`). Empty for a
+/// tool without any (the common case, found without parsing the tool).
+pub(crate) fn param_annotations(tool: &str) -> Vec<(Vec<String>, String)> {
+    if !tool.contains("x-mcp-header") {
+        return Vec::new();
+    }
+    let Ok(tool) = serde_json::from_str::<Value>(tool) else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    if let Some(schema) = tool.get("inputSchema") {
+        annotations_in(schema, &mut Vec::new(), &mut found);
+    }
+    found
+}
+
+fn annotations_in(schema: &Value, path: &mut Vec<String>, found: &mut Vec<(Vec<String>, String)>) {
+    let Some(properties) = schema.get("properties").and_then(Value::as_object) else {
+        return;
+    };
+    for (name, property) in properties {
+        path.push(name.clone());
+        if let Some(header) = property.get("x-mcp-header").and_then(Value::as_str) {
+            found.push((path.clone(), header.to_owned()));
+        } else {
+            annotations_in(property, path, found);
+        }
+        path.pop();
+    }
+}
+
+/// The value an argument has in its `Mcp-Param-*` header: a string as it is, a number or a
+/// boolean as JSON writes it; `None` for an absent or null argument, or one of another type
+/// (no header carries it).
+fn param_text(arguments: Option<&Value>, path: &[String]) -> Option<String> {
+    let mut v = arguments?;
+    for key in path {
+        v = v.get(key)?;
+    }
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// Checks the caller's `Mcp-Param-*` headers against the call's `arguments` (MCP 2026-07-28,
+/// SEP-2243), for a tool with `annotations` ([`param_annotations`]): each annotated argument
+/// present in the body must come with its header, equal to it once decoded (plain, or
+/// `=?base64?...?=`); a header for an absent argument is refused too.
+///
+/// # Errors
+///
+/// [`RequestError::HeaderMismatch`] (400, -32020) naming the header, for a header missing,
+/// repeated, not valid base64, or not equal to the argument.
+pub(crate) fn check_params(
+    sent: &[(String, String)],
+    arguments: Option<&Value>,
+    annotations: &[(Vec<String>, String)],
+) -> Result<(), RequestError> {
+    for (path, name) in annotations {
+        let header = format!("Mcp-Param-{name}");
+        let lower = name.to_ascii_lowercase();
+        let mut named = sent.iter().filter(|(n, _)| *n == lower);
+        let value = named.next().map(|(_, v)| v.as_str());
+        if named.next().is_some() {
+            return Err(RequestError::HeaderMismatch(format!(
+                "duplicate {header} header"
+            )));
+        }
+        let argument = path.join(".");
+        match (ows_trimmed(value), param_text(arguments, path)) {
+            (None, None) => {}
+            (Some(_), None) => {
+                return Err(RequestError::HeaderMismatch(format!(
+                    "{header} header for absent or null argument `{}`",
+                    shown(&argument)
+                )));
+            }
+            (None, Some(_)) => {
+                return Err(RequestError::HeaderMismatch(format!(
+                    "missing {header} header for argument `{}`",
+                    shown(&argument)
+                )));
+            }
+            (Some(raw), Some(expected)) => {
+                let decoded = decode_header_value(raw).ok_or_else(|| {
+                    RequestError::HeaderMismatch(format!("{header} header is not valid base64"))
+                })?;
+                if decoded != expected {
+                    return Err(RequestError::HeaderMismatch(format!(
+                        "{header} header `{}` does not match argument `{}`",
+                        shown(&decoded),
+                        shown(&argument)
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The `Mcp-Param-*` headers of a call with `arguments` to a tool with `annotations`, as the
+/// runtime sends them upstream as that call's client (MCP 2026-07-28, SEP-2243): (header name,
+/// value); a value that is not plain visible ASCII without surrounding spaces, or that looks
+/// like the base64 form itself, goes as `=?base64?<standard base64 of its UTF-8>?=`.
+pub(crate) fn param_headers(
+    arguments: Option<&Value>,
+    annotations: &[(Vec<String>, String)],
+) -> Vec<(String, String)> {
+    annotations
+        .iter()
+        .filter_map(|(path, name)| {
+            let text = param_text(arguments, path)?;
+            Some((format!("Mcp-Param-{name}"), encode_header_value(&text)))
+        })
+        .collect()
+}
+
+/// `text` as a header value of MCP 2026-07-28 (standard headers, `Mcp-Name` and
+/// `Mcp-Param-*`): as it is when it is plain visible ASCII without surrounding spaces and does
+/// not look like the base64 form itself, else `=?base64?<standard base64 of its UTF-8>?=`.
+pub(crate) fn encode_header_value(text: &str) -> String {
+    let plain = text.bytes().all(|b| (0x20..0x7f).contains(&b))
+        && !text.starts_with(' ')
+        && !text.ends_with(' ')
+        && !text.starts_with("=?base64?");
+    if plain {
+        text.to_owned()
+    } else {
+        format!(
+            "=?base64?{}?=",
+            base64::engine::general_purpose::STANDARD.encode(text.as_bytes())
+        )
+    }
+}
+
 /// Longest caller-supplied value echoed in an error message, in characters.
 fn shown(s: &str) -> Cow<'_, str> {
     const MAX: usize = 128;
@@ -368,6 +508,56 @@ mod tests {
         let mut trusted = headers(Some("2026-07-28"), None, None);
         trusted.standard_headers_checked = true;
         assert!(of(&trusted, "tools/call", Some(&call)).unwrap().is_some());
+    }
+
+    #[test]
+    fn param_headers_follow_the_annotations() {
+        use serde_json::json;
+        let tool = json!({"name": "t", "inputSchema": {"type": "object", "properties": {
+            "region": {"type": "string", "x-mcp-header": "Region"},
+            "opts": {"type": "object", "properties": {"n": {"type": "integer", "x-mcp-header": "N"}}},
+            "plain": {"type": "string"}
+        }}})
+        .to_string();
+        let mut found = param_annotations(&tool);
+        found.sort();
+        assert_eq!(
+            found,
+            vec![
+                (vec!["opts".to_owned(), "n".to_owned()], "N".to_owned()),
+                (vec!["region".to_owned()], "Region".to_owned()),
+            ]
+        );
+        assert!(param_annotations(r#"{"name":"t","inputSchema":{}}"#).is_empty());
+        let args = json!({"region": " padded", "opts": {"n": 7}, "plain": "x"});
+        let mut sent = param_headers(Some(&args), &found);
+        sent.sort();
+        assert_eq!(
+            sent,
+            vec![
+                ("Mcp-Param-N".to_owned(), "7".to_owned()),
+                (
+                    "Mcp-Param-Region".to_owned(),
+                    "=?base64?IHBhZGRlZA==?=".to_owned()
+                ),
+            ]
+        );
+        let looks_wrapped = json!({"region": "=?base64?eA==?="});
+        let sent = param_headers(Some(&looks_wrapped), &found);
+        assert_eq!(sent[0].1, "=?base64?PT9iYXNlNjQ/ZUE9PT89?=");
+        let mut h = vec![
+            ("n".to_owned(), "7".to_owned()),
+            ("region".to_owned(), " padded".to_owned()),
+        ];
+        // The surrounding whitespace is not part of the value: " padded" must come wrapped.
+        assert!(check_params(&h, Some(&args), &found).is_err());
+        h[1].1 = "=?base64?IHBhZGRlZA==?=".to_owned();
+        assert!(check_params(&h, Some(&args), &found).is_ok());
+        let absent = json!({"opts": {"n": 7}});
+        assert!(
+            check_params(&h, Some(&absent), &found).is_err(),
+            "a header without its argument"
+        );
     }
 
     #[test]

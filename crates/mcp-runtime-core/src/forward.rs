@@ -67,7 +67,7 @@ impl Runtime {
         mut params: Map<String, Value>,
         (accepts_sse, live): (bool, bool),
         post: Option<Hook>,
-        traceparent: Option<&str>,
+        (traceparent, param_headers): (Option<&str>, Vec<(String, String)>),
     ) -> Result<Outcome, RequestError> {
         check_progress_token(&params)?;
         // A sessionless client's call that may need its input (SEP-2322) goes to an upstream
@@ -114,8 +114,14 @@ impl Runtime {
         };
         let mut stream = match bounds
             .run(
-                up.request(uid, method, Value::Object(params), traceparent, sessionless)
-                    .instrument(span),
+                up.request(
+                    uid,
+                    method,
+                    Value::Object(params),
+                    traceparent,
+                    sessionless.then_some(param_headers.as_slice()),
+                )
+                .instrument(span),
             )
             .await?
         {

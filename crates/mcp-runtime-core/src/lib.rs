@@ -51,7 +51,7 @@
 /// Version `MAJOR.MINOR` of the boundary contract (`proto/mcp/runtime/v1` and
 /// `docs/http-boundary.md`), reported by both health endpoints. The major equals the proto
 /// package suffix (`v1`); the minor grows with each additive change.
-pub const CONTRACT_VERSION: &str = "1.3";
+pub const CONTRACT_VERSION: &str = "1.4";
 
 /// Version `MAJOR.MINOR` of the Core SPI (`proto/mcp/core/v1`, the callbacks the runtime makes
 /// to the Python core in edge mode; `docs/core-spi.md`). Versioned apart from

@@ -73,6 +73,11 @@ pub struct McpHeaders {
     /// body, so the core does not (the gRPC adapter: the envelope carries no such headers; the
     /// gateway checks them at its public endpoint before it builds the envelope).
     pub standard_headers_checked: bool,
+    /// The `Mcp-Param-<Name>` headers (MCP 2026-07-28, SEP-2243: the arguments a tool's input
+    /// schema marks with `x-mcp-header`), each as (`<Name>` in lower case, value verbatim), in
+    /// the order received; checked against the body. `None` when the adapter's caller did not
+    /// forward them (a gateway older than contract 1.4): then not checked.
+    pub params: Option<Vec<(String, String)>>,
 }
 
 /// One MCP request, as the gateway received it, minus transport details.

@@ -173,9 +173,9 @@ impl StreamWriter {
         let stream = new_stream_id();
         let target = match store {
             // A sessionless request's stream is never resumed: kept in its own session only.
-            _ if session.sessionless => Target::Memory(Arc::new(memory::StreamLog::default())),
+            _ if session.sessionless => Target::Memory(Arc::new(memory::StreamLog::new())),
             Store::Memory => {
-                let log = Arc::new(memory::StreamLog::default());
+                let log = Arc::new(memory::StreamLog::new());
                 let mut logs = session
                     .streams
                     .lock()

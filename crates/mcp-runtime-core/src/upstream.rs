@@ -365,7 +365,7 @@ impl Upstream {
         id: u64,
         method: &str,
         params: Value,
-        traceparent: Option<&str>,
+        (traceparent, param_headers): (Option<&str>, &[(String, String)]),
     ) -> Result<MessageStream, UpstreamError> {
         use reqwest::header::{HeaderName, HeaderValue};
         let mut headers = HashMap::new();
@@ -383,11 +383,23 @@ impl Upstream {
                 "name"
             })
             .and_then(Value::as_str);
-        if let Some(v) = name.and_then(|n| HeaderValue::from_str(n).ok()) {
+        // A name that is not plain visible ASCII goes base64-wrapped, as the revision says.
+        if let Some(v) = name
+            .map(crate::era::encode_header_value)
+            .and_then(|n| HeaderValue::from_str(&n).ok())
+        {
             headers.insert(HeaderName::from_static("mcp-name"), v);
         }
         if let Some(v) = traceparent.and_then(|t| HeaderValue::from_str(t).ok()) {
             headers.insert(HeaderName::from_static("traceparent"), v);
+        }
+        for (name, value) in param_headers {
+            if let (Ok(n), Ok(v)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(value),
+            ) {
+                headers.insert(n, v);
+            }
         }
         let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
         let msg = message(&body).map_err(|e| self.protocol(e))?;
@@ -594,17 +606,19 @@ impl Upstream {
     /// level.
     ///
     /// `sessionless`: send it as a request of the sessionless era instead (no session; see
-    /// [`Upstream::speaks_sessionless`]); `params` then carry its `_meta`.
+    /// [`Upstream::speaks_sessionless`]), with these `Mcp-Param-*` headers (name, value);
+    /// `params` then carry its `_meta`.
     pub(crate) async fn request(
         &self,
         id: u64,
         method: &str,
         params: Value,
         traceparent: Option<&str>,
-        sessionless: bool,
+        sessionless: Option<&[(String, String)]>,
     ) -> Result<MessageStream, UpstreamError> {
-        let r = if sessionless {
-            self.send_sessionless(id, method, params, traceparent).await
+        let r = if let Some(param_headers) = sessionless {
+            self.send_sessionless(id, method, params, (traceparent, param_headers))
+                .await
         } else {
             self.send_request(id, method, params, traceparent).await
         };
@@ -822,7 +836,7 @@ impl Upstream {
     ) -> Result<Value, UpstreamError> {
         let id = self.next_id();
         let mut stream = self
-            .request(id, method, params.clone(), None, sessionless)
+            .request(id, method, params.clone(), None, sessionless.then_some(&[]))
             .await?;
         while let Some(msg) = stream.next().await {
             let v: Value = serde_json::from_str(&msg?).map_err(|e| self.protocol(e))?;

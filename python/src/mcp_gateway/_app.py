@@ -99,6 +99,36 @@ FORWARDED_HEADERS = (
 )
 """The client's headers the runtime gets (each checked to be visible ASCII first)."""
 
+_SINGLE_HEADERS = frozenset(
+    ("mcp-session-id", "mcp-protocol-version", "last-event-id", "mcp-method", "mcp-name")
+)
+"""Of :data:`FORWARDED_HEADERS`, those a request may carry once (400, -32020 otherwise)."""
+
+
+def _param_headers(headers: Headers) -> tuple[tuple[str, str], ...] | McpResponse:
+    """The client's ``Mcp-Param-*`` headers (MCP 2026-07-28, SEP-2243).
+
+    Returns:
+        (lower-case name, value without the whitespace around it) pairs, in order; or the 400
+        answer (-32020) for one sent twice or not visible ASCII, as the runtime answers it.
+    """
+    params: dict[str, str] = {}
+    for raw_name, raw_value in headers.raw:
+        name = raw_name.decode("latin-1").lower()
+        if not name.startswith("mcp-param-"):
+            continue
+        value = raw_value.decode("latin-1").strip(" \t")
+        if name in params:
+            message = f"duplicate {name} header"
+        elif not _VISIBLE_ASCII.fullmatch(value):
+            message = f"header {name} is not visible ASCII"
+        else:
+            params[name] = value
+            continue
+        return McpResponse(status=400, headers=[_JSON], body=error_body(HEADER_MISMATCH, message, None))
+    return tuple(params.items())
+
+
 _AUTH_DISABLED_WARNING = (
     "authentication is DISABLED (MCP_GATEWAY_AUTH_DISABLED=1): every caller is anonymous and "
     "sees public entries only; for local testing, never for a shared deployment"
@@ -431,6 +461,11 @@ class McpEndpoint:
             value = headers.get(name)
             if value is None:
                 continue
+            if name in _SINGLE_HEADERS and len(headers.getlist(name)) > 1:
+                # A proxy that read another of its values would route or resume elsewhere.
+                answer = error_body(HEADER_MISMATCH, f"duplicate {name} header", None)
+                await _send_whole(send, McpResponse(status=400, headers=[_JSON], body=answer))
+                return
             # A field value excludes the whitespace around it (RFC 9110, 5.5); the server
             # leaves it, and neither the SDK's comparison (baseline) nor httpx (which refuses
             # to send such a value) removes it.
@@ -441,6 +476,10 @@ class McpEndpoint:
                 await _send_whole(send, _error_response(400, BAD_REQUEST, message))
                 return
             values[name] = value
+        params = _param_headers(headers)
+        if isinstance(params, McpResponse):
+            await _send_whole(send, params)
+            return
         if method == "POST" and not getattr(self._backend, "carries_standard_headers", True):
             # MCP 2026-07-28: a backend that cannot carry Mcp-Method / Mcp-Name (gRPC) gets
             # them checked here, before any work, as the runtime checks them over HTTP/JSON.
@@ -467,6 +506,7 @@ class McpEndpoint:
             content_type=values.get("content-type"),
             mcp_method=values.get("mcp-method"),
             mcp_name=values.get("mcp-name"),
+            mcp_params=params,
         )
         await self._relay(request, receive, send)
 

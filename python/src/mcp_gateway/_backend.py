@@ -58,6 +58,10 @@ class McpRequest:
         content_type: ``Content-Type`` verbatim, ``None`` when absent.
         mcp_method: ``Mcp-Method`` (MCP 2026-07-28), ``None`` when absent.
         mcp_name: ``Mcp-Name`` (MCP 2026-07-28), verbatim, ``None`` when absent.
+        mcp_params: the ``Mcp-Param-<Name>`` headers (MCP 2026-07-28, SEP-2243: a tool's
+            arguments marked ``x-mcp-header``), as (lower-case header name, value) pairs in the
+            order received; the runtime checks them against the body (not over gRPC, whose
+            envelope carries none).
     """
 
     method: str
@@ -72,6 +76,7 @@ class McpRequest:
     content_type: str | None = None
     mcp_method: str | None = None
     mcp_name: str | None = None
+    mcp_params: tuple[tuple[str, str], ...] = ()
 
     @property
     def wants_progress(self) -> bool:

@@ -157,6 +157,9 @@ def _envelope(request: McpRequest) -> pb.RequestEnvelope:
             content_type=request.content_type or "",
             # A header sent with an empty value is not an absent one (contract 1.1).
             empty_headers=[name for name, value in headers.items() if value == ""],
+            # The client's Mcp-Param-* headers, for the runtime to check (contract 1.4).
+            params=[pb.Header(name=name, value=value) for name, value in request.mcp_params],
+            params_forwarded=True,
         ),
         server_id=request.server_id or "",
         request_id=request.request_id,

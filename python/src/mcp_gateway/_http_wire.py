@@ -57,7 +57,8 @@ def runtime_headers(request: McpRequest) -> dict[str, str]:
         (the AuthContext's, when set: ``docs/operations.md``, Traces), and those of
         ``mcp-session-id``, ``mcp-protocol-version``, ``accept``, ``last-event-id``,
         ``content-type``, ``mcp-method`` and ``mcp-name`` that the client sent (the runtime checks
-        the last two against the body for MCP 2026-07-28).
+        the last two against the body for MCP 2026-07-28), and its ``mcp-param-*`` headers
+        (SEP-2243, checked by the runtime too).
     """
     headers = {
         "x-contextforge-auth-context": request.auth.to_header_value(),
@@ -76,6 +77,7 @@ def runtime_headers(request: McpRequest) -> dict[str, str]:
     ):
         if value is not None:
             headers[name] = value
+    headers.update(request.mcp_params)
     return headers
 
 

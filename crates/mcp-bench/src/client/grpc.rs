@@ -66,6 +66,8 @@ pub fn envelope(scope: Option<&str>, session_id: &str, body: Bytes) -> pb::Reque
             last_event_id: String::new(),
             content_type: "application/json".to_owned(),
             empty_headers: Vec::new(),
+            params: Vec::new(),
+            params_forwarded: false,
         }),
         server_id: scope.unwrap_or_default().to_owned(),
         request_id: String::new(),

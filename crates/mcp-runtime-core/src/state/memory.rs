@@ -27,7 +27,7 @@ struct Inner {
     events: VecDeque<Logged>,
     /// Highest seq appended (0: none yet).
     last_seq: u64,
-    /// Unix ms of the last append.
+    /// Unix ms of the last append (of the opening, before the first: [`StreamLog::new`]).
     last_ms: u64,
     /// The stream's last event (its answer) was appended.
     finished: bool,
@@ -51,6 +51,15 @@ pub(crate) enum After {
 }
 
 impl StreamLog {
+    /// An empty log, aged from now: [`prune`] must not take a stream opened a moment ago and
+    /// not written to yet for one idle since 1970 (its events would go to a log nobody can
+    /// find, and its resumption fail).
+    pub(crate) fn new() -> Self {
+        let log = Self::default();
+        log.lock().last_ms = unix_ms();
+        log
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner
             .lock()
@@ -178,6 +187,14 @@ pub(crate) fn prune(logs: &mut HashMap<String, std::sync::Arc<StreamLog>>, reten
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn a_log_opened_and_not_written_yet_is_kept() {
+        let mut logs = HashMap::new();
+        logs.insert("open".to_owned(), std::sync::Arc::new(StreamLog::new()));
+        prune(&mut logs, retention(10, 300));
+        assert!(logs.contains_key("open"));
+    }
 
     fn retention(max_events: usize, age_s: u64) -> Retention {
         Retention {

@@ -272,6 +272,8 @@ fn mcp_headers(h: pb::McpHeaders) -> McpHeaders {
         accept,
         last_event_id,
         empty_headers,
+        params,
+        params_forwarded,
         ..
     } = h;
     let field = |value: String, name: &str| {
@@ -287,6 +289,18 @@ fn mcp_headers(h: pb::McpHeaders) -> McpHeaders {
         mcp_method: None,
         mcp_name: None,
         standard_headers_checked: true,
+        // The `Mcp-Param-*` headers, when the gateway forwards them (contract 1.4), keyed as
+        // the HTTP adapter keys them: the `<name>` after the prefix, in lower case.
+        params: params_forwarded.then(|| {
+            params
+                .into_iter()
+                .filter_map(|h| {
+                    let name = h.name.to_ascii_lowercase();
+                    let param = name.strip_prefix("mcp-param-")?.to_owned();
+                    Some((param, h.value))
+                })
+                .collect()
+        }),
     }
 }
 

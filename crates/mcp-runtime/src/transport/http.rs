@@ -201,8 +201,9 @@ pub(crate) fn header(
     }
 }
 
-/// A header MCP 2026-07-28 routes on (`Mcp-Method`, `Mcp-Name`): sent more than once it is
-/// refused (400, -32020), since a proxy that read another of its values would route the
+/// A header a request carries once (the session, the version, `Last-Event-ID`, and what MCP
+/// 2026-07-28 routes on, `Mcp-Method` and `Mcp-Name`): sent more than once it is refused
+/// (400, -32020), since a proxy that read another of its values would route or resume the
 /// request elsewhere than it is served.
 fn single_header(headers: &HeaderMap, name: &'static str) -> Result<Option<String>, RequestError> {
     if headers.get_all(name).iter().nth(1).is_some() {
@@ -213,17 +214,39 @@ fn single_header(headers: &HeaderMap, name: &'static str) -> Result<Option<Strin
     header(headers, name)
 }
 
+/// The `Mcp-Param-<Name>` headers (MCP 2026-07-28, SEP-2243), as (`<name>` in lower case,
+/// value), in order; a repeated one is refused as `single_header` refuses one.
+fn param_headers(headers: &HeaderMap) -> Result<Vec<(String, String)>, RequestError> {
+    let mut params: Vec<(String, String)> = Vec::new();
+    for (name, value) in headers {
+        let Some(param) = name.as_str().strip_prefix("mcp-param-") else {
+            continue;
+        };
+        if params.iter().any(|(p, _)| p == param) {
+            return Err(RequestError::HeaderMismatch(format!(
+                "duplicate {name} header"
+            )));
+        }
+        let value = value.to_str().map_err(|_| {
+            RequestError::HeaderMismatch(format!("{name} header is not visible ASCII"))
+        })?;
+        params.push((param.to_owned(), value.to_owned()));
+    }
+    Ok(params)
+}
+
 /// The MCP headers and the request id.
 fn mcp_headers(headers: &HeaderMap) -> Result<(McpHeaders, Option<String>), RequestError> {
     Ok((
         McpHeaders {
-            session_id: header(headers, "mcp-session-id")?,
-            protocol_version: header(headers, "mcp-protocol-version")?,
+            session_id: single_header(headers, "mcp-session-id")?,
+            protocol_version: single_header(headers, "mcp-protocol-version")?,
             accept: header(headers, "accept")?,
-            last_event_id: header(headers, "last-event-id")?,
+            last_event_id: single_header(headers, "last-event-id")?,
             mcp_method: single_header(headers, "mcp-method")?,
             mcp_name: single_header(headers, "mcp-name")?,
             standard_headers_checked: false,
+            params: Some(param_headers(headers)?),
         },
         header(headers, "x-request-id")?,
     ))

@@ -438,3 +438,149 @@ async fn an_upstream_of_the_session_era_serves_a_2026_client_through_the_session
         );
     }
 }
+
+/// `Mcp-Param-*` headers (SEP-2243): the conformance fixture's `test_custom_headers` marks
+/// `region`, `priority` and `verbose` with `x-mcp-header`. The runtime checks the caller's
+/// headers against the arguments before any work (400, -32020) and sends them on to the
+/// upstream, which checks them again (rmcp): a good call succeeds only if they arrived.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn param_headers_are_checked_and_sent_on() {
+    let fx = Fixture::start_with(
+        "127.0.0.1:0".parse().expect("address"),
+        mcp_fixture_server::SharedState::new(0).with_conformance(),
+    );
+    let rt = Sidecar::start(&simple_catalog(&fx.url)).await;
+    let http = Http::new(&rt.http);
+    #[cfg(feature = "grpc-uds")]
+    let grpc = tokio::sync::Mutex::new(crate::support::grpc::connect(&rt.grpc).await);
+    // Over HTTP/JSON, and over gRPC as a gateway of contract 1.4 forwards the headers.
+    let send = async |c: &Call| {
+        let r = http.send(c).await;
+        #[cfg(feature = "grpc-uds")]
+        {
+            let g = crate::support::grpc::send(&mut *grpc.lock().await, c).await;
+            assert_eq!(
+                (g.status, g.error_code()),
+                (r.status, r.error_code()),
+                "gRPC"
+            );
+        }
+        r
+    };
+    let who = auth("frank@example.com", false, Some(&[]));
+    let call = |region: &str, headers: &[(&'static str, &str)]| {
+        let mut c = modern(
+            &who,
+            1,
+            "tools/call",
+            json!({"name": "test_custom_headers",
+                   "arguments": {"region": region, "priority": 3, "verbose": true, "query": "q"}}),
+        );
+        for (name, value) in headers {
+            c = c.header(name, value);
+        }
+        c
+    };
+    let good: [(&'static str, &str); 3] = [
+        ("mcp-param-region", "eu-west"),
+        ("mcp-param-priority", "3"),
+        ("mcp-param-verbose", "true"),
+    ];
+    let r = send(&call("eu-west", &good)).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.json()["result"]["isError"], Value::Null, "{:?}", r.body);
+    // A value that is not plain ASCII goes base64-wrapped, both ways.
+    let wrapped = [
+        ("mcp-param-region", "=?base64?w6lzdA==?="),
+        ("mcp-param-priority", "3"),
+        ("mcp-param-verbose", "true"),
+    ];
+    let r = send(&call("ést", &wrapped)).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    for (what, headers) in [
+        (
+            "missing",
+            vec![("mcp-param-priority", "3"), ("mcp-param-verbose", "true")],
+        ),
+        (
+            "different",
+            vec![
+                ("mcp-param-region", "us-east"),
+                ("mcp-param-priority", "3"),
+                ("mcp-param-verbose", "true"),
+            ],
+        ),
+        (
+            "bad base64",
+            vec![
+                ("mcp-param-region", "=?base64?ZXUtd2VzdA?="),
+                ("mcp-param-priority", "3"),
+                ("mcp-param-verbose", "true"),
+            ],
+        ),
+        (
+            "number as written",
+            vec![
+                ("mcp-param-region", "eu-west"),
+                ("mcp-param-priority", "3.0"),
+                ("mcp-param-verbose", "true"),
+            ],
+        ),
+    ] {
+        let r = send(&call("eu-west", &headers)).await;
+        assert_eq!(r.status, 400, "{what}: {:?}", r.body);
+        assert_eq!(r.error_code(), Some(-32020), "{what}: {:?}", r.body);
+    }
+}
+
+/// A name that is not plain ASCII reaches a 2026 upstream in `Mcp-Name`'s base64 form (it was
+/// once left out, and the upstream refused the call).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_ascii_name_reaches_a_2026_upstream() {
+    use base64::Engine as _;
+    let fx = Fixture::start_with(
+        "127.0.0.1:0".parse().expect("address"),
+        mcp_fixture_server::SharedState::new(0).with_conformance(),
+    );
+    let rt = Sidecar::start(&simple_catalog(&fx.url)).await;
+    let http = Http::new(&rt.http);
+    let who = auth("heidi@example.com", false, Some(&[]));
+    let uri = "test://template/é/data";
+    let mut call = modern(&who, 1, "resources/read", json!({"uri": uri}));
+    call.extra.retain(|(name, _)| *name != "mcp-name");
+    let wrapped = format!(
+        "=?base64?{}?=",
+        base64::engine::general_purpose::STANDARD.encode(uri)
+    );
+    let r = http.send(&call.header("mcp-name", &wrapped)).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert!(r.json()["result"]["contents"].is_array(), "{:?}", r.body);
+}
+
+/// `inputResponses` and `requestState` (SEP-2322) only in a 2026 request, of their types; a
+/// session call carrying them, or a wrong type, is -32602 and never reaches the upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_round_trip_members_are_checked() {
+    let fx = Fixture::start();
+    let rt = Sidecar::start(&simple_catalog(&fx.url)).await;
+    let http = Http::new(&rt.http);
+    let who = auth("ivan@example.com", false, Some(&[]));
+    let sid = http.initialize(&who, None).await;
+    let in_session = Call::post(
+        &who,
+        rpc(
+            1,
+            "tools/call",
+            json!({"name": "echo", "arguments": {"text": "x"}, "requestState": "s"}),
+        ),
+    )
+    .session(&sid);
+    assert_eq!(http.send(&in_session).await.error_code(), Some(-32602));
+    for bad in [
+        json!({"name": "echo", "arguments": {"text": "x"}, "requestState": {"x": 1}}),
+        json!({"name": "echo", "arguments": {"text": "x"}, "inputResponses": [1, 2]}),
+    ] {
+        let r = http.send(&modern(&who, 2, "tools/call", bad.clone())).await;
+        assert_eq!(r.error_code(), Some(-32602), "{bad}: {:?}", r.body);
+    }
+}

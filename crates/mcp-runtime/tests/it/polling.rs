@@ -79,3 +79,38 @@ async fn a_stream_closed_to_be_polled_is_resumed_by_the_runtime_and_by_its_calle
     assert_eq!(answer["id"], 2, "{answer}");
     assert_eq!(answer["result"]["content"][0]["text"], ANSWER, "{answer}");
 }
+
+/// Many polled calls at once in one session (48, under the 64 logs a session keeps): every one
+/// is resumable (a stream opened and not
+/// written to yet was once pruned as ancient when the next one opened, and its answer lost).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_polled_calls_of_one_session_are_all_resumed() {
+    let fx = Fixture::start_with(
+        "127.0.0.1:0".parse().expect("address"),
+        SharedState::new(0).with_conformance(),
+    );
+    let rt = Sidecar::start(&simple_catalog(&fx.url)).await;
+    let http = Http::new(&rt.http);
+    let who = auth("grace@example.com", false, Some(&[]));
+    let sid = http.initialize(&who, None).await;
+    let closed = futures::future::join_all((1..=48).map(|id| {
+        let (http, who, sid) = (&http, &who, &sid);
+        async move { (id, http.send(&reconnection(who, sid, id)).await) }
+    }))
+    .await;
+    for (id, r) in closed {
+        let ids = fields(&r.body, "id:");
+        assert_eq!(ids.len(), 1, "{id}: {:?}", r.body);
+        let resumed = http
+            .send(&Call::bodyless("GET", &who, &sid).header("last-event-id", &ids[0]))
+            .await;
+        assert_eq!(resumed.status, 200, "{id}: {:?}", resumed.body);
+        let answer = resumed
+            .events()
+            .into_iter()
+            .find(|m| m.get("id").is_some())
+            .expect("the answer");
+        assert_eq!(answer["id"], id, "{answer}");
+        assert_eq!(answer["result"]["content"][0]["text"], ANSWER, "{answer}");
+    }
+}

@@ -78,6 +78,17 @@ pub fn envelope(call: &Call) -> pb::RequestEnvelope {
             .filter(|(_, v)| v.as_deref() == Some(""))
             .map(|(n, _)| n.to_owned())
             .collect(),
+            // The Mcp-Param-* headers, as a gateway of contract 1.4 forwards them.
+            params: call
+                .extra
+                .iter()
+                .filter(|(n, _)| n.starts_with("mcp-param-"))
+                .map(|(n, v)| pb::Header {
+                    name: (*n).to_owned(),
+                    value: v.clone(),
+                })
+                .collect(),
+            params_forwarded: true,
             ..Default::default()
         }),
         server_id: call.path_server.clone().unwrap_or_default(),

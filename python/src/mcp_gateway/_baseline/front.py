@@ -456,6 +456,8 @@ class PythonBaseline:
         for name, value in ((b"mcp-method", request.mcp_method), (b"mcp-name", request.mcp_name)):
             if value is not None:
                 headers.append((name, value.encode("latin-1")))
+        # SEP-2243's Mcp-Param-* headers, which the SDK checks against the tool's annotations.
+        headers.extend((n.encode("latin-1"), v.encode("latin-1")) for n, v in request.mcp_params)
         scope: dict[str, Any] = {
             "type": "http",
             "asgi": {"version": "3.0", "spec_version": "2.3"},

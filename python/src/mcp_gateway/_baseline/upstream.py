@@ -455,6 +455,27 @@ async def _forward_log(params: types.LoggingMessageNotificationParams) -> None:
         await sink(params)
 
 
+async def _learn_tools(session: ClientSession, timeout_s: float) -> None:
+    """Lists the upstream's tools once with a new sessionless client.
+
+    The SDK sends a call's ``Mcp-Param-*`` headers (SEP-2243) only for a tool it has listed
+    itself, and the upstream refuses a call to an annotated tool without them. A failure is
+    logged, not raised (the call then goes without them, as before).
+    """
+    cursor: str | None = None
+    try:
+        with anyio.fail_after(timeout_s):
+            while True:
+                page = await session.list_tools(
+                    params=None if cursor is None else types.PaginatedRequestParams(cursor=cursor)
+                )
+                cursor = page.next_cursor
+                if not cursor:
+                    return
+    except Exception as e:  # any failure leaves the client as it was
+        logger.info("listing tools for Mcp-Param headers failed: %s: %s", type(e).__name__, e)
+
+
 class Upstream:
     """One upstream server: connects lazily, reconnects after a failure (see :meth:`call`).
 
@@ -640,6 +661,7 @@ class Upstream:
                 return False
             session.adopt(result)
             keep_declared_capabilities(session)
+            await _learn_tools(session, self._timeout_s)
             self._discovered = result
             self._modern = conn
             self.speaks_modern = True
@@ -658,6 +680,8 @@ class Upstream:
                     self.config, self._http_client, self._cap, modern=True, discovered=self._discovered
                 )
                 await self._start(conn)
+                if conn.client is not None:
+                    await _learn_tools(conn.client.session, self._timeout_s)
                 self._modern = conn
             assert conn.client is not None
             return conn, conn.client
