@@ -288,6 +288,21 @@ def build_server(
         # An open map of the reserved keys (the TypedDict's extra items, which mypy cannot see).
         return cast("types.RequestParamsMeta", meta)
 
+    def multi_round(meta: types.RequestParamsMeta | None, params: Any) -> dict[str, Any]:
+        """The SDK client's keyword arguments for a call of MCP 2026-07-28 (``meta`` set).
+
+        The caller's retry (``inputResponses``, ``requestState``) goes as it came, and an
+        ``input_required`` answer is taken to be relayed unchanged; none in the session era.
+        """
+        if meta is None:
+            return {}
+        return {
+            "input_responses": params.input_responses,
+            "request_state": params.request_state,
+            "meta": meta,
+            "allow_input_required": True,
+        }
+
     async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> Any:
         upstream, entry = route(ctx, "tool", params.name)
         token = progress_token(ctx)
@@ -303,29 +318,15 @@ def build_server(
                     )
                 )
 
-            if meta is not None:
-                # The caller's retry (`inputResponses`, `requestState`) goes as it came; an
-                # `input_required` answer comes back to be relayed unchanged.
-                return await upstream.call(
-                    lambda client: client.session.call_tool(
-                        entry.upstream_name,
-                        params.arguments,
-                        read_timeout_seconds=upstream.timeout_s,
-                        progress_callback=on_progress if token is not None else None,
-                        input_responses=params.input_responses,
-                        request_state=params.request_state,
-                        meta=meta,
-                        allow_input_required=True,
-                    ),
-                    modern=True,
-                )
             return await upstream.call(
                 lambda client: client.session.call_tool(
                     entry.upstream_name,
                     params.arguments,
                     read_timeout_seconds=upstream.timeout_s,
                     progress_callback=on_progress if token is not None else None,
-                )
+                    **multi_round(meta, params),
+                ),
+                modern=meta is not None,
             )
 
         return await forwarding(ctx, run)
@@ -333,48 +334,25 @@ def build_server(
     async def get_prompt(ctx: Any, params: types.GetPromptRequestParams) -> Any:
         upstream, entry = route(ctx, "prompt", params.name)
         meta = await modern_meta(ctx, upstream)
-        if meta is not None:
-            return await forwarding(
-                ctx,
-                lambda _forward: upstream.call(
-                    lambda client: client.session.get_prompt(
-                        entry.upstream_name,
-                        params.arguments,
-                        input_responses=params.input_responses,
-                        request_state=params.request_state,
-                        meta=meta,
-                        allow_input_required=True,
-                    ),
-                    modern=True,
-                ),
-            )
         return await forwarding(
             ctx,
             lambda _forward: upstream.call(
-                lambda client: client.session.get_prompt(entry.upstream_name, params.arguments)
+                lambda client: client.session.get_prompt(
+                    entry.upstream_name, params.arguments, **multi_round(meta, params)
+                ),
+                modern=meta is not None,
             ),
         )
 
     async def read_resource(ctx: Any, params: types.ReadResourceRequestParams) -> Any:
         upstream, _ = route(ctx, "resource", str(params.uri))
         meta = await modern_meta(ctx, upstream)
-        if meta is not None:
-            return await forwarding(
-                ctx,
-                lambda _forward: upstream.call(
-                    lambda client: client.session.read_resource(
-                        str(params.uri),
-                        input_responses=params.input_responses,
-                        request_state=params.request_state,
-                        meta=meta,
-                        allow_input_required=True,
-                    ),
-                    modern=True,
-                ),
-            )
         return await forwarding(
             ctx,
-            lambda _forward: upstream.call(lambda client: client.session.read_resource(str(params.uri))),
+            lambda _forward: upstream.call(
+                lambda client: client.session.read_resource(str(params.uri), **multi_round(meta, params)),
+                modern=meta is not None,
+            ),
         )
 
     async def complete(ctx: Any, params: types.CompleteRequestParams) -> Any:
