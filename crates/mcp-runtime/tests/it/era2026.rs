@@ -12,27 +12,6 @@ use serde_json::{Value, json};
 
 const V2026: &str = "2026-07-28";
 
-/// A 2026-07-28 request: version and capabilities in `_meta`, with the standard headers
-/// (`Mcp-Name` from `name` or `uri` when the method has one).
-pub(crate) fn modern(who: &Value, id: i64, method: &str, mut params: Value) -> Call {
-    params["_meta"] = json!({
-        "io.modelcontextprotocol/protocolVersion": V2026,
-        "io.modelcontextprotocol/clientCapabilities": {},
-        "io.modelcontextprotocol/clientInfo": {"name": "test", "version": "1"},
-    });
-    let name = params
-        .get("name")
-        .or_else(|| params.get("uri"))
-        .and_then(Value::as_str)
-        .map(str::to_owned);
-    let mut call = Call::post(who, rpc(id, method, params)).header("mcp-method", method);
-    if let Some(n) = name {
-        call = call.header("mcp-name", &n);
-    }
-    call.protocol_version = Some(V2026.to_owned());
-    call
-}
-
 fn names(r: &Reply, key: &str) -> Vec<String> {
     let body = r.json();
     body["result"][key]

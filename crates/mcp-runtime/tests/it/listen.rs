@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::era2026::modern;
 use crate::sidecar::{Options, Sidecar};
 use crate::support::*;
 use futures::StreamExt;

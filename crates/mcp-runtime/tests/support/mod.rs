@@ -218,6 +218,27 @@ impl Call {
     }
 }
 
+/// A 2026-07-28 request: version and capabilities in `_meta`, with the standard headers
+/// (`Mcp-Name` from `name` or `uri` when the method has one).
+pub fn modern(who: &Value, id: i64, method: &str, mut params: Value) -> Call {
+    params["_meta"] = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": {"name": "test", "version": "1"},
+    });
+    let name = params
+        .get("name")
+        .or_else(|| params.get("uri"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let mut call = Call::post(who, rpc(id, method, params)).header("mcp-method", method);
+    if let Some(n) = name {
+        call = call.header("mcp-name", &n);
+    }
+    call.protocol_version = Some("2026-07-28".to_owned());
+    call
+}
+
 /// A JSON-RPC request body.
 pub fn rpc(id: i64, method: &str, params: Value) -> Bytes {
     let mut message = json!({"jsonrpc": "2.0", "id": id, "method": method});

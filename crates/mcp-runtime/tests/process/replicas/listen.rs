@@ -16,26 +16,7 @@ use super::{Replicas, alice, until};
 use crate::support::*;
 
 const WATCHED: &str = "test://watched-resource";
-const V2026: &str = "2026-07-28";
 const SUBSCRIPTION_ID: &str = "io.modelcontextprotocol/subscriptionId";
-
-/// A 2026-07-28 request of `method` (its `_meta` and standard headers).
-fn modern(who: &Value, id: i64, method: &str, mut params: Value) -> Call {
-    params["_meta"] = json!({
-        "io.modelcontextprotocol/protocolVersion": V2026,
-        "io.modelcontextprotocol/clientCapabilities": {},
-    });
-    let name = params
-        .get("name")
-        .and_then(Value::as_str)
-        .map(str::to_owned);
-    let mut call = Call::post(who, rpc(id, method, params)).header("mcp-method", method);
-    if let Some(n) = name {
-        call = call.header("mcp-name", &n);
-    }
-    call.protocol_version = Some(V2026.to_owned());
-    call
-}
 
 /// The next message of `events` (the test fails if none comes within 10 s).
 async fn next(events: &mut Events) -> Value {
