@@ -522,8 +522,21 @@ class PythonBaseline:
             )
         accept = request.accept
         accepts_sse = accept is None or "text/event-stream" in accept or "*/*" in accept
-        call = self._call(request, session=False)
-        return await self._answer(request, accepts_sse, call=call, request_id=request_id_of(request.body))
+        request_id = request_id_of(request.body)
+        with contextlib.ExitStack() as grants:
+            if request.mcp_method == "subscriptions/listen":
+                # A listen stream is one of its subject's open streams while it lasts (the SDK
+                # refuses a body whose method differs from the header, -32020).
+                try:
+                    grants.enter_context(self._sessions.listen(request.auth.email))
+                except LimitReached as e:
+                    return _refused(e, request_id)
+            call = self._call(request, session=False)
+            response = await self._answer(request, accepts_sse, call=call, request_id=request_id)
+            if response.stream is not None:
+                response.stream = _Held(response.stream, grants.pop_all())
+            return response
+        raise AssertionError("unreachable")
 
     async def _delete(self, request: McpRequest) -> McpResponse:
         if (refused := self._lookup(request)) is not None:

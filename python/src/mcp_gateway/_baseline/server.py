@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import warnings
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
@@ -35,6 +36,7 @@ from pydantic import BaseModel
 from mcp_gateway import __version__
 from mcp_gateway._auth import AuthContext
 from mcp_gateway._baseline.catalog import Entry, Kind
+from mcp_gateway._baseline.listen import ListenStream, read_filter
 from mcp_gateway._baseline.live import LiveCatalog
 from mcp_gateway._baseline.upstream import Upstream, log_sink, request_sink
 from mcp_gateway._era import LIST_TTL_MS, SESSIONLESS_PROTOCOL_VERSIONS
@@ -48,6 +50,13 @@ SCOPE_KEY = "mcp_gateway.server_id"
 """ASGI scope key of the virtual server id (``None`` for ``/mcp``)."""
 SERVER_NAME = "mcp-gateway-python-baseline"
 """The ``serverInfo.name`` the baseline reports (the runtime reports ``mcp-runtime``)."""
+
+logger = logging.getLogger("mcp_gateway._baseline")
+
+
+async def _subscribe_upstream(uri: str, client: Any) -> None:
+    """Subscribe the upstream of ``client`` (an SDK client) to ``uri``."""
+    await client.subscribe_resource(uri)
 
 
 def check_result_size(result: Any, limit: int, method: str, version: str | None) -> None:
@@ -128,7 +137,8 @@ def build_server(
         A low-level server with handlers for the lists, ``tools/call``, ``prompts/get``,
         ``resources/read``, ``completion/complete``, ``resources/subscribe`` and
         ``unsubscribe`` (updates from the upstream reach the subscribed sessions' standalone
-        streams) and ``logging/setLevel``. An unknown or
+        streams), ``subscriptions/listen`` of MCP 2026-07-28 (:mod:`.listen`) and
+        ``logging/setLevel``. An unknown or
         invisible name is answered ``-32602`` (tools, prompts) or ``-32002`` (resources), the
         name cut to 128 bytes.
     """
@@ -399,8 +409,25 @@ def build_server(
         if not sessions:
             del subscribers[(upstream.config.id, uri)]
             upstream.subscribed.discard(uri)
-            with contextlib.suppress(Exception):
+            try:
                 await upstream.call(lambda client: client.unsubscribe_resource(uri))
+            except Exception as e:
+                logger.info("upstream %s: unsubscribing %r failed: %s", upstream.config.id, shown(uri), e)
+            else:
+                logger.info(
+                    "upstream %s: unsubscribed from %r (no subscriber left)", upstream.config.id, shown(uri)
+                )
+
+    async def ensure_subscribed(upstream: Upstream, uri: str) -> None:
+        """Subscribe ``upstream`` (this instance: a reload may replace the one of its id) to ``uri``, once.
+
+        Raises:
+            MCPError: The upstream's error when its subscribe fails (nothing recorded then).
+        """
+        if uri not in upstream.subscribed:
+            await upstream.call(functools.partial(_subscribe_upstream, uri))
+            upstream.subscribed.add(uri)
+            logger.info("upstream %s: subscribed to %r", upstream.config.id, shown(uri))
 
     def wire(upstream: Upstream) -> None:
         upstream.on_resource_updated = functools.partial(on_updated, upstream)
@@ -432,12 +459,8 @@ def build_server(
         """
         uri = str(params.uri)
         upstream, _ = route(ctx, "resource", uri)
-        key = (upstream.config.id, uri)
-        # Asked of this upstream instance (a reload may have replaced the one of the same id).
-        if uri not in upstream.subscribed:
-            await upstream.call(lambda client: client.subscribe_resource(uri))
-            upstream.subscribed.add(uri)
-        subscribers.setdefault(key, {})[session_id(ctx)] = ctx.session
+        await ensure_subscribed(upstream, uri)
+        subscribers.setdefault((upstream.config.id, uri), {})[session_id(ctx)] = ctx.session
         return types.EmptyResult()
 
     async def unsubscribe(ctx: Any, params: types.UnsubscribeRequestParams) -> types.EmptyResult:
@@ -445,6 +468,47 @@ def build_server(
         uri = str(params.uri)
         await drop(route(ctx, "resource", uri)[0], uri, session_id(ctx))
         return types.EmptyResult()
+
+    async def listen(ctx: Any, params: Any) -> Any:
+        """``subscriptions/listen`` of MCP 2026-07-28 (:mod:`.listen`): the stream, until its client leaves.
+
+        Each URI the caller may read is subscribed as ``resources/subscribe`` subscribes it (a
+        URI it may not read, or whose upstream refuses, is left out of the acknowledgement);
+        the stream then hears the live catalog's list changes as a session's GET stream does.
+        Whatever ends it (the client gone: the SDK cancels this handler) drops its
+        subscriptions, the last subscriber of a URI unsubscribing the upstream.
+
+        Raises:
+            MCPError: -32602 for a malformed filter (:func:`.listen.read_filter`).
+        """
+        wanted = read_filter(ctx.params)
+        auth, scope = caller(ctx)
+        stream = ListenStream(ctx.request_id, wanted)
+        try:
+            honoured: list[str] = []
+            for uri in wanted.uris:
+                try:
+                    upstream, _ = route(ctx, "resource", uri)
+                    await ensure_subscribed(upstream, uri)
+                except Exception as e:
+                    logger.debug("listen: %r left out of the acknowledgement: %s", shown(uri), e)
+                    continue
+                subscribers.setdefault((upstream.config.id, uri), {})[stream.key] = stream
+                honoured.append(uri)
+            live.sessions[stream.key] = stream
+            live.streams[stream.key] = (auth, scope)
+            await ctx.session.send_notification(
+                stream.acknowledgement(honoured), related_request_id=ctx.request_id
+            )
+            async with stream.events:
+                async for notification in stream.events:
+                    await ctx.session.send_notification(notification, related_request_id=ctx.request_id)
+        finally:
+            with anyio.CancelScope(shield=True):
+                stream.close()
+                live.streams.pop(stream.key, None)
+                await ended(stream.key)
+        return stream.result()
 
     async def set_level(ctx: Any, params: Any) -> types.EmptyResult:
         return types.EmptyResult()
@@ -465,6 +529,7 @@ def build_server(
             on_completion=complete,
             on_subscribe_resource=subscribe,
             on_unsubscribe_resource=unsubscribe,
+            on_subscriptions_listen=listen,
         )
     server.add_notification_handler("notifications/initialized", types.NotificationParams, initialized)
     return server

@@ -219,7 +219,20 @@ class Sessions:
         Raises:
             LimitReached: The subject already holds ``max_streams`` open streams.
         """
-        with self._hold(self._streams, session, "streams", self.max_streams, "open streams"):
+        with self._hold(self._streams, session.subject, session, "streams", self.max_streams, "open streams"):
+            yield
+
+    @contextlib.contextmanager
+    def listen(self, subject: str) -> Iterator[None]:
+        """Hold one open stream of ``subject`` for a ``subscriptions/listen`` stream (no session).
+
+        A listen stream counts as one of its subject's GET streams, as in the runtime
+        (``--max-streams-per-subject``).
+
+        Raises:
+            LimitReached: The subject already holds ``max_streams`` open streams.
+        """
+        with self._hold(self._streams, subject, None, "streams", self.max_streams, "open streams"):
             yield
 
     @contextlib.contextmanager
@@ -229,31 +242,32 @@ class Sessions:
         Raises:
             LimitReached: The subject already has ``max_calls`` calls in flight.
         """
-        with self._hold(self._calls, session, "calls", self.max_calls, "calls in flight"):
+        with self._hold(self._calls, session.subject, session, "calls", self.max_calls, "calls in flight"):
             yield
 
     @contextlib.contextmanager
     def _hold(
-        self, counts: Counter[str], session: Session, attr: str, limit: int, what: str
+        self, counts: Counter[str], subject: str, session: Session | None, attr: str, limit: int, what: str
     ) -> Iterator[None]:
-        """Count one more of ``attr`` for ``session`` and its subject, unless at ``limit``.
+        """Count one more of ``attr`` for ``subject`` (and ``session``, if any), unless at ``limit``.
 
         Raises:
             LimitReached: The subject already holds ``limit`` (``what`` names them).
         """
-        subject = session.subject
         if counts[subject] >= limit:
             raise LimitReached(
                 f"Too many {what}: this subject already holds its limit of {limit}; retry when one ends",
                 STREAM_LIMIT_RETRY_AFTER_S,
             )
         counts[subject] += 1
-        setattr(session, attr, getattr(session, attr) + 1)
+        if session is not None:
+            setattr(session, attr, getattr(session, attr) + 1)
         try:
             yield
         finally:
-            setattr(session, attr, getattr(session, attr) - 1)
-            session.last_used = self.clock()
+            if session is not None:
+                setattr(session, attr, getattr(session, attr) - 1)
+                session.last_used = self.clock()
             counts[subject] -= 1
             if not counts[subject]:
                 del counts[subject]
