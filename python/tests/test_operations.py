@@ -279,6 +279,80 @@ async def test_gateway_ready_flips_during_drain(
         assert process.wait(15) in (0, -signal.SIGTERM)
 
 
+@pytest.mark.parametrize("mode", ["python", "http", "grpc"])
+async def test_gateway_shutdown_ends_open_streams_and_bounds_calls(
+    mode: str, workdir: Path, catalog: Path, runtimes: Runtimes, http: httpx.AsyncClient
+) -> None:
+    """SIGTERM with a GET stream, a listen stream and a long call open: the gateway exits.
+
+    The GET and listen streams end at once (they would never end by themselves; uvicorn would
+    wait for them without end): the listen stream's last event is its result with the
+    subscription id, as the runtime's drain ends it. The call gets the shutdown grace period,
+    then is cancelled. The bound on the exit is a hang check, not a timing.
+    """
+    with gateway(mode, workdir, catalog, runtimes, MCP_GATEWAY_SHUTDOWN_GRACE_S="1") as (gw, process, _):
+        token = gw.token()
+        session = await gw.initialize(http, token)
+        get_events: list[str] = []
+        listen_events: list[dict[str, Any]] = []
+        opened = [asyncio.Event(), asyncio.Event()]
+
+        async def read_get() -> None:
+            headers = {**gw.headers(token, session), "accept": "text/event-stream"}
+            async with http.stream("GET", gw.url, headers=headers, timeout=None) as r:
+                assert r.status_code == 200, await r.aread()
+                opened[0].set()
+                async for line in r.aiter_lines():
+                    get_events.append(line)
+
+        async def read_listen() -> None:
+            meta = {
+                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientCapabilities": {},
+            }
+            body = {
+                "jsonrpc": "2.0",
+                "id": "l-1",
+                "method": "subscriptions/listen",
+                "params": {"_meta": meta, "notifications": {"toolsListChanged": True}},
+            }
+            headers = {
+                "authorization": f"Bearer {token}",
+                "accept": "application/json, text/event-stream",
+                "mcp-protocol-version": "2026-07-28",
+                "mcp-method": "subscriptions/listen",
+            }
+            async with http.stream("POST", gw.url, json=body, headers=headers, timeout=None) as r:
+                assert r.status_code == 200, await r.aread()
+                async for line in r.aiter_lines():
+                    if line.startswith("data:"):
+                        listen_events.append(json.loads(line[5:]))
+                        opened[1].set()
+
+        async def long_call() -> None:
+            slow = {"jsonrpc": "2.0", "id": 9, "method": "tools/call"}
+            slow["params"] = {"name": "sleep", "arguments": {"ms": 600_000}}
+            with contextlib.suppress(httpx.HTTPError):
+                await http.post(gw.url, json=slow, headers=gw.headers(token, session), timeout=None)
+
+        readers = [asyncio.create_task(read_get()), asyncio.create_task(read_listen())]
+        call = asyncio.create_task(long_call())
+        try:
+            await asyncio.wait_for(asyncio.gather(*(event.wait() for event in opened)), 30)
+            process.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(process.wait, 60) in (0, -signal.SIGTERM)
+            await asyncio.wait_for(asyncio.gather(*readers, call), 30)
+        finally:
+            for task in (*readers, call):
+                task.cancel()
+        assert listen_events[0]["method"] == "notifications/subscriptions/acknowledged", listen_events
+        assert listen_events[-1] == {
+            "jsonrpc": "2.0",
+            "id": "l-1",
+            "result": {"resultType": "complete", "_meta": {"io.modelcontextprotocol/subscriptionId": "l-1"}},
+        }, listen_events
+
+
 @pytest.mark.parametrize(
     ("variable", "value_of", "message"),
     [
@@ -286,6 +360,7 @@ async def test_gateway_ready_flips_during_drain(
         ("MCP_GATEWAY_METRICS_LISTEN", "nonsense", "is not host:port"),
         ("MCP_GATEWAY_LOG_FORMAT", "xml", "is not one of text, json"),
         ("MCP_GATEWAY_DRAIN_S", "-1", "between 0 and 3600"),
+        ("MCP_GATEWAY_SHUTDOWN_GRACE_S", "7200", "at most 3600"),
         ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc", "only http/protobuf"),
     ],
 )

@@ -95,6 +95,9 @@ def _serve(args: argparse.Namespace) -> int:
         "server_header": False,
         "access_log": args.access_log,
         "lifespan": "on",
+        # After the drain: what calls in progress get before uvicorn cancels them (it would
+        # wait for them without end).
+        "timeout_graceful_shutdown": settings.shutdown_grace_s,
         "limits": ListenerLimits(
             max_header_bytes=settings.max_header_bytes,
             header_timeout_s=settings.header_timeout_s,

@@ -32,10 +32,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -226,6 +227,10 @@ def _description(text: str) -> str:
     return "".join(c if " " <= c <= "~" and c != "\\" else " " for c in text)
 
 
+_SUBSCRIPTION_ID = "io.modelcontextprotocol/subscriptionId"
+"""The ``_meta`` key of a listen stream's messages: the listen request's id (SEP-2575)."""
+
+
 def _sse_boundary(tail: bytes) -> bool:
     """Whether relayed SSE bytes ending in ``tail`` end at an event boundary (a blank line)."""
     return tail == b"" or tail.endswith((b"\n\n", b"\r\r", b"\r\n\r\n"))
@@ -349,6 +354,21 @@ class McpEndpoint:
         self._plugins = plugins
         self._observer = observer
         self._budget = ByteBudget(settings.max_bytes_per_subject, settings.max_bytes_in_flight)
+        self._endless: set[anyio.CancelScope] = set()
+        self._stopping = False
+
+    def end_streams(self) -> None:
+        """End the streams that do not end by themselves (GET and listen streams), now and later.
+
+        Called when the server shuts down (after the drain period, ``__main__``): without it
+        the server would wait for their clients to leave. Each such stream ends at an event
+        boundary; a listen stream's last event is its request's result, as the runtime's drain
+        ends it (``{"resultType": "complete"}`` with the subscription id). Calls in progress
+        are not touched (``MCP_GATEWAY_SHUTDOWN_GRACE_S`` bounds them).
+        """
+        self._stopping = True
+        for scope in list(self._endless):
+            scope.cancel()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Authenticate, build the runtime request, relay the answer (observed when on)."""
@@ -547,10 +567,24 @@ class McpEndpoint:
         notification have no request to answer; they just end.
         """
         tail = b""
+        ending = anyio.CancelScope()
+        if request.endless:
+            self._endless.add(ending)
+            if self._stopping:
+                ending.cancel()
         try:
-            async for chunk in stream:
-                tail = (tail + chunk)[-4:]
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            with ending:
+                async for chunk in stream:
+                    tail = (tail + chunk)[-4:]
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            if ending.cancelled_caught and request.method == "POST":
+                # A listen stream the shutdown ended: its result is its last event.
+                request_id = request_id_of(request.body)
+                result = {"resultType": "complete", "_meta": {_SUBSCRIPTION_ID: request_id}}
+                answer = json.dumps({"jsonrpc": "2.0", "id": request_id, "result": result})
+                closing = b"" if _sse_boundary(tail) else b"\n\n"
+                event = closing + encode_event(answer, "message")
+                await send({"type": "http.response.body", "body": event, "more_body": True})
         except GatewayError as e:
             logger.warning("stream %s ended early: %s", request.request_id, e)
             if self._observer is not None:
@@ -562,6 +596,8 @@ class McpEndpoint:
                 event = encode_event(error_body(code, message, request_id).decode(), "message")
                 closing = b"" if _sse_boundary(tail) else b"\n\n"
                 await send({"type": "http.response.body", "body": closing + event, "more_body": True})
+        finally:
+            self._endless.discard(ending)
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _call(self, request: McpRequest) -> McpResponse:
@@ -671,6 +707,17 @@ class Readiness:
         self.started = False
         self.draining = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._on_shutdown: list[Callable[[], None]] = []
+
+    def on_shutdown(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (on the event loop, must not raise) when the server shuts down."""
+        self._on_shutdown.append(callback)
+
+    def shutting_down(self) -> None:
+        """The server begins its shutdown (after the drain period): run the callbacks."""
+        self.draining = True
+        for callback in self._on_shutdown:
+            callback()
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """The loop the backend runs on (set at start-up): :meth:`check_threadsafe` uses it."""
@@ -737,6 +784,7 @@ def create_app(
     observer = Observer(settings.mode.value, metrics, tracing) if Observer.wanted(metrics, tracing) else None
     endpoint = McpEndpoint(settings, backend, plugins, observer)
     ready_state = readiness if readiness is not None else Readiness(backend)
+    ready_state.on_shutdown(endpoint.end_streams)
     in_flight = InFlight()
     if metrics is not None:
         from mcp_gateway import _metrics

@@ -131,6 +131,15 @@ class McpRequest:
         return (b"\\/" in self.body or b"\\u" in self.body) and _method_of(self.body) == _LISTEN_NAME
 
     @property
+    def endless(self) -> bool:
+        """Whether the answer is a stream that does not end by itself: a GET stream, or a listen.
+
+        Unlike :attr:`listens`, the body is parsed when it may be a listen (never a false
+        positive: the gateway's shutdown ends these streams, and must not end a call).
+        """
+        return self.method == "GET" or (self.listens and _method_of(self.body) == _LISTEN_NAME)
+
+    @property
     def streaming(self) -> bool:
         """Whether the answer may be a long stream: a GET, a POST asking for progress, or a listen.
 

@@ -46,6 +46,8 @@ from mcp_gateway import _metrics
 from mcp_gateway._jsonrpc import INVALID_REQUEST, SERVER_BUSY, error_body
 
 if TYPE_CHECKING:
+    import socket
+
     from mcp_gateway._app import Readiness
 
 __all__ = ["DrainingServer", "LimitedHttpToolsProtocol", "ListenerLimits", "PublicConfig"]
@@ -271,6 +273,17 @@ class DrainingServer(uvicorn.Server):
         super().__init__(config)
         self._readiness = readiness
         self._drain_s = drain_s
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """The server's shutdown, after ending the streams that would keep it waiting (GET, listen).
+
+        uvicorn waits for every connection to finish its response (at most
+        ``timeout_graceful_shutdown``, ``MCP_GATEWAY_SHUTDOWN_GRACE_S``); a GET or listen stream
+        finishes only when its client leaves, so the app ends them first
+        (:meth:`Readiness.shutting_down`).
+        """
+        self._readiness.shutting_down()
+        await super().shutdown(sockets)
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         """Start draining, or shut down when draining already (or no drain period)."""

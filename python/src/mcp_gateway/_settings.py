@@ -32,6 +32,7 @@ variable                           default                    meaning
 ``MCP_CORE_PLUGINS_FILE``          unset                      the core's plugin file, applied here
 ``MCP_GATEWAY_METRICS_LISTEN``     unset (no metrics)         ``host:port`` of ``/metrics``
 ``MCP_GATEWAY_DRAIN_S``            ``0``                      not ready this long before closing (s)
+``MCP_GATEWAY_SHUTDOWN_GRACE_S``   ``10``                     then calls in progress get this long (s)
 ``MCP_GATEWAY_LOG_LEVEL``          ``info``                   log level (``--log-level`` wins)
 ``MCP_GATEWAY_LOG_FORMAT``         ``text``                   ``text`` or ``json`` (one object a line)
 ``OTEL_*``                         unset (no traces)          OTLP/HTTP trace export (operations.md)
@@ -189,6 +190,9 @@ class Settings:
             ``docs/operations.md``); ``None``: no metrics.
         drain_s: Seconds between the first SIGTERM/SIGINT (``/ready`` turns 503) and the
             listener's closing (``MCP_GATEWAY_DRAIN_S``; 0: at once).
+        shutdown_grace_s: Seconds the requests in progress get once the listener closed (GET
+            and listen streams are ended at once); then they are cancelled
+            (``MCP_GATEWAY_SHUTDOWN_GRACE_S``, as the runtime's ``--shutdown-grace-ms``).
     """
 
     jwt_secret: str
@@ -219,6 +223,7 @@ class Settings:
     plugins_file: Path | None = None
     metrics_listen: str | None = None
     drain_s: float = 0.0
+    shutdown_grace_s: float = 10.0
 
     @property
     def mode(self) -> Mode:
@@ -289,6 +294,9 @@ class Settings:
             raise ConfigError(f"MCP_GATEWAY_DRAIN_S={drain_raw!r} is not a number") from e
         if not 0 <= drain_s <= 3600:
             raise ConfigError("MCP_GATEWAY_DRAIN_S must be between 0 and 3600 seconds")
+        shutdown_grace_s = number("MCP_GATEWAY_SHUTDOWN_GRACE_S", 10.0)
+        if shutdown_grace_s > 3600:
+            raise ConfigError("MCP_GATEWAY_SHUTDOWN_GRACE_S must be at most 3600 seconds")
         settings = cls(
             jwt_secret=secret,
             http_uds=socket_path("MCP_RUST_UDS"),
@@ -318,6 +326,7 @@ class Settings:
             plugins_file=Path(plugins_file) if plugins_file else None,
             metrics_listen=metrics_listen,
             drain_s=drain_s,
+            shutdown_grace_s=shutdown_grace_s,
         )
         if settings.mode is Mode.PYTHON and settings.catalog is None:
             raise ConfigError("no runtime socket configured and MCP_RUNTIME_CATALOG is not set")
