@@ -212,6 +212,23 @@ async def test_a_subject_past_its_requests_in_progress_gets_429_and_others_do_no
             r, "1", f"Too many calls in flight: this subject already holds its limit of {MAX_CALLS};"
         )
         assert r.json()["id"] == 5
+        # A call of MCP 2026-07-28 (no session) counts with them, as in the runtime.
+        meta = {
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {},
+        }
+        modern = {**echo, "id": 15, "params": {**echo["params"], "_meta": meta}}
+        headers = {
+            **gw.headers(token),
+            "mcp-protocol-version": "2026-07-28",
+            "mcp-method": "tools/call",
+            "mcp-name": "echo",
+        }
+        r = await http.post(gw.url, json=modern, headers=headers)
+        assert_limited(
+            r, "1", f"Too many calls in flight: this subject already holds its limit of {MAX_CALLS};"
+        )
+        assert r.json()["id"] == 15
         # What calls no upstream is not counted, as in the runtime.
         r = await http.post(gw.url, json=ping(8), headers=gw.headers(token, session))
         assert r.status_code == 200, r.text

@@ -524,13 +524,16 @@ class PythonBaseline:
         accepts_sse = accept is None or "text/event-stream" in accept or "*/*" in accept
         request_id = request_id_of(request.body)
         with contextlib.ExitStack() as grants:
-            if request.mcp_method == "subscriptions/listen":
-                # A listen stream is one of its subject's open streams while it lasts (the SDK
-                # refuses a body whose method differs from the header, -32020).
-                try:
+            # A listen stream is one of its subject's open streams while it lasts, a call one
+            # of its calls in flight (the SDK refuses a body whose method differs from the
+            # header, -32020).
+            try:
+                if request.mcp_method == "subscriptions/listen":
                     grants.enter_context(self._sessions.listen(request.auth.email))
-                except LimitReached as e:
-                    return _refused(e, request_id)
+                elif request.mcp_method in _UPSTREAM_CALLS:
+                    grants.enter_context(self._sessions.sessionless_call(request.auth.email))
+            except LimitReached as e:
+                return _refused(e, request_id)
             call = self._call(request, session=False)
             response = await self._answer(request, accepts_sse, call=call, request_id=request_id)
             if response.stream is not None:

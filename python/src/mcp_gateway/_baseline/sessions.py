@@ -11,7 +11,8 @@ The runtime's rules (``session.rs``, ``error.rs``), kept the same way here:
 - per subject, at most ``max_sessions`` sessions (an ``initialize`` beyond it is refused with
   ``Retry-After: 60``, the reaper's longest period), ``max_streams`` open GET streams and
   ``max_calls`` upstream calls in flight (``tools/call``, ``prompts/get``, ``resources/read``;
-  refused with ``Retry-After: 1``): HTTP 429 with a JSON-RPC ``-32000`` error
+  refused with ``Retry-After: 1``; calls and ``subscriptions/listen`` streams of MCP
+  2026-07-28, which have no session, count with them): HTTP 429 with a JSON-RPC ``-32000`` error
   (:class:`LimitReached`), in the runtime's words (``quota.rs``).
 
 Every grant is a context manager (:meth:`Sessions.opening`, :meth:`Sessions.stream`,
@@ -233,6 +234,18 @@ class Sessions:
             LimitReached: The subject already holds ``max_streams`` open streams.
         """
         with self._hold(self._streams, subject, None, "streams", self.max_streams, "open streams"):
+            yield
+
+    @contextlib.contextmanager
+    def sessionless_call(self, subject: str) -> Iterator[None]:
+        """Hold one upstream call in flight of ``subject`` for a call of MCP 2026-07-28 (no session).
+
+        Counted with the subject's calls of its sessions, as in the runtime (``forward.rs``).
+
+        Raises:
+            LimitReached: The subject already has ``max_calls`` calls in flight.
+        """
+        with self._hold(self._calls, subject, None, "calls", self.max_calls, "calls in flight"):
             yield
 
     @contextlib.contextmanager
