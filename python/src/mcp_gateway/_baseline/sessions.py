@@ -11,8 +11,8 @@ The runtime's rules (``session.rs``, ``error.rs``), kept the same way here:
 - per subject, at most ``max_sessions`` sessions (an ``initialize`` beyond it is refused with
   ``Retry-After: 60``, the reaper's longest period), ``max_streams`` open GET streams and
   ``max_calls`` upstream calls in flight (``tools/call``, ``prompts/get``, ``resources/read``;
-  refused with ``Retry-After: 1``; calls and ``subscriptions/listen`` streams of MCP
-  2026-07-28, which have no session, count with them): HTTP 429 with a JSON-RPC ``-32000`` error
+  refused with ``Retry-After: 1``; MCP 2026-07-28 has no session: its calls count here too,
+  its ``subscriptions/listen`` streams with the GET streams): HTTP 429 with a JSON-RPC ``-32000`` error
   (:class:`LimitReached`), in the runtime's words (``quota.rs``).
 
 Every grant is a context manager (:meth:`Sessions.opening`, :meth:`Sessions.stream`,
