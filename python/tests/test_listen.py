@@ -157,3 +157,42 @@ def test_a_bad_filter_is_invalid_params(gw: Gateway) -> None:
         # `ERROR_CODE_HTTP_STATUS`); the runtime keeps 200 for errors of a method's own.
         assert r.status_code == (400 if gw.mode == "python" else 200), (gw.mode, r.text)
         assert r.json()["error"]["code"] == -32602, (gw.mode, r.text)
+
+
+async def test_streams_end_when_the_token_expires(gw: Gateway) -> None:
+    """A listen stream and a session's GET stream end when the caller's token expires.
+
+    They were authorised when they opened; without an end they would go on hearing of changes
+    (``docs/http-boundary.md``, Resumability and listen). The listen stream's last message is
+    its result (the SDK ends its loop gracefully); the GET stream just ends.
+    """
+    mode = gw.mode
+    token = gw.token("alice@example.com", teams=["alpha"], ttl_s=4)
+    http, client = _client(gw, token)
+    async with http, client, client.listen(resource_subscriptions=[WATCHED]) as mine:
+        assert mine.honored.resource_subscriptions == [WATCHED], mode
+        with anyio.fail_after(30):
+            async for _ in mine:
+                pass
+    token = gw.token("alice@example.com", teams=["alpha"], ttl_s=5)
+    headers = gw.headers(token)
+    init = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": {"name": "t", "version": "1"},
+        },
+    }
+    async with httpx2.AsyncClient(timeout=httpx2.Timeout(30.0)) as raw:
+        r = await raw.post(gw.url, json=init, headers=headers)
+        assert r.status_code == 200, (mode, r.text)
+        session = r.headers["mcp-session-id"]
+        get = {**gw.headers(token, session), "accept": "text/event-stream"}
+        with anyio.fail_after(30):
+            async with raw.stream("GET", gw.url, headers=get) as stream:
+                assert stream.status_code == 200, mode
+                async for _ in stream.aiter_bytes():
+                    pass

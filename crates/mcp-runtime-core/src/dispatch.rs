@@ -116,7 +116,8 @@ impl Runtime {
         }
         let permit = self.quotas.acquire(&session.subject, Quota::Streams, 1)?;
         let rx = self.open_standalone(&session, &req.auth, None).await?;
-        Ok(Outcome::events_holding(rx, permit))
+        Ok(Outcome::events_holding(rx, permit)
+            .until_token_expiry(req.auth.token_expires_at_unix_s, None))
     }
 
     /// Opens `session`'s standalone stream here for the caller `auth`. It carries resource
@@ -870,7 +871,8 @@ impl Runtime {
                     // The session's standalone stream: it moves here, replays what was
                     // missed and goes on live.
                     let rx = self.open_standalone(session, auth, Some(&after)).await?;
-                    return Ok(Outcome::events_holding(rx, permit));
+                    return Ok(Outcome::events_holding(rx, permit)
+                        .until_token_expiry(auth.token_expires_at_unix_s, None));
                 }
             }
         }

@@ -295,7 +295,9 @@ impl Runtime {
             }
         }
         tracing::debug!(listener = %session.id, uris = honoured.len(), "listen stream open");
-        Ok(Outcome::events_holding(rx, permit))
+        let last = session.listen.get().map(Opted::final_result);
+        Ok(Outcome::events_holding(rx, permit)
+            .until_token_expiry(auth.token_expires_at_unix_s, last))
     }
 }
 

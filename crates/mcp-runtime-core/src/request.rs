@@ -246,6 +246,64 @@ impl Outcome {
         outcome
     }
 
+    /// The same response, whose event stream (if it is one) ends when the caller's token
+    /// expires: at `expires_at_unix_s` (seconds since the Unix epoch; 0, no expiry, changes
+    /// nothing), `last` (a JSON-RPC message) is its last event, if given, and the stream ends.
+    ///
+    /// For the streams that never end by themselves (a GET stream, a `subscriptions/listen`
+    /// stream): the caller was authorised when it opened, and without this it would go on
+    /// hearing of changes after its token stopped being valid. The client opens it again
+    /// with a fresh token (a listen stream's last event is its result, the graceful end).
+    /// Ending it drops the receiver the stream was fed through, so whatever watches it (the
+    /// listen stream's subscriptions, the standalone sender) sees the client gone.
+    pub(crate) fn until_token_expiry(
+        mut self,
+        expires_at_unix_s: i64,
+        last: Option<String>,
+    ) -> Self {
+        let Body::Events(events) = &mut self.body else {
+            return self;
+        };
+        let Ok(expiry_s) = u64::try_from(expires_at_unix_s) else {
+            return self;
+        };
+        if expiry_s == 0 {
+            return self;
+        }
+        let left_ms = (expiry_s.saturating_mul(1000)).saturating_sub(crate::state::unix_ms());
+        let (tx, rx) = mpsc::channel(16);
+        let mut fed = std::mem::replace(&mut events.rx, rx);
+        tokio::spawn(async move {
+            let expired = tokio::time::sleep(std::time::Duration::from_millis(left_ms));
+            tokio::pin!(expired);
+            loop {
+                tokio::select! {
+                    biased;
+                    () = &mut expired => break,
+                    () = tx.closed() => return,
+                    event = fed.recv() => {
+                        let Some(event) = event else { return };
+                        if last.as_deref() == Some(event.data.as_str()) {
+                            // Ended already (the drain): the last event is not sent twice.
+                            let _ = tx.send(event).await;
+                            return;
+                        }
+                        tokio::select! {
+                            sent = tx.send(event) => if sent.is_err() { return },
+                            () = &mut expired => break,
+                        }
+                    }
+                }
+            }
+            drop(fed);
+            if let Some(last) = last {
+                let _ = tx.try_send(SseEvent::message(last));
+            }
+            tracing::debug!("stream ended: the caller's token expired");
+        });
+        self
+    }
+
     /// A complete response with a JSON body.
     #[must_use]
     pub fn json(status: u16, body: impl Into<Bytes>) -> Self {

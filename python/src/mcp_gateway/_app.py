@@ -35,6 +35,7 @@ import contextlib
 import json
 import logging
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
@@ -356,6 +357,9 @@ class McpEndpoint:
         self._budget = ByteBudget(settings.max_bytes_per_subject, settings.max_bytes_in_flight)
         self._endless: set[anyio.CancelScope] = set()
         self._stopping = False
+        # The runtime ends its endless streams when the caller's token expires
+        # (``Outcome::until_token_expiry``); the baseline's are ended here, the same way.
+        self._end_at_token_expiry = settings.mode is Mode.PYTHON
 
     def end_streams(self) -> None:
         """End the streams that do not end by themselves (GET and listen streams), now and later.
@@ -565,9 +569,17 @@ class McpEndpoint:
         as the last SSE event, the error the gateway would have answered without a stream (a
         runtime gone mid-stream: ``-32000`` "MCP runtime unavailable"). A GET stream and a
         notification have no request to answer; they just end.
+
+        A stream that does not end by itself (GET, ``subscriptions/listen``) ends when the
+        caller's token expires (``exp``), a listen stream with its result as at shutdown: in
+        python mode here, in the proxied modes by the runtime.
         """
         tail = b""
         ending = anyio.CancelScope()
+        if request.endless and self._end_at_token_expiry and request.auth.token_exp > 0:
+            # Authorised when it opened: it must not go on after the token stops being valid.
+            left_s = max(0.0, request.auth.token_exp - time.time())
+            ending.deadline = anyio.current_time() + left_s
         if request.endless:
             self._endless.add(ending)
             if self._stopping:
@@ -578,7 +590,8 @@ class McpEndpoint:
                     tail = (tail + chunk)[-4:]
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
             if ending.cancelled_caught and request.method == "POST":
-                # A listen stream the shutdown ended: its result is its last event.
+                # A listen stream the shutdown or the token's expiry ended: its result is its
+                # last event.
                 request_id = request_id_of(request.body)
                 result = {"resultType": "complete", "_meta": {_SUBSCRIPTION_ID: request_id}}
                 answer = json.dumps({"jsonrpc": "2.0", "id": request_id, "result": result})

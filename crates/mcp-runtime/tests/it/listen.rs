@@ -409,3 +409,57 @@ async fn a_listen_stream_over_grpc() {
     drop(s);
     wait_for(&subscribed, 0).await;
 }
+
+/// A stream that never ends by itself ends when its caller's token expires (it was authorised
+/// when it opened; without this it would go on hearing of changes): a listen stream with its
+/// result as the last message, its upstream subscription dropped; a session's GET stream
+/// just ends. The client opens either again with a fresh token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_end_when_the_callers_token_expires() {
+    let subscribed = Arc::new(AtomicUsize::new(0));
+    let (_public, _alpha, rt) = two_upstreams(&subscribed, Options::default()).await;
+    let http = Http::new(&rt.http);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    let mut alice = auth("alice@example.com", false, Some(&["alpha"]));
+    alice["token_exp"] = json!(now + 3);
+    let mut events = listen(
+        &http,
+        &alice,
+        21,
+        json!({"resourceSubscriptions": [WATCHED]}),
+    )
+    .await;
+    assert_eq!(
+        acknowledged(&mut events, 21).await,
+        json!({"resourceSubscriptions": [WATCHED]})
+    );
+    assert_eq!(subscribed.load(Ordering::SeqCst), 1);
+    let sid = http.initialize(&alice, None).await;
+    let mut standalone = standalone(&http, &alice, &sid).await;
+    // Updates until the expiry, then the result, then the end.
+    let end = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let m = next(&mut events)
+                .await
+                .expect("the stream ends with its result");
+            if m["method"] != "notifications/resources/updated" {
+                break m;
+            }
+        }
+    })
+    .await
+    .expect("the listen stream outlived its token");
+    assert_eq!(end["id"], 21, "{end}");
+    assert_eq!(end["result"]["resultType"], "complete", "{end}");
+    assert_eq!(end["result"]["_meta"][SUBSCRIPTION_ID], 21, "{end}");
+    assert!(next(&mut events).await.is_none());
+    wait_for(&subscribed, 0).await;
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        while standalone.next().await.is_some() {}
+    })
+    .await;
+    assert!(closed.is_ok(), "the GET stream outlived its token");
+}
