@@ -159,6 +159,44 @@ def test_a_bad_filter_is_invalid_params(gw: Gateway) -> None:
         assert r.json()["error"]["code"] == -32602, (gw.mode, r.text)
 
 
+def test_a_listen_that_accepts_only_json_is_not_acceptable(gw: Gateway) -> None:
+    """A listen whose ``Accept`` rules out SSE is 406 with -32600, answered at once.
+
+    Its answer is a stream that stays open: as JSON it would never come (the baseline's SDK
+    waited without end, holding a stream slot and the upstream subscriptions). A bad filter is
+    still -32602 first, as the runtime checks it before ``Accept``.
+    """
+    token = gw.token("bob@example.com", teams=[])
+    meta = {
+        "io.modelcontextprotocol/protocolVersion": V2026,
+        "io.modelcontextprotocol/clientCapabilities": {},
+    }
+    headers = {
+        "authorization": f"Bearer {token}",
+        "accept": "application/json",
+        "mcp-protocol-version": V2026,
+        "mcp-method": "subscriptions/listen",
+    }
+    notifications = {"toolsListChanged": True, "resourceSubscriptions": [WATCHED]}
+    body = {
+        "jsonrpc": "2.0",
+        "id": 7,
+        "method": "subscriptions/listen",
+        "params": {"_meta": meta, "notifications": notifications},
+    }
+    # Each answered within the client's timeout, none left holding a stream.
+    for _ in range(3):
+        r = httpx.post(gw.url, json=body, headers=headers, timeout=10.0)
+        assert r.status_code == 406, (gw.mode, r.text)
+        error = r.json()
+        assert error["id"] == 7, (gw.mode, r.text)
+        assert error["error"]["code"] == -32600, (gw.mode, r.text)
+        assert "text/event-stream" in error["error"]["message"], (gw.mode, r.text)
+    bad = {**body, "params": {"_meta": meta, "notifications": {"toolsListChanged": "yes"}}}
+    r = httpx.post(gw.url, json=bad, headers=headers, timeout=10.0)
+    assert r.json()["error"]["code"] == -32602, (gw.mode, r.text)
+
+
 async def test_streams_end_when_the_token_expires(gw: Gateway) -> None:
     """A listen stream and a session's GET stream end when the caller's token expires.
 

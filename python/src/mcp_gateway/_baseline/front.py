@@ -27,12 +27,14 @@ import anyio
 import httpx2
 from anyio.abc import TaskGroup
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.shared.exceptions import MCPError
 
 from mcp_gateway import __version__
 from mcp_gateway._auth import anonymous_context
 from mcp_gateway._backend import McpRequest, McpResponse, RuntimeHealth
 from mcp_gateway._baseline.asgi import AsgiCall, sse_events
 from mcp_gateway._baseline.catalog import UpstreamConfig, load_catalog
+from mcp_gateway._baseline.listen import read_filter
 from mcp_gateway._baseline.live import LiveCatalog
 from mcp_gateway._baseline.server import AUTH_KEY, SCOPE_KEY, build_server
 from mcp_gateway._baseline.sessions import LimitReached, Session, Sessions
@@ -110,6 +112,21 @@ def _sessionless(version: str) -> bool:
     The SDK answers a newer one ``-32022`` with the versions it speaks.
     """
     return version in SESSIONLESS_PROTOCOL_VERSIONS or version > PROTOCOL_VERSIONS[0]
+
+
+def _listen_filter_is_valid(request: McpRequest) -> bool:
+    """Whether ``request`` is a ``subscriptions/listen`` (header and body) whose filter is valid.
+
+    A filter :func:`read_filter` refuses is left to the SDK, which answers ``-32602``.
+    """
+    if request.mcp_method != "subscriptions/listen" or not request.endless:
+        return False
+    try:
+        message = json.loads(request.body)
+        read_filter(message.get("params") if isinstance(message, dict) else None)
+    except (ValueError, RecursionError, MCPError):
+        return False
+    return True
 
 
 def _error(status: int, code: int, message: str, request_id: Any = None) -> McpResponse:
@@ -523,6 +540,12 @@ class PythonBaseline:
         accept = request.accept
         accepts_sse = accept is None or "text/event-stream" in accept or "*/*" in accept
         request_id = request_id_of(request.body)
+        if not accepts_sse and _listen_filter_is_valid(request):
+            # The SDK would answer such a listen as JSON, which never comes: the caller waits
+            # without end, holding a stream and the upstream subscriptions. The runtime checks
+            # the filter first (-32602 from the SDK below), then Accept.
+            message = "Not Acceptable: subscriptions/listen answers text/event-stream"
+            return _error(406, INVALID_REQUEST, message, request_id)
         with contextlib.ExitStack() as grants:
             # A listen stream is one of its subject's open streams while it lasts, a call one
             # of its calls in flight (the SDK refuses a body whose method differs from the
