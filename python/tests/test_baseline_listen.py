@@ -211,3 +211,56 @@ async def test_opt_in_refused_uris_the_stream_cap_and_the_upstream_subscription(
         await until_logged(log, unsubscribed, gone + 1)
         async with listening(gw, http, alice, 9, {"promptsListChanged": True}) as again:
             assert again.ack["params"]["notifications"] == {"promptsListChanged": True}, again.ack
+
+
+async def test_concurrent_listeners_subscribe_the_upstream_once(gateway: tuple[Gateway, Path]) -> None:
+    """Streams opened at once subscribe the upstream once; streams leaving as others come.
+
+    The upstream stays subscribed for those that stay: one subscribe or unsubscribe per URI at a
+    time (before, each of the first streams sent its own subscribe, and an unsubscribe could
+    overtake a subscribe whose answer was still on its way).
+    """
+    gw, log = gateway
+    subscribed, unsubscribed = f"subscribed to {WATCHED!r}", f"unsubscribed from {WATCHED!r}"
+    before, gone = await log_count(log, subscribed), await log_count(log, unsubscribed)
+    filter_ = {"resourceSubscriptions": [WATCHED]}
+
+    async def hold(http: httpx.AsyncClient, who: int, opened: list[Stream], leave: anyio.Event) -> None:
+        token = gw.token(f"user{who}@example.com")
+        async with listening(gw, http, token, who, filter_) as stream:
+            opened.append(stream)
+            await leave.wait()
+
+    async with httpx.AsyncClient(timeout=httpx.Timeout(BOUND_S)) as http, anyio.create_task_group() as tg:
+        first: list[Stream] = []
+        first_leave = anyio.Event()
+        for who in range(6):
+            tg.start_soon(hold, http, who, first, first_leave)
+        with anyio.fail_after(BOUND_S):
+            while len(first) < 6:
+                await anyio.sleep(0.02)
+        assert await log_count(log, subscribed) == before + 1
+        # Half leave while as many come.
+        second: list[Stream] = []
+        second_leave = anyio.Event()
+        first_leave.set()
+        for who in range(6, 9):
+            tg.start_soon(hold, http, who, second, second_leave)
+        with anyio.fail_after(BOUND_S):
+            while len(second) < 3:
+                await anyio.sleep(0.02)
+        # Once the first six are gone (their upstream subscription's count with them), the
+        # three that stay still hear of updates: the upstream was left subscribed.
+        await anyio.sleep(0.5)
+        for stream in second:
+            while True:
+                try:
+                    stream.receive.receive_nowait()
+                except anyio.WouldBlock:
+                    break
+            message = await stream.next()
+            assert message["method"] == "notifications/resources/updated", message
+        second_leave.set()
+    # Unsubscribed as often as subscribed (the first six may all have left before the other
+    # three came): nothing is left subscribed upstream.
+    await until_logged(log, unsubscribed, gone + await log_count(log, subscribed) - before)

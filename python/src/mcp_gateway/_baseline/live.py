@@ -127,7 +127,8 @@ class LiveCatalog:
     def __init__(self, path: Path, open_upstream: OpenUpstream, task_group: TaskGroup) -> None:
         self._path = path
         self._open_upstream = open_upstream
-        self._task_group = task_group
+        self.task_group = task_group
+        """Where background work runs (the baseline's lifespan task group)."""
         self._lock = anyio.Lock()
         self._config = CatalogConfig(upstreams=(), servers=())
         self._members: dict[str, _Member] = {}
@@ -262,7 +263,7 @@ class LiveCatalog:
         if key in self._pending:
             return
         self._pending.add(key)
-        self._task_group.start_soon(self.refresh, upstream, kind)
+        self.task_group.start_soon(self.refresh, upstream, kind)
 
     async def refresh(self, upstream: Upstream, kind: ListKind) -> None:
         """List ``kind`` of ``upstream`` again, serve the new entries, tell the sessions that see them.

@@ -20,7 +20,7 @@ import contextlib
 import functools
 import logging
 import warnings
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, cast
 
 import anyio
@@ -91,6 +91,14 @@ def check_result_size(result: Any, limit: int, method: str, version: str | None)
             code=INTERNAL_ERROR,
             message=f"Result of {size} bytes exceeds the message size limit of {limit} bytes",
         )
+
+
+class _Guard:
+    """A lock and how many tasks hold or wait for it (the lock is forgotten at none)."""
+
+    def __init__(self) -> None:
+        self.lock = anyio.Lock()
+        self.users = 0
 
 
 class _Server(Server[Any]):
@@ -388,26 +396,51 @@ def build_server(
 
     # (upstream id, URI) -> the downstream sessions subscribed to it, by MCP session id (the
     # SDK hands each request its own ServerSession object over the session's connection: the
-    # newest one is kept). A session whose send fails (it ended, its stream is closed) is
-    # dropped. The upstream is told to subscribe on the first subscriber and to unsubscribe
-    # when the last one leaves.
+    # newest one is kept), and the listen streams by their key. A session whose send fails (it
+    # ended, its stream is closed) is dropped. The upstream is told to subscribe on the first
+    # subscriber and to unsubscribe when the last one leaves.
     subscribers: dict[tuple[str, str], dict[str, Any]] = {}
+    # One subscribe or unsubscribe of a (upstream id, URI) at a time, the table above changed
+    # under the same lock: two first subscribers would both subscribe upstream, and a subscribe
+    # answered after the last subscriber's unsubscribe was sent would leave the upstream
+    # unsubscribed while the baseline counted a subscriber (its updates lost).
+    guards: dict[tuple[str, str], _Guard] = {}
+
+    @contextlib.asynccontextmanager
+    async def guarded(key: tuple[str, str]) -> AsyncIterator[None]:
+        guard = guards.setdefault(key, _Guard())
+        guard.users += 1
+        try:
+            async with guard.lock:
+                yield
+        finally:
+            guard.users -= 1
+            if guard.users == 0:
+                del guards[key]
 
     async def on_updated(upstream: Upstream, uri: str) -> None:
+        """Deliver an upstream's update of ``uri`` to its subscribers.
+
+        Called from the upstream client's read loop, which must not wait for the upstream: a
+        session that is gone is dropped (which may unsubscribe upstream) in a task of its own.
+        """
         sessions = subscribers.get((upstream.config.id, uri), {})
         for sid, session in list(sessions.items()):
             try:
                 await session.send_resource_updated(uri)
             except Exception:
-                await drop(upstream, uri, sid)
+                live.task_group.start_soon(drop, upstream, uri, sid)
 
     async def drop(upstream: Upstream, uri: str, sid: str) -> None:
         """Remove the subscription of session ``sid``; the last one leaving unsubscribes upstream."""
-        sessions = subscribers.get((upstream.config.id, uri))
-        if sessions is None or sessions.pop(sid, None) is None:
-            return
-        if not sessions:
-            del subscribers[(upstream.config.id, uri)]
+        key = (upstream.config.id, uri)
+        async with guarded(key):
+            sessions = subscribers.get(key)
+            if sessions is None or sessions.pop(sid, None) is None:
+                return
+            if sessions:
+                return
+            del subscribers[key]
             upstream.subscribed.discard(uri)
             try:
                 await upstream.call(lambda client: client.unsubscribe_resource(uri))
@@ -418,16 +451,26 @@ def build_server(
                     "upstream %s: unsubscribed from %r (no subscriber left)", upstream.config.id, shown(uri)
                 )
 
-    async def ensure_subscribed(upstream: Upstream, uri: str) -> None:
-        """Subscribe ``upstream`` (this instance: a reload may replace the one of its id) to ``uri``, once.
+    async def add_subscriber(upstream: Upstream, uri: str, sid: str, subscriber: Any) -> None:
+        """Record ``subscriber`` of ``uri`` under ``sid``, subscribing ``upstream`` on the first.
+
+        ``upstream`` is this instance (a reload may replace the one of its id).
+
+        Shielded once begun: a caller that leaves meanwhile (the SDK cancels its handler) leaves
+        a record that its own end drops, never an upstream subscription nobody counts.
 
         Raises:
             MCPError: The upstream's error when its subscribe fails (nothing recorded then).
         """
-        if uri not in upstream.subscribed:
-            await upstream.call(functools.partial(_subscribe_upstream, uri))
-            upstream.subscribed.add(uri)
-            logger.info("upstream %s: subscribed to %r", upstream.config.id, shown(uri))
+        await anyio.lowlevel.checkpoint()
+        key = (upstream.config.id, uri)
+        with anyio.CancelScope(shield=True):
+            async with guarded(key):
+                if uri not in upstream.subscribed:
+                    await upstream.call(functools.partial(_subscribe_upstream, uri))
+                    upstream.subscribed.add(uri)
+                    logger.info("upstream %s: subscribed to %r", upstream.config.id, shown(uri))
+                subscribers.setdefault(key, {})[sid] = subscriber
 
     def wire(upstream: Upstream) -> None:
         upstream.on_resource_updated = functools.partial(on_updated, upstream)
@@ -459,8 +502,7 @@ def build_server(
         """
         uri = str(params.uri)
         upstream, _ = route(ctx, "resource", uri)
-        await ensure_subscribed(upstream, uri)
-        subscribers.setdefault((upstream.config.id, uri), {})[session_id(ctx)] = ctx.session
+        await add_subscriber(upstream, uri, session_id(ctx), ctx.session)
         return types.EmptyResult()
 
     async def unsubscribe(ctx: Any, params: types.UnsubscribeRequestParams) -> types.EmptyResult:
@@ -489,11 +531,10 @@ def build_server(
             for uri in wanted.uris:
                 try:
                     upstream, _ = route(ctx, "resource", uri)
-                    await ensure_subscribed(upstream, uri)
+                    await add_subscriber(upstream, uri, stream.key, stream)
                 except Exception as e:
                     logger.debug("listen: %r left out of the acknowledgement: %s", shown(uri), e)
                     continue
-                subscribers.setdefault((upstream.config.id, uri), {})[stream.key] = stream
                 honoured.append(uri)
             live.sessions[stream.key] = stream
             live.streams[stream.key] = (auth, scope)
