@@ -115,6 +115,14 @@ RESTART_BACKOFF_MAX_S = 30.0
 RESTART_BACKOFF_RESET_S = 60.0
 """A stdio server that ran this long since its last start starts again at once, in seconds."""
 
+GET_STREAM_GRACE_S = 3.0
+"""How long a streamable HTTP upstream session may be without its standalone GET stream before
+the baseline replaces the session, in seconds: the SDK tries the stream again after 1 s (or the
+server's ``retry``), twice, then gives up without telling anyone (see :class:`_GetStreamWatch`)."""
+GET_STREAM_BACKOFF_MAX_S = 5.0
+"""Longest wait between two attempts to open a new session for a lost GET stream, in seconds (the
+runtime's upstream listener backs off from 100 ms to 5 s, ``subscribe.rs``)."""
+
 MODERN_VERSION = LATEST_MODERN_VERSION
 """The sessionless protocol version the baseline speaks to an upstream that speaks it (MCP
 2026-07-28), for the requests of clients of that version that may get ``input_required``."""
@@ -233,6 +241,72 @@ class SizeCappedTransport(httpx2.AsyncBaseTransport):
         await self._inner.aclose()
 
 
+class _GetStreamWatch(httpx2.AsyncBaseTransport):
+    """Sends each request through ``client``; tells ``watcher`` when a standalone GET stream opens or ends.
+
+    The SDK's streamable HTTP client keeps the upstream session's GET stream (the upstream's
+    notifications: resource updates, list changes) open on its own and, when it cannot open it
+    again (the upstream restarted and forgot the session: 404), stops trying without a word; the
+    session's calls go on while nothing more is heard. This transport lets the upstream see
+    that (:meth:`Upstream._get_stream_ended`). Requests other than GET pass through untouched.
+
+    Args:
+        client: The upstream's HTTP client (its transport, limits and TLS do the I/O; the
+            client using this transport carries its headers).
+        watcher: The upstream.
+    """
+
+    def __init__(self, client: httpx2.AsyncClient, watcher: Upstream) -> None:
+        self._client = client
+        self._watcher = watcher
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        """Send ``request``; watch it when it is a GET."""
+        if request.method != "GET":
+            return await self._client.send(request, stream=True)
+        try:
+            response = await self._client.send(request, stream=True)
+        except (httpx2.HTTPError, OSError):
+            self._watcher._get_stream_ended(offered=True)
+            raise
+        if response.status_code != 200:
+            # 405: the upstream offers no GET stream (MCP streamable HTTP allows that).
+            self._watcher._get_stream_ended(offered=response.status_code != 405)
+            return response
+        self._watcher._get_streams += 1
+        return httpx2.Response(
+            status_code=response.status_code,
+            headers=response.headers,
+            stream=_WatchedStream(response, self._watcher),
+            extensions=response.extensions,
+            request=request,
+        )
+
+    async def aclose(self) -> None:
+        """Nothing: the upstream's HTTP client is closed by its owner."""
+
+
+class _WatchedStream(httpx2.AsyncByteStream):
+    """The body of a GET stream; its end (read to the end, broken or closed) is told once."""
+
+    def __init__(self, response: httpx2.Response, watcher: Upstream) -> None:
+        self._response = response
+        self._watcher: Upstream | None = watcher
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._response.aiter_raw():
+            yield chunk
+
+    async def aclose(self) -> None:
+        try:
+            await self._response.aclose()
+        finally:
+            if self._watcher is not None:
+                watcher, self._watcher = self._watcher, None
+                watcher._get_streams -= 1
+                watcher._get_stream_ended(offered=True)
+
+
 class _StderrLog:
     """A pipe whose lines are logged as the upstream's (a stdio server's stderr).
 
@@ -255,6 +329,18 @@ class _StderrLog:
     def close_writer(self) -> None:
         """Close this process's copy of the write end (the child keeps its own)."""
         self.writer.close()
+
+
+def _notifies(capabilities: types.ServerCapabilities | None) -> bool:
+    """Whether a server with ``capabilities`` may send something on its GET stream the baseline uses."""
+    if capabilities is None:
+        return False
+    resources = capabilities.resources
+    return bool(
+        (resources is not None and (resources.subscribe or resources.list_changed))
+        or (capabilities.tools is not None and capabilities.tools.list_changed)
+        or (capabilities.prompts is not None and capabilities.prompts.list_changed)
+    )
 
 
 class _Connection:
@@ -503,6 +589,15 @@ class Upstream:
     ) -> None:
         self.config = config
         self._http_client = http_client
+        if config.transport == "streamable-http":
+            self._http_client = httpx2.AsyncClient(
+                headers=http_client.headers,
+                timeout=http_client.timeout,
+                transport=_GetStreamWatch(http_client, self),
+            )
+        self._get_streams = 0
+        self._restoring = False
+        self._closed = False
         self._task_group = task_group
         self._timeout_s = timeout_s
         self._limit = max_message_bytes
@@ -600,6 +695,43 @@ class Upstream:
                             )
             assert conn.client is not None
             return conn, conn.client
+
+    def _get_stream_ended(self, *, offered: bool) -> None:
+        """A standalone GET stream ended or could not open (``offered``: not a 405).
+
+        Unless another opens within :data:`GET_STREAM_GRACE_S` (the SDK's own retry), the
+        upstream session is replaced (:meth:`_restore_get_stream`).
+        """
+        if offered and not self._closed and not self._restoring:
+            self._restoring = True
+            self._task_group.start_soon(self._restore_get_stream)
+
+    async def _restore_get_stream(self) -> None:
+        """Open a new upstream session (subscribed again, :meth:`_client`) while no GET stream is open.
+
+        Only for an upstream that may send something on it: one that declared
+        ``resources.subscribe`` or a ``listChanged``. Attempts are spaced by a back-off from
+        :data:`GET_STREAM_GRACE_S` up to :data:`GET_STREAM_BACKOFF_MAX_S`; it stops once a GET
+        stream is open, or the upstream is closed.
+        """
+        wait = GET_STREAM_GRACE_S
+        try:
+            while True:
+                await anyio.sleep(wait)
+                conn = self._connection
+                if self._closed or self._get_streams > 0 or conn is None:
+                    return
+                if conn.client is not None and not _notifies(conn.client.server_capabilities):
+                    return
+                logger.info("upstream %s: its GET stream is gone; opening a new session", self.config.id)
+                conn.broken.set()
+                try:
+                    await self._client()
+                except UpstreamUnavailableError as e:
+                    logger.info("upstream %s: %s", self.config.id, e)
+                wait = min(GET_STREAM_BACKOFF_MAX_S, wait * 2)
+        finally:
+            self._restoring = False
 
     async def probe_era(self) -> bool:
         """Whether requests of MCP 2026-07-28 may be sent to this upstream, learnt once.
@@ -826,6 +958,7 @@ class Upstream:
 
     def close(self) -> None:
         """Ask the connection tasks to end (the session's sends DELETE upstream on its way out)."""
+        self._closed = True
         for conn in (self._connection, self._modern):
             if conn is not None:
                 conn.close()
