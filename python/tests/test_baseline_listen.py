@@ -264,3 +264,35 @@ async def test_concurrent_listeners_subscribe_the_upstream_once(gateway: tuple[G
     # Unsubscribed as often as subscribed (the first six may all have left before the other
     # three came): nothing is left subscribed upstream.
     await until_logged(log, unsubscribed, gone + await log_count(log, subscribed) - before)
+
+
+async def test_a_client_that_leaves_mid_subscribe_leaves_the_upstream_unsubscribed(
+    tmp_path: Path,
+) -> None:
+    """A client leaving while its listen's subscribe is on its way leaves the upstream unsubscribed.
+
+    The subscribe runs to its end (shielded) and is recorded; the stream's end then drops it,
+    the last subscriber unsubscribing the upstream. Cut short with its handler, the subscribe
+    would reach the upstream unrecorded, and stay there. The fixture answers each subscribe
+    after 500 ms.
+    """
+    fixture, url = start_fixture("--conformance", "--subscribe-delay-ms", "500", log=tmp_path / "fixture.log")
+    catalog = tmp_path / "catalog.toml"
+    catalog.write_text(f'[[upstreams]]\nid = "slow"\nurl = "{url}"\n')
+    log = tmp_path / "gateway.log"
+    port = free_port()
+    try:
+        process = start_gateway(gateway_env("python", catalog, None), port, log=log)
+        try:
+            gw = Gateway("python", f"http://127.0.0.1:{port}", SECRET, [process])
+            body = _listen_body(1, {"resourceSubscriptions": [WATCHED]})
+            async with httpx.AsyncClient(timeout=httpx.Timeout(BOUND_S)) as http:
+                with anyio.move_on_after(0.1) as gone:
+                    await http.post(gw.url, json=body, headers=_headers(gw.token()))
+                assert gone.cancelled_caught, "answered before the upstream's subscribe"
+            await until_logged(log, f"subscribed to {WATCHED!r}", 1)
+            await until_logged(log, f"unsubscribed from {WATCHED!r}", 1)
+        finally:
+            stop(process)
+    finally:
+        stop(fixture)

@@ -40,6 +40,11 @@ struct Cli {
     /// credentials; give it through the environment to keep the value off the command line).
     #[arg(long, env = "MCP_FIXTURE_REQUIRE_HEADER", value_parser = name_value, hide_env_values = true)]
     require_header: Option<(String, String)>,
+
+    /// Make each `resources/subscribe` wait this long (milliseconds) before it takes effect
+    /// and is answered: a subscribe long enough on its way for its caller to leave meanwhile.
+    #[arg(long, env = "MCP_FIXTURE_SUBSCRIBE_DELAY_MS", default_value_t = 0)]
+    subscribe_delay_ms: u64,
 }
 
 fn name_value(s: &str) -> Result<(String, String), String> {
@@ -87,6 +92,10 @@ async fn main() -> anyhow::Result<()> {
     }
     if cli.dynamic_tools {
         state = state.with_dynamic_tools();
+    }
+    if cli.subscribe_delay_ms > 0 {
+        state =
+            state.with_subscribe_delay(std::time::Duration::from_millis(cli.subscribe_delay_ms));
     }
     if let Some((name, value)) = &cli.require_header {
         state = state.with_required_header(name, value);

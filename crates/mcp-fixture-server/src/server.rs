@@ -70,6 +70,9 @@ pub struct SharedState {
     /// How many sessions are subscribed to some resource now, if a test counts them
     /// ([`SharedState::with_subscription_count`]).
     subscribed: Option<Arc<AtomicUsize>>,
+    /// How long each `resources/subscribe` waits before it takes effect and is answered
+    /// ([`SharedState::with_subscribe_delay`]).
+    subscribe_delay: Duration,
     /// Whether `add_tool` and `remove_tool` are served ([`SharedState::with_dynamic_tools`]).
     dynamic: bool,
     /// Tools `add_tool` added, listed after the others. A std mutex, held only to copy or
@@ -98,6 +101,7 @@ impl SharedState {
             required_header: None,
             traceparents: None,
             subscribed: None,
+            subscribe_delay: Duration::ZERO,
             dynamic: false,
             added: Mutex::new(Vec::new()),
             peers: Mutex::new(Vec::new()),
@@ -243,6 +247,14 @@ impl SharedState {
     #[must_use]
     pub fn with_subscription_count(mut self, count: Arc<AtomicUsize>) -> Self {
         self.subscribed = Some(count);
+        self
+    }
+
+    /// The same, each `resources/subscribe` waiting `delay` before it takes effect and is
+    /// answered: a subscribe long enough on its way for its caller to leave meanwhile.
+    #[must_use]
+    pub fn with_subscribe_delay(mut self, delay: Duration) -> Self {
+        self.subscribe_delay = delay;
         self
     }
 
@@ -695,6 +707,9 @@ impl ServerHandler for FixtureServer {
             return Err(ErrorData::method_not_found::<
                 rmcp::model::SubscribeRequestMethod,
             >());
+        }
+        if !self.state.subscribe_delay.is_zero() {
+            tokio::time::sleep(self.state.subscribe_delay).await;
         }
         let newly = {
             let mut subs = self.subscriptions.lock().unwrap_or_else(|e| e.into_inner());

@@ -685,7 +685,7 @@ impl Runtime {
         }
         if on {
             let first_of_session = subs.add(&up.config.id, &upstream_uri, session, uri);
-            if let Err(e) = subs.sync(&up, &upstream_uri).await {
+            if let Err(e) = subs.sync_to_the_end(&up, &upstream_uri).await {
                 subs.remove(&up.config.id, &upstream_uri, &session.id);
                 return Err(e.into());
             }
@@ -718,7 +718,7 @@ impl Runtime {
             }
         } else {
             subs.remove(&up.config.id, &upstream_uri, &session.id);
-            subs.sync(&up, &upstream_uri).await?;
+            subs.sync_to_the_end(&up, &upstream_uri).await?;
             if let Some(r) = shared {
                 // Wherever the subscription is held, that replica ends it.
                 r.drop_subscription(&session.id, uri, &up.config.id, &upstream_uri)

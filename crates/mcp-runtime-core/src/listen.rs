@@ -244,7 +244,7 @@ impl Runtime {
             let upstream_uri = route.upstream_name.to_owned();
             self.subscriptions
                 .add(&up.config.id, &upstream_uri, &session, uri);
-            match self.subscriptions.sync(&up, &upstream_uri).await {
+            match self.subscriptions.sync_to_the_end(&up, &upstream_uri).await {
                 Ok(()) => honoured.push(uri.clone()),
                 Err(e) => {
                     tracing::debug!(upstream = %up.config.id, uri, error = %e, "listen: upstream subscription refused; left out of the acknowledgement");

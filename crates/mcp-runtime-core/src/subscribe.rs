@@ -139,6 +139,29 @@ impl Subscriptions {
         Ok(())
     }
 
+    /// [`Subscriptions::sync`] in a task of its own, awaited: it runs to its end even when the
+    /// caller is dropped (a client that leaves while its subscribe is on its way upstream).
+    /// Cut short, the upstream could take the subscribe while the runtime never counted it as
+    /// told, and the subscriber's end would then leave the upstream subscribed.
+    ///
+    /// # Errors
+    ///
+    /// As [`Subscriptions::sync`]; a panic of the task is [`UpstreamError::Protocol`].
+    pub(crate) async fn sync_to_the_end(
+        self: &Arc<Self>,
+        up: &Arc<Upstream>,
+        upstream_uri: &str,
+    ) -> Result<(), UpstreamError> {
+        let (subs, task_up, uri) = (Arc::clone(self), Arc::clone(up), upstream_uri.to_owned());
+        match tokio::spawn(async move { subs.sync(&task_up, &uri).await }).await {
+            Ok(synced) => synced,
+            Err(e) => Err(UpstreamError::Protocol {
+                upstream: up.config.id.clone(),
+                detail: format!("subscription task failed: {e}"),
+            }),
+        }
+    }
+
     /// Drops every subscription of session `sid`; returns the resources left without a
     /// subscriber.
     pub(crate) fn drop_session(&self, sid: &str) -> Vec<(String, String)> {

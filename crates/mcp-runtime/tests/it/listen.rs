@@ -463,3 +463,51 @@ async fn streams_end_when_the_callers_token_expires() {
     .await;
     assert!(closed.is_ok(), "the GET stream outlived its token");
 }
+
+/// A client that leaves while its listen's `resources/subscribe` is on its way upstream leaves
+/// the upstream unsubscribed: the subscribe runs to its end (the upstream takes it) and the
+/// stream's end then unsubscribes. Cut short with its caller, the subscribe would reach the
+/// upstream without the runtime counting it as told, and stay there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_mid_subscribe_leaves_the_upstream_unsubscribed() {
+    const DELAY: Duration = Duration::from_millis(500);
+    let subscribed = Arc::new(AtomicUsize::new(0));
+    let fixture = Fixture::start_with(
+        "127.0.0.1:0".parse().expect("address"),
+        SharedState::new(0)
+            .with_conformance()
+            .with_subscription_count(Arc::clone(&subscribed))
+            .with_subscribe_delay(DELAY),
+    );
+    let rt = Sidecar::with(
+        &format!("[[upstreams]]\nid = \"conf\"\nurl = \"{}\"\n", fixture.url),
+        Options::default(),
+    )
+    .await;
+    let http = Http::new(&rt.http);
+    let alice = auth("alice@example.com", false, Some(&[]));
+    let call = modern(
+        &alice,
+        1,
+        "subscriptions/listen",
+        json!({"notifications": {"resourceSubscriptions": [WATCHED]}}),
+    );
+    // Gone before the upstream answers the subscribe (nothing is answered before it is).
+    let left = tokio::time::timeout(DELAY / 5, http.open(&call)).await;
+    assert!(left.is_err(), "answered before the upstream's subscribe");
+    // Past the upstream's delay, its subscription is undone (a slower machine only makes this
+    // pass without looking: it never fails wrongly).
+    tokio::time::sleep(DELAY + DELAY / 2).await;
+    wait_for(&subscribed, 0).await;
+    // And a listen stream still gets it when it stays.
+    let mut events = listen(
+        &http,
+        &alice,
+        2,
+        json!({"resourceSubscriptions": [WATCHED]}),
+    )
+    .await;
+    acknowledged(&mut events, 2).await;
+    until(&mut events, 2, "notifications/resources/updated").await;
+    wait_for(&subscribed, 1).await;
+}
