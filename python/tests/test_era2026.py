@@ -153,6 +153,13 @@ async def test_discover_lists_and_header_checks(gw: Gateway) -> None:
         headers = {k: v for k, v in good.items() if k != missing}
         r = post(call, **headers)
         assert (r.status_code, r.json()["error"]["code"]) == (400, -32020), (gw.mode, missing)
+    # `_meta` names 2026-07-28 while the version header is missing or names the session era:
+    # -32020 before anything else (not a session-era request lacking its session).
+    for version in ({}, {"mcp-protocol-version": "2025-11-25"}):
+        r = post(call, **{"mcp-method": "tools/call", "mcp-name": "echo", **version})
+        assert (r.status_code, r.json()["error"]["code"]) == (400, -32020), (gw.mode, version, r.text)
+        assert "protocolVersion" in r.json()["error"]["message"], (gw.mode, version, r.text)
+        assert r.json()["id"] == 3, (gw.mode, version)
     future = {**listing, "params": {"_meta": _meta("2099-01-01")}}
     r = post(future, **{"mcp-protocol-version": "2099-01-01", "mcp-method": "tools/list"})
     assert (r.status_code, r.json()["error"]["code"]) == (400, -32022), (gw.mode, r.text)

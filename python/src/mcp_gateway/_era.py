@@ -17,7 +17,13 @@ import binascii
 
 from mcp_gateway._jsonrpc import FramingError, parse_message, shown
 
-__all__ = ["HEADER_MISMATCH", "LIST_TTL_MS", "SESSIONLESS_PROTOCOL_VERSIONS", "standard_header_fault"]
+__all__ = [
+    "HEADER_MISMATCH",
+    "LIST_TTL_MS",
+    "SESSIONLESS_PROTOCOL_VERSIONS",
+    "meta_version_fault",
+    "standard_header_fault",
+]
 
 SESSIONLESS_PROTOCOL_VERSIONS = frozenset({"2026-07-28"})
 """Protocol versions without sessions (every request carries its version in ``_meta``)."""
@@ -29,6 +35,9 @@ of it)."""
 
 HEADER_MISMATCH = -32020
 """MCP 2026-07-28: a standard header missing or not matching the body (HTTP 400)."""
+
+META_PROTOCOL_VERSION = "io.modelcontextprotocol/protocolVersion"
+"""``_meta`` key of a request's protocol version (MCP 2026-07-28, SEP-2575)."""
 
 _NAME_KEY = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
 
@@ -92,5 +101,40 @@ def standard_header_fault(
         return (
             f"Header mismatch: Mcp-Name header `{shown(decoded)}` "
             f"does not match body value `{shown(expected)}`"
+        )
+    return None
+
+
+def meta_version_fault(protocol_version: str | None, body: bytes) -> str | None:
+    """Why a POST whose ``_meta`` names a protocol version is refused for its version header.
+
+    The runtime's rule (``era.rs``): a request (not ``initialize``) whose
+    ``params._meta`` names ``io.modelcontextprotocol/protocolVersion`` (a string) needs the
+    ``MCP-Protocol-Version`` header, equal to it. For a request not already sent to the
+    sessionless path by its header (the Python baseline reads the era from the header).
+
+    Returns:
+        The message of the ``-32020`` answer (HTTP 400), the runtime's wording; ``None`` when
+        the body names no version or the header equals it.
+    """
+    if META_PROTOCOL_VERSION.encode() not in body:
+        return None
+    try:
+        message = parse_message(body)
+    except FramingError:
+        return None
+    if message.kind == "response" or message.method == "initialize":
+        return None
+    params = message.params
+    meta = params.get("_meta") if isinstance(params, dict) else None
+    version = meta.get(META_PROTOCOL_VERSION) if isinstance(meta, dict) else None
+    if not isinstance(version, str):
+        return None
+    if protocol_version is None:
+        return "Header mismatch: request _meta protocolVersion requires the MCP-Protocol-Version header"
+    if protocol_version != version:
+        return (
+            f"Header mismatch: MCP-Protocol-Version header ({shown(protocol_version)}) "
+            f"does not match request _meta protocolVersion ({shown(version)})"
         )
     return None

@@ -43,7 +43,7 @@ from mcp_gateway._baseline.upstream import (
     SizeCappedTransport,
     Upstream,
 )
-from mcp_gateway._era import SESSIONLESS_PROTOCOL_VERSIONS
+from mcp_gateway._era import HEADER_MISMATCH, SESSIONLESS_PROTOCOL_VERSIONS, meta_version_fault
 from mcp_gateway._jsonrpc import (
     BAD_REQUEST,
     INTERNAL_ERROR,
@@ -517,6 +517,8 @@ class PythonBaseline:
             return await self._delete(request)
         if request.method == "GET":
             return await self._get(request)
+        if (fault := meta_version_fault(version, request.body)) is not None:
+            return _error(400, HEADER_MISMATCH, fault, request_id_of(request.body))
         return await self._post(request)
 
     async def _sessionless(self, request: McpRequest) -> McpResponse:
