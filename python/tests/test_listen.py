@@ -88,6 +88,32 @@ def gw(request: pytest.FixtureRequest, catalog: Path, runtime: Runtime) -> Itera
         stop(process)
 
 
+def _raw_listen(
+    gw: Gateway, request_id: int, notifications: object, accept: str = "application/json, text/event-stream"
+) -> httpx.Response:
+    """POST a ``subscriptions/listen`` of bob's (no team) with ``notifications`` as its filter.
+
+    Only for a listen answered without a stream (an error): the answer is read whole.
+    """
+    meta = {
+        "io.modelcontextprotocol/protocolVersion": V2026,
+        "io.modelcontextprotocol/clientCapabilities": {},
+    }
+    headers = {
+        "authorization": f"Bearer {gw.token('bob@example.com', teams=[])}",
+        "accept": accept,
+        "mcp-protocol-version": V2026,
+        "mcp-method": "subscriptions/listen",
+    }
+    body = {
+        "jsonrpc": "2.0",
+        "id": request_id,
+        "method": "subscriptions/listen",
+        "params": {"_meta": meta, "notifications": notifications},
+    }
+    return httpx.post(gw.url, json=body, headers=headers, timeout=10.0)
+
+
 def _client(gw: Gateway, token: str) -> tuple[httpx2.AsyncClient, Any]:
     http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=httpx2.Timeout(30.0))
     return http, Client(streamable_http_client(gw.url, http_client=http), mode=V2026, cache=None)
@@ -133,26 +159,9 @@ async def test_a_listen_stream_through_the_gateway(gw: Gateway) -> None:
 
 
 def test_a_bad_filter_is_invalid_params(gw: Gateway) -> None:
-    token = gw.token("bob@example.com", teams=[])
-    meta = {
-        "io.modelcontextprotocol/protocolVersion": V2026,
-        "io.modelcontextprotocol/clientCapabilities": {},
-    }
-    headers = {
-        "authorization": f"Bearer {token}",
-        "accept": "application/json, text/event-stream",
-        "mcp-protocol-version": V2026,
-        "mcp-method": "subscriptions/listen",
-    }
     bad: list[object] = [{"toolsListChanged": "yes"}, {"resourceSubscriptions": [1]}, []]
     for notifications in bad:
-        body = {
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "subscriptions/listen",
-            "params": {"_meta": meta, "notifications": notifications},
-        }
-        r = httpx.post(gw.url, json=body, headers=headers, timeout=30.0)
+        r = _raw_listen(gw, 1, notifications)
         # The SDK under the baseline gives -32602 the HTTP status 400 in MCP 2026-07-28 (its
         # `ERROR_CODE_HTTP_STATUS`); the runtime keeps 200 for errors of a method's own.
         assert r.status_code == (400 if gw.mode == "python" else 200), (gw.mode, r.text)
@@ -166,34 +175,16 @@ def test_a_listen_that_accepts_only_json_is_not_acceptable(gw: Gateway) -> None:
     waited without end, holding a stream slot and the upstream subscriptions). A bad filter is
     still -32602 first, as the runtime checks it before ``Accept``.
     """
-    token = gw.token("bob@example.com", teams=[])
-    meta = {
-        "io.modelcontextprotocol/protocolVersion": V2026,
-        "io.modelcontextprotocol/clientCapabilities": {},
-    }
-    headers = {
-        "authorization": f"Bearer {token}",
-        "accept": "application/json",
-        "mcp-protocol-version": V2026,
-        "mcp-method": "subscriptions/listen",
-    }
     notifications = {"toolsListChanged": True, "resourceSubscriptions": [WATCHED]}
-    body = {
-        "jsonrpc": "2.0",
-        "id": 7,
-        "method": "subscriptions/listen",
-        "params": {"_meta": meta, "notifications": notifications},
-    }
     # Each answered within the client's timeout, none left holding a stream.
     for _ in range(3):
-        r = httpx.post(gw.url, json=body, headers=headers, timeout=10.0)
+        r = _raw_listen(gw, 7, notifications, accept="application/json")
         assert r.status_code == 406, (gw.mode, r.text)
         error = r.json()
         assert error["id"] == 7, (gw.mode, r.text)
         assert error["error"]["code"] == -32600, (gw.mode, r.text)
         assert "text/event-stream" in error["error"]["message"], (gw.mode, r.text)
-    bad = {**body, "params": {"_meta": meta, "notifications": {"toolsListChanged": "yes"}}}
-    r = httpx.post(gw.url, json=bad, headers=headers, timeout=10.0)
+    r = _raw_listen(gw, 7, {"toolsListChanged": "yes"}, accept="application/json")
     assert r.json()["error"]["code"] == -32602, (gw.mode, r.text)
 
 
