@@ -30,6 +30,7 @@
 
 use std::sync::{Arc, PoisonError, Weak};
 
+use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
@@ -56,8 +57,9 @@ const STREAM_CAPACITY: usize = 16;
 /// What one listen stream opted in to, and the id its messages carry.
 #[derive(Debug)]
 pub(crate) struct Opted {
-    /// The listen request's JSON-RPC id.
-    id: Value,
+    /// The listen request's JSON-RPC id, as it was sent (a number past `u64` would become a
+    /// float if parsed).
+    id: Box<RawValue>,
     tools: bool,
     prompts: bool,
     resources: bool,
@@ -73,28 +75,52 @@ impl Opted {
         }
     }
 
-    /// `params` (an object) with the stream's `_meta` tag.
-    pub(crate) fn tag(&self, params: &mut Value) {
-        if let Value::Object(p) = params {
-            p.insert(
-                "_meta".to_owned(),
-                json!({ META_SUBSCRIPTION_ID: self.id.clone() }),
-            );
+    /// A notification of this stream: `params` (an object; anything else is sent as `{}`)
+    /// with the stream's `_meta` tag (replacing any `_meta` it had), the listen request's id
+    /// as it was sent.
+    pub(crate) fn notification_body(&self, method: &str, params: Value) -> String {
+        #[derive(Serialize)]
+        struct Tag<'a> {
+            #[serde(rename = "io.modelcontextprotocol/subscriptionId")]
+            id: &'a RawValue,
         }
+        #[derive(Serialize)]
+        struct Params<'a> {
+            #[serde(flatten)]
+            rest: Map<String, Value>,
+            #[serde(rename = "_meta")]
+            meta: Tag<'a>,
+        }
+        #[derive(Serialize)]
+        struct Notification<'a> {
+            jsonrpc: &'static str,
+            method: &'a str,
+            params: Params<'a>,
+        }
+        let mut rest = match params {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        };
+        rest.remove("_meta");
+        let body = Notification {
+            jsonrpc: "2.0",
+            method,
+            params: Params {
+                rest,
+                meta: Tag { id: &self.id },
+            },
+        };
+        // Strings, numbers and a raw JSON value: serialising cannot fail.
+        serde_json::to_string(&body).unwrap_or_default()
     }
 
     /// The listen request's result, sent as the last message when the runtime ends the
     /// stream (the specification's graceful end).
     pub(crate) fn final_result(&self) -> String {
-        json!({
-            "jsonrpc": "2.0",
-            "id": self.id,
-            "result": {
-                "resultType": "complete",
-                "_meta": { META_SUBSCRIPTION_ID: self.id },
-            },
-        })
-        .to_string()
+        let id = self.id.get();
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"result":{{"resultType":"complete","_meta":{{"{META_SUBSCRIPTION_ID}":{id}}}}}}}"#
+        )
     }
 }
 
@@ -214,7 +240,7 @@ impl Runtime {
             .acquire(&auth.subject_email, Quota::Streams, 1)?;
         let session = self.sessions.listener(&auth.subject_email, scope);
         let opted = Opted {
-            id: serde_json::from_str(id.get()).unwrap_or(Value::Null),
+            id: id.to_owned(),
             tools: filter.tools,
             prompts: filter.prompts,
             resources: filter.resources,
@@ -272,9 +298,10 @@ impl Runtime {
         if !honoured.is_empty() {
             accepted.insert("resourceSubscriptions".to_owned(), json!(honoured));
         }
-        let mut params = json!({ "notifications": accepted });
-        opted.tag(&mut params);
-        let ack = jsonrpc::notification_body("notifications/subscriptions/acknowledged", &params);
+        let ack = opted.notification_body(
+            "notifications/subscriptions/acknowledged",
+            json!({ "notifications": accepted }),
+        );
         // First in the channel before the stream is made reachable: nothing can precede it.
         let _ = tx.try_send(SseEvent::message(ack));
         let _ = session.listen.set(opted);
@@ -377,18 +404,45 @@ mod tests {
     #[test]
     fn messages_carry_the_subscription_id() {
         let o = Opted {
-            id: json!("l-1"),
+            id: RawValue::from_string(r#""l-1""#.to_owned()).unwrap(),
             tools: true,
             prompts: false,
             resources: false,
         };
-        let mut p = json!({"uri": "x"});
-        o.tag(&mut p);
-        assert_eq!(p["_meta"][META_SUBSCRIPTION_ID], "l-1");
+        let p: Value = serde_json::from_str(&o.notification_body(
+            "notifications/resources/updated",
+            json!({"uri": "x", "_meta": {"k": 1}}),
+        ))
+        .unwrap();
+        assert_eq!(p["method"], "notifications/resources/updated");
+        assert_eq!(p["params"]["uri"], "x");
+        assert_eq!(p["params"]["_meta"], json!({ META_SUBSCRIPTION_ID: "l-1" }));
         let end: Value = serde_json::from_str(&o.final_result()).unwrap();
         assert_eq!(end["id"], "l-1");
         assert_eq!(end["result"]["resultType"], "complete");
         assert_eq!(end["result"]["_meta"][META_SUBSCRIPTION_ID], "l-1");
         assert!(o.wants(ListKind::Tools) && !o.wants(ListKind::Prompts));
+    }
+
+    #[test]
+    fn an_id_past_u64_is_carried_as_sent() {
+        let big = "1180591620717411303424";
+        let o = Opted {
+            id: RawValue::from_string(big.to_owned()).unwrap(),
+            tools: false,
+            prompts: false,
+            resources: false,
+        };
+        let note = o.notification_body("notifications/resources/updated", json!({"uri": "x"}));
+        assert!(
+            note.contains(&format!(r#""{META_SUBSCRIPTION_ID}":{big}"#)),
+            "{note}"
+        );
+        let end = o.final_result();
+        assert!(end.contains(&format!(r#""id":{big},"#)), "{end}");
+        assert!(
+            end.contains(&format!(r#""{META_SUBSCRIPTION_ID}":{big}"#)),
+            "{end}"
+        );
     }
 }

@@ -88,9 +88,9 @@ pub(crate) struct Session {
 impl Session {
     /// A notification for this session's stream: `params` (an object) as given, tagged with
     /// the listen request's id on a listen stream ([`crate::listen`]).
-    pub(crate) fn notification_body(&self, method: &str, mut params: serde_json::Value) -> String {
+    pub(crate) fn notification_body(&self, method: &str, params: serde_json::Value) -> String {
         if let Some(opted) = self.listen.get() {
-            opted.tag(&mut params);
+            return opted.notification_body(method, params);
         }
         crate::jsonrpc::notification_body(method, &params)
     }
