@@ -10,7 +10,8 @@
 //! server declared `resources.subscribe` or a `listChanged` open: on loss it reconnects with
 //! back-off (100 ms doubling to 5 s), re-establishing the upstream session when the upstream
 //! no longer knows it, and then subscribes again to every URI with subscribers (a new upstream
-//! session has none). A `notifications/resources/updated` it reads goes to the standalone GET
+//! session has none; so does the first session of an upstream a SIGHUP reload put in place of
+//! one of the same id, whose subscribers stay). A `notifications/resources/updated` it reads goes to the standalone GET
 //! stream of each downstream session subscribed to that URI, with the URI the session
 //! subscribed to; a session without an open GET stream misses it (the specification allows
 //! it). A `subscriptions/listen` stream (MCP 2026-07-28) is a subscriber like a session (a
@@ -344,7 +345,10 @@ pub(crate) async fn listen(up: Arc<Upstream>, subs: Weak<Subscriptions>, stop: C
                 continue;
             }
         };
-        if generation.is_some_and(|old| old != g) {
+        // A new upstream session has no subscriptions: made again for what has subscribers,
+        // also on the first, for an upstream a reload put in place of one of the same id
+        // (its subscribers stay; an upstream new to the catalog has none yet).
+        if generation != Some(g) {
             let Some(s) = subs.upgrade() else { return };
             s.resubscribe(&up).await;
         }

@@ -196,3 +196,65 @@ async fn a_rotated_token_file_replaces_the_upstream_at_sighup() {
             .contains(&"echo".to_owned())
     );
 }
+
+/// A listen stream subscribed to a resource of an upstream that SIGHUP replaces (its entry
+/// changed: a header added) goes on hearing its updates: the new upstream's session is
+/// subscribed to what has subscribers, as a new session of the same upstream is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_goes_on_when_its_upstream_is_replaced_at_sighup() {
+    const WATCHED: &str = "test://watched-resource";
+    let fx = Fixture::start_with(
+        "127.0.0.1:0".parse().expect("address"),
+        mcp_fixture_server::SharedState::new(0).with_conformance(),
+    );
+    let catalog = format!("[[upstreams]]\nid = \"conf\"\nurl = \"{}\"\n", fx.url);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log_path = dir.path().join("runtime.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let rt = RuntimeProc::start_logged(&catalog, &[], &[("MCP_RUNTIME_LOG", "info")], Some(log));
+    let http = Http::new(&rt.http);
+    let alice = auth("alice@example.com", false, Some(&[]));
+    let listen = modern(
+        &alice,
+        1,
+        "subscriptions/listen",
+        json!({"notifications": {"resourceSubscriptions": [WATCHED]}}),
+    );
+    let response = http.open(&listen).await;
+    assert_eq!(response.status(), 200);
+    let mut events = sse_stream::SseStream::new(response.into_body())
+        .filter_map(|e| async move {
+            e.ok()
+                .and_then(|e| e.data)
+                .and_then(|d| serde_json::from_str::<Value>(&d).ok())
+        })
+        .boxed();
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .expect("a message within 10 s")
+            .expect("the stream stays open")
+    };
+    let ack = next().await;
+    assert_eq!(
+        ack["params"]["notifications"]["resourceSubscriptions"],
+        json!([WATCHED]),
+        "{ack}"
+    );
+    assert_eq!(next().await["method"], "notifications/resources/updated");
+    reload(
+        &rt,
+        &format!("{catalog}headers = {{ X-Extra = \"replaced\" }}\n"),
+    );
+    log_lines(&log_path, "catalog reloaded");
+    // What the old upstream sent may still be on its way: skipped for a second, then an
+    // update the new upstream sent.
+    let skip_until = Instant::now() + Duration::from_secs(1);
+    loop {
+        let m = next().await;
+        assert_eq!(m["method"], "notifications/resources/updated", "{m}");
+        if Instant::now() > skip_until {
+            break;
+        }
+    }
+}
