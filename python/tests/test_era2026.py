@@ -91,6 +91,9 @@ async def test_discover_lists_and_header_checks(gw: Gateway) -> None:
     def post(body: dict[str, Any], **headers: str) -> httpx.Response:
         return httpx.post(gw.url, json=body, headers={**base, **headers}, timeout=30.0)
 
+    def get(**headers: str) -> httpx.Response:
+        return httpx.get(gw.url, headers={**base, **headers}, timeout=30.0)
+
     discover = {"jsonrpc": "2.0", "id": 1, "method": "server/discover", "params": {"_meta": _meta()}}
     r = post(discover, **{"mcp-protocol-version": V2026, "mcp-method": "server/discover"})
     assert r.status_code == 200, (gw.mode, r.text)
@@ -164,3 +167,29 @@ async def test_discover_lists_and_header_checks(gw: Gateway) -> None:
     r = post(future, **{"mcp-protocol-version": "2099-01-01", "mcp-method": "tools/list"})
     assert (r.status_code, r.json()["error"]["code"]) == (400, -32022), (gw.mode, r.text)
     assert V2026 in r.json()["error"]["data"]["supported"], gw.mode
+    # Any unknown version sorting after the session era's newest is such a version, not one of
+    # 2026-07-28 (GET included, which that revision has not).
+    for bogus in ("bogus", "2025-13-99"):
+        r = post(listing, **{"mcp-protocol-version": bogus, "mcp-method": "tools/list"})
+        assert (r.status_code, r.json()["error"]["code"]) == (400, -32022), (gw.mode, bogus, r.text)
+        assert r.json()["id"] == 2, (gw.mode, bogus, r.text)
+        assert r.json()["error"]["data"]["requested"] == bogus, (gw.mode, r.text)
+        r = get(**{"mcp-protocol-version": bogus})
+        assert (r.status_code, r.json()["error"]["code"]) == (400, -32022), (gw.mode, bogus, r.text)
+    # A notification of a session naming 2026-07-28 in its `_meta` is taken as the session's
+    # (the `_meta` rule is for requests).
+    init = {
+        "jsonrpc": "2.0",
+        "id": 9,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": {"name": "t", "version": "1"},
+        },
+    }
+    r = post(init)
+    session = r.headers["mcp-session-id"]
+    note = {"jsonrpc": "2.0", "method": "notifications/initialized", "params": {"_meta": _meta()}}
+    r = post(note, **{"mcp-session-id": session, "mcp-protocol-version": "2025-11-25"})
+    assert r.status_code == 202, (gw.mode, r.text)

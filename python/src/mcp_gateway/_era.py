@@ -123,7 +123,7 @@ def meta_version_fault(protocol_version: str | None, body: bytes) -> str | None:
         message = parse_message(body)
     except FramingError:
         return None
-    if message.kind == "response" or message.method == "initialize":
+    if message.kind != "request" or message.method == "initialize":
         return None
     params = message.params
     meta = params.get("_meta") if isinstance(params, dict) else None

@@ -28,6 +28,7 @@ import httpx2
 from anyio.abc import TaskGroup
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.shared.exceptions import MCPError
+from mcp_types import UNSUPPORTED_PROTOCOL_VERSION
 
 from mcp_gateway import __version__
 from mcp_gateway._auth import anonymous_context
@@ -106,12 +107,20 @@ _JSON = ("content-type", "application/json")
 _SSE_HEADERS = [("content-type", "text/event-stream"), ("cache-control", "no-cache")]
 
 
-def _sessionless(version: str) -> bool:
-    """Whether ``version`` is served without a session: MCP 2026-07-28, or any newer one.
+def _unsupported(version: str, request_id: Any) -> McpResponse:
+    """The runtime's answer to a version it does not speak that sorts after the session era's newest.
 
-    The SDK answers a newer one ``-32022`` with the versions it speaks.
+    As ``era.rs`` ``is_newer_unknown`` (any such string, not only a date): 400, ``-32022`` with
+    ``data`` ``{"requested", "supported"}`` (the sessionless versions first).
     """
-    return version in SESSIONLESS_PROTOCOL_VERSIONS or version > PROTOCOL_VERSIONS[0]
+    data = {
+        "requested": shown(version),
+        "supported": [*sorted(SESSIONLESS_PROTOCOL_VERSIONS, reverse=True), *PROTOCOL_VERSIONS],
+    }
+    message = f"Unsupported protocol version: {shown(version)}"
+    error = {"code": UNSUPPORTED_PROTOCOL_VERSION, "message": message}
+    body = json.dumps({"jsonrpc": "2.0", "id": request_id, "error": {**error, "data": data}}).encode()
+    return McpResponse(status=400, headers=[_JSON], body=body)
 
 
 def _listen_filter_is_valid(request: McpRequest) -> bool:
@@ -504,8 +513,10 @@ class PythonBaseline:
         if scope is not None and (self._live is None or scope not in self._live.catalog.servers):
             return _error(404, NOT_FOUND, f"Server not found: {shown(scope)}")
         version = request.protocol_version
-        if version is not None and _sessionless(version):
+        if version in SESSIONLESS_PROTOCOL_VERSIONS:
             return await self._sessionless(request)
+        if version is not None and version not in PROTOCOL_VERSIONS and version > PROTOCOL_VERSIONS[0]:
+            return _unsupported(version, request_id_of(request.body) if request.method == "POST" else None)
         if version is not None and version not in PROTOCOL_VERSIONS:
             return _error(
                 400,
@@ -522,7 +533,7 @@ class PythonBaseline:
         return await self._post(request)
 
     async def _sessionless(self, request: McpRequest) -> McpResponse:
-        """A request of MCP 2026-07-28 (or of a newer version): no session, handed to the SDK.
+        """A request of MCP 2026-07-28: no session, handed to the SDK.
 
         The SDK's session manager serves a version other than the handshake era's on its
         single-exchange path (``server/discover``, the lists with ``ttlMs``/``cacheScope``,
