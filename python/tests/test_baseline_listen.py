@@ -274,9 +274,11 @@ async def test_a_client_that_leaves_mid_subscribe_leaves_the_upstream_unsubscrib
     The subscribe runs to its end (shielded) and is recorded; the stream's end then drops it,
     the last subscriber unsubscribing the upstream. Cut short with its handler, the subscribe
     would reach the upstream unrecorded, and stay there. The fixture answers each subscribe
-    after 500 ms.
+    after 2 s.
     """
-    fixture, url = start_fixture("--conformance", "--subscribe-delay-ms", "500", log=tmp_path / "fixture.log")
+    fixture, url = start_fixture(
+        "--conformance", "--subscribe-delay-ms", "2000", log=tmp_path / "fixture.log"
+    )
     catalog = tmp_path / "catalog.toml"
     catalog.write_text(f'[[upstreams]]\nid = "slow"\nurl = "{url}"\n')
     log = tmp_path / "gateway.log"
@@ -287,11 +289,32 @@ async def test_a_client_that_leaves_mid_subscribe_leaves_the_upstream_unsubscrib
             gw = Gateway("python", f"http://127.0.0.1:{port}", SECRET, [process])
             body = _listen_body(1, {"resourceSubscriptions": [WATCHED]})
             async with httpx.AsyncClient(timeout=httpx.Timeout(BOUND_S)) as http:
-                with anyio.move_on_after(0.1) as gone:
+                with anyio.move_on_after(0.5) as gone:
                     await http.post(gw.url, json=body, headers=_headers(gw.token()))
                 assert gone.cancelled_caught, "answered before the upstream's subscribe"
             await until_logged(log, f"subscribed to {WATCHED!r}", 1)
             await until_logged(log, f"unsubscribed from {WATCHED!r}", 1)
+            # A 2025 session deleted while its resources/subscribe is on its way: its end ran
+            # before the subscription was recorded, which is then dropped at once (before, it
+            # stayed, counted for a session that was gone, and the upstream stayed subscribed).
+            async with httpx.AsyncClient(timeout=httpx.Timeout(BOUND_S)) as http:
+                token = gw.token()
+                r = await http.post(gw.url, json=INITIALIZE, headers=gw.headers(token))
+                session = r.headers["mcp-session-id"]
+                initialized = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+                await http.post(gw.url, json=initialized, headers=gw.headers(token, session))
+                subscribe = {"jsonrpc": "2.0", "id": 2, "method": "resources/subscribe"}
+                subscribe["params"] = {"uri": WATCHED}
+                async with anyio.create_task_group() as tg:
+                    # Its answer does not matter here (the SDK cancels it at the DELETE).
+                    tg.start_soon(
+                        lambda: http.post(gw.url, json=subscribe, headers=gw.headers(token, session))
+                    )
+                    await anyio.sleep(0.5)
+                    r = await http.delete(gw.url, headers=gw.headers(token, session))
+                    assert r.status_code == 200, r.text
+            await until_logged(log, f"subscribed to {WATCHED!r}", 2)
+            await until_logged(log, f"unsubscribed from {WATCHED!r}", 2)
         finally:
             stop(process)
     finally:

@@ -8,15 +8,17 @@ session and send the call once more. With no upstream at all, the call is answer
 runtime's ``-32603`` "Upstream server unavailable", naming no upstream and no upstream session.
 A listen stream (MCP 2026-07-28) subscribed to a resource of the upstream goes on hearing its
 updates once the upstream is back: the runtime and the baseline both notice the upstream's GET
-stream end, open a new upstream session and subscribe again. The fixture serves the conformance
-catalog (its ``test://watched-resource`` changes every 200 ms while subscribed).
+stream end, open a new upstream session and subscribe again (also when the upstream stays away
+for a while), and calls meanwhile do not wait for those subscriptions. The fixture serves the
+conformance catalog (its ``test://watched-resource`` changes every 200 ms while subscribed).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -45,6 +47,7 @@ class Stack:
     fixture: subprocess.Popen[bytes] | None
     port: int
     log: Path
+    args: tuple[str, ...]
 
     def kill_upstream(self) -> None:
         assert self.fixture is not None
@@ -56,7 +59,7 @@ class Stack:
         """A new fixture on the same port (it knows none of the old one's sessions)."""
         with self.log.open("ab") as log:
             process = subprocess.Popen(
-                [str(fixture_binary()), "--listen", f"127.0.0.1:{self.port}", "--conformance"],
+                [str(fixture_binary()), "--listen", f"127.0.0.1:{self.port}", *self.args],
                 stdout=subprocess.PIPE,
                 stderr=log,
             )
@@ -68,17 +71,17 @@ class Stack:
         self.fixture = process
 
 
-@pytest.fixture(params=MODES)
-def stack(request: pytest.FixtureRequest, workdir: Path) -> Iterator[Stack]:
-    mode: str = request.param
+@contextlib.contextmanager
+def _stack(mode: str, workdir: Path, *args: str) -> Iterator[Stack]:
+    """A stack in ``mode`` over a fixture started with ``args``."""
     tag = f"{mode}-{free_port()}"
     log = workdir / f"fixture-restart-{tag}.log"
-    fixture, url = start_fixture("--conformance", log=log)
+    fixture, url = start_fixture(*args, log=log)
     port = urlsplit(url).port
     assert port is not None
     catalog = write_catalog(workdir / f"catalog-restart-{tag}.toml", url)
     processes: list[subprocess.Popen[bytes]] = []
-    stack = Stack(Gateway(mode, ""), fixture, port, log)
+    stack = Stack(Gateway(mode, ""), fixture, port, log, args)
     try:
         rt: Runtime | None = None
         if mode != "python":
@@ -97,6 +100,24 @@ def stack(request: pytest.FixtureRequest, workdir: Path) -> Iterator[Stack]:
         for process in reversed(processes):
             stop(process)
         stop(stack.fixture)
+
+
+@pytest.fixture(params=MODES)
+def stack(request: pytest.FixtureRequest, workdir: Path) -> Iterator[Stack]:
+    with _stack(request.param, workdir, "--conformance") as stack:
+        yield stack
+
+
+SUBSCRIBE_DELAY_S = 10
+"""How long the slow fixture takes to answer a ``resources/subscribe``, in seconds."""
+
+
+@pytest.fixture(params=MODES)
+def slow_stack(request: pytest.FixtureRequest, workdir: Path) -> Iterator[Stack]:
+    """A stack whose fixture answers each ``resources/subscribe`` after :data:`SUBSCRIBE_DELAY_S`."""
+    delay = str(SUBSCRIBE_DELAY_S * 1000)
+    with _stack(request.param, workdir, "--conformance", "--subscribe-delay-ms", delay) as stack:
+        yield stack
 
 
 def echo(i: int, text: str) -> dict[str, object]:
@@ -149,10 +170,12 @@ WATCHED = "test://watched-resource"
 V2026 = "2026-07-28"
 
 
-async def test_a_listen_stream_hears_updates_after_the_upstream_restarted(
-    stack: Stack, http: httpx.AsyncClient
-) -> None:
-    gw = stack.gw
+@contextlib.asynccontextmanager
+async def listening(gw: Gateway, http: httpx.AsyncClient) -> AsyncIterator[Callable[[], Awaitable[object]]]:
+    """A listen stream subscribed to :data:`WATCHED`, read in a task.
+
+    Yields ``next_method``: the method of the stream's next message, within 30 s.
+    """
     meta = {
         "io.modelcontextprotocol/protocolVersion": V2026,
         "io.modelcontextprotocol/clientCapabilities": {},
@@ -184,17 +207,50 @@ async def test_a_listen_stream_hears_updates_after_the_upstream_restarted(
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(read)
+        yield next_method
+        tg.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("down_s", [0, 5], ids=["restarted", "down-5s"])
+async def test_a_listen_stream_hears_updates_after_the_upstream_restarted(
+    stack: Stack, http: httpx.AsyncClient, down_s: int
+) -> None:
+    """Restarted at once, or after 5 s away.
+
+    Away for 5 s: past the baseline's 3 s wait for the SDK's own retries, so its first attempt
+    to open a new session fails and it must go on trying.
+    """
+    async with listening(stack.gw, http) as next_method:
         assert await next_method() == "notifications/subscriptions/acknowledged"
         assert await next_method() == "notifications/resources/updated"
         stack.kill_upstream()
+        await anyio.sleep(down_s)
         stack.start_upstream()
-        # What the old upstream sent may still be on its way: drained after a while, then
-        # an update of the new upstream (within the bound) shows the subscription again.
-        await anyio.sleep(1)
+        # What the old upstream sent may still be on its way: skipped for a second, then an
+        # update of the new upstream (within the bound) shows the subscription again.
+        skip_until = anyio.current_time() + 1
         while True:
-            try:
-                receive.receive_nowait()
-            except anyio.WouldBlock:
+            assert await next_method() == "notifications/resources/updated"
+            if anyio.current_time() > skip_until:
                 break
-        assert await next_method() == "notifications/resources/updated"
-        tg.cancel_scope.cancel()
+
+
+async def test_calls_go_on_while_the_upstream_is_subscribed_again(
+    slow_stack: Stack, http: httpx.AsyncClient
+) -> None:
+    """After the upstream restarted, a call does not wait for the subscriptions made again.
+
+    The fixture answers each subscribe after 10 s; the call after the restart is bounded by 5 s
+    (the baseline subscribed again under its upstream's connection lock: every call waited).
+    """
+    gw = slow_stack.gw
+    token = gw.token()
+    session = await gw.initialize(http, token)
+    async with listening(gw, http) as next_method:
+        assert await next_method() == "notifications/subscriptions/acknowledged"
+        slow_stack.kill_upstream()
+        slow_stack.start_upstream()
+        with anyio.fail_after(SUBSCRIBE_DELAY_S / 2):
+            r = await http.post(gw.url, json=echo(1, "meanwhile"), headers=gw.headers(token, session))
+        assert r.status_code == 200, r.text
+        assert r.json()["result"]["content"][0]["text"] == "meanwhile", r.text

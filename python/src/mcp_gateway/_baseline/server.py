@@ -431,33 +431,43 @@ def build_server(
             except Exception:
                 live.task_group.start_soon(drop, upstream, uri, sid)
 
+    async def forget(upstream: Upstream, uri: str, sid: str) -> None:
+        """Remove the subscription of ``sid`` (its guard held by the caller).
+
+        The last one leaving unsubscribes upstream.
+        """
+        key = (upstream.config.id, uri)
+        sessions = subscribers.get(key)
+        if sessions is None or sessions.pop(sid, None) is None:
+            return
+        if sessions:
+            return
+        del subscribers[key]
+        upstream.subscribed.discard(uri)
+        try:
+            await upstream.call(lambda client: client.unsubscribe_resource(uri))
+        except Exception as e:
+            logger.info("upstream %s: unsubscribing %r failed: %s", upstream.config.id, shown(uri), e)
+        else:
+            logger.info(
+                "upstream %s: unsubscribed from %r (no subscriber left)", upstream.config.id, shown(uri)
+            )
+
     async def drop(upstream: Upstream, uri: str, sid: str) -> None:
         """Remove the subscription of session ``sid``; the last one leaving unsubscribes upstream."""
-        key = (upstream.config.id, uri)
-        async with guarded(key):
-            sessions = subscribers.get(key)
-            if sessions is None or sessions.pop(sid, None) is None:
-                return
-            if sessions:
-                return
-            del subscribers[key]
-            upstream.subscribed.discard(uri)
-            try:
-                await upstream.call(lambda client: client.unsubscribe_resource(uri))
-            except Exception as e:
-                logger.info("upstream %s: unsubscribing %r failed: %s", upstream.config.id, shown(uri), e)
-            else:
-                logger.info(
-                    "upstream %s: unsubscribed from %r (no subscriber left)", upstream.config.id, shown(uri)
-                )
+        async with guarded((upstream.config.id, uri)):
+            await forget(upstream, uri, sid)
 
-    async def add_subscriber(upstream: Upstream, uri: str, sid: str, subscriber: Any) -> None:
+    async def add_subscriber(
+        upstream: Upstream, uri: str, sid: str, subscriber: Any, alive: Callable[[], bool] | None = None
+    ) -> None:
         """Record ``subscriber`` of ``uri`` under ``sid``, subscribing ``upstream`` on the first.
 
-        ``upstream`` is this instance (a reload may replace the one of its id).
-
-        Shielded once begun: a caller that leaves meanwhile (the SDK cancels its handler) leaves
-        a record that its own end drops, never an upstream subscription nobody counts.
+        ``upstream`` is this instance (a reload may replace the one of its id). Shielded once
+        begun: a caller that leaves meanwhile (the SDK cancels its handler) leaves a record
+        that its own end drops, never an upstream subscription nobody counts. ``alive`` (a
+        session's): whether its subscriber is still there once recorded; a session that ended
+        meanwhile (its DELETE ran its end before the record was made) is forgotten at once.
 
         Raises:
             MCPError: The upstream's error when its subscribe fails (nothing recorded then).
@@ -471,9 +481,25 @@ def build_server(
                     upstream.subscribed.add(uri)
                     logger.info("upstream %s: subscribed to %r", upstream.config.id, shown(uri))
                 subscribers.setdefault(key, {})[sid] = subscriber
+                if alive is not None and not alive():
+                    await forget(upstream, uri, sid)
+
+    async def resubscribe(upstream: Upstream) -> None:
+        """Subscribe a new session of ``upstream`` to the URIs it had, each under its guard."""
+        for uri in sorted(upstream.subscribed):
+            async with guarded((upstream.config.id, uri)):
+                if uri not in upstream.subscribed:
+                    continue
+                try:
+                    await upstream.call(functools.partial(_subscribe_upstream, uri))
+                except Exception as e:
+                    logger.warning(
+                        "upstream %s: subscribing %r again failed: %s", upstream.config.id, shown(uri), e
+                    )
 
     def wire(upstream: Upstream) -> None:
         upstream.on_resource_updated = functools.partial(on_updated, upstream)
+        upstream.resubscribe = functools.partial(resubscribe, upstream)
 
     for each in live.upstreams.values():
         wire(each)
@@ -502,7 +528,8 @@ def build_server(
         """
         uri = str(params.uri)
         upstream, _ = route(ctx, "resource", uri)
-        await add_subscriber(upstream, uri, session_id(ctx), ctx.session)
+        sid = session_id(ctx)
+        await add_subscriber(upstream, uri, sid, ctx.session, alive=lambda: sid in live.sessions)
         return types.EmptyResult()
 
     async def unsubscribe(ctx: Any, params: types.UnsubscribeRequestParams) -> types.EmptyResult:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextvars
 import enum
+import functools
 import logging
 import os
 import threading
@@ -331,6 +332,10 @@ class _StderrLog:
         self.writer.close()
 
 
+async def _subscribe(uri: str, client: Client) -> None:
+    await client.subscribe_resource(uri)
+
+
 def _notifies(capabilities: types.ServerCapabilities | None) -> bool:
     """Whether a server with ``capabilities`` may send something on its GET stream the baseline uses."""
     if capabilities is None:
@@ -616,6 +621,10 @@ class Upstream:
         """Called with the URI of each ``notifications/resources/updated`` the upstream sends."""
         self.subscribed: set[str] = set()
         """The URIs subscribed upstream, subscribed again on each new upstream session."""
+        self.resubscribe: Callable[[], Awaitable[None]] | None = None
+        """Subscribes a new upstream session to :attr:`subscribed` (the server's, which
+        serialises it with its own subscribes per URI); ``None``: each URI in turn, here."""
+        self._notifying = False
         self.on_list_changed: Callable[[ListKind], None] | None = None
         """Called with the list of each ``notifications/*/list_changed`` the upstream sends.
 
@@ -677,24 +686,30 @@ class Upstream:
                     # Its task may still wait for the close (a session the upstream forgot).
                     conn.close()
                     self._connection = None
-                replaced = conn is not None
                 conn = _Connection(self.config, self._http_client, self._cap, self._on_message)
                 if self.config.transport == "stdio":
                     await self._space_starts()
                 await self._start(conn)
                 self._connection = conn
-                if replaced and self.subscribed and conn.client is not None:
-                    # A new upstream session knows none of the old one's subscriptions.
-                    for uri in sorted(self.subscribed):
-                        try:
-                            with anyio.fail_after(self._timeout_s):
-                                await conn.client.subscribe_resource(uri)
-                        except Exception as e:
-                            logger.warning(
-                                "upstream %s: subscribing %s again failed: %s", self.config.id, uri, e
-                            )
+                if conn.client is not None:
+                    self._notifying = _notifies(conn.client.server_capabilities)
+                if self.subscribed:
+                    # A new upstream session knows none of the old one's subscriptions: made
+                    # again in a task of its own, the calls waiting here meanwhile going on.
+                    self._task_group.start_soon(self._subscribe_again)
             assert conn.client is not None
             return conn, conn.client
+
+    async def _subscribe_again(self) -> None:
+        """Subscribe a new upstream session to :attr:`subscribed` (:attr:`resubscribe`, if set)."""
+        if self.resubscribe is not None:
+            await self.resubscribe()
+            return
+        for uri in sorted(self.subscribed):
+            try:
+                await self.call(functools.partial(_subscribe, uri))
+            except Exception as e:
+                logger.warning("upstream %s: subscribing %s again failed: %s", self.config.id, uri, e)
 
     def _get_stream_ended(self, *, offered: bool) -> None:
         """A standalone GET stream ended or could not open (``offered``: not a 405).
@@ -709,22 +724,27 @@ class Upstream:
     async def _restore_get_stream(self) -> None:
         """Open a new upstream session (subscribed again, :meth:`_client`) while no GET stream is open.
 
-        Only for an upstream that may send something on it: one that declared
+        Only for an upstream that may send something on it: one whose last session declared
         ``resources.subscribe`` or a ``listChanged``. Attempts are spaced by a back-off from
-        :data:`GET_STREAM_GRACE_S` up to :data:`GET_STREAM_BACKOFF_MAX_S`; it stops once a GET
-        stream is open, or the upstream is closed.
+        :data:`GET_STREAM_GRACE_S` up to :data:`GET_STREAM_BACKOFF_MAX_S`, also while the
+        upstream cannot be reached (no connection then); it stops once a GET stream is open, or
+        the upstream is closed.
         """
         wait = GET_STREAM_GRACE_S
         try:
             while True:
                 await anyio.sleep(wait)
                 conn = self._connection
-                if self._closed or self._get_streams > 0 or conn is None:
+                if self._closed or self._get_streams > 0:
                     return
-                if conn.client is not None and not _notifies(conn.client.server_capabilities):
+                if conn is not None and conn.client is not None:
+                    self._notifying = _notifies(conn.client.server_capabilities)
+                if not self._notifying:
+                    # Nothing to hear (or never connected): the next call connects.
                     return
                 logger.info("upstream %s: its GET stream is gone; opening a new session", self.config.id)
-                conn.broken.set()
+                if conn is not None:
+                    conn.broken.set()
                 try:
                     await self._client()
                 except UpstreamUnavailableError as e:
