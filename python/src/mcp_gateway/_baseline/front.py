@@ -29,6 +29,7 @@ from anyio.abc import TaskGroup
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.shared.exceptions import MCPError
 from mcp_types import UNSUPPORTED_PROTOCOL_VERSION
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from mcp_gateway import __version__
 from mcp_gateway._auth import anonymous_context
@@ -111,12 +112,11 @@ def _unsupported(version: str, request_id: Any) -> McpResponse:
     """The runtime's answer to a version it does not speak that sorts after the session era's newest.
 
     As ``era.rs`` ``is_newer_unknown`` (any such string, not only a date): 400, ``-32022`` with
-    ``data`` ``{"requested", "supported"}`` (the sessionless versions first).
+    ``data`` ``{"requested", "supported"}``. ``supported`` names what the baseline's
+    ``server/discover`` names (the SDK's: the sessionless versions only, where the runtime
+    names the session era's too); the conformance suite checks that they agree.
     """
-    data = {
-        "requested": shown(version),
-        "supported": [*sorted(SESSIONLESS_PROTOCOL_VERSIONS, reverse=True), *PROTOCOL_VERSIONS],
-    }
+    data = {"requested": shown(version), "supported": list(MODERN_PROTOCOL_VERSIONS)}
     message = f"Unsupported protocol version: {shown(version)}"
     error = {"code": UNSUPPORTED_PROTOCOL_VERSION, "message": message}
     body = json.dumps({"jsonrpc": "2.0", "id": request_id, "error": {**error, "data": data}}).encode()
