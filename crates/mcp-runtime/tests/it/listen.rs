@@ -39,13 +39,7 @@ async fn listen(http: &Http, who: &Value, id: i64, notifications: Value) -> Even
             .and_then(|v| v.to_str().ok()),
         Some("text/event-stream")
     );
-    sse_stream::SseStream::new(response.into_body())
-        .filter_map(|e| async move {
-            e.ok()
-                .and_then(|e| e.data)
-                .and_then(|d| serde_json::from_str(&d).ok())
-        })
-        .boxed()
+    events_of(response)
 }
 
 /// The next message of `events` (within 10 s); `None` when the stream ended.

@@ -76,15 +76,7 @@ async fn sighup_reloads_the_catalog_and_keeps_what_stays() {
     let sid = http.initialize(&alice, None).await;
     let mut get = Call::bodyless("GET", &alice, &sid);
     get.accept = Some("text/event-stream".into());
-    let response = http.open(&get).await;
-    assert_eq!(response.status(), 200);
-    let mut events = sse_stream::SseStream::new(response.into_body())
-        .filter_map(|e| async move {
-            e.ok()
-                .and_then(|e| e.data)
-                .and_then(|d| serde_json::from_str::<Value>(&d).ok())
-        })
-        .boxed();
+    let mut events = events_of(http.open(&get).await);
     assert!(
         tool_names(&http, &alice, &sid)
             .await
@@ -220,15 +212,7 @@ async fn a_subscription_goes_on_when_its_upstream_is_replaced_at_sighup() {
         "subscriptions/listen",
         json!({"notifications": {"resourceSubscriptions": [WATCHED]}}),
     );
-    let response = http.open(&listen).await;
-    assert_eq!(response.status(), 200);
-    let mut events = sse_stream::SseStream::new(response.into_body())
-        .filter_map(|e| async move {
-            e.ok()
-                .and_then(|e| e.data)
-                .and_then(|d| serde_json::from_str::<Value>(&d).ok())
-        })
-        .boxed();
+    let mut events = events_of(http.open(&listen).await);
     let mut next = async || {
         tokio::time::timeout(Duration::from_secs(10), events.next())
             .await

@@ -445,7 +445,12 @@ pub type Events = futures::stream::BoxStream<'static, Value>;
 pub async fn standalone(http: &Http, who: &Value, sid: &str) -> Events {
     let mut get = Call::bodyless("GET", who, sid);
     get.accept = Some("text/event-stream".into());
-    let response = http.open(&get).await;
+    events_of(http.open(&get).await)
+}
+
+/// The JSON-RPC messages of an SSE answer (asserts it is 200); an event whose data is not
+/// JSON is skipped.
+pub fn events_of(response: hyper::Response<hyper::body::Incoming>) -> Events {
     assert_eq!(response.status(), 200);
     sse_stream::SseStream::new(response.into_body())
         .filter_map(|e| async move {
