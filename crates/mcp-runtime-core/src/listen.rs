@@ -28,6 +28,7 @@
 //! Redis it lives on the replica that serves it: that replica's upstream sessions hold its
 //! subscriptions, and a list change heard by any replica reaches it (every replica re-lists).
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, PoisonError, Weak};
 
 use serde::Serialize;
@@ -80,16 +81,11 @@ impl Opted {
     /// as it was sent.
     pub(crate) fn notification_body(&self, method: &str, params: Value) -> String {
         #[derive(Serialize)]
-        struct Tag<'a> {
-            #[serde(rename = "io.modelcontextprotocol/subscriptionId")]
-            id: &'a RawValue,
-        }
-        #[derive(Serialize)]
         struct Params<'a> {
             #[serde(flatten)]
             rest: Map<String, Value>,
             #[serde(rename = "_meta")]
-            meta: Tag<'a>,
+            meta: BTreeMap<&'static str, &'a RawValue>,
         }
         #[derive(Serialize)]
         struct Notification<'a> {
@@ -107,7 +103,7 @@ impl Opted {
             method,
             params: Params {
                 rest,
-                meta: Tag { id: &self.id },
+                meta: BTreeMap::from([(META_SUBSCRIPTION_ID, &*self.id)]),
             },
         };
         // Strings, numbers and a raw JSON value: serialising cannot fail.

@@ -15,6 +15,8 @@ from __future__ import annotations
 import base64
 import binascii
 
+from mcp_types import PROTOCOL_VERSION_META_KEY
+
 from mcp_gateway._jsonrpc import FramingError, parse_message, shown
 
 __all__ = [
@@ -35,9 +37,6 @@ of it)."""
 
 HEADER_MISMATCH = -32020
 """MCP 2026-07-28: a standard header missing or not matching the body (HTTP 400)."""
-
-META_PROTOCOL_VERSION = "io.modelcontextprotocol/protocolVersion"
-"""``_meta`` key of a request's protocol version (MCP 2026-07-28, SEP-2575)."""
 
 _NAME_KEY = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
 
@@ -117,7 +116,7 @@ def meta_version_fault(protocol_version: str | None, body: bytes) -> str | None:
         The message of the ``-32020`` answer (HTTP 400), the runtime's wording; ``None`` when
         the body names no version or the header equals it.
     """
-    if META_PROTOCOL_VERSION.encode() not in body:
+    if PROTOCOL_VERSION_META_KEY.encode() not in body:
         return None
     try:
         message = parse_message(body)
@@ -127,7 +126,7 @@ def meta_version_fault(protocol_version: str | None, body: bytes) -> str | None:
         return None
     params = message.params
     meta = params.get("_meta") if isinstance(params, dict) else None
-    version = meta.get(META_PROTOCOL_VERSION) if isinstance(meta, dict) else None
+    version = meta.get(PROTOCOL_VERSION_META_KEY) if isinstance(meta, dict) else None
     if not isinstance(version, str):
         return None
     if protocol_version is None:

@@ -26,12 +26,11 @@ from __future__ import annotations
 
 import contextvars
 import enum
-import functools
 import logging
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, Literal, TextIO, TypeVar
 
 import anyio
@@ -332,10 +331,6 @@ class _StderrLog:
         self.writer.close()
 
 
-async def _subscribe(uri: str, client: Client) -> None:
-    await client.subscribe_resource(uri)
-
-
 def _notifies(capabilities: types.ServerCapabilities | None) -> bool:
     """Whether a server with ``capabilities`` may send something on its GET stream the baseline uses."""
     if capabilities is None:
@@ -621,10 +616,11 @@ class Upstream:
         """Called with the URI of each ``notifications/resources/updated`` the upstream sends."""
         self.subscribed: set[str] = set()
         """The URIs subscribed upstream, subscribed again on each new upstream session."""
-        self.resubscribe: Callable[[], Awaitable[None]] | None = None
-        """Subscribes a new upstream session to :attr:`subscribed` (the server's, which
-        serialises it with its own subscribes per URI); ``None``: each URI in turn, here."""
+        self.resubscribe: Callable[[], Coroutine[Any, Any, None]] | None = None
+        """Subscribes a new upstream session to :attr:`subscribed` (set by the server, which
+        serialises it with its own subscribes per URI), in a task of its own."""
         self._notifying = False
+        """Whether the last upstream session declared something it may send on its GET stream."""
         self.on_list_changed: Callable[[ListKind], None] | None = None
         """Called with the list of each ``notifications/*/list_changed`` the upstream sends.
 
@@ -693,23 +689,12 @@ class Upstream:
                 self._connection = conn
                 if conn.client is not None:
                     self._notifying = _notifies(conn.client.server_capabilities)
-                if self.subscribed:
+                if self.subscribed and self.resubscribe is not None:
                     # A new upstream session knows none of the old one's subscriptions: made
                     # again in a task of its own, the calls waiting here meanwhile going on.
-                    self._task_group.start_soon(self._subscribe_again)
+                    self._task_group.start_soon(self.resubscribe)
             assert conn.client is not None
             return conn, conn.client
-
-    async def _subscribe_again(self) -> None:
-        """Subscribe a new upstream session to :attr:`subscribed` (:attr:`resubscribe`, if set)."""
-        if self.resubscribe is not None:
-            await self.resubscribe()
-            return
-        for uri in sorted(self.subscribed):
-            try:
-                await self.call(functools.partial(_subscribe, uri))
-            except Exception as e:
-                logger.warning("upstream %s: subscribing %s again failed: %s", self.config.id, uri, e)
 
     def _get_stream_ended(self, *, offered: bool) -> None:
         """A standalone GET stream ended or could not open (``offered``: not a 405).
@@ -737,8 +722,6 @@ class Upstream:
                 conn = self._connection
                 if self._closed or self._get_streams > 0:
                     return
-                if conn is not None and conn.client is not None:
-                    self._notifying = _notifies(conn.client.server_capabilities)
                 if not self._notifying:
                     # Nothing to hear (or never connected): the next call connects.
                     return
