@@ -176,10 +176,24 @@ impl Subscriptions {
     /// Makes again, on `up`'s new upstream session (which has none), each subscription that
     /// has subscribers; one that fails is logged at `warn` and left unmade (a later
     /// subscribe to the URI tries again).
+    ///
+    /// A URI told to the upstream whose last subscriber left while this waited for the lock
+    /// is unsubscribed first: the session may be the very one it was told to (the first GET
+    /// stream of an upstream whose calls made the session and subscribed on it), and the
+    /// subscriber's own [`Subscriptions::sync`], queued behind this, finds nothing told and
+    /// does nothing. An unsubscribe the upstream refuses (it never heard of the URI) is
+    /// logged at `debug`.
     pub(crate) async fn resubscribe(&self, up: &Upstream) {
         let mut told = up.subscribed.lock().await;
+        let wanted: HashSet<String> = self.uris_of(&up.config.id).into_iter().collect();
+        let left: Vec<String> = told.difference(&wanted).cloned().collect();
         told.clear();
-        for uri in self.uris_of(&up.config.id) {
+        for uri in left {
+            if let Err(e) = tell(up, "resources/unsubscribe", &uri).await {
+                tracing::debug!(upstream = %up.config.id, uri, error = %e, "unsubscribe on a new session failed");
+            }
+        }
+        for uri in wanted {
             match tell(up, "resources/subscribe", &uri).await {
                 Ok(()) => {
                     told.insert(uri);
@@ -400,5 +414,77 @@ fn dispatch(up: &Arc<Upstream>, subs: &Arc<Subscriptions>, text: &str) {
             tracing::debug!(upstream = %up.config.id, method = m, "upstream notification not relayed");
         }
         None => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::pin;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use futures::poll;
+    use mcp_fixture_server::SharedState;
+    use mcp_fixture_server::conformance::WATCHED_URI;
+
+    use super::*;
+    use crate::CatalogConfig;
+    use crate::session::Sessions;
+
+    /// The upstream of `state`, served in-process on a loopback port until the test's
+    /// runtime ends.
+    async fn upstream(state: SharedState) -> Arc<Upstream> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = mcp_fixture_server::mcp_url(listener.local_addr().unwrap());
+        tokio::spawn(mcp_fixture_server::serve_state(
+            listener,
+            state,
+            std::future::pending(),
+        ));
+        let mut catalog =
+            CatalogConfig::parse(&format!("[[upstreams]]\nid = \"fx\"\nurl = \"{url}\"\n"))
+                .unwrap();
+        Arc::new(Upstream::new(
+            catalog.upstreams.remove(0),
+            1 << 20,
+            reqwest::header::HeaderMap::new(),
+            Vec::new(),
+            crate::live::Notices::none(),
+        ))
+    }
+
+    /// The CI failure of the listen test "a client that leaves mid-subscribe", made
+    /// deterministic: a subscribe is on its way upstream (holding the upstream's lock), the
+    /// listener's first GET stream queues its resubscription, and then the subscriber leaves,
+    /// its sync queued last. The resubscription forgot what was told without undoing it, so
+    /// the leaving subscriber's sync found nothing to unsubscribe and the upstream stayed
+    /// subscribed for nobody.
+    #[tokio::test]
+    async fn a_subscriber_that_leaves_while_a_resubscription_waits_leaves_nothing_upstream() {
+        let count = Arc::new(AtomicUsize::new(0));
+        let up = upstream(
+            SharedState::new(0)
+                .with_conformance()
+                .with_subscription_count(Arc::clone(&count))
+                .with_subscribe_delay(Duration::from_millis(200)),
+        )
+        .await;
+        let subs = Subscriptions::new(None);
+        let session = Sessions::new(4).listener("alice@example.com", None);
+        subs.add("fx", WATCHED_URI, &session, WATCHED_URI);
+        let mut subscribing = pin!(subs.sync(&up, WATCHED_URI));
+        assert!(poll!(subscribing.as_mut()).is_pending(), "holds the lock");
+        let mut resubscribing = pin!(subs.resubscribe(&up));
+        assert!(poll!(resubscribing.as_mut()).is_pending(), "waits for it");
+        assert_eq!(subs.drop_session(&session.id).len(), 1);
+        let leaving = subs.sync(&up, WATCHED_URI);
+        let (subscribed, (), left) = tokio::join!(subscribing, resubscribing, leaving);
+        subscribed.unwrap();
+        left.unwrap();
+        assert_eq!(
+            count.load(Ordering::SeqCst),
+            0,
+            "the upstream is left subscribed"
+        );
+        assert!(up.subscribed.lock().await.is_empty());
     }
 }
