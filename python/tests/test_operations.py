@@ -361,6 +361,8 @@ async def test_gateway_shutdown_ends_open_streams_and_bounds_calls(
         ("MCP_GATEWAY_LOG_FORMAT", "xml", "is not one of text, json"),
         ("MCP_GATEWAY_DRAIN_S", "-1", "between 0 and 3600"),
         ("MCP_GATEWAY_SHUTDOWN_GRACE_S", "7200", "at most 3600"),
+        ("MCP_GATEWAY_SSE_KEEP_ALIVE_S", "-1", "between 0 and 3600"),
+        ("MCP_GATEWAY_SSE_KEEP_ALIVE_S", "soon", "is not a number"),
         ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc", "only http/protobuf"),
     ],
 )

@@ -85,6 +85,12 @@ struct Args {
     #[arg(long, env = "MCP_RUNTIME_MAX_BYTES_IN_FLIGHT", default_value_t = quota::DEFAULT_MAX_BYTES_IN_FLIGHT)]
     max_bytes_in_flight: usize,
 
+    /// How long a `text/event-stream` answer (a GET or listen stream, a call's stream) may
+    /// stay silent before an SSE comment (`: keep-alive`) is written on it, so that proxies
+    /// and clients with an idle timeout keep it open, in milliseconds; 0: never.
+    #[arg(long, env = "MCP_RUNTIME_SSE_KEEP_ALIVE_MS", default_value_t = 15_000)]
+    sse_keep_alive_ms: u64,
+
     /// How long shutdown waits for in-flight requests, in milliseconds.
     #[arg(long, env = "MCP_RUNTIME_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
     shutdown_grace_ms: u64,
@@ -604,6 +610,8 @@ async fn run(args: Args, metrics_listener: Option<std::net::TcpListener>) -> any
                 max_age: Duration::from_secs(args.event_retention_s.max(1)),
             },
         },
+        sse_keep_alive: (args.sse_keep_alive_ms > 0)
+            .then(|| Duration::from_millis(args.sse_keep_alive_ms)),
     };
     let policy = match (&args.public_listen, &args.core_uds) {
         (Some(_), Some(socket)) => Some(Arc::new(Policy::new(PolicyConfig {

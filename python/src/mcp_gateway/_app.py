@@ -78,6 +78,8 @@ from mcp_gateway._settings import Mode, Settings
 from mcp_gateway._sse import encode_event
 
 if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
+
     from mcp_gateway._aiohttp_backend import AiohttpUdsBackend
     from mcp_gateway._http_backend import HttpUdsBackend
     from mcp_gateway._metrics import GatewayMetrics
@@ -235,6 +237,55 @@ _SUBSCRIPTION_ID = "io.modelcontextprotocol/subscriptionId"
 def _sse_boundary(tail: bytes) -> bool:
     """Whether relayed SSE bytes ending in ``tail`` end at an event boundary (a blank line)."""
     return tail == b"" or tail.endswith((b"\n\n", b"\r\r", b"\r\n\r\n"))
+
+
+KEEP_ALIVE_COMMENT = b": keep-alive\n\n"
+"""What a silent SSE answer gets: a comment line and the blank line that ends it, which SSE
+clients ignore (WHATWG HTML, server-sent events); byte-for-byte the runtime's."""
+
+
+class _KeepAlive:
+    """The body of an SSE answer, with :data:`KEEP_ALIVE_COMMENT` after each ``period_s`` of silence.
+
+    The relay writes each chunk with :meth:`send`; :meth:`run`, a task of its own, writes the
+    comment when nothing was written for ``period_s`` seconds and what was written ends at an
+    event boundary (a relayed chunk may end inside an event: then it waits one more period).
+    After :meth:`close` it writes nothing, so the relay's last message ends the response.
+    """
+
+    def __init__(self, send: Send, period_s: float) -> None:
+        self._send = send
+        self._period_s = period_s
+        self._lock = anyio.Lock()
+        self._last = anyio.current_time()
+        self._tail = b""
+        self._closed = False
+
+    async def send(self, chunk: bytes) -> None:
+        """Write ``chunk`` (more of the body follows)."""
+        async with self._lock:
+            await self._send({"type": "http.response.body", "body": chunk, "more_body": True})
+            self._tail = (self._tail + chunk)[-4:]
+            self._last = anyio.current_time()
+
+    async def run(self) -> None:
+        """Write the comment after each silence of ``period_s``, until :meth:`close`."""
+        while True:
+            await anyio.sleep(max(0.0, self._last + self._period_s - anyio.current_time()))
+            async with self._lock:
+                if self._closed:
+                    return
+                if anyio.current_time() - self._last < self._period_s:
+                    continue
+                if _sse_boundary(self._tail):
+                    comment = {"type": "http.response.body", "body": KEEP_ALIVE_COMMENT, "more_body": True}
+                    await self._send(comment)
+                self._last = anyio.current_time()
+
+    async def close(self) -> None:
+        """Write nothing more (waits for a comment being written)."""
+        async with self._lock:
+            self._closed = True
 
 
 async def _send_response_start(send: Send, response: McpResponse, *, length: int | None) -> None:
@@ -548,7 +599,7 @@ class McpEndpoint:
                     await _send_whole(send, response)
                 else:
                     await _send_response_start(send, response, length=response.length)
-                    await self._relay_stream(request, response, response.stream, send)
+                    await self._relay_stream(request, response, response.stream, send, tg)
             finally:
                 exchange.finished = True
                 if response is not None:
@@ -560,7 +611,12 @@ class McpEndpoint:
             logger.info("client disconnected: %s %s cancelled", request.method, request.request_id)
 
     async def _relay_stream(
-        self, request: McpRequest, response: McpResponse, stream: AsyncIterator[bytes], send: Send
+        self,
+        request: McpRequest,
+        response: McpResponse,
+        stream: AsyncIterator[bytes],
+        send: Send,
+        tg: TaskGroup,
     ) -> None:
         """Relay the chunks; a stream the backend breaks off ends with a JSON-RPC error event.
 
@@ -573,7 +629,24 @@ class McpEndpoint:
         A stream that does not end by itself (GET, ``subscriptions/listen``) ends when the
         caller's token expires (``exp``), a listen stream with its result as at shutdown: in
         python mode here, in the proxied modes by the runtime.
+
+        An SSE answer silent for ``MCP_GATEWAY_SSE_KEEP_ALIVE_S`` gets a ``: keep-alive``
+        comment between its events (:class:`_KeepAlive`, run in ``tg``, the request's task
+        group), in every mode: in gRPC mode no byte comes from the runtime while nothing
+        happens, and a plugin's rewriting drops the comments the runtime writes.
         """
+        sse = (response.header("content-type") or "").startswith("text/event-stream")
+        keep_alive = None
+        if sse and self._settings.sse_keep_alive_s > 0:
+            keep_alive = _KeepAlive(send, self._settings.sse_keep_alive_s)
+            tg.start_soon(keep_alive.run)
+
+        async def body(chunk: bytes) -> None:
+            if keep_alive is not None:
+                await keep_alive.send(chunk)
+            else:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+
         tail = b""
         ending = anyio.CancelScope()
         if request.endless and self._end_at_token_expiry and request.auth.token_exp > 0:
@@ -588,7 +661,7 @@ class McpEndpoint:
             with ending:
                 async for chunk in stream:
                     tail = (tail + chunk)[-4:]
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    await body(chunk)
             if ending.cancelled_caught and request.method == "POST":
                 # A listen stream the shutdown or the token's expiry ended: its result is its
                 # last event.
@@ -597,20 +670,22 @@ class McpEndpoint:
                 answer = json.dumps({"jsonrpc": "2.0", "id": request_id, "result": result})
                 closing = b"" if _sse_boundary(tail) else b"\n\n"
                 event = closing + encode_event(answer, "message")
-                await send({"type": "http.response.body", "body": event, "more_body": True})
+                await body(event)
         except GatewayError as e:
             logger.warning("stream %s ended early: %s", request.request_id, e)
             if self._observer is not None:
                 self._observer.boundary_error(e.grpc_status)
             request_id = request_id_of(request.body) if request.method == "POST" else None
-            sse = (response.header("content-type") or "").startswith("text/event-stream")
             if request_id is not None and sse:
                 _, code, message = _failure(e)
                 event = encode_event(error_body(code, message, request_id).decode(), "message")
                 closing = b"" if _sse_boundary(tail) else b"\n\n"
-                await send({"type": "http.response.body", "body": closing + event, "more_body": True})
+                await body(closing + event)
         finally:
             self._endless.discard(ending)
+            if keep_alive is not None:
+                with anyio.CancelScope(shield=True):
+                    await keep_alive.close()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _call(self, request: McpRequest) -> McpResponse:

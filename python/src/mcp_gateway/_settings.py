@@ -33,6 +33,7 @@ variable                           default                    meaning
 ``MCP_GATEWAY_METRICS_LISTEN``     unset (no metrics)         ``host:port`` of ``/metrics``
 ``MCP_GATEWAY_DRAIN_S``            ``0``                      not ready this long before closing (s)
 ``MCP_GATEWAY_SHUTDOWN_GRACE_S``   ``10``                     then calls in progress get this long (s)
+``MCP_GATEWAY_SSE_KEEP_ALIVE_S``   ``15``                     SSE comment after this silence (s; 0 off)
 ``MCP_GATEWAY_LOG_LEVEL``          ``info``                   log level (``--log-level`` wins)
 ``MCP_GATEWAY_LOG_FORMAT``         ``text``                   ``text`` or ``json`` (one object a line)
 ``OTEL_*``                         unset (no traces)          OTLP/HTTP trace export (operations.md)
@@ -89,6 +90,12 @@ proxied modes (applied by the gateway, :mod:`mcp_gateway._plugins`) and in the e
 (applied by the runtime through the core's hooks). Unset or empty: no plugin runs and the
 gateway parses no more of a request or an answer than without plugins. An unreadable or invalid
 file is a start-up error (status 2), as for the core.
+
+``MCP_GATEWAY_SSE_KEEP_ALIVE_S``: an SSE answer (a GET or ``subscriptions/listen`` stream, a call's
+stream) silent this long gets a comment line, ``: keep-alive``, which SSE clients ignore, so that
+a proxy or client with an idle timeout keeps it open; written only between whole events, in every
+mode (the runtime's ``--sse-keep-alive-ms`` does the same on its own endpoints; 15 s is the
+``mcp`` SDK server's ping interval, from ``sse-starlette``). ``0``: never.
 
 ``MCP_GATEWAY_RUNTIME_KEEPALIVE_S`` (HTTP/JSON mode) is how long an idle pooled connection to the
 runtime is kept. Keep it well below the runtime's ``--header-read-timeout-ms`` (30 s), which
@@ -193,6 +200,9 @@ class Settings:
         shutdown_grace_s: Seconds the requests in progress get once the listener closed (GET
             and listen streams are ended at once); then they are cancelled
             (``MCP_GATEWAY_SHUTDOWN_GRACE_S``, as the runtime's ``--shutdown-grace-ms``).
+        sse_keep_alive_s: Seconds of silence after which an SSE answer gets a ``: keep-alive``
+            comment (``MCP_GATEWAY_SSE_KEEP_ALIVE_S``, as the runtime's
+            ``--sse-keep-alive-ms``); 0: never.
     """
 
     jwt_secret: str
@@ -224,6 +234,7 @@ class Settings:
     metrics_listen: str | None = None
     drain_s: float = 0.0
     shutdown_grace_s: float = 10.0
+    sse_keep_alive_s: float = 15.0
 
     @property
     def mode(self) -> Mode:
@@ -297,6 +308,13 @@ class Settings:
         shutdown_grace_s = number("MCP_GATEWAY_SHUTDOWN_GRACE_S", 10.0)
         if shutdown_grace_s > 3600:
             raise ConfigError("MCP_GATEWAY_SHUTDOWN_GRACE_S must be at most 3600 seconds")
+        keep_alive_raw = env.get("MCP_GATEWAY_SSE_KEEP_ALIVE_S", "").strip()
+        try:
+            sse_keep_alive_s = float(keep_alive_raw) if keep_alive_raw else 15.0
+        except ValueError as e:
+            raise ConfigError(f"MCP_GATEWAY_SSE_KEEP_ALIVE_S={keep_alive_raw!r} is not a number") from e
+        if not 0 <= sse_keep_alive_s <= 3600:
+            raise ConfigError("MCP_GATEWAY_SSE_KEEP_ALIVE_S must be between 0 and 3600 seconds")
         settings = cls(
             jwt_secret=secret,
             http_uds=socket_path("MCP_RUST_UDS"),
@@ -327,6 +345,7 @@ class Settings:
             metrics_listen=metrics_listen,
             drain_s=drain_s,
             shutdown_grace_s=shutdown_grace_s,
+            sse_keep_alive_s=sse_keep_alive_s,
         )
         if settings.mode is Mode.PYTHON and settings.catalog is None:
             raise ConfigError("no runtime socket configured and MCP_RUNTIME_CATALOG is not set")
