@@ -2,11 +2,11 @@
 
 A 2025-11-25 session's GET stream and a 2026-07-28 ``subscriptions/listen`` stream are silent
 while nothing changes; a proxy or client with an idle timeout would drop them. After
-``MCP_GATEWAY_SSE_KEEP_ALIVE_S`` (the gateway's modes) or ``--sse-keep-alive-ms`` (the edge
-modes, the runtime's public endpoint) of silence each gets a comment line, written only between
-whole events, and its events still arrive. In the proxied modes the runtime's own comments are
-off here: what arrives is the gateway's, which gRPC mode needs (no byte comes from the runtime
-while nothing happens). 200 ms here; 15 s by default.
+``MCP_GATEWAY_SSE_KEEP_ALIVE_S`` (the gateway's modes) or ``--public-sse-keep-alive-ms`` (the
+edge modes, the runtime's public endpoint) of silence each gets a comment line, written only
+between whole events, and its events still arrive. In the proxied modes what arrives is the
+gateway's: the runtime writes none on its sockets, so HTTP/JSON mode gets one comment per
+silence, not one from each hop. 200 ms here; 15 s by default.
 """
 
 from __future__ import annotations
@@ -55,9 +55,7 @@ def runtime(catalog: Path) -> Iterator[Runtime]:
     sockets = catalog.parent
     http_uds, grpc_uds = str(sockets / "http.sock"), str(sockets / "grpc.sock")
     rt = Runtime(None, http_uds, grpc_uds, catalog, sockets / "runtime.log")
-    rt.process = start_runtime(
-        catalog, rt.http_uds, rt.grpc_uds, extra=(*RUNTIME_FLAGS, "--sse-keep-alive-ms", "0"), log=rt.log
-    )
+    rt.process = start_runtime(catalog, rt.http_uds, rt.grpc_uds, extra=RUNTIME_FLAGS, log=rt.log)
     try:
         yield rt
     finally:
@@ -69,7 +67,7 @@ def gw(request: pytest.FixtureRequest, catalog: Path, runtime: Runtime) -> Itera
     mode: str = request.param
     port = free_port()
     if mode in EDGE_MODES:
-        flags = ("--sse-keep-alive-ms", str(int(PERIOD_S * 1000)))
+        flags = ("--public-sse-keep-alive-ms", str(int(PERIOD_S * 1000)))
         with stack(mode, port, SECRET, catalog=catalog, runtime_extra=flags):
             yield Gateway(mode, f"http://127.0.0.1:{port}", SECRET, [])
         return

@@ -58,11 +58,6 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// session per task, far below what fills the table for everyone.
 pub const DEFAULT_MAX_SESSIONS_PER_SUBJECT: usize = 256;
 
-/// Default of [`RuntimeConfig::sse_keep_alive`]: 15 s, the interval of the Python `mcp` SDK's
-/// server (`sse-starlette`'s `DEFAULT_PING_INTERVAL`), below the 30 to 60 s idle timeouts
-/// common in proxies and load balancers.
-pub const DEFAULT_SSE_KEEP_ALIVE: Duration = Duration::from_secs(15);
-
 /// Runtime settings the binary passes in.
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
@@ -89,12 +84,6 @@ pub struct RuntimeConfig {
     /// Where shared state lives (memory, or Redis for several replicas) and how much SSE
     /// event history is kept ([`crate::state`]).
     pub state: StateConfig,
-    /// How long a `text/event-stream` answer the HTTP adapters write may stay silent before
-    /// they write an SSE comment (`: keep-alive`), so that a proxy or client with an idle
-    /// timeout keeps it open (a GET or `subscriptions/listen` stream is silent while nothing
-    /// changes); `None`: never. The Python `mcp` SDK's server (through `sse-starlette`) pings
-    /// every 15 s.
-    pub sse_keep_alive: Option<Duration>,
 }
 
 impl Default for RuntimeConfig {
@@ -108,7 +97,6 @@ impl Default for RuntimeConfig {
             quotas: QuotaConfig::default(),
             contract_version: crate::CONTRACT_VERSION.to_owned(),
             state: StateConfig::default(),
-            sse_keep_alive: Some(DEFAULT_SSE_KEEP_ALIVE),
         }
     }
 }
@@ -428,12 +416,6 @@ impl Runtime {
     #[must_use]
     pub fn bytes_in_flight(&self) -> usize {
         self.quotas.bytes_in_flight()
-    }
-
-    /// [`RuntimeConfig::sse_keep_alive`].
-    #[must_use]
-    pub fn sse_keep_alive(&self) -> Option<Duration> {
-        self.config.sse_keep_alive
     }
 
     /// The largest request body accepted and result returned, in bytes.

@@ -85,12 +85,6 @@ struct Args {
     #[arg(long, env = "MCP_RUNTIME_MAX_BYTES_IN_FLIGHT", default_value_t = quota::DEFAULT_MAX_BYTES_IN_FLIGHT)]
     max_bytes_in_flight: usize,
 
-    /// How long a `text/event-stream` answer (a GET or listen stream, a call's stream) may
-    /// stay silent before an SSE comment (`: keep-alive`) is written on it, so that proxies
-    /// and clients with an idle timeout keep it open, in milliseconds; 0: never.
-    #[arg(long, env = "MCP_RUNTIME_SSE_KEEP_ALIVE_MS", default_value_t = 15_000)]
-    sse_keep_alive_ms: u64,
-
     /// How long shutdown waits for in-flight requests, in milliseconds.
     #[arg(long, env = "MCP_RUNTIME_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
     shutdown_grace_ms: u64,
@@ -123,6 +117,19 @@ struct Args {
         default_value_t = 10_000
     )]
     public_header_read_timeout_ms: u64,
+
+    /// Edge mode: how long a `text/event-stream` answer of the public endpoint (a GET or
+    /// listen stream, a call's stream) may stay silent before an SSE comment (`: keep-alive`)
+    /// is written on it, so that proxies and clients with an idle timeout keep it open, in
+    /// milliseconds, at least 100; 0: never. The gateway's MCP_GATEWAY_SSE_KEEP_ALIVE_S in the
+    /// proxied modes; the Unix sockets' answers get none (their client is the gateway).
+    #[arg(
+        long,
+        env = "MCP_RUNTIME_PUBLIC_SSE_KEEP_ALIVE_MS",
+        default_value_t = 15_000,
+        value_parser = keep_alive_ms
+    )]
+    public_sse_keep_alive_ms: u64,
 
     /// Edge mode: serve the public MCP endpoint (`/mcp`, `/servers/{id}/mcp`, GET/POST/DELETE,
     /// streamable HTTP) on this TCP address (`ADDR:PORT`, port 0 picks one and logs it), with
@@ -395,6 +402,20 @@ fn parse_mode(s: &str) -> Result<u32, String> {
     Ok(mode)
 }
 
+/// `--public-sse-keep-alive-ms`: 0 (never) or 100 ms to one hour. Shorter would flood a
+/// silent stream's client with comments for nothing.
+fn keep_alive_ms(s: &str) -> Result<u64, String> {
+    let ms: u64 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of milliseconds"))?;
+    if ms != 0 && !(100..=3_600_000).contains(&ms) {
+        return Err(format!(
+            "`{s}` is out of range: 0 (never) or 100 to 3600000 milliseconds"
+        ));
+    }
+    Ok(ms)
+}
+
 /// The contract version health reports: [`mcp_runtime_core::CONTRACT_VERSION`]. Debug builds
 /// only (the binaries the tests run) let `MCP_RUNTIME_TEST_CONTRACT_VERSION` replace it, so the
 /// gateway's version handshake can be tested against a real runtime; release builds ignore it.
@@ -610,8 +631,6 @@ async fn run(args: Args, metrics_listener: Option<std::net::TcpListener>) -> any
                 max_age: Duration::from_secs(args.event_retention_s.max(1)),
             },
         },
-        sse_keep_alive: (args.sse_keep_alive_ms > 0)
-            .then(|| Duration::from_millis(args.sse_keep_alive_ms)),
     };
     let policy = match (&args.public_listen, &args.core_uds) {
         (Some(_), Some(socket)) => Some(Arc::new(Policy::new(PolicyConfig {
@@ -701,6 +720,8 @@ async fn run(args: Args, metrics_listener: Option<std::net::TcpListener>) -> any
                 policy,
                 allow,
                 max_header_bytes: args.max_header_bytes,
+                sse_keep_alive: (args.public_sse_keep_alive_ms > 0)
+                    .then(|| Duration::from_millis(args.public_sse_keep_alive_ms)),
             },
         );
         tracing::info!(address = %local, core = ?args.core_uds, transport = %args.core_transport, "public endpoint listening (edge mode)");

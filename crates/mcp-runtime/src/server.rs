@@ -57,6 +57,10 @@ pub struct PublicEndpoint {
     pub allow: AllowLists,
     /// The largest request head (request line and headers), in bytes; a longer one is a 431.
     pub max_header_bytes: usize,
+    /// How long a `text/event-stream` answer may stay silent before an SSE comment
+    /// (`: keep-alive`) is written on it, between whole events; `None`: never. The Python
+    /// `mcp` SDK's server (through `sse-starlette`) pings every 15 s.
+    pub sse_keep_alive: Option<std::time::Duration>,
 }
 
 /// Serves the public endpoint of edge mode on the TCP `listener` (`/mcp`, `/servers/{id}/mcp`
@@ -74,6 +78,7 @@ pub async fn serve_public(
         runtime,
         endpoint.policy,
         endpoint.allow,
+        endpoint.sse_keep_alive,
     ));
     transport::public::serve(
         edge,

@@ -265,7 +265,7 @@ class _KeepAlive:
         """Write ``chunk`` (more of the body follows)."""
         async with self._lock:
             await self._send({"type": "http.response.body", "body": chunk, "more_body": True})
-            self._tail = (self._tail + chunk)[-4:]
+            self._tail = (self._tail + chunk[-4:])[-4:]
             self._last = anyio.current_time()
 
     async def run(self) -> None:
@@ -632,8 +632,8 @@ class McpEndpoint:
 
         An SSE answer silent for ``MCP_GATEWAY_SSE_KEEP_ALIVE_S`` gets a ``: keep-alive``
         comment between its events (:class:`_KeepAlive`, run in ``tg``, the request's task
-        group), in every mode: in gRPC mode no byte comes from the runtime while nothing
-        happens, and a plugin's rewriting drops the comments the runtime writes.
+        group), in every mode: the runtime writes none on its sockets (only on the edge modes'
+        public endpoint), so nothing else keeps a silent stream's client and proxies awake.
         """
         sse = (response.header("content-type") or "").startswith("text/event-stream")
         keep_alive = None
@@ -660,7 +660,7 @@ class McpEndpoint:
         try:
             with ending:
                 async for chunk in stream:
-                    tail = (tail + chunk)[-4:]
+                    tail = (tail + chunk[-4:])[-4:]
                     await body(chunk)
             if ending.cancelled_caught and request.method == "POST":
                 # A listen stream the shutdown or the token's expiry ended: its result is its

@@ -94,8 +94,9 @@ file is a start-up error (status 2), as for the core.
 ``MCP_GATEWAY_SSE_KEEP_ALIVE_S``: an SSE answer (a GET or ``subscriptions/listen`` stream, a call's
 stream) silent this long gets a comment line, ``: keep-alive``, which SSE clients ignore, so that
 a proxy or client with an idle timeout keeps it open; written only between whole events, in every
-mode (the runtime's ``--sse-keep-alive-ms`` does the same on its own endpoints; 15 s is the
-``mcp`` SDK server's ping interval, from ``sse-starlette``). ``0``: never.
+mode (the runtime's ``--public-sse-keep-alive-ms`` does the same on the edge modes' public
+endpoint; 15 s is the ``mcp`` SDK server's ping interval, from ``sse-starlette``). ``0``: never;
+otherwise at least 0.1.
 
 ``MCP_GATEWAY_RUNTIME_KEEPALIVE_S`` (HTTP/JSON mode) is how long an idle pooled connection to the
 runtime is kept. Keep it well below the runtime's ``--header-read-timeout-ms`` (30 s), which
@@ -202,7 +203,7 @@ class Settings:
             (``MCP_GATEWAY_SHUTDOWN_GRACE_S``, as the runtime's ``--shutdown-grace-ms``).
         sse_keep_alive_s: Seconds of silence after which an SSE answer gets a ``: keep-alive``
             comment (``MCP_GATEWAY_SSE_KEEP_ALIVE_S``, as the runtime's
-            ``--sse-keep-alive-ms``); 0: never.
+            ``--public-sse-keep-alive-ms``); 0: never, else at least 0.1.
     """
 
     jwt_secret: str
@@ -313,8 +314,11 @@ class Settings:
             sse_keep_alive_s = float(keep_alive_raw) if keep_alive_raw else 15.0
         except ValueError as e:
             raise ConfigError(f"MCP_GATEWAY_SSE_KEEP_ALIVE_S={keep_alive_raw!r} is not a number") from e
-        if not 0 <= sse_keep_alive_s <= 3600:
-            raise ConfigError("MCP_GATEWAY_SSE_KEEP_ALIVE_S must be between 0 and 3600 seconds")
+        if sse_keep_alive_s != 0 and not 0.1 <= sse_keep_alive_s <= 3600:
+            # Under 0.1 s a silent stream's client would be flooded with comments for nothing.
+            raise ConfigError(
+                "MCP_GATEWAY_SSE_KEEP_ALIVE_S must be 0 (never) or between 0.1 and 3600 seconds"
+            )
         settings = cls(
             jwt_secret=secret,
             http_uds=socket_path("MCP_RUST_UDS"),

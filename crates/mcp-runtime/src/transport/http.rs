@@ -254,7 +254,7 @@ fn mcp_headers(headers: &HeaderMap) -> Result<(McpHeaders, Option<String>), Requ
 
 /// A fault of the HTTP request itself: the core's answer for it, with id `null`.
 pub(crate) fn rpc_error(e: RequestError) -> Response {
-    into_response(e.into_outcome(None), None)
+    into_response(e.into_outcome(None))
 }
 
 /// Why `x-contextforge-auth-context` was refused (401).
@@ -476,11 +476,7 @@ pub(crate) async fn serve_mcp(
     };
     // The core keeps the reservation until the request is answered.
     let Some(span) = span else {
-        let keep_alive = rt.sse_keep_alive();
-        return into_response(
-            rt.handle_observed(req, reservation, started).await,
-            keep_alive,
-        );
+        return into_response(rt.handle_observed(req, reservation, started).await);
     };
     let session = req.headers.session_id.clone();
     let outcome = rt
@@ -488,29 +484,20 @@ pub(crate) async fn serve_mcp(
         .instrument(span.clone())
         .await;
     crate::otel::finish(&span, &outcome, session.as_deref());
-    into_response(outcome, rt.sse_keep_alive())
+    into_response(outcome)
 }
 
-/// Encodes a core outcome as an HTTP response; SSE events are written as they arrive, and
-/// [`KEEP_ALIVE_COMMENT`] after each `keep_alive` of silence (`None`: never).
-pub(crate) fn into_response(outcome: Outcome, keep_alive: Option<std::time::Duration>) -> Response {
+/// Encodes a core outcome as an HTTP response; SSE events are written as they arrive.
+pub(crate) fn into_response(outcome: Outcome) -> Response {
     let status =
         StatusCode::from_u16(outcome.head.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let body = match outcome.body {
         Body::Full(b) => HttpBody::from(b),
-        Body::Events(events) => {
-            let frames = events.map(|ev| {
-                let mut out = Vec::with_capacity(ev.data.len() + 32);
-                ev.encode_into(&mut out);
-                Bytes::from(out)
-            });
-            match keep_alive {
-                Some(period) => HttpBody::from_stream(
-                    with_keep_alive(frames, period).map(Ok::<_, std::convert::Infallible>),
-                ),
-                None => HttpBody::from_stream(frames.map(Ok::<_, std::convert::Infallible>)),
-            }
-        }
+        Body::Events(events) => HttpBody::from_stream(events.map(|ev| {
+            let mut out = Vec::with_capacity(ev.data.len() + 32);
+            ev.encode_into(&mut out);
+            Ok::<_, std::convert::Infallible>(Bytes::from(out))
+        })),
     };
     let mut response = Response::new(body);
     *response.status_mut() = status;
@@ -520,26 +507,6 @@ pub(crate) fn into_response(outcome: Outcome, keep_alive: Option<std::time::Dura
         }
     }
     response
-}
-
-/// What a silent `text/event-stream` answer gets: a comment line and the blank line that ends
-/// it, which clients ignore (WHATWG HTML, server-sent events: a line starting with a colon).
-pub(crate) const KEEP_ALIVE_COMMENT: &[u8] = b": keep-alive\n\n";
-
-/// `frames` (whole SSE events), with [`KEEP_ALIVE_COMMENT`] after each `period` without one;
-/// ends with `frames`. Each frame is whole, so the comment never splits an event.
-fn with_keep_alive(
-    frames: impl futures::Stream<Item = Bytes> + Send + 'static,
-    period: std::time::Duration,
-) -> impl futures::Stream<Item = Bytes> + Send + 'static {
-    futures::stream::unfold(Box::pin(frames), move |mut frames| async move {
-        // `next` is cancel-safe: a frame is never lost to the timeout.
-        match tokio::time::timeout(period, frames.next()).await {
-            Ok(Some(frame)) => Some((frame, frames)),
-            Ok(None) => None,
-            Err(_) => Some((Bytes::from_static(KEEP_ALIVE_COMMENT), frames)),
-        }
-    })
 }
 
 /// How long an oversized request body is still read (and dropped) before the 413 is sent.

@@ -42,13 +42,20 @@ pub(crate) struct Edge {
     pub(crate) runtime: Arc<Runtime>,
     pub(crate) policy: Arc<Policy>,
     pub(crate) allow: AllowLists,
+    /// [`crate::PublicEndpoint::sse_keep_alive`].
+    sse_keep_alive: Option<Duration>,
     /// Request ids: a per-process prefix and a counter.
     prefix: String,
     next_id: AtomicU64,
 }
 
 impl Edge {
-    pub(crate) fn new(runtime: Arc<Runtime>, policy: Arc<Policy>, allow: AllowLists) -> Self {
+    pub(crate) fn new(
+        runtime: Arc<Runtime>,
+        policy: Arc<Policy>,
+        allow: AllowLists,
+        sse_keep_alive: Option<Duration>,
+    ) -> Self {
         let started = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
@@ -57,6 +64,7 @@ impl Edge {
             runtime,
             policy,
             allow,
+            sse_keep_alive,
             prefix: format!("{:x}-{started:x}", std::process::id()),
             next_id: AtomicU64::new(1),
         }
@@ -360,11 +368,46 @@ async fn route(
     body: HttpBody,
 ) -> Response {
     let mut body = Some(body);
+    let keep_alive = edge.sse_keep_alive;
     let response = answer(edge, peer, path, method, headers, &mut body).await;
     if let Some(unread) = body {
         discard_body(unread.into_data_stream(), REFUSED_BODY_DRAIN).await;
     }
-    response
+    match keep_alive {
+        Some(period) => with_keep_alive(response, period),
+        None => response,
+    }
+}
+
+/// What a silent `text/event-stream` answer gets: a comment line and the blank line that ends
+/// it, which clients ignore (WHATWG HTML, server-sent events: a line starting with a colon).
+/// Byte-for-byte the gateway's (`_app.KEEP_ALIVE_COMMENT`).
+const KEEP_ALIVE_COMMENT: &[u8] = b": keep-alive\n\n";
+
+/// `response` with [`KEEP_ALIVE_COMMENT`] written after each `period` in which its body sent
+/// nothing, when it is a `text/event-stream` (anything else as it is). Each frame of such a
+/// body is one whole event (`into_response`), so the comment never lands inside one.
+fn with_keep_alive(response: Response, period: Duration) -> Response {
+    use futures::StreamExt as _;
+    let sse = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    if !sse {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let frames = body.into_data_stream();
+    let kept = futures::stream::unfold(frames, move |mut frames| async move {
+        // `next` is cancel-safe: no frame is lost to the timeout.
+        match tokio::time::timeout(period, frames.next()).await {
+            Ok(Some(frame)) => Some((frame, frames)),
+            Ok(None) => None,
+            Err(_) => Some((Ok(bytes::Bytes::from_static(KEEP_ALIVE_COMMENT)), frames)),
+        }
+    });
+    Response::from_parts(parts, HttpBody::from_stream(kept))
 }
 
 /// The answer to a `Host` (421) or `Origin` (403) outside the allow-lists.
@@ -502,6 +545,47 @@ async fn answer(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An SSE answer gets the comment after each silent period, between its events and never
+    /// in their place; another answer is left as it is. (Time is paused: each period passes
+    /// when every task waits.)
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_event_stream_gets_keep_alive_comments_between_its_events() {
+        use futures::StreamExt as _;
+        use http_body_util::BodyExt as _;
+        const PERIOD: Duration = Duration::from_secs(15);
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, Infallible>>(4);
+        let events = tokio_stream::wrappers::ReceiverStream::new(rx);
+        let response = Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(HttpBody::from_stream(events))
+            .unwrap();
+        let mut body = with_keep_alive(response, PERIOD)
+            .into_body()
+            .into_data_stream();
+        let event = bytes::Bytes::from_static(b"data: {}\n\n");
+        tx.send(Ok(event.clone())).await.unwrap();
+        assert_eq!(body.next().await.unwrap().unwrap(), event);
+        let start = tokio::time::Instant::now();
+        assert_eq!(body.next().await.unwrap().unwrap(), KEEP_ALIVE_COMMENT);
+        assert_eq!(start.elapsed(), PERIOD);
+        assert_eq!(body.next().await.unwrap().unwrap(), KEEP_ALIVE_COMMENT);
+        tx.send(Ok(event.clone())).await.unwrap();
+        assert_eq!(body.next().await.unwrap().unwrap(), event);
+        drop(tx);
+        assert!(body.next().await.is_none(), "ends with its events");
+
+        let json = Response::builder()
+            .header("content-type", "application/json")
+            .body(HttpBody::from("{}"))
+            .unwrap();
+        let whole = with_keep_alive(json, PERIOD)
+            .into_body()
+            .collect()
+            .await
+            .unwrap();
+        assert_eq!(whole.to_bytes(), "{}");
+    }
 
     #[test]
     fn endpoints() {

@@ -98,6 +98,7 @@ async fn serve(
             policy: Arc::clone(&policy),
             allow: AllowLists::default(),
             max_header_bytes: 64 * 1024,
+            sse_keep_alive: None,
         },
     );
     Edge {

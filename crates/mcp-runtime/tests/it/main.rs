@@ -25,7 +25,6 @@
 //! - `credentials`: upstreams that need a header or a bearer token.
 //! - `https_upstream`: an `https://` upstream and its `ca_file`.
 //! - `admission`: connection cap and header read timeout.
-//! - `keep_alive`: SSE comments on silent streams.
 //! - `limits`: per-subject limits (open sessions).
 //! - `health`: health while draining, server reflection.
 //! - `edge`: the public endpoint of edge mode without its policy core (checks before the
@@ -47,7 +46,6 @@ mod faults;
 mod health;
 mod http_semantics;
 mod https_upstream;
-mod keep_alive;
 mod limits;
 mod listen;
 mod live_catalog;

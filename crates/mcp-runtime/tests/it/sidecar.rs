@@ -20,7 +20,6 @@ pub(crate) struct Options {
     pub(crate) header_read_timeout: Duration,
     pub(crate) max_sessions_per_subject: usize,
     pub(crate) quotas: QuotaConfig,
-    pub(crate) sse_keep_alive: Option<Duration>,
 }
 
 impl Default for Options {
@@ -34,7 +33,6 @@ impl Default for Options {
             header_read_timeout: Duration::from_secs(30),
             max_sessions_per_subject: RuntimeConfig::default().max_sessions_per_subject,
             quotas: QuotaConfig::default(),
-            sse_keep_alive: RuntimeConfig::default().sse_keep_alive,
         }
     }
 }
@@ -63,7 +61,6 @@ impl Sidecar {
             session_idle_ttl: options.session_idle_ttl,
             max_sessions_per_subject: options.max_sessions_per_subject,
             quotas: options.quotas,
-            sse_keep_alive: options.sse_keep_alive,
             ..RuntimeConfig::default()
         };
         let catalog = CatalogConfig::parse(catalog).expect("catalog");
