@@ -66,15 +66,6 @@ fn a_grpc_setting_out_of_range_is_refused_at_start() {
         ("--grpc-max-concurrent-streams", "0"),
         ("--grpc-codec-buffer-size", "0"),
     ] {
-        let out = std::process::Command::new(crate::runtime_proc::runtime_bin())
-            .args([flag, value])
-            .output()
-            .expect("run");
-        assert_eq!(out.status.code(), Some(2), "{flag} {value}");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            err.contains(&format!("invalid value '{value}' for '{flag}")),
-            "{flag}: {err}"
-        );
+        crate::runtime_proc::assert_refused_at_start(flag, value);
     }
 }

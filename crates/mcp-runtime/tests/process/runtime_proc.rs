@@ -9,6 +9,21 @@ pub(crate) fn runtime_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_mcp-runtime"))
 }
 
+/// Asserts that `flag value` is a usage error naming both (clap's "invalid value", exit
+/// status 2), before anything starts.
+pub(crate) fn assert_refused_at_start(flag: &str, value: &str) {
+    let out = Command::new(runtime_bin())
+        .args([flag, value])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2), "{flag} {value}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("invalid value '{value}' for '{flag}")),
+        "{flag}: {err}"
+    );
+}
+
 /// A child process killed on drop.
 pub(crate) struct Proc(pub Child);
 

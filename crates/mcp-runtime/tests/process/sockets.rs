@@ -594,16 +594,7 @@ fn edge_flags_are_checked_before_start() {
 fn a_keep_alive_period_out_of_range_is_refused_at_start() {
     let flag = "--public-sse-keep-alive-ms";
     for value in ["1", "99", "3600001", "soon"] {
-        let out = std::process::Command::new(runtime_bin())
-            .args([flag, value])
-            .output()
-            .expect("run");
-        assert_eq!(out.status.code(), Some(2), "{flag} {value}");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            err.contains(&format!("invalid value '{value}' for '{flag}")),
-            "{flag}: {err}"
-        );
+        crate::runtime_proc::assert_refused_at_start(flag, value);
     }
     for value in ["0", "100"] {
         // Taken: the start then stops at what is missing (the catalog), not at the value.
