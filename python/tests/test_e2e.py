@@ -341,10 +341,12 @@ async def test_sdk_client_without_token_fails(gw: Gateway) -> None:
 async def test_get_stream_opens(gw: Gateway, http: httpx.AsyncClient) -> None:
     token = gw.token()
     session = await gw.initialize(http, token)
-    headers = gw.headers(token, session, accept="text/event-stream")
-    async with http.stream("GET", gw.url, headers=headers) as r:
-        assert r.status_code == 200
-        assert r.headers["content-type"].startswith("text/event-stream")
+    # Media types compare without regard to case (RFC 9110, 8.3.1), as every mode reads them.
+    for accept in ("text/event-stream", "Application/JSON, TEXT/EVENT-STREAM;q=0.5"):
+        headers = gw.headers(token, session, accept=accept)
+        async with http.stream("GET", gw.url, headers=headers) as r:
+            assert r.status_code == 200, accept
+            assert r.headers["content-type"].startswith("text/event-stream")
     r = await http.get(gw.url, headers=gw.headers(token, session, accept="application/json"))
     assert r.status_code == 405
     assert r.headers["allow"] == "POST, DELETE"

@@ -176,9 +176,10 @@ def test_a_listen_that_accepts_only_json_is_not_acceptable(gw: Gateway) -> None:
     still -32602 first, as the runtime checks it before ``Accept``.
     """
     notifications = {"toolsListChanged": True, "resourceSubscriptions": [WATCHED]}
-    # Each answered within the client's timeout, none left holding a stream.
-    for _ in range(3):
-        r = _raw_listen(gw, 7, notifications, accept="application/json")
+    # Each answered within the client's timeout, none left holding a stream. Accept is read as
+    # RFC 9110 reads it: a weight of 0 rules SSE out, a wildcard's too.
+    for accept in ("application/json", "application/json, text/event-stream;q=0", "text/*;q=0, */*"):
+        r = _raw_listen(gw, 7, notifications, accept=accept)
         assert r.status_code == 406, (gw.mode, r.text)
         error = r.json()
         assert error["id"] == 7, (gw.mode, r.text)

@@ -37,6 +37,11 @@ def rpc(method: str, params: dict[str, Any] | None = None, rid: Any = 1) -> byte
     return json.dumps(body).encode()
 
 
+PROGRESS = rpc(
+    "tools/call",
+    {"name": "progress", "arguments": {"steps": 2, "interval_ms": 5}, "_meta": {"progressToken": 1}},
+)
+
 INIT = rpc(
     "initialize",
     {"protocolVersion": PROTOCOL, "capabilities": {}, "clientInfo": {"name": "p", "version": "1"}},
@@ -98,6 +103,33 @@ CASES = [
         "json",
         headers=(("accept", "application/json"),),
     ),
+    # Accept is read as RFC 9110 reads it (``_accept.py``, ``McpHeaders::accepts_sse``): media
+    # types without regard to case, a weight of 0 rules a type out, wildcards count for a POST.
+    Case(
+        "progress with sse accept in capitals",
+        PROGRESS,
+        200,
+        None,
+        "sse",
+        headers=(("accept", "Application/JSON, TEXT/EVENT-STREAM"),),
+    ),
+    Case("progress with sse by wildcard", PROGRESS, 200, None, "sse", headers=(("accept", "text/*"),)),
+    Case(
+        "progress with sse weighed 0",
+        PROGRESS,
+        200,
+        None,
+        "json",
+        headers=(("accept", "application/json, text/event-stream;q=0"),),
+    ),
+    Case(
+        "progress with sse ruled out by its type",
+        PROGRESS,
+        200,
+        None,
+        "json",
+        headers=(("accept", "text/*;q=0, */*"),),
+    ),
     Case("notification", b'{"jsonrpc":"2.0","method":"notifications/initialized"}', 202, None, "empty"),
     Case("client response", b'{"jsonrpc":"2.0","id":5,"result":{}}', 202, None, "empty"),
     Case(
@@ -135,6 +167,34 @@ CASES = [
         "empty",
         method="GET",
         headers=(("accept", "application/json"),),
+    ),
+    Case(
+        "GET with sse only by wildcard",
+        None,
+        405,
+        None,
+        "empty",
+        method="GET",
+        headers=(("accept", "*/*"),),
+    ),
+    Case(
+        "GET with sse weighed 0",
+        None,
+        405,
+        None,
+        "empty",
+        method="GET",
+        headers=(("accept", "text/event-stream; Q=0"),),
+    ),
+    Case(
+        "GET unknown session in capitals",
+        None,
+        404,
+        -32001,
+        "json",
+        method="GET",
+        session="unknown",
+        headers=(("accept", "Text/Event-Stream"),),
     ),
     Case(
         "GET unknown session",
@@ -189,7 +249,7 @@ async def test_parity(gw: Gateway, http: httpx.AsyncClient, session: str, case: 
     if case.name == "initialize":
         assert r.headers["mcp-session-id"]
         assert r.headers["content-type"].startswith("application/json")
-    if case.name == "GET without sse accept":
+    if case.status == 405:
         assert r.headers["allow"] == "POST, DELETE"
     if case.shape == "sse":
         events = [json.loads(x[6:]) for x in r.text.splitlines() if x.startswith("data: ")]

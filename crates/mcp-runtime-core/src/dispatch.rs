@@ -96,12 +96,7 @@ impl Runtime {
     /// A GET: the standalone stream, or with `Last-Event-ID` the resumption of the stream that
     /// id belongs to ([`Runtime::resume`]).
     async fn get(&self, req: &Request) -> Result<Outcome, RequestError> {
-        let accepts_sse = req
-            .headers
-            .accept
-            .as_deref()
-            .is_some_and(|a| a.contains("text/event-stream"));
-        if !accepts_sse {
+        if !req.headers.lists_sse() {
             // Not a JSON-RPC fault: an empty 405 naming the methods that remain.
             return Ok(Outcome::empty(405).with_header("allow", "POST, DELETE".to_owned()));
         }
@@ -797,11 +792,7 @@ impl Runtime {
             .then(|| hook(post_point));
         // With a post hook, notifications still pass as they come; the answer waits for the
         // hook (forward.rs, `pump`).
-        let accepts_sse = req
-            .headers
-            .accept
-            .as_deref()
-            .is_none_or(|a| a.contains("text/event-stream") || a.contains("*/*"));
+        let accepts_sse = req.headers.accepts_sse();
         // The caller's trace context goes on to the upstream (`traceparent` header): the
         // runtime's request span when tracing is on (the adapter put it there), else the
         // context it received.

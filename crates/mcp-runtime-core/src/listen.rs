@@ -217,10 +217,7 @@ impl Runtime {
                 ),
             ));
         }
-        if let Some(accept) = req.headers.accept.as_deref()
-            && !accept.contains("text/event-stream")
-            && !accept.contains("*/*")
-        {
+        if !req.headers.accepts_sse() {
             return Ok(Outcome::json(
                 406,
                 jsonrpc::error_body(

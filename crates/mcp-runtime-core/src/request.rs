@@ -80,6 +80,84 @@ pub struct McpHeaders {
     pub params: Option<Vec<(String, String)>>,
 }
 
+impl McpHeaders {
+    /// Whether the answer may be `text/event-stream`: `Accept` absent, or its most specific
+    /// media range that covers `text/event-stream` (itself, `text/*`, `*/*`) has a weight above
+    /// 0 ([`accept_weight`]). What a POST's answer and a `subscriptions/listen` go by.
+    pub fn accepts_sse(&self) -> bool {
+        self.accept
+            .as_deref()
+            .is_none_or(|accept| accept_weight(accept, "text/event-stream") > 0.0)
+    }
+
+    /// Whether `Accept` lists `text/event-stream` itself with a weight above 0: what a GET
+    /// needs for the standalone stream (MCP 2025-11-25, transports: "The client MUST include an
+    /// Accept header, listing text/event-stream as a supported content type"; a wildcard is
+    /// not a listing).
+    pub fn lists_sse(&self) -> bool {
+        self.accept
+            .as_deref()
+            .is_some_and(|accept| listed_weight(accept, "text/event-stream") > 0.0)
+    }
+}
+
+/// The weight (0.0 to 1.0) an `Accept` header value gives `media_type` (`type/subtype`, lower
+/// case): the `q` of its most specific media range covering it (exact, then `type/*`, then
+/// `*/*`; of equal ones the highest), 0.0 when none covers it (RFC 9110, 12.5.1). Types and
+/// the `q` name compare without regard to case; parameters other than `q` are not compared; a
+/// `q` that is not a number counts as 1.0 (a lenient reading, as before any weight was read).
+pub fn accept_weight(accept: &str, media_type: &str) -> f32 {
+    let (kind, _) = media_type.split_once('/').unwrap_or((media_type, ""));
+    let mut best: Option<(u8, f32)> = None;
+    for (range, q) in media_ranges(accept) {
+        let rank = if range.eq_ignore_ascii_case(media_type) {
+            2
+        } else if range
+            .split_once('/')
+            .is_some_and(|(t, s)| s == "*" && t.eq_ignore_ascii_case(kind))
+        {
+            1
+        } else if range == "*/*" {
+            0
+        } else {
+            continue;
+        };
+        best = match best {
+            Some((r, w)) if r > rank || (r == rank && w >= q) => Some((r, w)),
+            _ => Some((rank, q)),
+        };
+    }
+    best.map_or(0.0, |(_, q)| q)
+}
+
+/// The highest weight `Accept` gives `media_type` named exactly (no wildcard), 0.0 when it is
+/// not named.
+fn listed_weight(accept: &str, media_type: &str) -> f32 {
+    media_ranges(accept)
+        .filter(|(range, _)| range.eq_ignore_ascii_case(media_type))
+        .map(|(_, q)| q)
+        .fold(0.0, f32::max)
+}
+
+/// Each media range of an `Accept` value with its weight (`q`, 1.0 when absent or not a
+/// number, clamped to 0.0-1.0); empty elements skipped.
+fn media_ranges(accept: &str) -> impl Iterator<Item = (&str, f32)> {
+    accept.split(',').filter_map(|element| {
+        let mut parts = element.split(';');
+        let range = parts.next().unwrap_or_default().trim();
+        if range.is_empty() {
+            return None;
+        }
+        let q = parts
+            .filter_map(|p| p.split_once('='))
+            .find(|(name, _)| name.trim().eq_ignore_ascii_case("q"))
+            .and_then(|(_, value)| value.trim().parse::<f32>().ok())
+            .filter(|q| q.is_finite())
+            .map_or(1.0, |q| q.clamp(0.0, 1.0));
+        Some((range, q))
+    })
+}
+
 /// One MCP request, as the gateway received it, minus transport details.
 #[derive(Debug, Clone)]
 pub struct Request {
@@ -376,6 +454,44 @@ impl Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn accept_is_read_as_rfc_9110_reads_it() {
+        // (Accept, accepts_sse, lists_sse)
+        let cases: &[(Option<&str>, bool, bool)] = &[
+            (None, true, false),
+            (Some("application/json, text/event-stream"), true, true),
+            (Some("TEXT/EVENT-STREAM"), true, true),
+            (Some("Text/Event-Stream; Q=0.5"), true, true),
+            (Some("application/json"), false, false),
+            (Some(""), false, false),
+            (Some("*/*"), true, false),
+            (Some("text/*"), true, false),
+            (Some("TEXT/*;q=1"), true, false),
+            (Some("application/*"), false, false),
+            (Some("text/event-stream;q=0"), false, false),
+            (Some("text/event-stream; q=0.000, */*"), false, false),
+            (
+                Some("text/event-stream;q=0, text/event-stream;q=0.2"),
+                true,
+                true,
+            ),
+            (Some("*/*;q=0, text/event-stream"), true, true),
+            (Some("text/*;q=0, */*"), false, false),
+            (Some("text/event-stream;q=abc"), true, true),
+            (Some("text/event-stream;charset=utf-8"), true, true),
+            (Some("text/event-streamx, text/event"), false, false),
+            (Some(" , ;q=1, text/event-stream "), true, true),
+        ];
+        for &(accept, sse, listed) in cases {
+            let headers = McpHeaders {
+                accept: accept.map(str::to_owned),
+                ..McpHeaders::default()
+            };
+            assert_eq!(headers.accepts_sse(), sse, "accepts_sse {accept:?}");
+            assert_eq!(headers.lists_sse(), listed, "lists_sse {accept:?}");
+        }
+    }
 
     #[test]
     fn sse_framing_splits_data_lines() {

@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from mcp_gateway._accept import accepts
 from mcp_gateway._auth import AuthContext
 from mcp_gateway._errors import ConfigError
 
@@ -98,16 +99,15 @@ class McpRequest:
         A POSTed ``tools/call``, ``prompts/get`` or ``resources/read`` (the calls the runtime
         forwards upstream and relays server-to-client requests of: sampling, elicitation,
         roots; ``docs/http-boundary.md``, "Server-to-client requests") whose ``Accept`` allows
-        SSE, read as the runtime reads it (absent, or naming ``text/event-stream`` or ``*/*``):
-        without SSE the runtime has no stream to ask on. A bytes check first (no parse): the
-        method spelled plainly anywhere in the body (a false positive costs only a streamed
-        call). Only a body holding a ``\/`` or ``\u`` escape, which can spell the method
+        SSE, read as the runtime reads it (``_accept.accepts``: absent, or weighing
+        ``text/event-stream`` above 0): without SSE the runtime has no stream to ask on. A bytes
+        check first (no parse): the method spelled plainly anywhere in the body (a false positive
+        costs only a streamed call). Only a body holding a ``\/`` or ``\u`` escape, which can spell the method
         otherwise, is parsed to read ``method``.
         """
         if self.method != "POST":
             return False
-        accept = self.accept
-        if accept is not None and "text/event-stream" not in accept and "*/*" not in accept:
+        if not accepts(self.accept):
             return False
         if any(method in self.body for method in _ASKING_METHODS):
             return True

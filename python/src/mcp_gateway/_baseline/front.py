@@ -32,6 +32,7 @@ from mcp_types import UNSUPPORTED_PROTOCOL_VERSION
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from mcp_gateway import __version__
+from mcp_gateway._accept import accepts, lists
 from mcp_gateway._auth import anonymous_context
 from mcp_gateway._backend import McpRequest, McpResponse, RuntimeHealth
 from mcp_gateway._baseline.asgi import AsgiCall, sse_events
@@ -550,8 +551,7 @@ class PythonBaseline:
                 f"Request body of {len(request.body)} bytes exceeds the limit of "
                 f"{self._max_message_bytes} bytes",
             )
-        accept = request.accept
-        accepts_sse = accept is None or "text/event-stream" in accept or "*/*" in accept
+        accepts_sse = accepts(request.accept)
         request_id = request_id_of(request.body)
         if not accepts_sse and _listen_filter_is_valid(request):
             # The SDK would answer such a listen as JSON, which never comes: the caller waits
@@ -590,7 +590,7 @@ class PythonBaseline:
         return McpResponse(status=200)
 
     async def _get(self, request: McpRequest) -> McpResponse:
-        if "text/event-stream" not in (request.accept or ""):
+        if not lists(request.accept):
             return McpResponse(status=405, headers=[("allow", "POST, DELETE")])
         session = self._find(request)
         if isinstance(session, McpResponse):
@@ -655,9 +655,7 @@ class PythonBaseline:
             return session
         if message.method not in _KNOWN_METHODS:
             return _error(200, METHOD_NOT_FOUND, f"Method not found: {shown(message.method)}", message.id)
-        accepts_sse = (
-            request.accept is None or "text/event-stream" in request.accept or "*/*" in request.accept
-        )
+        accepts_sse = accepts(request.accept)
         request_id = message.id
         problem = _params_problem(message.params, request.body)
         if problem is not None or isinstance(request_id, float):
