@@ -91,6 +91,10 @@ async def test_discover_lists_and_header_checks(gw: Gateway) -> None:
     def post(body: dict[str, Any], **headers: str) -> httpx.Response:
         return httpx.post(gw.url, json=body, headers={**base, **headers}, timeout=30.0)
 
+    def post_raw(body: str, **headers: str) -> httpx.Response:
+        headers = {**base, "content-type": "application/json", **headers}
+        return httpx.post(gw.url, content=body, headers=headers, timeout=30.0)
+
     def get(**headers: str) -> httpx.Response:
         return httpx.get(gw.url, headers={**base, **headers}, timeout=30.0)
 
@@ -163,6 +167,11 @@ async def test_discover_lists_and_header_checks(gw: Gateway) -> None:
         assert (r.status_code, r.json()["error"]["code"]) == (400, -32020), (gw.mode, version, r.text)
         assert "protocolVersion" in r.json()["error"]["message"], (gw.mode, version, r.text)
         assert r.json()["id"] == 3, (gw.mode, version)
+        # However the client's encoder spells the key: PHP's json_encode escapes its slash.
+        for escaped in ("modelcontextprotocol\\/", "\\u006dodelcontextprotocol/"):
+            body = json.dumps(call, separators=(",", ":")).replace("modelcontextprotocol/", escaped)
+            r = post_raw(body, **{"mcp-method": "tools/call", "mcp-name": "echo", **version})
+            assert (r.status_code, r.json()["error"]["code"]) == (400, -32020), (gw.mode, escaped, r.text)
     future = {**listing, "params": {"_meta": _meta("2099-01-01")}}
     r = post(future, **{"mcp-protocol-version": "2099-01-01", "mcp-method": "tools/list"})
     assert (r.status_code, r.json()["error"]["code"]) == (400, -32022), (gw.mode, r.text)

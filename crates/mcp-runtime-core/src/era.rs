@@ -91,7 +91,7 @@ pub(crate) fn of(
     // The session era's requests (no 2026-07-28 header, no reserved `_meta` key) are not
     // parsed here: their params are read once, by their method.
     if header_sessionless.is_none()
-        && !params.is_some_and(|p| p.get().contains(META_PROTOCOL_VERSION))
+        && !params.is_some_and(|p| may_name(p.get(), META_PROTOCOL_VERSION))
     {
         return Ok(None);
     }
@@ -156,6 +156,14 @@ pub(crate) fn notification_of(headers: &McpHeaders, method: &str) -> Result<bool
         check_method_header(headers, method)?;
     }
     Ok(sessionless)
+}
+
+/// Whether raw JSON `text` may hold the string `key`: spelled plainly, or with a `\/` or `\u`
+/// escape, which JSON allows anywhere in a string (`io.modelcontextprotocol\/protocolVersion` is
+/// how PHP's `json_encode` writes the reserved keys by default). A bytes check that spares the
+/// parse of a body that cannot hold it; a false positive costs only that parse.
+pub(crate) fn may_name(text: &str, key: &str) -> bool {
+    text.contains(key) || text.contains("\\/") || text.contains("\\u")
 }
 
 /// `version` as one of [`SESSIONLESS_PROTOCOL_VERSIONS`].
@@ -461,6 +469,36 @@ mod tests {
 
     fn meta(version: &str) -> Value {
         serde_json::json!({META_PROTOCOL_VERSION: version, META_CLIENT_CAPABILITIES: {}})
+    }
+
+    #[test]
+    fn a_version_in_meta_is_seen_however_its_key_is_escaped() {
+        // The rule's bytes check must not let an escaped key past: without the header (or
+        // with a session-era one) it is -32020, as with the key spelled plainly.
+        let plain =
+            r#"{"name":"echo","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}"#;
+        let slash = plain.replace("modelcontextprotocol/", "modelcontextprotocol\\/");
+        let unicode = plain.replace("io.model", "\\u0069o.model");
+        for body in [plain.to_owned(), slash, unicode] {
+            let raw = RawValue::from_string(body.clone()).unwrap();
+            for version in [None, Some("2025-11-25")] {
+                let h = headers(version, None, None);
+                assert!(
+                    matches!(
+                        of(&h, "tools/call", Some(&raw)),
+                        Err(RequestError::HeaderMismatch(_))
+                    ),
+                    "{body} with {version:?}"
+                );
+            }
+        }
+        let text =
+            RawValue::from_string(r#"{"name":"echo","arguments":{"text":"a\nb"}}"#.into()).unwrap();
+        assert!(
+            of(&headers(None, None, None), "tools/call", Some(&text))
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]

@@ -236,11 +236,19 @@ fn sessionless_status(body: &[u8]) -> u16 {
     struct Code {
         code: i64,
     }
-    // Only an error answer is read, and it is small.
-    if body.len() > 64 * 1024 || !body.windows(8).any(|w| w == b"\"error\":") {
+    // Only an error answer is read, and it is small. Its key may be followed by whitespace
+    // (`"error": {`, as Python's `json.dumps` writes it, or pretty-printed) or spelled with a
+    // `\u` escape: the bytes check looks for the key alone, or for an escape.
+    if body.len() > 64 * 1024 {
         return 200;
     }
-    match serde_json::from_slice::<Answer>(body) {
+    let Ok(text) = std::str::from_utf8(body) else {
+        return 200;
+    };
+    if !crate::era::may_name(text, "\"error\"") {
+        return 200;
+    }
+    match serde_json::from_str::<Answer>(text) {
         Ok(Answer {
             error: Some(Code {
                 code: -32022..=-32020,
@@ -876,6 +884,15 @@ mod tests {
             sessionless_status(br#"{"jsonrpc":"2.0","id":1,"result":{"error":-32021}}"#),
             200
         );
+        // However the upstream's encoder spaces or escapes it (Python's json.dumps writes
+        // `"error": {`; pretty printers add a newline).
+        for body in [
+            "{\"jsonrpc\": \"2.0\", \"id\": 1, \"error\": {\"code\": -32020, \"message\": \"m\"}}",
+            "{\n  \"jsonrpc\": \"2.0\",\n  \"id\": 1,\n  \"error\" :\n {\"code\":-32022}\n}",
+            r#"{"jsonrpc":"2.0","id":1,"\u0065rror":{"code":-32021,"message":"m"}}"#,
+        ] {
+            assert_eq!(sessionless_status(body.as_bytes()), 400, "{body}");
+        }
     }
 
     #[test]

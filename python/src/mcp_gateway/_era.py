@@ -104,6 +104,17 @@ def standard_header_fault(
     return None
 
 
+def may_name(body: bytes, key: bytes) -> bool:
+    r"""Whether raw JSON ``body`` may hold the string ``key``: plainly, or with a ``\/`` or ``\u`` escape.
+
+    JSON allows either escape anywhere in a string (PHP's ``json_encode`` writes
+    ``io.modelcontextprotocol\/protocolVersion`` by default). A bytes check that spares the parse
+    of a body that cannot hold ``key``; a false positive costs only that parse. The runtime's
+    twin is ``era::may_name``.
+    """
+    return key in body or b"\\/" in body or b"\\u" in body
+
+
 def meta_version_fault(protocol_version: str | None, body: bytes) -> str | None:
     """Why a POST whose ``_meta`` names a protocol version is refused for its version header.
 
@@ -116,7 +127,7 @@ def meta_version_fault(protocol_version: str | None, body: bytes) -> str | None:
         The message of the ``-32020`` answer (HTTP 400), the runtime's wording; ``None`` when
         the body names no version or the header equals it.
     """
-    if PROTOCOL_VERSION_META_KEY.encode() not in body:
+    if not may_name(body, PROTOCOL_VERSION_META_KEY.encode()):
         return None
     try:
         message = parse_message(body)
