@@ -106,7 +106,7 @@ impl McpHeaders {
 /// `*/*`; of equal ones the highest), 0.0 when none covers it (RFC 9110, 12.5.1). Types and
 /// the `q` name compare without regard to case; parameters other than `q` are not compared; a
 /// `q` that is not a number counts as 1.0 (a lenient reading, as before any weight was read).
-pub fn accept_weight(accept: &str, media_type: &str) -> f32 {
+fn accept_weight(accept: &str, media_type: &str) -> f32 {
     let (kind, _) = media_type.split_once('/').unwrap_or((media_type, ""));
     let mut best: Option<(u8, f32)> = None;
     for (range, q) in media_ranges(accept) {

@@ -25,6 +25,7 @@ from typing import Protocol
 from mcp_gateway._accept import accepts
 from mcp_gateway._auth import AuthContext
 from mcp_gateway._errors import ConfigError
+from mcp_gateway._jsonrpc import may_spell_otherwise
 
 __all__ = [
     "SUPPORTED_CONTRACT_MAJORS",
@@ -102,8 +103,8 @@ class McpRequest:
         SSE, read as the runtime reads it (``_accept.accepts``: absent, or weighing
         ``text/event-stream`` above 0): without SSE the runtime has no stream to ask on. A bytes
         check first (no parse): the method spelled plainly anywhere in the body (a false positive
-        costs only a streamed call). Only a body holding a ``\/`` or ``\u`` escape, which can spell the method
-        otherwise, is parsed to read ``method``.
+        costs only a streamed call). Only a body holding a ``\/`` or ``\u`` escape, which can
+        spell the method otherwise, is parsed to read ``method``.
         """
         if self.method != "POST":
             return False
@@ -111,7 +112,7 @@ class McpRequest:
             return False
         if any(method in self.body for method in _ASKING_METHODS):
             return True
-        return (b"\\/" in self.body or b"\\u" in self.body) and _method_of(self.body) in _ASKING_NAMES
+        return may_spell_otherwise(self.body) and _method_of(self.body) in _ASKING_NAMES
 
     @property
     def listens(self) -> bool:
@@ -128,7 +129,7 @@ class McpRequest:
             return False
         if _LISTEN_METHOD in self.body:
             return True
-        return (b"\\/" in self.body or b"\\u" in self.body) and _method_of(self.body) == _LISTEN_NAME
+        return may_spell_otherwise(self.body) and _method_of(self.body) == _LISTEN_NAME
 
     @property
     def endless(self) -> bool:

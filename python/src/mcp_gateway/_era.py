@@ -17,7 +17,7 @@ import binascii
 
 from mcp_types import PROTOCOL_VERSION_META_KEY
 
-from mcp_gateway._jsonrpc import FramingError, parse_message, shown
+from mcp_gateway._jsonrpc import FramingError, may_spell_otherwise, parse_message, shown
 
 __all__ = [
     "HEADER_MISMATCH",
@@ -104,17 +104,6 @@ def standard_header_fault(
     return None
 
 
-def may_name(body: bytes, key: bytes) -> bool:
-    r"""Whether raw JSON ``body`` may hold the string ``key``: plainly, or with a ``\/`` or ``\u`` escape.
-
-    JSON allows either escape anywhere in a string (PHP's ``json_encode`` writes
-    ``io.modelcontextprotocol\/protocolVersion`` by default). A bytes check that spares the parse
-    of a body that cannot hold ``key``; a false positive costs only that parse. The runtime's
-    twin is ``era::may_name``.
-    """
-    return key in body or b"\\/" in body or b"\\u" in body
-
-
 def meta_version_fault(protocol_version: str | None, body: bytes) -> str | None:
     """Why a POST whose ``_meta`` names a protocol version is refused for its version header.
 
@@ -127,7 +116,7 @@ def meta_version_fault(protocol_version: str | None, body: bytes) -> str | None:
         The message of the ``-32020`` answer (HTTP 400), the runtime's wording; ``None`` when
         the body names no version or the header equals it.
     """
-    if not may_name(body, PROTOCOL_VERSION_META_KEY.encode()):
+    if PROTOCOL_VERSION_META_KEY.encode() not in body and not may_spell_otherwise(body):
         return None
     try:
         message = parse_message(body)

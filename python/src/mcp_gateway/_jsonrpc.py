@@ -40,6 +40,7 @@ __all__ = [
     "FramingError",
     "ParsedMessage",
     "error_body",
+    "may_spell_otherwise",
     "parse_message",
     "request_id_of",
     "result_too_large",
@@ -162,6 +163,16 @@ def echoable_id(value: Any) -> bool:
     if isinstance(value, float):
         return math.isfinite(value)
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def may_spell_otherwise(body: bytes) -> bool:
+    r"""Whether raw JSON ``body`` holds a ``\/`` or ``\u`` escape, which can spell a key or a name.
+
+    A bytes check that looks for a string spelled plainly is complete only without one (PHP's
+    ``json_encode`` writes ``io.modelcontextprotocol\/protocolVersion`` by default); with one,
+    the body must be parsed to know. The runtime's twin is ``era::may_name``.
+    """
+    return b"\\/" in body or b"\\u" in body
 
 
 def result_too_large(limit: int) -> str:
